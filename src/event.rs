@@ -1,0 +1,963 @@
+//! Auth0 tenant-log events: the lenient `LogEvent` model, envelope detection for every delivery
+//! shape (bare log, `{log_id, data}` record, EventBridge event, array, `{"logs": [...]}`, JSON
+//! Lines) and trigger selection (`ss`, first `s`, `sv`). Pure: no I/O, no async.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+/// Why an event can give a user their default roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `ss`: success signup.
+    Signup,
+    /// `s` with a logins count of exactly 1.
+    FirstLogin,
+    /// `sv`: the user verified their email.
+    EmailVerified,
+}
+
+impl Trigger {
+    /// Every trigger, in the order the policy documents them.
+    pub const ALL: [Trigger; 3] = [Trigger::Signup, Trigger::FirstLogin, Trigger::EmailVerified];
+
+    /// The name used in config files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Signup => "signup",
+            Trigger::FirstLogin => "first_login",
+            Trigger::EmailVerified => "email_verified",
+        }
+    }
+
+    /// Parses a config/output name (`signup`, `first_login`, `email_verified`).
+    pub fn from_name(name: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of trigger selection for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// The event can trigger a default-role assignment.
+    Eligible(Trigger),
+    /// The event is of no interest; the reason is short and static (safe for logs and metrics).
+    NotEligible(&'static str),
+}
+
+/// One Auth0 tenant-log event, reduced to what a default-role policy can use.
+///
+/// Every field but `event_type` is optional: real logs omit almost everything at times.
+/// Events that cannot trigger (other types, later or SSO logins) keep only `log_id`,
+/// `event_type`, `date`, `user_id` and the login counts: nothing else reads them, and they are
+/// most of a stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LogEvent {
+    /// 56-digit decimal id (kept as text: it overflows every integer type).
+    pub log_id: Option<String>,
+    /// The Auth0 type code (`ss`, `s`, `sv`, `ssa`, ...).
+    pub event_type: String,
+    /// RFC 3339 timestamp of the event.
+    pub date: Option<String>,
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+    pub connection: Option<String>,
+    pub connection_id: Option<String>,
+    pub strategy: Option<String>,
+    pub strategy_type: Option<String>,
+    pub client_id: Option<String>,
+    pub client_name: Option<String>,
+    pub organization_id: Option<String>,
+    /// `details.body.email` (signups).
+    pub body_email: Option<String>,
+    /// `details.email` (email verifications).
+    pub details_email: Option<String>,
+    /// `details.stats.loginsCount`.
+    pub logins_count: Option<u64>,
+    /// `details.prompts[].stats.loginsCount`, in prompt order, where present and not null.
+    pub prompt_logins_counts: Vec<u64>,
+}
+
+impl LogEvent {
+    /// Exact type-code matching: `ss`, `s` with a first-login count, `sv`. Everything else,
+    /// including look-alikes such as `ssa`, `sapi`, `seacft` and `ss_sso_*`, is not eligible.
+    pub fn selection(&self) -> Selection {
+        match self.event_type.as_str() {
+            "ss" => Selection::Eligible(Trigger::Signup),
+            "sv" => Selection::Eligible(Trigger::EmailVerified),
+            "s" => match self.effective_logins_count() {
+                Some(1) => Selection::Eligible(Trigger::FirstLogin),
+                Some(_) => Selection::NotEligible("later login"),
+                None => Selection::NotEligible("login without a count (SSO or silent)"),
+            },
+            _ => Selection::NotEligible("other event type"),
+        }
+    }
+
+    /// The login count: `details.stats.loginsCount`, else the first count found in the prompts.
+    pub fn effective_logins_count(&self) -> Option<u64> {
+        self.logins_count
+            .or_else(|| self.prompt_logins_counts.first().copied())
+    }
+
+    /// The user's email as the event tells it, if it looks like a real (unmasked) email:
+    /// `ss` → `details.body.email`, else `user_name`; `sv` → `details.email`, else `user_name`;
+    /// anything else → `user_name`.
+    pub fn email(&self) -> Option<&str> {
+        let primary = match self.event_type.as_str() {
+            "ss" => self.body_email.as_deref(),
+            "sv" => self.details_email.as_deref(),
+            _ => None,
+        };
+        primary
+            .filter(|e| looks_like_email(e))
+            .or_else(|| self.user_name.as_deref().filter(|e| looks_like_email(e)))
+    }
+
+    /// The identity provider: the part of `user_id` before the first `|`.
+    pub fn provider(&self) -> Option<&str> {
+        let user_id = self.user_id.as_deref()?;
+        let (provider, rest) = user_id.split_once('|')?;
+        (!provider.is_empty() && !rest.is_empty()).then_some(provider)
+    }
+
+    /// The user id, when present and not empty (failures and M2M flows carry `""`).
+    pub fn user(&self) -> Option<&str> {
+        self.user_id.as_deref().filter(|u| !u.is_empty())
+    }
+}
+
+/// True when `text` has the shape `local@domain.tld` with no masking characters (`*`) and no
+/// whitespace. Hashed or masked emails (log-stream PII obfuscation) are rejected.
+pub fn looks_like_email(text: &str) -> bool {
+    let Some((local, domain)) = text.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.len() >= 3
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.contains(['*', ' ', '\t', '\n', '\r'])
+        && !local.contains('@')
+}
+
+/// The domain part of an email, lowercased.
+pub fn email_domain(email: &str) -> Option<String> {
+    looks_like_email(email)
+        .then(|| email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+        .flatten()
+}
+
+/// Why one value of a delivery could not become a `LogEvent`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct DecodeError {
+    /// Short, PII-free reason (safe to log and to put in a dead-letter header).
+    pub reason: String,
+    /// The log id, when it could be read despite the error.
+    pub log_id: Option<String>,
+}
+
+impl DecodeError {
+    fn new(reason: impl Into<String>, log_id: Option<String>) -> Self {
+        DecodeError {
+            reason: reason.into(),
+            log_id,
+        }
+    }
+}
+
+/// One item of a decoded delivery.
+pub type Decoded = Result<LogEvent, DecodeError>;
+
+/// Decodes the bytes of one delivery (a Kafka record, an SQS body, a file, a webhook body) into
+/// its events, in input order. Never panics and never drops a value silently: every value that
+/// is not an Auth0 log becomes a `DecodeError`.
+pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    while start < bytes.len() {
+        let rest = &bytes[start..];
+        let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<TopLevel>();
+        loop {
+            match stream.next() {
+                None => {
+                    start = bytes.len();
+                    break;
+                }
+                Some(Ok(value)) => value.push_items(&mut out),
+                Some(Err(err)) => {
+                    let offset = stream.byte_offset();
+                    let value_start = start + skip_whitespace(rest, offset);
+                    let line = 1 + bytes[..value_start].iter().filter(|b| **b == b'\n').count();
+                    out.push(Err(DecodeError::new(syntax_reason(&err, line), None)));
+                    start += resume_point(rest, offset);
+                    break;
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Err(DecodeError::new("empty payload: no JSON value", None)));
+    }
+    out
+}
+
+fn syntax_reason(err: &serde_json::Error, line: usize) -> String {
+    let kind = match err.classify() {
+        serde_json::error::Category::Eof => "truncated JSON",
+        serde_json::error::Category::Syntax => "malformed JSON",
+        serde_json::error::Category::Data => "unexpected JSON value",
+        serde_json::error::Category::Io => "unreadable input",
+    };
+    format!("{kind} in the value starting on line {line}")
+}
+
+fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// After a syntax error, where to start again: the first line after the start of the broken
+/// value whose first byte opens a JSON value. One bad line of JSON Lines costs one item, and the
+/// next line is read even when the parser only noticed the damage there.
+fn resume_point(rest: &[u8], stream_offset: usize) -> usize {
+    let mut i = skip_whitespace(rest, stream_offset);
+    while i < rest.len() {
+        if rest[i] == b'\n' && matches!(rest.get(i + 1), Some(b'{' | b'[')) {
+            return i + 1;
+        }
+        i += 1;
+    }
+    rest.len()
+}
+
+/// A top-level JSON value of a delivery: one object or an array of values.
+enum TopLevel<'a> {
+    Object(Box<RawLog<'a>>),
+    Array(Vec<ArrayItem<'a>>),
+    Other(&'static str),
+}
+
+impl TopLevel<'_> {
+    fn push_items(self, out: &mut Vec<Decoded>) {
+        match self {
+            TopLevel::Object(raw) => raw.push_items(out, 0),
+            TopLevel::Array(items) => {
+                if items.is_empty() {
+                    return;
+                }
+                for item in items {
+                    match item {
+                        ArrayItem::Object(raw) => raw.push_items(out, 1),
+                        ArrayItem::Other(kind) => out.push(Err(DecodeError::new(
+                            format!("array item is {kind}, not an object"),
+                            None,
+                        ))),
+                    }
+                }
+            }
+            TopLevel::Other(kind) => out.push(Err(DecodeError::new(
+                format!("JSON value is {kind}, not an Auth0 log object"),
+                None,
+            ))),
+        }
+    }
+}
+
+enum ArrayItem<'a> {
+    Object(Box<RawLog<'a>>),
+    Other(&'static str),
+}
+
+fn kind_of_scalar<E>(kind: &'static str) -> Result<&'static str, E> {
+    Ok(kind)
+}
+
+/// Visits any JSON value; objects are read as `RawLog`, arrays as items, scalars are named.
+macro_rules! scalar_visits {
+    ($wrap:path) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            kind_of_scalar("a boolean").map($wrap)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            kind_of_scalar("a number").map($wrap)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            kind_of_scalar("a number").map($wrap)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            kind_of_scalar("a number").map($wrap)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            kind_of_scalar("a string").map($wrap)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            kind_of_scalar("null").map($wrap)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            kind_of_scalar("null").map($wrap)
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TopVisitor;
+        impl<'de> Visitor<'de> for TopVisitor {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object or array")
+            }
+            scalar_visits!(TopLevel::Other);
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TopLevel<'de>, A::Error> {
+                RawLog::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|raw| TopLevel::Object(Box::new(raw)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<ArrayItem>()? {
+                    items.push(item);
+                }
+                Ok(TopLevel::Array(items))
+            }
+        }
+        deserializer.deserialize_any(TopVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ArrayItem<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ItemVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ItemVisitor<'a> {
+            type Value = ArrayItem<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            scalar_visits!(ArrayItem::Other);
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ArrayItem<'a>, A::Error> {
+                RawLog::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|raw| ArrayItem::Object(Box::new(raw)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArrayItem<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ArrayItem::Other("an array"))
+            }
+        }
+        deserializer.deserialize_any(ItemVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Any JSON object of a delivery, read in one pass: the fields of a bare log and those of every
+/// wrapper (`data`, `detail`, `detail-type`, `logs`). Every field is lenient: a value of an
+/// unexpected JSON type reads as absent, so only JSON syntax errors fail a whole delivery.
+#[derive(Default)]
+struct RawLog<'a> {
+    log_id: Option<Text<'a>>,
+    underscore_id: Option<Text<'a>>,
+    event_type: Option<Text<'a>>,
+    date: Option<Text<'a>>,
+    user_id: Option<Text<'a>>,
+    user_name: Option<Text<'a>>,
+    connection: Option<Text<'a>>,
+    connection_id: Option<Text<'a>>,
+    strategy: Option<Text<'a>>,
+    strategy_type: Option<Text<'a>>,
+    client_id: Option<Text<'a>>,
+    client_name: Option<Text<'a>>,
+    organization_id: Option<Text<'a>>,
+    details: LenientMap<Details<'a>>,
+    /// `{log_id, data}` record (webhook) or the record inside an EventBridge `detail`.
+    data: LenientMap<Box<RawLog<'a>>>,
+    /// EventBridge: the record (or, after an input transformer, the bare log).
+    detail: LenientMap<Box<RawLog<'a>>>,
+    /// EventBridge: must be `"Auth0 log"` (a string or, in some samples, a one-item list).
+    detail_type: Option<DetailType>,
+    /// Custom Webhook "JSON Object" format: `{"logs": [...]}`.
+    logs: LenientSeq<ArrayItem<'a>>,
+}
+
+#[derive(Default)]
+struct Details<'a> {
+    body: LenientMap<Body<'a>>,
+    email: Option<Text<'a>>,
+    stats: LenientMap<Stats>,
+    /// Kept raw: read only when `stats` has no count (most logins carry one at top level).
+    prompts: Option<&'a RawValue>,
+}
+
+#[derive(Default)]
+struct Body<'a> {
+    email: Option<Text<'a>>,
+}
+
+#[derive(Default)]
+struct Stats {
+    logins_count: Option<u64>,
+}
+
+#[derive(Default)]
+struct Prompt {
+    stats: LenientMap<Stats>,
+}
+
+/// Reads one known field of a JSON object; `Ok(false)` means "not mine, skip the value".
+/// Hand-written rather than derived so keys are matched as raw bytes (no UTF-8 pass per key)
+/// and values that cannot matter are skipped unparsed.
+trait Fields<'de>: Default {
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error>;
+}
+
+struct FieldsVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut value = T::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            if !value.field(&key.0, &mut map)? {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// An object key as bytes (borrowed when it has no escapes).
+struct Key<'a>(Cow<'a, [u8]>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_vec())))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.as_bytes().to_vec())))
+            }
+        }
+        deserializer.deserialize_bytes(KeyVisitor(std::marker::PhantomData))
+    }
+}
+
+macro_rules! deserialize_with_fields {
+    ($($ty:ty),*) => {$(
+        impl<'de: 'a, 'a> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_map(FieldsVisitor(std::marker::PhantomData))
+            }
+        }
+    )*};
+}
+deserialize_with_fields!(RawLog<'a>, Details<'a>, Body<'a>);
+
+impl<'de> Deserialize<'de> for Stats {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Prompt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor(std::marker::PhantomData))
+    }
+}
+
+fn text<'de: 'a, 'a, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Text<'a>>, A::Error> {
+    map.next_value::<LenientString<'a>>().map(|s| s.0)
+}
+
+impl<'de: 'a, 'a> Fields<'de> for RawLog<'a> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            b"log_id" => self.log_id = text(map)?,
+            b"_id" => self.underscore_id = text(map)?,
+            b"type" => self.event_type = text(map)?,
+            b"date" => self.date = text(map)?,
+            b"user_id" => self.user_id = text(map)?,
+            b"user_name" => self.user_name = text(map)?,
+            b"connection" => self.connection = text(map)?,
+            b"connection_id" => self.connection_id = text(map)?,
+            b"strategy" => self.strategy = text(map)?,
+            b"strategy_type" => self.strategy_type = text(map)?,
+            b"client_id" => self.client_id = text(map)?,
+            b"client_name" => self.client_name = text(map)?,
+            b"organization_id" => self.organization_id = text(map)?,
+            b"details" => {
+                // `type` precedes `details` in Auth0's records: when it says the event can never
+                // trigger, the details are skipped unparsed.
+                if self
+                    .event_type
+                    .as_deref()
+                    .is_some_and(|t| !is_trigger_type(t))
+                {
+                    return Ok(false);
+                }
+                self.details = map.next_value()?;
+            }
+            b"data" => self.data = map.next_value()?,
+            b"detail" => self.detail = map.next_value()?,
+            b"detail-type" => self.detail_type = map.next_value()?,
+            b"logs" => self.logs = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de: 'a, 'a> Fields<'de> for Details<'a> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            b"body" => self.body = map.next_value()?,
+            b"email" => self.email = text(map)?,
+            b"stats" => self.stats = map.next_value()?,
+            b"prompts" => self.prompts = map.next_value::<Option<&'a RawValue>>()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de: 'a, 'a> Fields<'de> for Body<'a> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            b"email" => self.email = text(map)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Fields<'de> for Stats {
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            b"loginsCount" => self.logins_count = map.next_value::<Count>()?.0,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Fields<'de> for Prompt {
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            b"stats" => self.stats = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// The type codes that can trigger an assignment.
+fn is_trigger_type(code: &str) -> bool {
+    matches!(code, "ss" | "s" | "sv")
+}
+
+/// The login counts of `details.prompts[]`, in order (null and odd values skipped).
+fn prompt_counts(prompts: Option<&RawValue>) -> Vec<u64> {
+    let Some(raw) = prompts else {
+        return Vec::new();
+    };
+    serde_json::from_str::<LenientSeq<LenientMap<Prompt>>>(raw.get())
+        .ok()
+        .and_then(|list| list.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.0.and_then(|p| p.stats.0).and_then(|s| s.logins_count))
+        .collect()
+}
+
+/// `detail-type`: a string, or a list of strings.
+#[derive(Default)]
+struct DetailType(Vec<String>);
+
+impl<'de> Deserialize<'de> for DetailType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DetailTypeVisitor;
+        impl<'de> Visitor<'de> for DetailTypeVisitor {
+            type Value = DetailType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<DetailType, E> {
+                Ok(DetailType(vec![v.to_owned()]))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<DetailType, E> {
+                Ok(DetailType::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<DetailType, E> {
+                Ok(DetailType::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<DetailType, E> {
+                Ok(DetailType::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<DetailType, E> {
+                Ok(DetailType::default())
+            }
+            fn visit_unit<E>(self) -> Result<DetailType, E> {
+                Ok(DetailType::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DetailType, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(DetailType::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DetailType, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<LenientString>()? {
+                    names.extend(name.0.map(Cow::into_owned));
+                }
+                Ok(DetailType(names))
+            }
+        }
+        deserializer.deserialize_any(DetailTypeVisitor)
+    }
+}
+
+impl RawLog<'_> {
+    fn has_any_log_field(&self) -> bool {
+        self.event_type.is_some() || self.log_id.is_some() || self.underscore_id.is_some()
+    }
+
+    /// Classifies this object and appends what it holds to `out`. `depth` bounds recursion
+    /// through wrappers (a record inside an EventBridge event inside a `logs` list is depth 3).
+    fn push_items(self, out: &mut Vec<Decoded>, depth: u8) {
+        if depth > 4 {
+            out.push(Err(DecodeError::new("wrappers nested too deeply", None)));
+            return;
+        }
+        if let Some(detail_type) = self.detail_type {
+            if !detail_type.0.iter().any(|t| t == "Auth0 log") {
+                out.push(Err(DecodeError::new(
+                    "EventBridge event whose detail-type is not \"Auth0 log\"",
+                    None,
+                )));
+                return;
+            }
+            match self.detail.0 {
+                Some(detail) => detail.push_items(out, depth + 1),
+                None => out.push(Err(DecodeError::new(
+                    "EventBridge event without a detail object",
+                    None,
+                ))),
+            }
+            return;
+        }
+        if let Some(data) = self.data.0 {
+            let first = out.len();
+            data.push_items(out, depth + 1);
+            let outer_id = self.log_id.or(self.underscore_id);
+            for item in &mut out[first..] {
+                let log_id = match item {
+                    Ok(event) => &mut event.log_id,
+                    Err(err) => &mut err.log_id,
+                };
+                if log_id.is_none() {
+                    *log_id = outer_id.as_deref().map(str::to_owned);
+                }
+            }
+            return;
+        }
+        if let Some(logs) = self.logs.0 {
+            for item in logs {
+                match item {
+                    ArrayItem::Object(raw) => raw.push_items(out, depth + 1),
+                    ArrayItem::Other(kind) => out.push(Err(DecodeError::new(
+                        format!("logs item is {kind}, not an object"),
+                        None,
+                    ))),
+                }
+            }
+            return;
+        }
+        if self.detail.0.is_some() && !self.has_any_log_field() {
+            out.push(Err(DecodeError::new(
+                "object with a detail but no detail-type \"Auth0 log\"",
+                None,
+            )));
+            return;
+        }
+        out.push(self.into_event());
+    }
+
+    fn into_event(self) -> Decoded {
+        let log_id = self.log_id.or(self.underscore_id).map(Cow::into_owned);
+        let Some(event_type) = self.event_type.filter(|t| !t.is_empty()) else {
+            let reason = if log_id.is_some() {
+                "log without a type"
+            } else {
+                "not an Auth0 log: no type, log_id, data, detail or logs"
+            };
+            return Err(DecodeError::new(reason, log_id));
+        };
+        let owned = |text: Option<Text<'_>>| text.map(Cow::into_owned);
+        let details = self.details.0.unwrap_or_default();
+        let logins_count = details.stats.0.and_then(|s| s.logins_count);
+        let prompt_logins_counts = if logins_count.is_some() || event_type != "s" {
+            Vec::new()
+        } else {
+            prompt_counts(details.prompts)
+        };
+        let may_trigger = match event_type.as_ref() {
+            "ss" | "sv" => true,
+            "s" => logins_count.or(prompt_logins_counts.first().copied()) == Some(1),
+            _ => false,
+        };
+        if !may_trigger {
+            // Events that cannot trigger (most of a stream) keep only what identifies them and
+            // decides their selection: no policy reads the rest.
+            return Ok(LogEvent {
+                log_id,
+                event_type: event_type.into_owned(),
+                date: owned(self.date),
+                user_id: owned(self.user_id),
+                logins_count,
+                prompt_logins_counts,
+                ..LogEvent::default()
+            });
+        }
+        Ok(LogEvent {
+            log_id,
+            event_type: event_type.into_owned(),
+            date: owned(self.date),
+            user_id: owned(self.user_id),
+            user_name: owned(self.user_name),
+            connection: owned(self.connection),
+            connection_id: owned(self.connection_id),
+            strategy: owned(self.strategy),
+            strategy_type: owned(self.strategy_type),
+            client_id: owned(self.client_id),
+            client_name: owned(self.client_name),
+            organization_id: owned(self.organization_id),
+            body_email: owned(details.body.0.and_then(|b| b.email)),
+            details_email: owned(details.email),
+            logins_count,
+            prompt_logins_counts,
+        })
+    }
+}
+
+/// Generates the visits that make a lenient reader treat unexpected scalars as absent.
+macro_rules! absent_scalars {
+    ($value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// An object read leniently: `Some` for a JSON object, `None` for null or any other type
+/// (which is skipped).
+struct LenientMap<T>(Option<T>);
+
+impl<T> Default for LenientMap<T> {
+    fn default() -> Self {
+        LenientMap(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for LenientMap<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for MapVisitor<T> {
+            type Value = LenientMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            absent_scalars!(LenientMap(None));
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<LenientMap<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|v| LenientMap(Some(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LenientMap<T>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(LenientMap(None))
+            }
+        }
+        deserializer.deserialize_any(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A list read leniently: `Some` for a JSON array (each item read as `T`, which must itself be
+/// lenient), `None` for null or any other type.
+struct LenientSeq<T>(Option<Vec<T>>);
+
+impl<T> Default for LenientSeq<T> {
+    fn default() -> Self {
+        LenientSeq(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for LenientSeq<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SeqVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
+            type Value = LenientSeq<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON array")
+            }
+            absent_scalars!(LenientSeq(None));
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LenientSeq<T>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(LenientSeq(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LenientSeq<T>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(item) = seq.next_element::<T>()? {
+                    items.push(item);
+                }
+                Ok(LenientSeq(Some(items)))
+            }
+        }
+        deserializer.deserialize_any(SeqVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Text borrowed from the input where it has no escapes.
+type Text<'a> = Cow<'a, str>;
+
+/// A string read leniently: numbers become their decimal text (`identity` may be either), any
+/// other type reads as absent. Borrows from the input when it can.
+struct LenientString<'a>(Option<Text<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for LenientString<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StringVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for StringVisitor<'a> {
+            type Value = LenientString<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(LenientString(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LenientString(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(LenientString(Some(Cow::Owned(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(LenientString(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(LenientString(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(LenientString(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(LenientString(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(LenientString(None))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(LenientString(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(LenientString(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(LenientString(None))
+            }
+        }
+        deserializer.deserialize_any(StringVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A count read leniently: a non-negative integer (or an integral float, or a numeric string);
+/// `null` and anything else mean "unknown".
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        lenient_count(deserializer).map(Count)
+    }
+}
+
+fn lenient_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    struct CountVisitor;
+    impl<'de> Visitor<'de> for CountVisitor {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a count")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Option<u64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Option<u64>, E> {
+            Ok(u64::try_from(v).ok())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Option<u64>, E> {
+            Ok((v.fract() == 0.0 && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Option<u64>, E> {
+            Ok(v.trim().parse().ok())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<u64>, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(CountVisitor)
+}

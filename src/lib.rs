@@ -1,0 +1,17 @@
+//! auth0-default-roles: gives Auth0 users their default roles from the tenant's log stream,
+//! outside the login path.
+//!
+//! # Layout
+//! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
+//! - [`policy`]: the default-role rules and their evaluation (pure).
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
+//! - [`pipeline`]: the stages every source shares and the outcome of each event.
+//! - [`replay`]: the `replay` command (backfill from files or stdin).
+
+pub mod config;
+pub mod dedup;
+pub mod event;
+pub mod pipeline;
+pub mod policy;
+pub mod replay;

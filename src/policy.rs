@@ -1,0 +1,643 @@
+//! The default-role policy: rules read from the `[policy]` config section, validated at load,
+//! and evaluated against an event (and, only when a rule needs it, the user's profile).
+//! Pure: no I/O, no async.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::event::{email_domain, LogEvent, Trigger};
+
+/// The condition keys a rule may use in `when` and `unless`.
+pub const CONDITION_KEYS: [&str; 12] = [
+    "event",
+    "connection",
+    "connection_id",
+    "strategy",
+    "strategy_type",
+    "client_id",
+    "client_name",
+    "organization_id",
+    "provider",
+    "email_domain",
+    "email_verified",
+    "app_metadata",
+];
+
+/// The keys a rule may have.
+const RULE_KEYS: [&str; 5] = ["name", "when", "unless", "assign", "final"];
+
+/// A policy error found at load: it names the rule and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy: unknown key `{0}` in [policy] (expected `events` or `rules`)")]
+    UnknownPolicyKey(String),
+    #[error("policy.events: unknown event `{0}` (expected signup, first_login or email_verified)")]
+    UnknownEvent(String),
+    #[error("policy.events: the list is empty, so no event could ever assign a role")]
+    NoEvents,
+    #[error("policy.rules[{index}]: missing `name`")]
+    MissingName { index: usize },
+    #[error("policy rule \"{rule}\": unknown key `{key}` (expected one of: {})", RULE_KEYS.join(", "))]
+    UnknownRuleKey { rule: String, key: String },
+    #[error("policy rule \"{rule}\": duplicate rule name (rule names must be unique)")]
+    DuplicateName { rule: String },
+    #[error("policy rule \"{rule}\": `assign` is missing or empty")]
+    EmptyAssign { rule: String },
+    #[error("policy rule \"{rule}\": `assign` contains an empty role name")]
+    EmptyRoleName { rule: String },
+    #[error("policy rule \"{rule}\": unknown condition key `{key}` in `{clause}` (expected one of: {})", CONDITION_KEYS.join(", "))]
+    UnknownCondition {
+        rule: String,
+        clause: &'static str,
+        key: String,
+    },
+    #[error("policy rule \"{rule}\": `{clause}.{key}`: {problem}")]
+    BadCondition {
+        rule: String,
+        clause: &'static str,
+        key: String,
+        problem: String,
+    },
+}
+
+/// The `[policy]` section as written in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PolicyConfig {
+    pub events: Option<Vec<String>>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+/// One `[[policy.rules]]` entry as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuleConfig {
+    pub name: Option<String>,
+    pub when: Option<BTreeMap<String, serde_json::Value>>,
+    pub unless: Option<BTreeMap<String, serde_json::Value>>,
+    pub assign: Option<Vec<String>>,
+    #[serde(rename = "final")]
+    pub is_final: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+/// A validated policy, ready to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    events: BTreeSet<Trigger>,
+    rules: Vec<Rule>,
+}
+
+/// A validated rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub when: Vec<Condition>,
+    pub unless: Vec<Condition>,
+    pub assign: Vec<String>,
+    pub is_final: bool,
+}
+
+/// One condition: a key and what it accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Event(Vec<Trigger>),
+    /// A string field of the event, compared exactly (Auth0 names are case-sensitive).
+    Field(Field, Vec<String>),
+    /// Lowercased domains; a leading `*.` matches any subdomain.
+    EmailDomain(Vec<String>),
+    EmailVerified(bool),
+    /// `app_metadata.<key>` of the user's profile equals the given JSON value.
+    AppMetadata(BTreeMap<String, serde_json::Value>),
+}
+
+/// Event fields a condition can test by exact string equality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Connection,
+    ConnectionId,
+    Strategy,
+    StrategyType,
+    ClientId,
+    ClientName,
+    OrganizationId,
+    Provider,
+}
+
+impl Field {
+    fn key(self) -> &'static str {
+        match self {
+            Field::Connection => "connection",
+            Field::ConnectionId => "connection_id",
+            Field::Strategy => "strategy",
+            Field::StrategyType => "strategy_type",
+            Field::ClientId => "client_id",
+            Field::ClientName => "client_name",
+            Field::OrganizationId => "organization_id",
+            Field::Provider => "provider",
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Field> {
+        [
+            Field::Connection,
+            Field::ConnectionId,
+            Field::Strategy,
+            Field::StrategyType,
+            Field::ClientId,
+            Field::ClientName,
+            Field::OrganizationId,
+            Field::Provider,
+        ]
+        .into_iter()
+        .find(|f| f.key() == key)
+    }
+}
+
+impl Condition {
+    /// The config key of this condition.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Condition::Event(_) => "event",
+            Condition::Field(field, _) => field.key(),
+            Condition::EmailDomain(_) => "email_domain",
+            Condition::EmailVerified(_) => "email_verified",
+            Condition::AppMetadata(_) => "app_metadata",
+        }
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Condition::Event(events) => {
+                let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+                write!(f, "event is any of [{}]", names.join(", "))
+            }
+            Condition::Field(field, values) => {
+                write!(f, "{} is any of [{}]", field.key(), values.join(", "))
+            }
+            Condition::EmailDomain(domains) => {
+                write!(f, "email domain is any of [{}]", domains.join(", "))
+            }
+            Condition::EmailVerified(v) => write!(f, "email_verified is {v}"),
+            Condition::AppMetadata(pairs) => {
+                let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                write!(f, "app_metadata has {}", parts.join(", "))
+            }
+        }
+    }
+}
+
+impl Policy {
+    /// Validates a `[policy]` section. Every problem names the rule and the key.
+    pub fn from_config(config: &PolicyConfig) -> Result<Policy, PolicyError> {
+        if let Some(key) = config.unknown.keys().next() {
+            return Err(PolicyError::UnknownPolicyKey(key.clone()));
+        }
+        let events = match &config.events {
+            None => Trigger::ALL.into_iter().collect(),
+            Some(names) => {
+                let mut events = BTreeSet::new();
+                for name in names {
+                    let trigger = Trigger::from_name(name)
+                        .ok_or_else(|| PolicyError::UnknownEvent(name.clone()))?;
+                    events.insert(trigger);
+                }
+                if events.is_empty() {
+                    return Err(PolicyError::NoEvents);
+                }
+                events
+            }
+        };
+        let mut names = BTreeSet::new();
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (index, raw) in config.rules.iter().enumerate() {
+            let name = raw
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .ok_or(PolicyError::MissingName { index })?;
+            if let Some(key) = raw.unknown.keys().next() {
+                return Err(PolicyError::UnknownRuleKey {
+                    rule: name,
+                    key: key.clone(),
+                });
+            }
+            if !names.insert(name.clone()) {
+                return Err(PolicyError::DuplicateName { rule: name });
+            }
+            let assign = raw.assign.clone().unwrap_or_default();
+            if assign.is_empty() {
+                return Err(PolicyError::EmptyAssign { rule: name });
+            }
+            if assign.iter().any(|r| r.trim().is_empty()) {
+                return Err(PolicyError::EmptyRoleName { rule: name });
+            }
+            let mut unique = Vec::with_capacity(assign.len());
+            for role in assign {
+                if !unique.contains(&role) {
+                    unique.push(role);
+                }
+            }
+            let when = parse_conditions(&name, "when", raw.when.as_ref())?;
+            let unless = parse_conditions(&name, "unless", raw.unless.as_ref())?;
+            rules.push(Rule {
+                name,
+                when,
+                unless,
+                assign: unique,
+                is_final: raw.is_final.unwrap_or(false),
+            });
+        }
+        Ok(Policy { events, rules })
+    }
+
+    /// The triggers this policy acts on.
+    pub fn events(&self) -> impl Iterator<Item = Trigger> + '_ {
+        self.events.iter().copied()
+    }
+
+    /// Whether this policy acts on `trigger` at all.
+    pub fn handles(&self, trigger: Trigger) -> bool {
+        self.events.contains(&trigger)
+    }
+
+    /// The rules in evaluation order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Every role name any rule can assign, sorted and unique.
+    pub fn role_names(&self) -> BTreeSet<String> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.assign.iter().cloned())
+            .collect()
+    }
+
+    /// Evaluates the rules for an event. Returns `NeedsProfile` when a condition cannot be
+    /// decided from the event alone and `profile` is `None`; the caller then reads the user and
+    /// evaluates again with it. With a profile, every condition is decided.
+    pub fn evaluate(
+        &self,
+        trigger: Trigger,
+        event: &LogEvent,
+        profile: Option<&Profile>,
+    ) -> Evaluation {
+        let facts = Facts::new(trigger, event, profile);
+        let mut roles: Vec<String> = Vec::new();
+        let mut matched = Vec::new();
+        let mut undecided = Vec::new();
+        for rule in &self.rules {
+            match rule.matches(&facts) {
+                Truth::False => {}
+                Truth::Unknown(keys) => {
+                    for key in keys {
+                        undecided.push(Undecided {
+                            rule: rule.name.clone(),
+                            key,
+                        });
+                    }
+                }
+                Truth::True => {
+                    if !undecided.is_empty() {
+                        // An earlier undecided rule may or may not apply; keep looking only
+                        // for more undecided conditions.
+                        continue;
+                    }
+                    matched.push(rule.name.clone());
+                    for role in &rule.assign {
+                        if !roles.contains(role) {
+                            roles.push(role.clone());
+                        }
+                    }
+                    if rule.is_final {
+                        break;
+                    }
+                }
+            }
+        }
+        if !undecided.is_empty() {
+            return Evaluation::NeedsProfile(undecided);
+        }
+        if matched.is_empty() {
+            Evaluation::NoRule
+        } else {
+            Evaluation::Assign(Decision {
+                roles,
+                rules: matched,
+            })
+        }
+    }
+}
+
+/// What the policy decided for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evaluation {
+    /// Roles to assign, and the names of the rules that matched (the audit trail).
+    Assign(Decision),
+    /// No rule matched.
+    NoRule,
+    /// Some conditions need the user's profile (`GET /api/v2/users/{id}`).
+    NeedsProfile(Vec<Undecided>),
+}
+
+/// Roles and the rules that produced them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub roles: Vec<String>,
+    pub rules: Vec<String>,
+}
+
+/// A condition that could not be decided without the user's profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecided {
+    pub rule: String,
+    pub key: &'static str,
+}
+
+/// What the Management API tells about a user, as far as the policy needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub email_verified: Option<bool>,
+    /// `identities[].connection`, primary identity first.
+    pub connections: Vec<String>,
+    pub app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Three-valued truth: a condition may be undecidable without the profile.
+#[derive(Debug, PartialEq)]
+enum Truth {
+    True,
+    False,
+    Unknown(Vec<&'static str>),
+}
+
+/// What the conditions are evaluated against.
+struct Facts<'a> {
+    trigger: Trigger,
+    event: &'a LogEvent,
+    profile: Option<&'a Profile>,
+}
+
+impl<'a> Facts<'a> {
+    fn new(trigger: Trigger, event: &'a LogEvent, profile: Option<&'a Profile>) -> Self {
+        Facts {
+            trigger,
+            event,
+            profile,
+        }
+    }
+
+    fn field(&self, field: Field) -> Option<&'a str> {
+        let e = self.event;
+        let value = match field {
+            Field::Connection => e.connection.as_deref(),
+            Field::ConnectionId => e.connection_id.as_deref(),
+            Field::Strategy => e.strategy.as_deref(),
+            Field::StrategyType => e.strategy_type.as_deref(),
+            Field::ClientId => e.client_id.as_deref(),
+            Field::ClientName => e.client_name.as_deref(),
+            Field::OrganizationId => e.organization_id.as_deref(),
+            Field::Provider => e.provider(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    fn test(&self, condition: &Condition) -> Truth {
+        let decided = |b: bool| if b { Truth::True } else { Truth::False };
+        match condition {
+            Condition::Event(events) => decided(events.contains(&self.trigger)),
+            Condition::Field(Field::Connection, values) => match self.field(Field::Connection) {
+                Some(c) => decided(values.iter().any(|v| v == c)),
+                // Logins completed through a prompt may omit the connection: the profile's
+                // identities tell it.
+                None => match self.profile {
+                    Some(p) => decided(p.connections.iter().any(|c| values.contains(c))),
+                    None => Truth::Unknown(vec!["connection"]),
+                },
+            },
+            Condition::Field(field, values) => match self.field(*field) {
+                Some(actual) => decided(values.iter().any(|v| v == actual)),
+                None => Truth::False,
+            },
+            Condition::EmailDomain(domains) => {
+                let domain = match self.event.email() {
+                    Some(email) => email_domain(email),
+                    None => match self.profile {
+                        Some(p) => p.email.as_deref().and_then(email_domain),
+                        None => return Truth::Unknown(vec!["email_domain"]),
+                    },
+                };
+                decided(domain.is_some_and(|d| domains.iter().any(|p| domain_matches(p, &d))))
+            }
+            Condition::EmailVerified(wanted) => {
+                let verified = if self.trigger == Trigger::EmailVerified {
+                    Some(true)
+                } else {
+                    self.profile.map(|p| p.email_verified.unwrap_or(false))
+                };
+                match verified {
+                    Some(v) => decided(v == *wanted),
+                    None => Truth::Unknown(vec!["email_verified"]),
+                }
+            }
+            Condition::AppMetadata(pairs) => match self.profile {
+                None => Truth::Unknown(vec!["app_metadata"]),
+                Some(p) => decided(pairs.iter().all(|(key, wanted)| {
+                    p.app_metadata
+                        .as_ref()
+                        .and_then(|m| m.get(key))
+                        .is_some_and(|actual| actual == wanted)
+                })),
+            },
+        }
+    }
+}
+
+impl Rule {
+    /// `when` (all must hold) and not `unless` (any holds), in three-valued logic.
+    fn matches(&self, facts: &Facts<'_>) -> Truth {
+        let mut unknown = Vec::new();
+        for condition in &self.when {
+            match facts.test(condition) {
+                Truth::False => return Truth::False,
+                Truth::Unknown(keys) => unknown.extend(keys),
+                Truth::True => {}
+            }
+        }
+        let mut unless_unknown = Vec::new();
+        for condition in &self.unless {
+            match facts.test(condition) {
+                Truth::True => return Truth::False,
+                Truth::Unknown(keys) => unless_unknown.extend(keys),
+                Truth::False => {}
+            }
+        }
+        unknown.extend(unless_unknown);
+        if unknown.is_empty() {
+            Truth::True
+        } else {
+            Truth::Unknown(unknown)
+        }
+    }
+
+    /// Whether any condition of this rule may need the user's profile.
+    pub fn may_need_profile(&self) -> bool {
+        self.when.iter().chain(&self.unless).any(|c| {
+            matches!(
+                c,
+                Condition::EmailDomain(_)
+                    | Condition::EmailVerified(_)
+                    | Condition::AppMetadata(_)
+                    | Condition::Field(Field::Connection, _)
+            )
+        })
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule \"{}\"", self.name)?;
+        if self.is_final {
+            f.write_str(" (final)")?;
+        }
+        writeln!(f)?;
+        if self.when.is_empty() {
+            writeln!(f, "  when:   every eligible event")?;
+        }
+        for (i, c) in self.when.iter().enumerate() {
+            let lead = if i == 0 { "when:  " } else { "and:   " };
+            writeln!(f, "  {lead} {c}")?;
+        }
+        for (i, c) in self.unless.iter().enumerate() {
+            let lead = if i == 0 { "unless:" } else { "or:    " };
+            writeln!(f, "  {lead} {c}")?;
+        }
+        write!(f, "  assign: {}", self.assign.join(", "))
+    }
+}
+
+/// `pattern` is a lowercased domain, or `*.domain` for any subdomain (not the domain itself).
+fn domain_matches(pattern: &str, domain: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => domain
+            .strip_suffix(parent)
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => pattern == domain,
+    }
+}
+
+fn parse_conditions(
+    rule: &str,
+    clause: &'static str,
+    raw: Option<&BTreeMap<String, serde_json::Value>>,
+) -> Result<Vec<Condition>, PolicyError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let bad = |key: &str, problem: String| PolicyError::BadCondition {
+        rule: rule.to_owned(),
+        clause,
+        key: key.to_owned(),
+        problem,
+    };
+    let mut conditions = Vec::with_capacity(raw.len());
+    for (key, value) in raw {
+        let condition = match key.as_str() {
+            "event" => {
+                let names = string_list(value).map_err(|p| bad(key, p))?;
+                let mut events = Vec::new();
+                for name in names {
+                    let trigger = Trigger::from_name(&name).ok_or_else(|| {
+                        bad(
+                            key,
+                            format!("unknown event `{name}` (expected signup, first_login or email_verified)"),
+                        )
+                    })?;
+                    events.push(trigger);
+                }
+                Condition::Event(events)
+            }
+            "email_domain" => {
+                let mut domains = Vec::new();
+                for domain in string_list(value).map_err(|p| bad(key, p))? {
+                    let domain = domain.trim().trim_start_matches('@').to_ascii_lowercase();
+                    let bare = domain.strip_prefix("*.").unwrap_or(&domain);
+                    if bare.is_empty() || bare.contains(['@', '*', ' ']) || !bare.contains('.') {
+                        return Err(bad(
+                            key,
+                            format!("`{domain}` is not a domain (write `example.com` or `*.example.com`)"),
+                        ));
+                    }
+                    domains.push(domain);
+                }
+                Condition::EmailDomain(domains)
+            }
+            "email_verified" => match value {
+                serde_json::Value::Bool(b) => Condition::EmailVerified(*b),
+                other => return Err(bad(key, format!("expected true or false, got {other}"))),
+            },
+            "app_metadata" => match value {
+                serde_json::Value::Object(map) if !map.is_empty() => Condition::AppMetadata(
+                    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ),
+                _ => {
+                    return Err(bad(
+                        key,
+                        "expected a table of key = value pairs, e.g. { plan = \"pro\" }".to_owned(),
+                    ))
+                }
+            },
+            other => match Field::from_key(other) {
+                Some(field) => {
+                    Condition::Field(field, string_list(value).map_err(|p| bad(key, p))?)
+                }
+                None => {
+                    return Err(PolicyError::UnknownCondition {
+                        rule: rule.to_owned(),
+                        clause,
+                        key: key.clone(),
+                    })
+                }
+            },
+        };
+        conditions.push(condition);
+    }
+    Ok(conditions)
+}
+
+/// A condition value: a string or a non-empty list of non-empty strings.
+fn string_list(value: &serde_json::Value) -> Result<Vec<String>, String> {
+    let list = match value {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => {
+            let mut list = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    serde_json::Value::String(s) => list.push(s.clone()),
+                    other => return Err(format!("expected strings, got {other}")),
+                }
+            }
+            list
+        }
+        other => {
+            return Err(format!(
+                "expected a string or a list of strings, got {other}"
+            ))
+        }
+    };
+    if list.is_empty() {
+        return Err("the list is empty, so the condition could never hold".to_owned());
+    }
+    if list.iter().any(|s| s.is_empty()) {
+        return Err("contains an empty string".to_owned());
+    }
+    Ok(list)
+}

@@ -1,0 +1,157 @@
+//! Loading the TOML configuration: defaults, environment overrides, secrets, and errors that
+//! name the key.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use auth0_default_roles::config::{Config, ConfigError};
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_toml(text, Path::new("t.toml"), &move |k| env.get(k).cloned())
+}
+
+#[test]
+fn example_config_is_valid() {
+    let config = Config::load(Path::new("config/example.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let auth0 = config.require_auth0().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(auth0.domain, "example.eu.auth0.com");
+    assert_eq!(auth0.base_url, "https://example.eu.auth0.com");
+    assert_eq!(auth0.audience(), "https://example.eu.auth0.com/api/v2/");
+    assert_eq!(config.policy.rules().len(), 3);
+}
+
+#[test]
+fn defaults() {
+    let config = load(
+        "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\n",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let auth0 = config.auth0.unwrap_or_else(|| panic!("auth0 present"));
+    assert_eq!(auth0.requests_per_second, 2.0);
+    assert_eq!(auth0.burst, 2);
+    assert_eq!(config.dedup.ttl, Duration::from_secs(86_400));
+    assert_eq!(config.dedup.max_entries, 1_000_000);
+    assert_eq!(config.policy.events().count(), 3);
+    assert!(load("", &[])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .auth0
+        .is_none());
+}
+
+#[test]
+fn base_url_replaces_the_host_but_not_the_audience() {
+    let config = load(
+        "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nbase_url = \"http://127.0.0.1:8080/\"\n",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let auth0 = config.auth0.unwrap_or_else(|| panic!("auth0 present"));
+    assert_eq!(auth0.base_url, "http://127.0.0.1:8080");
+    assert_eq!(auth0.audience(), "https://t.auth0.com/api/v2/");
+}
+
+#[test]
+fn environment_overrides() {
+    let config = load(
+        "[auth0]\ndomain = \"file.auth0.com\"\nclient_id = \"file\"\n",
+        &[
+            ("AUTH0_DOMAIN", "env.auth0.com"),
+            ("AUTH0_CLIENT_ID", "env-client"),
+            ("AUTH0_BASE_URL", "http://127.0.0.1:9"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let auth0 = config.auth0.unwrap_or_else(|| panic!("auth0 present"));
+    assert_eq!(auth0.domain, "env.auth0.com");
+    assert_eq!(auth0.client_id, "env-client");
+    assert_eq!(auth0.base_url, "http://127.0.0.1:9");
+    let secret = auth0
+        .client_secret(&|k| (k == "AUTH0_CLIENT_SECRET").then(|| "s3cret".to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(secret.expose(), "s3cret");
+    assert_eq!(format!("{secret:?}"), "Secret(***)");
+}
+
+#[test]
+fn secret_from_file_or_missing() {
+    let dir = std::env::temp_dir().join(format!("adr-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("secret");
+    std::fs::write(&path, "from-file\n").unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n",
+        path.display()
+    );
+    let config = load(&text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let auth0 = config.auth0.unwrap_or_else(|| panic!("auth0 present"));
+    assert_eq!(
+        auth0
+            .client_secret(&|_| None)
+            .map(|s| s.expose().to_owned())
+            .ok()
+            .as_deref(),
+        Some("from-file")
+    );
+    let missing = load(
+        "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\n",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = missing
+        .auth0
+        .unwrap_or_else(|| panic!("auth0 present"))
+        .client_secret(&|_| None);
+    assert!(matches!(err, Err(ConfigError::NoSecret)));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn error(text: &str) -> String {
+    match load(text, &[]) {
+        Ok(_) => panic!("expected an error for {text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn errors_name_the_key() {
+    let secret =
+        error("[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nclient_secret = \"oops\"\n");
+    assert!(
+        secret.starts_with("auth0.client_secret: secrets never go in the config file"),
+        "{secret}"
+    );
+    assert!(
+        !secret.contains("oops"),
+        "the secret must not be echoed: {secret}"
+    );
+    let unknown =
+        error("[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nrequest_per_second = 3\n");
+    assert!(unknown.contains("request_per_second"), "{unknown}");
+    assert!(unknown.contains("line 4"), "{unknown}");
+    let section = error("[kafak]\nbrokers = \"x\"\n");
+    assert!(section.contains("kafak"), "{section}");
+    let domain = error("[auth0]\ndomain = \"https://t.auth0.com\"\nclient_id = \"c\"\n");
+    assert!(domain.starts_with("auth0.domain:"), "{domain}");
+    let no_domain = error("[auth0]\nclient_id = \"c\"\n");
+    assert!(
+        no_domain.starts_with("auth0.domain: missing"),
+        "{no_domain}"
+    );
+    let rate =
+        error("[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nrequests_per_second = 0\n");
+    assert!(rate.starts_with("auth0.requests_per_second:"), "{rate}");
+    let base = error(
+        "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nbase_url = \"127.0.0.1:80\"\n",
+    );
+    assert!(base.starts_with("auth0.base_url:"), "{base}");
+    let ttl = error("[dedup]\nttl_seconds = 0\n");
+    assert!(ttl.starts_with("dedup.ttl_seconds:"), "{ttl}");
+    let syntax = error("[auth0\n");
+    assert!(syntax.contains("t.toml"), "{syntax}");
+}

@@ -1,0 +1,343 @@
+//! The default-role policy: evaluation semantics and load-time validation.
+
+use std::path::Path;
+
+use auth0_default_roles::config::{Config, ConfigError};
+use auth0_default_roles::event::{decode, LogEvent, Trigger};
+use auth0_default_roles::policy::{Decision, Evaluation, Policy, PolicyError, Profile};
+
+fn policy(toml_text: &str) -> Result<Policy, ConfigError> {
+    Config::from_toml(toml_text, Path::new("test.toml"), &|_| None).map(|c| c.policy)
+}
+
+fn must(toml_text: &str) -> Policy {
+    policy(toml_text).unwrap_or_else(|e| panic!("policy should load: {e}"))
+}
+
+fn event(json: &str) -> LogEvent {
+    decode(json.as_bytes())
+        .remove(0)
+        .unwrap_or_else(|e| panic!("fixture must decode: {e}"))
+}
+
+const SEED: &str = r#"
+[[policy.rules]]
+name = "internal"
+when = { connection = ["corp-azure-ad"] }
+assign = ["INTERNAL"]
+final = true
+
+[[policy.rules]]
+name = "customers"
+assign = ["CUSTOMER", "Viewer"]
+
+[[policy.rules]]
+name = "partners"
+when = { email_domain = ["partner.example"], email_verified = true }
+unless = { client_id = ["legacy-app"] }
+assign = ["PARTNER"]
+"#;
+
+fn assign(roles: &[&str], rules: &[&str]) -> Evaluation {
+    Evaluation::Assign(Decision {
+        roles: roles.iter().map(|s| s.to_string()).collect(),
+        rules: rules.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+fn signup(connection: &str, email: &str) -> LogEvent {
+    event(&format!(
+        r#"{{"type":"ss","connection":"{connection}","user_id":"auth0|1","client_id":"store","details":{{"body":{{"email":"{email}"}}}}}}"#
+    ))
+}
+
+#[test]
+fn final_rule_stops_and_roles_are_unioned() {
+    let p = must(SEED);
+    let internal = signup("corp-azure-ad", "carol@corp.example");
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &internal, None),
+        assign(&["INTERNAL"], &["internal"])
+    );
+    let customer = signup("Username-Password-Authentication", "bob@gmail.com");
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &customer, None),
+        assign(&["CUSTOMER", "Viewer"], &["customers"])
+    );
+}
+
+#[test]
+fn signup_with_connection_rule_needs_no_profile() {
+    let p = must(
+        r#"
+[[policy.rules]]
+name = "db"
+when = { connection = ["Username-Password-Authentication"], event = "signup" }
+assign = ["DB"]
+"#,
+    );
+    let e = signup("Username-Password-Authentication", "x@y.example");
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &e, None),
+        assign(&["DB"], &["db"])
+    );
+}
+
+#[test]
+fn verified_partner_needs_profile_only_when_the_domain_matches() {
+    let p = must(SEED);
+    let partner = signup("Username-Password-Authentication", "Alice@PARTNER.example");
+    match p.evaluate(Trigger::Signup, &partner, None) {
+        Evaluation::NeedsProfile(undecided) => {
+            assert_eq!(undecided.len(), 1);
+            assert_eq!(undecided[0].rule, "partners");
+            assert_eq!(undecided[0].key, "email_verified");
+        }
+        other => panic!("expected NeedsProfile, got {other:?}"),
+    }
+    let verified = Profile {
+        email: Some("alice@partner.example".into()),
+        email_verified: Some(true),
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &partner, Some(&verified)),
+        assign(
+            &["CUSTOMER", "Viewer", "PARTNER"],
+            &["customers", "partners"]
+        )
+    );
+    let unverified = Profile {
+        email_verified: Some(false),
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &partner, Some(&unverified)),
+        assign(&["CUSTOMER", "Viewer"], &["customers"])
+    );
+    // Another domain: the rule is decided false without any read.
+    let other = signup("Username-Password-Authentication", "bob@gmail.com");
+    assert!(matches!(
+        p.evaluate(Trigger::Signup, &other, None),
+        Evaluation::Assign(_)
+    ));
+}
+
+#[test]
+fn email_verified_event_decides_verification() {
+    let p = must(SEED);
+    let sv = event(
+        r#"{"type":"sv","connection":"Username-Password-Authentication","user_id":"auth0|1","client_id":"store","details":{"email":"alice@partner.example"}}"#,
+    );
+    assert_eq!(
+        p.evaluate(Trigger::EmailVerified, &sv, None),
+        assign(
+            &["CUSTOMER", "Viewer", "PARTNER"],
+            &["customers", "partners"]
+        )
+    );
+    let legacy = event(
+        r#"{"type":"sv","connection":"Username-Password-Authentication","user_id":"auth0|1","client_id":"legacy-app","details":{"email":"alice@partner.example"}}"#,
+    );
+    assert_eq!(
+        p.evaluate(Trigger::EmailVerified, &legacy, None),
+        assign(&["CUSTOMER", "Viewer"], &["customers"])
+    );
+}
+
+#[test]
+fn domains_are_case_insensitive_with_subdomain_wildcards() {
+    let p = must(
+        r#"
+[[policy.rules]]
+name = "staff"
+when = { email_domain = ["*.Example.com", "exact.org"], event = ["email_verified"] }
+assign = ["STAFF"]
+"#,
+    );
+    let check = |email: &str| {
+        let e = event(&format!(
+            r#"{{"type":"sv","user_id":"auth0|1","details":{{"email":"{email}"}}}}"#
+        ));
+        matches!(
+            p.evaluate(Trigger::EmailVerified, &e, None),
+            Evaluation::Assign(_)
+        )
+    };
+    assert!(check("a@eu.EXAMPLE.com"));
+    assert!(check("a@deep.eu.example.com"));
+    assert!(!check("a@example.com"));
+    assert!(!check("a@badexample.com"));
+    assert!(check("a@EXACT.org"));
+    assert!(!check("a@sub.exact.org"));
+}
+
+#[test]
+fn masked_email_matches_no_domain_rule_and_asks_for_the_profile() {
+    let p = must(SEED);
+    let masked = signup("Username-Password-Authentication", "a****@p******.example");
+    assert!(matches!(
+        p.evaluate(Trigger::Signup, &masked, None),
+        Evaluation::NeedsProfile(_)
+    ));
+    let profile = Profile {
+        email: Some("a****@p******.example".into()),
+        email_verified: Some(true),
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &masked, Some(&profile)),
+        assign(&["CUSTOMER", "Viewer"], &["customers"])
+    );
+}
+
+#[test]
+fn all_condition_keys() {
+    let p = must(
+        r#"
+[[policy.rules]]
+name = "everything"
+when = { event = "first_login", connection = "google-oauth2", connection_id = "con_g", strategy = "google-oauth2", strategy_type = "social", client_id = "app", client_name = "Store", organization_id = "org_1", provider = "google-oauth2" }
+assign = ["ALL"]
+
+[[policy.rules]]
+name = "pro"
+when = { app_metadata = { plan = "pro" } }
+assign = ["PRO"]
+"#,
+    );
+    let e = event(
+        r#"{"type":"s","connection":"google-oauth2","connection_id":"con_g","strategy":"google-oauth2","strategy_type":"social","client_id":"app","client_name":"Store","organization_id":"org_1","user_id":"google-oauth2|1","details":{"stats":{"loginsCount":1}}}"#,
+    );
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("plan".into(), serde_json::json!("pro"));
+    let profile = Profile {
+        app_metadata: Some(metadata),
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &e, Some(&profile)),
+        assign(&["ALL", "PRO"], &["everything", "pro"])
+    );
+    assert!(matches!(
+        p.evaluate(Trigger::FirstLogin, &e, None),
+        Evaluation::NeedsProfile(_)
+    ));
+    let other_org = event(
+        r#"{"type":"s","connection":"google-oauth2","connection_id":"con_g","strategy":"google-oauth2","strategy_type":"social","client_id":"app","client_name":"Store","organization_id":"org_2","user_id":"google-oauth2|1"}"#,
+    );
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &other_org, Some(&Profile::default())),
+        Evaluation::NoRule
+    );
+}
+
+#[test]
+fn missing_connection_is_read_from_the_profile() {
+    let p = must(SEED);
+    let post_signup = event(
+        r#"{"type":"s","connection_id":"","user_id":"waad|carol","details":{"prompts":[{"stats":{"loginsCount":1}}]}}"#,
+    );
+    assert!(matches!(
+        p.evaluate(Trigger::FirstLogin, &post_signup, None),
+        Evaluation::NeedsProfile(_)
+    ));
+    let profile = Profile {
+        connections: vec!["corp-azure-ad".into()],
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &post_signup, Some(&profile)),
+        assign(&["INTERNAL"], &["internal"])
+    );
+}
+
+#[test]
+fn no_rule_and_events_filter() {
+    let p = must(
+        r#"
+[policy]
+events = ["signup"]
+
+[[policy.rules]]
+name = "only-google"
+when = { provider = "google-oauth2" }
+assign = ["G"]
+"#,
+    );
+    assert!(p.handles(Trigger::Signup));
+    assert!(!p.handles(Trigger::FirstLogin));
+    let e = signup("Username-Password-Authentication", "a@b.example");
+    assert_eq!(p.evaluate(Trigger::Signup, &e, None), Evaluation::NoRule);
+}
+
+fn policy_error(toml_text: &str) -> PolicyError {
+    match policy(toml_text) {
+        Err(ConfigError::Policy(e)) => e,
+        other => panic!("expected a policy error, got {other:?}"),
+    }
+}
+
+#[test]
+fn validation_names_the_rule_and_the_key() {
+    let cases = [
+        (
+            "[[policy.rules]]\nname = \"a\"\nassign = []\n",
+            "policy rule \"a\": `assign` is missing or empty",
+        ),
+        ("[[policy.rules]]\nname = \"a\"\n", "policy rule \"a\": `assign` is missing or empty"),
+        (
+            "[[policy.rules]]\nname = \"a\"\nasign = [\"X\"]\nassign = [\"X\"]\n",
+            "policy rule \"a\": unknown key `asign`",
+        ),
+        (
+            "[[policy.rules]]\nname = \"a\"\nwhen = { conection = \"x\" }\nassign = [\"X\"]\n",
+            "policy rule \"a\": unknown condition key `conection` in `when`",
+        ),
+        (
+            "[[policy.rules]]\nname = \"a\"\nunless = { event = \"login\" }\nassign = [\"X\"]\n",
+            "policy rule \"a\": `unless.event`: unknown event `login`",
+        ),
+        (
+            "[[policy.rules]]\nname = \"a\"\nassign = [\"X\"]\n[[policy.rules]]\nname = \"a\"\nassign = [\"Y\"]\n",
+            "policy rule \"a\": duplicate rule name",
+        ),
+        ("[policy]\nevents = [\"signin\"]\n", "policy.events: unknown event `signin`"),
+        ("[[policy.rules]]\nassign = [\"X\"]\n", "policy.rules[0]: missing `name`"),
+        (
+            "[[policy.rules]]\nname = \"a\"\nwhen = { email_verified = \"yes\" }\nassign = [\"X\"]\n",
+            "policy rule \"a\": `when.email_verified`: expected true or false",
+        ),
+        (
+            "[[policy.rules]]\nname = \"a\"\nwhen = { email_domain = \"@\" }\nassign = [\"X\"]\n",
+            "policy rule \"a\": `when.email_domain`",
+        ),
+        (
+            "[[policy.rules]]\nname = \"a\"\nwhen = { connection = [] }\nassign = [\"X\"]\n",
+            "policy rule \"a\": `when.connection`: the list is empty",
+        ),
+        ("[policy]\nrulez = []\n", "unknown key `rulez` in [policy]"),
+    ];
+    for (text, expected) in cases {
+        let message = policy_error(text).to_string();
+        assert!(
+            message.starts_with(expected) || message.contains(expected),
+            "{text}\n→ {message}\nexpected {expected}"
+        );
+    }
+}
+
+#[test]
+fn role_names_and_display() {
+    let p = must(SEED);
+    let names: Vec<String> = p.role_names().into_iter().collect();
+    assert_eq!(names, ["CUSTOMER", "INTERNAL", "PARTNER", "Viewer"]);
+    let text = p.rules()[2].to_string();
+    assert!(text.contains("rule \"partners\""), "{text}");
+    assert!(
+        text.contains("unless: client_id is any of [legacy-app]"),
+        "{text}"
+    );
+    assert!(p.rules()[2].may_need_profile());
+    assert!(!p.rules()[1].may_need_profile());
+}

@@ -1,0 +1,246 @@
+//! The `check` and `replay --offline` commands, run as a user runs them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    if let Some(input) = stdin {
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(input.as_bytes())
+                .unwrap_or_else(|e| panic!("stdin: {e}"));
+        }
+    } else {
+        drop(child.stdin.take());
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_prints_the_rules() {
+    let out = run(&["check", "--config", "config/example.toml"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("config OK"), "{stdout}");
+    assert!(stdout.contains("1. rule \"internal\" (final)"), "{stdout}");
+    assert!(
+        stdout.contains("policy: roles CUSTOMER, INTERNAL, PARTNER, Viewer"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_rejects_a_bad_config_with_exit_2() {
+    let dir = std::env::temp_dir().join(format!("adr-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[policy.rules]]\nname = \"x\"\nwhen = { domain = \"a.com\" }\nassign = [\"A\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = run(
+        &["check", "--config", path.to_str().unwrap_or_default()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("policy rule \"x\": unknown condition key `domain`"),
+        "{stderr}"
+    );
+    let missing = run(&["check", "--config", "/nonexistent/config.toml"], None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("cannot read config file"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn replay_offline_classifies_the_mixed_fixture() {
+    let out = run(
+        &[
+            "replay",
+            "--config",
+            "config/example.toml",
+            "--offline",
+            "--output",
+            "jsonl",
+            "tests/fixtures/mixed.jsonl",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // 17 lines, one of them malformed: every line yields exactly one record, in input order.
+    assert_eq!(records.len(), 17);
+    let by_id = |suffix: &str| -> &serde_json::Value {
+        records
+            .iter()
+            .find(|r| {
+                r["log_id"]
+                    .as_str()
+                    .is_some_and(|id| id.ends_with(suffix) && id.len() == 56)
+            })
+            .unwrap_or_else(|| panic!("no record for log id ending {suffix}"))
+    };
+    let outcome = |r: &serde_json::Value| r["outcome"].as_str().unwrap_or_default().to_owned();
+    // Alice (partner.example) signs up: the partner rule needs her profile offline.
+    assert_eq!(outcome(&records[0]), "needs_profile");
+    assert_eq!(records[0]["trigger"], "signup");
+    // Her email_verified event decides everything.
+    let sv = by_id("0003");
+    assert_eq!(outcome(sv), "would_assign");
+    assert_eq!(
+        sv["roles"],
+        serde_json::json!(["CUSTOMER", "Viewer", "PARTNER"])
+    );
+    assert_eq!(sv["rules"], serde_json::json!(["customers", "partners"]));
+    // Later and SSO logins are not eligible.
+    assert_eq!(outcome(by_id("0004")), "not_eligible");
+    assert_eq!(outcome(by_id("0005")), "not_eligible");
+    // Social first login without a signup event.
+    let google = by_id("0006");
+    assert_eq!(outcome(google), "would_assign");
+    assert_eq!(google["trigger"], "first_login");
+    assert_eq!(google["roles"], serde_json::json!(["CUSTOMER", "Viewer"]));
+    // Enterprise first login inside an EventBridge event: the final internal rule.
+    let carol = by_id("0007");
+    assert_eq!(carol["roles"], serde_json::json!(["INTERNAL"]));
+    // Look-alike codes.
+    for id in ["0020", "0021", "0022", "0023", "0024"] {
+        assert_eq!(outcome(by_id(id)), "not_eligible", "{id}");
+    }
+    // The malformed line.
+    let invalid: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "invalid")
+        .collect();
+    assert_eq!(invalid.len(), 1);
+    assert!(invalid[0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("line 13"));
+    // Login right after signup with the count only in prompts and no connection.
+    assert_eq!(outcome(by_id("0008")), "needs_profile");
+    // Null count and a failed login.
+    assert_eq!(outcome(by_id("0009")), "not_eligible");
+    assert_eq!(outcome(by_id("0010")), "not_eligible");
+}
+
+#[test]
+fn replay_dedups_redeliveries_and_repeat_triggers() {
+    let policy = "[[policy.rules]]\nname = \"everyone\"\nassign = [\"Viewer\"]\n";
+    let dir = std::env::temp_dir().join(format!("adr-dedup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("c.toml");
+    std::fs::write(&config, policy).unwrap_or_else(|e| panic!("{e}"));
+    let ss = r#"{"log_id":"1","data":{"type":"ss","user_id":"auth0|a","connection":"db"}}"#;
+    let first_login = r#"{"log_id":"2","data":{"type":"s","user_id":"auth0|a","details":{"stats":{"loginsCount":1}}}}"#;
+    let other_user = r#"{"log_id":"3","data":{"type":"ss","user_id":"auth0|b"}}"#;
+    let input = format!("{ss}\n{ss}\n{first_login}\n{other_user}\n");
+    let out = run(
+        &[
+            "replay",
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--offline",
+            "--output",
+            "jsonl",
+        ],
+        Some(&input),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let outcomes: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "would_assign",
+            "already_done",
+            "already_done",
+            "would_assign"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn replay_summary_counts_outcomes_and_roles() {
+    let out = run(
+        &[
+            "replay",
+            "--config",
+            "config/example.toml",
+            "--offline",
+            "-",
+        ],
+        Some(&std::fs::read_to_string("tests/fixtures/mixed.jsonl").unwrap_or_default()),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let counts: BTreeMap<String, u64> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let key = parts.next()?;
+            let n = parts.next()?.parse().ok()?;
+            Some((key.to_owned(), n))
+        })
+        .collect();
+    assert_eq!(counts.get("events:"), Some(&17), "{stdout}");
+    assert_eq!(counts.get("would_assign"), Some(&3), "{stdout}");
+    assert_eq!(counts.get("not_eligible"), Some(&9), "{stdout}");
+    assert_eq!(counts.get("needs_profile"), Some(&4), "{stdout}");
+    assert_eq!(counts.get("invalid"), Some(&1), "{stdout}");
+    assert_eq!(counts.get("INTERNAL"), Some(&1), "{stdout}");
+}
+
+#[test]
+fn replay_without_offline_says_what_is_missing() {
+    let out = run(
+        &[
+            "replay",
+            "--config",
+            "config/example.toml",
+            "tests/fixtures/mixed.jsonl",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--offline"));
+    let missing = run(
+        &[
+            "replay",
+            "--config",
+            "config/example.toml",
+            "--offline",
+            "/nonexistent.jsonl",
+        ],
+        None,
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("cannot read /nonexistent.jsonl"));
+}
