@@ -8,6 +8,7 @@
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
 //! - [`replay`]: the `replay` command (backfill from files or stdin).
+//! - [`sim`]: the Management API simulator (tests, benches, demo, `sim` command).
 
 pub mod config;
 pub mod dedup;
@@ -15,3 +16,4 @@ pub mod event;
 pub mod pipeline;
 pub mod policy;
 pub mod replay;
+pub mod sim;

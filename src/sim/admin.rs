@@ -1,0 +1,105 @@
+//! The `/sim/*` admin API that lets out-of-process tests inspect and steer the simulator; it is
+//! never slowed, faulted, rate limited or authenticated.
+
+use axum::body::Bytes;
+use axum::extract::{RawPathParams, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::config::{SeedRole, SeedUser};
+use super::wire::{decode_path_segment, json_response};
+use super::Simulator;
+
+/// Body of `POST /sim/control`: every field optional, unknown fields refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    pub down: Option<bool>,
+    pub error_rate: Option<f64>,
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub revoke_tokens: Option<bool>,
+    pub latency_ms: Option<u64>,
+    pub reset_equals_now: Option<bool>,
+    pub retry_after: Option<bool>,
+    pub accept_any_user: Option<bool>,
+    pub nonexistent_role_status: Option<u16>,
+}
+
+pub(crate) fn routes() -> Router<Simulator> {
+    Router::new()
+        .route("/sim/state", get(state))
+        .route("/sim/control", post(control))
+        .route("/sim/users", post(add_user))
+        .route("/sim/users/{id}", delete(delete_user))
+        .route("/sim/roles", post(add_role))
+}
+
+fn bad_request(err: impl std::fmt::Display) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": "bad_request", "message": err.to_string() }),
+    )
+}
+
+/// `GET /sim/state` → `{"users": {user_id: [role names]}, "stats": SimStats}`.
+async fn state(State(sim): State<Simulator>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "users": sim.users_with_roles(), "stats": sim.stats() }),
+    )
+}
+
+/// `POST /sim/control` → 204.
+async fn control(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let request: ControlRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => return bad_request(err),
+    };
+    sim.apply_control(&request);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /sim/users` (a [`SeedUser`]) → 201.
+async fn add_user(State(sim): State<Simulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<SeedUser>(&body) {
+        Ok(user) if !user.user_id.is_empty() => {
+            sim.add_user(user);
+            StatusCode::CREATED.into_response()
+        }
+        Ok(_) => bad_request("user_id must not be empty"),
+        Err(err) => bad_request(err),
+    }
+}
+
+/// `DELETE /sim/users/{id}` (percent-encoded id) → 204.
+async fn delete_user(State(sim): State<Simulator>, params: RawPathParams) -> Response {
+    let raw = params
+        .iter()
+        .find(|(key, _)| *key == "id")
+        .map(|(_, value)| value)
+        .unwrap_or("");
+    match decode_path_segment(raw) {
+        Ok(user_id) => {
+            sim.delete_user(&user_id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// `POST /sim/roles` (a [`SeedRole`]) → 201 `{"id": ...}`.
+async fn add_role(State(sim): State<Simulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<SeedRole>(&body) {
+        Ok(role) if !role.name.is_empty() => {
+            let id = sim.add_role(role);
+            json_response(StatusCode::CREATED, &json!({ "id": id }))
+        }
+        Ok(_) => bad_request("name must not be empty"),
+        Err(err) => bad_request(err),
+    }
+}

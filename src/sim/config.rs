@@ -1,0 +1,114 @@
+//! Simulator settings ([`SimConfig`]) and the roles and users a simulated tenant starts with
+//! ([`Seed`]); all of them can be read from JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// How the simulated tenant behaves. Every field has a default, so `{}` is a valid JSON config.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SimConfig {
+    /// Tenant domain; the accepted audience is `https://{domain}/api/v2/`.
+    pub domain: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Lifetime of issued access tokens, in seconds.
+    pub token_expires_in: u64,
+    /// Token-bucket refill rate over all `/api/v2` calls; `0.0` or negative means unlimited.
+    pub rate_per_second: f64,
+    /// Token-bucket size (`x-ratelimit-limit`); a bucket of 0 behaves as 1.
+    pub burst: u32,
+    /// On a 429, send `x-ratelimit-reset` = now (a real Auth0 quirk) instead of the time the
+    /// next request is allowed.
+    pub reset_equals_now: bool,
+    /// Also send `Retry-After` (whole seconds, at least 1) on a 429.
+    pub retry_after: bool,
+    /// Probability (0..=1) that a call answers 500 or 503 (half each) before its handler runs.
+    pub error_rate: f64,
+    /// Latency added to every tenant request (not to `/sim/*`).
+    pub latency_ms: u64,
+    /// Unknown user ids are created on first use instead of answering 404.
+    pub accept_any_user: bool,
+    /// Status for a role id that does not exist in `POST /api/v2/users/{id}/roles`.
+    pub nonexistent_role_status: u16,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            domain: "sim.auth0.local".to_owned(),
+            client_id: "sim-client".to_owned(),
+            client_secret: "sim-secret".to_owned(),
+            token_expires_in: 86_400,
+            rate_per_second: 0.0,
+            burst: 10,
+            reset_equals_now: false,
+            retry_after: false,
+            error_rate: 0.0,
+            latency_ms: 0,
+            accept_any_user: false,
+            nonexistent_role_status: 404,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The only audience `/oauth/token` accepts: `https://{domain}/api/v2/`.
+    pub fn audience(&self) -> String {
+        format!("https://{}/api/v2/", self.domain)
+    }
+}
+
+/// The tenant's initial content.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Seed {
+    pub roles: Vec<SeedRole>,
+    pub users: Vec<SeedUser>,
+}
+
+/// A role to create; without an `id` one is generated (`rol_` + 16 alphanumerics).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct SeedRole {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl SeedRole {
+    /// A role with this name, a generated id and no description.
+    pub fn named(name: impl Into<String>) -> Self {
+        SeedRole {
+            id: None,
+            name: name.into(),
+            description: None,
+        }
+    }
+}
+
+/// A user to create. The identity's provider is the part of `user_id` before the first `|`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct SeedUser {
+    pub user_id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_verified: Option<bool>,
+    /// Connection name; when absent it is derived from the provider
+    /// (`auth0` → `Username-Password-Authentication`, otherwise the provider itself).
+    #[serde(default)]
+    pub connection: Option<String>,
+    #[serde(default)]
+    pub app_metadata: Option<serde_json::Value>,
+}
+
+impl SeedUser {
+    /// A user with only an id.
+    pub fn new(user_id: impl Into<String>) -> Self {
+        SeedUser {
+            user_id: user_id.into(),
+            ..SeedUser::default()
+        }
+    }
+}

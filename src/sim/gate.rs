@@ -1,0 +1,134 @@
+//! The checks every simulated-tenant request passes before its handler, in this order: added
+//! latency, outage (503), bearer token (401), rate limit (429), injected fault (500/503). It also
+//! counts requests and puts the `x-ratelimit-*` headers on every answer that reached the bucket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use super::error::MgmtError;
+use super::oauth::TokenStatus;
+use super::rate_limit::{Admission, RateHeaders};
+use super::state::{lock, Knobs, Shared};
+use super::stats::Operation;
+use super::wire::epoch_seconds;
+
+/// Middleware on every tenant route (`/oauth/token` and `/api/v2/*`).
+pub(crate) async fn gate(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let op = Operation::classify(request.method(), &route);
+    let is_api = op.map_or_else(|| route.starts_with("/api/v2/"), Operation::is_api);
+    shared.count(|s| s.record_call(op));
+    let knobs = shared.knobs();
+
+    if let Some(refusal) = refuse_before_auth(&shared, &knobs).await {
+        return refusal;
+    }
+    let mut rate_headers = None;
+    if is_api {
+        if let Err(err) = authorize(&shared, request.headers()) {
+            shared.count(|s| s.unauthorized += 1);
+            return err.into_response();
+        }
+        let (headers, limited) = admit(&shared, &knobs);
+        if limited {
+            shared.count(|s| s.rate_limited += 1);
+            tracing::debug!(route, "sim: rate limited");
+            return with_headers(
+                MgmtError::too_many_requests().into_response(),
+                Some(headers),
+            );
+        }
+        rate_headers = Some(headers);
+    }
+    if let Some(fault) = roll_fault(knobs.error_rate) {
+        shared.count(|s| s.faults_served += 1);
+        tracing::debug!(route, status = %fault.status, "sim: injected fault");
+        return with_headers(fault.into_response(), rate_headers);
+    }
+    with_headers(next.run(request).await, rate_headers)
+}
+
+/// Unknown routes: still slowed down and still down during an outage, then 404.
+pub(crate) async fn fallback(State(shared): State<Arc<Shared>>) -> Response {
+    shared.count(|s| s.record_call(None));
+    let knobs = shared.knobs();
+    if let Some(refusal) = refuse_before_auth(&shared, &knobs).await {
+        return refusal;
+    }
+    MgmtError::not_found_route().into_response()
+}
+
+/// Latency, then the outage check.
+async fn refuse_before_auth(shared: &Shared, knobs: &Knobs) -> Option<Response> {
+    if knobs.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(knobs.latency_ms)).await;
+    }
+    if shared.is_down() {
+        shared.count(|s| s.down_served += 1);
+        return Some(MgmtError::unavailable().into_response());
+    }
+    None
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), MgmtError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(MgmtError::unauthorized("Missing authentication"));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| MgmtError::unauthorized("Invalid token"))?;
+    match lock(&shared.tokens).check(token, Instant::now()) {
+        TokenStatus::Valid => Ok(()),
+        TokenStatus::Expired => Err(MgmtError::unauthorized(
+            "Expired token received for JSON Web Token validation",
+        )),
+        TokenStatus::Unknown => Err(MgmtError::unauthorized("Invalid token")),
+    }
+}
+
+/// Takes a token from the bucket; returns the headers and whether the request is refused.
+fn admit(shared: &Shared, knobs: &Knobs) -> (RateHeaders, bool) {
+    let (admission, burst) = {
+        let mut bucket = lock(&shared.bucket);
+        (bucket.admit(Instant::now()), bucket.burst())
+    };
+    let headers = RateHeaders::for_admission(admission, burst, epoch_seconds(), knobs.header_style);
+    (headers, matches!(admission, Admission::Limited { .. }))
+}
+
+/// With probability `error_rate`, a 500 or a 503 (even odds).
+fn roll_fault(error_rate: f64) -> Option<MgmtError> {
+    if error_rate.is_nan() || error_rate <= 0.0 || rand::random::<f64>() >= error_rate {
+        return None;
+    }
+    Some(if rand::random::<bool>() {
+        MgmtError::internal()
+    } else {
+        MgmtError::unavailable()
+    })
+}
+
+fn with_headers(mut response: Response, headers: Option<RateHeaders>) -> Response {
+    if let Some(headers) = headers {
+        headers.apply(response.headers_mut());
+    }
+    response
+}

@@ -1,0 +1,276 @@
+//! A local stand-in for the Auth0 Management API (client-credentials token, role lookup, user
+//! read, role assignment per user and in bulk) with Auth0's rate limiting, outages and injected
+//! faults, plus a `/sim/*` admin API; used by tests, benches and the demo.
+//!
+//! Clocks: token expiry and the rate-limit bucket run on `tokio::time::Instant`, so a test that
+//! pauses tokio's clock controls them; epoch values in headers and `created_at` come from the wall
+//! clock (`SystemTime`).
+
+mod admin;
+mod api;
+mod config;
+mod error;
+mod gate;
+mod oauth;
+mod rate_limit;
+mod state;
+mod stats;
+mod tenant;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use admin::ControlRequest;
+pub use config::{Seed, SeedRole, SeedUser, SimConfig};
+pub use error::{MgmtError, OAuthError};
+pub use stats::SimStats;
+
+use state::{lock, Shared};
+
+/// How long [`RunningSimulator::shutdown`] waits for open connections before aborting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A simulated Auth0 tenant. Cheap to clone: clones share the same state.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+impl FromRef<Simulator> for Arc<Shared> {
+    fn from_ref(sim: &Simulator) -> Arc<Shared> {
+        Arc::clone(&sim.shared)
+    }
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("config", &*lock(&self.shared.config))
+            .field("down", &self.shared.is_down())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig, seed: Seed) -> Simulator {
+        tracing::debug!(
+            domain = %config.domain,
+            roles = seed.roles.len(),
+            users = seed.users.len(),
+            "sim: created"
+        );
+        Simulator {
+            shared: Arc::new(Shared::new(config, seed)),
+        }
+    }
+
+    /// The whole HTTP app: `/oauth/token`, `/api/v2/*` and the `/sim/*` admin routes.
+    pub fn router(&self) -> Router {
+        let tenant = Router::new()
+            .route("/oauth/token", post(oauth::issue_token))
+            .route("/api/v2/roles", get(api::list_roles))
+            .route("/api/v2/roles/{id}/users", post(api::assign_role_users))
+            .route("/api/v2/users/{id}", get(api::get_user))
+            .route(
+                "/api/v2/users/{id}/roles",
+                get(api::get_user_roles)
+                    .post(api::assign_user_roles)
+                    .delete(api::remove_user_roles),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&self.shared),
+                gate::gate,
+            ));
+        tenant
+            .merge(admin::routes())
+            .fallback(gate::fallback)
+            .with_state(self.clone())
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves [`Simulator::router`] until
+    /// [`RunningSimulator::shutdown`] or until the handle is dropped.
+    pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningSimulator> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    // A send or a dropped sender both mean "stop".
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "sim: server failed");
+            }
+        });
+        let host = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let base_url = format!("http://{}", SocketAddr::new(host, addr.port()));
+        tracing::info!(%base_url, "sim: Management API simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            base_url,
+            stop,
+            task,
+        })
+    }
+
+    /// The config as it is now (including changes made through the control methods).
+    pub fn config(&self) -> SimConfig {
+        lock(&self.shared.config).clone()
+    }
+
+    /// `https://{domain}/api/v2/`, the audience to ask a token for.
+    pub fn audience(&self) -> String {
+        lock(&self.shared.config).audience()
+    }
+
+    /// A user's role names, sorted (empty for an unknown user).
+    pub fn user_role_names(&self, user_id: &str) -> Vec<String> {
+        lock(&self.shared.tenant).role_names_of(user_id)
+    }
+
+    /// Every user holding at least one role → their sorted role names.
+    pub fn users_with_roles(&self) -> BTreeMap<String, Vec<String>> {
+        lock(&self.shared.tenant).users_with_roles()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// While down, every route but `/sim/*` answers 503.
+    pub fn set_down(&self, down: bool) {
+        tracing::info!(down, "sim: outage switched");
+        self.shared.set_down(down);
+    }
+
+    /// Probability (clamped to 0..=1) that a call answers 500/503.
+    pub fn set_error_rate(&self, p: f64) {
+        let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        lock(&self.shared.config).error_rate = p;
+    }
+
+    /// New bucket parameters; the bucket starts full. `rate_per_second <= 0` means unlimited.
+    pub fn set_rate_limit(&self, rate_per_second: f64, burst: u32) {
+        {
+            let mut config = lock(&self.shared.config);
+            config.rate_per_second = rate_per_second;
+            config.burst = burst;
+        }
+        lock(&self.shared.bucket).reconfigure(rate_per_second, burst, Instant::now());
+    }
+
+    pub fn set_latency_ms(&self, latency_ms: u64) {
+        lock(&self.shared.config).latency_ms = latency_ms;
+    }
+
+    /// Every token issued so far becomes invalid (401 "Invalid token").
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared.tokens).revoke_all();
+    }
+
+    /// Creates a user or replaces an existing user's profile (its roles are kept).
+    pub fn add_user(&self, user: SeedUser) {
+        lock(&self.shared.tenant).upsert_user(user);
+    }
+
+    pub fn delete_user(&self, user_id: &str) {
+        lock(&self.shared.tenant).remove_user(user_id);
+    }
+
+    /// Adds a role and returns its id (the existing id if a role of that name exists and no id
+    /// is given).
+    pub fn add_role(&self, role: SeedRole) -> String {
+        lock(&self.shared.tenant).add_role(role)
+    }
+
+    /// The id of the role with exactly this name.
+    pub fn role_id(&self, name: &str) -> Option<String> {
+        lock(&self.shared.tenant).role_id(name)
+    }
+
+    /// Applies a `/sim/control` request (fields left out are unchanged).
+    pub fn apply_control(&self, control: &ControlRequest) {
+        if let Some(down) = control.down {
+            self.set_down(down);
+        }
+        if let Some(p) = control.error_rate {
+            self.set_error_rate(p);
+        }
+        if control.rate_per_second.is_some() || control.burst.is_some() {
+            let (rate, burst) = {
+                let config = lock(&self.shared.config);
+                (
+                    control.rate_per_second.unwrap_or(config.rate_per_second),
+                    control.burst.unwrap_or(config.burst),
+                )
+            };
+            self.set_rate_limit(rate, burst);
+        }
+        if control.revoke_tokens == Some(true) {
+            self.revoke_tokens();
+        }
+        if let Some(latency_ms) = control.latency_ms {
+            self.set_latency_ms(latency_ms);
+        }
+        let mut config = lock(&self.shared.config);
+        if let Some(v) = control.reset_equals_now {
+            config.reset_equals_now = v;
+        }
+        if let Some(v) = control.retry_after {
+            config.retry_after = v;
+        }
+        if let Some(v) = control.accept_any_user {
+            config.accept_any_user = v;
+        }
+        if let Some(v) = control.nonexistent_role_status {
+            config.nonexistent_role_status = v;
+        }
+    }
+}
+
+/// A simulator serving on a socket. Dropping it also stops serving (without waiting).
+#[derive(Debug)]
+pub struct RunningSimulator {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` (loopback even when bound to an unspecified address).
+    pub base_url: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RunningSimulator {
+    /// `base_url` + `path` (`path` starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Stops accepting connections and waits (up to 5 s) for open ones to finish.
+    pub async fn shutdown(self) {
+        let RunningSimulator { stop, task, .. } = self;
+        let _ = stop.send(());
+        let abort = task.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+            tracing::warn!("sim: connections still open after grace period, aborting");
+            abort.abort();
+        }
+        tracing::info!("sim: stopped");
+    }
+}

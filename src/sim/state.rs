@@ -1,0 +1,85 @@
+//! The simulator's shared, lock-protected state: live settings, outage flag, tenant data, issued
+//! tokens, the rate-limit bucket and the counters.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use axum::http::StatusCode;
+use tokio::time::Instant;
+
+use super::config::{Seed, SimConfig};
+use super::oauth::TokenStore;
+use super::rate_limit::{HeaderStyle, TokenBucket};
+use super::stats::SimStats;
+use super::tenant::Tenant;
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the state stays
+/// usable: every critical section leaves it consistent or unchanged).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned: PoisonError<_>| {
+        tracing::warn!("sim: recovering a poisoned lock");
+        poisoned.into_inner()
+    })
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Mutex<SimConfig>,
+    pub down: AtomicBool,
+    pub tenant: Mutex<Tenant>,
+    pub tokens: Mutex<TokenStore>,
+    pub bucket: Mutex<TokenBucket>,
+    pub stats: Mutex<SimStats>,
+}
+
+/// The settings a request needs, copied out of the config lock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Knobs {
+    pub latency_ms: u64,
+    pub error_rate: f64,
+    pub header_style: HeaderStyle,
+    pub accept_any_user: bool,
+    pub unknown_role_status: StatusCode,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SimConfig, seed: Seed) -> Self {
+        let bucket = TokenBucket::new(config.rate_per_second, config.burst, Instant::now());
+        Shared {
+            down: AtomicBool::new(false),
+            tenant: Mutex::new(Tenant::from_seed(seed)),
+            tokens: Mutex::new(TokenStore::default()),
+            bucket: Mutex::new(bucket),
+            stats: Mutex::new(SimStats::default()),
+            config: Mutex::new(config),
+        }
+    }
+
+    pub(crate) fn knobs(&self) -> Knobs {
+        let config = lock(&self.config);
+        Knobs {
+            latency_ms: config.latency_ms,
+            error_rate: config.error_rate,
+            header_style: HeaderStyle {
+                reset_equals_now: config.reset_equals_now,
+                retry_after: config.retry_after,
+            },
+            accept_any_user: config.accept_any_user,
+            unknown_role_status: StatusCode::from_u16(config.nonexistent_role_status)
+                .unwrap_or(StatusCode::NOT_FOUND),
+        }
+    }
+
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Applies `update` to the counters.
+    pub(crate) fn count(&self, update: impl FnOnce(&mut SimStats)) {
+        update(&mut lock(&self.stats));
+    }
+}

@@ -1,0 +1,117 @@
+//! What the simulator counts ([`SimStats`]) and the operations it counts per
+//! ([`Operation`], keyed by the route a request matched).
+
+use std::collections::BTreeMap;
+
+use axum::http::Method;
+use serde::{Deserialize, Serialize};
+
+/// Counters since the simulator was created. Every request is counted, failed ones included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Requests per operation: `token`, `get_roles`, `get_user`, `get_user_roles`,
+    /// `assign_user_roles`, `assign_role_users`, `remove_user_roles`.
+    pub calls: BTreeMap<String, u64>,
+    /// Every request to a tenant route (`/oauth/token`, `/api/v2/*`, unknown paths); not `/sim/*`.
+    pub total_requests: u64,
+    /// 429 answers served.
+    pub rate_limited: u64,
+    /// Injected 500/503 answers served (from `error_rate`).
+    pub faults_served: u64,
+    /// 503 answers served while the tenant was down.
+    pub down_served: u64,
+    /// 401 answers served for a missing, unknown, revoked or expired token.
+    pub unauthorized: u64,
+    /// (user, role) pairs newly added.
+    pub role_assignments: u64,
+    /// (user, role) pairs requested that the user already held.
+    pub duplicate_assignments: u64,
+}
+
+impl Default for SimStats {
+    fn default() -> Self {
+        SimStats {
+            calls: Operation::ALL
+                .iter()
+                .map(|op| (op.key().to_owned(), 0))
+                .collect(),
+            total_requests: 0,
+            rate_limited: 0,
+            faults_served: 0,
+            down_served: 0,
+            unauthorized: 0,
+            role_assignments: 0,
+            duplicate_assignments: 0,
+        }
+    }
+}
+
+impl SimStats {
+    /// Calls counted for one operation key (0 if none).
+    pub fn calls_of(&self, key: &str) -> u64 {
+        self.calls.get(key).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn record_call(&mut self, op: Option<Operation>) {
+        self.total_requests += 1;
+        if let Some(op) = op {
+            *self.calls.entry(op.key().to_owned()).or_insert(0) += 1;
+        }
+    }
+}
+
+/// The simulated endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Token,
+    GetRoles,
+    GetUser,
+    GetUserRoles,
+    AssignUserRoles,
+    RemoveUserRoles,
+    AssignRoleUsers,
+}
+
+impl Operation {
+    pub(crate) const ALL: [Operation; 7] = [
+        Operation::Token,
+        Operation::GetRoles,
+        Operation::GetUser,
+        Operation::GetUserRoles,
+        Operation::AssignUserRoles,
+        Operation::RemoveUserRoles,
+        Operation::AssignRoleUsers,
+    ];
+
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Operation::Token => "token",
+            Operation::GetRoles => "get_roles",
+            Operation::GetUser => "get_user",
+            Operation::GetUserRoles => "get_user_roles",
+            Operation::AssignUserRoles => "assign_user_roles",
+            Operation::RemoveUserRoles => "remove_user_roles",
+            Operation::AssignRoleUsers => "assign_role_users",
+        }
+    }
+
+    /// Management API calls need a token and are rate limited; the token endpoint is not.
+    pub(crate) fn is_api(self) -> bool {
+        self != Operation::Token
+    }
+
+    /// The operation for a method and a matched route pattern (as registered in the router).
+    pub(crate) fn classify(method: &Method, route: &str) -> Option<Operation> {
+        let op = match (route, method.as_str()) {
+            ("/oauth/token", "POST") => Operation::Token,
+            ("/api/v2/roles", "GET") => Operation::GetRoles,
+            ("/api/v2/users/{id}", "GET") => Operation::GetUser,
+            ("/api/v2/users/{id}/roles", "GET") => Operation::GetUserRoles,
+            ("/api/v2/users/{id}/roles", "POST") => Operation::AssignUserRoles,
+            ("/api/v2/users/{id}/roles", "DELETE") => Operation::RemoveUserRoles,
+            ("/api/v2/roles/{id}/users", "POST") => Operation::AssignRoleUsers,
+            _ => return None,
+        };
+        Some(op)
+    }
+}

@@ -1,0 +1,458 @@
+//! The simulated tenant's data (roles, users, and the roles each user holds) and the rules the
+//! Management API applies to it: set semantics, at most 50 roles per user, all-or-nothing bulk
+//! assignment.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::SystemTime;
+
+use axum::http::StatusCode;
+use rand::distr::Alphanumeric;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+
+use super::config::{Seed, SeedRole, SeedUser};
+use super::error::MgmtError;
+use super::wire::rfc3339_millis;
+
+/// Auth0's entity limit: roles per user.
+pub(crate) const MAX_ROLES_PER_USER: usize = 50;
+
+/// Providers whose identities Auth0 marks `isSocial: true`.
+const SOCIAL_PROVIDERS: &[&str] = &[
+    "google-oauth2",
+    "facebook",
+    "github",
+    "twitter",
+    "linkedin",
+    "apple",
+    "windowslive",
+    "amazon",
+    "bitbucket",
+    "dropbox",
+    "gitlab",
+    "discord",
+    "slack",
+];
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Role {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+}
+
+impl Role {
+    pub(crate) fn to_json(&self) -> Value {
+        let mut role = Map::new();
+        role.insert("id".into(), json!(self.id));
+        role.insert("name".into(), json!(self.name));
+        if let Some(description) = &self.description {
+            role.insert("description".into(), json!(description));
+        }
+        Value::Object(role)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct User {
+    profile: SeedUser,
+    created_at: String,
+    role_ids: BTreeSet<String>,
+}
+
+impl User {
+    fn new(profile: SeedUser) -> Self {
+        User {
+            profile,
+            created_at: rfc3339_millis(SystemTime::now()),
+            role_ids: BTreeSet::new(),
+        }
+    }
+
+    /// The user object of `GET /api/v2/users/{id}` for a user who never logged in.
+    fn to_json(&self) -> Value {
+        let p = &self.profile;
+        let (provider, identity_id) = match p.user_id.split_once('|') {
+            Some((provider, rest)) => (provider, rest),
+            None => ("auth0", p.user_id.as_str()),
+        };
+        let connection = p.connection.clone().unwrap_or_else(|| match provider {
+            "auth0" => "Username-Password-Authentication".to_owned(),
+            other => other.to_owned(),
+        });
+        let mut user = Map::new();
+        user.insert("created_at".into(), json!(self.created_at));
+        if let Some(email) = &p.email {
+            user.insert("email".into(), json!(email));
+        }
+        if let Some(verified) = p.email_verified {
+            user.insert("email_verified".into(), json!(verified));
+        }
+        user.insert(
+            "identities".into(),
+            json!([{
+                "connection": connection,
+                "user_id": identity_id,
+                "provider": provider,
+                "isSocial": SOCIAL_PROVIDERS.contains(&provider),
+            }]),
+        );
+        if let Some(email) = &p.email {
+            user.insert("name".into(), json!(email));
+        }
+        user.insert("updated_at".into(), json!(self.created_at));
+        user.insert("user_id".into(), json!(p.user_id));
+        match &p.app_metadata {
+            Some(Value::Object(m)) if m.is_empty() => {}
+            Some(Value::Null) | None => {}
+            Some(meta) => {
+                user.insert("app_metadata".into(), meta.clone());
+            }
+        }
+        Value::Object(user)
+    }
+}
+
+/// How many (user, role) pairs an assignment added and how many were already held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Assigned {
+    pub added: u64,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Tenant {
+    roles: HashMap<String, Role>,
+    users: HashMap<String, User>,
+}
+
+impl Tenant {
+    pub(crate) fn from_seed(seed: Seed) -> Self {
+        let mut tenant = Tenant::default();
+        for role in seed.roles {
+            tenant.add_role(role);
+        }
+        for user in seed.users {
+            tenant.upsert_user(user);
+        }
+        tenant
+    }
+
+    /// Adds a role and returns its id. A role without an id whose name already exists is not
+    /// duplicated: the existing id is returned. A role with an id replaces that id's role.
+    pub(crate) fn add_role(&mut self, role: SeedRole) -> String {
+        let id = match role.id {
+            Some(id) => id,
+            None => {
+                if let Some(existing) = self.role_id(&role.name) {
+                    return existing;
+                }
+                self.fresh_role_id()
+            }
+        };
+        self.roles.insert(
+            id.clone(),
+            Role {
+                id: id.clone(),
+                name: role.name,
+                description: role.description,
+            },
+        );
+        id
+    }
+
+    fn fresh_role_id(&self) -> String {
+        loop {
+            let suffix: String = rand::rng()
+                .sample_iter(&Alphanumeric)
+                .take(16)
+                .map(char::from)
+                .collect();
+            let id = format!("rol_{suffix}");
+            if !self.roles.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// The id of the role with exactly this name (lowest id if several share it).
+    pub(crate) fn role_id(&self, name: &str) -> Option<String> {
+        self.roles
+            .values()
+            .filter(|r| r.name == name)
+            .map(|r| r.id.clone())
+            .min()
+    }
+
+    /// Creates a user, or replaces an existing user's profile (keeping its roles and
+    /// `created_at`).
+    pub(crate) fn upsert_user(&mut self, profile: SeedUser) {
+        match self.users.get_mut(&profile.user_id) {
+            Some(user) => user.profile = profile,
+            None => {
+                self.users
+                    .insert(profile.user_id.clone(), User::new(profile));
+            }
+        }
+    }
+
+    pub(crate) fn remove_user(&mut self, user_id: &str) -> bool {
+        self.users.remove(user_id).is_some()
+    }
+
+    fn user_mut(&mut self, user_id: &str, accept_any: bool) -> Result<&mut User, MgmtError> {
+        if accept_any && !self.users.contains_key(user_id) {
+            tracing::debug!(user_id, "sim: auto-creating unknown user");
+            self.upsert_user(SeedUser::new(user_id));
+        }
+        self.users
+            .get_mut(user_id)
+            .ok_or_else(MgmtError::user_not_found)
+    }
+
+    pub(crate) fn user_json(
+        &mut self,
+        user_id: &str,
+        accept_any: bool,
+    ) -> Result<Value, MgmtError> {
+        Ok(self.user_mut(user_id, accept_any)?.to_json())
+    }
+
+    fn sorted(mut roles: Vec<Role>) -> Vec<Role> {
+        roles.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        roles
+    }
+
+    /// Roles whose name contains `filter`, ignoring case (all roles without a filter), by name.
+    pub(crate) fn roles_matching(&self, filter: Option<&str>) -> Vec<Role> {
+        let needle = filter.map(str::to_lowercase);
+        Self::sorted(
+            self.roles
+                .values()
+                .filter(|r| {
+                    needle
+                        .as_deref()
+                        .is_none_or(|n| r.name.to_lowercase().contains(n))
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A user's roles, sorted by name.
+    pub(crate) fn roles_of(
+        &mut self,
+        user_id: &str,
+        accept_any: bool,
+    ) -> Result<Vec<Role>, MgmtError> {
+        let ids = self.user_mut(user_id, accept_any)?.role_ids.clone();
+        Ok(self.roles_by_ids(&ids))
+    }
+
+    fn roles_by_ids(&self, ids: &BTreeSet<String>) -> Vec<Role> {
+        Self::sorted(
+            ids.iter()
+                .filter_map(|id| self.roles.get(id))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Sorted role names of a user (empty for an unknown user).
+    pub(crate) fn role_names_of(&self, user_id: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .users
+            .get(user_id)
+            .map(|u| self.roles_by_ids(&u.role_ids))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every user holding at least one role, with their sorted role names.
+    pub(crate) fn users_with_roles(&self) -> BTreeMap<String, Vec<String>> {
+        self.users
+            .iter()
+            .filter(|(_, u)| !u.role_ids.is_empty())
+            .map(|(id, _)| (id.clone(), self.role_names_of(id)))
+            .collect()
+    }
+
+    /// `POST /users/{id}/roles`: all roles or none.
+    pub(crate) fn assign_roles_to_user(
+        &mut self,
+        user_id: &str,
+        role_ids: &[String],
+        accept_any: bool,
+        unknown_role_status: StatusCode,
+    ) -> Result<Assigned, MgmtError> {
+        if !self.users.contains_key(user_id) && !accept_any {
+            return Err(MgmtError::user_not_found());
+        }
+        if let Some(unknown) = role_ids.iter().find(|id| !self.roles.contains_key(*id)) {
+            tracing::debug!(user_id, role_id = %unknown, "sim: unknown role id");
+            return Err(MgmtError::role_not_found(unknown_role_status));
+        }
+        let user = self.user_mut(user_id, accept_any)?;
+        let requested: BTreeSet<&String> = role_ids.iter().collect();
+        let new: Vec<&String> = requested
+            .iter()
+            .copied()
+            .filter(|id| !user.role_ids.contains(*id))
+            .collect();
+        if user.role_ids.len() + new.len() > MAX_ROLES_PER_USER {
+            return Err(too_many_roles());
+        }
+        let outcome = Assigned {
+            added: new.len() as u64,
+            duplicates: (requested.len() - new.len()) as u64,
+        };
+        user.role_ids.extend(new.into_iter().cloned());
+        Ok(outcome)
+    }
+
+    /// `DELETE /users/{id}/roles`: removing a role the user does not hold is not an error.
+    pub(crate) fn remove_roles_from_user(
+        &mut self,
+        user_id: &str,
+        role_ids: &[String],
+        accept_any: bool,
+    ) -> Result<(), MgmtError> {
+        let user = self.user_mut(user_id, accept_any)?;
+        for id in role_ids {
+            user.role_ids.remove(id);
+        }
+        Ok(())
+    }
+
+    /// `POST /roles/{id}/users`: one unknown user (or one user at the role limit) fails the
+    /// whole call and assigns nothing.
+    pub(crate) fn assign_role_to_users(
+        &mut self,
+        role_id: &str,
+        user_ids: &[String],
+        accept_any: bool,
+    ) -> Result<Assigned, MgmtError> {
+        if !self.roles.contains_key(role_id) {
+            return Err(MgmtError::role_not_found(StatusCode::NOT_FOUND));
+        }
+        let requested: BTreeSet<&String> = user_ids.iter().collect();
+        if !accept_any && requested.iter().any(|id| !self.users.contains_key(*id)) {
+            return Err(MgmtError::users_not_found());
+        }
+        let at_limit = requested.iter().any(|id| {
+            self.users.get(*id).is_some_and(|u| {
+                !u.role_ids.contains(role_id) && u.role_ids.len() >= MAX_ROLES_PER_USER
+            })
+        });
+        if at_limit {
+            return Err(too_many_roles());
+        }
+        let mut outcome = Assigned::default();
+        for id in requested {
+            let user = self.user_mut(id, accept_any)?;
+            if user.role_ids.insert(role_id.to_owned()) {
+                outcome.added += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+fn too_many_roles() -> MgmtError {
+    MgmtError::new(
+        StatusCode::BAD_REQUEST,
+        format!("A user cannot have more than {MAX_ROLES_PER_USER} roles."),
+    )
+    .with_code("too_many_roles")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> Tenant {
+        Tenant::from_seed(Seed {
+            roles: vec![
+                SeedRole {
+                    id: Some("rol_member".into()),
+                    name: "member".into(),
+                    description: None,
+                },
+                SeedRole::named("Admin"),
+            ],
+            users: vec![SeedUser::new("auth0|a"), SeedUser::new("auth0|b")],
+        })
+    }
+
+    #[test]
+    fn assignment_is_a_set() {
+        let mut t = tenant();
+        let ids = vec!["rol_member".to_owned(), "rol_member".to_owned()];
+        let first = t.assign_roles_to_user("auth0|a", &ids, false, StatusCode::NOT_FOUND);
+        assert_eq!(
+            first,
+            Ok(Assigned {
+                added: 1,
+                duplicates: 0
+            })
+        );
+        let again = t.assign_roles_to_user("auth0|a", &ids, false, StatusCode::NOT_FOUND);
+        assert_eq!(
+            again,
+            Ok(Assigned {
+                added: 0,
+                duplicates: 1
+            })
+        );
+        assert_eq!(t.role_names_of("auth0|a"), vec!["member".to_owned()]);
+    }
+
+    #[test]
+    fn fifty_roles_per_user() {
+        let mut t = tenant();
+        let ids: Vec<String> = (0..51)
+            .map(|i| t.add_role(SeedRole::named(format!("r{i:02}"))))
+            .collect();
+        let err = t.assign_roles_to_user("auth0|a", &ids, false, StatusCode::NOT_FOUND);
+        assert_eq!(err.map_err(|e| e.status), Err(StatusCode::BAD_REQUEST));
+        assert!(t.role_names_of("auth0|a").is_empty());
+        assert!(t
+            .assign_roles_to_user("auth0|a", &ids[..50], false, StatusCode::NOT_FOUND)
+            .is_ok());
+        let bulk = t.assign_role_to_users(&ids[50], &["auth0|a".to_owned()], false);
+        assert_eq!(bulk.map_err(|e| e.status), Err(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn generated_role_ids_look_real() {
+        let t = tenant();
+        let id = t.role_id("Admin").unwrap_or_default();
+        assert!(id.starts_with("rol_") && id.len() == 20, "{id}");
+        assert!(id[4..].chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn user_json_shape() {
+        let mut t = tenant();
+        t.upsert_user(SeedUser {
+            user_id: "samlp|corp/alice".into(),
+            email: Some("alice@corp.example".into()),
+            email_verified: Some(true),
+            connection: Some("corp".into()),
+            app_metadata: Some(json!({})),
+        });
+        let user = t.user_json("samlp|corp/alice", false).unwrap_or_default();
+        assert_eq!(user["identities"][0]["provider"], "samlp");
+        assert_eq!(user["identities"][0]["user_id"], "corp/alice");
+        assert_eq!(user["identities"][0]["connection"], "corp");
+        assert_eq!(user["identities"][0]["isSocial"], false);
+        assert!(user.get("app_metadata").is_none());
+        assert!(user.get("logins_count").is_none());
+    }
+}

@@ -1,0 +1,1010 @@
+//! End-to-end tests of the Management API simulator over real HTTP (reqwest against a server
+//! bound to 127.0.0.1:0).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use auth0_default_roles::sim::{
+    RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, SimStats, Simulator,
+};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+
+const MEMBER: &str = "rol_member0000000001";
+const ADMIN: &str = "rol_admin00000000001";
+
+fn seed() -> Seed {
+    Seed {
+        roles: vec![
+            SeedRole {
+                id: Some(MEMBER.into()),
+                name: "member".into(),
+                description: Some("Default role".into()),
+            },
+            SeedRole {
+                id: Some(ADMIN.into()),
+                name: "admin".into(),
+                description: None,
+            },
+            SeedRole::named("Premium Member"),
+        ],
+        users: vec![
+            SeedUser {
+                user_id: "auth0|abc".into(),
+                email: Some("abc@example.com".into()),
+                email_verified: Some(true),
+                connection: None,
+                app_metadata: Some(json!({"plan": "pro"})),
+            },
+            SeedUser::new("auth0|def"),
+            SeedUser {
+                user_id: "samlp|corp/alice".into(),
+                email: Some("alice@corp.example".into()),
+                email_verified: Some(false),
+                connection: Some("corp-saml".into()),
+                app_metadata: None,
+            },
+        ],
+    }
+}
+
+struct Harness {
+    sim: Simulator,
+    server: RunningSimulator,
+    http: Client,
+    config: SimConfig,
+}
+
+impl Harness {
+    async fn start(config: SimConfig) -> Harness {
+        let sim = Simulator::new(config.clone(), seed());
+        let server = sim
+            .start("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("start simulator");
+        Harness {
+            sim,
+            server,
+            http: Client::new(),
+            config,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base_url)
+    }
+
+    fn token_body(&self) -> Value {
+        json!({
+            "grant_type": "client_credentials",
+            "client_id": self.config.client_id,
+            "client_secret": self.config.client_secret,
+            "audience": format!("https://{}/api/v2/", self.config.domain),
+        })
+    }
+
+    async fn token(&self) -> String {
+        let resp = self
+            .http
+            .post(self.url("/oauth/token"))
+            .json(&self.token_body())
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.expect("token json");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    async fn sim_state(&self) -> Value {
+        self.http
+            .get(self.url("/sim/state"))
+            .send()
+            .await
+            .expect("state")
+            .json()
+            .await
+            .expect("state json")
+    }
+
+    async fn control(&self, body: Value) -> StatusCode {
+        self.http
+            .post(self.url("/sim/control"))
+            .json(&body)
+            .send()
+            .await
+            .expect("control")
+            .status()
+    }
+}
+
+async fn json_of(resp: Response) -> Value {
+    resp.json().await.expect("json body")
+}
+
+fn header_u64(resp: &Response, name: &str) -> Option<u64> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn limited(rate: f64, burst: u32) -> SimConfig {
+    SimConfig {
+        rate_per_second: rate,
+        burst,
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn token_accepts_json_and_form_and_rejects_bad_requests() {
+    let h = Harness::start(SimConfig::default()).await;
+
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .json(&h.token_body())
+        .send()
+        .await
+        .expect("json token");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json_of(resp).await;
+    assert!(body["access_token"].as_str().is_some_and(|t| t.len() >= 32));
+    assert_eq!(body["expires_in"], 86_400);
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["scope"]
+        .as_str()
+        .is_some_and(|s| s.split(' ').any(|x| x == "update:users")));
+
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "sim-client"),
+        ("client_secret", "sim-secret"),
+        ("audience", "https://sim.auth0.local/api/v2/"),
+    ];
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .form(&form)
+        .send()
+        .await
+        .expect("form token");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let form_token = json_of(resp).await["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("token");
+    assert_eq!(
+        h.get(&form_token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+
+    let mut bad_secret = h.token_body();
+    bad_secret["client_secret"] = json!("wrong");
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .json(&bad_secret)
+        .send()
+        .await
+        .expect("bad secret");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_of(resp).await,
+        json!({"error": "access_denied", "error_description": "Unauthorized"})
+    );
+
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "sim-client"),
+            ("client_secret", "sim-secret"),
+            ("audience", "https://other.example/api/v2/"),
+        ])
+        .send()
+        .await
+        .expect("bad audience");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body = json_of(resp).await;
+    assert_eq!(body["error"], "access_denied");
+    assert!(body["error_description"]
+        .as_str()
+        .is_some_and(|d| d.starts_with(
+            "Client is not authorized to access \"https://other.example/api/v2/\". You need to create a \"client-grant\""
+        )));
+
+    let mut wrong_grant = h.token_body();
+    wrong_grant["grant_type"] = json!("password");
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .json(&wrong_grant)
+        .send()
+        .await
+        .expect("wrong grant");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body = json_of(resp).await;
+    assert_eq!(body["error"], "unauthorized_client");
+    assert_eq!(
+        body["error_description"],
+        "Grant type 'password' not allowed for the client."
+    );
+
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .json(&json!({"grant_type": "client_credentials", "client_id": "sim-client"}))
+        .send()
+        .await
+        .expect("missing secret");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(resp).await["error"], "invalid_request");
+
+    assert_eq!(h.sim.stats().calls_of("token"), 6);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_calls_require_a_valid_bearer_token() {
+    let h = Harness::start(SimConfig::default()).await;
+    let resp = h
+        .http
+        .get(h.url("/api/v2/roles"))
+        .send()
+        .await
+        .expect("no auth");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(resp).await["statusCode"], 401);
+
+    let resp = h.get("not-a-token", "/api/v2/users/auth0%7Cabc").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_of(resp).await,
+        json!({"statusCode": 401, "error": "Unauthorized", "message": "Invalid token"})
+    );
+
+    let resp = h
+        .post(
+            "bogus",
+            "/api/v2/users/auth0%7Cabc/roles",
+            json!({"roles": [MEMBER]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(h.sim.user_role_names("auth0|abc").is_empty());
+
+    let token = h.token().await;
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    let stats = h.sim.stats();
+    assert_eq!(stats.unauthorized, 3);
+    assert_eq!(stats.calls_of("get_roles"), 2);
+    assert_eq!(stats.calls_of("assign_user_roles"), 1);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn roles_listing_is_a_case_insensitive_substring_filter() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+
+    let resp = h.get(&token, "/api/v2/roles?name_filter=MEMBER").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json; charset=utf-8")
+    );
+    let body = json_of(resp).await;
+    let names: Vec<&str> = body
+        .as_array()
+        .expect("bare array")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["Premium Member", "member"]);
+    let member = body
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["name"] == "member"))
+        .cloned();
+    assert_eq!(
+        member,
+        Some(json!({"id": MEMBER, "name": "member", "description": "Default role"}))
+    );
+
+    let body = json_of(
+        h.get(
+            &token,
+            "/api/v2/roles?name_filter=member&include_totals=true",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(body["start"], 0);
+    assert_eq!(body["limit"], 50);
+    assert_eq!(body["total"], 2);
+    assert_eq!(body["roles"].as_array().map(Vec::len), Some(2));
+
+    let body = json_of(
+        h.get(
+            &token,
+            "/api/v2/roles?include_totals=true&per_page=1&page=1",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(body["start"], 1);
+    assert_eq!(body["limit"], 1);
+    assert_eq!(body["total"], 3);
+    assert_eq!(body["roles"][0]["name"], "admin");
+
+    let resp = h
+        .get(&token, "/api/v2/roles?name_filter=nothing+like+this")
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_of(resp).await, json!([]));
+    let body = json_of(
+        h.get(
+            &token,
+            "/api/v2/roles?name_filter=zzz&include_totals=true&per_page=100",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"roles": [], "start": 0, "limit": 100, "total": 0})
+    );
+
+    let resp = h.get(&token, "/api/v2/roles?per_page=101").await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(resp).await["errorCode"], "invalid_query_string");
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_ids_are_percent_decoded_per_segment() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+
+    for path in ["/api/v2/users/auth0%7Cabc", "/api/v2/users/auth0|abc"] {
+        let resp = h.get(&token, path).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let user = json_of(resp).await;
+        assert_eq!(user["user_id"], "auth0|abc");
+        assert_eq!(user["email"], "abc@example.com");
+        assert_eq!(user["email_verified"], true);
+        assert_eq!(user["app_metadata"], json!({"plan": "pro"}));
+        assert_eq!(
+            user["identities"],
+            json!([{
+                "connection": "Username-Password-Authentication",
+                "user_id": "abc",
+                "provider": "auth0",
+                "isSocial": false
+            }])
+        );
+        assert!(user["created_at"]
+            .as_str()
+            .is_some_and(|t| t.len() == 24 && t.ends_with('Z')));
+        assert!(user.get("logins_count").is_none());
+    }
+
+    let resp = h.get(&token, "/api/v2/users/samlp%7Ccorp%2Falice").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let user = json_of(resp).await;
+    assert_eq!(user["user_id"], "samlp|corp/alice");
+    assert_eq!(user["identities"][0]["connection"], "corp-saml");
+    assert_eq!(user["identities"][0]["user_id"], "corp/alice");
+    assert!(user.get("app_metadata").is_none());
+
+    // `%2F` stays inside the id segment: the /roles sub-route is still matched.
+    let resp = h
+        .post(
+            &token,
+            "/api/v2/users/samlp%7Ccorp%2Falice/roles",
+            json!({"roles": [MEMBER]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h.sim.user_role_names("samlp|corp/alice"), vec!["member"]);
+    let roles = json_of(
+        h.get(&token, "/api/v2/users/samlp%7Ccorp%2Falice/roles")
+            .await,
+    )
+    .await;
+    assert_eq!(roles[0]["id"], MEMBER);
+
+    // An id with an encoded slash is one user id, not a longer path.
+    let resp = h.get(&token, "/api/v2/users/auth0%2Fabc/roles").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(resp).await["errorCode"], "inexistent_user");
+    h.sim.add_user(SeedUser::new("auth0/abc"));
+    let resp = h.get(&token, "/api/v2/users/auth0%2Fabc/roles").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_of(resp).await, json!([]));
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_user_is_404_inexistent_user() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    let expected = json!({
+        "statusCode": 404,
+        "error": "Not Found",
+        "message": "The user does not exist.",
+        "errorCode": "inexistent_user"
+    });
+    let resp = h.get(&token, "/api/v2/users/auth0%7Cnobody").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(resp).await, expected);
+    let resp = h
+        .post(
+            &token,
+            "/api/v2/users/auth0%7Cnobody/roles",
+            json!({"roles": [MEMBER]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(resp).await, expected);
+    assert!(h.sim.users_with_roles().is_empty());
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_user_assignment_is_204_and_idempotent() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    let path = "/api/v2/users/auth0%7Cabc/roles";
+
+    for _ in 0..2 {
+        let resp = h.post(&token, path, json!({"roles": [MEMBER]})).await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert_eq!(resp.bytes().await.expect("body").len(), 0);
+    }
+    assert_eq!(h.sim.user_role_names("auth0|abc"), vec!["member"]);
+    let resp = h
+        .post(&token, path, json!({"roles": [ADMIN, MEMBER]}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+    let body = json_of(h.get(&token, &format!("{path}?include_totals=true")).await).await;
+    assert_eq!(body["total"], 2);
+    let names: Vec<&str> = body["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["admin", "member"]);
+
+    let stats = h.sim.stats();
+    assert_eq!(stats.role_assignments, 2);
+    assert_eq!(stats.duplicate_assignments, 2);
+    assert_eq!(stats.calls_of("assign_user_roles"), 3);
+
+    // Body validation.
+    for bad in [json!({"roles": []}), json!({}), json!({"roles": [7]})] {
+        let resp = h.post(&token, path, bad).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body = json_of(resp).await;
+        assert_eq!(body["errorCode"], "invalid_body");
+        assert!(body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Payload validation error: ")));
+    }
+
+    // Unknown role id: 404 by default, nothing assigned.
+    let resp = h
+        .post(
+            &token,
+            "/api/v2/users/auth0%7Cdef/roles",
+            json!({"roles": [MEMBER, "rol_doesnotexist0000"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        json_of(resp).await,
+        json!({"statusCode": 404, "error": "Not Found", "message": "The role does not exist."})
+    );
+    assert!(h.sim.user_role_names("auth0|def").is_empty());
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_role_status_and_accept_any_user_are_configurable() {
+    let h = Harness::start(SimConfig {
+        nonexistent_role_status: 400,
+        accept_any_user: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = h.token().await;
+    let resp = h
+        .post(
+            &token,
+            "/api/v2/users/auth0%7Cabc/roles",
+            json!({"roles": ["rol_doesnotexist0000"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(resp).await["error"], "Bad Request");
+
+    let resp = h
+        .post(
+            &token,
+            "/api/v2/users/auth0%7Cnew/roles",
+            json!({"roles": [MEMBER]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h.sim.user_role_names("auth0|new"), vec!["member"]);
+    let resp = h.get(&token, "/api/v2/users/google-oauth2%7C1234").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let user = json_of(resp).await;
+    assert_eq!(user["identities"][0]["provider"], "google-oauth2");
+    assert_eq!(user["identities"][0]["isSocial"], true);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bulk_assignment_is_all_or_nothing() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+
+    let resp = h
+        .post(
+            &token,
+            &format!("/api/v2/roles/{MEMBER}/users"),
+            json!({"users": ["auth0|abc", "auth0|def"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_of(resp).await, json!({}));
+    assert_eq!(h.sim.user_role_names("auth0|abc"), vec!["member"]);
+    assert_eq!(h.sim.user_role_names("auth0|def"), vec!["member"]);
+
+    let resp = h
+        .post(
+            &token,
+            &format!("/api/v2/roles/{ADMIN}/users"),
+            json!({"users": ["auth0|abc", "auth0|ghost", "samlp|corp/alice"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        json_of(resp).await,
+        json!({
+            "statusCode": 404,
+            "error": "Not Found",
+            "message": "One or more of the users do not exist.",
+            "errorCode": "inexistent_user"
+        })
+    );
+    assert_eq!(h.sim.user_role_names("auth0|abc"), vec!["member"]);
+    assert!(h.sim.user_role_names("samlp|corp/alice").is_empty());
+
+    let resp = h
+        .post(
+            &token,
+            "/api/v2/roles/rol_missing000000000/users",
+            json!({"users": ["auth0|abc"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        json_of(resp).await,
+        json!({"statusCode": 404, "error": "Not Found", "message": "The role does not exist."})
+    );
+
+    let too_many: Vec<String> = (0..1001).map(|i| format!("auth0|u{i}")).collect();
+    let resp = h
+        .post(
+            &token,
+            &format!("/api/v2/roles/{MEMBER}/users"),
+            json!({"users": too_many}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(resp).await["errorCode"], "invalid_body");
+
+    let stats = h.sim.stats();
+    assert_eq!(stats.role_assignments, 2);
+    assert_eq!(stats.calls_of("assign_role_users"), 4);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_headers() {
+    let h = Harness::start(limited(1.0, 2)).await;
+    let token = h.token().await; // the token endpoint does not use the bucket
+    let before = now_secs();
+
+    let first = h.get(&token, "/api/v2/roles").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(header_u64(&first, "x-ratelimit-limit"), Some(2));
+    assert_eq!(header_u64(&first, "x-ratelimit-remaining"), Some(1));
+    assert!(header_u64(&first, "x-ratelimit-reset").is_some_and(|r| r >= before));
+    let second = h.get(&token, "/api/v2/roles").await;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(header_u64(&second, "x-ratelimit-remaining"), Some(0));
+
+    let third = h.get(&token, "/api/v2/roles").await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header_u64(&third, "x-ratelimit-limit"), Some(2));
+    assert_eq!(header_u64(&third, "x-ratelimit-remaining"), Some(0));
+    let reset = header_u64(&third, "x-ratelimit-reset").expect("reset header");
+    assert!(reset > before, "reset {reset} should be after now {before}");
+    assert!(reset <= now_secs() + 2);
+    assert!(third.headers().get("retry-after").is_none());
+    assert_eq!(
+        json_of(third).await,
+        json!({
+            "statusCode": 429,
+            "error": "Too Many Requests",
+            "message": "Global limit has been reached",
+            "errorCode": "too_many_requests"
+        })
+    );
+    assert_eq!(h.sim.stats().rate_limited, 1);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reset_equals_now_mode() {
+    let h = Harness::start(SimConfig {
+        reset_equals_now: true,
+        ..limited(0.5, 1)
+    })
+    .await;
+    let token = h.token().await;
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    let before = now_secs();
+    let resp = h.get(&token, "/api/v2/roles").await;
+    let after = now_secs();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let reset = header_u64(&resp, "x-ratelimit-reset").expect("reset");
+    assert!(
+        (before..=after).contains(&reset),
+        "{before} <= {reset} <= {after}"
+    );
+    assert!(resp.headers().get("retry-after").is_none());
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_after_mode() {
+    let h = Harness::start(SimConfig {
+        retry_after: true,
+        ..limited(0.5, 1)
+    })
+    .await;
+    let token = h.token().await;
+    let ok = h.get(&token, "/api/v2/roles").await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.headers().get("retry-after").is_none());
+    let resp = h.get(&token, "/api/v2/roles").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = header_u64(&resp, "retry-after").expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn down_answers_503_until_up_again() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    h.sim.set_down(true);
+    let expected = json!({"statusCode": 503, "error": "Service Unavailable", "message": "Service Unavailable"});
+    let resp = h.get(&token, "/api/v2/users/auth0%7Cabc").await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json_of(resp).await, expected);
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .json(&h.token_body())
+        .send()
+        .await
+        .expect("token while down");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Down comes before auth: even a bad token gets 503.
+    assert_eq!(
+        h.get("bogus", "/api/v2/roles").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The admin API keeps working.
+    assert_eq!(h.sim_state().await["stats"]["down_served"], 3);
+
+    h.sim.set_down(false);
+    assert_eq!(
+        h.get(&token, "/api/v2/users/auth0%7Cabc").await.status(),
+        StatusCode::OK
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_rate_one_faults_every_call() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    h.sim.set_error_rate(1.0);
+    let mut statuses = BTreeSet::new();
+    for _ in 0..24 {
+        let resp = h
+            .post(
+                &token,
+                "/api/v2/users/auth0%7Cabc/roles",
+                json!({"roles": [MEMBER]}),
+            )
+            .await;
+        let status = resp.status();
+        let body = json_of(resp).await;
+        assert_eq!(body["statusCode"], status.as_u16());
+        match status {
+            StatusCode::INTERNAL_SERVER_ERROR => assert_eq!(body["error"], "Internal Server Error"),
+            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(body["error"], "Service Unavailable"),
+            other => panic!("unexpected status {other}"),
+        }
+        statuses.insert(status.as_u16());
+    }
+    assert_eq!(statuses, BTreeSet::from([500, 503]));
+    assert!(h.sim.user_role_names("auth0|abc").is_empty());
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .json(&h.token_body())
+        .send()
+        .await
+        .expect("token");
+    assert!(resp.status().is_server_error());
+    assert_eq!(h.sim.stats().faults_served, 25);
+
+    h.sim.set_error_rate(0.0);
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_token_is_401() {
+    let h = Harness::start(SimConfig {
+        token_expires_in: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = h.token().await;
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let resp = h.get(&token, "/api/v2/roles").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_of(resp).await,
+        json!({
+            "statusCode": 401,
+            "error": "Unauthorized",
+            "message": "Expired token received for JSON Web Token validation"
+        })
+    );
+    let fresh = h.token().await;
+    assert_eq!(
+        h.get(&fresh, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoked_tokens_are_401() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    h.sim.revoke_tokens();
+    let resp = h.get(&token, "/api/v2/roles").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(resp).await["message"], "Invalid token");
+    let fresh = h.token().await;
+    assert_eq!(
+        h.get(&fresh, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_api_inspects_and_steers() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    assert_eq!(
+        h.post(
+            &token,
+            "/api/v2/users/auth0%7Cabc/roles",
+            json!({"roles": [MEMBER]})
+        )
+        .await
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+
+    let state = h.sim_state().await;
+    assert_eq!(state["users"], json!({"auth0|abc": ["member"]}));
+    let stats: SimStats = serde_json::from_value(state["stats"].clone()).expect("stats");
+    assert_eq!(stats.calls_of("token"), 1);
+    assert_eq!(stats.calls_of("assign_user_roles"), 1);
+    assert_eq!(stats.role_assignments, 1);
+    assert_eq!(stats.total_requests, 2);
+    for key in [
+        "token",
+        "get_roles",
+        "get_user",
+        "get_user_roles",
+        "assign_user_roles",
+        "assign_role_users",
+    ] {
+        assert!(stats.calls.contains_key(key), "{key}");
+    }
+
+    // Users.
+    let resp = h
+        .http
+        .post(h.url("/sim/users"))
+        .json(&json!({"user_id": "auth0|added", "email": "added@example.com"}))
+        .send()
+        .await
+        .expect("add user");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = h.get(&token, "/api/v2/users/auth0%7Cadded").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_of(resp).await["email"], "added@example.com");
+    let resp = h
+        .http
+        .delete(h.url("/sim/users/auth0%7Cadded"))
+        .send()
+        .await
+        .expect("delete user");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.get(&token, "/api/v2/users/auth0%7Cadded").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Control: down, error rate, rate limit, revoke, latency.
+    assert_eq!(
+        h.control(json!({"down": true})).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        h.control(json!({"down": false, "error_rate": 1.0})).await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(h
+        .get(&token, "/api/v2/roles")
+        .await
+        .status()
+        .is_server_error());
+    assert_eq!(
+        h.control(json!({"error_rate": 0.0, "rate_per_second": 0.5, "burst": 1}))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.get(&token, "/api/v2/roles").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        h.control(json!({"rate_per_second": 0.0, "revoke_tokens": true, "latency_ms": 150}))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let started = std::time::Instant::now();
+    let resp = h.get(&token, "/api/v2/roles").await;
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.control(json!({"latency_ms": 0})).await,
+        StatusCode::NO_CONTENT
+    );
+    let fresh = h.token().await;
+    assert_eq!(
+        h.get(&fresh, "/api/v2/roles").await.status(),
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        h.control(json!({"no_such_knob": 1})).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(h.sim.stats().rate_limited, 1);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving() {
+    let h = Harness::start(SimConfig::default()).await;
+    let url = h.url("/sim/state");
+    assert_eq!(
+        h.http.get(&url).send().await.expect("state").status(),
+        StatusCode::OK
+    );
+    h.server.shutdown().await;
+    assert!(Client::new().get(&url).send().await.is_err());
+}
+
+#[tokio::test]
+async fn seed_and_config_read_from_json() {
+    let config: SimConfig =
+        serde_json::from_value(json!({"domain": "t.example", "burst": 3})).expect("config");
+    assert_eq!(config.domain, "t.example");
+    assert_eq!(config.burst, 3);
+    assert_eq!(config.client_id, "sim-client");
+    assert_eq!(config.nonexistent_role_status, 404);
+    let seed: Seed = serde_json::from_value(json!({
+        "roles": [{"name": "member"}],
+        "users": [{"user_id": "auth0|x", "email_verified": true}]
+    }))
+    .expect("seed");
+    let sim = Simulator::new(config, seed);
+    let id = sim.role_id("member").expect("role id");
+    assert!(id.starts_with("rol_") && id.len() == 20);
+    assert_eq!(sim.add_role(SeedRole::named("member")), id);
+}
