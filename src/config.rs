@@ -73,6 +73,10 @@ struct Auth0Section {
     base_url: Option<String>,
     requests_per_second: Option<f64>,
     burst: Option<u32>,
+    timeout_seconds: Option<f64>,
+    batch_window_ms: Option<u64>,
+    batch_max_users: Option<usize>,
+    read_user_roles: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +106,14 @@ pub struct Auth0Settings {
     pub base_url: String,
     pub requests_per_second: f64,
     pub burst: u32,
+    /// Timeout of every Management API request.
+    pub timeout: Duration,
+    /// How long pending assignments wait to be coalesced into bulk calls.
+    pub batch_window: Duration,
+    /// Most users in one bulk call.
+    pub batch_max_users: usize,
+    /// Read the user's roles first and assign only the missing ones.
+    pub read_user_roles: bool,
 }
 
 impl Auth0Settings {
@@ -269,6 +281,21 @@ fn auth0_settings(
     if burst == 0 {
         return Err(invalid("auth0.burst", "must be at least 1"));
     }
+    let timeout = section.timeout_seconds.unwrap_or(10.0);
+    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 300.0) {
+        return Err(invalid("auth0.timeout_seconds", "must be between 0 and 300"));
+    }
+    let batch_window_ms = section.batch_window_ms.unwrap_or(100);
+    if batch_window_ms > 10_000 {
+        return Err(invalid("auth0.batch_window_ms", "must be at most 10000"));
+    }
+    let batch_max_users = section.batch_max_users.unwrap_or(50);
+    if !(1..=1000).contains(&batch_max_users) {
+        return Err(invalid(
+            "auth0.batch_max_users",
+            "must be between 1 and 1000 (the bulk endpoint's limit)",
+        ));
+    }
     Ok(Some(Auth0Settings {
         domain,
         client_id,
@@ -276,5 +303,9 @@ fn auth0_settings(
         base_url,
         requests_per_second,
         burst,
+        timeout: Duration::from_secs_f64(timeout),
+        batch_window: Duration::from_millis(batch_window_ms),
+        batch_max_users,
+        read_user_roles: section.read_user_roles.unwrap_or(false),
     }))
 }

@@ -6,6 +6,8 @@
 //! - [`policy`]: the default-role rules and their evaluation (pure).
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
+//! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries).
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
 //! - [`replay`]: the `replay` command (backfill from files or stdin).
 //! - [`sim`]: the Management API simulator (tests, benches, demo, `sim` command).
@@ -13,6 +15,8 @@
 pub mod config;
 pub mod dedup;
 pub mod event;
+pub mod metrics;
+pub mod mgmt;
 pub mod pipeline;
 pub mod policy;
 pub mod replay;

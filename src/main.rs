@@ -6,10 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use auth0_default_roles::config::Config;
+use std::sync::Arc;
+
+use auth0_default_roles::config::{self as cfg, Config};
 use auth0_default_roles::dedup::Dedup;
-use auth0_default_roles::pipeline::Processor;
-use auth0_default_roles::replay::{self, Input, Mode, Output};
+use auth0_default_roles::metrics::Metrics;
+use auth0_default_roles::mgmt::{self, MgmtError};
+use auth0_default_roles::pipeline::{Mode, Pipeline, Processor};
+use auth0_default_roles::replay::{self, Input, Output};
+use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
 
 /// Exit status for usage and configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -49,9 +54,45 @@ enum Command {
         /// `jsonl`: one record per event; `summary`: counts per outcome and role.
         #[arg(long, value_enum, default_value_t = OutputArg::Summary)]
         output: OutputArg,
+        /// Events processed at once (events of one user always one after another).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
         /// Files of events (JSON, JSON Lines, arrays, EventBridge events); `-` is stdin.
         #[arg(default_value = "-")]
         inputs: Vec<String>,
+    },
+    /// Run the Management API simulator (a stand-in tenant for trying the service).
+    Sim {
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// JSON seed file: {"roles":[{"name":"Viewer"}],"users":[{"user_id":"auth0|1","email":"a@b.c","email_verified":true}]}.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Role names to create (in addition to the seed's).
+        #[arg(long, value_delimiter = ',', default_value = "INTERNAL,CUSTOMER,Viewer,PARTNER")]
+        roles: Vec<String>,
+        /// Tenant rate limit in requests per second (0: unlimited).
+        #[arg(long, default_value_t = 0.0)]
+        rate_limit: f64,
+        /// Tenant rate-limit burst.
+        #[arg(long, default_value_t = 10)]
+        burst: u32,
+        /// Answer 404 for users not in the seed (by default any user id is accepted).
+        #[arg(long)]
+        strict_users: bool,
+        /// Domain of the simulated tenant (the token audience is https://{domain}/api/v2/).
+        #[arg(long, default_value = "sim.auth0.local")]
+        domain: String,
+        /// Client id the simulator accepts.
+        #[arg(long, default_value = "sim-client")]
+        client_id: String,
+        /// Client secret the simulator accepts (also read from AUTH0_CLIENT_SECRET).
+        #[arg(long, env = "AUTH0_CLIENT_SECRET", default_value = "sim-secret", hide_env_values = true)]
+        client_secret: String,
     },
 }
 
@@ -101,40 +142,136 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             offline,
             output,
+            concurrency,
             inputs,
         } => {
             let config = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            if !offline {
-                let what = if dry_run {
-                    "--dry-run"
-                } else {
-                    "replay without --offline"
-                };
-                eprintln!(
-                    "error: {what} needs the Management API client, which is not available yet; use --offline"
-                );
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-            let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+            let mode = match (offline, dry_run) {
+                (true, _) => Mode::Offline,
+                (false, true) => Mode::DryRun,
+                (false, false) => Mode::Live,
+            };
             let inputs: Vec<Input> = inputs.iter().map(|a| Input::parse(a)).collect();
             let output = match output {
                 OutputArg::Jsonl => Output::Jsonl,
                 OutputArg::Summary => Output::Summary,
             };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let summary = replay::run(&processor, Mode::Offline, &inputs, output, &mut out)
-                .context("replay failed")?;
-            Ok(if summary.has_failures() {
-                ExitCode::from(EXIT_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(replay_command(config, mode, inputs, output, concurrency))
+        }
+        Command::Sim {
+            port,
+            host,
+            seed,
+            roles,
+            rate_limit,
+            burst,
+            strict_users,
+            domain,
+            client_id,
+            client_secret,
+        } => {
+            let mut seed: Seed = match seed {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read seed file {}", path.display()))?;
+                    match serde_json::from_str(&text) {
+                        Ok(seed) => seed,
+                        Err(err) => {
+                            eprintln!("error: seed file {}: {err}", path.display());
+                            return Ok(ExitCode::from(EXIT_CONFIG));
+                        }
+                    }
+                }
+                None => Seed::default(),
+            };
+            for name in roles.into_iter().filter(|r| !r.is_empty()) {
+                if !seed.roles.iter().any(|r| r.name == name) {
+                    seed.roles.push(SeedRole::named(name));
+                }
+            }
+            let sim_config = SimConfig {
+                domain,
+                client_id,
+                client_secret,
+                rate_per_second: rate_limit,
+                burst,
+                accept_any_user: !strict_users,
+                ..SimConfig::default()
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(sim_command(sim_config, seed, std::net::SocketAddr::new(host, port)))
         }
     }
+}
+
+async fn replay_command(
+    config: Config,
+    mode: Mode,
+    inputs: Vec<Input>,
+    output: Output,
+    concurrency: usize,
+) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new()?);
+    let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+    let pipeline = if mode == Mode::Offline {
+        Pipeline::offline(processor, metrics, "replay")
+    } else {
+        let auth0 = match config.require_auth0() {
+            Ok(a) => a,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        };
+        let secret = match auth0.client_secret(&cfg::process_env) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        };
+        match mgmt::connect(auth0, secret, config.policy.role_names(), metrics).await {
+            Ok((client, assigner)) => Pipeline::online(processor, assigner, client, mode, "replay"),
+            Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => {
+                eprintln!("error: {err}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            Err(err) => return Err(err).context("cannot start the Management API client"),
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary = replay::run(&pipeline, &inputs, output, concurrency, &mut out)
+        .await
+        .context("replay failed")?;
+    Ok(if summary.has_failures() {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn sim_command(config: SimConfig, seed: Seed, addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    let roles: Vec<String> = seed.roles.iter().map(|r| r.name.clone()).collect();
+    let simulator = Simulator::new(config.clone(), seed);
+    let running = simulator
+        .start(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    println!("Management API simulator listening on {}", running.base_url);
+    println!("  tenant domain {} (audience {})", config.domain, config.audience());
+    println!("  client_id {} (secret from --client-secret or AUTH0_CLIENT_SECRET)", config.client_id);
+    println!("  roles: {}", roles.join(", "));
+    println!("  state: GET {}/sim/state   control: POST {}/sim/control", running.base_url, running.base_url);
+    println!("Point a config at it with: base_url = \"{}\", domain = \"{}\", client_id = \"{}\"", running.base_url, config.domain, config.client_id);
+    println!("Stop with Ctrl-C.");
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The readable form of a valid config printed by `check`.

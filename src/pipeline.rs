@@ -1,9 +1,14 @@
 //! The stages every source shares: decode → select → dedup → policy, producing either a final
 //! outcome or an assignment to make; and the outcome record each event ends with.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 
 use crate::dedup::Dedup;
+use crate::metrics::Metrics;
+use crate::mgmt::{AssignOutcome, MgmtClient, RoleAssigner};
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::policy::{Evaluation, Policy, Profile, Undecided};
 
@@ -258,6 +263,249 @@ impl Processor {
     pub fn mark_done(&self, report: &Report) {
         if let Some(log_id) = &report.log_id {
             self.dedup.mark_log_done(log_id);
+        }
+    }
+}
+
+/// How far the pipeline goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No network: profile-dependent events give `needs_profile`; assignments `would_assign`.
+    Offline,
+    /// Every read (token, roles, profiles), no write: assignments `would_assign`.
+    DryRun,
+    /// Reads and writes.
+    Live,
+}
+
+/// The full per-event pipeline: the pure stages, then profile reads and assignments through the
+/// Management API, one event per user at a time. Shared by every source.
+pub struct Pipeline {
+    processor: Processor,
+    mode: Mode,
+    client: Option<MgmtClient>,
+    assigner: Option<RoleAssigner>,
+    locks: UserLocks,
+    metrics: Arc<Metrics>,
+    source: &'static str,
+}
+
+impl Pipeline {
+    /// An offline pipeline (no client needed).
+    pub fn offline(processor: Processor, metrics: Arc<Metrics>, source: &'static str) -> Self {
+        Pipeline {
+            processor,
+            mode: Mode::Offline,
+            client: None,
+            assigner: None,
+            locks: UserLocks::default(),
+            metrics,
+            source,
+        }
+    }
+
+    /// A pipeline that reads through `assigner`'s client, and writes unless `mode` is `DryRun`.
+    pub fn online(processor: Processor, assigner: RoleAssigner, client: MgmtClient, mode: Mode, source: &'static str) -> Self {
+        let metrics = Arc::clone(client.metrics());
+        Pipeline {
+            processor,
+            mode,
+            client: Some(client),
+            assigner: Some(assigner),
+            locks: UserLocks::default(),
+            metrics,
+            source,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn client(&self) -> Option<&MgmtClient> {
+        self.client.as_ref()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn processor(&self) -> &Processor {
+        &self.processor
+    }
+
+    /// Takes one decoded item to its final outcome. Transient Management API failures are
+    /// waited out inside; the returned report is final.
+    pub async fn process(&self, item: Decoded) -> Report {
+        let started = std::time::Instant::now();
+        self.metrics
+            .events_received
+            .with_label_values(&[self.source])
+            .inc();
+        self.metrics.inflight_events.inc();
+        let email_domain = item
+            .as_ref()
+            .ok()
+            .and_then(|e| e.email())
+            .and_then(crate::event::email_domain);
+        let date = item.as_ref().ok().and_then(|e| e.date.clone());
+        let user = item.as_ref().ok().and_then(|e| e.user()).map(str::to_owned);
+        let _guard = match &user {
+            Some(user) => Some(self.locks.lock(user).await),
+            None => None,
+        };
+        let report = self.run(item).await;
+        drop(_guard);
+        self.record(&report, started, date.as_deref(), email_domain.as_deref());
+        report
+    }
+
+    async fn run(&self, item: Decoded) -> Report {
+        let step = match self.processor.start(item) {
+            Step::NeedsProfile {
+                event,
+                trigger,
+                undecided,
+            } => match (&self.client, self.mode) {
+                (Some(client), Mode::DryRun | Mode::Live) => {
+                    let user = event.user().unwrap_or_default().to_owned();
+                    match client.get_user(&user).await {
+                        Ok(profile) => self.processor.decide_with_profile(&event, trigger, &profile),
+                        Err(err) => {
+                            let mut report = Report::for_event(&event, Some(trigger), Outcome::Failed);
+                            report.error = Some(err.to_string());
+                            self.processor.mark_done(&report);
+                            return report;
+                        }
+                    }
+                }
+                _ => return self.processor.needs_profile_report(&event, trigger, &undecided),
+            },
+            step => step,
+        };
+        match step {
+            Step::Done(report) => report,
+            Step::NeedsProfile {
+                event,
+                trigger,
+                undecided,
+            } => self.processor.needs_profile_report(&event, trigger, &undecided),
+            Step::Assign(assignment) => match (&self.assigner, self.mode) {
+                (Some(assigner), Mode::Live) => {
+                    match assigner.assign(&assignment.user_id, &assignment.missing).await {
+                        Ok(AssignOutcome::Assigned) => {
+                            for role in &assignment.missing {
+                                self.metrics.role_assignments.with_label_values(&[role]).inc();
+                            }
+                            self.processor.finish(assignment, Outcome::Assigned, None)
+                        }
+                        Ok(AssignOutcome::AlreadyHeld) => {
+                            self.processor.finish(assignment, Outcome::AlreadyDone, None)
+                        }
+                        Err(err) => self.processor.finish(assignment, Outcome::Failed, Some(err.to_string())),
+                    }
+                }
+                _ => self.processor.finish(assignment, Outcome::WouldAssign, None),
+            },
+        }
+    }
+
+    fn record(&self, report: &Report, started: std::time::Instant, date: Option<&str>, email_domain: Option<&str>) {
+        let m = &self.metrics;
+        m.inflight_events.dec();
+        let trigger = report.trigger.map(|t| t.as_str()).unwrap_or("none");
+        m.events_processed
+            .with_label_values(&[self.source, trigger, report.outcome.as_str()])
+            .inc();
+        m.event_processing_duration
+            .observe(started.elapsed().as_secs_f64());
+        let now = std::time::SystemTime::now();
+        if let Some(at) = date.and_then(|d| humantime::parse_rfc3339_weak(d.trim_end_matches('Z')).ok()) {
+            if let Ok(age) = now.duration_since(at) {
+                m.event_age.observe(age.as_secs_f64());
+            }
+        }
+        if let Ok(t) = now.duration_since(std::time::UNIX_EPOCH) {
+            m.last_processed_event_timestamp.set(t.as_secs_f64());
+        }
+        if report.outcome == Outcome::AlreadyDone {
+            let kind = if report.rules.is_empty() { "log_id" } else { "user_roles" };
+            m.dedup_hits.with_label_values(&[kind]).inc();
+        }
+        m.dedup_entries
+            .set(i64::try_from(self.processor.dedup().entries()).unwrap_or(i64::MAX));
+        let log_id = report.log_id.as_deref().unwrap_or("-");
+        let user = report.user_id.as_deref().unwrap_or("-");
+        let domain = email_domain.map(|d| format!("*@{d}")).unwrap_or_else(|| "-".to_owned());
+        match report.outcome {
+            Outcome::Assigned => tracing::info!(
+                log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
+                "roles assigned"
+            ),
+            Outcome::WouldAssign => tracing::info!(
+                log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
+                "roles would be assigned"
+            ),
+            Outcome::Failed => tracing::warn!(
+                log_id, user_id = user, trigger, roles = ?report.roles, error = report.error.as_deref().unwrap_or("-"),
+                "assignment failed permanently"
+            ),
+            Outcome::Invalid => tracing::warn!(
+                log_id, error = report.error.as_deref().unwrap_or("-"),
+                "invalid event"
+            ),
+            other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),
+        }
+    }
+}
+
+/// One lock per user id, so the events of a user are processed one after another while other
+/// users proceed in parallel. Entries are removed when nobody holds or waits for them.
+#[derive(Default)]
+pub struct UserLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds a user's lock; dropping it releases the user.
+pub struct UserGuard<'a> {
+    locks: &'a UserLocks,
+    user: String,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl UserLocks {
+    pub async fn lock(&self, user: &str) -> UserGuard<'_> {
+        let mutex = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(user.to_owned()).or_default())
+        };
+        let guard = Arc::clone(&mutex).lock_owned().await;
+        UserGuard {
+            locks: self,
+            user: user.to_owned(),
+            mutex,
+            guard: Some(guard),
+        }
+    }
+
+    /// Users currently locked or waited for.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for UserGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map and this guard hold the mutex: nobody waits for this user.
+        if Arc::strong_count(&self.mutex) == 2 {
+            map.remove(&self.user);
         }
     }
 }

@@ -5,15 +5,11 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use crate::event::decode;
-use crate::pipeline::{Outcome, Processor, Report, Step};
+use futures_util::stream::{self, StreamExt};
 
-/// How replay reaches the Management API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// No network: rules needing the profile give `needs_profile`; assignments `would_assign`.
-    Offline,
-}
+use crate::event::decode;
+use crate::mgmt::CallStats;
+use crate::pipeline::{Outcome, Pipeline, Report};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +72,8 @@ pub struct Summary {
     pub by_outcome: BTreeMap<Outcome, u64>,
     pub by_role: BTreeMap<String, u64>,
     pub failed: Vec<Report>,
+    /// Management API calls made (none offline).
+    pub calls: Option<CallStats>,
 }
 
 impl Summary {
@@ -112,6 +110,22 @@ impl Summary {
                 writeln!(out, "  {role:<14} {n}")?;
             }
         }
+        if let Some(calls) = &self.calls {
+            writeln!(out, "management API calls: {}", calls.total())?;
+            for (operation, n) in &calls.calls {
+                writeln!(out, "  {operation:<18} {n}")?;
+            }
+            writeln!(out, "  429 answers        {}", calls.rate_limited)?;
+            writeln!(out, "  retries            {}", calls.retries)?;
+            let assigned = self.by_outcome.get(&Outcome::Assigned).copied().unwrap_or(0);
+            if assigned > 0 {
+                writeln!(
+                    out,
+                    "  write calls per assigned event: {:.2}",
+                    calls.writes() as f64 / assigned as f64
+                )?;
+            }
+        }
         if !self.failed.is_empty() {
             writeln!(out, "failed:")?;
             for report in &self.failed {
@@ -128,13 +142,13 @@ impl Summary {
     }
 }
 
-/// Replays `inputs` in order through `processor`, writing records (`jsonl`) as they complete
-/// and the summary at the end (`summary`).
-pub fn run(
-    processor: &Processor,
-    mode: Mode,
+/// Replays `inputs` through `pipeline`, up to `concurrency` events at a time (one per user at
+/// a time), writing records (`jsonl`) in input order and the summary at the end (`summary`).
+pub async fn run(
+    pipeline: &Pipeline,
     inputs: &[Input],
     output: Output,
+    concurrency: usize,
     out: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
     let mut summary = Summary::default();
@@ -143,21 +157,12 @@ pub fn run(
             input: input.label(),
             source,
         })?;
-        for item in decode(&bytes) {
-            let report = match (processor.start(item), mode) {
-                (Step::Done(report), _) => report,
-                (
-                    Step::NeedsProfile {
-                        event,
-                        trigger,
-                        undecided,
-                    },
-                    Mode::Offline,
-                ) => processor.needs_profile_report(&event, trigger, &undecided),
-                (Step::Assign(assignment), Mode::Offline) => {
-                    processor.finish(assignment, Outcome::WouldAssign, None)
-                }
-            };
+        let items = decode(&bytes);
+        drop(bytes);
+        let mut reports = stream::iter(items)
+            .map(|item| pipeline.process(item))
+            .buffered(concurrency.max(1));
+        while let Some(report) = reports.next().await {
             summary.add(&report);
             if output == Output::Jsonl {
                 serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
@@ -165,6 +170,7 @@ pub fn run(
             }
         }
     }
+    summary.calls = pipeline.client().map(|c| c.stats());
     if output == Output::Summary {
         summary.write_to(out)?;
     }

@@ -1,0 +1,204 @@
+//! The Prometheus metrics of the service (prefix `auth0_default_roles_`, base units, bounded
+//! labels: never a user id, email or log id), in one registry per process.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const PREFIX: &str = "auth0_default_roles";
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: IntCounterVec,
+    pub events_processed: IntCounterVec,
+    pub event_processing_duration: Histogram,
+    pub event_age: Histogram,
+    pub last_processed_event_timestamp: Gauge,
+    pub inflight_events: IntGauge,
+    pub role_assignments: IntCounterVec,
+    pub mgmt_requests: IntCounterVec,
+    pub mgmt_request_duration: HistogramVec,
+    pub mgmt_retries: IntCounterVec,
+    pub mgmt_rate_limit_remaining: IntGauge,
+    pub mgmt_failing: IntGauge,
+    pub rate_limiter_wait: Histogram,
+    pub dedup_hits: IntCounterVec,
+    pub dedup_entries: IntGauge,
+    pub kafka_consumer_lag: IntGaugeVec,
+    pub kafka_assigned_partitions: IntGauge,
+    pub kafka_rebalances: IntCounterVec,
+    pub kafka_offset_commits: IntCounterVec,
+    pub kafka_paused_partitions: IntGauge,
+    pub dead_letters: IntCounterVec,
+    pub build_info: IntGaugeVec,
+}
+
+/// A metric definition failed (a programming error: names and labels are static).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(PREFIX)
+}
+
+fn hopts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+    HistogramOpts::new(name, help)
+        .namespace(PREFIX)
+        .buckets(buckets)
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let latency = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
+        let age = vec![
+            0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0,
+            86400.0,
+        ];
+        let m = Metrics {
+            events_received: IntCounterVec::new(
+                opts("events_received_total", "Events decoded from deliveries (invalid included)."),
+                &["source"],
+            )?,
+            events_processed: IntCounterVec::new(
+                opts("events_processed_total", "Events that reached a final outcome."),
+                &["source", "trigger", "outcome"],
+            )?,
+            event_processing_duration: Histogram::with_opts(hopts(
+                "event_processing_duration_seconds",
+                "Time from receiving an event to its final outcome.",
+                latency.clone(),
+            ))?,
+            event_age: Histogram::with_opts(hopts(
+                "event_age_seconds",
+                "Age of an event when it reached its outcome: now minus the Auth0 `date`.",
+                age,
+            ))?,
+            last_processed_event_timestamp: Gauge::with_opts(opts(
+                "last_processed_event_timestamp_seconds",
+                "Unix time of the last event that reached an outcome.",
+            ))?,
+            inflight_events: IntGauge::with_opts(opts(
+                "inflight_events",
+                "Events received but not yet at a final outcome.",
+            ))?,
+            role_assignments: IntCounterVec::new(
+                opts("role_assignments_total", "Roles given to users, by role name."),
+                &["role"],
+            )?,
+            mgmt_requests: IntCounterVec::new(
+                opts("mgmt_api_requests_total", "Management API requests by operation and HTTP status (`error` for no response)."),
+                &["operation", "status"],
+            )?,
+            mgmt_request_duration: HistogramVec::new(
+                hopts(
+                    "mgmt_api_request_duration_seconds",
+                    "Management API request latency.",
+                    latency,
+                ),
+                &["operation"],
+            )?,
+            mgmt_retries: IntCounterVec::new(
+                opts("mgmt_api_retries_total", "Management API retries by operation and reason."),
+                &["operation", "reason"],
+            )?,
+            mgmt_rate_limit_remaining: IntGauge::with_opts(opts(
+                "mgmt_api_rate_limit_remaining",
+                "The tenant's x-ratelimit-remaining on the last response.",
+            ))?,
+            mgmt_failing: IntGauge::with_opts(opts(
+                "mgmt_api_failing",
+                "1 while Management API calls are failing transiently and being retried.",
+            ))?,
+            rate_limiter_wait: Histogram::with_opts(hopts(
+                "rate_limiter_wait_seconds",
+                "Time requests waited for the client-side rate limiter.",
+                vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
+            ))?,
+            dedup_hits: IntCounterVec::new(
+                opts("dedup_hits_total", "Work skipped by dedup: `log_id` (redelivery) or `user_roles` (roles already given)."),
+                &["kind"],
+            )?,
+            dedup_entries: IntGauge::with_opts(opts(
+                "dedup_entries",
+                "Entries in the dedup caches.",
+            ))?,
+            kafka_consumer_lag: IntGaugeVec::new(
+                opts("kafka_consumer_lag", "High watermark minus committed position, for assigned partitions."),
+                &["topic", "partition"],
+            )?,
+            kafka_assigned_partitions: IntGauge::with_opts(opts(
+                "kafka_assigned_partitions",
+                "Partitions assigned to this consumer.",
+            ))?,
+            kafka_rebalances: IntCounterVec::new(
+                opts("kafka_rebalances_total", "Consumer-group rebalances by kind (assign, revoke, lost)."),
+                &["kind"],
+            )?,
+            kafka_offset_commits: IntCounterVec::new(
+                opts("kafka_offset_commits_total", "Offset commits by result."),
+                &["result"],
+            )?,
+            kafka_paused_partitions: IntGauge::with_opts(opts(
+                "kafka_paused_partitions",
+                "Partitions paused for back-pressure.",
+            ))?,
+            dead_letters: IntCounterVec::new(
+                opts("dead_letters_total", "Events sent to the dead-letter topic, by reason."),
+                &["reason"],
+            )?,
+            build_info: IntGaugeVec::new(
+                opts("build_info", "Always 1; the version label tells the build."),
+                &["version"],
+            )?,
+            registry,
+        };
+        m.register_all()?;
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.events_received.clone()))?;
+        r.register(Box::new(self.events_processed.clone()))?;
+        r.register(Box::new(self.event_processing_duration.clone()))?;
+        r.register(Box::new(self.event_age.clone()))?;
+        r.register(Box::new(self.last_processed_event_timestamp.clone()))?;
+        r.register(Box::new(self.inflight_events.clone()))?;
+        r.register(Box::new(self.role_assignments.clone()))?;
+        r.register(Box::new(self.mgmt_requests.clone()))?;
+        r.register(Box::new(self.mgmt_request_duration.clone()))?;
+        r.register(Box::new(self.mgmt_retries.clone()))?;
+        r.register(Box::new(self.mgmt_rate_limit_remaining.clone()))?;
+        r.register(Box::new(self.mgmt_failing.clone()))?;
+        r.register(Box::new(self.rate_limiter_wait.clone()))?;
+        r.register(Box::new(self.dedup_hits.clone()))?;
+        r.register(Box::new(self.dedup_entries.clone()))?;
+        r.register(Box::new(self.kafka_consumer_lag.clone()))?;
+        r.register(Box::new(self.kafka_assigned_partitions.clone()))?;
+        r.register(Box::new(self.kafka_rebalances.clone()))?;
+        r.register(Box::new(self.kafka_offset_commits.clone()))?;
+        r.register(Box::new(self.kafka_paused_partitions.clone()))?;
+        r.register(Box::new(self.dead_letters.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
+        Ok(())
+    }
+
+    /// The text exposition format served on `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(err) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(error = %err, "metrics: encoding failed");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}

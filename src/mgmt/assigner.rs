@@ -1,0 +1,240 @@
+//! Role assignment with coalescing: requests arriving within a short window are assigned with
+//! whichever spends fewer calls, one `POST /users/{id}/roles` per user or one
+//! `POST /roles/{id}/users` per role. A bulk call that fails for one user (a deleted user fails
+//! the whole call) falls back to per-user calls, so one bad user never blocks the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{MgmtClient, MgmtError, RoleDirectory};
+
+/// What an assignment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignOutcome {
+    /// The roles were written.
+    Assigned,
+    /// `read_user_roles` found the user already holds every role: nothing written.
+    AlreadyHeld,
+}
+
+/// Coalescing settings (`[auth0] batch_window_ms`, `batch_max_users`, `read_user_roles`).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    pub window: Duration,
+    pub max_users: usize,
+    pub read_user_roles: bool,
+}
+
+struct Pending {
+    user_id: String,
+    roles: Vec<String>,
+    done: oneshot::Sender<Result<(), MgmtError>>,
+}
+
+/// Assigns roles by name. Cheap to clone; one batching task per process.
+#[derive(Clone)]
+pub struct RoleAssigner {
+    client: MgmtClient,
+    directory: Arc<RoleDirectory>,
+    tx: mpsc::UnboundedSender<Pending>,
+    read_user_roles: bool,
+}
+
+impl RoleAssigner {
+    /// Starts the batching task on the current tokio runtime.
+    pub fn start(client: MgmtClient, directory: Arc<RoleDirectory>, settings: BatchSettings) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_loop(
+            client.clone(),
+            Arc::clone(&directory),
+            rx,
+            settings.window,
+            settings.max_users.max(1),
+        ));
+        RoleAssigner {
+            client,
+            directory,
+            tx,
+            read_user_roles: settings.read_user_roles,
+        }
+    }
+
+    pub fn directory(&self) -> &Arc<RoleDirectory> {
+        &self.directory
+    }
+
+    /// Gives `user_id` the roles named `roles`. Waits through transient failures; returns a
+    /// permanent failure (404 user, 400, 403) as an error.
+    pub async fn assign(&self, user_id: &str, roles: &[String]) -> Result<AssignOutcome, MgmtError> {
+        let mut roles = roles.to_vec();
+        if self.read_user_roles {
+            let held: BTreeSet<String> = self.client.get_user_role_ids(user_id).await?.into_iter().collect();
+            roles.retain(|name| self.directory.id(name).is_none_or(|id| !held.contains(&id)));
+            if roles.is_empty() {
+                return Ok(AssignOutcome::AlreadyHeld);
+            }
+        }
+        let (done, wait) = oneshot::channel();
+        let pending = Pending {
+            user_id: user_id.to_owned(),
+            roles: roles.clone(),
+            done,
+        };
+        if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending) {
+            // The batching task is gone (runtime shutting down): assign directly.
+            return assign_user(&self.client, &self.directory, &pending.user_id, &pending.roles)
+                .await
+                .map(|()| AssignOutcome::Assigned);
+        }
+        match wait.await {
+            Ok(result) => result.map(|()| AssignOutcome::Assigned),
+            Err(_) => assign_user(&self.client, &self.directory, user_id, &roles)
+                .await
+                .map(|()| AssignOutcome::Assigned),
+        }
+    }
+}
+
+async fn batch_loop(
+    client: MgmtClient,
+    directory: Arc<RoleDirectory>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    window: Duration,
+    max_users: usize,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + window;
+        while batch.len() < max_users {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(pending)) => batch.push(pending),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tokio::spawn(run_batch(client.clone(), Arc::clone(&directory), batch));
+    }
+}
+
+/// Role names → ids; a name the directory does not know is a missing role.
+fn ids(directory: &RoleDirectory, names: &[String]) -> Result<Vec<String>, MgmtError> {
+    let mut ids = Vec::with_capacity(names.len());
+    let mut missing = Vec::new();
+    for name in names {
+        match directory.id(name) {
+            Some(id) => ids.push(id),
+            None => missing.push(name.clone()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(ids)
+    } else {
+        Err(MgmtError::MissingRoles(missing))
+    }
+}
+
+/// One per-user call; on a 404 for a role id, the directory is refreshed and the call retried once.
+async fn assign_user(client: &MgmtClient, directory: &RoleDirectory, user_id: &str, roles: &[String]) -> Result<(), MgmtError> {
+    if roles.is_empty() {
+        return Ok(());
+    }
+    match client.assign_user_roles(user_id, &ids(directory, roles)?).await {
+        Err(err) if err.is_role_not_found() => {
+            tracing::warn!(error = %err, "a role id was not found: resolving role names again");
+            directory.refresh(client).await?;
+            client.assign_user_roles(user_id, &ids(directory, roles)?).await
+        }
+        other => other,
+    }
+}
+
+/// One bulk call for a role; on a 404 for the role id, refresh and retry once.
+async fn assign_role(client: &MgmtClient, directory: &RoleDirectory, role: &str, users: &[String]) -> Result<(), MgmtError> {
+    let role_names = [role.to_owned()];
+    let id = ids(directory, &role_names)?.remove(0);
+    match client.assign_role_users(&id, users).await {
+        Err(err) if err.is_role_not_found() && !err.is_user_not_found() => {
+            directory.refresh(client).await?;
+            let id = ids(directory, &role_names)?.remove(0);
+            client.assign_role_users(&id, users).await
+        }
+        other => other,
+    }
+}
+
+async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec<Pending>) {
+    // Merge requests by user; remember every waiter.
+    let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut waiters: Vec<(String, oneshot::Sender<Result<(), MgmtError>>)> = Vec::new();
+    for pending in batch {
+        wanted
+            .entry(pending.user_id.clone())
+            .or_default()
+            .extend(pending.roles);
+        waiters.push((pending.user_id, pending.done));
+    }
+    let mut by_role: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (user, roles) in &wanted {
+        for role in roles {
+            by_role.entry(role.clone()).or_default().push(user.clone());
+        }
+    }
+    let users = wanted.len();
+    let mut results: BTreeMap<String, Result<(), MgmtError>> = BTreeMap::new();
+    if users >= 2 && by_role.len() < users {
+        tracing::debug!(users, calls = by_role.len(), "bulk assignment");
+        let calls = by_role.iter().map(|(role, members)| {
+            let client = &client;
+            let directory = &directory;
+            async move {
+                let outcome = assign_role(client, directory, role, members).await;
+                (role, members, outcome)
+            }
+        });
+        let mut fallback: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (role, members, outcome) in join_all(calls).await {
+            match outcome {
+                Ok(()) => {}
+                Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => {
+                    for user in members {
+                        results.insert(user.clone(), Err(err.clone()));
+                    }
+                }
+                Err(err) => {
+                    // One bad user fails the whole bulk call: find it with per-user calls.
+                    tracing::info!(error = %err, users = members.len(), "bulk assignment failed; assigning one by one");
+                    for user in members {
+                        fallback.entry(user.clone()).or_default().push(role.clone());
+                    }
+                }
+            }
+        }
+        let retries = fallback.iter().map(|(user, roles)| {
+            let client = &client;
+            let directory = &directory;
+            async move { (user, assign_user(client, directory, user, roles).await) }
+        });
+        for (user, outcome) in join_all(retries).await {
+            if let Err(err) = outcome {
+                results.insert(user.clone(), Err(err));
+            }
+        }
+    } else {
+        let calls = wanted.iter().map(|(user, roles)| {
+            let client = &client;
+            let directory = &directory;
+            let roles: Vec<String> = roles.iter().cloned().collect();
+            async move { (user, assign_user(client, directory, user, &roles).await) }
+        });
+        for (user, outcome) in join_all(calls).await {
+            results.insert(user.clone(), outcome);
+        }
+    }
+    for (user, done) in waiters {
+        let result = results.get(&user).cloned().unwrap_or(Ok(()));
+        let _ = done.send(result);
+    }
+}

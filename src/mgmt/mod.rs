@@ -1,0 +1,658 @@
+//! The Auth0 Management API client: token cache, client-side rate limiter, requests with
+//! retries that never give up on a transient error, role-name resolution, user reads, and role
+//! assignment per user and in bulk (see `assigner`).
+
+mod assigner;
+mod roles;
+mod token;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+
+pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner};
+pub use roles::RoleDirectory;
+use token::TokenCache;
+
+use crate::config::{Auth0Settings, Secret};
+use crate::metrics::Metrics;
+use crate::policy::Profile;
+
+/// Characters kept as-is in a path segment (RFC 3986 unreserved); everything else, `|` and `/`
+/// included, is percent-encoded.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a user or role id for a URL path (`auth0|abc` → `auth0%7Cabc`).
+pub fn encode_path_segment(id: &str) -> String {
+    utf8_percent_encode(id, PATH_SEGMENT).to_string()
+}
+
+/// A Management API failure that retrying will not fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MgmtError {
+    /// 400, 403, 404 ...: the event's outcome is `failed`.
+    #[error("{operation}: HTTP {status}: {message}{}", code_suffix(.error_code))]
+    Permanent {
+        operation: &'static str,
+        status: u16,
+        message: String,
+        error_code: Option<String>,
+    },
+    /// The credentials or the application's grants are wrong: the service cannot work.
+    #[error("Management API token: {0}")]
+    Auth(String),
+    /// Role names of the policy that do not exist in the tenant.
+    #[error("these roles of the policy do not exist in the tenant (create them or fix the policy): {}", .0.join(", "))]
+    MissingRoles(Vec<String>),
+    /// A 2xx response whose body is not what the API documents.
+    #[error("{operation}: unexpected response: {detail}")]
+    Protocol {
+        operation: &'static str,
+        detail: String,
+    },
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_ref()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
+}
+
+impl MgmtError {
+    /// True for Auth0's "the user does not exist" answers.
+    pub fn is_user_not_found(&self) -> bool {
+        matches!(self, MgmtError::Permanent { status: 404, error_code: Some(code), .. } if code == "inexistent_user")
+            || matches!(self, MgmtError::Permanent { status: 404, message, .. } if message.contains("users do not exist") || message.contains("user does not exist"))
+    }
+
+    /// True for a 404 that is not about a user (a role id that no longer exists).
+    pub fn is_role_not_found(&self) -> bool {
+        matches!(self, MgmtError::Permanent { status: 404, .. }) && !self.is_user_not_found()
+    }
+}
+
+/// The Management API operations, as named in metrics and summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    Token,
+    GetRoles,
+    GetUser,
+    GetUserRoles,
+    AssignUserRoles,
+    AssignRoleUsers,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Token => "token",
+            Operation::GetRoles => "get_roles",
+            Operation::GetUser => "get_user",
+            Operation::GetUserRoles => "get_user_roles",
+            Operation::AssignUserRoles => "assign_user_roles",
+            Operation::AssignRoleUsers => "assign_role_users",
+        }
+    }
+}
+
+/// Counts kept for summaries (`replay`, `demo`, benches); Prometheus has the same and more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Requests sent, by operation.
+    pub calls: BTreeMap<&'static str, u64>,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Retries after transient failures (429 included).
+    pub retries: u64,
+}
+
+impl CallStats {
+    pub fn total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+    /// Calls that wrote role assignments.
+    pub fn writes(&self) -> u64 {
+        self.calls.get("assign_user_roles").copied().unwrap_or(0)
+            + self.calls.get("assign_role_users").copied().unwrap_or(0)
+    }
+}
+
+/// How the client retries transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    pub base: Duration,
+    pub cap: Duration,
+    /// Floor of a wait computed from `x-ratelimit-reset` (which may equal "now").
+    pub reset_floor: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(60),
+            reset_floor: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything the client needs; built from `[auth0]` and the secret.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub base_url: String,
+    pub audience: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub timeout: Duration,
+    pub retry: RetrySettings,
+}
+
+impl ClientSettings {
+    pub fn from_config(auth0: &Auth0Settings, secret: Secret) -> Self {
+        ClientSettings {
+            base_url: auth0.base_url.clone(),
+            audience: auth0.audience(),
+            client_id: auth0.client_id.clone(),
+            client_secret: secret,
+            requests_per_second: auth0.requests_per_second,
+            burst: auth0.burst,
+            timeout: auth0.timeout,
+            retry: RetrySettings::default(),
+        }
+    }
+}
+
+/// A response the caller handles: status and body of a 2xx or permanent error.
+struct Answer {
+    status: StatusCode,
+    body: bytes::Bytes,
+}
+
+/// The Management API client. Cheap to clone: clones share the token, limiter and counters.
+#[derive(Clone)]
+pub struct MgmtClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    token: TokenCache,
+    limiter: DefaultDirectRateLimiter,
+    metrics: Arc<Metrics>,
+    stats: Mutex<CallStats>,
+    /// When the last "still failing" warning was logged (one per minute at most).
+    last_warning: Mutex<Option<Instant>>,
+}
+
+/// The body of a Management API error.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ErrorBody {
+    message: Option<String>,
+    #[serde(rename = "errorCode")]
+    error_code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Why a request will be retried.
+enum Transient {
+    RateLimited(Option<Duration>),
+    Status(u16),
+    Timeout,
+    Connection,
+}
+
+impl Transient {
+    fn reason(&self) -> &'static str {
+        match self {
+            Transient::RateLimited(_) => "rate_limited",
+            Transient::Status(_) => "server_error",
+            Transient::Timeout => "timeout",
+            Transient::Connection => "connection",
+        }
+    }
+}
+
+/// Lock a std mutex, recovering the data if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MgmtClient {
+    pub fn new(settings: ClientSettings, metrics: Arc<Metrics>) -> Result<MgmtClient, MgmtError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("auth0-default-roles/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| MgmtError::Auth(format!("cannot build the HTTP client: {e}")))?;
+        let period = Duration::from_secs_f64(1.0 / settings.requests_per_second.max(0.001));
+        let burst = std::num::NonZeroU32::new(settings.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
+            .allow_burst(burst);
+        Ok(MgmtClient {
+            inner: Arc::new(Inner {
+                http,
+                token: TokenCache::new(),
+                limiter: RateLimiter::direct(quota),
+                metrics,
+                stats: Mutex::new(CallStats::default()),
+                last_warning: Mutex::new(None),
+                settings,
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// A copy of the call counters.
+    pub fn stats(&self) -> CallStats {
+        lock(&self.inner.stats).clone()
+    }
+
+    /// Obtains a token now (fails fast on bad credentials).
+    pub async fn ensure_token(&self) -> Result<(), MgmtError> {
+        self.inner.token.get(self).await.map(|_| ())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.inner.settings.base_url, path)
+    }
+
+    fn count(&self, operation: Operation, status: &str, elapsed: Duration) {
+        let m = &self.inner.metrics;
+        m.mgmt_requests
+            .with_label_values(&[operation.as_str(), status])
+            .inc();
+        m.mgmt_request_duration
+            .with_label_values(&[operation.as_str()])
+            .observe(elapsed.as_secs_f64());
+        *lock(&self.inner.stats)
+            .calls
+            .entry(operation.as_str())
+            .or_default() += 1;
+    }
+
+    /// Waits after a transient failure: `Retry-After`, else the rate-limit reset (at least the
+    /// floor), else the next exponential step. Logs a warning at most once a minute.
+    async fn wait_before_retry(
+        &self,
+        operation: Operation,
+        why: Transient,
+        backoff: &mut impl Iterator<Item = Duration>,
+    ) {
+        let retry = &self.inner.settings.retry;
+        let next = backoff.next().unwrap_or(retry.cap);
+        let delay = match &why {
+            Transient::RateLimited(Some(hint)) => *hint,
+            _ => next,
+        };
+        self.inner
+            .metrics
+            .mgmt_retries
+            .with_label_values(&[operation.as_str(), why.reason()])
+            .inc();
+        self.inner.metrics.mgmt_failing.set(1);
+        {
+            let mut stats = lock(&self.inner.stats);
+            stats.retries += 1;
+            if matches!(why, Transient::RateLimited(_)) {
+                stats.rate_limited += 1;
+            }
+        }
+        let detail = match &why {
+            Transient::Status(s) => format!("HTTP {s}"),
+            other => other.reason().to_owned(),
+        };
+        let warn = {
+            let mut last = lock(&self.inner.last_warning);
+            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if warn {
+            tracing::warn!(operation = operation.as_str(), reason = %detail, retry_in_ms = delay.as_millis() as u64,
+                "Management API call failing; retrying until it succeeds (events wait, nothing is dropped)");
+        } else {
+            tracing::debug!(operation = operation.as_str(), reason = %detail, retry_in_ms = delay.as_millis() as u64, "retrying");
+        }
+        tokio::time::sleep(delay).await;
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        let retry = &self.inner.settings.retry;
+        ExponentialBuilder::default()
+            .with_min_delay(retry.base)
+            .with_factor(2.0)
+            .with_max_delay(retry.cap)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// The wait a 429 asks for: `Retry-After` (seconds), else `x-ratelimit-reset` (epoch
+    /// seconds) minus now, never less than the floor.
+    fn rate_limit_wait(&self, headers: &HeaderMap) -> Option<Duration> {
+        let floor = self.inner.settings.retry.reset_floor;
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        if let Some(secs) = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            return Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)).max(floor));
+        }
+        let reset = header("x-ratelimit-reset")?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Some(Duration::from_secs_f64((reset - now).clamp(0.0, 3600.0)).max(floor))
+    }
+
+    /// Sends one API request until it succeeds or fails permanently. Transient failures are
+    /// retried without a limit; a 401 refreshes the token once.
+    async fn request(
+        &self,
+        operation: Operation,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, MgmtError> {
+        let mut backoff = self.backoff();
+        let mut refreshed = false;
+        let url = self.url(path);
+        loop {
+            let token = self.inner.token.get(self).await?;
+            let waited = Instant::now();
+            self.inner.limiter.until_ready().await;
+            self.inner
+                .metrics
+                .rate_limiter_wait
+                .observe(waited.elapsed().as_secs_f64());
+            let mut builder = self
+                .inner
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(&*token);
+            if let Some(body) = body {
+                builder = builder.json(body);
+            }
+            let started = Instant::now();
+            let response = builder.send().await;
+            let response = match response {
+                Ok(r) => r,
+                Err(err) => {
+                    self.count(operation, "error", started.elapsed());
+                    let why = if err.is_timeout() {
+                        Transient::Timeout
+                    } else {
+                        Transient::Connection
+                    };
+                    self.wait_before_retry(operation, why, &mut backoff).await;
+                    continue;
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = match response.bytes().await {
+                Ok(b) => b,
+                Err(err) => {
+                    self.count(operation, "error", started.elapsed());
+                    let why = if err.is_timeout() {
+                        Transient::Timeout
+                    } else {
+                        Transient::Connection
+                    };
+                    self.wait_before_retry(operation, why, &mut backoff).await;
+                    continue;
+                }
+            };
+            self.count(operation, status.as_str(), started.elapsed());
+            if let Some(remaining) = headers
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                self.inner.metrics.mgmt_rate_limit_remaining.set(remaining);
+            }
+            if status.is_success() {
+                self.inner.metrics.mgmt_failing.set(0);
+                return Ok(Answer { status, body });
+            }
+            match status.as_u16() {
+                401 if !refreshed => {
+                    refreshed = true;
+                    self.inner.token.invalidate(&token).await;
+                    continue;
+                }
+                401 => {
+                    return Err(MgmtError::Auth(format!(
+                        "{}: a fresh token was rejected with 401: {}",
+                        operation.as_str(),
+                        error_text(&body)
+                    )))
+                }
+                429 => {
+                    let hint = self.rate_limit_wait(&headers);
+                    self.wait_before_retry(operation, Transient::RateLimited(hint), &mut backoff)
+                        .await;
+                }
+                408 | 500..=599 => {
+                    self.wait_before_retry(operation, Transient::Status(status.as_u16()), &mut backoff)
+                        .await;
+                }
+                code => {
+                    self.inner.metrics.mgmt_failing.set(0);
+                    let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+                    return Err(MgmtError::Permanent {
+                        operation: operation.as_str(),
+                        status: code,
+                        message: parsed
+                            .message
+                            .or(parsed.error_description)
+                            .unwrap_or_else(|| error_text(&body)),
+                        error_code: parsed.error_code.or(parsed.error),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `GET /api/v2/users/{id}`: what the policy needs of the user.
+    pub async fn get_user(&self, user_id: &str) -> Result<Profile, MgmtError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Identity {
+            connection: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct User {
+            email: Option<String>,
+            email_verified: Option<bool>,
+            identities: Vec<Identity>,
+            app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        let path = format!("/api/v2/users/{}", encode_path_segment(user_id));
+        let answer = self
+            .request(Operation::GetUser, Method::GET, &path, None)
+            .await?;
+        let user: User = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+            operation: Operation::GetUser.as_str(),
+            detail: e.to_string(),
+        })?;
+        Ok(Profile {
+            email: user.email,
+            email_verified: user.email_verified,
+            connections: user
+                .identities
+                .into_iter()
+                .filter_map(|i| i.connection)
+                .collect(),
+            app_metadata: user.app_metadata,
+        })
+    }
+
+    /// `GET /api/v2/users/{id}/roles`: the ids of the roles the user holds.
+    pub async fn get_user_role_ids(&self, user_id: &str) -> Result<Vec<String>, MgmtError> {
+        #[derive(Deserialize)]
+        struct Role {
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            roles: Vec<Role>,
+            #[serde(default)]
+            total: usize,
+        }
+        let mut ids = Vec::new();
+        for page in 0.. {
+            let path = format!(
+                "/api/v2/users/{}/roles?per_page=100&page={page}&include_totals=true",
+                encode_path_segment(user_id)
+            );
+            let answer = self
+                .request(Operation::GetUserRoles, Method::GET, &path, None)
+                .await?;
+            let parsed: Page = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                operation: Operation::GetUserRoles.as_str(),
+                detail: e.to_string(),
+            })?;
+            let n = parsed.roles.len();
+            ids.extend(parsed.roles.into_iter().map(|r| r.id));
+            if n == 0 || ids.len() >= parsed.total {
+                break;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// `POST /api/v2/users/{id}/roles` with every role at once (204).
+    pub async fn assign_user_roles(&self, user_id: &str, role_ids: &[String]) -> Result<(), MgmtError> {
+        let path = format!("/api/v2/users/{}/roles", encode_path_segment(user_id));
+        let body = serde_json::json!({ "roles": role_ids });
+        let answer = self
+            .request(Operation::AssignUserRoles, Method::POST, &path, Some(&body))
+            .await?;
+        expect_status(Operation::AssignUserRoles, answer.status, &[204, 200])
+    }
+
+    /// `POST /api/v2/roles/{id}/users` (200 `{}`); a 404 means some user does not exist and
+    /// nobody was assigned.
+    pub async fn assign_role_users(&self, role_id: &str, user_ids: &[String]) -> Result<(), MgmtError> {
+        let path = format!("/api/v2/roles/{}/users", encode_path_segment(role_id));
+        let body = serde_json::json!({ "users": user_ids });
+        let answer = self
+            .request(Operation::AssignRoleUsers, Method::POST, &path, Some(&body))
+            .await?;
+        expect_status(Operation::AssignRoleUsers, answer.status, &[200, 201, 204])
+    }
+
+    /// `GET /api/v2/roles?name_filter=`: every role whose name contains `name` (any case).
+    async fn find_roles(&self, name: &str) -> Result<Vec<(String, String)>, MgmtError> {
+        #[derive(Deserialize)]
+        struct Role {
+            id: String,
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            roles: Vec<Role>,
+            #[serde(default)]
+            total: usize,
+        }
+        let mut found = Vec::new();
+        let mut seen = 0usize;
+        for page in 0.. {
+            let path = format!(
+                "/api/v2/roles?name_filter={}&per_page=100&page={page}&include_totals=true",
+                encode_path_segment(name)
+            );
+            let answer = self
+                .request(Operation::GetRoles, Method::GET, &path, None)
+                .await?;
+            let parsed: Page = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                operation: Operation::GetRoles.as_str(),
+                detail: e.to_string(),
+            })?;
+            let n = parsed.roles.len();
+            seen += n;
+            found.extend(parsed.roles.into_iter().map(|r| (r.name, r.id)));
+            if n == 0 || seen >= parsed.total {
+                break;
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn expect_status(operation: Operation, status: StatusCode, ok: &[u16]) -> Result<(), MgmtError> {
+    if ok.contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        Err(MgmtError::Protocol {
+            operation: operation.as_str(),
+            detail: format!("HTTP {status}"),
+        })
+    }
+}
+
+/// A short, safe rendering of an error body (first 200 characters).
+fn error_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        text.chars().take(200).collect()
+    }
+}
+
+/// Everything needed to assign roles, ready: a client holding a token, and the policy's role
+/// names resolved to ids.
+pub async fn connect(
+    auth0: &Auth0Settings,
+    secret: Secret,
+    role_names: std::collections::BTreeSet<String>,
+    metrics: Arc<Metrics>,
+) -> Result<(MgmtClient, RoleAssigner), MgmtError> {
+    let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
+    client.ensure_token().await?;
+    let directory = Arc::new(RoleDirectory::resolve(&client, role_names).await?);
+    let assigner = RoleAssigner::start(
+        client.clone(),
+        directory,
+        BatchSettings {
+            window: auth0.batch_window,
+            max_users: auth0.batch_max_users,
+            read_user_roles: auth0.read_user_roles,
+        },
+    );
+    Ok((client, assigner))
+}

@@ -1,0 +1,140 @@
+//! The Management API access token: obtained with the client-credentials grant, cached until
+//! shortly before it expires, refreshed by one caller at a time while the others wait.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use super::{error_text, ErrorBody, MgmtClient, MgmtError, Operation, Transient};
+
+/// Refresh this long before expiry (capped at a quarter of the token's lifetime).
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+struct Cached {
+    token: Arc<str>,
+    refresh_at: Instant,
+}
+
+/// One token shared by every task of the process.
+pub(super) struct TokenCache {
+    current: tokio::sync::Mutex<Option<Cached>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+impl TokenCache {
+    pub(super) fn new() -> Self {
+        TokenCache {
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The cached token, or a new one. Concurrent callers wait for the one refresh.
+    pub(super) async fn get(&self, client: &MgmtClient) -> Result<Arc<str>, MgmtError> {
+        let mut current = self.current.lock().await;
+        if let Some(cached) = current.as_ref() {
+            if Instant::now() < cached.refresh_at {
+                return Ok(Arc::clone(&cached.token));
+            }
+        }
+        let (token, lifetime) = fetch(client).await?;
+        let margin = REFRESH_MARGIN.min(lifetime / 4);
+        let token: Arc<str> = Arc::from(token);
+        *current = Some(Cached {
+            token: Arc::clone(&token),
+            refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+        });
+        tracing::debug!(lifetime_s = lifetime.as_secs(), "Management API token obtained");
+        Ok(token)
+    }
+
+    /// Drops `token` if it is still the cached one (after the API rejected it with 401).
+    pub(super) async fn invalidate(&self, token: &Arc<str>) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.token, token)) {
+            *current = None;
+        }
+    }
+}
+
+/// `POST {base}/oauth/token` with the client-credentials grant. Transient failures are retried
+/// without a limit; 400/401/403 are configuration errors explained for a human.
+async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
+    let inner = &client.inner;
+    let settings = &inner.settings;
+    let body = serde_json::json!({
+        "grant_type": "client_credentials",
+        "client_id": settings.client_id,
+        "client_secret": settings.client_secret.expose(),
+        "audience": settings.audience,
+    });
+    let mut backoff = client.backoff();
+    let url = client.url("/oauth/token");
+    loop {
+        let started = Instant::now();
+        let response = inner.http.post(&url).json(&body).send().await;
+        let response = match response {
+            Ok(r) => r,
+            Err(err) => {
+                client.count(Operation::Token, "error", started.elapsed());
+                let why = if err.is_timeout() {
+                    Transient::Timeout
+                } else {
+                    Transient::Connection
+                };
+                client.wait_before_retry(Operation::Token, why, &mut backoff).await;
+                continue;
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        client.count(Operation::Token, status.as_str(), started.elapsed());
+        if status.is_success() {
+            let parsed: TokenResponse =
+                serde_json::from_slice(&bytes).map_err(|e| MgmtError::Protocol {
+                    operation: Operation::Token.as_str(),
+                    detail: format!("token response is not {{access_token, expires_in}}: {e}"),
+                })?;
+            let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(86_400).max(1));
+            return Ok((parsed.access_token, lifetime));
+        }
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                let hint = client.rate_limit_wait(&headers);
+                client
+                    .wait_before_retry(Operation::Token, Transient::RateLimited(hint), &mut backoff)
+                    .await;
+            }
+            s if s == StatusCode::REQUEST_TIMEOUT || s.is_server_error() => {
+                client
+                    .wait_before_retry(Operation::Token, Transient::Status(s.as_u16()), &mut backoff)
+                    .await;
+            }
+            s => return Err(explain(s, &bytes, &settings.audience)),
+        }
+    }
+}
+
+/// Turns a rejected token request into what the operator must fix.
+fn explain(status: StatusCode, body: &[u8], audience: &str) -> MgmtError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let error = parsed.error.unwrap_or_default();
+    let description = parsed
+        .error_description
+        .unwrap_or_else(|| error_text(body));
+    let advice = match (status.as_u16(), error.as_str()) {
+        (401, _) => "the client id or secret is wrong: check auth0.client_id and AUTH0_CLIENT_SECRET (or client_secret_file)".to_owned(),
+        (403, "unauthorized_client") => "the client_credentials grant is not enabled for this application: enable it in the Auth0 Dashboard under Applications → (your app) → Advanced Settings → Grant Types".to_owned(),
+        (403, _) => format!("the application is not authorized for the Management API ({audience}): authorize it under Applications → APIs → Auth0 Management API → Machine To Machine Applications, with the scopes read:users read:roles update:users create:role_members read:role_members update:roles"),
+        (400, _) => "the token request was refused as invalid: check auth0.domain (the audience is https://{domain}/api/v2/)".to_owned(),
+        _ => "unexpected answer from the token endpoint".to_owned(),
+    };
+    MgmtError::Auth(format!("HTTP {status} {error}: {description}; {advice}"))
+}
