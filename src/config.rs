@@ -283,7 +283,10 @@ fn auth0_settings(
     }
     let timeout = section.timeout_seconds.unwrap_or(10.0);
     if !(timeout.is_finite() && timeout > 0.0 && timeout <= 300.0) {
-        return Err(invalid("auth0.timeout_seconds", "must be between 0 and 300"));
+        return Err(invalid(
+            "auth0.timeout_seconds",
+            "must be between 0 and 300",
+        ));
     }
     let batch_window_ms = section.batch_window_ms.unwrap_or(100);
     if batch_window_ms > 10_000 {

@@ -73,7 +73,11 @@ enum Command {
         #[arg(long)]
         seed: Option<PathBuf>,
         /// Role names to create (in addition to the seed's).
-        #[arg(long, value_delimiter = ',', default_value = "INTERNAL,CUSTOMER,Viewer,PARTNER")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "INTERNAL,CUSTOMER,Viewer,PARTNER"
+        )]
         roles: Vec<String>,
         /// Tenant rate limit in requests per second (0: unlimited).
         #[arg(long, default_value_t = 0.0)]
@@ -91,7 +95,12 @@ enum Command {
         #[arg(long, default_value = "sim-client")]
         client_id: String,
         /// Client secret the simulator accepts (also read from AUTH0_CLIENT_SECRET).
-        #[arg(long, env = "AUTH0_CLIENT_SECRET", default_value = "sim-secret", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "AUTH0_CLIENT_SECRET",
+            default_value = "sim-secret",
+            hide_env_values = true
+        )]
         client_secret: String,
     },
 }
@@ -159,7 +168,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 OutputArg::Jsonl => Output::Jsonl,
                 OutputArg::Summary => Output::Summary,
             };
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(replay_command(config, mode, inputs, output, concurrency))
         }
         Command::Sim {
@@ -202,8 +212,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 accept_any_user: !strict_users,
                 ..SimConfig::default()
             };
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(sim_command(sim_config, seed, std::net::SocketAddr::new(host, port)))
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(sim_command(
+                sim_config,
+                seed,
+                std::net::SocketAddr::new(host, port),
+            ))
         }
     }
 }
@@ -255,7 +270,11 @@ async fn replay_command(
     })
 }
 
-async fn sim_command(config: SimConfig, seed: Seed, addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+async fn sim_command(
+    config: SimConfig,
+    seed: Seed,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<ExitCode> {
     let roles: Vec<String> = seed.roles.iter().map(|r| r.name.clone()).collect();
     let simulator = Simulator::new(config.clone(), seed);
     let running = simulator
@@ -263,13 +282,28 @@ async fn sim_command(config: SimConfig, seed: Seed, addr: std::net::SocketAddr) 
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     println!("Management API simulator listening on {}", running.base_url);
-    println!("  tenant domain {} (audience {})", config.domain, config.audience());
-    println!("  client_id {} (secret from --client-secret or AUTH0_CLIENT_SECRET)", config.client_id);
+    println!(
+        "  tenant domain {} (audience {})",
+        config.domain,
+        config.audience()
+    );
+    println!(
+        "  client_id {} (secret from --client-secret or AUTH0_CLIENT_SECRET)",
+        config.client_id
+    );
     println!("  roles: {}", roles.join(", "));
-    println!("  state: GET {}/sim/state   control: POST {}/sim/control", running.base_url, running.base_url);
-    println!("Point a config at it with: base_url = \"{}\", domain = \"{}\", client_id = \"{}\"", running.base_url, config.domain, config.client_id);
+    println!(
+        "  state: GET {}/sim/state   control: POST {}/sim/control",
+        running.base_url, running.base_url
+    );
+    println!(
+        "Point a config at it with: base_url = \"{}\", domain = \"{}\", client_id = \"{}\"",
+        running.base_url, config.domain, config.client_id
+    );
     println!("Stop with Ctrl-C.");
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

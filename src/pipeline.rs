@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::dedup::Dedup;
+use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::metrics::Metrics;
 use crate::mgmt::{AssignOutcome, MgmtClient, RoleAssigner};
-use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::policy::{Evaluation, Policy, Profile, Undecided};
 
 /// The one outcome each event ends in.
@@ -305,7 +305,13 @@ impl Pipeline {
     }
 
     /// A pipeline that reads through `assigner`'s client, and writes unless `mode` is `DryRun`.
-    pub fn online(processor: Processor, assigner: RoleAssigner, client: MgmtClient, mode: Mode, source: &'static str) -> Self {
+    pub fn online(
+        processor: Processor,
+        assigner: RoleAssigner,
+        client: MgmtClient,
+        mode: Mode,
+        source: &'static str,
+    ) -> Self {
         let metrics = Arc::clone(client.metrics());
         Pipeline {
             processor,
@@ -370,16 +376,23 @@ impl Pipeline {
                 (Some(client), Mode::DryRun | Mode::Live) => {
                     let user = event.user().unwrap_or_default().to_owned();
                     match client.get_user(&user).await {
-                        Ok(profile) => self.processor.decide_with_profile(&event, trigger, &profile),
+                        Ok(profile) => self
+                            .processor
+                            .decide_with_profile(&event, trigger, &profile),
                         Err(err) => {
-                            let mut report = Report::for_event(&event, Some(trigger), Outcome::Failed);
+                            let mut report =
+                                Report::for_event(&event, Some(trigger), Outcome::Failed);
                             report.error = Some(err.to_string());
                             self.processor.mark_done(&report);
                             return report;
                         }
                     }
                 }
-                _ => return self.processor.needs_profile_report(&event, trigger, &undecided),
+                _ => {
+                    return self
+                        .processor
+                        .needs_profile_report(&event, trigger, &undecided)
+                }
             },
             step => step,
         };
@@ -389,28 +402,49 @@ impl Pipeline {
                 event,
                 trigger,
                 undecided,
-            } => self.processor.needs_profile_report(&event, trigger, &undecided),
+            } => self
+                .processor
+                .needs_profile_report(&event, trigger, &undecided),
             Step::Assign(assignment) => match (&self.assigner, self.mode) {
                 (Some(assigner), Mode::Live) => {
-                    match assigner.assign(&assignment.user_id, &assignment.missing).await {
+                    match assigner
+                        .assign(&assignment.user_id, &assignment.missing)
+                        .await
+                    {
                         Ok(AssignOutcome::Assigned) => {
                             for role in &assignment.missing {
-                                self.metrics.role_assignments.with_label_values(&[role]).inc();
+                                self.metrics
+                                    .role_assignments
+                                    .with_label_values(&[role])
+                                    .inc();
                             }
                             self.processor.finish(assignment, Outcome::Assigned, None)
                         }
                         Ok(AssignOutcome::AlreadyHeld) => {
-                            self.processor.finish(assignment, Outcome::AlreadyDone, None)
+                            self.processor
+                                .finish(assignment, Outcome::AlreadyDone, None)
                         }
-                        Err(err) => self.processor.finish(assignment, Outcome::Failed, Some(err.to_string())),
+                        Err(err) => self.processor.finish(
+                            assignment,
+                            Outcome::Failed,
+                            Some(err.to_string()),
+                        ),
                     }
                 }
-                _ => self.processor.finish(assignment, Outcome::WouldAssign, None),
+                _ => self
+                    .processor
+                    .finish(assignment, Outcome::WouldAssign, None),
             },
         }
     }
 
-    fn record(&self, report: &Report, started: std::time::Instant, date: Option<&str>, email_domain: Option<&str>) {
+    fn record(
+        &self,
+        report: &Report,
+        started: std::time::Instant,
+        date: Option<&str>,
+        email_domain: Option<&str>,
+    ) {
         let m = &self.metrics;
         m.inflight_events.dec();
         let trigger = report.trigger.map(|t| t.as_str()).unwrap_or("none");
@@ -420,7 +454,9 @@ impl Pipeline {
         m.event_processing_duration
             .observe(started.elapsed().as_secs_f64());
         let now = std::time::SystemTime::now();
-        if let Some(at) = date.and_then(|d| humantime::parse_rfc3339_weak(d.trim_end_matches('Z')).ok()) {
+        if let Some(at) =
+            date.and_then(|d| humantime::parse_rfc3339_weak(d.trim_end_matches('Z')).ok())
+        {
             if let Ok(age) = now.duration_since(at) {
                 m.event_age.observe(age.as_secs_f64());
             }
@@ -429,14 +465,20 @@ impl Pipeline {
             m.last_processed_event_timestamp.set(t.as_secs_f64());
         }
         if report.outcome == Outcome::AlreadyDone {
-            let kind = if report.rules.is_empty() { "log_id" } else { "user_roles" };
+            let kind = if report.rules.is_empty() {
+                "log_id"
+            } else {
+                "user_roles"
+            };
             m.dedup_hits.with_label_values(&[kind]).inc();
         }
         m.dedup_entries
             .set(i64::try_from(self.processor.dedup().entries()).unwrap_or(i64::MAX));
         let log_id = report.log_id.as_deref().unwrap_or("-");
         let user = report.user_id.as_deref().unwrap_or("-");
-        let domain = email_domain.map(|d| format!("*@{d}")).unwrap_or_else(|| "-".to_owned());
+        let domain = email_domain
+            .map(|d| format!("*@{d}"))
+            .unwrap_or_else(|| "-".to_owned());
         match report.outcome {
             Outcome::Assigned => tracing::info!(
                 log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
@@ -451,7 +493,8 @@ impl Pipeline {
                 "assignment failed permanently"
             ),
             Outcome::Invalid => tracing::warn!(
-                log_id, error = report.error.as_deref().unwrap_or("-"),
+                log_id,
+                error = report.error.as_deref().unwrap_or("-"),
                 "invalid event"
             ),
             other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),

@@ -117,7 +117,11 @@ impl Summary {
             }
             writeln!(out, "  429 answers        {}", calls.rate_limited)?;
             writeln!(out, "  retries            {}", calls.retries)?;
-            let assigned = self.by_outcome.get(&Outcome::Assigned).copied().unwrap_or(0);
+            let assigned = self
+                .by_outcome
+                .get(&Outcome::Assigned)
+                .copied()
+                .unwrap_or(0);
             if assigned > 0 {
                 writeln!(
                     out,

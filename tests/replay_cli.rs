@@ -218,19 +218,175 @@ fn replay_summary_counts_outcomes_and_roles() {
     assert_eq!(counts.get("INTERNAL"), Some(&1), "{stdout}");
 }
 
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = bin();
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("run: {e}"))
+}
+
+fn live_config(dir: &std::path::Path, base_url: &str) -> std::path::PathBuf {
+    let example = std::fs::read_to_string("config/example.toml").unwrap_or_default();
+    let policy = &example[example.find("[policy]").unwrap_or(0)..];
+    let text = format!(
+        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{base_url}\"\nrequests_per_second = 50\nburst = 20\nbatch_window_ms = 20\n\n{policy}"
+    );
+    let path = dir.join("live.toml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
 #[test]
-fn replay_without_offline_says_what_is_missing() {
-    let out = run(
+fn replay_assigns_through_the_management_api_and_dry_run_writes_nothing() {
+    use auth0_default_roles::sim::{Seed, SeedRole, SeedUser, SimConfig, Simulator};
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut alice = SeedUser::new("auth0|6551a0000000000000000001");
+    alice.email = Some("alice@partner.example".into());
+    alice.email_verified = Some(true);
+    let mut dave = SeedUser::new("auth0|6551a0000000000000000002");
+    dave.connection = Some("Username-Password-Authentication".into());
+    let seed = Seed {
+        roles: ["INTERNAL", "CUSTOMER", "Viewer", "PARTNER", "Viewer-Legacy"]
+            .iter()
+            .map(|r| SeedRole::named(*r))
+            .collect(),
+        users: vec![
+            alice,
+            dave,
+            SeedUser::new("google-oauth2|111025433877931430949"),
+            SeedUser::new("waad|Zx3eW9corpCarol"),
+        ],
+    };
+    let sim = Simulator::new(SimConfig::default(), seed);
+    let running = runtime
+        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("adr-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = live_config(&dir, &running.base_url);
+    let config = config.to_str().unwrap_or_default();
+    let secret = [("AUTH0_CLIENT_SECRET", "sim-secret")];
+
+    let dry = run_with_env(
         &[
             "replay",
             "--config",
-            "config/example.toml",
+            config,
+            "--dry-run",
+            "--output",
+            "jsonl",
             "tests/fixtures/mixed.jsonl",
         ],
-        None,
+        &secret,
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--offline"));
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    assert!(sim.users_with_roles().is_empty(), "dry run writes nothing");
+    assert!(
+        sim.stats().calls_of("get_user") >= 1,
+        "dry run reads profiles"
+    );
+    assert!(!text(&dry.stdout).contains("needs_profile"));
+
+    let live = run_with_env(
+        &["replay", "--config", config, "tests/fixtures/mixed.jsonl"],
+        &secret,
+    );
+    assert_eq!(live.status.code(), Some(0), "{}", text(&live.stderr));
+    let summary = text(&live.stdout);
+    assert!(summary.contains("management API calls:"), "{summary}");
+    assert!(summary.contains("429 answers"), "{summary}");
+    let users = sim.users_with_roles();
+    assert_eq!(
+        users
+            .get("auth0|6551a0000000000000000001")
+            .cloned()
+            .unwrap_or_default(),
+        ["CUSTOMER", "PARTNER", "Viewer"]
+    );
+    assert_eq!(
+        users
+            .get("auth0|6551a0000000000000000002")
+            .cloned()
+            .unwrap_or_default(),
+        ["CUSTOMER", "Viewer"]
+    );
+    assert_eq!(
+        users
+            .get("google-oauth2|111025433877931430949")
+            .cloned()
+            .unwrap_or_default(),
+        ["CUSTOMER", "Viewer"]
+    );
+    assert_eq!(
+        users
+            .get("waad|Zx3eW9corpCarol")
+            .cloned()
+            .unwrap_or_default(),
+        ["INTERNAL"]
+    );
+    assert_eq!(users.len(), 4);
+
+    // A user deleted from the tenant: outcome failed, exit 3, the others unaffected.
+    sim.delete_user("google-oauth2|111025433877931430949");
+    let failed = run_with_env(
+        &[
+            "replay",
+            "--config",
+            config,
+            "--output",
+            "jsonl",
+            "tests/fixtures/mixed.jsonl",
+        ],
+        &secret,
+    );
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed.stderr));
+    let out = text(&failed.stdout);
+    let failed_line = out
+        .lines()
+        .find(|l| l.contains("\"failed\""))
+        .unwrap_or_default();
+    assert!(
+        failed_line.contains("google-oauth2|111025433877931430949"),
+        "{out}"
+    );
+    assert!(
+        failed_line.contains("The user does not exist."),
+        "{failed_line}"
+    );
+
+    // Wrong secret: a configuration error, exit 2, with advice.
+    let wrong = run_with_env(
+        &["replay", "--config", config, "tests/fixtures/mixed.jsonl"],
+        &[("AUTH0_CLIENT_SECRET", "nope")],
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(text(&wrong.stderr).contains("client id or secret is wrong"));
+    // A policy role the tenant does not have.
+    std::fs::write(
+        dir.join("live.toml"),
+        std::fs::read_to_string(config)
+            .unwrap_or_default()
+            .replace("\"PARTNER\"", "\"PARTNERS\""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let missing = run_with_env(
+        &["replay", "--config", config, "tests/fixtures/mixed.jsonl"],
+        &secret,
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("PARTNERS"),
+        "{}",
+        text(&missing.stderr)
+    );
+    runtime.block_on(running.shutdown());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn replay_reports_unreadable_input_and_missing_secret() {
     let missing = run(
         &[
             "replay",
@@ -243,4 +399,15 @@ fn replay_without_offline_says_what_is_missing() {
     );
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("cannot read /nonexistent.jsonl"));
+    let no_secret = run_with_env(
+        &[
+            "replay",
+            "--config",
+            "config/example.toml",
+            "tests/fixtures/mixed.jsonl",
+        ],
+        &[("AUTH0_CLIENT_SECRET", "")],
+    );
+    assert_eq!(no_secret.status.code(), Some(2));
+    assert!(text(&no_secret.stderr).contains("AUTH0_CLIENT_SECRET"));
 }

@@ -46,7 +46,11 @@ pub struct RoleAssigner {
 
 impl RoleAssigner {
     /// Starts the batching task on the current tokio runtime.
-    pub fn start(client: MgmtClient, directory: Arc<RoleDirectory>, settings: BatchSettings) -> Self {
+    pub fn start(
+        client: MgmtClient,
+        directory: Arc<RoleDirectory>,
+        settings: BatchSettings,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(batch_loop(
             client.clone(),
@@ -69,10 +73,19 @@ impl RoleAssigner {
 
     /// Gives `user_id` the roles named `roles`. Waits through transient failures; returns a
     /// permanent failure (404 user, 400, 403) as an error.
-    pub async fn assign(&self, user_id: &str, roles: &[String]) -> Result<AssignOutcome, MgmtError> {
+    pub async fn assign(
+        &self,
+        user_id: &str,
+        roles: &[String],
+    ) -> Result<AssignOutcome, MgmtError> {
         let mut roles = roles.to_vec();
         if self.read_user_roles {
-            let held: BTreeSet<String> = self.client.get_user_role_ids(user_id).await?.into_iter().collect();
+            let held: BTreeSet<String> = self
+                .client
+                .get_user_role_ids(user_id)
+                .await?
+                .into_iter()
+                .collect();
             roles.retain(|name| self.directory.id(name).is_none_or(|id| !held.contains(&id)));
             if roles.is_empty() {
                 return Ok(AssignOutcome::AlreadyHeld);
@@ -86,9 +99,14 @@ impl RoleAssigner {
         };
         if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending) {
             // The batching task is gone (runtime shutting down): assign directly.
-            return assign_user(&self.client, &self.directory, &pending.user_id, &pending.roles)
-                .await
-                .map(|()| AssignOutcome::Assigned);
+            return assign_user(
+                &self.client,
+                &self.directory,
+                &pending.user_id,
+                &pending.roles,
+            )
+            .await
+            .map(|()| AssignOutcome::Assigned);
         }
         match wait.await {
             Ok(result) => result.map(|()| AssignOutcome::Assigned),
@@ -137,22 +155,37 @@ fn ids(directory: &RoleDirectory, names: &[String]) -> Result<Vec<String>, MgmtE
 }
 
 /// One per-user call; on a 404 for a role id, the directory is refreshed and the call retried once.
-async fn assign_user(client: &MgmtClient, directory: &RoleDirectory, user_id: &str, roles: &[String]) -> Result<(), MgmtError> {
+async fn assign_user(
+    client: &MgmtClient,
+    directory: &RoleDirectory,
+    user_id: &str,
+    roles: &[String],
+) -> Result<(), MgmtError> {
     if roles.is_empty() {
         return Ok(());
     }
-    match client.assign_user_roles(user_id, &ids(directory, roles)?).await {
+    match client
+        .assign_user_roles(user_id, &ids(directory, roles)?)
+        .await
+    {
         Err(err) if err.is_role_not_found() => {
             tracing::warn!(error = %err, "a role id was not found: resolving role names again");
             directory.refresh(client).await?;
-            client.assign_user_roles(user_id, &ids(directory, roles)?).await
+            client
+                .assign_user_roles(user_id, &ids(directory, roles)?)
+                .await
         }
         other => other,
     }
 }
 
 /// One bulk call for a role; on a 404 for the role id, refresh and retry once.
-async fn assign_role(client: &MgmtClient, directory: &RoleDirectory, role: &str, users: &[String]) -> Result<(), MgmtError> {
+async fn assign_role(
+    client: &MgmtClient,
+    directory: &RoleDirectory,
+    role: &str,
+    users: &[String],
+) -> Result<(), MgmtError> {
     let role_names = [role.to_owned()];
     let id = ids(directory, &role_names)?.remove(0);
     match client.assign_role_users(&id, users).await {

@@ -64,9 +64,7 @@ pub enum MgmtError {
 }
 
 fn code_suffix(code: &Option<String>) -> String {
-    code.as_ref()
-        .map(|c| format!(" ({c})"))
-        .unwrap_or_default()
+    code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
 }
 
 impl MgmtError {
@@ -242,7 +240,8 @@ impl MgmtClient {
             .build()
             .map_err(|e| MgmtError::Auth(format!("cannot build the HTTP client: {e}")))?;
         let period = Duration::from_secs_f64(1.0 / settings.requests_per_second.max(0.001));
-        let burst = std::num::NonZeroU32::new(settings.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst =
+            std::num::NonZeroU32::new(settings.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
             .allow_burst(burst);
@@ -464,8 +463,12 @@ impl MgmtClient {
                         .await;
                 }
                 408 | 500..=599 => {
-                    self.wait_before_retry(operation, Transient::Status(status.as_u16()), &mut backoff)
-                        .await;
+                    self.wait_before_retry(
+                        operation,
+                        Transient::Status(status.as_u16()),
+                        &mut backoff,
+                    )
+                    .await;
                 }
                 code => {
                     self.inner.metrics.mgmt_failing.set(0);
@@ -540,10 +543,11 @@ impl MgmtClient {
             let answer = self
                 .request(Operation::GetUserRoles, Method::GET, &path, None)
                 .await?;
-            let parsed: Page = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
-                operation: Operation::GetUserRoles.as_str(),
-                detail: e.to_string(),
-            })?;
+            let parsed: Page =
+                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                    operation: Operation::GetUserRoles.as_str(),
+                    detail: e.to_string(),
+                })?;
             let n = parsed.roles.len();
             ids.extend(parsed.roles.into_iter().map(|r| r.id));
             if n == 0 || ids.len() >= parsed.total {
@@ -554,7 +558,11 @@ impl MgmtClient {
     }
 
     /// `POST /api/v2/users/{id}/roles` with every role at once (204).
-    pub async fn assign_user_roles(&self, user_id: &str, role_ids: &[String]) -> Result<(), MgmtError> {
+    pub async fn assign_user_roles(
+        &self,
+        user_id: &str,
+        role_ids: &[String],
+    ) -> Result<(), MgmtError> {
         let path = format!("/api/v2/users/{}/roles", encode_path_segment(user_id));
         let body = serde_json::json!({ "roles": role_ids });
         let answer = self
@@ -565,7 +573,11 @@ impl MgmtClient {
 
     /// `POST /api/v2/roles/{id}/users` (200 `{}`); a 404 means some user does not exist and
     /// nobody was assigned.
-    pub async fn assign_role_users(&self, role_id: &str, user_ids: &[String]) -> Result<(), MgmtError> {
+    pub async fn assign_role_users(
+        &self,
+        role_id: &str,
+        user_ids: &[String],
+    ) -> Result<(), MgmtError> {
         let path = format!("/api/v2/roles/{}/users", encode_path_segment(role_id));
         let body = serde_json::json!({ "users": user_ids });
         let answer = self
@@ -597,10 +609,11 @@ impl MgmtClient {
             let answer = self
                 .request(Operation::GetRoles, Method::GET, &path, None)
                 .await?;
-            let parsed: Page = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
-                operation: Operation::GetRoles.as_str(),
-                detail: e.to_string(),
-            })?;
+            let parsed: Page =
+                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                    operation: Operation::GetRoles.as_str(),
+                    detail: e.to_string(),
+                })?;
             let n = parsed.roles.len();
             seen += n;
             found.extend(parsed.roles.into_iter().map(|r| (r.name, r.id)));

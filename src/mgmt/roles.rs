@@ -14,7 +14,10 @@ pub struct RoleDirectory {
 
 impl RoleDirectory {
     /// Resolves every name; a name missing from the tenant is an error listing all of them.
-    pub async fn resolve(client: &MgmtClient, names: BTreeSet<String>) -> Result<RoleDirectory, MgmtError> {
+    pub async fn resolve(
+        client: &MgmtClient,
+        names: BTreeSet<String>,
+    ) -> Result<RoleDirectory, MgmtError> {
         let directory = RoleDirectory {
             names,
             ids: RwLock::new(BTreeMap::new()),

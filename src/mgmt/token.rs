@@ -50,14 +50,20 @@ impl TokenCache {
             token: Arc::clone(&token),
             refresh_at: Instant::now() + lifetime.saturating_sub(margin),
         });
-        tracing::debug!(lifetime_s = lifetime.as_secs(), "Management API token obtained");
+        tracing::debug!(
+            lifetime_s = lifetime.as_secs(),
+            "Management API token obtained"
+        );
         Ok(token)
     }
 
     /// Drops `token` if it is still the cached one (after the API rejected it with 401).
     pub(super) async fn invalidate(&self, token: &Arc<str>) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.token, token)) {
+        if current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.token, token))
+        {
             *current = None;
         }
     }
@@ -88,7 +94,9 @@ async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
                 } else {
                     Transient::Connection
                 };
-                client.wait_before_retry(Operation::Token, why, &mut backoff).await;
+                client
+                    .wait_before_retry(Operation::Token, why, &mut backoff)
+                    .await;
                 continue;
             }
         };
@@ -114,7 +122,11 @@ async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
             }
             s if s == StatusCode::REQUEST_TIMEOUT || s.is_server_error() => {
                 client
-                    .wait_before_retry(Operation::Token, Transient::Status(s.as_u16()), &mut backoff)
+                    .wait_before_retry(
+                        Operation::Token,
+                        Transient::Status(s.as_u16()),
+                        &mut backoff,
+                    )
                     .await;
             }
             s => return Err(explain(s, &bytes, &settings.audience)),
@@ -126,9 +138,7 @@ async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
 fn explain(status: StatusCode, body: &[u8], audience: &str) -> MgmtError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let error = parsed.error.unwrap_or_default();
-    let description = parsed
-        .error_description
-        .unwrap_or_else(|| error_text(body));
+    let description = parsed.error_description.unwrap_or_else(|| error_text(body));
     let advice = match (status.as_u16(), error.as_str()) {
         (401, _) => "the client id or secret is wrong: check auth0.client_id and AUTH0_CLIENT_SECRET (or client_secret_file)".to_owned(),
         (403, "unauthorized_client") => "the client_credentials grant is not enabled for this application: enable it in the Auth0 Dashboard under Applications → (your app) → Advanced Settings → Grant Types".to_owned(),
