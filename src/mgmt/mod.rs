@@ -524,37 +524,39 @@ impl MgmtClient {
 
     /// `GET /api/v2/users/{id}/roles`: the ids of the roles the user holds.
     pub async fn get_user_role_ids(&self, user_id: &str) -> Result<Vec<String>, MgmtError> {
-        #[derive(Deserialize)]
-        struct Role {
-            id: String,
-        }
+        let path = format!("/api/v2/users/{}/roles?", encode_path_segment(user_id));
+        let roles = self.list_roles(Operation::GetUserRoles, &path).await?;
+        Ok(roles.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Every page of a roles listing (`{"roles": [...], "total": n}` with `include_totals`).
+    async fn list_roles(
+        &self,
+        operation: Operation,
+        path_and_query: &str,
+    ) -> Result<Vec<RoleEntry>, MgmtError> {
         #[derive(Deserialize)]
         struct Page {
-            roles: Vec<Role>,
+            roles: Vec<RoleEntry>,
             #[serde(default)]
             total: usize,
         }
-        let mut ids = Vec::new();
+        let mut roles = Vec::new();
         for page in 0.. {
-            let path = format!(
-                "/api/v2/users/{}/roles?per_page=100&page={page}&include_totals=true",
-                encode_path_segment(user_id)
-            );
-            let answer = self
-                .request(Operation::GetUserRoles, Method::GET, &path, None)
-                .await?;
+            let path = format!("{path_and_query}&per_page=100&page={page}&include_totals=true");
+            let answer = self.request(operation, Method::GET, &path, None).await?;
             let parsed: Page =
                 serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
-                    operation: Operation::GetUserRoles.as_str(),
+                    operation: operation.as_str(),
                     detail: e.to_string(),
                 })?;
             let n = parsed.roles.len();
-            ids.extend(parsed.roles.into_iter().map(|r| r.id));
-            if n == 0 || ids.len() >= parsed.total {
+            roles.extend(parsed.roles);
+            if n == 0 || roles.len() >= parsed.total {
                 break;
             }
         }
-        Ok(ids)
+        Ok(roles)
     }
 
     /// `POST /api/v2/users/{id}/roles` with every role at once (204).
@@ -588,41 +590,18 @@ impl MgmtClient {
 
     /// `GET /api/v2/roles?name_filter=`: every role whose name contains `name` (any case).
     async fn find_roles(&self, name: &str) -> Result<Vec<(String, String)>, MgmtError> {
-        #[derive(Deserialize)]
-        struct Role {
-            id: String,
-            name: String,
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            roles: Vec<Role>,
-            #[serde(default)]
-            total: usize,
-        }
-        let mut found = Vec::new();
-        let mut seen = 0usize;
-        for page in 0.. {
-            let path = format!(
-                "/api/v2/roles?name_filter={}&per_page=100&page={page}&include_totals=true",
-                encode_path_segment(name)
-            );
-            let answer = self
-                .request(Operation::GetRoles, Method::GET, &path, None)
-                .await?;
-            let parsed: Page =
-                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
-                    operation: Operation::GetRoles.as_str(),
-                    detail: e.to_string(),
-                })?;
-            let n = parsed.roles.len();
-            seen += n;
-            found.extend(parsed.roles.into_iter().map(|r| (r.name, r.id)));
-            if n == 0 || seen >= parsed.total {
-                break;
-            }
-        }
-        Ok(found)
+        let path = format!("/api/v2/roles?name_filter={}", encode_path_segment(name));
+        let roles = self.list_roles(Operation::GetRoles, &path).await?;
+        Ok(roles.into_iter().map(|r| (r.name, r.id)).collect())
     }
+}
+
+/// A role in a listing.
+#[derive(Deserialize)]
+struct RoleEntry {
+    id: String,
+    #[serde(default)]
+    name: String,
 }
 
 fn expect_status(operation: Operation, status: StatusCode, ok: &[u16]) -> Result<(), MgmtError> {
