@@ -285,7 +285,8 @@ async fn full_outage_then_every_assignment_lands_once() {
             tokio::spawn(async move { assigner.assign(&u, &roles(&["Viewer", "CUSTOMER"])).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A 10 s full outage.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(
         sim.users_with_roles().is_empty(),
         "nothing can land while down"
