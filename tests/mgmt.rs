@@ -485,3 +485,28 @@ async fn read_user_roles_skips_users_that_hold_every_role() {
     assert_eq!(sim.stats().calls_of("assign_user_roles"), 1);
     running.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn role_ids_are_resolved_again_periodically() {
+    let (sim, running) = start(SimConfig::default(), &[]).await;
+    let client = client(&running, &sim);
+    let directory = Arc::new(
+        RoleDirectory::resolve(&client, names(&["Viewer"]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let calls = sim.stats().calls_of("get_roles");
+    directory.spawn_refresh(client.clone(), Duration::from_secs(3600));
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        if sim.stats().calls_of("get_roles") > calls {
+            break;
+        }
+    }
+    assert!(
+        sim.stats().calls_of("get_roles") > calls,
+        "the hourly refresh ran"
+    );
+    assert_eq!(directory.id("Viewer"), sim.role_id("Viewer"));
+    running.shutdown().await;
+}

@@ -626,6 +626,9 @@ fn error_text(body: &[u8]) -> String {
     }
 }
 
+/// How often the policy's role names are resolved again.
+pub const ROLE_REFRESH: Duration = Duration::from_secs(3600);
+
 /// Everything needed to assign roles, ready: a client holding a token, and the policy's role
 /// names resolved to ids.
 pub async fn connect(
@@ -637,6 +640,7 @@ pub async fn connect(
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
     client.ensure_token().await?;
     let directory = Arc::new(RoleDirectory::resolve(&client, role_names).await?);
+    directory.spawn_refresh(client.clone(), ROLE_REFRESH);
     let assigner = RoleAssigner::start(
         client.clone(),
         directory,

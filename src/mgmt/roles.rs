@@ -47,6 +47,29 @@ impl RoleDirectory {
         Ok(())
     }
 
+    /// Refreshes every `every` in the background (role ids change when a role is deleted and
+    /// recreated). A failed refresh keeps the previous ids and is logged. The task ends when the
+    /// directory is dropped.
+    pub fn spawn_refresh(
+        self: &std::sync::Arc<Self>,
+        client: MgmtClient,
+        every: std::time::Duration,
+    ) {
+        let directory = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticker.tick().await;
+                let Some(directory) = directory.upgrade() else {
+                    break;
+                };
+                if let Err(err) = directory.refresh(&client).await {
+                    tracing::warn!(error = %err, "periodic role refresh failed; keeping the known role ids");
+                }
+            }
+        });
+    }
+
     /// The id of a role name of the policy.
     pub fn id(&self, name: &str) -> Option<String> {
         self.ids
