@@ -216,6 +216,15 @@ enum Transient {
 }
 
 impl Transient {
+    /// A request that got no (complete) answer.
+    fn from_transport(err: &reqwest::Error) -> Transient {
+        if err.is_timeout() {
+            Transient::Timeout
+        } else {
+            Transient::Connection
+        }
+    }
+
     fn reason(&self) -> &'static str {
         match self {
             Transient::RateLimited(_) => "rate_limited",
@@ -408,11 +417,7 @@ impl MgmtClient {
                 Ok(r) => r,
                 Err(err) => {
                     self.count(operation, "error", started.elapsed());
-                    let why = if err.is_timeout() {
-                        Transient::Timeout
-                    } else {
-                        Transient::Connection
-                    };
+                    let why = Transient::from_transport(&err);
                     self.wait_before_retry(operation, why, &mut backoff).await;
                     continue;
                 }
@@ -423,11 +428,7 @@ impl MgmtClient {
                 Ok(b) => b,
                 Err(err) => {
                     self.count(operation, "error", started.elapsed());
-                    let why = if err.is_timeout() {
-                        Transient::Timeout
-                    } else {
-                        Transient::Connection
-                    };
+                    let why = Transient::from_transport(&err);
                     self.wait_before_retry(operation, why, &mut backoff).await;
                     continue;
                 }

@@ -89,11 +89,7 @@ async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
             Ok(r) => r,
             Err(err) => {
                 client.count(Operation::Token, "error", started.elapsed());
-                let why = if err.is_timeout() {
-                    Transient::Timeout
-                } else {
-                    Transient::Connection
-                };
+                let why = Transient::from_transport(&err);
                 client
                     .wait_before_retry(Operation::Token, why, &mut backoff)
                     .await;
