@@ -82,6 +82,37 @@ async fn assigner(client: &MgmtClient, window_ms: u64) -> RoleAssigner {
     )
 }
 
+type AssignTask = tokio::task::JoinHandle<(String, Result<AssignOutcome, MgmtError>)>;
+
+/// Starts one concurrent assignment per user, all for the same roles.
+fn spawn_assignments(
+    assigner: &RoleAssigner,
+    users: &[String],
+    role_names: &[&str],
+) -> Vec<AssignTask> {
+    users
+        .iter()
+        .map(|u| {
+            let assigner = assigner.clone();
+            let u = u.clone();
+            let wanted = roles(role_names);
+            tokio::spawn(async move {
+                let outcome = assigner.assign(&u, &wanted).await;
+                (u, outcome)
+            })
+        })
+        .collect()
+}
+
+/// Waits for every assignment of `spawn_assignments`.
+async fn outcomes(tasks: Vec<AssignTask>) -> Vec<(String, Result<AssignOutcome, MgmtError>)> {
+    let mut all = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        all.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    all
+}
+
 #[test]
 fn path_segments_are_percent_encoded() {
     assert_eq!(encode_path_segment("auth0|abc"), "auth0%7Cabc");
@@ -277,14 +308,7 @@ async fn full_outage_then_every_assignment_lands_once() {
     let client = client(&running, &sim);
     let assigner = assigner(&client, 20).await;
     sim.set_down(true);
-    let tasks: Vec<_> = users
-        .iter()
-        .map(|u| {
-            let assigner = assigner.clone();
-            let u = u.clone();
-            tokio::spawn(async move { assigner.assign(&u, &roles(&["Viewer", "CUSTOMER"])).await })
-        })
-        .collect();
+    let tasks = spawn_assignments(&assigner, &users, &["Viewer", "CUSTOMER"]);
     // A 10 s full outage.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(
@@ -293,8 +317,7 @@ async fn full_outage_then_every_assignment_lands_once() {
     );
     assert_eq!(client.metrics().mgmt_failing.get(), 1);
     sim.set_down(false);
-    for task in tasks {
-        let outcome = task.await.unwrap_or_else(|e| panic!("{e}"));
+    for (_, outcome) in outcomes(tasks).await {
         assert_eq!(outcome, Ok(AssignOutcome::Assigned));
     }
     for u in &users {
@@ -372,21 +395,8 @@ async fn bulk_batch_with_a_deleted_user_falls_back_to_per_user_calls() {
     sim.delete_user("auth0|bulk3");
     let client = client(&running, &sim);
     let assigner = assigner(&client, 200).await;
-    let tasks: Vec<_> = users
-        .iter()
-        .map(|u| {
-            let assigner = assigner.clone();
-            let u = u.clone();
-            tokio::spawn(async move {
-                (
-                    u.clone(),
-                    assigner.assign(&u, &roles(&["Viewer", "CUSTOMER"])).await,
-                )
-            })
-        })
-        .collect();
-    for task in tasks {
-        let (user, outcome) = task.await.unwrap_or_else(|e| panic!("{e}"));
+    let tasks = spawn_assignments(&assigner, &users, &["Viewer", "CUSTOMER"]);
+    for (user, outcome) in outcomes(tasks).await {
         if user == "auth0|bulk3" {
             assert!(
                 matches!(&outcome, Err(e) if e.is_user_not_found()),
@@ -418,19 +428,9 @@ async fn bulk_assignment_spends_one_call_per_role() {
     let (sim, running) = start(SimConfig::default(), &user_refs).await;
     let client = client(&running, &sim);
     let assigner = assigner(&client, 200).await;
-    let tasks: Vec<_> = users
-        .iter()
-        .map(|u| {
-            let assigner = assigner.clone();
-            let u = u.clone();
-            tokio::spawn(async move { assigner.assign(&u, &roles(&["Viewer"])).await })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(
-            task.await.unwrap_or_else(|e| panic!("{e}")),
-            Ok(AssignOutcome::Assigned)
-        );
+    let tasks = spawn_assignments(&assigner, &users, &["Viewer"]);
+    for (_, outcome) in outcomes(tasks).await {
+        assert_eq!(outcome, Ok(AssignOutcome::Assigned));
     }
     let stats = sim.stats();
     assert_eq!(stats.calls_of("assign_role_users"), 1, "{stats:?}");
