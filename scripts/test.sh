@@ -10,6 +10,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
+# The Kafka tests need a real Kafka-protocol broker: tansu, installed once.
+TANSU_BIN="$(bash scripts/install-tansu.sh)"
+export TANSU_BIN
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets --locked -- -D warnings"

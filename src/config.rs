@@ -2,6 +2,7 @@
 //! that name the key. Secrets come only from the environment or a `*_file` path.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,6 +61,56 @@ struct ConfigFile {
     policy: PolicyConfig,
     #[serde(default)]
     dedup: DedupSection,
+    source: Option<SourceSection>,
+    kafka: Option<KafkaSection>,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSection {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// `brokers` may be one comma-separated string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+            OneOrMany::Many(v) => v.into_iter().map(|p| p.trim().to_owned()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSection {
+    brokers: Option<OneOrMany>,
+    topic: Option<String>,
+    topics: Option<Vec<String>>,
+    group_id: Option<String>,
+    dead_letter_topic: Option<String>,
+    max_inflight: Option<usize>,
+    commit_interval_ms: Option<u64>,
+    shutdown_grace_seconds: Option<f64>,
+    rebalance_drain_seconds: Option<f64>,
+    #[serde(default)]
+    properties: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +144,54 @@ pub struct Config {
     pub auth0: Option<Auth0Settings>,
     pub policy: Policy,
     pub dedup: DedupSettings,
+    /// Where `run` reads events from (`None` when the file has no `[source]`).
+    pub source: Option<SourceSettings>,
+    /// `[metrics] listen`: where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_listen: SocketAddr,
+}
+
+/// The default `[metrics] listen` address.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
+
+/// Where `run` consumes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSettings {
+    Kafka(KafkaSettings),
+}
+
+/// librdkafka properties the service owns: setting them in `[kafka.properties]` would break
+/// at-least-once delivery or duplicate a `[kafka]` key.
+const OWNED_PROPERTIES: [(&str, &str); 5] = [
+    ("bootstrap.servers", "use kafka.brokers"),
+    ("group.id", "use kafka.group_id"),
+    (
+        "enable.auto.offset.store",
+        "the service stores an offset only once its event reached a final outcome",
+    ),
+    (
+        "enable.auto.commit",
+        "the service commits stored offsets every kafka.commit_interval_ms",
+    ),
+    ("auto.commit.interval.ms", "use kafka.commit_interval_ms"),
+];
+
+/// Validated `[kafka]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    pub brokers: Vec<String>,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub dead_letter_topic: Option<String>,
+    /// Most messages taken from the broker and not yet finished; fetching pauses beyond it.
+    pub max_inflight: usize,
+    pub commit_interval: Duration,
+    /// How long SIGTERM/SIGINT waits for in-flight events before committing and leaving.
+    pub shutdown_grace: Duration,
+    /// How long a revoke waits for the revoked partitions' in-flight events (must stay below
+    /// `session.timeout.ms`).
+    pub rebalance_drain: Duration,
+    /// Passed to librdkafka as-is (SASL, TLS, `client.id`, ...).
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// Validated `[auth0]` settings.
@@ -205,10 +304,23 @@ impl Config {
                 None => DedupSettings::default().max_entries,
             },
         };
+        let source = source_settings(file.source, file.kafka)?;
+        let listen = file
+            .metrics
+            .listen
+            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+        let metrics_listen = listen.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("`{listen}` is not an address:port, e.g. 0.0.0.0:9464"),
+            )
+        })?;
         Ok(Config {
             auth0,
             policy,
             dedup,
+            source,
+            metrics_listen,
         })
     }
 
@@ -311,4 +423,176 @@ fn auth0_settings(
         batch_max_users,
         read_user_roles: section.read_user_roles.unwrap_or(false),
     }))
+}
+
+fn source_settings(
+    source: Option<SourceSection>,
+    kafka: Option<KafkaSection>,
+) -> Result<Option<SourceSettings>, ConfigError> {
+    let kind = match (&source, &kafka) {
+        (Some(s), _) => s.kind.trim().to_ascii_lowercase(),
+        // A [kafka] section alone is clear enough.
+        (None, Some(_)) => "kafka".to_owned(),
+        (None, None) => return Ok(None),
+    };
+    match kind.as_str() {
+        "kafka" => {
+            let kafka = kafka.ok_or_else(|| {
+                invalid(
+                    "kafka",
+                    "source.type is \"kafka\" but there is no [kafka] section",
+                )
+            })?;
+            Ok(Some(SourceSettings::Kafka(kafka_settings(kafka)?)))
+        }
+        other => Err(invalid(
+            "source.type",
+            format!("`{other}` is not a source: use \"kafka\""),
+        )),
+    }
+}
+
+fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {
+    let brokers: Vec<String> = k
+        .brokers
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .collect();
+    if brokers.is_empty() {
+        return Err(invalid(
+            "kafka.brokers",
+            "missing: list the bootstrap brokers, e.g. \"kafka-1:9092,kafka-2:9092\"",
+        ));
+    }
+    if let Some(bad) = brokers
+        .iter()
+        .find(|b| b.contains("://") || b.contains(' '))
+    {
+        return Err(invalid(
+            "kafka.brokers",
+            format!("`{bad}` is not host:port (no scheme, no spaces)"),
+        ));
+    }
+    let topics = match (k.topic, k.topics) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "kafka.topics",
+                "set either kafka.topic or kafka.topics, not both",
+            ))
+        }
+        (Some(t), None) => vec![t],
+        (None, Some(ts)) => ts,
+        (None, None) => Vec::new(),
+    };
+    let topics: Vec<String> = topics.into_iter().map(|t| t.trim().to_owned()).collect();
+    if topics.is_empty() || topics.iter().any(String::is_empty) {
+        return Err(invalid(
+            "kafka.topic",
+            "missing: name the topic Auth0 logs arrive on",
+        ));
+    }
+    let group_id = k
+        .group_id
+        .map(|g| g.trim().to_owned())
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "kafka.group_id",
+                "missing: every instance of the service must share one consumer group id",
+            )
+        })?;
+    let dead_letter_topic = k.dead_letter_topic.map(|t| t.trim().to_owned());
+    if let Some(t) = &dead_letter_topic {
+        if t.is_empty() || topics.contains(t) {
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                "must be a topic name different from the consumed topics",
+            ));
+        }
+    }
+    let max_inflight = k.max_inflight.unwrap_or(1000);
+    if !(1..=100_000).contains(&max_inflight) {
+        return Err(invalid(
+            "kafka.max_inflight",
+            "must be between 1 and 100000",
+        ));
+    }
+    let commit_interval_ms = k.commit_interval_ms.unwrap_or(5000);
+    if !(100..=600_000).contains(&commit_interval_ms) {
+        return Err(invalid(
+            "kafka.commit_interval_ms",
+            "must be between 100 and 600000",
+        ));
+    }
+    let seconds = |key: &'static str, value: Option<f64>, default: f64| {
+        let v = value.unwrap_or(default);
+        if v.is_finite() && (0.0..=3600.0).contains(&v) {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(invalid(key, "must be between 0 and 3600 seconds"))
+        }
+    };
+    let shutdown_grace = seconds(
+        "kafka.shutdown_grace_seconds",
+        k.shutdown_grace_seconds,
+        20.0,
+    )?;
+    let mut properties = std::collections::BTreeMap::new();
+    for (key, value) in k.properties {
+        if let Some((_, why)) = OWNED_PROPERTIES.iter().find(|(p, _)| *p == key) {
+            return Err(ConfigError::Invalid {
+                key: "kafka.properties",
+                problem: format!("`{key}` cannot be set here: {why}"),
+            });
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "kafka.properties",
+                    problem: format!("`{key}` must be a string, number or boolean"),
+                })
+            }
+        };
+        properties.insert(key, value);
+    }
+    // The revoke drain must end well before the group evicts this member.
+    let session_ms: f64 = match properties.get("session.timeout.ms") {
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+            key: "kafka.properties",
+            problem: format!("session.timeout.ms = `{v}` is not a number of milliseconds"),
+        })?,
+        None => 45_000.0,
+    };
+    let session = Duration::from_secs_f64(session_ms / 1000.0);
+    let rebalance_drain = seconds(
+        "kafka.rebalance_drain_seconds",
+        k.rebalance_drain_seconds,
+        (session_ms / 2000.0).min(10.0),
+    )?;
+    if rebalance_drain >= session {
+        return Err(invalid(
+            "kafka.rebalance_drain_seconds",
+            format!(
+                "must be shorter than session.timeout.ms ({} s), or the group evicts the member while it drains",
+                session.as_secs_f64()
+            ),
+        ));
+    }
+    Ok(KafkaSettings {
+        brokers,
+        topics,
+        group_id,
+        dead_letter_topic,
+        max_inflight,
+        commit_interval: Duration::from_millis(commit_interval_ms),
+        shutdown_grace,
+        rebalance_drain,
+        properties,
+    })
 }

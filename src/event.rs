@@ -170,7 +170,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(reason: impl Into<String>, log_id: Option<String>) -> Self {
+    pub fn new(reason: impl Into<String>, log_id: Option<String>) -> Self {
         DecodeError {
             reason: reason.into(),
             log_id,

@@ -10,14 +10,22 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
 //! - [`replay`]: the `replay` command (backfill from files or stdin).
+//! - [`generate`]: a reproducible Auth0 log stream with known expected roles.
+//! - [`kafka`]: the Kafka consumer behind `run` (at-least-once, ordered per user).
+//! - [`sequencer`]: per-user ordering for concurrent sources.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`sim`]: the Management API simulator (tests, benches, demo, `sim` command).
 
 pub mod config;
 pub mod dedup;
 pub mod event;
+pub mod generate;
+pub mod kafka;
 pub mod metrics;
 pub mod mgmt;
 pub mod pipeline;
 pub mod policy;
 pub mod replay;
+pub mod sequencer;
+pub mod server;
 pub mod sim;

@@ -8,12 +8,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
-use auth0_default_roles::config::{self as cfg, Config};
+use auth0_default_roles::config::{self as cfg, Config, SourceSettings};
 use auth0_default_roles::dedup::Dedup;
+use auth0_default_roles::kafka;
 use auth0_default_roles::metrics::Metrics;
 use auth0_default_roles::mgmt::{self, MgmtError};
 use auth0_default_roles::pipeline::{Mode, Pipeline, Processor};
 use auth0_default_roles::replay::{self, Input, Output};
+use auth0_default_roles::server::{self, Health};
 use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
 
 /// Exit status for usage and configuration errors.
@@ -30,12 +32,28 @@ const EXIT_FAILED: u8 = 3;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `human`, or `json` (one object per line) for production.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Validate a config file and print its policy.
     Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the service: consume the configured source ([source], [kafka]) and assign roles
+    /// until SIGTERM/SIGINT; serves /metrics, /healthz and /readyz on [metrics] listen.
+    Run {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
@@ -113,13 +131,20 @@ enum OutputArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `run` is a service: its audit trail is at info. One-shot commands stay quiet.
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -145,6 +170,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print!("{}", describe(&config));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(run_command(config))
         }
         Command::Replay {
             config,
@@ -221,6 +255,103 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))
         }
     }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives. A second signal exits at once.
+fn spawn_signal_handler(stop: tokio::sync::watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::error!(%err, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = stop.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}
+
+async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
+    let settings = match &config.source {
+        Some(SourceSettings::Kafka(k)) => k.clone(),
+        None => {
+            eprintln!("error: `run` needs a source: add [source] type = \"kafka\" and a [kafka] section (see config/example.toml)");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let auth0 = match config.require_auth0() {
+        Ok(a) => a.clone(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let secret = match auth0.client_secret(&cfg::process_env) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Health::new(Arc::clone(&metrics), "kafka");
+    let addr = server::serve(config.metrics_listen, Arc::clone(&health))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for /metrics (set [metrics] listen)",
+                config.metrics_listen
+            )
+        })?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    spawn_signal_handler(stop_tx);
+    let connected = tokio::select! {
+        connected = mgmt::connect(&auth0, secret, config.policy.role_names(), Arc::clone(&metrics)) => connected,
+        _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+    };
+    let (client, assigner) = match connected {
+        Ok(c) => c,
+        Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(err) => return Err(err).context("cannot start the Management API client"),
+    };
+    health
+        .token
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    health
+        .roles
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(tenant = %auth0.domain, roles = ?assigner.directory().all().keys().collect::<Vec<_>>(), "Management API ready");
+    let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+    let pipeline = Arc::new(Pipeline::online(
+        processor,
+        assigner,
+        client,
+        Mode::Live,
+        "kafka",
+    ));
+    let summary = kafka::run(settings, pipeline, health, stop_rx).await?;
+    tracing::info!(
+        messages = summary.messages,
+        dead_letters = summary.dead_letters,
+        abandoned = summary.abandoned,
+        "stopped"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn replay_command(
@@ -333,6 +464,27 @@ fn describe(config: &Config) -> String {
             );
         }
     }
+    match &config.source {
+        Some(SourceSettings::Kafka(k)) => {
+            let _ = writeln!(
+                text,
+                "source: kafka topics {} group {} brokers {} (at most {} in flight, commit every {} ms{})",
+                k.topics.join(","),
+                k.group_id,
+                k.brokers.join(","),
+                k.max_inflight,
+                k.commit_interval.as_millis(),
+                k.dead_letter_topic
+                    .as_ref()
+                    .map(|t| format!(", dead letters to {t}"))
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(text, "source: none (only `replay` can run)");
+        }
+    }
+    let _ = writeln!(text, "metrics: {}", config.metrics_listen);
     let events: Vec<&str> = config.policy.events().map(|e| e.as_str()).collect();
     let _ = writeln!(text, "policy: events {}", events.join(", "));
     let roles: Vec<String> = config.policy.role_names().into_iter().collect();

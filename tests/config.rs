@@ -155,3 +155,91 @@ fn errors_name_the_key() {
     let syntax = error("[auth0\n");
     assert!(syntax.contains("t.toml"), "{syntax}");
 }
+
+#[test]
+fn kafka_source_defaults_and_properties() {
+    use auth0_default_roles::config::SourceSettings;
+    let config = load(
+        r#"
+[source]
+type = "kafka"
+[kafka]
+brokers = "k1:9092, k2:9092"
+topic = "auth0-logs"
+group_id = "roles"
+dead_letter_topic = "auth0-logs-dlq"
+[kafka.properties]
+"security.protocol" = "SASL_SSL"
+"session.timeout.ms" = 10000
+"enable.ssl.certificate.verification" = true
+[metrics]
+listen = "127.0.0.1:9999"
+"#,
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Some(SourceSettings::Kafka(k)) = config.source else {
+        panic!("kafka source expected")
+    };
+    assert_eq!(k.brokers, vec!["k1:9092", "k2:9092"]);
+    assert_eq!(k.topics, vec!["auth0-logs"]);
+    assert_eq!(k.group_id, "roles");
+    assert_eq!(k.dead_letter_topic.as_deref(), Some("auth0-logs-dlq"));
+    assert_eq!(k.max_inflight, 1000);
+    assert_eq!(k.commit_interval, Duration::from_secs(5));
+    assert_eq!(k.shutdown_grace, Duration::from_secs(20));
+    // Half the session timeout.
+    assert_eq!(k.rebalance_drain, Duration::from_secs(5));
+    assert_eq!(k.properties["session.timeout.ms"], "10000");
+    assert_eq!(k.properties["enable.ssl.certificate.verification"], "true");
+    assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9999");
+
+    // The consumer gets the service's settings on top of the user's properties.
+    let consumer = auth0_default_roles::kafka::consumer_config(&k);
+    assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+    assert_eq!(
+        consumer.get("partition.assignment.strategy"),
+        Some("cooperative-sticky")
+    );
+    assert_eq!(consumer.get("bootstrap.servers"), Some("k1:9092,k2:9092"));
+    assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
+    let producer = auth0_default_roles::kafka::producer_config(&k);
+    assert_eq!(producer.get("enable.idempotence"), Some("true"));
+    assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+    assert_eq!(
+        producer.get("session.timeout.ms"),
+        None,
+        "consumer-only property"
+    );
+}
+
+#[test]
+fn kafka_errors_name_the_key() {
+    let base = "[source]\ntype = \"kafka\"\n[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\n";
+    let cases = [
+        ("[source]\ntype = \"kafka\"\n", "kafka: source.type is \"kafka\" but there is no [kafka] section"),
+        ("[source]\ntype = \"rabbit\"\n", "source.type"),
+        ("[kafka]\ntopic = \"t\"\ngroup_id = \"g\"\n", "kafka.brokers"),
+        ("[kafka]\nbrokers = \"kafka://k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\n", "kafka.brokers"),
+        ("[kafka]\nbrokers = \"k:9092\"\ngroup_id = \"g\"\n", "kafka.topic"),
+        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\n", "kafka.group_id"),
+        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ntopics = [\"u\"]\ngroup_id = \"g\"\n", "kafka.topics"),
+        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\ndead_letter_topic = \"t\"\n", "kafka.dead_letter_topic"),
+        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\nmax_inflight = 0\n", "kafka.max_inflight"),
+        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\n[kafka.properties]\n\"enable.auto.offset.store\" = true\n", "enable.auto.offset.store"),
+        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\n[kafka.properties]\n\"group.id\" = \"x\"\n", "use kafka.group_id"),
+        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\nrebalance_drain_seconds = 60\n[kafka.properties]\n\"session.timeout.ms\" = 45000\n", "kafka.rebalance_drain_seconds"),
+        ("[metrics]\nlisten = \"9464\"\n", "metrics.listen"),
+    ];
+    for (text, expected) in cases {
+        match load(text, &[]) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(err) => assert!(
+                err.to_string().contains(expected),
+                "{text}\n=> {err}\n(expected {expected})"
+            ),
+        }
+    }
+    assert!(load(base, &[]).is_ok());
+    assert!(load(&format!("{base}unknown_key = 1\n"), &[]).is_err());
+}

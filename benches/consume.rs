@@ -1,0 +1,185 @@
+//! Consumer throughput and memory: `cargo bench --bench consume`.
+//!
+//! 200,000 mixed events (about 5 % of users new, so a few percent of events eligible) are
+//! produced to a 3-partition topic on a local tansu broker. Then, in the same run:
+//! 1. a bare rdkafka consumer reads them all (no decoding, no work): the ceiling;
+//! 2. the service binary (`run`) consumes them, assigning roles through the in-process
+//!    simulator (no rate limit), and its events/s is compared with the ceiling (target ≥ 0.8).
+//!
+//! Rates count from the first message received to the last one finished, so the group join
+//! is not part of them. Peak RSS is the service process's VmHWM.
+//! `CONSUME_BENCH_EVENTS` changes the size.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use auth0_default_roles::generate;
+use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
+use common::*;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::ClientConfig;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let events: usize = std::env::var("CONSUME_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = temp_dir("bench-consume");
+    let broker = Broker::start(&dir);
+    let topic = "auth0-logs-bench";
+    broker.create_topic(topic, 3);
+    let stream = generate::mostly_noise(42, events, 5);
+    let eligible_events = stream
+        .records
+        .iter()
+        .filter(|r| {
+            auth0_default_roles::event::decode(&r.value)
+                .first()
+                .and_then(|e| e.as_ref().ok())
+                .is_some_and(|e| {
+                    matches!(
+                        e.selection(),
+                        auth0_default_roles::event::Selection::Eligible(_)
+                    )
+                })
+        })
+        .count();
+    let records: Vec<(Option<String>, Vec<u8>)> = stream
+        .records
+        .iter()
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect();
+    let n = records.len();
+    let bytes: usize = records.iter().map(|r| r.1.len()).sum();
+    let started = Instant::now();
+    produce(&broker.bootstrap(), topic, &records);
+    println!(
+        "produced {n} events ({:.1} MB, {:.1} % eligible, {} users to get roles) in {:.1} s",
+        bytes as f64 / 1e6,
+        100.0 * eligible_events as f64 / n as f64,
+        stream.expected.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // 1. The ceiling: a bare consumer that only reads.
+    let bare = rt.block_on(async {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", "bench-bare")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .unwrap_or_else(|e| panic!("{e}"));
+        consumer
+            .subscribe(&[topic])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut first = None;
+        let mut count = 0usize;
+        let mut size = 0usize;
+        while count < n {
+            match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    use rdkafka::Message;
+                    first.get_or_insert_with(Instant::now);
+                    size += m.payload().map_or(0, <[u8]>::len);
+                    count += 1;
+                }
+                Ok(Err(e)) => panic!("bare consumer: {e}"),
+                Err(_) => panic!("bare consumer stalled at {count} of {n}"),
+            }
+        }
+        assert_eq!(size, bytes);
+        first.map_or(0.0, |f| f.elapsed().as_secs_f64())
+    });
+    let bare_rate = n as f64 / bare;
+    println!("bare rdkafka consumer: {n} events in {bare:.2} s = {bare_rate:.0} events/s");
+
+    // 2. The service against the simulator.
+    let sim = Simulator::new(
+        SimConfig {
+            accept_any_user: true,
+            ..SimConfig::default()
+        },
+        Seed {
+            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
+                .into_iter()
+                .map(SeedRole::named)
+                .collect(),
+            users: Vec::new(),
+        },
+    );
+    let running = rt
+        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let config = write_config(
+        &dir,
+        "bench",
+        &running.base_url,
+        &broker.bootstrap(),
+        topic,
+        "bench-service",
+        None,
+        port,
+        "max_inflight = 2000",
+    );
+    let mut service = Service::start(&config, port, dir.join("bench-service.log"));
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut processed = 0.0;
+    while Instant::now() < deadline {
+        let body = service.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+        if first.is_none()
+            && metric_sum(&body, "auth0_default_roles_events_received_total", "") > 0.0
+        {
+            first = Some(Instant::now());
+        }
+        processed = metric_sum(&body, "auth0_default_roles_events_processed_total", "");
+        if processed as usize >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    assert_eq!(
+        processed as usize,
+        n,
+        "service did not finish: {}",
+        service.log_text()
+    );
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", service.pid())).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let rate = n as f64 / elapsed;
+    let tenant = sim.users_with_roles();
+    println!(
+        "service (run): {n} events in {elapsed:.2} s = {rate:.0} events/s; {} users got roles ({} expected); {} Management API requests",
+        tenant.len(),
+        stream.expected.len(),
+        sim.stats().total_requests
+    );
+    println!(
+        "ratio service/bare: {:.2} (target >= 0.8)",
+        rate / bare_rate
+    );
+    println!("service peak RSS (VmHWM): {hwm}");
+    service.signal("TERM");
+    let _ = service.wait_exit(Duration::from_secs(30));
+    rt.block_on(running.shutdown());
+}

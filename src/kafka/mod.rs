@@ -1,0 +1,675 @@
+//! The Kafka source behind `run`: an at-least-once consumer-group member.
+//!
+//! - One thread reads the consumer (and so serves rebalance, commit and statistics callbacks);
+//!   each message becomes a task. Tasks of the same user run in arrival order (the
+//!   [`Sequencer`]), others in parallel, at most `max_inflight` before fetching pauses.
+//! - An offset is stored only when every message below it in its partition reached a final
+//!   outcome ([`offsets::PartitionOffsets`]); librdkafka commits stored offsets every
+//!   `commit_interval`, on revoke and on close. A crash therefore only redelivers, and
+//!   redeliveries are absorbed by dedup on `log_id` and by the idempotent Management API.
+//! - `invalid` and `failed` messages go to the dead-letter topic (when set) before their offset
+//!   is stored; a failed dead-letter produce is retried, never dropped.
+//! - A revoke waits (bounded by `rebalance_drain`) for the revoked partitions' in-flight
+//!   messages; completions for partitions no longer owned, or owned again under a new
+//!   assignment, are dropped.
+
+pub mod offsets;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::KafkaSettings;
+use crate::event::{decode, DecodeError, Decoded};
+use crate::metrics::Metrics;
+use crate::pipeline::{Outcome, Pipeline};
+use crate::sequencer::Sequencer;
+use crate::server::Health;
+use offsets::PartitionOffsets;
+
+/// Why the consumer could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaRunError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Consumer(KafkaError),
+    #[error("cannot subscribe to {topics}: {source}")]
+    Subscribe { topics: String, source: KafkaError },
+    #[error("cannot create the dead-letter producer: {0}")]
+    Producer(KafkaError),
+    #[error("the consumer thread failed: {0}")]
+    Thread(String),
+}
+
+/// What a run did, for the exit log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Messages taken from the broker.
+    pub messages: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Messages still in flight when the shutdown grace ran out (they will be redelivered).
+    pub abandoned: usize,
+}
+
+/// Properties the service sets unless `[kafka.properties]` overrides them.
+const DEFAULT_PROPERTIES: [(&str, &str); 5] = [
+    ("partition.assignment.strategy", "cooperative-sticky"),
+    // A new group must not skip the events that arrived before it started.
+    ("auto.offset.reset", "earliest"),
+    ("statistics.interval.ms", "5000"),
+    ("client.id", "auth0-default-roles"),
+    ("enable.partition.eof", "false"),
+];
+
+/// Consumer-only properties that must not reach the dead-letter producer (librdkafka would warn).
+const CONSUMER_ONLY_PREFIXES: [&str; 12] = [
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.partition.eof",
+    "fetch.",
+    "queued.",
+    "group.",
+    "isolation.level",
+    "check.crcs",
+    "allow.auto.create.topics",
+];
+
+/// The consumer's configuration: the service's settings, then the user's properties.
+pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in DEFAULT_PROPERTIES {
+        config.set(key, value);
+    }
+    for (key, value) in &settings.properties {
+        config.set(key, value);
+    }
+    config
+        .set("bootstrap.servers", settings.brokers.join(","))
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            settings.commit_interval.as_millis().to_string(),
+        );
+    config
+}
+
+/// The dead-letter producer's configuration: idempotent, `acks=all`.
+pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("client.id", "auth0-default-roles-dlq");
+    for (key, value) in &settings.properties {
+        if !CONSUMER_ONLY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            config.set(key, value);
+        }
+    }
+    config
+        .set("bootstrap.servers", settings.brokers.join(","))
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    config
+}
+
+/// One owned partition: its assignment generation and its in-flight offsets.
+struct Owned {
+    generation: u64,
+    offsets: PartitionOffsets,
+    paused: bool,
+}
+
+type Tp = (String, i32);
+
+#[derive(Default)]
+struct State {
+    owned: HashMap<Tp, Owned>,
+    next_generation: u64,
+    /// Set once shutdown drained: the final revoke does not wait again.
+    closing: bool,
+}
+
+/// What the consumer thread, the callbacks and the tasks share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled whenever a message finishes (the revoke drain waits on it).
+    finished: Condvar,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    drain: Duration,
+    /// Intake is paused (in-flight full, Management API failing, or shutting down); newly
+    /// assigned partitions are paused as they arrive.
+    intake_paused: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_partition_gauges(&self, state: &State) {
+        let m = &self.metrics;
+        m.kafka_assigned_partitions
+            .set(i64::try_from(state.owned.len()).unwrap_or(i64::MAX));
+        let paused = state.owned.values().filter(|o| o.paused).count();
+        m.kafka_paused_partitions
+            .set(i64::try_from(paused).unwrap_or(i64::MAX));
+    }
+}
+
+/// Stores `position` (the next offset to consume) for one partition. `store_offsets` stores
+/// the position as given, unlike `store_offset`, which adds one.
+fn store_position<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+    position: i64,
+) {
+    let mut tpl = TopicPartitionList::new();
+    if let Err(err) = tpl.add_partition_offset(topic, partition, Offset::Offset(position)) {
+        tracing::warn!(%err, topic, partition, "cannot build the offset to store");
+        return;
+    }
+    if let Err(err) = consumer.store_offsets(&tpl) {
+        // __STATE: the partition was revoked meanwhile; its new owner redelivers.
+        tracing::debug!(%err, topic, partition, position, "offset not stored");
+    }
+}
+
+/// The librdkafka callbacks: rebalances, commits, statistics, errors.
+pub struct Ctx {
+    shared: Arc<Shared>,
+    /// Rate-limits repeated client errors (a dead broker reports every few seconds).
+    last_error_log: Mutex<Option<Instant>>,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: Statistics) {
+        let state = self.shared.lock();
+        let lag = &self.shared.metrics.kafka_consumer_lag;
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                if *id < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                if state.owned.contains_key(&(topic.clone(), *id)) {
+                    lag.with_label_values(&[topic.as_str(), id.to_string().as_str()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut last = self
+            .last_error_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries by itself; repeats within 10 s are not logged)");
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let parts: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let lost = consumer.assignment_lost();
+        let deadline = Instant::now() + self.shared.drain;
+        let mut state = self.shared.lock();
+        // Drain: wait for the revoked partitions' in-flight messages. Their offsets are stored
+        // as they finish; librdkafka commits them when it unassigns.
+        loop {
+            let pending: usize = parts
+                .iter()
+                .filter_map(|p| state.owned.get(p))
+                .map(|o| o.offsets.in_flight())
+                .sum();
+            if pending == 0 || lost || state.closing {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    pending,
+                    drain_seconds = self.shared.drain.as_secs_f64(),
+                    "revoke: drain deadline reached; unfinished messages will be redelivered to the partitions' next owner"
+                );
+                break;
+            }
+            state = self
+                .shared
+                .finished
+                .wait_timeout(state, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        for (topic, partition) in &parts {
+            state.owned.remove(&(topic.clone(), *partition));
+            let _ = self
+                .shared
+                .metrics
+                .kafka_consumer_lag
+                .remove_label_values(&[topic.as_str(), partition.to_string().as_str()]);
+        }
+        self.shared.update_partition_gauges(&state);
+        let kind = if lost { "lost" } else { "revoke" };
+        self.shared
+            .metrics
+            .kafka_rebalances
+            .with_label_values(&[kind])
+            .inc();
+        tracing::info!(partitions = ?parts, lost, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut state = self.shared.lock();
+                let pause = self.shared.intake_paused.load(Ordering::SeqCst);
+                let mut parts = Vec::new();
+                for e in tpl.elements() {
+                    state.next_generation += 1;
+                    let generation = state.next_generation;
+                    parts.push((e.topic().to_owned(), e.partition()));
+                    state.owned.insert(
+                        (e.topic().to_owned(), e.partition()),
+                        Owned {
+                            generation,
+                            offsets: PartitionOffsets::default(),
+                            paused: pause,
+                        },
+                    );
+                }
+                if pause && tpl.count() > 0 {
+                    if let Err(err) = consumer.pause(tpl) {
+                        tracing::warn!(%err, "cannot pause newly assigned partitions");
+                    }
+                }
+                self.shared.update_partition_gauges(&state);
+                drop(state);
+                self.shared.health.source.store(true, Ordering::SeqCst);
+                self.shared
+                    .metrics
+                    .kafka_rebalances
+                    .with_label_values(&["assign"])
+                    .inc();
+                tracing::info!(partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(err) => {
+                self.shared
+                    .metrics
+                    .kafka_rebalances
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::warn!(%err, "rebalance error");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        let commits = &self.shared.metrics.kafka_offset_commits;
+        match result {
+            Ok(()) => commits.with_label_values(&["ok"]).inc(),
+            // Nothing new was stored since the last commit.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(err) => {
+                commits.with_label_values(&["error"]).inc();
+                tracing::warn!(%err, "offset commit failed (the next commit carries the same offsets)");
+            }
+        }
+    }
+}
+
+/// A message that needs a dead letter: its bytes and where it came from.
+struct Original {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+/// Sends to the dead-letter topic until the broker acknowledges.
+struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    metrics: Arc<Metrics>,
+}
+
+impl DeadLetters {
+    async fn send(&self, original: &Original, reason: &str, error: &str) {
+        let mut delay = Duration::from_millis(500);
+        let error: String = error.chars().take(500).collect();
+        let partition = original.partition.to_string();
+        let offset = original.offset.to_string();
+        loop {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "dlq.original.topic",
+                    value: Some(original.topic.as_bytes()),
+                })
+                .insert(Header {
+                    key: "dlq.original.partition",
+                    value: Some(partition.as_bytes()),
+                })
+                .insert(Header {
+                    key: "dlq.original.offset",
+                    value: Some(offset.as_bytes()),
+                })
+                .insert(Header {
+                    key: "dlq.reason",
+                    value: Some(reason.as_bytes()),
+                })
+                .insert(Header {
+                    key: "dlq.error",
+                    value: Some(error.as_bytes()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+                .payload(&original.payload[..])
+                .headers(headers);
+            if let Some(key) = &original.key {
+                record = record.key(&key[..]);
+            }
+            match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => {
+                    self.metrics.dead_letters.with_label_values(&[reason]).inc();
+                    tracing::warn!(
+                        topic = %original.topic, partition = original.partition, offset = original.offset,
+                        reason, dead_letter_topic = %self.topic, "message sent to the dead-letter topic"
+                    );
+                    return;
+                }
+                Err((err, _)) => {
+                    tracing::warn!(%err, retry_in = ?delay, "dead-letter produce failed; retrying (the offset waits)");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// Consumes until `stop` turns true, then drains, commits and leaves the group.
+///
+/// The consumer is read on a thread of its own: librdkafka runs the rebalance callback on the
+/// reading thread, and the revoke drain blocks it (never a runtime worker).
+pub async fn run(
+    settings: KafkaSettings,
+    pipeline: Arc<Pipeline>,
+    health: Arc<Health>,
+    stop: watch::Receiver<bool>,
+) -> Result<RunSummary, KafkaRunError> {
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("kafka-consumer".to_owned())
+        .spawn(move || {
+            let result = handle.block_on(consume(settings, pipeline, health, stop));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| KafkaRunError::Thread(e.to_string()))?;
+    rx.await
+        .map_err(|_| KafkaRunError::Thread("the consumer thread panicked".to_owned()))?
+}
+
+async fn consume(
+    settings: KafkaSettings,
+    pipeline: Arc<Pipeline>,
+    health: Arc<Health>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<RunSummary, KafkaRunError> {
+    let metrics = Arc::clone(pipeline.metrics());
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        finished: Condvar::new(),
+        metrics: Arc::clone(&metrics),
+        health,
+        drain: settings.rebalance_drain,
+        intake_paused: AtomicBool::new(false),
+    });
+    let context = Ctx {
+        shared: Arc::clone(&shared),
+        last_error_log: Mutex::new(None),
+    };
+    let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
+        consumer_config(&settings)
+            .create_with_context(context)
+            .map_err(KafkaRunError::Consumer)?,
+    );
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| KafkaRunError::Subscribe {
+            topics: settings.topics.join(","),
+            source,
+        })?;
+    let dead_letters = match &settings.dead_letter_topic {
+        Some(topic) => Some(Arc::new(DeadLetters {
+            producer: producer_config(&settings)
+                .create()
+                .map_err(KafkaRunError::Producer)?,
+            topic: topic.clone(),
+            metrics: Arc::clone(&metrics),
+        })),
+        None => None,
+    };
+    tracing::info!(
+        topics = %settings.topics.join(","), group_id = %settings.group_id,
+        max_inflight = settings.max_inflight, "consuming"
+    );
+
+    let sequencer = Arc::new(Sequencer::default());
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let dead_letter_count = Arc::new(AtomicU64::new(0));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut summary = RunSummary::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let resume_below = settings.max_inflight / 2;
+
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let failing = metrics.mgmt_failing.get() != 0;
+        let n = inflight.load(Ordering::SeqCst);
+        let paused = shared.intake_paused.load(Ordering::SeqCst);
+        if !paused && (n >= settings.max_inflight || failing) {
+            let reason = if failing {
+                "Management API failing"
+            } else {
+                "in-flight limit reached"
+            };
+            set_paused(&shared, consumer.as_ref(), true, reason);
+        } else if paused && n <= resume_below && !failing {
+            set_paused(&shared, consumer.as_ref(), false, "caught up");
+        }
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {}
+            message = consumer.recv() => match message {
+                Err(err) => tracing::warn!(%err, "Kafka consume error"),
+                Ok(message) => {
+                    let tp = (message.topic().to_owned(), message.partition());
+                    let offset = message.offset();
+                    let generation = {
+                        let mut state = shared.lock();
+                        match state.owned.get_mut(&tp) {
+                            Some(owned) => {
+                                owned.offsets.begin(offset);
+                                owned.generation
+                            }
+                            None => {
+                                tracing::debug!(topic = %tp.0, partition = tp.1, offset, "message of a partition not owned; left to its owner");
+                                continue;
+                            }
+                        }
+                    };
+                    summary.messages += 1;
+                    let payload = message.payload().unwrap_or_default();
+                    let mut items: Vec<Decoded> = decode(payload);
+                    if items.is_empty() {
+                        items.push(Err(DecodeError::new("message holds no event (empty value)", None)));
+                    }
+                    let original = dead_letters.as_ref().map(|_| Original {
+                        topic: tp.0.clone(),
+                        partition: tp.1,
+                        offset,
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: payload.to_vec(),
+                    });
+                    drop(message);
+                    let users: Vec<String> = items
+                        .iter()
+                        .filter_map(|i| i.as_ref().ok().and_then(|e| e.user()).map(str::to_owned))
+                        .collect();
+                    let mut turn = sequencer.enter(users);
+                    inflight.fetch_add(1, Ordering::SeqCst);
+                    let pipeline = Arc::clone(&pipeline);
+                    let shared = Arc::clone(&shared);
+                    let weak: Weak<StreamConsumer<Ctx>> = Arc::downgrade(&consumer);
+                    let dead_letters = dead_letters.clone();
+                    let inflight = Arc::clone(&inflight);
+                    let dead_letter_count = Arc::clone(&dead_letter_count);
+                    tasks.spawn(async move {
+                        turn.wait().await;
+                        let mut bad: Option<(&'static str, String)> = None;
+                        for item in items {
+                            let report = pipeline.process(item).await;
+                            let reason = match report.outcome {
+                                Outcome::Invalid => "invalid",
+                                Outcome::Failed => "failed",
+                                _ => continue,
+                            };
+                            if bad.is_none() {
+                                bad = Some((reason, report.error.unwrap_or_default()));
+                            }
+                        }
+                        drop(turn);
+                        if let (Some((reason, error)), Some(dlq), Some(original)) = (bad, &dead_letters, &original) {
+                            dlq.send(original, reason, &error).await;
+                            dead_letter_count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        {
+                            let mut state = shared.lock();
+                            if let Some(owned) = state.owned.get_mut(&tp) {
+                                if owned.generation == generation {
+                                    if let Some(position) = owned.offsets.finish(offset) {
+                                        if let Some(consumer) = weak.upgrade() {
+                                            store_position(consumer.as_ref(), &tp.0, tp.1, position);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        shared.finished.notify_all();
+                        inflight.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            },
+        }
+    }
+
+    // Shutdown: stop fetching, drain within the grace period, commit, leave the group.
+    tracing::info!(
+        in_flight = inflight.load(Ordering::SeqCst),
+        grace_seconds = settings.shutdown_grace.as_secs_f64(),
+        "shutting down: intake stopped, draining"
+    );
+    set_paused(&shared, consumer.as_ref(), true, "shutting down");
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
+    while !tasks.is_empty() {
+        tokio::select! {
+            _ = tasks.join_next() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            // Keep serving the group; messages read now are not taken (not begun, not stored).
+            _ = consumer.recv() => {}
+        }
+    }
+    summary.abandoned = tasks.len();
+    if summary.abandoned > 0 {
+        tracing::warn!(
+            abandoned = summary.abandoned,
+            "shutdown grace over: unfinished messages are left uncommitted and will be redelivered"
+        );
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    shared.lock().closing = true;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => metrics
+            .kafka_offset_commits
+            .with_label_values(&["ok"])
+            .inc(),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(err) => {
+            metrics
+                .kafka_offset_commits
+                .with_label_values(&["error"])
+                .inc();
+            tracing::warn!(%err, "final offset commit failed; the last periodic commit stands");
+        }
+    }
+    summary.dead_letters = dead_letter_count.load(Ordering::Relaxed);
+    // Dropping the last reference closes the consumer: final revoke, commit, LeaveGroup.
+    drop(consumer);
+    tracing::info!(messages = summary.messages, "left the consumer group");
+    Ok(summary)
+}
+
+/// Pauses or resumes every owned partition.
+fn set_paused(shared: &Shared, consumer: &StreamConsumer<Ctx>, pause: bool, reason: &str) {
+    shared.intake_paused.store(pause, Ordering::SeqCst);
+    let mut state = shared.lock();
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), owned) in state.owned.iter_mut() {
+        if owned.paused != pause {
+            tpl.add_partition(topic, *partition);
+            owned.paused = pause;
+        }
+    }
+    if tpl.count() > 0 {
+        let result = if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, pause, "cannot pause/resume partitions");
+        }
+    }
+    shared.update_partition_gauges(&state);
+    if pause {
+        tracing::info!(reason, "intake paused");
+    } else {
+        tracing::info!(reason, "intake resumed");
+    }
+}

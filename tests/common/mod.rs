@@ -1,0 +1,450 @@
+//! Test tooling shared by the Kafka tests: a real Kafka-protocol broker (tansu) per test, a
+//! producer, committed-offset checks, and the service binary run as a child process.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A free loopback port (bound and released; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("adr-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// Where the tansu binary is: `TANSU_BIN`, else `~/.cargo/bin/tansu`, else `PATH`.
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(home) = std::env::var("HOME") {
+        let p = Path::new(&home).join(".cargo/bin/tansu");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("tansu")
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// A tansu broker with in-memory storage on a loopback port; killed on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        Broker::start_on(dir, free_port())
+    }
+
+    /// Starts (or restarts) a broker on `port`.
+    pub fn start_on(dir: &Path, port: u16) -> Broker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = dir.join(format!("tansu-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start tansu ({}): {e}; run scripts/test.sh, which installs it",
+                    tansu_bin().display()
+                )
+            });
+        let broker = Broker {
+            child: Some(child),
+            port,
+            log,
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            wait_listening(addr, Duration::from_secs(20)),
+            "tansu did not listen on {addr}: {}",
+            std::fs::read_to_string(&broker.log).unwrap_or_default()
+        );
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu_bin())
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("tansu topic create: {e}"));
+        assert!(
+            out.status.success(),
+            "tansu topic create {name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the broker (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Produces `records` (key, value) to `topic`, partitioned by key, and waits for every ack.
+pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    for (key, value) in records {
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(&value[..]);
+        if let Some(k) = key {
+            record = record.key(k.as_str());
+        }
+        let mut pending = record;
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((err, back)) => {
+                    // Queue full: serve delivery reports and try again.
+                    assert!(
+                        matches!(
+                            err,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
+                        "produce: {err}"
+                    );
+                    producer.poll(Duration::from_millis(50));
+                    pending = back;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("flush: {e}"));
+}
+
+/// Sum of messages in `topic` (high watermarks), per partition.
+pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map(|(_, high)| high)
+                .unwrap_or_else(|e| panic!("watermarks {topic}/{p}: {e}"))
+        })
+        .collect()
+}
+
+/// The group's committed offsets for `topic` (-1 where nothing is committed).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("committed offsets: {e}"));
+    (0..partitions)
+        .map(
+            |p| match offsets.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
+        .collect()
+}
+
+/// A message read back from a topic.
+#[derive(Debug)]
+pub struct Consumed {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads every message of `topic` from the beginning (until `expect` were read or `timeout`).
+pub fn read_all(bootstrap: &str, topic: &str, expect: usize, timeout: Duration) -> Vec<Consumed> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < expect && start.elapsed() < timeout {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for header in h.iter() {
+                    headers.insert(
+                        header.key.to_owned(),
+                        String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            out.push(Consumed {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// The service binary running `run --config`, its stderr in a file; killed on drop.
+pub struct Service {
+    child: Option<Child>,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn start(config: &Path, metrics_port: u16, log: PathBuf) -> Service {
+        let err = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("AUTH0_CLIENT_SECRET", "sim-secret")
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the service: {e}"));
+        Service {
+            child: Some(child),
+            metrics_port,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit; `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Some(status);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// GET a path of the metrics server: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.metrics_port, path)
+    }
+
+    /// The value of one metric line (exact name and labels as rendered), summed over matches
+    /// when `labels` is a prefix filter.
+    pub fn metric(&self, name: &str, label_filter: &str) -> f64 {
+        let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+        metric_sum(&body, name, label_filter)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sums the samples of `name` whose label set contains `label_filter` (e.g. `outcome="assigned"`).
+pub fn metric_sum(body: &str, name: &str, label_filter: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            (metric == name && labels.contains(label_filter)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// A minimal HTTP/1.0 GET on loopback (no client dependency needed for three endpoints).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Writes a `run` config for the simulator at `sim_url` and the broker, with the demo policy.
+#[allow(clippy::too_many_arguments)]
+pub fn write_config(
+    dir: &Path,
+    name: &str,
+    sim_url: &str,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    dead_letter_topic: Option<&str>,
+    metrics_port: u16,
+    extra_kafka: &str,
+) -> PathBuf {
+    let policy =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let dlq = dead_letter_topic
+        .map(|t| format!("dead_letter_topic = \"{t}\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"[auth0]
+domain = "sim.auth0.local"
+client_id = "sim-client"
+base_url = "{sim_url}"
+requests_per_second = 2000
+burst = 500
+batch_window_ms = 20
+
+[source]
+type = "kafka"
+
+[kafka]
+brokers = "{bootstrap}"
+topic = "{topic}"
+group_id = "{group}"
+{dlq}commit_interval_ms = 300
+shutdown_grace_seconds = 10
+{extra_kafka}
+
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"statistics.interval.ms" = "500"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
+{policy}
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}

@@ -1,0 +1,537 @@
+//! The `run` command against a real Kafka-protocol broker (tansu) and the Management API
+//! simulator: delivery, crash recovery, consumer-group failover, dead letters, outages,
+//! graceful shutdown.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use auth0_default_roles::generate::{self, Stream};
+use auth0_default_roles::sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, Simulator};
+use common::*;
+
+const PARTITIONS: i32 = 3;
+
+/// One test's world: a broker with its topics, a simulated tenant, a directory.
+struct World {
+    rt: tokio::runtime::Runtime,
+    sim: Simulator,
+    running: Option<RunningSimulator>,
+    broker: Broker,
+    dir: PathBuf,
+    topic: String,
+    dlq: String,
+    group: String,
+}
+
+impl World {
+    fn new(name: &str, sim_config: SimConfig, seed_users: Vec<SeedUser>) -> World {
+        let dir = temp_dir(name);
+        let broker = Broker::start(&dir);
+        let topic = format!("auth0-logs-{name}");
+        let dlq = format!("{topic}-dlq");
+        broker.create_topic(&topic, PARTITIONS as u32);
+        broker.create_topic(&dlq, 1);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seed = Seed {
+            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
+                .into_iter()
+                .map(SeedRole::named)
+                .collect(),
+            users: seed_users,
+        };
+        let sim = Simulator::new(sim_config, seed);
+        let running = rt
+            .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+            .unwrap_or_else(|e| panic!("{e}"));
+        World {
+            rt,
+            sim,
+            running: Some(running),
+            broker,
+            dir,
+            topic,
+            dlq,
+            group: format!("adr-{name}"),
+        }
+    }
+
+    fn sim_url(&self) -> String {
+        self.running
+            .as_ref()
+            .map(|r| r.base_url.clone())
+            .unwrap_or_default()
+    }
+
+    fn config(&self, name: &str, metrics_port: u16, dlq: bool, extra: &str) -> PathBuf {
+        write_config(
+            &self.dir,
+            name,
+            &self.sim_url(),
+            &self.broker.bootstrap(),
+            &self.topic,
+            &self.group,
+            dlq.then_some(self.dlq.as_str()),
+            metrics_port,
+            extra,
+        )
+    }
+
+    fn service(&self, name: &str, dlq: bool, extra: &str) -> Service {
+        let port = free_port();
+        let config = self.config(name, port, dlq, extra);
+        Service::start(&config, port, self.dir.join(format!("{name}.log")))
+    }
+
+    fn produce(&self, records: &[generate::Record]) {
+        let records: Vec<(Option<String>, Vec<u8>)> = records
+            .iter()
+            .map(|r| (r.key.clone(), r.value.clone()))
+            .collect();
+        produce(&self.broker.bootstrap(), &self.topic, &records);
+    }
+
+    /// Users holding roles in the simulated tenant, as sets.
+    fn tenant(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.sim
+            .users_with_roles()
+            .into_iter()
+            .map(|(u, r)| (u, r.into_iter().collect()))
+            .collect()
+    }
+
+    fn all_committed(&self) -> bool {
+        let high = high_watermarks(&self.broker.bootstrap(), &self.topic, PARTITIONS);
+        let done = committed(
+            &self.broker.bootstrap(),
+            &self.group,
+            &self.topic,
+            PARTITIONS,
+        );
+        high == done
+    }
+
+    fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.shutdown());
+        }
+    }
+}
+
+fn assert_tenant_matches(world: &World, stream: &Stream, service_logs: &[&Service]) {
+    let tenant = world.tenant();
+    if tenant != stream.expected {
+        let missing: Vec<_> = stream
+            .expected
+            .iter()
+            .filter(|(u, r)| tenant.get(*u) != Some(r))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = tenant
+            .keys()
+            .filter(|u| !stream.expected.contains_key(*u))
+            .take(5)
+            .collect();
+        let logs: Vec<String> = service_logs.iter().map(|s| s.log_text()).collect();
+        panic!(
+            "tenant differs from the expected roles: {} users expected, {} hold roles; first wrong: {missing:?}; unexpected: {extra:?}\nservice logs:\n{}",
+            stream.expected.len(),
+            tenant.len(),
+            logs.join("\n----\n")
+        );
+    }
+}
+
+fn sim_accepting_anyone() -> SimConfig {
+    SimConfig {
+        accept_any_user: true,
+        ..SimConfig::default()
+    }
+}
+
+/// Waits for `service` to report `ready` on /readyz.
+fn wait_ready(service: &Service) {
+    assert!(
+        wait_for(Duration::from_secs(60), || service
+            .get("/readyz")
+            .is_some_and(|(s, _)| s == 200)),
+        "service never became ready: {:?}\n{}",
+        service.get("/readyz"),
+        service.log_text()
+    );
+}
+
+#[test]
+fn a_thousand_mixed_events_give_every_eligible_user_exactly_their_roles() {
+    let world = World::new("thousand", sim_accepting_anyone(), Vec::new());
+    let stream = generate::mixed(11, 1000, 2);
+    world.produce(&stream.records);
+    let mut service = world.service("svc", true, "");
+    wait_ready(&service);
+    assert!(
+        wait_for(Duration::from_secs(90), || world.tenant()
+            == stream.expected
+            && world.all_committed()),
+        "not done: {} of {} users, committed {:?} of {:?}\n{}",
+        world.tenant().len(),
+        stream.expected.len(),
+        committed(
+            &world.broker.bootstrap(),
+            &world.group,
+            &world.topic,
+            PARTITIONS
+        ),
+        high_watermarks(&world.broker.bootstrap(), &world.topic, PARTITIONS),
+        service.log_text()
+    );
+    assert_tenant_matches(&world, &stream, &[&service]);
+
+    // The two broken records went to the dead-letter topic with their origin.
+    let dead = read_all(
+        &world.broker.bootstrap(),
+        &world.dlq,
+        2,
+        Duration::from_secs(20),
+    );
+    assert_eq!(dead.len(), 2, "dead letters: {dead:?}");
+    for d in &dead {
+        assert_eq!(
+            d.headers.get("dlq.reason").map(String::as_str),
+            Some("invalid")
+        );
+        assert_eq!(d.headers.get("dlq.original.topic"), Some(&world.topic));
+        assert!(d.headers.contains_key("dlq.original.offset"));
+        assert!(String::from_utf8_lossy(&d.value).starts_with("{\"log_id\": \"broken-"));
+    }
+
+    // Metrics tell the same story.
+    let received = service.metric(
+        "auth0_default_roles_events_received_total",
+        "source=\"kafka\"",
+    );
+    assert_eq!(received as usize, stream.records.len());
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"invalid\""
+        ),
+        2.0
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_dead_letters_total",
+            "reason=\"invalid\""
+        ),
+        2.0
+    );
+    assert_eq!(
+        service.metric("auth0_default_roles_kafka_assigned_partitions", ""),
+        3.0
+    );
+    assert!(
+        service.metric(
+            "auth0_default_roles_kafka_offset_commits_total",
+            "result=\"ok\""
+        ) >= 1.0
+    );
+    let assigned = service.metric("auth0_default_roles_role_assignments_total", "");
+    let expected_pairs: usize = stream.expected.values().map(BTreeSet::len).sum();
+    assert_eq!(assigned as usize, expected_pairs, "each role given once");
+    let metrics = service.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+    assert!(
+        metrics.contains("auth0_default_roles_kafka_consumer_lag{"),
+        "{metrics}"
+    );
+    // The audit trail: one info line per assignment, email redacted to its domain.
+    let log = service.log_text();
+    assert!(log.contains("roles assigned"), "{log}");
+    assert!(
+        !log.contains("@partner.example\""),
+        "an email leaked into the log"
+    );
+    assert!(log.contains("*@partner.example"));
+
+    service.signal("TERM");
+    let status = service.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        service.log_text()
+    );
+    world.shutdown();
+}
+
+#[test]
+fn sigkill_mid_run_then_restart_loses_no_user() {
+    // A slow tenant keeps work in flight when the process dies.
+    let world = World::new(
+        "sigkill",
+        SimConfig {
+            latency_ms: 15,
+            ..sim_accepting_anyone()
+        },
+        Vec::new(),
+    );
+    let stream = generate::mixed(12, 1000, 0);
+    world.produce(&stream.records);
+    let first = world.service("first", false, "max_inflight = 50");
+    assert!(
+        wait_for(Duration::from_secs(60), || world.tenant().len()
+            >= stream.expected.len() / 5),
+        "no progress before the kill\n{}",
+        first.log_text()
+    );
+    let before = world.tenant().len();
+    first.signal("KILL");
+    drop(first);
+    assert!(
+        before < stream.expected.len(),
+        "the run finished before the kill; the test proves nothing"
+    );
+    let second = world.service("second", false, "");
+    assert!(
+        wait_for(Duration::from_secs(90), || world.tenant()
+            == stream.expected
+            && world.all_committed()),
+        "after restart: {} of {} users\n{}",
+        world.tenant().len(),
+        stream.expected.len(),
+        second.log_text()
+    );
+    assert_tenant_matches(&world, &stream, &[&second]);
+    // The restart redelivered what the killed process had not committed: dedup in the new
+    // process cannot know it, so the tenant saw some repeated (idempotent) assignments at most.
+    world.shutdown();
+}
+
+#[test]
+fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_stops() {
+    let world = World::new("twogroup", sim_accepting_anyone(), Vec::new());
+    let stream = generate::mixed(13, 1200, 0);
+    let (first_half, second_half) = stream.records.split_at(stream.records.len() / 2);
+    let mut a = world.service("a", false, "");
+    let mut b = world.service("b", false, "");
+    wait_ready(&a);
+    wait_ready(&b);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let pa = a.metric("auth0_default_roles_kafka_assigned_partitions", "");
+            let pb = b.metric("auth0_default_roles_kafka_assigned_partitions", "");
+            pa >= 1.0 && pb >= 1.0 && pa + pb == 3.0
+        }),
+        "partitions not split: a={} b={}\n{}\n----\n{}",
+        a.metric("auth0_default_roles_kafka_assigned_partitions", ""),
+        b.metric("auth0_default_roles_kafka_assigned_partitions", ""),
+        a.log_text(),
+        b.log_text()
+    );
+    world.produce(first_half);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let got = a.metric("auth0_default_roles_events_received_total", "")
+                + b.metric("auth0_default_roles_events_received_total", "");
+            got as usize == first_half.len() && world.all_committed()
+        }),
+        "first half not consumed by the pair"
+    );
+    let by_a = a.metric("auth0_default_roles_events_received_total", "");
+    let by_b = b.metric("auth0_default_roles_events_received_total", "");
+    assert!(
+        by_a > 0.0 && by_b > 0.0,
+        "both members work: a={by_a} b={by_b}"
+    );
+
+    // B leaves cleanly; A takes all partitions and the rest of the stream.
+    b.signal("TERM");
+    assert_eq!(
+        b.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    world.produce(second_half);
+    assert!(
+        wait_for(Duration::from_secs(90), || world.tenant()
+            == stream.expected
+            && world.all_committed()),
+        "after failover: {} of {} users\n{}",
+        world.tenant().len(),
+        stream.expected.len(),
+        a.log_text()
+    );
+    assert_eq!(
+        a.metric("auth0_default_roles_kafka_assigned_partitions", ""),
+        3.0
+    );
+    assert!(
+        a.metric(
+            "auth0_default_roles_kafka_rebalances_total",
+            "kind=\"assign\""
+        ) >= 2.0
+    );
+    assert_tenant_matches(&world, &stream, &[&a]);
+    a.signal("TERM");
+    assert_eq!(
+        a.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    world.shutdown();
+}
+
+#[test]
+fn poison_and_permanently_failing_events_go_to_the_dead_letter_topic_and_consumption_goes_on() {
+    // A strict tenant: only the seeded users exist, so an unknown user is a permanent 404.
+    let stream = generate::mixed(14, 300, 1);
+    let seeded: Vec<SeedUser> = stream.expected.keys().map(SeedUser::new).collect();
+    let world = World::new("poison", SimConfig::default(), seeded);
+    let ghost = br#"{"log_id":"90020261123ghost","data":{"type":"ss","date":"2026-11-23T10:00:00.000Z","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database","user_id":"auth0|ghost","user_name":"ghost@mail.example","log_id":"90020261123ghost"}}"#;
+    let mut records = vec![generate::Record {
+        key: Some("auth0|ghost".to_owned()),
+        value: ghost.to_vec(),
+    }];
+    records.extend(stream.records.iter().cloned());
+    world.produce(&records);
+    let service = world.service("svc", true, "");
+    assert!(
+        wait_for(Duration::from_secs(60), || world.tenant()
+            == stream.expected
+            && world.all_committed()),
+        "{}",
+        service.log_text()
+    );
+    let dead = read_all(
+        &world.broker.bootstrap(),
+        &world.dlq,
+        2,
+        Duration::from_secs(20),
+    );
+    let reasons: BTreeSet<String> = dead
+        .iter()
+        .filter_map(|d| d.headers.get("dlq.reason").cloned())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(reasons, ["failed", "invalid"].map(String::from).into());
+    let failed = dead
+        .iter()
+        .find(|d| d.headers.get("dlq.reason").map(String::as_str) == Some("failed"))
+        .unwrap_or_else(|| panic!("no failed dead letter"));
+    assert_eq!(failed.key.as_deref(), Some(&b"auth0|ghost"[..]));
+    assert_eq!(failed.value, ghost.to_vec(), "the original bytes");
+    assert!(failed
+        .headers
+        .get("dlq.error")
+        .is_some_and(|e| !e.is_empty()));
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_dead_letters_total",
+            "reason=\"failed\""
+        ),
+        1.0
+    );
+    world.shutdown();
+}
+
+#[test]
+fn a_ten_second_tenant_outage_pauses_intake_shows_in_readiness_and_loses_nothing() {
+    let world = World::new("outage", sim_accepting_anyone(), Vec::new());
+    let stream = generate::mixed(15, 600, 0);
+    let (first, rest) = stream.records.split_at(100);
+    let service = world.service("svc", false, "max_inflight = 100");
+    wait_ready(&service);
+    world.produce(first);
+    assert!(wait_for(Duration::from_secs(60), || world.all_committed()));
+    world.sim.set_down(true);
+    world.produce(rest);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            service.metric("auth0_default_roles_mgmt_api_failing", "") == 1.0
+                && service.metric("auth0_default_roles_kafka_paused_partitions", "") == 3.0
+        }),
+        "no pause during the outage\n{}",
+        service.log_text()
+    );
+    let ready = service.get("/readyz");
+    assert!(
+        ready
+            .as_ref()
+            .is_some_and(|(s, body)| *s == 503 && body.contains("Management API")),
+        "{ready:?}"
+    );
+    let during = service.metric("auth0_default_roles_events_received_total", "");
+    std::thread::sleep(Duration::from_secs(8));
+    // Paused: at most what was already fetched came in (bounded by max_inflight + prefetch).
+    let later = service.metric("auth0_default_roles_events_received_total", "");
+    assert!(
+        later - during < 500.0,
+        "intake was not paused: {during} -> {later}"
+    );
+    world.sim.set_down(false);
+    assert!(
+        wait_for(Duration::from_secs(90), || world.tenant()
+            == stream.expected
+            && world.all_committed()),
+        "after the outage: {} of {} users\n{}",
+        world.tenant().len(),
+        stream.expected.len(),
+        service.log_text()
+    );
+    assert_eq!(service.get("/readyz").map(|(s, _)| s), Some(200));
+    assert_eq!(
+        service.metric("auth0_default_roles_kafka_paused_partitions", ""),
+        0.0
+    );
+    assert!(service.metric("auth0_default_roles_mgmt_api_retries_total", "") > 0.0);
+    world.shutdown();
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
+    let world = World::new(
+        "sigterm",
+        SimConfig {
+            latency_ms: 20,
+            ..sim_accepting_anyone()
+        },
+        Vec::new(),
+    );
+    let stream = generate::mixed(16, 800, 0);
+    world.produce(&stream.records);
+    let mut service = world.service("svc", false, "max_inflight = 40");
+    assert!(wait_for(Duration::from_secs(60), || world.tenant().len() >= 30));
+    service.signal("TERM");
+    let status = service.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        service.log_text()
+    );
+    let log = service.log_text();
+    assert!(log.contains("left the consumer group"), "{log}");
+    assert!(
+        !log.contains("abandoned=1"),
+        "work abandoned within the grace: {log}"
+    );
+    // Progress was committed; what was not is picked up by the next member of the group.
+    let done = committed(
+        &world.broker.bootstrap(),
+        &world.group,
+        &world.topic,
+        PARTITIONS,
+    );
+    assert!(done.iter().sum::<i64>() > 0, "nothing committed: {done:?}");
+    let next = world.service("next", false, "");
+    assert!(
+        wait_for(Duration::from_secs(90), || world.tenant()
+            == stream.expected
+            && world.all_committed()),
+        "{}",
+        next.log_text()
+    );
+    world.shutdown();
+}
