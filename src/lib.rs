@@ -2,6 +2,7 @@
 //! outside the login path.
 //!
 //! # Layout
+//! - [`demo`]: the `demo` command (mock Kafka cluster + simulator + the real `run` path).
 //! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
 //! - [`policy`]: the default-role rules and their evaluation (pure).
 //! - [`config`]: the TOML configuration and its validation.
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod dedup;
+pub mod demo;
 pub mod event;
 pub mod generate;
 pub mod kafka;

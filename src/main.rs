@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use auth0_default_roles::config::{self as cfg, Config, SourceSettings};
 use auth0_default_roles::dedup::Dedup;
-use auth0_default_roles::kafka;
 use auth0_default_roles::metrics::Metrics;
 use auth0_default_roles::mgmt::{self, MgmtError};
 use auth0_default_roles::pipeline::{Mode, Pipeline, Processor};
 use auth0_default_roles::replay::{self, Input, Output};
 use auth0_default_roles::server::{self, Health};
 use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
+use auth0_default_roles::{demo, kafka};
 
 /// Exit status for usage and configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -57,6 +57,26 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// See the service work in a minute, with nothing installed: an in-process Kafka cluster,
+    /// the Management API simulator, a generated stream and the demo policy.
+    Demo {
+        /// Messages to generate (users' signups, first logins, verifications, noise).
+        #[arg(long, default_value_t = 3000)]
+        events: usize,
+        /// The simulated tenant's rate limit in requests per second (the client uses the same;
+        /// 0: unlimited).
+        #[arg(long, default_value_t = 50.0)]
+        rate_limit: f64,
+        /// Keep serving /metrics and the simulator after the table, until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+        /// Where /metrics, /healthz and /readyz are served (another free port if taken).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// Seed of the generated stream.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
     },
     /// Run events from files or stdin through the policy (backfill, dry runs).
     Replay {
@@ -134,6 +154,7 @@ fn main() -> ExitCode {
     // `run` is a service: its audit trail is at info. One-shot commands stay quiet.
     let default_level = match cli.command {
         Command::Run { .. } => "info",
+        Command::Demo { .. } => "error",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -170,6 +191,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print!("{}", describe(&config));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            events,
+            rate_limit,
+            keep_running,
+            listen,
+            seed,
+        } => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let keep = if keep_running {
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    spawn_signal_handler(tx);
+                    Some(rx)
+                } else {
+                    None
+                };
+                let options = demo::DemoOptions {
+                    events,
+                    rate_limit,
+                    listen,
+                    seed,
+                };
+                let stdout = std::io::stdout();
+                let report = demo::run(options, keep, &mut stdout.lock()).await?;
+                Ok(if report.mismatched_users == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            })
         }
         Command::Run { config } => {
             let config = match load_config(&config) {

@@ -1,0 +1,409 @@
+//! `auth0-default-roles demo`: the whole service on one machine with nothing installed.
+//!
+//! An in-process Kafka cluster (librdkafka's mock cluster, 3 partitions), the Management API
+//! simulator on a loopback port, a generated stream with known expected roles, and the real
+//! `run` path (`kafka::run`, the pipeline, the client) with the demo policy.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::config::{Config, SourceSettings};
+use crate::dedup::Dedup;
+use crate::generate;
+use crate::metrics::Metrics;
+use crate::mgmt;
+use crate::pipeline::{Mode, Outcome, Pipeline, Processor};
+use crate::server::{self, Health};
+use crate::sim::{Seed, SeedRole, SimConfig, Simulator};
+
+/// The demo policy, embedded so the demo runs from any directory.
+pub const DEMO_POLICY: &str = include_str!("../config/demo.toml");
+
+const TOPIC: &str = "auth0-logs";
+const DEAD_LETTERS: &str = "auth0-logs-dlq";
+const PARTITIONS: i32 = 3;
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub events: usize,
+    /// The simulated tenant's rate limit, which the client is also configured with.
+    pub rate_limit: f64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (port 0 picks one).
+    pub listen: SocketAddr,
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("mock Kafka cluster: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("demo config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("Management API: {0}")]
+    Mgmt(#[from] mgmt::MgmtError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("consumer: {0}")]
+    Consumer(#[from] crate::kafka::KafkaRunError),
+    #[error("the demo did not finish within {0:?}: {1}")]
+    Stalled(Duration, String),
+}
+
+/// The demo's result, for the caller (and the test) to check.
+#[derive(Debug)]
+pub struct DemoReport {
+    pub events: usize,
+    pub processed: u64,
+    /// Users whose roles differ from the expected ones (0 when the demo proved its point).
+    pub mismatched_users: usize,
+    pub users_with_roles: usize,
+    pub api_calls: u64,
+    pub rate_limited: u64,
+    pub metrics_addr: SocketAddr,
+}
+
+/// Runs the demo; progress goes to stderr, the final table to `out`. With `keep_running`,
+/// waits for `stop` after the table so the user can look at `/metrics` and the simulator.
+pub async fn run(
+    options: DemoOptions,
+    keep_running: Option<tokio::sync::watch::Receiver<bool>>,
+    out: &mut dyn Write,
+) -> Result<DemoReport, DemoError> {
+    let started = Instant::now();
+    // 1. The stand-in tenant.
+    let rate = options.rate_limit.max(0.0);
+    let burst = if rate > 0.0 {
+        (rate as u32).max(1)
+    } else {
+        1000
+    };
+    let sim = Simulator::new(
+        SimConfig {
+            accept_any_user: true,
+            rate_per_second: rate,
+            burst,
+            ..SimConfig::default()
+        },
+        Seed {
+            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
+                .into_iter()
+                .map(SeedRole::named)
+                .collect(),
+            users: Vec::new(),
+        },
+    );
+    let tenant = sim.start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+
+    // 2. The Kafka cluster and the stream.
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, PARTITIONS, 1)?;
+    cluster.create_topic(DEAD_LETTERS, 1, 1)?;
+    let bootstrap = cluster.bootstrap_servers();
+    let stream = generate::mixed(options.seed, options.events, 1);
+    produce(&bootstrap, &stream.records).await?;
+
+    // 3. The real service configuration, validated like a user's file.
+    let client_rate = if rate > 0.0 { rate } else { 10_000.0 };
+    let text = format!(
+        r#"[auth0]
+domain = "sim.auth0.local"
+client_id = "sim-client"
+base_url = "{base}"
+requests_per_second = {client_rate}
+burst = {burst}
+
+[source]
+type = "kafka"
+
+[kafka]
+brokers = "{bootstrap}"
+topic = "{TOPIC}"
+group_id = "auth0-default-roles-demo"
+dead_letter_topic = "{DEAD_LETTERS}"
+commit_interval_ms = 500
+shutdown_grace_seconds = 5
+
+[kafka.properties]
+# The mock cluster's first join takes 3 s; a session must outlast it.
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"statistics.interval.ms" = "1000"
+
+[metrics]
+listen = "{listen}"
+
+{DEMO_POLICY}
+"#,
+        base = tenant.base_url,
+        listen = options.listen,
+    );
+    let env = |name: &str| (name == crate::config::SECRET_ENV).then(|| "sim-secret".to_owned());
+    let config = Config::from_toml(&text, Path::new("config/demo.toml"), &env)?;
+    let Some(SourceSettings::Kafka(kafka)) = config.source.clone() else {
+        return Err(DemoError::Stalled(
+            Duration::ZERO,
+            "no Kafka source".to_owned(),
+        ));
+    };
+    let auth0 = config.require_auth0()?.clone();
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Health::new(Arc::clone(&metrics), "kafka");
+    let metrics_addr = match server::serve(config.metrics_listen, Arc::clone(&health)).await {
+        Ok(addr) => addr,
+        // The default port is taken (another demo?): any free port will do.
+        Err(_) => server::serve(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::clone(&health)).await?,
+    };
+    let secret = auth0.client_secret(&env)?;
+    let (client, assigner) = mgmt::connect(
+        &auth0,
+        secret,
+        config.policy.role_names(),
+        Arc::clone(&metrics),
+    )
+    .await?;
+    health
+        .token
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    health
+        .roles
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+    let pipeline = Arc::new(Pipeline::online(
+        processor,
+        assigner,
+        client,
+        Mode::Live,
+        "kafka",
+    ));
+
+    // 4. Consume until every message reached an outcome.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(crate::kafka::run(
+        kafka,
+        Arc::clone(&pipeline),
+        Arc::clone(&health),
+        stop_rx,
+    ));
+    let total = stream.records.len() as u64;
+    let limit = Duration::from_secs(60)
+        + Duration::from_secs_f64(total as f64 / client_rate.min(1000.0) * 4.0);
+    let mut last_line = Instant::now() - Duration::from_secs(1);
+    let processed =
+        loop {
+            let processed = sum_processed(&metrics);
+            if processed >= total {
+                break processed;
+            }
+            if started.elapsed() > limit {
+                let _ = stop_tx.send(true);
+                return Err(DemoError::Stalled(
+                    limit,
+                    format!("{processed} of {total} events processed"),
+                ));
+            }
+            if last_line.elapsed() >= Duration::from_millis(500) {
+                last_line = Instant::now();
+                let joined = health.source.load(std::sync::atomic::Ordering::SeqCst);
+                eprint!(
+                "\r{:>5.1} s  {}  {processed}/{total} events, {} users with roles, {} API calls   ",
+                started.elapsed().as_secs_f64(),
+                if joined { "consuming" } else { "joining the consumer group" },
+                sim.users_with_roles().len(),
+                sim.stats().total_requests,
+            );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+    let elapsed = started.elapsed();
+    eprintln!();
+
+    // 5. The table.
+    let users = sim.users_with_roles();
+    let mismatched_users = stream
+        .expected
+        .iter()
+        .filter(|(u, roles)| {
+            users
+                .get(*u)
+                .map(|got| {
+                    got.iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>()
+                })
+                .as_ref()
+                != Some(*roles)
+        })
+        .count()
+        + users
+            .keys()
+            .filter(|u| !stream.expected.contains_key(*u))
+            .count();
+    let stats = sim.stats();
+    let mut by_roles: BTreeMap<String, usize> = BTreeMap::new();
+    for roles in users.values() {
+        *by_roles.entry(roles.join(", ")).or_default() += 1;
+    }
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "\nauth0-default-roles demo: {total} messages through Kafka (librdkafka mock cluster, {PARTITIONS} partitions) in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    let _ = writeln!(
+        t,
+        "policy: config/demo.toml · tenant: Management API simulator at {} ({})",
+        tenant.base_url,
+        if rate > 0.0 {
+            format!("{rate} requests/s")
+        } else {
+            "no rate limit".to_owned()
+        }
+    );
+    let _ = writeln!(t, "\nUsers by assigned roles");
+    for (roles, n) in &by_roles {
+        let _ = writeln!(t, "  {roles:<32} {n:>6}");
+    }
+    let _ = writeln!(
+        t,
+        "  {:<32} {:>6}   ({} expected by construction; {})",
+        "total",
+        users.len(),
+        stream.expected.len(),
+        if mismatched_users == 0 {
+            "every user has exactly the expected roles".to_owned()
+        } else {
+            format!("{mismatched_users} users DIFFER")
+        }
+    );
+    let _ = writeln!(t, "\nOutcomes per trigger");
+    let shown = [
+        Outcome::Assigned,
+        Outcome::AlreadyDone,
+        Outcome::NoRule,
+        Outcome::NotEligible,
+        Outcome::Invalid,
+        Outcome::Failed,
+    ];
+    let _ = write!(t, "  {:<16}", "trigger");
+    for o in shown {
+        let _ = write!(t, "{:>14}", o.as_str());
+    }
+    let _ = writeln!(t);
+    for trigger in ["signup", "first_login", "email_verified", "none"] {
+        let _ = write!(t, "  {trigger:<16}");
+        for o in shown {
+            let n = metrics
+                .events_processed
+                .with_label_values(&["kafka", trigger, o.as_str()])
+                .get();
+            let _ = write!(t, "{n:>14}");
+        }
+        let _ = writeln!(t);
+    }
+    let writes = stats
+        .calls
+        .iter()
+        .filter(|(op, _)| op.starts_with("assign"))
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    let _ = writeln!(
+        t,
+        "\nManagement API: {} requests ({} assignment calls, {:.3} per user given roles), {} answered 429",
+        stats.total_requests,
+        writes,
+        if users.is_empty() { 0.0 } else { stats.total_requests as f64 / users.len() as f64 },
+        stats.rate_limited
+    );
+    let _ = writeln!(
+        t,
+        "Dead letters: {} (the malformed message, kept in {DEAD_LETTERS} with its origin)",
+        metrics.dead_letters.with_label_values(&["invalid"]).get()
+            + metrics.dead_letters.with_label_values(&["failed"]).get()
+    );
+    let _ = writeln!(
+        t,
+        "Metrics: http://{metrics_addr}/metrics   health: /healthz, /readyz"
+    );
+    out.write_all(t.as_bytes())?;
+    out.flush()?;
+
+    if let Some(mut stop) = keep_running {
+        let _ = writeln!(
+            out,
+            "\nStill running (--keep-running): the simulator at {} (try {}/sim/state) and the metrics. Ctrl-C stops.",
+            tenant.base_url, tenant.base_url
+        );
+        out.flush()?;
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    match consumer.await {
+        Ok(result) => {
+            result?;
+        }
+        Err(err) => {
+            return Err(DemoError::Stalled(
+                Duration::ZERO,
+                format!("consumer task: {err}"),
+            ));
+        }
+    }
+    drop(cluster);
+    tenant.shutdown().await;
+    Ok(DemoReport {
+        events: stream.records.len(),
+        processed,
+        mismatched_users,
+        users_with_roles: users.len(),
+        api_calls: stats.total_requests,
+        rate_limited: stats.rate_limited,
+        metrics_addr,
+    })
+}
+
+fn sum_processed(metrics: &Metrics) -> u64 {
+    let mut n = 0;
+    for trigger in ["signup", "first_login", "email_verified", "none"] {
+        for o in Outcome::ALL {
+            n += metrics
+                .events_processed
+                .with_label_values(&["kafka", trigger, o.as_str()])
+                .get();
+        }
+    }
+    n
+}
+
+async fn produce(bootstrap: &str, records: &[generate::Record]) -> Result<(), DemoError> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()?;
+    let sends = records.iter().map(|r| {
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(TOPIC).payload(&r.value[..]);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_str());
+        }
+        producer.send(record, Duration::from_secs(10))
+    });
+    for result in futures_util::future::join_all(sends).await {
+        result.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
