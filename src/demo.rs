@@ -227,7 +227,12 @@ listen = "{listen}"
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
     let elapsed = started.elapsed();
-    eprintln!();
+    eprintln!(
+        "\r{:>5.1} s  consumed  {processed}/{total} events, {} users with roles, {} API calls   ",
+        elapsed.as_secs_f64(),
+        sim.users_with_roles().len(),
+        sim.stats().total_requests,
+    );
 
     // 5. The table.
     let users = sim.users_with_roles();
