@@ -57,7 +57,7 @@ fn main() {
     let n = records.len();
     let bytes: usize = records.iter().map(|r| r.1.len()).sum();
     let started = Instant::now();
-    produce(&broker.bootstrap(), topic, &records);
+    let _ = produce(&broker.bootstrap(), topic, &records);
     println!(
         "produced {n} events ({:.1} MB, {:.1} % eligible, {} users to get roles) in {:.1} s",
         bytes as f64 / 1e6,

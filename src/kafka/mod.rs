@@ -491,6 +491,7 @@ async fn consume(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let resume_below = settings.max_inflight / 2;
+    let mut last_consume_error: Option<Instant> = None;
 
     loop {
         while tasks.try_join_next().is_some() {}
@@ -516,7 +517,12 @@ async fn consume(
             }
             _ = tick.tick() => {}
             message = consumer.recv() => match message {
-                Err(err) => tracing::warn!(%err, "Kafka consume error"),
+                Err(err) => {
+                    if last_consume_error.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(10)) {
+                        last_consume_error = Some(Instant::now());
+                        tracing::warn!(%err, "Kafka consume error (librdkafka retries by itself; repeats within 10 s are not logged)");
+                    }
+                }
                 Ok(message) => {
                     let tp = (message.topic().to_owned(), message.partition());
                     let offset = message.offset();

@@ -161,14 +161,49 @@ impl Drop for Broker {
     }
 }
 
+/// Records where each acknowledged message landed.
+#[derive(Default)]
+pub struct Acks {
+    /// Partition → one past the highest acknowledged offset.
+    pub ends: std::sync::Mutex<BTreeMap<i32, i64>>,
+    pub failed: std::sync::atomic::AtomicUsize,
+}
+
+impl rdkafka::ClientContext for Acks {}
+
+impl rdkafka::producer::ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        use rdkafka::Message;
+        match result {
+            Ok(m) => {
+                let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+                let end = ends.entry(m.partition()).or_insert(0);
+                *end = (*end).max(m.offset() + 1);
+            }
+            Err(_) => {
+                self.failed
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 /// Produces `records` (key, value) to `topic`, partitioned by key, and waits for every ack.
-pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
+/// Returns, per partition, one past the highest offset written (from the delivery reports: the
+/// broker's own high watermark is not used, so the check does not depend on ListOffsets).
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<String>, Vec<u8>)],
+) -> BTreeMap<i32, i64> {
+    let producer: BaseProducer<Acks> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("linger.ms", "5")
+        .set("batch.num.messages", "1")
         .set("message.timeout.ms", "30000")
-        .create()
+        .create_with_context(Acks::default())
         .unwrap_or_else(|e| panic!("producer: {e}"));
     for (key, value) in records {
         let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(&value[..]);
@@ -200,22 +235,14 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>
     producer
         .flush(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("flush: {e}"));
-}
-
-/// Sum of messages in `topic` (high watermarks), per partition.
-pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap_or_else(|e| panic!("{e}"));
-    (0..partitions)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map(|(_, high)| high)
-                .unwrap_or_else(|e| panic!("watermarks {topic}/{p}: {e}"))
-        })
-        .collect()
+    let acks = producer.context();
+    assert_eq!(
+        acks.failed.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "some messages were not acknowledged"
+    );
+    let ends = acks.ends.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    ends
 }
 
 /// The group's committed offsets for `topic` (-1 where nothing is committed).
@@ -350,6 +377,26 @@ impl Service {
     pub fn metric(&self, name: &str, label_filter: &str) -> f64 {
         let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
         metric_sum(&body, name, label_filter)
+    }
+
+    /// The Kafka, in-flight and event metrics, for failure messages.
+    pub fn snapshot(&self) -> String {
+        let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                [
+                    "kafka_",
+                    "inflight",
+                    "events_received",
+                    "events_processed",
+                    "mgmt_api_failing",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn log_text(&self) -> String {
