@@ -65,6 +65,20 @@ struct ConfigFile {
     kafka: Option<KafkaSection>,
     #[serde(default)]
     metrics: MetricsSection,
+    ingest: Option<IngestSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestSection {
+    listen: Option<String>,
+    path: Option<String>,
+    mode: Option<String>,
+    token_file: Option<PathBuf>,
+    /// Present only to give a helpful error: the token never lives in the file.
+    token: Option<toml::Value>,
+    max_body_bytes: Option<usize>,
+    direct_deadline_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +162,56 @@ pub struct Config {
     pub source: Option<SourceSettings>,
     /// `[metrics] listen`: where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_listen: SocketAddr,
+    /// `[ingest]`: the HTTP receiver of Auth0's Custom Webhook log stream.
+    pub ingest: Option<IngestSettings>,
+}
+
+/// Environment variable holding the webhook's Authorization token.
+pub const WEBHOOK_TOKEN_ENV: &str = "AUTH0_WEBHOOK_TOKEN";
+
+/// What `ingest` does with the records it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Produce each record to `[kafka] topic`, keyed by user id (the bridge).
+    Kafka,
+    /// Run the pipeline in-process.
+    Direct,
+}
+
+/// Validated `[ingest]` settings (the token is read separately, see [`IngestSettings::token`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestSettings {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub mode: IngestMode,
+    pub token_file: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    /// Direct mode: how long a delivery may wait for its events before answering 503.
+    pub direct_deadline: Duration,
+}
+
+impl IngestSettings {
+    /// The expected `Authorization` header value: `AUTH0_WEBHOOK_TOKEN`, else `token_file`.
+    pub fn token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+        if let Some(token) = env(WEBHOOK_TOKEN_ENV).filter(|s| !s.is_empty()) {
+            return Ok(Secret(token));
+        }
+        let path = self.token_file.as_ref().ok_or_else(|| {
+            invalid(
+                "ingest.token_file",
+                format!("no webhook token: set {WEBHOOK_TOKEN_ENV} or ingest.token_file (the Authorization Token configured in the Auth0 log stream)"),
+            )
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim_end_matches(['\n', '\r']).to_owned();
+        if token.is_empty() {
+            return Err(invalid("ingest.token_file", "the file is empty"));
+        }
+        Ok(Secret(token))
+    }
 }
 
 /// The default `[metrics] listen` address.
@@ -174,6 +238,9 @@ const OWNED_PROPERTIES: [(&str, &str); 5] = [
     ),
     ("auto.commit.interval.ms", "use kafka.commit_interval_ms"),
 ];
+
+/// The consumer group when `[kafka] group_id` is not set.
+pub const DEFAULT_GROUP_ID: &str = "auth0-default-roles";
 
 /// Validated `[kafka]` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -315,12 +382,14 @@ impl Config {
                 format!("`{listen}` is not an address:port, e.g. 0.0.0.0:9464"),
             )
         })?;
+        let ingest = file.ingest.map(ingest_settings).transpose()?;
         Ok(Config {
             auth0,
             policy,
             dedup,
             source,
             metrics_listen,
+            ingest,
         })
     }
 
@@ -493,16 +562,11 @@ fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {
             "missing: name the topic Auth0 logs arrive on",
         ));
     }
-    let group_id = k
-        .group_id
-        .map(|g| g.trim().to_owned())
-        .filter(|g| !g.is_empty())
-        .ok_or_else(|| {
-            invalid(
-                "kafka.group_id",
-                "missing: every instance of the service must share one consumer group id",
-            )
-        })?;
+    let group_id = match k.group_id.map(|g| g.trim().to_owned()) {
+        None => DEFAULT_GROUP_ID.to_owned(),
+        Some(g) if g.is_empty() => return Err(invalid("kafka.group_id", "must not be empty")),
+        Some(g) => g,
+    };
     let dead_letter_topic = k.dead_letter_topic.map(|t| t.trim().to_owned());
     if let Some(t) = &dead_letter_topic {
         if t.is_empty() || topics.contains(t) {
@@ -594,5 +658,66 @@ fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {
         shutdown_grace,
         rebalance_drain,
         properties,
+    })
+}
+
+fn ingest_settings(section: IngestSection) -> Result<IngestSettings, ConfigError> {
+    if section.token.is_some() {
+        return Err(invalid(
+            "ingest.token",
+            format!("the webhook token never goes in the config file: set {WEBHOOK_TOKEN_ENV} or ingest.token_file"),
+        ));
+    }
+    let listen = section.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
+    let listen = listen.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            "ingest.listen",
+            format!("`{listen}` is not an address:port, e.g. 0.0.0.0:8080"),
+        )
+    })?;
+    let path = section.path.unwrap_or_else(|| "/auth0/logs".to_owned());
+    if !path.starts_with('/') || path.contains(' ') || path.contains('{') {
+        return Err(invalid(
+            "ingest.path",
+            format!("`{path}` is not a URL path such as /auth0/logs"),
+        ));
+    }
+    let mode = match section.mode.as_deref().map(str::trim) {
+        Some("kafka") => IngestMode::Kafka,
+        Some("direct") => IngestMode::Direct,
+        Some(other) => {
+            return Err(invalid(
+                "ingest.mode",
+                format!("`{other}` is not a mode: use \"kafka\" (bridge into [kafka] topic) or \"direct\" (assign in-process)"),
+            ))
+        }
+        None => {
+            return Err(invalid(
+                "ingest.mode",
+                "missing: \"kafka\" (bridge into [kafka] topic) or \"direct\" (assign in-process)",
+            ))
+        }
+    };
+    let max_body_bytes = section.max_body_bytes.unwrap_or(5 * 1024 * 1024);
+    if !(1024..=100 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(invalid(
+            "ingest.max_body_bytes",
+            "must be between 1024 and 104857600",
+        ));
+    }
+    let deadline = section.direct_deadline_seconds.unwrap_or(10.0);
+    if !(deadline.is_finite() && deadline > 0.0 && deadline <= 120.0) {
+        return Err(invalid(
+            "ingest.direct_deadline_seconds",
+            "must be between 0 and 120 (Auth0 gives up on slow answers)",
+        ));
+    }
+    Ok(IngestSettings {
+        listen,
+        path,
+        mode,
+        token_file: section.token_file,
+        max_body_bytes,
+        direct_deadline: Duration::from_secs_f64(deadline),
     })
 }

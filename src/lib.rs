@@ -12,6 +12,7 @@
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
 //! - [`replay`]: the `replay` command (backfill from files or stdin).
 //! - [`generate`]: a reproducible Auth0 log stream with known expected roles.
+//! - [`ingest`]: the `ingest` command (Auth0 Custom Webhook receiver: Kafka bridge or direct).
 //! - [`kafka`]: the Kafka consumer behind `run` (at-least-once, ordered per user).
 //! - [`sequencer`]: per-user ordering for concurrent sources.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
@@ -22,6 +23,7 @@ pub mod dedup;
 pub mod demo;
 pub mod event;
 pub mod generate;
+pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod mgmt;

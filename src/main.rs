@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
-use auth0_default_roles::config::{self as cfg, Config, SourceSettings};
+use auth0_default_roles::config::{self as cfg, Config, IngestMode, SourceSettings};
 use auth0_default_roles::dedup::Dedup;
 use auth0_default_roles::metrics::Metrics;
 use auth0_default_roles::mgmt::{self, MgmtError};
@@ -16,7 +16,7 @@ use auth0_default_roles::pipeline::{Mode, Pipeline, Processor};
 use auth0_default_roles::replay::{self, Input, Output};
 use auth0_default_roles::server::{self, Health};
 use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
-use auth0_default_roles::{demo, kafka};
+use auth0_default_roles::{demo, ingest, kafka};
 
 /// Exit status for usage and configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -54,6 +54,13 @@ enum Command {
     /// Run the service: consume the configured source ([source], [kafka]) and assign roles
     /// until SIGTERM/SIGINT; serves /metrics, /healthz and /readyz on [metrics] listen.
     Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Receive Auth0's Custom Webhook log stream over HTTP ([ingest]): bridge it into Kafka
+    /// keyed by user id (mode "kafka"), or assign roles in-process (mode "direct").
+    Ingest {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
@@ -153,7 +160,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` is a service: its audit trail is at info. One-shot commands stay quiet.
     let default_level = match cli.command {
-        Command::Run { .. } => "info",
+        Command::Run { .. } | Command::Ingest { .. } => "info",
         Command::Demo { .. } => "error",
         _ => "warn",
     };
@@ -224,6 +231,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ExitCode::from(1)
                 })
             })
+        }
+        Command::Ingest { config } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(ingest_command(config))
         }
         Command::Run { config } => {
             let config = match load_config(&config) {
@@ -405,6 +421,110 @@ async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
         abandoned = summary.abandoned,
         "stopped"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ingest_command(config: Config) -> anyhow::Result<ExitCode> {
+    let Some(settings) = config.ingest.clone() else {
+        eprintln!("error: `ingest` needs an [ingest] section (see config/example.toml)");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let token = match settings.token(&cfg::process_env) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let metrics = Arc::new(Metrics::new()?);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    spawn_signal_handler(stop_tx);
+    let (health, backend) = match settings.mode {
+        IngestMode::Kafka => {
+            let Some(SourceSettings::Kafka(kafka)) = &config.source else {
+                eprintln!(
+                    "error: ingest.mode = \"kafka\" needs a [kafka] section with brokers and topic"
+                );
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            let health = Health::new(Arc::clone(&metrics), "kafka-bridge");
+            health
+                .token
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            health
+                .roles
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let bridge = ingest::Bridge::new(kafka)?;
+            bridge.spawn_readiness(Arc::clone(&health));
+            tracing::info!(topic = %kafka.topics.join(","), brokers = %kafka.brokers.join(","), "bridging into Kafka");
+            (health, ingest::Backend::Bridge(bridge))
+        }
+        IngestMode::Direct => {
+            let auth0 = match config.require_auth0() {
+                Ok(a) => a.clone(),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            let secret = match auth0.client_secret(&cfg::process_env) {
+                Ok(s) => s,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            let health = Health::new(Arc::clone(&metrics), "http");
+            let connected = tokio::select! {
+                connected = mgmt::connect(&auth0, secret, config.policy.role_names(), Arc::clone(&metrics)) => connected,
+                _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+            };
+            let (client, assigner) = match connected {
+                Ok(c) => c,
+                Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => {
+                    eprintln!("error: {err}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+                Err(err) => return Err(err).context("cannot start the Management API client"),
+            };
+            health
+                .token
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            health
+                .roles
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            health
+                .source
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+            let pipeline = Arc::new(Pipeline::online(
+                processor,
+                assigner,
+                client,
+                Mode::Live,
+                "http",
+            ));
+            (
+                health,
+                ingest::Backend::Direct(ingest::Direct::new(pipeline, settings.direct_deadline)),
+            )
+        }
+    };
+    let addr = server::serve(config.metrics_listen, Arc::clone(&health))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for /metrics (set [metrics] listen)",
+                config.metrics_listen
+            )
+        })?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    let state = ingest::IngestState::new(token, metrics, backend);
+    ingest::serve(&settings, Arc::clone(&state), stop_rx).await?;
+    if let ingest::Backend::Bridge(bridge) = state.backend() {
+        bridge.flush(std::time::Duration::from_secs(10));
+    }
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

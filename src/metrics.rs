@@ -32,6 +32,9 @@ pub struct Metrics {
     pub kafka_offset_commits: IntCounterVec,
     pub kafka_paused_partitions: IntGauge,
     pub dead_letters: IntCounterVec,
+    pub ingest_requests: IntCounterVec,
+    pub ingest_records: IntCounterVec,
+    pub ingest_request_duration: Histogram,
     pub build_info: IntGaugeVec,
 }
 
@@ -152,6 +155,19 @@ impl Metrics {
                 opts("dead_letters_total", "Events sent to the dead-letter topic, by reason."),
                 &["reason"],
             )?,
+            ingest_requests: IntCounterVec::new(
+                opts("ingest_requests_total", "Log-stream deliveries received over HTTP, by response status."),
+                &["status"],
+            )?,
+            ingest_records: IntCounterVec::new(
+                opts("ingest_records_total", "Records of HTTP deliveries by outcome: `produced` (bridge), `processed` (direct), `invalid`, `failed`, `unacknowledged`."),
+                &["outcome"],
+            )?,
+            ingest_request_duration: Histogram::with_opts(hopts(
+                "ingest_request_duration_seconds",
+                "Time from receiving a delivery to answering it.",
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ))?,
             build_info: IntGaugeVec::new(
                 opts("build_info", "Always 1; the version label tells the build."),
                 &["version"],
@@ -188,6 +204,9 @@ impl Metrics {
         r.register(Box::new(self.kafka_offset_commits.clone()))?;
         r.register(Box::new(self.kafka_paused_partitions.clone()))?;
         r.register(Box::new(self.dead_letters.clone()))?;
+        r.register(Box::new(self.ingest_requests.clone()))?;
+        r.register(Box::new(self.ingest_records.clone()))?;
+        r.register(Box::new(self.ingest_request_duration.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -200,5 +219,49 @@ impl Metrics {
             tracing::warn!(error = %err, "metrics: encoding failed");
         }
         String::from_utf8_lossy(&buffer).into_owned()
+    }
+
+    /// The full name of every metric family the service exports, sorted, whether or not it has
+    /// samples yet: `gather()` leaves out labelled families without children, so the names come
+    /// from each collector's descriptors, plus whatever `gather()` finds (keep the list in step
+    /// with `register_all`).
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 22] = [
+            &self.events_received,
+            &self.events_processed,
+            &self.event_processing_duration,
+            &self.event_age,
+            &self.last_processed_event_timestamp,
+            &self.inflight_events,
+            &self.role_assignments,
+            &self.mgmt_requests,
+            &self.mgmt_request_duration,
+            &self.mgmt_retries,
+            &self.mgmt_rate_limit_remaining,
+            &self.mgmt_failing,
+            &self.rate_limiter_wait,
+            &self.dedup_hits,
+            &self.dedup_entries,
+            &self.kafka_consumer_lag,
+            &self.kafka_assigned_partitions,
+            &self.kafka_rebalances,
+            &self.kafka_offset_commits,
+            &self.kafka_paused_partitions,
+            &self.dead_letters,
+            &self.build_info,
+        ];
+        let mut names: std::collections::BTreeSet<String> = collectors
+            .iter()
+            .flat_map(|c| c.desc())
+            .map(|d| d.fq_name.clone())
+            .collect();
+        names.extend(
+            self.registry
+                .gather()
+                .iter()
+                .map(|family| family.name().to_owned()),
+        );
+        names.into_iter().collect()
     }
 }

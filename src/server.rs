@@ -53,6 +53,8 @@ impl Health {
         if !self.source.load(Ordering::Relaxed) {
             reasons.push(match self.source_name {
                 "kafka" => "not a member of the consumer group yet".to_owned(),
+                "kafka-bridge" => "the Kafka broker does not answer".to_owned(),
+                "http" => "not listening yet".to_owned(),
                 other => format!("{other} source not connected yet"),
             });
         }

@@ -222,7 +222,6 @@ fn kafka_errors_name_the_key() {
         ("[kafka]\ntopic = \"t\"\ngroup_id = \"g\"\n", "kafka.brokers"),
         ("[kafka]\nbrokers = \"kafka://k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\n", "kafka.brokers"),
         ("[kafka]\nbrokers = \"k:9092\"\ngroup_id = \"g\"\n", "kafka.topic"),
-        ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\n", "kafka.group_id"),
         ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ntopics = [\"u\"]\ngroup_id = \"g\"\n", "kafka.topics"),
         ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\ndead_letter_topic = \"t\"\n", "kafka.dead_letter_topic"),
         ("[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\nmax_inflight = 0\n", "kafka.max_inflight"),

@@ -1,0 +1,651 @@
+//! `ingest`: receives Auth0's Custom Webhook log stream over HTTP.
+//!
+//! Auth0 has no native Kafka sink; this is the receiver in front of it. Each delivery (JSON
+//! Lines, JSON Array, JSON Object `{"logs": [...]}`, or one EventBridge event from an API
+//! destination) is split into records, and then either
+//! - **bridged** into `[kafka] topic`, keyed by `user_id` (one user's events stay in one
+//!   partition, in order), with an idempotent `acks=all` producer: 200 only once the broker
+//!   acknowledged every record, else 503 so Auth0 retries the batch; or
+//! - **processed directly** by the pipeline: 200 once every event reached a final outcome
+//!   within the deadline, else 503.
+//!
+//! Authorization: Auth0 sends the configured token verbatim in `Authorization`; it is compared
+//! in constant time, and anything else gets a bare 401 before the body is read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
+
+use crate::config::{IngestSettings, KafkaSettings, Secret};
+use crate::event::{decode, Decoded};
+use crate::metrics::Metrics;
+use crate::pipeline::{Outcome, Pipeline};
+use crate::sequencer::Sequencer;
+use crate::server::Health;
+
+/// Why the receiver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(rdkafka::error::KafkaError),
+    #[error("cannot listen on {addr} ([ingest] listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Where records go.
+pub enum Backend {
+    Bridge(Bridge),
+    Direct(Direct),
+}
+
+/// The Kafka bridge: an idempotent producer.
+pub struct Bridge {
+    producer: FutureProducer,
+    topic: String,
+    dead_letter_topic: Option<String>,
+}
+
+/// The in-process pipeline, ordered per user.
+pub struct Direct {
+    pipeline: Arc<Pipeline>,
+    sequencer: Arc<Sequencer>,
+    deadline: Duration,
+}
+
+impl Direct {
+    pub fn new(pipeline: Arc<Pipeline>, deadline: Duration) -> Direct {
+        Direct {
+            pipeline,
+            sequencer: Arc::new(Sequencer::default()),
+            deadline,
+        }
+    }
+}
+
+/// The bridge producer's configuration: `[kafka.properties]` (producer-relevant ones), then
+/// idempotence and `acks=all`. Deliveries wait at most `message.timeout.ms` (10 s unless set)
+/// so Auth0 gets its 503 well before it gives up on the request.
+pub fn bridge_config(kafka: &KafkaSettings) -> rdkafka::ClientConfig {
+    let mut config = crate::kafka::producer_config(kafka);
+    if !kafka.properties.contains_key("message.timeout.ms") {
+        config.set("message.timeout.ms", "10000");
+    }
+    if !kafka.properties.contains_key("linger.ms") {
+        config.set("linger.ms", "5");
+    }
+    config.set("client.id", "auth0-default-roles-ingest");
+    config
+}
+
+impl Bridge {
+    pub fn new(kafka: &KafkaSettings) -> Result<Bridge, IngestError> {
+        let producer = bridge_config(kafka)
+            .create()
+            .map_err(IngestError::Producer)?;
+        Ok(Bridge {
+            producer,
+            topic: kafka.topics.first().cloned().unwrap_or_default(),
+            dead_letter_topic: kafka.dead_letter_topic.clone(),
+        })
+    }
+
+    /// Checks the broker answers, every 5 s, into `health.source`.
+    pub fn spawn_readiness(&self, health: Arc<Health>) {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::spawn(async move {
+            loop {
+                let producer = producer.clone();
+                let topic = topic.clone();
+                let ok = tokio::task::spawn_blocking(move || {
+                    producer
+                        .client()
+                        .fetch_metadata(Some(&topic), Duration::from_secs(3))
+                        .map(|m| m.topics().iter().any(|t| t.error().is_none()))
+                        .unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false);
+                health.source.store(ok, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
+
+    /// Waits for every queued message to be delivered (shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(err) = self.producer.flush(timeout) {
+            tracing::warn!(%err, "bridge producer: not every message was flushed");
+        }
+    }
+}
+
+/// Everything a request needs.
+pub struct IngestState {
+    token: Secret,
+    metrics: Arc<Metrics>,
+    backend: Backend,
+}
+
+impl IngestState {
+    pub fn new(token: Secret, metrics: Arc<Metrics>, backend: Backend) -> Arc<IngestState> {
+        Arc::new(IngestState {
+            token,
+            metrics,
+            backend,
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+/// The receiver's routes: `POST {path}`.
+pub fn router(settings: &IngestSettings, state: Arc<IngestState>) -> Router {
+    Router::new()
+        .route(&settings.path, post(receive))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authorize,
+        ))
+        .route_layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .with_state(state)
+}
+
+/// Binds `[ingest] listen` and serves until `stop` turns true; in-flight requests finish.
+pub async fn serve(
+    settings: &IngestSettings,
+    state: Arc<IngestState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| IngestError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(IngestError::Serve)?;
+    tracing::info!(%addr, path = %settings.path, "receiving the Auth0 log stream");
+    axum::serve(listener, router(settings, state))
+        .with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+        .map_err(IngestError::Serve)
+}
+
+/// Counts every answer (401 and 413 included) and times it.
+async fn observe(State(state): State<Arc<IngestState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let m = &state.metrics;
+    m.ingest_requests
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    m.ingest_request_duration
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The whole `Authorization` header must equal the token; the body is not read otherwise.
+async fn authorize(
+    State(state): State<Arc<IngestState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let expected = state.token.expose().as_bytes();
+    if bool::from(given.ct_eq(expected)) {
+        next.run(request).await
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+/// Content types Auth0 (and EventBridge API destinations) send; a missing one is accepted.
+fn acceptable_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let value = value.to_str().unwrap_or_default().to_ascii_lowercase();
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    matches!(
+        essence,
+        "application/json"
+            | "application/x-ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/json-seq"
+            | "text/plain"
+            | ""
+    )
+}
+
+/// One record of a delivery: its bytes, or why it is not a record.
+pub type RawRecord = Result<Vec<u8>, String>;
+
+#[derive(serde::Deserialize)]
+struct Logs<'a> {
+    #[serde(borrow)]
+    logs: Vec<&'a RawValue>,
+}
+
+/// Splits a delivery into records: a JSON array, `{"logs": [...]}`, a single object (a
+/// webhook record, a bare log or an EventBridge event), or JSON Lines. `Err` when the body is
+/// none of these at all.
+pub fn split_records(body: &[u8]) -> Result<Vec<RawRecord>, &'static str> {
+    let trimmed = body.trim_ascii();
+    match trimmed.first() {
+        None => Err("empty body"),
+        Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
+            Ok(items) => Ok(items
+                .into_iter()
+                .map(|r| Ok(r.get().as_bytes().to_vec()))
+                .collect()),
+            Err(_) => Ok(json_lines(trimmed)),
+        },
+        Some(b'{') => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_err() {
+                return Ok(json_lines(trimmed));
+            }
+            match serde_json::from_slice::<Logs<'_>>(trimmed) {
+                Ok(logs) => Ok(logs
+                    .logs
+                    .into_iter()
+                    .map(|r| Ok(r.get().as_bytes().to_vec()))
+                    .collect()),
+                Err(_) => Ok(vec![Ok(trimmed.to_vec())]),
+            }
+        }
+        Some(_) => Err("not JSON: send JSON Lines, a JSON array or a JSON object"),
+    }
+}
+
+fn json_lines(body: &[u8]) -> Vec<RawRecord> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim_ascii().is_empty())
+        .map(|(i, line)| {
+            let line = line.trim_ascii();
+            match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                Ok(_) => Ok(line.to_vec()),
+                Err(e) => Err(format!(
+                    "line {}: invalid JSON ({})",
+                    i + 1,
+                    e.classify_name()
+                )),
+            }
+        })
+        .collect()
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "data error",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+/// What a delivery's records became, returned as the 200/503 body.
+#[derive(Debug, Default, serde::Serialize)]
+struct Answer {
+    records: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    produced: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processed: Option<usize>,
+    invalid: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn json(status: StatusCode, answer: &Answer) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(answer).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn receive(
+    State(state): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !acceptable_content_type(&headers) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send application/json (JSON Lines, JSON Array or JSON Object)\n",
+        )
+            .into_response();
+    }
+    let records = match split_records(&body) {
+        Ok(r) => r,
+        Err(reason) => return (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response(),
+    };
+    // Decode each record once: the bridge needs the key, the direct path the events.
+    let mut good: Vec<(Vec<u8>, Vec<Decoded>)> = Vec::with_capacity(records.len());
+    let mut invalid: Vec<(Vec<u8>, String)> = Vec::new();
+    let total = records.len();
+    for record in records {
+        match record {
+            Err(reason) => invalid.push((Vec::new(), reason)),
+            Ok(bytes) => {
+                let events = decode(&bytes);
+                match events.iter().find_map(|e| e.as_ref().err()) {
+                    Some(err) if events.len() == 1 => {
+                        let reason = err.reason.clone();
+                        invalid.push((bytes, reason));
+                    }
+                    _ if events.is_empty() => invalid.push((bytes, "no event".to_owned())),
+                    _ => good.push((bytes, events)),
+                }
+            }
+        }
+    }
+    let m = &state.metrics;
+    if !invalid.is_empty() {
+        m.ingest_records
+            .with_label_values(&["invalid"])
+            .inc_by(invalid.len() as u64);
+        for (_, reason) in &invalid {
+            tracing::warn!(reason = %reason, "invalid record in a log-stream delivery (counted, not processed)");
+        }
+    }
+    if good.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no decodable Auth0 log record in the body ({} invalid)\n",
+                invalid.len()
+            ),
+        )
+            .into_response();
+    }
+    match &state.backend {
+        Backend::Bridge(bridge) => bridge_records(bridge, m, total, good, invalid).await,
+        Backend::Direct(direct) => direct_records(direct, m, total, good, invalid.len()).await,
+    }
+}
+
+async fn bridge_records(
+    bridge: &Bridge,
+    m: &Metrics,
+    total: usize,
+    good: Vec<(Vec<u8>, Vec<Decoded>)>,
+    invalid: Vec<(Vec<u8>, String)>,
+) -> Response {
+    let keyed: Vec<(Option<String>, Vec<u8>)> = good
+        .into_iter()
+        .map(|(bytes, events)| {
+            let key = events
+                .iter()
+                .find_map(|e| e.as_ref().ok().and_then(|e| e.user()).map(str::to_owned));
+            (key, bytes)
+        })
+        .collect();
+    let sends = keyed.iter().map(|(key, bytes)| {
+        let mut record: FutureRecord<'_, str, [u8]> =
+            FutureRecord::to(&bridge.topic).payload(&bytes[..]);
+        if let Some(k) = key {
+            record = record.key(k.as_str());
+        }
+        bridge.producer.send(record, Duration::from_secs(5))
+    });
+    let mut results = futures_util::future::join_all(sends).await;
+    // Invalid records go to the dead-letter topic when there is one (they are not retried).
+    if let Some(dlq) = &bridge.dead_letter_topic {
+        let dead = invalid
+            .iter()
+            .filter(|(b, _)| !b.is_empty())
+            .map(|(bytes, reason)| {
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "dlq.reason",
+                        value: Some("invalid"),
+                    })
+                    .insert(Header {
+                        key: "dlq.error",
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "dlq.original.source",
+                        value: Some("ingest"),
+                    });
+                bridge.producer.send(
+                    FutureRecord::<'_, [u8], [u8]>::to(dlq)
+                        .payload(&bytes[..])
+                        .headers(headers),
+                    Duration::from_secs(5),
+                )
+            });
+        let dead_results = futures_util::future::join_all(dead).await;
+        let sent = dead_results.iter().filter(|r| r.is_ok()).count() as u64;
+        m.dead_letters.with_label_values(&["invalid"]).inc_by(sent);
+        results.extend(dead_results);
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|(e, _)| e.to_string()))
+        .collect();
+    let produced = keyed.len().saturating_sub(failed.len());
+    if failed.is_empty() {
+        m.ingest_records
+            .with_label_values(&["produced"])
+            .inc_by(produced as u64);
+        json(
+            StatusCode::OK,
+            &Answer {
+                records: total,
+                produced: Some(produced),
+                invalid: invalid.len(),
+                ..Answer::default()
+            },
+        )
+    } else {
+        m.ingest_records
+            .with_label_values(&["unacknowledged"])
+            .inc_by(failed.len() as u64);
+        tracing::warn!(
+            unacknowledged = failed.len(),
+            error = %failed[0],
+            "the broker did not acknowledge every record: answering 503 so Auth0 retries the delivery"
+        );
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Answer {
+                records: total,
+                produced: Some(produced),
+                invalid: invalid.len(),
+                error: Some("the Kafka broker did not acknowledge every record; retry".to_owned()),
+                ..Answer::default()
+            },
+        )
+    }
+}
+
+async fn direct_records(
+    direct: &Direct,
+    m: &Metrics,
+    total: usize,
+    good: Vec<(Vec<u8>, Vec<Decoded>)>,
+    invalid: usize,
+) -> Response {
+    let mut handles = Vec::new();
+    for (_, events) in good {
+        for item in events {
+            let user: Vec<String> = item
+                .as_ref()
+                .ok()
+                .and_then(|e| e.user())
+                .map(str::to_owned)
+                .into_iter()
+                .collect();
+            let mut turn = direct.sequencer.enter(user);
+            let pipeline = Arc::clone(&direct.pipeline);
+            // The task outlives a 503: the work finishes, and Auth0's retry is deduplicated.
+            handles.push(tokio::spawn(async move {
+                turn.wait().await;
+                pipeline.process(item).await
+            }));
+        }
+    }
+    let n = handles.len();
+    match tokio::time::timeout(direct.deadline, futures_util::future::join_all(handles)).await {
+        Ok(results) => {
+            let reports: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+            let failed = reports
+                .iter()
+                .filter(|r| r.outcome == Outcome::Failed)
+                .count();
+            let bad = reports
+                .iter()
+                .filter(|r| r.outcome == Outcome::Invalid)
+                .count();
+            m.ingest_records
+                .with_label_values(&["processed"])
+                .inc_by((reports.len() - failed - bad) as u64);
+            m.ingest_records
+                .with_label_values(&["failed"])
+                .inc_by(failed as u64);
+            m.ingest_records
+                .with_label_values(&["invalid"])
+                .inc_by(bad as u64);
+            json(
+                StatusCode::OK,
+                &Answer {
+                    records: total,
+                    processed: Some(reports.len() - failed - bad),
+                    invalid: invalid + bad,
+                    failed: Some(failed),
+                    ..Answer::default()
+                },
+            )
+        }
+        Err(_) => {
+            tracing::warn!(
+                events = n,
+                deadline = ?direct.deadline,
+                "delivery not finished within the deadline (Management API slow or failing): answering 503 so Auth0 retries"
+            );
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &Answer {
+                    records: total,
+                    invalid,
+                    error: Some("still processing; retry later".to_owned()),
+                    ..Answer::default()
+                },
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_count(r: &[RawRecord]) -> usize {
+        r.iter().filter(|x| x.is_ok()).count()
+    }
+
+    #[test]
+    fn splits_every_content_format() {
+        let rec = r#"{"log_id":"1","data":{"type":"ss","user_id":"auth0|a"}}"#;
+        let lines = format!("{rec}\n{rec}\n\n{rec}\n");
+        assert_eq!(
+            ok_count(&split_records(lines.as_bytes()).unwrap_or_default()),
+            3
+        );
+        let array = format!("[{rec},{rec}]");
+        assert_eq!(
+            ok_count(&split_records(array.as_bytes()).unwrap_or_default()),
+            2
+        );
+        let object = format!("{{\"logs\":[{rec},{rec},{rec},{rec}]}}");
+        assert_eq!(
+            ok_count(&split_records(object.as_bytes()).unwrap_or_default()),
+            4
+        );
+        let single = split_records(rec.as_bytes()).unwrap_or_default();
+        assert_eq!(ok_count(&single), 1);
+        let eventbridge = r#"{"version":"0","detail-type":"Auth0 log","source":"aws.partner/auth0.com/t/auth0.logs","detail":{"log_id":"1","data":{"type":"ss"}}}"#;
+        assert_eq!(
+            ok_count(&split_records(eventbridge.as_bytes()).unwrap_or_default()),
+            1
+        );
+    }
+
+    #[test]
+    fn a_broken_line_costs_one_record() {
+        let body = "{\"log_id\":\"1\",\"data\":{}}\n{\"log_id\": \"2\", \"da\n{\"log_id\":\"3\",\"data\":{}}\n";
+        let r = split_records(body.as_bytes()).unwrap_or_default();
+        assert_eq!(r.len(), 3);
+        assert_eq!(ok_count(&r), 2);
+        assert!(r[1].as_ref().err().is_some_and(|e| e.starts_with("line 2")));
+    }
+
+    #[test]
+    fn not_json_is_refused() {
+        assert!(split_records(b"").is_err());
+        assert!(split_records(b"  \n ").is_err());
+        assert!(split_records(b"hello").is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert!(acceptable_content_type(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(acceptable_content_type(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            "multipart/form-data"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(!acceptable_content_type(&h));
+    }
+}
