@@ -227,7 +227,7 @@ impl Metrics {
     /// with `register_all`).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 22] = [
+        let collectors: [&dyn Collector; 25] = [
             &self.events_received,
             &self.events_processed,
             &self.event_processing_duration,
@@ -249,6 +249,9 @@ impl Metrics {
             &self.kafka_offset_commits,
             &self.kafka_paused_partitions,
             &self.dead_letters,
+            &self.ingest_requests,
+            &self.ingest_records,
+            &self.ingest_request_duration,
             &self.build_info,
         ];
         let mut names: std::collections::BTreeSet<String> = collectors
