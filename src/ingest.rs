@@ -50,13 +50,18 @@ pub enum IngestError {
 
 /// Where records go.
 pub enum Backend {
-    Bridge(Bridge),
+    Bridge(Arc<Bridge>),
     Direct(Direct),
 }
 
 /// The Kafka bridge: an idempotent producer.
 pub struct Bridge {
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer whose state the
+    /// broker no longer knows cannot recover by itself).
+    producer: std::sync::Mutex<FutureProducer>,
+    /// When the producer was last replaced.
+    replaced: std::sync::Mutex<Option<Instant>>,
+    config: rdkafka::ClientConfig,
     topic: String,
     dead_letter_topic: Option<String>,
 }
@@ -95,23 +100,63 @@ pub fn bridge_config(kafka: &KafkaSettings) -> rdkafka::ClientConfig {
 
 impl Bridge {
     pub fn new(kafka: &KafkaSettings) -> Result<Bridge, IngestError> {
-        let producer = bridge_config(kafka)
-            .create()
-            .map_err(IngestError::Producer)?;
+        let config = bridge_config(kafka);
+        let producer = config.create().map_err(IngestError::Producer)?;
         Ok(Bridge {
-            producer,
+            producer: std::sync::Mutex::new(producer),
+            replaced: std::sync::Mutex::new(None),
+            config,
             topic: kafka.topics.first().cloned().unwrap_or_default(),
             dead_letter_topic: kafka.dead_letter_topic.clone(),
         })
     }
 
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After a delivery failed, starts over with a new producer (at most every 10 s). An
+    /// idempotent producer whose id the broker no longer knows (a cluster rebuilt, a
+    /// transaction-state loss) keeps failing with `UNKNOWN_PRODUCER_ID` or ends in a fatal
+    /// error; a fresh producer gets a new id. Records the old one still held fail, so their
+    /// deliveries get 503 and Auth0 sends them again: nothing is lost.
+    fn recover(&self) {
+        {
+            let mut replaced = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+            if replaced.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+                return;
+            }
+            *replaced = Some(Instant::now());
+        }
+        let fresh = match self.config.create::<FutureProducer>() {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tracing::error!(%err, "cannot recreate the bridge producer");
+                return;
+            }
+        };
+        let old = {
+            let mut current = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((code, reason)) = current.client().fatal_error() {
+                tracing::warn!(?code, reason, "bridge producer hit a fatal error");
+            }
+            std::mem::replace(&mut *current, fresh)
+        };
+        tracing::info!("bridge producer replaced after failed deliveries");
+        // Dropping a producer purges and flushes for up to 500 ms: not on a runtime worker.
+        tokio::task::spawn_blocking(move || drop(old));
+    }
+
     /// Checks the broker answers, every 5 s, into `health.source`.
-    pub fn spawn_readiness(&self, health: Arc<Health>) {
-        let producer = self.producer.clone();
+    pub fn spawn_readiness(self: &Arc<Self>, health: Arc<Health>) {
+        let bridge = Arc::clone(self);
         let topic = self.topic.clone();
         tokio::spawn(async move {
             loop {
-                let producer = producer.clone();
+                let producer = bridge.producer();
                 let topic = topic.clone();
                 let ok = tokio::task::spawn_blocking(move || {
                     producer
@@ -130,7 +175,7 @@ impl Bridge {
 
     /// Waits for every queued message to be delivered (shutdown).
     pub fn flush(&self, timeout: Duration) {
-        if let Err(err) = self.producer.flush(timeout) {
+        if let Err(err) = self.producer().flush(timeout) {
             tracing::warn!(%err, "bridge producer: not every message was flushed");
         }
     }
@@ -421,13 +466,14 @@ async fn bridge_records(
             (key, bytes)
         })
         .collect();
+    let producer = bridge.producer();
     let sends = keyed.iter().map(|(key, bytes)| {
         let mut record: FutureRecord<'_, str, [u8]> =
             FutureRecord::to(&bridge.topic).payload(&bytes[..]);
         if let Some(k) = key {
             record = record.key(k.as_str());
         }
-        bridge.producer.send(record, Duration::from_secs(5))
+        producer.send(record, Duration::from_secs(5))
     });
     let mut results = futures_util::future::join_all(sends).await;
     // Invalid records go to the dead-letter topic when there is one (they are not retried).
@@ -449,7 +495,7 @@ async fn bridge_records(
                         key: "dlq.original.source",
                         value: Some("ingest"),
                     });
-                bridge.producer.send(
+                producer.send(
                     FutureRecord::<'_, [u8], [u8]>::to(dlq)
                         .payload(&bytes[..])
                         .headers(headers),
@@ -480,6 +526,7 @@ async fn bridge_records(
             },
         )
     } else {
+        bridge.recover();
         m.ingest_records
             .with_label_values(&["unacknowledged"])
             .inc_by(failed.len() as u64);

@@ -272,6 +272,7 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
 /// A message read back from a topic.
 #[derive(Debug)]
 pub struct Consumed {
+    pub partition: i32,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: BTreeMap<String, String>,
@@ -304,6 +305,7 @@ pub fn read_all(bootstrap: &str, topic: &str, expect: usize, timeout: Duration) 
                 }
             }
             out.push(Consumed {
+                partition: m.partition(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().unwrap_or_default().to_vec(),
                 headers,
@@ -322,10 +324,22 @@ pub struct Service {
 
 impl Service {
     pub fn start(config: &Path, metrics_port: u16, log: PathBuf) -> Service {
+        Service::start_command("run", config, metrics_port, log, &[])
+    }
+
+    /// Starts `auth0-default-roles <command> --config <config>` with extra environment.
+    pub fn start_command(
+        command: &str,
+        config: &Path,
+        metrics_port: u16,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Service {
         let err = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
-            .args(["run", "--config"])
+            .args([command, "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("AUTH0_CLIENT_SECRET", "sim-secret")
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
             .stdout(Stdio::null())
@@ -426,6 +440,36 @@ pub fn metric_sum(body: &str, name: &str, label_filter: &str) -> f64 {
             (metric == name && labels.contains(label_filter)).then(|| value.parse::<f64>().ok())?
         })
         .sum()
+}
+
+/// A minimal HTTP/1.0 POST on loopback: (status, body).
+pub fn http_post(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    let mut head = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    // The server may answer (401, 413) before reading the whole body.
+    let _ = stream.write_all(body);
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
 }
 
 /// A minimal HTTP/1.0 GET on loopback (no client dependency needed for three endpoints).

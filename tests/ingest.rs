@@ -1,0 +1,366 @@
+//! `ingest`: the Custom Webhook receiver over real HTTP, in direct mode against the simulator
+//! and as a Kafka bridge against the tansu broker.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use auth0_default_roles::generate::{self, Record};
+use auth0_default_roles::sim::{RunningSimulator, Seed, SeedRole, SimConfig, Simulator};
+use common::*;
+
+const TOKEN: &str = "Bearer s3cret-token";
+
+fn sim(rt: &tokio::runtime::Runtime) -> (Simulator, RunningSimulator) {
+    let sim = Simulator::new(
+        SimConfig {
+            accept_any_user: true,
+            ..SimConfig::default()
+        },
+        Seed {
+            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
+                .into_iter()
+                .map(SeedRole::named)
+                .collect(),
+            users: Vec::new(),
+        },
+    );
+    let running = rt
+        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (sim, running)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Writes an `ingest` config; `backend` is the [auth0] or [kafka] part.
+fn write_ingest_config(
+    dir: &Path,
+    mode: &str,
+    port: u16,
+    metrics: u16,
+    backend: &str,
+    extra: &str,
+) -> PathBuf {
+    let policy =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "[ingest]\nmode = \"{mode}\"\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n{backend}\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{policy}\n"
+    );
+    let path = dir.join(format!("ingest-{mode}.toml"));
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn start_ingest(dir: &Path, config: &Path, port: u16, metrics: u16) -> Service {
+    let service = Service::start_command(
+        "ingest",
+        config,
+        metrics,
+        dir.join("ingest.log"),
+        &[("AUTH0_WEBHOOK_TOKEN", TOKEN)],
+    );
+    assert!(
+        wait_listening(
+            format!("127.0.0.1:{port}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            Duration::from_secs(30)
+        ),
+        "ingest did not listen\n{}",
+        service.log_text()
+    );
+    service
+}
+
+fn post(port: u16, body: &[u8], token: Option<&str>) -> (u16, String) {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(t) = token {
+        headers.push(("Authorization", t));
+    }
+    http_post(port, "/auth0/logs", &headers, body).unwrap_or_else(|| panic!("no HTTP answer"))
+}
+
+fn jsonl(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        out.extend_from_slice(&r.value);
+        out.push(b'\n');
+    }
+    out
+}
+
+fn array(records: &[Record]) -> Vec<u8> {
+    let items: Vec<&str> = records
+        .iter()
+        .map(|r| std::str::from_utf8(&r.value).unwrap_or_default())
+        .collect();
+    format!("[{}]", items.join(",")).into_bytes()
+}
+
+fn tenant(sim: &Simulator) -> BTreeMap<String, BTreeSet<String>> {
+    sim.users_with_roles()
+        .into_iter()
+        .map(|(u, r)| (u, r.into_iter().collect()))
+        .collect()
+}
+
+#[test]
+fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
+    let rt = runtime();
+    let (sim, running) = sim(&rt);
+    let dir = temp_dir("ingest-direct");
+    let (port, metrics) = (free_port(), free_port());
+    let backend = format!(
+        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
+        running.base_url
+    );
+    let config = write_ingest_config(&dir, "direct", port, metrics, &backend, "");
+    let service = start_ingest(&dir, &config, port, metrics);
+    let stream = generate::mixed(21, 400, 0);
+    let n = stream.records.len();
+    let (a, rest) = stream.records.split_at(n / 4);
+    let (b, rest) = rest.split_at(n / 4);
+    let (c, d) = rest.split_at(n / 4);
+    // JSON Lines, JSON Array, JSON Object.
+    for (name, body) in [
+        ("jsonl", jsonl(a)),
+        ("array", array(b)),
+        (
+            "object",
+            format!("{{\"logs\":{}}}", String::from_utf8_lossy(&array(c))).into_bytes(),
+        ),
+    ] {
+        let (status, answer) = post(port, &body, Some(TOKEN));
+        assert_eq!(status, 200, "{name}: {answer}\n{}", service.log_text());
+        assert!(answer.contains("\"processed\""), "{name}: {answer}");
+    }
+    // EventBridge API destination: one event per request.
+    for r in d {
+        let event = format!(
+            r#"{{"version":"0","id":"e-1","detail-type":"Auth0 log","source":"aws.partner/auth0.com/acme-1/auth0.logs","account":"123456789012","time":"2026-11-23T10:00:00Z","region":"eu-west-1","resources":[],"detail":{}}}"#,
+            String::from_utf8_lossy(&r.value)
+        );
+        let (status, answer) = post(port, event.as_bytes(), Some(TOKEN));
+        assert_eq!(status, 200, "eventbridge: {answer}");
+    }
+    assert_eq!(tenant(&sim), stream.expected);
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_ingest_requests_total",
+            "status=\"200\""
+        ) as usize,
+        3 + d.len()
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_received_total",
+            "source=\"http\""
+        ) as usize,
+        n
+    );
+    assert_eq!(service.get("/readyz").map(|(s, _)| s), Some(200));
+    rt.block_on(running.shutdown());
+}
+
+#[test]
+fn bad_tokens_oversized_bodies_and_malformed_records_are_refused_or_counted() {
+    let rt = runtime();
+    let (sim, running) = sim(&rt);
+    let dir = temp_dir("ingest-refuse");
+    let (port, metrics) = (free_port(), free_port());
+    let backend = format!(
+        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200",
+        running.base_url
+    );
+    let config = write_ingest_config(
+        &dir,
+        "direct",
+        port,
+        metrics,
+        &backend,
+        "max_body_bytes = 16384",
+    );
+    let service = start_ingest(&dir, &config, port, metrics);
+    let stream = generate::mixed(22, 12, 0);
+    let body = jsonl(&stream.records[..4]);
+
+    // Missing, wrong, and almost-right tokens: 401 with no detail, nothing assigned.
+    for token in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret-token"),
+        Some("Bearer s3cret-token2"),
+    ] {
+        let (status, answer) = post(port, &body, token);
+        assert_eq!(status, 401, "{token:?}");
+        assert!(answer.is_empty(), "401 must not explain: {answer}");
+    }
+    assert!(sim.users_with_roles().is_empty());
+    assert_eq!(
+        sim.stats()
+            .calls
+            .get("assign_user_roles")
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+
+    // Over max_body_bytes: 413.
+    let big = jsonl(&generate::mixed(23, 60, 0).records);
+    assert!(big.len() > 16384);
+    assert_eq!(post(port, &big, Some(TOKEN)).0, 413);
+
+    // One malformed line among good ones: the others are processed, the bad one counted.
+    let mut mixed = jsonl(&stream.records[..3]);
+    mixed.extend_from_slice(b"{\"log_id\": \"broken\", \"data\": {\n");
+    mixed.extend_from_slice(&jsonl(&stream.records[3..6]));
+    let (status, answer) = post(port, &mixed, Some(TOKEN));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"invalid\":1"), "{answer}");
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_ingest_records_total",
+            "outcome=\"invalid\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        service.metric("auth0_default_roles_events_received_total", "") as usize,
+        6
+    );
+
+    // Nothing decodable: 400 with a short reason; a wrong content type: 415.
+    let (status, answer) = post(port, b"hello", Some(TOKEN));
+    assert_eq!(status, 400);
+    assert!(answer.contains("not JSON"), "{answer}");
+    let (status, _) = http_post(
+        port,
+        "/auth0/logs",
+        &[
+            ("Authorization", TOKEN),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"a=b",
+    )
+    .unwrap_or_else(|| panic!("no answer"));
+    assert_eq!(status, 415);
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_ingest_requests_total",
+            "status=\"401\""
+        ),
+        4.0
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_ingest_requests_total",
+            "status=\"413\""
+        ),
+        1.0
+    );
+    let log = service.log_text();
+    assert!(!log.contains("s3cret"), "the token leaked into the log");
+    rt.block_on(running.shutdown());
+}
+
+#[test]
+fn bridge_mode_produces_keyed_by_user_and_answers_503_while_the_broker_is_down() {
+    let dir = temp_dir("ingest-bridge");
+    let mut broker = Broker::start(&dir);
+    let broker_port = broker.port;
+    let topic = "auth0-logs-bridge";
+    broker.create_topic(topic, 3);
+    let (port, metrics) = (free_port(), free_port());
+    let backend = format!(
+        "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n[kafka.properties]\n\"message.timeout.ms\" = 3000\n\"batch.num.messages\" = 1",
+        broker.bootstrap()
+    );
+    let config = write_ingest_config(&dir, "kafka", port, metrics, &backend, "");
+    let service = start_ingest(&dir, &config, port, metrics);
+    let stream = generate::mixed(24, 200, 0);
+    let (status, answer) = post(port, &jsonl(&stream.records), Some(TOKEN));
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert!(
+        answer.contains(&format!("\"produced\":{}", stream.records.len())),
+        "{answer}"
+    );
+
+    let read = read_all(
+        &broker.bootstrap(),
+        topic,
+        stream.records.len(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(read.len(), stream.records.len());
+    let mut partitions: BTreeMap<Vec<u8>, BTreeSet<i32>> = BTreeMap::new();
+    for m in &read {
+        let events = auth0_default_roles::event::decode(&m.value);
+        let user = events
+            .first()
+            .and_then(|e| e.as_ref().ok())
+            .and_then(|e| e.user())
+            .map(|u| u.as_bytes().to_vec());
+        assert_eq!(m.key, user, "keyed by user_id");
+        if let Some(k) = &m.key {
+            partitions.entry(k.clone()).or_default().insert(m.partition);
+        }
+    }
+    assert!(
+        partitions.values().all(|p| p.len() == 1),
+        "one user, one partition"
+    );
+    assert!(wait_for(Duration::from_secs(15), || service
+        .get("/readyz")
+        .is_some_and(|(s, _)| s == 200)));
+
+    // The broker goes away: the delivery is answered 503 (Auth0 retries it later).
+    broker.stop();
+    let batch = generate::mixed(25, 30, 0);
+    let (status, answer) = post(port, &jsonl(&batch.records), Some(TOKEN));
+    assert_eq!(status, 503, "{answer}");
+    assert!(wait_for(Duration::from_secs(20), || service
+        .get("/readyz")
+        .is_some_and(|(s, _)| s == 503)));
+
+    // It comes back (empty: in-memory storage); Auth0's retries succeed and nothing of the
+    // batch is missing.
+    let broker = Broker::start_on(&dir, broker_port);
+    broker.create_topic(topic, 3);
+    let mut last = (0, String::new());
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            last = post(port, &jsonl(&batch.records), Some(TOKEN));
+            last.0 == 200
+        }),
+        "retries never succeeded: {last:?}\n{}",
+        service.log_text()
+    );
+    let read = read_all(
+        &broker.bootstrap(),
+        topic,
+        batch.records.len(),
+        Duration::from_secs(30),
+    );
+    let got: BTreeSet<Vec<u8>> = read.into_iter().map(|m| m.value).collect();
+    let sent: BTreeSet<Vec<u8>> = batch.records.iter().map(|r| r.value.clone()).collect();
+    assert!(
+        sent.is_subset(&got),
+        "records of the retried batch are missing"
+    );
+    assert!(
+        service.metric(
+            "auth0_default_roles_ingest_requests_total",
+            "status=\"503\""
+        ) >= 1.0
+    );
+}
