@@ -454,7 +454,7 @@ async fn ingest_command(config: Config) -> anyhow::Result<ExitCode> {
             health
                 .roles
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            let bridge = ingest::Bridge::new(kafka)?;
+            let bridge = Arc::new(ingest::Bridge::new(kafka)?);
             bridge.spawn_readiness(Arc::clone(&health));
             tracing::info!(topic = %kafka.topics.join(","), brokers = %kafka.brokers.join(","), "bridging into Kafka");
             (health, ingest::Backend::Bridge(bridge))
@@ -657,6 +657,23 @@ fn describe(config: &Config) -> String {
         None => {
             let _ = writeln!(text, "source: none (only `replay` can run)");
         }
+    }
+    if let Some(i) = &config.ingest {
+        let token = match i.token(&cfg::process_env) {
+            Ok(_) => "available".to_owned(),
+            Err(e) => format!("NOT available ({e})"),
+        };
+        let _ = writeln!(
+            text,
+            "ingest: {} mode on http://{}{} (bodies up to {} bytes); webhook token {token}",
+            match i.mode {
+                IngestMode::Kafka => "kafka bridge",
+                IngestMode::Direct => "direct",
+            },
+            i.listen,
+            i.path,
+            i.max_body_bytes
+        );
     }
     let _ = writeln!(text, "metrics: {}", config.metrics_listen);
     let events: Vec<&str> = config.policy.events().map(|e| e.as_str()).collect();
