@@ -494,7 +494,12 @@ async fn consume(
     let mut last_consume_error: Option<Instant> = None;
 
     loop {
-        while tasks.try_join_next().is_some() {}
+        while let Some(joined) = tasks.try_join_next() {
+            if let Err(err) = joined {
+                // A bug, not an input: the message's offset stays unstored (redelivered later).
+                tracing::error!(%err, "a message task failed; its offset is not committed");
+            }
+        }
         let failing = metrics.mgmt_failing.get() != 0;
         let n = inflight.load(Ordering::SeqCst);
         let paused = shared.intake_paused.load(Ordering::SeqCst);
