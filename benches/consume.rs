@@ -25,6 +25,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // 1 record per batch (what the tests must use on tansu), then 1,000 per batch with the
+    // service never pausing, which is closer to a real broker's fetch rate.
+    scenario(1, "one record per batch", "max_inflight = 2000");
+    scenario(1000, "batched", "max_inflight = 100000");
+}
+
+fn scenario(batch: usize, name: &str, inflight: &str) {
+    println!("== {name}");
     let events: usize = std::env::var("CONSUME_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -57,7 +65,7 @@ fn main() {
     let n = records.len();
     let bytes: usize = records.iter().map(|r| r.1.len()).sum();
     let started = Instant::now();
-    let _ = produce(&broker.bootstrap(), topic, &records);
+    let _ = produce_batched(&broker.bootstrap(), topic, &records, batch);
     println!(
         "produced {n} events ({:.1} MB, {:.1} % eligible, {} users to get roles) in {:.1} s",
         bytes as f64 / 1e6,
@@ -133,7 +141,7 @@ fn main() {
         "bench-service",
         None,
         port,
-        "max_inflight = 2000",
+        inflight,
     );
     let mut service = Service::start(&config, port, dir.join("bench-service.log"));
     let mut first = None;
