@@ -16,7 +16,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
+use auth0_default_roles::sim::{Seed, SimConfig, Simulator};
 use common::*;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
@@ -120,13 +120,7 @@ fn scenario(batch: usize, name: &str, inflight: &str) {
             accept_any_user: true,
             ..SimConfig::default()
         },
-        Seed {
-            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
-                .into_iter()
-                .map(SeedRole::named)
-                .collect(),
-            users: Vec::new(),
-        },
+        Seed::with_roles(generate::DEMO_ROLES),
     );
     let running = rt
         .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))

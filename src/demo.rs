@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::mgmt;
 use crate::pipeline::{Mode, Outcome, Pipeline, Processor};
 use crate::server::{self, Health};
-use crate::sim::{Seed, SeedRole, SimConfig, Simulator};
+use crate::sim::{Seed, SimConfig, Simulator};
 
 /// The demo policy, embedded so the demo runs from any directory.
 pub const DEMO_POLICY: &str = include_str!("../config/demo.toml");
@@ -96,13 +96,7 @@ pub async fn run(
             burst,
             ..SimConfig::default()
         },
-        Seed {
-            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
-                .into_iter()
-                .map(SeedRole::named)
-                .collect(),
-            users: Vec::new(),
-        },
+        Seed::with_roles(generate::DEMO_ROLES),
     );
     let tenant = sim.start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
 

@@ -13,6 +13,8 @@ use serde_json::json;
 
 /// The connection the demo policy maps to `INTERNAL`.
 pub const CORP_CONNECTION: &str = "corp-azure-ad";
+/// Every role the demo policy assigns.
+pub const DEMO_ROLES: [&str; 4] = ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"];
 /// The domain whose verified emails get `PARTNER`.
 pub const PARTNER_DOMAIN: &str = "partner.example";
 

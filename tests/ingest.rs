@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use auth0_default_roles::generate::{self, Record};
-use auth0_default_roles::sim::{RunningSimulator, Seed, SeedRole, SimConfig, Simulator};
+use auth0_default_roles::sim::{RunningSimulator, Seed, SimConfig, Simulator};
 use common::*;
 
 const TOKEN: &str = "Bearer s3cret-token";
@@ -19,13 +19,7 @@ fn sim(rt: &tokio::runtime::Runtime) -> (Simulator, RunningSimulator) {
             accept_any_user: true,
             ..SimConfig::default()
         },
-        Seed {
-            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
-                .into_iter()
-                .map(SeedRole::named)
-                .collect(),
-            users: Vec::new(),
-        },
+        Seed::with_roles(generate::DEMO_ROLES),
     );
     let running = rt
         .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))

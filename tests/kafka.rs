@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, Simulator};
+use auth0_default_roles::sim::{RunningSimulator, Seed, SeedUser, SimConfig, Simulator};
 use common::*;
 
 const PARTITIONS: i32 = 3;
@@ -42,11 +42,8 @@ impl World {
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let seed = Seed {
-            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
-                .into_iter()
-                .map(SeedRole::named)
-                .collect(),
             users: seed_users,
+            ..Seed::with_roles(generate::DEMO_ROLES)
         };
         let sim = Simulator::new(sim_config, seed);
         let running = rt
@@ -132,6 +129,27 @@ impl World {
         self.ends() == done
     }
 
+    /// Waits until every eligible user holds exactly the expected roles and every offset is
+    /// committed; panics with the state and the service's metrics and log otherwise.
+    fn wait_done(&self, stream: &Stream, service: &Service) {
+        assert!(
+            wait_for(Duration::from_secs(90), || self.tenant() == stream.expected
+                && self.all_committed()),
+            "not done: {} of {} users hold roles, committed {:?} of {:?}\n{}\n{}",
+            self.tenant().len(),
+            stream.expected.len(),
+            committed(
+                &self.broker.bootstrap(),
+                &self.group,
+                &self.topic,
+                PARTITIONS
+            ),
+            self.ends(),
+            service.snapshot(),
+            service.log_text()
+        );
+    }
+
     fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
             self.rt.block_on(r.shutdown());
@@ -189,22 +207,7 @@ fn a_thousand_mixed_events_give_every_eligible_user_exactly_their_roles() {
     world.produce(&stream.records);
     let mut service = world.service("svc", true, "");
     wait_ready(&service);
-    assert!(
-        wait_for(Duration::from_secs(90), || world.tenant()
-            == stream.expected
-            && world.all_committed()),
-        "not done: {} of {} users, committed {:?} of {:?}\n{}",
-        world.tenant().len(),
-        stream.expected.len(),
-        committed(
-            &world.broker.bootstrap(),
-            &world.group,
-            &world.topic,
-            PARTITIONS
-        ),
-        world.ends(),
-        service.log_text()
-    );
+    world.wait_done(&stream, &service);
     assert_tenant_matches(&world, &stream, &[&service]);
 
     // The two broken records went to the dead-letter topic with their origin.
@@ -312,16 +315,7 @@ fn sigkill_mid_run_then_restart_loses_no_user() {
         "the run finished before the kill; the test proves nothing"
     );
     let second = world.service("second", false, "");
-    assert!(
-        wait_for(Duration::from_secs(90), || world.tenant()
-            == stream.expected
-            && world.all_committed()),
-        "after restart: {} of {} users\n{}\n{}",
-        world.tenant().len(),
-        stream.expected.len(),
-        second.snapshot(),
-        second.log_text()
-    );
+    world.wait_done(&stream, &second);
     assert_tenant_matches(&world, &stream, &[&second]);
     // The restart redelivered what the killed process had not committed: dedup in the new
     // process cannot know it, so the tenant saw some repeated (idempotent) assignments at most.
@@ -372,15 +366,7 @@ fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_stops() 
         Some(0)
     );
     world.produce(second_half);
-    assert!(
-        wait_for(Duration::from_secs(90), || world.tenant()
-            == stream.expected
-            && world.all_committed()),
-        "after failover: {} of {} users\n{}",
-        world.tenant().len(),
-        stream.expected.len(),
-        a.log_text()
-    );
+    world.wait_done(&stream, &a);
     assert_eq!(
         a.metric("auth0_default_roles_kafka_assigned_partitions", ""),
         3.0
@@ -414,13 +400,7 @@ fn poison_and_permanently_failing_events_go_to_the_dead_letter_topic_and_consump
     records.extend(stream.records.iter().cloned());
     world.produce(&records);
     let service = world.service("svc", true, "");
-    assert!(
-        wait_for(Duration::from_secs(60), || world.tenant()
-            == stream.expected
-            && world.all_committed()),
-        "{}",
-        service.log_text()
-    );
+    world.wait_done(&stream, &service);
     let dead = read_all(
         &world.broker.bootstrap(),
         &world.dlq,
@@ -490,15 +470,7 @@ fn a_ten_second_tenant_outage_pauses_intake_shows_in_readiness_and_loses_nothing
         "everything was taken despite the pause"
     );
     world.sim.set_down(false);
-    assert!(
-        wait_for(Duration::from_secs(90), || world.tenant()
-            == stream.expected
-            && world.all_committed()),
-        "after the outage: {} of {} users\n{}",
-        world.tenant().len(),
-        stream.expected.len(),
-        service.log_text()
-    );
+    world.wait_done(&stream, &service);
     assert_eq!(service.get("/readyz").map(|(s, _)| s), Some(200));
     assert_eq!(
         service.metric("auth0_default_roles_kafka_paused_partitions", ""),
@@ -545,12 +517,6 @@ fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
     );
     assert!(done.iter().sum::<i64>() > 0, "nothing committed: {done:?}");
     let next = world.service("next", false, "");
-    assert!(
-        wait_for(Duration::from_secs(90), || world.tenant()
-            == stream.expected
-            && world.all_committed()),
-        "{}",
-        next.log_text()
-    );
+    world.wait_done(&stream, &next);
     world.shutdown();
 }

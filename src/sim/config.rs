@@ -66,6 +66,16 @@ pub struct Seed {
     pub users: Vec<SeedUser>,
 }
 
+impl Seed {
+    /// A tenant with these roles and no users.
+    pub fn with_roles<'a>(names: impl IntoIterator<Item = &'a str>) -> Seed {
+        Seed {
+            roles: names.into_iter().map(SeedRole::named).collect(),
+            users: Vec::new(),
+        }
+    }
+}
+
 /// A role to create; without an `id` one is generated (`rol_` + 16 alphanumerics).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct SeedRole {
