@@ -109,14 +109,17 @@ pub async fn run(
     produce(&bootstrap, &stream.records).await?;
 
     // 3. The real service configuration, validated like a user's file.
-    let client_rate = if rate > 0.0 { rate } else { 10_000.0 };
+    // The client stays a little under the tenant's limit, as the README advises: the two token
+    // buckets do not tick together.
+    let client_rate = if rate > 0.0 { rate * 0.9 } else { 10_000.0 };
+    let client_burst = (burst * 9 / 10).max(1);
     let text = format!(
         r#"[auth0]
 domain = "sim.auth0.local"
 client_id = "sim-client"
 base_url = "{base}"
 requests_per_second = {client_rate}
-burst = {burst}
+burst = {client_burst}
 
 [source]
 type = "kafka"
