@@ -196,6 +196,7 @@ pub struct Ctx {
     shared: Arc<Shared>,
     /// Rate-limits repeated client errors (a dead broker reports every few seconds).
     last_error_log: Mutex<Option<Instant>>,
+    last_library_log: Mutex<Option<Instant>>,
 }
 
 impl ClientContext for Ctx {
@@ -212,6 +213,28 @@ impl ClientContext for Ctx {
                         .set(p.consumer_lag);
                 }
             }
+        }
+    }
+
+    /// librdkafka's own log: its connection failures repeat every few hundred milliseconds while
+    /// a broker is down, and `error` below already reports them (rate-limited). Only warnings
+    /// and worse reach the log, at warn, at most one per 10 s; the rest is debug.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                let mut last = self
+                    .last_library_log
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(facility = fac, "librdkafka: {log_message}");
+                } else {
+                    tracing::debug!(facility = fac, "librdkafka: {log_message}");
+                }
+            }
+            _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
         }
     }
 
@@ -455,6 +478,7 @@ async fn consume(
     let context = Ctx {
         shared: Arc::clone(&shared),
         last_error_log: Mutex::new(None),
+        last_library_log: Mutex::new(None),
     };
     let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
         consumer_config(&settings)
