@@ -63,6 +63,7 @@ struct ConfigFile {
     dedup: DedupSection,
     source: Option<SourceSection>,
     kafka: Option<KafkaSection>,
+    sqs: Option<SqsSection>,
     #[serde(default)]
     metrics: MetricsSection,
     ingest: Option<IngestSection>,
@@ -119,6 +120,18 @@ struct KafkaSection {
     rebalance_drain_seconds: Option<f64>,
     #[serde(default)]
     properties: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqsSection {
+    queue_url: Option<String>,
+    max_messages: Option<i64>,
+    wait_time_seconds: Option<i64>,
+    visibility_timeout_seconds: Option<i64>,
+    concurrency: Option<i64>,
+    max_inflight: Option<i64>,
+    shutdown_grace_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +234,36 @@ pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSettings {
     Kafka(KafkaSettings),
+    Sqs(SqsSettings),
+}
+
+impl SourceSettings {
+    /// The source's name in metrics labels and `/readyz`: `kafka` or `sqs`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceSettings::Kafka(_) => "kafka",
+            SourceSettings::Sqs(_) => "sqs",
+        }
+    }
+}
+
+/// Validated `[sqs]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSettings {
+    /// The queue EventBridge delivers to, e.g. `https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs`.
+    pub queue_url: String,
+    /// Messages asked for per `ReceiveMessage` (1-10).
+    pub max_messages: i32,
+    /// Long-polling wait per `ReceiveMessage` (0-20 s).
+    pub wait_time_seconds: i32,
+    /// Visibility timeout set on receive and on every extension (1-43200 s).
+    pub visibility_timeout_seconds: i32,
+    /// Concurrent receive loops.
+    pub concurrency: usize,
+    /// Most messages received and not yet finished; receiving waits beyond it.
+    pub max_inflight: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight messages before flushing deletes and exiting.
+    pub shutdown_grace: Duration,
 }
 
 /// librdkafka properties the service owns: setting them in `[kafka.properties]` would break
@@ -371,7 +414,7 @@ impl Config {
                 None => DedupSettings::default().max_entries,
             },
         };
-        let source = source_settings(file.source, file.kafka)?;
+        let source = source_settings(file.source, file.kafka, file.sqs)?;
         let listen = file
             .metrics
             .listen
@@ -497,12 +540,20 @@ fn auth0_settings(
 fn source_settings(
     source: Option<SourceSection>,
     kafka: Option<KafkaSection>,
+    sqs: Option<SqsSection>,
 ) -> Result<Option<SourceSettings>, ConfigError> {
-    let kind = match (&source, &kafka) {
-        (Some(s), _) => s.kind.trim().to_ascii_lowercase(),
-        // A [kafka] section alone is clear enough.
-        (None, Some(_)) => "kafka".to_owned(),
-        (None, None) => return Ok(None),
+    let kind = match (&source, &kafka, &sqs) {
+        (Some(s), _, _) => s.kind.trim().to_ascii_lowercase(),
+        // A [kafka] or [sqs] section alone is clear enough.
+        (None, Some(_), None) => "kafka".to_owned(),
+        (None, None, Some(_)) => "sqs".to_owned(),
+        (None, Some(_), Some(_)) => {
+            return Err(invalid(
+                "source.type",
+                "missing: both [kafka] and [sqs] are present, say which one `run` consumes",
+            ))
+        }
+        (None, None, None) => return Ok(None),
     };
     match kind.as_str() {
         "kafka" => {
@@ -514,11 +565,113 @@ fn source_settings(
             })?;
             Ok(Some(SourceSettings::Kafka(kafka_settings(kafka)?)))
         }
+        "sqs" => {
+            let sqs = sqs.ok_or_else(|| {
+                invalid(
+                    "sqs",
+                    "source.type is \"sqs\" but there is no [sqs] section",
+                )
+            })?;
+            Ok(Some(SourceSettings::Sqs(sqs_settings(sqs)?)))
+        }
         other => Err(invalid(
             "source.type",
-            format!("`{other}` is not a source: use \"kafka\""),
+            format!("`{other}` is not a source: use \"kafka\" or \"sqs\""),
         )),
     }
+}
+
+/// An integer key within `range`, or its default.
+fn int_in(
+    key: &'static str,
+    value: Option<i64>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+    why: &str,
+) -> Result<i64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(
+            key,
+            format!("must be between {} and {}{why}", range.start(), range.end()),
+        ))
+    }
+}
+
+fn sqs_settings(q: SqsSection) -> Result<SqsSettings, ConfigError> {
+    let queue_url = q
+        .queue_url
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "sqs.queue_url",
+                "missing: the URL of the queue EventBridge delivers to, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs",
+            )
+        })?;
+    let rest = queue_url
+        .strip_prefix("https://")
+        .or_else(|| queue_url.strip_prefix("http://"));
+    let well_formed = rest.is_some_and(|rest| {
+        let mut parts = rest.splitn(2, '/');
+        let host = parts.next().unwrap_or_default();
+        let path = parts.next().unwrap_or_default().trim_end_matches('/');
+        !host.is_empty() && !path.is_empty() && !rest.contains(char::is_whitespace)
+    });
+    if !well_formed {
+        return Err(invalid(
+            "sqs.queue_url",
+            format!("`{queue_url}` is not an http(s) queue URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs"),
+        ));
+    }
+    let max_messages = int_in(
+        "sqs.max_messages",
+        q.max_messages,
+        10,
+        1..=10,
+        " (SQS returns at most 10 messages per receive)",
+    )?;
+    let wait_time_seconds = int_in(
+        "sqs.wait_time_seconds",
+        q.wait_time_seconds,
+        20,
+        0..=20,
+        " (the SQS long-polling limit)",
+    )?;
+    let visibility_timeout_seconds = int_in(
+        "sqs.visibility_timeout_seconds",
+        q.visibility_timeout_seconds,
+        60,
+        1..=43_200,
+        " (12 hours, the SQS limit)",
+    )?;
+    let concurrency = int_in("sqs.concurrency", q.concurrency, 2, 1..=50, "")?;
+    let max_inflight = int_in("sqs.max_inflight", q.max_inflight, 100, 1..=100_000, "")?;
+    if max_inflight < max_messages {
+        return Err(invalid(
+            "sqs.max_inflight",
+            format!("must be at least sqs.max_messages ({max_messages}): a receive reserves room for a full batch"),
+        ));
+    }
+    let grace = q.shutdown_grace_seconds.unwrap_or(20.0);
+    if !(grace.is_finite() && (0.0..=3600.0).contains(&grace)) {
+        return Err(invalid(
+            "sqs.shutdown_grace_seconds",
+            "must be between 0 and 3600 seconds",
+        ));
+    }
+    // The ranges above keep every value within i32 and usize.
+    Ok(SqsSettings {
+        queue_url,
+        max_messages: i32::try_from(max_messages).unwrap_or(10),
+        wait_time_seconds: i32::try_from(wait_time_seconds).unwrap_or(20),
+        visibility_timeout_seconds: i32::try_from(visibility_timeout_seconds).unwrap_or(60),
+        concurrency: usize::try_from(concurrency).unwrap_or(2),
+        max_inflight: usize::try_from(max_inflight).unwrap_or(100),
+        shutdown_grace: Duration::from_secs_f64(grace),
+    })
 }
 
 fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {

@@ -14,6 +14,7 @@
 //! - [`generate`]: a reproducible Auth0 log stream with known expected roles.
 //! - [`ingest`]: the `ingest` command (Auth0 Custom Webhook receiver: Kafka bridge or direct).
 //! - [`kafka`]: the Kafka consumer behind `run` (at-least-once, ordered per user).
+//! - [`sqs`]: the EventBridge → SQS consumer behind `run` (delete after the outcome, redrive).
 //! - [`sequencer`]: per-user ordering for concurrent sources.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`sim`]: the Management API simulator (tests, benches, demo, `sim` command).
@@ -33,3 +34,4 @@ pub mod replay;
 pub mod sequencer;
 pub mod server;
 pub mod sim;
+pub mod sqs;

@@ -16,7 +16,7 @@ use auth0_default_roles::pipeline::{Mode, Pipeline, Processor};
 use auth0_default_roles::replay::{self, Input, Output};
 use auth0_default_roles::server::{self, Health};
 use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
-use auth0_default_roles::{demo, ingest, kafka};
+use auth0_default_roles::{demo, ingest, kafka, sqs};
 
 /// Exit status for usage and configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -51,8 +51,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the service: consume the configured source ([source], [kafka]) and assign roles
-    /// until SIGTERM/SIGINT; serves /metrics, /healthz and /readyz on [metrics] listen.
+    /// Run the service: consume the configured source ([source] with [kafka] or [sqs]) and
+    /// assign roles until SIGTERM/SIGINT; serves /metrics, /healthz and /readyz on [metrics] listen.
     Run {
         /// The TOML config file.
         #[arg(long, short)]
@@ -353,10 +353,10 @@ fn spawn_signal_handler(stop: tokio::sync::watch::Sender<bool>) {
 }
 
 async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
-    let settings = match &config.source {
-        Some(SourceSettings::Kafka(k)) => k.clone(),
+    let source = match &config.source {
+        Some(source) => source.clone(),
         None => {
-            eprintln!("error: `run` needs a source: add [source] type = \"kafka\" and a [kafka] section (see config/example.toml)");
+            eprintln!("error: `run` needs a source: add [source] type = \"kafka\" with a [kafka] section, or type = \"sqs\" with an [sqs] section (see config/example.toml)");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -375,7 +375,7 @@ async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
         }
     };
     let metrics = Arc::new(Metrics::new()?);
-    let health = Health::new(Arc::clone(&metrics), "kafka");
+    let health = Health::new(Arc::clone(&metrics), source.name());
     let addr = server::serve(config.metrics_listen, Arc::clone(&health))
         .await
         .with_context(|| {
@@ -412,15 +412,35 @@ async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
         assigner,
         client,
         Mode::Live,
-        "kafka",
+        source.name(),
     ));
-    let summary = kafka::run(settings, pipeline, health, stop_rx).await?;
-    tracing::info!(
-        messages = summary.messages,
-        dead_letters = summary.dead_letters,
-        abandoned = summary.abandoned,
-        "stopped"
-    );
+    match source {
+        SourceSettings::Kafka(settings) => {
+            let summary = kafka::run(settings, pipeline, health, stop_rx).await?;
+            tracing::info!(
+                messages = summary.messages,
+                dead_letters = summary.dead_letters,
+                abandoned = summary.abandoned,
+                "stopped"
+            );
+        }
+        SourceSettings::Sqs(settings) => {
+            let summary = match sqs::run(settings, pipeline, health, stop_rx).await {
+                Ok(s) => s,
+                Err(err @ sqs::SqsRunError::NoRegion) => {
+                    eprintln!("error: {err}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            tracing::info!(
+                messages = summary.messages,
+                deleted = summary.deleted,
+                left_for_redrive = summary.left,
+                abandoned = summary.abandoned,
+                "stopped"
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -652,6 +672,18 @@ fn describe(config: &Config) -> String {
                     .as_ref()
                     .map(|t| format!(", dead letters to {t}"))
                     .unwrap_or_default()
+            );
+        }
+        Some(SourceSettings::Sqs(q)) => {
+            let _ = writeln!(
+                text,
+                "source: sqs queue {} ({} receive loops of up to {} messages, long polling {} s, visibility timeout {} s extended while processing, at most {} in flight)",
+                q.queue_url,
+                q.concurrency,
+                q.max_messages,
+                q.wait_time_seconds,
+                q.visibility_timeout_seconds,
+                q.max_inflight
             );
         }
         None => {

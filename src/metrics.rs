@@ -2,8 +2,8 @@
 //! labels: never a user id, email or log id), in one registry per process.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const PREFIX: &str = "auth0_default_roles";
@@ -35,6 +35,11 @@ pub struct Metrics {
     pub ingest_requests: IntCounterVec,
     pub ingest_records: IntCounterVec,
     pub ingest_request_duration: Histogram,
+    pub sqs_messages_received: IntCounter,
+    pub sqs_messages_deleted: IntCounter,
+    pub sqs_visibility_extensions: IntCounter,
+    pub sqs_messages_left: IntCounterVec,
+    pub sqs_inflight_messages: IntGauge,
     pub build_info: IntGaugeVec,
 }
 
@@ -168,6 +173,26 @@ impl Metrics {
                 "Time from receiving a delivery to answering it.",
                 vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
             ))?,
+            sqs_messages_received: IntCounter::with_opts(opts(
+                "sqs_messages_received_total",
+                "SQS messages received (redeliveries included).",
+            ))?,
+            sqs_messages_deleted: IntCounter::with_opts(opts(
+                "sqs_messages_deleted_total",
+                "SQS messages deleted after their events reached a final outcome.",
+            ))?,
+            sqs_visibility_extensions: IntCounter::with_opts(opts(
+                "sqs_visibility_extensions_total",
+                "Visibility timeouts extended for messages still being processed.",
+            ))?,
+            sqs_messages_left: IntCounterVec::new(
+                opts("sqs_messages_left_total", "SQS messages deliberately not deleted, left for redelivery and the queue's redrive policy, by reason (invalid, failed)."),
+                &["reason"],
+            )?,
+            sqs_inflight_messages: IntGauge::with_opts(opts(
+                "sqs_inflight_messages",
+                "SQS messages received and not yet deleted or released.",
+            ))?,
             build_info: IntGaugeVec::new(
                 opts("build_info", "Always 1; the version label tells the build."),
                 &["version"],
@@ -207,6 +232,11 @@ impl Metrics {
         r.register(Box::new(self.ingest_requests.clone()))?;
         r.register(Box::new(self.ingest_records.clone()))?;
         r.register(Box::new(self.ingest_request_duration.clone()))?;
+        r.register(Box::new(self.sqs_messages_received.clone()))?;
+        r.register(Box::new(self.sqs_messages_deleted.clone()))?;
+        r.register(Box::new(self.sqs_visibility_extensions.clone()))?;
+        r.register(Box::new(self.sqs_messages_left.clone()))?;
+        r.register(Box::new(self.sqs_inflight_messages.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -227,7 +257,7 @@ impl Metrics {
     /// with `register_all`).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 25] = [
+        let collectors: [&dyn Collector; 30] = [
             &self.events_received,
             &self.events_processed,
             &self.event_processing_duration,
@@ -252,6 +282,11 @@ impl Metrics {
             &self.ingest_requests,
             &self.ingest_records,
             &self.ingest_request_duration,
+            &self.sqs_messages_received,
+            &self.sqs_messages_deleted,
+            &self.sqs_visibility_extensions,
+            &self.sqs_messages_left,
+            &self.sqs_inflight_messages,
             &self.build_info,
         ];
         let mut names: std::collections::BTreeSet<String> = collectors
