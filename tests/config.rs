@@ -242,3 +242,165 @@ fn kafka_errors_name_the_key() {
     assert!(load(base, &[]).is_ok());
     assert!(load(&format!("{base}unknown_key = 1\n"), &[]).is_err());
 }
+
+#[test]
+fn sqs_source_defaults() {
+    use auth0_default_roles::config::SourceSettings;
+    let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs";
+    let config = load(
+        &format!("[source]\ntype = \"sqs\"\n[sqs]\nqueue_url = \"{url}\"\n"),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Some(SourceSettings::Sqs(q)) = config.source else {
+        panic!("sqs source expected")
+    };
+    assert_eq!(q.queue_url, url);
+    assert_eq!(q.max_messages, 10);
+    assert_eq!(q.wait_time_seconds, 20);
+    assert_eq!(q.visibility_timeout_seconds, 60);
+    assert_eq!(q.concurrency, 2);
+    assert_eq!(q.max_inflight, 100);
+    assert_eq!(q.shutdown_grace, Duration::from_secs(20));
+
+    // An [sqs] section alone is enough; every key can be set.
+    let config = load(
+        "[sqs]\nqueue_url = \"http://127.0.0.1:5055/123456789012/q\"\nmax_messages = 1\nwait_time_seconds = 0\nvisibility_timeout_seconds = 43200\nconcurrency = 50\nmax_inflight = 1\nshutdown_grace_seconds = 0.5\n",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Some(SourceSettings::Sqs(q)) = config.source else {
+        panic!("sqs source expected")
+    };
+    assert_eq!(
+        (
+            q.max_messages,
+            q.wait_time_seconds,
+            q.visibility_timeout_seconds
+        ),
+        (1, 0, 43_200)
+    );
+    assert_eq!((q.concurrency, q.max_inflight), (50, 1));
+    assert_eq!(q.shutdown_grace, Duration::from_millis(500));
+
+    // [source] type picks one when both sections are present.
+    let both = "[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ngroup_id = \"g\"\n[sqs]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n";
+    let config =
+        load(&format!("[source]\ntype = \"sqs\"\n{both}"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(config.source, Some(SourceSettings::Sqs(_))));
+    let config =
+        load(&format!("[source]\ntype = \"kafka\"\n{both}"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(config.source, Some(SourceSettings::Kafka(_))));
+    assert!(error(both).starts_with("source.type: missing"));
+}
+
+#[test]
+fn sqs_errors_name_the_key() {
+    let url = "queue_url = \"https://sqs.us-east-1.amazonaws.com/123456789012/q\"\n";
+    let cases = [
+        (
+            "[source]\ntype = \"sqs\"\n".to_owned(),
+            "sqs: source.type is \"sqs\" but there is no [sqs] section",
+        ),
+        (
+            "[source]\ntype = \"rabbit\"\n".to_owned(),
+            "use \"kafka\" or \"sqs\"",
+        ),
+        (
+            "[sqs]\nmax_messages = 5\n".to_owned(),
+            "sqs.queue_url: missing",
+        ),
+        (
+            "[sqs]\nqueue_url = \"sqs.us-east-1.amazonaws.com/1/q\"\n".to_owned(),
+            "sqs.queue_url",
+        ),
+        (
+            "[sqs]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com\"\n".to_owned(),
+            "sqs.queue_url",
+        ),
+        (
+            "[sqs]\nqueue_url = \"https:///1/q\"\n".to_owned(),
+            "sqs.queue_url",
+        ),
+        (
+            format!("[sqs]\n{url}max_messages = 0\n"),
+            "sqs.max_messages: must be between 1 and 10",
+        ),
+        (
+            format!("[sqs]\n{url}max_messages = 11\n"),
+            "sqs.max_messages",
+        ),
+        (
+            format!("[sqs]\n{url}wait_time_seconds = 21\n"),
+            "sqs.wait_time_seconds: must be between 0 and 20",
+        ),
+        (
+            format!("[sqs]\n{url}wait_time_seconds = -1\n"),
+            "sqs.wait_time_seconds",
+        ),
+        (
+            format!("[sqs]\n{url}visibility_timeout_seconds = 0\n"),
+            "sqs.visibility_timeout_seconds",
+        ),
+        (
+            format!("[sqs]\n{url}visibility_timeout_seconds = 43201\n"),
+            "sqs.visibility_timeout_seconds",
+        ),
+        (
+            format!("[sqs]\n{url}concurrency = 0\n"),
+            "sqs.concurrency: must be between 1 and 50",
+        ),
+        (format!("[sqs]\n{url}concurrency = 51\n"), "sqs.concurrency"),
+        (
+            format!("[sqs]\n{url}max_inflight = 5\n"),
+            "sqs.max_inflight: must be at least sqs.max_messages (10)",
+        ),
+        (
+            format!("[sqs]\n{url}shutdown_grace_seconds = -1\n"),
+            "sqs.shutdown_grace_seconds",
+        ),
+        (
+            format!("[sqs]\n{url}visibility_timeout = 30\n"),
+            "unknown field `visibility_timeout`",
+        ),
+        (
+            format!("[sqs]\n{url}max_messages = \"10\"\n"),
+            "max_messages",
+        ),
+    ];
+    for (text, expected) in cases {
+        match load(&text, &[]) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(err) => assert!(
+                err.to_string().contains(expected),
+                "{text}\n=> {err}\n(expected {expected})"
+            ),
+        }
+    }
+}
+
+#[test]
+fn the_commented_sqs_example_is_valid() {
+    use auth0_default_roles::config::SourceSettings;
+    let example = std::fs::read_to_string("config/example.toml").unwrap_or_else(|e| panic!("{e}"));
+    let start = example
+        .find("# [sqs]\n")
+        .unwrap_or_else(|| panic!("no commented [sqs] section in the example"));
+    let section: Vec<&str> = example[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| *l == "[sqs]" || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+        .collect();
+    assert!(section.len() >= 8, "{section:?}");
+    let text = format!("[source]\ntype = \"sqs\"\n{}\n", section.join("\n"));
+    let config = load(&text, &[]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let Some(SourceSettings::Sqs(q)) = config.source else {
+        panic!("sqs source expected")
+    };
+    assert_eq!(
+        q.queue_url,
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs"
+    );
+    assert_eq!(q.visibility_timeout_seconds, 60);
+}
