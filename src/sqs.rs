@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::config::SharedHttpClient;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
@@ -90,18 +91,23 @@ pub fn region_from_queue_url(url: &str) -> Option<String> {
     plausible.then(|| region.to_owned())
 }
 
-/// The SQS client: credentials from the standard chain (environment, profile, web identity,
-/// ECS/EKS, IMDS), `AWS_ENDPOINT_URL_SQS` honoured, HTTPS through rustls with ring. The region
-/// of an AWS queue URL wins (a queue lives in one region); otherwise the chain's region.
-pub async fn client(settings: &SqsSettings) -> Result<Client, SqsRunError> {
+/// The HTTP client of every AWS call: hyper with rustls and ring (the TLS stack reqwest already
+/// brings), the platform's root certificates. Plain `http://` works too (emulators).
+pub fn https_client() -> SharedHttpClient {
     use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
+    aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
-        .build_https();
+        .build_https()
+}
+
+/// The SQS client: credentials from the standard chain (environment, profile, web identity,
+/// ECS/EKS, IMDS), `AWS_ENDPOINT_URL_SQS` honoured, HTTPS through [`https_client`]. The region
+/// of an AWS queue URL wins (a queue lives in one region); otherwise the chain's region.
+pub async fn client(settings: &SqsSettings) -> Result<Client, SqsRunError> {
     let shared = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
+        .http_client(https_client())
         .load()
         .await;
     let mut config = aws_sdk_sqs::config::Builder::from(&shared);
@@ -130,6 +136,8 @@ struct Tracked {
     message_id: String,
     /// When its visibility is extended next.
     extend_at: Instant,
+    /// Handed to the deleter: no more extensions.
+    deleting: bool,
     /// Its place under `max_inflight`, given back when the entry goes.
     _permit: OwnedSemaphorePermit,
 }
@@ -160,7 +168,16 @@ impl Shared {
         self.tracked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn track(&self, receipt: String, message_id: String, permit: OwnedSemaphorePermit) -> u64 {
+    /// Tracks a received message. `requested_at` is when its ReceiveMessage was sent: SQS
+    /// started its visibility timeout somewhere between then and the answer, so counting from
+    /// the request keeps the first extension early even when the answer was slow.
+    fn track(
+        &self,
+        receipt: String,
+        message_id: String,
+        requested_at: Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> u64 {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let mut tracked = self.lock();
         tracked.insert(
@@ -168,7 +185,8 @@ impl Shared {
             Tracked {
                 receipt,
                 message_id,
-                extend_at: Instant::now() + self.extend_every,
+                extend_at: requested_at + self.extend_every,
+                deleting: false,
                 _permit: permit,
             },
         );
@@ -176,6 +194,13 @@ impl Shared {
             .sqs_inflight_messages
             .set(i64::try_from(tracked.len()).unwrap_or(i64::MAX));
         key
+    }
+
+    /// Stops extending a finished message whose delete is pending.
+    fn mark_deleting(&self, key: u64) {
+        if let Some(t) = self.lock().get_mut(&key) {
+            t.deleting = true;
+        }
     }
 
     fn untrack(&self, keys: &[u64]) {
@@ -285,6 +310,12 @@ impl Shared {
             match result {
                 Ok(out) => {
                     let n = out.successful.len() as u64;
+                    tracing::debug!(
+                        deleted = n,
+                        refused = out.failed.len(),
+                        message_ids = ?message_ids.values().collect::<Vec<_>>(),
+                        "DeleteMessageBatch answered"
+                    );
                     self.metrics.sqs_messages_deleted.inc_by(n);
                     self.deleted.fetch_add(n, Ordering::Relaxed);
                     for failed in &out.failed {
@@ -319,17 +350,18 @@ impl Shared {
             let tracked = self.lock();
             tracked
                 .iter()
-                .filter(|(_, t)| t.extend_at <= now)
+                .filter(|(_, t)| !t.deleting && t.extend_at <= now)
                 .map(|(k, t)| (*k, t.receipt.clone()))
                 .collect()
         };
-        let mut extended = 0;
-        for chunk in due.chunks(BATCH_MAX) {
-            extended += self
-                .change_visibility(chunk, self.visibility_timeout, "extend")
-                .await;
-        }
-        extended
+        // Batches in parallel: one slow answer must not make the others late.
+        let calls = due
+            .chunks(BATCH_MAX)
+            .map(|chunk| self.change_visibility(chunk, self.visibility_timeout, "extend"));
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .sum()
     }
 
     /// Sets the visibility timeout of `messages`; returns how many succeeded.
@@ -568,6 +600,7 @@ async fn receive_loop(
             }
         }
         shared.set_paused(false, "Management API answering");
+        let requested_at = Instant::now();
         let request = shared
             .client
             .receive_message()
@@ -624,13 +657,14 @@ async fn receive_loop(
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
+            tracing::debug!(%message_id, receive_count, loop_index = index, "message received");
             let items = decode(message.body.as_deref().unwrap_or_default().as_bytes());
             let users: Vec<String> = items
                 .iter()
                 .filter_map(|i| i.as_ref().ok().and_then(|e| e.user()).map(str::to_owned))
                 .collect();
             let turn = ctx.sequencer.enter(users);
-            let key = shared.track(receipt, message_id.clone(), permit);
+            let key = shared.track(receipt, message_id.clone(), requested_at, permit);
             tasks.spawn(handle_message(
                 Arc::clone(shared),
                 Arc::clone(&ctx.pipeline),
@@ -706,6 +740,7 @@ async fn handle_message(
         ));
     }
     let Some((reason, error)) = bad else {
+        shared.mark_deleting(delivery.key);
         if delete_tx.send(delivery.key).is_err() {
             // Only after shutdown: the message comes back and its events are already done.
             shared.untrack(&[delivery.key]);
