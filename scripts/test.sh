@@ -14,6 +14,11 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 TANSU_BIN="$(bash scripts/install-tansu.sh)"
 export TANSU_BIN
 
+# The SQS tests need an AWS emulator: moto in server mode, in a virtualenv created once
+# (python3 needed; ~15 s) under ~/.cache/auth0-default-roles.
+MOTO_SERVER="$(bash scripts/install-moto.sh)"
+export MOTO_SERVER
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets --locked -- -D warnings"

@@ -1,5 +1,5 @@
-//! Test tooling shared by the Kafka tests: a real Kafka-protocol broker (tansu) per test, a
-//! producer, committed-offset checks, and the service binary run as a child process.
+//! Test tooling shared by the Kafka and SQS tests: a real Kafka-protocol broker (tansu) per
+//! test, a producer, committed-offset checks, and the service binary run as a child process.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -339,7 +339,8 @@ impl Service {
         Service::start_command("run", config, metrics_port, log, &[])
     }
 
-    /// Starts `auth0-default-roles <command> --config <config>` with extra environment.
+    /// Starts `auth0-default-roles <command> --config <config>` with extra environment (which
+    /// may override the defaults, `RUST_LOG` included).
     pub fn start_command(
         command: &str,
         config: &Path,
@@ -351,9 +352,9 @@ impl Service {
         let child = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
             .args([command, "--config"])
             .arg(config)
-            .envs(env.iter().copied())
             .env("AUTH0_CLIENT_SECRET", "sim-secret")
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
@@ -413,6 +414,7 @@ impl Service {
             .filter(|l| {
                 [
                     "kafka_",
+                    "sqs_",
                     "inflight",
                     "events_received",
                     "events_processed",
