@@ -911,3 +911,29 @@ fn sigterm_finishes_in_flight_messages_deletes_them_and_exits_zero() {
     );
     assert_eq!(world.depth(&queues.dlq_url), 0);
 }
+
+#[test]
+fn check_describes_the_sqs_source() {
+    let dir = temp_dir("sqs-check");
+    let path = dir.join("sqs.toml");
+    std::fs::write(
+        &path,
+        "[source]\ntype = \"sqs\"\n[sqs]\nqueue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs\"\nconcurrency = 3\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("source: sqs queue https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs (3 receive loops of up to 10 messages, long polling 20 s, visibility timeout 60 s"),
+        "{stdout}"
+    );
+}
