@@ -15,9 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{
-    RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, SimStats, Simulator,
-};
+use auth0_default_roles::sim::{RunningSimulator, Seed, SeedUser, SimConfig, SimStats, Simulator};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use serde_json::{json, Value};
@@ -171,11 +169,8 @@ impl World {
     fn tenant(&self, config: SimConfig, users: Vec<SeedUser>) -> Tenant {
         let accept_any_user = users.is_empty();
         let seed = Seed {
-            roles: ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER"]
-                .into_iter()
-                .map(SeedRole::named)
-                .collect(),
             users,
+            ..Seed::with_roles(generate::DEMO_ROLES)
         };
         let sim = Simulator::new(
             SimConfig {
