@@ -17,11 +17,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use crate::config::{Config, SourceSettings};
-use crate::dedup::Dedup;
 use crate::generate;
 use crate::metrics::Metrics;
 use crate::mgmt;
-use crate::pipeline::{Mode, Outcome, Pipeline, Processor};
+use crate::pipeline::{Mode, Outcome, Pipeline};
 use crate::server::{self, Health};
 use crate::sim::{Seed, SimConfig, Simulator};
 
@@ -163,27 +162,18 @@ listen = "{listen}"
         Err(_) => server::serve(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::clone(&health)).await?,
     };
     let secret = auth0.client_secret(&env)?;
-    let (client, assigner) = mgmt::connect(
-        &auth0,
-        secret,
-        config.policy.role_names(),
-        Arc::clone(&metrics),
-    )
-    .await?;
-    health
-        .token
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    health
-        .roles
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
-    let pipeline = Arc::new(Pipeline::online(
-        processor,
-        assigner,
-        client,
-        Mode::Live,
-        "kafka",
-    ));
+    let pipeline = Arc::new(
+        Pipeline::connect(
+            &config,
+            &auth0,
+            secret,
+            Arc::clone(&metrics),
+            Mode::Live,
+            "kafka",
+            Some(&health),
+        )
+        .await?,
+    );
 
     // 4. Consume until every message reached an outcome.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

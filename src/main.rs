@@ -11,7 +11,7 @@ use std::sync::Arc;
 use auth0_default_roles::config::{self as cfg, Config, IngestMode, SourceSettings};
 use auth0_default_roles::dedup::Dedup;
 use auth0_default_roles::metrics::Metrics;
-use auth0_default_roles::mgmt::{self, MgmtError};
+use auth0_default_roles::mgmt::MgmtError;
 use auth0_default_roles::pipeline::{Mode, Pipeline, Processor};
 use auth0_default_roles::replay::{self, Input, Output};
 use auth0_default_roles::server::{self, Health};
@@ -352,31 +352,15 @@ fn spawn_signal_handler(stop: tokio::sync::watch::Sender<bool>) {
     });
 }
 
-async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
-    let source = match &config.source {
-        Some(source) => source.clone(),
-        None => {
-            eprintln!("error: `run` needs a source: add [source] type = \"kafka\" with a [kafka] section, or type = \"sqs\" with an [sqs] section (see config/example.toml)");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-    };
-    let auth0 = match config.require_auth0() {
-        Ok(a) => a.clone(),
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-    };
-    let secret = match auth0.client_secret(&cfg::process_env) {
-        Ok(s) => s,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-    };
-    let metrics = Arc::new(Metrics::new()?);
-    let health = Health::new(Arc::clone(&metrics), source.name());
-    let addr = server::serve(config.metrics_listen, Arc::clone(&health))
+/// Prints a configuration problem and gives the configuration exit status.
+fn config_error(err: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Serves /metrics, /healthz and /readyz on `[metrics] listen`.
+async fn serve_metrics(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
+    let addr = server::serve(config.metrics_listen, Arc::clone(health))
         .await
         .with_context(|| {
             format!(
@@ -385,35 +369,76 @@ async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
             )
         })?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    spawn_signal_handler(stop_tx);
-    let connected = tokio::select! {
-        connected = mgmt::connect(&auth0, secret, config.policy.role_names(), Arc::clone(&metrics)) => connected,
-        _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+    Ok(())
+}
+
+/// The live pipeline for a long-running command, or the exit status to stop with: a
+/// configuration problem (printed, status 2), or a stop signal while the tenant was awaited (0).
+async fn live_pipeline(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+    mode: Mode,
+    source: &'static str,
+    stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
+) -> anyhow::Result<Result<Pipeline, ExitCode>> {
+    let auth0 = match config.require_auth0() {
+        Ok(a) => a,
+        Err(err) => return Ok(Err(config_error(err))),
     };
-    let (client, assigner) = match connected {
-        Ok(c) => c,
-        Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => {
-            eprintln!("error: {err}");
+    let secret = match auth0.client_secret(&cfg::process_env) {
+        Ok(s) => s,
+        Err(err) => return Ok(Err(config_error(err))),
+    };
+    let connect = Pipeline::connect(
+        config,
+        auth0,
+        secret,
+        Arc::clone(metrics),
+        mode,
+        source,
+        Some(health),
+    );
+    let connected = match stop {
+        Some(stop) => tokio::select! {
+            connected = connect => connected,
+            _ = stop.changed() => return Ok(Err(ExitCode::SUCCESS)),
+        },
+        None => connect.await,
+    };
+    match connected {
+        Ok(pipeline) => Ok(Ok(pipeline)),
+        Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => Ok(Err(config_error(err))),
+        Err(err) => Err(err).context("cannot start the Management API client"),
+    }
+}
+
+async fn run_command(config: Config) -> anyhow::Result<ExitCode> {
+    let source = match &config.source {
+        Some(source) => source.clone(),
+        None => {
+            eprintln!("error: `run` needs a source: add [source] type = \"kafka\" with a [kafka] section, or type = \"sqs\" with an [sqs] section (see config/example.toml)");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
-        Err(err) => return Err(err).context("cannot start the Management API client"),
     };
-    health
-        .token
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    health
-        .roles
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    tracing::info!(tenant = %auth0.domain, roles = ?assigner.directory().all().keys().collect::<Vec<_>>(), "Management API ready");
-    let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
-    let pipeline = Arc::new(Pipeline::online(
-        processor,
-        assigner,
-        client,
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Health::new(Arc::clone(&metrics), source.name());
+    serve_metrics(&config, &health).await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    spawn_signal_handler(stop_tx);
+    let pipeline = match live_pipeline(
+        &config,
+        &metrics,
+        &health,
         Mode::Live,
         source.name(),
-    ));
+        Some(&mut stop_rx),
+    )
+    .await?
+    {
+        Ok(p) => Arc::new(p),
+        Err(code) => return Ok(code),
+    };
     match source {
         SourceSettings::Kafka(settings) => {
             let summary = kafka::run(settings, pipeline, health, stop_rx).await?;
@@ -480,65 +505,30 @@ async fn ingest_command(config: Config) -> anyhow::Result<ExitCode> {
             (health, ingest::Backend::Bridge(bridge))
         }
         IngestMode::Direct => {
-            let auth0 = match config.require_auth0() {
-                Ok(a) => a.clone(),
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return Ok(ExitCode::from(EXIT_CONFIG));
-                }
-            };
-            let secret = match auth0.client_secret(&cfg::process_env) {
-                Ok(s) => s,
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return Ok(ExitCode::from(EXIT_CONFIG));
-                }
-            };
             let health = Health::new(Arc::clone(&metrics), "http");
-            let connected = tokio::select! {
-                connected = mgmt::connect(&auth0, secret, config.policy.role_names(), Arc::clone(&metrics)) => connected,
-                _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+            let pipeline = match live_pipeline(
+                &config,
+                &metrics,
+                &health,
+                Mode::Live,
+                "http",
+                Some(&mut stop_rx),
+            )
+            .await?
+            {
+                Ok(p) => Arc::new(p),
+                Err(code) => return Ok(code),
             };
-            let (client, assigner) = match connected {
-                Ok(c) => c,
-                Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => {
-                    eprintln!("error: {err}");
-                    return Ok(ExitCode::from(EXIT_CONFIG));
-                }
-                Err(err) => return Err(err).context("cannot start the Management API client"),
-            };
-            health
-                .token
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            health
-                .roles
-                .store(true, std::sync::atomic::Ordering::SeqCst);
             health
                 .source
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
-            let pipeline = Arc::new(Pipeline::online(
-                processor,
-                assigner,
-                client,
-                Mode::Live,
-                "http",
-            ));
             (
                 health,
                 ingest::Backend::Direct(ingest::Direct::new(pipeline, settings.direct_deadline)),
             )
         }
     };
-    let addr = server::serve(config.metrics_listen, Arc::clone(&health))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for /metrics (set [metrics] listen)",
-                config.metrics_listen
-            )
-        })?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    serve_metrics(&config, &health).await?;
     let state = ingest::IngestState::new(token, metrics, backend);
     ingest::serve(&settings, Arc::clone(&state), stop_rx).await?;
     if let ingest::Backend::Bridge(bridge) = state.backend() {
@@ -556,31 +546,14 @@ async fn replay_command(
     concurrency: usize,
 ) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new()?);
-    let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
     let pipeline = if mode == Mode::Offline {
+        let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
         Pipeline::offline(processor, metrics, "replay")
     } else {
-        let auth0 = match config.require_auth0() {
-            Ok(a) => a,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-        };
-        let secret = match auth0.client_secret(&cfg::process_env) {
-            Ok(s) => s,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-        };
-        match mgmt::connect(auth0, secret, config.policy.role_names(), metrics).await {
-            Ok((client, assigner)) => Pipeline::online(processor, assigner, client, mode, "replay"),
-            Err(err @ (MgmtError::Auth(_) | MgmtError::MissingRoles(_))) => {
-                eprintln!("error: {err}");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-            Err(err) => return Err(err).context("cannot start the Management API client"),
+        let health = Health::new(Arc::clone(&metrics), "replay");
+        match live_pipeline(&config, &metrics, &health, mode, "replay", None).await? {
+            Ok(p) => p,
+            Err(code) => return Ok(code),
         }
     };
     let stdout = std::io::stdout();

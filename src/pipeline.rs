@@ -304,6 +304,34 @@ impl Pipeline {
         }
     }
 
+    /// Connects to the Management API (a token, every policy role resolved) and builds the
+    /// pipeline `run`, `ingest`, `replay` and `demo` use. `health`, when given, learns that the
+    /// token and the roles are there.
+    pub async fn connect(
+        config: &crate::config::Config,
+        auth0: &crate::config::Auth0Settings,
+        secret: crate::config::Secret,
+        metrics: Arc<Metrics>,
+        mode: Mode,
+        source: &'static str,
+        health: Option<&crate::server::Health>,
+    ) -> Result<Pipeline, crate::mgmt::MgmtError> {
+        let (client, assigner) =
+            crate::mgmt::connect(auth0, secret, config.policy.role_names(), metrics).await?;
+        if let Some(health) = health {
+            use std::sync::atomic::Ordering;
+            health.token.store(true, Ordering::SeqCst);
+            health.roles.store(true, Ordering::SeqCst);
+        }
+        tracing::info!(
+            tenant = %auth0.domain,
+            roles = ?assigner.directory().all().keys().collect::<Vec<_>>(),
+            "Management API ready"
+        );
+        let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+        Ok(Pipeline::online(processor, assigner, client, mode, source))
+    }
+
     /// A pipeline that reads through `assigner`'s client, and writes unless `mode` is `DryRun`.
     pub fn online(
         processor: Processor,
@@ -338,6 +366,25 @@ impl Pipeline {
 
     pub fn processor(&self) -> &Processor {
         &self.processor
+    }
+
+    /// Takes the events of one message (a Kafka record, an SQS message) to their final
+    /// outcomes, in order. Returns the first `invalid` or `failed` one as (reason, error), for
+    /// the source's dead-letter handling.
+    pub async fn process_all(&self, items: Vec<Decoded>) -> Option<(&'static str, String)> {
+        let mut bad = None;
+        for item in items {
+            let report = self.process(item).await;
+            let reason = match report.outcome {
+                Outcome::Invalid => "invalid",
+                Outcome::Failed => "failed",
+                _ => continue,
+            };
+            if bad.is_none() {
+                bad = Some((reason, report.error.unwrap_or_default()));
+            }
+        }
+        bad
     }
 
     /// Takes one decoded item to its final outcome. Transient Management API failures are

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use crate::config::SqsSettings;
 use crate::event::{decode, Decoded};
 use crate::metrics::Metrics;
-use crate::pipeline::{Outcome, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::sequencer::{Sequencer, Turn};
 use crate::server::Health;
 
@@ -720,18 +720,7 @@ async fn handle_message(
     delete_tx: mpsc::UnboundedSender<u64>,
 ) {
     turn.wait().await;
-    let mut bad: Option<(&'static str, String)> = None;
-    for item in delivery.items {
-        let report = pipeline.process(item).await;
-        let reason = match report.outcome {
-            Outcome::Invalid => "invalid",
-            Outcome::Failed => "failed",
-            _ => continue,
-        };
-        if bad.is_none() {
-            bad = Some((reason, report.error.unwrap_or_default()));
-        }
-    }
+    let mut bad = pipeline.process_all(delivery.items).await;
     drop(turn);
     if bad.is_none() && shared.failed_before.contains_key(&delivery.message_id) {
         bad = Some((

@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use crate::config::KafkaSettings;
 use crate::event::{decode, DecodeError, Decoded};
 use crate::metrics::Metrics;
-use crate::pipeline::{Outcome, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::sequencer::Sequencer;
 use crate::server::Health;
 use offsets::PartitionOffsets;
@@ -596,18 +596,7 @@ async fn consume(
                     let dead_letter_count = Arc::clone(&dead_letter_count);
                     tasks.spawn(async move {
                         turn.wait().await;
-                        let mut bad: Option<(&'static str, String)> = None;
-                        for item in items {
-                            let report = pipeline.process(item).await;
-                            let reason = match report.outcome {
-                                Outcome::Invalid => "invalid",
-                                Outcome::Failed => "failed",
-                                _ => continue,
-                            };
-                            if bad.is_none() {
-                                bad = Some((reason, report.error.unwrap_or_default()));
-                            }
-                        }
+                        let bad = pipeline.process_all(items).await;
                         drop(turn);
                         if let (Some((reason, error)), Some(dlq), Some(original)) = (bad, &dead_letters, &original) {
                             dlq.send(original, reason, &error).await;
