@@ -23,12 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer as _};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
 use crate::config::{IngestSettings, KafkaSettings, Secret};
 use crate::event::{decode, Decoded};
+use crate::kafka::{Producer, ProducerCtx};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::sequencer::Sequencer;
@@ -58,7 +59,7 @@ pub enum Backend {
 pub struct Bridge {
     /// Replaced when librdkafka reports a fatal error (an idempotent producer whose state the
     /// broker no longer knows cannot recover by itself).
-    producer: std::sync::Mutex<FutureProducer>,
+    producer: std::sync::Mutex<Producer>,
     /// When the producer was last replaced.
     replaced: std::sync::Mutex<Option<Instant>>,
     config: rdkafka::ClientConfig,
@@ -101,7 +102,9 @@ pub fn bridge_config(kafka: &KafkaSettings) -> rdkafka::ClientConfig {
 impl Bridge {
     pub fn new(kafka: &KafkaSettings) -> Result<Bridge, IngestError> {
         let config = bridge_config(kafka);
-        let producer = config.create().map_err(IngestError::Producer)?;
+        let producer = config
+            .create_with_context(ProducerCtx::default())
+            .map_err(IngestError::Producer)?;
         Ok(Bridge {
             producer: std::sync::Mutex::new(producer),
             replaced: std::sync::Mutex::new(None),
@@ -111,7 +114,7 @@ impl Bridge {
         })
     }
 
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> Producer {
         self.producer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -131,7 +134,7 @@ impl Bridge {
             }
             *replaced = Some(Instant::now());
         }
-        let fresh = match self.config.create::<FutureProducer>() {
+        let fresh = match self.config.create_with_context(ProducerCtx::default()) {
             Ok(fresh) => fresh,
             Err(err) => {
                 tracing::error!(%err, "cannot recreate the bridge producer");

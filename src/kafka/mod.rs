@@ -191,12 +191,75 @@ fn store_position<C: Consumer<X>, X: ConsumerContext>(
     }
 }
 
+/// Logs librdkafka's warnings and errors at warn, at most once per 10 s; the rest at debug.
+/// While a broker is down, librdkafka repeats its connection errors every few hundred
+/// milliseconds.
+#[derive(Default)]
+pub struct QuietLog {
+    last: Mutex<Option<Instant>>,
+}
+
+impl QuietLog {
+    fn allow(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let serious = matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        );
+        if serious && self.allow() {
+            tracing::warn!(
+                facility = fac,
+                "librdkafka: {message} (repeats within 10 s are not logged)"
+            );
+        } else {
+            tracing::debug!(facility = fac, "librdkafka: {message}");
+        }
+    }
+}
+
+/// The context of the service's producers (dead letters, the `ingest` bridge): quiet logs.
+#[derive(Default)]
+pub struct ProducerCtx {
+    log: QuietLog,
+    errors: QuietLog,
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.errors.allow() {
+            tracing::warn!(%error, reason, "Kafka producer error (librdkafka retries by itself; repeats within 10 s are not logged)");
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+/// A producer with the service's quiet logging.
+pub type Producer = FutureProducer<ProducerCtx>;
+
 /// The librdkafka callbacks: rebalances, commits, statistics, errors.
 pub struct Ctx {
     shared: Arc<Shared>,
     /// Rate-limits repeated client errors (a dead broker reports every few seconds).
     last_error_log: Mutex<Option<Instant>>,
-    last_library_log: Mutex<Option<Instant>>,
+    library_log: QuietLog,
 }
 
 impl ClientContext for Ctx {
@@ -216,26 +279,9 @@ impl ClientContext for Ctx {
         }
     }
 
-    /// librdkafka's own log: its connection failures repeat every few hundred milliseconds while
-    /// a broker is down, and `error` below already reports them (rate-limited). Only warnings
-    /// and worse reach the log, at warn, at most one per 10 s; the rest is debug.
+    /// librdkafka's own log; its connection failures are also reported through `error`.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
-                let mut last = self
-                    .last_library_log
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-                    *last = Some(Instant::now());
-                    tracing::warn!(facility = fac, "librdkafka: {log_message}");
-                } else {
-                    tracing::debug!(facility = fac, "librdkafka: {log_message}");
-                }
-            }
-            _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
-        }
+        self.library_log.log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -379,7 +425,7 @@ struct Original {
 
 /// Sends to the dead-letter topic until the broker acknowledges.
 struct DeadLetters {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     metrics: Arc<Metrics>,
 }
@@ -478,7 +524,7 @@ async fn consume(
     let context = Ctx {
         shared: Arc::clone(&shared),
         last_error_log: Mutex::new(None),
-        last_library_log: Mutex::new(None),
+        library_log: QuietLog::default(),
     };
     let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
         consumer_config(&settings)
@@ -495,7 +541,7 @@ async fn consume(
     let dead_letters = match &settings.dead_letter_topic {
         Some(topic) => Some(Arc::new(DeadLetters {
             producer: producer_config(&settings)
-                .create()
+                .create_with_context(ProducerCtx::default())
                 .map_err(KafkaRunError::Producer)?,
             topic: topic.clone(),
             metrics: Arc::clone(&metrics),
