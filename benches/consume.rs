@@ -16,7 +16,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use auth0_default_roles::sim::{Seed, SimConfig, Simulator};
+use auth0_default_roles::sim::SimConfig;
 use common::*;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
@@ -74,11 +74,7 @@ fn scenario(batch: usize, name: &str, inflight: &str) {
         started.elapsed().as_secs_f64()
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = runtime();
 
     // 1. The ceiling: a bare consumer that only reads.
     let bare = rt.block_on(async {
@@ -115,16 +111,14 @@ fn scenario(batch: usize, name: &str, inflight: &str) {
     println!("bare rdkafka consumer: {n} events in {bare:.2} s = {bare_rate:.0} events/s");
 
     // 2. The service against the simulator.
-    let sim = Simulator::new(
+    let (sim, running) = start_tenant(
+        &rt,
         SimConfig {
             accept_any_user: true,
             ..SimConfig::default()
         },
-        Seed::with_roles(generate::DEMO_ROLES),
+        Vec::new(),
     );
-    let running = rt
-        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
     let port = free_port();
     let config = write_config(
         &dir,

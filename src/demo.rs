@@ -222,30 +222,21 @@ listen = "{listen}"
     );
 
     // 5. The table.
-    let users = sim.users_with_roles();
+    let users = sim.role_sets();
     let mismatched_users = stream
         .expected
         .iter()
-        .filter(|(u, roles)| {
-            users
-                .get(*u)
-                .map(|got| {
-                    got.iter()
-                        .cloned()
-                        .collect::<std::collections::BTreeSet<_>>()
-                })
-                .as_ref()
-                != Some(*roles)
-        })
+        .filter(|(user, roles)| users.get(*user) != Some(*roles))
         .count()
         + users
             .keys()
-            .filter(|u| !stream.expected.contains_key(*u))
+            .filter(|user| !stream.expected.contains_key(*user))
             .count();
     let stats = sim.stats();
     let mut by_roles: BTreeMap<String, usize> = BTreeMap::new();
     for roles in users.values() {
-        *by_roles.entry(roles.join(", ")).or_default() += 1;
+        let names: Vec<&str> = roles.iter().map(String::as_str).collect();
+        *by_roles.entry(names.join(", ")).or_default() += 1;
     }
     let mut t = String::new();
     let _ = writeln!(

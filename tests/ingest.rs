@@ -8,31 +8,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use auth0_default_roles::generate::{self, Record};
-use auth0_default_roles::sim::{RunningSimulator, Seed, SimConfig, Simulator};
+use auth0_default_roles::sim::{RunningSimulator, SimConfig, Simulator};
 use common::*;
 
 const TOKEN: &str = "Bearer s3cret-token";
 
 fn sim(rt: &tokio::runtime::Runtime) -> (Simulator, RunningSimulator) {
-    let sim = Simulator::new(
+    start_tenant(
+        rt,
         SimConfig {
             accept_any_user: true,
             ..SimConfig::default()
         },
-        Seed::with_roles(generate::DEMO_ROLES),
-    );
-    let running = rt
-        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
-    (sim, running)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+        Vec::new(),
+    )
 }
 
 /// Writes an `ingest` config; `backend` is the [auth0] or [kafka] part.
@@ -101,13 +90,6 @@ fn array(records: &[Record]) -> Vec<u8> {
     format!("[{}]", items.join(",")).into_bytes()
 }
 
-fn tenant(sim: &Simulator) -> BTreeMap<String, BTreeSet<String>> {
-    sim.users_with_roles()
-        .into_iter()
-        .map(|(u, r)| (u, r.into_iter().collect()))
-        .collect()
-}
-
 #[test]
 fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
     let rt = runtime();
@@ -147,7 +129,7 @@ fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
         let (status, answer) = post(port, event.as_bytes(), Some(TOKEN));
         assert_eq!(status, 200, "eventbridge: {answer}");
     }
-    assert_eq!(tenant(&sim), stream.expected);
+    assert_eq!(sim.role_sets(), stream.expected);
     assert_eq!(
         service.metric(
             "auth0_default_roles_ingest_requests_total",

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{RunningSimulator, Seed, SeedUser, SimConfig, Simulator};
+use auth0_default_roles::sim::{RunningSimulator, SeedUser, SimConfig, Simulator};
 use common::*;
 
 const PARTITIONS: i32 = 3;
@@ -36,19 +36,8 @@ impl World {
         let dlq = format!("{topic}-dlq");
         broker.create_topic(&topic, PARTITIONS as u32);
         broker.create_topic(&dlq, 1);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let seed = Seed {
-            users: seed_users,
-            ..Seed::with_roles(generate::DEMO_ROLES)
-        };
-        let sim = Simulator::new(sim_config, seed);
-        let running = rt
-            .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = runtime();
+        let (sim, running) = start_tenant(&rt, sim_config, seed_users);
         World {
             rt,
             sim,
@@ -112,11 +101,7 @@ impl World {
 
     /// Users holding roles in the simulated tenant, as sets.
     fn tenant(&self) -> BTreeMap<String, BTreeSet<String>> {
-        self.sim
-            .users_with_roles()
-            .into_iter()
-            .map(|(u, r)| (u, r.into_iter().collect()))
-            .collect()
+        self.sim.role_sets()
     }
 
     fn all_committed(&self) -> bool {
@@ -452,13 +437,7 @@ fn a_ten_second_tenant_outage_pauses_intake_shows_in_readiness_and_loses_nothing
         "no pause during the outage\n{}",
         service.log_text()
     );
-    let ready = service.get("/readyz");
-    assert!(
-        ready
-            .as_ref()
-            .is_some_and(|(s, body)| *s == 503 && body.contains("Management API")),
-        "{ready:?}"
-    );
+    service.assert_not_ready_because("Management API");
     // Paused: once what was already fetched is in, nothing more comes in during the outage.
     std::thread::sleep(Duration::from_secs(1));
     let during = service.metric("auth0_default_roles_events_received_total", "");

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{RunningSimulator, Seed, SeedUser, SimConfig, SimStats, Simulator};
+use auth0_default_roles::sim::{RunningSimulator, SeedUser, SimConfig, SimStats, Simulator};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 use serde_json::{json, Value};
@@ -125,11 +125,7 @@ impl Tenant {
 
     /// Users holding roles, as sets.
     fn roles(&self) -> BTreeMap<String, BTreeSet<String>> {
-        self.sim
-            .users_with_roles()
-            .into_iter()
-            .map(|(u, r)| (u, r.into_iter().collect()))
-            .collect()
+        self.sim.role_sets()
     }
 
     fn stats(&self) -> SimStats {
@@ -141,11 +137,7 @@ impl World {
     fn new(name: &str) -> World {
         let dir = temp_dir(&format!("sqs-{name}"));
         let moto = Moto::start(&dir);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = runtime();
         let config = aws_sdk_sqs::Config::builder()
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
             .region(aws_sdk_sqs::config::Region::new("us-east-1"))
@@ -168,21 +160,14 @@ impl World {
     /// id; with them, any other user is a 404 (a permanent failure).
     fn tenant(&self, config: SimConfig, users: Vec<SeedUser>) -> Tenant {
         let accept_any_user = users.is_empty();
-        let seed = Seed {
-            users,
-            ..Seed::with_roles(generate::DEMO_ROLES)
-        };
-        let sim = Simulator::new(
+        let (sim, running) = start_tenant(
+            &self.rt,
             SimConfig {
                 accept_any_user,
                 ..config
             },
-            seed,
+            users,
         );
-        let running = self
-            .rt
-            .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
-            .unwrap_or_else(|e| panic!("{e}"));
         Tenant {
             sim,
             running: Some(running),
@@ -249,6 +234,18 @@ impl World {
         let n = |a| self.attribute(url, a).parse::<u64>().unwrap_or(u64::MAX);
         n(QueueAttributeName::ApproximateNumberOfMessages)
             .saturating_add(n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    }
+
+    /// Waits until the queue is empty and its dead-letter queue holds `n` messages.
+    fn wait_dead_letters(&self, queues: &Queues, n: u64, service: &Service) {
+        assert!(
+            wait_for(Duration::from_secs(60), || self.depth(&queues.dlq_url) == n
+                && self.depth(&queues.url) == 0),
+            "queue {}, dead-letter queue {}\n{}",
+            self.depth(&queues.url),
+            self.depth(&queues.dlq_url),
+            service.log_text()
+        );
     }
 
     /// The set-up of the README: a dead-letter queue, the queue with a redrive policy, a bus,
@@ -568,15 +565,7 @@ fn an_invalid_message_lands_in_the_dead_letter_queue_after_max_receive_count() {
         }]}),
     );
     let service = world.service("svc", &tenant, &queues, "visibility_timeout_seconds = 1");
-    assert!(
-        wait_for(Duration::from_secs(60), || world.depth(&queues.dlq_url)
-            == 2
-            && world.depth(&queues.url) == 0),
-        "queue {}, dead-letter queue {}\n{}",
-        world.depth(&queues.url),
-        world.depth(&queues.dlq_url),
-        service.log_text()
-    );
+    world.wait_dead_letters(&queues, 2, &service);
     assert_eq!(tenant.roles(), good.expected);
     // The dead letters are the original bodies, untouched.
     let mut bodies = Vec::new();
@@ -632,15 +621,7 @@ fn a_permanently_failing_message_is_left_for_the_dead_letter_queue_too() {
     records.extend(good.records.iter().cloned());
     world.publish(&queues, &records);
     let service = world.service("svc", &tenant, &queues, "visibility_timeout_seconds = 1");
-    assert!(
-        wait_for(Duration::from_secs(60), || world.depth(&queues.dlq_url)
-            == 1
-            && world.depth(&queues.url) == 0),
-        "queue {}, dead-letter queue {}\n{}",
-        world.depth(&queues.url),
-        world.depth(&queues.dlq_url),
-        service.log_text()
-    );
+    world.wait_dead_letters(&queues, 1, &service);
     assert_eq!(tenant.roles(), good.expected);
     let mut bodies = Vec::new();
     assert!(wait_for(Duration::from_secs(20), || {
@@ -732,13 +713,7 @@ fn outage_run(world: &World, name: &str, outage: Option<Duration>) -> OutageRun 
             service.snapshot(),
             service.log_text()
         );
-        let ready = service.get("/readyz");
-        assert!(
-            ready
-                .as_ref()
-                .is_some_and(|(s, body)| *s == 503 && body.contains("Management API")),
-            "{ready:?}"
-        );
+        service.assert_not_ready_because("Management API");
         // Intake paused: nothing more is received while the tenant is down, and what is in
         // flight stays invisible (extended) instead of coming back.
         std::thread::sleep(Duration::from_secs(1));

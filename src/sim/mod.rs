@@ -151,6 +151,15 @@ impl Simulator {
         lock(&self.shared.tenant).users_with_roles()
     }
 
+    /// [`users_with_roles`](Self::users_with_roles) with each user's roles as a set, the shape
+    /// expected roles are written in.
+    pub fn role_sets(&self) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+        self.users_with_roles()
+            .into_iter()
+            .map(|(user, roles)| (user, roles.into_iter().collect()))
+            .collect()
+    }
+
     pub fn stats(&self) -> SimStats {
         lock(&self.shared.stats).clone()
     }

@@ -21,6 +21,36 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// The two-worker runtime the tests run the simulator on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A simulated tenant with the demo policy's roles and `users`, on a free loopback port.
+pub fn start_tenant(
+    rt: &tokio::runtime::Runtime,
+    config: auth0_default_roles::sim::SimConfig,
+    users: Vec<auth0_default_roles::sim::SeedUser>,
+) -> (
+    auth0_default_roles::sim::Simulator,
+    auth0_default_roles::sim::RunningSimulator,
+) {
+    use auth0_default_roles::sim::{Seed, Simulator};
+    let seed = Seed {
+        users,
+        ..Seed::with_roles(auth0_default_roles::generate::DEMO_ROLES)
+    };
+    let sim = Simulator::new(config, seed);
+    let running = rt
+        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (sim, running)
+}
+
 /// A fresh directory under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir =
@@ -404,6 +434,17 @@ impl Service {
     pub fn metric(&self, name: &str, label_filter: &str) -> f64 {
         let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
         metric_sum(&body, name, label_filter)
+    }
+
+    /// Asserts that `/readyz` answers 503 and names `reason`.
+    pub fn assert_not_ready_because(&self, reason: &str) {
+        let ready = self.get("/readyz");
+        assert!(
+            ready
+                .as_ref()
+                .is_some_and(|(s, body)| *s == 503 && body.contains(reason)),
+            "{ready:?}"
+        );
     }
 
     /// The Kafka, in-flight and event metrics, for failure messages.
