@@ -346,25 +346,20 @@ fn json_lines(body: &[u8]) -> Vec<RawRecord> {
                 Err(e) => Err(format!(
                     "line {}: invalid JSON ({})",
                     i + 1,
-                    e.classify_name()
+                    json_error_kind(&e)
                 )),
             }
         })
         .collect()
 }
 
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "syntax error",
-            serde_json::error::Category::Data => "data error",
-            serde_json::error::Category::Eof => "truncated",
-        }
+/// A PII-free name for what is wrong with a line (the error's text may quote it).
+fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "io",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "data error",
+        serde_json::error::Category::Eof => "truncated",
     }
 }
 

@@ -200,7 +200,8 @@ pub struct QuietLog {
 }
 
 impl QuietLog {
-    fn allow(&self) -> bool {
+    /// True at most once per 10 s.
+    pub fn allow(&self) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
@@ -258,7 +259,7 @@ pub type Producer = FutureProducer<ProducerCtx>;
 pub struct Ctx {
     shared: Arc<Shared>,
     /// Rate-limits repeated client errors (a dead broker reports every few seconds).
-    last_error_log: Mutex<Option<Instant>>,
+    errors: QuietLog,
     library_log: QuietLog,
 }
 
@@ -285,12 +286,7 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let mut last = self
-            .last_error_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-            *last = Some(Instant::now());
+        if self.errors.allow() {
             tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries by itself; repeats within 10 s are not logged)");
         }
     }
@@ -523,7 +519,7 @@ async fn consume(
     });
     let context = Ctx {
         shared: Arc::clone(&shared),
-        last_error_log: Mutex::new(None),
+        errors: QuietLog::default(),
         library_log: QuietLog::default(),
     };
     let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
@@ -561,7 +557,7 @@ async fn consume(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let resume_below = settings.max_inflight / 2;
-    let mut last_consume_error: Option<Instant> = None;
+    let consume_errors = QuietLog::default();
 
     loop {
         while let Some(joined) = tasks.try_join_next() {
@@ -593,8 +589,7 @@ async fn consume(
             _ = tick.tick() => {}
             message = consumer.recv() => match message {
                 Err(err) => {
-                    if last_consume_error.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(10)) {
-                        last_consume_error = Some(Instant::now());
+                    if consume_errors.allow() {
                         tracing::warn!(%err, "Kafka consume error (librdkafka retries by itself; repeats within 10 s are not logged)");
                     }
                 }
