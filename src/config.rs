@@ -9,7 +9,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dedup::DedupSettings;
+pub use crate::mgmt::Auth0Settings;
 use crate::policy::{Policy, PolicyConfig, PolicyError};
+pub use crate::source::ingest::{IngestMode, IngestSettings, WEBHOOK_TOKEN_ENV};
+pub use crate::source::kafka::{KafkaSettings, DEFAULT_GROUP_ID};
+pub use crate::source::sqs::SqsSettings;
 
 /// Environment variable holding the Management API client secret.
 pub const SECRET_ENV: &str = "AUTH0_CLIENT_SECRET";
@@ -179,54 +183,6 @@ pub struct Config {
     pub ingest: Option<IngestSettings>,
 }
 
-/// Environment variable holding the webhook's Authorization token.
-pub const WEBHOOK_TOKEN_ENV: &str = "AUTH0_WEBHOOK_TOKEN";
-
-/// What `ingest` does with the records it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IngestMode {
-    /// Produce each record to `[kafka] topic`, keyed by user id (the bridge).
-    Kafka,
-    /// Run the pipeline in-process.
-    Direct,
-}
-
-/// Validated `[ingest]` settings (the token is read separately, see [`IngestSettings::token`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct IngestSettings {
-    pub listen: SocketAddr,
-    pub path: String,
-    pub mode: IngestMode,
-    pub token_file: Option<PathBuf>,
-    pub max_body_bytes: usize,
-    /// Direct mode: how long a delivery may wait for its events before answering 503.
-    pub direct_deadline: Duration,
-}
-
-impl IngestSettings {
-    /// The expected `Authorization` header value: `AUTH0_WEBHOOK_TOKEN`, else `token_file`.
-    pub fn token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
-        if let Some(token) = env(WEBHOOK_TOKEN_ENV).filter(|s| !s.is_empty()) {
-            return Ok(Secret(token));
-        }
-        let path = self.token_file.as_ref().ok_or_else(|| {
-            invalid(
-                "ingest.token_file",
-                format!("no webhook token: set {WEBHOOK_TOKEN_ENV} or ingest.token_file (the Authorization Token configured in the Auth0 log stream)"),
-            )
-        })?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-            path: path.clone(),
-            source,
-        })?;
-        let token = text.trim_end_matches(['\n', '\r']).to_owned();
-        if token.is_empty() {
-            return Err(invalid("ingest.token_file", "the file is empty"));
-        }
-        Ok(Secret(token))
-    }
-}
-
 /// The default `[metrics] listen` address.
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
 
@@ -235,35 +191,6 @@ pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
 pub enum SourceSettings {
     Kafka(KafkaSettings),
     Sqs(SqsSettings),
-}
-
-impl SourceSettings {
-    /// The source's name in metrics labels and `/readyz`: `kafka` or `sqs`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SourceSettings::Kafka(_) => "kafka",
-            SourceSettings::Sqs(_) => "sqs",
-        }
-    }
-}
-
-/// Validated `[sqs]` settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SqsSettings {
-    /// The queue EventBridge delivers to, e.g. `https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs`.
-    pub queue_url: String,
-    /// Messages asked for per `ReceiveMessage` (1-10).
-    pub max_messages: i32,
-    /// Long-polling wait per `ReceiveMessage` (0-20 s).
-    pub wait_time_seconds: i32,
-    /// Visibility timeout set on receive and on every extension (1-43200 s).
-    pub visibility_timeout_seconds: i32,
-    /// Concurrent receive loops.
-    pub concurrency: usize,
-    /// Most messages received and not yet finished; receiving waits beyond it.
-    pub max_inflight: usize,
-    /// How long SIGTERM/SIGINT waits for in-flight messages before flushing deletes and exiting.
-    pub shutdown_grace: Duration,
 }
 
 /// librdkafka properties the service owns: setting them in `[kafka.properties]` would break
@@ -281,79 +208,6 @@ const OWNED_PROPERTIES: [(&str, &str); 5] = [
     ),
     ("auto.commit.interval.ms", "use kafka.commit_interval_ms"),
 ];
-
-/// The consumer group when `[kafka] group_id` is not set.
-pub const DEFAULT_GROUP_ID: &str = "auth0-default-roles";
-
-/// Validated `[kafka]` settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KafkaSettings {
-    pub brokers: Vec<String>,
-    pub topics: Vec<String>,
-    pub group_id: String,
-    pub dead_letter_topic: Option<String>,
-    /// Most messages taken from the broker and not yet finished; fetching pauses beyond it.
-    pub max_inflight: usize,
-    pub commit_interval: Duration,
-    /// How long SIGTERM/SIGINT waits for in-flight events before committing and leaving.
-    pub shutdown_grace: Duration,
-    /// How long a revoke waits for the revoked partitions' in-flight events (must stay below
-    /// `session.timeout.ms`).
-    pub rebalance_drain: Duration,
-    /// Passed to librdkafka as-is (SASL, TLS, `client.id`, ...).
-    pub properties: std::collections::BTreeMap<String, String>,
-}
-
-/// Validated `[auth0]` settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Auth0Settings {
-    /// Tenant host, e.g. `example.eu.auth0.com`.
-    pub domain: String,
-    pub client_id: String,
-    pub client_secret_file: Option<PathBuf>,
-    /// Where token and API requests go: `https://{domain}` unless `base_url` is set.
-    pub base_url: String,
-    pub requests_per_second: f64,
-    pub burst: u32,
-    /// Timeout of every Management API request.
-    pub timeout: Duration,
-    /// How long pending assignments wait to be coalesced into bulk calls.
-    pub batch_window: Duration,
-    /// Most users in one bulk call.
-    pub batch_max_users: usize,
-    /// Read the user's roles first and assign only the missing ones.
-    pub read_user_roles: bool,
-}
-
-impl Auth0Settings {
-    /// The Management API audience: always `https://{domain}/api/v2/`.
-    pub fn audience(&self) -> String {
-        format!("https://{}/api/v2/", self.domain)
-    }
-
-    /// The client secret from `AUTH0_CLIENT_SECRET`, else from `client_secret_file`.
-    pub fn client_secret(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Secret, ConfigError> {
-        if let Some(secret) = env(SECRET_ENV).filter(|s| !s.is_empty()) {
-            return Ok(Secret(secret));
-        }
-        let path = self
-            .client_secret_file
-            .as_ref()
-            .ok_or(ConfigError::NoSecret)?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-            path: path.clone(),
-            source,
-        })?;
-        let secret = text.trim_end_matches(['\n', '\r']).to_owned();
-        if secret.is_empty() {
-            return Err(ConfigError::NoSecret);
-        }
-        Ok(Secret(secret))
-    }
-}
 
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -373,6 +227,27 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
+}
+
+/// The one secret reader: the environment variable `var` when set and not empty, else the
+/// contents of `file` (one trailing newline dropped). `None` when neither gives a value.
+pub fn read_secret(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(value) = env(var).filter(|s| !s.is_empty()) {
+        return Ok(Some(Secret(value)));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    Ok((!value.is_empty()).then(|| Secret(value.to_owned())))
 }
 
 /// Reads the process environment (the default for `Config::load`).

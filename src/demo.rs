@@ -16,12 +16,12 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::config::{Config, SourceSettings};
+use crate::app::{self, App};
+use crate::config::Config;
 use crate::generate;
 use crate::metrics::Metrics;
-use crate::mgmt;
-use crate::pipeline::{Mode, Outcome, Pipeline};
-use crate::server::{self, Health};
+use crate::pipeline::Outcome;
+use crate::shutdown::Shutdown;
 use crate::sim::{Seed, SimConfig, Simulator};
 
 /// The demo policy, embedded so the demo runs from any directory.
@@ -31,14 +31,24 @@ const TOPIC: &str = "auth0-logs";
 const DEAD_LETTERS: &str = "auth0-logs-dlq";
 const PARTITIONS: i32 = 3;
 
-/// What the user asked for.
-#[derive(Debug, Clone)]
+/// What the user asked for (the `demo` command's arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
+    /// Messages to generate (users' signups, first logins, verifications, noise).
+    #[arg(long, default_value_t = 3000)]
     pub events: usize,
-    /// The simulated tenant's rate limit, which the client is also configured with.
+    /// The simulated tenant's rate limit in requests per second (the client uses 90 % of it;
+    /// 0: unlimited).
+    #[arg(long, default_value_t = 50.0)]
     pub rate_limit: f64,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served (port 0 picks one).
+    /// Keep serving /metrics and the simulator after the table, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Where /metrics, /healthz and /readyz are served (another free port if taken).
+    #[arg(long, default_value = "127.0.0.1:9464")]
     pub listen: SocketAddr,
+    /// Seed of the generated stream.
+    #[arg(long, default_value_t = 2026)]
     pub seed: u64,
 }
 
@@ -50,12 +60,8 @@ pub enum DemoError {
     Io(#[from] std::io::Error),
     #[error("demo config: {0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("Management API: {0}")]
-    Mgmt(#[from] mgmt::MgmtError),
-    #[error("metrics: {0}")]
-    Metrics(#[from] crate::metrics::MetricsError),
-    #[error("consumer: {0}")]
-    Consumer(#[from] crate::kafka::KafkaRunError),
+    #[error("{0}")]
+    Start(#[from] app::StartError),
     #[error("the demo did not finish within {0:?}: {1}")]
     Stalled(Duration, String),
 }
@@ -77,7 +83,7 @@ pub struct DemoReport {
 /// waits for `stop` after the table so the user can look at `/metrics` and the simulator.
 pub async fn run(
     options: DemoOptions,
-    keep_running: Option<tokio::sync::watch::Receiver<bool>>,
+    keep_running: Option<Shutdown>,
     out: &mut dyn Write,
 ) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
@@ -143,46 +149,18 @@ listen = "{listen}"
 {DEMO_POLICY}
 "#,
         base = tenant.base_url,
-        listen = options.listen,
+        listen = free_or_any(options.listen),
     );
     let env = |name: &str| (name == crate::config::SECRET_ENV).then(|| "sim-secret".to_owned());
     let config = Config::from_toml(&text, Path::new("config/demo.toml"), &env)?;
-    let Some(SourceSettings::Kafka(kafka)) = config.source.clone() else {
-        return Err(DemoError::Stalled(
-            Duration::ZERO,
-            "no Kafka source".to_owned(),
-        ));
-    };
-    let auth0 = config.require_auth0()?.clone();
-    let metrics = Arc::new(Metrics::new()?);
-    let health = Health::new(Arc::clone(&metrics), "kafka");
-    let metrics_addr = match server::serve(config.metrics_listen, Arc::clone(&health)).await {
-        Ok(addr) => addr,
-        // The default port is taken (another demo?): any free port will do.
-        Err(_) => server::serve(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::clone(&health)).await?,
-    };
-    let secret = auth0.client_secret(&env)?;
-    let pipeline = Arc::new(
-        Pipeline::connect(
-            &config,
-            &auth0,
-            secret,
-            Arc::clone(&metrics),
-            Mode::Live,
-            "kafka",
-            Some(&health),
-        )
-        .await?,
-    );
+    let stop = Shutdown::new();
+    let app = App::build(&config, app::Command::Run, &env, stop.clone()).await?;
+    let metrics = Arc::clone(app.metrics());
+    let health = Arc::clone(app.health());
+    let metrics_addr = app.metrics_addr();
 
     // 4. Consume until every message reached an outcome.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let consumer = tokio::spawn(crate::kafka::run(
-        kafka,
-        Arc::clone(&pipeline),
-        Arc::clone(&health),
-        stop_rx,
-    ));
+    let consumer = tokio::spawn(app.run());
     let total = stream.records.len() as u64;
     let limit = Duration::from_secs(60)
         + Duration::from_secs_f64(total as f64 / client_rate.min(1000.0) * 4.0);
@@ -194,7 +172,7 @@ listen = "{listen}"
                 break processed;
             }
             if started.elapsed() > limit {
-                let _ = stop_tx.send(true);
+                stop.trigger();
                 return Err(DemoError::Stalled(
                     limit,
                     format!("{processed} of {total} events processed"),
@@ -202,7 +180,7 @@ listen = "{listen}"
             }
             if last_line.elapsed() >= Duration::from_millis(500) {
                 last_line = Instant::now();
-                let joined = health.source.load(std::sync::atomic::Ordering::SeqCst);
+                let joined = health.source_connected();
                 eprint!(
                 "\r{:>5.1} s  {}  {processed}/{total} events, {} users with roles, {} API calls   ",
                 started.elapsed().as_secs_f64(),
@@ -322,20 +300,16 @@ listen = "{listen}"
     out.write_all(t.as_bytes())?;
     out.flush()?;
 
-    if let Some(mut stop) = keep_running {
+    if let Some(signals) = keep_running {
         let _ = writeln!(
             out,
             "\nStill running (--keep-running): the simulator at {} (try {}/sim/state) and the metrics. Ctrl-C stops.",
             tenant.base_url, tenant.base_url
         );
         out.flush()?;
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
+        signals.wait().await;
     }
-    let _ = stop_tx.send(true);
+    stop.trigger();
     match consumer.await {
         Ok(result) => {
             result?;
@@ -358,6 +332,14 @@ listen = "{listen}"
         rate_limited: stats.rate_limited,
         metrics_addr,
     })
+}
+
+/// `addr` when it can be bound now, else any free loopback port (another demo holds it).
+fn free_or_any(addr: SocketAddr) -> SocketAddr {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => addr,
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
 }
 
 fn sum_processed(metrics: &Metrics) -> u64 {

@@ -2,36 +2,38 @@
 //! outside the login path.
 //!
 //! # Layout
-//! - [`demo`]: the `demo` command (mock Kafka cluster + simulator + the real `run` path).
+//! Dependencies flow one way: `app → source → pipeline → {policy, dedup, mgmt} → event`.
+//! - [`app`]: [`App::build`](app::App::build) wires config, metrics, health, endpoints, pipeline
+//!   and source once for `run`, `ingest`, `demo` and the tests; `replay`'s wiring.
+//! - [`shutdown`]: the one stop request every loop and background task waits on.
+//! - [`config`]: the TOML configuration and its validation (raw sections → settings).
+//! - [`check`]: the readable form of a configuration (`check`).
 //! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
 //! - [`policy`]: the default-role rules and their evaluation (pure).
-//! - [`config`]: the TOML configuration and its validation.
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
-//! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries).
-//! - [`metrics`]: the Prometheus metrics.
+//! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries, failing).
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
-//! - [`replay`]: the `replay` command (backfill from files or stdin).
+//! - [`source`]: Kafka, SQS, the webhook receiver (`ingest`) and files (`replay`), and what
+//!   they share: per-user order, the in-flight cap, pause/resume, drain, quiet logs.
+//! - [`metrics`]: the Prometheus metrics, each declared once.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report.
+//! - [`demo`]: the `demo` command (mock Kafka cluster + simulator + the real `run` path).
 //! - [`generate`]: a reproducible Auth0 log stream with known expected roles.
-//! - [`ingest`]: the `ingest` command (Auth0 Custom Webhook receiver: Kafka bridge or direct).
-//! - [`kafka`]: the Kafka consumer behind `run` (at-least-once, ordered per user).
-//! - [`sqs`]: the EventBridge → SQS consumer behind `run` (delete after the outcome, redrive).
-//! - [`sequencer`]: per-user ordering for concurrent sources.
-//! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`sim`]: the Management API simulator (tests, benches, demo, `sim` command).
+//! - [`sim_command`]: the `sim` command (the simulator of `crates/mgmt-sim` as a stand-in tenant).
 
+pub mod app;
+pub mod check;
 pub mod config;
 pub mod dedup;
 pub mod demo;
 pub mod event;
 pub mod generate;
-pub mod ingest;
-pub mod kafka;
 pub mod metrics;
 pub mod mgmt;
 pub mod pipeline;
 pub mod policy;
-pub mod replay;
-pub mod sequencer;
 pub mod server;
+pub mod shutdown;
 pub mod sim;
-pub mod sqs;
+pub mod sim_command;
+pub mod source;

@@ -11,6 +11,8 @@ const PREFIX: &str = "auth0_default_roles";
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
+    /// Every family's full name, collected as each metric is registered.
+    names: std::collections::BTreeSet<String>,
     pub events_received: IntCounterVec,
     pub events_processed: IntCounterVec,
     pub event_processing_duration: Histogram,
@@ -23,6 +25,8 @@ pub struct Metrics {
     pub mgmt_retries: IntCounterVec,
     pub mgmt_rate_limit_remaining: IntGauge,
     pub mgmt_failing: IntGauge,
+    pub mgmt_blocked: IntGaugeVec,
+    pub task_panics: IntCounterVec,
     pub rate_limiter_wait: Histogram,
     pub dedup_hits: IntCounterVec,
     pub dedup_entries: IntGauge,
@@ -48,6 +52,32 @@ pub struct Metrics {
 #[error("metrics: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
+/// Registers each metric as it is built and remembers its names: a metric is declared once,
+/// where it is constructed.
+struct Registrar<'a> {
+    registry: &'a Registry,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl<'a> Registrar<'a> {
+    fn new(registry: &'a Registry) -> Self {
+        Registrar {
+            registry,
+            names: std::collections::BTreeSet::new(),
+        }
+    }
+
+    fn add<C>(&mut self, collector: C) -> Result<C, prometheus::Error>
+    where
+        C: prometheus::core::Collector + Clone + 'static,
+    {
+        self.names
+            .extend(collector.desc().iter().map(|d| d.fq_name.clone()));
+        self.registry.register(Box::new(collector.clone()))?;
+        Ok(collector)
+    }
+}
+
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(PREFIX)
 }
@@ -68,177 +98,151 @@ impl Metrics {
             0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0,
             86400.0,
         ];
+        let mut reg = Registrar::new(&registry);
         let m = Metrics {
-            events_received: IntCounterVec::new(
+            events_received: reg.add(IntCounterVec::new(
                 opts("events_received_total", "Events decoded from deliveries (invalid included)."),
                 &["source"],
-            )?,
-            events_processed: IntCounterVec::new(
+            )?)?,
+            events_processed: reg.add(IntCounterVec::new(
                 opts("events_processed_total", "Events that reached a final outcome."),
                 &["source", "trigger", "outcome"],
-            )?,
-            event_processing_duration: Histogram::with_opts(hopts(
+            )?)?,
+            event_processing_duration: reg.add(Histogram::with_opts(hopts(
                 "event_processing_duration_seconds",
                 "Time from receiving an event to its final outcome.",
                 latency.clone(),
-            ))?,
-            event_age: Histogram::with_opts(hopts(
+            ))?)?,
+            event_age: reg.add(Histogram::with_opts(hopts(
                 "event_age_seconds",
                 "Age of an event when it reached its outcome: now minus the Auth0 `date`.",
                 age,
-            ))?,
-            last_processed_event_timestamp: Gauge::with_opts(opts(
+            ))?)?,
+            last_processed_event_timestamp: reg.add(Gauge::with_opts(opts(
                 "last_processed_event_timestamp_seconds",
                 "Unix time of the last event that reached an outcome.",
-            ))?,
-            inflight_events: IntGauge::with_opts(opts(
+            ))?)?,
+            inflight_events: reg.add(IntGauge::with_opts(opts(
                 "inflight_events",
                 "Events received but not yet at a final outcome.",
-            ))?,
-            role_assignments: IntCounterVec::new(
+            ))?)?,
+            role_assignments: reg.add(IntCounterVec::new(
                 opts("role_assignments_total", "Roles given to users, by role name."),
                 &["role"],
-            )?,
-            mgmt_requests: IntCounterVec::new(
+            )?)?,
+            mgmt_requests: reg.add(IntCounterVec::new(
                 opts("mgmt_api_requests_total", "Management API requests by operation and HTTP status (`error` for no response)."),
                 &["operation", "status"],
-            )?,
-            mgmt_request_duration: HistogramVec::new(
+            )?)?,
+            mgmt_request_duration: reg.add(HistogramVec::new(
                 hopts(
                     "mgmt_api_request_duration_seconds",
                     "Management API request latency.",
                     latency,
                 ),
                 &["operation"],
-            )?,
-            mgmt_retries: IntCounterVec::new(
+            )?)?,
+            mgmt_retries: reg.add(IntCounterVec::new(
                 opts("mgmt_api_retries_total", "Management API retries by operation and reason."),
                 &["operation", "reason"],
-            )?,
-            mgmt_rate_limit_remaining: IntGauge::with_opts(opts(
+            )?)?,
+            mgmt_rate_limit_remaining: reg.add(IntGauge::with_opts(opts(
                 "mgmt_api_rate_limit_remaining",
                 "The tenant's x-ratelimit-remaining on the last response.",
-            ))?,
-            mgmt_failing: IntGauge::with_opts(opts(
+            ))?)?,
+            mgmt_failing: reg.add(IntGauge::with_opts(opts(
                 "mgmt_api_failing",
                 "1 while Management API calls are failing transiently and being retried.",
-            ))?,
-            rate_limiter_wait: Histogram::with_opts(hopts(
+            ))?)?,
+            mgmt_blocked: reg.add(IntGaugeVec::new(
+                opts("mgmt_api_blocked", "1 while the tenant refuses the service itself, by reason (credentials, scope, transport): events wait and intake is paused until it accepts again."),
+                &["reason"],
+            )?)?,
+            task_panics: reg.add(IntCounterVec::new(
+                opts("task_panics_total", "Events whose processing panicked (a bug): they end `failed`, are not marked done, and are dead-lettered or redelivered."),
+                &["source"],
+            )?)?,
+            rate_limiter_wait: reg.add(Histogram::with_opts(hopts(
                 "rate_limiter_wait_seconds",
                 "Time requests waited for the client-side rate limiter.",
                 vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
-            ))?,
-            dedup_hits: IntCounterVec::new(
+            ))?)?,
+            dedup_hits: reg.add(IntCounterVec::new(
                 opts("dedup_hits_total", "Work skipped by dedup: `log_id` (redelivery) or `user_roles` (roles already given)."),
                 &["kind"],
-            )?,
-            dedup_entries: IntGauge::with_opts(opts(
+            )?)?,
+            dedup_entries: reg.add(IntGauge::with_opts(opts(
                 "dedup_entries",
                 "Entries in the dedup caches.",
-            ))?,
-            kafka_consumer_lag: IntGaugeVec::new(
+            ))?)?,
+            kafka_consumer_lag: reg.add(IntGaugeVec::new(
                 opts("kafka_consumer_lag", "High watermark minus committed position, for assigned partitions."),
                 &["topic", "partition"],
-            )?,
-            kafka_assigned_partitions: IntGauge::with_opts(opts(
+            )?)?,
+            kafka_assigned_partitions: reg.add(IntGauge::with_opts(opts(
                 "kafka_assigned_partitions",
                 "Partitions assigned to this consumer.",
-            ))?,
-            kafka_rebalances: IntCounterVec::new(
+            ))?)?,
+            kafka_rebalances: reg.add(IntCounterVec::new(
                 opts("kafka_rebalances_total", "Consumer-group rebalances by kind (assign, revoke, lost)."),
                 &["kind"],
-            )?,
-            kafka_offset_commits: IntCounterVec::new(
+            )?)?,
+            kafka_offset_commits: reg.add(IntCounterVec::new(
                 opts("kafka_offset_commits_total", "Offset commits by result."),
                 &["result"],
-            )?,
-            kafka_paused_partitions: IntGauge::with_opts(opts(
+            )?)?,
+            kafka_paused_partitions: reg.add(IntGauge::with_opts(opts(
                 "kafka_paused_partitions",
                 "Partitions paused for back-pressure.",
-            ))?,
-            dead_letters: IntCounterVec::new(
+            ))?)?,
+            dead_letters: reg.add(IntCounterVec::new(
                 opts("dead_letters_total", "Events sent to the dead-letter topic, by reason."),
                 &["reason"],
-            )?,
-            ingest_requests: IntCounterVec::new(
+            )?)?,
+            ingest_requests: reg.add(IntCounterVec::new(
                 opts("ingest_requests_total", "Log-stream deliveries received over HTTP, by response status."),
                 &["status"],
-            )?,
-            ingest_records: IntCounterVec::new(
+            )?)?,
+            ingest_records: reg.add(IntCounterVec::new(
                 opts("ingest_records_total", "Records of HTTP deliveries by outcome: `produced` (bridge), `processed` (direct), `invalid`, `failed`, `unacknowledged`."),
                 &["outcome"],
-            )?,
-            ingest_request_duration: Histogram::with_opts(hopts(
+            )?)?,
+            ingest_request_duration: reg.add(Histogram::with_opts(hopts(
                 "ingest_request_duration_seconds",
                 "Time from receiving a delivery to answering it.",
                 vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-            ))?,
-            sqs_messages_received: IntCounter::with_opts(opts(
+            ))?)?,
+            sqs_messages_received: reg.add(IntCounter::with_opts(opts(
                 "sqs_messages_received_total",
                 "SQS messages received (redeliveries included).",
-            ))?,
-            sqs_messages_deleted: IntCounter::with_opts(opts(
+            ))?)?,
+            sqs_messages_deleted: reg.add(IntCounter::with_opts(opts(
                 "sqs_messages_deleted_total",
                 "SQS messages deleted after their events reached a final outcome.",
-            ))?,
-            sqs_visibility_extensions: IntCounter::with_opts(opts(
+            ))?)?,
+            sqs_visibility_extensions: reg.add(IntCounter::with_opts(opts(
                 "sqs_visibility_extensions_total",
                 "Visibility timeouts extended for messages still being processed.",
-            ))?,
-            sqs_messages_left: IntCounterVec::new(
+            ))?)?,
+            sqs_messages_left: reg.add(IntCounterVec::new(
                 opts("sqs_messages_left_total", "SQS messages deliberately not deleted, left for redelivery and the queue's redrive policy, by reason (invalid, failed)."),
                 &["reason"],
-            )?,
-            sqs_inflight_messages: IntGauge::with_opts(opts(
+            )?)?,
+            sqs_inflight_messages: reg.add(IntGauge::with_opts(opts(
                 "sqs_inflight_messages",
                 "SQS messages received and not yet deleted or released.",
-            ))?,
-            build_info: IntGaugeVec::new(
+            ))?)?,
+            build_info: reg.add(IntGaugeVec::new(
                 opts("build_info", "Always 1; the version label tells the build."),
                 &["version"],
-            )?,
+            )?)?,
+            names: reg.names,
             registry,
         };
-        m.register_all()?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(m)
-    }
-
-    fn register_all(&self) -> Result<(), prometheus::Error> {
-        let r = &self.registry;
-        r.register(Box::new(self.events_received.clone()))?;
-        r.register(Box::new(self.events_processed.clone()))?;
-        r.register(Box::new(self.event_processing_duration.clone()))?;
-        r.register(Box::new(self.event_age.clone()))?;
-        r.register(Box::new(self.last_processed_event_timestamp.clone()))?;
-        r.register(Box::new(self.inflight_events.clone()))?;
-        r.register(Box::new(self.role_assignments.clone()))?;
-        r.register(Box::new(self.mgmt_requests.clone()))?;
-        r.register(Box::new(self.mgmt_request_duration.clone()))?;
-        r.register(Box::new(self.mgmt_retries.clone()))?;
-        r.register(Box::new(self.mgmt_rate_limit_remaining.clone()))?;
-        r.register(Box::new(self.mgmt_failing.clone()))?;
-        r.register(Box::new(self.rate_limiter_wait.clone()))?;
-        r.register(Box::new(self.dedup_hits.clone()))?;
-        r.register(Box::new(self.dedup_entries.clone()))?;
-        r.register(Box::new(self.kafka_consumer_lag.clone()))?;
-        r.register(Box::new(self.kafka_assigned_partitions.clone()))?;
-        r.register(Box::new(self.kafka_rebalances.clone()))?;
-        r.register(Box::new(self.kafka_offset_commits.clone()))?;
-        r.register(Box::new(self.kafka_paused_partitions.clone()))?;
-        r.register(Box::new(self.dead_letters.clone()))?;
-        r.register(Box::new(self.ingest_requests.clone()))?;
-        r.register(Box::new(self.ingest_records.clone()))?;
-        r.register(Box::new(self.ingest_request_duration.clone()))?;
-        r.register(Box::new(self.sqs_messages_received.clone()))?;
-        r.register(Box::new(self.sqs_messages_deleted.clone()))?;
-        r.register(Box::new(self.sqs_visibility_extensions.clone()))?;
-        r.register(Box::new(self.sqs_messages_left.clone()))?;
-        r.register(Box::new(self.sqs_inflight_messages.clone()))?;
-        r.register(Box::new(self.build_info.clone()))?;
-        Ok(())
     }
 
     /// The text exposition format served on `/metrics`.
@@ -252,54 +256,8 @@ impl Metrics {
     }
 
     /// The full name of every metric family the service exports, sorted, whether or not it has
-    /// samples yet: `gather()` leaves out labelled families without children, so the names come
-    /// from each collector's descriptors, plus whatever `gather()` finds (keep the list in step
-    /// with `register_all`).
+    /// samples yet (`gather()` leaves out labelled families without children).
     pub fn names(&self) -> Vec<String> {
-        use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 30] = [
-            &self.events_received,
-            &self.events_processed,
-            &self.event_processing_duration,
-            &self.event_age,
-            &self.last_processed_event_timestamp,
-            &self.inflight_events,
-            &self.role_assignments,
-            &self.mgmt_requests,
-            &self.mgmt_request_duration,
-            &self.mgmt_retries,
-            &self.mgmt_rate_limit_remaining,
-            &self.mgmt_failing,
-            &self.rate_limiter_wait,
-            &self.dedup_hits,
-            &self.dedup_entries,
-            &self.kafka_consumer_lag,
-            &self.kafka_assigned_partitions,
-            &self.kafka_rebalances,
-            &self.kafka_offset_commits,
-            &self.kafka_paused_partitions,
-            &self.dead_letters,
-            &self.ingest_requests,
-            &self.ingest_records,
-            &self.ingest_request_duration,
-            &self.sqs_messages_received,
-            &self.sqs_messages_deleted,
-            &self.sqs_visibility_extensions,
-            &self.sqs_messages_left,
-            &self.sqs_inflight_messages,
-            &self.build_info,
-        ];
-        let mut names: std::collections::BTreeSet<String> = collectors
-            .iter()
-            .flat_map(|c| c.desc())
-            .map(|d| d.fq_name.clone())
-            .collect();
-        names.extend(
-            self.registry
-                .gather()
-                .iter()
-                .map(|family| family.name().to_owned()),
-        );
-        names.into_iter().collect()
+        self.names.iter().cloned().collect()
     }
 }

@@ -1,9 +1,9 @@
 //! The stages every source shares: decode → select → dedup → policy, producing either a final
 //! outcome or an assignment to make; and the outcome record each event ends with.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use futures_util::FutureExt;
 use serde::Serialize;
 
 use crate::dedup::Dedup;
@@ -11,6 +11,50 @@ use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::metrics::Metrics;
 use crate::mgmt::{AssignOutcome, MgmtClient, RoleAssigner};
 use crate::policy::{Evaluation, Policy, Profile, Undecided};
+
+/// Where events come from: the `source` label of the event metrics and the subject of the
+/// source line of `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    /// The Kafka consumer of `run`.
+    Kafka,
+    /// The EventBridge → SQS consumer of `run`.
+    Sqs,
+    /// `ingest` in direct mode: the webhook receiver assigns in-process.
+    Http,
+    /// `ingest` in bridge mode: the webhook receiver produces into Kafka (no tenant needed).
+    KafkaBridge,
+    /// `replay` (files, stdin).
+    Replay,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Kafka => "kafka",
+            SourceKind::Sqs => "sqs",
+            SourceKind::Http => "http",
+            SourceKind::KafkaBridge => "kafka-bridge",
+            SourceKind::Replay => "replay",
+        }
+    }
+
+    /// Whether this source needs the Management API (all but the bridge).
+    pub fn needs_tenant(self) -> bool {
+        self != SourceKind::KafkaBridge
+    }
+
+    /// What `/readyz` says while the source is not connected.
+    pub fn not_connected(self) -> &'static str {
+        match self {
+            SourceKind::Kafka => "not a member of the consumer group yet",
+            SourceKind::Sqs => "the SQS queue has not answered yet",
+            SourceKind::Http => "not listening yet",
+            SourceKind::KafkaBridge => "the Kafka broker does not answer",
+            SourceKind::Replay => "replay source not open yet",
+        }
+    }
+}
 
 /// The one outcome each event ends in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -57,6 +101,22 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Failed => "failed",
         }
+    }
+}
+
+/// An event of a message that ended `invalid` or `failed`: what a source dead-letters or
+/// leaves for redrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// `Outcome::Invalid` or `Outcome::Failed`.
+    pub outcome: Outcome,
+    pub error: String,
+}
+
+impl Rejected {
+    /// The reason as labelled in metrics and dead-letter headers (`invalid`, `failed`).
+    pub fn reason(&self) -> &'static str {
+        self.outcome.as_str()
     }
 }
 
@@ -285,44 +345,35 @@ pub struct Pipeline {
     mode: Mode,
     client: Option<MgmtClient>,
     assigner: Option<RoleAssigner>,
-    locks: UserLocks,
     metrics: Arc<Metrics>,
-    source: &'static str,
+    source: SourceKind,
 }
 
 impl Pipeline {
     /// An offline pipeline (no client needed).
-    pub fn offline(processor: Processor, metrics: Arc<Metrics>, source: &'static str) -> Self {
+    pub fn offline(processor: Processor, metrics: Arc<Metrics>, source: SourceKind) -> Self {
         Pipeline {
             processor,
             mode: Mode::Offline,
             client: None,
             assigner: None,
-            locks: UserLocks::default(),
             metrics,
             source,
         }
     }
 
     /// Connects to the Management API (a token, every policy role resolved) and builds the
-    /// pipeline `run`, `ingest`, `replay` and `demo` use. `health`, when given, learns that the
-    /// token and the roles are there.
+    /// pipeline `run`, `ingest`, `replay` and `demo` use.
     pub async fn connect(
         config: &crate::config::Config,
         auth0: &crate::config::Auth0Settings,
         secret: crate::config::Secret,
         metrics: Arc<Metrics>,
         mode: Mode,
-        source: &'static str,
-        health: Option<&crate::server::Health>,
+        source: SourceKind,
     ) -> Result<Pipeline, crate::mgmt::MgmtError> {
         let (client, assigner) =
             crate::mgmt::connect(auth0, secret, config.policy.role_names(), metrics).await?;
-        if let Some(health) = health {
-            use std::sync::atomic::Ordering;
-            health.token.store(true, Ordering::SeqCst);
-            health.roles.store(true, Ordering::SeqCst);
-        }
         tracing::info!(
             tenant = %auth0.domain,
             roles = ?assigner.directory().all().keys().collect::<Vec<_>>(),
@@ -338,7 +389,7 @@ impl Pipeline {
         assigner: RoleAssigner,
         client: MgmtClient,
         mode: Mode,
-        source: &'static str,
+        source: SourceKind,
     ) -> Self {
         let metrics = Arc::clone(client.metrics());
         Pipeline {
@@ -346,7 +397,6 @@ impl Pipeline {
             mode,
             client: Some(client),
             assigner: Some(assigner),
-            locks: UserLocks::default(),
             metrics,
             source,
         }
@@ -360,6 +410,11 @@ impl Pipeline {
         self.client.as_ref()
     }
 
+    /// Whether Management API calls are failing now (sources pause intake meanwhile).
+    pub fn is_tenant_failing(&self) -> bool {
+        self.client.as_ref().is_some_and(MgmtClient::is_failing)
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -369,31 +424,30 @@ impl Pipeline {
     }
 
     /// Takes the events of one message (a Kafka record, an SQS message) to their final
-    /// outcomes, in order. Returns the first `invalid` or `failed` one as (reason, error), for
-    /// the source's dead-letter handling.
-    pub async fn process_all(&self, items: Vec<Decoded>) -> Option<(&'static str, String)> {
-        let mut bad = None;
+    /// outcomes, in order. Returns the first `invalid` or `failed` one, for the source's
+    /// dead-letter handling.
+    pub async fn process_all(&self, items: Vec<Decoded>) -> Option<Rejected> {
+        let mut rejected = None;
         for item in items {
             let report = self.process(item).await;
-            let reason = match report.outcome {
-                Outcome::Invalid => "invalid",
-                Outcome::Failed => "failed",
-                _ => continue,
-            };
-            if bad.is_none() {
-                bad = Some((reason, report.error.unwrap_or_default()));
+            if rejected.is_none() && matches!(report.outcome, Outcome::Invalid | Outcome::Failed) {
+                rejected = Some(Rejected {
+                    outcome: report.outcome,
+                    error: report.error.unwrap_or_default(),
+                });
             }
         }
-        bad
+        rejected
     }
 
     /// Takes one decoded item to its final outcome. Transient Management API failures are
-    /// waited out inside; the returned report is final.
+    /// waited out inside; the returned report is final. Callers keep each user's events in
+    /// order (the sources' [`Sequencer`](crate::source::sequencer::Sequencer)).
     pub async fn process(&self, item: Decoded) -> Report {
         let started = std::time::Instant::now();
         self.metrics
             .events_received
-            .with_label_values(&[self.source])
+            .with_label_values(&[self.source.as_str()])
             .inc();
         self.metrics.inflight_events.inc();
         let email_domain = item
@@ -403,12 +457,41 @@ impl Pipeline {
             .and_then(crate::event::email_domain);
         let date = item.as_ref().ok().and_then(|e| e.date.clone());
         let user = item.as_ref().ok().and_then(|e| e.user()).map(str::to_owned);
-        let _guard = match &user {
-            Some(user) => Some(self.locks.lock(user).await),
-            None => None,
+        let log_id = item.as_ref().ok().and_then(|e| e.log_id.clone());
+        let trigger = item.as_ref().ok().and_then(|e| match e.selection() {
+            Selection::Eligible(trigger) => Some(trigger),
+            Selection::NotEligible(_) => None,
+        });
+        let report = match std::panic::AssertUnwindSafe(self.run(item))
+            .catch_unwind()
+            .await
+        {
+            Ok(report) => report,
+            Err(panic) => {
+                // A bug, not an input: the event is not done (no dedup mark), it is `failed`
+                // so the source dead-letters it or leaves it for redelivery.
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                self.metrics
+                    .task_panics
+                    .with_label_values(&[self.source.as_str()])
+                    .inc();
+                tracing::error!(log_id = log_id.as_deref().unwrap_or("-"), panic = %what, "processing an event panicked");
+                Report {
+                    log_id,
+                    event_type: None,
+                    user_id: user,
+                    trigger,
+                    outcome: Outcome::Failed,
+                    roles: Vec::new(),
+                    rules: Vec::new(),
+                    error: Some(format!("internal error (panic): {what}")),
+                }
+            }
         };
-        let report = self.run(item).await;
-        drop(_guard);
         self.record(&report, started, date.as_deref(), email_domain.as_deref());
         report
     }
@@ -496,7 +579,7 @@ impl Pipeline {
         m.inflight_events.dec();
         let trigger = report.trigger.map(|t| t.as_str()).unwrap_or("none");
         m.events_processed
-            .with_label_values(&[self.source, trigger, report.outcome.as_str()])
+            .with_label_values(&[self.source.as_str(), trigger, report.outcome.as_str()])
             .inc();
         m.event_processing_duration
             .observe(started.elapsed().as_secs_f64());
@@ -545,57 +628,6 @@ impl Pipeline {
                 "invalid event"
             ),
             other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),
-        }
-    }
-}
-
-/// One lock per user id, so the events of a user are processed one after another while other
-/// users proceed in parallel. Entries are removed when nobody holds or waits for them.
-#[derive(Default)]
-pub struct UserLocks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Holds a user's lock; dropping it releases the user.
-pub struct UserGuard<'a> {
-    locks: &'a UserLocks,
-    user: String,
-    mutex: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl UserLocks {
-    pub async fn lock(&self, user: &str) -> UserGuard<'_> {
-        let mutex = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(map.entry(user.to_owned()).or_default())
-        };
-        let guard = Arc::clone(&mutex).lock_owned().await;
-        UserGuard {
-            locks: self,
-            user: user.to_owned(),
-            mutex,
-            guard: Some(guard),
-        }
-    }
-
-    /// Users currently locked or waited for.
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Drop for UserGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the map and this guard hold the mutex: nobody waits for this user.
-        if Arc::strong_count(&self.mutex) == 2 {
-            map.remove(&self.user);
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The observability endpoints: `/metrics` (Prometheus text format), `/healthz` (the process
-//! is alive) and `/readyz` (ready to do its job).
+//! is alive) and `/readyz` (ready to do its job), and [`Health`], the state `/readyz` reports.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -12,82 +12,103 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::metrics::Metrics;
+use crate::mgmt::MgmtClient;
+use crate::pipeline::SourceKind;
+use crate::shutdown::Shutdown;
 
-/// What `/readyz` checks. Each flag is set by the part of the service it belongs to.
+/// What `/readyz` checks: the tenant (a token, the policy's roles, calls not failing) and the
+/// source. Each part of the service reports its own piece through a method.
 pub struct Health {
-    metrics: Arc<Metrics>,
-    /// A Management API token was obtained.
-    pub token: AtomicBool,
-    /// Every role the policy names was resolved to an id.
-    pub roles: AtomicBool,
-    /// The source is consuming (joined its consumer group, or the queue answered).
-    pub source: AtomicBool,
-    /// Which source, for the `/readyz` text.
-    source_name: &'static str,
+    /// A Management API token was obtained and every policy role resolved (or no tenant is
+    /// needed, as in the Kafka bridge).
+    tenant: AtomicBool,
+    /// The source is consuming (joined its consumer group, the queue answered, the broker of
+    /// the bridge answers, the receiver listens).
+    source: AtomicBool,
+    source_kind: SourceKind,
+    /// The Management API client, once connected: asked whether its calls are failing.
+    client: OnceLock<MgmtClient>,
 }
 
 impl Health {
-    pub fn new(metrics: Arc<Metrics>, source_name: &'static str) -> Arc<Health> {
+    pub fn new(source_kind: SourceKind) -> Arc<Health> {
         Arc::new(Health {
-            metrics,
-            token: AtomicBool::new(false),
-            roles: AtomicBool::new(false),
+            tenant: AtomicBool::new(!source_kind.needs_tenant()),
             source: AtomicBool::new(false),
-            source_name,
+            source_kind,
+            client: OnceLock::new(),
         })
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+    /// The client holds a token and the policy's roles are resolved.
+    pub fn tenant_connected(&self, client: &MgmtClient) {
+        let _ = self.client.set(client.clone());
+        self.tenant.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the source is consuming.
+    pub fn set_source_connected(&self, connected: bool) {
+        self.source.store(connected, Ordering::SeqCst);
+    }
+
+    pub fn source_connected(&self) -> bool {
+        self.source.load(Ordering::SeqCst)
     }
 
     /// The reasons the service is not ready; empty when it is.
     pub fn not_ready(&self) -> Vec<String> {
         let mut reasons = Vec::new();
-        if !self.token.load(Ordering::Relaxed) {
-            reasons.push("no Management API token yet".to_owned());
+        if !self.tenant.load(Ordering::SeqCst) {
+            reasons.push("no Management API token or policy roles not resolved yet".to_owned());
         }
-        if !self.roles.load(Ordering::Relaxed) {
-            reasons.push("policy roles not resolved yet".to_owned());
+        if !self.source_connected() {
+            reasons.push(self.source_kind.not_connected().to_owned());
         }
-        if !self.source.load(Ordering::Relaxed) {
-            reasons.push(match self.source_name {
-                "kafka" => "not a member of the consumer group yet".to_owned(),
-                "kafka-bridge" => "the Kafka broker does not answer".to_owned(),
-                "http" => "not listening yet".to_owned(),
-                other => format!("{other} source not connected yet"),
-            });
-        }
-        if self.metrics.mgmt_failing.get() != 0 {
-            reasons.push(
-                "Management API calls failing (retrying; intake paused, nothing lost)".to_owned(),
-            );
+        if let Some(client) = self.client.get() {
+            if let Some((blocked, said)) = client.blocked() {
+                reasons.push(format!(
+                    "the tenant refuses the service ({}): {said}; to fix: {} (events wait, intake paused, nothing lost)",
+                    blocked.as_str(),
+                    blocked.advice()
+                ));
+            } else if client.is_failing() {
+                reasons.push(
+                    "Management API calls failing (retrying; intake paused, nothing lost)"
+                        .to_owned(),
+                );
+            }
         }
         reasons
     }
 }
 
-/// The router serving the three endpoints.
-pub fn router(health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(health)
+#[derive(Clone)]
+struct Endpoints {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
-async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+/// The router serving the three endpoints.
+pub fn router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(Endpoints { health, metrics })
+}
+
+async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        health.metrics.render(),
+        endpoints.metrics.render(),
     )
 }
 
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    let reasons = health.not_ready();
+async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+    let reasons = endpoints.health.not_ready();
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
@@ -98,13 +119,23 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves in the background. Fails when the address cannot be bound.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
+/// Binds `addr` and serves in the background until `shutdown`. Fails when the address cannot
+/// be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(health);
+    let app = router(health, metrics);
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
+        let stopped = async move { shutdown.wait().await };
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
             tracing::error!(%err, "metrics server stopped");
         }
     });

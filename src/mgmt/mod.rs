@@ -7,6 +7,7 @@ mod roles;
 mod token;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,9 +22,49 @@ pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner};
 pub use roles::RoleDirectory;
 use token::TokenCache;
 
-use crate::config::{Auth0Settings, Secret};
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::Profile;
+
+use crate::config::{read_secret, ConfigError, SECRET_ENV};
+use std::path::PathBuf;
+
+/// Validated `[auth0]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth0Settings {
+    /// Tenant host, e.g. `example.eu.auth0.com`.
+    pub domain: String,
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    /// Where token and API requests go: `https://{domain}` unless `base_url` is set.
+    pub base_url: String,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    /// Timeout of every Management API request.
+    pub timeout: Duration,
+    /// How long pending assignments wait to be coalesced into bulk calls.
+    pub batch_window: Duration,
+    /// Most users in one bulk call.
+    pub batch_max_users: usize,
+    /// Read the user's roles first and assign only the missing ones.
+    pub read_user_roles: bool,
+}
+
+impl Auth0Settings {
+    /// The Management API audience: always `https://{domain}/api/v2/`.
+    pub fn audience(&self) -> String {
+        format!("https://{}/api/v2/", self.domain)
+    }
+
+    /// The client secret from `AUTH0_CLIENT_SECRET`, else from `client_secret_file`.
+    pub fn client_secret(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Secret, ConfigError> {
+        read_secret(env, SECRET_ENV, self.client_secret_file.as_deref())?
+            .ok_or(ConfigError::NoSecret)
+    }
+}
 
 /// Characters kept as-is in a path segment (RFC 3986 unreserved); everything else, `|` and `/`
 /// included, is percent-encoded.
@@ -108,7 +149,7 @@ impl Operation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallStats {
     /// Requests sent, by operation.
-    pub calls: BTreeMap<&'static str, u64>,
+    pub calls: BTreeMap<Operation, u64>,
     /// 429 answers received.
     pub rate_limited: u64,
     /// Retries after transient failures (429 included).
@@ -121,8 +162,10 @@ impl CallStats {
     }
     /// Calls that wrote role assignments.
     pub fn writes(&self) -> u64 {
-        self.calls.get("assign_user_roles").copied().unwrap_or(0)
-            + self.calls.get("assign_role_users").copied().unwrap_or(0)
+        [Operation::AssignUserRoles, Operation::AssignRoleUsers]
+            .iter()
+            .filter_map(|op| self.calls.get(op))
+            .sum()
     }
 }
 
@@ -192,6 +235,15 @@ struct Inner {
     limiter: DefaultDirectRateLimiter,
     metrics: Arc<Metrics>,
     stats: Mutex<CallStats>,
+    /// Set while calls fail transiently and are being retried; cleared by the next answer.
+    failing: AtomicBool,
+    /// The service fault in force, with what the tenant said; cleared by the next answer.
+    blocked: Mutex<Option<(Blocked, String)>>,
+    /// Set once `connect` finished: from then on service faults make calls wait instead of
+    /// failing (at start-up they stop the service with the explanation).
+    serving: AtomicBool,
+    /// A probe task is running while calls fail (see `probe`).
+    probing: AtomicBool,
     /// When the last "still failing" warning was logged (one per minute at most).
     last_warning: Mutex<Option<Instant>>,
 }
@@ -207,21 +259,77 @@ struct ErrorBody {
     error_description: Option<String>,
 }
 
+/// Why the tenant refuses the service itself (a *service fault*): every event would fail the
+/// same way, so events wait, intake pauses and `/readyz` names the cause until it clears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Blocked {
+    /// The token endpoint refuses the credentials, or a fresh token is rejected.
+    Credentials,
+    /// A call answered 403: the application lacks a scope (or is not authorized).
+    Scope,
+    /// The tenant cannot be reached for a reason retrying alone does not fix: DNS, TLS
+    /// certificates, redirect loops.
+    Transport,
+}
+
+impl Blocked {
+    pub const ALL: [Blocked; 3] = [Blocked::Credentials, Blocked::Scope, Blocked::Transport];
+
+    /// The `reason` label of `mgmt_api_blocked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blocked::Credentials => "credentials",
+            Blocked::Scope => "scope",
+            Blocked::Transport => "transport",
+        }
+    }
+
+    /// What the operator must do.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Blocked::Credentials => "check auth0.client_id and the secret (AUTH0_CLIENT_SECRET or auth0.client_secret_file; a rotated secret must be updated here), and that the application is still authorized for the Auth0 Management API with the Client Credentials grant",
+            Blocked::Scope => "grant the scope named in the error to the application: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications (this service needs create:role_members and read:roles, plus read:users when a rule reads profiles and read:role_members with read_user_roles)",
+            Blocked::Transport => "check auth0.domain / auth0.base_url, DNS and the TLS trust store of this host (the cause is in the error)",
+        }
+    }
+}
+
 /// Why a request will be retried.
 enum Transient {
     RateLimited(Option<Duration>),
     Status(u16),
     Timeout,
-    Connection,
+    /// No complete answer: the error and its causes.
+    Connection(String),
+    /// A service fault, with what the tenant or the transport said.
+    Refused(Blocked, String),
 }
 
 impl Transient {
-    /// A request that got no (complete) answer.
+    /// A request that got no (complete) answer. DNS, TLS and redirect failures are service
+    /// faults; a refused or reset connection, a cut-off body are transient.
     fn from_transport(err: &reqwest::Error) -> Transient {
         if err.is_timeout() {
-            Transient::Timeout
+            return Transient::Timeout;
+        }
+        let chain = cause_chain(err);
+        let lower = chain.to_ascii_lowercase();
+        let refused = err.is_redirect()
+            || [
+                "dns",
+                "resolve",
+                "lookup",
+                "certificate",
+                "tls",
+                "handshake",
+                "invalid peer",
+            ]
+            .iter()
+            .any(|needle| lower.contains(needle));
+        if refused {
+            Transient::Refused(Blocked::Transport, chain)
         } else {
-            Transient::Connection
+            Transient::Connection(chain)
         }
     }
 
@@ -230,9 +338,25 @@ impl Transient {
             Transient::RateLimited(_) => "rate_limited",
             Transient::Status(_) => "server_error",
             Transient::Timeout => "timeout",
-            Transient::Connection => "connection",
+            Transient::Connection(_) => "connection",
+            Transient::Refused(blocked, _) => blocked.as_str(),
         }
     }
+}
+
+/// An error and its sources, `: `-separated (what failed, down to the root cause).
+fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Lock a std mutex, recovering the data if a holder panicked.
@@ -261,6 +385,10 @@ impl MgmtClient {
                 limiter: RateLimiter::direct(quota),
                 metrics,
                 stats: Mutex::new(CallStats::default()),
+                failing: AtomicBool::new(false),
+                blocked: Mutex::new(None),
+                serving: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
                 last_warning: Mutex::new(None),
                 settings,
             }),
@@ -269,6 +397,50 @@ impl MgmtClient {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// Whether calls are failing transiently right now (sources pause intake meanwhile).
+    pub fn is_failing(&self) -> bool {
+        self.inner.failing.load(Ordering::SeqCst)
+    }
+
+    /// The service fault in force (the tenant refuses the service), with its detail.
+    pub fn blocked(&self) -> Option<(Blocked, String)> {
+        lock(&self.inner.blocked).clone()
+    }
+
+    /// From now on, service faults make calls wait (and retry) instead of returning errors.
+    pub fn start_serving(&self) {
+        self.inner.serving.store(true, Ordering::SeqCst);
+    }
+
+    fn is_serving(&self) -> bool {
+        self.inner.serving.load(Ordering::SeqCst)
+    }
+
+    fn set_failing(&self, failing: bool) {
+        let was = self.inner.failing.swap(failing, Ordering::SeqCst);
+        self.inner.metrics.mgmt_failing.set(i64::from(failing));
+        if !failing {
+            self.set_blocked(None);
+            if was {
+                tracing::info!("Management API answering again");
+            }
+        } else if !was && self.is_serving() && !self.inner.probing.swap(true, Ordering::SeqCst) {
+            tokio::spawn(probe(self.clone()));
+        }
+    }
+
+    fn set_blocked(&self, blocked: Option<(Blocked, String)>) {
+        let reason = blocked.as_ref().map(|(b, _)| *b);
+        *lock(&self.inner.blocked) = blocked;
+        for b in Blocked::ALL {
+            self.inner
+                .metrics
+                .mgmt_blocked
+                .with_label_values(&[b.as_str()])
+                .set(i64::from(reason == Some(b)));
+        }
     }
 
     /// A copy of the call counters.
@@ -293,10 +465,7 @@ impl MgmtClient {
         m.mgmt_request_duration
             .with_label_values(&[operation.as_str()])
             .observe(elapsed.as_secs_f64());
-        *lock(&self.inner.stats)
-            .calls
-            .entry(operation.as_str())
-            .or_default() += 1;
+        *lock(&self.inner.stats).calls.entry(operation).or_default() += 1;
     }
 
     /// Waits after a transient failure: `Retry-After`, else the rate-limit reset (at least the
@@ -318,7 +487,10 @@ impl MgmtClient {
             .mgmt_retries
             .with_label_values(&[operation.as_str(), why.reason()])
             .inc();
-        self.inner.metrics.mgmt_failing.set(1);
+        self.set_failing(true);
+        if let Transient::Refused(blocked, detail) = &why {
+            self.set_blocked(Some((*blocked, detail.clone())));
+        }
         {
             let mut stats = lock(&self.inner.stats);
             stats.retries += 1;
@@ -328,6 +500,12 @@ impl MgmtClient {
         }
         let detail = match &why {
             Transient::Status(s) => format!("HTTP {s}"),
+            Transient::Connection(chain) => format!("connection: {chain}"),
+            Transient::Refused(blocked, said) => format!(
+                "the tenant refuses the service ({}): {said}; to fix: {}",
+                blocked.as_str(),
+                blocked.advice()
+            ),
             other => other.reason().to_owned(),
         };
         let warn = {
@@ -360,27 +538,21 @@ impl MgmtClient {
 
     /// The wait a 429 asks for: `Retry-After` (seconds), else `x-ratelimit-reset` (epoch
     /// seconds) minus now, never less than the floor.
+    /// Values that are not finite numbers (`NaN`, `inf`, garbage) or lie outside [0, 1 h] are
+    /// ignored, and the exponential backoff decides instead.
     fn rate_limit_wait(&self, headers: &HeaderMap) -> Option<Duration> {
         let floor = self.inner.settings.retry.reset_floor;
-        let header = |name| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
-        if let Some(secs) = headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        if let Some(wait) =
+            header_seconds(headers, RETRY_AFTER.as_str()).and_then(seconds_within_an_hour)
         {
-            return Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)).max(floor));
+            return Some(wait.max(floor));
         }
-        let reset = header("x-ratelimit-reset")?;
+        let reset = header_seconds(headers, "x-ratelimit-reset")?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        Some(Duration::from_secs_f64((reset - now).clamp(0.0, 3600.0)).max(floor))
+        seconds_within_an_hour((reset - now).max(0.0)).map(|d| d.max(floor))
     }
 
     /// Sends one API request until it succeeds or fails permanently. Transient failures are
@@ -396,7 +568,15 @@ impl MgmtClient {
         let mut refreshed = false;
         let url = self.url(path);
         loop {
-            let token = self.inner.token.get(self).await?;
+            let token = match self.inner.token.get(self).await {
+                Ok(token) => token,
+                Err(MgmtError::Auth(said)) if self.is_serving() => {
+                    let why = Transient::Refused(Blocked::Credentials, said);
+                    self.wait_before_retry(operation, why, &mut backoff).await;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let waited = Instant::now();
             self.inner.limiter.until_ready().await;
             self.inner
@@ -442,7 +622,7 @@ impl MgmtClient {
                 self.inner.metrics.mgmt_rate_limit_remaining.set(remaining);
             }
             if status.is_success() {
-                self.inner.metrics.mgmt_failing.set(0);
+                self.set_failing(false);
                 return Ok(Answer { status, body });
             }
             match status.as_u16() {
@@ -452,11 +632,36 @@ impl MgmtClient {
                     continue;
                 }
                 401 => {
-                    return Err(MgmtError::Auth(format!(
+                    let said = format!(
                         "{}: a fresh token was rejected with 401: {}",
                         operation.as_str(),
                         error_text(&body)
-                    )))
+                    );
+                    if !self.is_serving() {
+                        return Err(MgmtError::Auth(said));
+                    }
+                    // Wait, then start over with a new token.
+                    self.inner.token.invalidate(&token).await;
+                    refreshed = false;
+                    let why = Transient::Refused(Blocked::Credentials, said);
+                    self.wait_before_retry(operation, why, &mut backoff).await;
+                }
+                403 => {
+                    let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+                    let said = format!(
+                        "{}: HTTP 403{}: {}",
+                        operation.as_str(),
+                        code_suffix(&parsed.error_code.or(parsed.error)),
+                        parsed.message.unwrap_or_else(|| error_text(&body))
+                    );
+                    if !self.is_serving() {
+                        return Err(MgmtError::Auth(format!(
+                            "{said}; to fix: {}",
+                            Blocked::Scope.advice()
+                        )));
+                    }
+                    let why = Transient::Refused(Blocked::Scope, said);
+                    self.wait_before_retry(operation, why, &mut backoff).await;
                 }
                 429 => {
                     let hint = self.rate_limit_wait(&headers);
@@ -472,7 +677,7 @@ impl MgmtClient {
                     .await;
                 }
                 code => {
-                    self.inner.metrics.mgmt_failing.set(0);
+                    self.set_failing(false);
                     let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
                     return Err(MgmtError::Permanent {
                         operation: operation.as_str(),
@@ -616,6 +821,25 @@ fn expect_status(operation: Operation, status: StatusCode, ok: &[u16]) -> Result
     }
 }
 
+/// A header read as a finite number of seconds; `None` when absent, not a number, NaN or
+/// infinite.
+fn header_seconds(headers: &HeaderMap, name: &str) -> Option<f64> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+}
+
+/// `secs` as a wait when it lies within [0, 1 h]; anything else is not a usable hint.
+fn seconds_within_an_hour(secs: f64) -> Option<Duration> {
+    if (0.0..=3600.0).contains(&secs) {
+        Duration::try_from_secs_f64(secs).ok()
+    } else {
+        None
+    }
+}
+
 /// A short, safe rendering of an error body (first 200 characters).
 fn error_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -624,6 +848,64 @@ fn error_text(body: &[u8]) -> String {
         "(empty body)".to_owned()
     } else {
         text.chars().take(200).collect()
+    }
+}
+
+/// While calls fail, checks every backoff step (capped at the retry cap) whether the tenant
+/// accepts the service again: a token, then one `GET /api/v2/roles` page. Success clears the
+/// failing state (intake resumes) even when every other call is still waiting out its backoff.
+async fn probe(client: MgmtClient) {
+    loop {
+        probe_until_answered(&client).await;
+        client.inner.probing.store(false, Ordering::SeqCst);
+        // Failing again since the loop ended, and nobody else took over: go on probing.
+        if !client.is_failing() || client.inner.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+async fn probe_until_answered(client: &MgmtClient) {
+    let mut backoff = client.backoff();
+    while client.is_failing() {
+        let delay = backoff.next().unwrap_or(client.inner.settings.retry.cap);
+        tokio::time::sleep(delay).await;
+        if !client.is_failing() {
+            break;
+        }
+        let Ok(token) = client.inner.token.get(client).await else {
+            continue;
+        };
+        client.inner.limiter.until_ready().await;
+        let started = Instant::now();
+        let sent = client
+            .inner
+            .http
+            .get(client.url("/api/v2/roles?per_page=1&page=0"))
+            .bearer_auth(&*token)
+            .send()
+            .await;
+        let status = match sent {
+            Ok(response) => {
+                let status = response.status();
+                // The whole body must arrive: a cut-off answer is no proof.
+                response.bytes().await.ok().map(|_| status)
+            }
+            Err(_) => None,
+        };
+        client.count(
+            Operation::GetRoles,
+            status.as_ref().map_or("error", StatusCode::as_str),
+            started.elapsed(),
+        );
+        match status {
+            Some(status) if status.is_success() => {
+                tracing::info!("probe: the tenant accepts the service again; resuming");
+                client.set_failing(false);
+            }
+            Some(status) if status.as_u16() == 401 => client.inner.token.invalidate(&token).await,
+            _ => {}
+        }
     }
 }
 
@@ -642,6 +924,7 @@ pub async fn connect(
     client.ensure_token().await?;
     let directory = Arc::new(RoleDirectory::resolve(&client, role_names).await?);
     directory.spawn_refresh(client.clone(), ROLE_REFRESH);
+    client.start_serving();
     let assigner = RoleAssigner::start(
         client.clone(),
         directory,

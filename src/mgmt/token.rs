@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::{error_text, ErrorBody, MgmtClient, MgmtError, Operation, Transient};
+use super::{error_text, Blocked, ErrorBody, MgmtClient, MgmtError, Operation, Transient};
+
+/// The longest a token is used, whatever `expires_in` says (Auth0 issues 24 h tokens).
+const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// Refresh this long before expiry (capped at a quarter of the token's lifetime).
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -48,7 +51,10 @@ impl TokenCache {
         let token: Arc<str> = Arc::from(token);
         *current = Some(Cached {
             token: Arc::clone(&token),
-            refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+            // A lifetime too large for the clock (a garbage `expires_in`) refreshes in a day.
+            refresh_at: Instant::now()
+                .checked_add(lifetime.saturating_sub(margin))
+                .unwrap_or_else(|| Instant::now() + MAX_LIFETIME),
         });
         tracing::debug!(
             lifetime_s = lifetime.as_secs(),
@@ -98,15 +104,39 @@ async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap_or_default();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                // A body cut off by a reset connection: transient, like a failed request.
+                client.count(Operation::Token, "error", started.elapsed());
+                let why = Transient::from_transport(&err);
+                client
+                    .wait_before_retry(Operation::Token, why, &mut backoff)
+                    .await;
+                continue;
+            }
+        };
         client.count(Operation::Token, status.as_str(), started.elapsed());
         if status.is_success() {
-            let parsed: TokenResponse =
-                serde_json::from_slice(&bytes).map_err(|e| MgmtError::Protocol {
-                    operation: Operation::Token.as_str(),
-                    detail: format!("token response is not {{access_token, expires_in}}: {e}"),
-                })?;
-            let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(86_400).max(1));
+            let parsed: TokenResponse = match serde_json::from_slice(&bytes) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    // A proxy's page or a truncated answer: retried, never a permanent failure.
+                    let why = Transient::Connection(format!(
+                        "token response is not {{access_token, expires_in}}: {e}"
+                    ));
+                    client
+                        .wait_before_retry(Operation::Token, why, &mut backoff)
+                        .await;
+                    continue;
+                }
+            };
+            let lifetime = Duration::from_secs(
+                parsed
+                    .expires_in
+                    .unwrap_or(86_400)
+                    .clamp(1, MAX_LIFETIME.as_secs()),
+            );
             return Ok((parsed.access_token, lifetime));
         }
         match status {
@@ -138,7 +168,7 @@ fn explain(status: StatusCode, body: &[u8], audience: &str) -> MgmtError {
     let advice = match (status.as_u16(), error.as_str()) {
         (401, _) => "the client id or secret is wrong: check auth0.client_id and AUTH0_CLIENT_SECRET (or client_secret_file)".to_owned(),
         (403, "unauthorized_client") => "the client_credentials grant is not enabled for this application: enable it in the Auth0 Dashboard under Applications → (your app) → Advanced Settings → Grant Types".to_owned(),
-        (403, _) => format!("the application is not authorized for the Management API ({audience}): authorize it under Applications → APIs → Auth0 Management API → Machine To Machine Applications, with the scopes read:users read:roles update:users create:role_members read:role_members update:roles"),
+        (403, _) => format!("the application is not authorized for the Management API ({audience}): authorize it under Applications → APIs → Auth0 Management API → Machine To Machine Applications; {}", Blocked::Scope.advice()),
         (400, _) => "the token request was refused as invalid: check auth0.domain (the audience is https://{domain}/api/v2/)".to_owned(),
         _ => "unexpected answer from the token endpoint".to_owned(),
     };

@@ -27,13 +27,55 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
-use crate::config::{IngestSettings, KafkaSettings, Secret};
+use crate::config::{KafkaSettings, Secret};
 use crate::event::{decode, Decoded};
-use crate::kafka::{Producer, ProducerCtx};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::sequencer::Sequencer;
 use crate::server::Health;
+use crate::shutdown::Shutdown;
+use crate::source::kafka::{Producer, ProducerCtx};
+use crate::source::sequencer::Sequencer;
+use crate::source::{users_of, QuietLog};
+
+use crate::config::{read_secret, ConfigError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Environment variable holding the webhook's Authorization token.
+pub const WEBHOOK_TOKEN_ENV: &str = "AUTH0_WEBHOOK_TOKEN";
+
+/// What `ingest` does with the records it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Produce each record to `[kafka] topic`, keyed by user id (the bridge).
+    Kafka,
+    /// Run the pipeline in-process.
+    Direct,
+}
+
+/// Validated `[ingest]` settings (the token is read separately, see [`IngestSettings::token`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestSettings {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub mode: IngestMode,
+    pub token_file: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    /// Direct mode: how long a delivery may wait for its events before answering 503.
+    pub direct_deadline: Duration,
+}
+
+impl IngestSettings {
+    /// The expected `Authorization` header value: `AUTH0_WEBHOOK_TOKEN`, else `token_file`.
+    pub fn token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+        read_secret(env, WEBHOOK_TOKEN_ENV, self.token_file.as_deref())?.ok_or_else(|| {
+            ConfigError::Invalid {
+                key: "ingest.token_file",
+                problem: format!("no webhook token: set {WEBHOOK_TOKEN_ENV} or ingest.token_file (the Authorization Token configured in the Auth0 log stream)"),
+            }
+        })
+    }
+}
 
 /// Why the receiver could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +102,8 @@ pub struct Bridge {
     /// Replaced when librdkafka reports a fatal error (an idempotent producer whose state the
     /// broker no longer knows cannot recover by itself).
     producer: std::sync::Mutex<Producer>,
-    /// When the producer was last replaced.
-    replaced: std::sync::Mutex<Option<Instant>>,
+    /// Keeps producer replacements at least 10 s apart.
+    replaced: QuietLog,
     config: rdkafka::ClientConfig,
     topic: String,
     dead_letter_topic: Option<String>,
@@ -88,7 +130,7 @@ impl Direct {
 /// idempotence and `acks=all`. Deliveries wait at most `message.timeout.ms` (10 s unless set)
 /// so Auth0 gets its 503 well before it gives up on the request.
 pub fn bridge_config(kafka: &KafkaSettings) -> rdkafka::ClientConfig {
-    let mut config = crate::kafka::producer_config(kafka);
+    let mut config = crate::source::kafka::producer_config(kafka);
     if !kafka.properties.contains_key("message.timeout.ms") {
         config.set("message.timeout.ms", "10000");
     }
@@ -107,7 +149,7 @@ impl Bridge {
             .map_err(IngestError::Producer)?;
         Ok(Bridge {
             producer: std::sync::Mutex::new(producer),
-            replaced: std::sync::Mutex::new(None),
+            replaced: QuietLog::default(),
             config,
             topic: kafka.topics.first().cloned().unwrap_or_default(),
             dead_letter_topic: kafka.dead_letter_topic.clone(),
@@ -128,11 +170,9 @@ impl Bridge {
     /// deliveries get 503 and Auth0 sends them again: nothing is lost.
     fn recover(&self) {
         {
-            let mut replaced = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
-            if replaced.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+            if !self.replaced.allow("replace") {
                 return;
             }
-            *replaced = Some(Instant::now());
         }
         let fresh = match self.config.create_with_context(ProducerCtx::default()) {
             Ok(fresh) => fresh,
@@ -170,7 +210,7 @@ impl Bridge {
                 })
                 .await
                 .unwrap_or(false);
-                health.source.store(ok, std::sync::atomic::Ordering::SeqCst);
+                health.set_source_connected(ok);
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
@@ -218,11 +258,11 @@ pub fn router(settings: &IngestSettings, state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
-/// Binds `[ingest] listen` and serves until `stop` turns true; in-flight requests finish.
+/// Binds `[ingest] listen` and serves until `shutdown`; in-flight requests finish.
 pub async fn serve(
     settings: &IngestSettings,
     state: Arc<IngestState>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), IngestError> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -233,13 +273,7 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(IngestError::Serve)?;
     tracing::info!(%addr, path = %settings.path, "receiving the Auth0 log stream");
     axum::serve(listener, router(settings, state))
-        .with_graceful_shutdown(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
+        .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
         .map_err(IngestError::Serve)
 }
@@ -556,14 +590,9 @@ async fn direct_records(
     let mut handles = Vec::new();
     for (_, events) in good {
         for item in events {
-            let user: Vec<String> = item
-                .as_ref()
-                .ok()
-                .and_then(|e| e.user())
-                .map(str::to_owned)
-                .into_iter()
-                .collect();
-            let mut turn = direct.sequencer.enter(user);
+            let mut turn = direct
+                .sequencer
+                .enter(users_of(std::slice::from_ref(&item)));
             let pipeline = Arc::clone(&direct.pipeline);
             // The task outlives a 503: the work finishes, and Auth0's retry is deduplicated.
             handles.push(tokio::spawn(async move {

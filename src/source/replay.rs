@@ -10,9 +10,11 @@ use futures_util::stream::{self, StreamExt};
 use crate::event::decode;
 use crate::mgmt::CallStats;
 use crate::pipeline::{Outcome, Pipeline, Report};
+use crate::source::sequencer::Sequencer;
+use crate::source::users_of;
 
 /// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Jsonl,
     Summary,
@@ -113,7 +115,7 @@ impl Summary {
         if let Some(calls) = &self.calls {
             writeln!(out, "management API calls: {}", calls.total())?;
             for (operation, n) in &calls.calls {
-                writeln!(out, "  {operation:<18} {n}")?;
+                writeln!(out, "  {:<18} {n}", operation.as_str())?;
             }
             writeln!(out, "  429 answers        {}", calls.rate_limited)?;
             writeln!(out, "  retries            {}", calls.retries)?;
@@ -146,8 +148,9 @@ impl Summary {
     }
 }
 
-/// Replays `inputs` through `pipeline`, up to `concurrency` events at a time (one per user at
-/// a time), writing records (`jsonl`) in input order and the summary at the end (`summary`).
+/// Replays `inputs` through `pipeline`, up to `concurrency` events at a time (a user's events
+/// one after another, in input order), writing records (`jsonl`) in input order and the
+/// summary at the end (`summary`).
 pub async fn run(
     pipeline: &Pipeline,
     inputs: &[Input],
@@ -156,6 +159,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
     let mut summary = Summary::default();
+    let sequencer = std::sync::Arc::new(Sequencer::default());
     for input in inputs {
         let bytes = input.read().map_err(|source| ReplayError::Read {
             input: input.label(),
@@ -164,7 +168,14 @@ pub async fn run(
         let items = decode(&bytes);
         drop(bytes);
         let mut reports = stream::iter(items)
-            .map(|item| pipeline.process(item))
+            .map(|item| {
+                // Taken in input order, here; awaited when the event's turn comes.
+                let mut turn = sequencer.enter(users_of(std::slice::from_ref(&item)));
+                async move {
+                    turn.wait().await;
+                    pipeline.process(item).await
+                }
+            })
             .buffered(concurrency.max(1));
         while let Some(report) = reports.next().await {
             summary.add(&report);

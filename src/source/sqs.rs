@@ -21,7 +21,7 @@
 //!   consumer.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,23 +33,41 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName, QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::SqsSettings;
 use crate::event::{decode, Decoded};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
-use crate::sequencer::{Sequencer, Turn};
+use crate::pipeline::{Outcome, Pipeline, Rejected};
 use crate::server::Health;
+use crate::shutdown::Shutdown;
+use crate::source::sequencer::Sequencer;
+use crate::source::{users_of, Dispatch, Intake, QuietLog};
+
+/// Validated `[sqs]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSettings {
+    /// The queue EventBridge delivers to, e.g. `https://sqs.eu-west-1.amazonaws.com/123456789012/auth0-logs`.
+    pub queue_url: String,
+    /// Messages asked for per `ReceiveMessage` (1-10).
+    pub max_messages: i32,
+    /// Long-polling wait per `ReceiveMessage` (0-20 s).
+    pub wait_time_seconds: i32,
+    /// Visibility timeout set on receive and on every extension (1-43200 s).
+    pub visibility_timeout_seconds: i32,
+    /// Concurrent receive loops.
+    pub concurrency: usize,
+    /// Most messages received and not yet finished; receiving waits beyond it.
+    pub max_inflight: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight messages before flushing deletes and exiting.
+    pub shutdown_grace: Duration,
+}
 
 /// Most entries in one SQS batch call.
 const BATCH_MAX: usize = 10;
 /// How long a delete waits for others to share its `DeleteMessageBatch` call.
 const DELETE_WINDOW: Duration = Duration::from_millis(100);
-/// Repeated errors of one kind are logged at most this often.
-const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why the consumer could not run.
 #[derive(Debug, thiserror::Error)]
@@ -156,11 +174,12 @@ struct Shared {
     /// Messages whose events failed permanently in this process: a redelivery finds their
     /// events `already_done` (dedup), but they must still go to the dead-letter queue.
     failed_before: moka::sync::Cache<String, ()>,
-    intake_paused: AtomicBool,
+    /// Paused while the Management API fails (`max_inflight` is held by the `room` permits).
+    intake: Intake,
     received: AtomicU64,
     deleted: AtomicU64,
     left: AtomicU64,
-    last_error_log: Mutex<HashMap<&'static str, std::time::Instant>>,
+    quiet: QuietLog,
 }
 
 impl Shared {
@@ -213,32 +232,6 @@ impl Shared {
             .set(i64::try_from(tracked.len()).unwrap_or(i64::MAX));
     }
 
-    /// Whether an error of `kind` may be logged now (at most once per interval).
-    fn may_log(&self, kind: &'static str) -> bool {
-        let mut last = self
-            .last_error_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        match last.get(kind) {
-            Some(at) if now.duration_since(*at) < ERROR_LOG_INTERVAL => false,
-            _ => {
-                last.insert(kind, now);
-                true
-            }
-        }
-    }
-
-    fn set_paused(&self, paused: bool, reason: &str) {
-        if self.intake_paused.swap(paused, Ordering::SeqCst) != paused {
-            if paused {
-                tracing::info!(reason, "intake paused");
-            } else {
-                tracing::info!(reason, "intake resumed");
-            }
-        }
-    }
-
     /// Logs the queue's set-up once at start; the queue answering makes the source ready.
     async fn check_queue(&self) {
         let result = self
@@ -256,7 +249,7 @@ impl Shared {
                 return;
             }
         };
-        self.health.source.store(true, Ordering::SeqCst);
+        self.health.set_source_connected(true);
         let get = |name: QueueAttributeName| attributes.get(&name).map(String::as_str);
         let redrive = get(QueueAttributeName::RedrivePolicy);
         tracing::info!(
@@ -412,7 +405,7 @@ impl Shared {
                 }
                 drop(tracked);
                 if let Some(failed) = out.failed.first() {
-                    if self.may_log(why) {
+                    if self.quiet.allow(why) {
                         tracing::warn!(
                             why, code = %failed.code, message = failed.message.as_deref().unwrap_or("-"),
                             failures = out.failed.len(),
@@ -431,7 +424,7 @@ impl Shared {
                         }
                     }
                 }
-                if self.may_log(why) {
+                if self.quiet.allow(why) {
                     tracing::warn!(why, error = %DisplayErrorContext(&err),
                         "ChangeMessageVisibilityBatch failed (needs sqs:ChangeMessageVisibility; repeats within 10 s are not logged)");
                 }
@@ -441,24 +434,12 @@ impl Shared {
     }
 }
 
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow_and_update() {
-            return;
-        }
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Consumes until `stop` turns true, then drains within the grace, flushes deletes and returns.
+/// Consumes until `shutdown`, then drains within the grace, flushes deletes and returns.
 pub async fn run(
     settings: SqsSettings,
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
-    stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<RunSummary, SqsRunError> {
     let client = client(&settings).await?;
     let metrics = Arc::clone(pipeline.metrics());
@@ -477,11 +458,11 @@ pub async fn run(
             .max_capacity(100_000)
             .time_to_live(Duration::from_secs(24 * 3600))
             .build(),
-        intake_paused: AtomicBool::new(false),
+        intake: Intake::new(settings.max_inflight),
         received: AtomicU64::new(0),
         deleted: AtomicU64::new(0),
         left: AtomicU64::new(0),
-        last_error_log: Mutex::new(HashMap::new()),
+        quiet: QuietLog::default(),
     });
     shared.check_queue().await;
     tracing::info!(
@@ -493,8 +474,8 @@ pub async fn run(
 
     let (delete_tx, delete_rx) = mpsc::unbounded_channel();
     let deleter = tokio::spawn(delete_loop(Arc::clone(&shared), delete_rx));
-    let (keeper_stop, keeper_stop_rx) = watch::channel(false);
-    let keeper = tokio::spawn(visibility_loop(Arc::clone(&shared), keeper_stop_rx));
+    let keeper_stop = Shutdown::new();
+    let keeper = tokio::spawn(visibility_loop(Arc::clone(&shared), keeper_stop.clone()));
 
     let ctx = Arc::new(LoopContext {
         shared: Arc::clone(&shared),
@@ -509,7 +490,7 @@ pub async fn run(
             index,
             Arc::clone(&ctx),
             delete_tx.clone(),
-            stop.clone(),
+            shutdown.clone(),
         ));
     }
     drop(delete_tx);
@@ -524,7 +505,7 @@ pub async fn run(
     if deleter.await.is_err() {
         tracing::error!("the delete task ended abnormally");
     }
-    let _ = keeper_stop.send(true);
+    keeper_stop.trigger();
     let _ = keeper.await;
 
     // What is still tracked was abandoned: make it visible again for the next consumer.
@@ -573,33 +554,34 @@ async fn receive_loop(
     index: usize,
     ctx: Arc<LoopContext>,
     delete_tx: mpsc::UnboundedSender<u64>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> usize {
     let shared = &ctx.shared;
     let settings = &ctx.settings;
     let batch = u32::try_from(settings.max_messages).unwrap_or(10);
-    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut dispatch: Dispatch<()> = Dispatch::with_sequencer(Arc::clone(&ctx.sequencer));
     let mut backoff = Duration::from_secs(1);
     loop {
-        while tasks.try_join_next().is_some() {}
+        for lost in dispatch.finished().into_iter().filter_map(Result::err) {
+            tracing::error!(%lost, "a message task failed; the message is not deleted and will be received again");
+        }
         let mut permits = tokio::select! {
             biased;
-            _ = stopped(&mut stop) => break,
+            _ = shutdown.wait() => break,
             permits = Arc::clone(&ctx.room).acquire_many_owned(batch) => match permits {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
-        if shared.metrics.mgmt_failing.get() != 0 {
-            shared.set_paused(true, "Management API failing");
+        shared.intake.update(0, ctx.pipeline.is_tenant_failing());
+        if shared.intake.is_paused() {
             drop(permits);
             tokio::select! {
                 biased;
-                _ = stopped(&mut stop) => break,
+                _ = shutdown.wait() => break,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
             }
         }
-        shared.set_paused(false, "Management API answering");
         let requested_at = Instant::now();
         let request = shared
             .client
@@ -613,24 +595,24 @@ async fn receive_loop(
         // A receive cut short by the stop leaves its messages invisible until the timeout.
         let received = tokio::select! {
             biased;
-            _ = stopped(&mut stop) => break,
+            _ = shutdown.wait() => break,
             received = request => received,
         };
         let messages = match received {
             Ok(out) => {
                 backoff = Duration::from_secs(1);
-                shared.health.source.store(true, Ordering::SeqCst);
+                shared.health.set_source_connected(true);
                 out.messages.unwrap_or_default()
             }
             Err(err) => {
-                if shared.may_log("receive") {
+                if shared.quiet.allow("receive") {
                     tracing::warn!(error = %DisplayErrorContext(&err), retry_in = ?backoff, loop_index = index,
                         "ReceiveMessage failed (needs sqs:ReceiveMessage; repeats within 10 s are not logged)");
                 }
                 drop(permits);
                 tokio::select! {
                     biased;
-                    _ = stopped(&mut stop) => break,
+                    _ = shutdown.wait() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -659,49 +641,39 @@ async fn receive_loop(
                 .unwrap_or(0);
             tracing::debug!(%message_id, receive_count, loop_index = index, "message received");
             let items = decode(message.body.as_deref().unwrap_or_default().as_bytes());
-            let users: Vec<String> = items
-                .iter()
-                .filter_map(|i| i.as_ref().ok().and_then(|e| e.user()).map(str::to_owned))
-                .collect();
-            let turn = ctx.sequencer.enter(users);
+            let users = users_of(&items);
             let key = shared.track(receipt, message_id.clone(), requested_at, permit);
-            tasks.spawn(handle_message(
-                Arc::clone(shared),
-                Arc::clone(&ctx.pipeline),
-                Delivery {
-                    key,
-                    message_id,
-                    receive_count,
-                    items,
-                },
-                turn,
-                delete_tx.clone(),
-            ));
+            dispatch.spawn(
+                users,
+                handle_message(
+                    Arc::clone(shared),
+                    Arc::clone(&ctx.pipeline),
+                    Delivery {
+                        key,
+                        message_id,
+                        receive_count,
+                        items,
+                    },
+                    delete_tx.clone(),
+                ),
+            );
         }
         // Unused permits of the batch go back here.
         drop(permits);
     }
 
     // Stopped: let this loop's messages finish within the grace.
-    if !tasks.is_empty() {
+    if !dispatch.is_empty() {
         tracing::info!(
             loop_index = index,
-            in_flight = tasks.len(),
+            in_flight = dispatch.len(),
             grace_seconds = settings.shutdown_grace.as_secs_f64(),
             "shutting down: receiving stopped, draining"
         );
     }
-    let deadline = Instant::now() + settings.shutdown_grace;
-    while !tasks.is_empty() {
-        tokio::select! {
-            _ = tasks.join_next() => {}
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    let abandoned = tasks.len();
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    abandoned
+    dispatch
+        .drain(settings.shutdown_grace, std::future::pending::<()>)
+        .await
 }
 
 /// One received message, decoded.
@@ -716,19 +688,16 @@ async fn handle_message(
     shared: Arc<Shared>,
     pipeline: Arc<Pipeline>,
     delivery: Delivery,
-    mut turn: Turn,
     delete_tx: mpsc::UnboundedSender<u64>,
 ) {
-    turn.wait().await;
-    let mut bad = pipeline.process_all(delivery.items).await;
-    drop(turn);
-    if bad.is_none() && shared.failed_before.contains_key(&delivery.message_id) {
-        bad = Some((
-            "failed",
-            "failed permanently on an earlier delivery".to_owned(),
-        ));
+    let mut rejected = pipeline.process_all(delivery.items).await;
+    if rejected.is_none() && shared.failed_before.contains_key(&delivery.message_id) {
+        rejected = Some(Rejected {
+            outcome: Outcome::Failed,
+            error: "failed permanently on an earlier delivery".to_owned(),
+        });
     }
-    let Some((reason, error)) = bad else {
+    let Some(rejected) = rejected else {
         shared.mark_deleting(delivery.key);
         if delete_tx.send(delivery.key).is_err() {
             // Only after shutdown: the message comes back and its events are already done.
@@ -736,7 +705,8 @@ async fn handle_message(
         }
         return;
     };
-    if reason == "failed" {
+    let reason = rejected.reason();
+    if rejected.outcome == Outcome::Failed {
         shared.failed_before.insert(delivery.message_id.clone(), ());
     }
     shared.untrack(&[delivery.key]);
@@ -746,7 +716,7 @@ async fn handle_message(
         .with_label_values(&[reason])
         .inc();
     shared.left.fetch_add(1, Ordering::Relaxed);
-    let error: String = error.chars().take(300).collect();
+    let error: String = rejected.error.chars().take(300).collect();
     tracing::warn!(
         message_id = %delivery.message_id,
         approximate_receive_count = delivery.receive_count,
@@ -776,14 +746,14 @@ async fn delete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<u64>) 
 }
 
 /// Extends the visibility of in-flight messages at half the visibility timeout until stopped.
-async fn visibility_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn visibility_loop(shared: Arc<Shared>, stop: Shutdown) {
     let period = (shared.extend_every / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            _ = stopped(&mut stop) => return,
+            _ = stop.wait() => return,
             _ = tick.tick() => {}
         }
         let extended = shared.extend_due().await;

@@ -16,10 +16,17 @@
 pub mod offsets;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::event::{decode, DecodeError, Decoded};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, Rejected};
+use crate::server::Health;
+use crate::shutdown::Shutdown;
+use crate::source::{users_of, Dispatch, Intake, QuietLog};
+use offsets::PartitionOffsets;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -29,16 +36,28 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::config::KafkaSettings;
-use crate::event::{decode, DecodeError, Decoded};
-use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
-use crate::sequencer::Sequencer;
-use crate::server::Health;
-use offsets::PartitionOffsets;
+/// The consumer group when `[kafka] group_id` is not set.
+pub const DEFAULT_GROUP_ID: &str = "auth0-default-roles";
+
+/// Validated `[kafka]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    pub brokers: Vec<String>,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub dead_letter_topic: Option<String>,
+    /// Most messages taken from the broker and not yet finished; fetching pauses beyond it.
+    pub max_inflight: usize,
+    pub commit_interval: Duration,
+    /// How long SIGTERM/SIGINT waits for in-flight events before committing and leaving.
+    pub shutdown_grace: Duration,
+    /// How long a revoke waits for the revoked partitions' in-flight events (must stay below
+    /// `session.timeout.ms`).
+    pub rebalance_drain: Duration,
+    /// Passed to librdkafka as-is (SASL, TLS, `client.id`, ...).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
 
 /// Why the consumer could not run.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +173,7 @@ struct Shared {
     drain: Duration,
     /// Intake is paused (in-flight full, Management API failing, or shutting down); newly
     /// assigned partitions are paused as they arrive.
-    intake_paused: AtomicBool,
+    intake: Intake,
 }
 
 impl Shared {
@@ -194,56 +213,47 @@ fn store_position<C: Consumer<X>, X: ConsumerContext>(
 /// Logs librdkafka's warnings and errors at warn, at most once per 10 s; the rest at debug.
 /// While a broker is down, librdkafka repeats its connection errors every few hundred
 /// milliseconds.
-#[derive(Default)]
-pub struct QuietLog {
-    last: Mutex<Option<Instant>>,
+pub fn log_librdkafka(
+    quiet: &QuietLog,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    let serious = matches!(
+        level,
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+    );
+    if serious && quiet.allow("librdkafka") {
+        tracing::warn!(
+            facility = fac,
+            "librdkafka: {message} (repeats within 10 s are not logged)"
+        );
+    } else {
+        tracing::debug!(facility = fac, "librdkafka: {message}");
+    }
 }
 
-impl QuietLog {
-    /// True at most once per 10 s.
-    pub fn allow(&self) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-            *last = Some(Instant::now());
-            true
-        } else {
-            false
-        }
-    }
-
-    pub fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        let serious = matches!(
-            level,
-            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
-        );
-        if serious && self.allow() {
-            tracing::warn!(
-                facility = fac,
-                "librdkafka: {message} (repeats within 10 s are not logged)"
-            );
-        } else {
-            tracing::debug!(facility = fac, "librdkafka: {message}");
-        }
+/// Logs a client error reported by librdkafka at most once per 10 s.
+fn log_client_error(quiet: &QuietLog, client: &str, error: &KafkaError, reason: &str) {
+    if quiet.allow("client-error") {
+        tracing::warn!(%error, reason, "Kafka {client} error (librdkafka retries by itself; repeats within 10 s are not logged)");
     }
 }
 
 /// The context of the service's producers (dead letters, the `ingest` bridge): quiet logs.
 #[derive(Default)]
 pub struct ProducerCtx {
-    log: QuietLog,
-    errors: QuietLog,
+    quiet: QuietLog,
 }
 
 impl ClientContext for ProducerCtx {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log.log(level, fac, log_message);
+        log_librdkafka(&self.quiet, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if self.errors.allow() {
-            tracing::warn!(%error, reason, "Kafka producer error (librdkafka retries by itself; repeats within 10 s are not logged)");
-        }
+        log_client_error(&self.quiet, "producer", &error, reason);
     }
 }
 
@@ -259,8 +269,7 @@ pub type Producer = FutureProducer<ProducerCtx>;
 pub struct Ctx {
     shared: Arc<Shared>,
     /// Rate-limits repeated client errors (a dead broker reports every few seconds).
-    errors: QuietLog,
-    library_log: QuietLog,
+    quiet: QuietLog,
 }
 
 impl ClientContext for Ctx {
@@ -282,13 +291,11 @@ impl ClientContext for Ctx {
 
     /// librdkafka's own log; its connection failures are also reported through `error`.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.library_log.log(level, fac, log_message);
+        log_librdkafka(&self.quiet, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if self.errors.allow() {
-            tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries by itself; repeats within 10 s are not logged)");
-        }
+        log_client_error(&self.quiet, "consumer", &error, reason);
     }
 }
 
@@ -354,7 +361,7 @@ impl ConsumerContext for Ctx {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let mut state = self.shared.lock();
-                let pause = self.shared.intake_paused.load(Ordering::SeqCst);
+                let pause = self.shared.intake.is_paused();
                 let mut parts = Vec::new();
                 for e in tpl.elements() {
                     state.next_generation += 1;
@@ -376,7 +383,7 @@ impl ConsumerContext for Ctx {
                 }
                 self.shared.update_partition_gauges(&state);
                 drop(state);
-                self.shared.health.source.store(true, Ordering::SeqCst);
+                self.shared.health.set_source_connected(true);
                 self.shared
                     .metrics
                     .kafka_rebalances
@@ -427,9 +434,10 @@ struct DeadLetters {
 }
 
 impl DeadLetters {
-    async fn send(&self, original: &Original, reason: &str, error: &str) {
+    async fn send(&self, original: &Original, rejected: &Rejected) {
+        let reason = rejected.reason();
         let mut delay = Duration::from_millis(500);
-        let error: String = error.chars().take(500).collect();
+        let error: String = rejected.error.chars().take(500).collect();
         let partition = original.partition.to_string();
         let offset = original.offset.to_string();
         loop {
@@ -479,7 +487,7 @@ impl DeadLetters {
     }
 }
 
-/// Consumes until `stop` turns true, then drains, commits and leaves the group.
+/// Consumes until `shutdown`, then drains, commits and leaves the group.
 ///
 /// The consumer is read on a thread of its own: librdkafka runs the rebalance callback on the
 /// reading thread, and the revoke drain blocks it (never a runtime worker).
@@ -487,14 +495,14 @@ pub async fn run(
     settings: KafkaSettings,
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
-    stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<RunSummary, KafkaRunError> {
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("kafka-consumer".to_owned())
         .spawn(move || {
-            let result = handle.block_on(consume(settings, pipeline, health, stop));
+            let result = handle.block_on(consume(settings, pipeline, health, shutdown));
             let _ = tx.send(result);
         })
         .map_err(|e| KafkaRunError::Thread(e.to_string()))?;
@@ -502,11 +510,18 @@ pub async fn run(
         .map_err(|_| KafkaRunError::Thread("the consumer thread panicked".to_owned()))?
 }
 
+/// Where a message task reports: its partition, generation and offset.
+struct Position {
+    tp: Tp,
+    generation: u64,
+    offset: i64,
+}
+
 async fn consume(
     settings: KafkaSettings,
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<RunSummary, KafkaRunError> {
     let metrics = Arc::clone(pipeline.metrics());
     let shared = Arc::new(Shared {
@@ -515,12 +530,11 @@ async fn consume(
         metrics: Arc::clone(&metrics),
         health,
         drain: settings.rebalance_drain,
-        intake_paused: AtomicBool::new(false),
+        intake: Intake::new(settings.max_inflight),
     });
     let context = Ctx {
         shared: Arc::clone(&shared),
-        errors: QuietLog::default(),
-        library_log: QuietLog::default(),
+        quiet: QuietLog::default(),
     };
     let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
         consumer_config(&settings)
@@ -549,47 +563,31 @@ async fn consume(
         max_inflight = settings.max_inflight, "consuming"
     );
 
-    let sequencer = Arc::new(Sequencer::default());
-    let inflight = Arc::new(AtomicUsize::new(0));
     let dead_letter_count = Arc::new(AtomicU64::new(0));
-    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut dispatch: Dispatch<()> = Dispatch::default();
     let mut summary = RunSummary::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let resume_below = settings.max_inflight / 2;
-    let consume_errors = QuietLog::default();
+    let quiet = QuietLog::default();
 
     loop {
-        while let Some(joined) = tasks.try_join_next() {
-            if let Err(err) = joined {
-                // A bug, not an input: the message's offset stays unstored (redelivered later).
-                tracing::error!(%err, "a message task failed; its offset is not committed");
-            }
+        for lost in dispatch.finished().into_iter().filter_map(Result::err) {
+            // A bug, not an input: the message's offset stays unstored (redelivered later).
+            tracing::error!(%lost, "a message task failed; its offset is not committed");
         }
-        let failing = metrics.mgmt_failing.get() != 0;
-        let n = inflight.load(Ordering::SeqCst);
-        let paused = shared.intake_paused.load(Ordering::SeqCst);
-        if !paused && (n >= settings.max_inflight || failing) {
-            let reason = if failing {
-                "Management API failing"
-            } else {
-                "in-flight limit reached"
-            };
-            set_paused(&shared, consumer.as_ref(), true, reason);
-        } else if paused && n <= resume_below && !failing {
-            set_paused(&shared, consumer.as_ref(), false, "caught up");
+        if let Some(pause) = shared
+            .intake
+            .update(dispatch.len(), pipeline.is_tenant_failing())
+        {
+            pause_partitions(&shared, consumer.as_ref(), pause);
         }
         tokio::select! {
             biased;
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break;
-                }
-            }
+            _ = shutdown.wait() => break,
             _ = tick.tick() => {}
             message = consumer.recv() => match message {
                 Err(err) => {
-                    if consume_errors.allow() {
+                    if quiet.allow("consume") {
                         tracing::warn!(%err, "Kafka consume error (librdkafka retries by itself; repeats within 10 s are not logged)");
                     }
                 }
@@ -623,41 +621,18 @@ async fn consume(
                         payload: payload.to_vec(),
                     });
                     drop(message);
-                    let users: Vec<String> = items
-                        .iter()
-                        .filter_map(|i| i.as_ref().ok().and_then(|e| e.user()).map(str::to_owned))
-                        .collect();
-                    let mut turn = sequencer.enter(users);
-                    inflight.fetch_add(1, Ordering::SeqCst);
-                    let pipeline = Arc::clone(&pipeline);
-                    let shared = Arc::clone(&shared);
-                    let weak: Weak<StreamConsumer<Ctx>> = Arc::downgrade(&consumer);
-                    let dead_letters = dead_letters.clone();
-                    let inflight = Arc::clone(&inflight);
-                    let dead_letter_count = Arc::clone(&dead_letter_count);
-                    tasks.spawn(async move {
-                        turn.wait().await;
-                        let bad = pipeline.process_all(items).await;
-                        drop(turn);
-                        if let (Some((reason, error)), Some(dlq), Some(original)) = (bad, &dead_letters, &original) {
-                            dlq.send(original, reason, &error).await;
-                            dead_letter_count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        {
-                            let mut state = shared.lock();
-                            if let Some(owned) = state.owned.get_mut(&tp) {
-                                if owned.generation == generation {
-                                    if let Some(position) = owned.offsets.finish(offset) {
-                                        if let Some(consumer) = weak.upgrade() {
-                                            store_position(consumer.as_ref(), &tp.0, tp.1, position);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        shared.finished.notify_all();
-                        inflight.fetch_sub(1, Ordering::SeqCst);
-                    });
+                    let users = users_of(&items);
+                    let task = MessageTask {
+                        pipeline: Arc::clone(&pipeline),
+                        shared: Arc::clone(&shared),
+                        consumer: Arc::downgrade(&consumer),
+                        dead_letters: dead_letters.clone(),
+                        dead_letter_count: Arc::clone(&dead_letter_count),
+                        items,
+                        original,
+                        position: Position { tp, generation, offset },
+                    };
+                    dispatch.spawn(users, task.run());
                 }
             },
         }
@@ -665,29 +640,25 @@ async fn consume(
 
     // Shutdown: stop fetching, drain within the grace period, commit, leave the group.
     tracing::info!(
-        in_flight = inflight.load(Ordering::SeqCst),
+        in_flight = dispatch.len(),
         grace_seconds = settings.shutdown_grace.as_secs_f64(),
         "shutting down: intake stopped, draining"
     );
-    set_paused(&shared, consumer.as_ref(), true, "shutting down");
-    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
-    while !tasks.is_empty() {
-        tokio::select! {
-            _ = tasks.join_next() => {}
-            _ = tokio::time::sleep_until(deadline) => break,
-            // Keep serving the group; messages read now are not taken (not begun, not stored).
-            _ = consumer.recv() => {}
-        }
-    }
-    summary.abandoned = tasks.len();
+    shared.intake.stop();
+    pause_partitions(&shared, consumer.as_ref(), true);
+    // Keep serving the group while draining; messages read now are not taken (not begun, not
+    // stored).
+    summary.abandoned = dispatch
+        .drain(settings.shutdown_grace, || async {
+            let _ = consumer.recv().await;
+        })
+        .await;
     if summary.abandoned > 0 {
         tracing::warn!(
             abandoned = summary.abandoned,
             "shutdown grace over: unfinished messages are left uncommitted and will be redelivered"
         );
     }
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
     shared.lock().closing = true;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => metrics
@@ -710,9 +681,51 @@ async fn consume(
     Ok(summary)
 }
 
+/// One message's work: its events through the pipeline, a dead letter when one was rejected,
+/// then its offset finished.
+struct MessageTask {
+    pipeline: Arc<Pipeline>,
+    shared: Arc<Shared>,
+    consumer: Weak<StreamConsumer<Ctx>>,
+    dead_letters: Option<Arc<DeadLetters>>,
+    dead_letter_count: Arc<AtomicU64>,
+    items: Vec<Decoded>,
+    original: Option<Original>,
+    position: Position,
+}
+
+impl MessageTask {
+    async fn run(self) {
+        let rejected = self.pipeline.process_all(self.items).await;
+        if let (Some(rejected), Some(dlq), Some(original)) =
+            (rejected, &self.dead_letters, &self.original)
+        {
+            dlq.send(original, &rejected).await;
+            self.dead_letter_count.fetch_add(1, Ordering::Relaxed);
+        }
+        let Position {
+            tp,
+            generation,
+            offset,
+        } = self.position;
+        {
+            let mut state = self.shared.lock();
+            if let Some(owned) = state.owned.get_mut(&tp) {
+                if owned.generation == generation {
+                    if let Some(position) = owned.offsets.finish(offset) {
+                        if let Some(consumer) = self.consumer.upgrade() {
+                            store_position(consumer.as_ref(), &tp.0, tp.1, position);
+                        }
+                    }
+                }
+            }
+        }
+        self.shared.finished.notify_all();
+    }
+}
+
 /// Pauses or resumes every owned partition.
-fn set_paused(shared: &Shared, consumer: &StreamConsumer<Ctx>, pause: bool, reason: &str) {
-    shared.intake_paused.store(pause, Ordering::SeqCst);
+fn pause_partitions(shared: &Shared, consumer: &StreamConsumer<Ctx>, pause: bool) {
     let mut state = shared.lock();
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), owned) in state.owned.iter_mut() {
@@ -732,9 +745,4 @@ fn set_paused(shared: &Shared, consumer: &StreamConsumer<Ctx>, pause: bool, reas
         }
     }
     shared.update_partition_gauges(&state);
-    if pause {
-        tracing::info!(reason, "intake paused");
-    } else {
-        tracing::info!(reason, "intake resumed");
-    }
 }

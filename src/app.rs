@@ -1,0 +1,337 @@
+//! The application: [`App::build`] wires the configuration, metrics, health, the HTTP
+//! endpoints, the pipeline and the source once, for `run`, `ingest`, `demo` and the tests;
+//! [`App::run`] consumes until the [`Shutdown`] and drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{
+    self, Config, IngestMode, IngestSettings, KafkaSettings, SourceSettings, SqsSettings,
+};
+use crate::metrics::{Metrics, MetricsError};
+use crate::mgmt::MgmtError;
+use crate::pipeline::{Mode, Pipeline, SourceKind};
+use crate::server::{self, Health};
+use crate::shutdown::Shutdown;
+use crate::source::ingest::{self, IngestError};
+use crate::source::kafka::{self, KafkaRunError};
+use crate::source::sqs::{self, SqsRunError};
+
+/// Exit status for usage and configuration errors.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit status when some events failed permanently (`replay`).
+pub const EXIT_FAILED: u8 = 3;
+
+/// Reads an environment variable (the process environment, or a test's map).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Why the service could not start or stopped abnormally. Each knows its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration cannot work (printed as is, exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The Management API refused the credentials or lacks the policy's roles (exit 2), or
+    /// failed otherwise (exit 1).
+    #[error("{0}")]
+    Mgmt(MgmtError),
+    #[error("cannot listen on {addr} for /metrics (set [metrics] listen): {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaRunError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("replay failed: {0}")]
+    Replay(String),
+    /// A stop signal arrived while the tenant was still being reached (exit 0).
+    #[error("stopped before the service started")]
+    Stopped,
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_)
+            | StartError::Mgmt(MgmtError::Auth(_) | MgmtError::MissingRoles(_)) => EXIT_CONFIG,
+            StartError::Stopped => 0,
+            _ => 1,
+        }
+    }
+}
+
+impl From<config::ConfigError> for StartError {
+    fn from(err: config::ConfigError) -> Self {
+        StartError::Config(err.to_string())
+    }
+}
+
+impl From<SqsRunError> for StartError {
+    fn from(err: SqsRunError) -> Self {
+        match err {
+            SqsRunError::NoRegion => StartError::Config(err.to_string()),
+        }
+    }
+}
+
+/// The long-running commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Consume the configured `[source]` (Kafka or SQS).
+    Run,
+    /// Receive the webhook stream (`[ingest]`): bridge into Kafka, or assign directly.
+    Ingest,
+}
+
+/// What the application consumes.
+enum Source {
+    Kafka(KafkaSettings, Arc<Pipeline>),
+    Sqs(SqsSettings, Arc<Pipeline>),
+    Ingest(IngestSettings, Arc<ingest::IngestState>),
+}
+
+/// A built application, ready to [`run`](App::run).
+pub struct App {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    metrics_addr: SocketAddr,
+    shutdown: Shutdown,
+    /// Stops the endpoints once the source drained (they keep answering while it drains).
+    endpoints_stop: Shutdown,
+    source: Source,
+}
+
+impl App {
+    /// Serves `/metrics`, `/healthz` and `/readyz`, reaches the tenant (unless the bridge needs
+    /// none) and prepares the source. A `shutdown` while the tenant is awaited gives
+    /// [`StartError::Stopped`].
+    pub async fn build(
+        config: &Config,
+        command: Command,
+        env: Env<'_>,
+        shutdown: Shutdown,
+    ) -> Result<App, StartError> {
+        let kind = source_kind(config, command)?;
+        let metrics = Arc::new(Metrics::new()?);
+        let health = Health::new(kind);
+        let endpoints_stop = Shutdown::new();
+        let metrics_addr = server::serve(
+            config.metrics_listen,
+            Arc::clone(&health),
+            Arc::clone(&metrics),
+            endpoints_stop.clone(),
+        )
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.metrics_listen,
+            source,
+        })?;
+        tracing::info!(addr = %metrics_addr, "serving /metrics, /healthz and /readyz");
+        let pipeline = if kind.needs_tenant() {
+            let connect = connect(config, env, Arc::clone(&metrics), Mode::Live, kind);
+            let pipeline = tokio::select! {
+                pipeline = connect => pipeline?,
+                _ = shutdown.wait() => return Err(StartError::Stopped),
+            };
+            if let Some(client) = pipeline.client() {
+                health.tenant_connected(client);
+            }
+            Some(Arc::new(pipeline))
+        } else {
+            None
+        };
+        let source = match (command, &config.source, pipeline) {
+            (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
+            (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
+            (Command::Ingest, _, pipeline) => {
+                let (settings, state) = ingest_state(config, env, &health, &metrics, pipeline)?;
+                Source::Ingest(settings, state)
+            }
+            _ => return Err(StartError::Config(NO_SOURCE.to_owned())),
+        };
+        Ok(App {
+            metrics,
+            health,
+            metrics_addr,
+            shutdown,
+            endpoints_stop,
+            source,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Consumes until the shutdown, drains within the grace period, and stops the endpoints.
+    pub async fn run(self) -> Result<(), StartError> {
+        let result = match self.source {
+            Source::Kafka(settings, pipeline) => {
+                kafka::run(settings, pipeline, Arc::clone(&self.health), self.shutdown)
+                    .await
+                    .map(|summary| {
+                        tracing::info!(
+                            messages = summary.messages,
+                            dead_letters = summary.dead_letters,
+                            abandoned = summary.abandoned,
+                            "stopped"
+                        );
+                    })
+                    .map_err(StartError::from)
+            }
+            Source::Sqs(settings, pipeline) => {
+                sqs::run(settings, pipeline, Arc::clone(&self.health), self.shutdown)
+                    .await
+                    .map(|summary| {
+                        tracing::info!(
+                            messages = summary.messages,
+                            deleted = summary.deleted,
+                            left_for_redrive = summary.left,
+                            abandoned = summary.abandoned,
+                            "stopped"
+                        );
+                    })
+                    .map_err(StartError::from)
+            }
+            Source::Ingest(settings, state) => {
+                let served = ingest::serve(&settings, Arc::clone(&state), self.shutdown).await;
+                if let ingest::Backend::Bridge(bridge) = state.backend() {
+                    bridge.flush(std::time::Duration::from_secs(10));
+                }
+                tracing::info!("stopped");
+                served.map_err(StartError::from)
+            }
+        };
+        self.endpoints_stop.trigger();
+        result
+    }
+}
+
+const NO_SOURCE: &str = "`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, or type = \"sqs\" with an [sqs] section (see config/example.toml)";
+
+/// Which source a command runs with this configuration.
+fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartError> {
+    match command {
+        Command::Run => match &config.source {
+            Some(SourceSettings::Kafka(_)) => Ok(SourceKind::Kafka),
+            Some(SourceSettings::Sqs(_)) => Ok(SourceKind::Sqs),
+            None => Err(StartError::Config(NO_SOURCE.to_owned())),
+        },
+        Command::Ingest => match config.ingest.as_ref().map(|i| i.mode) {
+            Some(IngestMode::Kafka) => Ok(SourceKind::KafkaBridge),
+            Some(IngestMode::Direct) => Ok(SourceKind::Http),
+            None => Err(StartError::Config(
+                "`ingest` needs an [ingest] section (see config/example.toml)".to_owned(),
+            )),
+        },
+    }
+}
+
+/// The webhook receiver's state: the bridge producer, or the direct pipeline.
+fn ingest_state(
+    config: &Config,
+    env: Env<'_>,
+    health: &Arc<Health>,
+    metrics: &Arc<Metrics>,
+    pipeline: Option<Arc<Pipeline>>,
+) -> Result<(IngestSettings, Arc<ingest::IngestState>), StartError> {
+    let Some(settings) = config.ingest.clone() else {
+        return Err(StartError::Config(
+            "`ingest` needs an [ingest] section (see config/example.toml)".to_owned(),
+        ));
+    };
+    let token = settings.token(env)?;
+    let backend = match (settings.mode, pipeline) {
+        (IngestMode::Direct, Some(pipeline)) => {
+            health.set_source_connected(true);
+            ingest::Backend::Direct(ingest::Direct::new(pipeline, settings.direct_deadline))
+        }
+        _ => {
+            let Some(SourceSettings::Kafka(kafka)) = &config.source else {
+                return Err(StartError::Config(
+                    "ingest.mode = \"kafka\" needs a [kafka] section with brokers and topic"
+                        .to_owned(),
+                ));
+            };
+            let bridge = Arc::new(ingest::Bridge::new(kafka)?);
+            bridge.spawn_readiness(Arc::clone(health));
+            tracing::info!(topic = %kafka.topics.join(","), brokers = %kafka.brokers.join(","), "bridging into Kafka");
+            ingest::Backend::Bridge(bridge)
+        }
+    };
+    Ok((
+        settings,
+        ingest::IngestState::new(token, Arc::clone(metrics), backend),
+    ))
+}
+
+/// The pipeline of a command that talks to the tenant: `[auth0]` and its secret required, a
+/// token obtained and every policy role resolved.
+pub async fn connect(
+    config: &Config,
+    env: Env<'_>,
+    metrics: Arc<Metrics>,
+    mode: Mode,
+    kind: SourceKind,
+) -> Result<Pipeline, StartError> {
+    let auth0 = config.require_auth0()?;
+    let secret = auth0.client_secret(env)?;
+    Pipeline::connect(config, auth0, secret, metrics, mode, kind)
+        .await
+        .map_err(StartError::Mgmt)
+}
+
+/// What `replay` reads and writes.
+pub struct ReplayRequest<'a> {
+    pub mode: Mode,
+    pub inputs: &'a [crate::source::replay::Input],
+    pub output: crate::source::replay::Output,
+    pub concurrency: usize,
+}
+
+/// `replay`: runs files or stdin through the pipeline (offline, dry run or live) and writes the
+/// records or the summary to `out`. Returns the exit status: 0, or 3 when some event failed.
+pub async fn replay(
+    config: &Config,
+    env: Env<'_>,
+    request: ReplayRequest<'_>,
+    out: &mut dyn std::io::Write,
+) -> Result<u8, StartError> {
+    use crate::dedup::Dedup;
+    use crate::pipeline::Processor;
+    use crate::source::replay;
+    let metrics = Arc::new(Metrics::new()?);
+    let pipeline = if request.mode == Mode::Offline {
+        let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+        Pipeline::offline(processor, metrics, SourceKind::Replay)
+    } else {
+        connect(config, env, metrics, request.mode, SourceKind::Replay).await?
+    };
+    let summary = replay::run(
+        &pipeline,
+        request.inputs,
+        request.output,
+        request.concurrency,
+        out,
+    )
+    .await
+    .map_err(|err| StartError::Replay(err.to_string()))?;
+    Ok(if summary.has_failures() {
+        EXIT_FAILED
+    } else {
+        0
+    })
+}

@@ -1,0 +1,99 @@
+//! `check`: the readable form of a valid configuration, printed before anything runs.
+
+use std::fmt::Write as _;
+
+use crate::app::Env;
+use crate::config::{Config, IngestMode, SourceSettings};
+
+/// The readable form of a valid config printed by `check`.
+pub fn describe(config: &Config, env: Env<'_>) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "config OK");
+    match &config.auth0 {
+        Some(a) => {
+            let _ = writeln!(
+                text,
+                "auth0: domain {} client_id {} via {} ({} requests/s, burst {})",
+                a.domain, a.client_id, a.base_url, a.requests_per_second, a.burst
+            );
+            let secret = match a.client_secret(env) {
+                Ok(_) => "available".to_owned(),
+                Err(e) => format!("NOT available ({e})"),
+            };
+            let _ = writeln!(text, "auth0: client secret {secret}");
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "auth0: no [auth0] section (only `replay --offline` can run)"
+            );
+        }
+    }
+    match &config.source {
+        Some(SourceSettings::Kafka(k)) => {
+            let _ = writeln!(
+                text,
+                "source: kafka topics {} group {} brokers {} (at most {} in flight, commit every {} ms{})",
+                k.topics.join(","),
+                k.group_id,
+                k.brokers.join(","),
+                k.max_inflight,
+                k.commit_interval.as_millis(),
+                k.dead_letter_topic
+                    .as_ref()
+                    .map(|t| format!(", dead letters to {t}"))
+                    .unwrap_or_default()
+            );
+        }
+        Some(SourceSettings::Sqs(q)) => {
+            let _ = writeln!(
+                text,
+                "source: sqs queue {} ({} receive loops of up to {} messages, long polling {} s, visibility timeout {} s extended while processing, at most {} in flight)",
+                q.queue_url,
+                q.concurrency,
+                q.max_messages,
+                q.wait_time_seconds,
+                q.visibility_timeout_seconds,
+                q.max_inflight
+            );
+        }
+        None => {
+            let _ = writeln!(text, "source: none (only `replay` can run)");
+        }
+    }
+    if let Some(i) = &config.ingest {
+        let token = match i.token(env) {
+            Ok(_) => "available".to_owned(),
+            Err(e) => format!("NOT available ({e})"),
+        };
+        let _ = writeln!(
+            text,
+            "ingest: {} mode on http://{}{} (bodies up to {} bytes); webhook token {token}",
+            match i.mode {
+                IngestMode::Kafka => "kafka bridge",
+                IngestMode::Direct => "direct",
+            },
+            i.listen,
+            i.path,
+            i.max_body_bytes
+        );
+    }
+    let _ = writeln!(text, "metrics: {}", config.metrics_listen);
+    let events: Vec<&str> = config.policy.events().map(|e| e.as_str()).collect();
+    let _ = writeln!(text, "policy: events {}", events.join(", "));
+    let roles: Vec<String> = config.policy.role_names().into_iter().collect();
+    let _ = writeln!(text, "policy: roles {}", roles.join(", "));
+    let _ = writeln!(
+        text,
+        "dedup: ttl {} s, at most {} entries",
+        config.dedup.ttl.as_secs(),
+        config.dedup.max_entries
+    );
+    for (i, rule) in config.policy.rules().iter().enumerate() {
+        let _ = writeln!(text, "{}. {rule}", i + 1);
+    }
+    if config.policy.rules().is_empty() {
+        let _ = writeln!(text, "policy: no rules (every event ends as no_rule)");
+    }
+    text
+}

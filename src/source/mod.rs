@@ -1,0 +1,292 @@
+//! Where events come from, and what every source shares.
+//!
+//! - [`kafka`] and [`sqs`] are the consumers behind `run`; [`ingest`] is the webhook receiver
+//!   (`ingest`); [`replay`] reads files and stdin (`replay`).
+//! - [`Dispatch`] runs each message as a task, in arrival order per user (the [`Sequencer`]),
+//!   other users in parallel; a task that panics is reported, never lost. [`Dispatch::drain`]
+//!   waits for the tasks until a deadline at shutdown.
+//! - [`Intake`] decides when intake pauses (too much in flight, the Management API failing)
+//!   and resumes (below half, the API answering), and logs each change once.
+//! - [`QuietLog`] logs a repeated error at most once per interval.
+
+pub mod ingest;
+pub mod kafka;
+pub mod replay;
+pub mod sequencer;
+pub mod sqs;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use crate::event::Decoded;
+pub use crate::pipeline::SourceKind;
+use sequencer::Sequencer;
+
+/// The user ids of a message's decoded events: the keys its turn waits on.
+pub fn users_of(items: &[Decoded]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|i| i.as_ref().ok().and_then(|e| e.user()).map(str::to_owned))
+        .collect()
+}
+
+/// A task that ended without its result: it panicked, or it was aborted at shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message task ended abnormally: {0}")]
+pub struct TaskLost(pub String);
+
+/// Message tasks of one source: per-user order, a join set, a drain with a deadline.
+pub struct Dispatch<T> {
+    sequencer: Arc<Sequencer>,
+    tasks: JoinSet<T>,
+}
+
+impl<T: Send + 'static> Default for Dispatch<T> {
+    fn default() -> Self {
+        Dispatch {
+            sequencer: Arc::new(Sequencer::default()),
+            tasks: JoinSet::new(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Dispatch<T> {
+    /// A dispatcher whose order is shared with others (SQS receive loops share one sequencer).
+    pub fn with_sequencer(sequencer: Arc<Sequencer>) -> Self {
+        Dispatch {
+            sequencer,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Runs `work` once every earlier task of the same `users` finished. Must be called in
+    /// arrival order: the place in line is taken here, not when the task starts.
+    pub fn spawn<F>(&mut self, users: Vec<String>, work: F)
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let mut turn = self.sequencer.enter(users);
+        self.tasks.spawn(async move {
+            turn.wait().await;
+            let out = work.await;
+            drop(turn);
+            out
+        });
+    }
+
+    /// Tasks queued or running.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The results of the tasks that finished, without waiting.
+    pub fn finished(&mut self) -> Vec<Result<T, TaskLost>> {
+        let mut done = Vec::new();
+        while let Some(joined) = self.tasks.try_join_next() {
+            done.push(joined.map_err(|e| TaskLost(e.to_string())));
+        }
+        done
+    }
+
+    /// The next result (`None` when no task is left).
+    pub async fn next(&mut self) -> Option<Result<T, TaskLost>> {
+        self.tasks
+            .join_next()
+            .await
+            .map(|joined| joined.map_err(|e| TaskLost(e.to_string())))
+    }
+
+    /// Waits for the tasks until `grace` has passed, calling `serve` meanwhile (a consumer
+    /// must keep being polled to stay in its group), then aborts the rest. Returns how many
+    /// were abandoned.
+    pub async fn drain<F, Fut>(&mut self, grace: Duration, mut serve: F) -> usize
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                _ = self.tasks.join_next() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = serve() => {}
+            }
+        }
+        let abandoned = self.tasks.len();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        abandoned
+    }
+}
+
+/// Why intake is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// `max_inflight` messages are being processed.
+    Full,
+    /// Management API calls are failing; events wait instead of piling up.
+    TenantFailing,
+    /// Shutting down: nothing new is taken.
+    ShuttingDown,
+}
+
+impl PauseReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Full => "in-flight limit reached",
+            PauseReason::TenantFailing => "Management API failing",
+            PauseReason::ShuttingDown => "shutting down",
+        }
+    }
+}
+
+/// When intake pauses and resumes: pause at `max_inflight` or while the tenant fails, resume
+/// at half of it once the tenant answers. Each change is logged once.
+pub struct Intake {
+    max_inflight: usize,
+    resume_below: usize,
+    paused: AtomicBool,
+}
+
+impl Intake {
+    pub fn new(max_inflight: usize) -> Intake {
+        Intake {
+            max_inflight,
+            resume_below: max_inflight / 2,
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Decides with `inflight` messages in flight and the tenant failing or not. Returns the
+    /// new state (`true`: paused) when it changed.
+    pub fn update(&self, inflight: usize, tenant_failing: bool) -> Option<bool> {
+        let paused = self.is_paused();
+        if !paused && (inflight >= self.max_inflight || tenant_failing) {
+            let reason = if tenant_failing {
+                PauseReason::TenantFailing
+            } else {
+                PauseReason::Full
+            };
+            self.set(true, reason.as_str());
+            Some(true)
+        } else if paused && inflight <= self.resume_below && !tenant_failing {
+            self.set(false, "caught up");
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Pauses for good (shutdown). Returns whether it was running.
+    pub fn stop(&self) -> bool {
+        let was_paused = self.is_paused();
+        self.set(true, PauseReason::ShuttingDown.as_str());
+        !was_paused
+    }
+
+    fn set(&self, paused: bool, reason: &str) {
+        if self.paused.swap(paused, Ordering::SeqCst) != paused {
+            if paused {
+                tracing::info!(reason, "intake paused");
+            } else {
+                tracing::info!(reason, "intake resumed");
+            }
+        }
+    }
+}
+
+/// Logs an error of one kind at most once per interval: a dead broker or queue repeats its
+/// errors every few hundred milliseconds.
+pub struct QuietLog {
+    interval: Duration,
+    last: Mutex<HashMap<&'static str, Instant>>,
+}
+
+impl Default for QuietLog {
+    fn default() -> Self {
+        QuietLog::every(Duration::from_secs(10))
+    }
+}
+
+impl QuietLog {
+    pub fn every(interval: Duration) -> QuietLog {
+        QuietLog {
+            interval,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True at most once per interval for each `kind`.
+    pub fn allow(&self, kind: &'static str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match last.get(kind) {
+            Some(at) if now.duration_since(*at) < self.interval => false,
+            _ => {
+                last.insert(kind, now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intake_pauses_when_full_or_failing_and_resumes_at_half_once_answering() {
+        let intake = Intake::new(10);
+        assert_eq!(intake.update(9, false), None);
+        assert_eq!(intake.update(10, false), Some(true));
+        assert_eq!(intake.update(6, false), None, "above half: still paused");
+        assert_eq!(intake.update(5, false), Some(false));
+        assert_eq!(intake.update(0, true), Some(true));
+        assert_eq!(intake.update(0, true), None);
+        assert_eq!(intake.update(0, false), Some(false));
+        assert!(intake.stop());
+        assert!(intake.is_paused());
+    }
+
+    #[test]
+    fn quiet_log_allows_each_kind_once_per_interval() {
+        let log = QuietLog::every(Duration::from_secs(60));
+        assert!(log.allow("a"));
+        assert!(!log.allow("a"));
+        assert!(log.allow("b"));
+    }
+
+    #[tokio::test]
+    async fn dispatch_reports_a_panicked_task_and_drains_the_rest() {
+        let mut dispatch: Dispatch<u32> = Dispatch::default();
+        dispatch.spawn(vec!["u".to_owned()], async { panic!("boom") });
+        dispatch.spawn(vec!["u".to_owned()], async { 7 });
+        let mut results = Vec::new();
+        while let Some(r) = dispatch.next().await {
+            results.push(r);
+        }
+        assert!(results.iter().any(|r| matches!(r, Err(TaskLost(_)))));
+        assert!(
+            results.contains(&Ok(7)),
+            "the panic released the user's next turn"
+        );
+        dispatch.spawn(Vec::new(), std::future::pending());
+        let abandoned = dispatch
+            .drain(Duration::from_millis(50), std::future::pending::<()>)
+            .await;
+        assert_eq!(abandoned, 1);
+    }
+}
