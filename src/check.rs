@@ -85,8 +85,9 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
     let _ = writeln!(text, "policy: roles {}", roles.join(", "));
     let _ = writeln!(
         text,
-        "dedup: ttl {} s, at most {} entries",
+        "dedup: log ids for {} s, users' given roles for {} s, at most {} entries",
         config.dedup.ttl.as_secs(),
+        config.dedup.user_roles_ttl.as_secs(),
         config.dedup.max_entries
     );
     for (i, rule) in config.policy.rules().iter().enumerate() {

@@ -165,6 +165,7 @@ struct Auth0Section {
 #[serde(deny_unknown_fields)]
 struct DedupSection {
     ttl_seconds: Option<u64>,
+    user_roles_ttl_seconds: Option<u64>,
     max_entries: Option<u64>,
 }
 
@@ -283,6 +284,16 @@ impl Config {
                 Some(s) => s,
                 None => DedupSettings::default().ttl.as_secs(),
             }),
+            user_roles_ttl: Duration::from_secs(match file.dedup.user_roles_ttl_seconds {
+                Some(0) => {
+                    return Err(invalid(
+                        "dedup.user_roles_ttl_seconds",
+                        "must be at least 1",
+                    ))
+                }
+                Some(s) => s,
+                None => DedupSettings::default().user_roles_ttl.as_secs(),
+            }),
             max_entries: match file.dedup.max_entries {
                 Some(0) => return Err(invalid("dedup.max_entries", "must be at least 1")),
                 Some(n) => n,
@@ -341,7 +352,15 @@ fn auth0_settings(
         .or(section.domain)
         .ok_or_else(|| invalid("auth0.domain", format!("missing (or set {DOMAIN_ENV})")))?;
     let domain = domain.trim().trim_end_matches('/').to_owned();
-    if domain.is_empty() || domain.contains("://") || domain.contains('/') || domain.contains(' ') {
+    let is_host = !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && reqwest::Url::parse(&format!("https://{domain}/")).is_ok_and(|u| {
+            u.host_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&domain))
+        });
+    if !is_host {
         return Err(invalid(
             "auth0.domain",
             format!("`{domain}` is not a host name: write the tenant host only, e.g. example.eu.auth0.com"),
@@ -360,7 +379,14 @@ fn auth0_settings(
         None => format!("https://{domain}"),
         Some(url) => {
             let url = url.trim().trim_end_matches('/').to_owned();
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            let usable = reqwest::Url::parse(&url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && !url.contains(char::is_whitespace)
+            });
+            if !usable {
                 return Err(invalid(
                     "auth0.base_url",
                     format!("`{url}` is not an http(s) URL, e.g. http://127.0.0.1:8080"),

@@ -7,11 +7,18 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+/// The default of `dedup.user_roles_ttl_seconds`: ten minutes.
+pub const DEFAULT_USER_ROLES_TTL: Duration = Duration::from_secs(600);
+
 /// Settings of the `[dedup]` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupSettings {
-    /// How long an entry is remembered.
+    /// How long a handled `log_id` is remembered (redeliveries within it are `already_done`).
     pub ttl: Duration,
+    /// How long the roles given to a user are remembered. Short on purpose: it only absorbs a
+    /// burst (signup, first login, verification, redeliveries); a user deleted and re-created
+    /// with the same id, or whose role an admin removed, gets it again on a later trigger.
+    pub user_roles_ttl: Duration,
     /// Upper bound on entries per cache.
     pub max_entries: u64,
 }
@@ -20,6 +27,7 @@ impl Default for DedupSettings {
     fn default() -> Self {
         DedupSettings {
             ttl: Duration::from_secs(86_400),
+            user_roles_ttl: DEFAULT_USER_ROLES_TTL,
             max_entries: 1_000_000,
         }
     }
@@ -41,7 +49,7 @@ impl Dedup {
                 .build(),
             assigned: Cache::builder()
                 .max_capacity(settings.max_entries)
-                .time_to_live(settings.ttl)
+                .time_to_live(settings.user_roles_ttl)
                 .build(),
         }
     }
@@ -114,10 +122,13 @@ mod tests {
     fn forgets_after_ttl() {
         let dedup = Dedup::new(DedupSettings {
             ttl: Duration::from_millis(50),
+            user_roles_ttl: Duration::from_millis(50),
             max_entries: 10,
         });
         dedup.mark_log_done("1");
+        dedup.mark_assigned("u", &roles(&["A"]));
         std::thread::sleep(Duration::from_millis(120));
         assert!(!dedup.log_seen("1"));
+        assert_eq!(dedup.missing_roles("u", &roles(&["A"])), roles(&["A"]));
     }
 }

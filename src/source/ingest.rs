@@ -603,6 +603,23 @@ async fn direct_records(
     }
     let n = handles.len();
     match tokio::time::timeout(direct.deadline, futures_util::future::join_all(handles)).await {
+        Ok(results) if results.iter().any(Result::is_err) => {
+            // A task died (a bug): its event is not done, so Auth0 must send the batch again.
+            let lost = results.iter().filter(|r| r.is_err()).count();
+            tracing::error!(
+                lost,
+                "event tasks of a delivery ended abnormally: answering 503 so Auth0 retries"
+            );
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &Answer {
+                    records: total,
+                    invalid,
+                    error: Some("internal error; retry later".to_owned()),
+                    ..Answer::default()
+                },
+            )
+        }
         Ok(results) => {
             let reports: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
             let failed = reports
