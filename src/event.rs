@@ -184,8 +184,64 @@ pub type Decoded = Result<LogEvent, DecodeError>;
 /// Decodes the bytes of one delivery (a Kafka record, an SQS body, a file, a webhook body) into
 /// its events, in input order. Never panics and never drops a value silently: every value that
 /// is not an Auth0 log becomes a `DecodeError`.
+///
+/// Two layouts are told apart by the first value:
+/// - **JSON Lines** (the first value fits on its first line, or does not parse): every line
+///   stands alone. A malformed line yields exactly one `invalid` item naming its line, whatever
+///   follows it (indented records, bare strings, numbers), and every other line is decoded.
+/// - **Documents** (the first value spans lines: a pretty-printed object or array): values are
+///   read one after another; after a syntax error, reading resumes at the next line that opens a
+///   value.
 pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
     let mut out = Vec::new();
+    if first_value_spans_lines(bytes) {
+        decode_documents(bytes, &mut out);
+    } else {
+        decode_lines(bytes, &mut out);
+    }
+    if out.is_empty() {
+        out.push(Err(DecodeError::new("empty payload: no JSON value", None)));
+    }
+    out
+}
+
+/// Whether the first JSON value parses and its text covers more than one line.
+fn first_value_spans_lines(bytes: &[u8]) -> bool {
+    let start = skip_whitespace(bytes, 0);
+    let mut values =
+        serde_json::Deserializer::from_slice(&bytes[start..]).into_iter::<de::IgnoredAny>();
+    match values.next() {
+        Some(Ok(_)) => bytes[start..start + values.byte_offset()].contains(&b'\n'),
+        _ => false,
+    }
+}
+
+/// JSON Lines: each non-blank line is decoded on its own.
+fn decode_lines(bytes: &[u8], out: &mut Vec<Decoded>) {
+    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let mut values = serde_json::Deserializer::from_slice(line).into_iter::<TopLevel>();
+        let mut items = Vec::new();
+        let failed = loop {
+            match values.next() {
+                None => break None,
+                Some(Ok(value)) => value.push_items(&mut items),
+                Some(Err(err)) => break Some(err),
+            }
+        };
+        match failed {
+            None => out.append(&mut items),
+            Some(err) => out.push(Err(DecodeError::new(syntax_reason(&err, index + 1), None))),
+        }
+    }
+}
+
+/// Documents: a stream of values; after a syntax error, on from the next line opening a value.
+/// Line numbers are counted incrementally (each byte is looked at once).
+fn decode_documents(bytes: &[u8], out: &mut Vec<Decoded>) {
+    let mut lines = LineCounter::default();
     let mut start = 0usize;
     while start < bytes.len() {
         let rest = &bytes[start..];
@@ -196,11 +252,11 @@ pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
                     start = bytes.len();
                     break;
                 }
-                Some(Ok(value)) => value.push_items(&mut out),
+                Some(Ok(value)) => value.push_items(out),
                 Some(Err(err)) => {
                     let offset = stream.byte_offset();
                     let value_start = start + skip_whitespace(rest, offset);
-                    let line = 1 + bytes[..value_start].iter().filter(|b| **b == b'\n').count();
+                    let line = lines.line_of(bytes, value_start);
                     out.push(Err(DecodeError::new(syntax_reason(&err, line), None)));
                     start += resume_point(rest, offset);
                     break;
@@ -208,10 +264,27 @@ pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
             }
         }
     }
-    if out.is_empty() {
-        out.push(Err(DecodeError::new("empty payload: no JSON value", None)));
+}
+
+/// The line of a byte position, for positions asked in increasing order.
+#[derive(Default)]
+struct LineCounter {
+    position: usize,
+    line: usize,
+}
+
+impl LineCounter {
+    fn line_of(&mut self, bytes: &[u8], position: usize) -> usize {
+        let position = position.min(bytes.len());
+        if position >= self.position {
+            self.line += bytes[self.position..position]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            self.position = position;
+        }
+        self.line + 1
     }
-    out
 }
 
 fn syntax_reason(err: &serde_json::Error, line: usize) -> String {
@@ -231,9 +304,8 @@ fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// After a syntax error, where to start again: the first line after the start of the broken
-/// value whose first byte opens a JSON value. One bad line of JSON Lines costs one item, and the
-/// next line is read even when the parser only noticed the damage there.
+/// After a syntax error in a document stream, where to start again: the first line after the
+/// start of the broken value whose first byte opens a JSON value.
 fn resume_point(rest: &[u8], stream_offset: usize) -> usize {
     let mut i = skip_whitespace(rest, stream_offset);
     while i < rest.len() {
@@ -960,4 +1032,128 @@ fn lenient_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u6
         }
     }
     deserializer.deserialize_any(CountVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(i: usize) -> String {
+        format!(
+            r#"{{"log_id":"{i:056}","data":{{"type":"ss","user_id":"auth0|u{i}","connection":"Username-Password-Authentication"}}}}"#
+        )
+    }
+
+    fn ok_ids(items: &[Decoded]) -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| i.as_ref().ok().and_then(|e| e.log_id.clone()))
+            .collect()
+    }
+
+    fn errors(items: &[Decoded]) -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| i.as_ref().err().map(|e| e.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_indented_record_after_a_garbage_line_is_decoded() {
+        let body = format!("not json at all\n   {}\n\t{}\n", record(1), record(2));
+        let items = decode(body.as_bytes());
+        assert_eq!(
+            ok_ids(&items),
+            vec![format!("{:056}", 1), format!("{:056}", 2)]
+        );
+        assert_eq!(errors(&items).len(), 1);
+        assert!(errors(&items)[0].contains("line 1"), "{:?}", errors(&items));
+    }
+
+    #[test]
+    fn a_truncated_object_costs_only_its_own_line() {
+        let body = format!(
+            "{}\n{{\"log_id\": \"1\", \"data\": {{\"type\": \"ss\", \"user_id\": \n  {}\n\"a bare string\"\n42\n",
+            record(1),
+            record(2)
+        );
+        let items = decode(body.as_bytes());
+        assert_eq!(
+            ok_ids(&items),
+            vec![format!("{:056}", 1), format!("{:056}", 2)]
+        );
+        let errors = errors(&items);
+        assert_eq!(
+            errors.len(),
+            3,
+            "the truncated line, the string, the number: {errors:?}"
+        );
+        assert!(errors[0].contains("truncated JSON") && errors[0].contains("line 2"));
+        assert!(errors[1].contains("string"), "{errors:?}");
+        assert!(errors[2].contains("number"), "{errors:?}");
+    }
+
+    #[test]
+    fn pretty_printed_documents_and_arrays_still_decode() {
+        let pretty = format!(
+            "{{\n  \"logs\": [\n    {},\n    {}\n  ]\n}}\n",
+            record(1),
+            record(2)
+        );
+        let array = format!("[\n  {},\n  {}\n]\n", record(3), record(4));
+        for (body, want) in [(pretty, [1, 2]), (array, [3, 4])] {
+            let items = decode(body.as_bytes());
+            let want: Vec<String> = want.iter().map(|i| format!("{i:056}")).collect();
+            assert_eq!(ok_ids(&items), want, "{body}");
+            assert!(errors(&items).is_empty(), "{:?}", errors(&items));
+        }
+    }
+
+    #[test]
+    fn line_numbers_of_many_bad_lines_are_right() {
+        let mut body = String::new();
+        for i in 0..1000 {
+            body.push_str(if i % 2 == 0 { "garbage\n" } else { "{\"a\":\n" });
+        }
+        let errors = errors(&decode(body.as_bytes()));
+        assert_eq!(errors.len(), 1000);
+        assert!(errors[999].ends_with("line 1000"), "{}", errors[999]);
+    }
+
+    proptest! {
+        #[test]
+        fn every_valid_record_decodes_and_every_garbage_line_is_reported_once(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    (0usize..1000).prop_map(Some),
+                    Just(None),
+                ],
+                1..40,
+            ),
+            garbage in "#[ -~]{0,30}",
+            indent in "[ \t]{0,3}",
+        ) {
+            let mut body = String::new();
+            let mut want = Vec::new();
+            let mut bad = 0;
+            for line in &lines {
+                match line {
+                    Some(i) => {
+                        body.push_str(&indent);
+                        body.push_str(&record(*i));
+                        want.push(format!("{i:056}"));
+                    }
+                    None => {
+                        body.push_str(&garbage);
+                        bad += 1;
+                    }
+                }
+                body.push('\n');
+            }
+            let items = decode(body.as_bytes());
+            prop_assert_eq!(ok_ids(&items), want);
+            prop_assert_eq!(errors(&items).len(), bad);
+        }
+    }
 }
