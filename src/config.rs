@@ -230,6 +230,38 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Whether a configuration key names a secret (a password, token, key material ...): its value
+/// is never printed. Misspellings (`sasl.passwrd`) count too.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "passw",
+        "secret",
+        "token",
+        "credential",
+        "private",
+        "key",
+        "jaas",
+        "auth",
+    ]
+    .iter()
+    .any(|stem| key.contains(stem))
+}
+
+/// `text` with the value of every `key = value` or `"key" = value` line whose key names a
+/// secret replaced by `***` (for TOML error messages, which quote the offending line).
+pub fn redact_secret_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once('=') {
+            Some((left, _)) if is_secret_key(left.rsplit('|').next().unwrap_or(left)) => {
+                format!("{left}= ***")
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The one secret reader: the environment variable `var` when set and not empty, else the
 /// contents of `file` (one trailing newline dropped). `None` when neither gives a value.
 pub fn read_secret(
@@ -274,7 +306,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            // The message quotes the offending line: never a secret's value.
+            message: redact_secret_lines(e.to_string().trim_end()),
         })?;
         let policy = Policy::from_config(&file.policy)?;
         let auth0 = auth0_settings(file.auth0, env)?;
@@ -774,4 +807,42 @@ fn ingest_settings(section: IngestSection) -> Result<IngestSettings, ConfigError
         max_body_bytes,
         direct_deadline: Duration::from_secs_f64(deadline),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_error_on_a_secret_line_does_not_quote_its_value() {
+        let text = "[kafka]\nbrokers = \"b:9092\"\ntopic = \"t\"\n[kafka.properties]\n\"sasl.passwrd\" = \"hunter2-very-secret\n";
+        let err = Config::from_toml(text, Path::new("x.toml"), &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("x.toml"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn secret_keys_are_recognised_misspelled_or_not() {
+        for key in [
+            "sasl.password",
+            "sasl.passwrd",
+            "ssl.key.password",
+            "client_secret",
+            "sasl.oauthbearer.client.secret",
+            "token_file",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "bootstrap.servers",
+            "group.id",
+            "security.protocol",
+            "sasl.mechanism",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
 }

@@ -146,7 +146,7 @@ impl Bridge {
         let config = bridge_config(kafka);
         let producer = config
             .create_with_context(ProducerCtx::default())
-            .map_err(IngestError::Producer)?;
+            .map_err(|e| IngestError::Producer(crate::source::kafka::redact(e)))?;
         Ok(Bridge {
             producer: std::sync::Mutex::new(producer),
             replaced: QuietLog::default(),
@@ -177,6 +177,7 @@ impl Bridge {
         let fresh = match self.config.create_with_context(ProducerCtx::default()) {
             Ok(fresh) => fresh,
             Err(err) => {
+                let err = crate::source::kafka::redact(err);
                 tracing::error!(%err, "cannot recreate the bridge producer");
                 return;
             }

@@ -234,6 +234,18 @@ pub fn log_librdkafka(
     }
 }
 
+/// `err` with the value of a secret property replaced: librdkafka reports a rejected or
+/// misspelled property as "key value", and `"sasl.passwrd" = "..."` must not print a password.
+pub fn redact(err: KafkaError) -> KafkaError {
+    match err {
+        KafkaError::ClientConfig(res, desc, key, value) if crate::config::is_secret_key(&key) => {
+            let desc = desc.replace(&value, "***");
+            KafkaError::ClientConfig(res, desc, key, "***".to_owned())
+        }
+        other => other,
+    }
+}
+
 /// Logs a client error reported by librdkafka at most once per 10 s.
 fn log_client_error(quiet: &QuietLog, client: &str, error: &KafkaError, reason: &str) {
     if quiet.allow("client-error") {
@@ -539,7 +551,7 @@ async fn consume(
     let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
         consumer_config(&settings)
             .create_with_context(context)
-            .map_err(KafkaRunError::Consumer)?,
+            .map_err(|e| KafkaRunError::Consumer(redact(e)))?,
     );
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer
@@ -552,7 +564,7 @@ async fn consume(
         Some(topic) => Some(Arc::new(DeadLetters {
             producer: producer_config(&settings)
                 .create_with_context(ProducerCtx::default())
-                .map_err(KafkaRunError::Producer)?,
+                .map_err(|e| KafkaRunError::Producer(redact(e)))?,
             topic: topic.clone(),
             metrics: Arc::clone(&metrics),
         })),
@@ -745,4 +757,42 @@ fn pause_partitions(shared: &Shared, consumer: &StreamConsumer<Ctx>, pause: bool
         }
     }
     shared.update_partition_gauges(&state);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelled_secret_property_never_prints_its_value() {
+        let settings = KafkaSettings {
+            brokers: vec!["127.0.0.1:9".to_owned()],
+            topics: vec!["t".to_owned()],
+            group_id: "g".to_owned(),
+            dead_letter_topic: None,
+            max_inflight: 1,
+            commit_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(1),
+            rebalance_drain: Duration::from_secs(1),
+            properties: [("sasl.passwrd".to_owned(), "hunter2-very-secret".to_owned())]
+                .into_iter()
+                .collect(),
+        };
+        let consumer: Result<BaseConsumer, _> = consumer_config(&settings).create();
+        let producer: Result<rdkafka::producer::BaseProducer, _> =
+            producer_config(&settings).create();
+        for err in [consumer.err(), producer.err()] {
+            let Some(err) = err else {
+                panic!("librdkafka accepted an unknown property");
+            };
+            let raw = err.to_string();
+            assert!(
+                raw.contains("hunter2"),
+                "librdkafka's own message quotes it: {raw}"
+            );
+            let text = redact(err).to_string();
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("sasl.passwrd"), "{text}");
+        }
+    }
 }
