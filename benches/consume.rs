@@ -16,8 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use auth0_default_roles::sim::SimConfig;
 use common::*;
+use mgmt_sim::SimConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
 

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::mgmt;
 use crate::pipeline::{Mode, Outcome, Pipeline};
 use crate::server::{self, Health};
-use crate::sim::{Seed, SimConfig, Simulator};
+use mgmt_sim::{Seed, SimConfig, Simulator};
 
 /// The demo policy, embedded so the demo runs from any directory.
 pub const DEMO_POLICY: &str = include_str!("../config/demo.toml");

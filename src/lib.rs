@@ -17,7 +17,6 @@
 //! - [`sqs`]: the EventBridge → SQS consumer behind `run` (delete after the outcome, redrive).
 //! - [`sequencer`]: per-user ordering for concurrent sources.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`sim`]: the Management API simulator (tests, benches, demo, `sim` command).
 
 pub mod config;
 pub mod dedup;
@@ -33,5 +32,4 @@ pub mod policy;
 pub mod replay;
 pub mod sequencer;
 pub mod server;
-pub mod sim;
 pub mod sqs;

@@ -15,8 +15,8 @@ use auth0_default_roles::mgmt::MgmtError;
 use auth0_default_roles::pipeline::{Mode, Pipeline, Processor};
 use auth0_default_roles::replay::{self, Input, Output};
 use auth0_default_roles::server::{self, Health};
-use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
 use auth0_default_roles::{demo, ingest, kafka, sqs};
+use mgmt_sim::{Seed, SeedRole, SimConfig, Simulator};
 
 /// Exit status for usage and configuration errors.
 const EXIT_CONFIG: u8 = 2;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use auth0_default_roles::generate::{self, Record};
-use auth0_default_roles::sim::{RunningSimulator, SimConfig, Simulator};
 use common::*;
+use mgmt_sim::{RunningSimulator, SimConfig, Simulator};
 
 const TOKEN: &str = "Bearer s3cret-token";
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{RunningSimulator, SeedUser, SimConfig, Simulator};
 use common::*;
+use mgmt_sim::{RunningSimulator, SeedUser, SimConfig, Simulator};
 
 const PARTITIONS: i32 = 3;
 

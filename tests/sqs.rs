@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{RunningSimulator, SeedUser, SimConfig, SimStats, Simulator};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
+use mgmt_sim::{RunningSimulator, SeedUser, SimConfig, SimStats, Simulator};
 use serde_json::{json, Value};
 
 /// How many receives before SQS moves a message to the dead-letter queue.

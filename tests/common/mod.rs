@@ -33,13 +33,10 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// A simulated tenant with the demo policy's roles and `users`, on a free loopback port.
 pub fn start_tenant(
     rt: &tokio::runtime::Runtime,
-    config: auth0_default_roles::sim::SimConfig,
-    users: Vec<auth0_default_roles::sim::SeedUser>,
-) -> (
-    auth0_default_roles::sim::Simulator,
-    auth0_default_roles::sim::RunningSimulator,
-) {
-    use auth0_default_roles::sim::{Seed, Simulator};
+    config: mgmt_sim::SimConfig,
+    users: Vec<mgmt_sim::SeedUser>,
+) -> (mgmt_sim::Simulator, mgmt_sim::RunningSimulator) {
+    use mgmt_sim::{Seed, Simulator};
     let seed = Seed {
         users,
         ..Seed::with_roles(auth0_default_roles::generate::DEMO_ROLES)
