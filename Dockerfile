@@ -11,10 +11,13 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# Every workspace member: the service (the root: Cargo.toml, src, the benches its manifest
+# names, the config it embeds) and crates/ (the simulator behind `demo` and `sim`).
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
 COPY config config
+COPY crates crates
 # The cache mounts keep the crates.io downloads and the compiled dependencies between builds;
 # the binary is copied out of the cached target directory before the layer ends.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

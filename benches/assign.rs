@@ -13,7 +13,7 @@ use auth0_default_roles::mgmt::{
     AssignOutcome, BatchSettings, ClientSettings, MgmtClient, RetrySettings, RoleAssigner,
     RoleDirectory,
 };
-use auth0_default_roles::sim::{Seed, SeedRole, SimConfig, Simulator};
+use mgmt_sim::{Seed, SeedRole, SimConfig, Simulator};
 
 const RATE: f64 = 16.0;
 const BURST: u32 = 50;

@@ -10,14 +10,16 @@
 //! is not part of them. Peak RSS is the service process's VmHWM.
 //! `CONSUME_BENCH_EVENTS` changes the size.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+// The integration tests' harness; this bench uses a part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/harness.rs"]
+mod harness;
 
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use auth0_default_roles::sim::SimConfig;
-use common::*;
+use harness::*;
+use mgmt_sim::SimConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
 

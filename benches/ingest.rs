@@ -5,15 +5,17 @@
 //! the broker's acknowledgement of every record (`acks=all`, idempotent producer).
 //! `INGEST_BENCH_REQUESTS` changes the number of requests (default 400).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+// The integration tests' harness; this bench uses a part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/harness.rs"]
+mod harness;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use common::*;
+use harness::*;
 
 const TOKEN: &str = "Bearer bench-token";
 

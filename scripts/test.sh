@@ -21,7 +21,7 @@ export MOTO_SERVER
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets --locked -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo test --locked"
-cargo test --locked
+echo "== cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test --workspace --locked"
+cargo test --workspace --locked

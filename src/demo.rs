@@ -22,7 +22,7 @@ use crate::generate;
 use crate::metrics::Metrics;
 use crate::pipeline::Outcome;
 use crate::shutdown::Shutdown;
-use crate::sim::{Seed, SimConfig, Simulator};
+use mgmt_sim::{Seed, SimConfig, Simulator};
 
 /// The demo policy, embedded so the demo runs from any directory.
 pub const DEMO_POLICY: &str = include_str!("../config/demo.toml");

@@ -34,6 +34,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod server;
 pub mod shutdown;
-pub mod sim;
 pub mod sim_command;
 pub mod source;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::sim::{Seed, SeedRole, SimConfig, Simulator};
+use mgmt_sim::{Seed, SeedRole, SimConfig, Simulator};
 
 /// The `sim` command's arguments.
 #[derive(Debug, clap::Args)]

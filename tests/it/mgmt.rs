@@ -12,7 +12,7 @@ use auth0_default_roles::mgmt::{
     encode_path_segment, AssignOutcome, BatchSettings, ClientSettings, MgmtClient, MgmtError,
     RetrySettings, RoleAssigner, RoleDirectory,
 };
-use auth0_default_roles::sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, Simulator};
+use mgmt_sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, Simulator};
 
 const ROLES: [&str; 5] = [
     "Viewer",

@@ -2,15 +2,13 @@
 //! simulator: delivery, crash recovery, consumer-group failover, dead letters, outages,
 //! graceful shutdown.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::harness::*;
 use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{RunningSimulator, SeedUser, SimConfig, Simulator};
-use common::*;
+use mgmt_sim::{RunningSimulator, SeedUser, SimConfig, Simulator};
 
 const PARTITIONS: i32 = 3;
 
@@ -142,47 +140,11 @@ impl World {
     }
 }
 
-fn assert_tenant_matches(world: &World, stream: &Stream, service_logs: &[&Service]) {
-    let tenant = world.tenant();
-    if tenant != stream.expected {
-        let missing: Vec<_> = stream
-            .expected
-            .iter()
-            .filter(|(u, r)| tenant.get(*u) != Some(r))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = tenant
-            .keys()
-            .filter(|u| !stream.expected.contains_key(*u))
-            .take(5)
-            .collect();
-        let logs: Vec<String> = service_logs.iter().map(|s| s.log_text()).collect();
-        panic!(
-            "tenant differs from the expected roles: {} users expected, {} hold roles; first wrong: {missing:?}; unexpected: {extra:?}\nservice logs:\n{}",
-            stream.expected.len(),
-            tenant.len(),
-            logs.join("\n----\n")
-        );
-    }
-}
-
 fn sim_accepting_anyone() -> SimConfig {
     SimConfig {
         accept_any_user: true,
         ..SimConfig::default()
     }
-}
-
-/// Waits for `service` to report `ready` on /readyz.
-fn wait_ready(service: &Service) {
-    assert!(
-        wait_for(Duration::from_secs(60), || service
-            .get("/readyz")
-            .is_some_and(|(s, _)| s == 200)),
-        "service never became ready: {:?}\n{}",
-        service.get("/readyz"),
-        service.log_text()
-    );
 }
 
 #[test]
@@ -191,9 +153,9 @@ fn a_thousand_mixed_events_give_every_eligible_user_exactly_their_roles() {
     let stream = generate::mixed(11, 1000, 2);
     world.produce(&stream.records);
     let mut service = world.service("svc", true, "");
-    wait_ready(&service);
+    service.wait_ready();
     world.wait_done(&stream, &service);
-    assert_tenant_matches(&world, &stream, &[&service]);
+    assert_tenant_holds_exactly(&world.sim, &stream.expected, &[&service]);
 
     // The two broken records went to the dead-letter topic with their origin.
     let dead = read_all(
@@ -301,7 +263,7 @@ fn sigkill_mid_run_then_restart_loses_no_user() {
     );
     let second = world.service("second", false, "");
     world.wait_done(&stream, &second);
-    assert_tenant_matches(&world, &stream, &[&second]);
+    assert_tenant_holds_exactly(&world.sim, &stream.expected, &[&second]);
     // The restart redelivered what the killed process had not committed: dedup in the new
     // process cannot know it, so the tenant saw some repeated (idempotent) assignments at most.
     world.shutdown();
@@ -314,8 +276,8 @@ fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_stops() 
     let (first_half, second_half) = stream.records.split_at(stream.records.len() / 2);
     let mut a = world.service("a", false, "");
     let mut b = world.service("b", false, "");
-    wait_ready(&a);
-    wait_ready(&b);
+    a.wait_ready();
+    b.wait_ready();
     assert!(
         wait_for(Duration::from_secs(60), || {
             let pa = a.metric("auth0_default_roles_kafka_assigned_partitions", "");
@@ -362,7 +324,7 @@ fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_stops() 
             "kind=\"assign\""
         ) >= 2.0
     );
-    assert_tenant_matches(&world, &stream, &[&a]);
+    assert_tenant_holds_exactly(&world.sim, &stream.expected, &[&a]);
     a.signal("TERM");
     assert_eq!(
         a.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
@@ -424,7 +386,7 @@ fn a_ten_second_tenant_outage_pauses_intake_shows_in_readiness_and_loses_nothing
     let stream = generate::mixed(15, 600, 0);
     let (first, rest) = stream.records.split_at(100);
     let service = world.service("svc", false, "max_inflight = 100");
-    wait_ready(&service);
+    service.wait_ready();
     world.produce(first);
     assert!(wait_for(Duration::from_secs(60), || world.all_committed()));
     world.sim.set_down(true);

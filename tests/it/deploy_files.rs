@@ -533,6 +533,122 @@ fn dockerfile_builds_locked_and_runs_non_root_with_a_healthcheck() {
     }
 }
 
+/// The root Cargo.toml's `[workspace] members`.
+fn workspace_members() -> Vec<String> {
+    let manifest: toml::Value =
+        toml::from_str(&read("Cargo.toml")).unwrap_or_else(|e| panic!("Cargo.toml: {e}"));
+    manifest
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(toml::Value::as_array)
+        .unwrap_or_else(|| panic!("Cargo.toml: no [workspace] members"))
+        .iter()
+        .map(|m| {
+            m.as_str()
+                .unwrap_or_else(|| panic!("Cargo.toml: member {m} is not a string"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// `a/./b/` → `a/b`; `.` and `./` → ``.
+fn normalized(path: &str) -> String {
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Where each `COPY` of the build stage (the first `FROM` up to the next) puts each source,
+/// relative to the build context and the `WORKDIR`: (source, destination).
+fn build_stage_copies(dockerfile: &str) -> Vec<(String, String)> {
+    let mut copies = Vec::new();
+    let mut stages = 0;
+    for line in dockerfile.lines().map(str::trim) {
+        if line.starts_with("FROM ") {
+            stages += 1;
+        }
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        if stages != 1 {
+            continue;
+        }
+        let words: Vec<&str> = args
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let Some((dest, sources)) = words.split_last() else {
+            continue;
+        };
+        let into_dir = dest.ends_with('/') || sources.len() > 1;
+        for source in sources {
+            let source = normalized(source);
+            let landing = if into_dir {
+                let name = source.rsplit('/').next().unwrap_or_default();
+                normalized(&format!("{dest}/{name}"))
+            } else {
+                normalized(dest)
+            };
+            copies.push((source, landing));
+        }
+    }
+    copies
+}
+
+#[test]
+fn the_dockerfile_copies_every_workspace_member_where_cargo_expects_it() {
+    let members = workspace_members();
+    assert!(
+        members.iter().any(|m| normalized(m).is_empty()),
+        "Cargo.toml: the root package is not a member: {members:?}"
+    );
+    assert!(members.len() >= 2, "Cargo.toml: members {members:?}");
+    let copies = build_stage_copies(&read("Dockerfile"));
+    // Where the build stage holds `path` (relative to WORKDIR), if a COPY brings it.
+    let copied_to = |path: &str| -> Option<String> {
+        copies.iter().find_map(|(source, landing)| {
+            let rest = if source.is_empty() {
+                Some(path)
+            } else if path == source {
+                Some("")
+            } else {
+                path.strip_prefix(&format!("{source}/"))
+            }?;
+            Some(normalized(&format!("{landing}/{rest}")))
+        })
+    };
+    let ignore = read(".dockerignore");
+    let ignored: Vec<String> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains('*'))
+        .map(normalized)
+        .collect();
+    let mut needed = vec!["Cargo.lock".to_owned()];
+    for member in &members {
+        let dir = normalized(member);
+        let at = |rel: &str| normalized(&format!("{dir}/{rel}"));
+        assert!(
+            root().join(at("Cargo.toml")).is_file(),
+            "member {member}: no Cargo.toml"
+        );
+        needed.push(at("Cargo.toml"));
+        needed.push(at("src"));
+    }
+    for path in &needed {
+        assert_eq!(
+            copied_to(path).as_deref(),
+            Some(path.as_str()),
+            "Dockerfile: the build stage does not COPY {path} to the same place (COPYs: {copies:?})"
+        );
+        let excluded = ignored
+            .iter()
+            .find(|e| *path == **e || path.starts_with(&format!("{e}/")));
+        assert_eq!(excluded, None, ".dockerignore excludes {path}");
+    }
+}
+
 #[test]
 fn compose_wires_kafka_the_simulator_the_service_prometheus_and_grafana() {
     let rel = "docker-compose.yml";

@@ -4,9 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auth0_default_roles::sim::{
-    RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, SimStats, Simulator,
-};
+use mgmt_sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, SimStats, Simulator};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 

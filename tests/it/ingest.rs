@@ -1,15 +1,13 @@
 //! `ingest`: the Custom Webhook receiver over real HTTP, in direct mode against the simulator
 //! and as a Kafka bridge against the tansu broker.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::harness::*;
 use auth0_default_roles::generate::{self, Record};
-use auth0_default_roles::sim::{RunningSimulator, SimConfig, Simulator};
-use common::*;
+use mgmt_sim::{RunningSimulator, SimConfig, Simulator};
 
 const TOKEN: &str = "Bearer s3cret-token";
 

@@ -11,15 +11,15 @@ use super::wire::json_response;
 /// A Management API error answer.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{status}: {message}")]
-pub struct MgmtError {
+pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub error_code: Option<&'static str>,
 }
 
-impl MgmtError {
+impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        MgmtError {
+        ApiError {
             status,
             message: message.into(),
             error_code: None,
@@ -115,7 +115,7 @@ impl MgmtError {
     }
 }
 
-impl IntoResponse for MgmtError {
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         json_response(self.status, &self.body())
     }

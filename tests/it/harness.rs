@@ -1,14 +1,17 @@
-//! Test tooling shared by the Kafka and SQS tests: a real Kafka-protocol broker (tansu) per
-//! test, a producer, committed-offset checks, and the service binary run as a child process.
-#![allow(dead_code)]
+//! What the integration-test modules share: free loopback ports and temp directories, a real
+//! Kafka-protocol broker (tansu) per test with a producer and committed-offset checks, the
+//! service binary as a child process (its endpoints, its readiness), and the simulated tenant
+//! with the check that it holds exactly the expected roles. The Kafka and ingest benches include
+//! this file too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mgmt_sim::{RunningSimulator, Seed, SeedUser, SimConfig, Simulator};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -33,13 +36,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// A simulated tenant with the demo policy's roles and `users`, on a free loopback port.
 pub fn start_tenant(
     rt: &tokio::runtime::Runtime,
-    config: auth0_default_roles::sim::SimConfig,
-    users: Vec<auth0_default_roles::sim::SeedUser>,
-) -> (
-    auth0_default_roles::sim::Simulator,
-    auth0_default_roles::sim::RunningSimulator,
-) {
-    use auth0_default_roles::sim::{Seed, Simulator};
+    config: SimConfig,
+    users: Vec<SeedUser>,
+) -> (Simulator, RunningSimulator) {
     let seed = Seed {
         users,
         ..Seed::with_roles(auth0_default_roles::generate::DEMO_ROLES)
@@ -49,6 +48,38 @@ pub fn start_tenant(
         .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
         .unwrap_or_else(|e| panic!("{e}"));
     (sim, running)
+}
+
+/// Asserts that the simulated tenant's users hold exactly the `expected` roles and nobody else
+/// holds any; otherwise panics with the first differences and each service's metrics and log.
+pub fn assert_tenant_holds_exactly(
+    sim: &Simulator,
+    expected: &BTreeMap<String, BTreeSet<String>>,
+    services: &[&Service],
+) {
+    let held = sim.role_sets();
+    if held != *expected {
+        let wrong: Vec<_> = expected
+            .iter()
+            .filter(|(u, r)| held.get(*u) != Some(r))
+            .take(5)
+            .collect();
+        let unexpected: Vec<_> = held
+            .keys()
+            .filter(|u| !expected.contains_key(*u))
+            .take(5)
+            .collect();
+        let services: Vec<String> = services
+            .iter()
+            .map(|s| format!("{}\n{}", s.snapshot(), s.log_text()))
+            .collect();
+        panic!(
+            "tenant differs from the expected roles: {} users expected, {} hold roles; first wrong: {wrong:?}; unexpected: {unexpected:?}\nservices:\n{}",
+            expected.len(),
+            held.len(),
+            services.join("\n----\n")
+        );
+    }
 }
 
 /// A fresh directory under the system temp dir.
@@ -434,6 +465,18 @@ impl Service {
     pub fn metric(&self, name: &str, label_filter: &str) -> f64 {
         let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
         metric_sum(&body, name, label_filter)
+    }
+
+    /// Waits (up to 60 s) for `/readyz` to answer 200; panics with the last answer and the log.
+    pub fn wait_ready(&self) {
+        assert!(
+            wait_for(Duration::from_secs(60), || self
+                .get("/readyz")
+                .is_some_and(|(s, _)| s == 200)),
+            "service never became ready: {:?}\n{}",
+            self.get("/readyz"),
+            self.log_text()
+        );
     }
 
     /// Asserts that `/readyz` answers 503 and names `reason`.

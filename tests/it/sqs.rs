@@ -7,17 +7,15 @@
 //! names are unique per test anyway). `MOTO_SERVER` names the binary; scripts/test.sh creates
 //! the virtualenv and sets it.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use auth0_default_roles::generate::{self, Stream};
-use auth0_default_roles::sim::{RunningSimulator, SeedUser, SimConfig, SimStats, Simulator};
+use crate::harness::*;
+use auth0_default_roles::generate;
 use aws_sdk_sqs::types::QueueAttributeName;
-use common::*;
+use mgmt_sim::{RunningSimulator, SeedUser, SimConfig, SimStats, Simulator};
 use serde_json::{json, Value};
 
 /// How many receives before SQS moves a message to the dead-letter queue.
@@ -406,38 +404,6 @@ listen = "127.0.0.1:{port}"
     }
 }
 
-/// Waits for `service` to report `ready` on /readyz.
-fn wait_ready(service: &Service) {
-    assert!(
-        wait_for(Duration::from_secs(60), || service
-            .get("/readyz")
-            .is_some_and(|(s, _)| s == 200)),
-        "service never became ready: {:?}\n{}",
-        service.get("/readyz"),
-        service.log_text()
-    );
-}
-
-/// Every expected user holds exactly their roles and nobody else holds any.
-fn assert_roles(tenant: &Tenant, stream: &Stream, service: &Service) {
-    let roles = tenant.roles();
-    if roles != stream.expected {
-        let wrong: Vec<_> = stream
-            .expected
-            .iter()
-            .filter(|(u, r)| roles.get(*u) != Some(r))
-            .take(5)
-            .collect();
-        panic!(
-            "tenant differs: {} users expected, {} hold roles; first wrong: {wrong:?}\n{}\n{}",
-            stream.expected.len(),
-            roles.len(),
-            service.snapshot(),
-            service.log_text()
-        );
-    }
-}
-
 /// The value of `key=N` in the last log line containing `marker`.
 fn logged_number(log: &str, marker: &str, key: &str) -> Option<u64> {
     let line = log.lines().rev().find(|l| l.contains(marker))?;
@@ -460,7 +426,7 @@ fn every_eligible_user_gets_exactly_their_roles_and_the_queue_ends_empty() {
     // Half waits in the queue before the service starts, half arrives while it runs.
     let mut sent = world.publish(&queues, before);
     let mut service = world.service("svc", &tenant, &queues, "visibility_timeout_seconds = 5");
-    wait_ready(&service);
+    service.wait_ready();
     sent += world.publish(&queues, after);
     assert_eq!(sent, stream.records.len());
     assert!(
@@ -476,7 +442,7 @@ fn every_eligible_user_gets_exactly_their_roles_and_the_queue_ends_empty() {
         service.snapshot(),
         service.log_text()
     );
-    assert_roles(&tenant, &stream, &service);
+    assert_tenant_holds_exactly(&tenant.sim, &stream.expected, &[&service]);
 
     // Every valid message deleted; each broken one received MAX_RECEIVE_COUNT times, left
     // alone, then moved by the redrive policy. moto's ReceiveMessage is not atomic across
@@ -687,7 +653,7 @@ fn outage_run(world: &World, name: &str, outage: Option<Duration>) -> OutageRun 
         &queues,
         "visibility_timeout_seconds = 2\nmax_inflight = 40",
     );
-    wait_ready(&service);
+    service.wait_ready();
     world.publish(&queues, first);
     assert!(wait_for(Duration::from_secs(60), || world
         .depth(&queues.url)
@@ -748,7 +714,7 @@ fn outage_run(world: &World, name: &str, outage: Option<Duration>) -> OutageRun 
         service.snapshot(),
         service.log_text()
     );
-    assert_roles(&tenant, &stream, &service);
+    assert_tenant_holds_exactly(&tenant.sim, &stream.expected, &[&service]);
     assert_eq!(
         world.depth(&queues.dlq_url),
         0,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
-use super::error::MgmtError;
+use super::error::ApiError;
 
 /// Auth0 sends this content type on every Management API answer, even on 204.
 pub(crate) const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
@@ -41,11 +41,11 @@ pub(crate) fn empty_response(status: StatusCode) -> Response {
 
 /// Decodes one raw (still percent-encoded) path segment: `auth0%7Cabc` → `auth0|abc`,
 /// `corp%2Falice` → `corp/alice`; a raw `|` passes through unchanged.
-pub(crate) fn decode_path_segment(raw: &str) -> Result<String, MgmtError> {
+pub(crate) fn decode_path_segment(raw: &str) -> Result<String, ApiError> {
     percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| MgmtError::invalid_uri(format!("'{raw}' is not valid UTF-8 once decoded")))
+        .map_err(|_| ApiError::invalid_uri(format!("'{raw}' is not valid UTF-8 once decoded")))
 }
 
 /// Parses `a=1&b=x+y` (query strings and form bodies): `+` is a space, `%XX` is decoded,

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::error::MgmtError;
+use super::error::ApiError;
 use super::oauth::TokenStatus;
 use super::rate_limit::{Admission, RateHeaders};
 use super::state::{lock, Knobs, Shared};
@@ -47,10 +47,7 @@ pub(crate) async fn gate(
         if limited {
             shared.count(|s| s.rate_limited += 1);
             tracing::debug!(route, "sim: rate limited");
-            return with_headers(
-                MgmtError::too_many_requests().into_response(),
-                Some(headers),
-            );
+            return with_headers(ApiError::too_many_requests().into_response(), Some(headers));
         }
         rate_headers = Some(headers);
     }
@@ -69,7 +66,7 @@ pub(crate) async fn fallback(State(shared): State<Arc<Shared>>) -> Response {
     if let Some(refusal) = refuse_before_auth(&shared, &knobs).await {
         return refusal;
     }
-    MgmtError::not_found_route().into_response()
+    ApiError::not_found_route().into_response()
 }
 
 /// Latency, then the outage check.
@@ -79,14 +76,14 @@ async fn refuse_before_auth(shared: &Shared, knobs: &Knobs) -> Option<Response> 
     }
     if shared.is_down() {
         shared.count(|s| s.down_served += 1);
-        return Some(MgmtError::unavailable().into_response());
+        return Some(ApiError::unavailable().into_response());
     }
     None
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), MgmtError> {
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(MgmtError::unauthorized("Missing authentication"));
+        return Err(ApiError::unauthorized("Missing authentication"));
     };
     let token = value
         .to_str()
@@ -94,13 +91,13 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), MgmtError> {
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
-        .ok_or_else(|| MgmtError::unauthorized("Invalid token"))?;
+        .ok_or_else(|| ApiError::unauthorized("Invalid token"))?;
     match lock(&shared.tokens).check(token, Instant::now()) {
         TokenStatus::Valid => Ok(()),
-        TokenStatus::Expired => Err(MgmtError::unauthorized(
+        TokenStatus::Expired => Err(ApiError::unauthorized(
             "Expired token received for JSON Web Token validation",
         )),
-        TokenStatus::Unknown => Err(MgmtError::unauthorized("Invalid token")),
+        TokenStatus::Unknown => Err(ApiError::unauthorized("Invalid token")),
     }
 }
 
@@ -115,14 +112,14 @@ fn admit(shared: &Shared, knobs: &Knobs) -> (RateHeaders, bool) {
 }
 
 /// With probability `error_rate`, a 500 or a 503 (even odds).
-fn roll_fault(error_rate: f64) -> Option<MgmtError> {
+fn roll_fault(error_rate: f64) -> Option<ApiError> {
     if error_rate.is_nan() || error_rate <= 0.0 || rand::random::<f64>() >= error_rate {
         return None;
     }
     Some(if rand::random::<bool>() {
-        MgmtError::internal()
+        ApiError::internal()
     } else {
-        MgmtError::unavailable()
+        ApiError::unavailable()
     })
 }
 

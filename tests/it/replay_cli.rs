@@ -240,7 +240,7 @@ fn live_config(dir: &std::path::Path, base_url: &str) -> std::path::PathBuf {
 
 #[test]
 fn replay_assigns_through_the_management_api_and_dry_run_writes_nothing() {
-    use auth0_default_roles::sim::{Seed, SeedRole, SeedUser, SimConfig, Simulator};
+    use mgmt_sim::{Seed, SeedRole, SeedUser, SimConfig, Simulator};
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let mut alice = SeedUser::new("auth0|6551a0000000000000000001");
     alice.email = Some("alice@partner.example".into());

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 pub use admin::ControlRequest;
 pub use config::{Seed, SeedRole, SeedUser, SimConfig};
-pub use error::{MgmtError, OAuthError};
+pub use error::{ApiError, OAuthError};
 pub use stats::SimStats;
 
 use state::{lock, Shared};

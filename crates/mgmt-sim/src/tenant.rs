@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::config::{Seed, SeedRole, SeedUser};
-use super::error::MgmtError;
+use super::error::ApiError;
 use super::wire::rfc3339_millis;
 
 /// Auth0's entity limit: roles per user.
@@ -200,21 +200,17 @@ impl Tenant {
         self.users.remove(user_id).is_some()
     }
 
-    fn user_mut(&mut self, user_id: &str, accept_any: bool) -> Result<&mut User, MgmtError> {
+    fn user_mut(&mut self, user_id: &str, accept_any: bool) -> Result<&mut User, ApiError> {
         if accept_any && !self.users.contains_key(user_id) {
             tracing::debug!(user_id, "sim: auto-creating unknown user");
             self.upsert_user(SeedUser::new(user_id));
         }
         self.users
             .get_mut(user_id)
-            .ok_or_else(MgmtError::user_not_found)
+            .ok_or_else(ApiError::user_not_found)
     }
 
-    pub(crate) fn user_json(
-        &mut self,
-        user_id: &str,
-        accept_any: bool,
-    ) -> Result<Value, MgmtError> {
+    pub(crate) fn user_json(&mut self, user_id: &str, accept_any: bool) -> Result<Value, ApiError> {
         Ok(self.user_mut(user_id, accept_any)?.to_json())
     }
 
@@ -244,7 +240,7 @@ impl Tenant {
         &mut self,
         user_id: &str,
         accept_any: bool,
-    ) -> Result<Vec<Role>, MgmtError> {
+    ) -> Result<Vec<Role>, ApiError> {
         let ids = self.user_mut(user_id, accept_any)?.role_ids.clone();
         Ok(self.roles_by_ids(&ids))
     }
@@ -288,13 +284,13 @@ impl Tenant {
         role_ids: &[String],
         accept_any: bool,
         unknown_role_status: StatusCode,
-    ) -> Result<Assigned, MgmtError> {
+    ) -> Result<Assigned, ApiError> {
         if !self.users.contains_key(user_id) && !accept_any {
-            return Err(MgmtError::user_not_found());
+            return Err(ApiError::user_not_found());
         }
         if let Some(unknown) = role_ids.iter().find(|id| !self.roles.contains_key(*id)) {
             tracing::debug!(user_id, role_id = %unknown, "sim: unknown role id");
-            return Err(MgmtError::role_not_found(unknown_role_status));
+            return Err(ApiError::role_not_found(unknown_role_status));
         }
         let user = self.user_mut(user_id, accept_any)?;
         let requested: BTreeSet<&String> = role_ids.iter().collect();
@@ -320,7 +316,7 @@ impl Tenant {
         user_id: &str,
         role_ids: &[String],
         accept_any: bool,
-    ) -> Result<(), MgmtError> {
+    ) -> Result<(), ApiError> {
         let user = self.user_mut(user_id, accept_any)?;
         for id in role_ids {
             user.role_ids.remove(id);
@@ -335,13 +331,13 @@ impl Tenant {
         role_id: &str,
         user_ids: &[String],
         accept_any: bool,
-    ) -> Result<Assigned, MgmtError> {
+    ) -> Result<Assigned, ApiError> {
         if !self.roles.contains_key(role_id) {
-            return Err(MgmtError::role_not_found(StatusCode::NOT_FOUND));
+            return Err(ApiError::role_not_found(StatusCode::NOT_FOUND));
         }
         let requested: BTreeSet<&String> = user_ids.iter().collect();
         if !accept_any && requested.iter().any(|id| !self.users.contains_key(*id)) {
-            return Err(MgmtError::users_not_found());
+            return Err(ApiError::users_not_found());
         }
         let at_limit = requested.iter().any(|id| {
             self.users.get(*id).is_some_and(|u| {
@@ -364,8 +360,8 @@ impl Tenant {
     }
 }
 
-fn too_many_roles() -> MgmtError {
-    MgmtError::new(
+fn too_many_roles() -> ApiError {
+    ApiError::new(
         StatusCode::BAD_REQUEST,
         format!("A user cannot have more than {MAX_ROLES_PER_USER} roles."),
     )

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::error::MgmtError;
+use super::error::ApiError;
 use super::state::{lock, Shared};
 use super::tenant::{Assigned, Role};
 use super::wire::{decode_path_segment, empty_response, json_response, parse_form};
@@ -21,15 +21,15 @@ const DEFAULT_PER_PAGE: usize = 50;
 
 /// `{id}` from the route, split from the raw path before percent-decoding (so `%2F` stays
 /// inside the id).
-fn path_id(params: &RawPathParams) -> Result<String, MgmtError> {
+fn path_id(params: &RawPathParams) -> Result<String, ApiError> {
     let raw = params
         .iter()
         .find(|(key, _)| *key == "id")
         .map(|(_, value)| value)
-        .ok_or_else(|| MgmtError::invalid_uri("missing id"))?;
+        .ok_or_else(|| ApiError::invalid_uri("missing id"))?;
     let id = decode_path_segment(raw)?;
     if id.is_empty() {
-        return Err(MgmtError::invalid_uri(
+        return Err(ApiError::invalid_uri(
             "'String is too short (0 chars), minimum 1' on property id",
         ));
     }
@@ -46,7 +46,7 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn parse(raw: Option<&str>) -> Result<ListQuery, MgmtError> {
+    fn parse(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         let mut query = ListQuery {
             page: 0,
             per_page: DEFAULT_PER_PAGE,
@@ -57,19 +57,19 @@ impl ListQuery {
             match key.as_str() {
                 "page" => {
                     query.page = value.parse().map_err(|_| {
-                        MgmtError::invalid_query(format!(
+                        ApiError::invalid_query(format!(
                             "'Expected type integer but found type string' on property page ({value})"
                         ))
                     })?;
                 }
                 "per_page" => {
                     let per_page: usize = value.parse().map_err(|_| {
-                        MgmtError::invalid_query(format!(
+                        ApiError::invalid_query(format!(
                             "'Expected type integer but found type string' on property per_page ({value})"
                         ))
                     })?;
                     if !(1..=MAX_PER_PAGE).contains(&per_page) {
-                        return Err(MgmtError::invalid_query(format!(
+                        return Err(ApiError::invalid_query(format!(
                             "'Value {per_page} is out of range (1..{MAX_PER_PAGE})' on property per_page"
                         )));
                     }
@@ -80,7 +80,7 @@ impl ListQuery {
                         "true" => true,
                         "false" => false,
                         _ => {
-                            return Err(MgmtError::invalid_query(format!(
+                            return Err(ApiError::invalid_query(format!(
                                 "'Expected type boolean but found type string' on property include_totals ({value})"
                             )))
                         }
@@ -94,11 +94,11 @@ impl ListQuery {
     }
 
     /// One page of `roles`: a bare array, or `{"roles","start","limit","total"}` with totals.
-    fn page_of(&self, roles: &[Role]) -> Result<Value, MgmtError> {
+    fn page_of(&self, roles: &[Role]) -> Result<Value, ApiError> {
         let start = self
             .page
             .checked_mul(self.per_page)
-            .ok_or_else(|| MgmtError::invalid_query("'page is too large' on property page"))?;
+            .ok_or_else(|| ApiError::invalid_query("'page is too large' on property page"))?;
         let items: Vec<Value> = roles
             .iter()
             .skip(start)
@@ -122,7 +122,7 @@ impl ListQuery {
 pub(crate) async fn list_roles(
     State(shared): State<Arc<Shared>>,
     RawQuery(query): RawQuery,
-) -> Result<Response, MgmtError> {
+) -> Result<Response, ApiError> {
     let query = ListQuery::parse(query.as_deref())?;
     let roles = lock(&shared.tenant).roles_matching(query.name_filter.as_deref());
     Ok(json_response(StatusCode::OK, &query.page_of(&roles)?))
@@ -132,7 +132,7 @@ pub(crate) async fn list_roles(
 pub(crate) async fn get_user(
     State(shared): State<Arc<Shared>>,
     params: RawPathParams,
-) -> Result<Response, MgmtError> {
+) -> Result<Response, ApiError> {
     let user_id = path_id(&params)?;
     let accept_any = shared.knobs().accept_any_user;
     let user = lock(&shared.tenant).user_json(&user_id, accept_any)?;
@@ -144,7 +144,7 @@ pub(crate) async fn get_user_roles(
     State(shared): State<Arc<Shared>>,
     params: RawPathParams,
     RawQuery(query): RawQuery,
-) -> Result<Response, MgmtError> {
+) -> Result<Response, ApiError> {
     let user_id = path_id(&params)?;
     let query = ListQuery::parse(query.as_deref())?;
     let accept_any = shared.knobs().accept_any_user;
@@ -157,7 +157,7 @@ pub(crate) async fn assign_user_roles(
     State(shared): State<Arc<Shared>>,
     params: RawPathParams,
     body: Bytes,
-) -> Result<Response, MgmtError> {
+) -> Result<Response, ApiError> {
     let user_id = path_id(&params)?;
     let role_ids = id_list(&body, &ROLES_PROPERTY)?;
     let knobs = shared.knobs();
@@ -182,7 +182,7 @@ pub(crate) async fn remove_user_roles(
     State(shared): State<Arc<Shared>>,
     params: RawPathParams,
     body: Bytes,
-) -> Result<Response, MgmtError> {
+) -> Result<Response, ApiError> {
     let user_id = path_id(&params)?;
     let role_ids = id_list(&body, &ROLES_PROPERTY)?;
     let accept_any = shared.knobs().accept_any_user;
@@ -195,7 +195,7 @@ pub(crate) async fn assign_role_users(
     State(shared): State<Arc<Shared>>,
     params: RawPathParams,
     body: Bytes,
-) -> Result<Response, MgmtError> {
+) -> Result<Response, ApiError> {
     let role_id = path_id(&params)?;
     let user_ids = id_list(&body, &USERS_PROPERTY)?;
     let accept_any = shared.knobs().accept_any_user;
@@ -252,42 +252,42 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 /// Validates `{"<property>": ["non-empty string", ...]}` (no other keys) and returns the ids.
-fn id_list(body: &[u8], property: &IdListProperty) -> Result<Vec<String>, MgmtError> {
+fn id_list(body: &[u8], property: &IdListProperty) -> Result<Vec<String>, ApiError> {
     let name = property.name;
     let desc = property.description;
     let value: Value = serde_json::from_slice(body)
-        .map_err(|_| MgmtError::invalid_body("'Invalid request payload JSON format'."))?;
+        .map_err(|_| ApiError::invalid_body("'Invalid request payload JSON format'."))?;
     let Value::Object(mut fields) = value else {
-        return Err(MgmtError::invalid_body(format!(
+        return Err(ApiError::invalid_body(format!(
             "'Expected type object but found type {}'.",
             type_name(&value)
         )));
     };
     if let Some(extra) = fields.keys().find(|k| k.as_str() != name) {
-        return Err(MgmtError::invalid_body(format!(
+        return Err(ApiError::invalid_body(format!(
             "'Additional properties not allowed: {extra}'."
         )));
     }
     let Some(list) = fields.remove(name) else {
-        return Err(MgmtError::invalid_body(format!(
+        return Err(ApiError::invalid_body(format!(
             "'Missing required property: {name}'."
         )));
     };
     let Value::Array(items) = list else {
-        return Err(MgmtError::invalid_body(format!(
+        return Err(ApiError::invalid_body(format!(
             "'Expected type array but found type {}' on property {name} ({desc}).",
             type_name(&list)
         )));
     };
     if items.len() < property.min_items {
-        return Err(MgmtError::invalid_body(format!(
+        return Err(ApiError::invalid_body(format!(
             "'Array is too short ({}), minimum {}' on property {name} ({desc}).",
             items.len(),
             property.min_items
         )));
     }
     if items.len() > property.max_items {
-        return Err(MgmtError::invalid_body(format!(
+        return Err(ApiError::invalid_body(format!(
             "'Array is too long ({}), maximum {}' on property {name} ({desc}).",
             items.len(),
             property.max_items
@@ -298,10 +298,10 @@ fn id_list(body: &[u8], property: &IdListProperty) -> Result<Vec<String>, MgmtEr
         .enumerate()
         .map(|(i, item)| match item {
             Value::String(s) if !s.is_empty() => Ok(s),
-            Value::String(_) => Err(MgmtError::invalid_body(format!(
+            Value::String(_) => Err(ApiError::invalid_body(format!(
                 "'String is too short (0 chars), minimum 1' on property {name}[{i}] ({desc})."
             ))),
-            other => Err(MgmtError::invalid_body(format!(
+            other => Err(ApiError::invalid_body(format!(
                 "'Expected type string but found type {}' on property {name}[{i}] ({desc}).",
                 type_name(&other)
             ))),

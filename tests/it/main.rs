@@ -1,0 +1,17 @@
+//! The service's integration tests, one binary with a module per capability; [`harness`] holds
+//! what several modules share (free ports, the tansu broker, the service as a child process, the
+//! simulated tenant). One module: `cargo test --test it kafka::`. The simulator's own tests are
+//! in `crates/mgmt-sim/tests`.
+
+mod harness;
+
+mod config;
+mod decode;
+mod demo_cli;
+mod deploy_files;
+mod ingest;
+mod kafka;
+mod mgmt;
+mod policy;
+mod replay_cli;
+mod sqs;
