@@ -28,6 +28,12 @@ pub struct ControlRequest {
     pub retry_after: Option<bool>,
     pub accept_any_user: Option<bool>,
     pub nonexistent_role_status: Option<u16>,
+    pub credentials_revoked: Option<bool>,
+    /// Replaces the denied scopes (`[]` gives every scope back).
+    pub denied_scopes: Option<Vec<String>>,
+    /// `""` switches garbage headers off.
+    pub garbage_rate_limit_headers: Option<String>,
+    pub cut_body_rate: Option<f64>,
 }
 
 pub(crate) fn routes() -> Router<Simulator> {

@@ -30,6 +30,17 @@ pub struct SimConfig {
     pub accept_any_user: bool,
     /// Status for a role id that does not exist in `POST /api/v2/users/{id}/roles`.
     pub nonexistent_role_status: u16,
+    /// The application's credentials are revoked: `/oauth/token` answers 401 `access_denied`
+    /// and every issued token is refused with 401 (a rotated secret, a deleted grant).
+    pub credentials_revoked: bool,
+    /// Scopes taken away from the application: a call whose every accepted scope is denied
+    /// answers 403 `insufficient_scope` ("expected any of: ...").
+    pub denied_scopes: Vec<String>,
+    /// When set, 429s carry this text as `Retry-After` and `x-ratelimit-reset` (e.g. `NaN`).
+    pub garbage_rate_limit_headers: Option<String>,
+    /// Probability (0..=1) that a successful answer's body is cut off after its first bytes
+    /// (the connection drops mid-body).
+    pub cut_body_rate: f64,
 }
 
 impl Default for SimConfig {
@@ -47,6 +58,10 @@ impl Default for SimConfig {
             latency_ms: 0,
             accept_any_user: false,
             nonexistent_role_status: 404,
+            credentials_revoked: false,
+            denied_scopes: Vec::new(),
+            garbage_rate_limit_headers: None,
+            cut_body_rate: 0.0,
         }
     }
 }

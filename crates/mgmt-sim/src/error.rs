@@ -75,6 +75,18 @@ impl ApiError {
         Self::new(status, "The role does not exist.")
     }
 
+    /// 403 for a token lacking every scope that accepts the call.
+    pub fn insufficient_scope(accepted: &[&str]) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Insufficient scope, expected any of: {}",
+                accepted.join(",")
+            ),
+        )
+        .with_code("insufficient_scope")
+    }
+
     pub fn unauthorized(message: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, message)
     }

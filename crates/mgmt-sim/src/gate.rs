@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
@@ -39,15 +39,34 @@ pub(crate) async fn gate(
     }
     let mut rate_headers = None;
     if is_api {
-        if let Err(err) = authorize(&shared, request.headers()) {
+        let authorized = if knobs.credentials_revoked {
+            Err(ApiError::unauthorized("Invalid token"))
+        } else {
+            authorize(&shared, request.headers())
+        };
+        if let Err(err) = authorized {
             shared.count(|s| s.unauthorized += 1);
             return err.into_response();
+        }
+        if let Some(refusal) = op.and_then(|op| missing_scope(op, &knobs.denied_scopes)) {
+            shared.count(|s| s.forbidden += 1);
+            return refusal.into_response();
         }
         let (headers, limited) = admit(&shared, &knobs);
         if limited {
             shared.count(|s| s.rate_limited += 1);
             tracing::debug!(route, "sim: rate limited");
-            return with_headers(ApiError::too_many_requests().into_response(), Some(headers));
+            let mut response =
+                with_headers(ApiError::too_many_requests().into_response(), Some(headers));
+            if let Some(garbage) = &knobs.garbage_rate_limit_headers {
+                if let Ok(value) = HeaderValue::from_str(garbage) {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, value.clone());
+                    response.headers_mut().insert("x-ratelimit-reset", value);
+                }
+            }
+            return response;
         }
         rate_headers = Some(headers);
     }
@@ -56,7 +75,60 @@ pub(crate) async fn gate(
         tracing::debug!(route, status = %fault.status, "sim: injected fault");
         return with_headers(fault.into_response(), rate_headers);
     }
-    with_headers(next.run(request).await, rate_headers)
+    let response = with_headers(next.run(request).await, rate_headers);
+    if response.status().is_success() && roll(knobs.cut_body_rate) {
+        shared.count(|s| s.bodies_cut += 1);
+        return cut_body(response).await;
+    }
+    response
+}
+
+/// The scopes that each accept an operation ("expected any of"), as Auth0's API reference
+/// lists them.
+fn accepted_scopes(op: Operation) -> &'static [&'static str] {
+    match op {
+        Operation::Token => &[],
+        Operation::GetRoles => &["read:roles"],
+        Operation::GetUser => &["read:users", "read:current_user", "read:user_idp_tokens"],
+        Operation::GetUserRoles => &["read:users", "read:roles", "read:role_members"],
+        Operation::AssignUserRoles => &["update:users", "create:role_members"],
+        Operation::RemoveUserRoles => &["update:users", "delete:role_members"],
+        Operation::AssignRoleUsers => &["update:roles", "create:role_members"],
+    }
+}
+
+/// A 403 `insufficient_scope` when every scope accepting `op` is denied.
+fn missing_scope(op: Operation, denied: &[String]) -> Option<ApiError> {
+    let accepted = accepted_scopes(op);
+    if accepted.is_empty() || !accepted.iter().all(|s| denied.iter().any(|d| d == s)) {
+        return None;
+    }
+    Some(ApiError::insufficient_scope(accepted))
+}
+
+fn roll(p: f64) -> bool {
+    p > 0.0 && rand::random::<f64>() < p
+}
+
+/// The same answer, but its body stops after the first bytes and the connection breaks.
+async fn cut_body(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+        Ok(half),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sim: body cut off",
+        )),
+    ];
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
 }
 
 /// Unknown routes: still slowed down and still down during an outage, then 404.

@@ -252,6 +252,20 @@ impl Simulator {
         if let Some(v) = control.nonexistent_role_status {
             config.nonexistent_role_status = v;
         }
+        if let Some(v) = control.credentials_revoked {
+            tracing::info!(revoked = v, "sim: credentials switched");
+            config.credentials_revoked = v;
+        }
+        if let Some(v) = &control.denied_scopes {
+            tracing::info!(denied = ?v, "sim: scopes switched");
+            config.denied_scopes = v.clone();
+        }
+        if let Some(v) = &control.garbage_rate_limit_headers {
+            config.garbage_rate_limit_headers = (!v.is_empty()).then(|| v.clone());
+        }
+        if let Some(p) = control.cut_body_rate {
+            config.cut_body_rate = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        }
     }
 }
 

@@ -155,6 +155,10 @@ pub(crate) async fn issue_token(
         tracing::debug!(client_id = %given_id, "sim: token refused: bad client credentials");
         return Err(OAuthError::bad_credentials());
     }
+    if lock(&shared.config).credentials_revoked {
+        tracing::debug!("sim: token refused: credentials revoked");
+        return Err(OAuthError::bad_credentials());
+    }
     let given_audience = required(request.audience, "audience")?;
     if given_audience != audience {
         return Err(OAuthError::audience_not_granted(&given_audience));

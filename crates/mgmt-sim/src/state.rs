@@ -33,8 +33,12 @@ pub(crate) struct Shared {
 }
 
 /// The settings a request needs, copied out of the config lock.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Knobs {
+    pub credentials_revoked: bool,
+    pub denied_scopes: Vec<String>,
+    pub garbage_rate_limit_headers: Option<String>,
+    pub cut_body_rate: f64,
     pub latency_ms: u64,
     pub error_rate: f64,
     pub header_style: HeaderStyle,
@@ -58,6 +62,10 @@ impl Shared {
     pub(crate) fn knobs(&self) -> Knobs {
         let config = lock(&self.config);
         Knobs {
+            credentials_revoked: config.credentials_revoked,
+            denied_scopes: config.denied_scopes.clone(),
+            garbage_rate_limit_headers: config.garbage_rate_limit_headers.clone(),
+            cut_body_rate: config.cut_body_rate,
             latency_ms: config.latency_ms,
             error_rate: config.error_rate,
             header_style: HeaderStyle {

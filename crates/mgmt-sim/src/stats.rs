@@ -22,6 +22,10 @@ pub struct SimStats {
     pub down_served: u64,
     /// 401 answers served for a missing, unknown, revoked or expired token.
     pub unauthorized: u64,
+    /// 403 `insufficient_scope` answers served (from `denied_scopes`).
+    pub forbidden: u64,
+    /// Successful answers whose body was cut off (from `cut_body_rate`).
+    pub bodies_cut: u64,
     /// (user, role) pairs newly added.
     pub role_assignments: u64,
     /// (user, role) pairs requested that the user already held.
@@ -38,6 +42,8 @@ impl Default for SimStats {
             total_requests: 0,
             rate_limited: 0,
             faults_served: 0,
+            forbidden: 0,
+            bodies_cut: 0,
             down_served: 0,
             unauthorized: 0,
             role_assignments: 0,
