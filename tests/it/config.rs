@@ -195,7 +195,7 @@ listen = "127.0.0.1:9999"
     assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9999");
 
     // The consumer gets the service's settings on top of the user's properties.
-    let consumer = auth0_default_roles::kafka::consumer_config(&k);
+    let consumer = auth0_default_roles::source::kafka::consumer_config(&k);
     assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
     assert_eq!(
         consumer.get("partition.assignment.strategy"),
@@ -203,7 +203,7 @@ listen = "127.0.0.1:9999"
     );
     assert_eq!(consumer.get("bootstrap.servers"), Some("k1:9092,k2:9092"));
     assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
-    let producer = auth0_default_roles::kafka::producer_config(&k);
+    let producer = auth0_default_roles::source::kafka::producer_config(&k);
     assert_eq!(producer.get("enable.idempotence"), Some("true"));
     assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
     assert_eq!(

@@ -143,7 +143,7 @@ impl World {
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "testing", "testing", None, None, "tests",
             ))
-            .http_client(auth0_default_roles::sqs::https_client())
+            .http_client(auth0_default_roles::source::sqs::https_client())
             .build();
         World {
             rt,
@@ -391,7 +391,7 @@ listen = "127.0.0.1:{port}"
             port,
             self.dir.join(format!("{name}.log")),
             &[
-                ("RUST_LOG", "info,auth0_default_roles::sqs=debug"),
+                ("RUST_LOG", "info,auth0_default_roles::source::sqs=debug"),
                 ("AWS_ACCESS_KEY_ID", "testing"),
                 ("AWS_SECRET_ACCESS_KEY", "testing"),
                 ("AWS_REGION", "us-east-1"),
