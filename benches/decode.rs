@@ -81,6 +81,41 @@ fn bench_decode(c: &mut Criterion) {
         validate_rate,
         decode_rate / validate_rate
     );
+
+    // A JSON Lines export (one body, as `replay` reads it) clean, then with 10 % garbage lines:
+    // events/s must stay within 2x of the clean case (line numbers are counted incrementally).
+    let clean: Vec<u8> = input
+        .iter()
+        .flat_map(|r| r.iter().chain(b"\n"))
+        .copied()
+        .collect();
+    let mut dirty = Vec::new();
+    for (i, r) in input.iter().enumerate() {
+        if i % 10 == 0 {
+            dirty.extend_from_slice(
+                b"{\"log_id\": \"1\", \"data\": {\"type\": \"ss\", \"user_id\": \n",
+            );
+        }
+        dirty.extend_from_slice(r);
+        dirty.push(b'\n');
+    }
+    let lines = input.len() + input.len() / 10;
+    let clean_rate = events_per_second(
+        || decode(black_box(&clean)).len(),
+        input.len(),
+        Duration::from_secs(2),
+    );
+    let dirty_rate = events_per_second(
+        || decode(black_box(&dirty)).len(),
+        lines,
+        Duration::from_secs(2),
+    );
+    println!(
+        "json lines summary: clean {:.0} lines/s; 10 % garbage lines {:.0} lines/s; ratio {:.2} (target >= 0.5)",
+        clean_rate,
+        dirty_rate,
+        dirty_rate / clean_rate
+    );
 }
 
 criterion_group!(benches, bench_decode);

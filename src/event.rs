@@ -197,7 +197,7 @@ pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
     if first_value_spans_lines(bytes) {
         decode_documents(bytes, &mut out);
     } else {
-        decode_lines(bytes, &mut out);
+        decode_lines(bytes, 1, &mut out);
     }
     if out.is_empty() {
         out.push(Err(DecodeError::new("empty payload: no JSON value", None)));
@@ -216,8 +216,30 @@ fn first_value_spans_lines(bytes: &[u8]) -> bool {
     }
 }
 
+/// Whether `line`, the first non-blank line of an input, stands alone: every value on it
+/// parses, or it is broken beyond repair. `false` when a value starts on it and goes on past its
+/// end (a pretty-printed document), which only the whole input can decode.
+pub fn first_line_stands_alone(line: &[u8]) -> bool {
+    let mut values = serde_json::Deserializer::from_slice(line).into_iter::<de::IgnoredAny>();
+    loop {
+        match values.next() {
+            None => return true,
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return !err.is_eof(),
+        }
+    }
+}
+
+/// Decodes complete JSON Lines (each non-blank line on its own); `first_line` is the number of
+/// the first line of `bytes` in its input, for error messages. For inputs read in chunks.
+pub fn decode_json_lines(bytes: &[u8], first_line: usize) -> Vec<Decoded> {
+    let mut out = Vec::new();
+    decode_lines(bytes, first_line, &mut out);
+    out
+}
+
 /// JSON Lines: each non-blank line is decoded on its own.
-fn decode_lines(bytes: &[u8], out: &mut Vec<Decoded>) {
+fn decode_lines(bytes: &[u8], first_line: usize, out: &mut Vec<Decoded>) {
     for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -233,7 +255,10 @@ fn decode_lines(bytes: &[u8], out: &mut Vec<Decoded>) {
         };
         match failed {
             None => out.append(&mut items),
-            Some(err) => out.push(Err(DecodeError::new(syntax_reason(&err, index + 1), None))),
+            Some(err) => out.push(Err(DecodeError::new(
+                syntax_reason(&err, first_line + index),
+                None,
+            ))),
         }
     }
 }

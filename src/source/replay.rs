@@ -2,16 +2,22 @@
 //! consumer and prints one record per event (`jsonl`) or a summary.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 
 use futures_util::stream::{self, StreamExt};
 
-use crate::event::decode;
+use crate::event::{decode, decode_json_lines, first_line_stands_alone, Decoded};
 use crate::mgmt::CallStats;
 use crate::pipeline::{Outcome, Pipeline, Report};
 use crate::source::sequencer::Sequencer;
 use crate::source::users_of;
+
+/// Bytes read from a file or stdin at a time.
+const READ_BUFFER: usize = 1 << 20;
+/// JSON Lines are decoded and processed in chunks of about this many bytes: memory stays
+/// bounded whatever the size of the input.
+const CHUNK_BYTES: usize = 4 << 20;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,15 +42,14 @@ impl Input {
         }
     }
 
-    fn read(&self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Input::Stdin => {
-                let mut bytes = Vec::new();
-                std::io::stdin().lock().read_to_end(&mut bytes)?;
-                Ok(bytes)
-            }
-            Input::File(path) => std::fs::read(path),
-        }
+    fn open(&self) -> std::io::Result<Box<dyn BufRead>> {
+        Ok(match self {
+            Input::Stdin => Box::new(BufReader::with_capacity(READ_BUFFER, std::io::stdin())),
+            Input::File(path) => Box::new(BufReader::with_capacity(
+                READ_BUFFER,
+                std::fs::File::open(path)?,
+            )),
+        })
     }
 
     fn label(&self) -> String {
@@ -161,27 +166,28 @@ pub async fn run(
     let mut summary = Summary::default();
     let sequencer = std::sync::Arc::new(Sequencer::default());
     for input in inputs {
-        let bytes = input.read().map_err(|source| ReplayError::Read {
+        let read_error = |source| ReplayError::Read {
             input: input.label(),
             source,
-        })?;
-        let items = decode(&bytes);
-        drop(bytes);
-        let mut reports = stream::iter(items)
-            .map(|item| {
-                // Taken in input order, here; awaited when the event's turn comes.
-                let mut turn = sequencer.enter(users_of(std::slice::from_ref(&item)));
-                async move {
-                    turn.wait().await;
-                    pipeline.process(item).await
+        };
+        let mut chunks = Chunks::new(input.open().map_err(read_error)?);
+        while let Some(items) = chunks.next_chunk().map_err(read_error)? {
+            let mut reports = stream::iter(items)
+                .map(|item| {
+                    // Taken in input order, here; awaited when the event's turn comes.
+                    let mut turn = sequencer.enter(users_of(std::slice::from_ref(&item)));
+                    async move {
+                        turn.wait().await;
+                        pipeline.process(item).await
+                    }
+                })
+                .buffered(concurrency.max(1));
+            while let Some(report) = reports.next().await {
+                summary.add(&report);
+                if output == Output::Jsonl {
+                    serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
+                    out.write_all(b"\n")?;
                 }
-            })
-            .buffered(concurrency.max(1));
-        while let Some(report) = reports.next().await {
-            summary.add(&report);
-            if output == Output::Jsonl {
-                serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
-                out.write_all(b"\n")?;
             }
         }
     }
@@ -191,4 +197,110 @@ pub async fn run(
     }
     out.flush()?;
     Ok(summary)
+}
+
+/// An input's events, a chunk at a time: JSON Lines are streamed in chunks of whole lines; an
+/// input whose first value spans lines (a pretty-printed document or array) is read whole.
+struct Chunks {
+    reader: Box<dyn BufRead>,
+    /// The number of the next line to read.
+    line: usize,
+    /// Known once the first non-blank line was read: `true` for JSON Lines.
+    streaming: Option<bool>,
+    done: bool,
+}
+
+impl Chunks {
+    fn new(reader: Box<dyn BufRead>) -> Chunks {
+        Chunks {
+            reader,
+            line: 1,
+            streaming: None,
+            done: false,
+        }
+    }
+
+    /// The next chunk's decoded events; `None` at the end. An empty input gives one
+    /// `invalid` item, as `decode` does.
+    fn next_chunk(&mut self) -> std::io::Result<Option<Vec<Decoded>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let first_line = self.line;
+        let mut chunk = Vec::new();
+        while chunk.len() < CHUNK_BYTES {
+            let start = chunk.len();
+            if self.reader.read_until(b'\n', &mut chunk)? == 0 {
+                self.done = true;
+                break;
+            }
+            self.line += 1;
+            if self.streaming.is_none() {
+                let line = &chunk[start..];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let stands_alone = first_line_stands_alone(line);
+                self.streaming = Some(stands_alone);
+                if !stands_alone {
+                    // A document: only the whole input decodes it.
+                    self.reader.read_to_end(&mut chunk)?;
+                    self.done = true;
+                    return Ok(Some(decode(&chunk)));
+                }
+            }
+        }
+        if self.streaming.is_none() {
+            // Nothing but blank lines.
+            return Ok(Some(decode(&chunk)));
+        }
+        if self.done && chunk.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        Ok(Some(decode_json_lines(&chunk, first_line)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(input: &str) -> Vec<Decoded> {
+        let mut chunks = Chunks::new(Box::new(std::io::Cursor::new(input.as_bytes().to_vec())));
+        let mut items = Vec::new();
+        while let Some(mut chunk) = chunks.next_chunk().unwrap_or_else(|e| panic!("{e}")) {
+            items.append(&mut chunk);
+        }
+        items
+    }
+
+    #[test]
+    fn streamed_chunks_decode_like_the_whole_input() {
+        let record = |i: usize| {
+            format!(r#"{{"log_id":"{i}","data":{{"type":"ss","user_id":"auth0|{i}"}}}}"#)
+        };
+        let mut lines = String::from("\n");
+        for i in 0..200_000 {
+            lines.push_str(&if i % 10 == 3 {
+                "garbage".to_owned()
+            } else {
+                record(i)
+            });
+            lines.push('\n');
+        }
+        assert!(
+            lines.len() > 2 * CHUNK_BYTES,
+            "the input spans several chunks"
+        );
+        let streamed = all(&lines);
+        let whole = decode(lines.as_bytes());
+        assert_eq!(streamed.len(), whole.len());
+        assert!(
+            streamed == whole,
+            "same events and the same line numbers in errors"
+        );
+        let pretty = format!("[\n  {},\n  {}\n]\n", record(1), record(2));
+        assert!(all(&pretty) == decode(pretty.as_bytes()));
+        assert_eq!(all("").len(), 1, "an empty input is one invalid item");
+    }
 }
