@@ -38,12 +38,19 @@ impl Default for DedupSettings {
 pub struct Dedup {
     seen_logs: Cache<String, ()>,
     assigned: Cache<String, Arc<BTreeSet<String>>>,
+    /// Users an Event Streams `user.deleted` named, with the deletion's time (remembered as
+    /// long as `log_id`s).
+    deleted: Cache<String, Arc<str>>,
 }
 
 impl Dedup {
     pub fn new(settings: DedupSettings) -> Self {
         Dedup {
             seen_logs: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.ttl)
+                .build(),
+            deleted: Cache::builder()
                 .max_capacity(settings.max_entries)
                 .time_to_live(settings.ttl)
                 .build(),
@@ -85,6 +92,21 @@ impl Dedup {
             .unwrap_or_default();
         held.extend(roles.iter().cloned());
         self.assigned.insert(user_id.to_owned(), Arc::new(held));
+    }
+
+    /// Records that `user_id` was deleted at `time` (RFC 3339): its triggers from before then
+    /// are not eligible.
+    pub fn mark_user_deleted(&self, user_id: &str, time: &str) {
+        self.deleted.insert(user_id.to_owned(), Arc::from(time));
+        self.assigned.invalidate(user_id);
+    }
+
+    /// Whether `user_id` was deleted after an event of `time` (unknown time: any deletion). A
+    /// user re-created after the deletion (a later `time`) is eligible again.
+    pub fn user_deleted(&self, user_id: &str, time: Option<&str>) -> bool {
+        self.deleted
+            .get(user_id)
+            .is_some_and(|deleted_at| time.is_none_or(|t| t <= &*deleted_at))
     }
 
     /// Entries held (approximate, for metrics): handled logs plus users.

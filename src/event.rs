@@ -55,6 +55,52 @@ pub enum Selection {
     NotEligible(&'static str),
 }
 
+/// What the policy may need of a user: `GET /api/v2/users/{id}`, or the profile an Event
+/// Streams CloudEvent carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub email_verified: Option<bool>,
+    /// `identities[].connection`, primary identity first.
+    pub connections: Vec<String>,
+    pub app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The user of a CloudEvent's `data.object` (lenient: fields of another type read as absent).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CloudUser {
+    #[serde(deserialize_with = "lenient")]
+    user_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    email: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    email_verified: Option<bool>,
+    #[serde(deserialize_with = "lenient")]
+    identities: Vec<CloudIdentity>,
+    #[serde(deserialize_with = "lenient")]
+    app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CloudIdentity {
+    #[serde(deserialize_with = "lenient")]
+    connection: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    provider: Option<String>,
+}
+
+/// Any JSON value; one of the wrong type reads as the default.
+fn lenient<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
 /// One Auth0 tenant-log event, reduced to what a default-role policy can use.
 ///
 /// Every field but `event_type` is optional: real logs omit almost everything at times.
@@ -86,6 +132,9 @@ pub struct LogEvent {
     pub logins_count: Option<u64>,
     /// `details.prompts[].stats.loginsCount`, in prompt order, where present and not null.
     pub prompt_logins_counts: Vec<u64>,
+    /// The user's profile, when the event carries it (Event Streams CloudEvents): the policy
+    /// reads it instead of calling `GET /api/v2/users/{id}`.
+    pub profile: Option<Box<Profile>>,
 }
 
 impl LogEvent {
@@ -95,6 +144,15 @@ impl LogEvent {
         match self.event_type.as_str() {
             "ss" => Selection::Eligible(Trigger::Signup),
             "sv" => Selection::Eligible(Trigger::EmailVerified),
+            // Event Streams: every way a user comes to exist (signup, Management API, import,
+            // SCIM, just-in-time) is a signup; an update that shows a verified email is the
+            // email-verified trigger.
+            "user.created" => Selection::Eligible(Trigger::Signup),
+            "user.updated" => match self.profile.as_ref().and_then(|p| p.email_verified) {
+                Some(true) => Selection::Eligible(Trigger::EmailVerified),
+                _ => Selection::NotEligible("user update without a verified email"),
+            },
+            "user.deleted" => Selection::NotEligible("user deleted"),
             "s" => match self.effective_logins_count() {
                 Some(1) => Selection::Eligible(Trigger::FirstLogin),
                 Some(_) => Selection::NotEligible("later login"),
@@ -117,7 +175,7 @@ impl LogEvent {
         let primary = match self.event_type.as_str() {
             "ss" => self.body_email.as_deref(),
             "sv" => self.details_email.as_deref(),
-            _ => None,
+            _ => self.profile.as_ref().and_then(|p| p.email.as_deref()),
         };
         primary
             .filter(|e| looks_like_email(e))
@@ -129,6 +187,11 @@ impl LogEvent {
         let user_id = self.user_id.as_deref()?;
         let (provider, rest) = user_id.split_once('|')?;
         (!provider.is_empty() && !rest.is_empty()).then_some(provider)
+    }
+
+    /// Whether this came from Auth0 Event Streams (a CloudEvent) rather than a tenant log.
+    pub fn is_cloud_event(&self) -> bool {
+        self.event_type.starts_with("user.")
     }
 
     /// The user id, when present and not empty (failures and M2M flows carry `""`).
@@ -485,6 +548,14 @@ struct RawLog<'a> {
     detail_type: Option<DetailType>,
     /// Custom Webhook "JSON Object" format: `{"logs": [...]}`.
     logs: LenientSeq<ArrayItem<'a>>,
+    /// CloudEvent (Auth0 Event Streams): `id` (`evt_...`).
+    id: Option<Text<'a>>,
+    /// CloudEvent: `specversion` or `spec_version` was present.
+    cloud_event: bool,
+    /// CloudEvent: when it happened.
+    time: Option<Text<'a>>,
+    /// CloudEvent `data.object`: the user profile, kept raw until the envelope is known.
+    object: Option<&'a RawValue>,
 }
 
 #[derive(Default)]
@@ -623,6 +694,13 @@ impl<'de: 'a, 'a> Fields<'de> for RawLog<'a> {
             b"detail" => self.detail = map.next_value()?,
             b"detail-type" => self.detail_type = map.next_value()?,
             b"logs" => self.logs = map.next_value()?,
+            b"id" => self.id = text(map)?,
+            b"specversion" | b"spec_version" => {
+                map.next_value::<IgnoredAny>()?;
+                self.cloud_event = true;
+            }
+            b"time" => self.time = text(map)?,
+            b"object" => self.object = map.next_value::<Option<&'a RawValue>>()?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -749,8 +827,13 @@ impl RawLog<'_> {
             out.push(Err(DecodeError::new("wrappers nested too deeply", None)));
             return;
         }
+        if self.cloud_event {
+            out.push(self.into_cloud_event());
+            return;
+        }
         if let Some(detail_type) = self.detail_type {
-            if !detail_type.0.iter().any(|t| t == "Auth0 log") {
+            let carries_cloud_event = self.detail.0.as_ref().is_some_and(|d| d.cloud_event);
+            if !carries_cloud_event && !detail_type.0.iter().any(|t| t == "Auth0 log") {
                 out.push(Err(DecodeError::new(
                     "EventBridge event whose detail-type is not \"Auth0 log\"",
                     None,
@@ -801,6 +884,59 @@ impl RawLog<'_> {
             return;
         }
         out.push(self.into_event());
+    }
+
+    /// An Auth0 Event Streams CloudEvent: `user.created`, `user.updated`, `user.deleted` (or
+    /// `com.auth0.user.*`), its profile in `data.object`.
+    fn into_cloud_event(self) -> Decoded {
+        let id = self.id.map(Cow::into_owned);
+        let Some(kind) = self.event_type.filter(|t| !t.is_empty()) else {
+            return Err(DecodeError::new("CloudEvent without a type", id));
+        };
+        let kind = kind.strip_prefix("com.auth0.").unwrap_or(&kind).to_owned();
+        let object = self.data.0.and_then(|data| data.object);
+        let profile = match object.map(|raw| serde_json::from_str::<CloudUser>(raw.get())) {
+            Some(Ok(user)) => user,
+            Some(Err(err)) => {
+                return Err(DecodeError::new(
+                    format!("CloudEvent {kind}: data.object is not a user: {err}"),
+                    id,
+                ))
+            }
+            None if kind.starts_with("user.") => {
+                return Err(DecodeError::new(
+                    format!("CloudEvent {kind} without data.object"),
+                    id,
+                ))
+            }
+            None => CloudUser::default(),
+        };
+        if kind.starts_with("user.") && profile.user_id.as_deref().is_none_or(str::is_empty) {
+            return Err(DecodeError::new(
+                format!("CloudEvent {kind} without data.object.user_id"),
+                id,
+            ));
+        }
+        let primary = profile.identities.first();
+        Ok(LogEvent {
+            log_id: id,
+            date: self.time.map(Cow::into_owned),
+            user_id: profile.user_id.clone(),
+            connection: primary.and_then(|i| i.connection.clone()),
+            strategy: primary.and_then(|i| i.provider.clone()),
+            event_type: kind,
+            profile: Some(Box::new(Profile {
+                email: profile.email,
+                email_verified: profile.email_verified,
+                connections: profile
+                    .identities
+                    .into_iter()
+                    .filter_map(|i| i.connection)
+                    .collect(),
+                app_metadata: profile.app_metadata,
+            })),
+            ..LogEvent::default()
+        })
     }
 
     fn into_event(self) -> Decoded {
@@ -856,6 +992,7 @@ impl RawLog<'_> {
             details_email: owned(details.email),
             logins_count,
             prompt_logins_counts,
+            profile: None,
         })
     }
 }

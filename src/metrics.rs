@@ -101,8 +101,8 @@ impl Metrics {
         let mut reg = Registrar::new(&registry);
         let m = Metrics {
             events_received: reg.add(IntCounterVec::new(
-                opts("events_received_total", "Events decoded from deliveries (invalid included)."),
-                &["source"],
+                opts("events_received_total", "Events decoded from deliveries (invalid included), by source and input kind (`log`: tenant logs; `event_stream`: Event Streams CloudEvents; `invalid`)."),
+                &["source", "input"],
             )?)?,
             events_processed: reg.add(IntCounterVec::new(
                 opts("events_processed_total", "Events that reached a final outcome."),

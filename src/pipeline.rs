@@ -214,13 +214,35 @@ impl Processor {
         };
         let trigger = match event.selection() {
             Selection::Eligible(trigger) if self.policy.handles(trigger) => trigger,
-            Selection::Eligible(_) | Selection::NotEligible(_) => {
+            Selection::NotEligible(reason) => {
+                if event.is_cloud_event() && event.event_type == "user.deleted" {
+                    if let Some(user) = event.user() {
+                        // Work still to come for this user is dropped, not failed.
+                        let time = event.date.as_deref().unwrap_or("9999");
+                        self.dedup.mark_user_deleted(user, time);
+                    }
+                }
+                let mut report = Report::for_event(&event, None, Outcome::NotEligible);
+                if event.is_cloud_event() {
+                    report.error = Some(reason.to_owned());
+                }
+                return Step::Done(report);
+            }
+            Selection::Eligible(_) => {
                 return Step::Done(Report::for_event(&event, None, Outcome::NotEligible))
             }
         };
         if event.user().is_none() {
             let mut report = Report::for_event(&event, Some(trigger), Outcome::Invalid);
             report.error = Some("eligible event without a user_id".to_owned());
+            return Step::Done(report);
+        }
+        if event
+            .user()
+            .is_some_and(|u| self.dedup.user_deleted(u, event.date.as_deref()))
+        {
+            let mut report = Report::for_event(&event, Some(trigger), Outcome::NotEligible);
+            report.error = Some("the user was deleted (user.deleted received)".to_owned());
             return Step::Done(report);
         }
         if let Some(log_id) = &event.log_id {
@@ -445,9 +467,14 @@ impl Pipeline {
     /// order (the sources' [`Sequencer`](crate::source::sequencer::Sequencer)).
     pub async fn process(&self, item: Decoded) -> Report {
         let started = std::time::Instant::now();
+        let input = match &item {
+            Ok(event) if event.is_cloud_event() => "event_stream",
+            Ok(_) => "log",
+            Err(_) => "invalid",
+        };
         self.metrics
             .events_received
-            .with_label_values(&[self.source.as_str()])
+            .with_label_values(&[self.source.as_str(), input])
             .inc();
         self.metrics.inflight_events.inc();
         let email_domain = item

@@ -289,6 +289,8 @@ impl Policy {
         event: &LogEvent,
         profile: Option<&Profile>,
     ) -> Evaluation {
+        // An event that carries the profile (Event Streams) needs no read.
+        let profile = profile.or(event.profile.as_deref());
         let facts = Facts::new(trigger, event, profile);
         let mut roles: Vec<String> = Vec::new();
         let mut matched = Vec::new();
@@ -361,15 +363,7 @@ pub struct Undecided {
     pub key: &'static str,
 }
 
-/// What the Management API tells about a user, as far as the policy needs it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Profile {
-    pub email: Option<String>,
-    pub email_verified: Option<bool>,
-    /// `identities[].connection`, primary identity first.
-    pub connections: Vec<String>,
-    pub app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
-}
+pub use crate::event::Profile;
 
 /// Three-valued truth: a condition may be undecidable without the profile.
 #[derive(Debug, PartialEq)]
