@@ -93,6 +93,20 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
     for (i, rule) in config.policy.rules().iter().enumerate() {
         let _ = writeln!(text, "{}. {rule}", i + 1);
     }
+    let login_only: Vec<&str> = config
+        .policy
+        .rules()
+        .iter()
+        .filter(|r| r.needs_login_context())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !login_only.is_empty() {
+        let _ = writeln!(
+            text,
+            "note: Event Streams events (user.created, user.updated) carry no application or organization: rules {} never fire on them (log-stream logins still trigger them)",
+            login_only.join(", ")
+        );
+    }
     if config.policy.rules().is_empty() {
         let _ = writeln!(text, "policy: no rules (every event ends as no_rule)");
     }

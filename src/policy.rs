@@ -482,6 +482,20 @@ impl Rule {
         }
     }
 
+    /// Whether a `when` condition needs what only a login knows (the application or the
+    /// organization): such a rule never fires on Event Streams events, which carry neither.
+    pub fn needs_login_context(&self) -> bool {
+        self.when.iter().any(|c| {
+            matches!(
+                c,
+                Condition::Field(
+                    Field::ClientId | Field::ClientName | Field::OrganizationId,
+                    _
+                )
+            )
+        })
+    }
+
     /// Whether any condition of this rule may need the user's profile.
     pub fn may_need_profile(&self) -> bool {
         self.when.iter().chain(&self.unless).any(|c| {

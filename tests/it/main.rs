@@ -9,6 +9,7 @@ mod config;
 mod decode;
 mod demo_cli;
 mod deploy_files;
+mod event_streams;
 mod ingest;
 mod kafka;
 mod mgmt;

@@ -873,3 +873,81 @@ fn check_describes_the_sqs_source() {
         "{stdout}"
     );
 }
+
+#[test]
+fn event_streams_cloud_events_through_eventbridge_give_every_user_their_roles_without_profile_reads(
+) {
+    use crate::event_streams::{cloud_stream, MALFORMED};
+    let world = World::new("streams");
+    let tenant = world.tenant(SimConfig::default(), Vec::new());
+    let queues = world.queues("streams");
+    // Event Streams to EventBridge: the detail is the CloudEvent, the detail-type its type. A
+    // second rule routes them to the same queue as the log stream.
+    let rule = "streams-user-events";
+    world.events(
+        "PutRule",
+        json!({
+            "Name": rule,
+            "EventBusName": queues.bus,
+            "EventPattern": json!({"detail-type": ["user.created", "user.updated", "user.deleted"]}).to_string(),
+            "State": "ENABLED",
+        }),
+    );
+    let arn = world.attribute(&queues.url, QueueAttributeName::QueueArn);
+    world.events(
+        "PutTargets",
+        json!({"Rule": rule, "EventBusName": queues.bus, "Targets": [{"Id": "user-events", "Arn": arn}]}),
+    );
+    let (events, expected) = cloud_stream(40);
+    let mut entries: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let kind = event["type"].as_str().unwrap_or_default();
+            json!({
+                "Source": "aws.partner/auth0.com/acme/auth0.events",
+                "DetailType": kind.strip_prefix("com.auth0.").unwrap_or(kind),
+                "Detail": event.to_string(),
+                "EventBusName": queues.bus,
+            })
+        })
+        .collect();
+    entries.push(json!({
+        "Source": "aws.partner/auth0.com/acme/auth0.events",
+        "DetailType": "user.created",
+        "Detail": MALFORMED,
+        "EventBusName": queues.bus,
+    }));
+    for chunk in entries.chunks(10) {
+        let out = world.events("PutEvents", json!({"Entries": chunk}));
+        assert_eq!(out["FailedEntryCount"], json!(0), "{out}");
+    }
+    let mut service = world.service("svc", &tenant, &queues, "visibility_timeout_seconds = 3");
+    service.wait_ready();
+    assert!(
+        wait_for(Duration::from_secs(120), || tenant.roles() == expected
+            && world.depth(&queues.url) == 0
+            && world.depth(&queues.dlq_url) == 1),
+        "not done: {} of {} users, queue {}, dead-letter queue {}\n{}\n{}",
+        tenant.roles().len(),
+        expected.len(),
+        world.depth(&queues.url),
+        world.depth(&queues.dlq_url),
+        service.snapshot(),
+        service.log_text()
+    );
+    assert_tenant_holds_exactly(&tenant.sim, &expected, &[&service]);
+    assert_eq!(
+        tenant.stats().calls_of("get_user"),
+        0,
+        "the events carry the profile"
+    );
+    let bodies = world.bodies(&queues.dlq_url);
+    assert!(
+        bodies.iter().any(|b| b.contains("evt_broken")),
+        "the malformed CloudEvent is the dead letter: {bodies:?}"
+    );
+    service.signal("TERM");
+    assert!(service
+        .wait_exit(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}
