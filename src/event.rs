@@ -1283,6 +1283,55 @@ mod tests {
         assert!(errors[999].ends_with("line 1000"), "{}", errors[999]);
     }
 
+    #[test]
+    fn cloud_events_decode_with_their_profile_in_every_envelope_and_spelling() {
+        let created = r#"{"id":"evt_1","spec_version":"1.0","type":"com.auth0.user.created","time":"2026-11-28T10:00:00Z","source":"urn:auth0:acme:users","data":{"object":{"user_id":"google-oauth2|1","email":"a@b.example","email_verified":true,"identities":[{"connection":"google-oauth2","provider":"google-oauth2"}],"app_metadata":{"plan":"pro"}}}}"#;
+        let bridged = format!(
+            r#"{{"version":"0","detail-type":"anything","source":"aws.partner/auth0.com/acme/auth0.events","detail":{created}}}"#
+        );
+        for body in [created.to_owned(), bridged, format!("[{created}]")] {
+            let items = decode(body.as_bytes());
+            let Some(Ok(event)) = items.first() else {
+                panic!("{body}: {items:?}");
+            };
+            assert_eq!(
+                event.log_id.as_deref(),
+                Some("evt_1"),
+                "the CloudEvent id dedups"
+            );
+            assert_eq!(event.event_type, "user.created");
+            assert_eq!(
+                event.user(),
+                Some("google-oauth2|1"),
+                "the bridge keys by it"
+            );
+            assert_eq!(event.connection.as_deref(), Some("google-oauth2"));
+            assert_eq!(event.email(), Some("a@b.example"));
+            assert_eq!(event.selection(), Selection::Eligible(Trigger::Signup));
+            let profile = event.profile.as_deref().map(|p| p.email_verified);
+            assert_eq!(profile, Some(Some(true)));
+        }
+        let update = |verified: bool| {
+            format!(
+                r#"{{"id":"evt_2","specversion":"1.0","type":"user.updated","data":{{"object":{{"user_id":"auth0|2","email_verified":{verified}}}}}}}"#
+            )
+        };
+        let selection = |body: String| match decode(body.as_bytes()).first() {
+            Some(Ok(event)) => event.selection(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            selection(update(true)),
+            Selection::Eligible(Trigger::EmailVerified)
+        );
+        assert!(matches!(
+            selection(update(false)),
+            Selection::NotEligible(_)
+        ));
+        let broken = r#"{"id":"evt_3","specversion":"1.0","type":"user.created","data":{"object":{"email":"x@y.z"}}}"#;
+        assert!(matches!(decode(broken.as_bytes()).first(), Some(Err(_))));
+    }
+
     proptest! {
         #[test]
         fn every_valid_record_decodes_and_every_garbage_line_is_reported_once(
