@@ -153,7 +153,9 @@ impl LogEvent {
                 _ => Selection::NotEligible("user update without a verified email"),
             },
             "user.deleted" => Selection::NotEligible("user deleted"),
-            "s" => match self.effective_logins_count() {
+            // `scoa` (embedded cross-origin login) and `sens` (native social login) are filed
+            // under Login - Success with the same counts: their first is a first login too.
+            "s" | "scoa" | "sens" => match self.effective_logins_count() {
                 Some(1) => Selection::Eligible(Trigger::FirstLogin),
                 Some(_) => Selection::NotEligible("later login"),
                 None => Selection::NotEligible("login without a count (SSO or silent)"),
@@ -580,6 +582,10 @@ struct Stats {
 #[derive(Default)]
 struct Prompt {
     stats: LenientMap<Stats>,
+    connection: Option<String>,
+    connection_id: Option<String>,
+    strategy: Option<String>,
+    strategy_type: Option<String>,
 }
 
 /// Reads one known field of a JSON object; `Ok(false)` means "not mine, skip the value".
@@ -744,6 +750,10 @@ impl<'de> Fields<'de> for Prompt {
     fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
         match key {
             b"stats" => self.stats = map.next_value()?,
+            b"connection" => self.connection = text(map)?.map(Cow::into_owned),
+            b"connection_id" => self.connection_id = text(map)?.map(Cow::into_owned),
+            b"strategy" => self.strategy = text(map)?.map(Cow::into_owned),
+            b"strategy_type" => self.strategy_type = text(map)?.map(Cow::into_owned),
             _ => return Ok(false),
         }
         Ok(true)
@@ -752,7 +762,25 @@ impl<'de> Fields<'de> for Prompt {
 
 /// The type codes that can trigger an assignment.
 fn is_trigger_type(code: &str) -> bool {
-    matches!(code, "ss" | "s" | "sv")
+    matches!(code, "ss" | "s" | "sv" | "scoa" | "sens")
+}
+
+/// Login type codes that carry logins counts (Login - Success).
+fn is_login_type(code: &str) -> bool {
+    matches!(code, "s" | "scoa" | "sens")
+}
+
+/// The login fields of the first prompt naming a connection: some tenants log `connection`,
+/// `connection_id`, `strategy` and `strategy_type` only inside `details.prompts[]`.
+fn prompt_login_fields(prompts: Option<&RawValue>) -> Option<Prompt> {
+    let raw = prompts?;
+    serde_json::from_str::<LenientSeq<LenientMap<Prompt>>>(raw.get())
+        .ok()
+        .and_then(|list| list.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.0)
+        .find(|p| p.connection.as_deref().is_some_and(|c| !c.is_empty()))
 }
 
 /// The login counts of `details.prompts[]`, in order (null and odd values skipped).
@@ -952,14 +980,17 @@ impl RawLog<'_> {
         let owned = |text: Option<Text<'_>>| text.map(Cow::into_owned);
         let details = self.details.0.unwrap_or_default();
         let logins_count = details.stats.0.and_then(|s| s.logins_count);
-        let prompt_logins_counts = if logins_count.is_some() || event_type != "s" {
+        let login = is_login_type(&event_type);
+        let prompt_logins_counts = if logins_count.is_some() || !login {
             Vec::new()
         } else {
             prompt_counts(details.prompts)
         };
         let may_trigger = match event_type.as_ref() {
             "ss" | "sv" => true,
-            "s" => logins_count.or(prompt_logins_counts.first().copied()) == Some(1),
+            code if is_login_type(code) => {
+                logins_count.or(prompt_logins_counts.first().copied()) == Some(1)
+            }
             _ => false,
         };
         if !may_trigger {
@@ -975,16 +1006,27 @@ impl RawLog<'_> {
                 ..LogEvent::default()
             });
         }
+        let present = |text: &Option<Text<'_>>| text.as_deref().is_some_and(|t| !t.is_empty());
+        let from_prompt = if login && !present(&self.connection) {
+            prompt_login_fields(details.prompts).unwrap_or_default()
+        } else {
+            Prompt::default()
+        };
+        let or_prompt = |top: Option<Text<'_>>, prompt: Option<String>| {
+            top.filter(|t| !t.is_empty())
+                .map(Cow::into_owned)
+                .or(prompt)
+        };
         Ok(LogEvent {
             log_id,
             event_type: event_type.into_owned(),
             date: owned(self.date),
             user_id: owned(self.user_id),
             user_name: owned(self.user_name),
-            connection: owned(self.connection),
-            connection_id: owned(self.connection_id),
-            strategy: owned(self.strategy),
-            strategy_type: owned(self.strategy_type),
+            connection: or_prompt(self.connection, from_prompt.connection),
+            connection_id: or_prompt(self.connection_id, from_prompt.connection_id),
+            strategy: or_prompt(self.strategy, from_prompt.strategy),
+            strategy_type: or_prompt(self.strategy_type, from_prompt.strategy_type),
             client_id: owned(self.client_id),
             client_name: owned(self.client_name),
             organization_id: owned(self.organization_id),
@@ -1330,6 +1372,34 @@ mod tests {
         ));
         let broken = r#"{"id":"evt_3","specversion":"1.0","type":"user.created","data":{"object":{"email":"x@y.z"}}}"#;
         assert!(matches!(decode(broken.as_bytes()).first(), Some(Err(_))));
+    }
+
+    #[test]
+    fn first_logins_of_every_login_success_type_and_fields_only_in_prompts() {
+        let login = |code: &str, count: u64| {
+            format!(
+                r#"{{"log_id":"1","data":{{"type":"{code}","user_id":"auth0|1","connection_id":"","details":{{"prompts":[{{"name":"prompt-authenticate","connection":"corp-azure-ad","connection_id":"con_1","strategy":"waad","strategy_type":"enterprise","stats":{{"loginsCount":{count}}}}}]}}}}}}"#
+            )
+        };
+        for code in ["s", "scoa", "sens"] {
+            let items = decode(login(code, 1).as_bytes());
+            let Some(Ok(event)) = items.first() else {
+                panic!("{code}: {items:?}");
+            };
+            assert_eq!(
+                event.selection(),
+                Selection::Eligible(Trigger::FirstLogin),
+                "{code}"
+            );
+            assert_eq!(event.connection.as_deref(), Some("corp-azure-ad"), "{code}");
+            assert_eq!(event.connection_id.as_deref(), Some("con_1"));
+            assert_eq!(event.strategy.as_deref(), Some("waad"));
+            assert_eq!(event.strategy_type.as_deref(), Some("enterprise"));
+            let later = decode(login(code, 2).as_bytes());
+            assert!(
+                matches!(later.first(), Some(Ok(e)) if e.selection() == Selection::NotEligible("later login"))
+            );
+        }
     }
 
     proptest! {

@@ -151,7 +151,6 @@ fn exact_type_codes_only() {
         "ssa",
         "sapi",
         "seacft",
-        "scoa",
         "ss_sso_success",
         "ss_sso_failure",
         "svr",
