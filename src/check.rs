@@ -107,6 +107,18 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
             login_only.join(", ")
         );
     }
+    let mut warnings = config.policy.warnings();
+    if let Some(auth0) = &config.auth0 {
+        if !auth0.domain.ends_with(".auth0.com") {
+            warnings.push(format!(
+                "auth0.domain {} looks like a custom domain: the Management API audience must be the tenant's canonical domain (e.g. acme.eu.auth0.com), which tokens for a custom domain do not carry",
+                auth0.domain
+            ));
+        }
+    }
+    for warning in warnings {
+        let _ = writeln!(text, "warning: {warning}");
+    }
     if config.policy.rules().is_empty() {
         let _ = writeln!(text, "policy: no rules (every event ends as no_rule)");
     }

@@ -267,6 +267,51 @@ impl Policy {
         self.events.contains(&trigger)
     }
 
+    /// What an Auth0 administrator should know about this policy before trusting it: each
+    /// warning is a sentence naming the rule. None of them stops the service.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let has = |f: &dyn Fn(&Condition) -> bool| rule.when.iter().any(f);
+            if has(&|c| matches!(c, Condition::EmailDomain(_)))
+                && !has(&|c| matches!(c, Condition::EmailVerified(true)))
+                && !has(
+                    &|c| matches!(c, Condition::Event(e) if e.as_slice() == [Trigger::EmailVerified]),
+                )
+            {
+                warnings.push(format!(
+                    "rule \"{}\" trusts email_domain without email_verified = true: anyone can sign up with an address of that domain",
+                    rule.name
+                ));
+            }
+            let fires_on_sv = self.handles(Trigger::EmailVerified)
+                && rule.when.iter().all(|c| match c {
+                    Condition::Event(e) => e.contains(&Trigger::EmailVerified),
+                    _ => true,
+                });
+            if fires_on_sv
+                && has(&|c| matches!(c, Condition::Field(Field::ClientId | Field::ClientName, _)))
+            {
+                warnings.push(format!(
+                    "rule \"{}\" has client conditions but can fire on email_verified events, which Auth0 logs against \"All Applications\": it will not match them",
+                    rule.name
+                ));
+            }
+            let later: Vec<&str> = self.rules[i + 1..]
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            if rule.is_final && !later.is_empty() {
+                warnings.push(format!(
+                    "rule \"{}\" is final: users it matches get none of the later rules ({})",
+                    rule.name,
+                    later.join(", ")
+                ));
+            }
+        }
+        warnings
+    }
+
     /// The rules in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

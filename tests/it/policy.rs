@@ -341,3 +341,43 @@ fn role_names_and_display() {
     assert!(p.rules()[2].may_need_profile());
     assert!(!p.rules()[1].may_need_profile());
 }
+
+#[test]
+fn check_warns_about_untrusted_domains_client_rules_on_verifications_and_final_shadowing() {
+    let policy = must(
+        r#"
+[[policy.rules]]
+name = "staff"
+when = { email_domain = ["corp.example"] }
+assign = ["INTERNAL"]
+final = true
+
+[[policy.rules]]
+name = "app-users"
+when = { client_id = ["app1"] }
+assign = ["APP"]
+
+[[policy.rules]]
+name = "partners"
+when = { email_domain = ["partner.example"], email_verified = true }
+assign = ["PARTNER"]
+"#,
+    );
+    let warnings = policy.warnings();
+    let about = |rule: &str, words: &str| {
+        warnings
+            .iter()
+            .any(|w| w.contains(&format!("\"{rule}\"")) && w.contains(words))
+    };
+    assert!(about("staff", "without email_verified"), "{warnings:?}");
+    assert!(
+        about(
+            "staff",
+            "final: users it matches get none of the later rules (app-users, partners)"
+        ),
+        "{warnings:?}"
+    );
+    assert!(about("app-users", "All Applications"), "{warnings:?}");
+    assert!(!about("partners", "without email_verified"), "{warnings:?}");
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+}
