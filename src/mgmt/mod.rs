@@ -237,8 +237,9 @@ struct Inner {
     stats: Mutex<CallStats>,
     /// Set while calls fail transiently and are being retried; cleared by the next answer.
     failing: AtomicBool,
-    /// The service fault in force, with what the tenant said; cleared by the next answer.
-    blocked: Mutex<Option<(Blocked, String)>>,
+    /// The service fault in force, with what the tenant said and the operation refused;
+    /// cleared by the next answer (a scope fault only by an answer to that operation).
+    blocked: Mutex<Option<(Blocked, String, Operation)>>,
     /// Set once `connect` finished: from then on service faults make calls wait instead of
     /// failing (at start-up they stop the service with the explanation).
     serving: AtomicBool,
@@ -406,7 +407,21 @@ impl MgmtClient {
 
     /// The service fault in force (the tenant refuses the service), with its detail.
     pub fn blocked(&self) -> Option<(Blocked, String)> {
-        lock(&self.inner.blocked).clone()
+        lock(&self.inner.blocked)
+            .as_ref()
+            .map(|(blocked, said, _)| (*blocked, said.clone()))
+    }
+
+    /// `operation` was answered: the failing state clears, unless a scope is still missing
+    /// for another operation (a read succeeding says nothing about a refused write).
+    fn answered(&self, operation: Option<Operation>) {
+        let scope_still_missing = matches!(
+            &*lock(&self.inner.blocked),
+            Some((Blocked::Scope, _, refused)) if Some(*refused) != operation
+        );
+        if !scope_still_missing {
+            self.set_failing(false);
+        }
     }
 
     /// From now on, service faults make calls wait (and retry) instead of returning errors.
@@ -431,8 +446,8 @@ impl MgmtClient {
         }
     }
 
-    fn set_blocked(&self, blocked: Option<(Blocked, String)>) {
-        let reason = blocked.as_ref().map(|(b, _)| *b);
+    fn set_blocked(&self, blocked: Option<(Blocked, String, Operation)>) {
+        let reason = blocked.as_ref().map(|(b, _, _)| *b);
         *lock(&self.inner.blocked) = blocked;
         for b in Blocked::ALL {
             self.inner
@@ -489,7 +504,7 @@ impl MgmtClient {
             .inc();
         self.set_failing(true);
         if let Transient::Refused(blocked, detail) = &why {
-            self.set_blocked(Some((*blocked, detail.clone())));
+            self.set_blocked(Some((*blocked, detail.clone(), operation)));
         }
         {
             let mut stats = lock(&self.inner.stats);
@@ -622,7 +637,7 @@ impl MgmtClient {
                 self.inner.metrics.mgmt_rate_limit_remaining.set(remaining);
             }
             if status.is_success() {
-                self.set_failing(false);
+                self.answered(Some(operation));
                 return Ok(Answer { status, body });
             }
             match status.as_u16() {
@@ -677,7 +692,7 @@ impl MgmtClient {
                     .await;
                 }
                 code => {
-                    self.set_failing(false);
+                    self.answered(Some(operation));
                     let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
                     return Err(MgmtError::Permanent {
                         operation: operation.as_str(),
@@ -900,8 +915,12 @@ async fn probe_until_answered(client: &MgmtClient) {
         );
         match status {
             Some(status) if status.is_success() => {
-                tracing::info!("probe: the tenant accepts the service again; resuming");
-                client.set_failing(false);
+                // A missing scope is proven fixed only by the refused call itself (it retries
+                // on its own); everything else clears here.
+                client.answered(None);
+                if !client.is_failing() {
+                    tracing::info!("probe: the tenant accepts the service again; resuming");
+                }
             }
             Some(status) if status.as_u16() == 401 => client.inner.token.invalidate(&token).await,
             _ => {}

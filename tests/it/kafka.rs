@@ -461,3 +461,207 @@ fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
     world.wait_done(&stream, &next);
     world.shutdown();
 }
+
+/// Switches the simulated tenant through its admin API's in-process form.
+fn control(world: &World, control: mgmt_sim::ControlRequest) {
+    world.sim.apply_control(&control);
+}
+
+/// Offsets committed so far, summed over the partitions (-1 counted as 0).
+fn committed_total(world: &World) -> i64 {
+    committed(
+        &world.broker.bootstrap(),
+        &world.group,
+        &world.topic,
+        PARTITIONS,
+    )
+    .into_iter()
+    .map(|o| o.max(0))
+    .sum()
+}
+
+#[test]
+fn revoked_credentials_and_a_removed_scope_make_events_wait_then_every_user_gets_the_roles() {
+    let world = World::new("service-faults", sim_accepting_anyone(), Vec::new());
+    let stream = generate::mixed(31, 600, 0);
+    let third = stream.records.len() / 3;
+    let (first, rest) = stream.records.split_at(third);
+    let (second, last) = rest.split_at(third);
+    let service = world.service("svc", false, "max_inflight = 100");
+    service.wait_ready();
+    world.produce(first);
+    assert!(wait_for(Duration::from_secs(60), || world.all_committed()));
+
+    for (cause, switch_on, switch_off, records) in [
+        (
+            "credentials",
+            mgmt_sim::ControlRequest {
+                credentials_revoked: Some(true),
+                ..Default::default()
+            },
+            mgmt_sim::ControlRequest {
+                credentials_revoked: Some(false),
+                ..Default::default()
+            },
+            second,
+        ),
+        (
+            "scope",
+            mgmt_sim::ControlRequest {
+                denied_scopes: Some(
+                    ["create:role_members", "update:users", "update:roles"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ),
+                ..Default::default()
+            },
+            mgmt_sim::ControlRequest {
+                denied_scopes: Some(Vec::new()),
+                ..Default::default()
+            },
+            last,
+        ),
+    ] {
+        let before = committed_total(&world);
+        control(&world, switch_on);
+        world.produce(records);
+        let gauge = format!("reason=\"{cause}\"");
+        assert!(
+            wait_for(Duration::from_secs(30), || {
+                service.metric("auth0_default_roles_mgmt_api_blocked", &gauge) == 1.0
+            }),
+            "{cause}: the service fault did not show\n{}\n{}",
+            service.snapshot(),
+            service.log_text()
+        );
+        service.assert_not_ready_because(cause);
+        // The events wait: nothing past the first waiting one is committed while blocked.
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(
+            service.metric("auth0_default_roles_mgmt_api_blocked", &gauge) == 1.0,
+            "{cause}: still refused, still blocked"
+        );
+        let during = committed_total(&world);
+        assert!(
+            during - before < records.len() as i64,
+            "{cause}: {} of {} offsets committed while the tenant refused the service",
+            during - before,
+            records.len()
+        );
+        assert!(
+            !world.all_committed(),
+            "{cause}: everything committed while blocked"
+        );
+        control(&world, switch_off);
+        assert!(
+            wait_for(Duration::from_secs(90), || world.all_committed()),
+            "{cause}: not resumed\n{}\n{}",
+            service.snapshot(),
+            service.log_text()
+        );
+        assert_eq!(
+            service.metric("auth0_default_roles_mgmt_api_blocked", &gauge),
+            0.0,
+            "{cause}: cleared"
+        );
+    }
+    world.wait_done(&stream, &service);
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"failed\""
+        ),
+        0.0,
+        "a service fault never fails an event\n{}",
+        service.snapshot()
+    );
+    assert_eq!(service.get("/readyz").map(|(s, _)| s), Some(200));
+    assert!(
+        service.log_text().contains("to fix"),
+        "the warning says what to fix"
+    );
+    world.shutdown();
+}
+
+#[test]
+fn garbage_rate_limit_headers_and_cut_off_bodies_never_panic_and_lose_no_user() {
+    let world = World::new(
+        "garbage",
+        SimConfig {
+            accept_any_user: true,
+            rate_per_second: 20.0,
+            burst: 5,
+            garbage_rate_limit_headers: Some("NaN".to_owned()),
+            cut_body_rate: 0.2,
+            ..SimConfig::default()
+        },
+        Vec::new(),
+    );
+    let stream = generate::mixed(32, 300, 0);
+    let service = world.service("svc", false, "");
+    service.wait_ready();
+    world.produce(&stream.records);
+    world.wait_done(&stream, &service);
+    assert!(
+        world.sim.stats().rate_limited > 0 && world.sim.stats().bodies_cut > 0,
+        "the faults happened: {:?}",
+        world.sim.stats()
+    );
+    assert_eq!(
+        service.metric("auth0_default_roles_task_panics_total", ""),
+        0.0
+    );
+    assert!(
+        !service.log_text().contains("panicked"),
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"failed\""
+        ),
+        0.0
+    );
+    world.shutdown();
+}
+
+#[test]
+fn at_start_up_revoked_credentials_or_a_missing_scope_stop_with_exit_2_and_the_reason() {
+    let world = World::new("startup-faults", sim_accepting_anyone(), Vec::new());
+    for (name, switch, words) in [
+        (
+            "revoked",
+            mgmt_sim::ControlRequest {
+                credentials_revoked: Some(true),
+                ..Default::default()
+            },
+            "client id or secret is wrong",
+        ),
+        (
+            "no-read-roles",
+            mgmt_sim::ControlRequest {
+                credentials_revoked: Some(false),
+                denied_scopes: Some(vec!["read:roles".to_owned()]),
+                ..Default::default()
+            },
+            "read:roles",
+        ),
+    ] {
+        control(&world, switch);
+        let mut service = world.service(name, false, "");
+        let status = service.wait_exit(Duration::from_secs(30));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "{name}\n{}",
+            service.log_text()
+        );
+        assert!(
+            service.log_text().contains(words),
+            "{name}: {}",
+            service.log_text()
+        );
+    }
+    world.shutdown();
+}
