@@ -338,3 +338,61 @@ fn bridge_mode_produces_keyed_by_user_and_answers_503_while_the_broker_is_down()
         ) >= 1.0
     );
 }
+
+#[test]
+fn direct_mode_answers_503_never_200_while_the_tenant_refuses_the_service() {
+    let rt = runtime();
+    let (sim, running) = sim(&rt);
+    let dir = temp_dir("ingest-refused");
+    let (port, metrics) = (free_port(), free_port());
+    let backend = format!(
+        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
+        running.base_url
+    );
+    let config = write_ingest_config(
+        &dir,
+        "direct",
+        port,
+        metrics,
+        &backend,
+        "direct_deadline_seconds = 2",
+    );
+    let service = start_ingest(&dir, &config, port, metrics);
+    let stream = generate::mixed(23, 60, 0);
+    sim.apply_control(&mgmt_sim::ControlRequest {
+        denied_scopes: Some(
+            ["create:role_members", "update:users", "update:roles"]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        ..Default::default()
+    });
+    let (status, answer) = post(port, &jsonl(&stream.records), Some(TOKEN));
+    assert_eq!(
+        status, 503,
+        "refused writes must not be acknowledged: {answer}"
+    );
+    service.assert_not_ready_because("scope");
+    assert!(sim.role_sets().is_empty());
+    sim.apply_control(&mgmt_sim::ControlRequest {
+        denied_scopes: Some(Vec::new()),
+        ..Default::default()
+    });
+    // Auth0 retries the delivery; the events that waited meanwhile are done or finish now.
+    assert!(
+        wait_for(Duration::from_secs(90), || {
+            post(port, &jsonl(&stream.records), Some(TOKEN)).0 == 200
+                && sim.role_sets() == stream.expected
+        }),
+        "not recovered\n{}",
+        service.log_text()
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"failed\""
+        ),
+        0.0
+    );
+    rt.block_on(running.shutdown());
+}
