@@ -259,10 +259,16 @@ pub type Decoded = Result<LogEvent, DecodeError>;
 ///   value.
 pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
     let mut out = Vec::new();
-    if first_value_spans_lines(bytes) {
-        decode_documents(bytes, &mut out);
-    } else {
-        decode_lines(bytes, 1, &mut out);
+    if decode_lines(bytes, 1, &mut out) == Layout::Document {
+        // The first line opens a value it does not close: a pretty-printed document when
+        // that value parses across lines, else a truncated first line of JSON Lines.
+        out = if first_value_parses(bytes) {
+            let mut documents = Vec::new();
+            decode_documents(bytes, &mut documents);
+            documents
+        } else {
+            decode_json_lines(bytes, 1)
+        };
     }
     if out.is_empty() {
         out.push(Err(DecodeError::new("empty payload: no JSON value", None)));
@@ -270,15 +276,18 @@ pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
     out
 }
 
-/// Whether the first JSON value parses and its text covers more than one line.
-fn first_value_spans_lines(bytes: &[u8]) -> bool {
-    let start = skip_whitespace(bytes, 0);
-    let mut values =
-        serde_json::Deserializer::from_slice(&bytes[start..]).into_iter::<de::IgnoredAny>();
-    match values.next() {
-        Some(Ok(_)) => bytes[start..start + values.byte_offset()].contains(&b'\n'),
-        _ => false,
-    }
+/// Whether the first JSON value of `bytes` parses.
+fn first_value_parses(bytes: &[u8]) -> bool {
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<de::IgnoredAny>();
+    matches!(values.next(), Some(Ok(_)))
+}
+
+/// What the first non-blank line says of an input's layout.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    JsonLines,
+    /// Its first value goes on past the first line: a pretty-printed document or array.
+    Document,
 }
 
 /// Whether `line`, the first non-blank line of an input, stands alone: every value on it
@@ -299,16 +308,31 @@ pub fn first_line_stands_alone(line: &[u8]) -> bool {
 /// the first line of `bytes` in its input, for error messages. For inputs read in chunks.
 pub fn decode_json_lines(bytes: &[u8], first_line: usize) -> Vec<Decoded> {
     let mut out = Vec::new();
-    decode_lines(bytes, first_line, &mut out);
+    let mut seen_a_line = true;
+    decode_lines_after(bytes, first_line, &mut out, &mut seen_a_line);
     out
 }
 
-/// JSON Lines: each non-blank line is decoded on its own.
-fn decode_lines(bytes: &[u8], first_line: usize, out: &mut Vec<Decoded>) {
+/// JSON Lines: each non-blank line is decoded on its own (one parse per line). Stops at once
+/// with `Layout::Document`, having decoded nothing, when the first non-blank line holds the
+/// beginning of a value that goes on past it.
+fn decode_lines(bytes: &[u8], first_line: usize, out: &mut Vec<Decoded>) -> Layout {
+    let mut seen_a_line = false;
+    decode_lines_after(bytes, first_line, out, &mut seen_a_line)
+}
+
+fn decode_lines_after(
+    bytes: &[u8],
+    first_line: usize,
+    out: &mut Vec<Decoded>,
+    seen_a_line: &mut bool,
+) -> Layout {
     for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        let first = !*seen_a_line;
+        *seen_a_line = true;
         let mut values = serde_json::Deserializer::from_slice(line).into_iter::<TopLevel>();
         let mut items = Vec::new();
         let failed = loop {
@@ -319,6 +343,7 @@ fn decode_lines(bytes: &[u8], first_line: usize, out: &mut Vec<Decoded>) {
             }
         };
         match failed {
+            Some(err) if first && err.is_eof() => return Layout::Document,
             None => out.append(&mut items),
             Some(err) => out.push(Err(DecodeError::new(
                 syntax_reason(&err, first_line + index),
@@ -326,6 +351,7 @@ fn decode_lines(bytes: &[u8], first_line: usize, out: &mut Vec<Decoded>) {
             ))),
         }
     }
+    Layout::JsonLines
 }
 
 /// Documents: a stream of values; after a syntax error, on from the next line opening a value.
@@ -1296,6 +1322,17 @@ mod tests {
         assert!(errors[0].contains("truncated JSON") && errors[0].contains("line 2"));
         assert!(errors[1].contains("string"), "{errors:?}");
         assert!(errors[2].contains("number"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_truncated_first_line_costs_only_itself() {
+        let body = format!(
+            "{{\"log_id\": \"1\", \"data\": {{\"type\": \"ss\", \"user_id\": \n  {}\n",
+            record(2)
+        );
+        let items = decode(body.as_bytes());
+        assert_eq!(ok_ids(&items), vec![format!("{:056}", 2)]);
+        assert_eq!(errors(&items).len(), 1, "{:?}", errors(&items));
     }
 
     #[test]
