@@ -83,6 +83,14 @@ impl Dedup {
         }
     }
 
+    /// The roles this process gave `user_id` recently (empty when none, or forgotten).
+    pub fn given_roles(&self, user_id: &str) -> Vec<String> {
+        self.assigned
+            .get(user_id)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Records that `user_id` now holds `roles`.
     pub fn mark_assigned(&self, user_id: &str, roles: &[String]) {
         let mut held = self

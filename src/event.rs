@@ -64,6 +64,9 @@ pub struct Profile {
     /// `identities[].connection`, primary identity first.
     pub connections: Vec<String>,
     pub app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The roles the user holds, when known: ids read with `GET /api/v2/users/{id}/roles`, or
+    /// the names this service gave the user recently. Only `has_roles` reads it.
+    pub roles: Option<Vec<String>>,
 }
 
 /// The user of a CloudEvent's `data.object` (lenient: fields of another type read as absent).
@@ -1012,6 +1015,7 @@ impl RawLog<'_> {
                     .filter_map(|i| i.connection)
                     .collect(),
                 app_metadata: profile.app_metadata,
+                roles: None,
             })),
             ..LogEvent::default()
         })

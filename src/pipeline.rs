@@ -523,6 +523,35 @@ impl Pipeline {
         report
     }
 
+    /// Reads what the undecided conditions need, and only that: the user (`GET /users/{id}`)
+    /// unless the event carries the profile or only `has_roles` is undecided; the user's roles
+    /// (`GET /users/{id}/roles`) for `has_roles`, unless this service gave the user roles
+    /// recently (those count, and prove the answer).
+    async fn read_profile(
+        &self,
+        client: &MgmtClient,
+        event: &LogEvent,
+        undecided: &[Undecided],
+    ) -> Result<Profile, crate::mgmt::MgmtError> {
+        let user = event.user().unwrap_or_default();
+        let needs_roles = undecided.iter().any(|u| u.key == "has_roles");
+        let needs_user = undecided.iter().any(|u| u.key != "has_roles");
+        let mut profile = match (&event.profile, needs_user) {
+            (Some(profile), _) => (**profile).clone(),
+            (None, true) => client.get_user(user).await?,
+            (None, false) => Profile::default(),
+        };
+        if needs_roles {
+            let given = self.processor.dedup().given_roles(user);
+            profile.roles = Some(if given.is_empty() {
+                client.get_user_role_ids(user).await?
+            } else {
+                given
+            });
+        }
+        Ok(profile)
+    }
+
     async fn run(&self, item: Decoded) -> Report {
         let step = match self.processor.start(item) {
             Step::NeedsProfile {
@@ -531,8 +560,7 @@ impl Pipeline {
                 undecided,
             } => match (&self.client, self.mode) {
                 (Some(client), Mode::DryRun | Mode::Live) => {
-                    let user = event.user().unwrap_or_default().to_owned();
-                    match client.get_user(&user).await {
+                    match self.read_profile(client, &event, &undecided).await {
                         Ok(profile) => self
                             .processor
                             .decide_with_profile(&event, trigger, &profile),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::event::{email_domain, LogEvent, Trigger};
 
 /// The condition keys a rule may use in `when` and `unless`.
-pub const CONDITION_KEYS: [&str; 12] = [
+pub const CONDITION_KEYS: [&str; 13] = [
     "event",
     "connection",
     "connection_id",
@@ -23,6 +23,7 @@ pub const CONDITION_KEYS: [&str; 12] = [
     "email_domain",
     "email_verified",
     "app_metadata",
+    "has_roles",
 ];
 
 /// The keys a rule may have.
@@ -111,6 +112,9 @@ pub enum Condition {
     /// Lowercased domains; a leading `*.` matches any subdomain.
     EmailDomain(Vec<String>),
     EmailVerified(bool),
+    /// Whether the user holds any role at all (`GET /api/v2/users/{id}/roles` when a rule
+    /// needs it; roles this service gave the user count).
+    HasRoles(bool),
     /// `app_metadata.<key>` of the user's profile equals the given JSON value.
     AppMetadata(BTreeMap<String, serde_json::Value>),
 }
@@ -166,6 +170,7 @@ impl Condition {
             Condition::Field(field, _) => field.key(),
             Condition::EmailDomain(_) => "email_domain",
             Condition::EmailVerified(_) => "email_verified",
+            Condition::HasRoles(_) => "has_roles",
             Condition::AppMetadata(_) => "app_metadata",
         }
     }
@@ -185,6 +190,7 @@ impl fmt::Display for Condition {
                 write!(f, "email domain is any of [{}]", domains.join(", "))
             }
             Condition::EmailVerified(v) => write!(f, "email_verified is {v}"),
+            Condition::HasRoles(v) => write!(f, "has_roles is {v}"),
             Condition::AppMetadata(pairs) => {
                 let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                 write!(f, "app_metadata has {}", parts.join(", "))
@@ -487,6 +493,10 @@ impl<'a> Facts<'a> {
                     None => Truth::Unknown(vec!["email_verified"]),
                 }
             }
+            Condition::HasRoles(wanted) => match self.profile.and_then(|p| p.roles.as_ref()) {
+                Some(roles) => decided(roles.is_empty() != *wanted),
+                None => Truth::Unknown(vec!["has_roles"]),
+            },
             Condition::AppMetadata(pairs) => match self.profile {
                 None => Truth::Unknown(vec!["app_metadata"]),
                 Some(p) => decided(pairs.iter().all(|(key, wanted)| {
@@ -549,6 +559,7 @@ impl Rule {
                 Condition::EmailDomain(_)
                     | Condition::EmailVerified(_)
                     | Condition::AppMetadata(_)
+                    | Condition::HasRoles(_)
                     | Condition::Field(Field::Connection, _)
             )
         })
@@ -635,6 +646,10 @@ fn parse_conditions(
             }
             "email_verified" => match value {
                 serde_json::Value::Bool(b) => Condition::EmailVerified(*b),
+                other => return Err(bad(key, format!("expected true or false, got {other}"))),
+            },
+            "has_roles" => match value {
+                serde_json::Value::Bool(b) => Condition::HasRoles(*b),
                 other => return Err(bad(key, format!("expected true or false, got {other}"))),
             },
             "app_metadata" => match value {

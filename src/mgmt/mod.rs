@@ -740,6 +740,7 @@ impl MgmtClient {
                 .filter_map(|i| i.connection)
                 .collect(),
             app_metadata: user.app_metadata,
+            roles: None,
         })
     }
 

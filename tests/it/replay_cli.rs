@@ -411,3 +411,103 @@ fn replay_reports_unreadable_input_and_missing_secret() {
     assert_eq!(no_secret.status.code(), Some(2));
     assert!(text(&no_secret.stderr).contains("AUTH0_CLIENT_SECRET"));
 }
+
+#[test]
+fn has_roles_gives_the_default_role_only_to_users_without_any_role() {
+    use mgmt_sim::{Seed, SeedRole, SeedUser, SimConfig, Simulator};
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut holder = SeedUser::new("auth0|holder");
+    holder.roles = vec!["PARTNER".to_owned()];
+    let seed = Seed {
+        roles: ["Viewer", "PARTNER"]
+            .iter()
+            .map(|r| SeedRole::named(*r))
+            .collect(),
+        users: vec![
+            holder,
+            SeedUser::new("auth0|fresh"),
+            SeedUser::new("auth0|twice"),
+        ],
+    };
+    let sim = Simulator::new(SimConfig::default(), seed);
+    let running = runtime
+        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("adr-has-roles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("has-roles.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[auth0]
+domain = "sim.auth0.local"
+client_id = "sim-client"
+base_url = "{}"
+requests_per_second = 100
+burst = 100
+
+[[policy.rules]]
+name = "default-viewer"
+unless = {{ has_roles = true }}
+assign = ["Viewer"]
+"#,
+            running.base_url
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let event = |id: u32, user: &str, kind: &str, count: &str| {
+        format!(
+            r#"{{"log_id":"{id:056}","data":{{"type":"{kind}","user_id":"{user}","connection":"Username-Password-Authentication","details":{{"stats":{{"loginsCount":{count}}}}}}}}}"#
+        )
+    };
+    let input = [
+        event(1, "auth0|holder", "ss", "null"),
+        event(2, "auth0|fresh", "ss", "null"),
+        event(3, "auth0|twice", "ss", "null"),
+        event(4, "auth0|twice", "s", "1"),
+    ]
+    .join("\n");
+    let input_file = dir.join("events.jsonl");
+    std::fs::write(&input_file, input).unwrap_or_else(|e| panic!("{e}"));
+    let out = run_with_env(
+        &[
+            "replay",
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--output",
+            "jsonl",
+            "--concurrency",
+            "1",
+            input_file.to_str().unwrap_or_default(),
+        ],
+        &[("AUTH0_CLIENT_SECRET", "sim-secret")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let users = sim.users_with_roles();
+    assert_eq!(
+        users.get("auth0|holder"),
+        Some(&vec!["PARTNER".to_owned()]),
+        "{users:?}"
+    );
+    assert_eq!(users.get("auth0|fresh"), Some(&vec!["Viewer".to_owned()]));
+    assert_eq!(users.get("auth0|twice"), Some(&vec!["Viewer".to_owned()]));
+    let lines = text(&out.stdout);
+    assert_eq!(
+        lines.matches("\"no_rule\"").count(),
+        2,
+        "holder's signup, twice's login: {lines}"
+    );
+    // One roles read per user; the second trigger of `twice` knows from what it was given.
+    assert_eq!(
+        sim.stats().calls_of("get_user_roles"),
+        3,
+        "{:?}",
+        sim.stats()
+    );
+    assert_eq!(
+        sim.stats().calls_of("get_user"),
+        0,
+        "has_roles needs no profile read"
+    );
+    runtime.block_on(running.shutdown());
+}

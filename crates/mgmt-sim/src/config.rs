@@ -126,6 +126,9 @@ pub struct SeedUser {
     pub connection: Option<String>,
     #[serde(default)]
     pub app_metadata: Option<serde_json::Value>,
+    /// Names of roles the user already holds (roles of the seed; unknown names are ignored).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl SeedUser {

@@ -133,7 +133,16 @@ impl Tenant {
             tenant.add_role(role);
         }
         for user in seed.users {
+            let held: BTreeSet<String> = user
+                .roles
+                .iter()
+                .filter_map(|name| tenant.role_id(name))
+                .collect();
+            let user_id = user.user_id.clone();
             tenant.upsert_user(user);
+            if let Some(stored) = tenant.users.get_mut(&user_id) {
+                stored.role_ids.extend(held);
+            }
         }
         tenant
     }
@@ -442,6 +451,7 @@ mod tests {
             email_verified: Some(true),
             connection: Some("corp".into()),
             app_metadata: Some(json!({})),
+            roles: Vec::new(),
         });
         let user = t.user_json("samlp|corp/alice", false).unwrap_or_default();
         assert_eq!(user["identities"][0]["provider"], "samlp");

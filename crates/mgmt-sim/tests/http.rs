@@ -33,6 +33,7 @@ fn seed() -> Seed {
                 email_verified: Some(true),
                 connection: None,
                 app_metadata: Some(json!({"plan": "pro"})),
+                roles: Vec::new(),
             },
             SeedUser::new("auth0|def"),
             SeedUser {
@@ -41,6 +42,7 @@ fn seed() -> Seed {
                 email_verified: Some(false),
                 connection: Some("corp-saml".into()),
                 app_metadata: None,
+                roles: Vec::new(),
             },
         ],
     }
