@@ -19,6 +19,10 @@ export TANSU_BIN
 MOTO_SERVER="$(bash scripts/install-moto.sh)"
 export MOTO_SERVER
 
+# The operations tests need Prometheus and promtool: Debian's package, installed once.
+PROMETHEUS_DIR="$(bash scripts/install-prometheus.sh)"
+export PROMETHEUS_BIN="$PROMETHEUS_DIR/prometheus" PROMTOOL_BIN="$PROMETHEUS_DIR/promtool"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --workspace --all-targets --locked -- -D warnings"

@@ -361,10 +361,22 @@ fn alerts_are_prometheus_rule_groups() {
     assert!(has(r#"outcome="failed""#), "no failed-assignments alert");
     assert!(has(r#"status="429""#), "no 429-ratio alert");
     assert!(
-        has("last_processed_event_timestamp_seconds"),
-        "no no-events alert"
+        has("increase(auth0_default_roles_events_processed_total[15m])) == 0"),
+        "no traffic-aware no-events alert"
     );
     assert!(has("mgmt_api_failing"), "no Management-API-failing alert");
+    assert!(
+        has("mgmt_api_blocked"),
+        "no tenant-refuses-the-service alert"
+    );
+    for rule in &alert_rules() {
+        let name = text_at(rule, "alert", rel);
+        let runbook = text_at(rule, "annotations.runbook", rel);
+        assert!(
+            !runbook.trim().is_empty(),
+            "{rel}: {name}: no runbook annotation"
+        );
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod event_streams;
 mod ingest;
 mod kafka;
 mod mgmt;
+mod ops;
 mod policy;
 mod replay_cli;
 mod sqs;

@@ -1,0 +1,222 @@
+//! Operations on a real Prometheus (Debian's `prometheus` and `promtool`, installed by the test
+//! command): the alert rules and their unit tests, the shipped config, and a real scrape of a
+//! running instance in which every alert and every dashboard panel expression must evaluate.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A binary named by an environment variable (set by `scripts/test.sh`), else from `PATH`.
+fn tool(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn promtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new(tool("PROMTOOL_BIN", "promtool"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool not found ({e}): run `bash scripts/install-prometheus.sh` or `bash scripts/test.sh`")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A Prometheus config scraping `target` every second and evaluating the shipped rules.
+fn prometheus_config(dir: &Path, target: &str) -> PathBuf {
+    let text = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: auth0-default-roles\n    static_configs:\n      - targets: [\"{target}\"]\n",
+        repo("config/alerts.yml").display()
+    );
+    let path = dir.join("prometheus.yml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+#[test]
+fn the_alert_rules_load_and_their_unit_tests_pass() {
+    let (ok, text) = promtool(&[
+        "check",
+        "rules",
+        &repo("config/alerts.yml").to_string_lossy(),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = promtool(&[
+        "test",
+        "rules",
+        &repo("config/alerts_test.yml").to_string_lossy(),
+    ]);
+    assert!(ok, "{text}");
+    let dir = temp_dir("promtool");
+    let config = prometheus_config(&dir, "127.0.0.1:9464");
+    let (ok, text) = promtool(&["check", "config", &config.to_string_lossy()]);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn the_kubernetes_manifests_build_with_kustomize_when_kubectl_is_there() {
+    let Ok(out) = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo("deploy/kubernetes"))
+        .output()
+    else {
+        eprintln!("SKIPPED: kubectl is not installed, `kubectl kustomize deploy/kubernetes` was not checked");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifests = String::from_utf8_lossy(&out.stdout);
+    for kind in ["kind: Deployment", "kind: ConfigMap", "kind: Service"] {
+        assert!(manifests.contains(kind), "{kind} missing");
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET /api/v1/...` of Prometheus, as JSON.
+fn api(port: u16, path: &str) -> Option<Value> {
+    let (status, body) = http_get(port, path)?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn query(port: u16, expr: &str) -> Value {
+    let encoded =
+        percent_encoding::utf8_percent_encode(expr, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let path = format!("/api/v1/query?query={encoded}");
+    let (status, body) = http_get(port, &path).unwrap_or_else(|| panic!("no answer to {expr}"));
+    assert_eq!(status, 200, "{expr}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{expr}: {e}: {body}"))
+}
+
+/// Every `expr` of the dashboard, with Grafana's variables replaced.
+fn dashboard_exprs() -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("expr", Value::String(s)) => out.push(s.replace("$__rate_interval", "1m")),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(repo("config/grafana/dashboards/auth0-default-roles.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dashboard: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    walk(&dashboard, &mut out);
+    out
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_service_and_every_alert_and_panel_expression_evaluates() {
+    let dir = temp_dir("prometheus");
+    let service_port = free_port();
+    let demo = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args(["demo", "--keep-running", "--events", "300", "--listen"])
+        .arg(format!("127.0.0.1:{service_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("demo: {e}"));
+    let _demo = Killed(demo);
+    let port = free_port();
+    let config = prometheus_config(&dir, &format!("127.0.0.1:{service_port}"));
+    let prometheus = Command::new(tool("PROMETHEUS_BIN", "prometheus"))
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("prometheus not found ({e}): run `bash scripts/install-prometheus.sh`")
+        });
+    let _prometheus = Killed(prometheus);
+
+    // The target is up and the service's series are there.
+    assert!(
+        wait_for(Duration::from_secs(90), || {
+            api(port, "/api/v1/targets").is_some_and(|t| {
+                t["data"]["activeTargets"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|t| t["health"] == "up"))
+            }) && query(port, "auth0_default_roles_events_processed_total")["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        }),
+        "Prometheus never scraped the demo"
+    );
+    // Every rule was evaluated, without error.
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            api(port, "/api/v1/rules").is_some_and(|rules| {
+                let all: Vec<&Value> = rules["data"]["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                    .collect();
+                !all.is_empty()
+                    && all.iter().all(|r| {
+                        r["health"] == "ok" && r["lastEvaluation"] != "0001-01-01T00:00:00Z"
+                    })
+            })
+        }),
+        "rules not all healthy: {:?}",
+        api(port, "/api/v1/rules")
+    );
+    // Every alert expression and every dashboard panel expression evaluates.
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo("config/alerts.yml")).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut exprs: Vec<String> = rules["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().into_iter().flatten())
+        .filter_map(|r| r["expr"].as_str().map(str::to_owned))
+        .collect();
+    let panels = dashboard_exprs();
+    assert!(panels.len() >= 10, "the dashboard's expressions were found");
+    exprs.extend(panels);
+    for expr in &exprs {
+        let answer = query(port, expr);
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+    }
+    // A typo is caught by the same check (the test would fail on a misspelled function).
+    let typo = http_get(port, "/api/v1/query?query=sum(rat(x%5B1m%5D))");
+    assert!(typo.is_some_and(|(status, _)| status == 400));
+}
