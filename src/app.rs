@@ -257,7 +257,11 @@ fn ingest_state(
     let backend = match (settings.mode, pipeline) {
         (IngestMode::Direct, Some(pipeline)) => {
             health.set_source_connected(true);
-            ingest::Backend::Direct(ingest::Direct::new(pipeline, settings.direct_deadline))
+            ingest::Backend::Direct(ingest::Direct::new(
+                pipeline,
+                settings.direct_deadline,
+                settings.max_inflight,
+            ))
         }
         _ => {
             let Some(SourceSettings::Kafka(kafka)) = &config.source else {
@@ -272,10 +276,8 @@ fn ingest_state(
             ingest::Backend::Bridge(bridge)
         }
     };
-    Ok((
-        settings,
-        ingest::IngestState::new(token, Arc::clone(metrics), backend),
-    ))
+    let state = ingest::IngestState::new(&settings, token, Arc::clone(metrics), backend);
+    Ok((settings, state))
 }
 
 /// The pipeline of a command that talks to the tenant: `[auth0]` and its secret required, a

@@ -84,6 +84,11 @@ struct IngestSection {
     token: Option<toml::Value>,
     max_body_bytes: Option<usize>,
     direct_deadline_seconds: Option<f64>,
+    max_inflight: Option<i64>,
+    header_read_timeout_seconds: Option<i64>,
+    body_read_timeout_seconds: Option<i64>,
+    max_connections: Option<i64>,
+    shutdown_grace_seconds: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -799,6 +804,8 @@ fn ingest_settings(section: IngestSection) -> Result<IngestSettings, ConfigError
             "must be between 0 and 120 (Auth0 gives up on slow answers)",
         ));
     }
+    let count = |v: i64| usize::try_from(v).unwrap_or(1);
+    let seconds = |v: i64| Duration::from_secs(u64::try_from(v).unwrap_or(1));
     Ok(IngestSettings {
         listen,
         path,
@@ -806,6 +813,41 @@ fn ingest_settings(section: IngestSection) -> Result<IngestSettings, ConfigError
         token_file: section.token_file,
         max_body_bytes,
         direct_deadline: Duration::from_secs_f64(deadline),
+        max_inflight: count(int_in(
+            "ingest.max_inflight",
+            section.max_inflight,
+            1000,
+            1..=1_000_000,
+            " (direct mode: events in flight; a delivery beyond it gets 503)",
+        )?),
+        header_read_timeout: seconds(int_in(
+            "ingest.header_read_timeout_seconds",
+            section.header_read_timeout_seconds,
+            10,
+            1..=30,
+            "",
+        )?),
+        body_read_timeout: seconds(int_in(
+            "ingest.body_read_timeout_seconds",
+            section.body_read_timeout_seconds,
+            30,
+            1..=300,
+            "",
+        )?),
+        max_connections: count(int_in(
+            "ingest.max_connections",
+            section.max_connections,
+            1024,
+            1..=100_000,
+            "",
+        )?),
+        shutdown_grace: seconds(int_in(
+            "ingest.shutdown_grace_seconds",
+            section.shutdown_grace_seconds,
+            20,
+            1..=600,
+            "",
+        )?),
     })
 }
 

@@ -63,6 +63,16 @@ pub struct IngestSettings {
     pub max_body_bytes: usize,
     /// Direct mode: how long a delivery may wait for its events before answering 503.
     pub direct_deadline: Duration,
+    /// Direct mode: events in flight at most; a delivery that would exceed it gets 503 at once.
+    pub max_inflight: usize,
+    /// A connection that has not sent its request headers within this is closed.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived within this gets 408.
+    pub body_read_timeout: Duration,
+    /// Open connections at most; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for open requests before dropping their connections.
+    pub shutdown_grace: Duration,
 }
 
 impl IngestSettings {
@@ -114,14 +124,18 @@ pub struct Direct {
     pipeline: Arc<Pipeline>,
     sequencer: Arc<Sequencer>,
     deadline: Duration,
+    /// `max_inflight` permits: each event in flight holds one, until its outcome (even after
+    /// a 503 answered its delivery).
+    room: Arc<tokio::sync::Semaphore>,
 }
 
 impl Direct {
-    pub fn new(pipeline: Arc<Pipeline>, deadline: Duration) -> Direct {
+    pub fn new(pipeline: Arc<Pipeline>, deadline: Duration, max_inflight: usize) -> Direct {
         Direct {
             pipeline,
             sequencer: Arc::new(Sequencer::default()),
             deadline,
+            room: Arc::new(tokio::sync::Semaphore::new(max_inflight)),
         }
     }
 }
@@ -230,14 +244,23 @@ pub struct IngestState {
     token: Secret,
     metrics: Arc<Metrics>,
     backend: Backend,
+    max_body_bytes: usize,
+    body_read_timeout: Duration,
 }
 
 impl IngestState {
-    pub fn new(token: Secret, metrics: Arc<Metrics>, backend: Backend) -> Arc<IngestState> {
+    pub fn new(
+        settings: &IngestSettings,
+        token: Secret,
+        metrics: Arc<Metrics>,
+        backend: Backend,
+    ) -> Arc<IngestState> {
         Arc::new(IngestState {
             token,
             metrics,
             backend,
+            max_body_bytes: settings.max_body_bytes,
+            body_read_timeout: settings.body_read_timeout,
         })
     }
 
@@ -259,12 +282,16 @@ pub fn router(settings: &IngestSettings, state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
-/// Binds `[ingest] listen` and serves until `shutdown`; in-flight requests finish.
+/// Binds `[ingest] listen` and serves until `shutdown`, on an accept loop of its own: a
+/// connection that does not send its headers within `header_read_timeout` is closed, at most
+/// `max_connections` are open (more are closed at once), and shutdown waits at most
+/// `shutdown_grace` for open requests.
 pub async fn serve(
     settings: &IngestSettings,
     state: Arc<IngestState>,
     shutdown: Shutdown,
 ) -> Result<(), IngestError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| IngestError::Listen {
@@ -273,10 +300,70 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr().map_err(IngestError::Serve)?;
     tracing::info!(%addr, path = %settings.path, "receiving the Auth0 log stream");
-    axum::serve(listener, router(settings, state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .map_err(IngestError::Serve)
+    let metrics = Arc::clone(&state.metrics);
+    let app = router(settings, state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let room = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    let quiet = QuietLog::default();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors, typically: wait a little, never spin.
+                    if quiet.allow("accept") {
+                        tracing::warn!(%err, "cannot accept a connection (repeats within 10 s are not logged)");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
+            metrics
+                .ingest_requests
+                .with_label_values(&["connection_refused"])
+                .inc();
+            if quiet.allow("connections") {
+                tracing::warn!(max_connections = settings.max_connections, "connection limit reached: closing new connections (repeats within 10 s are not logged)");
+            }
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.wait() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    // Open requests finish within the grace; whatever is left is dropped (Auth0 retries).
+    let deadline = tokio::time::sleep(settings.shutdown_grace);
+    tokio::pin!(deadline);
+    while !connections.is_empty() {
+        tokio::select! {
+            _ = connections.join_next() => {}
+            _ = &mut deadline => {
+                tracing::warn!(open = connections.len(), "shutdown grace over: closing the open connections");
+                connections.abort_all();
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Counts every answer (401 and 413 included) and times it.
@@ -422,11 +509,37 @@ fn json(status: StatusCode, answer: &Answer) -> Response {
         .into_response()
 }
 
-async fn receive(
-    State(state): State<Arc<IngestState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// Reads the body within `body_read_timeout` (408 past it) and `max_body_bytes` (413 past it).
+async fn read_body(state: &IngestState, request: Request) -> Result<Bytes, Response> {
+    let limit = state.max_body_bytes;
+    let read = axum::body::to_bytes(request.into_body(), limit);
+    match tokio::time::timeout(state.body_read_timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| err.to_string())
+                .contains("length limit");
+            Err(if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body over {limit} bytes\n"),
+                )
+                    .into_response()
+            } else {
+                (StatusCode::BAD_REQUEST, "the body could not be read\n").into_response()
+            })
+        }
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time\n",
+        )
+            .into_response()),
+    }
+}
+
+async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Response {
+    let headers = request.headers().clone();
     if !acceptable_content_type(&headers) {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -434,6 +547,10 @@ async fn receive(
         )
             .into_response();
     }
+    let body = match read_body(&state, request).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
     let records = match split_records(&body) {
         Ok(r) => r,
         Err(reason) => return (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response(),
@@ -588,6 +705,31 @@ async fn direct_records(
     good: Vec<(Vec<u8>, Vec<Decoded>)>,
     invalid: usize,
 ) -> Response {
+    let count: usize = good.iter().map(|(_, events)| events.len()).sum();
+    // Room for every event of the delivery, or none: a delivery beyond `max_inflight` (Auth0
+    // retrying batches during an outage) is answered 503 at once instead of queueing copies.
+    let mut permits = match u32::try_from(count)
+        .ok()
+        .and_then(|n| Arc::clone(&direct.room).try_acquire_many_owned(n).ok())
+    {
+        Some(permits) => permits,
+        None => {
+            m.ingest_records
+                .with_label_values(&["unacknowledged"])
+                .inc_by(count as u64);
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &Answer {
+                    records: total,
+                    invalid,
+                    error: Some(
+                        "too many events in flight ([ingest] max_inflight); retry later".to_owned(),
+                    ),
+                    ..Answer::default()
+                },
+            );
+        }
+    };
     let mut handles = Vec::new();
     for (_, events) in good {
         for item in events {
@@ -595,10 +737,13 @@ async fn direct_records(
                 .sequencer
                 .enter(users_of(std::slice::from_ref(&item)));
             let pipeline = Arc::clone(&direct.pipeline);
+            let permit = permits.split(1);
             // The task outlives a 503: the work finishes, and Auth0's retry is deduplicated.
             handles.push(tokio::spawn(async move {
                 turn.wait().await;
-                pipeline.process(item).await
+                let report = pipeline.process(item).await;
+                drop(permit);
+                report
             }));
         }
     }

@@ -396,3 +396,114 @@ fn direct_mode_answers_503_never_200_while_the_tenant_refuses_the_service() {
     );
     rt.block_on(running.shutdown());
 }
+
+#[test]
+fn stalled_connections_and_slow_bodies_are_cut_off_while_valid_deliveries_go_through() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let rt = runtime();
+    let (sim, running) = sim(&rt);
+    let dir = temp_dir("ingest-hostile");
+    let (port, metrics) = (free_port(), free_port());
+    let backend = format!(
+        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
+        running.base_url
+    );
+    let config = write_ingest_config(
+        &dir,
+        "direct",
+        port,
+        metrics,
+        &backend,
+        "header_read_timeout_seconds = 1\nbody_read_timeout_seconds = 1",
+    );
+    let service = start_ingest(&dir, &config, port, metrics);
+    // 300 clients that open a connection, send half a request line and stall.
+    let stalled: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+            let _ = s.write_all(b"POST /auth0/lo");
+            s
+        })
+        .collect();
+    // A real delivery is still answered promptly.
+    let stream = generate::mixed(24, 40, 0);
+    let started = std::time::Instant::now();
+    let (status, answer) = post(port, &jsonl(&stream.records), Some(TOKEN));
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(sim.role_sets(), stream.expected);
+    // The stalled ones are closed by the server once the header timeout passed.
+    std::thread::sleep(Duration::from_secs(2));
+    for mut s in stalled {
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("a stalled connection was left open: {e}"),
+        }
+    }
+    // A body that never completes gets 408 within the body timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    slow.set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!("POST /auth0/logs HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"log_id\":");
+    slow.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    rt.block_on(running.shutdown());
+    drop(service);
+}
+
+#[test]
+fn direct_mode_answers_503_at_once_beyond_max_inflight() {
+    let rt = runtime();
+    let (sim, running) = sim(&rt);
+    let dir = temp_dir("ingest-inflight");
+    let (port, metrics) = (free_port(), free_port());
+    let backend = format!(
+        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
+        running.base_url
+    );
+    let config = write_ingest_config(
+        &dir,
+        "direct",
+        port,
+        metrics,
+        &backend,
+        "direct_deadline_seconds = 1\nmax_inflight = 50",
+    );
+    let service = start_ingest(&dir, &config, port, metrics);
+    let stream = generate::mixed(25, 60, 0);
+    let body = jsonl(&stream.records[..40]);
+    sim.set_down(true);
+    // The first delivery's events wait for the tenant (503 after the deadline) and hold their
+    // places; Auth0's retry would exceed max_inflight and is refused at once.
+    let (status, _) = post(port, &body, Some(TOKEN));
+    assert_eq!(status, 503);
+    let started = std::time::Instant::now();
+    let (status, answer) = post(port, &body, Some(TOKEN));
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("max_inflight"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    sim.set_down(false);
+    assert!(
+        wait_for(Duration::from_secs(60), || post(port, &body, Some(TOKEN)).0
+            == 200),
+        "{}",
+        service.log_text()
+    );
+    rt.block_on(running.shutdown());
+}
