@@ -35,12 +35,17 @@ struct Pending {
     done: oneshot::Sender<Result<(), MgmtError>>,
 }
 
+/// Pending assignments queued for the batching task at most.
+pub const PENDING_MAX: usize = 10_000;
+
 /// Assigns roles by name. Cheap to clone; one batching task per process.
 #[derive(Clone)]
 pub struct RoleAssigner {
     client: MgmtClient,
     directory: Arc<RoleDirectory>,
-    tx: mpsc::UnboundedSender<Pending>,
+    /// Bounded: when the tenant is slow, assignments queue here at most [`PENDING_MAX`] deep
+    /// and callers wait for room.
+    tx: mpsc::Sender<Pending>,
     read_user_roles: bool,
 }
 
@@ -51,7 +56,7 @@ impl RoleAssigner {
         directory: Arc<RoleDirectory>,
         settings: BatchSettings,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(PENDING_MAX);
         tokio::spawn(batch_loop(
             client.clone(),
             Arc::clone(&directory),
@@ -97,7 +102,7 @@ impl RoleAssigner {
             roles: roles.clone(),
             done,
         };
-        if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending) {
+        if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending).await {
             // The batching task is gone (runtime shutting down): assign directly.
             return assign_user(
                 &self.client,
@@ -120,7 +125,7 @@ impl RoleAssigner {
 async fn batch_loop(
     client: MgmtClient,
     directory: Arc<RoleDirectory>,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut rx: mpsc::Receiver<Pending>,
     window: Duration,
     max_users: usize,
 ) {
