@@ -144,6 +144,13 @@ impl App {
         } else {
             None
         };
+        let produces_dead_letters = matches!(kind, SourceKind::Kafka | SourceKind::KafkaBridge);
+        if let (Some(SourceSettings::Kafka(kafka)), true) = (&config.source, produces_dead_letters)
+        {
+            kafka::check_dead_letter_topic(kafka)
+                .await
+                .map_err(StartError::Config)?;
+        }
         let source = match (command, &config.source, pipeline) {
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),

@@ -665,3 +665,26 @@ fn at_start_up_revoked_credentials_or_a_missing_scope_stop_with_exit_2_and_the_r
     }
     world.shutdown();
 }
+
+#[test]
+fn a_missing_dead_letter_topic_stops_the_start_with_exit_2() {
+    let world = World::new("no-dlq", sim_accepting_anyone(), Vec::new());
+    let port = free_port();
+    let config = write_config(
+        &world.dir,
+        "no-dlq",
+        &world.sim_url(),
+        &world.broker.bootstrap(),
+        &world.topic,
+        &world.group,
+        Some("no-such-dead-letter-topic"),
+        port,
+        "",
+    );
+    let mut service = Service::start(&config, port, world.dir.join("no-dlq.log"));
+    let status = service.wait_exit(Duration::from_secs(30));
+    let log = service.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(log.contains("no-such-dead-letter-topic"), "{log}");
+    world.shutdown();
+}

@@ -33,7 +33,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -232,6 +232,47 @@ pub fn log_librdkafka(
     } else {
         tracing::debug!(facility = fac, "librdkafka: {message}");
     }
+}
+
+/// Checks at start that `settings.dead_letter_topic` exists and may be written: a missing or
+/// forbidden topic would hold every poison message's offset forever. An unreachable broker is
+/// not an error here (the consumer waits for it); a topic the broker says does not exist, or
+/// that this client may not describe, is (`Err` with the reason).
+pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), String> {
+    let Some(topic) = settings.dead_letter_topic.clone() else {
+        return Ok(());
+    };
+    let config = producer_config(settings);
+    let checked = tokio::task::spawn_blocking(move || {
+        let producer: rdkafka::producer::BaseProducer<ProducerCtx> = config
+            .create_with_context(ProducerCtx::default())
+            .map_err(|e| redact(e).to_string())?;
+        let metadata = match producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        {
+            Ok(metadata) => metadata,
+            Err(err) => {
+                tracing::warn!(%err, topic, "cannot check the dead-letter topic now (broker unreachable?); going on");
+                return Ok(());
+            }
+        };
+        match metadata.topics().iter().find(|t| t.name() == topic) {
+            Some(t) => match t.error() {
+                None if !t.partitions().is_empty() => Ok(()),
+                None => Err(format!("kafka.dead_letter_topic `{topic}` has no partitions")),
+                Some(code) => Err(format!(
+                    "kafka.dead_letter_topic `{topic}`: {} (create it, or grant this client write access)",
+                    RDKafkaErrorCode::from(code)
+                )),
+            },
+            None => Err(format!(
+                "kafka.dead_letter_topic `{topic}` does not exist: create it (1 partition is enough) or remove the key"
+            )),
+        }
+    })
+    .await;
+    checked.unwrap_or_else(|e| Err(format!("checking the dead-letter topic failed: {e}")))
 }
 
 /// `err` with the value of a secret property replaced: librdkafka reports a rejected or
