@@ -418,7 +418,14 @@ fn acceptable_content_type(headers: &HeaderMap) -> bool {
 }
 
 /// One record of a delivery: its bytes, or why it is not a record.
-pub type RawRecord = Result<Vec<u8>, String>;
+pub type RawRecord = Result<Vec<u8>, InvalidRecord>;
+
+/// A record of a delivery that is not JSON: its raw bytes (for the dead-letter topic) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRecord {
+    pub bytes: Vec<u8>,
+    pub reason: String,
+}
 
 #[derive(serde::Deserialize)]
 struct Logs<'a> {
@@ -465,11 +472,10 @@ fn json_lines(body: &[u8]) -> Vec<RawRecord> {
             let line = line.trim_ascii();
             match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                 Ok(_) => Ok(line.to_vec()),
-                Err(e) => Err(format!(
-                    "line {}: invalid JSON ({})",
-                    i + 1,
-                    json_error_kind(&e)
-                )),
+                Err(e) => Err(InvalidRecord {
+                    bytes: line.to_vec(),
+                    reason: format!("line {}: invalid JSON ({})", i + 1, json_error_kind(&e)),
+                }),
             }
         })
         .collect()
@@ -561,7 +567,7 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     let total = records.len();
     for record in records {
         match record {
-            Err(reason) => invalid.push((Vec::new(), reason)),
+            Err(InvalidRecord { bytes, reason }) => invalid.push((bytes, reason)),
             Ok(bytes) => {
                 let events = decode(&bytes);
                 match events.iter().find_map(|e| e.as_ref().err()) {
@@ -584,7 +590,10 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
             tracing::warn!(reason = %reason, "invalid record in a log-stream delivery (counted, not processed)");
         }
     }
-    if good.is_empty() {
+    let dead_lettered =
+        matches!(&state.backend, Backend::Bridge(b) if b.dead_letter_topic.is_some());
+    if good.is_empty() && !dead_lettered {
+        // Without a dead-letter topic nothing would keep them: refused, and counted.
         return (
             StatusCode::BAD_REQUEST,
             format!(
@@ -856,7 +865,10 @@ mod tests {
         let r = split_records(body.as_bytes()).unwrap_or_default();
         assert_eq!(r.len(), 3);
         assert_eq!(ok_count(&r), 2);
-        assert!(r[1].as_ref().err().is_some_and(|e| e.starts_with("line 2")));
+        assert!(r[1]
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.reason.starts_with("line 2") && !e.bytes.is_empty()));
     }
 
     #[test]

@@ -507,3 +507,47 @@ fn direct_mode_answers_503_at_once_beyond_max_inflight() {
     );
     rt.block_on(running.shutdown());
 }
+
+#[test]
+fn bridge_mode_dead_letters_every_malformed_record_with_its_raw_bytes() {
+    let dir = temp_dir("ingest-poison");
+    let broker = Broker::start(&dir);
+    let (topic, dlq) = ("auth0-logs-poison", "auth0-logs-poison-dlq");
+    broker.create_topic(topic, 1);
+    broker.create_topic(dlq, 1);
+    let (port, metrics) = (free_port(), free_port());
+    let backend = format!(
+        "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ndead_letter_topic = \"{dlq}\"\n[kafka.properties]\n\"message.timeout.ms\" = 3000\n\"batch.num.messages\" = 1",
+        broker.bootstrap()
+    );
+    let config = write_ingest_config(&dir, "kafka", port, metrics, &backend, "");
+    let service = start_ingest(&dir, &config, port, metrics);
+    let stream = generate::mixed(26, 5, 0);
+    let mut body = jsonl(&stream.records[..1]);
+    body.extend_from_slice(b"not json at all\n");
+    let (status, answer) = post(port, &body, Some(TOKEN));
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    // A body of nothing but poison (what an EventBridge API destination sends one at a time)
+    // is kept too, not refused.
+    let (status, answer) = post(
+        port,
+        b"{\"log_id\": \"1\", \"data\": {\"type\": \"ss\"",
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let dead = read_all(&broker.bootstrap(), dlq, 2, Duration::from_secs(30));
+    assert_eq!(dead.len(), 2, "both malformed records dead-lettered");
+    assert_eq!(dead[0].value, b"not json at all".to_vec());
+    assert!(dead[1].value.starts_with(b"{\"log_id\": \"1\""));
+    for m in &dead {
+        assert_eq!(
+            m.headers.get("dlq.reason").map(String::as_str),
+            Some("invalid")
+        );
+        assert!(m.headers.contains_key("dlq.error"), "{:?}", m.headers);
+    }
+    assert_eq!(
+        read_all(&broker.bootstrap(), topic, 1, Duration::from_secs(30)).len(),
+        1
+    );
+}
