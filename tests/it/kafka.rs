@@ -688,3 +688,45 @@ fn a_missing_dead_letter_topic_stops_the_start_with_exit_2() {
     assert!(log.contains("no-such-dead-letter-topic"), "{log}");
     world.shutdown();
 }
+
+#[test]
+fn a_dead_letter_too_large_for_the_topic_is_sent_truncated_and_consumption_goes_on() {
+    let world = World::new("dlq-large", sim_accepting_anyone(), Vec::new());
+    let stream = generate::mixed(33, 60, 0);
+    // A dead-letter topic that takes at most 100 kB per record (the producer's limit).
+    let port = free_port();
+    let config = world.config("svc", port, true, "");
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let text = text.replace(
+        "[kafka.properties]\n",
+        "[kafka.properties]\n\"message.max.bytes\" = \"100000\"\n",
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start(&config, port, world.dir.join("svc.log"));
+    service.wait_ready();
+    let mut poison = b"not an auth0 log: ".to_vec();
+    poison.resize(150_000, b'x');
+    world.produce(&[generate::Record {
+        key: Some("auth0|poison".to_owned()),
+        value: poison,
+    }]);
+    world.produce(&stream.records);
+    world.wait_done(&stream, &service);
+    let dead = read_all(
+        &world.broker.bootstrap(),
+        &world.dlq,
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 1, "{}", service.log_text());
+    assert_eq!(dead[0].value.len(), 64 * 1024);
+    assert_eq!(
+        dead[0].headers.get("dlq.truncated").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        dead[0].headers.get("dlq.original.size").map(String::as_str),
+        Some("150000")
+    );
+    world.shutdown();
+}

@@ -470,6 +470,9 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// What is kept of a dead letter the topic refuses as too large (headers mark it truncated).
+const TRUNCATED_DEAD_LETTER: usize = 64 * 1024;
+
 /// A message that needs a dead letter: its bytes and where it came from.
 struct Original {
     topic: String,
@@ -493,8 +496,12 @@ impl DeadLetters {
         let error: String = rejected.error.chars().take(500).collect();
         let partition = original.partition.to_string();
         let offset = original.offset.to_string();
+        let original_size = original.payload.len().to_string();
+        // After "message too large", the payload is cut to this (and the headers say so).
+        let mut keep = original.payload.len();
         loop {
-            let headers = OwnedHeaders::new()
+            let truncated = keep < original.payload.len();
+            let mut headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "dlq.original.topic",
                     value: Some(original.topic.as_bytes()),
@@ -515,8 +522,19 @@ impl DeadLetters {
                     key: "dlq.error",
                     value: Some(error.as_bytes()),
                 });
+            if truncated {
+                headers = headers
+                    .insert(Header {
+                        key: "dlq.truncated",
+                        value: Some("true"),
+                    })
+                    .insert(Header {
+                        key: "dlq.original.size",
+                        value: Some(original_size.as_bytes()),
+                    });
+            }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-                .payload(&original.payload[..])
+                .payload(&original.payload[..keep])
                 .headers(headers);
             if let Some(key) = &original.key {
                 record = record.key(&key[..]);
@@ -529,6 +547,17 @@ impl DeadLetters {
                         reason, dead_letter_topic = %self.topic, "message sent to the dead-letter topic"
                     );
                     return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
+                    if keep > TRUNCATED_DEAD_LETTER =>
+                {
+                    // The same bytes would fail forever: keep the beginning, say so.
+                    tracing::warn!(
+                        size = original.payload.len(),
+                        kept = TRUNCATED_DEAD_LETTER,
+                        "dead letter too large for the topic: sending it truncated"
+                    );
+                    keep = TRUNCATED_DEAD_LETTER;
                 }
                 Err((err, _)) => {
                     tracing::warn!(%err, retry_in = ?delay, "dead-letter produce failed; retrying (the offset waits)");
