@@ -470,6 +470,20 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// Broker answers that no retry of the same record can change (authorization, policy, an
+/// invalid record): the dead-letter produce gives up instead of holding the partition.
+fn never_accepted(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+    )
+}
+
 /// What is kept of a dead letter the topic refuses as too large (headers mark it truncated).
 const TRUNCATED_DEAD_LETTER: usize = 64 * 1024;
 
@@ -558,6 +572,20 @@ impl DeadLetters {
                         "dead letter too large for the topic: sending it truncated"
                     );
                     keep = TRUNCATED_DEAD_LETTER;
+                }
+                Err((KafkaError::MessageProduction(code), _)) if never_accepted(code) => {
+                    // Retrying cannot help and would hold the partition forever. The message
+                    // stays in its source topic (until retention): this line says where.
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&["not_delivered"])
+                        .inc();
+                    tracing::error!(
+                        error = %code, topic = %original.topic, partition = original.partition,
+                        offset = original.offset, reason, dead_letter_topic = %self.topic,
+                        "the dead-letter topic refuses this record for good; not retried: find it at this offset of the source topic"
+                    );
+                    return;
                 }
                 Err((err, _)) => {
                     tracing::warn!(%err, retry_in = ?delay, "dead-letter produce failed; retrying (the offset waits)");
