@@ -42,6 +42,13 @@ fn write_ingest_config(
     path
 }
 
+/// The `[auth0]` section for the simulator at `base_url` (direct mode).
+fn auth0_section(base_url: &str) -> String {
+    format!(
+        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{base_url}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20"
+    )
+}
+
 fn start_ingest(dir: &Path, config: &Path, port: u16, metrics: u16) -> Service {
     let service = Service::start_command(
         "ingest",
@@ -94,10 +101,7 @@ fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
     let (sim, running) = sim(&rt);
     let dir = temp_dir("ingest-direct");
     let (port, metrics) = (free_port(), free_port());
-    let backend = format!(
-        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
-        running.base_url
-    );
+    let backend = auth0_section(&running.base_url);
     let config = write_ingest_config(&dir, "direct", port, metrics, &backend, "");
     let service = start_ingest(&dir, &config, port, metrics);
     let stream = generate::mixed(21, 400, 0);
@@ -345,10 +349,7 @@ fn direct_mode_answers_503_never_200_while_the_tenant_refuses_the_service() {
     let (sim, running) = sim(&rt);
     let dir = temp_dir("ingest-refused");
     let (port, metrics) = (free_port(), free_port());
-    let backend = format!(
-        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
-        running.base_url
-    );
+    let backend = auth0_section(&running.base_url);
     let config = write_ingest_config(
         &dir,
         "direct",
@@ -405,10 +406,7 @@ fn stalled_connections_and_slow_bodies_are_cut_off_while_valid_deliveries_go_thr
     let (sim, running) = sim(&rt);
     let dir = temp_dir("ingest-hostile");
     let (port, metrics) = (free_port(), free_port());
-    let backend = format!(
-        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
-        running.base_url
-    );
+    let backend = auth0_section(&running.base_url);
     let config = write_ingest_config(
         &dir,
         "direct",
@@ -469,10 +467,7 @@ fn direct_mode_answers_503_at_once_beyond_max_inflight() {
     let (sim, running) = sim(&rt);
     let dir = temp_dir("ingest-inflight");
     let (port, metrics) = (free_port(), free_port());
-    let backend = format!(
-        "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20",
-        running.base_url
-    );
+    let backend = auth0_section(&running.base_url);
     let config = write_ingest_config(
         &dir,
         "direct",

@@ -592,7 +592,7 @@ fn garbage_rate_limit_headers_and_cut_off_bodies_never_panic_and_lose_no_user() 
             rate_per_second: 20.0,
             burst: 5,
             garbage_rate_limit_headers: Some("NaN".to_owned()),
-            cut_body_rate: 0.2,
+            cut_body_rate: 0.5,
             ..SimConfig::default()
         },
         Vec::new(),
