@@ -138,16 +138,56 @@ fn dashboard_exprs() -> Vec<String> {
 
 #[test]
 fn a_real_prometheus_scrapes_the_service_and_every_alert_and_panel_expression_evaluates() {
+    // The instance: `ingest` in direct mode against the simulator (light enough to share the
+    // machine with the whole suite), fed one delivery so the event series have samples.
     let dir = temp_dir("prometheus");
-    let service_port = free_port();
-    let demo = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
-        .args(["demo", "--keep-running", "--events", "300", "--listen"])
-        .arg(format!("127.0.0.1:{service_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("demo: {e}"));
-    let _demo = Killed(demo);
+    let rt = runtime();
+    let (_sim, running) = start_tenant(
+        &rt,
+        mgmt_sim::SimConfig {
+            accept_any_user: true,
+            ..mgmt_sim::SimConfig::default()
+        },
+        Vec::new(),
+    );
+    let (ingest_port, service_port) = (free_port(), free_port());
+    let policy =
+        std::fs::read_to_string(repo("config/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("ingest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingest]\nmode = \"direct\"\nlisten = \"127.0.0.1:{ingest_port}\"\n\n[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 100\nburst = 100\n\n[metrics]\nlisten = \"127.0.0.1:{service_port}\"\n\n{policy}\n",
+            running.base_url
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let token = "Bearer ops-token";
+    let service = Service::start_command(
+        "ingest",
+        &config,
+        service_port,
+        dir.join("ingest.log"),
+        &[("AUTH0_WEBHOOK_TOKEN", token)],
+    );
+    service.wait_ready();
+    let stream = auth0_default_roles::generate::mixed(5, 50, 0);
+    let mut body = Vec::new();
+    for record in &stream.records {
+        body.extend_from_slice(&record.value);
+        body.push(b'\n');
+    }
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", token),
+    ];
+    let delivered = http_post(ingest_port, "/auth0/logs", &headers, &body);
+    assert_eq!(
+        delivered.map(|(s, _)| s),
+        Some(200),
+        "{}",
+        service.log_text()
+    );
     let port = free_port();
     let config = prometheus_config(&dir, &format!("127.0.0.1:{service_port}"));
     let prometheus = Command::new(tool("PROMETHEUS_BIN", "prometheus"))
@@ -158,7 +198,11 @@ fn a_real_prometheus_scrapes_the_service_and_every_alert_and_panel_expression_ev
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.join("prometheus.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
         .spawn()
         .unwrap_or_else(|e| {
             panic!("prometheus not found ({e}): run `bash scripts/install-prometheus.sh`")
@@ -167,7 +211,7 @@ fn a_real_prometheus_scrapes_the_service_and_every_alert_and_panel_expression_ev
 
     // The target is up and the service's series are there.
     assert!(
-        wait_for(Duration::from_secs(90), || {
+        wait_for(Duration::from_secs(120), || {
             api(port, "/api/v1/targets").is_some_and(|t| {
                 t["data"]["activeTargets"]
                     .as_array()
@@ -176,7 +220,9 @@ fn a_real_prometheus_scrapes_the_service_and_every_alert_and_panel_expression_ev
                 .as_array()
                 .is_some_and(|r| !r.is_empty())
         }),
-        "Prometheus never scraped the demo"
+        "Prometheus never scraped the service\n{}\n{}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default(),
+        service.log_text()
     );
     // Every rule was evaluated, without error.
     assert!(
@@ -219,4 +265,5 @@ fn a_real_prometheus_scrapes_the_service_and_every_alert_and_panel_expression_ev
     // A typo is caught by the same check (the test would fail on a misspelled function).
     let typo = http_get(port, "/api/v1/query?query=sum(rat(x%5B1m%5D))");
     assert!(typo.is_some_and(|(status, _)| status == 400));
+    rt.block_on(running.shutdown());
 }
