@@ -603,7 +603,10 @@ impl Pipeline {
             .filter_map(|r| r.assign_client_metadata.as_deref())
             .collect();
         for key in keys {
-            let Some(name) = metadata.get(key).map(|n| n.trim()).filter(|n| !n.is_empty())
+            let Some(name) = metadata
+                .get(key)
+                .map(|n| n.trim())
+                .filter(|n| !n.is_empty())
             else {
                 continue;
             };

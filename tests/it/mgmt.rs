@@ -26,6 +26,7 @@ async fn start(config: SimConfig, users: &[&str]) -> (Simulator, RunningSimulato
     let seed = Seed {
         roles: ROLES.iter().map(|r| SeedRole::named(*r)).collect(),
         users: users.iter().map(|u| SeedUser::new(*u)).collect(),
+        ..Seed::default()
     };
     let sim = Simulator::new(config, seed);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));

@@ -226,7 +226,7 @@ assign = ["PRO"]
         Evaluation::NeedsProfile(_)
     ));
     let other_org = event(
-        r#"{"type":"s","connection":"google-oauth2","connection_id":"con_g","strategy":"google-oauth2","strategy_type":"social","client_id":"app","client_name":"Store","organization_id":"org_2","user_id":"google-oauth2|1"}"#,
+        r#"{"type":"s","connection":"google-oauth2","connection_id":"con_g","strategy":"google-oauth2","strategy_type":"social","client_id":"app","client_name":"Store","organization_id":"org_2","user_id":"google-oauth2|1","details":{"stats":{"loginsCount":1}}}"#,
     );
     assert_eq!(
         p.evaluate(Trigger::FirstLogin, &other_org, Some(&Profile::default())),
@@ -274,7 +274,10 @@ assign = ["G"]
     assert!(p.handles(Trigger::Signup));
     assert!(!p.handles(Trigger::FirstLogin));
     let e = signup("Username-Password-Authentication", "a@b.example");
-    assert_eq!(p.evaluate(Trigger::Signup, &e, None), Evaluation::NoRule(Vec::new()));
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &e, None),
+        Evaluation::NoRule(Vec::new())
+    );
 }
 
 fn policy_error(toml_text: &str) -> PolicyError {

@@ -258,6 +258,7 @@ fn replay_assigns_through_the_management_api_and_dry_run_writes_nothing() {
             SeedUser::new("google-oauth2|111025433877931430949"),
             SeedUser::new("waad|Zx3eW9corpCarol"),
         ],
+        ..Seed::default()
     };
     let sim = Simulator::new(SimConfig::default(), seed);
     let running = runtime
@@ -428,6 +429,7 @@ fn has_roles_gives_the_default_role_only_to_users_without_any_role() {
             SeedUser::new("auth0|fresh"),
             SeedUser::new("auth0|twice"),
         ],
+        ..Seed::default()
     };
     let sim = Simulator::new(SimConfig::default(), seed);
     let running = runtime

@@ -91,6 +91,12 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::GetRoles => &["read:roles"],
         Operation::GetUser => &["read:users", "read:current_user", "read:user_idp_tokens"],
         Operation::GetUserRoles => &["read:users", "read:roles", "read:role_members"],
+        Operation::GetClient => &[
+            "read:clients",
+            "read:client_keys",
+            "read:client_credentials",
+            "read:client_summary",
+        ],
         Operation::AssignUserRoles => &["update:users", "create:role_members"],
         Operation::RemoveUserRoles => &["update:users", "delete:role_members"],
         Operation::AssignRoleUsers => &["update:roles", "create:role_members"],

@@ -45,6 +45,7 @@ fn seed() -> Seed {
                 roles: Vec::new(),
             },
         ],
+        ..Seed::default()
     }
 }
 
