@@ -34,6 +34,10 @@ pub struct ControlRequest {
     /// `""` switches garbage headers off.
     pub garbage_rate_limit_headers: Option<String>,
     pub cut_body_rate: Option<f64>,
+    /// How long export jobs take to complete.
+    pub export_job_millis: Option<u64>,
+    /// Export jobs fail with this reason (`""` lets them succeed again).
+    pub export_job_failure: Option<String>,
 }
 
 pub(crate) fn routes() -> Router<Simulator> {

@@ -41,6 +41,11 @@ pub struct SimConfig {
     /// Probability (0..=1) that a successful answer's body is cut off after its first bytes
     /// (the connection drops mid-body).
     pub cut_body_rate: f64,
+    /// How long a users-export job takes from creation to `completed` (a quarter of it
+    /// `pending`, the rest `processing`).
+    pub export_job_millis: u64,
+    /// When set, export jobs end `failed` with this text as `status_details`.
+    pub export_job_failure: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -62,6 +67,8 @@ impl Default for SimConfig {
             denied_scopes: Vec::new(),
             garbage_rate_limit_headers: None,
             cut_body_rate: 0.0,
+            export_job_millis: 0,
+            export_job_failure: None,
         }
     }
 }

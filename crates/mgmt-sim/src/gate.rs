@@ -100,6 +100,10 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::AssignUserRoles => &["update:users", "create:role_members"],
         Operation::RemoveUserRoles => &["update:users", "delete:role_members"],
         Operation::AssignRoleUsers => &["update:roles", "create:role_members"],
+        Operation::CreateExportJob => &["read:users"],
+        Operation::GetJob => &["create:users", "read:users"],
+        Operation::GetRoleUsers => &["read:users", "read:roles", "read:role_members"],
+        Operation::GetUsers => &["read:users", "read:user_idp_tokens"],
     }
 }
 

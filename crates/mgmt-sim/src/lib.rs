@@ -11,6 +11,8 @@ mod api;
 mod config;
 mod error;
 mod gate;
+mod jobs;
+mod members;
 mod oauth;
 mod rate_limit;
 mod state;
@@ -83,6 +85,10 @@ impl Simulator {
             .route("/api/v2/roles/{id}/users", post(api::assign_role_users))
             .route("/api/v2/users/{id}", get(api::get_user))
             .route("/api/v2/clients/{id}", get(api::get_client))
+            .route("/api/v2/roles/{id}/users", get(members::role_users))
+            .route("/api/v2/users", get(members::list_users))
+            .route("/api/v2/jobs/users-exports", post(jobs::create_export))
+            .route("/api/v2/jobs/{id}", get(jobs::get_job))
             .route(
                 "/api/v2/users/{id}/roles",
                 get(api::get_user_roles)
@@ -95,6 +101,7 @@ impl Simulator {
             ));
         tenant
             .merge(admin::routes())
+            .route("/exports/{token}/{file}", get(jobs::download))
             .fallback(gate::fallback)
             .with_state(self.clone())
     }
@@ -196,9 +203,13 @@ impl Simulator {
         lock(&self.shared.tokens).revoke_all();
     }
 
-    /// Creates a user or replaces an existing user's profile (its roles are kept).
+    /// Creates a user or replaces an existing user's profile (its roles are kept, and the
+    /// roles it names are added).
     pub fn add_user(&self, user: SeedUser) {
-        lock(&self.shared.tenant).upsert_user(user);
+        let mut tenant = lock(&self.shared.tenant);
+        let (user_id, roles) = (user.user_id.clone(), user.roles.clone());
+        tenant.upsert_user(user);
+        tenant.grant_named(&user_id, &roles);
     }
 
     pub fn delete_user(&self, user_id: &str) {
@@ -266,6 +277,12 @@ impl Simulator {
         }
         if let Some(p) = control.cut_body_rate {
             config.cut_body_rate = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        }
+        if let Some(ms) = control.export_job_millis {
+            config.export_job_millis = ms;
+        }
+        if let Some(reason) = &control.export_job_failure {
+            config.export_job_failure = (!reason.is_empty()).then(|| reason.clone());
         }
     }
 }

@@ -30,6 +30,10 @@ pub(crate) struct Shared {
     pub tokens: Mutex<TokenStore>,
     pub bucket: Mutex<TokenBucket>,
     pub stats: Mutex<SimStats>,
+    /// Users-export jobs and their files.
+    pub jobs: Mutex<super::jobs::Jobs>,
+    /// Snapshots of role memberships behind checkpoint pagination.
+    pub listings: Mutex<super::members::Listings>,
 }
 
 /// The settings a request needs, copied out of the config lock.
@@ -55,6 +59,8 @@ impl Shared {
             tokens: Mutex::new(TokenStore::default()),
             bucket: Mutex::new(bucket),
             stats: Mutex::new(SimStats::default()),
+            jobs: Mutex::new(Default::default()),
+            listings: Mutex::new(Default::default()),
             config: Mutex::new(config),
         }
     }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
     /// Requests per operation: `token`, `get_roles`, `get_user`, `get_user_roles`,
-    /// `assign_user_roles`, `assign_role_users`, `remove_user_roles`.
+    /// `assign_user_roles`, `assign_role_users`, `remove_user_roles`, `create_export_job`,
+    /// `get_job`, `get_role_users`, `get_users`.
     pub calls: BTreeMap<String, u64>,
     /// Every request to a tenant route (`/oauth/token`, `/api/v2/*`, unknown paths); not `/sim/*`.
     pub total_requests: u64,
@@ -30,6 +31,9 @@ pub struct SimStats {
     pub role_assignments: u64,
     /// (user, role) pairs requested that the user already held.
     pub duplicate_assignments: u64,
+    /// Export files downloaded from their `location` (not a Management API call).
+    #[serde(default)]
+    pub export_downloads: u64,
 }
 
 impl Default for SimStats {
@@ -48,6 +52,7 @@ impl Default for SimStats {
             unauthorized: 0,
             role_assignments: 0,
             duplicate_assignments: 0,
+            export_downloads: 0,
         }
     }
 }
@@ -77,10 +82,14 @@ pub(crate) enum Operation {
     AssignUserRoles,
     RemoveUserRoles,
     AssignRoleUsers,
+    CreateExportJob,
+    GetJob,
+    GetRoleUsers,
+    GetUsers,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 8] = [
+    pub(crate) const ALL: [Operation; 12] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
@@ -89,6 +98,10 @@ impl Operation {
         Operation::AssignUserRoles,
         Operation::RemoveUserRoles,
         Operation::AssignRoleUsers,
+        Operation::CreateExportJob,
+        Operation::GetJob,
+        Operation::GetRoleUsers,
+        Operation::GetUsers,
     ];
 
     pub(crate) fn key(self) -> &'static str {
@@ -101,6 +114,10 @@ impl Operation {
             Operation::AssignUserRoles => "assign_user_roles",
             Operation::RemoveUserRoles => "remove_user_roles",
             Operation::AssignRoleUsers => "assign_role_users",
+            Operation::CreateExportJob => "create_export_job",
+            Operation::GetJob => "get_job",
+            Operation::GetRoleUsers => "get_role_users",
+            Operation::GetUsers => "get_users",
         }
     }
 
@@ -120,6 +137,10 @@ impl Operation {
             ("/api/v2/users/{id}/roles", "POST") => Operation::AssignUserRoles,
             ("/api/v2/users/{id}/roles", "DELETE") => Operation::RemoveUserRoles,
             ("/api/v2/roles/{id}/users", "POST") => Operation::AssignRoleUsers,
+            ("/api/v2/roles/{id}/users", "GET") => Operation::GetRoleUsers,
+            ("/api/v2/users", "GET") => Operation::GetUsers,
+            ("/api/v2/jobs/users-exports", "POST") => Operation::CreateExportJob,
+            ("/api/v2/jobs/{id}", "GET") => Operation::GetJob,
             _ => return None,
         };
         Some(op)

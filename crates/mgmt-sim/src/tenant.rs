@@ -395,6 +395,63 @@ impl Tenant {
     }
 }
 
+/// What `reconcile` needs of the tenant: members of a role, every user, the export's lines.
+impl Tenant {
+    /// The ids of the users holding `role_id`, sorted; `None` for an unknown role.
+    pub(crate) fn member_ids(&self, role_id: &str) -> Option<Vec<String>> {
+        if !self.roles.contains_key(role_id) {
+            return None;
+        }
+        let mut ids: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.role_ids.contains(role_id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        Some(ids)
+    }
+
+    /// Every user id, sorted.
+    pub(crate) fn user_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.users.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// A member as `GET /roles/{id}/users` lists it (`user_id`, `email`, `name`, `picture`);
+    /// `None` once the user was deleted.
+    pub(crate) fn member_json(&self, user_id: &str) -> Option<Value> {
+        let user = self.users.get(user_id)?;
+        let mut member = Map::new();
+        member.insert("user_id".into(), json!(user_id));
+        if let Some(email) = &user.profile.email {
+            member.insert("email".into(), json!(email));
+            member.insert("name".into(), json!(email));
+        }
+        member.insert(
+            "picture".into(),
+            json!("https://cdn.auth0.com/avatars/default.png"),
+        );
+        Some(Value::Object(member))
+    }
+
+    /// The full user object (`GET /api/v2/users/{id}`) of an existing user, for listings and
+    /// exports; `None` for an unknown user.
+    pub(crate) fn existing_user_json(&self, user_id: &str) -> Option<Value> {
+        self.users.get(user_id).map(User::to_json)
+    }
+
+    /// Gives an existing user the roles named `names` (unknown names are ignored), as a seed's
+    /// `roles` does.
+    pub(crate) fn grant_named(&mut self, user_id: &str, names: &[String]) {
+        let held: Vec<String> = names.iter().filter_map(|n| self.role_id(n)).collect();
+        if let Some(user) = self.users.get_mut(user_id) {
+            user.role_ids.extend(held);
+        }
+    }
+}
+
 fn too_many_roles() -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,

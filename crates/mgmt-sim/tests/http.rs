@@ -1009,3 +1009,230 @@ async fn seed_and_config_read_from_json() {
     assert!(id.starts_with("rol_") && id.len() == 20);
     assert_eq!(sim.add_role(SeedRole::named("member")), id);
 }
+
+/// A tenant of `n` users `auth0|u0000`...; every third holds `member` (users added with their
+/// roles through `/sim/users`).
+async fn add_members(h: &Harness, n: usize) {
+    for i in 0..n {
+        let roles = if i % 3 == 0 { vec!["member"] } else { vec![] };
+        let resp = h
+            .http
+            .post(h.url("/sim/users"))
+            .json(&json!({"user_id": format!("auth0|u{i:04}"), "email": format!("u{i}@example.com"), "roles": roles}))
+            .send()
+            .await
+            .expect("add user");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+}
+
+fn gunzip_lines(bytes: &[u8]) -> Vec<Value> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .expect("gzip");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_export_job_goes_pending_processing_completed_and_serves_gzipped_ndjson_without_auth() {
+    let h = Harness::start(SimConfig {
+        export_job_millis: 400,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = h.token().await;
+    let created = h
+        .post(
+            &token,
+            "/api/v2/jobs/users-exports",
+            json!({"format": "json", "fields": [{"name": "user_id"}, {"name": "email"}, {"name": "identities"}]}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let job = json_of(created).await;
+    assert_eq!(job["status"], "pending");
+    assert_eq!(job["type"], "users_export");
+    let id = job["id"].as_str().expect("job id").to_owned();
+    assert!(id.starts_with("job_"));
+    let first = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    assert_eq!(first["status"], "pending");
+    assert!(first.get("location").is_none());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let middle = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    assert_eq!(middle["status"], "processing");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let location = done["location"].as_str().expect("location").to_owned();
+    assert!(location.starts_with(&h.server.base_url), "{location}");
+    // A pre-signed URL: no Authorization header.
+    let file = h.http.get(&location).send().await.expect("download");
+    assert_eq!(file.status(), StatusCode::OK);
+    let lines = gunzip_lines(&file.bytes().await.expect("bytes"));
+    assert_eq!(lines.len(), 3);
+    let alice = lines
+        .iter()
+        .find(|l| l["user_id"] == "samlp|corp/alice")
+        .expect("alice exported");
+    assert_eq!(alice["identities"][0]["connection"], "corp-saml");
+    assert!(
+        alice.get("created_at").is_none(),
+        "only the fields asked for"
+    );
+    let guessed = h
+        .http
+        .get(h.url("/exports/not-a-token/users.json.gz"))
+        .send()
+        .await
+        .expect("guess");
+    assert_eq!(guessed.status(), StatusCode::FORBIDDEN);
+    let stats = h.sim.stats();
+    assert_eq!(stats.calls_of("create_export_job"), 1);
+    assert_eq!(stats.calls_of("get_job"), 3);
+    assert_eq!(stats.export_downloads, 1);
+    let unknown = h.get(&token, "/api/v2/jobs/job_nope").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_export_job_fails_with_its_reason_when_switched_to() {
+    let h = Harness::start(SimConfig::default()).await;
+    assert_eq!(
+        h.control(json!({"export_job_failure": "Export failed: storage unavailable"}))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let token = h.token().await;
+    let job = json_of(
+        h.post(
+            &token,
+            "/api/v2/jobs/users-exports",
+            json!({"format": "json"}),
+        )
+        .await,
+    )
+    .await;
+    let id = job["id"].as_str().expect("id");
+    let got = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    assert_eq!(got["status"], "failed");
+    assert_eq!(got["status_details"], "Export failed: storage unavailable");
+    assert!(got.get("location").is_none());
+    let csv = h
+        .post(
+            &token,
+            "/api/v2/jobs/users-exports",
+            json!({"format": "xml"}),
+        )
+        .await;
+    assert_eq!(csv.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn role_members_page_by_checkpoint_past_1000_while_offset_paging_is_refused_there() {
+    let h = Harness::start(SimConfig::default()).await;
+    add_members(&h, 3300).await; // 1,100 members
+    let token = h.token().await;
+    let mut seen = BTreeSet::new();
+    let mut from: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &from {
+            None => format!("/api/v2/roles/{MEMBER}/users?take=100"),
+            Some(next) => format!("/api/v2/roles/{MEMBER}/users?take=100&from={next}"),
+        };
+        let page = json_of(h.get(&token, &path).await).await;
+        pages += 1;
+        for user in page["users"].as_array().expect("users") {
+            assert!(seen.insert(user["user_id"].as_str().expect("user_id").to_owned()));
+        }
+        match page.get("next").and_then(Value::as_str) {
+            Some(next) => from = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 1100);
+    assert_eq!(pages, 11);
+    assert!(seen.iter().all(|id| {
+        let n: usize = id.trim_start_matches("auth0|u").parse().expect("n");
+        n % 3 == 0
+    }));
+    let too_big = h
+        .get(&token, &format!("/api/v2/roles/{MEMBER}/users?take=101"))
+        .await;
+    assert_eq!(too_big.status(), StatusCode::BAD_REQUEST);
+    let ok = json_of(
+        h.get(
+            &token,
+            &format!("/api/v2/roles/{MEMBER}/users?page=9&per_page=100&include_totals=true"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(ok["total"], 1100);
+    assert_eq!(ok["users"].as_array().map(Vec::len), Some(100));
+    let refused = h
+        .get(
+            &token,
+            &format!("/api/v2/roles/{MEMBER}/users?page=10&per_page=100"),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body = json_of(refused).await;
+    assert!(body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("use the checkpoint pagination method")));
+    let unknown = h.get(&token, "/api/v2/roles/rol_nope/users?take=10").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    // Users listed past 1,000 are refused the same way.
+    let users = json_of(
+        h.get(
+            &token,
+            "/api/v2/users?page=9&per_page=100&include_totals=true",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(users["total"], 3303);
+    let capped = h.get(&token, "/api/v2/users?page=10&per_page=100").await;
+    assert_eq!(capped.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(capped).await["errorCode"], "invalid_paging");
+    assert_eq!(h.sim.stats().calls_of("get_role_users"), 15);
+    assert_eq!(h.sim.stats().calls_of("get_users"), 2);
+}
+
+#[tokio::test]
+async fn reconcile_calls_need_their_documented_scopes() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    h.control(json!({"denied_scopes": ["read:users"]})).await;
+    let export = h
+        .post(
+            &token,
+            "/api/v2/jobs/users-exports",
+            json!({"format": "json"}),
+        )
+        .await;
+    assert_eq!(export.status(), StatusCode::FORBIDDEN);
+    // Reading a job is also allowed by create:users; listing members by read:roles.
+    let job = h.get(&token, "/api/v2/jobs/job_x").await;
+    assert_eq!(job.status(), StatusCode::NOT_FOUND);
+    let members = h
+        .get(&token, &format!("/api/v2/roles/{MEMBER}/users?take=10"))
+        .await;
+    assert_eq!(members.status(), StatusCode::OK);
+    h.control(json!({"denied_scopes": ["read:users", "create:users"]}))
+        .await;
+    let job = h.get(&token, "/api/v2/jobs/job_x").await;
+    assert_eq!(job.status(), StatusCode::FORBIDDEN);
+    let body = json_of(job).await;
+    assert_eq!(
+        body["message"],
+        "Insufficient scope, expected any of: create:users,read:users"
+    );
+    let state = h.sim_state().await;
+    assert!(state["stats"]["calls"]["get_job"].as_u64().is_some());
+}
