@@ -48,6 +48,10 @@ pub enum StartError {
     Ingest(#[from] IngestError),
     #[error("replay failed: {0}")]
     Replay(String),
+    #[error("reconcile: {0}")]
+    Reconcile(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
     /// A stop signal arrived while the tenant was still being reached (exit 0).
     #[error("stopped before the service started")]
     Stopped,

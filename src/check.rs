@@ -107,6 +107,12 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
             login_only.join(", ")
         );
     }
+    for (rule, why) in config.policy.skipped_for_existing_users() {
+        let _ = writeln!(
+            text,
+            "reconcile: rule {rule} is not applied to existing users ({why})"
+        );
+    }
     let mut warnings = config.policy.warnings();
     if let Some(auth0) = &config.auth0 {
         if !auth0.domain.ends_with(".auth0.com") {

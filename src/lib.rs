@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod mgmt;
 pub mod pipeline;
 pub mod policy;
+pub mod reconcile;
 pub mod server;
 pub mod shutdown;
 pub mod sim_command;

@@ -10,6 +10,7 @@ use auth0_default_roles::check;
 use auth0_default_roles::config::{process_env, Config};
 use auth0_default_roles::demo::{self, DemoOptions};
 use auth0_default_roles::pipeline::Mode;
+use auth0_default_roles::reconcile::{self, Output as ReconcileOutput};
 use auth0_default_roles::shutdown::Shutdown;
 use auth0_default_roles::sim_command::{self, SimArgs, SimCommandError};
 use auth0_default_roles::source::replay::{Input, Output};
@@ -67,6 +68,30 @@ enum Command {
         #[arg(default_value = "-")]
         inputs: Vec<String>,
     },
+    /// Bring every existing user in line with the policy: list who exists (a users-export
+    /// job, or --users FILE) and what they hold, then print the missing roles (plan, the
+    /// default) or add them (--apply).
+    Reconcile {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Add the missing roles (bulk calls); without it nothing is written.
+        #[arg(long)]
+        apply: bool,
+        /// `jsonl`: one line per user missing roles on stdout, the summary on stderr;
+        /// `summary`: the summary on stdout.
+        #[arg(long, value_enum, default_value_t = ReconcileOutput::Summary)]
+        output: ReconcileOutput,
+        /// An export already downloaded (gzipped or plain NDJSON) instead of an export job.
+        #[arg(long)]
+        users: Option<PathBuf>,
+        /// Spend at most this share (0 < F ≤ 1) of [auth0] requests_per_second and burst, so
+        /// a `run` against the same tenant keeps the rest.
+        #[arg(long, default_value_t = 1.0)]
+        rate_share: f64,
+        /// Journal of an apply: an interrupted apply resumes from it.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Run the Management API simulator (a stand-in tenant for trying the service).
     Sim(SimArgs),
 }
@@ -82,7 +107,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` is a service: its audit trail is at info. One-shot commands stay quiet.
     let default_level = match cli.command {
-        Command::Run(_) | Command::Ingest(_) => "info",
+        // `reconcile` logs its progress every few seconds when stderr is not a terminal.
+        Command::Run(_) | Command::Ingest(_) | Command::Reconcile { .. } => "info",
         Command::Demo(_) => "error",
         _ => "warn",
     };
@@ -168,6 +194,39 @@ async fn dispatch(command: Command) -> u8 {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             app::replay(&config, env, request, &mut out).await
+        }
+        Command::Reconcile {
+            config,
+            apply,
+            output,
+            users,
+            rate_share,
+            state,
+        } => {
+            let config = match load(&config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let request = reconcile::Request {
+                apply,
+                output,
+                users,
+                rate_share,
+                state,
+                polling: reconcile::export::Polling::default(),
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut err = std::io::stderr();
+            reconcile::run(
+                &config,
+                env,
+                &request,
+                Shutdown::on_signals(),
+                &mut out,
+                &mut err,
+            )
+            .await
         }
         Command::Sim(args) => {
             return match sim_command::serve(args).await {

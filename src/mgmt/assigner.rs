@@ -160,7 +160,7 @@ fn ids(directory: &RoleDirectory, names: &[String]) -> Result<Vec<String>, MgmtE
 }
 
 /// One per-user call; on a 404 for a role id, the directory is refreshed and the call retried once.
-async fn assign_user(
+pub(crate) async fn assign_user(
     client: &MgmtClient,
     directory: &RoleDirectory,
     user_id: &str,
@@ -185,7 +185,7 @@ async fn assign_user(
 }
 
 /// One bulk call for a role; on a 404 for the role id, refresh and retry once.
-async fn assign_role(
+pub(crate) async fn assign_role(
     client: &MgmtClient,
     directory: &RoleDirectory,
     role: &str,

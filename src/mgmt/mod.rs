@@ -2,7 +2,7 @@
 //! retries that never give up on a transient error, role-name resolution, user reads, and role
 //! assignment per user and in bulk (see `assigner`).
 
-mod assigner;
+pub(crate) mod assigner;
 mod clients;
 mod roles;
 mod token;
@@ -133,6 +133,12 @@ pub enum Operation {
     GetClient,
     AssignUserRoles,
     AssignRoleUsers,
+    /// `POST /api/v2/jobs/users-exports` (`reconcile`).
+    CreateExportJob,
+    /// `GET /api/v2/jobs/{id}` (`reconcile`).
+    GetJob,
+    /// `GET /api/v2/roles/{id}/users` (`reconcile`).
+    GetRoleUsers,
 }
 
 impl Operation {
@@ -145,6 +151,9 @@ impl Operation {
             Operation::GetClient => "get_client",
             Operation::AssignUserRoles => "assign_user_roles",
             Operation::AssignRoleUsers => "assign_role_users",
+            Operation::CreateExportJob => "create_export_job",
+            Operation::GetJob => "get_job",
+            Operation::GetRoleUsers => "get_role_users",
         }
     }
 }
@@ -221,9 +230,9 @@ impl ClientSettings {
 }
 
 /// A response the caller handles: status and body of a 2xx or permanent error.
-struct Answer {
-    status: StatusCode,
-    body: bytes::Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: bytes::Bytes,
 }
 
 /// The Management API client. Cheap to clone: clones share the token, limiter and counters.
@@ -576,7 +585,7 @@ impl MgmtClient {
 
     /// Sends one API request until it succeeds or fails permanently. Transient failures are
     /// retried without a limit; a 401 refreshes the token once.
-    async fn request(
+    pub(crate) async fn request(
         &self,
         operation: Operation,
         method: Method,

@@ -1,0 +1,359 @@
+//! Who exists: a users-export job (`POST /api/v2/jobs/users-exports`, `GET /api/v2/jobs/{id}`
+//! until `completed`), its file downloaded from the pre-signed `location` to disk, and the
+//! reading of an export file (gzipped or plain NDJSON) one user at a time.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::event::Identity;
+use crate::mgmt::{encode_path_segment, MgmtClient, MgmtError, Operation};
+use crate::policy::Profile;
+
+/// The fields the policy can test, and what the summary reports.
+pub const EXPORT_FIELDS: &[&str] = &[
+    "user_id",
+    "email",
+    "email_verified",
+    "identities",
+    "app_metadata",
+    "created_at",
+    "logins_count",
+];
+
+/// Why the users could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Mgmt(#[from] MgmtError),
+    /// The job ended `failed`: Auth0's reason.
+    #[error("the users-export job {id} failed: {reason}")]
+    JobFailed { id: String, reason: String },
+    #[error("the users-export job answered without {0}")]
+    Protocol(&'static str),
+    #[error("cannot download the export from its location: {0}")]
+    Download(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the export to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the job's status is awaited: the first wait, doubled up to the cap.
+#[derive(Debug, Clone, Copy)]
+pub struct Polling {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Polling {
+            first: Duration::from_millis(250),
+            cap: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Job {
+    id: Option<String>,
+    status: Option<String>,
+    location: Option<String>,
+    status_details: Option<String>,
+    percentage_done: Option<u64>,
+}
+
+/// Creates the export job (`format: json`, the fields the policy can test); returns its id.
+pub async fn create_job(client: &MgmtClient) -> Result<String, ExportError> {
+    let fields: Vec<Value> = EXPORT_FIELDS.iter().map(|f| json!({ "name": f })).collect();
+    let body = json!({ "format": "json", "fields": fields });
+    let answer = client
+        .request(
+            Operation::CreateExportJob,
+            Method::POST,
+            "/api/v2/jobs/users-exports",
+            Some(&body),
+        )
+        .await?;
+    let job: Job = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let id = job.id.ok_or(ExportError::Protocol("an id"))?;
+    tracing::info!(job = %id, "users-export job created");
+    Ok(id)
+}
+
+/// Polls the job with backoff until `completed` (its `location`) or `failed` (its reason).
+/// `on_status` sees each status and percentage.
+pub async fn await_job(
+    client: &MgmtClient,
+    polling: Polling,
+    id: &str,
+    mut on_status: impl FnMut(&str, Option<u64>),
+) -> Result<String, ExportError> {
+    let path = format!("/api/v2/jobs/{}", encode_path_segment(id));
+    let mut wait = polling.first;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(polling.cap);
+        let answer = client
+            .request(Operation::GetJob, Method::GET, &path, None)
+            .await?;
+        let job: Job = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let status = job.status.as_deref().unwrap_or("");
+        on_status(status, job.percentage_done);
+        match status {
+            "completed" => return job.location.ok_or(ExportError::Protocol("a location")),
+            "failed" => {
+                return Err(ExportError::JobFailed {
+                    id: id.to_owned(),
+                    reason: job
+                        .status_details
+                        .unwrap_or_else(|| "(Auth0 gave no reason)".to_owned()),
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Downloads `location` (a pre-signed URL: no `Authorization` header) to `to`, retrying
+/// transient failures (connection errors, 408, 429, 5xx) up to `attempts` times from the start.
+pub async fn download(
+    location: &str,
+    to: &Path,
+    attempts: u32,
+    mut on_bytes: impl FnMut(u64),
+) -> Result<u64, ExportError> {
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("auth0-default-roles/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ExportError::Download(e.to_string()))?;
+    let mut wait = Duration::from_millis(500);
+    let mut last = String::new();
+    for attempt in 1..=attempts.max(1) {
+        match download_once(&http, location, to, &mut on_bytes).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(Attempt::Fatal(err)) => return Err(err),
+            Err(Attempt::Transient(why)) => {
+                tracing::warn!(attempt, reason = %why, "export download failed; retrying");
+                last = why;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Err(ExportError::Download(format!(
+        "gave up after {attempts} attempts: {last}"
+    )))
+}
+
+enum Attempt {
+    Transient(String),
+    Fatal(ExportError),
+}
+
+async fn download_once(
+    http: &reqwest::Client,
+    location: &str,
+    to: &Path,
+    on_bytes: &mut impl FnMut(u64),
+) -> Result<u64, Attempt> {
+    let mut response = http
+        .get(location)
+        .send()
+        .await
+        .map_err(|e| Attempt::Transient(e.to_string()))?;
+    let status = response.status();
+    if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+        return Err(Attempt::Transient(format!("HTTP {status}")));
+    }
+    if !status.is_success() {
+        return Err(Attempt::Fatal(ExportError::Download(format!(
+            "HTTP {status} (an expired or refused URL)"
+        ))));
+    }
+    let write_error = |source| {
+        Attempt::Fatal(ExportError::Write {
+            path: to.to_owned(),
+            source,
+        })
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(to).map_err(write_error)?);
+    let mut total = 0u64;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Attempt::Transient(e.to_string()))?
+    {
+        file.write_all(&chunk).map_err(write_error)?;
+        total += chunk.len() as u64;
+        on_bytes(total);
+    }
+    file.flush().map_err(write_error)?;
+    file.get_ref().sync_all().map_err(write_error)?;
+    Ok(total)
+}
+
+/// Opens an export file, gzipped (detected by its magic bytes) or plain NDJSON.
+pub fn open(path: &Path) -> Result<Box<dyn BufRead>, ExportError> {
+    let read_error = |source| ExportError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file =
+        BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(read_error)?);
+    let gzipped = file
+        .fill_buf()
+        .map_err(read_error)?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(if gzipped {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(file),
+        ))
+    } else {
+        Box::new(file)
+    })
+}
+
+/// One user of the export, as the policy sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportUser {
+    pub user_id: String,
+    pub profile: Profile,
+}
+
+/// Decodes one export line leniently: every field but `user_id` may be absent or of another
+/// type (it then reads as absent). `None` for a line that is not a JSON object with a
+/// `user_id` string.
+pub fn decode_line(line: &[u8]) -> Option<ExportUser> {
+    let Value::Object(mut user) = serde_json::from_slice::<Value>(line).ok()? else {
+        return None;
+    };
+    let user_id = match user.remove("user_id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        _ => return None,
+    };
+    let email = match user.remove("email") {
+        Some(Value::String(email)) => Some(email),
+        _ => None,
+    };
+    let email_verified = match user.remove("email_verified") {
+        Some(Value::Bool(v)) => Some(v),
+        Some(Value::String(v)) if v == "true" || v == "false" => Some(v == "true"),
+        _ => None,
+    };
+    let identities = match user.remove("identities") {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| serde_json::from_value::<Identity>(item).unwrap_or_default())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let app_metadata = match user.remove("app_metadata") {
+        Some(Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    Some(ExportUser {
+        user_id,
+        profile: Profile {
+            email,
+            email_verified,
+            identities,
+            app_metadata,
+            roles: None,
+            client_metadata: None,
+        },
+    })
+}
+
+/// An export's users, one line at a time; blank lines are skipped, a bad line gives its number.
+pub struct Users {
+    reader: Box<dyn BufRead>,
+    line: Vec<u8>,
+    number: usize,
+}
+
+impl Users {
+    pub fn new(reader: Box<dyn BufRead>) -> Users {
+        Users {
+            reader,
+            line: Vec::with_capacity(1024),
+            number: 0,
+        }
+    }
+
+    /// The next user (or the number of a line that is not one); `None` at the end.
+    pub fn next_user(&mut self) -> std::io::Result<Option<Result<ExportUser, usize>>> {
+        loop {
+            self.line.clear();
+            if self.reader.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(None);
+            }
+            self.number += 1;
+            if self.line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Some(decode_line(&self.line).ok_or(self.number)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_decode_leniently() {
+        let user = decode_line(br#"{"user_id":"auth0|1","email":"a@x.io","email_verified":true,"identities":[{"connection":"db","provider":"auth0","isSocial":false,"user_id":7}],"app_metadata":{"plan":"pro"},"logins_count":3}"#)
+            .unwrap_or_else(|| panic!("decodes"));
+        assert_eq!(user.user_id, "auth0|1");
+        assert_eq!(user.profile.email.as_deref(), Some("a@x.io"));
+        assert_eq!(user.profile.email_verified, Some(true));
+        assert_eq!(user.profile.identities[0].connection.as_deref(), Some("db"));
+        let odd = decode_line(br#"{"user_id":"x","email":5,"identities":"no","app_metadata":[]}"#)
+            .unwrap_or_else(|| panic!("decodes"));
+        assert_eq!(odd.profile.email, None);
+        assert!(odd.profile.identities.is_empty());
+        assert_eq!(decode_line(b"not json"), None);
+        assert_eq!(decode_line(br#"{"email":"no id"}"#), None);
+        assert_eq!(decode_line(br#"["user_id"]"#), None);
+    }
+
+    #[test]
+    fn plain_and_gzipped_files_read_alike_and_bad_lines_are_numbered() {
+        let dir = std::env::temp_dir().join(format!("reconcile-export-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let text = "{\"user_id\":\"a\"}\n\ngarbage\n{\"user_id\":\"b\"}\n";
+        let plain = dir.join("users.json");
+        let gz = dir.join("users.json.gz");
+        std::fs::write(&plain, text).unwrap_or_else(|e| panic!("{e}"));
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&gz, encoder.finish().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        for path in [&plain, &gz] {
+            let mut users = Users::new(open(path).unwrap_or_else(|e| panic!("{e}")));
+            let mut seen = Vec::new();
+            while let Some(user) = users.next_user().unwrap_or_else(|e| panic!("{e}")) {
+                seen.push(user.map(|u| u.user_id));
+            }
+            assert_eq!(seen, vec![Ok("a".to_owned()), Err(3), Ok("b".to_owned())]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

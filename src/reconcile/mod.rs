@@ -1,0 +1,719 @@
+//! `reconcile`: brings every existing user in line with the policy. Reads who exists (a
+//! users-export job, or `--users FILE`), what they hold (each policy role's members by
+//! checkpoint pages), judges each user as if each trigger had happened, and prints the missing
+//! (user, role) pairs (plan) or adds them with bulk calls (`--apply`), resumable through
+//! `--state FILE`.
+
+pub mod export;
+pub mod members;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::Serialize;
+
+use crate::app::{Env, StartError, EXIT_FAILED};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::mgmt::assigner::{assign_role, assign_user};
+use crate::mgmt::{CallStats, ClientSettings, MgmtClient, MgmtError, RoleDirectory};
+use crate::policy::{Evaluation, Policy};
+use crate::shutdown::Shutdown;
+
+use export::{ExportError, Polling, Users};
+use members::{Memberships, UserSet};
+use state::{Entry, Journal, Resume};
+
+/// Bulk writes in flight at once (the limiter paces them; this hides their latency).
+const WRITERS: usize = 4;
+/// Failed users listed in the summary at most (all are in the state file).
+const FAILED_SHOWN: usize = 50;
+/// Bad export lines whose numbers the summary lists at most.
+const BAD_LINES_SHOWN: usize = 10;
+/// How often progress is logged when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// One line per user missing something (stdout); the summary goes to stderr.
+    Jsonl,
+    /// The summary only (stdout).
+    Summary,
+}
+
+/// What `reconcile` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub apply: bool,
+    pub output: Output,
+    /// An export already downloaded (gzipped or plain NDJSON) instead of an export job.
+    pub users: Option<PathBuf>,
+    /// The share (0 < F ≤ 1) of `requests_per_second` and `burst` this run may spend.
+    pub rate_share: f64,
+    pub state: Option<PathBuf>,
+    /// How the export job is awaited.
+    pub polling: Polling,
+}
+
+/// The rate and burst a share `F` of the tenant's gets: `requests_per_second × F` and
+/// `⌊burst × F⌋` (at least 1). `F` outside (0, 1] is refused.
+pub fn share_rate(requests_per_second: f64, burst: u32, share: f64) -> Result<(f64, u32), String> {
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(format!(
+            "--rate-share must be above 0 and at most 1 (got {share})"
+        ));
+    }
+    let burst = ((f64::from(burst) * share).floor() as u32).max(1);
+    Ok((requests_per_second * share, burst))
+}
+
+/// One plan line: a user missing roles, and the rules that give them.
+#[derive(Debug, Serialize)]
+struct PlanLine<'a> {
+    user_id: &'a str,
+    roles: &'a [String],
+    rules: &'a [String],
+}
+
+/// Counts of a finished (or interrupted) reconcile.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub apply: bool,
+    /// Where the users came from.
+    pub source: String,
+    pub users_scanned: u64,
+    pub bad_lines: u64,
+    pub first_bad_lines: Vec<usize>,
+    /// Users missing at least one role.
+    pub users_missing: u64,
+    /// Missing (user, role) pairs by role.
+    pub pairs_by_role: BTreeMap<String, u64>,
+    /// Rules never applied to existing users, and why.
+    pub rules_skipped: Vec<(String, String)>,
+    /// Users for whom a rule stayed undecided, by `rule.key`.
+    pub undecided: BTreeMap<String, u64>,
+    pub members_listed: usize,
+    pub membership_bytes: usize,
+    /// Pairs a resumed apply found done by its earlier run, and the batches it had written.
+    pub resumed_pairs: usize,
+    pub resumed_batches: usize,
+    pub assigned_by_role: BTreeMap<String, u64>,
+    pub batches: u64,
+    /// Batches that answered 404 (a user deleted since the export) and went one by one.
+    pub fallback_batches: u64,
+    /// (user, role, error) of every pair that failed.
+    pub failed: Vec<(String, String, String)>,
+    pub failed_total: u64,
+    pub export_bytes: Option<u64>,
+    pub calls: CallStats,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    pub fn pairs(&self) -> u64 {
+        self.pairs_by_role.values().sum()
+    }
+
+    pub fn assigned(&self) -> u64 {
+        self.assigned_by_role.values().sum()
+    }
+
+    /// The human-readable summary.
+    pub fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mode = if self.apply {
+            "apply"
+        } else {
+            "plan (nothing written)"
+        };
+        writeln!(out, "reconcile: {mode}")?;
+        writeln!(
+            out,
+            "users: {} scanned from {}",
+            self.users_scanned, self.source
+        )?;
+        if self.bad_lines > 0 {
+            let shown: Vec<String> = self.first_bad_lines.iter().map(|n| n.to_string()).collect();
+            writeln!(
+                out,
+                "  {} lines were not users and were skipped (lines {}{})",
+                self.bad_lines,
+                shown.join(", "),
+                if self.bad_lines as usize > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )?;
+        }
+        writeln!(
+            out,
+            "memberships: {} members listed, {} KiB held ({} bytes per member)",
+            self.members_listed,
+            self.membership_bytes / 1024,
+            std::mem::size_of::<u128>()
+        )?;
+        if self.resumed_batches > 0 {
+            writeln!(
+                out,
+                "resumed: {} batches ({} pairs) written by the interrupted run were not repeated",
+                self.resumed_batches, self.resumed_pairs
+            )?;
+        }
+        writeln!(
+            out,
+            "to add: {} users missing {} (user, role) pairs",
+            self.users_missing,
+            self.pairs()
+        )?;
+        for (role, n) in &self.pairs_by_role {
+            writeln!(out, "  {role:<20} {n} users")?;
+        }
+        for (rule, why) in &self.rules_skipped {
+            writeln!(out, "rule skipped for existing users: {rule} ({why})")?;
+        }
+        for (label, n) in &self.undecided {
+            writeln!(
+                out,
+                "undecided for {n} users: {label} (rule not applied to them)"
+            )?;
+        }
+        if self.apply {
+            writeln!(
+                out,
+                "added: {} pairs in {} batches ({} fell back to per-user calls)",
+                self.assigned(),
+                self.batches,
+                self.fallback_batches
+            )?;
+            for (role, n) in &self.assigned_by_role {
+                writeln!(out, "  {role:<20} {n} users")?;
+            }
+        }
+        writeln!(out, "management API calls: {}", self.calls.total())?;
+        for (operation, n) in &self.calls.calls {
+            writeln!(out, "  {:<18} {n}", operation.as_str())?;
+        }
+        writeln!(out, "  429 answers        {}", self.calls.rate_limited)?;
+        writeln!(out, "  retries            {}", self.calls.retries)?;
+        if let Some(bytes) = self.export_bytes {
+            writeln!(
+                out,
+                "export download: {bytes} bytes (not a Management API call)"
+            )?;
+        }
+        if self.apply && self.assigned() > 0 {
+            writeln!(
+                out,
+                "write calls per user fixed: {:.3}",
+                self.calls.writes() as f64 / self.users_fixed().max(1) as f64
+            )?;
+        }
+        writeln!(out, "elapsed: {:.1} s", self.elapsed.as_secs_f64())?;
+        if self.failed_total > 0 {
+            writeln!(out, "failed: {} pairs", self.failed_total)?;
+            for (user, role, error) in &self.failed {
+                writeln!(out, "  user_id={user} role={role} error={error}")?;
+            }
+            if self.failed_total as usize > self.failed.len() {
+                writeln!(out, "  ... (every failure is in the state file)")?;
+            }
+        }
+        if self.interrupted {
+            writeln!(
+                out,
+                "interrupted: run the same command again (same --state) to resume"
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Users given at least one role (an estimate: pairs added over pairs per user missing).
+    fn users_fixed(&self) -> u64 {
+        if self.pairs() == 0 {
+            return 0;
+        }
+        let per_user = self.pairs() as f64 / self.users_missing.max(1) as f64;
+        (self.assigned() as f64 / per_user).round() as u64
+    }
+}
+
+/// Progress on a terminal (a spinner line), else a log line every few seconds.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress {
+            bar,
+            last_log: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, message: impl FnOnce() -> String) {
+        match &self.bar {
+            Some(bar) => bar.set_message(message()),
+            None if self.last_log.elapsed() >= LOG_EVERY => {
+                self.last_log = Instant::now();
+                tracing::info!("{}", message());
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Runs `reconcile`: plan (default) or apply. Returns the exit status: 0, 3 when some users
+/// failed; errors carry theirs (2 configuration, 1 otherwise).
+pub async fn run(
+    config: &Config,
+    env: Env<'_>,
+    request: &Request,
+    shutdown: Shutdown,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, StartError> {
+    let started = Instant::now();
+    let mut auth0 = config.require_auth0()?.clone();
+    let (rate, burst) = share_rate(auth0.requests_per_second, auth0.burst, request.rate_share)
+        .map_err(StartError::Config)?;
+    auth0.requests_per_second = rate;
+    auth0.burst = burst;
+    let secret = auth0.client_secret(env)?;
+    let policy: &Policy = &config.policy;
+    let metrics = Arc::new(Metrics::new()?);
+    let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
+        .map_err(StartError::Mgmt)?;
+    client.ensure_token().await.map_err(StartError::Mgmt)?;
+    let directory = RoleDirectory::resolve(&client, policy.role_names())
+        .await
+        .map_err(StartError::Mgmt)?;
+    let role_ids = directory.all();
+    tracing::info!(
+        requests_per_second = rate,
+        burst,
+        roles = role_ids.len(),
+        "reconcile: connected"
+    );
+
+    let (mut journal, resume) = match (&request.state, request.apply) {
+        (Some(path), true) => {
+            let (journal, resume) =
+                Journal::open(path).map_err(|e| StartError::Config(e.to_string()))?;
+            (Some(journal), resume)
+        }
+        _ => (None, None),
+    };
+    let resume = resume.unwrap_or_default();
+    let mut summary = Summary {
+        apply: request.apply,
+        rules_skipped: policy.skipped_for_existing_users(),
+        resumed_batches: resume.batches,
+        resumed_pairs: resume.finished.values().map(Vec::len).sum(),
+        ..Summary::default()
+    };
+    let mut progress = Progress::new();
+
+    // Who exists: a file given, the export an interrupted apply downloaded, or a new job
+    // (created first: Auth0 prepares it while the memberships are listed).
+    let kept_export = resume.export.clone().filter(|p| p.exists());
+    let mut temp_export: Option<PathBuf> = None;
+    let (export_path, job) = match (&request.users, kept_export) {
+        (Some(path), _) => {
+            summary.source = path.display().to_string();
+            (Some(path.clone()), None)
+        }
+        (None, Some(path)) => {
+            summary.source = format!("{} (kept by the interrupted run)", path.display());
+            (Some(path), None)
+        }
+        (None, None) => (None, Some(start_job(&client).await?)),
+    };
+
+    progress.update(|| "listing role members".to_owned());
+    let memberships = list_memberships(&client, policy, &role_ids, &resume, &mut progress).await?;
+    summary.members_listed = memberships.members();
+    summary.membership_bytes = memberships.bytes();
+    // From here on, a refused service (revoked credentials, a scope taken away) makes calls
+    // wait as `run` does, instead of ending the run.
+    client.start_serving();
+
+    let export_path = match (export_path, job) {
+        (Some(path), _) => path,
+        (None, Some(job_id)) => {
+            let to = match &journal {
+                Some(journal) => journal.export_path(),
+                None => {
+                    let path = std::env::temp_dir().join(format!(
+                        "auth0-default-roles-export-{}.json.gz",
+                        std::process::id()
+                    ));
+                    temp_export = Some(path.clone());
+                    path
+                }
+            };
+            let bytes = finish_job(&client, request.polling, &job_id, &to, &mut progress).await?;
+            summary.export_bytes = Some(bytes);
+            summary.source = format!("export job {job_id}");
+            if let Some(journal) = &mut journal {
+                journal
+                    .record(&Entry::Export {
+                        export: to.clone(),
+                        job: Some(job_id),
+                    })
+                    .map_err(|e| StartError::Reconcile(e.to_string()))?;
+            }
+            to
+        }
+        (None, None) => unreachable_export()?,
+    };
+
+    let reader = export::open(&export_path).map_err(|e| StartError::Reconcile(e.to_string()))?;
+    let mut users = Users::new(reader);
+    let jsonl = request.output == Output::Jsonl;
+    let batch_max = auth0.batch_max_users.max(1);
+    let mut buffers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut writes = FuturesUnordered::new();
+    let uses_has_roles = policy.uses_has_roles();
+    loop {
+        if shutdown.is_triggered() {
+            summary.interrupted = true;
+            break;
+        }
+        let next = users
+            .next_user()
+            .map_err(|e| StartError::Reconcile(format!("cannot read the export: {e}")))?;
+        let Some(user) = next else { break };
+        let user = match user {
+            Ok(user) => user,
+            Err(line) => {
+                summary.bad_lines += 1;
+                if summary.first_bad_lines.len() < BAD_LINES_SHOWN {
+                    summary.first_bad_lines.push(line);
+                }
+                continue;
+            }
+        };
+        summary.users_scanned += 1;
+        let mut profile = user.profile;
+        if uses_has_roles {
+            profile.roles = Some(memberships.held_role_ids(&user.user_id, &role_ids));
+        }
+        let (roles, rules, skipped) = match policy.evaluate_existing(&user.user_id, &profile) {
+            Evaluation::Assign(decision) => (decision.roles, decision.rules, decision.skipped),
+            Evaluation::NoRule(skipped) | Evaluation::NeedsProfile(skipped) => {
+                (Vec::new(), Vec::new(), skipped)
+            }
+        };
+        for undecided in skipped {
+            *summary.undecided.entry(undecided.label()).or_default() += 1;
+        }
+        let missing: Vec<String> = roles
+            .into_iter()
+            .filter(|role| !memberships.holds(&user.user_id, role))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        summary.users_missing += 1;
+        for role in &missing {
+            *summary.pairs_by_role.entry(role.clone()).or_default() += 1;
+        }
+        if jsonl {
+            let line = PlanLine {
+                user_id: &user.user_id,
+                roles: &missing,
+                rules: &rules,
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+        if request.apply {
+            for role in missing {
+                let buffer = buffers.entry(role.clone()).or_default();
+                buffer.push(user.user_id.clone());
+                if buffer.len() >= batch_max {
+                    let batch = std::mem::take(buffer);
+                    writes.push(write_batch(&client, &directory, role, batch));
+                    while writes.len() >= WRITERS {
+                        if let Some(done) = writes.next().await {
+                            settle(done, &mut summary, &mut journal)?;
+                        }
+                    }
+                }
+            }
+        }
+        if summary.users_scanned % 1000 == 0 {
+            let (scanned, pairs, added) =
+                (summary.users_scanned, summary.pairs(), summary.assigned());
+            progress
+                .update(|| format!("judged {scanned} users, {pairs} pairs missing, {added} added"));
+        }
+    }
+    if !summary.interrupted {
+        for (role, batch) in std::mem::take(&mut buffers) {
+            if !batch.is_empty() {
+                writes.push(write_batch(&client, &directory, role, batch));
+            }
+        }
+    }
+    while let Some(done) = writes.next().await {
+        settle(done, &mut summary, &mut journal)?;
+        let (added, batches) = (summary.assigned(), summary.batches);
+        progress.update(|| format!("{added} pairs added in {batches} batches"));
+    }
+    if let (Some(journal), false) = (&mut journal, summary.interrupted) {
+        journal
+            .record(&Entry::Done)
+            .map_err(|e| StartError::Reconcile(e.to_string()))?;
+    }
+    progress.finish();
+    if let Some(path) = temp_export {
+        let _ = std::fs::remove_file(path);
+    }
+    summary.calls = client.stats();
+    summary.elapsed = started.elapsed();
+    match request.output {
+        Output::Summary => summary.write_to(out)?,
+        Output::Jsonl => summary.write_to(err)?,
+    }
+    out.flush()?;
+    Ok(if summary.interrupted {
+        1
+    } else if summary.failed_total > 0 {
+        EXIT_FAILED
+    } else {
+        0
+    })
+}
+
+fn unreachable_export() -> Result<PathBuf, StartError> {
+    Err(StartError::Reconcile(
+        "no export: neither --users nor an export job".to_owned(),
+    ))
+}
+
+fn export_error(err: ExportError) -> StartError {
+    match err {
+        ExportError::Mgmt(err) => StartError::Mgmt(err),
+        other => StartError::Reconcile(other.to_string()),
+    }
+}
+
+/// Creates the users-export job (before the service serves: a missing scope stops here with
+/// exit 2 and the advice).
+async fn start_job(client: &MgmtClient) -> Result<String, StartError> {
+    export::create_job(client).await.map_err(export_error)
+}
+
+/// Waits for the job and downloads its file to `to`; returns the bytes downloaded.
+async fn finish_job(
+    client: &MgmtClient,
+    polling: Polling,
+    job_id: &str,
+    to: &std::path::Path,
+    progress: &mut Progress,
+) -> Result<u64, StartError> {
+    let location = export::await_job(client, polling, job_id, |status, percent| {
+        progress.update(|| match percent {
+            Some(p) => format!("export job {status} ({p} %)"),
+            None => format!("export job {status}"),
+        });
+    })
+    .await
+    .map_err(export_error)?;
+    export::download(&location, to, 5, |bytes| {
+        progress.update(|| format!("downloading the export: {bytes} bytes"));
+    })
+    .await
+    .map_err(export_error)
+}
+
+/// Lists the members of every policy role (and of every other role when a rule tests
+/// `has_roles`); pairs an interrupted apply finished count as held.
+async fn list_memberships(
+    client: &MgmtClient,
+    policy: &Policy,
+    role_ids: &BTreeMap<String, String>,
+    resume: &Resume,
+    progress: &mut Progress,
+) -> Result<Memberships, StartError> {
+    let mut memberships = Memberships::default();
+    let mut listed = 0usize;
+    for (name, id) in role_ids {
+        let base = listed;
+        let mut fingerprints = members::list_role(client, id, |n| {
+            progress.update(|| format!("listing role members: {} ({name})", base + n));
+        })
+        .await
+        .map_err(StartError::Mgmt)?;
+        listed += fingerprints.len();
+        if let Some(done) = resume.finished.get(name) {
+            fingerprints.extend(done.iter().map(|u| members::fingerprint(u)));
+        }
+        memberships
+            .by_role
+            .insert(name.clone(), UserSet::from_fingerprints(fingerprints));
+    }
+    if policy.uses_has_roles() {
+        let policy_ids: BTreeSet<&String> = role_ids.values().collect();
+        let mut others = Vec::new();
+        for (_, id) in members::all_roles(client)
+            .await
+            .map_err(StartError::Mgmt)?
+            .into_iter()
+            .filter(|(_, id)| !policy_ids.contains(id))
+        {
+            let base = others.len();
+            let listed_role = members::list_role(client, &id, |n| {
+                progress.update(|| format!("listing members of other roles: {}", base + n));
+            })
+            .await
+            .map_err(StartError::Mgmt)?;
+            others.extend(listed_role);
+        }
+        memberships.others = Some(UserSet::from_fingerprints(others));
+    }
+    tracing::info!(
+        members = memberships.members(),
+        bytes = memberships.bytes(),
+        "reconcile: memberships listed"
+    );
+    Ok(memberships)
+}
+
+/// What one batch did.
+struct BatchDone {
+    role: String,
+    assigned: Vec<String>,
+    failed: Vec<(String, MgmtError)>,
+    fell_back: bool,
+}
+
+/// One bulk call for `role`; when it fails (a user deleted since the export answers 404 for
+/// the whole call), one call per user, so only that user fails.
+async fn write_batch(
+    client: &MgmtClient,
+    directory: &RoleDirectory,
+    role: String,
+    users: Vec<String>,
+) -> BatchDone {
+    match assign_role(client, directory, &role, &users).await {
+        Ok(()) => BatchDone {
+            role,
+            assigned: users,
+            failed: Vec::new(),
+            fell_back: false,
+        },
+        Err(err) => {
+            tracing::info!(error = %err, role = %role, users = users.len(), "bulk assignment failed; assigning one by one");
+            let roles = [role.clone()];
+            let mut done = BatchDone {
+                role,
+                assigned: Vec::new(),
+                failed: Vec::new(),
+                fell_back: true,
+            };
+            for user in users {
+                match assign_user(client, directory, &user, &roles).await {
+                    Ok(()) => done.assigned.push(user),
+                    Err(err) => done.failed.push((user, err)),
+                }
+            }
+            done
+        }
+    }
+}
+
+/// Counts a finished batch and records it in the journal.
+fn settle(
+    done: BatchDone,
+    summary: &mut Summary,
+    journal: &mut Option<Journal>,
+) -> Result<(), StartError> {
+    summary.batches += 1;
+    summary.fallback_batches += u64::from(done.fell_back);
+    *summary
+        .assigned_by_role
+        .entry(done.role.clone())
+        .or_default() += done.assigned.len() as u64;
+    for (user, err) in &done.failed {
+        tracing::warn!(user_id = %user, role = %done.role, error = %err, "could not assign");
+        summary.failed_total += 1;
+        if summary.failed.len() < FAILED_SHOWN {
+            summary
+                .failed
+                .push((user.clone(), done.role.clone(), err.to_string()));
+        }
+    }
+    if let Some(journal) = journal {
+        let record = |journal: &mut Journal, entry: &Entry| {
+            journal
+                .record(entry)
+                .map_err(|e| StartError::Reconcile(e.to_string()))
+        };
+        for (user, err) in &done.failed {
+            record(
+                journal,
+                &Entry::Failed {
+                    role: done.role.clone(),
+                    user: user.clone(),
+                    error: err.to_string(),
+                },
+            )?;
+        }
+        if !done.assigned.is_empty() {
+            record(
+                journal,
+                &Entry::Batch {
+                    role: done.role,
+                    users: done.assigned,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_share_scales_the_rate_and_the_burst() {
+        assert_eq!(share_rate(16.0, 50, 0.5), Ok((8.0, 25)));
+        assert_eq!(share_rate(16.0, 50, 1.0), Ok((16.0, 50)));
+        assert_eq!(
+            share_rate(2.0, 2, 0.25),
+            Ok((0.5, 1)),
+            "at least a burst of 1"
+        );
+        assert_eq!(share_rate(16.0, 50, 0.3), Ok((16.0 * 0.3, 15)));
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            assert!(share_rate(16.0, 50, bad).is_err(), "{bad}");
+        }
+    }
+}
