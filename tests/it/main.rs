@@ -15,5 +15,6 @@ mod kafka;
 mod mgmt;
 mod ops;
 mod policy;
+mod reconcile;
 mod replay_cli;
 mod sqs;

@@ -1,0 +1,478 @@
+//! `reconcile` run as a user runs it (the real binary) against the simulated tenant over HTTP:
+//! plan, apply, a second run, an apply killed halfway and resumed, a user deleted between the
+//! export and the apply, a failed export job, `--users FILE`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use mgmt_sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, Simulator};
+
+use crate::harness::{runtime, temp_dir, wait_for};
+
+const CORP: &str = "corp-azure-ad";
+/// A role outside the policy: reconcile must never touch it.
+const LEGACY: &str = "Legacy";
+
+/// The demo policy, plus a rule only a login can decide (skipped for existing users).
+const POLICY: &str = r#"
+[policy]
+events = ["signup", "first_login", "email_verified"]
+
+[[policy.rules]]
+name = "everyone"
+assign = ["Viewer"]
+
+[[policy.rules]]
+name = "internal"
+when = { connection = ["corp-azure-ad"] }
+assign = ["INTERNAL"]
+
+[[policy.rules]]
+name = "customers"
+unless = { connection = ["corp-azure-ad"] }
+assign = ["CUSTOMER"]
+
+[[policy.rules]]
+name = "verified-partners"
+when = { event = "email_verified", email_domain = ["partner.example"] }
+assign = ["PARTNER"]
+
+[[policy.rules]]
+name = "beta-app"
+when = { client_id = ["beta-app-client"] }
+assign = ["BETA"]
+"#;
+
+/// User `i` of a tenant: a third already right, a third holding only `Viewer`, a third nothing;
+/// every fourth on the corporate connection, every fifth a partner (verified when even), every
+/// seventh holding `Legacy`.
+fn user(i: usize) -> (SeedUser, BTreeSet<String>) {
+    let corp = i % 4 == 0;
+    let partner = i % 5 == 0;
+    let verified = i % 2 == 0;
+    let mut expected: BTreeSet<String> = ["Viewer"].iter().map(|s| (*s).to_owned()).collect();
+    expected.insert(if corp { "INTERNAL" } else { "CUSTOMER" }.to_owned());
+    if partner && verified {
+        expected.insert("PARTNER".to_owned());
+    }
+    let mut held: Vec<String> = match i % 3 {
+        0 => expected.iter().cloned().collect(),
+        1 => vec!["Viewer".to_owned()],
+        _ => Vec::new(),
+    };
+    if i % 7 == 0 {
+        held.push(LEGACY.to_owned());
+    }
+    let seed = SeedUser {
+        user_id: format!("auth0|user{i:05}"),
+        email: Some(if partner {
+            format!("u{i}@partner.example")
+        } else {
+            format!("u{i}@example.com")
+        }),
+        email_verified: Some(verified),
+        connection: corp.then(|| CORP.to_owned()),
+        app_metadata: None,
+        roles: held,
+    };
+    (seed, expected)
+}
+
+struct Tenant {
+    /// Serves the simulator.
+    _rt: tokio::runtime::Runtime,
+    sim: Simulator,
+    server: RunningSimulator,
+    dir: PathBuf,
+    /// user → the roles the policy says they must hold.
+    expected: BTreeMap<String, BTreeSet<String>>,
+    /// user → the roles they held at the start.
+    initial: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Tenant {
+    fn start(name: &str, users: usize, config: SimConfig) -> Tenant {
+        let rt = runtime();
+        let mut seeds = Vec::new();
+        let mut expected = BTreeMap::new();
+        for i in 0..users {
+            let (seed, roles) = user(i);
+            expected.insert(seed.user_id.clone(), roles);
+            seeds.push(seed);
+        }
+        let mut roles: Vec<SeedRole> = auth0_default_roles::generate::DEMO_ROLES
+            .iter()
+            .map(|n| SeedRole::named(*n))
+            .collect();
+        roles.push(SeedRole::named("BETA"));
+        roles.push(SeedRole::named(LEGACY));
+        let sim = Simulator::new(
+            config,
+            Seed {
+                roles,
+                users: seeds,
+                ..Seed::default()
+            },
+        );
+        let server = rt
+            .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let initial = sim.role_sets();
+        Tenant {
+            _rt: rt,
+            sim,
+            server,
+            dir: temp_dir(name),
+            expected,
+            initial,
+        }
+    }
+
+    fn config(&self, requests_per_second: f64, batch_max_users: usize) -> PathBuf {
+        let text = format!(
+            "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = {requests_per_second}\nburst = 20\nbatch_max_users = {batch_max_users}\n{POLICY}",
+            self.server.base_url
+        );
+        let path = self.dir.join("reconcile.toml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
+    /// The (user, role) pairs missing at the start.
+    fn missing(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.expected
+            .iter()
+            .filter_map(|(user, want)| {
+                let held = self.initial.get(user).cloned().unwrap_or_default();
+                let missing: BTreeSet<String> = want.difference(&held).cloned().collect();
+                (!missing.is_empty()).then(|| (user.clone(), missing))
+            })
+            .collect()
+    }
+
+    /// What every user must hold after an apply: the expected roles plus `Legacy` where held.
+    fn after_apply(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut after = self.expected.clone();
+        for (user, held) in &self.initial {
+            if held.contains(LEGACY) {
+                after
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(LEGACY.to_owned());
+            }
+        }
+        after
+    }
+
+    /// Write calls floor: ⌈pairs of each role / batch⌉ summed.
+    fn write_floor(&self, batch: usize) -> u64 {
+        let mut per_role: BTreeMap<String, usize> = BTreeMap::new();
+        for roles in self.missing().values() {
+            for role in roles {
+                *per_role.entry(role.clone()).or_default() += 1;
+            }
+        }
+        per_role.values().map(|n| n.div_ceil(batch) as u64).sum()
+    }
+
+    fn writes(&self) -> u64 {
+        let stats = self.sim.stats();
+        stats.calls_of("assign_role_users") + stats.calls_of("assign_user_roles")
+    }
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"));
+    command
+        .arg("reconcile")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("AUTH0_CLIENT_SECRET", "sim-secret")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn reconcile(config: &Path, args: &[&str]) -> Output {
+    command(config, args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The plan's lines: user → missing roles (and each line's rules are not empty).
+fn plan_lines(stdout: &[u8]) -> BTreeMap<String, BTreeSet<String>> {
+    text(stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(
+                v["rules"].as_array().is_some_and(|r| !r.is_empty()),
+                "{line}"
+            );
+            let roles = v["roles"]
+                .as_array()
+                .unwrap_or_else(|| panic!("roles: {line}"))
+                .iter()
+                .map(|r| r.as_str().unwrap_or_default().to_owned())
+                .collect();
+            (v["user_id"].as_str().unwrap_or_default().to_owned(), roles)
+        })
+        .collect()
+}
+
+#[test]
+fn plan_lists_exactly_the_missing_pairs_and_writes_nothing() {
+    let tenant = Tenant::start("reconcile-plan", 240, SimConfig::default());
+    let config = tenant.config(500.0, 50);
+    let out = reconcile(&config, &["--output", "jsonl"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let plan = plan_lines(&out.stdout);
+    let missing = tenant.missing();
+    assert!(missing.len() > 100, "the fixture misses many pairs");
+    assert_eq!(plan, missing);
+    assert!(plan
+        .values()
+        .all(|roles| !roles.contains(LEGACY) && !roles.contains("BETA")));
+    assert_eq!(tenant.writes(), 0, "a plan writes nothing");
+    assert_eq!(tenant.sim.role_sets(), tenant.initial);
+    let stats = tenant.sim.stats();
+    assert_eq!(stats.calls_of("create_export_job"), 1);
+    assert!(stats.calls_of("get_job") >= 1);
+    assert_eq!(stats.export_downloads, 1);
+    // One checkpoint page per 100 members of each of the five policy roles (at least one).
+    let pages: u64 = ["Viewer", "CUSTOMER", "INTERNAL", "PARTNER", "BETA"]
+        .iter()
+        .map(|role| {
+            let members = tenant
+                .initial
+                .values()
+                .filter(|r| r.contains(*role))
+                .count();
+            members.div_ceil(100).max(1) as u64
+        })
+        .sum();
+    assert_eq!(stats.calls_of("get_role_users"), pages);
+    let pairs: usize = missing.values().map(BTreeSet::len).sum();
+    assert!(stderr.contains("users: 240 scanned"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "to add: {} users missing {pairs} (user, role) pairs",
+            missing.len()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "rule skipped for existing users: beta-app (tests client_id, which only a login knows)"
+        ),
+        "{stderr}"
+    );
+    // `check` says the same.
+    let check = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("AUTH0_CLIENT_SECRET", "sim-secret")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text(&check.stdout).contains("reconcile: rule beta-app is not applied to existing users"),
+        "{}",
+        text(&check.stdout)
+    );
+}
+
+#[test]
+fn apply_makes_the_tenant_match_and_a_second_run_plans_nothing() {
+    let tenant = Tenant::start("reconcile-apply", 300, SimConfig::default());
+    let batch = 40;
+    let config = tenant.config(500.0, batch);
+    let out = reconcile(&config, &["--apply"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
+    let floor = tenant.write_floor(batch);
+    assert_eq!(tenant.writes(), floor, "one bulk call per batch: {stdout}");
+    assert_eq!(tenant.sim.stats().calls_of("assign_user_roles"), 0);
+    assert!(stdout.contains("added: "), "{stdout}");
+    let again = reconcile(&config, &["--output", "jsonl"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).is_empty(), "{}", text(&again.stdout));
+    assert!(
+        text(&again.stderr).contains("to add: 0 users missing 0 (user, role) pairs"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(tenant.writes(), floor, "nothing more written");
+}
+
+#[test]
+fn an_apply_killed_halfway_resumes_without_repeating_finished_batches() {
+    let tenant = Tenant::start("reconcile-resume", 600, SimConfig::default());
+    let batch = 10;
+    // 20 calls a second: the writes take several seconds.
+    let config = tenant.config(20.0, batch);
+    let state = tenant.dir.join("state.jsonl");
+    let state_arg = state.to_str().unwrap_or_default().to_owned();
+    let mut child = command(&config, &["--apply", "--state", &state_arg])
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let batches_recorded = || {
+        std::fs::read_to_string(&state)
+            .map(|t| t.matches(r#""kind":"batch""#).count())
+            .unwrap_or(0)
+    };
+    let started = wait_for(Duration::from_secs(60), || batches_recorded() >= 5);
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    assert!(started, "no batch recorded before the kill");
+    let written_before = tenant.writes();
+    let floor = tenant.write_floor(batch);
+    assert!(
+        written_before < floor,
+        "killed before the end ({written_before} of {floor})"
+    );
+    let finished = batches_recorded();
+    let out = reconcile(&config, &["--apply", "--state", &state_arg]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
+    let resumed_writes = tenant.writes() - written_before;
+    assert!(
+        resumed_writes + finished as u64 <= floor,
+        "the finished batches were not repeated: {resumed_writes} written after the resume, {finished} finished before, floor {floor}"
+    );
+    assert!(
+        tenant.writes() <= floor + 4,
+        "at most the batches in flight at the kill are repeated: {} writes, floor {floor}",
+        tenant.writes()
+    );
+    assert!(stdout.contains("resumed: "), "{stdout}");
+    // The export downloaded before the kill was reused.
+    assert_eq!(tenant.sim.stats().calls_of("create_export_job"), 1);
+}
+
+#[test]
+fn a_user_deleted_between_export_and_apply_fails_alone() {
+    let tenant = Tenant::start(
+        "reconcile-deleted",
+        90,
+        SimConfig {
+            export_job_millis: 1500,
+            ..SimConfig::default()
+        },
+    );
+    let config = tenant.config(500.0, 50);
+    let victim = "auth0|user00002"; // holds nothing: missing every role
+    assert!(tenant.missing().contains_key(victim));
+    let child = command(&config, &["--apply"])
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let exported = wait_for(Duration::from_secs(30), || {
+        tenant.sim.stats().calls_of("create_export_job") == 1
+    });
+    assert!(exported);
+    tenant.sim.delete_user(victim);
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
+    let mut after = tenant.after_apply();
+    after.remove(victim);
+    assert_eq!(tenant.sim.role_sets(), after, "every other user was fixed");
+    assert!(stdout.contains(&format!("user_id={victim}")), "{stdout}");
+    assert!(stdout.contains("fell back to per-user calls"), "{stdout}");
+    assert!(tenant.sim.stats().calls_of("assign_user_roles") > 0);
+}
+
+#[test]
+fn a_failed_export_job_stops_with_its_reason() {
+    let tenant = Tenant::start(
+        "reconcile-failed-job",
+        10,
+        SimConfig {
+            export_job_failure: Some("The export could not be written to storage".to_owned()),
+            ..SimConfig::default()
+        },
+    );
+    let config = tenant.config(500.0, 50);
+    let out = reconcile(&config, &["--apply"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed: The export could not be written to storage"),
+        "{stderr}"
+    );
+    assert_eq!(tenant.writes(), 0);
+    let bad_share = reconcile(&config, &["--rate-share", "1.5"]);
+    assert_eq!(bad_share.status.code(), Some(2));
+    assert!(text(&bad_share.stderr).contains("--rate-share"));
+}
+
+#[test]
+fn users_from_a_file_plain_or_gzipped_need_no_export_job() {
+    let tenant = Tenant::start("reconcile-file", 60, SimConfig::default());
+    let config = tenant.config(500.0, 50);
+    // The export as Auth0 writes it, plus a line that is no user.
+    let mut lines = String::new();
+    for i in 0..60 {
+        let (seed, _) = user(i);
+        let identity = serde_json::json!({
+            "connection": seed.connection.clone().unwrap_or_else(|| "Username-Password-Authentication".to_owned()),
+            "provider": "auth0",
+            "isSocial": false,
+        });
+        let line = serde_json::json!({
+            "user_id": seed.user_id,
+            "email": seed.email,
+            "email_verified": seed.email_verified,
+            "identities": [identity],
+            "created_at": "2024-01-01T00:00:00.000Z",
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+        if i == 30 {
+            lines.push_str("{\"email\": \"no-id@example.com\"}\n");
+        }
+    }
+    let plain = tenant.dir.join("users.json");
+    std::fs::write(&plain, &lines).unwrap_or_else(|e| panic!("{e}"));
+    let gz = tenant.dir.join("users.json.gz");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(lines.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&gz, encoder.finish().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    for file in [&plain, &gz] {
+        let path = file.to_str().unwrap_or_default();
+        let out = reconcile(&config, &["--users", path, "--output", "jsonl"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(plan_lines(&out.stdout), tenant.missing(), "{path}");
+        assert!(stderr.contains("users: 60 scanned"), "{stderr}");
+        assert!(
+            stderr.contains("1 lines were not users and were skipped (lines 32)"),
+            "{stderr}"
+        );
+    }
+    let stats = tenant.sim.stats();
+    assert_eq!(stats.calls_of("create_export_job"), 0);
+    assert_eq!(stats.export_downloads, 0);
+    assert_eq!(tenant.writes(), 0);
+}
