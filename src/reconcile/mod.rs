@@ -208,11 +208,11 @@ impl Summary {
                 "export download: {bytes} bytes (not a Management API call)"
             )?;
         }
-        if self.apply && self.assigned() > 0 {
+        if self.apply && self.users_missing > 0 {
             writeln!(
                 out,
-                "write calls per user fixed: {:.3}",
-                self.calls.writes() as f64 / self.users_fixed().max(1) as f64
+                "write calls per user missing roles: {:.3}",
+                self.calls.writes() as f64 / self.users_missing as f64
             )?;
         }
         writeln!(out, "elapsed: {:.1} s", self.elapsed.as_secs_f64())?;
@@ -232,15 +232,6 @@ impl Summary {
             )?;
         }
         Ok(())
-    }
-
-    /// Users given at least one role (an estimate: pairs added over pairs per user missing).
-    fn users_fixed(&self) -> u64 {
-        if self.pairs() == 0 {
-            return 0;
-        }
-        let per_user = self.pairs() as f64 / self.users_missing.max(1) as f64;
-        (self.assigned() as f64 / per_user).round() as u64
     }
 }
 
@@ -307,10 +298,13 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
         .map_err(StartError::Mgmt)?;
-    client.ensure_token().await.map_err(StartError::Mgmt)?;
-    let directory = RoleDirectory::resolve(&client, policy.role_names())
-        .await
-        .map_err(StartError::Mgmt)?;
+    let directory = or_stop(&shutdown, async {
+        client.ensure_token().await.map_err(StartError::Mgmt)?;
+        RoleDirectory::resolve(&client, policy.role_names())
+            .await
+            .map_err(StartError::Mgmt)
+    })
+    .await?;
     let role_ids = directory.all();
     tracing::info!(
         requests_per_second = rate,
@@ -350,11 +344,15 @@ pub async fn run(
             summary.source = format!("{} (kept by the interrupted run)", path.display());
             (Some(path), None)
         }
-        (None, None) => (None, Some(start_job(&client).await?)),
+        (None, None) => (None, Some(or_stop(&shutdown, start_job(&client)).await?)),
     };
 
     progress.update(|| "listing role members".to_owned());
-    let memberships = list_memberships(&client, policy, &role_ids, &resume, &mut progress).await?;
+    let memberships = or_stop(
+        &shutdown,
+        list_memberships(&client, policy, &role_ids, &resume, &mut progress),
+    )
+    .await?;
     summary.members_listed = memberships.members();
     summary.membership_bytes = memberships.bytes();
     // From here on, a refused service (revoked credentials, a scope taken away) makes calls
@@ -375,7 +373,11 @@ pub async fn run(
                     path
                 }
             };
-            let bytes = finish_job(&client, request.polling, &job_id, &to, &mut progress).await?;
+            let bytes = or_stop(
+                &shutdown,
+                finish_job(&client, request.polling, &job_id, &to, &mut progress),
+            )
+            .await?;
             summary.export_bytes = Some(bytes);
             summary.source = format!("export job {job_id}");
             if let Some(journal) = &mut journal {
@@ -458,9 +460,12 @@ pub async fn run(
                 if buffer.len() >= batch_max {
                     let batch = std::mem::take(buffer);
                     writes.push(write_batch(&client, &directory, role, batch));
-                    while writes.len() >= WRITERS {
-                        if let Some(done) = writes.next().await {
-                            settle(done, &mut summary, &mut journal)?;
+                    while writes.len() >= WRITERS && !summary.interrupted {
+                        tokio::select! {
+                            done = writes.next() => if let Some(done) = done {
+                                settle(done, &mut summary, &mut journal)?;
+                            },
+                            _ = shutdown.wait() => summary.interrupted = true,
                         }
                     }
                 }
@@ -508,6 +513,19 @@ pub async fn run(
     } else {
         0
     })
+}
+
+/// `work`, unless a stop signal comes first (before any write: nothing to resume).
+async fn or_stop<T>(
+    shutdown: &Shutdown,
+    work: impl std::future::Future<Output = Result<T, StartError>>,
+) -> Result<T, StartError> {
+    tokio::select! {
+        result = work => result,
+        _ = shutdown.wait() => Err(StartError::Reconcile(
+            "interrupted before any role was written".to_owned(),
+        )),
+    }
 }
 
 fn unreachable_export() -> Result<PathBuf, StartError> {
