@@ -457,7 +457,7 @@ pub async fn run(
             for role in missing {
                 let buffer = buffers.entry(role.clone()).or_default();
                 buffer.push(user.user_id.clone());
-                if buffer.len() >= batch_max {
+                if buffer.len() >= batch_max && !summary.interrupted {
                     let batch = std::mem::take(buffer);
                     writes.push(write_batch(&client, &directory, role, batch));
                     while writes.len() >= WRITERS && !summary.interrupted {

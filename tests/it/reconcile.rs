@@ -476,3 +476,39 @@ fn users_from_a_file_plain_or_gzipped_need_no_export_job() {
     assert_eq!(stats.export_downloads, 0);
     assert_eq!(tenant.writes(), 0);
 }
+
+#[test]
+fn sigterm_stops_an_apply_after_the_batches_in_flight_and_the_next_run_finishes_it() {
+    let tenant = Tenant::start("reconcile-sigterm", 600, SimConfig::default());
+    let batch = 10;
+    let config = tenant.config(20.0, batch);
+    let state = tenant.dir.join("state.jsonl");
+    let state_arg = state.to_str().unwrap_or_default().to_owned();
+    let child = command(&config, &["--apply", "--state", &state_arg])
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let journal = || std::fs::read_to_string(&state).unwrap_or_default();
+    let started = wait_for(Duration::from_secs(60), || {
+        journal().matches(r#""kind":"batch""#).count() >= 3
+    });
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(started && term.success());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("interrupted: run the same command again"),
+        "{stdout}"
+    );
+    assert!(!journal().contains(r#""kind":"done""#));
+    let floor = tenant.write_floor(batch);
+    assert!(tenant.writes() < floor, "stopped early");
+    let again = reconcile(&config, &["--apply", "--state", &state_arg]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
+    assert_eq!(tenant.writes(), floor, "a clean stop repeats nothing");
+    assert!(journal().ends_with("{\"kind\":\"done\"}\n"));
+}
