@@ -61,12 +61,26 @@ pub enum Selection {
 pub struct Profile {
     pub email: Option<String>,
     pub email_verified: Option<bool>,
-    /// `identities[].connection`, primary identity first.
-    pub connections: Vec<String>,
+    /// `identities[]`, primary identity first.
+    pub identities: Vec<Identity>,
     pub app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The roles the user holds, when known: ids read with `GET /api/v2/users/{id}/roles`, or
     /// the names this service gave the user recently. Only `has_roles` reads it.
     pub roles: Option<Vec<String>>,
+    /// The `client_metadata` of the event's application (`GET /api/v2/clients/{id}`), when a
+    /// rule with `assign_client_metadata` matched. Only string values are kept.
+    pub client_metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// One identity of a user's profile (`identities[]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Identity {
+    pub connection: Option<String>,
+    /// The strategy of the identity's connection (`auth0`, `google-oauth2`, `waad`, ...).
+    pub provider: Option<String>,
+    #[serde(rename = "isSocial")]
+    pub is_social: Option<bool>,
 }
 
 /// The user of a CloudEvent's `data.object` (lenient: fields of another type read as absent).
@@ -92,6 +106,8 @@ struct CloudIdentity {
     connection: Option<String>,
     #[serde(deserialize_with = "lenient")]
     provider: Option<String>,
+    #[serde(rename = "isSocial", deserialize_with = "lenient")]
+    is_social: Option<bool>,
 }
 
 /// Any JSON value; one of the wrong type reads as the default.
@@ -1009,13 +1025,18 @@ impl RawLog<'_> {
             profile: Some(Box::new(Profile {
                 email: profile.email,
                 email_verified: profile.email_verified,
-                connections: profile
+                identities: profile
                     .identities
                     .into_iter()
-                    .filter_map(|i| i.connection)
+                    .map(|i| Identity {
+                        connection: i.connection,
+                        provider: i.provider,
+                        is_social: i.is_social,
+                    })
                     .collect(),
                 app_metadata: profile.app_metadata,
                 roles: None,
+                client_metadata: None,
             })),
             ..LogEvent::default()
         })

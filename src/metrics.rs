@@ -20,6 +20,8 @@ pub struct Metrics {
     pub last_processed_event_timestamp: Gauge,
     pub inflight_events: IntGauge,
     pub role_assignments: IntCounterVec,
+    pub policy_rules_undecided: IntCounterVec,
+    pub client_metadata_unknown_roles: IntCounter,
     pub mgmt_requests: IntCounterVec,
     pub mgmt_request_duration: HistogramVec,
     pub mgmt_retries: IntCounterVec,
@@ -130,6 +132,14 @@ impl Metrics {
                 opts("role_assignments_total", "Roles given to users, by role name."),
                 &["role"],
             )?)?,
+            policy_rules_undecided: reg.add(IntCounterVec::new(
+                opts("policy_rules_undecided_total", "Rules not applied to an event because a condition stayed undecided (the event lacks a login field no read can give, e.g. client_id), by rule and condition key."),
+                &["rule", "key"],
+            )?)?,
+            client_metadata_unknown_roles: reg.add(IntCounter::with_opts(opts(
+                "client_metadata_unknown_roles_total",
+                "Roles an application's client_metadata named (assign_client_metadata) that are not roles in the tenant: nothing was added for them.",
+            ))?)?,
             mgmt_requests: reg.add(IntCounterVec::new(
                 opts("mgmt_api_requests_total", "Management API requests by operation and HTTP status (`error` for no response)."),
                 &["operation", "status"],

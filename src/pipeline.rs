@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::dedup::Dedup;
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::metrics::Metrics;
-use crate::mgmt::{AssignOutcome, MgmtClient, RoleAssigner};
-use crate::policy::{Evaluation, Policy, Profile, Undecided};
+use crate::mgmt::{Applications, AssignOutcome, MgmtClient, RoleAssigner};
+use crate::policy::{Evaluation, Policy, Profile, Undecided, ASSIGN_CLIENT_METADATA};
 
 /// Where events come from: the `source` label of the event metrics and the subject of the
 /// source line of `/readyz`.
@@ -131,6 +131,10 @@ pub struct Report {
     pub outcome: Outcome,
     pub roles: Vec<String>,
     pub rules: Vec<String>,
+    /// Rules not applied because a condition stayed undecided (`rule.key`): the event lacks a
+    /// login field no read can give.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -145,6 +149,7 @@ impl Report {
             outcome,
             roles: Vec::new(),
             rules: Vec::new(),
+            skipped: Vec::new(),
             error: None,
         }
     }
@@ -208,6 +213,7 @@ impl Processor {
                     outcome: Outcome::Invalid,
                     roles: Vec::new(),
                     rules: Vec::new(),
+                    skipped: Vec::new(),
                     error: Some(err.reason),
                 })
             }
@@ -290,15 +296,19 @@ impl Processor {
             .iter()
             .map(|u| format!("{}.{}", u.rule, u.key))
             .collect();
-        report.error = Some(format!("needs the user's profile for {}", keys.join(", ")));
+        report.error = Some(format!(
+            "needs a Management API read (the user's profile, roles or application) for {}",
+            keys.join(", ")
+        ));
         report
     }
 
     fn after_policy(&self, event: &LogEvent, trigger: Trigger, evaluation: Evaluation) -> Step {
         let decision = match evaluation {
             Evaluation::Assign(decision) => decision,
-            Evaluation::NoRule => {
-                let report = Report::for_event(event, Some(trigger), Outcome::NoRule);
+            Evaluation::NoRule(skipped) => {
+                let mut report = Report::for_event(event, Some(trigger), Outcome::NoRule);
+                report.skipped = skipped.iter().map(Undecided::label).collect();
                 self.mark_done(&report);
                 return Step::Done(report);
             }
@@ -307,10 +317,17 @@ impl Processor {
             }
         };
         let user_id = event.user().unwrap_or_default().to_owned();
-        let missing = self.dedup.missing_roles(&user_id, &decision.roles);
+        let mut roles = decision.roles;
+        for client_role in decision.client_roles {
+            if !roles.contains(&client_role.name) {
+                roles.push(client_role.name);
+            }
+        }
+        let missing = self.dedup.missing_roles(&user_id, &roles);
         let mut report = Report::for_event(event, Some(trigger), Outcome::AlreadyDone);
-        report.roles = decision.roles;
+        report.roles = roles;
         report.rules = decision.rules;
+        report.skipped = decision.skipped.iter().map(Undecided::label).collect();
         if missing.is_empty() {
             self.mark_done(&report);
             return Step::Done(report);
@@ -367,6 +384,7 @@ pub struct Pipeline {
     mode: Mode,
     client: Option<MgmtClient>,
     assigner: Option<RoleAssigner>,
+    applications: Applications,
     metrics: Arc<Metrics>,
     source: SourceKind,
 }
@@ -379,6 +397,7 @@ impl Pipeline {
             mode: Mode::Offline,
             client: None,
             assigner: None,
+            applications: Applications::default(),
             metrics,
             source,
         }
@@ -419,6 +438,7 @@ impl Pipeline {
             mode,
             client: Some(client),
             assigner: Some(assigner),
+            applications: Applications::default(),
             metrics,
             source,
         }
@@ -515,6 +535,7 @@ impl Pipeline {
                     outcome: Outcome::Failed,
                     roles: Vec::new(),
                     rules: Vec::new(),
+                    skipped: Vec::new(),
                     error: Some(format!("internal error (panic): {what}")),
                 }
             }
@@ -535,7 +556,10 @@ impl Pipeline {
     ) -> Result<Profile, crate::mgmt::MgmtError> {
         let user = event.user().unwrap_or_default();
         let needs_roles = undecided.iter().any(|u| u.key == "has_roles");
-        let needs_user = undecided.iter().any(|u| u.key != "has_roles");
+        let needs_client = undecided.iter().any(|u| u.key == ASSIGN_CLIENT_METADATA);
+        let needs_user = undecided
+            .iter()
+            .any(|u| u.key != "has_roles" && u.key != ASSIGN_CLIENT_METADATA);
         let mut profile = match (&event.profile, needs_user) {
             (Some(profile), _) => (**profile).clone(),
             (None, true) => client.get_user(user).await?,
@@ -549,7 +573,56 @@ impl Pipeline {
                 given
             });
         }
+        if needs_client {
+            profile.client_metadata = Some(self.client_roles(client, event).await?);
+        }
         Ok(profile)
+    }
+
+    /// The event application's `client_metadata`, reduced to the keys `assign_client_metadata`
+    /// rules name whose value is a role of the tenant. A name the tenant lacks adds nothing:
+    /// it is counted, and logged once a day per application and name.
+    async fn client_roles(
+        &self,
+        client: &MgmtClient,
+        event: &LogEvent,
+    ) -> Result<std::collections::BTreeMap<String, String>, crate::mgmt::MgmtError> {
+        let mut kept = std::collections::BTreeMap::new();
+        let (Some(app), Some(assigner)) = (
+            event.client_id.as_deref().filter(|c| !c.is_empty()),
+            &self.assigner,
+        ) else {
+            return Ok(kept);
+        };
+        let metadata = self.applications.metadata(client, app).await?;
+        let keys: std::collections::BTreeSet<&str> = self
+            .processor
+            .policy()
+            .rules()
+            .iter()
+            .filter_map(|r| r.assign_client_metadata.as_deref())
+            .collect();
+        for key in keys {
+            let Some(name) = metadata.get(key).map(|n| n.trim()).filter(|n| !n.is_empty())
+            else {
+                continue;
+            };
+            if assigner.directory().lookup(client, name).await?.is_some() {
+                kept.insert(key.to_owned(), name.to_owned());
+            } else {
+                self.metrics.client_metadata_unknown_roles.inc();
+                if self.applications.first_unknown(app, name) {
+                    tracing::warn!(
+                        client_id = app,
+                        client_name = event.client_name.as_deref().unwrap_or("-"),
+                        key,
+                        role = name,
+                        "the application's client_metadata names a role the tenant does not have: nothing added for it (the event's other roles are still assigned)"
+                    );
+                }
+            }
+        }
+        Ok(kept)
     }
 
     async fn run(&self, item: Decoded) -> Report {
@@ -648,6 +721,13 @@ impl Pipeline {
         }
         if let Ok(t) = now.duration_since(std::time::UNIX_EPOCH) {
             m.last_processed_event_timestamp.set(t.as_secs_f64());
+        }
+        for label in &report.skipped {
+            if let Some((rule, key)) = label.rsplit_once('.') {
+                m.policy_rules_undecided
+                    .with_label_values(&[rule, key])
+                    .inc();
+            }
         }
         if report.outcome == Outcome::AlreadyDone {
             let kind = if report.rules.is_empty() {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::event::{email_domain, LogEvent, Trigger};
+use crate::event::{email_domain, Identity, LogEvent, Trigger};
 
 /// The condition keys a rule may use in `when` and `unless`.
 pub const CONDITION_KEYS: [&str; 13] = [
@@ -27,7 +27,14 @@ pub const CONDITION_KEYS: [&str; 13] = [
 ];
 
 /// The keys a rule may have.
-const RULE_KEYS: [&str; 5] = ["name", "when", "unless", "assign", "final"];
+const RULE_KEYS: [&str; 6] = [
+    "name",
+    "when",
+    "unless",
+    "assign",
+    "assign_client_metadata",
+    "final",
+];
 
 /// A policy error found at load: it names the rule and the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +51,10 @@ pub enum PolicyError {
     UnknownRuleKey { rule: String, key: String },
     #[error("policy rule \"{rule}\": duplicate rule name (rule names must be unique)")]
     DuplicateName { rule: String },
-    #[error("policy rule \"{rule}\": `assign` is missing or empty")]
+    #[error("policy rule \"{rule}\": `assign` is missing or empty (give `assign`, `assign_client_metadata`, or both)")]
     EmptyAssign { rule: String },
+    #[error("policy rule \"{rule}\": `assign_client_metadata` must name a client_metadata key (a non-empty string)")]
+    BadClientMetadataKey { rule: String },
     #[error("policy rule \"{rule}\": `assign` contains an empty role name")]
     EmptyRoleName { rule: String },
     #[error("policy rule \"{rule}\": unknown condition key `{key}` in `{clause}` (expected one of: {})", CONDITION_KEYS.join(", "))]
@@ -80,6 +89,7 @@ pub struct RuleConfig {
     pub when: Option<BTreeMap<String, serde_json::Value>>,
     pub unless: Option<BTreeMap<String, serde_json::Value>>,
     pub assign: Option<Vec<String>>,
+    pub assign_client_metadata: Option<serde_json::Value>,
     #[serde(rename = "final")]
     pub is_final: Option<bool>,
     #[serde(flatten)]
@@ -99,7 +109,10 @@ pub struct Rule {
     pub name: String,
     pub when: Vec<Condition>,
     pub unless: Vec<Condition>,
+    /// Roles named in the policy (resolved at start-up).
     pub assign: Vec<String>,
+    /// The key of the event application's `client_metadata` whose value names a role to give.
+    pub assign_client_metadata: Option<String>,
     pub is_final: bool,
 }
 
@@ -238,7 +251,14 @@ impl Policy {
                 return Err(PolicyError::DuplicateName { rule: name });
             }
             let assign = raw.assign.clone().unwrap_or_default();
-            if assign.is_empty() {
+            let assign_client_metadata = match &raw.assign_client_metadata {
+                None => None,
+                Some(serde_json::Value::String(key)) if !key.trim().is_empty() => {
+                    Some(key.clone())
+                }
+                Some(_) => return Err(PolicyError::BadClientMetadataKey { rule: name }),
+            };
+            if assign.is_empty() && assign_client_metadata.is_none() {
                 return Err(PolicyError::EmptyAssign { rule: name });
             }
             if assign.iter().any(|r| r.trim().is_empty()) {
@@ -257,6 +277,7 @@ impl Policy {
                 when,
                 unless,
                 assign: unique,
+                assign_client_metadata,
                 is_final: raw.is_final.unwrap_or(false),
             });
         }
@@ -323,7 +344,8 @@ impl Policy {
         &self.rules
     }
 
-    /// Every role name any rule can assign, sorted and unique.
+    /// Every role name the policy itself names (`assign`), sorted and unique. Roles named by
+    /// an application's `client_metadata` are looked up when first seen.
     pub fn role_names(&self) -> BTreeSet<String> {
         self.rules
             .iter()
@@ -331,37 +353,164 @@ impl Policy {
             .collect()
     }
 
-    /// Evaluates the rules for an event. Returns `NeedsProfile` when a condition cannot be
-    /// decided from the event alone and `profile` is `None`; the caller then reads the user and
-    /// evaluates again with it. With a profile, every condition is decided.
+    /// Whether some rule gives the role an application's `client_metadata` names (the service
+    /// then needs `read:clients`).
+    pub fn uses_client_metadata(&self) -> bool {
+        self.rules.iter().any(|r| r.assign_client_metadata.is_some())
+    }
+
+    /// Whether some rule tests `has_roles` (which needs every role a user holds).
+    pub fn uses_has_roles(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.when
+                .iter()
+                .chain(&r.unless)
+                .any(|c| matches!(c, Condition::HasRoles(_)))
+        })
+    }
+
+    /// Evaluates the rules for an event.
+    ///
+    /// A condition on something the event lacks is undecided, never false. Without `profile`,
+    /// when a read can decide it (the user's profile, their roles, the application), the
+    /// result is `NeedsProfile`: the caller reads what the undecided keys need and evaluates
+    /// again with `Some(profile)`. A rule that stays undecided (the event lacks a login field
+    /// no read can give, such as `client_id`) is not applied: it is listed in `skipped` and
+    /// later rules are evaluated as if it did not match.
     pub fn evaluate(
         &self,
         trigger: Trigger,
         event: &LogEvent,
         profile: Option<&Profile>,
     ) -> Evaluation {
-        // An event that carries the profile (Event Streams) needs no read.
+        let read_done = profile.is_some();
+        // An event that carries the profile (Event Streams) needs no user read.
         let profile = profile.or(event.profile.as_deref());
-        let facts = Facts::new(trigger, event, profile);
-        let mut roles: Vec<String> = Vec::new();
-        let mut matched = Vec::new();
-        let mut undecided = Vec::new();
+        let facts = Facts {
+            triggers: vec![trigger],
+            event,
+            profile,
+            read_done,
+            existing: false,
+        };
+        self.evaluate_facts(&facts)
+    }
+
+    /// Judges an existing user (`reconcile`) as if each trigger the policy handles had
+    /// happened: `event` conditions hold (`email_verified` only when the profile's email is
+    /// verified), connection, strategy and provider come from the primary identity, the rest
+    /// from the profile. Conditions only a login knows (`client_id`, `client_name`,
+    /// `organization_id`, `connection_id`) make their rule not apply (listed in `skipped`), and
+    /// `assign_client_metadata` adds nothing. `profile.roles` must be set when the policy
+    /// uses `has_roles`.
+    pub fn evaluate_existing(&self, user_id: &str, profile: &Profile) -> Evaluation {
+        let triggers: Vec<Trigger> = self
+            .events
+            .iter()
+            .copied()
+            .filter(|t| *t != Trigger::EmailVerified || profile.email_verified == Some(true))
+            .collect();
+        if triggers.is_empty() {
+            return Evaluation::NoRule(Vec::new());
+        }
+        let event = LogEvent {
+            event_type: String::new(),
+            user_id: Some(user_id.to_owned()),
+            ..LogEvent::default()
+        };
+        let facts = Facts {
+            triggers,
+            event: &event,
+            profile: Some(profile),
+            read_done: true,
+            existing: true,
+        };
+        self.evaluate_facts(&facts)
+    }
+
+    /// The rules `reconcile` does not apply to existing users, and why (`check` prints them).
+    pub fn skipped_for_existing_users(&self) -> Vec<(String, String)> {
+        let mut skipped = Vec::new();
         for rule in &self.rules {
-            match rule.matches(&facts) {
+            let login_keys: Vec<&str> = rule
+                .when
+                .iter()
+                .chain(&rule.unless)
+                .filter(|c| c.login_only())
+                .map(Condition::key)
+                .collect();
+            if !login_keys.is_empty() {
+                skipped.push((
+                    rule.name.clone(),
+                    format!(
+                        "tests {}, which only a login knows",
+                        login_keys.join(" and ")
+                    ),
+                ));
+            } else if rule.assign_client_metadata.is_some() && rule.assign.is_empty() {
+                skipped.push((
+                    rule.name.clone(),
+                    "assigns only from the login's application (assign_client_metadata)"
+                        .to_owned(),
+                ));
+            }
+        }
+        skipped
+    }
+
+    fn evaluate_facts(&self, facts: &Facts<'_>) -> Evaluation {
+        let mut roles: Vec<String> = Vec::new();
+        let mut client_roles: Vec<ClientRole> = Vec::new();
+        let mut matched = Vec::new();
+        let mut pending: Vec<Undecided> = Vec::new();
+        let mut skipped: Vec<Undecided> = Vec::new();
+        let undecided = |rule: &Rule, keys: &[Missing]| -> Vec<Undecided> {
+            keys.iter()
+                .map(|m| Undecided {
+                    rule: rule.name.clone(),
+                    key: m.key,
+                })
+                .collect()
+        };
+        for rule in &self.rules {
+            match rule.matches(facts) {
                 Truth::False => {}
                 Truth::Unknown(keys) => {
-                    for key in keys {
-                        undecided.push(Undecided {
-                            rule: rule.name.clone(),
-                            key,
-                        });
+                    let unreadable: Vec<Missing> =
+                        keys.iter().copied().filter(|m| !m.readable).collect();
+                    if !unreadable.is_empty() || facts.read_done {
+                        let keys = if unreadable.is_empty() {
+                            keys
+                        } else {
+                            unreadable
+                        };
+                        skipped.extend(undecided(rule, &keys));
+                    } else {
+                        pending.extend(undecided(rule, &keys));
                     }
                 }
                 Truth::True => {
-                    if !undecided.is_empty() {
-                        // An earlier undecided rule may or may not apply; keep looking only
-                        // for more undecided conditions.
+                    if !pending.is_empty() {
+                        // An earlier undecided rule may or may not apply (and may be final):
+                        // keep looking only for more undecided conditions.
                         continue;
+                    }
+                    if let Some(key) = &rule.assign_client_metadata {
+                        match facts.client_metadata(key) {
+                            ClientMetadata::Named(name) => client_roles.push(ClientRole {
+                                rule: rule.name.clone(),
+                                key: key.clone(),
+                                name: name.to_owned(),
+                            }),
+                            ClientMetadata::Nothing => {}
+                            ClientMetadata::Unread => {
+                                pending.push(Undecided {
+                                    rule: rule.name.clone(),
+                                    key: ASSIGN_CLIENT_METADATA,
+                                });
+                                continue;
+                            }
+                        }
                     }
                     matched.push(rule.name.clone());
                     for role in &rule.assign {
@@ -375,72 +524,175 @@ impl Policy {
                 }
             }
         }
-        if !undecided.is_empty() {
-            return Evaluation::NeedsProfile(undecided);
+        if !pending.is_empty() {
+            return Evaluation::NeedsProfile(pending);
         }
         if matched.is_empty() {
-            Evaluation::NoRule
+            Evaluation::NoRule(skipped)
         } else {
             Evaluation::Assign(Decision {
                 roles,
                 rules: matched,
+                client_roles,
+                skipped,
             })
         }
     }
 }
+
+/// The key an undecided `assign_client_metadata` is reported under: the event's application
+/// must be read (`GET /api/v2/clients/{id}`).
+pub const ASSIGN_CLIENT_METADATA: &str = "assign_client_metadata";
 
 /// What the policy decided for one event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Evaluation {
     /// Roles to assign, and the names of the rules that matched (the audit trail).
     Assign(Decision),
-    /// No rule matched.
-    NoRule,
-    /// Some conditions need the user's profile (`GET /api/v2/users/{id}`).
+    /// No rule matched; the rules not applied because they stayed undecided.
+    NoRule(Vec<Undecided>),
+    /// Some conditions need a read: the user's profile (`GET /api/v2/users/{id}`), their
+    /// roles (`has_roles`) or the application (`assign_client_metadata`).
     NeedsProfile(Vec<Undecided>),
 }
 
 /// Roles and the rules that produced them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Roles the policy names.
     pub roles: Vec<String>,
     pub rules: Vec<String>,
+    /// Role names read from the application's `client_metadata`: the caller checks that the
+    /// tenant has them before assigning.
+    pub client_roles: Vec<ClientRole>,
+    /// Rules not applied because they stayed undecided.
+    pub skipped: Vec<Undecided>,
 }
 
-/// A condition that could not be decided without the user's profile.
+/// A role named by the event application's `client_metadata[key]`, for `rule`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRole {
+    pub rule: String,
+    pub key: String,
+    pub name: String,
+}
+
+/// A condition (or `assign_client_metadata`) that could not be decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undecided {
     pub rule: String,
     pub key: &'static str,
 }
 
+impl Undecided {
+    /// `rule.key`, as reports print it.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.rule, self.key)
+    }
+}
+
 pub use crate::event::Profile;
 
-/// Three-valued truth: a condition may be undecidable without the profile.
+/// The strategy type of a strategy, as Auth0 classifies connections (`database`, `social`,
+/// `enterprise`, `passwordless`). `is_social` is the identity's `isSocial` when known.
+/// Unknown strategies without `is_social` give `None`.
+pub fn strategy_type_of(strategy: &str, is_social: Option<bool>) -> Option<&'static str> {
+    match strategy {
+        "auth0" => return Some("database"),
+        "email" | "sms" => return Some("passwordless"),
+        _ => {}
+    }
+    match is_social {
+        Some(true) => Some("social"),
+        Some(false) => Some("enterprise"),
+        None if ENTERPRISE_STRATEGIES.contains(&strategy) => Some("enterprise"),
+        None if SOCIAL_STRATEGIES.contains(&strategy) => Some("social"),
+        None => None,
+    }
+}
+
+/// Enterprise connection strategies (Auth0's catalogue).
+pub const ENTERPRISE_STRATEGIES: [&str; 13] = [
+    "ad",
+    "adfs",
+    "auth0-adldap",
+    "google-apps",
+    "ip",
+    "office365",
+    "oidc",
+    "okta",
+    "pingfederate",
+    "samlp",
+    "sharepoint",
+    "waad",
+    "custom",
+];
+
+/// Common social connection strategies (Auth0's catalogue; custom social is `oauth2`).
+pub const SOCIAL_STRATEGIES: [&str; 22] = [
+    "amazon",
+    "apple",
+    "baidu",
+    "bitbucket",
+    "box",
+    "dropbox",
+    "dwolla",
+    "evernote",
+    "exact",
+    "facebook",
+    "github",
+    "google-oauth2",
+    "instagram",
+    "line",
+    "linkedin",
+    "oauth2",
+    "paypal",
+    "salesforce",
+    "shopify",
+    "twitter",
+    "windowslive",
+    "yahoo",
+];
+
+/// A key a condition could not decide; `readable` when a read (profile, roles, application)
+/// can decide it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Missing {
+    key: &'static str,
+    readable: bool,
+}
+
+/// Three-valued truth: a condition may be undecidable from what is known.
 #[derive(Debug, PartialEq)]
 enum Truth {
     True,
     False,
-    Unknown(Vec<&'static str>),
+    Unknown(Vec<Missing>),
+}
+
+/// What `client_metadata[key]` of the event's application says.
+enum ClientMetadata<'a> {
+    Named(&'a str),
+    /// No application, no such key, or an empty value: nothing to add.
+    Nothing,
+    /// The application has not been read yet.
+    Unread,
 }
 
 /// What the conditions are evaluated against.
 struct Facts<'a> {
-    trigger: Trigger,
+    /// The trigger of the event (or, for an existing user, every trigger that applies).
+    triggers: Vec<Trigger>,
     event: &'a LogEvent,
     profile: Option<&'a Profile>,
+    /// Whether every read has been made: what is still unknown stays unknown.
+    read_done: bool,
+    /// Judging an existing user, not an event.
+    existing: bool,
 }
 
 impl<'a> Facts<'a> {
-    fn new(trigger: Trigger, event: &'a LogEvent, profile: Option<&'a Profile>) -> Self {
-        Facts {
-            trigger,
-            event,
-            profile,
-        }
-    }
-
-    fn field(&self, field: Field) -> Option<&'a str> {
+    fn event_field(&self, field: Field) -> Option<&'a str> {
         let e = self.event;
         let value = match field {
             Field::Connection => e.connection.as_deref(),
@@ -455,50 +707,116 @@ impl<'a> Facts<'a> {
         value.filter(|v| !v.is_empty())
     }
 
+    /// The identity of this login: the one whose connection (else strategy) the event names,
+    /// else the primary one (`identities[0]`).
+    fn identity(&self) -> Option<&'a Identity> {
+        let identities = &self.profile?.identities;
+        let e = self.event;
+        let named = |wanted: Option<&str>, of: fn(&Identity) -> Option<&str>| {
+            wanted
+                .filter(|w| !w.is_empty())
+                .and_then(|w| identities.iter().find(|i| of(i) == Some(w)))
+        };
+        named(e.connection.as_deref(), |i| i.connection.as_deref())
+            .or_else(|| named(e.strategy.as_deref(), |i| i.provider.as_deref()))
+            .or_else(|| identities.first())
+    }
+
+    /// A field's value: from the event, else (for what a profile knows) from the identity of
+    /// this login. `Err` when unknown, with whether a read could tell it.
+    fn field(&self, field: Field) -> Result<&'a str, Missing> {
+        let login_only = matches!(
+            field,
+            Field::ConnectionId | Field::ClientId | Field::ClientName | Field::OrganizationId
+        );
+        if !self.existing {
+            if let Some(value) = self.event_field(field) {
+                return Ok(value);
+            }
+        } else if field == Field::Provider {
+            if let Some(value) = self.event_field(field) {
+                return Ok(value);
+            }
+        }
+        let missing = Missing {
+            key: field.key(),
+            readable: !login_only && (self.profile.is_none() || !self.read_done),
+        };
+        if login_only {
+            return Err(missing);
+        }
+        let identity = self.identity().ok_or(missing)?;
+        let strategy = || {
+            self.event_field(Field::Strategy)
+                .filter(|_| !self.existing)
+                .or(identity.provider.as_deref())
+        };
+        let value = match field {
+            Field::Connection => identity.connection.as_deref(),
+            Field::Strategy | Field::Provider => strategy(),
+            Field::StrategyType => strategy().and_then(|s| strategy_type_of(s, identity.is_social)),
+            _ => None,
+        };
+        value.filter(|v| !v.is_empty()).ok_or(missing)
+    }
+
+    fn client_metadata(&self, key: &str) -> ClientMetadata<'a> {
+        if self.existing || self.event_field(Field::ClientId).is_none() {
+            return ClientMetadata::Nothing;
+        }
+        match self.profile.and_then(|p| p.client_metadata.as_ref()) {
+            Some(metadata) => match metadata.get(key).map(|v| v.trim()) {
+                Some(name) if !name.is_empty() => ClientMetadata::Named(name),
+                _ => ClientMetadata::Nothing,
+            },
+            None if self.read_done => ClientMetadata::Nothing,
+            None => ClientMetadata::Unread,
+        }
+    }
+
     fn test(&self, condition: &Condition) -> Truth {
         let decided = |b: bool| if b { Truth::True } else { Truth::False };
+        let unknown = |key: &'static str| {
+            Truth::Unknown(vec![Missing {
+                key,
+                readable: self.profile.is_none() || !self.read_done,
+            }])
+        };
         match condition {
-            Condition::Event(events) => decided(events.contains(&self.trigger)),
-            Condition::Field(Field::Connection, values) => match self.field(Field::Connection) {
-                Some(c) => decided(values.iter().any(|v| v == c)),
-                // Logins completed through a prompt may omit the connection: the profile's
-                // identities tell it.
-                None => match self.profile {
-                    Some(p) => decided(p.connections.iter().any(|c| values.contains(c))),
-                    None => Truth::Unknown(vec!["connection"]),
-                },
-            },
+            Condition::Event(events) => {
+                decided(self.triggers.iter().any(|t| events.contains(t)))
+            }
             Condition::Field(field, values) => match self.field(*field) {
-                Some(actual) => decided(values.iter().any(|v| v == actual)),
-                None => Truth::False,
+                Ok(actual) => decided(values.iter().any(|v| v == actual)),
+                Err(missing) => Truth::Unknown(vec![missing]),
             },
             Condition::EmailDomain(domains) => {
                 let domain = match self.event.email() {
                     Some(email) => email_domain(email),
                     None => match self.profile {
                         Some(p) => p.email.as_deref().and_then(email_domain),
-                        None => return Truth::Unknown(vec!["email_domain"]),
+                        None => return unknown("email_domain"),
                     },
                 };
                 decided(domain.is_some_and(|d| domains.iter().any(|p| domain_matches(p, &d))))
             }
             Condition::EmailVerified(wanted) => {
-                let verified = if self.trigger == Trigger::EmailVerified {
+                let verified = if !self.existing && self.triggers == [Trigger::EmailVerified] {
                     Some(true)
                 } else {
                     self.profile.map(|p| p.email_verified.unwrap_or(false))
                 };
                 match verified {
                     Some(v) => decided(v == *wanted),
-                    None => Truth::Unknown(vec!["email_verified"]),
+                    None => unknown("email_verified"),
                 }
             }
             Condition::HasRoles(wanted) => match self.profile.and_then(|p| p.roles.as_ref()) {
                 Some(roles) => decided(roles.is_empty() != *wanted),
-                None => Truth::Unknown(vec!["has_roles"]),
+                None => unknown("has_roles"),
             },
             Condition::AppMetadata(pairs) => match self.profile {
-                None => Truth::Unknown(vec!["app_metadata"]),
+                None => unknown("app_metadata"),
                 Some(p) => decided(pairs.iter().all(|(key, wanted)| {
                     p.app_metadata
                         .as_ref()
@@ -507,6 +825,19 @@ impl<'a> Facts<'a> {
                 })),
             },
         }
+    }
+}
+
+impl Condition {
+    /// Whether only a login can tell this condition (no profile read can).
+    pub fn login_only(&self) -> bool {
+        matches!(
+            self,
+            Condition::Field(
+                Field::ConnectionId | Field::ClientId | Field::ClientName | Field::OrganizationId,
+                _
+            )
+        )
     }
 }
 
@@ -551,18 +882,26 @@ impl Rule {
         })
     }
 
-    /// Whether any condition of this rule may need the user's profile.
+    /// Whether any condition of this rule may need a read (the user's profile or roles, or
+    /// the application).
     pub fn may_need_profile(&self) -> bool {
-        self.when.iter().chain(&self.unless).any(|c| {
-            matches!(
-                c,
-                Condition::EmailDomain(_)
-                    | Condition::EmailVerified(_)
-                    | Condition::AppMetadata(_)
-                    | Condition::HasRoles(_)
-                    | Condition::Field(Field::Connection, _)
-            )
-        })
+        self.assign_client_metadata.is_some()
+            || self.when.iter().chain(&self.unless).any(|c| {
+                matches!(
+                    c,
+                    Condition::EmailDomain(_)
+                        | Condition::EmailVerified(_)
+                        | Condition::AppMetadata(_)
+                        | Condition::HasRoles(_)
+                        | Condition::Field(
+                            Field::Connection
+                                | Field::Strategy
+                                | Field::StrategyType
+                                | Field::Provider,
+                            _
+                        )
+                )
+            })
     }
 }
 
@@ -584,7 +923,14 @@ impl fmt::Display for Rule {
             let lead = if i == 0 { "unless:" } else { "or:    " };
             writeln!(f, "  {lead} {c}")?;
         }
-        write!(f, "  assign: {}", self.assign.join(", "))
+        let mut parts = Vec::new();
+        if !self.assign.is_empty() {
+            parts.push(self.assign.join(", "));
+        }
+        if let Some(key) = &self.assign_client_metadata {
+            parts.push(format!("the role the application's client_metadata.{key} names"));
+        }
+        write!(f, "  assign: {}", parts.join(" + "))
     }
 }
 

@@ -3,6 +3,7 @@
 //! assignment per user and in bulk (see `assigner`).
 
 mod assigner;
+mod clients;
 mod roles;
 mod token;
 
@@ -19,6 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner};
+pub use clients::{Applications, CLIENT_METADATA_TTL};
 pub use roles::RoleDirectory;
 use token::TokenCache;
 
@@ -128,6 +130,7 @@ pub enum Operation {
     GetRoles,
     GetUser,
     GetUserRoles,
+    GetClient,
     AssignUserRoles,
     AssignRoleUsers,
 }
@@ -139,6 +142,7 @@ impl Operation {
             Operation::GetRoles => "get_roles",
             Operation::GetUser => "get_user",
             Operation::GetUserRoles => "get_user_roles",
+            Operation::GetClient => "get_client",
             Operation::AssignUserRoles => "assign_user_roles",
             Operation::AssignRoleUsers => "assign_role_users",
         }
@@ -712,15 +716,10 @@ impl MgmtClient {
     pub async fn get_user(&self, user_id: &str) -> Result<Profile, MgmtError> {
         #[derive(Deserialize, Default)]
         #[serde(default)]
-        struct Identity {
-            connection: Option<String>,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
         struct User {
             email: Option<String>,
             email_verified: Option<bool>,
-            identities: Vec<Identity>,
+            identities: Vec<crate::event::Identity>,
             app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
         }
         let path = format!("/api/v2/users/{}", encode_path_segment(user_id));
@@ -734,13 +733,10 @@ impl MgmtClient {
         Ok(Profile {
             email: user.email,
             email_verified: user.email_verified,
-            connections: user
-                .identities
-                .into_iter()
-                .filter_map(|i| i.connection)
-                .collect(),
+            identities: user.identities,
             app_metadata: user.app_metadata,
             roles: None,
+            client_metadata: None,
         })
     }
 
@@ -810,8 +806,43 @@ impl MgmtClient {
         expect_status(Operation::AssignRoleUsers, answer.status, &[200, 201, 204])
     }
 
+    /// `GET /api/v2/clients/{id}` with only `client_metadata`: its string values by key (Auth0
+    /// allows only strings there). A 404 (the application was deleted) is an error the caller
+    /// may treat as "no metadata".
+    pub async fn get_client_metadata(
+        &self,
+        client_id: &str,
+    ) -> Result<BTreeMap<String, String>, MgmtError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Client {
+            client_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        let path = format!(
+            "/api/v2/clients/{}?fields=client_metadata&include_fields=true",
+            encode_path_segment(client_id)
+        );
+        let answer = self
+            .request(Operation::GetClient, Method::GET, &path, None)
+            .await?;
+        let client: Client =
+            serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                operation: Operation::GetClient.as_str(),
+                detail: e.to_string(),
+            })?;
+        Ok(client
+            .client_metadata
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some((k, s)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// `GET /api/v2/roles?name_filter=`: every role whose name contains `name` (any case).
-    async fn find_roles(&self, name: &str) -> Result<Vec<(String, String)>, MgmtError> {
+    pub(crate) async fn find_roles(&self, name: &str) -> Result<Vec<(String, String)>, MgmtError> {
         let path = format!("/api/v2/roles?name_filter={}", encode_path_segment(name));
         let roles = self.list_roles(Operation::GetRoles, &path).await?;
         Ok(roles.into_iter().map(|r| (r.name, r.id)).collect())

@@ -6,11 +6,16 @@ use std::sync::RwLock;
 
 use super::{MgmtClient, MgmtError};
 
-/// The name → id map of every role the policy can assign.
+/// The name → id map of every role the policy can assign, and of the roles applications'
+/// `client_metadata` named (looked up when first seen; `None` when the tenant has no such role).
 pub struct RoleDirectory {
     names: BTreeSet<String>,
     ids: RwLock<BTreeMap<String, String>>,
+    others: RwLock<BTreeMap<String, Option<String>>>,
 }
+
+/// Names looked up outside the policy, remembered at most (then forgotten all at once).
+const OTHERS_MAX: usize = 10_000;
 
 impl RoleDirectory {
     /// Resolves every name; a name missing from the tenant is an error listing all of them.
@@ -21,6 +26,7 @@ impl RoleDirectory {
         let directory = RoleDirectory {
             names,
             ids: RwLock::new(BTreeMap::new()),
+            others: RwLock::new(BTreeMap::new()),
         };
         directory.refresh(client).await?;
         Ok(directory)
@@ -44,7 +50,45 @@ impl RoleDirectory {
         }
         tracing::info!(roles = ids.len(), "policy roles resolved");
         *self.ids.write().unwrap_or_else(|p| p.into_inner()) = ids;
+        // Roles named outside the policy are looked up again when next seen.
+        self.others
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
+    }
+
+    /// The id of a role named outside the policy (an application's `client_metadata`), with
+    /// an exact name match; `None` when the tenant has no role of that name. Remembered until
+    /// the next refresh.
+    pub async fn lookup(
+        &self,
+        client: &MgmtClient,
+        name: &str,
+    ) -> Result<Option<String>, MgmtError> {
+        if let Some(id) = self.id(name) {
+            return Ok(Some(id));
+        }
+        if let Some(known) = self
+            .others
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(known.clone());
+        }
+        let found = client
+            .find_roles(name)
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| id);
+        let mut others = self.others.write().unwrap_or_else(|p| p.into_inner());
+        if others.len() >= OTHERS_MAX {
+            others.clear();
+        }
+        others.insert(name.to_owned(), found.clone());
+        Ok(found)
     }
 
     /// Refreshes every `every` in the background (role ids change when a role is deleted and
@@ -70,13 +114,22 @@ impl RoleDirectory {
         });
     }
 
-    /// The id of a role name of the policy.
+    /// The id of a role name of the policy, or of one [`lookup`](Self::lookup) found.
     pub fn id(&self, name: &str) -> Option<String> {
-        self.ids
+        if let Some(id) = self
+            .ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Some(id.clone());
+        }
+        self.others
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+            .flatten()
     }
 
     /// Every (name, id) pair.

@@ -42,6 +42,8 @@ fn assign(roles: &[&str], rules: &[&str]) -> Evaluation {
     Evaluation::Assign(Decision {
         roles: roles.iter().map(|s| s.to_string()).collect(),
         rules: rules.iter().map(|s| s.to_string()).collect(),
+        client_roles: Vec::new(),
+        skipped: Vec::new(),
     })
 }
 
@@ -228,7 +230,7 @@ assign = ["PRO"]
     );
     assert_eq!(
         p.evaluate(Trigger::FirstLogin, &other_org, Some(&Profile::default())),
-        Evaluation::NoRule
+        Evaluation::NoRule(Vec::new())
     );
 }
 
@@ -243,7 +245,11 @@ fn missing_connection_is_read_from_the_profile() {
         Evaluation::NeedsProfile(_)
     ));
     let profile = Profile {
-        connections: vec!["corp-azure-ad".into()],
+        identities: vec![auth0_default_roles::event::Identity {
+            connection: Some("corp-azure-ad".into()),
+            provider: Some("waad".into()),
+            is_social: Some(false),
+        }],
         ..Profile::default()
     };
     assert_eq!(
@@ -268,7 +274,7 @@ assign = ["G"]
     assert!(p.handles(Trigger::Signup));
     assert!(!p.handles(Trigger::FirstLogin));
     let e = signup("Username-Password-Authentication", "a@b.example");
-    assert_eq!(p.evaluate(Trigger::Signup, &e, None), Evaluation::NoRule);
+    assert_eq!(p.evaluate(Trigger::Signup, &e, None), Evaluation::NoRule(Vec::new()));
 }
 
 fn policy_error(toml_text: &str) -> PolicyError {
