@@ -38,7 +38,7 @@ async fn scenario(name: &str, users: usize, concurrent: bool, window: Duration) 
                 .iter()
                 .map(|r| SeedRole::named(*r))
                 .collect(),
-            users: Vec::new(),
+            ..Seed::default()
         },
     );
     let running = match sim

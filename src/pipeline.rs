@@ -392,6 +392,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// An offline pipeline (no client needed).
     pub fn offline(processor: Processor, metrics: Arc<Metrics>, source: SourceKind) -> Self {
+        // At 0 from the start, so the first panic shows as an increase (alerts).
+        metrics.task_panics.with_label_values(&[source.as_str()]);
         Pipeline {
             processor,
             mode: Mode::Offline,
@@ -433,6 +435,7 @@ impl Pipeline {
         source: SourceKind,
     ) -> Self {
         let metrics = Arc::clone(client.metrics());
+        metrics.task_panics.with_label_values(&[source.as_str()]);
         Pipeline {
             processor,
             mode,
@@ -603,7 +606,10 @@ impl Pipeline {
             .filter_map(|r| r.assign_client_metadata.as_deref())
             .collect();
         for key in keys {
-            let Some(name) = metadata.get(key).map(|n| n.trim()).filter(|n| !n.is_empty())
+            let Some(name) = metadata
+                .get(key)
+                .map(|n| n.trim())
+                .filter(|n| !n.is_empty())
             else {
                 continue;
             };

@@ -253,9 +253,7 @@ impl Policy {
             let assign = raw.assign.clone().unwrap_or_default();
             let assign_client_metadata = match &raw.assign_client_metadata {
                 None => None,
-                Some(serde_json::Value::String(key)) if !key.trim().is_empty() => {
-                    Some(key.clone())
-                }
+                Some(serde_json::Value::String(key)) if !key.trim().is_empty() => Some(key.clone()),
                 Some(_) => return Err(PolicyError::BadClientMetadataKey { rule: name }),
             };
             if assign.is_empty() && assign_client_metadata.is_none() {
@@ -356,7 +354,9 @@ impl Policy {
     /// Whether some rule gives the role an application's `client_metadata` names (the service
     /// then needs `read:clients`).
     pub fn uses_client_metadata(&self) -> bool {
-        self.rules.iter().any(|r| r.assign_client_metadata.is_some())
+        self.rules
+            .iter()
+            .any(|r| r.assign_client_metadata.is_some())
     }
 
     /// Whether some rule tests `has_roles` (which needs every role a user holds).
@@ -450,8 +450,7 @@ impl Policy {
             } else if rule.assign_client_metadata.is_some() && rule.assign.is_empty() {
                 skipped.push((
                     rule.name.clone(),
-                    "assigns only from the login's application (assign_client_metadata)"
-                        .to_owned(),
+                    "assigns only from the login's application (assign_client_metadata)".to_owned(),
                 ));
             }
         }
@@ -729,11 +728,8 @@ impl<'a> Facts<'a> {
             field,
             Field::ConnectionId | Field::ClientId | Field::ClientName | Field::OrganizationId
         );
-        if !self.existing {
-            if let Some(value) = self.event_field(field) {
-                return Ok(value);
-            }
-        } else if field == Field::Provider {
+        // An existing user has no login: only the user id (the provider) is known.
+        if !self.existing || field == Field::Provider {
             if let Some(value) = self.event_field(field) {
                 return Ok(value);
             }
@@ -783,9 +779,7 @@ impl<'a> Facts<'a> {
             }])
         };
         match condition {
-            Condition::Event(events) => {
-                decided(self.triggers.iter().any(|t| events.contains(t)))
-            }
+            Condition::Event(events) => decided(self.triggers.iter().any(|t| events.contains(t))),
             Condition::Field(field, values) => match self.field(*field) {
                 Ok(actual) => decided(values.iter().any(|v| v == actual)),
                 Err(missing) => Truth::Unknown(vec![missing]),
@@ -928,7 +922,9 @@ impl fmt::Display for Rule {
             parts.push(self.assign.join(", "));
         }
         if let Some(key) = &self.assign_client_metadata {
-            parts.push(format!("the role the application's client_metadata.{key} names"));
+            parts.push(format!(
+                "the role the application's client_metadata.{key} names"
+            ));
         }
         write!(f, "  assign: {}", parts.join(" + "))
     }

@@ -116,12 +116,7 @@ impl RoleDirectory {
 
     /// The id of a role name of the policy, or of one [`lookup`](Self::lookup) found.
     pub fn id(&self, name: &str) -> Option<String> {
-        if let Some(id) = self
-            .ids
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+        if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Some(id.clone());
         }
         self.others

@@ -139,6 +139,42 @@ pub(crate) async fn get_user(
     Ok(json_response(StatusCode::OK, &user))
 }
 
+/// `GET /api/v2/clients/{id}` (`fields`, `include_fields` honoured).
+pub(crate) async fn get_client(
+    State(shared): State<Arc<Shared>>,
+    params: RawPathParams,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let client_id = path_id(&params)?;
+    let mut fields: Option<Vec<String>> = None;
+    let mut include = true;
+    for (key, value) in parse_form(query.as_deref().unwrap_or("")) {
+        match key.as_str() {
+            "fields" => fields = Some(value.split(',').map(|f| f.trim().to_owned()).collect()),
+            "include_fields" => include = value != "false",
+            _ => {}
+        }
+    }
+    let client = {
+        let tenant = lock(&shared.tenant);
+        match (&fields, include) {
+            (Some(fields), true) => {
+                let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+                tenant.client_json(&client_id, Some(&names))?
+            }
+            (Some(fields), false) => {
+                let mut all = tenant.client_json(&client_id, None)?;
+                if let Value::Object(map) = &mut all {
+                    map.retain(|k, _| !fields.iter().any(|f| f == k));
+                }
+                all
+            }
+            (None, _) => tenant.client_json(&client_id, None)?,
+        }
+    };
+    Ok(json_response(StatusCode::OK, &client))
+}
+
 /// `GET /api/v2/users/{id}/roles`.
 pub(crate) async fn get_user_roles(
     State(shared): State<Arc<Shared>>,

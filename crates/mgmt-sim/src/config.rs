@@ -79,6 +79,8 @@ impl SimConfig {
 pub struct Seed {
     pub roles: Vec<SeedRole>,
     pub users: Vec<SeedUser>,
+    /// Applications (`GET /api/v2/clients/{id}`), for policies that read `client_metadata`.
+    pub applications: Vec<SeedApplication>,
 }
 
 impl Seed {
@@ -86,9 +88,20 @@ impl Seed {
     pub fn with_roles<'a>(names: impl IntoIterator<Item = &'a str>) -> Seed {
         Seed {
             roles: names.into_iter().map(SeedRole::named).collect(),
-            users: Vec::new(),
+            ..Seed::default()
         }
     }
+}
+
+/// An application (a client) of the tenant.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct SeedApplication {
+    pub client_id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Auth0 allows only string values here.
+    #[serde(default)]
+    pub client_metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// A role to create; without an `id` one is generated (`rol_` + 16 alphanumerics).

@@ -71,6 +71,11 @@ impl ApiError {
     }
 
     /// Unknown role: no `errorCode`, as recorded from the real API.
+    /// 404 for `GET /api/v2/clients/{id}` of an application that does not exist.
+    pub fn client_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "The client does not exist").with_code("inexistent_client")
+    }
+
     pub fn role_not_found(status: StatusCode) -> Self {
         Self::new(status, "The role does not exist.")
     }

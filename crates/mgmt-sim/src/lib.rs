@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use admin::ControlRequest;
-pub use config::{Seed, SeedRole, SeedUser, SimConfig};
+pub use config::{Seed, SeedApplication, SeedRole, SeedUser, SimConfig};
 pub use error::{ApiError, OAuthError};
 pub use stats::SimStats;
 
@@ -82,6 +82,7 @@ impl Simulator {
             .route("/api/v2/roles", get(api::list_roles))
             .route("/api/v2/roles/{id}/users", post(api::assign_role_users))
             .route("/api/v2/users/{id}", get(api::get_user))
+            .route("/api/v2/clients/{id}", get(api::get_client))
             .route(
                 "/api/v2/users/{id}/roles",
                 get(api::get_user_roles)

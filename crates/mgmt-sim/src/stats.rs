@@ -73,17 +73,19 @@ pub(crate) enum Operation {
     GetRoles,
     GetUser,
     GetUserRoles,
+    GetClient,
     AssignUserRoles,
     RemoveUserRoles,
     AssignRoleUsers,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 7] = [
+    pub(crate) const ALL: [Operation; 8] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
         Operation::GetUserRoles,
+        Operation::GetClient,
         Operation::AssignUserRoles,
         Operation::RemoveUserRoles,
         Operation::AssignRoleUsers,
@@ -95,6 +97,7 @@ impl Operation {
             Operation::GetRoles => "get_roles",
             Operation::GetUser => "get_user",
             Operation::GetUserRoles => "get_user_roles",
+            Operation::GetClient => "get_client",
             Operation::AssignUserRoles => "assign_user_roles",
             Operation::RemoveUserRoles => "remove_user_roles",
             Operation::AssignRoleUsers => "assign_role_users",
@@ -113,6 +116,7 @@ impl Operation {
             ("/api/v2/roles", "GET") => Operation::GetRoles,
             ("/api/v2/users/{id}", "GET") => Operation::GetUser,
             ("/api/v2/users/{id}/roles", "GET") => Operation::GetUserRoles,
+            ("/api/v2/clients/{id}", "GET") => Operation::GetClient,
             ("/api/v2/users/{id}/roles", "POST") => Operation::AssignUserRoles,
             ("/api/v2/users/{id}/roles", "DELETE") => Operation::RemoveUserRoles,
             ("/api/v2/roles/{id}/users", "POST") => Operation::AssignRoleUsers,

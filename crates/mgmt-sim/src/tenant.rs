@@ -10,7 +10,7 @@ use rand::distr::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use super::config::{Seed, SeedRole, SeedUser};
+use super::config::{Seed, SeedApplication, SeedRole, SeedUser};
 use super::error::ApiError;
 use super::wire::rfc3339_millis;
 
@@ -124,11 +124,15 @@ pub(crate) struct Assigned {
 pub(crate) struct Tenant {
     roles: HashMap<String, Role>,
     users: HashMap<String, User>,
+    applications: HashMap<String, SeedApplication>,
 }
 
 impl Tenant {
     pub(crate) fn from_seed(seed: Seed) -> Self {
         let mut tenant = Tenant::default();
+        for app in seed.applications {
+            tenant.applications.insert(app.client_id.clone(), app);
+        }
         for role in seed.roles {
             tenant.add_role(role);
         }
@@ -185,6 +189,28 @@ impl Tenant {
     }
 
     /// The id of the role with exactly this name (lowest id if several share it).
+    /// `GET /api/v2/clients/{id}` as Auth0 answers it, reduced to `fields` when given
+    /// (`include_fields=true`).
+    pub(crate) fn client_json(
+        &self,
+        client_id: &str,
+        fields: Option<&[&str]>,
+    ) -> Result<Value, ApiError> {
+        let app = self
+            .applications
+            .get(client_id)
+            .ok_or_else(ApiError::client_not_found)?;
+        let mut client = Map::new();
+        client.insert("client_id".into(), json!(app.client_id));
+        client.insert("name".into(), json!(app.name));
+        client.insert("client_metadata".into(), json!(app.client_metadata));
+        client.insert("app_type".into(), json!("spa"));
+        if let Some(fields) = fields {
+            client.retain(|k, _| fields.contains(&k.as_str()));
+        }
+        Ok(Value::Object(client))
+    }
+
     pub(crate) fn role_id(&self, name: &str) -> Option<String> {
         self.roles
             .values()
@@ -392,6 +418,7 @@ mod tests {
                 SeedRole::named("Admin"),
             ],
             users: vec![SeedUser::new("auth0|a"), SeedUser::new("auth0|b")],
+            ..Seed::default()
         })
     }
 
