@@ -23,6 +23,11 @@ export MOTO_SERVER
 PROMETHEUS_DIR="$(bash scripts/install-prometheus.sh)"
 export PROMETHEUS_BIN="$PROMETHEUS_DIR/prometheus" PROMTOOL_BIN="$PROMETHEUS_DIR/promtool"
 
+# The Action test runs the generated post-login Action in Node.js 18+ (built-in modules only).
+if ! command -v node >/dev/null 2>&1; then
+  echo "note: node not found: tests/it/action.rs will skip running the generated Action (install Node.js 18+, e.g. apt-get install -y nodejs)" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --workspace --all-targets --locked -- -D warnings"
