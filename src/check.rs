@@ -5,6 +5,31 @@ use std::fmt::Write as _;
 use crate::app::Env;
 use crate::config::{Config, IngestMode, SourceSettings};
 
+/// The Management API scopes a config needs, least privilege (see docs/fault-model.md).
+pub fn required_scopes(config: &Config, read_user_roles: bool) -> Vec<&'static str> {
+    let policy = &config.policy;
+    let mut scopes = vec!["read:roles", "create:role_members"];
+    let reads_users = policy.rules().iter().any(|r| {
+        r.when.iter().chain(&r.unless).any(|c| {
+            !matches!(
+                c,
+                crate::policy::Condition::Event(_) | crate::policy::Condition::HasRoles(_)
+            ) && !c.login_only()
+        })
+    });
+    let reads_roles = read_user_roles || policy.uses_has_roles();
+    if reads_users || reads_roles {
+        scopes.push("read:users");
+    }
+    if reads_roles {
+        scopes.push("read:role_members");
+    }
+    if policy.uses_client_metadata() {
+        scopes.push("read:clients");
+    }
+    scopes
+}
+
 /// The readable form of a valid config printed by `check`.
 pub fn describe(config: &Config, env: Env<'_>) -> String {
     let mut text = String::new();
@@ -21,6 +46,11 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                 Err(e) => format!("NOT available ({e})"),
             };
             let _ = writeln!(text, "auth0: client secret {secret}");
+            let _ = writeln!(
+                text,
+                "auth0: scopes this config needs: {}",
+                required_scopes(config, a.read_user_roles).join(" ")
+            );
         }
         None => {
             let _ = writeln!(

@@ -44,6 +44,13 @@ fn check_prints_the_rules() {
         stdout.contains("policy: roles CUSTOMER, INTERNAL, PARTNER, Viewer"),
         "{stdout}"
     );
+    // email_domain and email_verified may need a profile read; nothing reads roles or clients.
+    assert!(
+        stdout.contains(
+            "auth0: scopes this config needs: read:roles create:role_members read:users\n"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
