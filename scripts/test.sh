@@ -23,10 +23,10 @@ export MOTO_SERVER
 PROMETHEUS_DIR="$(bash scripts/install-prometheus.sh)"
 export PROMETHEUS_BIN="$PROMETHEUS_DIR/prometheus" PROMTOOL_BIN="$PROMETHEUS_DIR/promtool"
 
-# The Action test runs the generated post-login Action in Node.js 18+ (built-in modules only).
-if ! command -v node >/dev/null 2>&1; then
-  echo "note: node not found: tests/it/action.rs will skip running the generated Action (install Node.js 18+, e.g. apt-get install -y nodejs)" >&2
-fi
+# The Action test runs the generated post-login Action in Node.js 18+ (built-in modules only):
+# Debian's package, installed once. With NODE_BIN set, the test requires it.
+NODE_BIN="$(bash scripts/install-node.sh)"
+export NODE_BIN
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -125,14 +125,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn node_available() -> bool {
+/// `NODE_BIN` (set by `scripts/test.sh`, which installs Node.js: then it must work), else
+/// `node` on PATH; `None` (the test skips, saying why) only when neither is there.
+fn node() -> Option<String> {
+    if let Ok(bin) = std::env::var("NODE_BIN") {
+        return Some(bin);
+    }
     match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => true,
+        Ok(out) if out.status.success() => Some("node".to_owned()),
         _ => {
             eprintln!(
-                "SKIPPED: `node` is not on PATH, so the generated Action cannot be run (install Node.js 18+; CI has it)"
+                "SKIPPED: `node` is not on PATH, so the generated Action cannot be run (install Node.js 18+, or run scripts/test.sh, which installs it)"
             );
-            false
+            None
         }
     }
 }
@@ -830,9 +835,9 @@ fn generate(dir: &Path, policy_toml: &str, namespace: &str) -> Output {
 
 #[test]
 fn action_agrees_with_the_policy_on_every_login() {
-    if !node_available() {
+    let Some(node) = node() else {
         return;
-    }
+    };
     let dir = temp_dir("action");
     let out = generate(&dir, POLICY, NAMESPACE);
     assert!(out.status.success(), "action failed: {}", text(&out.stderr));
@@ -862,7 +867,7 @@ fn action_agrees_with_the_policy_on_every_login() {
     .unwrap_or_else(|e| panic!("{e}"));
     let driver = dir.join("driver.js");
     std::fs::write(&driver, DRIVER).unwrap_or_else(|e| panic!("{e}"));
-    let run = Command::new("node")
+    let run = Command::new(&node)
         .arg(&driver)
         .arg(&action)
         .arg(&events_file)
