@@ -23,6 +23,11 @@ export MOTO_SERVER
 PROMETHEUS_DIR="$(bash scripts/install-prometheus.sh)"
 export PROMETHEUS_BIN="$PROMETHEUS_DIR/prometheus" PROMTOOL_BIN="$PROMETHEUS_DIR/promtool"
 
+# The Action test runs the generated post-login Action in Node.js 18+ (built-in modules only):
+# Debian's package, installed once. With NODE_BIN set, the test requires it.
+NODE_BIN="$(bash scripts/install-node.sh)"
+export NODE_BIN
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --workspace --all-targets --locked -- -D warnings"

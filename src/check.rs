@@ -5,6 +5,40 @@ use std::fmt::Write as _;
 use crate::app::Env;
 use crate::config::{Config, IngestMode, SourceSettings};
 
+/// The Management API scopes a config needs, least privilege (see docs/fault-model.md).
+pub fn required_scopes(config: &Config, read_user_roles: bool) -> Vec<&'static str> {
+    let policy = &config.policy;
+    let mut scopes = vec!["read:roles", "create:role_members"];
+    let reads_users = policy.rules().iter().any(|r| {
+        r.when.iter().chain(&r.unless).any(|c| {
+            !matches!(
+                c,
+                crate::policy::Condition::Event(_) | crate::policy::Condition::HasRoles(_)
+            ) && !c.login_only()
+        })
+    });
+    let reads_roles = read_user_roles || policy.uses_has_roles();
+    if reads_users || reads_roles {
+        scopes.push("read:users");
+    }
+    if reads_roles {
+        scopes.push("read:role_members");
+    }
+    if policy.uses_client_metadata() {
+        scopes.push("read:clients");
+    }
+    scopes
+}
+
+/// The scopes `reconcile` needs: the users-export job and reading it (`read:users`), role
+/// names and members (`read:roles`, `read:role_members`), the bulk writes.
+pub const RECONCILE_SCOPES: [&str; 4] = [
+    "read:roles",
+    "create:role_members",
+    "read:users",
+    "read:role_members",
+];
+
 /// The readable form of a valid config printed by `check`.
 pub fn describe(config: &Config, env: Env<'_>) -> String {
     let mut text = String::new();
@@ -21,6 +55,24 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                 Err(e) => format!("NOT available ({e})"),
             };
             let _ = writeln!(text, "auth0: client secret {secret}");
+            let _ = writeln!(
+                text,
+                "auth0: scopes this config needs: {}",
+                required_scopes(config, a.read_user_roles).join(" ")
+            );
+            let needed = required_scopes(config, a.read_user_roles);
+            let more: Vec<&str> = RECONCILE_SCOPES
+                .iter()
+                .copied()
+                .filter(|s| !needed.contains(s))
+                .collect();
+            if !more.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "auth0: `reconcile` also needs: {} (the users export and role members)",
+                    more.join(" ")
+                );
+            }
         }
         None => {
             let _ = writeln!(

@@ -8,6 +8,7 @@
 //! - [`shutdown`]: the one stop request every loop and background task waits on.
 //! - [`config`]: the TOML configuration and its validation (raw sections → settings).
 //! - [`check`]: the readable form of a configuration (`check`).
+//! - [`action`]: the policy compiled into a post-login Action (`action`), for the first token.
 //! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
 //! - [`policy`]: the default-role rules and their evaluation (pure).
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
@@ -21,6 +22,7 @@
 //! - [`generate`]: a reproducible Auth0 log stream with known expected roles.
 //! - [`sim_command`]: the `sim` command (the simulator of `crates/mgmt-sim` as a stand-in tenant).
 
+pub mod action;
 pub mod app;
 pub mod check;
 pub mod config;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use auth0_default_roles::action::{self, ClaimNamespace};
 use auth0_default_roles::app::{self, App, ReplayRequest, StartError, EXIT_CONFIG};
 use auth0_default_roles::check;
 use auth0_default_roles::config::{process_env, Config};
@@ -39,6 +40,16 @@ enum LogFormat {
 enum Command {
     /// Validate a config file and print its policy.
     Check(ConfigArg),
+    /// Print a post-login Action (JavaScript, Node 18+) compiled from the policy: it puts the
+    /// roles a first login gets into the very first token, before the service assigns them.
+    Action {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The claim's namespace, an http(s) URL you own; the claim is `{namespace}roles`
+        /// (a `/` is added when the URL does not end with one).
+        #[arg(long)]
+        claim_namespace: String,
+    },
     /// Run the service: consume the configured source ([source] with [kafka] or [sqs]) and
     /// assign roles until SIGTERM/SIGINT; serves /metrics, /healthz and /readyz on [metrics] listen.
     Run(ConfigArg),
@@ -155,6 +166,10 @@ async fn dispatch(command: Command) -> u8 {
             }
             Err(code) => return code,
         },
+        Command::Action {
+            config,
+            claim_namespace,
+        } => return print_action(&config, &claim_namespace),
         Command::Run(args) => serve(&args, app::Command::Run).await,
         Command::Ingest(args) => serve(&args, app::Command::Ingest).await,
         Command::Demo(options) => {
@@ -242,6 +257,33 @@ async fn dispatch(command: Command) -> u8 {
             0 => 0,
             code => fail(err, code),
         },
+    }
+}
+
+/// `action`: the post-login Action on stdout; a bad namespace or a rule it cannot compile
+/// exits 2 like any config error.
+fn print_action(args: &ConfigArg, namespace: &str) -> u8 {
+    let namespace = match ClaimNamespace::parse(namespace) {
+        Ok(namespace) => namespace,
+        Err(err) => return fail(err, EXIT_CONFIG),
+    };
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let source = args.config.display().to_string();
+    match action::compile(&config.policy, &namespace, &source) {
+        Ok(code) => {
+            print!("{code}");
+            for rule in action::rules_left_to_service(&config.policy) {
+                eprintln!(
+                    "note: rule \"{}\" fires on no login (only on email_verified): the Action leaves it to the service",
+                    rule.name
+                );
+            }
+            0
+        }
+        Err(err) => fail(err, EXIT_CONFIG),
     }
 }
 

@@ -252,6 +252,11 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Counters alerts take `increase()` of exist at 0 from the start: a series that first
+        // appears at 1 shows no increase, and its first occurrence would never alert.
+        for reason in ["invalid", "failed", "not_delivered"] {
+            m.dead_letters.with_label_values(&[reason]);
+        }
         Ok(m)
     }
 

@@ -392,6 +392,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// An offline pipeline (no client needed).
     pub fn offline(processor: Processor, metrics: Arc<Metrics>, source: SourceKind) -> Self {
+        // At 0 from the start, so the first panic shows as an increase (alerts).
+        metrics.task_panics.with_label_values(&[source.as_str()]);
         Pipeline {
             processor,
             mode: Mode::Offline,
@@ -433,6 +435,7 @@ impl Pipeline {
         source: SourceKind,
     ) -> Self {
         let metrics = Arc::clone(client.metrics());
+        metrics.task_panics.with_label_values(&[source.as_str()]);
         Pipeline {
             processor,
             mode,

@@ -189,6 +189,9 @@ pub struct RetrySettings {
     pub cap: Duration,
     /// Floor of a wait computed from `x-ratelimit-reset` (which may equal "now").
     pub reset_floor: Duration,
+    /// While a call is refused for a missing scope, a new token (which carries the scopes
+    /// granted now) is fetched at most this often.
+    pub scope_token_refresh: Duration,
 }
 
 impl Default for RetrySettings {
@@ -197,6 +200,7 @@ impl Default for RetrySettings {
             base: Duration::from_millis(250),
             cap: Duration::from_secs(60),
             reset_floor: Duration::from_secs(1),
+            scope_token_refresh: SCOPE_TOKEN_REFRESH,
         }
     }
 }
@@ -260,6 +264,9 @@ struct Inner {
     probing: AtomicBool,
     /// When the last "still failing" warning was logged (one per minute at most).
     last_warning: Mutex<Option<Instant>>,
+    /// Wakes the calls waiting out a backoff when the tenant answers again (the probe or
+    /// another call proved it), so intake does not resume while they still sleep.
+    recovered: tokio::sync::Notify,
 }
 
 /// The body of a Management API error.
@@ -302,7 +309,7 @@ impl Blocked {
     pub fn advice(self) -> &'static str {
         match self {
             Blocked::Credentials => "check auth0.client_id and the secret (AUTH0_CLIENT_SECRET or auth0.client_secret_file; a rotated secret must be updated here), and that the application is still authorized for the Auth0 Management API with the Client Credentials grant",
-            Blocked::Scope => "grant the scope named in the error to the application: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications (this service needs create:role_members and read:roles, plus read:users when a rule reads profiles and read:role_members with read_user_roles)",
+            Blocked::Scope => "grant the scope named in the error to the application: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications (`check` lists the scopes this config needs: create:role_members and read:roles, plus read:users when a rule reads profiles, read:role_members for read_user_roles or has_roles, read:clients for assign_client_metadata)",
             Blocked::Transport => "check auth0.domain / auth0.base_url, DNS and the TLS trust store of this host (the cause is in the error)",
         }
     }
@@ -404,6 +411,7 @@ impl MgmtClient {
                 serving: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
                 last_warning: Mutex::new(None),
+                recovered: tokio::sync::Notify::new(),
                 settings,
             }),
         })
@@ -453,6 +461,7 @@ impl MgmtClient {
             self.set_blocked(None);
             if was {
                 tracing::info!("Management API answering again");
+                self.inner.recovered.notify_waiters();
             }
         } else if !was && self.is_serving() && !self.inner.probing.swap(true, Ordering::SeqCst) {
             tokio::spawn(probe(self.clone()));
@@ -505,7 +514,8 @@ impl MgmtClient {
         backoff: &mut impl Iterator<Item = Duration>,
     ) {
         let retry = &self.inner.settings.retry;
-        let next = backoff.next().unwrap_or(retry.cap);
+        // The jitter may take a step past the cap: the cap holds.
+        let next = backoff.next().unwrap_or(retry.cap).min(retry.cap);
         let delay = match &why {
             Transient::RateLimited(Some(hint)) => *hint,
             _ => next,
@@ -550,7 +560,16 @@ impl MgmtClient {
         } else {
             tracing::debug!(operation = operation.as_str(), reason = %detail, retry_in_ms = delay.as_millis() as u64, "retrying");
         }
-        tokio::time::sleep(delay).await;
+        if matches!(why, Transient::RateLimited(Some(_))) {
+            // The tenant said how long to wait: no early wake-up.
+            tokio::time::sleep(delay).await;
+        } else {
+            let recovered = self.inner.recovered.notified();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = recovered => {}
+            }
+        }
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> {
@@ -688,6 +707,14 @@ impl MgmtClient {
                             Blocked::Scope.advice()
                         )));
                     }
+                    // A scope granted again is only in a token issued since.
+                    self.inner
+                        .token
+                        .invalidate_older_than(
+                            &token,
+                            self.inner.settings.retry.scope_token_refresh,
+                        )
+                        .await;
                     let why = Transient::Refused(Blocked::Scope, said);
                     self.wait_before_retry(operation, why, &mut backoff).await;
                 }
@@ -924,7 +951,8 @@ async fn probe(client: MgmtClient) {
 async fn probe_until_answered(client: &MgmtClient) {
     let mut backoff = client.backoff();
     while client.is_failing() {
-        let delay = backoff.next().unwrap_or(client.inner.settings.retry.cap);
+        let cap = client.inner.settings.retry.cap;
+        let delay = backoff.next().unwrap_or(cap).min(cap);
         tokio::time::sleep(delay).await;
         if !client.is_failing() {
             break;
@@ -968,6 +996,10 @@ async fn probe_until_answered(client: &MgmtClient) {
         }
     }
 }
+
+/// While a call is refused for a missing scope, a new token (which carries the scopes granted
+/// now) is fetched at most this often.
+pub const SCOPE_TOKEN_REFRESH: Duration = Duration::from_secs(300);
 
 /// How often the policy's role names are resolved again.
 pub const ROLE_REFRESH: Duration = Duration::from_secs(3600);

@@ -50,11 +50,29 @@ impl RoleDirectory {
         }
         tracing::info!(roles = ids.len(), "policy roles resolved");
         *self.ids.write().unwrap_or_else(|p| p.into_inner()) = ids;
-        // Roles named outside the policy are looked up again when next seen.
-        self.others
-            .write()
+        // Roles named outside the policy: those found are resolved again now (an assignment
+        // may be about to use them); those not found are looked up again when next seen.
+        let found: Vec<String> = self
+            .others
+            .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .iter()
+            .filter(|(_, id)| id.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut others = BTreeMap::new();
+        for name in found {
+            let id = client
+                .find_roles(&name)
+                .await?
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, id)| id);
+            if id.is_some() {
+                others.insert(name, id);
+            }
+        }
+        *self.others.write().unwrap_or_else(|p| p.into_inner()) = others;
         Ok(())
     }
 

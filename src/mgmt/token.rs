@@ -17,6 +17,7 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
 struct Cached {
     token: Arc<str>,
+    obtained: Instant,
     refresh_at: Instant,
 }
 
@@ -51,6 +52,7 @@ impl TokenCache {
         let token: Arc<str> = Arc::from(token);
         *current = Some(Cached {
             token: Arc::clone(&token),
+            obtained: Instant::now(),
             // A lifetime too large for the clock (a garbage `expires_in`) refreshes in a day.
             refresh_at: Instant::now()
                 .checked_add(lifetime.saturating_sub(margin))
@@ -61,6 +63,21 @@ impl TokenCache {
             "Management API token obtained"
         );
         Ok(token)
+    }
+
+    /// Drops `token` if it is still the cached one and was obtained at least `age` ago. A token
+    /// carries the scopes granted when it was issued: after a 403 for a missing scope, only a
+    /// new token can show that the scope was granted again. The age bounds how many tokens a
+    /// long refusal costs (Auth0 counts machine-to-machine tokens against a monthly quota).
+    pub(super) async fn invalidate_older_than(&self, token: &Arc<str>, age: Duration) {
+        let mut current = self.current.lock().await;
+        if current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.token, token) && c.obtained.elapsed() >= age)
+        {
+            tracing::debug!("dropping the token to get one with the scopes granted now");
+            *current = None;
+        }
     }
 
     /// Drops `token` if it is still the cached one (after the API rejected it with 401).

@@ -404,3 +404,70 @@ fn the_commented_sqs_example_is_valid() {
     );
     assert_eq!(q.visibility_timeout_seconds, 60);
 }
+
+#[test]
+fn the_forum_policy_in_the_example_loads_and_does_what_the_forum_asked() {
+    use auth0_default_roles::event::{decode, Trigger};
+    use auth0_default_roles::policy::{Evaluation, Profile};
+    let example = std::fs::read_to_string("config/example.toml").unwrap_or_else(|e| panic!("{e}"));
+    let begin = example
+        .find("# --- forum policy begin\n")
+        .unwrap_or_else(|| panic!("no forum policy in the example"));
+    let end = example
+        .find("# --- forum policy end")
+        .unwrap_or_else(|| panic!("no end marker"));
+    let rules: Vec<&str> = example[begin..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .collect();
+    let text = rules.join("\n");
+    let policy = load(&text, &[])
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .policy;
+    assert_eq!(policy.rules().len(), 5);
+    assert!(policy.uses_client_metadata() && policy.uses_has_roles());
+    let login = |json: &str| {
+        decode(json.as_bytes())
+            .remove(0)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let roles_of = |event: &auth0_default_roles::event::LogEvent, profile: &Profile| match policy
+        .evaluate(Trigger::FirstLogin, event, Some(profile))
+    {
+        Evaluation::Assign(d) => {
+            let mut all = d.roles;
+            all.extend(d.client_roles.into_iter().map(|c| c.name));
+            all
+        }
+        other => panic!("expected roles, got {other:?}"),
+    };
+    let no_roles = Profile {
+        roles: Some(Vec::new()),
+        client_metadata: Some(
+            [("default_role".to_owned(), "Store-User".to_owned())]
+                .into_iter()
+                .collect(),
+        ),
+        ..Profile::default()
+    };
+    let staff = login(
+        r#"{"type":"s","user_id":"waad|1","connection":"corp-azure-ad","client_id":"store","details":{"stats":{"loginsCount":1}}}"#,
+    );
+    assert_eq!(
+        roles_of(&staff, &no_roles),
+        ["Viewer", "INTERNAL", "Store-User"]
+    );
+    let customer = login(
+        r#"{"type":"s","user_id":"auth0|2","connection":"Username-Password-Authentication","client_id":"store","user_name":"c@shop.example","details":{"stats":{"loginsCount":1}}}"#,
+    );
+    assert_eq!(
+        roles_of(&customer, &no_roles),
+        ["Viewer", "CUSTOMER", "Store-User"]
+    );
+    let already = Profile {
+        roles: Some(vec!["rol_existing".to_owned()]),
+        ..no_roles.clone()
+    };
+    assert_eq!(roles_of(&customer, &already), ["CUSTOMER", "Store-User"]);
+}

@@ -1021,3 +1021,31 @@ fn metric_name_extraction_finds_whole_names_and_histogram_families() {
     assert!(balanced(r#"sum(rate(x{a="(" }[5m]))"#));
     assert!(!balanced("sum(rate(x[5m])"));
 }
+
+#[test]
+fn counters_the_alerts_take_increase_of_exist_at_zero_from_the_start() {
+    // A series that first appears at 1 shows no increase(): the first dead letter or panic
+    // would never alert.
+    let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+    let processor = auth0_default_roles::pipeline::Processor::new(
+        auth0_default_roles::policy::Policy::from_config(&Default::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+        auth0_default_roles::dedup::Dedup::new(Default::default()),
+    );
+    let metrics = std::sync::Arc::new(metrics);
+    let _pipeline = auth0_default_roles::pipeline::Pipeline::offline(
+        processor,
+        std::sync::Arc::clone(&metrics),
+        auth0_default_roles::pipeline::SourceKind::Kafka,
+    );
+    let text = metrics.render();
+    for series in [
+        r#"auth0_default_roles_dead_letters_total{reason="failed"} 0"#,
+        r#"auth0_default_roles_dead_letters_total{reason="invalid"} 0"#,
+        r#"auth0_default_roles_task_panics_total{source="kafka"} 0"#,
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let alerts = read("config/alerts.yml");
+    assert!(alerts.contains("increase(auth0_default_roles_dead_letters_total"));
+}

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod action;
 mod config;
 mod decode;
 mod demo_cli;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use auth0_default_roles::config::Secret;
 use auth0_default_roles::metrics::Metrics;
 use auth0_default_roles::mgmt::{
-    encode_path_segment, AssignOutcome, BatchSettings, ClientSettings, MgmtClient, MgmtError,
-    RetrySettings, RoleAssigner, RoleDirectory,
+    encode_path_segment, AssignOutcome, BatchSettings, Blocked, ClientSettings, MgmtClient,
+    MgmtError, RetrySettings, RoleAssigner, RoleDirectory,
 };
 use mgmt_sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, Simulator};
 
@@ -50,6 +50,7 @@ fn settings(running: &RunningSimulator, sim: &Simulator, secret: &str) -> Client
             base: Duration::from_millis(20),
             cap: Duration::from_millis(300),
             reset_floor: Duration::from_secs(1),
+            scope_token_refresh: Duration::from_millis(500),
         },
     }
 }
@@ -509,5 +510,51 @@ async fn role_ids_are_resolved_again_periodically() {
         "the hourly refresh ran"
     );
     assert_eq!(directory.id("Viewer"), sim.role_id("Viewer"));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scope_granted_again_is_used_once_a_new_token_carries_it() {
+    // The token is issued while the assignment scopes are denied: like a real access token, it
+    // keeps lacking them after they are granted again.
+    let denied = ["create:role_members", "update:users", "update:roles"].map(str::to_owned);
+    let (sim, running) = start(
+        SimConfig {
+            denied_scopes: denied.to_vec(),
+            ..SimConfig::default()
+        },
+        &["auth0|waiting"],
+    )
+    .await;
+    let client = client(&running, &sim);
+    let assigner = assigner(&client, 0).await;
+    client.start_serving();
+    let task = {
+        let assigner = assigner.clone();
+        tokio::spawn(async move { assigner.assign("auth0|waiting", &roles(&["Viewer"])).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!task.is_finished(), "a missing scope makes the call wait");
+    assert!(client.is_failing());
+    assert!(matches!(client.blocked(), Some((Blocked::Scope, _))));
+    let tokens_before = sim.stats().calls_of("token");
+    sim.apply_control(&mgmt_sim::ControlRequest {
+        denied_scopes: Some(Vec::new()),
+        ..Default::default()
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap_or_else(|_| panic!("still waiting after the scope was granted again"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome, Ok(AssignOutcome::Assigned));
+    assert_eq!(sim.user_role_names("auth0|waiting"), ["Viewer"]);
+    assert!(!client.is_failing());
+    // New tokens only every `scope_token_refresh` (0.5 s here) while refused: a handful.
+    let tokens = sim.stats().calls_of("token");
+    assert!(
+        tokens > tokens_before,
+        "a new token was fetched after the grant"
+    );
+    assert!(tokens <= 6, "{tokens} tokens for about a second of refusal");
     running.shutdown().await;
 }

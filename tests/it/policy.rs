@@ -390,3 +390,255 @@ assign = ["PARTNER"]
     assert!(!about("partners", "without email_verified"), "{warnings:?}");
     assert_eq!(warnings.len(), 3, "{warnings:?}");
 }
+
+fn identity(
+    connection: &str,
+    provider: &str,
+    social: bool,
+) -> auth0_default_roles::event::Identity {
+    auth0_default_roles::event::Identity {
+        connection: Some(connection.into()),
+        provider: Some(provider.into()),
+        is_social: Some(social),
+    }
+}
+
+fn undecided(rule: &str, key: &'static str) -> auth0_default_roles::policy::Undecided {
+    auth0_default_roles::policy::Undecided {
+        rule: rule.into(),
+        key,
+    }
+}
+
+const EXCLUDE_ENTERPRISE: &str = r#"
+[[policy.rules]]
+name = "customers"
+unless = { strategy_type = "enterprise" }
+assign = ["CUSTOMER"]
+"#;
+
+#[test]
+fn a_strategy_type_the_event_lacks_is_read_from_the_login_identity_not_taken_as_false() {
+    let p = must(EXCLUDE_ENTERPRISE);
+    // Login fields only inside the prompts are read from there.
+    let in_prompts = event(
+        r#"{"type":"s","user_id":"waad|c","details":{"prompts":[{"name":"prompt-authenticate","connection":"corp","strategy":"waad","strategy_type":"enterprise","stats":{"loginsCount":1}}]}}"#,
+    );
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &in_prompts, None),
+        Evaluation::NoRule(Vec::new())
+    );
+    // Nowhere in the event: undecided, so the profile is read (never silently "not enterprise").
+    let bare = event(r#"{"type":"s","user_id":"waad|c","details":{"stats":{"loginsCount":1}}}"#);
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &bare, None),
+        Evaluation::NeedsProfile(vec![undecided("customers", "strategy_type")])
+    );
+    let enterprise = Profile {
+        identities: vec![identity("corp", "waad", false)],
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &bare, Some(&enterprise)),
+        Evaluation::NoRule(Vec::new())
+    );
+    let social = Profile {
+        identities: vec![identity("google-oauth2", "google-oauth2", true)],
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &bare, Some(&social)),
+        assign(&["CUSTOMER"], &["customers"])
+    );
+    // A profile without identities cannot tell: the rule is not applied, and says why.
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &bare, Some(&Profile::default())),
+        Evaluation::NoRule(vec![undecided("customers", "strategy_type")])
+    );
+}
+
+#[test]
+fn the_connection_comes_from_the_identity_of_this_login_else_the_primary_one() {
+    let p = must(SEED);
+    let linked = Profile {
+        identities: vec![
+            identity("Username-Password-Authentication", "auth0", false),
+            identity("corp-azure-ad", "waad", false),
+        ],
+        ..Profile::default()
+    };
+    // The login names its strategy: the waad identity is this login's.
+    let via_waad = event(
+        r#"{"type":"s","user_id":"auth0|1","strategy":"waad","details":{"stats":{"loginsCount":1}}}"#,
+    );
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &via_waad, Some(&linked)),
+        assign(&["INTERNAL"], &["internal"])
+    );
+    // Nothing names it: the primary identity (a database one), not "any linked identity".
+    let unnamed =
+        event(r#"{"type":"s","user_id":"auth0|1","details":{"stats":{"loginsCount":1}}}"#);
+    match p.evaluate(Trigger::FirstLogin, &unnamed, Some(&linked)) {
+        Evaluation::Assign(d) => assert_eq!(d.rules, vec!["customers".to_owned()]),
+        other => panic!("expected the customers rule, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_condition_only_a_login_knows_skips_its_rule_and_later_rules_still_apply() {
+    let p = must(
+        r#"
+[[policy.rules]]
+name = "store-staff"
+when = { client_id = "store" }
+assign = ["STAFF"]
+final = true
+
+[[policy.rules]]
+name = "everyone"
+assign = ["Viewer"]
+"#,
+    );
+    // `sv` is logged against "All Applications": no client_id.
+    let verified = event(r#"{"type":"sv","user_id":"auth0|1","details":{"email":"a@b.example"}}"#);
+    match p.evaluate(Trigger::EmailVerified, &verified, None) {
+        Evaluation::Assign(d) => {
+            assert_eq!(d.roles, vec!["Viewer".to_owned()]);
+            assert_eq!(d.skipped, vec![undecided("store-staff", "client_id")]);
+        }
+        other => panic!("expected Viewer with a skipped rule, got {other:?}"),
+    }
+}
+
+const CLIENT_ROLES: &str = r#"
+[[policy.rules]]
+name = "app-role"
+assign_client_metadata = "default_role"
+
+[[policy.rules]]
+name = "viewer"
+assign = ["Viewer"]
+"#;
+
+#[test]
+fn assign_client_metadata_reads_the_application_and_adds_the_role_it_names() {
+    let p = must(CLIENT_ROLES);
+    let login = event(
+        r#"{"type":"s","user_id":"auth0|1","client_id":"app_1","client_name":"Store","details":{"stats":{"loginsCount":1}}}"#,
+    );
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &login, None),
+        Evaluation::NeedsProfile(vec![undecided("app-role", "assign_client_metadata")])
+    );
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert("default_role".to_owned(), " Store-Customer ".to_owned());
+    let read = Profile {
+        client_metadata: Some(metadata),
+        ..Profile::default()
+    };
+    match p.evaluate(Trigger::FirstLogin, &login, Some(&read)) {
+        Evaluation::Assign(d) => {
+            assert_eq!(d.roles, vec!["Viewer".to_owned()]);
+            assert_eq!(d.client_roles.len(), 1);
+            assert_eq!(d.client_roles[0].name, "Store-Customer");
+            assert_eq!(d.rules, vec!["app-role".to_owned(), "viewer".to_owned()]);
+        }
+        other => panic!("expected the application's role, got {other:?}"),
+    }
+    // An application without the key adds nothing; an event without an application reads nothing.
+    let empty = Profile {
+        client_metadata: Some(std::collections::BTreeMap::new()),
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate(Trigger::FirstLogin, &login, Some(&empty)),
+        assign(&["Viewer"], &["app-role", "viewer"])
+    );
+    let signup_without_app =
+        event(r#"{"type":"ss","user_id":"auth0|1","details":{"body":{"email":"a@b.example"}}}"#);
+    assert_eq!(
+        p.evaluate(Trigger::Signup, &signup_without_app, None),
+        assign(&["Viewer"], &["app-role", "viewer"])
+    );
+}
+
+#[test]
+fn assign_client_metadata_is_validated() {
+    let err = policy_error("[[policy.rules]]\nname = \"a\"\nassign_client_metadata = \"\"\n");
+    assert!(
+        err.to_string()
+            .contains("`assign_client_metadata` must name a client_metadata key"),
+        "{err}"
+    );
+    let err = policy_error("[[policy.rules]]\nname = \"a\"\nassign_client_metadata = 3\n");
+    assert!(err.to_string().contains("assign_client_metadata"), "{err}");
+    let p = must("[[policy.rules]]\nname = \"a\"\nassign_client_metadata = \"role\"\n");
+    assert!(p.uses_client_metadata());
+    assert!(p.role_names().is_empty());
+}
+
+#[test]
+fn existing_users_are_judged_as_if_each_trigger_had_happened() {
+    let p = must(
+        r#"
+[[policy.rules]]
+name = "internal"
+when = { connection = "corp-azure-ad" }
+assign = ["INTERNAL"]
+final = true
+
+[[policy.rules]]
+name = "verified-partners"
+when = { event = "email_verified", email_domain = "partner.example" }
+assign = ["PARTNER"]
+
+[[policy.rules]]
+name = "store"
+when = { client_id = "store" }
+assign = ["STORE"]
+
+[[policy.rules]]
+name = "first-role"
+unless = { has_roles = true }
+assign = ["Viewer"]
+"#,
+    );
+    let corp = Profile {
+        identities: vec![identity("corp-azure-ad", "waad", false)],
+        roles: Some(Vec::new()),
+        ..Profile::default()
+    };
+    assert_eq!(
+        p.evaluate_existing("waad|1", &corp),
+        assign(&["INTERNAL"], &["internal"])
+    );
+    let partner = |verified: bool, roles: Vec<String>| Profile {
+        email: Some("p@partner.example".into()),
+        email_verified: Some(verified),
+        identities: vec![identity("Username-Password-Authentication", "auth0", false)],
+        roles: Some(roles),
+        ..Profile::default()
+    };
+    let judged = |profile: &Profile| match p.evaluate_existing("auth0|2", profile) {
+        Evaluation::Assign(d) => {
+            assert_eq!(d.skipped, vec![undecided("store", "client_id")]);
+            d.roles
+        }
+        other => panic!("expected roles, got {other:?}"),
+    };
+    assert_eq!(
+        judged(&partner(true, Vec::new())),
+        vec!["PARTNER", "Viewer"]
+    );
+    // Never verified: the email_verified trigger never happened for them.
+    assert_eq!(judged(&partner(false, Vec::new())), vec!["Viewer"]);
+    assert_eq!(
+        judged(&partner(true, vec!["rol_x".into()])),
+        vec!["PARTNER"]
+    );
+    let skipped = p.skipped_for_existing_users();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].0, "store");
+    assert!(skipped[0].1.contains("client_id"), "{skipped:?}");
+    assert!(p.uses_has_roles());
+}

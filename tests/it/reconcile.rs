@@ -297,6 +297,13 @@ fn plan_lists_exactly_the_missing_pairs_and_writes_nothing() {
         "{}",
         text(&check.stdout)
     );
+    assert!(
+        text(&check.stdout).contains(
+            "auth0: `reconcile` also needs: read:role_members (the users export and role members)"
+        ),
+        "{}",
+        text(&check.stdout)
+    );
 }
 
 #[test]

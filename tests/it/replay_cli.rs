@@ -44,6 +44,13 @@ fn check_prints_the_rules() {
         stdout.contains("policy: roles CUSTOMER, INTERNAL, PARTNER, Viewer"),
         "{stdout}"
     );
+    // email_domain and email_verified may need a profile read; nothing reads roles or clients.
+    assert!(
+        stdout.contains(
+            "auth0: scopes this config needs: read:roles create:role_members read:users\n"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -511,5 +518,221 @@ assign = ["Viewer"]
         0,
         "has_roles needs no profile read"
     );
+    runtime.block_on(running.shutdown());
+}
+
+#[test]
+fn roles_named_by_the_application_are_assigned_and_an_unknown_name_adds_nothing_else() {
+    use mgmt_sim::{Seed, SeedApplication, SeedRole, SeedUser, SimConfig, Simulator};
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let app = |id: &str, role: Option<&str>| SeedApplication {
+        client_id: id.to_owned(),
+        name: format!("App {id}"),
+        client_metadata: role
+            .map(|r| {
+                [("default_role".to_owned(), r.to_owned())]
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let seed = Seed {
+        roles: ["Viewer", "Store-Customer"]
+            .iter()
+            .map(|r| SeedRole::named(*r))
+            .collect(),
+        users: ["auth0|a", "auth0|b", "auth0|c", "auth0|d", "auth0|e"]
+            .iter()
+            .map(|u| SeedUser::new(*u))
+            .collect(),
+        applications: vec![
+            app("store", Some("Store-Customer")),
+            app("typo", Some("Store-Custmer")),
+            app("plain", None),
+        ],
+    };
+    let sim = Simulator::new(SimConfig::default(), seed);
+    let running = runtime
+        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("adr-client-roles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("client-roles.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[auth0]
+domain = "sim.auth0.local"
+client_id = "sim-client"
+base_url = "{}"
+requests_per_second = 100
+burst = 100
+
+[[policy.rules]]
+name = "application-role"
+when = {{ event = "first_login" }}
+assign_client_metadata = "default_role"
+
+[[policy.rules]]
+name = "viewer"
+when = {{ event = "first_login" }}
+assign = ["Viewer"]
+"#,
+            running.base_url
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let login = |id: u32, user: &str, client: &str| {
+        format!(
+            r#"{{"log_id":"{id:056}","data":{{"type":"s","user_id":"{user}","client_id":"{client}","connection":"Username-Password-Authentication","details":{{"stats":{{"loginsCount":1}}}}}}}}"#
+        )
+    };
+    let input = [
+        login(1, "auth0|a", "store"),
+        login(2, "auth0|b", "store"),
+        login(3, "auth0|c", "typo"),
+        login(4, "auth0|d", "plain"),
+        login(5, "auth0|e", "gone"),
+    ]
+    .join("\n");
+    let input_file = dir.join("events.jsonl");
+    std::fs::write(&input_file, input).unwrap_or_else(|e| panic!("{e}"));
+    let out = run_with_env(
+        &[
+            "replay",
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--output",
+            "jsonl",
+            "--concurrency",
+            "1",
+            input_file.to_str().unwrap_or_default(),
+        ],
+        &[("AUTH0_CLIENT_SECRET", "sim-secret")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let users = sim.users_with_roles();
+    let both = Some(vec!["Store-Customer".to_owned(), "Viewer".to_owned()]);
+    assert_eq!(users.get("auth0|a").cloned(), both, "{users:?}");
+    assert_eq!(users.get("auth0|b").cloned(), both);
+    // A name that is not a role, an application without the key, a deleted application: the
+    // other roles are still given.
+    for user in ["auth0|c", "auth0|d", "auth0|e"] {
+        assert_eq!(
+            users.get(user),
+            Some(&vec!["Viewer".to_owned()]),
+            "{user}: {users:?}"
+        );
+    }
+    assert_eq!(
+        stderr
+            .matches("names a role the tenant does not have")
+            .count(),
+        1,
+        "warned once, naming the application: {stderr}"
+    );
+    assert!(
+        stderr.contains("Store-Custmer") && stderr.contains("typo"),
+        "{stderr}"
+    );
+    // One read per application (the second login through `store` is cached).
+    assert_eq!(sim.stats().calls_of("get_client"), 4, "{:?}", sim.stats());
+    runtime.block_on(running.shutdown());
+}
+
+#[test]
+fn a_strategy_type_the_log_omits_is_read_from_the_profile_so_enterprise_users_stay_excluded() {
+    use mgmt_sim::{Seed, SeedRole, SeedUser, SimConfig, Simulator};
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut carol = SeedUser::new("waad|carol");
+    carol.connection = Some("corp-azure-ad".into());
+    let seed = Seed {
+        roles: vec![SeedRole::named("CUSTOMER")],
+        users: vec![
+            carol,
+            SeedUser::new("google-oauth2|dan"),
+            SeedUser::new("auth0|erin"),
+        ],
+        ..Seed::default()
+    };
+    let sim = Simulator::new(SimConfig::default(), seed);
+    let running = runtime
+        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("adr-strategy-type-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("strategy-type.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[auth0]
+domain = "sim.auth0.local"
+client_id = "sim-client"
+base_url = "{}"
+requests_per_second = 100
+burst = 100
+
+[[policy.rules]]
+name = "customers"
+unless = {{ strategy_type = "enterprise" }}
+assign = ["CUSTOMER"]
+"#,
+            running.base_url
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // First logins whose log carries no connection, strategy or strategy type.
+    let input = ["waad|carol", "google-oauth2|dan"]
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            format!(
+                r#"{{"log_id":"{i:056}","data":{{"type":"s","user_id":"{user}","details":{{"stats":{{"loginsCount":1}}}}}}}}"#
+            )
+        })
+        .chain(std::iter::once(
+            // A signup that names its strategy type needs no read.
+            r#"{"log_id":"00000000000000000000000000000000000000000000000000000009","data":{"type":"ss","user_id":"auth0|erin","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database"}}"#.to_owned(),
+        ))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let input_file = dir.join("events.jsonl");
+    std::fs::write(&input_file, input).unwrap_or_else(|e| panic!("{e}"));
+    let args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "replay".to_owned(),
+            "--config".to_owned(),
+            config.to_string_lossy().into_owned(),
+            "--output".to_owned(),
+            "jsonl".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(input_file.to_string_lossy().into_owned());
+        args
+    };
+    // Offline, nothing can tell: needs_profile, never "not enterprise".
+    let offline_args = args(&["--offline"]);
+    let offline: Vec<&str> = offline_args.iter().map(String::as_str).collect();
+    let out = run_with_env(&offline, &[]);
+    let lines = text(&out.stdout);
+    assert_eq!(lines.matches("\"needs_profile\"").count(), 2, "{lines}");
+    assert!(lines.contains("customers.strategy_type"), "{lines}");
+    let live_args = args(&[]);
+    let live: Vec<&str> = live_args.iter().map(String::as_str).collect();
+    let out = run_with_env(&live, &[("AUTH0_CLIENT_SECRET", "sim-secret")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let users = sim.users_with_roles();
+    assert_eq!(
+        users.get("waad|carol"),
+        None,
+        "enterprise: excluded: {users:?}"
+    );
+    assert_eq!(
+        users.get("google-oauth2|dan"),
+        Some(&vec!["CUSTOMER".to_owned()])
+    );
+    assert_eq!(users.get("auth0|erin"), Some(&vec!["CUSTOMER".to_owned()]));
+    assert_eq!(sim.stats().calls_of("get_user"), 2, "{:?}", sim.stats());
     runtime.block_on(running.shutdown());
 }

@@ -44,11 +44,16 @@ pub(crate) async fn gate(
         } else {
             authorize(&shared, request.headers())
         };
-        if let Err(err) = authorized {
-            shared.count(|s| s.unauthorized += 1);
-            return err.into_response();
-        }
-        if let Some(refusal) = op.and_then(|op| missing_scope(op, &knobs.denied_scopes)) {
+        let mut denied = match authorized {
+            Ok(denied_at_issue) => denied_at_issue,
+            Err(err) => {
+                shared.count(|s| s.unauthorized += 1);
+                return err.into_response();
+            }
+        };
+        // Denied now, or when the token was issued (a scope granted again needs a new token).
+        denied.extend(knobs.denied_scopes.iter().cloned());
+        if let Some(refusal) = op.and_then(|op| missing_scope(op, &denied)) {
             shared.count(|s| s.forbidden += 1);
             return refusal.into_response();
         }
@@ -163,7 +168,8 @@ async fn refuse_before_auth(shared: &Shared, knobs: &Knobs) -> Option<Response> 
     None
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the bearer token; returns the scopes it lacks (those denied when it was issued).
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::unauthorized("Missing authentication"));
     };
@@ -174,8 +180,9 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .ok_or_else(|| ApiError::unauthorized("Invalid token"))?;
-    match lock(&shared.tokens).check(token, Instant::now()) {
-        TokenStatus::Valid => Ok(()),
+    let tokens = lock(&shared.tokens);
+    match tokens.check(token, Instant::now()) {
+        TokenStatus::Valid => Ok(tokens.denied_at_issue(token)),
         TokenStatus::Expired => Err(ApiError::unauthorized(
             "Expired token received for JSON Web Token validation",
         )),

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use admin::ControlRequest;
-pub use config::{Seed, SeedRole, SeedUser, SimConfig};
+pub use config::{Seed, SeedApplication, SeedRole, SeedUser, SimConfig};
 pub use error::{ApiError, OAuthError};
 pub use stats::SimStats;
 

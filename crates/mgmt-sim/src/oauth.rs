@@ -20,7 +20,7 @@ use super::wire::{json_response, parse_form};
 
 /// Scopes granted to every token.
 pub(crate) const GRANTED_SCOPES: &str =
-    "read:users read:roles update:users create:role_members read:role_members update:roles";
+    "read:users read:roles update:users create:role_members read:role_members update:roles read:clients";
 
 /// Expired tokens are remembered this long (to answer "Expired token") before being dropped.
 const EXPIRED_MEMORY: Duration = Duration::from_secs(3600);
@@ -28,7 +28,9 @@ const EXPIRED_MEMORY: Duration = Duration::from_secs(3600);
 /// Issued tokens and when each expires (`None`: beyond what `Instant` can represent).
 #[derive(Debug, Default)]
 pub(crate) struct TokenStore {
-    tokens: HashMap<String, Option<Instant>>,
+    /// Each token's expiry, and the scopes denied when it was issued: like a real access
+    /// token, it keeps lacking them after they are granted again.
+    tokens: HashMap<String, (Option<Instant>, Vec<String>)>,
 }
 
 /// What a presented token is.
@@ -40,8 +42,13 @@ pub(crate) enum TokenStatus {
 }
 
 impl TokenStore {
-    pub(crate) fn issue(&mut self, lifetime: Duration, now: Instant) -> String {
-        self.tokens.retain(|_, expiry| {
+    pub(crate) fn issue(
+        &mut self,
+        lifetime: Duration,
+        now: Instant,
+        denied: Vec<String>,
+    ) -> String {
+        self.tokens.retain(|_, (expiry, _)| {
             expiry
                 .and_then(|e| e.checked_add(EXPIRED_MEMORY))
                 .is_none_or(|forget_at| forget_at > now)
@@ -51,16 +58,25 @@ impl TokenStore {
             .take(48)
             .map(char::from)
             .collect();
-        self.tokens.insert(token.clone(), now.checked_add(lifetime));
+        self.tokens
+            .insert(token.clone(), (now.checked_add(lifetime), denied));
         token
     }
 
     pub(crate) fn check(&self, token: &str, now: Instant) -> TokenStatus {
         match self.tokens.get(token) {
             None => TokenStatus::Unknown,
-            Some(Some(expiry)) if *expiry <= now => TokenStatus::Expired,
+            Some((Some(expiry), _)) if *expiry <= now => TokenStatus::Expired,
             Some(_) => TokenStatus::Valid,
         }
+    }
+
+    /// The scopes that were denied when `token` was issued.
+    pub(crate) fn denied_at_issue(&self, token: &str) -> Vec<String> {
+        self.tokens
+            .get(token)
+            .map(|(_, denied)| denied.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn revoke_all(&mut self) {
@@ -163,14 +179,20 @@ pub(crate) async fn issue_token(
     if given_audience != audience {
         return Err(OAuthError::audience_not_granted(&given_audience));
     }
-    let token = lock(&shared.tokens).issue(Duration::from_secs(lifetime), Instant::now());
+    let denied = shared.knobs().denied_scopes;
+    let scope: Vec<&str> = GRANTED_SCOPES
+        .split(' ')
+        .filter(|s| !denied.iter().any(|d| d == s))
+        .collect();
+    let scope = scope.join(" ");
+    let token = lock(&shared.tokens).issue(Duration::from_secs(lifetime), Instant::now(), denied);
     tracing::debug!(expires_in = lifetime, "sim: issued access token");
     let mut response = json_response(
         StatusCode::OK,
         &json!({
             "access_token": token,
             "expires_in": lifetime,
-            "scope": GRANTED_SCOPES,
+            "scope": scope,
             "token_type": "Bearer",
         }),
     );
@@ -187,7 +209,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_expire_on_tokio_time() {
         let mut store = TokenStore::default();
-        let token = store.issue(Duration::from_secs(10), Instant::now());
+        let token = store.issue(Duration::from_secs(10), Instant::now(), Vec::new());
         assert_eq!(store.check(&token, Instant::now()), TokenStatus::Valid);
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(store.check(&token, Instant::now()), TokenStatus::Expired);

@@ -45,7 +45,13 @@ fn seed() -> Seed {
                 roles: Vec::new(),
             },
         ],
-        ..Seed::default()
+        applications: vec![mgmt_sim::SeedApplication {
+            client_id: "app_store".into(),
+            name: "Store".into(),
+            client_metadata: [("default_role".to_owned(), "member".to_owned())]
+                .into_iter()
+                .collect(),
+        }],
     }
 }
 
@@ -1235,4 +1241,43 @@ async fn reconcile_calls_need_their_documented_scopes() {
     );
     let state = h.sim_state().await;
     assert!(state["stats"]["calls"]["get_job"].as_u64().is_some());
+}
+
+#[tokio::test]
+async fn clients_answer_with_the_fields_asked_for_and_404_for_an_unknown_application() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    let resp = h
+        .get(
+            &token,
+            "/api/v2/clients/app_store?fields=client_metadata&include_fields=true",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body, json!({"client_metadata": {"default_role": "member"}}));
+    let whole: Value = h
+        .get(&token, "/api/v2/clients/app_store")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(whole["name"], "Store");
+    let missing = h.get(&token, "/api/v2/clients/app_gone").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: Value = missing.json().await.expect("json");
+    assert_eq!(body["errorCode"], "inexistent_client");
+    let denied = Harness::start(SimConfig {
+        denied_scopes: vec![
+            "read:clients".into(),
+            "read:client_keys".into(),
+            "read:client_credentials".into(),
+            "read:client_summary".into(),
+        ],
+        ..SimConfig::default()
+    })
+    .await;
+    let token = denied.token().await;
+    let refused = denied.get(&token, "/api/v2/clients/app_store").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }
