@@ -427,6 +427,15 @@ fn a_failed_export_job_stops_with_its_reason() {
         "{stderr}"
     );
     assert_eq!(tenant.writes(), 0);
+    // Without read:users the export job is refused at the start: exit 2 naming the scope.
+    tenant.sim.apply_control(&mgmt_sim::ControlRequest {
+        denied_scopes: Some(vec!["read:users".to_owned()]),
+        ..Default::default()
+    });
+    let refused = reconcile(&config, &[]);
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("expected any of: read:users"), "{stderr}");
     let bad_share = reconcile(&config, &["--rate-share", "1.5"]);
     assert_eq!(bad_share.status.code(), Some(2));
     assert!(text(&bad_share.stderr).contains("--rate-share"));
