@@ -333,6 +333,63 @@ mod tests {
         assert_eq!(decode_line(br#"["user_id"]"#), None);
     }
 
+    #[tokio::test]
+    async fn the_download_retries_transient_failures_sends_no_authorization_and_stops_on_403() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let app = axum::Router::new()
+            .route(
+                "/file",
+                axum::routing::get(move |headers: axum::http::HeaderMap| {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        if headers.contains_key("authorization") {
+                            (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                "signed URLs refuse Authorization",
+                            )
+                        } else if n < 2 {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "later")
+                        } else {
+                            (axum::http::StatusCode::OK, "{\"user_id\":\"a\"}\n")
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/expired",
+                axum::routing::get(|| async { (axum::http::StatusCode::FORBIDDEN, "expired") }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = std::env::temp_dir().join(format!("reconcile-download-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let to = dir.join("export.json");
+        let bytes = download(&format!("http://{addr}/file"), &to, 5, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bytes, 16);
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "two 503s retried");
+        assert_eq!(
+            std::fs::read_to_string(&to).unwrap_or_default(),
+            "{\"user_id\":\"a\"}\n"
+        );
+        let expired = download(&format!("http://{addr}/expired"), &to, 5, |_| {}).await;
+        assert!(
+            matches!(&expired, Err(ExportError::Download(why)) if why.contains("403")),
+            "{expired:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn plain_and_gzipped_files_read_alike_and_bad_lines_are_numbered() {
         let dir = std::env::temp_dir().join(format!("reconcile-export-{}", std::process::id()));
