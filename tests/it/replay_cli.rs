@@ -420,17 +420,74 @@ fn replay_reports_unreadable_input_and_missing_secret() {
     assert!(text(&no_secret.stderr).contains("AUTH0_CLIENT_SECRET"));
 }
 
+/// A simulated tenant and a config pointing at it, for `replay` runs against it.
+struct LiveReplay {
+    runtime: tokio::runtime::Runtime,
+    sim: mgmt_sim::Simulator,
+    running: mgmt_sim::RunningSimulator,
+    dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+impl LiveReplay {
+    /// Starts a simulator with `seed` and writes a config with `policy` (TOML rules).
+    fn start(name: &str, seed: mgmt_sim::Seed, policy: &str) -> LiveReplay {
+        let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+        let sim = mgmt_sim::Simulator::new(mgmt_sim::SimConfig::default(), seed);
+        let running = runtime
+            .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dir = std::env::temp_dir().join(format!("adr-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 100\nburst = 100\n\n{policy}",
+                running.base_url
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        LiveReplay {
+            runtime,
+            sim,
+            running,
+            dir,
+            config,
+        }
+    }
+
+    /// `replay --output jsonl --concurrency 1 [extra] FILE` over `events` (JSON Lines), with
+    /// the client secret in the environment.
+    fn replay(&self, events: &[String], extra: &[&str]) -> Output {
+        let input = self.dir.join("events.jsonl");
+        std::fs::write(&input, events.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+        let config = self.config.to_string_lossy().into_owned();
+        let input = input.to_string_lossy().into_owned();
+        let mut args = vec!["replay", "--config", &config, "--output", "jsonl"];
+        args.extend(["--concurrency", "1"]);
+        args.extend(extra);
+        args.push(&input);
+        run_with_env(&args, &[("AUTH0_CLIENT_SECRET", "sim-secret")])
+    }
+
+    fn finish(self) {
+        self.runtime.block_on(self.running.shutdown());
+    }
+}
+
+/// One event in the `{log_id, data}` shape of a log stream.
+fn log_record(id: u32, data: &str) -> String {
+    format!(r#"{{"log_id":"{id:056}","data":{data}}}"#)
+}
+
 #[test]
 fn has_roles_gives_the_default_role_only_to_users_without_any_role() {
-    use mgmt_sim::{Seed, SeedRole, SeedUser, SimConfig, Simulator};
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    use mgmt_sim::{Seed, SeedRole, SeedUser};
     let mut holder = SeedUser::new("auth0|holder");
     holder.roles = vec!["PARTNER".to_owned()];
     let seed = Seed {
-        roles: ["Viewer", "PARTNER"]
-            .iter()
-            .map(|r| SeedRole::named(*r))
-            .collect(),
+        roles: vec![SeedRole::named("Viewer"), SeedRole::named("PARTNER")],
         users: vec![
             holder,
             SeedUser::new("auth0|fresh"),
@@ -438,60 +495,30 @@ fn has_roles_gives_the_default_role_only_to_users_without_any_role() {
         ],
         ..Seed::default()
     };
-    let sim = Simulator::new(SimConfig::default(), seed);
-    let running = runtime
-        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let dir = std::env::temp_dir().join(format!("adr-has-roles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let config = dir.join("has-roles.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[auth0]
-domain = "sim.auth0.local"
-client_id = "sim-client"
-base_url = "{}"
-requests_per_second = 100
-burst = 100
-
-[[policy.rules]]
-name = "default-viewer"
-unless = {{ has_roles = true }}
-assign = ["Viewer"]
-"#,
-            running.base_url
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let live = LiveReplay::start(
+        "has-roles",
+        seed,
+        "[[policy.rules]]\nname = \"default-viewer\"\nunless = { has_roles = true }\nassign = [\"Viewer\"]\n",
+    );
     let event = |id: u32, user: &str, kind: &str, count: &str| {
-        format!(
-            r#"{{"log_id":"{id:056}","data":{{"type":"{kind}","user_id":"{user}","connection":"Username-Password-Authentication","details":{{"stats":{{"loginsCount":{count}}}}}}}}}"#
+        log_record(
+            id,
+            &format!(
+                r#"{{"type":"{kind}","user_id":"{user}","connection":"Username-Password-Authentication","details":{{"stats":{{"loginsCount":{count}}}}}}}"#
+            ),
         )
     };
-    let input = [
-        event(1, "auth0|holder", "ss", "null"),
-        event(2, "auth0|fresh", "ss", "null"),
-        event(3, "auth0|twice", "ss", "null"),
-        event(4, "auth0|twice", "s", "1"),
-    ]
-    .join("\n");
-    let input_file = dir.join("events.jsonl");
-    std::fs::write(&input_file, input).unwrap_or_else(|e| panic!("{e}"));
-    let out = run_with_env(
+    let out = live.replay(
         &[
-            "replay",
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--output",
-            "jsonl",
-            "--concurrency",
-            "1",
-            input_file.to_str().unwrap_or_default(),
+            event(1, "auth0|holder", "ss", "null"),
+            event(2, "auth0|fresh", "ss", "null"),
+            event(3, "auth0|twice", "ss", "null"),
+            event(4, "auth0|twice", "s", "1"),
         ],
-        &[("AUTH0_CLIENT_SECRET", "sim-secret")],
+        &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sim = &live.sim;
     let users = sim.users_with_roles();
     assert_eq!(
         users.get("auth0|holder"),
@@ -518,13 +545,12 @@ assign = ["Viewer"]
         0,
         "has_roles needs no profile read"
     );
-    runtime.block_on(running.shutdown());
+    live.finish();
 }
 
 #[test]
 fn roles_named_by_the_application_are_assigned_and_an_unknown_name_adds_nothing_else() {
-    use mgmt_sim::{Seed, SeedApplication, SeedRole, SeedUser, SimConfig, Simulator};
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    use mgmt_sim::{Seed, SeedApplication, SeedRole, SeedUser};
     let app = |id: &str, role: Option<&str>| SeedApplication {
         client_id: id.to_owned(),
         name: format!("App {id}"),
@@ -537,10 +563,7 @@ fn roles_named_by_the_application_are_assigned_and_an_unknown_name_adds_nothing_
             .unwrap_or_default(),
     };
     let seed = Seed {
-        roles: ["Viewer", "Store-Customer"]
-            .iter()
-            .map(|r| SeedRole::named(*r))
-            .collect(),
+        roles: vec![SeedRole::named("Viewer"), SeedRole::named("Store-Customer")],
         users: ["auth0|a", "auth0|b", "auth0|c", "auth0|d", "auth0|e"]
             .iter()
             .map(|u| SeedUser::new(*u))
@@ -551,68 +574,41 @@ fn roles_named_by_the_application_are_assigned_and_an_unknown_name_adds_nothing_
             app("plain", None),
         ],
     };
-    let sim = Simulator::new(SimConfig::default(), seed);
-    let running = runtime
-        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let dir = std::env::temp_dir().join(format!("adr-client-roles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let config = dir.join("client-roles.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[auth0]
-domain = "sim.auth0.local"
-client_id = "sim-client"
-base_url = "{}"
-requests_per_second = 100
-burst = 100
-
-[[policy.rules]]
+    let live = LiveReplay::start(
+        "client-roles",
+        seed,
+        r#"[[policy.rules]]
 name = "application-role"
-when = {{ event = "first_login" }}
+when = { event = "first_login" }
 assign_client_metadata = "default_role"
 
 [[policy.rules]]
 name = "viewer"
-when = {{ event = "first_login" }}
+when = { event = "first_login" }
 assign = ["Viewer"]
 "#,
-            running.base_url
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let login = |id: u32, user: &str, client: &str| {
-        format!(
-            r#"{{"log_id":"{id:056}","data":{{"type":"s","user_id":"{user}","client_id":"{client}","connection":"Username-Password-Authentication","details":{{"stats":{{"loginsCount":1}}}}}}}}"#
+        log_record(
+            id,
+            &format!(
+                r#"{{"type":"s","user_id":"{user}","client_id":"{client}","connection":"Username-Password-Authentication","details":{{"stats":{{"loginsCount":1}}}}}}"#
+            ),
         )
     };
-    let input = [
-        login(1, "auth0|a", "store"),
-        login(2, "auth0|b", "store"),
-        login(3, "auth0|c", "typo"),
-        login(4, "auth0|d", "plain"),
-        login(5, "auth0|e", "gone"),
-    ]
-    .join("\n");
-    let input_file = dir.join("events.jsonl");
-    std::fs::write(&input_file, input).unwrap_or_else(|e| panic!("{e}"));
-    let out = run_with_env(
+    let out = live.replay(
         &[
-            "replay",
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--output",
-            "jsonl",
-            "--concurrency",
-            "1",
-            input_file.to_str().unwrap_or_default(),
+            login(1, "auth0|a", "store"),
+            login(2, "auth0|b", "store"),
+            login(3, "auth0|c", "typo"),
+            login(4, "auth0|d", "plain"),
+            login(5, "auth0|e", "gone"),
         ],
-        &[("AUTH0_CLIENT_SECRET", "sim-secret")],
+        &[],
     );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let users = sim.users_with_roles();
+    let users = live.sim.users_with_roles();
     let both = Some(vec!["Store-Customer".to_owned(), "Viewer".to_owned()]);
     assert_eq!(users.get("auth0|a").cloned(), both, "{users:?}");
     assert_eq!(users.get("auth0|b").cloned(), both);
@@ -637,14 +633,18 @@ assign = ["Viewer"]
         "{stderr}"
     );
     // One read per application (the second login through `store` is cached).
-    assert_eq!(sim.stats().calls_of("get_client"), 4, "{:?}", sim.stats());
-    runtime.block_on(running.shutdown());
+    assert_eq!(
+        live.sim.stats().calls_of("get_client"),
+        4,
+        "{:?}",
+        live.sim.stats()
+    );
+    live.finish();
 }
 
 #[test]
 fn a_strategy_type_the_log_omits_is_read_from_the_profile_so_enterprise_users_stay_excluded() {
-    use mgmt_sim::{Seed, SeedRole, SeedUser, SimConfig, Simulator};
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    use mgmt_sim::{Seed, SeedRole, SeedUser};
     let mut carol = SeedUser::new("waad|carol");
     carol.connection = Some("corp-azure-ad".into());
     let seed = Seed {
@@ -656,73 +656,37 @@ fn a_strategy_type_the_log_omits_is_read_from_the_profile_so_enterprise_users_st
         ],
         ..Seed::default()
     };
-    let sim = Simulator::new(SimConfig::default(), seed);
-    let running = runtime
-        .block_on(sim.start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let dir = std::env::temp_dir().join(format!("adr-strategy-type-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let config = dir.join("strategy-type.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[auth0]
-domain = "sim.auth0.local"
-client_id = "sim-client"
-base_url = "{}"
-requests_per_second = 100
-burst = 100
-
-[[policy.rules]]
-name = "customers"
-unless = {{ strategy_type = "enterprise" }}
-assign = ["CUSTOMER"]
-"#,
-            running.base_url
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    // First logins whose log carries no connection, strategy or strategy type.
-    let input = ["waad|carol", "google-oauth2|dan"]
-        .iter()
-        .enumerate()
-        .map(|(i, user)| {
-            format!(
-                r#"{{"log_id":"{i:056}","data":{{"type":"s","user_id":"{user}","details":{{"stats":{{"loginsCount":1}}}}}}}}"#
-            )
-        })
-        .chain(std::iter::once(
-            // A signup that names its strategy type needs no read.
-            r#"{"log_id":"00000000000000000000000000000000000000000000000000000009","data":{"type":"ss","user_id":"auth0|erin","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database"}}"#.to_owned(),
-        ))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let input_file = dir.join("events.jsonl");
-    std::fs::write(&input_file, input).unwrap_or_else(|e| panic!("{e}"));
-    let args = |extra: &[&'static str]| {
-        let mut args = vec![
-            "replay".to_owned(),
-            "--config".to_owned(),
-            config.to_string_lossy().into_owned(),
-            "--output".to_owned(),
-            "jsonl".to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        args.push(input_file.to_string_lossy().into_owned());
-        args
+    let live = LiveReplay::start(
+        "strategy-type",
+        seed,
+        "[[policy.rules]]\nname = \"customers\"\nunless = { strategy_type = \"enterprise\" }\nassign = [\"CUSTOMER\"]\n",
+    );
+    // First logins whose log carries no connection, strategy or strategy type, and a signup
+    // that names its strategy type (no read needed).
+    let first_login = |id: u32, user: &str| {
+        log_record(
+            id,
+            &format!(
+                r#"{{"type":"s","user_id":"{user}","details":{{"stats":{{"loginsCount":1}}}}}}"#
+            ),
+        )
     };
+    let events = [
+        first_login(1, "waad|carol"),
+        first_login(2, "google-oauth2|dan"),
+        log_record(
+            3,
+            r#"{"type":"ss","user_id":"auth0|erin","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database"}"#,
+        ),
+    ];
     // Offline, nothing can tell: needs_profile, never "not enterprise".
-    let offline_args = args(&["--offline"]);
-    let offline: Vec<&str> = offline_args.iter().map(String::as_str).collect();
-    let out = run_with_env(&offline, &[]);
-    let lines = text(&out.stdout);
+    let offline = live.replay(&events, &["--offline"]);
+    let lines = text(&offline.stdout);
     assert_eq!(lines.matches("\"needs_profile\"").count(), 2, "{lines}");
     assert!(lines.contains("customers.strategy_type"), "{lines}");
-    let live_args = args(&[]);
-    let live: Vec<&str> = live_args.iter().map(String::as_str).collect();
-    let out = run_with_env(&live, &[("AUTH0_CLIENT_SECRET", "sim-secret")]);
+    let out = live.replay(&events, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let users = sim.users_with_roles();
+    let users = live.sim.users_with_roles();
     assert_eq!(
         users.get("waad|carol"),
         None,
@@ -733,6 +697,11 @@ assign = ["CUSTOMER"]
         Some(&vec!["CUSTOMER".to_owned()])
     );
     assert_eq!(users.get("auth0|erin"), Some(&vec!["CUSTOMER".to_owned()]));
-    assert_eq!(sim.stats().calls_of("get_user"), 2, "{:?}", sim.stats());
-    runtime.block_on(running.shutdown());
+    assert_eq!(
+        live.sim.stats().calls_of("get_user"),
+        2,
+        "{:?}",
+        live.sim.stats()
+    );
+    live.finish();
 }
