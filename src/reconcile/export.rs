@@ -175,7 +175,8 @@ async fn download_once(
         .get(location)
         .send()
         .await
-        .map_err(|e| Attempt::Transient(e.to_string()))?;
+        // The pre-signed URL is a credential while it lasts: never in a log or an error.
+        .map_err(|e| Attempt::Transient(e.without_url().to_string()))?;
     let status = response.status();
     if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
         return Err(Attempt::Transient(format!("HTTP {status}")));
@@ -196,7 +197,7 @@ async fn download_once(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| Attempt::Transient(e.to_string()))?
+        .map_err(|e| Attempt::Transient(e.without_url().to_string()))?
     {
         file.write_all(&chunk).map_err(write_error)?;
         total += chunk.len() as u64;
@@ -387,6 +388,24 @@ mod tests {
             matches!(&expired, Err(ExportError::Download(why)) if why.contains("403")),
             "{expired:?}"
         );
+        // Nothing listens there: the error names the failure, never the signed URL.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let unreachable = download(
+            &format!("http://{closed}/export.json.gz?X-Amz-Signature=SECRET"),
+            &to,
+            2,
+            |_| {},
+        )
+        .await;
+        match unreachable {
+            Err(ExportError::Download(why)) => {
+                assert!(!why.contains("SECRET") && !why.contains("X-Amz"), "{why}");
+            }
+            other => panic!("expected a download error, got {other:?}"),
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
