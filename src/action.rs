@@ -181,7 +181,7 @@ fn condition_js(
             format!("domainIn(f.emailDomain, {})", js_strings(domains))
         }
         Condition::EmailVerified(wanted) => format!("f.emailVerified === {wanted}"),
-        Condition::HasRoles(wanted) => format!("(held.length > 0) === {wanted}"),
+        Condition::HasRoles(wanted) => format!("hasRoles(held, f.rolesKnown, {wanted})"),
         Condition::AppMetadata(pairs) => {
             for (key, value) in pairs {
                 if let Some(problem) = inexact_in_javascript(value) {
@@ -376,6 +376,12 @@ function oneOf(value, accepted) {
   return value === undefined ? null : accepted.includes(value);
 }
 
+// has_roles: certain when a role is held (or given by this login), or when the roles are known.
+function hasRoles(held, known, wanted) {
+  if (held.length > 0) return wanted === true;
+  return known ? wanted === false : null;
+}
+
 // when: all hold, unless: none holds. A rule is applied only when that is certain; an undecided
 // rule is not applied and later rules are evaluated as if it did not match.
 function applies(when, unless) {
@@ -486,6 +492,9 @@ function providerOf(userId) {
 function loginFacts(event) {
   const user = event.user;
   if (!isObject(user)) throw new TypeError("event.user is not an object");
+  // Without event.authorization the roles held are unknown: has_roles is undecided (unless
+  // this login gave some), never "no roles".
+  const rolesKnown = event.authorization?.roles !== undefined;
   const held = event.authorization?.roles ?? [];
   if (!Array.isArray(held) || !held.every((role) => typeof role === "string")) {
     throw new TypeError("event.authorization.roles is not a list of role names");
@@ -521,6 +530,7 @@ function loginFacts(event) {
     appMetadata: isObject(user.app_metadata) ? user.app_metadata : undefined,
     clientMetadata: clientId !== undefined && isObject(client.metadata) ? client.metadata : undefined,
     held,
+    rolesKnown,
   };
 }
 "#;

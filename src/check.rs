@@ -167,7 +167,8 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
     }
     let mut warnings = config.policy.warnings();
     if let Some(auth0) = &config.auth0 {
-        if !auth0.domain.ends_with(".auth0.com") {
+        let domain = auth0.domain.trim_end_matches('.').to_ascii_lowercase();
+        if !domain.ends_with(".auth0.com") {
             warnings.push(format!(
                 "auth0.domain {} looks like a custom domain: the Management API audience must be the tenant's canonical domain (e.g. acme.eu.auth0.com), which tokens for a custom domain do not carry",
                 auth0.domain

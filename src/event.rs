@@ -1082,8 +1082,23 @@ impl RawLog<'_> {
             });
         }
         let present = |text: &Option<Text<'_>>| text.as_deref().is_some_and(|t| !t.is_empty());
-        let from_prompt = if login && !present(&self.connection) {
-            prompt_login_fields(details.prompts).unwrap_or_default()
+        // Each field the top level lacks comes from the prompt naming a connection, provided it
+        // names this login's connection (when the top level names one).
+        let lacks_any = [
+            &self.connection,
+            &self.connection_id,
+            &self.strategy,
+            &self.strategy_type,
+        ]
+        .into_iter()
+        .any(|t| !present(t));
+        let from_prompt = if login && lacks_any {
+            prompt_login_fields(details.prompts)
+                .filter(|p| {
+                    !present(&self.connection)
+                        || p.connection.as_deref() == self.connection.as_deref()
+                })
+                .unwrap_or_default()
         } else {
             Prompt::default()
         };
@@ -1486,6 +1501,24 @@ mod tests {
                 matches!(later.first(), Some(Ok(e)) if e.selection() == Selection::NotEligible("later login"))
             );
         }
+        // A top-level connection without the strategy: the strategy comes from the prompt of
+        // that connection, never from a prompt naming another one.
+        let partial = |connection: &str| {
+            format!(
+                r#"{{"log_id":"1","data":{{"type":"s","user_id":"waad|1","connection":"{connection}","details":{{"stats":{{"loginsCount":1}},"prompts":[{{"name":"prompt-authenticate","connection":"corp-azure-ad","connection_id":"con_1","strategy":"waad","strategy_type":"enterprise"}}]}}}}}}"#
+            )
+        };
+        let Some(Ok(same)) = decode(partial("corp-azure-ad").as_bytes()).pop() else {
+            panic!("no event");
+        };
+        assert_eq!(same.strategy.as_deref(), Some("waad"));
+        assert_eq!(same.strategy_type.as_deref(), Some("enterprise"));
+        let Some(Ok(other)) = decode(partial("other-idp").as_bytes()).pop() else {
+            panic!("no event");
+        };
+        assert_eq!(other.connection.as_deref(), Some("other-idp"));
+        assert_eq!(other.strategy, None);
+        assert_eq!(other.strategy_type, None);
     }
 
     proptest! {

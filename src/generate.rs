@@ -56,7 +56,8 @@ enum Kind {
     Social,
     /// Enterprise (Azure AD) first login: Viewer + INTERNAL.
     Enterprise,
-    /// A returning user (loginsCount > 1), silent auth, token exchange: nothing.
+    /// A returning user (loginsCount > 1, also as an embedded `scoa` login), silent auth, token
+    /// exchange: nothing.
     Returning,
     /// Failed logins and other look-alike types: nothing.
     Noise,
@@ -235,8 +236,11 @@ fn generate(seed: u64, events: usize, malformed: usize, eligible_percent: u32) -
                 let email = format!("r{n_user}@mail.example");
                 let logins = g.rng.random_range(2..50);
                 logs.push(log(&mut g, "s", &user, &email, DATABASE, Some(logins)));
+                // `scoa` is a login too (it carries the count, here above 1); `ssa` and
+                // `seacft` are not logins.
                 let extra = ["ssa", "seacft", "scoa"][g.rng.random_range(0..3)];
-                logs.push(log(&mut g, extra, &user, &email, DATABASE, None));
+                let count = (extra == "scoa").then_some(logins);
+                logs.push(log(&mut g, extra, &user, &email, DATABASE, count));
                 (user, BTreeSet::new())
             }
             Kind::Noise => {

@@ -314,12 +314,30 @@ impl Policy {
                     Condition::Event(e) => e.contains(&Trigger::EmailVerified),
                     _ => true,
                 });
-            if fires_on_sv
-                && has(&|c| matches!(c, Condition::Field(Field::ClientId | Field::ClientName, _)))
-            {
+            let about_login = |c: &Condition| {
+                matches!(
+                    c,
+                    Condition::Field(
+                        Field::ClientId | Field::ClientName | Field::OrganizationId,
+                        _
+                    )
+                )
+            };
+            let mut on_sv = Vec::new();
+            if rule.when.iter().any(about_login) {
+                on_sv.push("its `when` on them does not match");
+            }
+            if rule.unless.iter().any(about_login) {
+                on_sv.push("its `unless` on them excludes nobody");
+            }
+            if rule.assign_client_metadata.is_some() {
+                on_sv.push("assign_client_metadata adds nothing");
+            }
+            if fires_on_sv && !on_sv.is_empty() {
                 warnings.push(format!(
-                    "rule \"{}\" has client conditions but can fire on email_verified events, which Auth0 logs against \"All Applications\": it will not match them",
-                    rule.name
+                    "rule \"{}\" tests the application or organization but can fire on email_verified events, which Auth0 logs against \"All Applications\" with no organization: there {}",
+                    rule.name,
+                    on_sv.join(", ")
                 ));
             }
             let later: Vec<&str> = self.rules[i + 1..]
@@ -471,6 +489,13 @@ impl Policy {
                 })
                 .collect()
         };
+        let client_unread = |rule: &Rule| -> Option<Undecided> {
+            let key = rule.assign_client_metadata.as_deref()?;
+            matches!(facts.client_metadata(key), ClientMetadata::Unread).then(|| Undecided {
+                rule: rule.name.clone(),
+                key: ASSIGN_CLIENT_METADATA,
+            })
+        };
         for rule in &self.rules {
             match rule.matches(facts) {
                 Truth::False => {}
@@ -486,12 +511,17 @@ impl Policy {
                         skipped.extend(undecided(rule, &keys));
                     } else {
                         pending.extend(undecided(rule, &keys));
+                        // If the read shows the rule applies, its application is needed too:
+                        // read both at once, or the second evaluation could not tell it.
+                        pending.extend(client_unread(rule));
                     }
                 }
                 Truth::True => {
                     if !pending.is_empty() {
                         // An earlier undecided rule may or may not apply (and may be final):
-                        // keep looking only for more undecided conditions.
+                        // keep looking only for more undecided conditions, this rule's
+                        // application among them.
+                        pending.extend(client_unread(rule));
                         continue;
                     }
                     if let Some(key) = &rule.assign_client_metadata {
@@ -757,7 +787,10 @@ impl<'a> Facts<'a> {
     }
 
     fn client_metadata(&self, key: &str) -> ClientMetadata<'a> {
-        if self.existing || self.event_field(Field::ClientId).is_none() {
+        // An `sv` is logged against "All Applications" (the tenant's global client), not the
+        // application the user signed up through: it names no role.
+        let verification = self.triggers == [Trigger::EmailVerified];
+        if self.existing || verification || self.event_field(Field::ClientId).is_none() {
             return ClientMetadata::Nothing;
         }
         match self.profile.and_then(|p| p.client_metadata.as_ref()) {

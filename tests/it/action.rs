@@ -661,6 +661,12 @@ fn log_event(event: &Value, trigger: Trigger) -> LogEvent {
         client_id: string(&event["client"]["client_id"]),
         client_name: string(&event["client"]["name"]),
         organization_id: string(&event["organization"]["id"]),
+        // What Auth0 logs as the login name: the address, for database and social logins.
+        user_name: if signup {
+            None
+        } else {
+            string(&event["user"]["email"])
+        },
         body_email: if signup {
             string(&event["user"]["email"])
         } else {
@@ -674,6 +680,9 @@ fn log_event(event: &Value, trigger: Trigger) -> LogEvent {
 /// What the service reads: the user (`GET /users/{id}`), the roles they hold by then, and the
 /// application's `client_metadata` (string values only).
 fn profile(event: &Value, held: &[String]) -> Profile {
+    // Without `event.authorization` the Action cannot know the roles held: the service would,
+    // but the two must agree, so has_roles is undecided unless this login gave roles.
+    let known = event["authorization"]["roles"].is_array() || !held.is_empty();
     let user = &event["user"];
     let identities = user["identities"]
         .as_array()
@@ -692,7 +701,7 @@ fn profile(event: &Value, held: &[String]) -> Profile {
         email_verified: user["email_verified"].as_bool(),
         identities,
         app_metadata: user["app_metadata"].as_object().cloned(),
-        roles: Some(held.to_vec()),
+        roles: known.then(|| held.to_vec()),
         client_metadata: event["client"]["metadata"].as_object().map(|m| {
             m.iter()
                 .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))

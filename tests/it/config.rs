@@ -409,19 +409,7 @@ fn the_commented_sqs_example_is_valid() {
 fn the_forum_policy_in_the_example_loads_and_does_what_the_forum_asked() {
     use auth0_default_roles::event::{decode, Trigger};
     use auth0_default_roles::policy::{Evaluation, Profile};
-    let example = std::fs::read_to_string("config/example.toml").unwrap_or_else(|e| panic!("{e}"));
-    let begin = example
-        .find("# --- forum policy begin\n")
-        .unwrap_or_else(|| panic!("no forum policy in the example"));
-    let end = example
-        .find("# --- forum policy end")
-        .unwrap_or_else(|| panic!("no end marker"));
-    let rules: Vec<&str> = example[begin..end]
-        .lines()
-        .skip(1)
-        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
-        .collect();
-    let text = rules.join("\n");
+    let text = crate::harness::forum_policy();
     let policy = load(&text, &[])
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
         .policy;

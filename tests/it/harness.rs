@@ -83,6 +83,24 @@ pub fn assert_tenant_holds_exactly(
 }
 
 /// A fresh directory under the system temp dir.
+/// The forum's policy from `config/example.toml` (the commented rules between the
+/// `# --- forum policy begin` and `end` markers), uncommented.
+pub fn forum_policy() -> String {
+    let example = std::fs::read_to_string("config/example.toml").unwrap_or_else(|e| panic!("{e}"));
+    let begin = example
+        .find("# --- forum policy begin\n")
+        .unwrap_or_else(|| panic!("no forum policy in the example"));
+    let end = example
+        .find("# --- forum policy end")
+        .unwrap_or_else(|| panic!("no end marker"));
+    example[begin..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("adr-{name}-{}-{}", std::process::id(), free_port()));

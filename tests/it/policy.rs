@@ -370,6 +370,20 @@ assign = ["APP"]
 name = "partners"
 when = { email_domain = ["partner.example"], email_verified = true }
 assign = ["PARTNER"]
+
+[[policy.rules]]
+name = "not-legacy"
+unless = { client_id = ["legacy"] }
+assign = ["MODERN"]
+
+[[policy.rules]]
+name = "app-role"
+assign_client_metadata = "default_role"
+
+[[policy.rules]]
+name = "app-role-at-login"
+when = { event = "first_login", organization_id = "org_1" }
+assign_client_metadata = "default_role"
 "#,
     );
     let warnings = policy.warnings();
@@ -382,13 +396,32 @@ assign = ["PARTNER"]
     assert!(
         about(
             "staff",
-            "final: users it matches get none of the later rules (app-users, partners)"
+            "final: users it matches get none of the later rules (app-users, partners, not-legacy, app-role, app-role-at-login)"
         ),
         "{warnings:?}"
     );
-    assert!(about("app-users", "All Applications"), "{warnings:?}");
+    assert!(
+        about(
+            "app-users",
+            "All Applications\" with no organization: there its `when` on them does not match"
+        ),
+        "{warnings:?}"
+    );
+    assert!(
+        about("not-legacy", "its `unless` on them excludes nobody"),
+        "{warnings:?}"
+    );
+    assert!(
+        about("app-role", "assign_client_metadata adds nothing"),
+        "{warnings:?}"
+    );
+    // Only first logins: no email_verified event reaches it.
+    assert!(
+        !about("app-role-at-login", "All Applications"),
+        "{warnings:?}"
+    );
     assert!(!about("partners", "without email_verified"), "{warnings:?}");
-    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert_eq!(warnings.len(), 5, "{warnings:?}");
 }
 
 fn identity(

@@ -54,6 +54,36 @@ fn check_prints_the_rules() {
 }
 
 #[test]
+fn check_warns_when_the_domain_looks_like_a_custom_domain() {
+    let dir = std::env::temp_dir().join(format!("adr-check-domain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let check = |domain: &str| {
+        let path = dir.join("domain.toml");
+        std::fs::write(
+            &path,
+            format!("[auth0]\ndomain = \"{domain}\"\nclient_id = \"c\"\n\n[[policy.rules]]\nname = \"everyone\"\nassign = [\"Viewer\"]\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let out = run(
+            &["check", "--config", path.to_str().unwrap_or_default()],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let custom = check("login.acme.example");
+    assert!(
+        custom.contains("warning: auth0.domain login.acme.example looks like a custom domain"),
+        "{custom}"
+    );
+    for canonical in ["acme.eu.auth0.com", "Acme.EU.Auth0.com"] {
+        let out = check(canonical);
+        assert!(!out.contains("custom domain"), "{canonical}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn check_rejects_a_bad_config_with_exit_2() {
     let dir = std::env::temp_dir().join(format!("adr-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -700,6 +730,99 @@ fn a_strategy_type_the_log_omits_is_read_from_the_profile_so_enterprise_users_st
     assert_eq!(
         live.sim.stats().calls_of("get_user"),
         2,
+        "{:?}",
+        live.sim.stats()
+    );
+    live.finish();
+}
+
+/// The example's forum policy, live: real-shaped tenant logs (a database signup, first logins
+/// through an application naming its role, an Azure AD login, a verified company address) on a
+/// tenant where one user already holds a role. `has_roles` and the application are read in the
+/// same pass, so a user's application role is given whatever the rules before it need.
+#[test]
+fn the_forum_policy_gives_what_the_forum_asked_for_live() {
+    use mgmt_sim::{Seed, SeedApplication, SeedRole, SeedUser};
+    let user = |id: &str, email: &str, connection: Option<&str>, roles: &[&str]| {
+        let mut u = SeedUser::new(id);
+        u.email = Some(email.to_owned());
+        u.email_verified = Some(true);
+        u.connection = connection.map(str::to_owned);
+        u.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        u
+    };
+    let seed = Seed {
+        roles: ["Viewer", "INTERNAL", "CUSTOMER", "Store-User", "PARTNER"]
+            .into_iter()
+            .map(SeedRole::named)
+            .collect(),
+        users: vec![
+            user("auth0|customer", "c@shop.example", None, &[]),
+            user("waad|staff", "s@corp.example", Some("corp-azure-ad"), &[]),
+            user("auth0|holder", "h@shop.example", None, &["PARTNER"]),
+            user("auth0|verified", "v@corp.example", None, &[]),
+        ],
+        applications: vec![SeedApplication {
+            client_id: "store".to_owned(),
+            name: "Store".to_owned(),
+            client_metadata: [("default_role".to_owned(), "Store-User".to_owned())]
+                .into_iter()
+                .collect(),
+        }],
+    };
+    let live = LiveReplay::start("forum", seed, &crate::harness::forum_policy());
+    let login = |id: u32, user: &str, name: &str, connection: &str, strategy: &str| {
+        log_record(
+            id,
+            &format!(
+                r#"{{"type":"s","user_id":"{user}","user_name":"{name}","client_id":"store","client_name":"Store","connection":"{connection}","strategy":"{strategy}","details":{{"stats":{{"loginsCount":1}}}}}}"#
+            ),
+        )
+    };
+    let out = live.replay(
+        &[
+            log_record(
+                1,
+                r#"{"type":"ss","user_id":"auth0|customer","user_name":"c@shop.example","client_id":"store","client_name":"Store","connection":"Username-Password-Authentication","strategy":"auth0","details":{"body":{"email":"c@shop.example"}}}"#,
+            ),
+            login(2, "auth0|customer", "c@shop.example", "Username-Password-Authentication", "auth0"),
+            login(3, "waad|staff", "s@corp.example", "corp-azure-ad", "waad"),
+            login(4, "auth0|holder", "h@shop.example", "Username-Password-Authentication", "auth0"),
+            log_record(
+                5,
+                r#"{"type":"sv","user_id":"auth0|verified","user_name":"v@corp.example","client_id":"global-client","client_name":"All Applications","connection":"Username-Password-Authentication","details":{"email":"v@corp.example"}}"#,
+            ),
+        ],
+        &[],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let users = live.sim.users_with_roles();
+    let names = |list: &[&str]| Some(list.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>());
+    assert_eq!(
+        users.get("auth0|customer").cloned(),
+        names(&["CUSTOMER", "Store-User", "Viewer"]),
+        "{users:?}\n{stderr}"
+    );
+    assert_eq!(
+        users.get("waad|staff").cloned(),
+        names(&["INTERNAL", "Store-User", "Viewer"]),
+        "staff get no CUSTOMER: {users:?}"
+    );
+    assert_eq!(
+        users.get("auth0|holder").cloned(),
+        names(&["CUSTOMER", "PARTNER", "Store-User"]),
+        "a user with a role gets no Viewer, but still the application's role: {users:?}"
+    );
+    assert_eq!(
+        users.get("auth0|verified").cloned(),
+        names(&["INTERNAL", "Viewer"]),
+        "{users:?}"
+    );
+    // The store application is read once (cached), not per login.
+    assert_eq!(
+        live.sim.stats().calls_of("get_client"),
+        1,
         "{:?}",
         live.sim.stats()
     );
