@@ -445,6 +445,17 @@ impl MgmtClient {
         }
     }
 
+    /// The scopes the current token grants, as the token response listed them (`None` when it
+    /// did not). A token is obtained when none is cached.
+    pub async fn granted_scopes(&self) -> Result<Option<Vec<String>>, MgmtError> {
+        Ok(self
+            .inner
+            .token
+            .scopes(self)
+            .await?
+            .map(|scopes| scopes.to_vec()))
+    }
+
     /// From now on, service faults make calls wait (and retry) instead of returning errors.
     pub fn start_serving(&self) {
         self.inner.serving.store(true, Ordering::SeqCst);

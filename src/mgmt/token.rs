@@ -17,6 +17,8 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
 struct Cached {
     token: Arc<str>,
+    /// The scopes the token grants (the response's `scope`), when it says.
+    scopes: Option<Arc<[String]>>,
     obtained: Instant,
     refresh_at: Instant,
 }
@@ -30,6 +32,16 @@ pub(super) struct TokenCache {
 struct TokenResponse {
     access_token: String,
     expires_in: Option<u64>,
+    /// Space-separated: the scopes actually granted.
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// What a token request gave.
+struct Issued {
+    token: String,
+    lifetime: Duration,
+    scopes: Option<Arc<[String]>>,
 }
 
 impl TokenCache {
@@ -47,11 +59,16 @@ impl TokenCache {
                 return Ok(Arc::clone(&cached.token));
             }
         }
-        let (token, lifetime) = fetch(client).await?;
+        let Issued {
+            token,
+            lifetime,
+            scopes,
+        } = fetch(client).await?;
         let margin = REFRESH_MARGIN.min(lifetime / 4);
         let token: Arc<str> = Arc::from(token);
         *current = Some(Cached {
             token: Arc::clone(&token),
+            scopes,
             obtained: Instant::now(),
             // A lifetime too large for the clock (a garbage `expires_in`) refreshes in a day.
             refresh_at: Instant::now()
@@ -63,6 +80,21 @@ impl TokenCache {
             "Management API token obtained"
         );
         Ok(token)
+    }
+
+    /// The scopes the current token grants (a token is obtained if none is cached); `None`
+    /// when the token response did not list them.
+    pub(super) async fn scopes(
+        &self,
+        client: &MgmtClient,
+    ) -> Result<Option<Arc<[String]>>, MgmtError> {
+        self.get(client).await?;
+        Ok(self
+            .current
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|c| c.scopes.clone()))
     }
 
     /// Drops `token` if it is still the cached one and was obtained at least `age` ago. A token
@@ -94,7 +126,7 @@ impl TokenCache {
 
 /// `POST {base}/oauth/token` with the client-credentials grant. Transient failures are retried
 /// without a limit; 400/401/403 are configuration errors explained for a human.
-async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
+async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
     let inner = &client.inner;
     let settings = &inner.settings;
     let body = serde_json::json!({
@@ -154,7 +186,14 @@ async fn fetch(client: &MgmtClient) -> Result<(String, Duration), MgmtError> {
                     .unwrap_or(86_400)
                     .clamp(1, MAX_LIFETIME.as_secs()),
             );
-            return Ok((parsed.access_token, lifetime));
+            let scopes = parsed
+                .scope
+                .map(|s| s.split_whitespace().map(str::to_owned).collect());
+            return Ok(Issued {
+                token: parsed.access_token,
+                lifetime,
+                scopes,
+            });
         }
         match status {
             StatusCode::TOO_MANY_REQUESTS => {

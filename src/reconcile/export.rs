@@ -37,6 +37,10 @@ pub enum ExportError {
     Protocol(&'static str),
     #[error("cannot download the export from its location: {0}")]
     Download(String),
+    /// The location refused the download (403, 404, 410: the pre-signed URL expired, it lasts
+    /// about a minute): the job, readable for a day, gives a fresh one.
+    #[error("the export's location refused the download (HTTP {0}): its pre-signed URL expired")]
+    LocationExpired(u16),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -103,13 +107,21 @@ pub async fn await_job(
 ) -> Result<String, ExportError> {
     let path = format!("/api/v2/jobs/{}", encode_path_segment(id));
     let mut wait = polling.first;
+    let mut warned = std::collections::BTreeSet::new();
     loop {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(polling.cap);
         let answer = client
             .request(Operation::GetJob, Method::GET, &path, None)
             .await?;
-        let job: Job = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let job: Job = match serde_json::from_slice(&answer.body) {
+            Ok(job) => job,
+            Err(e) => {
+                // A 2xx that is not a job (a proxy's page): asked again, not trusted.
+                tracing::warn!(job = %id, error = %e, "the job's status is not a job; asking again");
+                continue;
+            }
+        };
         let status = job.status.as_deref().unwrap_or("");
         on_status(status, job.percentage_done);
         match status {
@@ -122,7 +134,12 @@ pub async fn await_job(
                         .unwrap_or_else(|| "(Auth0 gave no reason)".to_owned()),
                 })
             }
-            _ => {}
+            "pending" | "processing" => {}
+            other => {
+                if warned.insert(other.to_owned()) {
+                    tracing::warn!(job = %id, status = other, "the users-export job reports a status this version does not know; still waiting for completed or failed");
+                }
+            }
         }
     }
 }
@@ -181,9 +198,14 @@ async fn download_once(
     if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
         return Err(Attempt::Transient(format!("HTTP {status}")));
     }
+    if matches!(status.as_u16(), 403 | 404 | 410) {
+        return Err(Attempt::Fatal(ExportError::LocationExpired(
+            status.as_u16(),
+        )));
+    }
     if !status.is_success() {
         return Err(Attempt::Fatal(ExportError::Download(format!(
-            "HTTP {status} (an expired or refused URL)"
+            "HTTP {status}"
         ))));
     }
     let write_error = |source| {
@@ -335,7 +357,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_download_retries_transient_failures_sends_no_authorization_and_stops_on_403() {
+    async fn the_download_retries_transient_failures_sends_no_authorization_and_reports_an_expired_url(
+    ) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
         let hits = Arc::new(AtomicUsize::new(0));
@@ -385,7 +408,7 @@ mod tests {
         );
         let expired = download(&format!("http://{addr}/expired"), &to, 5, |_| {}).await;
         assert!(
-            matches!(&expired, Err(ExportError::Download(why)) if why.contains("403")),
+            matches!(&expired, Err(ExportError::LocationExpired(403))),
             "{expired:?}"
         );
         // Nothing listens there: the error names the failure, never the signed URL.

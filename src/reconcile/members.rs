@@ -158,8 +158,12 @@ pub async fn list_role(
                 .map(|m| fingerprint(&m.user_id)),
         );
         on_page(members.len());
+        // Only a page without `next` is the last: a page can come back empty or thinned (its
+        // members deleted meanwhile) while more follow. The same `next` twice would loop.
         match page.next {
-            Some(next) if !next.is_empty() && !page.users.is_empty() => from = Some(next),
+            Some(next) if !next.is_empty() && from.as_deref() != Some(next.as_str()) => {
+                from = Some(next)
+            }
             _ => return Ok(members),
         }
     }

@@ -35,6 +35,8 @@ const WRITERS: usize = 4;
 const FAILED_SHOWN: usize = 50;
 /// Bad export lines whose numbers the summary lists at most.
 const BAD_LINES_SHOWN: usize = 10;
+/// Fresh locations asked of the job when the download's pre-signed URL has expired.
+const LOCATION_RENEWALS: u32 = 3;
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -187,7 +189,7 @@ impl Summary {
         if self.apply {
             writeln!(
                 out,
-                "added: {} pairs in {} batches ({} fell back to per-user calls)",
+                "added: {} pairs in {} batches ({} split to find the users a bulk call failed for)",
                 self.assigned(),
                 self.batches,
                 self.fallback_batches
@@ -300,6 +302,9 @@ pub async fn run(
         .map_err(StartError::Mgmt)?;
     let directory = or_stop(&shutdown, async {
         client.ensure_token().await.map_err(StartError::Mgmt)?;
+        if request.apply {
+            require_write_scope(&client).await?;
+        }
         RoleDirectory::resolve(&client, policy.role_names())
             .await
             .map_err(StartError::Mgmt)
@@ -334,9 +339,15 @@ pub async fn run(
     // Who exists: a file given, the export an interrupted apply downloaded, or a new job
     // (created first: Auth0 prepares it while the memberships are listed).
     let kept_export = resume.export.clone().filter(|p| p.exists());
-    let mut temp_export: Option<PathBuf> = None;
+    // Without --state, the export (emails included) goes to a private temporary file (0600, a
+    // random name) removed when the run ends, however it ends.
+    let mut temp_export: Option<tempfile::TempPath> = None;
     let (export_path, job) = match (&request.users, kept_export) {
         (Some(path), _) => {
+            // Unreadable: say so now, not after minutes of membership listing.
+            std::fs::File::open(path).map_err(|e| {
+                StartError::Reconcile(format!("cannot read {}: {e}", path.display()))
+            })?;
             summary.source = path.display().to_string();
             (Some(path.clone()), None)
         }
@@ -365,11 +376,18 @@ pub async fn run(
             let to = match &journal {
                 Some(journal) => journal.export_path(),
                 None => {
-                    let path = std::env::temp_dir().join(format!(
-                        "auth0-default-roles-export-{}.json.gz",
-                        std::process::id()
-                    ));
-                    temp_export = Some(path.clone());
+                    let temp = tempfile::Builder::new()
+                        .prefix("auth0-default-roles-export-")
+                        .suffix(".json.gz")
+                        .tempfile()
+                        .map_err(|e| {
+                            StartError::Reconcile(format!(
+                                "cannot create a temporary file for the export: {e}"
+                            ))
+                        })?
+                        .into_temp_path();
+                    let path = temp.to_path_buf();
+                    temp_export = Some(temp);
                     path
                 }
             };
@@ -494,11 +512,15 @@ pub async fn run(
         journal
             .record(&Entry::Done)
             .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        // Finished: a next run starts over with a new export, so this copy of every user's
+        // email address has no use left.
+        let kept = journal.export_path();
+        if kept == export_path {
+            let _ = std::fs::remove_file(kept);
+        }
     }
     progress.finish();
-    if let Some(path) = temp_export {
-        let _ = std::fs::remove_file(path);
-    }
+    drop(temp_export);
     summary.calls = client.stats();
     summary.elapsed = started.elapsed();
     match request.output {
@@ -541,6 +563,24 @@ fn export_error(err: ExportError) -> StartError {
     }
 }
 
+/// `--apply` adds role members: without `create:role_members` (or the broader `update:roles`)
+/// every write would be refused and, once the run serves, wait. A token that lists its scopes
+/// and lacks both stops the run here (exit 2), before any listing.
+async fn require_write_scope(client: &MgmtClient) -> Result<(), StartError> {
+    let Some(scopes) = client.granted_scopes().await.map_err(StartError::Mgmt)? else {
+        return Ok(());
+    };
+    if scopes
+        .iter()
+        .any(|s| s == "create:role_members" || s == "update:roles")
+    {
+        return Ok(());
+    }
+    Err(StartError::Mgmt(MgmtError::Auth(
+        "the application is not granted create:role_members, which --apply needs to add role members (grant it: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications; run without --apply to plan)".to_owned(),
+    )))
+}
+
 /// Creates the users-export job (before the service serves: a missing scope stops here with
 /// exit 2 and the advice).
 async fn start_job(client: &MgmtClient) -> Result<String, StartError> {
@@ -555,19 +595,30 @@ async fn finish_job(
     to: &std::path::Path,
     progress: &mut Progress,
 ) -> Result<u64, StartError> {
-    let location = export::await_job(client, polling, job_id, |status, percent| {
-        progress.update(|| match percent {
-            Some(p) => format!("export job {status} ({p} %)"),
-            None => format!("export job {status}"),
-        });
-    })
-    .await
-    .map_err(export_error)?;
-    export::download(&location, to, 5, |bytes| {
-        progress.update(|| format!("downloading the export: {bytes} bytes"));
-    })
-    .await
-    .map_err(export_error)
+    // The location is pre-signed for about a minute; the job stays readable for a day, so an
+    // expired location is replaced by asking the job again.
+    let mut renewals = 0;
+    loop {
+        let location = export::await_job(client, polling, job_id, |status, percent| {
+            progress.update(|| match percent {
+                Some(p) => format!("export job {status} ({p} %)"),
+                None => format!("export job {status}"),
+            });
+        })
+        .await
+        .map_err(export_error)?;
+        match export::download(&location, to, 5, |bytes| {
+            progress.update(|| format!("downloading the export: {bytes} bytes"));
+        })
+        .await
+        {
+            Err(ExportError::LocationExpired(status)) if renewals < LOCATION_RENEWALS => {
+                renewals += 1;
+                tracing::warn!(job = %job_id, status, renewals, "the export's location expired; asking the job for a fresh one");
+            }
+            other => return other.map_err(export_error),
+        }
+    }
 }
 
 /// Lists the members of every policy role (and of every other role when a rule tests
@@ -628,52 +679,85 @@ struct BatchDone {
     role: String,
     assigned: Vec<String>,
     failed: Vec<(String, MgmtError)>,
+    /// The bulk call failed and the batch was split to find the users it failed for.
     fell_back: bool,
+    /// A fault of the service, not of a user (the role deleted mid-run, the credentials
+    /// refused): the run stops; a new run resumes.
+    fatal: Option<MgmtError>,
 }
 
-/// One bulk call for `role`; when it fails (a user deleted since the export answers 404 for
-/// the whole call), one call per user, so only that user fails.
+/// Whether `err` is about the service rather than the users of the call.
+fn is_service_fault(err: &MgmtError) -> bool {
+    matches!(err, MgmtError::Auth(_) | MgmtError::MissingRoles(_))
+}
+
+/// One bulk call for `role`. When it fails for its users (a user deleted since the export
+/// answers 404 for the whole call), the batch is split in halves, recursively, so only the
+/// users it fails for fail: one deleted user in a batch of 1,000 costs about 20 calls, not
+/// 1,000.
 async fn write_batch(
     client: &MgmtClient,
     directory: &RoleDirectory,
     role: String,
     users: Vec<String>,
 ) -> BatchDone {
-    match assign_role(client, directory, &role, &users).await {
-        Ok(()) => BatchDone {
-            role,
-            assigned: users,
-            failed: Vec::new(),
-            fell_back: false,
-        },
-        Err(err) => {
-            tracing::info!(error = %err, role = %role, users = users.len(), "bulk assignment failed; assigning one by one");
-            let roles = [role.clone()];
-            let mut done = BatchDone {
-                role,
-                assigned: Vec::new(),
-                failed: Vec::new(),
-                fell_back: true,
-            };
-            for user in users {
-                match assign_user(client, directory, &user, &roles).await {
-                    Ok(()) => done.assigned.push(user),
-                    Err(err) => done.failed.push((user, err)),
-                }
+    let mut done = BatchDone {
+        role,
+        assigned: Vec::new(),
+        failed: Vec::new(),
+        fell_back: false,
+        fatal: None,
+    };
+    let mut parts = vec![users];
+    while let Some(part) = parts.pop() {
+        let result = if part.len() == 1 && done.fell_back {
+            assign_user(
+                client,
+                directory,
+                &part[0],
+                std::slice::from_ref(&done.role),
+            )
+            .await
+        } else {
+            assign_role(client, directory, &done.role, &part).await
+        };
+        match result {
+            Ok(()) => done.assigned.extend(part),
+            Err(err) if is_service_fault(&err) => {
+                done.fatal = Some(err);
+                break;
             }
-            done
+            Err(err) if part.len() == 1 => {
+                if let Some(user) = part.into_iter().next() {
+                    done.failed.push((user, err));
+                }
+                done.fell_back = true;
+            }
+            Err(err) => {
+                if !done.fell_back {
+                    tracing::info!(error = %err, role = %done.role, users = part.len(), "bulk assignment failed; splitting the batch to find the users it fails for");
+                }
+                done.fell_back = true;
+                let half = part.len() / 2;
+                let mut first = part;
+                let second = first.split_off(half);
+                parts.push(second);
+                parts.push(first);
+            }
         }
     }
+    done
 }
 
 /// Counts a finished batch and records it in the journal.
 fn settle(
-    done: BatchDone,
+    mut done: BatchDone,
     summary: &mut Summary,
     journal: &mut Option<Journal>,
 ) -> Result<(), StartError> {
     summary.batches += 1;
     summary.fallback_batches += u64::from(done.fell_back);
+    let fatal = done.fatal.take();
     *summary
         .assigned_by_role
         .entry(done.role.clone())
@@ -713,7 +797,11 @@ fn settle(
             )?;
         }
     }
-    Ok(())
+    match fatal {
+        // What finished is journaled: a new run resumes after the fault is fixed.
+        Some(err) => Err(StartError::Mgmt(err)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -558,3 +558,52 @@ async fn a_scope_granted_again_is_used_once_a_new_token_carries_it() {
     assert!(tokens <= 6, "{tokens} tokens for about a second of refusal");
     running.shutdown().await;
 }
+
+/// `reconcile`'s checkpoint listing goes on past a page emptied by deletions: only a page
+/// without `next` is the last, so no surviving member is missed (and judged role-less).
+#[tokio::test]
+async fn a_member_listing_goes_on_past_pages_emptied_by_deletions() {
+    let users: Vec<String> = (0..250).map(|i| format!("auth0|m{i:03}")).collect();
+    let seed = Seed {
+        roles: vec![SeedRole::named("Viewer")],
+        users: users
+            .iter()
+            .map(|u| {
+                let mut user = SeedUser::new(u.clone());
+                user.roles = vec!["Viewer".to_owned()];
+                user
+            })
+            .collect(),
+        ..Seed::default()
+    };
+    let sim = Simulator::new(SimConfig::default(), seed);
+    let running = sim
+        .start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = client(&running, &sim);
+    let directory = RoleDirectory::resolve(&client, names(&["Viewer"]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let role = directory.all().remove("Viewer").unwrap_or_default();
+    let mut pages = 0;
+    let listed = auth0_default_roles::reconcile::members::list_role(&client, &role, |_| {
+        pages += 1;
+        if pages == 1 {
+            // The second page's members (the listing is in user id order) go away meanwhile.
+            for user in &users[100..200] {
+                sim.delete_user(user);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pages, 3, "the empty second page is not the last");
+    let expected: BTreeSet<u128> = users[..100]
+        .iter()
+        .chain(&users[200..])
+        .map(|u| auth0_default_roles::reconcile::members::fingerprint(u))
+        .collect();
+    assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), expected);
+    running.shutdown().await;
+}

@@ -404,8 +404,20 @@ fn a_user_deleted_between_export_and_apply_fails_alone() {
     after.remove(victim);
     assert_eq!(tenant.sim.role_sets(), after, "every other user was fixed");
     assert!(stdout.contains(&format!("user_id={victim}")), "{stdout}");
-    assert!(stdout.contains("fell back to per-user calls"), "{stdout}");
-    assert!(tenant.sim.stats().calls_of("assign_user_roles") > 0);
+    assert!(
+        stdout.contains("split to find the users a bulk call failed for"),
+        "{stdout}"
+    );
+    // The victim's batches are split in halves down to the victim: a handful of calls per
+    // batch, not one per user of the batch.
+    let stats = tenant.sim.stats();
+    let singles = stats.calls_of("assign_user_roles");
+    assert!(singles > 0, "{stats:?}");
+    let roles_missing = tenant.missing()[victim].len() as u64;
+    assert!(
+        singles <= 2 * roles_missing,
+        "{singles} per-user calls for {roles_missing} failing batches: {stats:?}"
+    );
 }
 
 #[test]
@@ -527,4 +539,67 @@ fn sigterm_stops_an_apply_after_the_batches_in_flight_and_the_next_run_finishes_
     assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
     assert_eq!(tenant.writes(), floor, "a clean stop repeats nothing");
     assert!(journal().ends_with("{\"kind\":\"done\"}\n"));
+}
+
+#[test]
+fn an_expired_download_location_is_renewed_from_the_job() {
+    let tenant = Tenant::start(
+        "reconcile-expired-location",
+        30,
+        SimConfig {
+            export_expired_downloads: 2,
+            ..SimConfig::default()
+        },
+    );
+    let config = tenant.config(500.0, 50);
+    let out = reconcile(&config, &["--apply"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("asking the job for a fresh one").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("/exports/"),
+        "no location in the logs: {stderr}"
+    );
+    assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
+    assert_eq!(tenant.sim.stats().calls_of("create_export_job"), 1);
+    // A location that keeps expiring: the run stops (exit 1) saying why, after 3 renewals.
+    let tenant = Tenant::start(
+        "reconcile-expiring-location",
+        5,
+        SimConfig {
+            export_expired_downloads: 10,
+            ..SimConfig::default()
+        },
+    );
+    let out = reconcile(&tenant.config(500.0, 50), &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pre-signed URL expired"), "{stderr}");
+}
+
+#[test]
+fn apply_without_the_write_scope_stops_at_once_and_plan_still_works() {
+    let tenant = Tenant::start("reconcile-no-write-scope", 30, SimConfig::default());
+    let config = tenant.config(500.0, 50);
+    tenant.sim.apply_control(&mgmt_sim::ControlRequest {
+        // update:roles would do too.
+        denied_scopes: Some(vec![
+            "create:role_members".to_owned(),
+            "update:roles".to_owned(),
+        ]),
+        ..Default::default()
+    });
+    let out = reconcile(&config, &["--apply"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("create:role_members"), "{stderr}");
+    let stats = tenant.sim.stats();
+    assert_eq!(stats.calls_of("create_export_job"), 0, "{stats:?}");
+    assert_eq!(tenant.writes(), 0);
+    let plan = reconcile(&config, &[]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
 }

@@ -46,6 +46,12 @@ pub struct SimConfig {
     pub export_job_millis: u64,
     /// When set, export jobs end `failed` with this text as `status_details`.
     pub export_job_failure: Option<String>,
+    /// How long a job's `location` can be downloaded after the job read that gave it (0: for
+    /// ever). Auth0's pre-signed URLs last about a minute; each job read gives a fresh one.
+    pub export_location_ttl_millis: u64,
+    /// The first this many downloads answer 403 as an expired pre-signed URL does, whatever
+    /// their age (a download that outlived its URL, deterministically).
+    pub export_expired_downloads: u32,
 }
 
 impl Default for SimConfig {
@@ -69,6 +75,8 @@ impl Default for SimConfig {
             cut_body_rate: 0.0,
             export_job_millis: 0,
             export_job_failure: None,
+            export_location_ttl_millis: 0,
+            export_expired_downloads: 0,
         }
     }
 }

@@ -31,11 +31,13 @@ const DEFAULT_FIELDS: &[&str] = &[
     "created_at",
 ];
 
-/// Jobs by id, and export files by their URL token.
+/// Jobs by id, export files by their job's token, and the locations handed out: each job read
+/// signs a new one (its own token), valid for `export_location_ttl_millis`.
 #[derive(Debug, Default)]
 pub(crate) struct Jobs {
     jobs: HashMap<String, Job>,
     files: HashMap<String, Bytes>,
+    locations: HashMap<String, (String, Instant)>,
 }
 
 #[derive(Debug)]
@@ -190,7 +192,8 @@ pub(crate) async fn get_job(
         .map(|(_, value)| value)
         .unwrap_or("");
     let id = decode_path_segment(raw)?;
-    let jobs = lock(&shared.jobs);
+    let mut jobs = lock(&shared.jobs);
+    let signature = random(32);
     let job = jobs.jobs.get(&id).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "The job does not exist.").with_code("inexistent_job")
     })?;
@@ -208,15 +211,18 @@ pub(crate) async fn get_job(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    let location = format!("http://{host}/exports/{}/users.json.gz", job.token);
-    Ok(json_response(
-        StatusCode::OK,
-        &job_json(job, Some(location), status),
-    ))
+    let location = format!("http://{host}/exports/{signature}/users.json.gz");
+    let body = job_json(job, Some(location), status);
+    if status == "completed" {
+        let file = job.token.clone();
+        jobs.locations.insert(signature, (file, Instant::now()));
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `GET /exports/{token}/{file}`: the gzipped NDJSON; no authentication, no rate limit (a
-/// pre-signed storage URL). Unknown tokens answer 403, as expired pre-signed URLs do.
+/// pre-signed storage URL). Unknown and expired tokens answer 403, as expired pre-signed URLs
+/// do.
 pub(crate) async fn download(State(shared): State<Arc<Shared>>, params: RawPathParams) -> Response {
     let token = params
         .iter()
@@ -226,7 +232,24 @@ pub(crate) async fn download(State(shared): State<Arc<Shared>>, params: RawPathP
     if shared.is_down() {
         return ApiError::unavailable().into_response();
     }
-    let file = lock(&shared.jobs).files.get(token).cloned();
+    let (ttl, expire) = {
+        let mut config = lock(&shared.config);
+        let expire = config.export_expired_downloads > 0;
+        config.export_expired_downloads = config.export_expired_downloads.saturating_sub(1);
+        (
+            Duration::from_millis(config.export_location_ttl_millis),
+            expire,
+        )
+    };
+    let file = if expire {
+        None
+    } else {
+        let jobs = lock(&shared.jobs);
+        jobs.locations
+            .get(token)
+            .filter(|(_, issued)| ttl.is_zero() || issued.elapsed() <= ttl)
+            .and_then(|(file, _)| jobs.files.get(file).cloned())
+    };
     match file {
         Some(bytes) => {
             shared.count(|s| s.export_downloads += 1);

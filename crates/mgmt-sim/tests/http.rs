@@ -1044,6 +1044,46 @@ fn gunzip_lines(bytes: &[u8]) -> Vec<Value> {
 }
 
 #[tokio::test]
+async fn an_export_location_expires_and_each_job_read_signs_a_fresh_one() {
+    let h = Harness::start(SimConfig {
+        export_location_ttl_millis: 200,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = h.token().await;
+    let created = h
+        .post(
+            &token,
+            "/api/v2/jobs/users-exports",
+            json!({"format": "json", "fields": [{"name": "user_id"}]}),
+        )
+        .await;
+    let id = json_of(created).await["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    let read = || async {
+        let job = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+        assert_eq!(job["status"], "completed", "{job}");
+        job["location"].as_str().expect("location").to_owned()
+    };
+    let first = read().await;
+    assert_eq!(
+        h.http.get(&first).send().await.expect("get").status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let expired = h.http.get(&first).send().await.expect("get");
+    assert_eq!(expired.status(), StatusCode::FORBIDDEN);
+    let fresh = read().await;
+    assert_ne!(fresh, first);
+    assert_eq!(
+        h.http.get(&fresh).send().await.expect("get").status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn an_export_job_goes_pending_processing_completed_and_serves_gzipped_ndjson_without_auth() {
     let h = Harness::start(SimConfig {
         export_job_millis: 400,
