@@ -132,8 +132,17 @@ impl Tenant {
     }
 
     fn config(&self, requests_per_second: f64, batch_max_users: usize) -> PathBuf {
+        self.config_with(requests_per_second, batch_max_users, POLICY)
+    }
+
+    fn config_with(
+        &self,
+        requests_per_second: f64,
+        batch_max_users: usize,
+        policy: &str,
+    ) -> PathBuf {
         let text = format!(
-            "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = {requests_per_second}\nburst = 20\nbatch_max_users = {batch_max_users}\n{POLICY}",
+            "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = {requests_per_second}\nburst = 20\nbatch_max_users = {batch_max_users}\n{policy}",
             self.server.base_url
         );
         let path = self.dir.join("reconcile.toml");
@@ -602,4 +611,82 @@ fn apply_without_the_write_scope_stops_at_once_and_plan_still_works() {
     assert_eq!(tenant.writes(), 0);
     let plan = reconcile(&config, &[]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+}
+
+/// A resumed apply trusts its journal: users a journaled batch added count as holding the role
+/// and are not sent again. Here the journal claims a batch that never reached the tenant, so
+/// the run must leave those two users without the role (what proves the journal was read).
+#[test]
+fn a_resumed_apply_never_resends_the_users_of_journaled_batches() {
+    let tenant = Tenant::start("reconcile-journal", 30, SimConfig::default());
+    let config = tenant.config(500.0, 50);
+    let claimed = ["auth0|user00002", "auth0|user00005"];
+    for user in claimed {
+        assert!(
+            tenant.missing()[user].contains("Viewer"),
+            "{user} must miss Viewer"
+        );
+    }
+    let state = tenant.dir.join("journal.jsonl");
+    std::fs::write(
+        &state,
+        format!(
+            "{}\n",
+            serde_json::json!({"kind": "batch", "role": "Viewer", "users": claimed})
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = reconcile(
+        &config,
+        &["--apply", "--state", state.to_str().unwrap_or_default()],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("resumed: "), "{stdout}");
+    let mut expected = tenant.after_apply();
+    for user in claimed {
+        if let Some(roles) = expected.get_mut(user) {
+            roles.remove("Viewer");
+        }
+    }
+    assert_eq!(tenant.sim.role_sets(), expected);
+    // Finished: the journal says so, and the export copy next to it is gone.
+    let journal = std::fs::read_to_string(&state).unwrap_or_default();
+    assert!(
+        journal.trim_end().ends_with(r#"{"kind":"done"}"#),
+        "{journal}"
+    );
+    let mut kept = state.clone().into_os_string();
+    kept.push(".export.json.gz");
+    assert!(!std::path::Path::new(&kept).exists());
+}
+
+/// `has_roles` judges existing users by every role they hold, roles outside the policy
+/// included: only users holding nothing at all get the default role.
+#[test]
+fn has_roles_counts_roles_outside_the_policy() {
+    let tenant = Tenant::start("reconcile-has-roles", 60, SimConfig::default());
+    let config = tenant.config_with(
+        500.0,
+        50,
+        "[[policy.rules]]\nname = \"newcomers\"\nunless = { has_roles = true }\nassign = [\"Viewer\"]\n",
+    );
+    let expected: BTreeMap<String, BTreeSet<String>> = tenant
+        .expected
+        .keys()
+        .filter(|user| tenant.initial.get(*user).is_none_or(BTreeSet::is_empty))
+        .map(|user| (user.clone(), ["Viewer".to_owned()].into_iter().collect()))
+        .collect();
+    // Some users hold only the role outside the policy: they must not be planned.
+    assert!(tenant
+        .initial
+        .values()
+        .any(|roles| roles.len() == 1 && roles.contains(LEGACY)));
+    let out = reconcile(&config, &["--output", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(plan_lines(&out.stdout), expected);
+    let applied = reconcile(&config, &["--apply"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied.stderr));
+    let again = reconcile(&config, &["--output", "jsonl"]);
+    assert!(plan_lines(&again.stdout).is_empty());
 }
