@@ -320,8 +320,24 @@ pub async fn run(
 
     let (mut journal, resume) = match (&request.state, request.apply) {
         (Some(path), true) => {
-            let (journal, resume) =
+            let (mut journal, resume) =
                 Journal::open(path).map_err(|e| StartError::Config(e.to_string()))?;
+            match resume.as_ref().and_then(|r| r.tenant.as_deref()) {
+                Some(tenant) if tenant != auth0.domain => {
+                    return Err(StartError::Config(format!(
+                        "state file {} belongs to an unfinished apply on tenant {tenant}, not {}: give another --state file (or delete it to start over)",
+                        path.display(),
+                        auth0.domain
+                    )));
+                }
+                Some(_) => {}
+                None if resume.is_some() => {}
+                None => journal
+                    .record(&Entry::Tenant {
+                        domain: auth0.domain.clone(),
+                    })
+                    .map_err(|e| StartError::Reconcile(e.to_string()))?,
+            }
             (Some(journal), resume)
         }
         _ => (None, None),

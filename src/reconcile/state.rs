@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
+    /// The tenant (`auth0.domain`) the journal is about: a resume against another is refused.
+    Tenant { domain: String },
     /// The export is on disk at `export` (from job `job`, or a `--users` file).
     Export {
         export: PathBuf,
@@ -33,6 +35,8 @@ pub enum Entry {
 /// What an earlier, unfinished apply left.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resume {
+    /// The tenant the interrupted apply worked on (absent in journals of older versions).
+    pub tenant: Option<String>,
     pub export: Option<PathBuf>,
     pub job: Option<String>,
     /// Users given each role by finished batches.
@@ -74,6 +78,7 @@ impl Journal {
                 };
                 any = true;
                 match entry {
+                    Entry::Tenant { domain } => resume.tenant = Some(domain),
                     Entry::Export { export, job } => {
                         resume.export = Some(export);
                         resume.job = job;

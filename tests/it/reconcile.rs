@@ -628,6 +628,23 @@ fn a_resumed_apply_never_resends_the_users_of_journaled_batches() {
         );
     }
     let state = tenant.dir.join("journal.jsonl");
+    // An unfinished journal of another tenant is refused before anything is read or written.
+    std::fs::write(
+        &state,
+        "{\"kind\":\"tenant\",\"domain\":\"other.eu.auth0.com\"}\n{\"kind\":\"batch\",\"role\":\"Viewer\",\"users\":[\"auth0|user00002\"]}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let other = reconcile(
+        &config,
+        &["--apply", "--state", state.to_str().unwrap_or_default()],
+    );
+    let stderr = text(&other.stderr);
+    assert_eq!(other.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("belongs to an unfinished apply on tenant other.eu.auth0.com"),
+        "{stderr}"
+    );
+    assert_eq!(tenant.writes(), 0);
     std::fs::write(
         &state,
         format!(
