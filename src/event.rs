@@ -841,15 +841,26 @@ fn is_login_type(code: &str) -> bool {
 
 /// The login fields of the first prompt naming a connection: some tenants log `connection`,
 /// `connection_id`, `strategy` and `strategy_type` only inside `details.prompts[]`.
-fn prompt_login_fields(prompts: Option<&RawValue>) -> Option<Prompt> {
+///
+/// `known` is what the top level already says of this login (connection, connection id,
+/// strategy): the prompt must agree with each, so fields of two connections are never mixed.
+fn prompt_login_fields(prompts: Option<&RawValue>, known: [Option<&str>; 3]) -> Option<Prompt> {
     let raw = prompts?;
+    let agrees = |have: Option<&str>, want: Option<&str>| {
+        want.is_none_or(|w| w.is_empty() || have == Some(w))
+    };
     serde_json::from_str::<LenientSeq<LenientMap<Prompt>>>(raw.get())
         .ok()
         .and_then(|list| list.0)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|p| p.0)
-        .find(|p| p.connection.as_deref().is_some_and(|c| !c.is_empty()))
+        .filter(|p| p.connection.as_deref().is_some_and(|c| !c.is_empty()))
+        .find(|p| {
+            agrees(p.connection.as_deref(), known[0])
+                && agrees(p.connection_id.as_deref(), known[1])
+                && agrees(p.strategy.as_deref(), known[2])
+        })
 }
 
 /// The login counts of `details.prompts[]`, in order (null and odd values skipped).
@@ -1082,8 +1093,8 @@ impl RawLog<'_> {
             });
         }
         let present = |text: &Option<Text<'_>>| text.as_deref().is_some_and(|t| !t.is_empty());
-        // Each field the top level lacks comes from the prompt naming a connection, provided it
-        // names this login's connection (when the top level names one).
+        // Each field the top level lacks comes from the first prompt naming a connection that
+        // agrees with what the top level says (its connection, connection id, strategy).
         let lacks_any = [
             &self.connection,
             &self.connection_id,
@@ -1093,12 +1104,15 @@ impl RawLog<'_> {
         .into_iter()
         .any(|t| !present(t));
         let from_prompt = if login && lacks_any {
-            prompt_login_fields(details.prompts)
-                .filter(|p| {
-                    !present(&self.connection)
-                        || p.connection.as_deref() == self.connection.as_deref()
-                })
-                .unwrap_or_default()
+            prompt_login_fields(
+                details.prompts,
+                [
+                    self.connection.as_deref(),
+                    self.connection_id.as_deref(),
+                    self.strategy.as_deref(),
+                ],
+            )
+            .unwrap_or_default()
         } else {
             Prompt::default()
         };
@@ -1513,6 +1527,16 @@ mod tests {
         };
         assert_eq!(same.strategy.as_deref(), Some("waad"));
         assert_eq!(same.strategy_type.as_deref(), Some("enterprise"));
+        let two_prompts = r#"{"log_id":"1","data":{"type":"s","user_id":"waad|1","connection":"corp-azure-ad","details":{"stats":{"loginsCount":1},"prompts":[{"name":"lock-password-authenticate","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database"},{"name":"prompt-authenticate","connection":"corp-azure-ad","strategy":"waad","strategy_type":"enterprise"}]}}}"#;
+        let Some(Ok(second)) = decode(two_prompts.as_bytes()).pop() else {
+            panic!("no event");
+        };
+        assert_eq!(
+            second.strategy.as_deref(),
+            Some("waad"),
+            "the prompt of this connection"
+        );
+        assert_eq!(second.strategy_type.as_deref(), Some("enterprise"));
         let Some(Ok(other)) = decode(partial("other-idp").as_bytes()).pop() else {
             panic!("no event");
         };

@@ -314,21 +314,20 @@ impl Policy {
                     Condition::Event(e) => e.contains(&Trigger::EmailVerified),
                     _ => true,
                 });
-            let about_login = |c: &Condition| {
-                matches!(
-                    c,
-                    Condition::Field(
-                        Field::ClientId | Field::ClientName | Field::OrganizationId,
-                        _
-                    )
-                )
+            let about_client = |c: &Condition| {
+                matches!(c, Condition::Field(Field::ClientId | Field::ClientName, _))
             };
+            let about_organization =
+                |c: &Condition| matches!(c, Condition::Field(Field::OrganizationId, _));
             let mut on_sv = Vec::new();
-            if rule.when.iter().any(about_login) {
-                on_sv.push("its `when` on them does not match");
+            if rule.when.iter().any(about_client) {
+                on_sv.push("a `when` on the application does not match");
             }
-            if rule.unless.iter().any(about_login) {
-                on_sv.push("its `unless` on them excludes nobody");
+            if rule.unless.iter().any(about_client) {
+                on_sv.push("an `unless` on the application excludes nobody");
+            }
+            if rule.when.iter().chain(&rule.unless).any(about_organization) {
+                on_sv.push("an organization condition is undecided, so the rule is not applied");
             }
             if rule.assign_client_metadata.is_some() {
                 on_sv.push("assign_client_metadata adds nothing");

@@ -384,6 +384,11 @@ assign_client_metadata = "default_role"
 name = "app-role-at-login"
 when = { event = "first_login", organization_id = "org_1" }
 assign_client_metadata = "default_role"
+
+[[policy.rules]]
+name = "outside-acme"
+unless = { organization_id = "org_acme" }
+assign = ["PUBLIC"]
 "#,
     );
     let warnings = policy.warnings();
@@ -396,19 +401,22 @@ assign_client_metadata = "default_role"
     assert!(
         about(
             "staff",
-            "final: users it matches get none of the later rules (app-users, partners, not-legacy, app-role, app-role-at-login)"
+            "final: users it matches get none of the later rules (app-users, partners, not-legacy, app-role, app-role-at-login, outside-acme)"
         ),
         "{warnings:?}"
     );
     assert!(
         about(
             "app-users",
-            "All Applications\" with no organization: there its `when` on them does not match"
+            "All Applications\" with no organization: there a `when` on the application does not match"
         ),
         "{warnings:?}"
     );
     assert!(
-        about("not-legacy", "its `unless` on them excludes nobody"),
+        about(
+            "not-legacy",
+            "an `unless` on the application excludes nobody"
+        ),
         "{warnings:?}"
     );
     assert!(
@@ -420,8 +428,15 @@ assign_client_metadata = "default_role"
         !about("app-role-at-login", "All Applications"),
         "{warnings:?}"
     );
+    assert!(
+        about(
+            "outside-acme",
+            "an organization condition is undecided, so the rule is not applied"
+        ),
+        "{warnings:?}"
+    );
     assert!(!about("partners", "without email_verified"), "{warnings:?}");
-    assert_eq!(warnings.len(), 5, "{warnings:?}");
+    assert_eq!(warnings.len(), 6, "{warnings:?}");
 }
 
 fn identity(
