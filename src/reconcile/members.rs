@@ -139,6 +139,7 @@ pub async fn list_role(
     );
     let mut members = Vec::new();
     let mut from: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
     loop {
         let path = match &from {
             None => base.clone(),
@@ -159,9 +160,17 @@ pub async fn list_role(
         );
         on_page(members.len());
         // Only a page without `next` is the last: a page can come back empty or thinned (its
-        // members deleted meanwhile) while more follow. The same `next` twice would loop.
+        // members deleted meanwhile) while more follow. A checkpoint seen before would loop.
         match page.next {
-            Some(next) if !next.is_empty() && from.as_deref() != Some(next.as_str()) => {
+            Some(next) if !next.is_empty() => {
+                if !seen.insert(next.clone()) {
+                    return Err(MgmtError::Protocol {
+                        operation: Operation::GetRoleUsers.as_str(),
+                        detail:
+                            "the role members' `next` checkpoint repeats: the listing would loop"
+                                .to_owned(),
+                    });
+                }
                 from = Some(next)
             }
             _ => return Ok(members),

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::app::{Env, StartError, EXIT_FAILED};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::mgmt::assigner::{assign_role, assign_user};
+use crate::mgmt::assigner::assign_role;
 use crate::mgmt::{CallStats, ClientSettings, MgmtClient, MgmtError, RoleDirectory};
 use crate::policy::{Evaluation, Policy};
 use crate::shutdown::Shutdown;
@@ -35,6 +35,8 @@ const WRITERS: usize = 4;
 const FAILED_SHOWN: usize = 50;
 /// Bad export lines whose numbers the summary lists at most.
 const BAD_LINES_SHOWN: usize = 10;
+/// A failed part of at most this many users is retried one user at a time, not halved.
+const SPLIT_TO_SINGLES: usize = 4;
 /// Fresh locations asked of the job when the download's pre-signed URL has expired.
 const LOCATION_RENEWALS: u32 = 3;
 /// How often progress is logged when stderr is not a terminal.
@@ -323,7 +325,7 @@ pub async fn run(
             let (mut journal, resume) =
                 Journal::open(path).map_err(|e| StartError::Config(e.to_string()))?;
             match resume.as_ref().and_then(|r| r.tenant.as_deref()) {
-                Some(tenant) if tenant != auth0.domain => {
+                Some(tenant) if !tenant.eq_ignore_ascii_case(&auth0.domain) => {
                     return Err(StartError::Config(format!(
                         "state file {} belongs to an unfinished apply on tenant {tenant}, not {}: give another --state file (or delete it to start over)",
                         path.display(),
@@ -433,6 +435,9 @@ pub async fn run(
     let batch_max = auth0.batch_max_users.max(1);
     let mut buffers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut writes = FuturesUnordered::new();
+    // A fault of the service met by a write (the role deleted meanwhile): no more batches are
+    // started, those in flight finish, the summary is printed, and the run exits with it.
+    let mut fatal: Option<MgmtError> = None;
     let uses_has_roles = policy.uses_has_roles();
     loop {
         if shutdown.is_triggered() {
@@ -497,7 +502,10 @@ pub async fn run(
                     while writes.len() >= WRITERS && !summary.interrupted {
                         tokio::select! {
                             done = writes.next() => if let Some(done) = done {
-                                settle(done, &mut summary, &mut journal)?;
+                                if let Some(err) = settle(done, &mut summary, &mut journal)? {
+                                    fatal.get_or_insert(err);
+                                    summary.interrupted = true;
+                                }
                             },
                             _ = shutdown.wait() => summary.interrupted = true,
                         }
@@ -519,8 +527,12 @@ pub async fn run(
             }
         }
     }
+    // Batches in flight finish and are journaled, even after a fault that stops the run.
     while let Some(done) = writes.next().await {
-        settle(done, &mut summary, &mut journal)?;
+        if let Some(err) = settle(done, &mut summary, &mut journal)? {
+            fatal.get_or_insert(err);
+            summary.interrupted = true;
+        }
         let (added, batches) = (summary.assigned(), summary.batches);
         progress.update(|| format!("{added} pairs added in {batches} batches"));
     }
@@ -544,6 +556,9 @@ pub async fn run(
         Output::Jsonl => summary.write_to(err)?,
     }
     out.flush()?;
+    if let Some(err) = fatal {
+        return Err(StartError::Mgmt(err));
+    }
     Ok(if summary.interrupted {
         1
     } else if summary.failed_total > 0 {
@@ -656,8 +671,12 @@ async fn list_memberships(
         .await
         .map_err(StartError::Mgmt)?;
         listed += fingerprints.len();
-        if let Some(done) = resume.finished.get(name) {
-            fingerprints.extend(done.iter().map(|u| members::fingerprint(u)));
+        // Journaled batches of this role, unless the role was deleted and created again since
+        // (a new id: its members lost it with the old one).
+        for ((role, role_id), done) in &resume.finished {
+            if role == name && role_id.as_ref().is_none_or(|r| r == id) {
+                fingerprints.extend(done.iter().map(|u| members::fingerprint(u)));
+            }
         }
         memberships
             .by_role
@@ -693,6 +712,8 @@ async fn list_memberships(
 /// What one batch did.
 struct BatchDone {
     role: String,
+    /// The role's id when the batch ended (journaled with the batch).
+    role_id: Option<String>,
     assigned: Vec<String>,
     failed: Vec<(String, MgmtError)>,
     /// The bulk call failed and the batch was split to find the users it failed for.
@@ -719,6 +740,7 @@ async fn write_batch(
 ) -> BatchDone {
     let mut done = BatchDone {
         role,
+        role_id: None,
         assigned: Vec::new(),
         failed: Vec::new(),
         fell_back: false,
@@ -726,18 +748,11 @@ async fn write_batch(
     };
     let mut parts = vec![users];
     while let Some(part) = parts.pop() {
-        let result = if part.len() == 1 && done.fell_back {
-            assign_user(
-                client,
-                directory,
-                &part[0],
-                std::slice::from_ref(&done.role),
-            )
-            .await
-        } else {
-            assign_role(client, directory, &done.role, &part).await
-        };
-        match result {
+        if part.is_empty() {
+            continue;
+        }
+        // The same call for one user as for many: one scope (create:role_members) for all.
+        match assign_role(client, directory, &done.role, &part).await {
             Ok(()) => done.assigned.extend(part),
             Err(err) if is_service_fault(&err) => {
                 done.fatal = Some(err);
@@ -754,23 +769,31 @@ async fn write_batch(
                     tracing::info!(error = %err, role = %done.role, users = part.len(), "bulk assignment failed; splitting the batch to find the users it fails for");
                 }
                 done.fell_back = true;
-                let half = part.len() / 2;
-                let mut first = part;
-                let second = first.split_off(half);
-                parts.push(second);
-                parts.push(first);
+                if part.len() <= SPLIT_TO_SINGLES {
+                    // Halving a few users costs more calls than one call each when most fail.
+                    parts.extend(part.into_iter().rev().map(|user| vec![user]));
+                } else {
+                    let half = part.len() / 2;
+                    let mut first = part;
+                    let second = first.split_off(half);
+                    parts.push(second);
+                    parts.push(first);
+                }
             }
         }
     }
+    // The id the writes went to (a refresh after a 404 may have changed it).
+    done.role_id = directory.id(&done.role);
     done
 }
 
-/// Counts a finished batch and records it in the journal.
+/// Counts a finished batch and records it in the journal; returns the fault of the service
+/// that stopped it, if one did.
 fn settle(
     mut done: BatchDone,
     summary: &mut Summary,
     journal: &mut Option<Journal>,
-) -> Result<(), StartError> {
+) -> Result<Option<MgmtError>, StartError> {
     summary.batches += 1;
     summary.fallback_batches += u64::from(done.fell_back);
     let fatal = done.fatal.take();
@@ -808,16 +831,14 @@ fn settle(
                 journal,
                 &Entry::Batch {
                     role: done.role,
+                    role_id: done.role_id,
                     users: done.assigned,
                 },
             )?;
         }
     }
-    match fatal {
-        // What finished is journaled: a new run resumes after the fault is fixed.
-        Some(err) => Err(StartError::Mgmt(err)),
-        None => Ok(()),
-    }
+    // What finished is journaled: a new run resumes after the fault is fixed.
+    Ok(fatal)
 }
 
 #[cfg(test)]

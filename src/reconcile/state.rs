@@ -20,8 +20,14 @@ pub enum Entry {
         export: PathBuf,
         job: Option<String>,
     },
-    /// A batch was written: every user in it now holds `role`.
-    Batch { role: String, users: Vec<String> },
+    /// A batch was written: every user in it now holds `role` (of id `role_id`: a role deleted
+    /// and created again under the same name has a new id, and its old batches no longer count).
+    Batch {
+        role: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role_id: Option<String>,
+        users: Vec<String>,
+    },
     /// A user could not be given `role` (404: deleted since the export, or refused).
     Failed {
         role: String,
@@ -39,8 +45,9 @@ pub struct Resume {
     pub tenant: Option<String>,
     pub export: Option<PathBuf>,
     pub job: Option<String>,
-    /// Users given each role by finished batches.
-    pub finished: BTreeMap<String, Vec<String>>,
+    /// Users given each role by finished batches, by role name and id (no id in journals of
+    /// older versions).
+    pub finished: BTreeMap<(String, Option<String>), Vec<String>>,
     pub batches: usize,
 }
 
@@ -83,9 +90,17 @@ impl Journal {
                         resume.export = Some(export);
                         resume.job = job;
                     }
-                    Entry::Batch { role, users } => {
+                    Entry::Batch {
+                        role,
+                        role_id,
+                        users,
+                    } => {
                         resume.batches += 1;
-                        resume.finished.entry(role).or_default().extend(users);
+                        resume
+                            .finished
+                            .entry((role, role_id))
+                            .or_default()
+                            .extend(users);
                     }
                     Entry::Failed { .. } => {}
                     Entry::Done => done = true,
@@ -151,10 +166,12 @@ mod tests {
             },
             Entry::Batch {
                 role: "member".into(),
+                role_id: Some("rol_1".into()),
                 users: vec!["a".into(), "b".into()],
             },
             Entry::Batch {
                 role: "member".into(),
+                role_id: Some("rol_1".into()),
                 users: vec!["c".into()],
             },
         ];
@@ -174,10 +191,14 @@ mod tests {
         let resume = resume.unwrap_or_else(|| panic!("resumes"));
         assert_eq!(resume.export, Some(export));
         assert_eq!(resume.batches, 2);
-        assert_eq!(resume.finished["member"], vec!["a", "b", "c"]);
+        assert_eq!(
+            resume.finished[&("member".to_owned(), Some("rol_1".to_owned()))],
+            vec!["a", "b", "c"]
+        );
         journal
             .record(&Entry::Batch {
                 role: "admin".into(),
+                role_id: None,
                 users: vec!["d".into()],
             })
             .unwrap_or_else(|e| panic!("{e}"));

@@ -216,6 +216,11 @@ impl Simulator {
         lock(&self.shared.tenant).remove_user(user_id);
     }
 
+    /// Deletes the role with exactly this name (and its memberships); false if there is none.
+    pub fn delete_role(&self, name: &str) -> bool {
+        lock(&self.shared.tenant).remove_role(name)
+    }
+
     /// Adds a role and returns its id (the existing id if a role of that name exists and no id
     /// is given).
     pub fn add_role(&self, role: SeedRole) -> String {

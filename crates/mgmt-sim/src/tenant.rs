@@ -235,6 +235,18 @@ impl Tenant {
         self.users.remove(user_id).is_some()
     }
 
+    /// Deletes the role named `name` and every user's membership of it, as Auth0 does.
+    pub(crate) fn remove_role(&mut self, name: &str) -> bool {
+        let Some(id) = self.role_id(name) else {
+            return false;
+        };
+        self.roles.remove(&id);
+        for user in self.users.values_mut() {
+            user.role_ids.remove(&id);
+        }
+        true
+    }
+
     fn user_mut(&mut self, user_id: &str, accept_any: bool) -> Result<&mut User, ApiError> {
         if accept_any && !self.users.contains_key(user_id) {
             tracing::debug!(user_id, "sim: auto-creating unknown user");
