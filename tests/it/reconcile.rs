@@ -515,20 +515,51 @@ fn users_from_a_file_plain_or_gzipped_need_no_export_job() {
     assert_eq!(tenant.writes(), 0);
 }
 
+/// An apply slow enough to act on mid-run (20 requests/s, small batches) with a state file.
+struct SlowApply {
+    config: PathBuf,
+    state: PathBuf,
+    state_arg: String,
+    child: std::process::Child,
+}
+
+impl SlowApply {
+    fn start(tenant: &Tenant, batch: usize) -> SlowApply {
+        let config = tenant.config(20.0, batch);
+        let state = tenant.dir.join("state.jsonl");
+        let state_arg = state.to_str().unwrap_or_default().to_owned();
+        let child = command(&config, &["--apply", "--state", &state_arg])
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        SlowApply {
+            config,
+            state,
+            state_arg,
+            child,
+        }
+    }
+}
+
+/// Waits (up to a minute) until the journal at `state` holds `n` batches.
+fn slow_batches(state: &Path, n: usize) -> bool {
+    wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(state)
+            .unwrap_or_default()
+            .matches(r#""kind":"batch""#)
+            .count()
+            >= n
+    })
+}
+
 #[test]
 fn sigterm_stops_an_apply_after_the_batches_in_flight_and_the_next_run_finishes_it() {
     let tenant = Tenant::start("reconcile-sigterm", 600, SimConfig::default());
     let batch = 10;
-    let config = tenant.config(20.0, batch);
-    let state = tenant.dir.join("state.jsonl");
-    let state_arg = state.to_str().unwrap_or_default().to_owned();
-    let child = command(&config, &["--apply", "--state", &state_arg])
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let journal = || std::fs::read_to_string(&state).unwrap_or_default();
-    let started = wait_for(Duration::from_secs(60), || {
-        journal().matches(r#""kind":"batch""#).count() >= 3
-    });
+    let slow = SlowApply::start(&tenant, batch);
+    let (config, state, state_arg, child) =
+        (&slow.config, &slow.state, &slow.state_arg, slow.child);
+    let journal = || std::fs::read_to_string(state).unwrap_or_default();
+    let started = slow_batches(state, 3);
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -544,7 +575,7 @@ fn sigterm_stops_an_apply_after_the_batches_in_flight_and_the_next_run_finishes_
     assert!(!journal().contains(r#""kind":"done""#));
     let floor = tenant.write_floor(batch);
     assert!(tenant.writes() < floor, "stopped early");
-    let again = reconcile(&config, &["--apply", "--state", &state_arg]);
+    let again = reconcile(config, &["--apply", "--state", state_arg]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
     assert_eq!(tenant.writes(), floor, "a clean stop repeats nothing");
@@ -722,17 +753,11 @@ fn has_roles_counts_roles_outside_the_policy() {
 fn a_role_deleted_during_an_apply_stops_it_without_failing_users_and_it_resumes() {
     let tenant = Tenant::start("reconcile-role-deleted", 600, SimConfig::default());
     let batch = 10;
-    let config = tenant.config(20.0, batch);
-    let state = tenant.dir.join("state.jsonl");
-    let state_arg = state.to_str().unwrap_or_default().to_owned();
-    let child = command(&config, &["--apply", "--state", &state_arg])
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let journal = || std::fs::read_to_string(&state).unwrap_or_default();
-    let writing = wait_for(Duration::from_secs(60), || {
-        journal().matches(r#""kind":"batch""#).count() >= 2
-    });
-    assert!(writing);
+    let slow = SlowApply::start(&tenant, batch);
+    let (config, state, state_arg, child) =
+        (&slow.config, &slow.state, &slow.state_arg, slow.child);
+    let journal = || std::fs::read_to_string(state).unwrap_or_default();
+    assert!(slow_batches(state, 2));
     assert!(tenant.sim.delete_role("CUSTOMER"));
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -747,7 +772,7 @@ fn a_role_deleted_during_an_apply_stops_it_without_failing_users_and_it_resumes(
     assert!(!journal().contains(r#""kind":"done""#));
     assert!(tenant.writes() < tenant.write_floor(batch), "stopped early");
     tenant.sim.add_role(SeedRole::named("CUSTOMER"));
-    let again = reconcile(&config, &["--apply", "--state", &state_arg]);
+    let again = reconcile(config, &["--apply", "--state", state_arg]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     // The deleted role's members lost it with the role; the resumed run gives it back to
     // everyone the policy gives it to.
