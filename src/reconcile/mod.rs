@@ -109,8 +109,9 @@ pub struct Summary {
     pub resumed_batches: usize,
     pub assigned_by_role: BTreeMap<String, u64>,
     pub batches: u64,
-    /// Batches that answered 404 (a user deleted since the export) and went one by one.
-    pub fallback_batches: u64,
+    /// Batches whose bulk call failed for some users (a 404 for a user deleted since the
+    /// export) and were split to find them.
+    pub split_batches: u64,
     /// (user, role, error) of every pair that failed.
     pub failed: Vec<(String, String, String)>,
     pub failed_total: u64,
@@ -118,6 +119,9 @@ pub struct Summary {
     pub calls: CallStats,
     pub elapsed: Duration,
     pub interrupted: bool,
+    /// The fault of the service that stopped the run (a role deleted meanwhile): no new batch
+    /// was started, those in flight were finished, and the run exits with it.
+    pub stopped_by: Option<MgmtError>,
 }
 
 impl Summary {
@@ -194,7 +198,7 @@ impl Summary {
                 "added: {} pairs in {} batches ({} split to find the users a bulk call failed for)",
                 self.assigned(),
                 self.batches,
-                self.fallback_batches
+                self.split_batches
             )?;
             for (role, n) in &self.assigned_by_role {
                 writeln!(out, "  {role:<20} {n} users")?;
@@ -435,9 +439,6 @@ pub async fn run(
     let batch_max = auth0.batch_max_users.max(1);
     let mut buffers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut writes = FuturesUnordered::new();
-    // A fault of the service met by a write (the role deleted meanwhile): no more batches are
-    // started, those in flight finish, the summary is printed, and the run exits with it.
-    let mut fatal: Option<MgmtError> = None;
     let uses_has_roles = policy.uses_has_roles();
     loop {
         if shutdown.is_triggered() {
@@ -502,10 +503,7 @@ pub async fn run(
                     while writes.len() >= WRITERS && !summary.interrupted {
                         tokio::select! {
                             done = writes.next() => if let Some(done) = done {
-                                if let Some(err) = settle(done, &mut summary, &mut journal)? {
-                                    fatal.get_or_insert(err);
-                                    summary.interrupted = true;
-                                }
+                                settle(done, &mut summary, &mut journal)?;
                             },
                             _ = shutdown.wait() => summary.interrupted = true,
                         }
@@ -529,10 +527,7 @@ pub async fn run(
     }
     // Batches in flight finish and are journaled, even after a fault that stops the run.
     while let Some(done) = writes.next().await {
-        if let Some(err) = settle(done, &mut summary, &mut journal)? {
-            fatal.get_or_insert(err);
-            summary.interrupted = true;
-        }
+        settle(done, &mut summary, &mut journal)?;
         let (added, batches) = (summary.assigned(), summary.batches);
         progress.update(|| format!("{added} pairs added in {batches} batches"));
     }
@@ -556,7 +551,7 @@ pub async fn run(
         Output::Jsonl => summary.write_to(err)?,
     }
     out.flush()?;
-    if let Some(err) = fatal {
+    if let Some(err) = summary.stopped_by.take() {
         return Err(StartError::Mgmt(err));
     }
     Ok(if summary.interrupted {
@@ -717,9 +712,9 @@ struct BatchDone {
     assigned: Vec<String>,
     failed: Vec<(String, MgmtError)>,
     /// The bulk call failed and the batch was split to find the users it failed for.
-    fell_back: bool,
-    /// A fault of the service, not of a user (the role deleted mid-run, the credentials
-    /// refused): the run stops; a new run resumes.
+    split: bool,
+    /// A fault of the service, not of a user (the role deleted mid-run): the run stops; a new
+    /// run resumes.
     fatal: Option<MgmtError>,
 }
 
@@ -743,7 +738,7 @@ async fn write_batch(
         role_id: None,
         assigned: Vec::new(),
         failed: Vec::new(),
-        fell_back: false,
+        split: false,
         fatal: None,
     };
     let mut parts = vec![users];
@@ -762,13 +757,13 @@ async fn write_batch(
                 if let Some(user) = part.into_iter().next() {
                     done.failed.push((user, err));
                 }
-                done.fell_back = true;
+                done.split = true;
             }
             Err(err) => {
-                if !done.fell_back {
+                if !done.split {
                     tracing::info!(error = %err, role = %done.role, users = part.len(), "bulk assignment failed; splitting the batch to find the users it fails for");
                 }
-                done.fell_back = true;
+                done.split = true;
                 if part.len() <= SPLIT_TO_SINGLES {
                     // Halving a few users costs more calls than one call each when most fail.
                     parts.extend(part.into_iter().rev().map(|user| vec![user]));
@@ -787,16 +782,19 @@ async fn write_batch(
     done
 }
 
-/// Counts a finished batch and records it in the journal; returns the fault of the service
-/// that stopped it, if one did.
+/// Counts a finished batch and records it in the journal. A fault of the service that stopped
+/// it stops the run (`summary.interrupted`, `summary.stopped_by`).
 fn settle(
     mut done: BatchDone,
     summary: &mut Summary,
     journal: &mut Option<Journal>,
-) -> Result<Option<MgmtError>, StartError> {
+) -> Result<(), StartError> {
     summary.batches += 1;
-    summary.fallback_batches += u64::from(done.fell_back);
-    let fatal = done.fatal.take();
+    summary.split_batches += u64::from(done.split);
+    if let Some(err) = done.fatal.take() {
+        summary.interrupted = true;
+        summary.stopped_by.get_or_insert(err);
+    }
     *summary
         .assigned_by_role
         .entry(done.role.clone())
@@ -837,8 +835,7 @@ fn settle(
             )?;
         }
     }
-    // What finished is journaled: a new run resumes after the fault is fixed.
-    Ok(fatal)
+    Ok(())
 }
 
 #[cfg(test)]

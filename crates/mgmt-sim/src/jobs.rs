@@ -193,7 +193,6 @@ pub(crate) async fn get_job(
         .unwrap_or("");
     let id = decode_path_segment(raw)?;
     let mut jobs = lock(&shared.jobs);
-    let signature = random(32);
     let job = jobs.jobs.get(&id).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "The job does not exist.").with_code("inexistent_job")
     })?;
@@ -211,6 +210,7 @@ pub(crate) async fn get_job(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
+    let signature = random(32);
     let location = format!("http://{host}/exports/{signature}/users.json.gz");
     let body = job_json(job, Some(location), status);
     if status == "completed" {
