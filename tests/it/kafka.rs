@@ -600,13 +600,35 @@ fn garbage_rate_limit_headers_and_cut_off_bodies_never_panic_and_lose_no_user() 
     let stream = generate::mixed(32, 300, 0);
     let service = world.service("svc", false, "");
     service.wait_ready();
+    // How many calls the service makes, and how close together, depends on batching and on the
+    // machine; a bucket of one refilled every two seconds makes sure some of them meet a 429
+    // with the garbage headers. Once they have, the tenant's limit goes back to 20/s, burst 5.
+    control(
+        &world,
+        mgmt_sim::ControlRequest {
+            rate_per_second: Some(0.5),
+            burst: Some(1),
+            ..Default::default()
+        },
+    );
     world.produce(&stream.records);
-    world.wait_done(&stream, &service);
     assert!(
-        world.sim.stats().rate_limited > 0 && world.sim.stats().bodies_cut > 0,
+        wait_for(Duration::from_secs(60), || {
+            let stats = world.sim.stats();
+            stats.rate_limited > 0 && stats.bodies_cut > 0
+        }),
         "the faults happened: {:?}",
         world.sim.stats()
     );
+    control(
+        &world,
+        mgmt_sim::ControlRequest {
+            rate_per_second: Some(20.0),
+            burst: Some(5),
+            ..Default::default()
+        },
+    );
+    world.wait_done(&stream, &service);
     assert_eq!(
         service.metric("auth0_default_roles_task_panics_total", ""),
         0.0
