@@ -125,6 +125,15 @@ impl Harness {
             .expect("POST")
     }
 
+    /// `POST /api/v2/jobs/users-exports` with `body`.
+    async fn create_export(&self, token: &str, body: Value) -> Response {
+        self.post(token, "/api/v2/jobs/users-exports", body).await
+    }
+
+    /// `GET /api/v2/jobs/{id}`, as JSON.
+    async fn read_job(&self, token: &str, id: &str) -> Value {
+        json_of(self.get(token, &format!("/api/v2/jobs/{id}")).await).await
+    }
     async fn sim_state(&self) -> Value {
         self.http
             .get(self.url("/sim/state"))
@@ -1052,9 +1061,8 @@ async fn an_export_location_expires_and_each_job_read_signs_a_fresh_one() {
     .await;
     let token = h.token().await;
     let created = h
-        .post(
+        .create_export(
             &token,
-            "/api/v2/jobs/users-exports",
             json!({"format": "json", "fields": [{"name": "user_id"}]}),
         )
         .await;
@@ -1063,7 +1071,7 @@ async fn an_export_location_expires_and_each_job_read_signs_a_fresh_one() {
         .expect("job id")
         .to_owned();
     let read = || async {
-        let job = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+        let job = h.read_job(&token, &id).await;
         assert_eq!(job["status"], "completed", "{job}");
         job["location"].as_str().expect("location").to_owned()
     };
@@ -1091,27 +1099,21 @@ async fn an_export_job_goes_pending_processing_completed_and_serves_gzipped_ndjs
     })
     .await;
     let token = h.token().await;
-    let created = h
-        .post(
-            &token,
-            "/api/v2/jobs/users-exports",
-            json!({"format": "json", "fields": [{"name": "user_id"}, {"name": "email"}, {"name": "identities"}]}),
-        )
-        .await;
+    let created = h.create_export(&token, json!({"format": "json", "fields": [{"name": "user_id"}, {"name": "email"}, {"name": "identities"}]})).await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let job = json_of(created).await;
     assert_eq!(job["status"], "pending");
     assert_eq!(job["type"], "users_export");
     let id = job["id"].as_str().expect("job id").to_owned();
     assert!(id.starts_with("job_"));
-    let first = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    let first = h.read_job(&token, &id).await;
     assert_eq!(first["status"], "pending");
     assert!(first.get("location").is_none());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let middle = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    let middle = h.read_job(&token, &id).await;
     assert_eq!(middle["status"], "processing");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let done = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    let done = h.read_job(&token, &id).await;
     assert_eq!(done["status"], "completed", "{done}");
     let location = done["location"].as_str().expect("location").to_owned();
     assert!(location.starts_with(&h.server.base_url), "{location}");
@@ -1153,27 +1155,13 @@ async fn an_export_job_fails_with_its_reason_when_switched_to() {
         StatusCode::NO_CONTENT
     );
     let token = h.token().await;
-    let job = json_of(
-        h.post(
-            &token,
-            "/api/v2/jobs/users-exports",
-            json!({"format": "json"}),
-        )
-        .await,
-    )
-    .await;
+    let job = json_of(h.create_export(&token, json!({"format": "json"})).await).await;
     let id = job["id"].as_str().expect("id");
-    let got = json_of(h.get(&token, &format!("/api/v2/jobs/{id}")).await).await;
+    let got = h.read_job(&token, id).await;
     assert_eq!(got["status"], "failed");
     assert_eq!(got["status_details"], "Export failed: storage unavailable");
     assert!(got.get("location").is_none());
-    let csv = h
-        .post(
-            &token,
-            "/api/v2/jobs/users-exports",
-            json!({"format": "xml"}),
-        )
-        .await;
+    let csv = h.create_export(&token, json!({"format": "xml"})).await;
     assert_eq!(csv.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -1255,13 +1243,7 @@ async fn reconcile_calls_need_their_documented_scopes() {
     let h = Harness::start(SimConfig::default()).await;
     let token = h.token().await;
     h.control(json!({"denied_scopes": ["read:users"]})).await;
-    let export = h
-        .post(
-            &token,
-            "/api/v2/jobs/users-exports",
-            json!({"format": "json"}),
-        )
-        .await;
+    let export = h.create_export(&token, json!({"format": "json"})).await;
     assert_eq!(export.status(), StatusCode::FORBIDDEN);
     // Reading a job is also allowed by create:users; listing members by read:roles.
     let job = h.get(&token, "/api/v2/jobs/job_x").await;
