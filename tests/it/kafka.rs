@@ -592,7 +592,6 @@ fn garbage_rate_limit_headers_and_cut_off_bodies_never_panic_and_lose_no_user() 
             rate_per_second: 20.0,
             burst: 5,
             garbage_rate_limit_headers: Some("NaN".to_owned()),
-            cut_body_rate: 0.5,
             ..SimConfig::default()
         },
         Vec::new(),
@@ -602,12 +601,15 @@ fn garbage_rate_limit_headers_and_cut_off_bodies_never_panic_and_lose_no_user() 
     service.wait_ready();
     // How many calls the service makes, and how close together, depends on batching and on the
     // machine; a bucket of one refilled every two seconds makes sure some of them meet a 429
-    // with the garbage headers. Once they have, the tenant's limit goes back to 20/s, burst 5.
+    // with the garbage headers, and half of the bodies are cut off. Once both have happened,
+    // the limit goes back to 20/s, burst 5, and one body in ten is cut: at one in two, a call
+    // failing eight times in a row backs off past the test's patience (the cap is 60 s).
     control(
         &world,
         mgmt_sim::ControlRequest {
             rate_per_second: Some(0.5),
             burst: Some(1),
+            cut_body_rate: Some(0.5),
             ..Default::default()
         },
     );
@@ -625,6 +627,7 @@ fn garbage_rate_limit_headers_and_cut_off_bodies_never_panic_and_lose_no_user() 
         mgmt_sim::ControlRequest {
             rate_per_second: Some(20.0),
             burst: Some(5),
+            cut_body_rate: Some(0.1),
             ..Default::default()
         },
     );
