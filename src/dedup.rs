@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use moka::sync::Cache;
 
@@ -40,7 +40,31 @@ pub struct Dedup {
     assigned: Cache<String, Arc<BTreeSet<String>>>,
     /// Users an Event Streams `user.deleted` named, with the deletion's time (remembered as
     /// long as `log_id`s).
-    deleted: Cache<String, Arc<str>>,
+    deleted: Cache<String, Deletion>,
+    /// How long an event without a time is taken for one from before a deletion.
+    untimed_window: Duration,
+}
+
+/// When a user was deleted: the event's time, else when the deletion arrived.
+#[derive(Debug, Clone, Copy)]
+struct Deletion {
+    at: SystemTime,
+    received: Instant,
+}
+
+/// An RFC 3339 time (`2026-12-01T10:00:00.123Z`, `2026-12-01T11:00:00+01:00`, any precision) as
+/// an instant; `None` when it is not one.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    let parsed =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    let nanos = parsed.unix_timestamp_nanos();
+    let since = Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).ok()?);
+    if nanos >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(since)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(since)
+    }
 }
 
 impl Dedup {
@@ -58,6 +82,7 @@ impl Dedup {
                 .max_capacity(settings.max_entries)
                 .time_to_live(settings.user_roles_ttl)
                 .build(),
+            untimed_window: settings.user_roles_ttl,
         }
     }
 
@@ -102,19 +127,29 @@ impl Dedup {
         self.assigned.insert(user_id.to_owned(), Arc::new(held));
     }
 
-    /// Records that `user_id` was deleted at `time` (RFC 3339): its triggers from before then
-    /// are not eligible.
-    pub fn mark_user_deleted(&self, user_id: &str, time: &str) {
-        self.deleted.insert(user_id.to_owned(), Arc::from(time));
+    /// Records that `user_id` was deleted at `time` (RFC 3339; without one, or unreadable: now):
+    /// its triggers from before then are not eligible.
+    pub fn mark_user_deleted(&self, user_id: &str, time: Option<&str>) {
+        let deletion = Deletion {
+            at: time.and_then(parse_time).unwrap_or_else(SystemTime::now),
+            received: Instant::now(),
+        };
+        self.deleted.insert(user_id.to_owned(), deletion);
         self.assigned.invalidate(user_id);
     }
 
-    /// Whether `user_id` was deleted after an event of `time` (unknown time: any deletion). A
-    /// user re-created after the deletion (a later `time`) is eligible again.
+    /// Whether `user_id` was deleted after an event of `time`, compared as instants (offsets
+    /// and precision do not matter). A user re-created after the deletion (a later `time`) is
+    /// eligible again. An event without a readable time is taken for an earlier one only
+    /// shortly after the deletion arrived (`user_roles_ttl`), never for a day.
     pub fn user_deleted(&self, user_id: &str, time: Option<&str>) -> bool {
-        self.deleted
-            .get(user_id)
-            .is_some_and(|deleted_at| time.is_none_or(|t| t <= &*deleted_at))
+        let Some(deletion) = self.deleted.get(user_id) else {
+            return false;
+        };
+        match time.and_then(parse_time) {
+            Some(event_at) => event_at <= deletion.at,
+            None => deletion.received.elapsed() < self.untimed_window,
+        }
     }
 
     /// Entries held (approximate, for metrics): handled logs plus users.
@@ -146,6 +181,39 @@ mod tests {
         dedup.mark_assigned("u", &roles(&["B"]));
         assert!(dedup.missing_roles("u", &roles(&["B", "A"])).is_empty());
         assert_eq!(dedup.missing_roles("other", &roles(&["A"])), roles(&["A"]));
+    }
+
+    #[test]
+    fn deletions_and_events_are_compared_as_instants() {
+        let dedup = Dedup::new(DedupSettings::default());
+        // 10:00:00.5 UTC, written with an offset and a precision the event does not use.
+        dedup.mark_user_deleted("u", Some("2026-12-01T11:00:00.500+01:00"));
+        assert!(dedup.user_deleted("u", Some("2026-12-01T10:00:00Z")));
+        assert!(dedup.user_deleted("u", Some("2026-12-01T10:00:00.499999Z")));
+        // Text order says "earlier" ("09" < "11"), time order says later: re-created.
+        assert!(!dedup.user_deleted("u", Some("2026-12-01T10:00:01Z")));
+        assert!(!dedup.user_deleted("u", Some("2026-12-01T09:30:00-01:00")));
+        assert!(!dedup.user_deleted("other", Some("2026-12-01T10:00:00Z")));
+    }
+
+    #[test]
+    fn a_deletion_without_a_time_counts_from_its_arrival() {
+        let dedup = Dedup::new(DedupSettings {
+            user_roles_ttl: Duration::from_millis(50),
+            ..DedupSettings::default()
+        });
+        dedup.mark_user_deleted("u", None);
+        let before = "2020-01-01T00:00:00Z";
+        assert!(dedup.user_deleted("u", Some(before)));
+        // A re-created user's signup is later than the deletion's arrival.
+        let later = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(5));
+        assert!(!dedup.user_deleted("u", Some(&later.to_string())));
+        assert!(dedup.user_deleted("u", None), "untimed, just after");
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(
+            !dedup.user_deleted("u", None),
+            "untimed, later: not blocked"
+        );
     }
 
     #[test]

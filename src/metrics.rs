@@ -28,6 +28,7 @@ pub struct Metrics {
     pub mgmt_rate_limit_remaining: IntGauge,
     pub mgmt_failing: IntGauge,
     pub mgmt_blocked: IntGaugeVec,
+    pub mgmt_token_requests: IntCounterVec,
     pub task_panics: IntCounterVec,
     pub rate_limiter_wait: Histogram,
     pub dedup_hits: IntCounterVec,
@@ -165,8 +166,12 @@ impl Metrics {
                 "1 while Management API calls are failing transiently and being retried.",
             ))?)?,
             mgmt_blocked: reg.add(IntGaugeVec::new(
-                opts("mgmt_api_blocked", "1 while the tenant refuses the service itself, by reason (credentials, scope, transport): events wait and intake is paused until it accepts again."),
+                opts("mgmt_api_blocked", "1 while the tenant refuses the service itself, by reason (credentials, scope, transport, role_missing): events wait and intake is paused until it accepts again."),
                 &["reason"],
+            )?)?,
+            mgmt_token_requests: reg.add(IntCounterVec::new(
+                opts("mgmt_api_token_requests_total", "Token requests (client credentials) by outcome: issued, refused (400/401/403), transient (429, 5xx, no answer). Auth0 counts tokens against a monthly quota."),
+                &["outcome"],
             )?)?,
             task_panics: reg.add(IntCounterVec::new(
                 opts("task_panics_total", "Events whose processing panicked (a bug): they end `failed`, are not marked done, and are dead-lettered or redelivered."),

@@ -105,7 +105,7 @@ impl Outcome {
 }
 
 /// An event of a message that ended `invalid` or `failed`: what a source dead-letters or
-/// leaves for redrive.
+/// leaves for the queue's redrive policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     /// `Outcome::Invalid` or `Outcome::Failed`.
@@ -117,6 +117,39 @@ impl Rejected {
     /// The reason as labelled in metrics and dead-letter headers (`invalid`, `failed`).
     pub fn reason(&self) -> &'static str {
         self.outcome.as_str()
+    }
+}
+
+/// The one verdict a message gets, decided by the pipeline; the source maps it to its transport
+/// and keeps no memory of its own that overrides it.
+///
+/// | verdict | Kafka | SQS | webhook (`ingest`) |
+/// |---|---|---|---|
+/// | `Done` | offset stored | message deleted | 200 |
+/// | `DeadLetter` | dead-letter topic, then offset stored | left; the queue's `maxReceiveCount` moves it to its DLQ | 200, counted `failed`/`invalid` |
+/// | `Retry` | not stored (redelivered) | left, visible again | 503 |
+///
+/// Only `Done` is remembered (dedup on `log_id`): a dead-lettered event produced back, redriven
+/// or resent after the operator's fix is processed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every event reached a final outcome other than `invalid` or `failed`: acknowledge.
+    Done,
+    /// An event ended `invalid` or `failed` (the first one): dead-letter the message.
+    DeadLetter(Rejected),
+    /// The message's work was lost (its task died or was aborted): leave it for redelivery.
+    Retry(String),
+}
+
+impl Verdict {
+    /// The verdict of a message whose task ended without a result.
+    pub fn lost(lost: &crate::source::TaskLost) -> Verdict {
+        Verdict::Retry(lost.to_string())
+    }
+
+    /// Whether the message may be acknowledged.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Verdict::Done)
     }
 }
 
@@ -224,8 +257,7 @@ impl Processor {
                 if event.is_cloud_event() && event.event_type == "user.deleted" {
                     if let Some(user) = event.user() {
                         // Work still to come for this user is dropped, not failed.
-                        let time = event.date.as_deref().unwrap_or("9999");
-                        self.dedup.mark_user_deleted(user, time);
+                        self.dedup.mark_user_deleted(user, event.date.as_deref());
                     }
                 }
                 let mut report = Report::for_event(&event, None, Outcome::NotEligible);
@@ -339,8 +371,9 @@ impl Processor {
         })
     }
 
-    /// Completes an assignment with its outcome (`Assigned`, `WouldAssign` or `Failed`).
-    /// Successful ones are remembered so the user's next trigger costs no call.
+    /// Completes an assignment with its outcome (`Assigned`, `WouldAssign`, `AlreadyDone` or
+    /// `Failed`). Successful ones are remembered so the user's next trigger costs no call; a
+    /// failed one is not (its redelivery after the operator's fix is processed again).
     pub fn finish(
         &self,
         assignment: Assignment,
@@ -358,8 +391,12 @@ impl Processor {
         report
     }
 
-    /// Records a final outcome's `log_id` so a redelivery is `already_done`.
+    /// Records a done outcome's `log_id` so a redelivery is `already_done`. `failed` and
+    /// `invalid` are never remembered.
     pub fn mark_done(&self, report: &Report) {
+        if matches!(report.outcome, Outcome::Failed | Outcome::Invalid) {
+            return;
+        }
         if let Some(log_id) = &report.log_id {
             self.dedup.mark_log_done(log_id);
         }
@@ -469,20 +506,20 @@ impl Pipeline {
     }
 
     /// Takes the events of one message (a Kafka record, an SQS message) to their final
-    /// outcomes, in order. Returns the first `invalid` or `failed` one, for the source's
-    /// dead-letter handling.
-    pub async fn process_all(&self, items: Vec<Decoded>) -> Option<Rejected> {
-        let mut rejected = None;
+    /// outcomes, in order, and gives the message its verdict: `Done`, or `DeadLetter` with
+    /// the first `invalid` or `failed` event.
+    pub async fn process_all(&self, items: Vec<Decoded>) -> Verdict {
+        let mut verdict = Verdict::Done;
         for item in items {
             let report = self.process(item).await;
-            if rejected.is_none() && matches!(report.outcome, Outcome::Invalid | Outcome::Failed) {
-                rejected = Some(Rejected {
+            if verdict.is_done() && matches!(report.outcome, Outcome::Invalid | Outcome::Failed) {
+                verdict = Verdict::DeadLetter(Rejected {
                     outcome: report.outcome,
                     error: report.error.unwrap_or_default(),
                 });
             }
         }
-        rejected
+        verdict
     }
 
     /// Takes one decoded item to its final outcome. Transient Management API failures are
@@ -647,7 +684,7 @@ impl Pipeline {
                             let mut report =
                                 Report::for_event(&event, Some(trigger), Outcome::Failed);
                             report.error = Some(err.to_string());
-                            self.processor.mark_done(&report);
+                            // Not remembered: the user may exist by the next delivery.
                             return report;
                         }
                     }

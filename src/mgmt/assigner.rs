@@ -159,7 +159,13 @@ fn ids(directory: &RoleDirectory, names: &[String]) -> Result<Vec<String>, MgmtE
     }
 }
 
-/// One per-user call; on a 404 for a role id, the directory is refreshed and the call retried once.
+/// How many times a call answered 404 for a role id is sent again after the names resolved
+/// again (a role deleted and re-created gets a new id; deleted again meanwhile, again).
+const ROLE_RETRIES: u32 = 3;
+
+/// One per-user call. A 404 for a role id resolves the names again (waiting, as a service
+/// fault, while a policy role is missing) and sends the call again with the new ids; a 404 for
+/// the user fails that user and reads no role.
 pub(crate) async fn assign_user(
     client: &MgmtClient,
     directory: &RoleDirectory,
@@ -169,38 +175,60 @@ pub(crate) async fn assign_user(
     if roles.is_empty() {
         return Ok(());
     }
-    match client
-        .assign_user_roles(user_id, &ids(directory, roles)?)
-        .await
-    {
-        Err(err) if err.is_role_not_found() => {
-            tracing::warn!(error = %err, "a role id was not found: resolving role names again");
-            directory.refresh(client).await?;
-            client
-                .assign_user_roles(user_id, &ids(directory, roles)?)
-                .await
+    let mut attempt = 0;
+    loop {
+        let seen = directory.generation();
+        match client
+            .assign_user_roles(user_id, &ids(directory, roles)?)
+            .await
+        {
+            Err(err) if err.is_role_not_found() && attempt < ROLE_RETRIES => {
+                tracing::warn!(error = %err, "a role id was not found: resolving role names again");
+                directory.resolve_again(client, seen).await?;
+                attempt += 1;
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 
-/// One bulk call for a role; on a 404 for the role id, refresh and retry once.
+/// One bulk call for a role, with the id it went to. A 404 for the role id resolves the names
+/// again as [`assign_user`] does; "One or more of the users do not exist" is returned as is.
+pub(crate) async fn assign_role_with_id(
+    client: &MgmtClient,
+    directory: &RoleDirectory,
+    role: &str,
+    users: &[String],
+) -> (Option<String>, Result<(), MgmtError>) {
+    let role_names = [role.to_owned()];
+    let mut attempt = 0;
+    loop {
+        let seen = directory.generation();
+        let id = match ids(directory, &role_names) {
+            Ok(mut ids) => ids.remove(0),
+            Err(err) => return (None, Err(err)),
+        };
+        match client.assign_role_users(&id, users).await {
+            Err(err) if err.is_role_not_found() && attempt < ROLE_RETRIES => {
+                tracing::warn!(error = %err, role, "a role id was not found: resolving role names again");
+                if let Err(err) = directory.resolve_again(client, seen).await {
+                    return (Some(id), Err(err));
+                }
+                attempt += 1;
+            }
+            other => return (Some(id), other),
+        }
+    }
+}
+
+/// One bulk call for a role (see [`assign_role_with_id`]).
 pub(crate) async fn assign_role(
     client: &MgmtClient,
     directory: &RoleDirectory,
     role: &str,
     users: &[String],
 ) -> Result<(), MgmtError> {
-    let role_names = [role.to_owned()];
-    let id = ids(directory, &role_names)?.remove(0);
-    match client.assign_role_users(&id, users).await {
-        Err(err) if err.is_role_not_found() && !err.is_user_not_found() => {
-            directory.refresh(client).await?;
-            let id = ids(directory, &role_names)?.remove(0);
-            client.assign_role_users(&id, users).await
-        }
-        other => other,
-    }
+    assign_role_with_id(client, directory, role, users).await.1
 }
 
 async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec<Pending>) {

@@ -192,6 +192,10 @@ pub struct RetrySettings {
     /// While a call is refused for a missing scope, a new token (which carries the scopes
     /// granted now) is fetched at most this often.
     pub scope_token_refresh: Duration,
+    /// How long calls must keep failing (5xx, timeouts, resets) before intake pauses and
+    /// `/readyz` says so. A 429 never counts: it is flow control, paced by the limiter and the
+    /// tenant's reset. Service faults pause at once.
+    pub sustained: Duration,
 }
 
 impl Default for RetrySettings {
@@ -201,6 +205,7 @@ impl Default for RetrySettings {
             cap: Duration::from_secs(60),
             reset_floor: Duration::from_secs(1),
             scope_token_refresh: SCOPE_TOKEN_REFRESH,
+            sustained: SUSTAINED_FAILURE,
         }
     }
 }
@@ -254,6 +259,11 @@ struct Inner {
     stats: Mutex<CallStats>,
     /// Set while calls fail transiently and are being retried; cleared by the next answer.
     failing: AtomicBool,
+    /// Since when calls have been failing (with `failing`).
+    failing_since: Mutex<Option<Instant>>,
+    /// Policy roles the tenant no longer has (deleted, maybe being re-created): a service
+    /// fault cleared only when the role directory resolves every name again.
+    roles_missing: Mutex<Option<Vec<String>>>,
     /// The service fault in force, with what the tenant said and the operation refused;
     /// cleared by the next answer (a scope fault only by an answer to that operation).
     blocked: Mutex<Option<(Blocked, String, Operation)>>,
@@ -291,10 +301,18 @@ pub enum Blocked {
     /// The tenant cannot be reached for a reason retrying alone does not fix: DNS, TLS
     /// certificates, redirect loops.
     Transport,
+    /// A role of the policy does not exist in the tenant (deleted; a re-created role gets a new
+    /// id): the directory is resolved again every few seconds until it does.
+    RoleMissing,
 }
 
 impl Blocked {
-    pub const ALL: [Blocked; 3] = [Blocked::Credentials, Blocked::Scope, Blocked::Transport];
+    pub const ALL: [Blocked; 4] = [
+        Blocked::Credentials,
+        Blocked::Scope,
+        Blocked::Transport,
+        Blocked::RoleMissing,
+    ];
 
     /// The `reason` label of `mgmt_api_blocked`.
     pub fn as_str(self) -> &'static str {
@@ -302,6 +320,7 @@ impl Blocked {
             Blocked::Credentials => "credentials",
             Blocked::Scope => "scope",
             Blocked::Transport => "transport",
+            Blocked::RoleMissing => "role_missing",
         }
     }
 
@@ -311,6 +330,7 @@ impl Blocked {
             Blocked::Credentials => "check auth0.client_id and the secret (AUTH0_CLIENT_SECRET or auth0.client_secret_file; a rotated secret must be updated here), and that the application is still authorized for the Auth0 Management API with the Client Credentials grant",
             Blocked::Scope => "grant the scope named in the error to the application: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications (`check` lists the scopes this config needs: create:role_members and read:roles, plus read:users when a rule reads profiles, read:role_members for read_user_roles or has_roles, read:clients for assign_client_metadata)",
             Blocked::Transport => "check auth0.domain / auth0.base_url, DNS and the TLS trust store of this host (the cause is in the error)",
+            Blocked::RoleMissing => "create the role again in the tenant (Dashboard → User Management → Roles) or remove it from [policy]; the service resolves role names every few seconds meanwhile and resumes by itself, events wait",
         }
     }
 }
@@ -407,6 +427,8 @@ impl MgmtClient {
                 metrics,
                 stats: Mutex::new(CallStats::default()),
                 failing: AtomicBool::new(false),
+                failing_since: Mutex::new(None),
+                roles_missing: Mutex::new(None),
                 blocked: Mutex::new(None),
                 serving: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
@@ -421,16 +443,64 @@ impl MgmtClient {
         &self.inner.metrics
     }
 
-    /// Whether calls are failing transiently right now (sources pause intake meanwhile).
+    /// Whether sources should pause intake: a service fault is in force, or calls have been
+    /// failing for `sustained` (a passing error or a 429 does not pause anything).
     pub fn is_failing(&self) -> bool {
+        if self.blocked().is_some() {
+            return true;
+        }
+        self.failing_now()
+            && lock(&self.inner.failing_since)
+                .is_some_and(|since| since.elapsed() >= self.inner.settings.retry.sustained)
+    }
+
+    /// Whether some call is failing and being retried right now.
+    fn failing_now(&self) -> bool {
         self.inner.failing.load(Ordering::SeqCst)
     }
 
     /// The service fault in force (the tenant refuses the service), with its detail.
     pub fn blocked(&self) -> Option<(Blocked, String)> {
+        if let Some(names) = lock(&self.inner.roles_missing).as_ref() {
+            return Some((
+                Blocked::RoleMissing,
+                format!(
+                    "these roles of the policy do not exist in the tenant: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
         lock(&self.inner.blocked)
             .as_ref()
             .map(|(blocked, said, _)| (*blocked, said.clone()))
+    }
+
+    /// Sets (or, with `None`, clears) the policy roles the tenant lacks. While set, intake is
+    /// paused and `/readyz` names them; only the role directory clears it.
+    pub(crate) fn set_roles_missing(&self, names: Option<Vec<String>>) {
+        let was = {
+            let mut missing = lock(&self.inner.roles_missing);
+            let was = missing.is_some();
+            *missing = names;
+            was
+        };
+        let now = lock(&self.inner.roles_missing).is_some();
+        if was != now {
+            if now {
+                tracing::warn!(
+                    "a policy role is missing in the tenant: events wait and intake is paused until it exists again; to fix: {}",
+                    Blocked::RoleMissing.advice()
+                );
+            } else {
+                tracing::info!("every policy role exists again; resuming");
+            }
+        }
+        self.publish_blocked();
+    }
+
+    /// Whether a policy role is missing in the tenant right now.
+    pub(crate) fn roles_missing(&self) -> bool {
+        lock(&self.inner.roles_missing).is_some()
     }
 
     /// `operation` was answered: the failing state clears, unless a scope is still missing
@@ -467,6 +537,14 @@ impl MgmtClient {
 
     fn set_failing(&self, failing: bool) {
         let was = self.inner.failing.swap(failing, Ordering::SeqCst);
+        {
+            let mut since = lock(&self.inner.failing_since);
+            if !failing {
+                *since = None;
+            } else if since.is_none() {
+                *since = Some(Instant::now());
+            }
+        }
         self.inner.metrics.mgmt_failing.set(i64::from(failing));
         if !failing {
             self.set_blocked(None);
@@ -480,14 +558,21 @@ impl MgmtClient {
     }
 
     fn set_blocked(&self, blocked: Option<(Blocked, String, Operation)>) {
-        let reason = blocked.as_ref().map(|(b, _, _)| *b);
         *lock(&self.inner.blocked) = blocked;
+        self.publish_blocked();
+    }
+
+    /// `mgmt_api_blocked{reason}` from the faults in force.
+    fn publish_blocked(&self) {
+        let refused = lock(&self.inner.blocked).as_ref().map(|(b, _, _)| *b);
+        let roles_missing = self.roles_missing();
         for b in Blocked::ALL {
+            let on = refused == Some(b) || (b == Blocked::RoleMissing && roles_missing);
             self.inner
                 .metrics
                 .mgmt_blocked
                 .with_label_values(&[b.as_str()])
-                .set(i64::from(reason == Some(b)));
+                .set(i64::from(on));
         }
     }
 
@@ -536,7 +621,10 @@ impl MgmtClient {
             .mgmt_retries
             .with_label_values(&[operation.as_str(), why.reason()])
             .inc();
-        self.set_failing(true);
+        // A 429 is flow control: the wait below paces the call, nothing pauses.
+        if !matches!(why, Transient::RateLimited(_)) {
+            self.set_failing(true);
+        }
         if let Transient::Refused(blocked, detail) = &why {
             self.set_blocked(Some((*blocked, detail.clone(), operation)));
         }
@@ -680,6 +768,7 @@ impl MgmtClient {
                 self.inner.metrics.mgmt_rate_limit_remaining.set(remaining);
             }
             if status.is_success() {
+                self.inner.token.prove();
                 self.answered(Some(operation));
                 return Ok(Answer { status, body });
             }
@@ -953,7 +1042,7 @@ async fn probe(client: MgmtClient) {
         probe_until_answered(&client).await;
         client.inner.probing.store(false, Ordering::SeqCst);
         // Failing again since the loop ended, and nobody else took over: go on probing.
-        if !client.is_failing() || client.inner.probing.swap(true, Ordering::SeqCst) {
+        if !client.failing_now() || client.inner.probing.swap(true, Ordering::SeqCst) {
             return;
         }
     }
@@ -961,11 +1050,11 @@ async fn probe(client: MgmtClient) {
 
 async fn probe_until_answered(client: &MgmtClient) {
     let mut backoff = client.backoff();
-    while client.is_failing() {
+    while client.failing_now() {
         let cap = client.inner.settings.retry.cap;
         let delay = backoff.next().unwrap_or(cap).min(cap);
         tokio::time::sleep(delay).await;
-        if !client.is_failing() {
+        if !client.failing_now() {
             break;
         }
         let Ok(token) = client.inner.token.get(client).await else {
@@ -995,10 +1084,11 @@ async fn probe_until_answered(client: &MgmtClient) {
         );
         match status {
             Some(status) if status.is_success() => {
+                client.inner.token.prove();
                 // A missing scope is proven fixed only by the refused call itself (it retries
                 // on its own); everything else clears here.
                 client.answered(None);
-                if !client.is_failing() {
+                if !client.failing_now() {
                     tracing::info!("probe: the tenant accepts the service again; resuming");
                 }
             }
@@ -1015,6 +1105,12 @@ pub const SCOPE_TOKEN_REFRESH: Duration = Duration::from_secs(300);
 /// How often the policy's role names are resolved again.
 pub const ROLE_REFRESH: Duration = Duration::from_secs(3600);
 
+/// How often the role names are resolved again while a policy role is missing.
+pub const ROLE_MISSING_RETRY: Duration = Duration::from_secs(3);
+
+/// How long calls must keep failing before intake pauses (see [`RetrySettings::sustained`]).
+pub const SUSTAINED_FAILURE: Duration = Duration::from_secs(5);
+
 /// Everything needed to assign roles, ready: a client holding a token, and the policy's role
 /// names resolved to ids.
 pub async fn connect(
@@ -1026,6 +1122,7 @@ pub async fn connect(
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
     client.ensure_token().await?;
     let directory = Arc::new(RoleDirectory::resolve(&client, role_names).await?);
+    directory.wait_while_missing();
     directory.spawn_refresh(client.clone(), ROLE_REFRESH);
     client.start_serving();
     let assigner = RoleAssigner::start(

@@ -2,9 +2,10 @@
 //! `name_filter` is case-insensitive and may match substrings).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
-use super::{MgmtClient, MgmtError};
+use super::{MgmtClient, MgmtError, ROLE_MISSING_RETRY};
 
 /// The name → id map of every role the policy can assign, and of the roles applications'
 /// `client_metadata` named (looked up when first seen; `None` when the tenant has no such role).
@@ -12,6 +13,14 @@ pub struct RoleDirectory {
     names: BTreeSet<String>,
     ids: RwLock<BTreeMap<String, String>>,
     others: RwLock<BTreeMap<String, Option<String>>>,
+    /// Bumped by every refresh that resolved every name: a caller that saw a 404 for a role
+    /// id can tell whether the names were resolved since.
+    generation: AtomicU64,
+    /// One re-resolution at a time, for every caller that saw the same stale id.
+    resolving: tokio::sync::Mutex<()>,
+    /// A missing policy role makes callers wait (the service) instead of returning
+    /// `MissingRoles` (`reconcile`, which stops and resumes later).
+    waits_while_missing: std::sync::atomic::AtomicBool,
 }
 
 /// Names looked up outside the policy, remembered at most (then forgotten all at once).
@@ -27,6 +36,9 @@ impl RoleDirectory {
             names,
             ids: RwLock::new(BTreeMap::new()),
             others: RwLock::new(BTreeMap::new()),
+            generation: AtomicU64::new(0),
+            resolving: tokio::sync::Mutex::new(()),
+            waits_while_missing: std::sync::atomic::AtomicBool::new(false),
         };
         directory.refresh(client).await?;
         Ok(directory)
@@ -73,7 +85,47 @@ impl RoleDirectory {
             }
         }
         *self.others.write().unwrap_or_else(|p| p.into_inner()) = others;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// From now on a missing policy role is waited out (see [`resolve_again`](Self::resolve_again)).
+    pub fn wait_while_missing(&self) {
+        self.waits_while_missing.store(true, Ordering::SeqCst);
+    }
+
+    /// Counts successful refreshes; pass the value read before a call to
+    /// [`resolve_again`](Self::resolve_again).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// After a call answered 404 for a role id read at `seen`: resolves the names again, once
+    /// for every caller that saw the same ids. While a policy role is missing in the tenant
+    /// (deleted, not yet re-created) that is a service fault: the client reports it (intake
+    /// paused, `/readyz` and `mgmt_api_blocked{reason="role_missing"}` name it) and the names
+    /// are resolved again every few seconds; this returns once every name resolves, so the
+    /// caller retries with the new id and nobody is failed. Other errors are returned.
+    pub async fn resolve_again(&self, client: &MgmtClient, seen: u64) -> Result<(), MgmtError> {
+        let _one = self.resolving.lock().await;
+        if self.generation() != seen {
+            return Ok(());
+        }
+        loop {
+            match self.refresh(client).await {
+                Ok(()) => {
+                    client.set_roles_missing(None);
+                    return Ok(());
+                }
+                Err(MgmtError::MissingRoles(names))
+                    if client.is_serving() && self.waits_while_missing.load(Ordering::SeqCst) =>
+                {
+                    client.set_roles_missing(Some(names));
+                    tokio::time::sleep(ROLE_MISSING_RETRY).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// The id of a role named outside the policy (an application's `client_metadata`), with
@@ -125,8 +177,18 @@ impl RoleDirectory {
                 let Some(directory) = directory.upgrade() else {
                     break;
                 };
-                if let Err(err) = directory.refresh(&client).await {
-                    tracing::warn!(error = %err, "periodic role refresh failed; keeping the known role ids");
+                let seen = directory.generation();
+                match directory.refresh(&client).await {
+                    Ok(()) => {}
+                    Err(MgmtError::MissingRoles(_)) => {
+                        // Assignments to the old ids would fail: wait until the roles exist.
+                        if let Err(err) = directory.resolve_again(&client, seen).await {
+                            tracing::warn!(error = %err, "role refresh failed; keeping the known role ids");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "periodic role refresh failed; keeping the known role ids");
+                    }
                 }
             }
         });

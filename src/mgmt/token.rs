@@ -1,6 +1,10 @@
 //! The Management API access token: obtained with the client-credentials grant, cached until
-//! shortly before it expires, refreshed by one caller at a time while the others wait.
+//! shortly before it expires, refreshed by one caller at a time while the others wait, and
+//! paced: Auth0 counts machine-to-machine tokens against a monthly quota, so a refusing token
+//! endpoint (or tokens rejected as soon as they are issued) costs one request a second for the
+//! whole process, backing off to one a minute, however many calls wait.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +27,41 @@ struct Cached {
     refresh_at: Instant,
 }
 
+/// The first pause between two token requests that are not proven good (doubles each time).
+pub(super) const TOKEN_PACE: Duration = Duration::from_secs(1);
+/// The longest pause between two token requests while tokens are refused or rejected.
+pub(super) const TOKEN_PACE_MAX: Duration = Duration::from_secs(60);
+
+/// What the cache holds: the token, and how soon another may be requested.
+#[derive(Default)]
+struct Slot {
+    cached: Option<Cached>,
+    /// Token requests since an answer last proved a token good.
+    unproven: u32,
+    /// When the last token request ended.
+    last_fetch: Option<Instant>,
+    /// The token endpoint's refusal, returned without a request until the pace allows one.
+    refused: Option<MgmtError>,
+}
+
+impl Slot {
+    /// The pause due after the last request: none once a token was proven good, else
+    /// 1 s, 2 s, 4 s ... up to a minute.
+    fn pace(&self) -> Duration {
+        match self.unproven {
+            0 => Duration::ZERO,
+            n => TOKEN_PACE
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(TOKEN_PACE_MAX),
+        }
+    }
+}
+
 /// One token shared by every task of the process.
 pub(super) struct TokenCache {
-    current: tokio::sync::Mutex<Option<Cached>>,
+    current: tokio::sync::Mutex<Slot>,
+    /// Set when an API call answered with the current token (resets the pace).
+    proven: AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -47,26 +83,63 @@ struct Issued {
 impl TokenCache {
     pub(super) fn new() -> Self {
         TokenCache {
-            current: tokio::sync::Mutex::new(None),
+            current: tokio::sync::Mutex::new(Slot::default()),
+            proven: AtomicBool::new(false),
         }
     }
 
-    /// The cached token, or a new one. Concurrent callers wait for the one refresh.
+    /// An API call answered with the current token: the next request (at expiry) needs no
+    /// pause.
+    pub(super) fn prove(&self) {
+        if !self.proven.load(Ordering::Relaxed) {
+            self.proven.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The cached token, or a new one. Concurrent callers wait for the one refresh. While
+    /// the token endpoint refuses, its refusal is returned without a request until the pace
+    /// allows the next one; a token dropped soon after it was issued (rejected with 401) is
+    /// replaced no sooner than the pace allows either.
     pub(super) async fn get(&self, client: &MgmtClient) -> Result<Arc<str>, MgmtError> {
-        let mut current = self.current.lock().await;
-        if let Some(cached) = current.as_ref() {
+        let mut slot = self.current.lock().await;
+        if let Some(cached) = slot.cached.as_ref() {
             if Instant::now() < cached.refresh_at {
                 return Ok(Arc::clone(&cached.token));
             }
         }
+        if self.proven.swap(false, Ordering::Relaxed) {
+            slot.unproven = 0;
+        }
+        if let Some(last) = slot.last_fetch {
+            let due = last + slot.pace();
+            if Instant::now() < due {
+                if let Some(refused) = &slot.refused {
+                    return Err(refused.clone());
+                }
+                // Others wait on the lock meanwhile: one request for all of them.
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        let fetched = fetch(client).await;
+        slot.last_fetch = Some(Instant::now());
+        slot.unproven = slot.unproven.saturating_add(1);
         let Issued {
             token,
             lifetime,
             scopes,
-        } = fetch(client).await?;
+        } = match fetched {
+            Ok(issued) => {
+                slot.refused = None;
+                issued
+            }
+            Err(err) => {
+                slot.refused = Some(err.clone());
+                return Err(err);
+            }
+        };
         let margin = REFRESH_MARGIN.min(lifetime / 4);
         let token: Arc<str> = Arc::from(token);
-        *current = Some(Cached {
+        slot.cached = Some(Cached {
             token: Arc::clone(&token),
             scopes,
             obtained: Instant::now(),
@@ -93,6 +166,7 @@ impl TokenCache {
             .current
             .lock()
             .await
+            .cached
             .as_ref()
             .and_then(|c| c.scopes.clone()))
     }
@@ -102,24 +176,26 @@ impl TokenCache {
     /// new token can show that the scope was granted again. The age bounds how many tokens a
     /// long refusal costs (Auth0 counts machine-to-machine tokens against a monthly quota).
     pub(super) async fn invalidate_older_than(&self, token: &Arc<str>, age: Duration) {
-        let mut current = self.current.lock().await;
-        if current
+        let mut slot = self.current.lock().await;
+        if slot
+            .cached
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(&c.token, token) && c.obtained.elapsed() >= age)
         {
             tracing::debug!("dropping the token to get one with the scopes granted now");
-            *current = None;
+            slot.cached = None;
         }
     }
 
     /// Drops `token` if it is still the cached one (after the API rejected it with 401).
     pub(super) async fn invalidate(&self, token: &Arc<str>) {
-        let mut current = self.current.lock().await;
-        if current
+        let mut slot = self.current.lock().await;
+        if slot
+            .cached
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(&c.token, token))
         {
-            *current = None;
+            slot.cached = None;
         }
     }
 }
@@ -144,6 +220,7 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             Ok(r) => r,
             Err(err) => {
                 client.count(Operation::Token, "error", started.elapsed());
+                count_token(client, "transient");
                 let why = Transient::from_transport(&err);
                 client
                     .wait_before_retry(Operation::Token, why, &mut backoff)
@@ -158,6 +235,7 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             Err(err) => {
                 // A body cut off by a reset connection: transient, like a failed request.
                 client.count(Operation::Token, "error", started.elapsed());
+                count_token(client, "transient");
                 let why = Transient::from_transport(&err);
                 client
                     .wait_before_retry(Operation::Token, why, &mut backoff)
@@ -170,6 +248,7 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             let parsed: TokenResponse = match serde_json::from_slice(&bytes) {
                 Ok(parsed) => parsed,
                 Err(e) => {
+                    count_token(client, "transient");
                     // A proxy's page or a truncated answer: retried, never a permanent failure.
                     let why = Transient::Connection(format!(
                         "token response is not {{access_token, expires_in}}: {e}"
@@ -186,6 +265,7 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
                     .unwrap_or(86_400)
                     .clamp(1, MAX_LIFETIME.as_secs()),
             );
+            count_token(client, "issued");
             let scopes = parsed
                 .scope
                 .map(|s| s.split_whitespace().map(str::to_owned).collect());
@@ -195,6 +275,10 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
                 scopes,
             });
         }
+        let transient = status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error();
+        count_token(client, if transient { "transient" } else { "refused" });
         match status {
             StatusCode::TOO_MANY_REQUESTS => {
                 let hint = client.rate_limit_wait(&headers);
@@ -214,6 +298,15 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             s => return Err(explain(s, &bytes, &settings.audience)),
         }
     }
+}
+
+fn count_token(client: &MgmtClient, outcome: &str) {
+    client
+        .inner
+        .metrics
+        .mgmt_token_requests
+        .with_label_values(&[outcome])
+        .inc();
 }
 
 /// Turns a rejected token request into what the operator must fix.

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 
 use crate::event::{decode, Decoded};
 use crate::metrics::Metrics;
-use crate::pipeline::{Outcome, Pipeline, Rejected};
+use crate::pipeline::{Pipeline, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::sequencer::Sequencer;
@@ -156,6 +156,9 @@ struct Tracked {
     extend_at: Instant,
     /// Handed to the deleter: no more extensions.
     deleting: bool,
+    /// Its task ended without a verdict (it panicked or was aborted): no more extensions; the
+    /// visibility keeper makes it visible again and forgets it.
+    lost: bool,
     /// Its place under `max_inflight`, given back when the entry goes.
     _permit: OwnedSemaphorePermit,
 }
@@ -171,9 +174,6 @@ struct Shared {
     health: Arc<Health>,
     tracked: Mutex<HashMap<u64, Tracked>>,
     next_key: AtomicU64,
-    /// Messages whose events failed permanently in this process: a redelivery finds their
-    /// events `already_done` (dedup), but they must still go to the dead-letter queue.
-    failed_before: moka::sync::Cache<String, ()>,
     /// Paused while the Management API fails (`max_inflight` is held by the `room` permits).
     intake: Intake,
     received: AtomicU64,
@@ -206,6 +206,7 @@ impl Shared {
                 message_id,
                 extend_at: requested_at + self.extend_every,
                 deleting: false,
+                lost: false,
                 _permit: permit,
             },
         );
@@ -213,6 +214,36 @@ impl Shared {
             .sqs_inflight_messages
             .set(i64::try_from(tracked.len()).unwrap_or(i64::MAX));
         key
+    }
+
+    /// Marks a message whose task ended without a verdict (see [`Tracked::lost`]).
+    fn mark_lost(&self, key: u64) {
+        if let Some(t) = self.lock().get_mut(&key) {
+            t.lost = true;
+        }
+    }
+
+    /// Makes the lost messages visible again and forgets them (their permits go back).
+    async fn release_lost(&self) -> usize {
+        let lost: Vec<(u64, String)> = self
+            .lock()
+            .iter()
+            .filter(|(_, t)| t.lost)
+            .map(|(k, t)| (*k, t.receipt.clone()))
+            .collect();
+        if lost.is_empty() {
+            return 0;
+        }
+        for chunk in lost.chunks(BATCH_MAX) {
+            self.change_visibility(chunk, 0, "release").await;
+        }
+        let keys: Vec<u64> = lost.iter().map(|(k, _)| *k).collect();
+        self.untrack(&keys);
+        tracing::warn!(
+            messages = keys.len(),
+            "message tasks ended without a verdict: their messages are visible again"
+        );
+        keys.len()
     }
 
     /// Stops extending a finished message whose delete is pending.
@@ -343,7 +374,7 @@ impl Shared {
             let tracked = self.lock();
             tracked
                 .iter()
-                .filter(|(_, t)| !t.deleting && t.extend_at <= now)
+                .filter(|(_, t)| !t.deleting && !t.lost && t.extend_at <= now)
                 .map(|(k, t)| (*k, t.receipt.clone()))
                 .collect()
         };
@@ -454,10 +485,6 @@ pub async fn run(
         health,
         tracked: Mutex::new(HashMap::new()),
         next_key: AtomicU64::new(1),
-        failed_before: moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(24 * 3600))
-            .build(),
         intake: Intake::new(settings.max_inflight),
         received: AtomicU64::new(0),
         deleted: AtomicU64::new(0),
@@ -684,31 +711,54 @@ struct Delivery {
     items: Vec<Decoded>,
 }
 
+/// Marks its message lost when dropped armed: the task ended without a verdict.
+struct VerdictGuard {
+    shared: Arc<Shared>,
+    key: u64,
+    armed: bool,
+}
+
+impl Drop for VerdictGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.mark_lost(self.key);
+        }
+    }
+}
+
 async fn handle_message(
     shared: Arc<Shared>,
     pipeline: Arc<Pipeline>,
     delivery: Delivery,
     delete_tx: mpsc::UnboundedSender<u64>,
 ) {
-    let mut rejected = pipeline.process_all(delivery.items).await;
-    if rejected.is_none() && shared.failed_before.contains_key(&delivery.message_id) {
-        rejected = Some(Rejected {
-            outcome: Outcome::Failed,
-            error: "failed permanently on an earlier delivery".to_owned(),
-        });
-    }
-    let Some(rejected) = rejected else {
-        shared.mark_deleting(delivery.key);
-        if delete_tx.send(delivery.key).is_err() {
-            // Only after shutdown: the message comes back and its events are already done.
-            shared.untrack(&[delivery.key]);
-        }
-        return;
+    let mut guard = VerdictGuard {
+        shared: Arc::clone(&shared),
+        key: delivery.key,
+        armed: true,
     };
+    let verdict = pipeline.process_all(delivery.items).await;
+    guard.armed = false;
+    let rejected = match verdict {
+        Verdict::Done => {
+            shared.mark_deleting(delivery.key);
+            if delete_tx.send(delivery.key).is_err() {
+                // Only after shutdown: the message comes back and its events are already done.
+                shared.untrack(&[delivery.key]);
+            }
+            return;
+        }
+        Verdict::DeadLetter(rejected) => rejected,
+        Verdict::Retry(why) => {
+            tracing::warn!(message_id = %delivery.message_id, reason = %why, "message left for redelivery");
+            shared.mark_lost(delivery.key);
+            return;
+        }
+    };
+    // Left as it is: a failed event is not remembered, so every redelivery (the visibility
+    // timeout, or a redrive from the DLQ with a new message id) is processed again, and the
+    // queue's maxReceiveCount ends a message that keeps failing in its DLQ.
     let reason = rejected.reason();
-    if rejected.outcome == Outcome::Failed {
-        shared.failed_before.insert(delivery.message_id.clone(), ());
-    }
     shared.untrack(&[delivery.key]);
     shared
         .metrics
@@ -756,6 +806,7 @@ async fn visibility_loop(shared: Arc<Shared>, stop: Shutdown) {
             _ = stop.wait() => return,
             _ = tick.tick() => {}
         }
+        shared.release_lost().await;
         let extended = shared.extend_due().await;
         if extended > 0 {
             shared

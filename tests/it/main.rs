@@ -17,5 +17,6 @@ mod mgmt;
 mod ops;
 mod policy;
 mod reconcile;
+mod recovery;
 mod replay_cli;
 mod sqs;

@@ -51,6 +51,7 @@ fn settings(running: &RunningSimulator, sim: &Simulator, secret: &str) -> Client
             cap: Duration::from_millis(300),
             reset_floor: Duration::from_secs(1),
             scope_token_refresh: Duration::from_millis(500),
+            sustained: Duration::ZERO,
         },
     }
 }

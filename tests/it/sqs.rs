@@ -595,8 +595,8 @@ fn a_permanently_failing_message_is_left_for_the_dead_letter_queue_too() {
         !bodies.is_empty()
     }));
     assert!(bodies[0].contains("auth0|ghost"), "{bodies:?}");
-    // The first delivery failed at the API; the second found the event already done (dedup)
-    // and was still left, because the message had failed.
+    // Both deliveries failed at the API: a failed event is never remembered as done, so the
+    // second delivery was processed again (and failed again, its cause remaining).
     let log = service.log_text();
     let left: Vec<&str> = log
         .lines()
@@ -623,8 +623,115 @@ fn a_permanently_failing_message_is_left_for_the_dead_letter_queue_too() {
             "auth0_default_roles_events_processed_total",
             "outcome=\"failed\""
         ),
-        1.0
+        f64::from(MAX_RECEIVE_COUNT)
     );
+}
+
+/// Moves every message of the dead-letter queue back to the source queue, as an operator does
+/// after fixing the cause (each moved message gets a new message id). Returns how many.
+fn redrive(world: &World, queues: &Queues) -> usize {
+    let mut moved = 0;
+    while world.depth(&queues.dlq_url) > 0 {
+        let messages = world.rt.block_on(async {
+            world
+                .sqs
+                .receive_message()
+                .queue_url(&queues.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("receive_message: {e:?}"))
+                .messages
+                .unwrap_or_default()
+        });
+        for message in messages {
+            world.send_raw(queues, message.body().unwrap_or_default());
+            world.rt.block_on(async {
+                world
+                    .sqs
+                    .delete_message()
+                    .queue_url(&queues.dlq_url)
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("delete_message: {e:?}"))
+            });
+            moved += 1;
+        }
+    }
+    moved
+}
+
+#[test]
+fn dead_letters_redriven_after_the_fix_give_every_user_their_roles_in_the_same_process() {
+    let world = World::new("redrive");
+    let good = generate::mixed(31, 20, 0);
+    // Users the tenant does not know yet: their events fail with 404 and are dead-lettered.
+    let late = generate::mixed(32, 40, 0);
+    assert!(late.expected.keys().all(|u| !good.expected.contains_key(u)));
+    let tenant = world.tenant(
+        SimConfig::default(),
+        good.expected.keys().map(SeedUser::new).collect(),
+    );
+    let queues = world.queues("redrive");
+    let mut records = good.records.clone();
+    records.extend(late.records.iter().cloned());
+    world.publish(&queues, &records);
+    let service = world.service("svc", &tenant, &queues, "visibility_timeout_seconds = 1");
+    service.wait_ready();
+    let role_lookups_at_start = tenant.stats().calls_of("get_roles");
+    // Each late user due a role has at least one event that fails and ends in the DLQ; once
+    // the source queue is empty (visible and in flight), every message is deleted or there.
+    let failing = late.expected.values().filter(|r| !r.is_empty()).count();
+    assert!(
+        failing >= 5,
+        "the stream must make some users fail: {failing}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(90), || {
+            world.depth(&queues.dlq_url) as usize >= failing && world.depth(&queues.url) == 0
+        }),
+        "queue {}, dead-letter queue {} of {failing}\n{}",
+        world.depth(&queues.url),
+        world.depth(&queues.dlq_url),
+        service.log_text()
+    );
+    assert_eq!(
+        tenant.roles(),
+        good.expected,
+        "nobody else holds a role yet"
+    );
+    // A 404 for a user is that user's failure: it reads no role.
+    assert_eq!(
+        tenant.stats().calls_of("get_roles"),
+        role_lookups_at_start,
+        "an unknown user made the service look roles up again"
+    );
+
+    // The operator's fix: the users now exist. Then the documented redrive.
+    for user in late.expected.keys() {
+        tenant.sim.add_user(SeedUser::new(user));
+    }
+    let moved = redrive(&world, &queues);
+    assert!(moved >= failing, "{moved} of {failing}");
+    let mut expected = good.expected.clone();
+    expected.extend(late.expected.clone());
+    expected.retain(|_, roles| !roles.is_empty());
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let mut held = tenant.roles();
+            held.retain(|_, roles| !roles.is_empty());
+            held == expected && world.depth(&queues.url) == 0
+        }),
+        "after the redrive: {} users hold roles of {} expected, queue {}, DLQ {}\n{}",
+        tenant.roles().len(),
+        expected.len(),
+        world.depth(&queues.url),
+        world.depth(&queues.dlq_url),
+        service.log_text()
+    );
+    assert_eq!(world.depth(&queues.dlq_url), 0, "{}", service.log_text());
 }
 
 /// What a run of the outage scenario cost the tenant.

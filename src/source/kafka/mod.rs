@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{decode, DecodeError, Decoded};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Rejected};
+use crate::pipeline::{Pipeline, Rejected, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::{users_of, Dispatch, Intake, QuietLog};
@@ -806,9 +806,9 @@ struct MessageTask {
 
 impl MessageTask {
     async fn run(self) {
-        let rejected = self.pipeline.process_all(self.items).await;
-        if let (Some(rejected), Some(dlq), Some(original)) =
-            (rejected, &self.dead_letters, &self.original)
+        let verdict = self.pipeline.process_all(self.items).await;
+        if let (Verdict::DeadLetter(rejected), Some(dlq), Some(original)) =
+            (verdict, &self.dead_letters, &self.original)
         {
             dlq.send(original, &rejected).await;
             self.dead_letter_count.fetch_add(1, Ordering::Relaxed);
