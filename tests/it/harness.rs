@@ -497,15 +497,21 @@ impl Service {
         );
     }
 
-    /// Asserts that `/readyz` answers 503 and names `reason`.
+    /// Asserts that `/readyz` answers 503 and names `reason` within 20 s (transient failures
+    /// turn it to 503 only once sustained for 5 s; service faults at once).
     pub fn assert_not_ready_because(&self, reason: &str) {
-        let ready = self.get("/readyz");
-        assert!(
+        let says = |ready: &Option<(u16, String)>| {
             ready
                 .as_ref()
-                .is_some_and(|(s, body)| *s == 503 && body.contains(reason)),
-            "{ready:?}"
-        );
+                .is_some_and(|(s, body)| *s == 503 && body.contains(reason))
+        };
+        let mut ready = self.get("/readyz");
+        let started = Instant::now();
+        while !says(&ready) && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(100));
+            ready = self.get("/readyz");
+        }
+        assert!(says(&ready), "{ready:?}");
     }
 
     /// The Kafka, in-flight and event metrics, for failure messages.
