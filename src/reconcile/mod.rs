@@ -8,19 +8,19 @@ pub mod export;
 pub mod members;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use crate::app::{Env, StartError, EXIT_FAILED};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::mgmt::assigner::assign_role;
+use crate::mgmt::assigner::assign_role_with_id;
 use crate::mgmt::{CallStats, ClientSettings, MgmtClient, MgmtError, RoleDirectory};
 use crate::policy::{Evaluation, Policy};
 use crate::shutdown::Shutdown;
@@ -41,6 +41,9 @@ const SPLIT_TO_SINGLES: usize = 4;
 const LOCATION_RENEWALS: u32 = 3;
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// After a stop signal, how often the batches still in flight are checked for being stuck in a
+/// fault of the service (then they are abandoned).
+const STUCK_CHECK: Duration = Duration::from_millis(250);
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,9 +122,14 @@ pub struct Summary {
     pub calls: CallStats,
     pub elapsed: Duration,
     pub interrupted: bool,
-    /// The fault of the service that stopped the run (a role deleted meanwhile): no new batch
-    /// was started, those in flight were finished, and the run exits with it.
+    /// The fault of the service that stopped the run (a role deleted meanwhile): the export
+    /// was read no further, no new batch was started, those in flight were finished, and the
+    /// run exits with it.
     pub stopped_by: Option<MgmtError>,
+    /// Batches in flight at a stop that could not finish (the tenant refused the service, or
+    /// a batch's task died): not journaled, so the next run writes them again.
+    pub abandoned_batches: u64,
+    pub abandoned_pairs: u64,
 }
 
 impl Summary {
@@ -233,6 +241,20 @@ impl Summary {
                 writeln!(out, "  ... (every failure is in the state file)")?;
             }
         }
+        if self.abandoned_batches > 0 {
+            writeln!(
+                out,
+                "abandoned: {} batches ({} pairs) in flight could not finish at the stop; they are not journaled and the next run writes them again",
+                self.abandoned_batches, self.abandoned_pairs
+            )?;
+        }
+        if let Some(err) = &self.stopped_by {
+            writeln!(
+                out,
+                "stopped by a fault of the tenant after {} users: the rest of the export was not read (the plan is incomplete): {err}",
+                self.users_scanned
+            )?;
+        }
         if self.interrupted {
             writeln!(
                 out,
@@ -306,16 +328,18 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
         .map_err(StartError::Mgmt)?;
-    let directory = or_stop(&shutdown, async {
-        client.ensure_token().await.map_err(StartError::Mgmt)?;
-        if request.apply {
-            require_write_scope(&client).await?;
-        }
-        RoleDirectory::resolve(&client, policy.role_names())
-            .await
-            .map_err(StartError::Mgmt)
-    })
-    .await?;
+    let directory = Arc::new(
+        or_stop(&shutdown, async {
+            client.ensure_token().await.map_err(StartError::Mgmt)?;
+            if request.apply {
+                require_write_scope(&client).await?;
+            }
+            RoleDirectory::resolve(&client, policy.role_names())
+                .await
+                .map_err(StartError::Mgmt)
+        })
+        .await?,
+    );
     let role_ids = directory.all();
     tracing::info!(
         requests_per_second = rate,
@@ -438,11 +462,16 @@ pub async fn run(
     let jsonl = request.output == Output::Jsonl;
     let batch_max = auth0.batch_max_users.max(1);
     let mut buffers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut writes = FuturesUnordered::new();
+    let mut writers = Writers::new(client.clone(), Arc::clone(&directory));
     let uses_has_roles = policy.uses_has_roles();
-    loop {
+    'scan: loop {
         if shutdown.is_triggered() {
             summary.interrupted = true;
+        }
+        // Batches that finished are journaled now; a fault of the service one of them met
+        // stops the reading at once.
+        writers.settle_finished(&mut summary, &mut journal)?;
+        if summary.interrupted {
             break;
         }
         let next = users
@@ -477,6 +506,15 @@ pub async fn run(
             .into_iter()
             .filter(|role| !memberships.holds(&user.user_id, role))
             .collect();
+        if summary.users_scanned % 1000 == 0 {
+            let (scanned, pairs, added) =
+                (summary.users_scanned, summary.pairs(), summary.assigned());
+            progress
+                .update(|| format!("judged {scanned} users, {pairs} pairs missing, {added} added"));
+            // The writers are tasks of their own; on a single-threaded runtime they (and the
+            // signal handler) need the scan to step aside now and then.
+            tokio::task::yield_now().await;
+        }
         if missing.is_empty() {
             continue;
         }
@@ -497,40 +535,39 @@ pub async fn run(
             for role in missing {
                 let buffer = buffers.entry(role.clone()).or_default();
                 buffer.push(user.user_id.clone());
-                if buffer.len() >= batch_max && !summary.interrupted {
+                if buffer.len() >= batch_max {
                     let batch = std::mem::take(buffer);
-                    writes.push(write_batch(&client, &directory, role, batch));
-                    while writes.len() >= WRITERS && !summary.interrupted {
-                        tokio::select! {
-                            done = writes.next() => if let Some(done) = done {
-                                settle(done, &mut summary, &mut journal)?;
-                            },
-                            _ = shutdown.wait() => summary.interrupted = true,
-                        }
+                    writers
+                        .wait_for_room(&shutdown, &mut summary, &mut journal)
+                        .await?;
+                    if summary.interrupted {
+                        // Not started: the next run finds these users missing again.
+                        break 'scan;
                     }
+                    writers.start(role, batch);
                 }
             }
-        }
-        if summary.users_scanned % 1000 == 0 {
-            let (scanned, pairs, added) =
-                (summary.users_scanned, summary.pairs(), summary.assigned());
-            progress
-                .update(|| format!("judged {scanned} users, {pairs} pairs missing, {added} added"));
         }
     }
     if !summary.interrupted {
         for (role, batch) in std::mem::take(&mut buffers) {
-            if !batch.is_empty() {
-                writes.push(write_batch(&client, &directory, role, batch));
+            if batch.is_empty() {
+                continue;
             }
+            writers
+                .wait_for_room(&shutdown, &mut summary, &mut journal)
+                .await?;
+            if summary.interrupted {
+                break;
+            }
+            writers.start(role, batch);
         }
     }
-    // Batches in flight finish and are journaled, even after a fault that stops the run.
-    while let Some(done) = writes.next().await {
-        settle(done, &mut summary, &mut journal)?;
-        let (added, batches) = (summary.assigned(), summary.batches);
-        progress.update(|| format!("{added} pairs added in {batches} batches"));
-    }
+    // Batches in flight finish and are journaled, even after a fault that stops the run; after
+    // a stop signal, those stuck in a fault of the service are abandoned.
+    writers
+        .drain(&shutdown, &mut summary, &mut journal, &mut progress)
+        .await?;
     if let (Some(journal), false) = (&mut journal, summary.interrupted) {
         journal
             .record(&Entry::Done)
@@ -707,15 +744,22 @@ async fn list_memberships(
 /// What one batch did.
 struct BatchDone {
     role: String,
-    /// The role's id when the batch ended (journaled with the batch).
-    role_id: Option<String>,
-    assigned: Vec<String>,
+    /// The users written, by the role id each part went to: a role deleted and created again
+    /// during the batch has parts under both ids (those under the old id lost it with the role,
+    /// and a resumed run must not count them).
+    assigned: BTreeMap<Option<String>, Vec<String>>,
     failed: Vec<(String, MgmtError)>,
     /// The bulk call failed and the batch was split to find the users it failed for.
     split: bool,
     /// A fault of the service, not of a user (the role deleted mid-run): the run stops; a new
     /// run resumes.
     fatal: Option<MgmtError>,
+}
+
+impl BatchDone {
+    fn assigned(&self) -> usize {
+        self.assigned.values().map(Vec::len).sum()
+    }
 }
 
 /// Whether `err` is about the service rather than the users of the call.
@@ -728,15 +772,14 @@ fn is_service_fault(err: &MgmtError) -> bool {
 /// users it fails for fail: one deleted user in a batch of 1,000 costs about 20 calls, not
 /// 1,000.
 async fn write_batch(
-    client: &MgmtClient,
-    directory: &RoleDirectory,
+    client: MgmtClient,
+    directory: Arc<RoleDirectory>,
     role: String,
     users: Vec<String>,
 ) -> BatchDone {
     let mut done = BatchDone {
         role,
-        role_id: None,
-        assigned: Vec::new(),
+        assigned: BTreeMap::new(),
         failed: Vec::new(),
         split: false,
         fatal: None,
@@ -747,8 +790,9 @@ async fn write_batch(
             continue;
         }
         // The same call for one user as for many: one scope (create:role_members) for all.
-        match assign_role(client, directory, &done.role, &part).await {
-            Ok(()) => done.assigned.extend(part),
+        let (role_id, result) = assign_role_with_id(&client, &directory, &done.role, &part).await;
+        match result {
+            Ok(()) => done.assigned.entry(role_id).or_default().extend(part),
             Err(err) if is_service_fault(&err) => {
                 done.fatal = Some(err);
                 break;
@@ -777,13 +821,146 @@ async fn write_batch(
             }
         }
     }
-    // The id the writes went to (a refresh after a 404 may have changed it).
-    done.role_id = directory.id(&done.role);
     done
 }
 
-/// Counts a finished batch and records it in the journal. A fault of the service that stopped
-/// it stops the run (`summary.interrupted`, `summary.stopped_by`).
+/// The batches being written: each a tokio task, so they progress while the export is still
+/// being read; at most [`WRITERS`] at once. Their results are settled (counted, journaled) by
+/// the one loop that owns the summary and the journal.
+struct Writers {
+    client: MgmtClient,
+    directory: Arc<RoleDirectory>,
+    tasks: JoinSet<BatchDone>,
+    /// The role and the users of each batch in flight (for those abandoned at a stop).
+    in_flight: HashMap<tokio::task::Id, (String, usize)>,
+}
+
+impl Writers {
+    fn new(client: MgmtClient, directory: Arc<RoleDirectory>) -> Writers {
+        Writers {
+            client,
+            directory,
+            tasks: JoinSet::new(),
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Starts writing `users` to `role` (the caller made room: see [`Writers::wait_for_room`]).
+    fn start(&mut self, role: String, users: Vec<String>) {
+        let size = users.len();
+        let handle = self.tasks.spawn(write_batch(
+            self.client.clone(),
+            Arc::clone(&self.directory),
+            role.clone(),
+            users,
+        ));
+        self.in_flight.insert(handle.id(), (role, size));
+    }
+
+    /// Settles the batches that finished, without waiting.
+    fn settle_finished(
+        &mut self,
+        summary: &mut Summary,
+        journal: &mut Option<Journal>,
+    ) -> Result<(), StartError> {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            self.settle_joined(joined, summary, journal)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until fewer than [`WRITERS`] batches are in flight, settling those that finish,
+    /// unless the run stops first (a stop signal, a fault of the service).
+    async fn wait_for_room(
+        &mut self,
+        shutdown: &Shutdown,
+        summary: &mut Summary,
+        journal: &mut Option<Journal>,
+    ) -> Result<(), StartError> {
+        while self.tasks.len() >= WRITERS && !summary.interrupted {
+            tokio::select! {
+                joined = self.tasks.join_next_with_id() => if let Some(joined) = joined {
+                    self.settle_joined(joined, summary, journal)?;
+                },
+                _ = shutdown.wait() => summary.interrupted = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch in flight, settling each. After a stop signal, the batches that
+    /// cannot finish now (the tenant refuses the service, or has been failing for a while) are
+    /// abandoned: not journaled, so the next run writes them again (the call is idempotent).
+    async fn drain(
+        &mut self,
+        shutdown: &Shutdown,
+        summary: &mut Summary,
+        journal: &mut Option<Journal>,
+        progress: &mut Progress,
+    ) -> Result<(), StartError> {
+        while !self.tasks.is_empty() {
+            if shutdown.is_triggered() && self.client.is_failing() {
+                self.abandon(summary).await;
+                break;
+            }
+            tokio::select! {
+                joined = self.tasks.join_next_with_id() => if let Some(joined) = joined {
+                    self.settle_joined(joined, summary, journal)?;
+                    let (added, batches) = (summary.assigned(), summary.batches);
+                    progress.update(|| format!("{added} pairs added in {batches} batches"));
+                },
+                _ = shutdown.wait(), if !shutdown.is_triggered() => {}
+                _ = tokio::time::sleep(STUCK_CHECK), if shutdown.is_triggered() => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the batches in flight and counts them as abandoned.
+    async fn abandon(&mut self, summary: &mut Summary) {
+        let reason = self
+            .client
+            .blocked()
+            .map_or_else(|| "calls keep failing".to_owned(), |(_, said)| said);
+        for (role, users) in self.in_flight.values() {
+            tracing::warn!(role = %role, users, reason = %reason, "stopping: a batch waiting for the tenant is abandoned (not journaled; the next run writes it again)");
+            summary.abandoned_batches += 1;
+            summary.abandoned_pairs += *users as u64;
+        }
+        self.in_flight.clear();
+        summary.interrupted = true;
+        self.tasks.shutdown().await;
+    }
+
+    fn settle_joined(
+        &mut self,
+        joined: Result<(tokio::task::Id, BatchDone), tokio::task::JoinError>,
+        summary: &mut Summary,
+        journal: &mut Option<Journal>,
+    ) -> Result<(), StartError> {
+        match joined {
+            Ok((id, done)) => {
+                self.in_flight.remove(&id);
+                settle(done, summary, journal)
+            }
+            Err(err) => {
+                // A task that died is never counted as done: the run stops, the next one
+                // writes the batch again.
+                if let Some((role, users)) = self.in_flight.remove(&err.id()) {
+                    tracing::error!(role = %role, users, error = %err, "a batch's task ended without a result; stopping (the next run writes it again)");
+                    summary.abandoned_batches += 1;
+                    summary.abandoned_pairs += users as u64;
+                }
+                summary.interrupted = true;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Counts a finished batch and records it in the journal, each part under the role id it was
+/// written to. A fault of the service that stopped it stops the run (`summary.interrupted`,
+/// `summary.stopped_by`).
 fn settle(
     mut done: BatchDone,
     summary: &mut Summary,
@@ -798,7 +975,7 @@ fn settle(
     *summary
         .assigned_by_role
         .entry(done.role.clone())
-        .or_default() += done.assigned.len() as u64;
+        .or_default() += done.assigned() as u64;
     for (user, err) in &done.failed {
         tracing::warn!(user_id = %user, role = %done.role, error = %err, "could not assign");
         summary.failed_total += 1;
@@ -824,15 +1001,17 @@ fn settle(
                 },
             )?;
         }
-        if !done.assigned.is_empty() {
-            record(
-                journal,
-                &Entry::Batch {
-                    role: done.role,
-                    role_id: done.role_id,
-                    users: done.assigned,
-                },
-            )?;
+        for (role_id, users) in done.assigned {
+            if !users.is_empty() {
+                record(
+                    journal,
+                    &Entry::Batch {
+                        role: done.role.clone(),
+                        role_id,
+                        users,
+                    },
+                )?;
+            }
         }
     }
     Ok(())

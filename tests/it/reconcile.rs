@@ -463,6 +463,24 @@ fn a_failed_export_job_stops_with_its_reason() {
     assert!(text(&bad_share.stderr).contains("--rate-share"));
 }
 
+/// User `i` as a line of Auth0's export.
+fn export_line(i: usize) -> String {
+    let (seed, _) = user(i);
+    let identity = serde_json::json!({
+        "connection": seed.connection.clone().unwrap_or_else(|| "Username-Password-Authentication".to_owned()),
+        "provider": "auth0",
+        "isSocial": false,
+    });
+    let line = serde_json::json!({
+        "user_id": seed.user_id,
+        "email": seed.email,
+        "email_verified": seed.email_verified,
+        "identities": [identity],
+        "created_at": "2024-01-01T00:00:00.000Z",
+    });
+    format!("{line}\n")
+}
+
 #[test]
 fn users_from_a_file_plain_or_gzipped_need_no_export_job() {
     let tenant = Tenant::start("reconcile-file", 60, SimConfig::default());
@@ -470,21 +488,7 @@ fn users_from_a_file_plain_or_gzipped_need_no_export_job() {
     // The export as Auth0 writes it, plus a line that is no user.
     let mut lines = String::new();
     for i in 0..60 {
-        let (seed, _) = user(i);
-        let identity = serde_json::json!({
-            "connection": seed.connection.clone().unwrap_or_else(|| "Username-Password-Authentication".to_owned()),
-            "provider": "auth0",
-            "isSocial": false,
-        });
-        let line = serde_json::json!({
-            "user_id": seed.user_id,
-            "email": seed.email,
-            "email_verified": seed.email_verified,
-            "identities": [identity],
-            "created_at": "2024-01-01T00:00:00.000Z",
-        });
-        lines.push_str(&line.to_string());
-        lines.push('\n');
+        lines.push_str(&export_line(i));
         if i == 30 {
             lines.push_str("{\"email\": \"no-id@example.com\"}\n");
         }
@@ -771,10 +775,231 @@ fn a_role_deleted_during_an_apply_stops_it_without_failing_users_and_it_resumes(
     assert!(!journal().contains(r#""kind":"failed""#), "{}", journal());
     assert!(!journal().contains(r#""kind":"done""#));
     assert!(tenant.writes() < tenant.write_floor(batch), "stopped early");
+    // The fault stopped the reading of the export too (only the batches in flight finished):
+    // the summary says how far it got, far short of the export's 600 users.
+    assert!(
+        users_scanned(&stdout) < 300,
+        "read on after the fault: {stdout}"
+    );
+    assert!(
+        stdout.contains("stopped by a fault of the tenant after"),
+        "{stdout}"
+    );
     tenant.sim.add_role(SeedRole::named("CUSTOMER"));
     let again = reconcile(config, &["--apply", "--state", state_arg]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     // The deleted role's members lost it with the role; the resumed run gives it back to
     // everyone the policy gives it to.
     assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
+}
+
+/// The users a summary says were scanned.
+fn users_scanned(summary: &str) -> u64 {
+    summary
+        .lines()
+        .find_map(|line| line.strip_prefix("users: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `users:` line: {summary}"))
+}
+
+/// A policy giving everyone `Viewer` and nothing else.
+const EVERYONE_VIEWER: &str = "[[policy.rules]]\nname = \"everyone\"\nassign = [\"Viewer\"]\n";
+
+/// What the tenant holds once everyone but `except` was given `Viewer`.
+fn with_viewer(tenant: &Tenant, except: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut after = tenant.initial.clone();
+    for user in tenant.expected.keys() {
+        if !except.contains(&user.as_str()) {
+            after
+                .entry(user.clone())
+                .or_default()
+                .insert("Viewer".to_owned());
+        }
+    }
+    after
+}
+
+/// A SIGTERM while the tenant refuses the service (credentials revoked): the batches waiting
+/// for it are abandoned (not journaled), the run ends saying so with exit 1, and once the
+/// credentials work again the same command finishes the apply.
+#[test]
+fn sigterm_during_revoked_credentials_abandons_the_stuck_batches_and_the_next_run_finishes() {
+    let tenant = Tenant::start("reconcile-revoked-sigterm", 600, SimConfig::default());
+    let batch = 10;
+    let slow = SlowApply::start(&tenant, batch);
+    let (config, state, state_arg, mut child) =
+        (&slow.config, &slow.state, &slow.state_arg, slow.child);
+    let journal = || std::fs::read_to_string(state).unwrap_or_default();
+    assert!(slow_batches(state, 3));
+    tenant.sim.apply_control(&mgmt_sim::ControlRequest {
+        credentials_revoked: Some(true),
+        ..Default::default()
+    });
+    // The writes in flight are refused and wait for the credentials.
+    assert!(wait_for(Duration::from_secs(30), || {
+        tenant.sim.stats().unauthorized > 0
+    }));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(term.success());
+    let exited = wait_for(Duration::from_secs(30), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(exited, "still running 30 s after SIGTERM: {stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("abandoned: "), "{stdout}");
+    assert!(
+        stdout.contains("interrupted: run the same command again"),
+        "{stdout}"
+    );
+    assert!(!journal().contains(r#""kind":"done""#));
+    tenant.sim.apply_control(&mgmt_sim::ControlRequest {
+        credentials_revoked: Some(false),
+        ..Default::default()
+    });
+    let again = reconcile(config, &["--apply", "--state", state_arg]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
+    assert!(journal().ends_with("{\"kind\":\"done\"}\n"));
+}
+
+/// Batches are written while the export is still being read, not only while the scan waits
+/// for a writer. Nobody reads the plan at first: the scan blocks writing it once the pipe is
+/// full (64 KiB plus an 8 KiB buffer: line ~1,070 of 3,000), after 3 batches of 300 were formed
+/// (fewer than the 4 writers, so the scan never waited for one of them).
+#[test]
+fn batches_are_written_while_the_export_is_still_being_read() {
+    let tenant = Tenant::start("reconcile-write-while-scanning", 9000, SimConfig::default());
+    let batch = 300;
+    let config = tenant.config_with(500.0, batch, EVERYONE_VIEWER);
+    let mut child = command(&config, &["--apply", "--output", "jsonl"])
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let written = wait_for(Duration::from_secs(60), || tenant.writes() > 0);
+    let scanning = matches!(child.try_wait(), Ok(None));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = text(&out.stderr);
+    assert!(written, "nothing written while the scan was held: {stderr}");
+    assert!(scanning, "the plan did not fill the pipe: {stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let plan = plan_lines(&out.stdout);
+    assert_eq!(plan.len(), 3000);
+    assert!(plan
+        .values()
+        .all(|roles| roles.len() == 1 && roles.contains("Viewer")));
+    assert_eq!(tenant.sim.role_sets(), with_viewer(&tenant, &[]));
+    assert_eq!(tenant.writes(), 3000 / batch as u64, "one call per batch");
+}
+
+/// A role deleted and created again while a batch is being written (here between the parts
+/// of a batch split around a deleted user): each part is journaled under the id it was written
+/// to, so a resumed run gives the role back to the users written under the old id (they lost
+/// it with the old role).
+#[test]
+fn a_role_created_again_mid_batch_journals_each_part_under_its_id_and_a_resume_gives_it_back() {
+    let tenant = Tenant::start(
+        "reconcile-role-recreated",
+        30,
+        SimConfig {
+            // Each call waits, so the role can be replaced while a call is on its way.
+            latency_ms: 700,
+            ..SimConfig::default()
+        },
+    );
+    // Ten users miss Viewer (2, 5, ..., 29): one batch of 10. User 2 is deleted since the
+    // export, so the batch splits: [all] 404, [2..14] 404, [2, 5] 404, [2] 404, [5] ok, then
+    // [8, 11, 14] (the 6th call) and [17..29].
+    let config = tenant.config_with(500.0, 10, EVERYONE_VIEWER);
+    let victim = "auth0|user00002";
+    let before = "auth0|user00005";
+    let export = tenant.dir.join("users.json");
+    std::fs::write(&export, (0..30).map(export_line).collect::<String>())
+        .unwrap_or_else(|e| panic!("{e}"));
+    tenant.sim.delete_user(victim);
+    let state = tenant.dir.join("state.jsonl");
+    let args = [
+        "--apply",
+        "--users",
+        export.to_str().unwrap_or_default(),
+        "--state",
+        state.to_str().unwrap_or_default(),
+    ];
+    let child = command(&config, &args)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sixth = wait_for(Duration::from_secs(60), || {
+        tenant.sim.stats().calls_of("assign_role_users") >= 6
+    });
+    // The 6th call is in the simulator's latency: replace the role now.
+    let has_viewer = |user: &str| {
+        tenant
+            .sim
+            .user_role_names(user)
+            .contains(&"Viewer".to_owned())
+    };
+    let in_window = has_viewer(before) && !has_viewer("auth0|user00008");
+    let old_id = tenant.sim.role_id("Viewer").unwrap_or_default();
+    assert!(tenant.sim.delete_role("Viewer"));
+    let new_id = tenant.sim.add_role(SeedRole::named("Viewer"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = text(&out.stdout);
+    assert!(sixth && in_window, "{stdout}{}", text(&out.stderr));
+    assert_ne!(old_id, new_id);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
+    assert!(!has_viewer(before), "lost with the old role");
+    // A kill right after the batch was journaled: the journal ends without `done`.
+    let journal = std::fs::read_to_string(&state).unwrap_or_default();
+    let cut = journal
+        .strip_suffix("{\"kind\":\"done\"}\n")
+        .unwrap_or_else(|| panic!("{journal}"));
+    std::fs::write(&state, cut).unwrap_or_else(|e| panic!("{e}"));
+    tenant.sim.set_latency_ms(0);
+    let resumed = reconcile(&config, &args);
+    let resumed_out = text(&resumed.stdout);
+    assert_eq!(
+        resumed.status.code(),
+        Some(3),
+        "{resumed_out}{}",
+        text(&resumed.stderr)
+    );
+    assert!(resumed_out.contains("resumed: "), "{resumed_out}");
+    let mut expected = with_viewer(&tenant, &[victim]);
+    expected.remove(victim);
+    assert_eq!(tenant.sim.role_sets(), expected, "{cut}");
+    // The journal of the first run: user 5 under the old id, the rest under the new one.
+    let mut by_id: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in cut.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if entry["kind"] == "batch" {
+            let users = entry["users"].as_array().cloned().unwrap_or_default();
+            by_id
+                .entry(entry["role_id"].as_str().unwrap_or_default().to_owned())
+                .or_default()
+                .extend(
+                    users
+                        .iter()
+                        .map(|u| u.as_str().unwrap_or_default().to_owned()),
+                );
+        }
+    }
+    let later: BTreeSet<String> = (8..30)
+        .step_by(3)
+        .map(|i| format!("auth0|user{i:05}"))
+        .collect();
+    let expected_journal: BTreeMap<String, BTreeSet<String>> = [
+        (old_id, [before.to_owned()].into_iter().collect()),
+        (new_id, later),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by_id, expected_journal, "{cut}");
 }
