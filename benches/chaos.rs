@@ -302,6 +302,12 @@ fn faults() {
         stats.forbidden,
         stats.duplicate_assignments
     );
+    println!(
+        "token requests: {} (the service was started {} times: {kills} restarts, a second member); role lookups (GET /api/v2/roles): {}",
+        stats.calls_of("token"),
+        kills + 2,
+        stats.calls_of("get_roles")
+    );
     for (fault, took) in recovery {
         match took {
             Some(s) => println!("recovered from {fault}: blocked cleared {s:.1} s after the fix"),
