@@ -530,7 +530,7 @@ fn bridge_mode_dead_letters_every_malformed_record_with_its_raw_bytes() {
         Some(TOKEN),
     );
     assert_eq!(status, 200, "{answer}");
-    let dead = read_all(&broker.bootstrap(), dlq, 2, Duration::from_secs(30));
+    let dead = read_dead_letters(&broker.bootstrap(), dlq, 2, Duration::from_secs(30));
     assert_eq!(dead.len(), 2, "both malformed records dead-lettered");
     assert_eq!(dead[0].value, b"not json at all".to_vec());
     assert!(dead[1].value.starts_with(b"{\"log_id\": \"1\""));
