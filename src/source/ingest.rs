@@ -5,7 +5,9 @@
 //! destination) is split into records, and then either
 //! - **bridged** into `[kafka] topic`, keyed by `user_id` (one user's events stay in one
 //!   partition, in order), with an idempotent `acks=all` producer: 200 only once the broker
-//!   acknowledged every record, else 503 so Auth0 retries the batch; or
+//!   acknowledged every record, else 503 so Auth0 retries the batch; a record the topic
+//!   refuses for good (too large, not authorized) goes to the dead-letter topic instead of
+//!   failing every retry; or
 //! - **processed directly** by the pipeline: 200 once every event reached a final outcome
 //!   within the deadline, else 503.
 //!
@@ -22,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer as _};
 use serde_json::value::RawValue;
@@ -502,6 +505,9 @@ struct Answer {
     invalid: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     failed: Option<usize>,
+    /// Bridge mode with a dead-letter topic: records kept there (invalid or refused for good).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_lettered: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -609,6 +615,119 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     }
 }
 
+/// A record the bridge could not put into `[kafka] topic` and keeps in the dead-letter topic.
+struct Letter<'a> {
+    key: Option<&'a str>,
+    log_id: Option<&'a str>,
+    bytes: &'a [u8],
+    /// `invalid` (not a record) or `failed` (the topic refuses it for good).
+    reason: &'static str,
+    error: String,
+}
+
+/// A record of a delivery, keyed by its user.
+struct Keyed {
+    key: Option<String>,
+    log_id: Option<String>,
+    bytes: Vec<u8>,
+}
+
+/// Produces one record to `topic` and waits for the broker's acknowledgement.
+async fn produce(
+    producer: &Producer,
+    topic: &str,
+    key: Option<&str>,
+    bytes: &[u8],
+) -> Result<(), KafkaError> {
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(bytes);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    producer
+        .send(record, Duration::from_secs(5))
+        .await
+        .map(|_| ())
+        .map_err(|(err, _)| err)
+}
+
+/// Whether the topic refuses a record for good: no retry of the same bytes can succeed (too
+/// large, not authorized, invalid), so answering 503 would make Auth0 resend it forever.
+fn refused_for_good(err: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match err {
+        KafkaError::MessageProduction(code)
+            if *code == RDKafkaErrorCode::MessageSizeTooLarge
+                || crate::source::kafka::never_accepted(*code) =>
+        {
+            Some(*code)
+        }
+        _ => None,
+    }
+}
+
+/// Sends `letter` to the dead-letter topic `dlq`; one too large for it too is sent again cut
+/// to its first 64 KiB, with `dlq.truncated` and `dlq.original.size`.
+async fn dead_letter(
+    producer: &Producer,
+    dlq: &str,
+    letter: &Letter<'_>,
+) -> Result<(), KafkaError> {
+    use crate::source::kafka::TRUNCATED_DEAD_LETTER;
+    let size = letter.bytes.len().to_string();
+    let mut keep = letter.bytes.len();
+    loop {
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "dlq.reason",
+                value: Some(letter.reason),
+            })
+            .insert(Header {
+                key: "dlq.error",
+                value: Some(letter.error.as_str()),
+            })
+            .insert(Header {
+                key: "dlq.original.source",
+                value: Some("ingest"),
+            });
+        if keep < letter.bytes.len() {
+            headers = headers
+                .insert(Header {
+                    key: "dlq.truncated",
+                    value: Some("true"),
+                })
+                .insert(Header {
+                    key: "dlq.original.size",
+                    value: Some(size.as_str()),
+                });
+        }
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(dlq)
+            .payload(&letter.bytes[..keep])
+            .headers(headers);
+        if let Some(key) = letter.key {
+            record = record.key(key);
+        }
+        match producer.send(record, Duration::from_secs(5)).await {
+            Ok(_) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
+                if keep > TRUNCATED_DEAD_LETTER =>
+            {
+                keep = TRUNCATED_DEAD_LETTER;
+            }
+            Err((err, _)) => return Err(err),
+        }
+    }
+}
+
+/// Produces a delivery's records; answers 200 once each is produced or kept in the
+/// dead-letter topic, 503 (Auth0 resends the delivery) while any failed for a reason that may
+/// pass (a broker down, a timeout).
+///
+/// A record the topic refuses for good (too large, not authorized, invalid) would fail every
+/// resend: it goes to the dead-letter topic (`dlq.reason=failed`) like an invalid one
+/// (`dlq.reason=invalid`). Without a dead-letter topic, or when that topic refuses it too, it
+/// is counted (`ingest_records{outcome="failed"}`; `dead_letters{reason="not_delivered"}`
+/// when the dead-letter topic refused it) and logged at error with its `log_id`, and the
+/// delivery is still answered 200: a 503 would only
+/// make Auth0 resend the same batch until it suspends the stream, losing everything after it.
 async fn bridge_records(
     bridge: &Bridge,
     m: &Metrics,
@@ -616,62 +735,134 @@ async fn bridge_records(
     good: Vec<(Vec<u8>, Vec<Decoded>)>,
     invalid: Vec<(Vec<u8>, String)>,
 ) -> Response {
-    let keyed: Vec<(Option<String>, Vec<u8>)> = good
+    let keyed: Vec<Keyed> = good
         .into_iter()
         .map(|(bytes, events)| {
-            let key = events
-                .iter()
-                .find_map(|e| e.as_ref().ok().and_then(|e| e.user()).map(str::to_owned));
-            (key, bytes)
+            let ok = || events.iter().filter_map(|e| e.as_ref().ok());
+            Keyed {
+                key: ok().find_map(|e| e.user()).map(str::to_owned),
+                log_id: ok().find_map(|e| e.log_id.clone()),
+                bytes,
+            }
         })
         .collect();
     let producer = bridge.producer();
-    let sends = keyed.iter().map(|(key, bytes)| {
-        let mut record: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(&bridge.topic).payload(&bytes[..]);
-        if let Some(k) = key {
-            record = record.key(k.as_str());
+    let results = futures_util::future::join_all(
+        keyed
+            .iter()
+            .map(|r| produce(&producer, &bridge.topic, r.key.as_deref(), &r.bytes)),
+    )
+    .await;
+    let mut produced = 0usize;
+    let mut transient: Vec<String> = Vec::new();
+    let mut letters: Vec<Letter<'_>> = Vec::new();
+    for (record, result) in keyed.iter().zip(results) {
+        let err = match result {
+            Ok(()) => {
+                produced += 1;
+                continue;
+            }
+            Err(err) => err,
+        };
+        if refused_for_good(&err).is_none() {
+            transient.push(err.to_string());
+            continue;
         }
-        producer.send(record, Duration::from_secs(5))
-    });
-    let mut results = futures_util::future::join_all(sends).await;
-    // Invalid records go to the dead-letter topic when there is one (they are not retried).
-    if let Some(dlq) = &bridge.dead_letter_topic {
-        let dead = invalid
+        // A batch is refused as a whole: alone, the record may fit after all.
+        let alone = produce(
+            &producer,
+            &bridge.topic,
+            record.key.as_deref(),
+            &record.bytes,
+        );
+        let err = match alone.await {
+            Ok(()) => {
+                produced += 1;
+                continue;
+            }
+            Err(err) => err,
+        };
+        if refused_for_good(&err).is_none() {
+            transient.push(err.to_string());
+            continue;
+        }
+        letters.push(Letter {
+            key: record.key.as_deref(),
+            log_id: record.log_id.as_deref(),
+            bytes: &record.bytes,
+            reason: "failed",
+            error: format!(
+                "the topic `{}` refuses this record for good: {err}",
+                bridge.topic
+            ),
+        });
+    }
+    let refused = letters.len();
+    letters.extend(
+        invalid
             .iter()
             .filter(|(b, _)| !b.is_empty())
-            .map(|(bytes, reason)| {
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "dlq.reason",
-                        value: Some("invalid"),
-                    })
-                    .insert(Header {
-                        key: "dlq.error",
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: "dlq.original.source",
-                        value: Some("ingest"),
-                    });
-                producer.send(
-                    FutureRecord::<'_, [u8], [u8]>::to(dlq)
-                        .payload(&bytes[..])
-                        .headers(headers),
-                    Duration::from_secs(5),
-                )
-            });
-        let dead_results = futures_util::future::join_all(dead).await;
-        let sent = dead_results.iter().filter(|r| r.is_ok()).count() as u64;
-        m.dead_letters.with_label_values(&["invalid"]).inc_by(sent);
-        results.extend(dead_results);
+            .map(|(bytes, reason)| Letter {
+                key: None,
+                log_id: None,
+                bytes,
+                reason: "invalid",
+                error: reason.clone(),
+            }),
+    );
+    let mut dead_lettered = 0usize;
+    let mut lost: Vec<(&Letter<'_>, String)> = Vec::new();
+    match &bridge.dead_letter_topic {
+        Some(dlq) => {
+            let sent = futures_util::future::join_all(
+                letters.iter().map(|l| dead_letter(&producer, dlq, l)),
+            )
+            .await;
+            for (letter, result) in letters.iter().zip(sent) {
+                match result {
+                    Ok(()) => {
+                        dead_lettered += 1;
+                        m.dead_letters.with_label_values(&[letter.reason]).inc();
+                        if letter.reason == "failed" {
+                            tracing::warn!(
+                                log_id = letter.log_id.unwrap_or("-"), user_id = letter.key.unwrap_or("-"),
+                                size = letter.bytes.len(), error = %letter.error, dead_letter_topic = %dlq,
+                                "record sent to the dead-letter topic"
+                            );
+                        }
+                    }
+                    Err(err) if refused_for_good(&err).is_some() => {
+                        lost.push((
+                            letter,
+                            format!("the dead-letter topic refuses it too: {err}"),
+                        ));
+                    }
+                    Err(err) => transient.push(err.to_string()),
+                }
+            }
+        }
+        None => lost.extend(
+            letters
+                .iter()
+                .filter(|l| l.reason == "failed")
+                .map(|l| (l, "no dead-letter topic".to_owned())),
+        ),
     }
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err().map(|(e, _)| e.to_string()))
-        .collect();
-    let produced = keyed.len().saturating_sub(failed.len());
-    if failed.is_empty() {
+    for (letter, why) in &lost {
+        if bridge.dead_letter_topic.is_some() {
+            m.dead_letters.with_label_values(&["not_delivered"]).inc();
+        }
+        tracing::error!(
+            log_id = letter.log_id.unwrap_or("-"), user_id = letter.key.unwrap_or("-"),
+            size = letter.bytes.len(), reason = letter.reason, error = %letter.error, kept_nowhere = %why,
+            "a record of a delivery cannot be kept in Kafka and is not retried (the same bytes fail every time): find the event in the tenant's logs by its log_id"
+        );
+    }
+    m.ingest_records
+        .with_label_values(&["failed"])
+        .inc_by(refused as u64);
+    let dead_lettered = bridge.dead_letter_topic.as_ref().map(|_| dead_lettered);
+    if transient.is_empty() {
         m.ingest_records
             .with_label_values(&["produced"])
             .inc_by(produced as u64);
@@ -681,6 +872,8 @@ async fn bridge_records(
                 records: total,
                 produced: Some(produced),
                 invalid: invalid.len(),
+                failed: Some(refused),
+                dead_lettered,
                 ..Answer::default()
             },
         )
@@ -688,10 +881,10 @@ async fn bridge_records(
         bridge.recover();
         m.ingest_records
             .with_label_values(&["unacknowledged"])
-            .inc_by(failed.len() as u64);
+            .inc_by(transient.len() as u64);
         tracing::warn!(
-            unacknowledged = failed.len(),
-            error = %failed[0],
+            unacknowledged = transient.len(),
+            error = %transient[0],
             "the broker did not acknowledge every record: answering 503 so Auth0 retries the delivery"
         );
         json(
@@ -700,6 +893,8 @@ async fn bridge_records(
                 records: total,
                 produced: Some(produced),
                 invalid: invalid.len(),
+                failed: Some(refused),
+                dead_lettered,
                 error: Some("the Kafka broker did not acknowledge every record; retry".to_owned()),
                 ..Answer::default()
             },

@@ -661,3 +661,64 @@ listen = "127.0.0.1:{metrics_port}"
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
     path
 }
+
+/// The header of the record the service writes into its dead-letter topic at start.
+pub const DEAD_LETTER_PROBE_HEADER: &str = "dlq.probe";
+
+/// Like [`read_all`], for a dead-letter topic: the start-up probe records (header `dlq.probe`)
+/// are skipped, as any reader of dead letters must skip them.
+pub fn read_dead_letters(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < expect && start.elapsed() < timeout {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let mut headers = BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        if headers.contains_key(DEAD_LETTER_PROBE_HEADER) {
+            continue;
+        }
+        out.push(Consumed {
+            partition: m.partition(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    out
+}
+
+/// The number logged after ` key=` on the last log line containing `marker`.
+pub fn logged_number(log: &str, marker: &str, key: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(marker))?;
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}

@@ -530,7 +530,7 @@ fn bridge_mode_dead_letters_every_malformed_record_with_its_raw_bytes() {
         Some(TOKEN),
     );
     assert_eq!(status, 200, "{answer}");
-    let dead = read_all(&broker.bootstrap(), dlq, 2, Duration::from_secs(30));
+    let dead = read_dead_letters(&broker.bootstrap(), dlq, 2, Duration::from_secs(30));
     assert_eq!(dead.len(), 2, "both malformed records dead-lettered");
     assert_eq!(dead[0].value, b"not json at all".to_vec());
     assert!(dead[1].value.starts_with(b"{\"log_id\": \"1\""));
@@ -544,5 +544,135 @@ fn bridge_mode_dead_letters_every_malformed_record_with_its_raw_bytes() {
     assert_eq!(
         read_all(&broker.bootstrap(), topic, 1, Duration::from_secs(30)).len(),
         1
+    );
+}
+
+/// A valid `ss` record of `user` whose description makes it `size` bytes or more.
+fn oversized_record(user: &str, log_id: &str, size: usize) -> Vec<u8> {
+    format!(
+        r#"{{"log_id":"{log_id}","data":{{"type":"ss","date":"2026-11-23T10:00:00.000Z","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database","user_id":"{user}","log_id":"{log_id}","description":"{}"}}}}"#,
+        "x".repeat(size)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn bridge_mode_dead_letters_a_record_the_topic_refuses_for_good_and_answers_200() {
+    let dir = temp_dir("ingest-refused");
+    let broker = Broker::start(&dir);
+    let (topic, dlq) = ("auth0-logs-refused", "auth0-logs-refused-dlq");
+    broker.create_topic(topic, 1);
+    broker.create_topic(dlq, 1);
+    // Records over 100 kB are refused for good (the producer's limit, as a topic's
+    // `max.message.bytes` would).
+    let kafka = |dead_letter_topic: &str| {
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n{dead_letter_topic}[kafka.properties]\n\"message.timeout.ms\" = 3000\n\"message.max.bytes\" = 100000",
+            broker.bootstrap()
+        )
+    };
+    let (port, metrics) = (free_port(), free_port());
+    let config = write_ingest_config(
+        &dir,
+        "kafka",
+        port,
+        metrics,
+        &kafka(&format!("dead_letter_topic = \"{dlq}\"\n")),
+        "",
+    );
+    let service = start_ingest(&dir, &config, port, metrics);
+    let stream = generate::mixed(27, 6, 0);
+    let big = oversized_record("auth0|big", "90020261123big", 150_000);
+    let mut body = jsonl(&stream.records[..3]);
+    body.extend_from_slice(&big);
+    body.push(b'\n');
+    body.extend_from_slice(&jsonl(&stream.records[3..]));
+    let good = stream.records.len();
+
+    // Auth0 sends the delivery twice (a retry after a lost answer): 200 both times, never 503.
+    for _ in 0..2 {
+        let (status, answer) = post(port, &body, Some(TOKEN));
+        assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+        assert!(answer.contains(&format!("\"produced\":{good}")), "{answer}");
+        assert!(answer.contains("\"failed\":1"), "{answer}");
+        assert!(answer.contains("\"dead_lettered\":1"), "{answer}");
+    }
+    let produced: BTreeSet<Vec<u8>> = read_all(
+        &broker.bootstrap(),
+        topic,
+        2 * good,
+        Duration::from_secs(30),
+    )
+    .into_iter()
+    .map(|m| m.value)
+    .collect();
+    let sent: BTreeSet<Vec<u8>> = stream.records.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(
+        produced, sent,
+        "the good records are in the topic, the big one is not"
+    );
+    let dead = read_dead_letters(&broker.bootstrap(), dlq, 2, Duration::from_secs(30));
+    assert_eq!(dead.len(), 2, "one dead letter per delivery");
+    for d in &dead {
+        let h = |k: &str| d.headers.get(k).map(String::as_str);
+        assert_eq!(h("dlq.reason"), Some("failed"), "{:?}", d.headers);
+        assert_eq!(h("dlq.original.source"), Some("ingest"));
+        assert!(
+            h("dlq.error").is_some_and(|e| e.contains("size too large")),
+            "{:?}",
+            d.headers
+        );
+        // Too large for the dead-letter topic as well: its beginning, marked truncated.
+        assert_eq!(h("dlq.truncated"), Some("true"));
+        assert_eq!(h("dlq.original.size"), Some(big.len().to_string().as_str()));
+        assert_eq!(d.value, big[..64 * 1024].to_vec());
+        assert_eq!(d.key.as_deref(), Some(&b"auth0|big"[..]));
+    }
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_ingest_records_total",
+            "outcome=\"failed\""
+        ),
+        2.0
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_dead_letters_total",
+            "reason=\"failed\""
+        ),
+        2.0
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_ingest_requests_total",
+            "status=\"503\""
+        ),
+        0.0
+    );
+    drop(service);
+
+    // Without a dead-letter topic the record is kept nowhere: still 200 (a 503 would be
+    // answered to every resend until Auth0 suspends the stream), counted, and logged with its
+    // log_id so the event can be found in the tenant's logs.
+    let dir = temp_dir("ingest-refused-no-dlq");
+    let (port, metrics) = (free_port(), free_port());
+    let config = write_ingest_config(&dir, "kafka", port, metrics, &kafka(""), "");
+    let service = start_ingest(&dir, &config, port, metrics);
+    let (status, answer) = post(port, &body, Some(TOKEN));
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert!(answer.contains("\"failed\":1"), "{answer}");
+    assert!(!answer.contains("dead_lettered"), "{answer}");
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_ingest_records_total",
+            "outcome=\"failed\""
+        ),
+        1.0
+    );
+    let log = service.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cannot be kept") && l.contains("90020261123big")),
+        "{log}"
     );
 }

@@ -140,6 +140,41 @@ impl World {
     }
 }
 
+/// The addresses at `domain` that `log` writes in full: any `name@domain` but the redacted
+/// `*@domain`, quoted or not.
+fn leaked_addresses(log: &str, domain: &str) -> Vec<String> {
+    let at = format!("@{domain}");
+    log.match_indices(&at)
+        .filter_map(|(i, _)| {
+            let local: String = log[..i]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphanumeric() || "._%+-*!#$&/?^`{|}~_".contains(*c))
+                .collect::<Vec<char>>()
+                .into_iter()
+                .rev()
+                .collect();
+            (!local.is_empty() && local != "*").then(|| format!("{local}{at}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_leak_check_catches_addresses_with_and_without_quotes() {
+    let d = "partner.example";
+    assert!(leaked_addresses("email=*@partner.example roles", d).is_empty());
+    assert!(leaked_addresses("email=\"*@partner.example\"", d).is_empty());
+    assert_eq!(
+        leaked_addresses("user_name=bob_smith@partner.example x", d),
+        ["bob_smith@partner.example"]
+    );
+    assert_eq!(
+        leaked_addresses("user_name=\"a+b@partner.example\"", d),
+        ["a+b@partner.example"]
+    );
+    assert_eq!(leaked_addresses("to bob@partner.example.", d).len(), 1);
+}
+
 fn sim_accepting_anyone() -> SimConfig {
     SimConfig {
         accept_any_user: true,
@@ -158,7 +193,7 @@ fn a_thousand_mixed_events_give_every_eligible_user_exactly_their_roles() {
     assert_tenant_holds_exactly(&world.sim, &stream.expected, &[&service]);
 
     // The two broken records went to the dead-letter topic with their origin.
-    let dead = read_all(
+    let dead = read_dead_letters(
         &world.broker.bootstrap(),
         &world.dlq,
         2,
@@ -216,10 +251,8 @@ fn a_thousand_mixed_events_give_every_eligible_user_exactly_their_roles() {
     // The audit trail: one info line per assignment, email redacted to its domain.
     let log = service.log_text();
     assert!(log.contains("roles assigned"), "{log}");
-    assert!(
-        !log.contains("@partner.example\""),
-        "an email leaked into the log"
-    );
+    let leaked = leaked_addresses(&log, "partner.example");
+    assert!(leaked.is_empty(), "emails leaked into the log: {leaked:?}");
     assert!(log.contains("*@partner.example"));
 
     service.signal("TERM");
@@ -348,7 +381,7 @@ fn poison_and_permanently_failing_events_go_to_the_dead_letter_topic_and_consump
     world.produce(&records);
     let service = world.service("svc", true, "");
     world.wait_done(&stream, &service);
-    let dead = read_all(
+    let dead = read_dead_letters(
         &world.broker.bootstrap(),
         &world.dlq,
         2,
@@ -445,8 +478,9 @@ fn sigterm_finishes_in_flight_work_commits_and_exits_zero() {
     );
     let log = service.log_text();
     assert!(log.contains("left the consumer group"), "{log}");
-    assert!(
-        !log.contains("abandoned=1"),
+    assert_eq!(
+        logged_number(&log, "stopped", "abandoned"),
+        Some(0),
         "work abandoned within the grace: {log}"
     );
     // Progress was committed; what was not is picked up by the next member of the group.
@@ -737,7 +771,7 @@ fn a_dead_letter_too_large_for_the_topic_is_sent_truncated_and_consumption_goes_
     }]);
     world.produce(&stream.records);
     world.wait_done(&stream, &service);
-    let dead = read_all(
+    let dead = read_dead_letters(
         &world.broker.bootstrap(),
         &world.dlq,
         1,
@@ -753,5 +787,127 @@ fn a_dead_letter_too_large_for_the_topic_is_sent_truncated_and_consumption_goes_
         dead[0].headers.get("dlq.original.size").map(String::as_str),
         Some("150000")
     );
+    world.shutdown();
+}
+
+#[test]
+fn dead_letters_of_users_created_later_are_processed_again_when_produced_back() {
+    // A strict tenant that knows only half of the stream's new users: every eligible event of
+    // the others is a permanent 404 and ends `failed`, in the dead-letter topic.
+    let stream = generate::mixed(17, 300, 0);
+    let users: Vec<String> = stream.expected.keys().cloned().collect();
+    let (late, known) = users.split_at(users.len() / 2);
+    assert!(!late.is_empty() && !known.is_empty());
+    let seeded: Vec<SeedUser> = known.iter().map(SeedUser::new).collect();
+    let world = World::new("redrive", SimConfig::default(), seeded);
+    world.produce(&stream.records);
+    let service = world.service("svc", true, "");
+    let expected_known: BTreeMap<String, BTreeSet<String>> = stream
+        .expected
+        .iter()
+        .filter(|(u, _)| known.contains(u))
+        .map(|(u, r)| (u.clone(), r.clone()))
+        .collect();
+    let failed_metric = |s: &Service| {
+        s.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"failed\"",
+        ) as usize
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || world.all_committed()
+            && world.tenant() == expected_known),
+        "first pass not done: {} users hold roles\n{}\n{}",
+        world.tenant().len(),
+        service.snapshot(),
+        service.log_text()
+    );
+    let failed = failed_metric(&service);
+    assert!(
+        failed >= late.len(),
+        "{failed} failed events for {} unknown users",
+        late.len()
+    );
+    let dead = read_dead_letters(
+        &world.broker.bootstrap(),
+        &world.dlq,
+        failed,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), failed, "one dead letter per failed event");
+    for d in &dead {
+        assert_eq!(
+            d.headers.get("dlq.reason").map(String::as_str),
+            Some("failed"),
+            "{d:?}"
+        );
+    }
+    let dead_users: BTreeSet<String> = dead
+        .iter()
+        .filter_map(|d| d.key.as_ref())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(
+        dead_users,
+        late.iter().cloned().collect::<BTreeSet<_>>(),
+        "the dead letters are the unknown users' events"
+    );
+
+    // The operator's fix: the users exist now, and the dead letters are produced back into the
+    // source topic as they are (key and payload), in their order.
+    for user in late {
+        world.sim.add_user(SeedUser::new(user.as_str()));
+    }
+    let back: Vec<generate::Record> = dead
+        .iter()
+        .map(|d| generate::Record {
+            key: d
+                .key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: d.value.clone(),
+        })
+        .collect();
+    world.produce(&back);
+
+    // The same running service gives every one of them their roles, and fails nothing more.
+    world.wait_done(&stream, &service);
+    assert_tenant_holds_exactly(&world.sim, &stream.expected, &[&service]);
+    assert_eq!(failed_metric(&service), failed, "{}", service.snapshot());
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_dead_letters_total",
+            "reason=\"failed\""
+        ) as usize,
+        failed
+    );
+    world.shutdown();
+}
+
+#[test]
+fn at_start_up_the_dead_letter_topic_is_written_once_with_a_probe_record() {
+    let world = World::new("dlq-probe", sim_accepting_anyone(), Vec::new());
+    let service = world.service("svc", true, "");
+    service.wait_ready();
+    let read = read_all(
+        &world.broker.bootstrap(),
+        &world.dlq,
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(read.len(), 1, "{}", service.log_text());
+    assert!(read[0].value.is_empty());
+    assert_eq!(read[0].key, None);
+    assert_eq!(
+        read[0].headers.get("dlq.probe").map(String::as_str),
+        Some("true")
+    );
+    assert!(read_dead_letters(
+        &world.broker.bootstrap(),
+        &world.dlq,
+        1,
+        Duration::from_secs(2)
+    )
+    .is_empty());
     world.shutdown();
 }

@@ -9,6 +9,9 @@
 //!   redeliveries are absorbed by dedup on `log_id` and by the idempotent Management API.
 //! - `invalid` and `failed` messages go to the dead-letter topic (when set) before their offset
 //!   is stored; a failed dead-letter produce is retried, never dropped.
+//! - A task that panics outside the pipeline (which catches its own panics) still releases its
+//!   offset: dead-lettered as `failed`, or logged where it lies ([`settle`]); only a task
+//!   aborted at shutdown leaves its offset unstored.
 //! - A revoke waits (bounded by `rebalance_drain`) for the revoked partitions' in-flight
 //!   messages; completions for partitions no longer owned, or owned again under a new
 //!   assignment, are dropped.
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{decode, DecodeError, Decoded};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Rejected, Verdict};
+use crate::pipeline::{Outcome, Pipeline, Rejected, SourceKind, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::{users_of, Dispatch, Intake, QuietLog};
@@ -234,45 +237,93 @@ pub fn log_librdkafka(
     }
 }
 
+/// The header of the record [`check_dead_letter_topic`] writes into the dead-letter topic at
+/// start (empty value, no key): whoever reads the dead letters (to produce them back, say)
+/// skips records carrying it.
+pub const DEAD_LETTER_PROBE_HEADER: &str = "dlq.probe";
+
 /// Checks at start that `settings.dead_letter_topic` exists and may be written: a missing or
-/// forbidden topic would hold every poison message's offset forever. An unreachable broker is
-/// not an error here (the consumer waits for it); a topic the broker says does not exist, or
-/// that this client may not describe, is (`Err` with the reason).
+/// forbidden topic would hold every poison message's offset forever. The topic is described,
+/// then written: one probe record with an empty value and the header `dlq.probe=true` (only
+/// a write proves write access; describing needs a different permission). An unreachable
+/// broker is not an error here (the consumer waits for it); a topic the broker says does not
+/// exist, that this client may not describe, or that refuses the probe for good is (`Err`
+/// with the reason).
 pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), String> {
     let Some(topic) = settings.dead_letter_topic.clone() else {
         return Ok(());
     };
     let config = producer_config(settings);
-    let checked = tokio::task::spawn_blocking(move || {
-        let producer: rdkafka::producer::BaseProducer<ProducerCtx> = config
-            .create_with_context(ProducerCtx::default())
-            .map_err(|e| redact(e).to_string())?;
-        let metadata = match producer
-            .client()
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        {
-            Ok(metadata) => metadata,
-            Err(err) => {
-                tracing::warn!(%err, topic, "cannot check the dead-letter topic now (broker unreachable?); going on");
-                return Ok(());
-            }
-        };
-        match metadata.topics().iter().find(|t| t.name() == topic) {
-            Some(t) => match t.error() {
-                None if !t.partitions().is_empty() => Ok(()),
-                None => Err(format!("kafka.dead_letter_topic `{topic}` has no partitions")),
-                Some(code) => Err(format!(
-                    "kafka.dead_letter_topic `{topic}`: {} (create it, or grant this client write access)",
-                    RDKafkaErrorCode::from(code)
-                )),
-            },
-            None => Err(format!(
-                "kafka.dead_letter_topic `{topic}` does not exist: create it (1 partition is enough) or remove the key"
-            )),
+    let described = {
+        let (config, topic) = (config.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || describe_dead_letter_topic(&config, &topic)).await
+    };
+    match described {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Ok(()),
+        Ok(Err(err)) => return Err(err),
+        Err(e) => return Err(format!("checking the dead-letter topic failed: {e}")),
+    }
+    let mut config = config;
+    config
+        .set("message.timeout.ms", "10000")
+        .set("client.id", "auth0-default-roles-dlq-probe");
+    let producer: Producer = config
+        .create_with_context(ProducerCtx::default())
+        .map_err(|e| redact(e).to_string())?;
+    let probe = FutureRecord::<'_, [u8], [u8]>::to(&topic)
+        .payload(&b""[..])
+        .headers(OwnedHeaders::new().insert(Header {
+            key: DEAD_LETTER_PROBE_HEADER,
+            value: Some("true"),
+        }));
+    let sent = producer.send(probe, Duration::from_secs(10)).await;
+    // Dropping a producer flushes for a while: not on a runtime worker.
+    tokio::task::spawn_blocking(move || drop(producer));
+    match sent {
+        Ok(_) => {
+            tracing::info!(dead_letter_topic = %topic, "the dead-letter topic takes writes (a `dlq.probe` record was written)");
+            Ok(())
         }
-    })
-    .await;
-    checked.unwrap_or_else(|e| Err(format!("checking the dead-letter topic failed: {e}")))
+        Err((KafkaError::MessageProduction(code), _)) if never_accepted(code) => Err(format!(
+            "kafka.dead_letter_topic `{topic}` refuses this client's records: {code} (grant it write access, or remove the key)"
+        )),
+        Err((err, _)) => {
+            tracing::warn!(%err, topic, "cannot write the dead-letter topic now (broker unreachable?); going on");
+            Ok(())
+        }
+    }
+}
+
+/// The metadata part of [`check_dead_letter_topic`]: `Ok(true)` when the topic exists with
+/// partitions, `Ok(false)` when the broker cannot be asked now.
+fn describe_dead_letter_topic(config: &ClientConfig, topic: &str) -> Result<bool, String> {
+    let producer: rdkafka::producer::BaseProducer<ProducerCtx> = config
+        .create_with_context(ProducerCtx::default())
+        .map_err(|e| redact(e).to_string())?;
+    let metadata = match producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+    {
+        Ok(metadata) => metadata,
+        Err(err) => {
+            tracing::warn!(%err, topic, "cannot check the dead-letter topic now (broker unreachable?); going on");
+            return Ok(false);
+        }
+    };
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) => match t.error() {
+            None if !t.partitions().is_empty() => Ok(true),
+            None => Err(format!("kafka.dead_letter_topic `{topic}` has no partitions")),
+            Some(code) => Err(format!(
+                "kafka.dead_letter_topic `{topic}`: {} (create it, or grant this client write access)",
+                RDKafkaErrorCode::from(code)
+            )),
+        },
+        None => Err(format!(
+            "kafka.dead_letter_topic `{topic}` does not exist: create it (1 partition is enough) or remove the key"
+        )),
+    }
 }
 
 /// `err` with the value of a secret property replaced: librdkafka reports a rejected or
@@ -472,7 +523,7 @@ impl ConsumerContext for Ctx {
 
 /// Broker answers that no retry of the same record can change (authorization, policy, an
 /// invalid record): the dead-letter produce gives up instead of holding the partition.
-fn never_accepted(code: RDKafkaErrorCode) -> bool {
+pub(crate) fn never_accepted(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::TopicAuthorizationFailed
@@ -485,7 +536,7 @@ fn never_accepted(code: RDKafkaErrorCode) -> bool {
 }
 
 /// What is kept of a dead letter the topic refuses as too large (headers mark it truncated).
-const TRUNCATED_DEAD_LETTER: usize = 64 * 1024;
+pub(crate) const TRUNCATED_DEAD_LETTER: usize = 64 * 1024;
 
 /// A message that needs a dead letter: its bytes and where it came from.
 struct Original {
@@ -682,8 +733,9 @@ async fn consume(
 
     loop {
         for lost in dispatch.finished().into_iter().filter_map(Result::err) {
-            // A bug, not an input: the message's offset stays unstored (redelivered later).
-            tracing::error!(%lost, "a message task failed; its offset is not committed");
+            // A panic inside a task is caught there (see `settle`); this is a panic while
+            // finishing its offset: that offset stays unstored (redelivered later).
+            tracing::error!(%lost, "a message task failed while storing its offset; it is not committed");
         }
         if let Some(pause) = shared
             .intake
@@ -806,13 +858,46 @@ struct MessageTask {
 
 impl MessageTask {
     async fn run(self) {
-        let verdict = self.pipeline.process_all(self.items).await;
-        if let (Verdict::DeadLetter(rejected), Some(dlq), Some(original)) =
-            (verdict, &self.dead_letters, &self.original)
-        {
-            dlq.send(original, &rejected).await;
-            self.dead_letter_count.fetch_add(1, Ordering::Relaxed);
-        }
+        let MessageTask {
+            pipeline,
+            shared,
+            consumer,
+            dead_letters,
+            dead_letter_count,
+            items,
+            original,
+            position,
+        } = self;
+        let dlq = dead_letters.as_deref();
+        let work = async {
+            let verdict = pipeline.process_all(items).await;
+            if let (Verdict::DeadLetter(rejected), Some(dlq), Some(original)) =
+                (verdict, dlq, original.as_ref())
+            {
+                dlq.send(original, &rejected).await;
+                dead_letter_count.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let slot = OffsetSlot {
+            shared,
+            consumer,
+            position,
+        };
+        settle(work, slot, dlq, original.as_ref(), &dead_letter_count).await;
+    }
+}
+
+/// A message's place in its partition's watermark, released by [`OffsetSlot::finish`].
+struct OffsetSlot {
+    shared: Arc<Shared>,
+    consumer: Weak<StreamConsumer<Ctx>>,
+    position: Position,
+}
+
+impl OffsetSlot {
+    /// The message reached its end: its offset is finished, and the partition's new
+    /// watermark stored (unless the partition was revoked or assigned again meanwhile).
+    fn finish(self) {
         let Position {
             tp,
             generation,
@@ -832,6 +917,87 @@ impl MessageTask {
         }
         self.shared.finished.notify_all();
     }
+}
+
+/// Runs a message's `work`, then releases its offset slot.
+///
+/// A panic outside `Pipeline::process` (which catches its own), in the dead-letter send for
+/// example, must not hold the partition's watermark forever (nothing after the message would
+/// ever be committed). A panicking message is dead-lettered as `failed` with an "internal
+/// error" (a bug is deterministic: redelivering it would panic again and hold the partition
+/// again); without a dead-letter topic, or when dead-lettering panics too, its offset is
+/// finished with an error log naming its topic, partition and offset. A task aborted at
+/// shutdown never gets past its `work`: its offset stays unfinished, and the message is
+/// redelivered.
+async fn settle<F: std::future::Future<Output = ()>>(
+    work: F,
+    slot: OffsetSlot,
+    dead_letters: Option<&DeadLetters>,
+    original: Option<&Original>,
+    dead_letter_count: &AtomicU64,
+) {
+    use futures_util::FutureExt as _;
+    let panicked = std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .err()
+        .map(|p| panic_text(p.as_ref()));
+    if let Some(what) = panicked {
+        slot.shared
+            .metrics
+            .task_panics
+            .with_label_values(&[SourceKind::Kafka.as_str()])
+            .inc();
+        let (topic, partition, offset) = (
+            slot.position.tp.0.as_str(),
+            slot.position.tp.1,
+            slot.position.offset,
+        );
+        let rejected = Rejected {
+            outcome: Outcome::Failed,
+            error: format!("internal error (a panic in the Kafka consumer): {what}"),
+        };
+        let sent = match (dead_letters, original) {
+            (Some(dlq), Some(original)) => {
+                tracing::error!(
+                    topic, partition, offset, panic = %what,
+                    "a message task panicked: the message is dead-lettered as failed and its offset stored"
+                );
+                let send = std::panic::AssertUnwindSafe(dlq.send(original, &rejected));
+                match send
+                    .catch_unwind()
+                    .await
+                    .map_err(|p| panic_text(p.as_ref()))
+                {
+                    Ok(()) => {
+                        dead_letter_count.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(again) => {
+                        tracing::error!(topic, partition, offset, panic = %again, "dead-lettering the message panicked too");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !sent {
+            tracing::error!(
+                topic, partition, offset, panic = %what,
+                "a message task panicked and the message cannot be dead-lettered: its offset is stored anyway so the partition is not held forever; the message is not processed again: find it at this offset of the source topic"
+            );
+        }
+    }
+    slot.finish();
+}
+
+/// What a caught panic said.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// Pauses or resumes every owned partition.
@@ -892,5 +1058,109 @@ mod tests {
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains("sasl.passwrd"), "{text}");
         }
+    }
+
+    fn shared_for_test() -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            finished: Condvar::new(),
+            metrics: Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}"))),
+            health: Health::new(SourceKind::Kafka),
+            drain: Duration::from_secs(1),
+            intake: Intake::new(10),
+        })
+    }
+
+    /// The pending offsets of partition `t`/0.
+    fn pending(shared: &Shared) -> Vec<i64> {
+        shared
+            .lock()
+            .owned
+            .get(&("t".to_owned(), 0))
+            .map(|o| o.offsets.pending().collect())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_releases_its_offset_and_an_aborted_one_does_not() {
+        let shared = shared_for_test();
+        let tp: Tp = ("t".to_owned(), 0);
+        {
+            let mut state = shared.lock();
+            let mut offsets = PartitionOffsets::default();
+            for o in 0..3 {
+                offsets.begin(o);
+            }
+            state.owned.insert(
+                tp.clone(),
+                Owned {
+                    generation: 1,
+                    offsets,
+                    paused: false,
+                },
+            );
+        }
+        let slot = |offset| OffsetSlot {
+            shared: Arc::clone(&shared),
+            consumer: Weak::new(),
+            position: Position {
+                tp: tp.clone(),
+                generation: 1,
+                offset,
+            },
+        };
+        let count = Arc::new(AtomicU64::new(0));
+
+        // Offset 0 panics after processing (where the dead-letter send runs).
+        let (s, c) = (slot(0), Arc::clone(&count));
+        let joined = tokio::spawn(async move {
+            let work = async {
+                if c.load(Ordering::Relaxed) == 0 {
+                    panic!("boom in the dead-letter send");
+                }
+            };
+            settle(work, s, None, None, &c).await;
+        })
+        .await;
+        assert!(joined.is_ok(), "the panic is caught in the task");
+        assert_eq!(pending(&shared), vec![1, 2], "offset 0 released");
+        assert_eq!(
+            shared
+                .metrics
+                .task_panics
+                .with_label_values(&["kafka"])
+                .get(),
+            1
+        );
+
+        // Offset 1 is aborted (shutdown grace over): it stays pending, redelivered.
+        let (s, c) = (slot(1), Arc::clone(&count));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let aborted = tokio::spawn(async move {
+            let work = async {
+                let _ = started_tx.send(());
+                std::future::pending::<()>().await;
+            };
+            settle(work, s, None, None, &c).await;
+        });
+        let _ = started_rx.await;
+        aborted.abort();
+        assert!(aborted.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(
+            pending(&shared),
+            vec![1, 2],
+            "an aborted task keeps its offset"
+        );
+
+        // Offset 2 ends normally; the watermark stops at the aborted offset 1.
+        settle(async {}, slot(2), None, None, &count).await;
+        assert_eq!(pending(&shared), vec![1]);
+        let watermark = shared
+            .lock()
+            .owned
+            .get(&tp)
+            .and_then(|o| o.offsets.watermark());
+        assert_eq!(watermark, Some(1), "0 is committable, 1 is not");
+        assert_eq!(count.load(Ordering::Relaxed), 0, "no dead-letter topic");
     }
 }
