@@ -404,17 +404,6 @@ listen = "127.0.0.1:{port}"
     }
 }
 
-/// The value of `key=N` in the last log line containing `marker`.
-fn logged_number(log: &str, marker: &str, key: &str) -> Option<u64> {
-    let line = log.lines().rev().find(|l| l.contains(marker))?;
-    let at = line.find(&format!(" {key}="))? + key.len() + 2;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn every_eligible_user_gets_exactly_their_roles_and_the_queue_ends_empty() {
     let started = Instant::now();
