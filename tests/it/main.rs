@@ -10,6 +10,7 @@ mod config;
 mod decode;
 mod demo_cli;
 mod deploy_files;
+mod doctor;
 mod event_streams;
 mod ingest;
 mod kafka;
