@@ -588,7 +588,7 @@ async fn sqs_check(settings: &SqsSettings, report: &mut Report) {
                 .cloned()
                 .unwrap_or_else(|| "?".to_owned());
             report.ok(format!(
-                "sqs: queue {} readable ({waiting} messages waiting)",
+                "sqs: queue {} readable (ApproximateNumberOfMessages {waiting})",
                 settings.queue_url
             ));
         }

@@ -389,3 +389,125 @@ fn doctor_reports_an_unreachable_broker_within_a_bounded_wait() {
     assert!(took < Duration::from_secs(60), "{took:?}");
     drop((sim, running));
 }
+
+/// moto's SQS on a loopback port (`MOTO_SERVER`, else the virtualenv of
+/// scripts/install-moto.sh); killed on drop.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(dir: &Path) -> Moto {
+        let bin = std::env::var("MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let home = std::env::var("HOME").unwrap_or_default();
+                Path::new(&home).join(".cache/auth0-default-roles/moto-5.2.5/bin/moto_server")
+            });
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("moto.log")).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} (set MOTO_SERVER)", bin.display()));
+        let moto = Moto { child, port };
+        assert!(
+            crate::harness::wait_for(Duration::from_secs(60), || {
+                crate::harness::http_get(port, "/moto-api/").is_some_and(|(s, _)| s == 200)
+            }),
+            "moto did not answer on port {port}"
+        );
+        moto
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn doctor_reads_the_sqs_queue_and_names_one_that_does_not_exist() {
+    let rt = runtime();
+    let (_sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("doctor-sqs");
+    let moto = Moto::start(&dir);
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .http_client(auth0_default_roles::source::sqs::https_client())
+            .build(),
+    );
+    let url = rt
+        .block_on(sqs.create_queue().queue_name("doctor-logs").send())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .queue_url
+        .unwrap_or_default();
+    rt.block_on(sqs.send_message().queue_url(&url).message_body("{}").send())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let eb = [
+        "--eventbridge",
+        "--aws-account-id",
+        "123456789012",
+        "--aws-region",
+        "us-east-1",
+    ];
+    let endpoint = moto.endpoint();
+    let doctor_sqs = |queue: &str| {
+        let source = format!("[source]\ntype = \"sqs\"\n\n[sqs]\nqueue_url = \"{queue}\"\n");
+        let config = write_config(&dir, "sqs", &running.base_url, &source, &demo_policy());
+        let out = run(&["setup", "log-stream"], &config, &eb);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+            .args(["doctor", "--config"])
+            .arg(&config)
+            .env("AUTH0_CLIENT_SECRET", "sim-secret")
+            .env("AUTH0_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+            .env("RUST_LOG", "warn")
+            .envs([
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ENDPOINT_URL_SQS", endpoint.as_str()),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+                ("AWS_CONFIG_FILE", "/dev/null"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+    };
+    let (code, report) = doctor_sqs(&url);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains(&format!(
+            "ok   sqs: queue {url} readable (ApproximateNumberOfMessages 1)"
+        )),
+        "{report}"
+    );
+    let missing = url.replace("doctor-logs", "no-such-queue");
+    let (code, report) = doctor_sqs(&missing);
+    assert_eq!(code, Some(2), "{report}");
+    let fails = failures(&report);
+    assert_eq!(fails.len(), 1, "{report}");
+    assert!(
+        fails[0].starts_with(&format!("FAIL sqs: queue {missing}")),
+        "{report}"
+    );
+    drop(running);
+}
