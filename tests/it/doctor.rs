@@ -511,3 +511,42 @@ fn doctor_reads_the_sqs_queue_and_names_one_that_does_not_exist() {
     );
     drop(running);
 }
+
+#[test]
+fn doctor_finds_the_brokers_topic_and_group_and_names_a_missing_dead_letter_topic() {
+    let rt = runtime();
+    let (_sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("doctor-kafka-ok");
+    let broker = crate::harness::Broker::start(&dir);
+    broker.create_topic("doctor-logs", 3);
+    let doctor_kafka = |dlq: &str| {
+        let kafka = format!(
+            "[source]\ntype = \"kafka\"\n\n[kafka]\nbrokers = \"{}\"\ntopic = \"doctor-logs\"\ngroup_id = \"doctor-group\"\n{dlq}\n",
+            broker.bootstrap()
+        );
+        let config = write_config(&dir, "kafka-ok", &running.base_url, &kafka, &demo_policy());
+        let (code, stdout, stderr) = setup(&config, &[]);
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        doctor(&config)
+    };
+    let (code, report) = doctor_kafka("");
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains("ok   kafka: topic doctor-logs has 3 partitions"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok   kafka: group doctor-group reachable"),
+        "{report}"
+    );
+
+    let (code, report) = doctor_kafka("dead_letter_topic = \"doctor-dead\"");
+    assert_eq!(code, Some(2), "{report}");
+    let fails = failures(&report);
+    assert_eq!(fails.len(), 1, "{report}");
+    assert!(
+        fails[0].starts_with("FAIL kafka: dead-letter topic doctor-dead"),
+        "{report}"
+    );
+    drop(running);
+}
