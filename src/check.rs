@@ -39,6 +39,14 @@ pub const RECONCILE_SCOPES: [&str; 4] = [
     "read:role_members",
 ];
 
+/// The scopes `setup log-stream` needs (that command only; `doctor` reads the streams with
+/// `read:log_streams` when granted). The service itself never touches log streams.
+pub const SETUP_LOG_STREAM_SCOPES: [&str; 3] = [
+    "read:log_streams",
+    "create:log_streams",
+    "update:log_streams",
+];
+
 /// The readable form of a valid config printed by `check`.
 pub fn describe(config: &Config, env: Env<'_>) -> String {
     let mut text = String::new();
@@ -73,6 +81,11 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                     more.join(" ")
                 );
             }
+            let _ = writeln!(
+                text,
+                "auth0: `setup log-stream` also needs: {} (that command only; `doctor` checks the stream with read:log_streams)",
+                SETUP_LOG_STREAM_SCOPES.join(" ")
+            );
         }
         None => {
             let _ = writeln!(

@@ -10,8 +10,10 @@ use auth0_default_roles::app::{self, App, ReplayRequest, StartError, EXIT_CONFIG
 use auth0_default_roles::check;
 use auth0_default_roles::config::{process_env, Config};
 use auth0_default_roles::demo::{self, DemoOptions};
+use auth0_default_roles::doctor::{self, DoctorArgs};
 use auth0_default_roles::pipeline::Mode;
 use auth0_default_roles::reconcile::{self, Output as ReconcileOutput};
+use auth0_default_roles::setup::{self, SetupArgs};
 use auth0_default_roles::shutdown::Shutdown;
 use auth0_default_roles::sim_command::{self, SimArgs, SimCommandError};
 use auth0_default_roles::source::replay::{Input, Output};
@@ -105,6 +107,11 @@ enum Command {
     },
     /// Run the Management API simulator (a stand-in tenant for trying the service).
     Sim(SimArgs),
+    /// Check the tenant and the source before the service runs: a checklist with each fix;
+    /// exit 0 when the service can run, 2 naming each problem.
+    Doctor(DoctorArgs),
+    /// One-time changes to the tenant (`setup log-stream`).
+    Setup(SetupArgs),
 }
 
 #[derive(clap::Args)]
@@ -243,6 +250,8 @@ async fn dispatch(command: Command) -> u8 {
             )
             .await
         }
+        Command::Doctor(args) => return doctor::run(args, env).await,
+        Command::Setup(args) => return setup::run(args, env).await,
         Command::Sim(args) => {
             return match sim_command::serve(args).await {
                 Ok(()) => 0,

@@ -4,6 +4,7 @@
 
 pub(crate) mod assigner;
 mod clients;
+pub mod log_streams;
 mod roles;
 mod token;
 
@@ -139,6 +140,12 @@ pub enum Operation {
     GetJob,
     /// `GET /api/v2/roles/{id}/users` (`reconcile`).
     GetRoleUsers,
+    /// `GET /api/v2/log-streams` (`doctor`, `setup log-stream`).
+    GetLogStreams,
+    /// `POST /api/v2/log-streams` (`setup log-stream`).
+    CreateLogStream,
+    /// `PATCH /api/v2/log-streams/{id}` (`setup log-stream`).
+    UpdateLogStream,
 }
 
 impl Operation {
@@ -154,6 +161,9 @@ impl Operation {
             Operation::CreateExportJob => "create_export_job",
             Operation::GetJob => "get_job",
             Operation::GetRoleUsers => "get_role_users",
+            Operation::GetLogStreams => "get_log_streams",
+            Operation::CreateLogStream => "create_log_stream",
+            Operation::UpdateLogStream => "update_log_stream",
         }
     }
 }

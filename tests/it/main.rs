@@ -11,6 +11,7 @@ mod decode;
 mod demo_cli;
 mod deploy_files;
 mod docs;
+mod doctor;
 mod event_streams;
 mod ingest;
 mod kafka;

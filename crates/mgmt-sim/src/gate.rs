@@ -109,6 +109,10 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::GetJob => &["create:users", "read:users"],
         Operation::GetRoleUsers => &["read:users", "read:roles", "read:role_members"],
         Operation::GetUsers => &["read:users", "read:user_idp_tokens"],
+        Operation::GetLogStreams | Operation::GetLogStream => &["read:log_streams"],
+        Operation::CreateLogStream => &["create:log_streams"],
+        Operation::UpdateLogStream => &["update:log_streams"],
+        Operation::DeleteLogStream => &["delete:log_streams"],
     }
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod gate;
 mod jobs;
+mod log_streams;
 mod members;
 mod oauth;
 mod rate_limit;
@@ -89,6 +90,16 @@ impl Simulator {
             .route("/api/v2/users", get(members::list_users))
             .route("/api/v2/jobs/users-exports", post(jobs::create_export))
             .route("/api/v2/jobs/{id}", get(jobs::get_job))
+            .route(
+                "/api/v2/log-streams",
+                get(log_streams::list).post(log_streams::create),
+            )
+            .route(
+                "/api/v2/log-streams/{id}",
+                get(log_streams::get_one)
+                    .patch(log_streams::update)
+                    .delete(log_streams::delete),
+            )
             .route(
                 "/api/v2/users/{id}/roles",
                 get(api::get_user_roles)
@@ -230,6 +241,29 @@ impl Simulator {
     /// The id of the role with exactly this name.
     pub fn role_id(&self, name: &str) -> Option<String> {
         lock(&self.shared.tenant).role_id(name)
+    }
+
+    /// Every log stream of the tenant, as `GET /api/v2/log-streams` answers.
+    pub fn log_streams(&self) -> Vec<serde_json::Value> {
+        lock(&self.shared.log_streams).all()
+    }
+
+    /// Creates a log stream as `POST /api/v2/log-streams` would (the same validation) and
+    /// returns its id; `status` may be given (e.g. a stream someone paused).
+    pub fn add_log_stream(&self, body: &serde_json::Value) -> Result<String, ApiError> {
+        let domain = lock(&self.shared.config).domain.clone();
+        let created = lock(&self.shared.log_streams).create(body, &domain)?;
+        Ok(created
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Sets a stream's status as Auth0 does by itself (`suspended` after days of failed
+    /// deliveries); false if there is no such stream.
+    pub fn set_log_stream_status(&self, id: &str, status: &str) -> bool {
+        lock(&self.shared.log_streams).set_status(id, status)
     }
 
     /// Applies a `/sim/control` request (fields left out are unchanged).

@@ -18,9 +18,9 @@ use super::error::OAuthError;
 use super::state::{lock, Shared};
 use super::wire::{json_response, parse_form};
 
-/// Scopes granted to every token.
+/// The scopes of the application's client grant: every token gets them, less the denied ones.
 pub(crate) const GRANTED_SCOPES: &str =
-    "read:users read:roles update:users create:role_members read:role_members update:roles read:clients";
+    "read:users read:roles update:users create:role_members read:role_members update:roles read:clients read:log_streams create:log_streams update:log_streams delete:log_streams";
 
 /// Expired tokens are remembered this long (to answer "Expired token") before being dropped.
 const EXPIRED_MEMORY: Duration = Duration::from_secs(3600);
@@ -42,22 +42,31 @@ pub(crate) enum TokenStatus {
 }
 
 impl TokenStore {
+    /// A new token, shaped like Auth0's (a JWT whose payload carries `claims`, the `scope`
+    /// claim among them; the signature is random bytes: nothing verifies it).
     pub(crate) fn issue(
         &mut self,
         lifetime: Duration,
         now: Instant,
         denied: Vec<String>,
+        claims: &Value,
     ) -> String {
         self.tokens.retain(|_, (expiry, _)| {
             expiry
                 .and_then(|e| e.checked_add(EXPIRED_MEMORY))
                 .is_none_or(|forget_at| forget_at > now)
         });
-        let token: String = rand::rng()
+        let signature: String = rand::rng()
             .sample_iter(&Alphanumeric)
             .take(48)
             .map(char::from)
             .collect();
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "sim"});
+        let token = format!(
+            "{}.{}.{signature}",
+            base64url(header.to_string().as_bytes()),
+            base64url(claims.to_string().as_bytes())
+        );
         self.tokens
             .insert(token.clone(), (now.checked_add(lifetime), denied));
         token
@@ -82,6 +91,26 @@ impl TokenStore {
     pub(crate) fn revoke_all(&mut self) {
         self.tokens.clear();
     }
+}
+
+/// Unpadded base64url (RFC 4648 §5), as JWTs use.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            let index = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[index as usize]));
+        }
+    }
+    out
 }
 
 /// The fields of a token request that the simulator looks at.
@@ -185,7 +214,23 @@ pub(crate) async fn issue_token(
         .filter(|s| !denied.iter().any(|d| d == s))
         .collect();
     let scope = scope.join(" ");
-    let token = lock(&shared.tokens).issue(Duration::from_secs(lifetime), Instant::now(), denied);
+    let issued_at = super::wire::epoch_seconds() as u64;
+    let claims = json!({
+        "iss": format!("https://{}/", lock(&shared.config).domain),
+        "sub": format!("{client_id}@clients"),
+        "aud": audience,
+        "iat": issued_at,
+        "exp": issued_at.saturating_add(lifetime),
+        "scope": scope,
+        "gty": "client-credentials",
+        "azp": client_id,
+    });
+    let token = lock(&shared.tokens).issue(
+        Duration::from_secs(lifetime),
+        Instant::now(),
+        denied,
+        &claims,
+    );
     tracing::debug!(expires_in = lifetime, "sim: issued access token");
     let mut response = json_response(
         StatusCode::OK,
@@ -209,12 +254,34 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_expire_on_tokio_time() {
         let mut store = TokenStore::default();
-        let token = store.issue(Duration::from_secs(10), Instant::now(), Vec::new());
+        let token = store.issue(
+            Duration::from_secs(10),
+            Instant::now(),
+            Vec::new(),
+            &json!({}),
+        );
         assert_eq!(store.check(&token, Instant::now()), TokenStatus::Valid);
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(store.check(&token, Instant::now()), TokenStatus::Expired);
         assert_eq!(store.check("nope", Instant::now()), TokenStatus::Unknown);
         store.revoke_all();
         assert_eq!(store.check(&token, Instant::now()), TokenStatus::Unknown);
+    }
+
+    #[test]
+    fn base64url_matches_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64url(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub jobs: Mutex<super::jobs::Jobs>,
     /// Snapshots of role memberships behind checkpoint pagination.
     pub listings: Mutex<super::members::Listings>,
+    /// The tenant's log streams.
+    pub log_streams: Mutex<super::log_streams::LogStreams>,
 }
 
 /// The settings a request needs, copied out of the config lock.
@@ -61,6 +63,7 @@ impl Shared {
             stats: Mutex::new(SimStats::default()),
             jobs: Mutex::new(Default::default()),
             listings: Mutex::new(Default::default()),
+            log_streams: Mutex::new(Default::default()),
             config: Mutex::new(config),
         }
     }

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct SimStats {
     /// Requests per operation: `token`, `get_roles`, `get_user`, `get_user_roles`,
     /// `assign_user_roles`, `assign_role_users`, `remove_user_roles`, `create_export_job`,
-    /// `get_job`, `get_role_users`, `get_users`.
+    /// `get_job`, `get_role_users`, `get_users`, `get_log_streams`, `get_log_stream`,
+    /// `create_log_stream`, `update_log_stream`, `delete_log_stream`.
     pub calls: BTreeMap<String, u64>,
     /// Every request to a tenant route (`/oauth/token`, `/api/v2/*`, unknown paths); not `/sim/*`.
     pub total_requests: u64,
@@ -86,10 +87,15 @@ pub(crate) enum Operation {
     GetJob,
     GetRoleUsers,
     GetUsers,
+    GetLogStreams,
+    GetLogStream,
+    CreateLogStream,
+    UpdateLogStream,
+    DeleteLogStream,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 12] = [
+    pub(crate) const ALL: [Operation; 17] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
@@ -102,6 +108,11 @@ impl Operation {
         Operation::GetJob,
         Operation::GetRoleUsers,
         Operation::GetUsers,
+        Operation::GetLogStreams,
+        Operation::GetLogStream,
+        Operation::CreateLogStream,
+        Operation::UpdateLogStream,
+        Operation::DeleteLogStream,
     ];
 
     pub(crate) fn key(self) -> &'static str {
@@ -118,6 +129,11 @@ impl Operation {
             Operation::GetJob => "get_job",
             Operation::GetRoleUsers => "get_role_users",
             Operation::GetUsers => "get_users",
+            Operation::GetLogStreams => "get_log_streams",
+            Operation::GetLogStream => "get_log_stream",
+            Operation::CreateLogStream => "create_log_stream",
+            Operation::UpdateLogStream => "update_log_stream",
+            Operation::DeleteLogStream => "delete_log_stream",
         }
     }
 
@@ -141,6 +157,11 @@ impl Operation {
             ("/api/v2/users", "GET") => Operation::GetUsers,
             ("/api/v2/jobs/users-exports", "POST") => Operation::CreateExportJob,
             ("/api/v2/jobs/{id}", "GET") => Operation::GetJob,
+            ("/api/v2/log-streams", "GET") => Operation::GetLogStreams,
+            ("/api/v2/log-streams", "POST") => Operation::CreateLogStream,
+            ("/api/v2/log-streams/{id}", "GET") => Operation::GetLogStream,
+            ("/api/v2/log-streams/{id}", "PATCH") => Operation::UpdateLogStream,
+            ("/api/v2/log-streams/{id}", "DELETE") => Operation::DeleteLogStream,
             _ => return None,
         };
         Some(op)

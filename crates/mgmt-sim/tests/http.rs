@@ -1303,3 +1303,157 @@ async fn clients_answer_with_the_fields_asked_for_and_404_for_an_unknown_applica
     let refused = denied.get(&token, "/api/v2/clients/app_store").await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }
+
+/// The payload of a JWT-shaped token (unpadded base64url, decoded by hand).
+fn jwt_payload(token: &str) -> Value {
+    let part = token.split('.').nth(1).expect("a JWT has a payload");
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut bytes = Vec::new();
+    for c in part.bytes() {
+        let v = alphabet.iter().position(|a| *a == c).expect("base64url") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            bytes.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    serde_json::from_slice(&bytes).expect("JSON payload")
+}
+
+#[tokio::test]
+async fn the_token_carries_the_client_grants_scopes_less_the_denied_ones() {
+    let h = Harness::start(SimConfig {
+        denied_scopes: vec!["read:users".into()],
+        ..SimConfig::default()
+    })
+    .await;
+    let resp = h
+        .http
+        .post(h.url("/oauth/token"))
+        .json(&h.token_body())
+        .send()
+        .await
+        .expect("token");
+    let body = json_of(resp).await;
+    let claims = jwt_payload(body["access_token"].as_str().expect("token"));
+    assert_eq!(claims["scope"], body["scope"]);
+    assert_eq!(claims["sub"], "sim-client@clients");
+    assert_eq!(claims["aud"], "https://sim.auth0.local/api/v2/");
+    let scopes: BTreeSet<&str> = claims["scope"]
+        .as_str()
+        .expect("scope")
+        .split(' ')
+        .collect();
+    assert!(!scopes.contains("read:users"));
+    for s in [
+        "read:roles",
+        "create:role_members",
+        "read:log_streams",
+        "create:log_streams",
+        "update:log_streams",
+    ] {
+        assert!(scopes.contains(s), "{s} in {scopes:?}");
+    }
+}
+
+#[tokio::test]
+async fn log_streams_are_created_listed_patched_and_deleted_with_their_scopes() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    let body = json!({
+        "name": "roles",
+        "type": "http",
+        "sink": {"httpEndpoint": "https://example.com/auth0", "httpContentFormat": "JSONLINES",
+                 "httpContentType": "application/json", "httpAuthorization": "Bearer t0k"},
+        "filters": [{"type": "category", "name": "auth.signup.success"}],
+    });
+    let resp = h.post(&token, "/api/v2/log-streams", body).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let created = json_of(resp).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("lst_"), "{id}");
+    assert_eq!(created["status"], "active");
+
+    // Validation: an unknown category, an unknown type, an EventBridge stream without region.
+    for bad in [
+        json!({"name": "x", "type": "http", "sink": {"httpEndpoint": "https://e"}, "filters": [{"type": "category", "name": "auth.everything"}]}),
+        json!({"name": "x", "type": "carrier-pigeon", "sink": {}}),
+        json!({"name": "x", "type": "eventbridge", "sink": {"awsAccountId": "123456789012"}}),
+    ] {
+        let resp = h.post(&token, "/api/v2/log-streams", bad).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    }
+    let eb = json_of(
+        h.post(
+            &token,
+            "/api/v2/log-streams",
+            json!({"name": "eb", "type": "eventbridge", "sink": {"awsAccountId": "123456789012", "awsRegion": "eu-west-1"}}),
+        )
+        .await,
+    )
+    .await;
+    assert!(eb["sink"]["awsPartnerEventSource"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("aws.partner/auth0.com/")));
+
+    let resp = h
+        .http
+        .patch(h.url(&format!("/api/v2/log-streams/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"status": "paused", "filters": [{"type": "category", "name": "user.success"}], "sink": {"httpEndpoint": "https://example.com/new"}}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let listed = json_of(h.get(&token, "/api/v2/log-streams").await).await;
+    let listed = listed.as_array().expect("array");
+    assert_eq!(listed.len(), 2);
+    let ours = listed
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .expect("ours");
+    assert_eq!(ours["status"], "paused");
+    assert_eq!(
+        ours["filters"],
+        json!([{"type": "category", "name": "user.success"}])
+    );
+    assert_eq!(ours["sink"]["httpEndpoint"], "https://example.com/new");
+    assert_eq!(ours["sink"]["httpAuthorization"], "Bearer t0k");
+
+    assert!(h.sim.set_log_stream_status(&id, "suspended"));
+    let one = json_of(h.get(&token, &format!("/api/v2/log-streams/{id}")).await).await;
+    assert_eq!(one["status"], "suspended");
+
+    let resp = h
+        .http
+        .delete(h.url(&format!("/api/v2/log-streams/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h.sim.log_streams().len(), 1);
+    let resp = h.get(&token, &format!("/api/v2/log-streams/{id}")).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    h.control(json!({"denied_scopes": ["create:log_streams"]}))
+        .await;
+    let resp = h
+        .post(
+            &token,
+            "/api/v2/log-streams",
+            json!({"name": "y", "type": "http", "sink": {"httpEndpoint": "https://e"}}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(json_of(resp).await["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("create:log_streams")));
+    let stats = h.sim.stats();
+    assert_eq!(stats.calls_of("create_log_stream"), 6);
+    assert_eq!(stats.calls_of("update_log_stream"), 1);
+}
