@@ -7,6 +7,8 @@
 //!   and source once for `run`, `ingest`, `demo` and the tests; `replay`'s wiring.
 //! - [`shutdown`]: the one stop request every loop and background task waits on.
 //! - [`config`]: the TOML configuration and its validation (raw sections → settings).
+//! - [`settings`]: what config and the components share, below both: [`Secret`](settings::Secret),
+//!   the one secret reader, [`ConfigError`](settings::ConfigError).
 //! - [`check`]: the readable form of a configuration (`check`).
 //! - [`action`]: the policy compiled into a post-login Action (`action`), for the first token.
 //! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
@@ -37,6 +39,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
 pub mod server;
+pub mod settings;
 pub mod setup;
 pub mod shutdown;
 pub mod sim_command;
