@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use futures_util::stream::{self, StreamExt};
 
 use crate::event::{decode, decode_json_lines, first_line_stands_alone, Decoded};
-use crate::mgmt::CallStats;
-use crate::pipeline::{Outcome, Pipeline, Report};
+use crate::pipeline::{ApiCalls, Outcome, Pipeline, Report};
 use crate::source::sequencer::Sequencer;
 use crate::source::users_of;
 
@@ -80,7 +79,7 @@ pub struct Summary {
     pub by_role: BTreeMap<String, u64>,
     pub failed: Vec<Report>,
     /// Management API calls made (none offline).
-    pub calls: Option<CallStats>,
+    pub calls: Option<ApiCalls>,
 }
 
 impl Summary {
@@ -119,8 +118,8 @@ impl Summary {
         }
         if let Some(calls) = &self.calls {
             writeln!(out, "management API calls: {}", calls.total())?;
-            for (operation, n) in &calls.calls {
-                writeln!(out, "  {:<18} {n}", operation.as_str())?;
+            for (operation, n) in &calls.by_operation {
+                writeln!(out, "  {operation:<18} {n}")?;
             }
             writeln!(out, "  429 answers        {}", calls.rate_limited)?;
             writeln!(out, "  retries            {}", calls.retries)?;
@@ -133,7 +132,7 @@ impl Summary {
                 writeln!(
                     out,
                     "  write calls per assigned event: {:.2}",
-                    calls.writes() as f64 / assigned as f64
+                    calls.writes as f64 / assigned as f64
                 )?;
             }
         }
@@ -191,7 +190,7 @@ pub async fn run(
             }
         }
     }
-    summary.calls = pipeline.client().map(|c| c.stats());
+    summary.calls = pipeline.api_calls();
     if output == Output::Summary {
         summary.write_to(out)?;
     }
