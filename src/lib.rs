@@ -5,6 +5,7 @@
 //! Dependencies flow one way: `app → source → pipeline → {policy, dedup, mgmt} → event`.
 //! - [`app`]: [`App::build`](app::App::build) wires config, metrics, health, endpoints, pipeline
 //!   and source once for `run`, `ingest`, `demo` and the tests; `replay`'s wiring.
+//! - [`cli`]: each command of the binary, its arguments and wiring (`src/main.rs` dispatches).
 //! - [`shutdown`]: the one stop request every loop and background task waits on.
 //! - [`config`]: the TOML configuration and its validation (raw sections → settings).
 //! - [`settings`]: what config and the components share, below both: [`Secret`](settings::Secret),
@@ -27,6 +28,7 @@
 pub mod action;
 pub mod app;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod demo;
