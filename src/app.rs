@@ -322,6 +322,9 @@ pub struct ReplayRequest<'a> {
     pub inputs: &'a [crate::source::replay::Input],
     pub output: crate::source::replay::Output,
     pub concurrency: usize,
+    /// Show a large input's progress on stderr when it is a terminal (off when records go to
+    /// a terminal on stdout, where the spinner would garble them).
+    pub progress: bool,
 }
 
 /// `replay`: runs files or stdin through the pipeline (offline, dry run or live) and writes the
@@ -345,6 +348,7 @@ pub async fn replay(
         request.inputs,
         request.output,
         request.concurrency,
+        request.progress,
         out,
     )
     .await

@@ -19,6 +19,7 @@
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
 //! - [`source`]: Kafka, SQS, the webhook receiver (`ingest`) and files (`replay`), and what
 //!   they share: per-user order, the in-flight cap, pause/resume, drain, quiet logs.
+//! - [`progress`]: the progress line of `reconcile` and `replay` (a spinner on a terminal).
 //! - [`metrics`]: the Prometheus metrics, each declared once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report.
 //! - [`demo`]: the `demo` command (mock Kafka cluster + simulator + the real `run` path).
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod mgmt;
 pub mod pipeline;
 pub mod policy;
+pub mod progress;
 pub mod reconcile;
 pub mod server;
 pub mod settings;

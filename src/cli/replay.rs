@@ -43,6 +43,8 @@ pub async fn run(args: &ReplayArgs) -> u8 {
         inputs: &inputs,
         output: args.output,
         concurrency: args.concurrency,
+        progress: args.output == Output::Summary
+            || !std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

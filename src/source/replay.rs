@@ -9,6 +9,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::event::{decode, decode_json_lines, first_line_stands_alone, Decoded};
 use crate::pipeline::{ApiCalls, Outcome, Pipeline, Report};
+use crate::progress::Progress;
 use crate::source::sequencer::Sequencer;
 use crate::source::users_of;
 
@@ -17,6 +18,8 @@ const READ_BUFFER: usize = 1 << 20;
 /// JSON Lines are decoded and processed in chunks of about this many bytes: memory stays
 /// bounded whatever the size of the input.
 const CHUNK_BYTES: usize = 4 << 20;
+/// The progress line is updated every this many events.
+const PROGRESS_EVERY: u64 = 1000;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -154,23 +157,34 @@ impl Summary {
 
 /// Replays `inputs` through `pipeline`, up to `concurrency` events at a time (a user's events
 /// one after another, in input order), writing records (`jsonl`) in input order and the
-/// summary at the end (`summary`).
+/// summary at the end (`summary`). With `spinner`, an input larger than one chunk shows its
+/// progress on stderr when that is a terminal.
 pub async fn run(
     pipeline: &Pipeline,
     inputs: &[Input],
     output: Output,
     concurrency: usize,
+    spinner: bool,
     out: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
     let mut summary = Summary::default();
     let sequencer = std::sync::Arc::new(Sequencer::default());
+    let mut progress = Progress::hidden(spinner);
     for input in inputs {
         let read_error = |source| ReplayError::Read {
             input: input.label(),
             source,
         };
+        let label = input.label();
+        let message = |events: u64| format!("{events} events replayed ({label})");
         let mut chunks = Chunks::new(input.open().map_err(read_error)?);
+        let mut first_chunk = true;
         while let Some(items) = chunks.next_chunk().map_err(read_error)? {
+            if !std::mem::take(&mut first_chunk) {
+                // More than one chunk: a large input, worth a progress line.
+                progress.show();
+                progress.update(|| message(summary.events));
+            }
             let mut reports = stream::iter(items)
                 .map(|item| {
                     // Taken in input order, here; awaited when the event's turn comes.
@@ -187,9 +201,13 @@ pub async fn run(
                     serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
                     out.write_all(b"\n")?;
                 }
+                if summary.events % PROGRESS_EVERY == 0 {
+                    progress.update(|| message(summary.events));
+                }
             }
         }
     }
+    progress.finish();
     summary.calls = pipeline.api_calls();
     if output == Output::Summary {
         summary.write_to(out)?;
