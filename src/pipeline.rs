@@ -142,11 +142,6 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The verdict of a message whose task ended without a result.
-    pub fn lost(lost: &crate::source::TaskLost) -> Verdict {
-        Verdict::Retry(lost.to_string())
-    }
-
     /// Whether the message may be acknowledged.
     pub fn is_done(&self) -> bool {
         matches!(self, Verdict::Done)
@@ -544,7 +539,7 @@ impl Pipeline {
 
     /// Takes one decoded item to its final outcome. Transient Management API failures are
     /// waited out inside; the returned report is final. Callers keep each user's events in
-    /// order (the sources' [`Sequencer`](crate::source::sequencer::Sequencer)).
+    /// order (the sources' `Sequencer`).
     pub async fn process(&self, item: Decoded) -> Report {
         let started = std::time::Instant::now();
         let input = match &item {
