@@ -8,9 +8,10 @@ use std::sync::Arc;
 use crate::config::{
     self, Config, IngestMode, IngestSettings, KafkaSettings, SourceSettings, SqsSettings,
 };
+use crate::dedup::Dedup;
 use crate::metrics::{Metrics, MetricsError};
-use crate::mgmt::MgmtError;
-use crate::pipeline::{Mode, Pipeline, SourceKind};
+use crate::mgmt::{self, MgmtError};
+use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
 use crate::source::ingest::{self, IngestError};
@@ -292,7 +293,8 @@ fn ingest_state(
 }
 
 /// The pipeline of a command that talks to the tenant: `[auth0]` and its secret required, a
-/// token obtained and every policy role resolved.
+/// token obtained and every policy role resolved (the pipeline `run`, `ingest`, `replay` and
+/// `demo` use).
 pub async fn connect(
     config: &Config,
     env: Env<'_>,
@@ -302,9 +304,16 @@ pub async fn connect(
 ) -> Result<Pipeline, StartError> {
     let auth0 = config.require_auth0()?;
     let secret = auth0.client_secret(env)?;
-    Pipeline::connect(config, auth0, secret, metrics, mode, kind)
+    let (client, assigner) = mgmt::connect(auth0, secret, config.policy.role_names(), metrics)
         .await
-        .map_err(StartError::Mgmt)
+        .map_err(StartError::Mgmt)?;
+    tracing::info!(
+        tenant = %auth0.domain,
+        roles = ?assigner.directory().all().keys().collect::<Vec<_>>(),
+        "Management API ready"
+    );
+    let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
+    Ok(Pipeline::online(processor, assigner, client, mode, kind))
 }
 
 /// What `replay` reads and writes.
@@ -313,6 +322,9 @@ pub struct ReplayRequest<'a> {
     pub inputs: &'a [crate::source::replay::Input],
     pub output: crate::source::replay::Output,
     pub concurrency: usize,
+    /// Show a large input's progress on stderr when it is a terminal (off when records go to
+    /// a terminal on stdout, where the spinner would garble them).
+    pub progress: bool,
 }
 
 /// `replay`: runs files or stdin through the pipeline (offline, dry run or live) and writes the
@@ -323,8 +335,6 @@ pub async fn replay(
     request: ReplayRequest<'_>,
     out: &mut dyn std::io::Write,
 ) -> Result<u8, StartError> {
-    use crate::dedup::Dedup;
-    use crate::pipeline::Processor;
     use crate::source::replay;
     let metrics = Arc::new(Metrics::new()?);
     let pipeline = if request.mode == Mode::Offline {
@@ -338,6 +348,7 @@ pub async fn replay(
         request.inputs,
         request.output,
         request.concurrency,
+        request.progress,
         out,
     )
     .await

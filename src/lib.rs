@@ -5,8 +5,11 @@
 //! Dependencies flow one way: `app → source → pipeline → {policy, dedup, mgmt} → event`.
 //! - [`app`]: [`App::build`](app::App::build) wires config, metrics, health, endpoints, pipeline
 //!   and source once for `run`, `ingest`, `demo` and the tests; `replay`'s wiring.
+//! - [`cli`]: each command of the binary, its arguments and wiring (`src/main.rs` dispatches).
 //! - [`shutdown`]: the one stop request every loop and background task waits on.
 //! - [`config`]: the TOML configuration and its validation (raw sections → settings).
+//! - [`settings`]: what config and the components share, below both: [`Secret`](settings::Secret),
+//!   the one secret reader, [`ConfigError`](settings::ConfigError).
 //! - [`check`]: the readable form of a configuration (`check`).
 //! - [`action`]: the policy compiled into a post-login Action (`action`), for the first token.
 //! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
@@ -16,6 +19,7 @@
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
 //! - [`source`]: Kafka, SQS, the webhook receiver (`ingest`) and files (`replay`), and what
 //!   they share: per-user order, the in-flight cap, pause/resume, drain, quiet logs.
+//! - [`progress`]: the progress line of `reconcile` and `replay` (a spinner on a terminal).
 //! - [`metrics`]: the Prometheus metrics, each declared once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report.
 //! - [`demo`]: the `demo` command (mock Kafka cluster + simulator + the real `run` path).
@@ -25,6 +29,7 @@
 pub mod action;
 pub mod app;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod demo;
@@ -35,8 +40,10 @@ pub mod metrics;
 pub mod mgmt;
 pub mod pipeline;
 pub mod policy;
+pub mod progress;
 pub mod reconcile;
 pub mod server;
+pub mod settings;
 pub mod setup;
 pub mod shutdown;
 pub mod sim_command;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::dedup::Dedup;
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::metrics::Metrics;
-use crate::mgmt::{Applications, AssignOutcome, MgmtClient, RoleAssigner};
+use crate::mgmt::{Applications, AssignOutcome, CallStats, MgmtClient, RoleAssigner};
 use crate::policy::{Evaluation, Policy, Profile, Undecided, ASSIGN_CLIENT_METADATA};
 
 /// Where events come from: the `source` label of the event metrics and the subject of the
@@ -142,11 +142,6 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The verdict of a message whose task ended without a result.
-    pub fn lost(lost: &crate::source::TaskLost) -> Verdict {
-        Verdict::Retry(lost.to_string())
-    }
-
     /// Whether the message may be acknowledged.
     pub fn is_done(&self) -> bool {
         matches!(self, Verdict::Done)
@@ -426,6 +421,40 @@ pub struct Pipeline {
     source: SourceKind,
 }
 
+/// The Management API calls a pipeline made, as a source reports them (`replay`'s summary).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiCalls {
+    /// Requests sent, by operation name, in the order the operations are declared.
+    pub by_operation: Vec<(&'static str, u64)>,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Retries after transient failures (429 included).
+    pub retries: u64,
+    /// Calls that wrote role assignments.
+    pub writes: u64,
+}
+
+impl ApiCalls {
+    pub fn total(&self) -> u64 {
+        self.by_operation.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl From<CallStats> for ApiCalls {
+    fn from(stats: CallStats) -> Self {
+        ApiCalls {
+            by_operation: stats
+                .calls
+                .iter()
+                .map(|(op, n)| (op.as_str(), *n))
+                .collect(),
+            rate_limited: stats.rate_limited,
+            retries: stats.retries,
+            writes: stats.writes(),
+        }
+    }
+}
+
 impl Pipeline {
     /// An offline pipeline (no client needed).
     pub fn offline(processor: Processor, metrics: Arc<Metrics>, source: SourceKind) -> Self {
@@ -440,27 +469,6 @@ impl Pipeline {
             metrics,
             source,
         }
-    }
-
-    /// Connects to the Management API (a token, every policy role resolved) and builds the
-    /// pipeline `run`, `ingest`, `replay` and `demo` use.
-    pub async fn connect(
-        config: &crate::config::Config,
-        auth0: &crate::config::Auth0Settings,
-        secret: crate::config::Secret,
-        metrics: Arc<Metrics>,
-        mode: Mode,
-        source: SourceKind,
-    ) -> Result<Pipeline, crate::mgmt::MgmtError> {
-        let (client, assigner) =
-            crate::mgmt::connect(auth0, secret, config.policy.role_names(), metrics).await?;
-        tracing::info!(
-            tenant = %auth0.domain,
-            roles = ?assigner.directory().all().keys().collect::<Vec<_>>(),
-            "Management API ready"
-        );
-        let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
-        Ok(Pipeline::online(processor, assigner, client, mode, source))
     }
 
     /// A pipeline that reads through `assigner`'s client, and writes unless `mode` is `DryRun`.
@@ -490,6 +498,13 @@ impl Pipeline {
 
     pub fn client(&self) -> Option<&MgmtClient> {
         self.client.as_ref()
+    }
+
+    /// The Management API calls made so far (`None` offline), for a source's summary.
+    pub fn api_calls(&self) -> Option<ApiCalls> {
+        self.client
+            .as_ref()
+            .map(|client| ApiCalls::from(client.stats()))
     }
 
     /// Whether Management API calls are failing now (sources pause intake meanwhile).
@@ -524,7 +539,7 @@ impl Pipeline {
 
     /// Takes one decoded item to its final outcome. Transient Management API failures are
     /// waited out inside; the returned report is final. Callers keep each user's events in
-    /// order (the sources' [`Sequencer`](crate::source::sequencer::Sequencer)).
+    /// order (the sources' `Sequencer`).
     pub async fn process(&self, item: Decoded) -> Report {
         let started = std::time::Instant::now();
         let input = match &item {

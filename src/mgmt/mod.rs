@@ -25,11 +25,9 @@ pub use clients::{Applications, CLIENT_METADATA_TTL};
 pub use roles::RoleDirectory;
 use token::TokenCache;
 
-use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::Profile;
-
-use crate::config::{read_secret, ConfigError, SECRET_ENV};
+use crate::settings::{read_secret, ConfigError, Secret, SECRET_ENV};
 use std::path::PathBuf;
 
 /// Validated `[auth0]` settings.

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::mgmt::assigner::assign_role_with_id;
 use crate::mgmt::{CallStats, ClientSettings, MgmtClient, MgmtError, RoleDirectory};
 use crate::policy::{Evaluation, Policy};
+use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 
 use export::{ExportError, Polling, Users};
@@ -39,8 +40,6 @@ const BAD_LINES_SHOWN: usize = 10;
 const SPLIT_TO_SINGLES: usize = 4;
 /// Fresh locations asked of the job when the download's pre-signed URL has expired.
 const LOCATION_RENEWALS: u32 = 3;
-/// How often progress is logged when stderr is not a terminal.
-const LOG_EVERY: Duration = Duration::from_secs(5);
 /// After a stop signal, how often the batches still in flight are checked for being stuck in a
 /// fault of the service (then they are abandoned).
 const STUCK_CHECK: Duration = Duration::from_millis(250);
@@ -262,48 +261,6 @@ impl Summary {
             )?;
         }
         Ok(())
-    }
-}
-
-/// Progress on a terminal (a spinner line), else a log line every few seconds.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    last_log: Instant,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-            {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Progress {
-            bar,
-            last_log: Instant::now(),
-        }
-    }
-
-    fn update(&mut self, message: impl FnOnce() -> String) {
-        match &self.bar {
-            Some(bar) => bar.set_message(message()),
-            None if self.last_log.elapsed() >= LOG_EVERY => {
-                self.last_log = Instant::now();
-                tracing::info!("{}", message());
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }
 

@@ -30,17 +30,16 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
-use crate::config::{KafkaSettings, Secret};
 use crate::event::{decode, Decoded};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::server::Health;
+use crate::settings::{read_secret, ConfigError, Secret};
 use crate::shutdown::Shutdown;
-use crate::source::kafka::{Producer, ProducerCtx};
+use crate::source::kafka::{KafkaSettings, Producer, ProducerCtx};
 use crate::source::sequencer::Sequencer;
 use crate::source::{users_of, QuietLog};
 
-use crate::config::{read_secret, ConfigError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::event::Decoded;
 pub use crate::pipeline::SourceKind;
+use crate::pipeline::Verdict;
 use sequencer::Sequencer;
 
 /// The user ids of a message's decoded events: the keys its turn waits on.
@@ -39,6 +40,13 @@ pub fn users_of(items: &[Decoded]) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("message task ended abnormally: {0}")]
 pub struct TaskLost(pub String);
+
+impl TaskLost {
+    /// The verdict of a message whose task ended without a result: leave it for redelivery.
+    pub fn verdict(&self) -> Verdict {
+        Verdict::Retry(self.to_string())
+    }
+}
 
 /// Message tasks of one source: per-user order, a join set, a drain with a deadline.
 pub struct Dispatch<T> {

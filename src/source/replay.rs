@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use futures_util::stream::{self, StreamExt};
 
 use crate::event::{decode, decode_json_lines, first_line_stands_alone, Decoded};
-use crate::mgmt::CallStats;
-use crate::pipeline::{Outcome, Pipeline, Report};
+use crate::pipeline::{ApiCalls, Outcome, Pipeline, Report};
+use crate::progress::Progress;
 use crate::source::sequencer::Sequencer;
 use crate::source::users_of;
 
@@ -18,6 +18,8 @@ const READ_BUFFER: usize = 1 << 20;
 /// JSON Lines are decoded and processed in chunks of about this many bytes: memory stays
 /// bounded whatever the size of the input.
 const CHUNK_BYTES: usize = 4 << 20;
+/// The progress line is updated every this many events.
+const PROGRESS_EVERY: u64 = 1000;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,7 +82,7 @@ pub struct Summary {
     pub by_role: BTreeMap<String, u64>,
     pub failed: Vec<Report>,
     /// Management API calls made (none offline).
-    pub calls: Option<CallStats>,
+    pub calls: Option<ApiCalls>,
 }
 
 impl Summary {
@@ -119,8 +121,8 @@ impl Summary {
         }
         if let Some(calls) = &self.calls {
             writeln!(out, "management API calls: {}", calls.total())?;
-            for (operation, n) in &calls.calls {
-                writeln!(out, "  {:<18} {n}", operation.as_str())?;
+            for (operation, n) in &calls.by_operation {
+                writeln!(out, "  {operation:<18} {n}")?;
             }
             writeln!(out, "  429 answers        {}", calls.rate_limited)?;
             writeln!(out, "  retries            {}", calls.retries)?;
@@ -133,7 +135,7 @@ impl Summary {
                 writeln!(
                     out,
                     "  write calls per assigned event: {:.2}",
-                    calls.writes() as f64 / assigned as f64
+                    calls.writes as f64 / assigned as f64
                 )?;
             }
         }
@@ -155,23 +157,34 @@ impl Summary {
 
 /// Replays `inputs` through `pipeline`, up to `concurrency` events at a time (a user's events
 /// one after another, in input order), writing records (`jsonl`) in input order and the
-/// summary at the end (`summary`).
+/// summary at the end (`summary`). With `spinner`, an input larger than one chunk shows its
+/// progress on stderr when that is a terminal.
 pub async fn run(
     pipeline: &Pipeline,
     inputs: &[Input],
     output: Output,
     concurrency: usize,
+    spinner: bool,
     out: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
     let mut summary = Summary::default();
     let sequencer = std::sync::Arc::new(Sequencer::default());
+    let mut progress = Progress::hidden(spinner);
     for input in inputs {
         let read_error = |source| ReplayError::Read {
             input: input.label(),
             source,
         };
+        let label = input.label();
+        let message = |events: u64| format!("{events} events replayed ({label})");
         let mut chunks = Chunks::new(input.open().map_err(read_error)?);
+        let mut first_chunk = true;
         while let Some(items) = chunks.next_chunk().map_err(read_error)? {
+            if !std::mem::take(&mut first_chunk) {
+                // More than one chunk: a large input, worth a progress line.
+                progress.show();
+                progress.update(|| message(summary.events));
+            }
             let mut reports = stream::iter(items)
                 .map(|item| {
                     // Taken in input order, here; awaited when the event's turn comes.
@@ -188,10 +201,14 @@ pub async fn run(
                     serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
                     out.write_all(b"\n")?;
                 }
+                if summary.events % PROGRESS_EVERY == 0 {
+                    progress.update(|| message(summary.events));
+                }
             }
         }
     }
-    summary.calls = pipeline.client().map(|c| c.stats());
+    progress.finish();
+    summary.calls = pipeline.api_calls();
     if output == Output::Summary {
         summary.write_to(out)?;
     }

@@ -828,3 +828,121 @@ fn the_forum_policy_gives_what_the_forum_asked_for_live() {
     );
     live.finish();
 }
+
+/// A JSON Lines file of `n` signups (about 330 bytes each), in a fresh temporary folder.
+fn signups_file(name: &str, n: u32) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("adr-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            r#"{{"log_id":"{}","data":{{"type":"ss","user_id":"auth0|u{i}","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database","details":{{"body":{{"email":"u{i}@example.com"}}}},"description":"a signup record padded to a realistic size ........................................................"}}}}"#,
+            90_000_000_000_000_000_000u128 + u128::from(i)
+        ));
+        text.push('\n');
+    }
+    let path = dir.join("signups.jsonl");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+const SIGNUP_SUMMARY: &str = "outcomes:\n  would_assign   15000\nroles (events that assign or would assign them):\n  CUSTOMER       15000\n  Viewer         15000\n";
+
+#[test]
+fn replay_of_a_large_input_into_a_pipe_prints_the_summary_and_no_progress() {
+    let input = signups_file("replay-pipe", 15_000);
+    let size = std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 4 << 20, "more than one 4 MiB chunk: {size} bytes");
+    let path = input.display().to_string();
+    let out = run(
+        &[
+            "replay",
+            "--config",
+            "config/example.toml",
+            "--offline",
+            &path,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("events: 15000\n{SIGNUP_SUMMARY}"),
+        "stdout holds the summary, nothing else"
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "",
+        "no progress line when stderr is a pipe"
+    );
+    let _ = std::fs::remove_dir_all(input.parent().unwrap_or(&input));
+}
+
+/// Runs the binary with stdin, stdout and stderr on one pseudo-terminal (util-linux `script`);
+/// `None` when `script` is not installed.
+fn run_on_terminal(args: &[&str]) -> Option<(Option<i32>, String)> {
+    let mut command = vec![env!("CARGO_BIN_EXE_auth0-default-roles").to_owned()];
+    command.extend(args.iter().map(|a| (*a).to_owned()));
+    let out = Command::new("script")
+        .args(["-qec", &command.join(" "), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    // `script` exits with the command's status (-e); the terminal turns \n into \r\n.
+    Some((out.status.code(), text(&out.stdout).replace("\r\n", "\n")))
+}
+
+#[test]
+fn replay_on_a_terminal_shows_progress_for_a_large_input_only() {
+    let input = signups_file("replay-terminal", 15_000);
+    let path = input.display().to_string();
+    let Some((code, screen)) = run_on_terminal(&[
+        "replay",
+        "--config",
+        "config/example.toml",
+        "--offline",
+        &path,
+    ]) else {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    };
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains(&format!("events replayed ({path})")),
+        "a large input shows its progress: {screen}"
+    );
+    assert!(
+        screen.ends_with(&format!("events: 15000\n{SIGNUP_SUMMARY}")),
+        "the spinner is cleared before the summary: {screen}"
+    );
+
+    // A small input finishes before it is worth a progress line.
+    let small = run_on_terminal(&[
+        "replay",
+        "--config",
+        "config/example.toml",
+        "--offline",
+        "tests/fixtures/mixed.jsonl",
+    ]);
+    let (code, screen) = small.unwrap_or_default();
+    assert_eq!(code, Some(0), "{screen}");
+    // (Its invalid event is warned about on the same terminal.)
+    assert!(screen.contains("\nevents: 17\n"), "{screen}");
+    assert!(!screen.contains("events replayed"), "{screen}");
+
+    // Records on the terminal: no spinner between them.
+    let records = run_on_terminal(&[
+        "replay",
+        "--config",
+        "config/example.toml",
+        "--offline",
+        "--output",
+        "jsonl",
+        &path,
+    ]);
+    let (code, screen) = records.unwrap_or_default();
+    assert_eq!(code, Some(0));
+    assert_eq!(screen.lines().count(), 15_000);
+    assert!(!screen.contains("events replayed"));
+    let _ = std::fs::remove_dir_all(input.parent().unwrap_or(&input));
+}

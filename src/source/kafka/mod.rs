@@ -330,7 +330,7 @@ fn describe_dead_letter_topic(config: &ClientConfig, topic: &str) -> Result<bool
 /// misspelled property as "key value", and `"sasl.passwrd" = "..."` must not print a password.
 pub fn redact(err: KafkaError) -> KafkaError {
     match err {
-        KafkaError::ClientConfig(res, desc, key, value) if crate::config::is_secret_key(&key) => {
+        KafkaError::ClientConfig(res, desc, key, value) if crate::settings::is_secret_key(&key) => {
             let desc = desc.replace(&value, "***");
             KafkaError::ClientConfig(res, desc, key, "***".to_owned())
         }

@@ -1,0 +1,48 @@
+//! The commands of the binary, one module each: its arguments (clap) and its wiring to the
+//! library, ending in an exit status. `src/main.rs` only parses and dispatches.
+
+pub mod action;
+pub mod check;
+pub mod demo;
+pub mod reconcile;
+pub mod replay;
+pub mod serve;
+pub mod sim;
+
+use std::path::PathBuf;
+
+use crate::app::{StartError, EXIT_CONFIG};
+use crate::config::Config;
+
+// The TOML config file of a command (`--config FILE`).
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    /// The TOML config file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// The validated configuration, or the exit status of a configuration error (printed).
+    pub fn load(&self) -> Result<Config, u8> {
+        Config::load(&self.config).map_err(|err| fail(err, EXIT_CONFIG))
+    }
+}
+
+/// Prints an error and gives its exit status.
+pub fn fail(err: impl std::fmt::Display, code: u8) -> u8 {
+    eprintln!("error: {err}");
+    code
+}
+
+/// The exit status of a command that ran, or of the error that stopped it (printed unless it
+/// exits 0, as a stop before the start does).
+pub fn exit_status(result: Result<u8, StartError>) -> u8 {
+    match result {
+        Ok(code) => code,
+        Err(err) => match err.exit_code() {
+            0 => 0,
+            code => fail(err, code),
+        },
+    }
+}

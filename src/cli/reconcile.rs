@@ -1,0 +1,60 @@
+//! `reconcile`: every existing user in line with the policy (plan, or `--apply`).
+
+use std::path::PathBuf;
+
+use super::{exit_status, ConfigArg};
+use crate::config::process_env;
+use crate::reconcile::{self, Output};
+use crate::shutdown::Shutdown;
+
+#[derive(clap::Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Add the missing roles (bulk calls); without it nothing is written.
+    #[arg(long)]
+    pub apply: bool,
+    /// `jsonl`: one line per user missing roles on stdout, the summary on stderr;
+    /// `summary`: the summary on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Summary)]
+    pub output: Output,
+    /// An export already downloaded (gzipped or plain NDJSON) instead of an export job.
+    #[arg(long)]
+    pub users: Option<PathBuf>,
+    /// Spend at most this share (0 < F ≤ 1) of [auth0] requests_per_second and burst, so
+    /// a `run` against the same tenant keeps the rest.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate_share: f64,
+    /// Journal of an apply: an interrupted apply resumes from it.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+pub async fn run(args: ReconcileArgs) -> u8 {
+    let config = match args.config.load() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let request = reconcile::Request {
+        apply: args.apply,
+        output: args.output,
+        users: args.users,
+        rate_share: args.rate_share,
+        state: args.state,
+        polling: reconcile::export::Polling::default(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut err = std::io::stderr();
+    let result = reconcile::run(
+        &config,
+        &process_env,
+        &request,
+        Shutdown::on_signals(),
+        &mut out,
+        &mut err,
+    )
+    .await;
+    drop(out);
+    exit_status(result)
+}
