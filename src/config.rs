@@ -133,6 +133,7 @@ struct Auth0Section {
     batch_window_ms: Option<u64>,
     batch_max_users: Option<usize>,
     read_user_roles: Option<bool>,
+    log_stream: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,6 +359,15 @@ fn auth0_settings(
             "must be between 1 and 1000 (the bulk endpoint's limit)",
         ));
     }
+    let log_stream = match section.log_stream.map(|n| n.trim().to_owned()) {
+        Some(name) if name.is_empty() => {
+            return Err(invalid(
+                "auth0.log_stream",
+                "must name the tenant's log stream (or leave the key out)",
+            ))
+        }
+        other => other,
+    };
     Ok(Some(Auth0Settings {
         domain,
         client_id,
@@ -369,6 +379,7 @@ fn auth0_settings(
         batch_window: Duration::from_millis(batch_window_ms),
         batch_max_users,
         read_user_roles: section.read_user_roles.unwrap_or(false),
+        log_stream,
     }))
 }
 

@@ -17,7 +17,6 @@ use crate::config::{Config, SourceSettings};
 use crate::metrics::Metrics;
 use crate::mgmt::log_streams::{categories_for, fields_read, LogStream, AUTHORIZATION_KEY};
 use crate::mgmt::{Auth0Settings, Blocked, ClientSettings, MgmtClient, MgmtError, RoleDirectory};
-use crate::setup::DEFAULT_STREAM_NAME;
 use crate::source::kafka::{consumer_config, KafkaSettings};
 use crate::source::sqs::SqsSettings;
 
@@ -33,9 +32,10 @@ pub struct DoctorArgs {
     /// The TOML config file.
     #[arg(long, short)]
     pub config: PathBuf,
-    /// The name of the log stream this service consumes (the one `setup log-stream` made).
-    #[arg(long, default_value = DEFAULT_STREAM_NAME)]
-    pub log_stream: String,
+    /// The name of the log stream this service consumes (default: `[auth0] log_stream`, else
+    /// the name `setup log-stream` gives, `auth0-default-roles`).
+    #[arg(long)]
+    pub log_stream: Option<String>,
 }
 
 /// How an item of the checklist went.
@@ -147,7 +147,8 @@ pub async fn run(args: DoctorArgs, env: Env<'_>) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let report = diagnose(&config, env, &args.log_stream).await;
+    let name = crate::setup::stream_name(args.log_stream.as_deref(), &config);
+    let report = diagnose(&config, env, &name).await;
     print!("{}", report.render());
     report.exit_code()
 }

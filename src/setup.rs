@@ -39,6 +39,13 @@ pub enum SetupCommand {
     LogStream(LogStreamArgs),
 }
 
+/// The log stream's name: the flag, else `[auth0] log_stream`, else [`DEFAULT_STREAM_NAME`].
+pub fn stream_name(flag: Option<&str>, config: &Config) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| config.auth0.as_ref().and_then(|a| a.log_stream.clone()))
+        .unwrap_or_else(|| DEFAULT_STREAM_NAME.to_owned())
+}
+
 #[derive(clap::Args, Debug)]
 pub struct LogStreamArgs {
     /// The TOML config file ([auth0] and [policy]).
@@ -51,9 +58,10 @@ pub struct LogStreamArgs {
         conflicts_with = "eventbridge"
     )]
     pub url: Option<String>,
-    /// The stream's name: a run with the same name finds the stream and changes only what differs.
-    #[arg(long, default_value = DEFAULT_STREAM_NAME)]
-    pub name: String,
+    /// The stream's name (default: `[auth0] log_stream`, else `auth0-default-roles`): a run
+    /// with the same name finds the stream and changes only what differs.
+    #[arg(long)]
+    pub name: Option<String>,
     /// Print what would be created or changed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -331,7 +339,7 @@ pub async fn log_stream(
         }
     };
     let desired = Desired {
-        name: args.name.clone(),
+        name: stream_name(args.name.as_deref(), &config),
         sink,
         categories: categories_for(&config.policy),
         read: fields_read(&config.policy),

@@ -49,6 +49,9 @@ pub struct Auth0Settings {
     pub batch_max_users: usize,
     /// Read the user's roles first and assign only the missing ones.
     pub read_user_roles: bool,
+    /// The name of the tenant's log stream this service consumes (`doctor` judges it,
+    /// `setup log-stream` creates it); `None`: the default name `setup` gives.
+    pub log_stream: Option<String>,
 }
 
 impl Auth0Settings {

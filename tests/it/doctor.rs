@@ -550,3 +550,36 @@ fn doctor_finds_the_brokers_topic_and_group_and_names_a_missing_dead_letter_topi
     );
     drop(running);
 }
+
+#[test]
+fn the_stream_named_in_the_config_is_the_one_setup_creates_and_doctor_judges() {
+    let rt = runtime();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("doctor-named");
+    let config = write_config(&dir, "named", &running.base_url, "", &demo_policy());
+    let body = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let body = body.replacen(
+        "client_id = \"sim-client\"\n",
+        "client_id = \"sim-client\"\nlog_stream = \"roles-feed\"\n",
+        1,
+    );
+    std::fs::write(&config, body).unwrap_or_else(|e| panic!("{e}"));
+    // Before `setup`, the named stream does not exist: a problem, named.
+    let (code, report) = doctor(&config);
+    assert_eq!(code, Some(2), "{report}");
+    assert!(report.contains("roles-feed"), "{report}");
+    let (code, stdout, stderr) = setup(&config, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let names: Vec<String> = sim
+        .log_streams()
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["roles-feed"], "setup used the configured name");
+    let (code, report) = doctor(&config);
+    assert_eq!(code, Some(0), "{report}");
+    // The flag still wins over the config.
+    let out = run(&["doctor", "--log-stream", "other-stream"], &config, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("other-stream"));
+}
