@@ -523,6 +523,7 @@ impl MgmtClient {
         );
         if !scope_still_missing {
             self.set_failing(false);
+            self.inner.token.scope_fault_over();
         }
     }
 
@@ -818,13 +819,12 @@ impl MgmtClient {
                             Blocked::Scope.advice()
                         )));
                     }
-                    // A scope granted again is only in a token issued since.
+                    // A scope granted again is only in a token issued since: a new token
+                    // 10 s into the refusal, then at twice the age each time, at most every
+                    // `scope_token_refresh`.
                     self.inner
                         .token
-                        .invalidate_older_than(
-                            &token,
-                            self.inner.settings.retry.scope_token_refresh,
-                        )
+                        .invalidate_for_scope(&token, self.inner.settings.retry.scope_token_refresh)
                         .await;
                     let why = Transient::Refused(Blocked::Scope, said);
                     self.wait_before_retry(operation, why, &mut backoff).await;

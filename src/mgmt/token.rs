@@ -4,7 +4,7 @@
 //! endpoint (or tokens rejected as soon as they are issued) costs one request a second for the
 //! whole process, backing off to one a minute, however many calls wait.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ struct Cached {
 
 /// The first pause between two token requests that are not proven good (doubles each time).
 pub(super) const TOKEN_PACE: Duration = Duration::from_secs(1);
+/// How old a token refused for a missing scope must be before a new one is requested (the
+/// first time in a refusal; doubles each time, up to `RetrySettings::scope_token_refresh`).
+pub(super) const SCOPE_TOKEN_FIRST: Duration = Duration::from_secs(10);
 /// The longest pause between two token requests while tokens are refused or rejected.
 pub(super) const TOKEN_PACE_MAX: Duration = Duration::from_secs(60);
 
@@ -62,6 +65,8 @@ pub(super) struct TokenCache {
     current: tokio::sync::Mutex<Slot>,
     /// Set when an API call answered with the current token (resets the pace).
     proven: AtomicBool,
+    /// Tokens dropped for a missing scope since the refused operation was last answered.
+    scope_refreshes: AtomicU32,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +90,7 @@ impl TokenCache {
         TokenCache {
             current: tokio::sync::Mutex::new(Slot::default()),
             proven: AtomicBool::new(false),
+            scope_refreshes: AtomicU32::new(0),
         }
     }
 
@@ -171,12 +177,18 @@ impl TokenCache {
             .and_then(|c| c.scopes.clone()))
     }
 
-    /// Drops `token` if it is still the cached one and was obtained at least `age` ago. A token
-    /// carries the scopes granted when it was issued: after a 403 for a missing scope, only a
-    /// new token can show that the scope was granted again. The age bounds how many tokens a
-    /// long refusal costs (Auth0 counts machine-to-machine tokens against a monthly quota).
-    pub(super) async fn invalidate_older_than(&self, token: &Arc<str>, age: Duration) {
+    /// After a 403 for a missing scope: drops `token` if it is still the cached one and is old
+    /// enough. A token carries the scopes granted when it was issued, so only a new token can
+    /// show that the scope was granted again. The first new token is due once the refused
+    /// token is [`SCOPE_TOKEN_FIRST`] old, each next one at twice that age, at most `cap`: a
+    /// scope removed for a few seconds is used again within seconds, and a long refusal costs
+    /// one token per `cap` (Auth0 counts machine-to-machine tokens against a monthly quota).
+    pub(super) async fn invalidate_for_scope(&self, token: &Arc<str>, cap: Duration) {
         let mut slot = self.current.lock().await;
+        let refreshed = self.scope_refreshes.load(Ordering::Relaxed);
+        let age = SCOPE_TOKEN_FIRST
+            .saturating_mul(1 << refreshed.min(16))
+            .min(cap);
         if slot
             .cached
             .as_ref()
@@ -184,6 +196,15 @@ impl TokenCache {
         {
             tracing::debug!("dropping the token to get one with the scopes granted now");
             slot.cached = None;
+            self.scope_refreshes
+                .store(refreshed.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The refused operation was answered: the next scope fault starts its schedule over.
+    pub(super) fn scope_fault_over(&self) {
+        if self.scope_refreshes.load(Ordering::Relaxed) != 0 {
+            self.scope_refreshes.store(0, Ordering::Relaxed);
         }
     }
 

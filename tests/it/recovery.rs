@@ -266,3 +266,58 @@ fn a_429_storm_paces_calls_without_pausing_intake_or_readiness() {
     );
     rt.block_on(running.shutdown());
 }
+
+#[test]
+fn a_scope_granted_again_is_used_within_seconds_even_by_a_token_issued_without_it() {
+    let rt = runtime();
+    let (sim, running) = tenant(&rt);
+    let write_scopes = || {
+        ["create:role_members", "update:users", "update:roles"]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    // The service starts while the write scope is missing: its token lacks it for good.
+    sim.apply_control(&ControlRequest {
+        denied_scopes: Some(write_scopes()),
+        ..Default::default()
+    });
+    let dir = temp_dir("recovery-scope");
+    let (service, port) = start_direct(&dir, &running, 1);
+    service.wait_ready();
+    let stream = generate::mixed(44, 80, 0);
+    assert_eq!(
+        deliver(port, &stream.records),
+        503,
+        "{}",
+        service.log_text()
+    );
+    service.assert_not_ready_because("scope");
+    let tokens_before_fix = sim.stats().calls_of("token");
+    sim.apply_control(&ControlRequest {
+        denied_scopes: Some(Vec::new()),
+        ..Default::default()
+    });
+    let fixed_at = Instant::now();
+    // Only a new token carries the scope: it is due 10 s into the refusal, not 5 minutes.
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            deliver(port, &stream.records) == 200 && sim.role_sets() == stream.expected
+        }),
+        "the re-granted scope was not used within 60 s\n{}",
+        service.log_text()
+    );
+    eprintln!(
+        "scope used again {:.1} s after it was granted",
+        fixed_at.elapsed().as_secs_f64()
+    );
+    let tokens = sim.stats().calls_of("token") - tokens_before_fix;
+    assert!(tokens <= 3, "{tokens} token requests to pick the scope up");
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"failed\""
+        ),
+        0.0
+    );
+    rt.block_on(running.shutdown());
+}
