@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mgmt_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, runtime, start_tenant, temp_dir};
+use crate::harness::{free_port, runtime, start_tenant, temp_dir, Moto};
 
 const WEBHOOK_TOKEN: &str = "Bearer doctor-test-token-5f2c";
 const DEMO_CATEGORIES: [&str; 3] = ["auth.login.success", "auth.signup.success", "user.success"];
@@ -390,69 +390,13 @@ fn doctor_reports_an_unreachable_broker_within_a_bounded_wait() {
     drop((sim, running));
 }
 
-/// moto's SQS on a loopback port (`MOTO_SERVER`, else the virtualenv of
-/// scripts/install-moto.sh); killed on drop.
-struct Moto {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start(dir: &Path) -> Moto {
-        let bin = std::env::var("MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                let home = std::env::var("HOME").unwrap_or_default();
-                Path::new(&home).join(".cache/auth0-default-roles/moto-5.2.5/bin/moto_server")
-            });
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("moto.log")).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e} (set MOTO_SERVER)", bin.display()));
-        let moto = Moto { child, port };
-        assert!(
-            crate::harness::wait_for(Duration::from_secs(60), || {
-                crate::harness::http_get(port, "/moto-api/").is_some_and(|(s, _)| s == 200)
-            }),
-            "moto did not answer on port {port}"
-        );
-        moto
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn doctor_reads_the_sqs_queue_and_names_one_that_does_not_exist() {
     let rt = runtime();
     let (_sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
     let dir = temp_dir("doctor-sqs");
     let moto = Moto::start(&dir);
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .http_client(auth0_default_roles::source::sqs::https_client())
-            .build(),
-    );
+    let sqs = moto.sqs_client();
     let url = rt
         .block_on(sqs.create_queue().queue_name("doctor-logs").send())
         .unwrap_or_else(|e| panic!("{e:?}"))

@@ -722,3 +722,87 @@ pub fn logged_number(log: &str, marker: &str, key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Where moto_server is: `MOTO_SERVER`, else the virtualenv scripts/install-moto.sh creates.
+pub fn moto_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|_| PathBuf::from(".cache"));
+    let venv = cache.join("auth0-default-roles/moto-5.2.5/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+/// A moto server on a loopback port; killed on drop.
+pub struct Moto {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Moto {
+    pub fn start(dir: &Path) -> Moto {
+        let port = free_port();
+        let log = dir.join("moto.log");
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(moto_server_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start moto_server ({}): {e}; run scripts/test.sh, which creates its virtualenv (or set MOTO_SERVER)",
+                    moto_server_bin().display()
+                )
+            });
+        let moto = Moto {
+            child: Some(child),
+            port,
+            log,
+        };
+        assert!(
+            wait_for(Duration::from_secs(60), || http_get(port, "/moto-api/")
+                .is_some_and(|(s, _)| s == 200)),
+            "moto did not answer on port {port}: {}",
+            std::fs::read_to_string(&moto.log).unwrap_or_default()
+        );
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An SQS client for this server (test credentials, us-east-1).
+    pub fn sqs_client(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::Config::builder()
+                .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+                .endpoint_url(self.endpoint())
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                    "testing", "testing", None, None, "tests",
+                ))
+                .http_client(auth0_default_roles::source::sqs::https_client())
+                .build(),
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

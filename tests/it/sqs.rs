@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -20,75 +20,6 @@ use serde_json::{json, Value};
 
 /// How many receives before SQS moves a message to the dead-letter queue.
 const MAX_RECEIVE_COUNT: u32 = 2;
-
-/// Where moto_server is: `MOTO_SERVER`, else the virtualenv scripts/install-moto.sh creates.
-fn moto_server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("MOTO_SERVER") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(|_| PathBuf::from(".cache"));
-    let venv = cache.join("auth0-default-roles/moto-5.2.5/bin/moto_server");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("moto_server")
-}
-
-/// A moto server on a loopback port; killed on drop.
-struct Moto {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Moto {
-    fn start(dir: &Path) -> Moto {
-        let port = free_port();
-        let log = dir.join("moto.log");
-        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(moto_server_bin())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start moto_server ({}): {e}; run scripts/test.sh, which creates its virtualenv (or set MOTO_SERVER)",
-                    moto_server_bin().display()
-                )
-            });
-        let moto = Moto {
-            child: Some(child),
-            port,
-            log,
-        };
-        assert!(
-            wait_for(Duration::from_secs(60), || http_get(port, "/moto-api/")
-                .is_some_and(|(s, _)| s == 200)),
-            "moto did not answer on port {port}: {}",
-            std::fs::read_to_string(&moto.log).unwrap_or_default()
-        );
-        moto
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// A queue with its dead-letter queue, fed by an EventBridge rule on a bus of its own.
 struct Queues {
@@ -136,19 +67,11 @@ impl World {
         let dir = temp_dir(&format!("sqs-{name}"));
         let moto = Moto::start(&dir);
         let rt = runtime();
-        let config = aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .http_client(auth0_default_roles::source::sqs::https_client())
-            .build();
+        let sqs = moto.sqs_client();
         World {
             rt,
             moto,
-            sqs: aws_sdk_sqs::Client::from_conf(config),
+            sqs,
             http: reqwest::Client::new(),
             dir,
         }
