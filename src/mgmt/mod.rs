@@ -272,6 +272,9 @@ struct Inner {
     failing: AtomicBool,
     /// Since when calls have been failing (with `failing`).
     failing_since: Mutex<Option<Instant>>,
+    /// After a 429, no Management API call is sent before this instant: the tenant's bucket
+    /// is empty for every caller, not only for the one that met the 429.
+    rate_limited_until: Mutex<Option<tokio::time::Instant>>,
     /// Policy roles the tenant no longer has (deleted, maybe being re-created): a service
     /// fault cleared only when the role directory resolves every name again.
     roles_missing: Mutex<Option<Vec<String>>>,
@@ -439,6 +442,7 @@ impl MgmtClient {
                 stats: Mutex::new(CallStats::default()),
                 failing: AtomicBool::new(false),
                 failing_since: Mutex::new(None),
+                rate_limited_until: Mutex::new(None),
                 roles_missing: Mutex::new(None),
                 blocked: Mutex::new(None),
                 serving: AtomicBool::new(false),
@@ -633,8 +637,13 @@ impl MgmtClient {
             .mgmt_retries
             .with_label_values(&[operation.as_str(), why.reason()])
             .inc();
-        // A 429 is flow control: the wait below paces the call, nothing pauses.
-        if !matches!(why, Transient::RateLimited(_)) {
+        // A 429 is flow control: every Management API call waits as long as this one (the
+        // tenant's bucket is shared), and nothing pauses or turns not ready.
+        if matches!(why, Transient::RateLimited(_)) {
+            if operation != Operation::Token {
+                self.hold_calls_for(delay);
+            }
+        } else {
             self.set_failing(true);
         }
         if let Transient::Refused(blocked, detail) = &why {
@@ -679,6 +688,25 @@ impl MgmtClient {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = recovered => {}
+            }
+        }
+    }
+
+    /// After a 429: no call is sent for `delay` (a later deadline already set stands).
+    fn hold_calls_for(&self, delay: Duration) {
+        let until = tokio::time::Instant::now() + delay;
+        let mut held = lock(&self.inner.rate_limited_until);
+        if held.is_none_or(|h| h < until) {
+            *held = Some(until);
+        }
+    }
+
+    /// Waits until the last 429's wait is over (no wait when none is in force).
+    async fn wait_out_rate_limit(&self) {
+        let until = *lock(&self.inner.rate_limited_until);
+        if let Some(until) = until {
+            if until > tokio::time::Instant::now() {
+                tokio::time::sleep_until(until).await;
             }
         }
     }
@@ -736,6 +764,7 @@ impl MgmtClient {
                 Err(err) => return Err(err),
             };
             let waited = Instant::now();
+            self.wait_out_rate_limit().await;
             self.inner.limiter.until_ready().await;
             self.inner
                 .metrics
@@ -1071,6 +1100,7 @@ async fn probe_until_answered(client: &MgmtClient) {
         let Ok(token) = client.inner.token.get(client).await else {
             continue;
         };
+        client.wait_out_rate_limit().await;
         client.inner.limiter.until_ready().await;
         let started = Instant::now();
         let sent = client

@@ -252,7 +252,12 @@ fn a_429_storm_paces_calls_without_pausing_intake_or_readiness() {
     let not_ready = reader.join().unwrap_or(usize::MAX);
     assert_eq!(status, 200, "{}", service.log_text());
     assert_eq!(sim.role_sets(), stream.expected);
-    assert!(sim.stats().rate_limited > 0, "the storm happened");
+    let stats = sim.stats();
+    eprintln!(
+        "429 storm: {} requests, {} answered 429",
+        stats.total_requests, stats.rate_limited
+    );
+    assert!(stats.rate_limited > 0, "the storm happened");
     assert_eq!(
         not_ready,
         0,
