@@ -142,13 +142,24 @@ async fn batch_loop(
     }
 }
 
-/// Role names → ids; a name the directory does not know is a missing role.
-fn ids(directory: &RoleDirectory, names: &[String]) -> Result<Vec<String>, MgmtError> {
+/// Role names → ids. A policy role the directory does not know is a missing role; a role named
+/// by an application's `client_metadata` that the tenant no longer has (deleted since it was
+/// looked up) is that application's data: left out, warned about and counted, and the other
+/// roles are given.
+fn ids(
+    client: &MgmtClient,
+    directory: &RoleDirectory,
+    names: &[String],
+) -> Result<Vec<String>, MgmtError> {
     let mut ids = Vec::with_capacity(names.len());
     let mut missing = Vec::new();
     for name in names {
         match directory.id(name) {
             Some(id) => ids.push(id),
+            None if !directory.is_policy_role(name) => {
+                client.metrics().client_metadata_unknown_roles.inc();
+                tracing::warn!(role = %name, "a role an application's client_metadata names no longer exists in the tenant: left out (the event's other roles are given)");
+            }
             None => missing.push(name.clone()),
         }
     }
@@ -178,10 +189,11 @@ pub(crate) async fn assign_user(
     let mut attempt = 0;
     loop {
         let seen = directory.generation();
-        match client
-            .assign_user_roles(user_id, &ids(directory, roles)?)
-            .await
-        {
+        let role_ids = ids(client, directory, roles)?;
+        if role_ids.is_empty() {
+            return Ok(());
+        }
+        match client.assign_user_roles(user_id, &role_ids).await {
             Err(err) if err.is_role_not_found() && attempt < ROLE_RETRIES => {
                 tracing::warn!(error = %err, "a role id was not found: resolving role names again");
                 directory.resolve_again(client, seen).await?;
@@ -204,8 +216,12 @@ pub(crate) async fn assign_role_with_id(
     let mut attempt = 0;
     loop {
         let seen = directory.generation();
-        let id = match ids(directory, &role_names) {
-            Ok(mut ids) => ids.remove(0),
+        let id = match ids(client, directory, &role_names) {
+            Ok(ids) => match ids.into_iter().next() {
+                Some(id) => id,
+                // An application's role the tenant no longer has: nothing to write.
+                None => return (None, Ok(())),
+            },
             Err(err) => return (None, Err(err)),
         };
         match client.assign_role_users(&id, users).await {

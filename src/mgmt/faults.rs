@@ -75,7 +75,15 @@ impl Transient {
             return Transient::Timeout;
         }
         let chain = cause_chain(err);
-        let lower = chain.to_ascii_lowercase();
+        // Judged on the causes only: reqwest's own message quotes the URL, whose host, role
+        // names or ids may contain "tls" or "dns" by chance.
+        let mut lower = String::new();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            lower.push_str(&cause.to_string().to_ascii_lowercase());
+            lower.push(' ');
+            source = cause.source();
+        }
         let refused = err.is_redirect()
             || [
                 "dns",
@@ -322,10 +330,14 @@ impl MgmtClient {
 
     /// Waits until the last 429's wait is over (no wait when none is in force).
     pub(super) async fn wait_out_rate_limit(&self) {
-        let until = *lock(&self.inner.rate_limited_until);
-        if let Some(until) = until {
-            if until > tokio::time::Instant::now() {
-                tokio::time::sleep_until(until).await;
+        // A later 429 may extend the hold while this call sleeps: look again on waking.
+        loop {
+            let until = *lock(&self.inner.rate_limited_until);
+            match until {
+                Some(until) if until > tokio::time::Instant::now() => {
+                    tokio::time::sleep_until(until).await;
+                }
+                _ => return,
             }
         }
     }
@@ -423,5 +435,30 @@ pub(super) async fn probe_until_answered(client: &MgmtClient) {
             Some(status) if status.as_u16() == 401 => client.inner.token.invalidate(&token).await,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_transient_whatever_words_its_url_holds() {
+        // A closed loopback port; the URL names a role "DNS Admins" and a "tls" path.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let url =
+            format!("http://127.0.0.1:{port}/api/v2/roles?name_filter=DNS%20Admins&tls=handshake");
+        let err = match reqwest::Client::new().get(&url).send().await {
+            Err(err) => err,
+            Ok(response) => panic!("nothing listens there: {}", response.status()),
+        };
+        assert!(
+            matches!(Transient::from_transport(&err), Transient::Connection(_)),
+            "{}",
+            cause_chain(&err)
+        );
     }
 }

@@ -207,6 +207,11 @@ impl RoleDirectory {
             .flatten()
     }
 
+    /// Whether `name` is one of the policy's roles (not one an application's metadata named).
+    pub fn is_policy_role(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
     /// Every (name, id) pair.
     pub fn all(&self) -> BTreeMap<String, String> {
         self.ids.read().unwrap_or_else(|p| p.into_inner()).clone()

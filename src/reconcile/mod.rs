@@ -857,6 +857,8 @@ impl Writers {
     ) -> Result<(), StartError> {
         while !self.tasks.is_empty() {
             if shutdown.is_triggered() && self.client.is_failing() {
+                // Batches that did finish are journaled first; only the rest are abandoned.
+                self.settle_finished(summary, journal)?;
                 self.abandon(summary).await;
                 break;
             }

@@ -649,16 +649,15 @@ async fn produce(
         .map_err(|(err, _)| err)
 }
 
-/// Whether the topic refuses a record for good: no retry of the same bytes can succeed (too
-/// large, not authorized, invalid), so answering 503 would make Auth0 resend it forever.
+/// Whether the topic refuses this record for good: no retry of the same bytes can succeed (too
+/// large, an invalid record), so answering 503 would make Auth0 resend it forever. Refusals of
+/// every record (authorization, policy, an invalid topic) are the deployment's fault, not the
+/// record's: they stay 503, so Auth0 keeps the delivery until the permission is fixed.
 fn refused_for_good(err: &KafkaError) -> Option<RDKafkaErrorCode> {
     match err {
-        KafkaError::MessageProduction(code)
-            if *code == RDKafkaErrorCode::MessageSizeTooLarge
-                || crate::source::kafka::never_accepted(*code) =>
-        {
-            Some(*code)
-        }
+        KafkaError::MessageProduction(
+            code @ (RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord),
+        ) => Some(*code),
         _ => None,
     }
 }

@@ -362,6 +362,29 @@ async fn storms_of_500_and_503_lose_nothing() {
 }
 
 #[tokio::test]
+async fn an_application_role_deleted_after_its_lookup_is_left_out_and_the_policy_roles_given() {
+    let (sim, running) = start(SimConfig::default(), &["auth0|ok"]).await;
+    let client = client(&running, &sim);
+    let assigner = assigner(&client, 0).await;
+    // "SuperViewer" is not a policy role: an application's client_metadata named it.
+    let found = assigner
+        .directory()
+        .lookup(&client, "SuperViewer")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(found.is_some());
+    assert!(sim.delete_role("SuperViewer"));
+    let outcome = assigner
+        .assign("auth0|ok", &roles(&["Viewer", "SuperViewer"]))
+        .await;
+    assert_eq!(outcome, Ok(AssignOutcome::Assigned), "{outcome:?}");
+    assert_eq!(sim.user_role_names("auth0|ok"), ["Viewer"]);
+    assert_eq!(client.metrics().client_metadata_unknown_roles.get(), 1);
+    assert!(client.blocked().is_none(), "not a fault of the service");
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_user_fails_permanently_and_others_are_unaffected() {
     let (sim, running) = start(SimConfig::default(), &["auth0|ok"]).await;
     let client = client(&running, &sim);
