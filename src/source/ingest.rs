@@ -687,15 +687,7 @@ async fn dead_letter(
                 value: Some("ingest"),
             });
         if keep < letter.bytes.len() {
-            headers = headers
-                .insert(Header {
-                    key: "dlq.truncated",
-                    value: Some("true"),
-                })
-                .insert(Header {
-                    key: "dlq.original.size",
-                    value: Some(size.as_str()),
-                });
+            headers = crate::source::kafka::mark_truncated(headers, &size);
         }
         let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(dlq)
             .payload(&letter.bytes[..keep])
@@ -754,36 +746,32 @@ async fn bridge_records(
     let mut produced = 0usize;
     let mut transient: Vec<String> = Vec::new();
     let mut letters: Vec<Letter<'_>> = Vec::new();
-    for (record, result) in keyed.iter().zip(results) {
-        let err = match result {
-            Ok(()) => {
-                produced += 1;
-                continue;
-            }
-            Err(err) => err,
-        };
-        if refused_for_good(&err).is_none() {
-            transient.push(err.to_string());
-            continue;
-        }
+    for (record, first) in keyed.iter().zip(results) {
+        let mut outcome = first;
         // A batch is refused as a whole: alone, the record may fit after all.
-        let alone = produce(
-            &producer,
-            &bridge.topic,
-            record.key.as_deref(),
-            &record.bytes,
-        );
-        let err = match alone.await {
+        if outcome
+            .as_ref()
+            .is_err_and(|err| refused_for_good(err).is_some())
+        {
+            outcome = produce(
+                &producer,
+                &bridge.topic,
+                record.key.as_deref(),
+                &record.bytes,
+            )
+            .await;
+        }
+        let err = match outcome {
             Ok(()) => {
                 produced += 1;
                 continue;
             }
+            Err(err) if refused_for_good(&err).is_none() => {
+                transient.push(err.to_string());
+                continue;
+            }
             Err(err) => err,
         };
-        if refused_for_good(&err).is_none() {
-            transient.push(err.to_string());
-            continue;
-        }
         letters.push(Letter {
             key: record.key.as_deref(),
             log_id: record.log_id.as_deref(),

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -132,21 +131,7 @@ fn cloud_events_over_the_webhook_give_every_user_exactly_their_roles_with_no_pro
     let dir = temp_dir("event-streams");
     let (port, metrics) = (free_port(), free_port());
     let config = write_config(&dir, port, metrics, &running.base_url);
-    let service = Service::start_command(
-        "ingest",
-        &config,
-        metrics,
-        dir.join("ingest.log"),
-        &[("AUTH0_WEBHOOK_TOKEN", TOKEN)],
-    );
-    let addr = format!("127.0.0.1:{port}")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        wait_listening(addr, Duration::from_secs(30)),
-        "{}",
-        service.log_text()
-    );
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
     let (events, expected) = cloud_stream(60);
     let headers = [
         ("Content-Type", "application/json"),

@@ -50,6 +50,18 @@ pub fn start_tenant(
     (sim, running)
 }
 
+/// A simulated tenant that knows every user id it is asked about (demo roles).
+pub fn open_tenant(rt: &tokio::runtime::Runtime) -> (Simulator, RunningSimulator) {
+    start_tenant(
+        rt,
+        SimConfig {
+            accept_any_user: true,
+            ..SimConfig::default()
+        },
+        Vec::new(),
+    )
+}
+
 /// Asserts that the simulated tenant's users hold exactly the `expected` roles and nobody else
 /// holds any; otherwise panics with the first differences and each service's metrics and log.
 pub fn assert_tenant_holds_exactly(
@@ -371,6 +383,17 @@ pub struct Consumed {
 
 /// Reads every message of `topic` from the beginning (until `expect` were read or `timeout`).
 pub fn read_all(bootstrap: &str, topic: &str, expect: usize, timeout: Duration) -> Vec<Consumed> {
+    read_matching(bootstrap, topic, expect, timeout, |_| true)
+}
+
+/// Like [`read_all`], keeping only the messages `keep` accepts.
+fn read_matching(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+    keep: impl Fn(&Consumed) -> bool,
+) -> Vec<Consumed> {
     use rdkafka::message::{Headers, Message};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -395,12 +418,15 @@ pub fn read_all(bootstrap: &str, topic: &str, expect: usize, timeout: Duration) 
                     );
                 }
             }
-            out.push(Consumed {
+            let consumed = Consumed {
                 partition: m.partition(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().unwrap_or_default().to_vec(),
                 headers,
-            });
+            };
+            if keep(&consumed) {
+                out.push(consumed);
+            }
         }
     }
     out
@@ -416,6 +442,30 @@ pub struct Service {
 impl Service {
     pub fn start(config: &Path, metrics_port: u16, log: PathBuf) -> Service {
         Service::start_command("run", config, metrics_port, log, &[])
+    }
+
+    /// `ingest --config` with `AUTH0_WEBHOOK_TOKEN = token`, once it listens on `port`.
+    pub fn start_ingest(
+        config: &Path,
+        port: u16,
+        metrics_port: u16,
+        log: PathBuf,
+        token: &str,
+    ) -> Service {
+        let service = Service::start_command(
+            "ingest",
+            config,
+            metrics_port,
+            log,
+            &[("AUTH0_WEBHOOK_TOKEN", token)],
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            wait_listening(addr, Duration::from_secs(30)),
+            "ingest did not listen\n{}",
+            service.log_text()
+        );
+        service
     }
 
     /// Starts `auth0-default-roles <command> --config <config>` with extra environment (which
@@ -673,43 +723,9 @@ pub fn read_dead_letters(
     expect: usize,
     timeout: Duration,
 ) -> Vec<Consumed> {
-    use rdkafka::message::{Headers, Message};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reader-{}", free_port()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap_or_else(|e| panic!("{e}"));
-    consumer
-        .subscribe(&[topic])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let start = Instant::now();
-    let mut out = Vec::new();
-    while out.len() < expect && start.elapsed() < timeout {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let mut headers = BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for header in h.iter() {
-                headers.insert(
-                    header.key.to_owned(),
-                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-                );
-            }
-        }
-        if headers.contains_key(DEAD_LETTER_PROBE_HEADER) {
-            continue;
-        }
-        out.push(Consumed {
-            partition: m.partition(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().unwrap_or_default().to_vec(),
-            headers,
-        });
-    }
-    out
+    read_matching(bootstrap, topic, expect, timeout, |c| {
+        !c.headers.contains_key(DEAD_LETTER_PROBE_HEADER)
+    })
 }
 
 /// The number logged after ` key=` on the last log line containing `marker`.

@@ -7,20 +7,8 @@ use std::time::Duration;
 
 use crate::harness::*;
 use auth0_default_roles::generate::{self, Record};
-use mgmt_sim::{RunningSimulator, SimConfig, Simulator};
 
 const TOKEN: &str = "Bearer s3cret-token";
-
-fn sim(rt: &tokio::runtime::Runtime) -> (Simulator, RunningSimulator) {
-    start_tenant(
-        rt,
-        SimConfig {
-            accept_any_user: true,
-            ..SimConfig::default()
-        },
-        Vec::new(),
-    )
-}
 
 /// Writes an `ingest` config; `backend` is the [auth0] or [kafka] part.
 fn write_ingest_config(
@@ -50,24 +38,7 @@ fn auth0_section(base_url: &str) -> String {
 }
 
 fn start_ingest(dir: &Path, config: &Path, port: u16, metrics: u16) -> Service {
-    let service = Service::start_command(
-        "ingest",
-        config,
-        metrics,
-        dir.join("ingest.log"),
-        &[("AUTH0_WEBHOOK_TOKEN", TOKEN)],
-    );
-    assert!(
-        wait_listening(
-            format!("127.0.0.1:{port}")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-            Duration::from_secs(30)
-        ),
-        "ingest did not listen\n{}",
-        service.log_text()
-    );
-    service
+    Service::start_ingest(config, port, metrics, dir.join("ingest.log"), TOKEN)
 }
 
 fn post(port: u16, body: &[u8], token: Option<&str>) -> (u16, String) {
@@ -98,7 +69,7 @@ fn array(records: &[Record]) -> Vec<u8> {
 #[test]
 fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
     let rt = runtime();
-    let (sim, running) = sim(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("ingest-direct");
     let (port, metrics) = (free_port(), free_port());
     let backend = auth0_section(&running.base_url);
@@ -153,7 +124,7 @@ fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
 #[test]
 fn bad_tokens_oversized_bodies_and_malformed_records_are_refused_or_counted() {
     let rt = runtime();
-    let (sim, running) = sim(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("ingest-refuse");
     let (port, metrics) = (free_port(), free_port());
     let backend = format!(
@@ -346,7 +317,7 @@ fn bridge_mode_produces_keyed_by_user_and_answers_503_while_the_broker_is_down()
 #[test]
 fn direct_mode_answers_503_never_200_while_the_tenant_refuses_the_service() {
     let rt = runtime();
-    let (sim, running) = sim(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("ingest-refused");
     let (port, metrics) = (free_port(), free_port());
     let backend = auth0_section(&running.base_url);
@@ -403,7 +374,7 @@ fn stalled_connections_and_slow_bodies_are_cut_off_while_valid_deliveries_go_thr
     use std::io::{Read, Write};
     use std::net::TcpStream;
     let rt = runtime();
-    let (sim, running) = sim(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("ingest-hostile");
     let (port, metrics) = (free_port(), free_port());
     let backend = auth0_section(&running.base_url);
@@ -464,7 +435,7 @@ fn stalled_connections_and_slow_bodies_are_cut_off_while_valid_deliveries_go_thr
 #[test]
 fn direct_mode_answers_503_at_once_beyond_max_inflight() {
     let rt = runtime();
-    let (sim, running) = sim(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("ingest-inflight");
     let (port, metrics) = (free_port(), free_port());
     let backend = auth0_section(&running.base_url);

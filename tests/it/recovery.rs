@@ -8,21 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use auth0_default_roles::generate::{self, Record};
-use mgmt_sim::{ControlRequest, RunningSimulator, SeedRole, SimConfig, Simulator};
+use mgmt_sim::{ControlRequest, RunningSimulator, SeedRole};
 
 const TOKEN: &str = "Bearer recovery-token";
-
-/// A tenant that knows every user id it is asked about.
-fn tenant(rt: &tokio::runtime::Runtime) -> (Simulator, RunningSimulator) {
-    start_tenant(
-        rt,
-        SimConfig {
-            accept_any_user: true,
-            ..SimConfig::default()
-        },
-        Vec::new(),
-    )
-}
 
 /// `ingest` in direct mode on the demo policy, answering 503 after `deadline_seconds`.
 fn start_direct(dir: &Path, running: &RunningSimulator, deadline_seconds: u64) -> (Service, u16) {
@@ -53,21 +41,7 @@ listen = "127.0.0.1:{metrics}"
     );
     let config: PathBuf = dir.join("ingest.toml");
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-    let service = Service::start_command(
-        "ingest",
-        &config,
-        metrics,
-        dir.join("ingest.log"),
-        &[("AUTH0_WEBHOOK_TOKEN", TOKEN)],
-    );
-    let addr = format!("127.0.0.1:{port}")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        wait_listening(addr, Duration::from_secs(30)),
-        "ingest did not listen\n{}",
-        service.log_text()
-    );
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
     (service, port)
 }
 
@@ -106,7 +80,7 @@ fn assert_nobody_failed(service: &Service) {
 #[test]
 fn a_policy_role_deleted_and_recreated_while_events_arrive_fails_nobody() {
     let rt = runtime();
-    let (sim, running) = tenant(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("recovery-role");
     let (service, port) = start_direct(&dir, &running, 2);
     service.wait_ready();
@@ -166,7 +140,7 @@ fn a_policy_role_deleted_and_recreated_while_events_arrive_fails_nobody() {
 #[test]
 fn revoked_credentials_with_events_waiting_cost_one_token_request_a_second_at_most() {
     let rt = runtime();
-    let (sim, running) = tenant(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("recovery-token");
     let (service, port) = start_direct(&dir, &running, 1);
     service.wait_ready();
@@ -226,7 +200,7 @@ fn revoked_credentials_with_events_waiting_cost_one_token_request_a_second_at_mo
 #[test]
 fn a_429_storm_paces_calls_without_pausing_intake_or_readiness() {
     let rt = runtime();
-    let (sim, running) = tenant(&rt);
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("recovery-429");
     let (service, port) = start_direct(&dir, &running, 30);
     service.wait_ready();
@@ -274,7 +248,7 @@ fn a_429_storm_paces_calls_without_pausing_intake_or_readiness() {
 #[test]
 fn a_scope_granted_again_is_used_within_seconds_even_by_a_token_issued_without_it() {
     let rt = runtime();
-    let (sim, running) = tenant(&rt);
+    let (sim, running) = open_tenant(&rt);
     let write_scopes = || {
         ["create:role_members", "update:users", "update:roles"]
             .map(str::to_owned)

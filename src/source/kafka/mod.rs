@@ -535,6 +535,20 @@ pub(crate) fn never_accepted(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// The headers that say a dead letter was cut to [`TRUNCATED_DEAD_LETTER`] bytes of
+/// `original_size`.
+pub(crate) fn mark_truncated(headers: OwnedHeaders, original_size: &str) -> OwnedHeaders {
+    headers
+        .insert(Header {
+            key: "dlq.truncated",
+            value: Some("true"),
+        })
+        .insert(Header {
+            key: "dlq.original.size",
+            value: Some(original_size),
+        })
+}
+
 /// What is kept of a dead letter the topic refuses as too large (headers mark it truncated).
 pub(crate) const TRUNCATED_DEAD_LETTER: usize = 64 * 1024;
 
@@ -588,15 +602,7 @@ impl DeadLetters {
                     value: Some(error.as_bytes()),
                 });
             if truncated {
-                headers = headers
-                    .insert(Header {
-                        key: "dlq.truncated",
-                        value: Some("true"),
-                    })
-                    .insert(Header {
-                        key: "dlq.original.size",
-                        value: Some(original_size.as_bytes()),
-                    });
+                headers = mark_truncated(headers, &original_size);
             }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
                 .payload(&original.payload[..keep])
