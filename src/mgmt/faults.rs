@@ -442,6 +442,37 @@ pub(super) async fn probe_until_answered(client: &MgmtClient) {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_429_hold_extended_while_calls_wait_is_waited_out_to_its_new_end() {
+        let metrics =
+            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let settings = super::super::ClientSettings {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            audience: "https://t.example/api/v2/".to_owned(),
+            client_id: "c".to_owned(),
+            client_secret: crate::settings::Secret::new("s"),
+            requests_per_second: 10.0,
+            burst: 1,
+            timeout: Duration::from_secs(1),
+            retry: super::super::RetrySettings::default(),
+        };
+        let client = MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"));
+        let started = tokio::time::Instant::now();
+        client.hold_calls_for(Duration::from_secs(1));
+        let waiter = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client.wait_out_rate_limit().await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Another 429 meanwhile: 3 s from now.
+        client.hold_calls_for(Duration::from_secs(3));
+        let waited = waiter.await.unwrap_or_default();
+        assert!(waited >= Duration::from_millis(3500), "{waited:?}");
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_transient_whatever_words_its_url_holds() {
         // A closed loopback port; the URL names a role "DNS Admins" and a "tls" path.

@@ -1009,6 +1009,23 @@ async fn direct_records(
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_a_record_s_own_faults_are_refused_for_good() {
+        let refused = |code| refused_for_good(&KafkaError::MessageProduction(code));
+        assert!(refused(RDKafkaErrorCode::MessageSizeTooLarge).is_some());
+        assert!(refused(RDKafkaErrorCode::InvalidRecord).is_some());
+        // Every record would be refused: the deployment's fault, answered 503 (kept by Auth0).
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+            RDKafkaErrorCode::PolicyViolation,
+            RDKafkaErrorCode::InvalidTopic,
+            RDKafkaErrorCode::MessageTimedOut,
+        ] {
+            assert!(refused(code).is_none(), "{code:?}");
+        }
+    }
+
     fn ok_count(r: &[RawRecord]) -> usize {
         r.iter().filter(|x| x.is_ok()).count()
     }
