@@ -149,6 +149,8 @@ pub enum Operation {
     CreateLogStream,
     /// `PATCH /api/v2/log-streams/{id}` (`setup log-stream`).
     UpdateLogStream,
+    /// `DELETE /api/v2/users/{id}/roles` (`reconcile --revoke --apply`).
+    RemoveUserRoles,
 }
 
 impl Operation {
@@ -167,6 +169,7 @@ impl Operation {
             Operation::GetLogStreams => "get_log_streams",
             Operation::CreateLogStream => "create_log_stream",
             Operation::UpdateLogStream => "update_log_stream",
+            Operation::RemoveUserRoles => "remove_user_roles",
         }
     }
 }
@@ -619,6 +622,26 @@ impl MgmtClient {
             .request(Operation::AssignUserRoles, Method::POST, &path, Some(&body))
             .await?;
         expect_status(Operation::AssignUserRoles, answer.status, &[204, 200])
+    }
+
+    /// `DELETE /api/v2/users/{id}/roles` with every role at once (204, also for roles the user
+    /// does not hold: the call is idempotent); a 404 means the user does not exist.
+    pub async fn remove_user_roles(
+        &self,
+        user_id: &str,
+        role_ids: &[String],
+    ) -> Result<(), MgmtError> {
+        let path = format!("/api/v2/users/{}/roles", encode_path_segment(user_id));
+        let body = serde_json::json!({ "roles": role_ids });
+        let answer = self
+            .request(
+                Operation::RemoveUserRoles,
+                Method::DELETE,
+                &path,
+                Some(&body),
+            )
+            .await?;
+        expect_status(Operation::RemoveUserRoles, answer.status, &[204, 200])
     }
 
     /// `POST /api/v2/roles/{id}/users` (200 `{}`); a 404 means some user does not exist and

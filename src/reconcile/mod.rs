@@ -6,6 +6,7 @@
 
 pub mod export;
 pub mod members;
+pub mod revoke;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
