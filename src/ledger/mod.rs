@@ -8,6 +8,7 @@
 
 pub mod explain;
 pub mod fault;
+pub mod link;
 mod store;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 
 pub use fault::LedgerFault;
+pub use link::LedgerLink;
 use store::Backend;
 
 /// Environment variable that overrides `[ledger] url` (the whole URL, which may carry the
@@ -70,6 +72,17 @@ impl LedgerSettings {
             "`{}` is neither sqlite:///ABSOLUTE/PATH nor postgres://USER@HOST:PORT/DATABASE",
             redact_url(url)
         ))
+    }
+
+    /// Whether the URL carries a password (`user:password@`).
+    pub fn has_password(&self) -> bool {
+        let url = self.url.trim();
+        url.split_once("://").is_some_and(|(_, rest)| {
+            let authority = rest.split('/').next().unwrap_or_default();
+            authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        })
     }
 
     /// The URL without its password, for messages.
@@ -283,7 +296,8 @@ impl Ledger {
     }
 
     /// Records grants in one transaction. A grant of a (user, role, organization) that is
-    /// already standing is kept as it was (the first grant stays the one explained).
+    /// already standing is kept as it was (the first grant stays the one explained). A grant
+    /// is a success: the standing failures of its users are cleared in the same transaction.
     pub async fn record_grants(&self, grants: &[Grant]) -> Result<(), LedgerError> {
         self.inner.backend.record_grants(grants).await
     }

@@ -248,6 +248,22 @@ impl Backend {
                     .await
                     .map_err(self.unreachable("record grants"))?;
             }
+            // A grant is a success: the users' standing failures end with it.
+            let mut users: Vec<&str> = grants.iter().map(|g| g.user_id.as_str()).collect();
+            users.sort_unstable();
+            users.dedup();
+            for chunk in users.chunks(ROWS_PER_STATEMENT * 10) {
+                let mut q = QueryBuilder::<Db>::new("DELETE FROM failures WHERE user_id IN (");
+                let mut list = q.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                q.push(")");
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.unreachable("clear failures"))?;
+            }
             tx.commit().await.map_err(self.unreachable("commit grants"))
         })
     }
