@@ -144,6 +144,22 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
         );
     }
     let _ = writeln!(text, "metrics: {}", config.metrics_listen);
+    match &config.ledger {
+        Some(ledger) => {
+            let _ = writeln!(
+                text,
+                "ledger: {} (policy fingerprint {})",
+                ledger.describe(),
+                config.policy_fingerprint
+            );
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "ledger: none (grants are not remembered; `explain` needs [ledger] url)"
+            );
+        }
+    }
     let events: Vec<&str> = config.policy.events().map(|e| e.as_str()).collect();
     let _ = writeln!(text, "policy: events {}", events.join(", "));
     let roles: Vec<String> = config.policy.role_names().into_iter().collect();

@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::dedup::Dedup;
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
+use crate::ledger::link::is_user_deletion;
+use crate::ledger::LedgerLink;
 use crate::metrics::Metrics;
 use crate::mgmt::{Applications, AssignOutcome, CallStats, MgmtClient, RoleAssigner};
 use crate::policy::{Evaluation, Policy, Profile, Undecided, ASSIGN_CLIENT_METADATA};
@@ -419,6 +421,8 @@ pub struct Pipeline {
     applications: Applications,
     metrics: Arc<Metrics>,
     source: SourceKind,
+    /// The grants ledger (`[ledger]`), when configured.
+    ledger: Option<LedgerLink>,
 }
 
 /// The Management API calls a pipeline made, as a source reports them (`replay`'s summary).
@@ -468,6 +472,7 @@ impl Pipeline {
             applications: Applications::default(),
             metrics,
             source,
+            ledger: None,
         }
     }
 
@@ -489,7 +494,20 @@ impl Pipeline {
             applications: Applications::default(),
             metrics,
             source,
+            ledger: None,
         }
+    }
+
+    /// The same pipeline asking and writing the grants ledger: a role it shows this service
+    /// granted is never granted again; grants are recorded before the verdict.
+    pub fn with_ledger(mut self, ledger: LedgerLink) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The grants ledger, when configured.
+    pub fn ledger(&self) -> Option<&LedgerLink> {
+        self.ledger.as_ref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -507,9 +525,14 @@ impl Pipeline {
             .map(|client| ApiCalls::from(client.stats()))
     }
 
-    /// Whether Management API calls are failing now (sources pause intake meanwhile).
+    /// Whether Management API calls are failing now, or the ledger is (sources pause intake
+    /// meanwhile).
     pub fn is_tenant_failing(&self) -> bool {
         self.client.as_ref().is_some_and(MgmtClient::is_failing)
+            || self
+                .ledger
+                .as_ref()
+                .is_some_and(|l| l.ledger().fault().is_failing())
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -683,7 +706,52 @@ impl Pipeline {
         Ok(kept)
     }
 
+    /// [`Pipeline::decide_and_act`], with the ledger around it: a deleted user is forgotten
+    /// first, an event failed for good is recorded after.
     async fn run(&self, item: Decoded) -> Report {
+        let Some(link) = self.ledger.as_ref().filter(|_| self.mode == Mode::Live) else {
+            return self.decide_and_act(item).await;
+        };
+        if let Some(user) = item
+            .as_ref()
+            .ok()
+            .filter(|e| is_user_deletion(e))
+            .and_then(|e| e.user())
+        {
+            link.forget_user(&self.metrics, user).await;
+        }
+        let report = self.decide_and_act(item).await;
+        if report.outcome == Outcome::Failed {
+            if let Some(user) = &report.user_id {
+                link.record_failure(
+                    &self.metrics,
+                    user,
+                    report.log_id.as_deref().unwrap_or("-"),
+                    report.error.as_deref().unwrap_or("-"),
+                )
+                .await;
+            }
+        }
+        report
+    }
+
+    /// Leaves out of an assignment the roles the ledger shows this service granted before.
+    async fn without_granted(&self, mut assignment: Assignment) -> Assignment {
+        if let (Some(link), Some(assigner)) = (&self.ledger, &self.assigner) {
+            let held = link
+                .already_granted(
+                    &self.metrics,
+                    assigner.directory(),
+                    &assignment.user_id,
+                    &assignment.missing,
+                )
+                .await;
+            assignment.missing.retain(|role| !held.contains(role));
+        }
+        assignment
+    }
+
+    async fn decide_and_act(&self, item: Decoded) -> Report {
         let step = match self.processor.start(item) {
             Step::NeedsProfile {
                 event,
@@ -721,36 +789,69 @@ impl Pipeline {
             } => self
                 .processor
                 .needs_profile_report(&event, trigger, &undecided),
-            Step::Assign(assignment) => match (&self.assigner, self.mode) {
-                (Some(assigner), Mode::Live) => {
-                    match assigner
-                        .assign(&assignment.user_id, &assignment.missing)
-                        .await
-                    {
-                        Ok(AssignOutcome::Assigned) => {
-                            for role in &assignment.missing {
-                                self.metrics
-                                    .role_assignments
-                                    .with_label_values(&[role])
-                                    .inc();
-                            }
-                            self.processor.finish(assignment, Outcome::Assigned, None)
+            Step::Assign(assignment) if self.ledger.is_some() && self.mode != Mode::Offline => {
+                let assignment = self.without_granted(assignment).await;
+                if assignment.missing.is_empty() {
+                    return self
+                        .processor
+                        .finish(assignment, Outcome::AlreadyDone, None);
+                }
+                self.assign(assignment).await
+            }
+            Step::Assign(assignment) => self.assign(assignment).await,
+        }
+    }
+
+    /// Gives the assignment's missing roles (live), records them in the ledger, and completes
+    /// the record.
+    async fn assign(&self, assignment: Assignment) -> Report {
+        match (&self.assigner, self.mode) {
+            (Some(assigner), Mode::Live) => {
+                match assigner
+                    .assign(&assignment.user_id, &assignment.missing)
+                    .await
+                {
+                    Ok(AssignOutcome::Assigned) => {
+                        for role in &assignment.missing {
+                            self.metrics
+                                .role_assignments
+                                .with_label_values(&[role])
+                                .inc();
                         }
-                        Ok(AssignOutcome::AlreadyHeld) => {
-                            self.processor
-                                .finish(assignment, Outcome::AlreadyDone, None)
+                        if let Some(link) = &self.ledger {
+                            let report = &assignment.report;
+                            link.record_grants(
+                                &self.metrics,
+                                self.processor.policy(),
+                                assigner.directory(),
+                                &assignment.user_id,
+                                &assignment.missing,
+                                &report.rules,
+                                report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+                                report.log_id.as_deref().unwrap_or("-"),
+                            )
+                            .await;
                         }
-                        Err(err) => self.processor.finish(
-                            assignment,
-                            Outcome::Failed,
-                            Some(err.to_string()),
-                        ),
+                        self.processor.finish(assignment, Outcome::Assigned, None)
+                    }
+                    Ok(AssignOutcome::AlreadyHeld) => {
+                        // Held already (given by hand or by another tool): not this
+                        // service's grant, so not recorded as one.
+                        if let Some(link) = &self.ledger {
+                            link.clear_failure(&self.metrics, &assignment.user_id).await;
+                        }
+                        self.processor
+                            .finish(assignment, Outcome::AlreadyDone, None)
+                    }
+                    Err(err) => {
+                        self.processor
+                            .finish(assignment, Outcome::Failed, Some(err.to_string()))
                     }
                 }
-                _ => self
-                    .processor
-                    .finish(assignment, Outcome::WouldAssign, None),
-            },
+            }
+            _ => self
+                .processor
+                .finish(assignment, Outcome::WouldAssign, None),
         }
     }
 
