@@ -337,6 +337,12 @@ impl Ledger {
     }
 
     /// One round trip to the database (the fault probe).
+    /// The roles (id, name) of every standing grant of a tenant role (`reconcile --revoke`
+    /// lists their members).
+    pub async fn standing_roles(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        self.inner.backend.standing_roles().await
+    }
+
     pub async fn ping(&self) -> Result<(), LedgerError> {
         self.inner.backend.ping().await
     }

@@ -446,6 +446,23 @@ impl Backend {
         })
     }
 
+    /// The distinct (role id, role name) of the standing grants of tenant roles.
+    pub(super) async fn standing_roles(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        let rows = with_pool!(self, pool, Db => {
+            sqlx::query(
+                "SELECT role_id, MAX(role_name) AS role_name FROM grants WHERE revoked = 0 AND organization_id = '' GROUP BY role_id ORDER BY role_id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("list the roles granted"))?
+            .iter()
+            .map(|row| Ok((row.try_get("role_id")?, row.try_get("role_name")?)))
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()
+            .map_err(self.unreachable("read a role granted"))?
+        });
+        Ok(rows)
+    }
+
     pub(super) async fn size_bytes(&self) -> Result<u64, LedgerError> {
         match self {
             Backend::Sqlite(pool, path, _) => {

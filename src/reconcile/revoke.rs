@@ -3,11 +3,23 @@
 //! call per user). Only roles the ledger says this service granted are ever judged; a rule left
 //! undecided for the user (fields only a login knows, the login's application) keeps its roles.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+use tokio::task::JoinSet;
 
+use super::members::{self, Memberships, UserSet};
+use super::{is_service_fault, Summary, FAILED_SHOWN, WRITERS};
+use crate::app::StartError;
+use crate::ledger::{Ledger, Revocation};
+use crate::mgmt::{MgmtClient, MgmtError};
 use crate::policy::{Evaluation, Policy};
+use crate::progress::Progress;
+use crate::shutdown::Shutdown;
+
+/// One user's removal: the user, what was planned, how it ended, and whether the run must stop
+/// (a fault of the service or of the ledger).
+type RemovalDone = (String, Vec<Removal>, Result<(), String>, bool);
 
 /// A grant the ledger holds for a user and nobody revoked since, as reconcile judges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,14 +82,13 @@ pub fn judge(
     }
     let mut judged = Judged::default();
     for grant in grants {
-        if given.iter().any(|r| *r == grant.role_name) {
+        if given.contains(&grant.role_name) {
             continue;
         }
         let rule = policy.rules().iter().find(|r| r.name == grant.rule);
         // A rule that names its role from the login's application: reconcile has no login, so
         // while the rule still matches the user, whatever it gave stands.
-        if rule.is_some_and(|r| r.assign_client_metadata.is_some())
-            && matched.iter().any(|m| *m == grant.rule)
+        if rule.is_some_and(|r| r.assign_client_metadata.is_some()) && matched.contains(&grant.rule)
         {
             judged
                 .kept_undecided
@@ -118,6 +129,173 @@ pub fn judge(
         });
     }
     judged
+}
+
+/// Lists the members of the roles the ledger holds standing grants of that the policy no
+/// longer names (their grants may be taken back by `--revoke`). A role deleted from the tenant
+/// has no members.
+pub(super) async fn list_ledger_roles(
+    client: &MgmtClient,
+    ledger: &Ledger,
+    role_ids: &BTreeMap<String, String>,
+    memberships: &mut Memberships,
+    progress: &mut Progress,
+) -> Result<(), StartError> {
+    let policy_ids: BTreeSet<&String> = role_ids.values().collect();
+    let roles = ledger
+        .standing_roles()
+        .await
+        .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+    for (role_id, name) in roles {
+        if policy_ids.contains(&role_id) {
+            continue;
+        }
+        let listed = members::list_role(client, &role_id, |n| {
+            progress.update(|| format!("listing members of {name}, granted before: {n}"));
+        })
+        .await;
+        let fingerprints = match listed {
+            Ok(listed) => listed,
+            Err(err) if err.is_role_not_found() => {
+                tracing::info!(role = %name, role_id = %role_id, "a role the ledger granted no longer exists: nothing to take back");
+                Vec::new()
+            }
+            Err(err) => return Err(StartError::Mgmt(err)),
+        };
+        memberships
+            .by_role_id
+            .insert(role_id, UserSet::from_fingerprints(fingerprints));
+    }
+    Ok(())
+}
+
+/// Removes the planned roles (one `DELETE /api/v2/users/{id}/roles` per user, [`WRITERS`] at
+/// once) and records each revocation once Auth0 accepted it. A user deleted since the export
+/// (404) is forgotten by the ledger. The ledger is the journal: a removal recorded is not
+/// planned again, and one done but not recorded (a crash between) is repeated (idempotent).
+pub(super) async fn apply_removals(
+    client: &MgmtClient,
+    ledger: &Ledger,
+    removals: Vec<(String, Vec<Removal>)>,
+    shutdown: &Shutdown,
+    summary: &mut Summary,
+) -> Result<(), StartError> {
+    let mut tasks: JoinSet<RemovalDone> = JoinSet::new();
+    let mut pending = removals.into_iter();
+    loop {
+        while tasks.len() < WRITERS && !shutdown.is_triggered() {
+            let Some((user, planned)) = pending.next() else {
+                break;
+            };
+            let (client, ledger) = (client.clone(), ledger.clone());
+            tasks.spawn(async move {
+                let ids: Vec<String> = planned.iter().map(|r| r.role_id.clone()).collect();
+                match client.remove_user_roles(&user, &ids).await {
+                    Ok(()) => {
+                        let at = crate::ledger::now_millis();
+                        let revocations: Vec<Revocation> = planned
+                            .iter()
+                            .map(|r| Revocation {
+                                user_id: user.clone(),
+                                role_id: r.role_id.clone(),
+                                role_name: r.role.clone(),
+                                organization_id: None,
+                                by: "reconcile --revoke".to_owned(),
+                                reason: r.reason.clone(),
+                                at,
+                            })
+                            .collect();
+                        let recorded = ledger
+                            .record_revocations(&revocations)
+                            .await
+                            .map_err(|e| format!("the ledger: {e}"));
+                        let fatal = recorded.is_err();
+                        (user, planned, recorded, fatal)
+                    }
+                    Err(err) if err.is_user_not_found() => {
+                        let forgotten = ledger.forget_user(&user).await;
+                        let fatal = forgotten.is_err();
+                        let said = match forgotten {
+                            Ok(()) => {
+                                "the user no longer exists (forgotten by the ledger)".to_owned()
+                            }
+                            Err(e) => format!("the user no longer exists; the ledger: {e}"),
+                        };
+                        (user, planned, Err(said), fatal)
+                    }
+                    Err(err) => {
+                        let fatal = is_service_fault(&err);
+                        (user, planned, Err(err.to_string()), fatal)
+                    }
+                }
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (user, planned, result, fatal) = joined.map_err(|e| {
+            StartError::Reconcile(format!("a removal's task ended without a result: {e}"))
+        })?;
+        match result {
+            Ok(()) => {
+                for removal in &planned {
+                    tracing::info!(user_id = %user, role = %removal.role, reason = %removal.reason, "reconcile: role taken back");
+                    *summary
+                        .removed_by_role
+                        .entry(removal.role.clone())
+                        .or_default() += 1;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(user_id = %user, error = %error, "reconcile: could not take roles back");
+                if fatal {
+                    summary.interrupted = true;
+                    summary.ledger_failed.get_or_insert(error.clone());
+                }
+                summary.failed_total += planned.len() as u64;
+                if summary.removal_failed.len() < FAILED_SHOWN {
+                    summary.removal_failed.push((user, error));
+                }
+            }
+        }
+        if summary.interrupted {
+            // What is in flight finishes; nothing new starts.
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok((user, planned, Ok(()), _)) = joined {
+                    for removal in &planned {
+                        tracing::info!(user_id = %user, role = %removal.role, "reconcile: role taken back");
+                        *summary
+                            .removed_by_role
+                            .entry(removal.role.clone())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            break;
+        }
+    }
+    if shutdown.is_triggered() && pending.next().is_some() {
+        summary.interrupted = true;
+    }
+    Ok(())
+}
+
+/// `--revoke --apply` removes roles: without `delete:role_members` (or the broader
+/// `update:users`) every removal would be refused. A token that lists its scopes and lacks
+/// both stops the run here (exit 2).
+pub(super) async fn require_remove_scope(client: &MgmtClient) -> Result<(), StartError> {
+    let Some(scopes) = client.granted_scopes().await.map_err(StartError::Mgmt)? else {
+        return Ok(());
+    };
+    if scopes
+        .iter()
+        .any(|s| s == "delete:role_members" || s == "update:users")
+    {
+        return Ok(());
+    }
+    Err(StartError::Mgmt(MgmtError::Auth(
+        "the application is not granted delete:role_members, which --revoke --apply needs to take roles back (grant it: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications; run without --apply to plan)".to_owned(),
+    )))
 }
 
 #[cfg(test)]
