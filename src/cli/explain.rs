@@ -56,7 +56,7 @@ pub async fn run(args: &ExplainArgs) -> u8 {
         Ok(history) => history,
         Err(err) => return fail(crate::ledger::fault::error_text(&err), 1),
     };
-    let given_now = given_now(&config, &args.user_id).await;
+    let given_now = given_now(&config, &process_env, &args.user_id).await;
     let explanation = Explanation::new(
         &args.user_id,
         ledger.describe(),
@@ -77,13 +77,15 @@ pub async fn run(args: &ExplainArgs) -> u8 {
 
 /// What the policy gives the user now, from `GET /users/{id}` (and their roles when a rule
 /// tests `has_roles`); the reason when the tenant cannot tell.
-async fn given_now(config: &Config, user_id: &str) -> Result<GivenNow, String> {
+async fn given_now(
+    config: &Config,
+    env: crate::app::Env<'_>,
+    user_id: &str,
+) -> Result<GivenNow, String> {
     let auth0 = config
         .require_auth0()
         .map_err(|_| "no [auth0] section".to_owned())?;
-    let secret = auth0
-        .client_secret(&process_env)
-        .map_err(|e| e.to_string())?;
+    let secret = auth0.client_secret(env).map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)
         .map_err(|e| e.to_string())?;
