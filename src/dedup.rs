@@ -67,6 +67,11 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
     }
 }
 
+/// The key of a membership's memory: no user id holds a line break, so it never meets a user's.
+fn member_key(organization_id: &str, user_id: &str) -> String {
+    format!("{organization_id}\n{user_id}")
+}
+
 impl Dedup {
     pub fn new(settings: DedupSettings) -> Self {
         Dedup {
@@ -125,6 +130,22 @@ impl Dedup {
             .unwrap_or_default();
         held.extend(roles.iter().cloned());
         self.assigned.insert(user_id.to_owned(), Arc::new(held));
+    }
+
+    /// The roles of `wanted` not yet given to `user_id` as its roles in `organization_id` by
+    /// this process (in `wanted` order): one memory per (user, organization).
+    pub fn missing_member_roles(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        wanted: &[String],
+    ) -> Vec<String> {
+        self.missing_roles(&member_key(organization_id, user_id), wanted)
+    }
+
+    /// Records that `user_id` now holds `roles` in `organization_id`.
+    pub fn mark_member_assigned(&self, organization_id: &str, user_id: &str, roles: &[String]) {
+        self.mark_assigned(&member_key(organization_id, user_id), roles);
     }
 
     /// Records that `user_id` was deleted at `time` (RFC 3339; without one, or unreadable: now):

@@ -158,6 +158,12 @@ pub struct Report {
     pub trigger: Option<Trigger>,
     pub outcome: Outcome,
     pub roles: Vec<String>,
+    /// The organization whose member roles the event gives (`assign_in_organization`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// The roles given as the member's roles in `organization`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub organization_roles: Vec<String>,
     pub rules: Vec<String>,
     /// Rules not applied because a condition stayed undecided (`rule.key`): the event lacks a
     /// login field no read can give.
@@ -176,6 +182,8 @@ impl Report {
             trigger,
             outcome,
             roles: Vec::new(),
+            organization: None,
+            organization_roles: Vec::new(),
             rules: Vec::new(),
             skipped: Vec::new(),
             error: None,
@@ -204,8 +212,18 @@ pub struct Assignment {
     pub user_id: String,
     /// Roles the policy grants that this process has not given the user yet.
     pub missing: Vec<String>,
+    /// Roles to give as the user's member roles in the event's organization that this process
+    /// has not given yet (`assign_in_organization`).
+    pub organization: Option<MemberAssignment>,
     /// The record of the event, with every granted role and the matching rules.
     pub report: Report,
+}
+
+/// Member roles to give in one organization: one write for all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAssignment {
+    pub organization_id: String,
+    pub missing: Vec<String>,
 }
 
 /// Runs the pure stages with a policy and a dedup cache shared by all callers.
@@ -240,6 +258,8 @@ impl Processor {
                     trigger: None,
                     outcome: Outcome::Invalid,
                     roles: Vec::new(),
+                    organization: None,
+                    organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
                     error: Some(err.reason),
@@ -355,13 +375,28 @@ impl Processor {
         report.roles = roles;
         report.rules = decision.rules;
         report.skipped = decision.skipped.iter().map(Undecided::label).collect();
-        if missing.is_empty() {
+        let organization = match event.organization() {
+            Some(org) if !decision.organization_roles.is_empty() => {
+                report.organization = Some(org.to_owned());
+                let missing =
+                    self.dedup
+                        .missing_member_roles(org, &user_id, &decision.organization_roles);
+                report.organization_roles = decision.organization_roles;
+                (!missing.is_empty()).then(|| MemberAssignment {
+                    organization_id: org.to_owned(),
+                    missing,
+                })
+            }
+            _ => None,
+        };
+        if missing.is_empty() && organization.is_none() {
             self.mark_done(&report);
             return Step::Done(report);
         }
         Step::Assign(Assignment {
             user_id,
             missing,
+            organization,
             report,
         })
     }
@@ -381,6 +416,13 @@ impl Processor {
         if matches!(outcome, Outcome::Assigned | Outcome::WouldAssign) {
             self.dedup
                 .mark_assigned(&assignment.user_id, &assignment.missing);
+            if let Some(member) = &assignment.organization {
+                self.dedup.mark_member_assigned(
+                    &member.organization_id,
+                    &assignment.user_id,
+                    &member.missing,
+                );
+            }
         }
         self.mark_done(&report);
         report
@@ -589,6 +631,8 @@ impl Pipeline {
                     trigger,
                     outcome: Outcome::Failed,
                     roles: Vec::new(),
+                    organization: None,
+                    organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
                     error: Some(format!("internal error (panic): {what}")),
@@ -722,36 +766,85 @@ impl Pipeline {
                 .processor
                 .needs_profile_report(&event, trigger, &undecided),
             Step::Assign(assignment) => match (&self.assigner, self.mode) {
-                (Some(assigner), Mode::Live) => {
-                    match assigner
-                        .assign(&assignment.user_id, &assignment.missing)
-                        .await
-                    {
-                        Ok(AssignOutcome::Assigned) => {
-                            for role in &assignment.missing {
-                                self.metrics
-                                    .role_assignments
-                                    .with_label_values(&[role])
-                                    .inc();
-                            }
-                            self.processor.finish(assignment, Outcome::Assigned, None)
-                        }
-                        Ok(AssignOutcome::AlreadyHeld) => {
-                            self.processor
-                                .finish(assignment, Outcome::AlreadyDone, None)
-                        }
-                        Err(err) => self.processor.finish(
-                            assignment,
-                            Outcome::Failed,
-                            Some(err.to_string()),
-                        ),
-                    }
-                }
+                (Some(assigner), Mode::Live) => self.assign(assigner, assignment).await,
                 _ => self
                     .processor
                     .finish(assignment, Outcome::WouldAssign, None),
             },
         }
+    }
+
+    /// Writes an assignment: the user's tenant roles, then its member roles in the event's
+    /// organization (through the organization limiter). Each part that succeeded is
+    /// remembered, so a redelivery after a failure of the other costs only that one.
+    async fn assign(&self, assigner: &RoleAssigner, assignment: Assignment) -> Report {
+        let mut wrote = false;
+        if !assignment.missing.is_empty() {
+            match assigner
+                .assign(&assignment.user_id, &assignment.missing)
+                .await
+            {
+                Ok(AssignOutcome::Assigned) => {
+                    wrote = true;
+                    for role in &assignment.missing {
+                        self.metrics
+                            .role_assignments
+                            .with_label_values(&[role, "tenant"])
+                            .inc();
+                    }
+                }
+                Ok(AssignOutcome::AlreadyHeld) => {}
+                Err(err) => {
+                    return self.processor.finish(
+                        assignment,
+                        Outcome::Failed,
+                        Some(err.to_string()),
+                    )
+                }
+            }
+        }
+        if let (Some(member), Some(client)) = (&assignment.organization, &self.client) {
+            let written = crate::mgmt::organizations::assign_member_roles(
+                client,
+                assigner.directory(),
+                &member.organization_id,
+                &assignment.user_id,
+                &member.missing,
+            )
+            .await;
+            match written {
+                Ok(()) => {
+                    wrote = true;
+                    for role in &member.missing {
+                        self.metrics
+                            .role_assignments
+                            .with_label_values(&[role, "organization"])
+                            .inc();
+                    }
+                }
+                Err(err) => {
+                    // The tenant part is done: remember it.
+                    self.processor
+                        .dedup()
+                        .mark_assigned(&assignment.user_id, &assignment.missing);
+                    let gone = if crate::mgmt::organizations::is_member_gone(&err) {
+                        " (the user is no longer a member of the organization, or it was deleted)"
+                    } else {
+                        ""
+                    };
+                    let error = format!("{err}{gone}");
+                    return self
+                        .processor
+                        .finish(assignment, Outcome::Failed, Some(error));
+                }
+            }
+        }
+        let outcome = if wrote {
+            Outcome::Assigned
+        } else {
+            Outcome::AlreadyDone
+        };
+        self.processor.finish(assignment, outcome, None)
     }
 
     fn record(
@@ -805,6 +898,7 @@ impl Pipeline {
         match report.outcome {
             Outcome::Assigned => tracing::info!(
                 log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
+                organization = report.organization.as_deref().unwrap_or("-"), organization_roles = ?report.organization_roles,
                 "roles assigned"
             ),
             Outcome::WouldAssign => tracing::info!(

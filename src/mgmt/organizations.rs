@@ -1,0 +1,235 @@
+//! Organizations in the Management API: member role writes
+//! (`POST /api/v2/organizations/{id}/members/{user_id}/roles`, one call per member for all its
+//! roles) through a limiter of their own (Auth0 gives "Write Organization Member Roles" its own
+//! bucket: burst 20, 200 per minute) and the tenant's, and the checkpoint-paged listings of
+//! organizations and their members with roles (`reconcile`).
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::RoleDirectory;
+use super::{encode_path_segment, expect_status, lock, MgmtClient, MgmtError, Operation};
+
+/// The default of `[auth0] organization_roles_per_minute` (Auth0's published limit).
+pub const DEFAULT_ORGANIZATION_ROLES_PER_MINUTE: u32 = 200;
+/// The default of `[auth0] organization_roles_burst` (Auth0's published burst).
+pub const DEFAULT_ORGANIZATION_ROLES_BURST: u32 = 20;
+
+/// The organization member roles bucket: the client-side limiter and, after a 429 from it, the
+/// hold on every member role write (the tenant's other calls are not held: their bucket is
+/// another one).
+pub(super) struct OrganizationBucket {
+    limiter: Mutex<Arc<DefaultDirectRateLimiter>>,
+    held_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+fn limiter(per_minute: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
+    let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimiter::direct(
+        Quota::per_minute(per_minute).allow_burst(burst),
+    ))
+}
+
+impl OrganizationBucket {
+    pub(super) fn new() -> Self {
+        OrganizationBucket {
+            limiter: Mutex::new(limiter(
+                DEFAULT_ORGANIZATION_ROLES_PER_MINUTE,
+                DEFAULT_ORGANIZATION_ROLES_BURST,
+            )),
+            held_until: Mutex::new(None),
+        }
+    }
+
+    /// Waits out a 429's hold on this bucket, then takes a place in its limiter.
+    pub(super) async fn until_ready(&self) {
+        loop {
+            let until = *lock(&self.held_until);
+            match until {
+                Some(until) if until > tokio::time::Instant::now() => {
+                    tokio::time::sleep_until(until).await;
+                }
+                _ => break,
+            }
+        }
+        let limiter = Arc::clone(&lock(&self.limiter));
+        limiter.until_ready().await;
+    }
+
+    /// After a 429 on a member role write: no such write is sent for `delay`.
+    pub(super) fn hold_for(&self, delay: Duration) {
+        let until = tokio::time::Instant::now() + delay;
+        let mut held = lock(&self.held_until);
+        if held.is_none_or(|h| h < until) {
+            *held = Some(until);
+        }
+    }
+}
+
+impl MgmtClient {
+    /// Sets the organization member roles limiter (`[auth0] organization_roles_per_minute`,
+    /// `organization_roles_burst`); the client starts with Auth0's published 200/min, burst 20.
+    pub fn set_organization_limit(&self, per_minute: u32, burst: u32) {
+        *lock(&self.inner.organizations.limiter) = limiter(per_minute, burst);
+    }
+
+    /// Waits for the organization bucket (before the tenant's limiter) and records the wait.
+    pub(super) async fn wait_for_organization_bucket(&self) {
+        let waited = Instant::now();
+        self.inner.organizations.until_ready().await;
+        self.inner
+            .metrics
+            .organization_rate_limiter_wait
+            .observe(waited.elapsed().as_secs_f64());
+    }
+
+    /// `POST /api/v2/organizations/{id}/members/{user_id}/roles` `{"roles": [ids]}` (204).
+    pub async fn assign_organization_member_roles(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        role_ids: &[String],
+    ) -> Result<(), MgmtError> {
+        let path = format!(
+            "/api/v2/organizations/{}/members/{}/roles",
+            encode_path_segment(organization_id),
+            encode_path_segment(user_id)
+        );
+        let body = serde_json::json!({ "roles": role_ids });
+        let operation = Operation::AssignOrganizationMemberRoles;
+        let answer = self
+            .request(operation, Method::POST, &path, Some(&body))
+            .await?;
+        expect_status(operation, answer.status, &[204, 200, 201])
+    }
+
+    /// One page of `GET /api/v2/organizations` in checkpoint form (`from`, `take`).
+    pub async fn organizations_page(
+        &self,
+        from: Option<&str>,
+        take: usize,
+    ) -> Result<OrganizationsPage, MgmtError> {
+        let mut path = format!("/api/v2/organizations?take={take}");
+        if let Some(from) = from {
+            path.push_str(&format!("&from={}", encode_path_segment(from)));
+        }
+        let operation = Operation::GetOrganizations;
+        let answer = self.request(operation, Method::GET, &path, None).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+            operation: operation.as_str(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// One page of an organization's members with their roles
+    /// (`GET /api/v2/organizations/{id}/members?fields=user_id,roles`, checkpoint form).
+    pub async fn organization_members_page(
+        &self,
+        organization_id: &str,
+        from: Option<&str>,
+        take: usize,
+    ) -> Result<MembersPage, MgmtError> {
+        let mut path = format!(
+            "/api/v2/organizations/{}/members?fields=user_id,roles&include_fields=true&take={take}",
+            encode_path_segment(organization_id)
+        );
+        if let Some(from) = from {
+            path.push_str(&format!("&from={}", encode_path_segment(from)));
+        }
+        let operation = Operation::GetOrganizationMembers;
+        let answer = self.request(operation, Method::GET, &path, None).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+            operation: operation.as_str(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// A page of organizations: `{"organizations": [...], "next": "..."}` (no `next` on the last).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OrganizationsPage {
+    pub organizations: Vec<Organization>,
+    pub next: Option<String>,
+}
+
+/// An organization as listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Organization {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// A page of members: `{"members": [...], "next": "..."}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MembersPage {
+    pub members: Vec<Member>,
+    pub next: Option<String>,
+}
+
+/// A member with the roles it holds in the organization.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Member {
+    pub user_id: String,
+    pub roles: Vec<MemberRole>,
+}
+
+/// A role of a member (`{id, name}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct MemberRole {
+    pub id: String,
+    pub name: String,
+}
+
+/// Whether a member role write failed because the member is gone: the user left the
+/// organization, was deleted, or the organization was deleted before the write (Auth0 answers
+/// 404, or 400 for a user that is not a member). That member alone fails.
+pub fn is_member_gone(err: &MgmtError) -> bool {
+    matches!(
+        err,
+        MgmtError::Permanent {
+            status: 400 | 404,
+            ..
+        }
+    )
+}
+
+/// Gives `user_id` the roles named `roles` as its roles in `organization_id`: one call for all
+/// of them. Names resolve through the policy's role directory (a policy role missing in the
+/// tenant is the service fault every other write meets); a permanent refusal (the member
+/// removed before the write) is returned for this member alone.
+pub async fn assign_member_roles(
+    client: &MgmtClient,
+    directory: &RoleDirectory,
+    organization_id: &str,
+    user_id: &str,
+    roles: &[String],
+) -> Result<(), MgmtError> {
+    if roles.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(roles.len());
+    let mut missing = Vec::new();
+    for name in roles {
+        match directory.id(name) {
+            Some(id) => ids.push(id),
+            None => missing.push(name.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(MgmtError::MissingRoles(missing));
+    }
+    client
+        .assign_organization_member_roles(organization_id, user_id, &ids)
+        .await
+}
