@@ -6,6 +6,7 @@
 
 pub mod export;
 pub mod members;
+pub mod organizations;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -285,11 +286,24 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
         .map_err(StartError::Mgmt)?;
+    // Organization member role writes: the same share of their own bucket.
+    let (org_rate, org_burst) = share_rate(
+        f64::from(auth0.organization_roles_per_minute),
+        auth0.organization_roles_burst,
+        request.rate_share,
+    )
+    .map_err(StartError::Config)?;
+    client.set_organization_limit((org_rate as u32).max(1), org_burst);
     let directory = Arc::new(
         or_stop(&shutdown, async {
             client.ensure_token().await.map_err(StartError::Mgmt)?;
             if request.apply {
                 require_write_scope(&client).await?;
+            }
+            if policy.uses_organizations() {
+                organizations::require_scopes(&client, request.apply)
+                    .await
+                    .map_err(StartError::Mgmt)?;
             }
             RoleDirectory::resolve(&client, policy.role_names())
                 .await
@@ -369,6 +383,17 @@ pub async fn run(
     .await?;
     summary.members_listed = memberships.members();
     summary.membership_bytes = memberships.bytes();
+    let mut org_pass = match policy.uses_organizations() {
+        true => Some(
+            or_stop(&shutdown, async {
+                organizations::OrganizationPass::list(&client)
+                    .await
+                    .map_err(StartError::Mgmt)
+            })
+            .await?,
+        ),
+        false => None,
+    };
     // From here on, a refused service (revoked credentials, a scope taken away) makes calls
     // wait as `run` does, instead of ending the run.
     client.start_serving();
@@ -450,6 +475,10 @@ pub async fn run(
         if uses_has_roles {
             profile.roles = Some(memberships.held_role_ids(&user.user_id, &role_ids));
         }
+        if let Some(pass) = &mut org_pass {
+            let lines = jsonl.then_some(&mut *out as &mut dyn Write);
+            pass.judge(policy, &directory, &user.user_id, &profile, lines)?;
+        }
         let (roles, rules, skipped) = match policy.evaluate_existing(&user.user_id, &profile) {
             Evaluation::Assign(decision) => (decision.roles, decision.rules, decision.skipped),
             Evaluation::NoRule(skipped) | Evaluation::NeedsProfile(skipped) => {
@@ -525,6 +554,13 @@ pub async fn run(
     writers
         .drain(&shutdown, &mut summary, &mut journal, &mut progress)
         .await?;
+    if let Some(pass) = &mut org_pass {
+        if request.apply && !summary.interrupted && summary.stopped_by.is_none() {
+            progress.update(|| "writing organization member roles".to_owned());
+            pass.apply(&client, &directory).await;
+        }
+        summary.failed_total += pass.failed_total;
+    }
     if let (Some(journal), false) = (&mut journal, summary.interrupted) {
         journal
             .record(&Entry::Done)
@@ -543,6 +579,12 @@ pub async fn run(
     match request.output {
         Output::Summary => summary.write_to(out)?,
         Output::Jsonl => summary.write_to(err)?,
+    }
+    if let Some(pass) = &org_pass {
+        match request.output {
+            Output::Summary => pass.write_to(out, request.apply)?,
+            Output::Jsonl => pass.write_to(err, request.apply)?,
+        }
     }
     out.flush()?;
     if let Some(err) = summary.stopped_by.take() {
