@@ -87,13 +87,13 @@ struct NewMembers {
     members: Vec<String>,
 }
 
-fn raw_param(params: &RawPathParams, name: &str) -> Result<String, Response> {
+fn raw_param(params: &RawPathParams, name: &str) -> Result<String, super::ApiError> {
     let raw = params
         .iter()
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
         .unwrap_or("");
-    decode_path_segment(raw).map_err(|err| err.into_response())
+    decode_path_segment(raw)
 }
 
 /// `POST /sim/organizations/{id}/members` `{"members": [user ids]}` → 204 (404: no such
@@ -101,7 +101,7 @@ fn raw_param(params: &RawPathParams, name: &str) -> Result<String, Response> {
 async fn add_members(State(sim): State<Simulator>, params: RawPathParams, body: Bytes) -> Response {
     let org = match raw_param(&params, "id") {
         Ok(org) => org,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     match serde_json::from_slice::<NewMembers>(&body) {
         Ok(new) if sim.add_members(&org, &new.members) => StatusCode::NO_CONTENT.into_response(),
@@ -114,7 +114,7 @@ async fn add_members(State(sim): State<Simulator>, params: RawPathParams, body: 
 async fn remove_member(State(sim): State<Simulator>, params: RawPathParams) -> Response {
     let (org, user) = match (raw_param(&params, "id"), raw_param(&params, "user_id")) {
         (Ok(org), Ok(user)) => (org, user),
-        (Err(response), _) | (_, Err(response)) => return response,
+        (Err(err), _) | (_, Err(err)) => return err.into_response(),
     };
     if sim.remove_member(&org, &user) {
         StatusCode::NO_CONTENT.into_response()
