@@ -283,6 +283,21 @@ impl LogEvent {
         }
     }
 
+    /// A login through an organization that is not the user's first login (`s`, `scoa`, `sens`
+    /// naming `organization_id`): with a ledger, the first such login the ledger has not seen for
+    /// this (user, organization) is an `organization_member_added` (auto-membership at login
+    /// gives no event otherwise). `seen_in_organization` is the ledger's answer; `None` (no
+    /// ledger) means such a login triggers nothing. A first login is `first_login` already.
+    pub fn organization_login(&self, seen_in_organization: Option<bool>) -> Option<Trigger> {
+        let later_login =
+            is_login_type(&self.event_type) && self.effective_logins_count() != Some(1);
+        (later_login
+            && self.organization().is_some()
+            && self.user().is_some()
+            && seen_in_organization == Some(false))
+        .then_some(Trigger::OrganizationMemberAdded)
+    }
+
     /// The login count: `details.stats.loginsCount`, else the first count found in the prompts.
     pub fn effective_logins_count(&self) -> Option<u64> {
         self.logins_count
@@ -1182,10 +1197,17 @@ impl RawLog<'_> {
         } else {
             prompt_counts(details.prompts)
         };
+        let through_organization = self
+            .organization_id
+            .as_deref()
+            .is_some_and(|o| !o.is_empty());
         let may_trigger = match event_type.as_ref() {
             "ss" | "sv" => true,
+            // A later login through an organization may be a membership the ledger has not seen
+            // (`LogEvent::organization_login`): it keeps its fields.
             code if is_login_type(code) => {
-                logins_count.or(prompt_logins_counts.first().copied()) == Some(1)
+                through_organization
+                    || logins_count.or(prompt_logins_counts.first().copied()) == Some(1)
             }
             _ => false,
         };

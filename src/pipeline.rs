@@ -248,6 +248,15 @@ impl Processor {
 
     /// Decode result → select → dedup on `log_id` → policy (without a profile).
     pub fn start(&self, item: Decoded) -> Step {
+        self.start_seen(item, None)
+    }
+
+    /// [`Processor::start`], with the ledger's answer for a login through an organization that
+    /// is not a first login: `Some(false)` (the ledger has not seen this user in this
+    /// organization) makes it an `organization_member_added`; `None` (no ledger) or `Some(true)`
+    /// leave it not eligible. The caller asks the ledger for (`event.user()`,
+    /// `event.organization()`) before calling (see `LogEvent::organization_login`).
+    pub fn start_seen(&self, item: Decoded, seen_in_organization: Option<bool>) -> Step {
         let event = match item {
             Ok(event) => event,
             Err(err) => {
@@ -266,7 +275,14 @@ impl Processor {
                 })
             }
         };
-        let trigger = match event.selection() {
+        let selection = match (
+            event.selection(),
+            event.organization_login(seen_in_organization),
+        ) {
+            (Selection::NotEligible(_), Some(trigger)) => Selection::Eligible(trigger),
+            (selection, _) => selection,
+        };
+        let trigger = match selection {
             Selection::Eligible(trigger) if self.policy.handles(trigger) => trigger,
             Selection::NotEligible(reason) => {
                 if event.is_cloud_event() && event.event_type == "user.deleted" {

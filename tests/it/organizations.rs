@@ -861,3 +861,37 @@ fn check_says_where_organization_member_added_comes_from_and_what_it_needs() {
     );
     assert!(stdout.contains("200 per minute, burst 20"), "{stdout}");
 }
+
+#[test]
+fn a_later_login_through_an_organization_triggers_only_when_a_ledger_has_not_seen_the_membership() {
+    use auth0_default_roles::dedup::{Dedup, DedupSettings};
+    use auth0_default_roles::pipeline::{Outcome, Processor, Step};
+    let p = policy(POLICY).unwrap_or_else(|e| panic!("{e}"));
+    let processor = Processor::new(p, Dedup::new(DedupSettings::default()));
+    let mut login = first_login_through("1", ACME, "acme", "auth0|returning");
+    login["data"]["details"]["stats"]["loginsCount"] = json!(7);
+    let item = || decode(login.to_string().as_bytes()).remove(0);
+    // No ledger (None) or a membership it has seen: a later login gives nothing.
+    for seen in [None, Some(true)] {
+        match processor.start_seen(item(), seen) {
+            Step::Done(report) => assert_eq!(report.outcome, Outcome::NotEligible, "{seen:?}"),
+            other => panic!("{seen:?}: {other:?}"),
+        }
+    }
+    // Unseen: an organization_member_added in that organization, with the login's fields kept.
+    match processor.start_seen(item(), Some(false)) {
+        Step::Assign(assignment) => {
+            assert_eq!(
+                assignment.report.trigger,
+                Some(Trigger::OrganizationMemberAdded)
+            );
+            assert!(assignment.missing.is_empty(), "no tenant role");
+            let member = assignment
+                .organization
+                .unwrap_or_else(|| panic!("no member part"));
+            assert_eq!(member.organization_id, ACME);
+            assert_eq!(member.missing, strings(&["Viewer", "INTERNAL"]));
+        }
+        other => panic!("{other:?}"),
+    }
+}
