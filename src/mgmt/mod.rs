@@ -480,8 +480,11 @@ impl MgmtClient {
                 }
             };
             self.count(operation, status.as_str(), started.elapsed());
-            if let Some(remaining) = headers
-                .get("x-ratelimit-remaining")
+            // A member role write's headers describe its own bucket, not the tenant's.
+            let tenant_bucket = operation != Operation::AssignOrganizationMemberRoles;
+            if let Some(remaining) = tenant_bucket
+                .then_some(&headers)
+                .and_then(|headers| headers.get("x-ratelimit-remaining"))
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i64>().ok())
             {
