@@ -233,3 +233,76 @@ pub async fn assign_member_roles(
         .assign_organization_member_roles(organization_id, user_id, &ids)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::faults::Transient;
+    use super::super::{ClientSettings, RetrySettings};
+    use super::*;
+
+    fn client() -> MgmtClient {
+        let metrics =
+            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let settings = ClientSettings {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            audience: "https://t.example/api/v2/".to_owned(),
+            client_id: "c".to_owned(),
+            client_secret: crate::settings::Secret::new("s"),
+            requests_per_second: 10.0,
+            burst: 10,
+            timeout: Duration::from_secs(1),
+            retry: RetrySettings::default(),
+        };
+        MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_on_a_member_role_write_holds_member_role_writes_only() {
+        let client = client();
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut backoff = client.backoff();
+                client
+                    .wait_before_retry(
+                        Operation::AssignOrganizationMemberRoles,
+                        Transient::RateLimited(Some(Duration::from_secs(3))),
+                        &mut backoff,
+                    )
+                    .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The tenant's other calls are not held: their bucket is another one.
+        let started = tokio::time::Instant::now();
+        client.wait_out_rate_limit().await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Member role writes wait out the hold.
+        client.inner.organizations.until_ready().await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(2900),
+            "{:?}",
+            started.elapsed()
+        );
+        waiting.await.unwrap_or_default();
+    }
+
+    #[tokio::test]
+    async fn member_role_writes_get_their_burst_then_their_rate() {
+        // governor keeps its own (real) clock: no paused time here.
+        let client = client();
+        client.set_organization_limit(60, 2);
+        let started = std::time::Instant::now();
+        for _ in 0..2 {
+            client.inner.organizations.until_ready().await;
+        }
+        let burst = started.elapsed();
+        client.inner.organizations.until_ready().await;
+        // Two at once, the third a second later (60 per minute): a lower bound only.
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "burst {burst:?}, third {:?}",
+            started.elapsed()
+        );
+    }
+}
