@@ -201,7 +201,7 @@ pub fn is_member_gone(err: &MgmtError) -> bool {
             status: 400 | 404,
             ..
         }
-    )
+    ) && !is_role_gone(err)
 }
 
 /// Gives `user_id` the roles named `roles` as its roles in `organization_id`: one call for all
@@ -218,20 +218,43 @@ pub async fn assign_member_roles(
     if roles.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(roles.len());
-    let mut missing = Vec::new();
-    for name in roles {
-        match directory.id(name) {
-            Some(id) => ids.push(id),
-            None => missing.push(name.clone()),
+    let mut attempt = 0;
+    loop {
+        let seen = directory.generation();
+        let mut ids = Vec::with_capacity(roles.len());
+        let mut missing = Vec::new();
+        for name in roles {
+            match directory.id(name) {
+                Some(id) => ids.push(id),
+                None => missing.push(name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(MgmtError::MissingRoles(missing));
+        }
+        match client
+            .assign_organization_member_roles(organization_id, user_id, &ids)
+            .await
+        {
+            // A role deleted (and maybe re-created with a new id) since it was resolved: resolve
+            // the names again and write again, as a user's write does.
+            Err(err) if is_role_gone(&err) && attempt < ROLE_RETRIES => {
+                tracing::warn!(error = %err, "a role id was not found: resolving role names again");
+                directory.resolve_again(client, seen).await?;
+                attempt += 1;
+            }
+            other => return other,
         }
     }
-    if !missing.is_empty() {
-        return Err(MgmtError::MissingRoles(missing));
-    }
-    client
-        .assign_organization_member_roles(organization_id, user_id, &ids)
-        .await
+}
+
+/// How many times a write answered "the role does not exist" is sent again after the names
+/// resolved again.
+const ROLE_RETRIES: u32 = 3;
+
+/// A 404 that names the role (not the member, the user or the organization).
+fn is_role_gone(err: &MgmtError) -> bool {
+    matches!(err, MgmtError::Permanent { status: 404, message, .. } if message.to_ascii_lowercase().contains("role"))
 }
 
 #[cfg(test)]

@@ -897,3 +897,35 @@ fn a_later_login_through_an_organization_triggers_only_when_a_ledger_has_not_see
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_role_re_created_after_start_is_resolved_again_and_the_member_gets_it() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let member = "auth0|recreated-role".to_owned();
+    organizations(&sim, std::slice::from_ref(&member), &[]);
+    let dir = temp_dir("organizations-role-recreated");
+    let (port, metrics) = (free_port(), free_port());
+    let config = ingest_config(&dir, port, metrics, &running.base_url, "");
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    service.wait_ready();
+    // Deleted and created again under the same name: a new id the service has not resolved.
+    let old = sim.role_id("INTERNAL").unwrap_or_default();
+    assert!(sim.delete_role("INTERNAL"));
+    let new = sim.add_role(mgmt_sim::SeedRole::named("INTERNAL"));
+    assert_ne!(old, new);
+    let (status, answer) = post(port, &member_added("evt_r1", ACME, "acme", &member, 0));
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &member),
+        strings(&["INTERNAL", "Viewer"]),
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(
+        sim.stats().calls_of("assign_organization_member_roles"),
+        2,
+        "the write answered 404 for the old id, then the write with the new one"
+    );
+    rt.block_on(running.shutdown());
+}
