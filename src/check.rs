@@ -159,6 +159,22 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
         );
     }
     let _ = writeln!(text, "metrics: {}", config.metrics_listen);
+    match &config.ledger {
+        Some(ledger) => {
+            let _ = writeln!(
+                text,
+                "ledger: {} (policy fingerprint {})",
+                ledger.describe(),
+                config.policy_fingerprint
+            );
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "ledger: none (grants are not remembered; `explain` needs [ledger] url)"
+            );
+        }
+    }
     let events: Vec<&str> = config.policy.events().map(|e| e.as_str()).collect();
     let _ = writeln!(text, "policy: events {}", events.join(", "));
     if config

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dedup::DedupSettings;
+pub use crate::ledger::{LedgerSettings, LEDGER_URL_ENV};
 pub use crate::mgmt::Auth0Settings;
 use crate::policy::{Policy, PolicyConfig};
 pub use crate::settings::{
@@ -40,6 +41,13 @@ struct ConfigFile {
     #[serde(default)]
     metrics: MetricsSection,
     ingest: Option<IngestSection>,
+    ledger: Option<LedgerSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerSection {
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +167,10 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// `[ingest]`: the HTTP receiver of Auth0's Custom Webhook log stream.
     pub ingest: Option<IngestSettings>,
+    /// `[ledger]` (or `LEDGER_URL`): what the service granted, in SQLite or PostgreSQL.
+    pub ledger: Option<LedgerSettings>,
+    /// The fingerprint of the `[policy]` section as written, recorded with each grant.
+    pub policy_fingerprint: String,
 }
 
 /// The default `[metrics] listen` address.
@@ -249,6 +261,7 @@ impl Config {
             )
         })?;
         let ingest = file.ingest.map(ingest_settings).transpose()?;
+        let ledger = ledger_settings(file.ledger, env)?;
         Ok(Config {
             auth0,
             policy,
@@ -256,6 +269,8 @@ impl Config {
             source,
             metrics_listen,
             ingest,
+            ledger,
+            policy_fingerprint: crate::ledger::policy_fingerprint_of_config(text),
         })
     }
 
@@ -263,6 +278,41 @@ impl Config {
     pub fn require_auth0(&self) -> Result<&Auth0Settings, ConfigError> {
         self.auth0.as_ref().ok_or(ConfigError::NoAuth0)
     }
+}
+
+/// `[ledger] url`, overridden by `LEDGER_URL` (which alone turns the ledger on). A password
+/// belongs in `LEDGER_URL` or `PGPASSWORD`, never in the file.
+fn ledger_settings(
+    section: Option<LedgerSection>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<LedgerSettings>, ConfigError> {
+    let from_env = env(LEDGER_URL_ENV).filter(|s| !s.trim().is_empty());
+    let from_file = section.map(|s| s.url);
+    let url = match (from_env, from_file) {
+        (Some(url), _) => url,
+        (None, Some(Some(url))) => {
+            let settings = LedgerSettings { url: url.clone() };
+            if settings.has_password() {
+                return Err(invalid(
+                    "ledger.url",
+                    format!("holds a password: give the whole URL in {LEDGER_URL_ENV} (from a secret) or the password in PGPASSWORD, and keep `url = \"{}\"` without it", settings.describe()),
+                ));
+            }
+            url
+        }
+        (None, Some(None)) => {
+            return Err(invalid(
+                "ledger.url",
+                "missing: sqlite:///ABSOLUTE/PATH or postgres://USER@HOST:PORT/DATABASE",
+            ))
+        }
+        (None, None) => return Ok(None),
+    };
+    let settings = LedgerSettings { url };
+    settings
+        .validate()
+        .map_err(|problem| invalid("ledger.url", problem))?;
+    Ok(Some(settings))
 }
 
 fn auth0_settings(

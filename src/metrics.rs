@@ -49,6 +49,10 @@ pub struct Metrics {
     pub sqs_messages_left: IntCounterVec,
     pub sqs_inflight_messages: IntGauge,
     pub build_info: IntGaugeVec,
+    pub ledger_writes: IntCounterVec,
+    pub ledger_errors: IntCounter,
+    pub ledger_unreachable: IntGauge,
+    pub ledger_kept_off: IntCounter,
 }
 
 /// A metric definition failed (a programming error: names and labels are static).
@@ -257,6 +261,22 @@ impl Metrics {
                 opts("build_info", "Always 1; the version label tells the build."),
                 &["version"],
             )?)?,
+            ledger_writes: reg.add(IntCounterVec::new(
+                opts("ledger_writes_total", "Ledger transactions committed, by kind (grant, revocation, failure, clear, forget)."),
+                &["kind"],
+            )?)?,
+            ledger_errors: reg.add(IntCounter::with_opts(opts(
+                "ledger_errors_total",
+                "Ledger statements that failed (each retried: the events wait).",
+            ))?)?,
+            ledger_unreachable: reg.add(IntGauge::with_opts(opts(
+                "ledger_unreachable",
+                "1 while the ledger's database fails: events wait, intake is paused, /readyz names it.",
+            ))?)?,
+            ledger_kept_off: reg.add(IntCounter::with_opts(opts(
+                "ledger_roles_not_regranted_total",
+                "Roles the policy gives that were not granted because the ledger shows this service granted them before (an admin's removal stands; another instance granted them).",
+            ))?)?,
             names: reg.names,
             registry,
         };
@@ -267,6 +287,9 @@ impl Metrics {
         // appears at 1 shows no increase, and its first occurrence would never alert.
         for reason in ["invalid", "failed", "not_delivered"] {
             m.dead_letters.with_label_values(&[reason]);
+        }
+        for kind in ["grant", "revocation", "failure", "clear", "forget"] {
+            m.ledger_writes.with_label_values(&[kind]);
         }
         Ok(m)
     }

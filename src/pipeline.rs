@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::dedup::Dedup;
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
+use crate::ledger::link::is_user_deletion;
+use crate::ledger::LedgerLink;
 use crate::metrics::Metrics;
 use crate::mgmt::{Applications, AssignOutcome, CallStats, MgmtClient, RoleAssigner};
 use crate::policy::{Evaluation, Policy, Profile, Undecided, ASSIGN_CLIENT_METADATA};
@@ -477,6 +479,8 @@ pub struct Pipeline {
     applications: Applications,
     metrics: Arc<Metrics>,
     source: SourceKind,
+    /// The grants ledger (`[ledger]`), when configured.
+    ledger: Option<LedgerLink>,
 }
 
 /// The Management API calls a pipeline made, as a source reports them (`replay`'s summary).
@@ -526,6 +530,7 @@ impl Pipeline {
             applications: Applications::default(),
             metrics,
             source,
+            ledger: None,
         }
     }
 
@@ -547,7 +552,20 @@ impl Pipeline {
             applications: Applications::default(),
             metrics,
             source,
+            ledger: None,
         }
+    }
+
+    /// The same pipeline asking and writing the grants ledger: a role it shows this service
+    /// granted is never granted again; grants are recorded before the verdict.
+    pub fn with_ledger(mut self, ledger: LedgerLink) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The grants ledger, when configured.
+    pub fn ledger(&self) -> Option<&LedgerLink> {
+        self.ledger.as_ref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -565,9 +583,14 @@ impl Pipeline {
             .map(|client| ApiCalls::from(client.stats()))
     }
 
-    /// Whether Management API calls are failing now (sources pause intake meanwhile).
+    /// Whether Management API calls are failing now, or the ledger is (sources pause intake
+    /// meanwhile).
     pub fn is_tenant_failing(&self) -> bool {
         self.client.as_ref().is_some_and(MgmtClient::is_failing)
+            || self
+                .ledger
+                .as_ref()
+                .is_some_and(|l| l.ledger().fault().is_failing())
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -743,7 +766,56 @@ impl Pipeline {
         Ok(kept)
     }
 
+    /// [`Pipeline::decide_and_act`], with the ledger around it: a deleted user is forgotten
+    /// first, an event failed for good is recorded after.
     async fn run(&self, item: Decoded) -> Report {
+        let Some(link) = self.ledger.as_ref().filter(|_| self.mode == Mode::Live) else {
+            return self.decide_and_act(item).await;
+        };
+        if let Some(user) = item
+            .as_ref()
+            .ok()
+            .filter(|e| is_user_deletion(e))
+            .and_then(|e| e.user())
+        {
+            link.forget_user(&self.metrics, user).await;
+        }
+        let report = self.decide_and_act(item).await;
+        if report.outcome == Outcome::Failed {
+            if let Some(user) = &report.user_id {
+                link.record_failure(
+                    &self.metrics,
+                    user,
+                    report.log_id.as_deref().unwrap_or("-"),
+                    report.error.as_deref().unwrap_or("-"),
+                )
+                .await;
+            }
+        }
+        report
+    }
+
+    /// Leaves out of an assignment the roles the ledger shows this service granted before (the
+    /// user's tenant roles; member roles are recorded but not judged here: see
+    /// docs/organizations.md).
+    async fn without_granted(&self, mut assignment: Assignment) -> Assignment {
+        if let (Some(link), Some(assigner)) = (&self.ledger, &self.assigner) {
+            if !assignment.missing.is_empty() {
+                let held = link
+                    .already_granted(
+                        &self.metrics,
+                        assigner.directory(),
+                        &assignment.user_id,
+                        &assignment.missing,
+                    )
+                    .await;
+                assignment.missing.retain(|role| !held.contains(role));
+            }
+        }
+        assignment
+    }
+
+    async fn decide_and_act(&self, item: Decoded) -> Report {
         let step = match self.processor.start(item) {
             Step::NeedsProfile {
                 event,
@@ -781,19 +853,32 @@ impl Pipeline {
             } => self
                 .processor
                 .needs_profile_report(&event, trigger, &undecided),
-            Step::Assign(assignment) => match (&self.assigner, self.mode) {
-                (Some(assigner), Mode::Live) => self.assign(assigner, assignment).await,
-                _ => self
-                    .processor
-                    .finish(assignment, Outcome::WouldAssign, None),
-            },
+            Step::Assign(assignment) if self.ledger.is_some() && self.mode != Mode::Offline => {
+                let assignment = self.without_granted(assignment).await;
+                if assignment.missing.is_empty() && assignment.organization.is_none() {
+                    return self
+                        .processor
+                        .finish(assignment, Outcome::AlreadyDone, None);
+                }
+                self.assign(assignment).await
+            }
+            Step::Assign(assignment) => self.assign(assignment).await,
         }
     }
 
-    /// Writes an assignment: the user's tenant roles, then its member roles in the event's
-    /// organization (through the organization limiter). Each part that succeeded is
-    /// remembered, so a redelivery after a failure of the other costs only that one.
-    async fn assign(&self, assigner: &RoleAssigner, assignment: Assignment) -> Report {
+    /// Gives the assignment's missing roles (live): the user's tenant roles (recorded in the
+    /// ledger), then its member roles in the event's organization (through the organization
+    /// limiter), and completes the record. Each part that succeeded is remembered, so a
+    /// redelivery after a failure of the other costs only that one.
+    async fn assign(&self, assignment: Assignment) -> Report {
+        let assigner = match (&self.assigner, self.mode) {
+            (Some(assigner), Mode::Live) => assigner,
+            _ => {
+                return self
+                    .processor
+                    .finish(assignment, Outcome::WouldAssign, None)
+            }
+        };
         let mut wrote = false;
         if !assignment.missing.is_empty() {
             match assigner
@@ -808,8 +893,28 @@ impl Pipeline {
                             .with_label_values(&[role, "tenant"])
                             .inc();
                     }
+                    if let Some(link) = &self.ledger {
+                        let report = &assignment.report;
+                        link.record_grants(
+                            &self.metrics,
+                            self.processor.policy(),
+                            assigner.directory(),
+                            &assignment.user_id,
+                            &assignment.missing,
+                            &report.rules,
+                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+                            report.log_id.as_deref().unwrap_or("-"),
+                        )
+                        .await;
+                    }
                 }
-                Ok(AssignOutcome::AlreadyHeld) => {}
+                Ok(AssignOutcome::AlreadyHeld) => {
+                    // Held already (given by hand or by another tool): not this service's
+                    // grant, so not recorded as one.
+                    if let Some(link) = &self.ledger {
+                        link.clear_failure(&self.metrics, &assignment.user_id).await;
+                    }
+                }
                 Err(err) => {
                     return self.processor.finish(
                         assignment,
@@ -836,6 +941,21 @@ impl Pipeline {
                             .role_assignments
                             .with_label_values(&[role, "organization"])
                             .inc();
+                    }
+                    if let Some(link) = &self.ledger {
+                        let report = &assignment.report;
+                        link.record_grants_in(
+                            &self.metrics,
+                            self.processor.policy(),
+                            assigner.directory(),
+                            &assignment.user_id,
+                            Some(&member.organization_id),
+                            &member.missing,
+                            &report.rules,
+                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+                            report.log_id.as_deref().unwrap_or("-"),
+                        )
+                        .await;
                     }
                 }
                 Err(err) => {

@@ -161,6 +161,8 @@ pub enum Operation {
     GetOrganizations,
     /// `GET /api/v2/organizations/{id}/members` (`reconcile`).
     GetOrganizationMembers,
+    /// `DELETE /api/v2/users/{id}/roles` (`reconcile --revoke --apply`).
+    RemoveUserRoles,
 }
 
 impl Operation {
@@ -182,6 +184,7 @@ impl Operation {
             Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
             Operation::GetOrganizations => "get_organizations",
             Operation::GetOrganizationMembers => "get_organization_members",
+            Operation::RemoveUserRoles => "remove_user_roles",
         }
     }
 }
@@ -647,6 +650,26 @@ impl MgmtClient {
             .request(Operation::AssignUserRoles, Method::POST, &path, Some(&body))
             .await?;
         expect_status(Operation::AssignUserRoles, answer.status, &[204, 200])
+    }
+
+    /// `DELETE /api/v2/users/{id}/roles` with every role at once (204, also for roles the user
+    /// does not hold: the call is idempotent); a 404 means the user does not exist.
+    pub async fn remove_user_roles(
+        &self,
+        user_id: &str,
+        role_ids: &[String],
+    ) -> Result<(), MgmtError> {
+        let path = format!("/api/v2/users/{}/roles", encode_path_segment(user_id));
+        let body = serde_json::json!({ "roles": role_ids });
+        let answer = self
+            .request(
+                Operation::RemoveUserRoles,
+                Method::DELETE,
+                &path,
+                Some(&body),
+            )
+            .await?;
+        expect_status(Operation::RemoveUserRoles, answer.status, &[204, 200])
     }
 
     /// `POST /api/v2/roles/{id}/users` (200 `{}`); a 404 means some user does not exist and

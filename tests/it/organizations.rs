@@ -929,3 +929,42 @@ fn a_role_re_created_after_start_is_resolved_again_and_the_member_gets_it() {
     );
     rt.block_on(running.shutdown());
 }
+
+#[test]
+fn with_a_ledger_member_roles_are_recorded_with_their_organization() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let member = "auth0|ledger-member".to_owned();
+    organizations(&sim, std::slice::from_ref(&member), &[]);
+    let dir = temp_dir("organizations-ledger");
+    let (port, metrics) = (free_port(), free_port());
+    let ledger = format!(
+        "[ledger]\nurl = \"sqlite://{}\"\n",
+        dir.join("ledger.db").display()
+    );
+    let config = ingest_config(&dir, port, metrics, &running.base_url, "");
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(&config, format!("{text}\n{ledger}")).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    let (status, answer) = post(port, &member_added("evt_l1", ACME, "acme", &member, 0));
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &member),
+        strings(&["INTERNAL", "Viewer"])
+    );
+    let explain = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args(["explain", "--output", "json", "--config"])
+        .arg(&config)
+        .arg(&member)
+        .env("AUTH0_CLIENT_SECRET", "sim-secret")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&explain.stdout).into_owned();
+    assert!(
+        stdout.contains(ACME) && stdout.contains("INTERNAL") && stdout.contains("acme-staff"),
+        "the grants name their organization and rule: {stdout}\n{}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
+    rt.block_on(running.shutdown());
+}
