@@ -142,6 +142,8 @@ struct Auth0Section {
     batch_max_users: Option<usize>,
     read_user_roles: Option<bool>,
     log_stream: Option<String>,
+    organization_roles_per_minute: Option<u32>,
+    organization_roles_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -418,6 +420,24 @@ fn auth0_settings(
         }
         other => other,
     };
+    let organization_roles_per_minute = section
+        .organization_roles_per_minute
+        .unwrap_or(crate::mgmt::organizations::DEFAULT_ORGANIZATION_ROLES_PER_MINUTE);
+    if organization_roles_per_minute == 0 {
+        return Err(invalid(
+            "auth0.organization_roles_per_minute",
+            "must be at least 1 (Auth0's published limit is 200 organization member role writes per minute)",
+        ));
+    }
+    let organization_roles_burst = section
+        .organization_roles_burst
+        .unwrap_or(crate::mgmt::organizations::DEFAULT_ORGANIZATION_ROLES_BURST);
+    if organization_roles_burst == 0 {
+        return Err(invalid(
+            "auth0.organization_roles_burst",
+            "must be at least 1 (Auth0's published burst is 20)",
+        ));
+    }
     Ok(Some(Auth0Settings {
         domain,
         client_id,
@@ -430,6 +450,8 @@ fn auth0_settings(
         batch_max_users,
         read_user_roles: section.read_user_roles.unwrap_or(false),
         log_stream,
+        organization_roles_per_minute,
+        organization_roles_burst,
     }))
 }
 

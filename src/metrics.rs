@@ -31,6 +31,7 @@ pub struct Metrics {
     pub mgmt_token_requests: IntCounterVec,
     pub task_panics: IntCounterVec,
     pub rate_limiter_wait: Histogram,
+    pub organization_rate_limiter_wait: Histogram,
     pub dedup_hits: IntCounterVec,
     pub dedup_entries: IntGauge,
     pub kafka_consumer_lag: IntGaugeVec,
@@ -134,8 +135,8 @@ impl Metrics {
                 "Events received but not yet at a final outcome.",
             ))?)?,
             role_assignments: reg.add(IntCounterVec::new(
-                opts("role_assignments_total", "Roles given to users, by role name."),
-                &["role"],
+                opts("role_assignments_total", "Roles given to users, by role name and kind of write (`tenant`: the user's roles; `organization`: a member's roles in an organization)."),
+                &["role", "kind"],
             )?)?,
             policy_rules_undecided: reg.add(IntCounterVec::new(
                 opts("policy_rules_undecided_total", "Rules not applied to an event because a condition stayed undecided (the event lacks a login field no read can give, e.g. client_id), by rule and condition key."),
@@ -185,6 +186,11 @@ impl Metrics {
                 "rate_limiter_wait_seconds",
                 "Time requests waited for the client-side rate limiter.",
                 vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
+            ))?)?,
+            organization_rate_limiter_wait: reg.add(Histogram::with_opts(hopts(
+                "organization_rate_limiter_wait_seconds",
+                "Time organization member role writes waited for their own client-side limiter (`[auth0] organization_roles_per_minute`) and its 429 hold, before the tenant's.",
+                vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             ))?)?,
             dedup_hits: reg.add(IntCounterVec::new(
                 opts("dedup_hits_total", "Work skipped by dedup: `log_id` (redelivery) or `user_roles` (roles already given)."),

@@ -160,6 +160,12 @@ pub struct Report {
     pub trigger: Option<Trigger>,
     pub outcome: Outcome,
     pub roles: Vec<String>,
+    /// The organization whose member roles the event gives (`assign_in_organization`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// The roles given as the member's roles in `organization`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub organization_roles: Vec<String>,
     pub rules: Vec<String>,
     /// Rules not applied because a condition stayed undecided (`rule.key`): the event lacks a
     /// login field no read can give.
@@ -178,6 +184,8 @@ impl Report {
             trigger,
             outcome,
             roles: Vec::new(),
+            organization: None,
+            organization_roles: Vec::new(),
             rules: Vec::new(),
             skipped: Vec::new(),
             error: None,
@@ -206,8 +214,18 @@ pub struct Assignment {
     pub user_id: String,
     /// Roles the policy grants that this process has not given the user yet.
     pub missing: Vec<String>,
+    /// Roles to give as the user's member roles in the event's organization that this process
+    /// has not given yet (`assign_in_organization`).
+    pub organization: Option<MemberAssignment>,
     /// The record of the event, with every granted role and the matching rules.
     pub report: Report,
+}
+
+/// Member roles to give in one organization: one write for all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAssignment {
+    pub organization_id: String,
+    pub missing: Vec<String>,
 }
 
 /// Runs the pure stages with a policy and a dedup cache shared by all callers.
@@ -232,6 +250,15 @@ impl Processor {
 
     /// Decode result → select → dedup on `log_id` → policy (without a profile).
     pub fn start(&self, item: Decoded) -> Step {
+        self.start_seen(item, None)
+    }
+
+    /// [`Processor::start`], with the ledger's answer for a login through an organization that
+    /// is not a first login: `Some(false)` (the ledger has not seen this user in this
+    /// organization) makes it an `organization_member_added`; `None` (no ledger) or `Some(true)`
+    /// leave it not eligible. The caller asks the ledger for (`event.user()`,
+    /// `event.organization()`) before calling (see `LogEvent::organization_login`).
+    pub fn start_seen(&self, item: Decoded, seen_in_organization: Option<bool>) -> Step {
         let event = match item {
             Ok(event) => event,
             Err(err) => {
@@ -242,13 +269,22 @@ impl Processor {
                     trigger: None,
                     outcome: Outcome::Invalid,
                     roles: Vec::new(),
+                    organization: None,
+                    organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
                     error: Some(err.reason),
                 })
             }
         };
-        let trigger = match event.selection() {
+        let selection = match (
+            event.selection(),
+            event.organization_login(seen_in_organization),
+        ) {
+            (Selection::NotEligible(_), Some(trigger)) => Selection::Eligible(trigger),
+            (selection, _) => selection,
+        };
+        let trigger = match selection {
             Selection::Eligible(trigger) if self.policy.handles(trigger) => trigger,
             Selection::NotEligible(reason) => {
                 if event.is_cloud_event() && event.event_type == "user.deleted" {
@@ -357,13 +393,28 @@ impl Processor {
         report.roles = roles;
         report.rules = decision.rules;
         report.skipped = decision.skipped.iter().map(Undecided::label).collect();
-        if missing.is_empty() {
+        let organization = match event.organization() {
+            Some(org) if !decision.organization_roles.is_empty() => {
+                report.organization = Some(org.to_owned());
+                let missing =
+                    self.dedup
+                        .missing_member_roles(org, &user_id, &decision.organization_roles);
+                report.organization_roles = decision.organization_roles;
+                (!missing.is_empty()).then(|| MemberAssignment {
+                    organization_id: org.to_owned(),
+                    missing,
+                })
+            }
+            _ => None,
+        };
+        if missing.is_empty() && organization.is_none() {
             self.mark_done(&report);
             return Step::Done(report);
         }
         Step::Assign(Assignment {
             user_id,
             missing,
+            organization,
             report,
         })
     }
@@ -383,6 +434,13 @@ impl Processor {
         if matches!(outcome, Outcome::Assigned | Outcome::WouldAssign) {
             self.dedup
                 .mark_assigned(&assignment.user_id, &assignment.missing);
+            if let Some(member) = &assignment.organization {
+                self.dedup.mark_member_assigned(
+                    &member.organization_id,
+                    &assignment.user_id,
+                    &member.missing,
+                );
+            }
         }
         self.mark_done(&report);
         report
@@ -612,6 +670,8 @@ impl Pipeline {
                     trigger,
                     outcome: Outcome::Failed,
                     roles: Vec::new(),
+                    organization: None,
+                    organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
                     error: Some(format!("internal error (panic): {what}")),
@@ -735,18 +795,22 @@ impl Pipeline {
         report
     }
 
-    /// Leaves out of an assignment the roles the ledger shows this service granted before.
+    /// Leaves out of an assignment the roles the ledger shows this service granted before (the
+    /// user's tenant roles; member roles are recorded but not judged here: see
+    /// docs/organizations.md).
     async fn without_granted(&self, mut assignment: Assignment) -> Assignment {
         if let (Some(link), Some(assigner)) = (&self.ledger, &self.assigner) {
-            let held = link
-                .already_granted(
-                    &self.metrics,
-                    assigner.directory(),
-                    &assignment.user_id,
-                    &assignment.missing,
-                )
-                .await;
-            assignment.missing.retain(|role| !held.contains(role));
+            if !assignment.missing.is_empty() {
+                let held = link
+                    .already_granted(
+                        &self.metrics,
+                        assigner.directory(),
+                        &assignment.user_id,
+                        &assignment.missing,
+                    )
+                    .await;
+                assignment.missing.retain(|role| !held.contains(role));
+            }
         }
         assignment
     }
@@ -791,7 +855,7 @@ impl Pipeline {
                 .needs_profile_report(&event, trigger, &undecided),
             Step::Assign(assignment) if self.ledger.is_some() && self.mode != Mode::Offline => {
                 let assignment = self.without_granted(assignment).await;
-                if assignment.missing.is_empty() {
+                if assignment.missing.is_empty() && assignment.organization.is_none() {
                     return self
                         .processor
                         .finish(assignment, Outcome::AlreadyDone, None);
@@ -802,57 +866,121 @@ impl Pipeline {
         }
     }
 
-    /// Gives the assignment's missing roles (live), records them in the ledger, and completes
-    /// the record.
+    /// Gives the assignment's missing roles (live): the user's tenant roles (recorded in the
+    /// ledger), then its member roles in the event's organization (through the organization
+    /// limiter), and completes the record. Each part that succeeded is remembered, so a
+    /// redelivery after a failure of the other costs only that one.
     async fn assign(&self, assignment: Assignment) -> Report {
-        match (&self.assigner, self.mode) {
-            (Some(assigner), Mode::Live) => {
-                match assigner
-                    .assign(&assignment.user_id, &assignment.missing)
-                    .await
-                {
-                    Ok(AssignOutcome::Assigned) => {
-                        for role in &assignment.missing {
-                            self.metrics
-                                .role_assignments
-                                .with_label_values(&[role])
-                                .inc();
-                        }
-                        if let Some(link) = &self.ledger {
-                            let report = &assignment.report;
-                            link.record_grants(
-                                &self.metrics,
-                                self.processor.policy(),
-                                assigner.directory(),
-                                &assignment.user_id,
-                                &assignment.missing,
-                                &report.rules,
-                                report.trigger.map(|t| t.as_str()).unwrap_or("none"),
-                                report.log_id.as_deref().unwrap_or("-"),
-                            )
-                            .await;
-                        }
-                        self.processor.finish(assignment, Outcome::Assigned, None)
+        let assigner = match (&self.assigner, self.mode) {
+            (Some(assigner), Mode::Live) => assigner,
+            _ => {
+                return self
+                    .processor
+                    .finish(assignment, Outcome::WouldAssign, None)
+            }
+        };
+        let mut wrote = false;
+        if !assignment.missing.is_empty() {
+            match assigner
+                .assign(&assignment.user_id, &assignment.missing)
+                .await
+            {
+                Ok(AssignOutcome::Assigned) => {
+                    wrote = true;
+                    for role in &assignment.missing {
+                        self.metrics
+                            .role_assignments
+                            .with_label_values(&[role, "tenant"])
+                            .inc();
                     }
-                    Ok(AssignOutcome::AlreadyHeld) => {
-                        // Held already (given by hand or by another tool): not this
-                        // service's grant, so not recorded as one.
-                        if let Some(link) = &self.ledger {
-                            link.clear_failure(&self.metrics, &assignment.user_id).await;
-                        }
-                        self.processor
-                            .finish(assignment, Outcome::AlreadyDone, None)
-                    }
-                    Err(err) => {
-                        self.processor
-                            .finish(assignment, Outcome::Failed, Some(err.to_string()))
+                    if let Some(link) = &self.ledger {
+                        let report = &assignment.report;
+                        link.record_grants(
+                            &self.metrics,
+                            self.processor.policy(),
+                            assigner.directory(),
+                            &assignment.user_id,
+                            &assignment.missing,
+                            &report.rules,
+                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+                            report.log_id.as_deref().unwrap_or("-"),
+                        )
+                        .await;
                     }
                 }
+                Ok(AssignOutcome::AlreadyHeld) => {
+                    // Held already (given by hand or by another tool): not this service's
+                    // grant, so not recorded as one.
+                    if let Some(link) = &self.ledger {
+                        link.clear_failure(&self.metrics, &assignment.user_id).await;
+                    }
+                }
+                Err(err) => {
+                    return self.processor.finish(
+                        assignment,
+                        Outcome::Failed,
+                        Some(err.to_string()),
+                    )
+                }
             }
-            _ => self
-                .processor
-                .finish(assignment, Outcome::WouldAssign, None),
         }
+        if let (Some(member), Some(client)) = (&assignment.organization, &self.client) {
+            let written = crate::mgmt::organizations::assign_member_roles(
+                client,
+                assigner.directory(),
+                &member.organization_id,
+                &assignment.user_id,
+                &member.missing,
+            )
+            .await;
+            match written {
+                Ok(()) => {
+                    wrote = true;
+                    for role in &member.missing {
+                        self.metrics
+                            .role_assignments
+                            .with_label_values(&[role, "organization"])
+                            .inc();
+                    }
+                    if let Some(link) = &self.ledger {
+                        let report = &assignment.report;
+                        link.record_grants_in(
+                            &self.metrics,
+                            self.processor.policy(),
+                            assigner.directory(),
+                            &assignment.user_id,
+                            Some(&member.organization_id),
+                            &member.missing,
+                            &report.rules,
+                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+                            report.log_id.as_deref().unwrap_or("-"),
+                        )
+                        .await;
+                    }
+                }
+                Err(err) => {
+                    // The tenant part is done: remember it.
+                    self.processor
+                        .dedup()
+                        .mark_assigned(&assignment.user_id, &assignment.missing);
+                    let gone = if crate::mgmt::organizations::is_member_gone(&err) {
+                        " (the user is no longer a member of the organization, or it was deleted)"
+                    } else {
+                        ""
+                    };
+                    let error = format!("{err}{gone}");
+                    return self
+                        .processor
+                        .finish(assignment, Outcome::Failed, Some(error));
+                }
+            }
+        }
+        let outcome = if wrote {
+            Outcome::Assigned
+        } else {
+            Outcome::AlreadyDone
+        };
+        self.processor.finish(assignment, outcome, None)
     }
 
     fn record(
@@ -906,6 +1034,7 @@ impl Pipeline {
         match report.outcome {
             Outcome::Assigned => tracing::info!(
                 log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
+                organization = report.organization.as_deref().unwrap_or("-"), organization_roles = ?report.organization_roles,
                 "roles assigned"
             ),
             Outcome::WouldAssign => tracing::info!(

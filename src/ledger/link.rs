@@ -142,6 +142,27 @@ impl LedgerLink {
         trigger: &str,
         event_id: &str,
     ) {
+        self.record_grants_in(
+            metrics, policy, directory, user_id, None, roles, rules, trigger, event_id,
+        )
+        .await
+    }
+
+    /// [`LedgerLink::record_grants`] for member roles in `organization_id` (`None`: tenant
+    /// roles).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_grants_in(
+        &self,
+        metrics: &Metrics,
+        policy: &Policy,
+        directory: &RoleDirectory,
+        user_id: &str,
+        organization_id: Option<&str>,
+        roles: &[String],
+        rules: &[String],
+        trigger: &str,
+        event_id: &str,
+    ) {
         let at = now_millis();
         let grants: Vec<Grant> = roles
             .iter()
@@ -149,7 +170,7 @@ impl LedgerLink {
                 user_id: user_id.to_owned(),
                 role_id: directory.id(name).unwrap_or_else(|| name.clone()),
                 role_name: name.clone(),
-                organization_id: None,
+                organization_id: organization_id.map(str::to_owned),
                 rule: rule_of(policy, rules, name),
                 trigger: trigger.to_owned(),
                 event_id: event_id.to_owned(),
@@ -210,6 +231,7 @@ pub fn rule_of(policy: &Policy, rules: &[String], role: &str) -> String {
     };
     matching()
         .find(|r| r.assign.iter().any(|a| a == role))
+        .or_else(|| matching().find(|r| r.assign_in_organization.iter().any(|a| a == role)))
         .or_else(|| matching().find(|r| r.assign_client_metadata.is_some()))
         .map(|r| r.name.clone())
         .or_else(|| rules.first().cloned())

@@ -6,6 +6,7 @@ pub(crate) mod assigner;
 mod clients;
 mod faults;
 pub mod log_streams;
+pub mod organizations;
 mod roles;
 mod token;
 
@@ -54,6 +55,10 @@ pub struct Auth0Settings {
     /// The name of the tenant's log stream this service consumes (`doctor` judges it,
     /// `setup log-stream` creates it); `None`: the default name `setup` gives.
     pub log_stream: Option<String>,
+    /// Organization member role writes per minute (their own bucket at Auth0).
+    pub organization_roles_per_minute: u32,
+    /// Burst of organization member role writes.
+    pub organization_roles_burst: u32,
 }
 
 impl Auth0Settings {
@@ -149,6 +154,13 @@ pub enum Operation {
     CreateLogStream,
     /// `PATCH /api/v2/log-streams/{id}` (`setup log-stream`).
     UpdateLogStream,
+    /// `POST /api/v2/organizations/{id}/members/{user_id}/roles`: through the organization
+    /// member roles limiter, then the tenant's.
+    AssignOrganizationMemberRoles,
+    /// `GET /api/v2/organizations` (`reconcile`).
+    GetOrganizations,
+    /// `GET /api/v2/organizations/{id}/members` (`reconcile`).
+    GetOrganizationMembers,
     /// `DELETE /api/v2/users/{id}/roles` (`reconcile --revoke --apply`).
     RemoveUserRoles,
 }
@@ -169,6 +181,9 @@ impl Operation {
             Operation::GetLogStreams => "get_log_streams",
             Operation::CreateLogStream => "create_log_stream",
             Operation::UpdateLogStream => "update_log_stream",
+            Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
+            Operation::GetOrganizations => "get_organizations",
+            Operation::GetOrganizationMembers => "get_organization_members",
             Operation::RemoveUserRoles => "remove_user_roles",
         }
     }
@@ -191,10 +206,14 @@ impl CallStats {
     }
     /// Calls that wrote role assignments.
     pub fn writes(&self) -> u64 {
-        [Operation::AssignUserRoles, Operation::AssignRoleUsers]
-            .iter()
-            .filter_map(|op| self.calls.get(op))
-            .sum()
+        [
+            Operation::AssignUserRoles,
+            Operation::AssignRoleUsers,
+            Operation::AssignOrganizationMemberRoles,
+        ]
+        .iter()
+        .filter_map(|op| self.calls.get(op))
+        .sum()
     }
 }
 
@@ -271,6 +290,8 @@ struct Inner {
     settings: ClientSettings,
     token: TokenCache,
     limiter: DefaultDirectRateLimiter,
+    /// Organization member role writes: their own limiter and 429 hold.
+    organizations: organizations::OrganizationBucket,
     metrics: Arc<Metrics>,
     stats: Mutex<CallStats>,
     /// Set while calls fail transiently and are being retried; cleared by the next answer.
@@ -333,6 +354,7 @@ impl MgmtClient {
                 http,
                 token: TokenCache::new(),
                 limiter: RateLimiter::direct(quota),
+                organizations: organizations::OrganizationBucket::new(),
                 metrics,
                 stats: Mutex::new(CallStats::default()),
                 failing: AtomicBool::new(false),
@@ -420,6 +442,9 @@ impl MgmtClient {
                 }
                 Err(err) => return Err(err),
             };
+            if operation == Operation::AssignOrganizationMemberRoles {
+                self.wait_for_organization_bucket().await;
+            }
             let waited = Instant::now();
             self.wait_out_rate_limit().await;
             self.inner.limiter.until_ready().await;
@@ -458,8 +483,11 @@ impl MgmtClient {
                 }
             };
             self.count(operation, status.as_str(), started.elapsed());
-            if let Some(remaining) = headers
-                .get("x-ratelimit-remaining")
+            // A member role write's headers describe its own bucket, not the tenant's.
+            let tenant_bucket = operation != Operation::AssignOrganizationMemberRoles;
+            if let Some(remaining) = tenant_bucket
+                .then_some(&headers)
+                .and_then(|headers| headers.get("x-ratelimit-remaining"))
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i64>().ok())
             {
@@ -773,6 +801,10 @@ pub async fn connect(
     metrics: Arc<Metrics>,
 ) -> Result<(MgmtClient, RoleAssigner), MgmtError> {
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
+    client.set_organization_limit(
+        auth0.organization_roles_per_minute,
+        auth0.organization_roles_burst,
+    );
     client.ensure_token().await?;
     let directory = Arc::new(RoleDirectory::resolve(&client, role_names).await?);
     directory.wait_while_missing();

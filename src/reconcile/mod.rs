@@ -6,6 +6,7 @@
 
 pub mod export;
 pub mod members;
+pub mod organizations;
 pub mod revoke;
 pub mod state;
 
@@ -395,6 +396,14 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
         .map_err(StartError::Mgmt)?;
+    // Organization member role writes: the same share of their own bucket.
+    let (org_rate, org_burst) = share_rate(
+        f64::from(auth0.organization_roles_per_minute),
+        auth0.organization_roles_burst,
+        request.rate_share,
+    )
+    .map_err(StartError::Config)?;
+    client.set_organization_limit((org_rate as u32).max(1), org_burst);
     let directory = Arc::new(
         or_stop(&shutdown, async {
             client.ensure_token().await.map_err(StartError::Mgmt)?;
@@ -403,6 +412,11 @@ pub async fn run(
                 if request.revoke {
                     revoke::require_remove_scope(&client).await?;
                 }
+            }
+            if policy.uses_organizations() {
+                organizations::require_scopes(&client, request.apply)
+                    .await
+                    .map_err(StartError::Mgmt)?;
             }
             RoleDirectory::resolve(&client, policy.role_names())
                 .await
@@ -503,6 +517,17 @@ pub async fn run(
     }
     summary.members_listed = memberships.members();
     summary.membership_bytes = memberships.bytes();
+    let mut org_pass = match policy.uses_organizations() {
+        true => Some(
+            or_stop(&shutdown, async {
+                organizations::OrganizationPass::list(&client)
+                    .await
+                    .map_err(StartError::Mgmt)
+            })
+            .await?,
+        ),
+        false => None,
+    };
     // From here on, a refused service (revoked credentials, a scope taken away) makes calls
     // wait as `run` does, instead of ending the run.
     client.start_serving();
@@ -604,6 +629,10 @@ pub async fn run(
         let mut profile = user.profile;
         if uses_has_roles {
             profile.roles = Some(memberships.held_role_ids(&user.user_id, &role_ids));
+        }
+        if let Some(pass) = &mut org_pass {
+            let lines = jsonl.then_some(&mut *out as &mut dyn Write);
+            pass.judge(policy, &directory, &user.user_id, &profile, lines)?;
         }
         let evaluation = policy.evaluate_existing(&user.user_id, &profile);
         let (roles, rules, skipped) = match &evaluation {
@@ -761,6 +790,13 @@ pub async fn run(
     writers
         .drain(&shutdown, &mut summary, &mut journal, &mut progress)
         .await?;
+    if let Some(pass) = &mut org_pass {
+        if request.apply && !summary.interrupted && summary.stopped_by.is_none() {
+            progress.update(|| "writing organization member roles".to_owned());
+            pass.apply(&client, &directory).await;
+        }
+        summary.failed_total += pass.failed_total;
+    }
     if let (Some(ledger), true, false) = (
         &ledger,
         request.apply && request.revoke,
@@ -791,6 +827,12 @@ pub async fn run(
     match request.output {
         Output::Summary => summary.write_to(out)?,
         Output::Jsonl => summary.write_to(err)?,
+    }
+    if let Some(pass) = &org_pass {
+        match request.output {
+            Output::Summary => pass.write_to(out, request.apply)?,
+            Output::Jsonl => pass.write_to(err, request.apply)?,
+        }
     }
     out.flush()?;
     if let Some(err) = summary.stopped_by.take() {
