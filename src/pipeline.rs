@@ -815,8 +815,38 @@ impl Pipeline {
         assignment
     }
 
+    /// For a later login through an organization (with a ledger, in a live run, and a policy
+    /// handling `organization_member_added`): whether the ledger holds a standing grant of
+    /// this user in that organization. `None` otherwise: such a login triggers nothing.
+    async fn seen_in_organization(&self, item: &Decoded) -> Option<bool> {
+        let link = self.ledger.as_ref().filter(|_| self.mode == Mode::Live)?;
+        if !self
+            .processor
+            .policy()
+            .handles(Trigger::OrganizationMemberAdded)
+        {
+            return None;
+        }
+        let event = item.as_ref().ok()?;
+        event.organization_login(Some(false))?;
+        let (user, organization) = (event.user()?, event.organization()?);
+        let standing = link
+            .until_ok(
+                &self.metrics,
+                "look up the user's organization grants",
+                |l| async move { l.granted(&[user]).await },
+            )
+            .await;
+        Some(standing.get(user).is_some_and(|grants| {
+            grants
+                .iter()
+                .any(|g| g.organization_id.as_deref() == Some(organization))
+        }))
+    }
+
     async fn decide_and_act(&self, item: Decoded) -> Report {
-        let step = match self.processor.start(item) {
+        let seen = self.seen_in_organization(&item).await;
+        let step = match self.processor.start_seen(item, seen) {
             Step::NeedsProfile {
                 event,
                 trigger,

@@ -968,3 +968,74 @@ fn with_a_ledger_member_roles_are_recorded_with_their_organization() {
     );
     rt.block_on(running.shutdown());
 }
+
+#[test]
+fn with_a_ledger_a_later_login_through_an_organization_it_has_not_seen_gives_member_roles_once() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    // Became a member without any event this service saw (auto-membership, the Dashboard).
+    let member = "auth0|joined-quietly".to_owned();
+    organizations(&sim, std::slice::from_ref(&member), &[]);
+    let dir = temp_dir("organizations-ledger-login");
+    let (port, metrics) = (free_port(), free_port());
+    let ledger = format!(
+        "[ledger]\nurl = \"sqlite://{}\"\n",
+        dir.join("ledger.db").display()
+    );
+    let config = ingest_config(&dir, port, metrics, &running.base_url, "");
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(&config, format!("{text}\n{ledger}")).unwrap_or_else(|e| panic!("{e}"));
+    let later_login = |log_id: &str| {
+        let mut login = first_login_through(log_id, ACME, "acme", &member);
+        login["data"]["details"]["stats"]["loginsCount"] = json!(12);
+        login
+    };
+    let writes = || sim.stats().calls_of("assign_organization_member_roles");
+
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    service.wait_ready();
+    let (status, answer) = post(
+        port,
+        &later_login("90020261201000000000000000000000000000000000000001"),
+    );
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &member),
+        strings(&["INTERNAL", "Viewer"]),
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(writes(), 1);
+    drop(service);
+
+    // A new process (no memory of its own): the ledger has seen the membership, so the next
+    // login through acme costs no write.
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest2.log"), TOKEN);
+    service.wait_ready();
+    let (status, answer) = post(
+        port,
+        &later_login("90020261201000000000000000000000000000000000000002"),
+    );
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(writes(), 1, "{}", service.log_text());
+
+    // Without a ledger the same later login gives nothing (no memory of memberships to ask).
+    drop(service);
+    std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+    let other = "auth0|joined-quietly-too".to_owned();
+    assert!(sim.add_members(ACME, std::slice::from_ref(&other)));
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest3.log"), TOKEN);
+    service.wait_ready();
+    let mut login = first_login_through(
+        "90020261201000000000000000000000000000000000000003",
+        ACME,
+        "acme",
+        &other,
+    );
+    login["data"]["details"]["stats"]["loginsCount"] = json!(12);
+    let (status, answer) = post(port, &login);
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(writes(), 1);
+    assert!(sim.member_role_names(ACME, &other).is_empty());
+    rt.block_on(running.shutdown());
+}
