@@ -113,6 +113,7 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::CreateLogStream => &["create:log_streams"],
         Operation::UpdateLogStream => &["update:log_streams"],
         Operation::DeleteLogStream => &["delete:log_streams"],
+        Operation::GetLogs => &["read:logs", "read:logs_users"],
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub listings: Mutex<super::members::Listings>,
     /// The tenant's log streams.
     pub log_streams: Mutex<super::log_streams::LogStreams>,
+    /// The tenant's logs (`GET /api/v2/logs`).
+    pub tenant_logs: Mutex<super::tenant_logs::TenantLogs>,
 }
 
 /// The settings a request needs, copied out of the config lock.
@@ -64,6 +66,7 @@ impl Shared {
             jobs: Mutex::new(Default::default()),
             listings: Mutex::new(Default::default()),
             log_streams: Mutex::new(Default::default()),
+            tenant_logs: Mutex::new(Default::default()),
             config: Mutex::new(config),
         }
     }

@@ -12,7 +12,7 @@ pub struct SimStats {
     /// Requests per operation: `token`, `get_roles`, `get_user`, `get_user_roles`,
     /// `assign_user_roles`, `assign_role_users`, `remove_user_roles`, `create_export_job`,
     /// `get_job`, `get_role_users`, `get_users`, `get_log_streams`, `get_log_stream`,
-    /// `create_log_stream`, `update_log_stream`, `delete_log_stream`.
+    /// `create_log_stream`, `update_log_stream`, `delete_log_stream`, `get_logs`.
     pub calls: BTreeMap<String, u64>,
     /// Every request to a tenant route (`/oauth/token`, `/api/v2/*`, unknown paths); not `/sim/*`.
     pub total_requests: u64,
@@ -92,10 +92,11 @@ pub(crate) enum Operation {
     CreateLogStream,
     UpdateLogStream,
     DeleteLogStream,
+    GetLogs,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 17] = [
+    pub(crate) const ALL: [Operation; 18] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
@@ -113,6 +114,7 @@ impl Operation {
         Operation::CreateLogStream,
         Operation::UpdateLogStream,
         Operation::DeleteLogStream,
+        Operation::GetLogs,
     ];
 
     pub(crate) fn key(self) -> &'static str {
@@ -134,6 +136,7 @@ impl Operation {
             Operation::CreateLogStream => "create_log_stream",
             Operation::UpdateLogStream => "update_log_stream",
             Operation::DeleteLogStream => "delete_log_stream",
+            Operation::GetLogs => "get_logs",
         }
     }
 
@@ -162,6 +165,7 @@ impl Operation {
             ("/api/v2/log-streams/{id}", "GET") => Operation::GetLogStream,
             ("/api/v2/log-streams/{id}", "PATCH") => Operation::UpdateLogStream,
             ("/api/v2/log-streams/{id}", "DELETE") => Operation::DeleteLogStream,
+            ("/api/v2/logs", "GET") => Operation::GetLogs,
             _ => return None,
         };
         Some(op)
