@@ -722,7 +722,8 @@ pub async fn watch_log_stream(
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, MgmtError> {
     let first = api.log_stream(&stream_id).await?;
-    report_stream_status(&metrics, &stream_id, &first.name, &first.status, None);
+    let mut warned =
+        report_stream_status(&metrics, &stream_id, &first.name, &first.status, None, None);
     let handle = tokio::spawn(async move {
         let mut last = first.status;
         loop {
@@ -736,12 +737,13 @@ pub async fn watch_log_stream(
             };
             match read {
                 Ok(stream) => {
-                    report_stream_status(
+                    warned = report_stream_status(
                         &metrics,
                         &stream_id,
                         &stream.name,
                         &stream.status,
                         Some(&last),
+                        warned,
                     );
                     last = stream.status;
                 }
@@ -763,13 +765,19 @@ pub async fn watch_log_stream(
     Ok(handle)
 }
 
+/// While a stream stays inactive, the warning is repeated this often (not at every read).
+const STATUS_WARNING_REPEAT: Duration = Duration::from_secs(600);
+
+/// Sets the gauge and logs a change (a warning naming the status when not active, repeated
+/// every 10 minutes while it lasts). Returns when the last warning was logged.
 fn report_stream_status(
     metrics: &Metrics,
     id: &str,
     name: &str,
     status: &str,
     previous: Option<&str>,
-) {
+    warned: Option<std::time::Instant>,
+) -> Option<std::time::Instant> {
     let active = status == "active";
     metrics
         .log_stream_active
@@ -779,14 +787,19 @@ fn report_stream_status(
         if previous.is_some_and(|p| p != "active") {
             tracing::info!(stream = id, name, "the log stream is active again");
         }
-    } else {
-        tracing::warn!(
-            stream = id,
-            name,
-            status,
-            "the log stream is not active: Auth0 is not delivering it (a stream failing for 7 days is paused and must be resumed by hand: Dashboard → Monitoring → Streams); the backstop, if configured, gives the users their roles meanwhile"
-        );
+        return None;
     }
+    let changed = previous != Some(status);
+    if !changed && warned.is_some_and(|at| at.elapsed() < STATUS_WARNING_REPEAT) {
+        return warned;
+    }
+    tracing::warn!(
+        stream = id,
+        name,
+        status,
+        "the log stream is not active: Auth0 is not delivering it (a stream failing for 7 days is paused and must be resumed by hand: Dashboard → Monitoring → Streams); the backstop, if configured, gives the users their roles meanwhile"
+    );
+    Some(std::time::Instant::now())
 }
 
 /// Management API calls a reader spends per hour for `events_per_hour` tenant log events:
