@@ -471,7 +471,7 @@ fn source_settings(
         }
         other => Err(invalid(
             "source.type",
-            format!("`{other}` is not a source: use \"kafka\", \"sqs\" or \"auth0_logs\""),
+            format!("`{other}` is not a source: use \"kafka\" or \"sqs\" (a stream), or \"auth0_logs\" (the tenant's Logs API)"),
         )),
     }
 }

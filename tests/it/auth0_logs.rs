@@ -426,3 +426,107 @@ fn check_prints_the_scopes_the_checkpoint_and_the_calls_per_hour() {
     // 10,000 events an hour: 100 pages, plus a poll every 0.2 s (18,000).
     assert!(text.contains("10000 events/h → 18100 calls/h"), "{text}");
 }
+
+/// The commented `[name]` section of the example, uncommented.
+fn example_section(name: &str) -> String {
+    let example = std::fs::read_to_string("config/example.toml").unwrap_or_else(|e| panic!("{e}"));
+    let header = format!("# [{name}]\n");
+    let start = example
+        .find(&header)
+        .unwrap_or_else(|| panic!("no commented [{name}] in the example"));
+    example[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn load(text: &str) -> Result<auth0_default_roles::config::Config, String> {
+    auth0_default_roles::config::Config::from_toml(text, Path::new("t.toml"), &|_| None)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_commented_examples_load_and_bad_values_name_their_key() {
+    use auth0_default_roles::config::SourceSettings;
+    use auth0_default_roles::source::auth0_logs::Start;
+    let source = format!(
+        "[source]\ntype = \"auth0_logs\"\n{}\n",
+        example_section("auth0_logs")
+    );
+    let config = load(&source).unwrap_or_else(|e| panic!("{e}\n{source}"));
+    let Some(SourceSettings::Auth0Logs(logs)) = config.source else {
+        panic!("auth0_logs source expected")
+    };
+    assert_eq!(logs.start, Start::Latest);
+    assert_eq!(logs.poll_interval, Duration::from_secs(10));
+    assert_eq!(logs.take, 100);
+    assert_eq!(logs.log_stream_id.as_deref(), Some("lst_0000000000012345"));
+    let backstop = example_section("backstop");
+    let config = load(&backstop).unwrap_or_else(|e| panic!("{e}\n{backstop}"));
+    let b = config.backstop.unwrap_or_else(|| panic!("a backstop"));
+    assert_eq!(b.lag, Duration::from_secs(300));
+    assert!((b.rate_share - 0.1).abs() < 1e-9);
+    for (text, key) in [
+        ("[backstop]\ncheckpoint_file = \"c\"\nrate_share = 0", "backstop.rate_share"),
+        ("[backstop]\ncheckpoint_file = \"c\"\nrate_share = 1.5", "backstop.rate_share"),
+        ("[backstop]\ncheckpoint_file = \"c\"\nlag_seconds = 90000", "backstop.lag_seconds"),
+        ("[backstop]\nlag_seconds = 10", "backstop.checkpoint_file"),
+        ("[backstop]\ncheckpoint_file = \"c\"\nstart = \"yesterday\"", "backstop.start"),
+        ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\nlag_seconds = 5", "auth0_logs"),
+        ("[source]\ntype = \"auth0_logs\"", "auth0_logs"),
+        ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\ntake = 101", "auth0_logs.take"),
+    ] {
+        let err = load(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
+        assert!(err.contains(key), "{text}\n=> {err}");
+    }
+}
+
+#[test]
+fn the_backstop_deployment_runs_one_pod_with_its_checkpoint_on_a_volume() {
+    use serde::Deserialize;
+    let text =
+        std::fs::read_to_string("deploy/backstop/backstop.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let deployment = of_kind("Deployment");
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(1));
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"].as_str(),
+        Some("Recreate"),
+        "a rollout must not run two backstops at once"
+    );
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"][0].as_str(), Some("ingest"));
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .and_then(|m| m.iter().find(|m| m["name"].as_str() == Some("checkpoint")))
+        .and_then(|m| m["mountPath"].as_str())
+        .unwrap_or_else(|| panic!("no checkpoint volume mount"));
+    let claim = of_kind("PersistentVolumeClaim")["metadata"]["name"].as_str();
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .and_then(|v| v.iter().find(|v| v["name"].as_str() == Some("checkpoint")))
+        .and_then(|v| v["persistentVolumeClaim"]["claimName"].as_str());
+    assert_eq!(volume, claim);
+    let config = of_kind("ConfigMap")["data"]["config.toml"]
+        .as_str()
+        .unwrap_or_default();
+    let config = load(config).unwrap_or_else(|e| panic!("{e}"));
+    let backstop = config.backstop.unwrap_or_else(|| panic!("no [backstop]"));
+    assert!(backstop.checkpoint_file.starts_with(mount));
+    assert_eq!(
+        config.ingest.map(|i| i.mode),
+        Some(auth0_default_roles::config::IngestMode::Direct)
+    );
+}
