@@ -132,7 +132,8 @@ pub const RECONCILE_SCOPES: [&str; 4] = [
 ];
 
 /// The scopes `setup log-stream` needs (that command only; `doctor` reads the streams with
-/// `read:log_streams` when granted). The service itself never touches log streams.
+/// `read:log_streams` when granted). The service itself only reads a stream's status, with
+/// `log_stream_id` (`read:log_streams`, in [`required_scopes`]).
 pub const SETUP_LOG_STREAM_SCOPES: [&str; 3] = [
     "read:log_streams",
     "create:log_streams",
