@@ -173,6 +173,7 @@ fn condition_js(
                 Field::ClientId => "f.clientId",
                 Field::ClientName => "f.clientName",
                 Field::OrganizationId => "f.organizationId",
+                Field::OrganizationName => "f.organizationName",
                 Field::Provider => "f.provider",
             };
             format!("oneOf({fact}, {})", js_strings(values))
@@ -253,7 +254,7 @@ pub fn compile(
             comment(
                 &mut body,
                 "  ",
-                &format!("{title}: fires on no login (only on email_verified); its roles come later, through the service."),
+                &format!("{title}: fires on no login (only on email_verified or organization_member_added); its roles come later, through the service."),
             );
             continue;
         }
@@ -268,14 +269,35 @@ pub fn compile(
             .map(|c| condition_js(rule, "unless", c))
             .collect::<Result<Vec<_>, _>>()?;
         comment(&mut body, "  ", &title);
+        // A rule that gives roles only in an organization does not apply to a login outside
+        // one (not even as final), as in the service.
+        let only_in_organization = rule.assign.is_empty()
+            && rule.assign_client_metadata.is_none()
+            && !rule.assign_in_organization.is_empty();
+        let guard = if only_in_organization {
+            "f.organizationId !== undefined && "
+        } else {
+            ""
+        };
         let _ = writeln!(
             body,
-            "  if (applies([{}], [{}])) {{",
+            "  if ({guard}applies([{}], [{}])) {{",
             when.join(", "),
             unless.join(", ")
         );
         for role in &rule.assign {
             let _ = writeln!(body, "    give({});", js_string(role));
+        }
+        if !rule.assign_in_organization.is_empty() {
+            let _ = writeln!(
+                body,
+                "    // assign_in_organization: the member's roles in this login's organization."
+            );
+            let _ = writeln!(
+                body,
+                "    if (f.organizationId !== undefined) {}.forEach(give);",
+                js_strings(&rule.assign_in_organization)
+            );
         }
         if let Some(key) = &rule.assign_client_metadata {
             let _ = writeln!(body, "    give(clientRole(f, {}));", js_string(key));
@@ -293,7 +315,9 @@ pub fn compile(
          \n\
          On a first login (event.stats.logins_count <= 1) it sets the claim {} on the ID and\n\
          access tokens to the roles the user holds (event.authorization.roles) and the roles the\n\
-         policy gives this login; on later logins, to event.authorization.roles. It never calls\n\
+         policy gives this login (on a login through an organization, the roles\n\
+         assign_in_organization gives the member there too); on later logins, to\n\
+         event.authorization.roles. It never calls\n\
          the Management API and never denies a login; on any error it changes no claim.\n\
          auth0-default-roles still assigns the roles (from the tenant's log stream): this Action\n\
          only shows them in the very first token.\n\
@@ -524,6 +548,7 @@ function loginFacts(event) {
     clientId,
     clientName: text(client.name),
     organizationId: text(organization.id),
+    organizationName: text(organization.name),
     provider: providerOf(user.user_id) ?? identityStrategy,
     emailDomain: emailDomain(user.email),
     emailVerified: user.email_verified === true,

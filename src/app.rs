@@ -9,6 +9,7 @@ use crate::config::{
     self, Config, IngestMode, IngestSettings, KafkaSettings, SourceSettings, SqsSettings,
 };
 use crate::dedup::Dedup;
+use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::mgmt::logs::LogsApi;
 use crate::mgmt::{self, MgmtError};
@@ -60,6 +61,10 @@ pub enum StartError {
     Logs(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// The ledger's URL or place cannot work (exit 2), or its database did not answer at
+    /// start (exit 1).
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
     /// A stop signal arrived while the tenant was still being reached (exit 0).
     #[error("stopped before the service started")]
     Stopped,
@@ -70,6 +75,7 @@ impl StartError {
         match self {
             StartError::Config(_)
             | StartError::Mgmt(MgmtError::Auth(_) | MgmtError::MissingRoles(_)) => EXIT_CONFIG,
+            StartError::Ledger(err) if err.is_config() => EXIT_CONFIG,
             StartError::Stopped => 0,
             _ => 1,
         }
@@ -190,6 +196,9 @@ impl App {
             };
             if let Some(client) = pipeline.client() {
                 health.tenant_connected(client);
+            }
+            if let Some(link) = pipeline.ledger() {
+                health.ledger_connected(link.ledger());
             }
             Some(Arc::new(pipeline))
         } else {
@@ -427,6 +436,11 @@ pub async fn connect(
 ) -> Result<Pipeline, StartError> {
     let auth0 = config.require_auth0()?;
     let secret = auth0.client_secret(env)?;
+    // The ledger first: a bad URL is a configuration error, told before the tenant is reached.
+    let ledger = match &config.ledger {
+        Some(settings) => Some(open_ledger(settings).await?),
+        None => None,
+    };
     let (client, assigner) = mgmt::connect(auth0, secret, config.policy.role_names(), metrics)
         .await
         .map_err(StartError::Mgmt)?;
@@ -436,7 +450,40 @@ pub async fn connect(
         "Management API ready"
     );
     let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
-    Ok(Pipeline::online(processor, assigner, client, mode, kind))
+    let pipeline = Pipeline::online(processor, assigner, client, mode, kind);
+    Ok(match ledger {
+        Some(ledger) => {
+            pipeline.with_ledger(LedgerLink::new(ledger, config.policy_fingerprint.clone()))
+        }
+        None => pipeline,
+    })
+}
+
+/// How long start-up waits for a ledger database that does not answer (PostgreSQL starting
+/// beside the service, as in docker-compose) before giving up with exit 1.
+pub const LEDGER_START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens the ledger (connects once, migrates). A bad URL or place fails at once (exit 2); a
+/// database that does not answer is tried again for [`LEDGER_START_PATIENCE`], then exit 1.
+pub async fn open_ledger(settings: &LedgerSettings) -> Result<Ledger, StartError> {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match Ledger::open(settings, &crate::ledger::instance_name()).await {
+            Ok(ledger) => {
+                tracing::info!(ledger = %ledger.describe(), "ledger ready");
+                return Ok(ledger);
+            }
+            Err(err) if err.is_config() || started.elapsed() >= LEDGER_START_PATIENCE => {
+                return Err(StartError::Ledger(err))
+            }
+            Err(err) => {
+                tracing::warn!(error = %crate::ledger::fault::error_text(&err), "the ledger does not answer yet; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// What `replay` reads and writes.

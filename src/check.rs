@@ -34,6 +34,9 @@ pub fn required_scopes(config: &Config, read_user_roles: bool) -> Vec<&'static s
     if readers.iter().any(|r| r.log_stream_id.is_some()) {
         scopes.push("read:log_streams");
     }
+    if policy.uses_organizations() {
+        scopes.push(crate::reconcile::organizations::WRITE_SCOPE);
+    }
     scopes
 }
 
@@ -174,6 +177,18 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                     more.join(" ")
                 );
             }
+            if config.policy.uses_organizations() {
+                let _ = writeln!(
+                    text,
+                    "auth0: `reconcile` also needs: {} (organizations and their members with roles)",
+                    crate::reconcile::organizations::READ_SCOPES.join(" ")
+                );
+                let _ = writeln!(
+                    text,
+                    "auth0: organization member role writes: {} per minute, burst {} (a bucket of their own at Auth0), then the tenant's limiter",
+                    a.organization_roles_per_minute, a.organization_roles_burst
+                );
+            }
             let _ = writeln!(
                 text,
                 "auth0: `setup log-stream` also needs: {} (that command only; `doctor` checks the stream with read:log_streams)",
@@ -241,8 +256,39 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
         );
     }
     let _ = writeln!(text, "metrics: {}", config.metrics_listen);
+    match &config.ledger {
+        Some(ledger) => {
+            let _ = writeln!(
+                text,
+                "ledger: {} (policy fingerprint {})",
+                ledger.describe(),
+                config.policy_fingerprint
+            );
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "ledger: none (grants are not remembered; `explain` needs [ledger] url)"
+            );
+        }
+    }
     let events: Vec<&str> = config.policy.events().map(|e| e.as_str()).collect();
     let _ = writeln!(text, "policy: events {}", events.join(", "));
+    if config
+        .policy
+        .handles(crate::event::Trigger::OrganizationMemberAdded)
+    {
+        let _ = writeln!(
+            text,
+            "policy: organization_member_added comes from Auth0 Event Streams' organization.member.added (to the webhook receiver or EventBridge; no log stream carries it): a user became a member (auto-membership, just-in-time, the Management API, an invitation); it names the organization, not the application"
+        );
+    }
+    if config.policy.uses_organizations() {
+        let _ = writeln!(
+            text,
+            "policy: assign_in_organization roles are given in the event's organization on organization_member_added and on a first_login through an organization (its log names organization_id); events that name no organization give none of them. A later first login through another organization gives none without a ledger"
+        );
+    }
     let roles: Vec<String> = config.policy.role_names().into_iter().collect();
     let _ = writeln!(text, "policy: roles {}", roles.join(", "));
     let _ = writeln!(
@@ -265,7 +311,7 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
     if !login_only.is_empty() {
         let _ = writeln!(
             text,
-            "note: Event Streams events (user.created, user.updated) carry no application or organization: rules {} never fire on them (log-stream logins still trigger them)",
+            "note: Event Streams events (user.created, user.updated) carry no application or organization (organization.member.added carries only the organization): rules {} never fire on them (log-stream logins still trigger them)",
             login_only.join(", ")
         );
     }

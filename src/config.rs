@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dedup::DedupSettings;
+pub use crate::ledger::{LedgerSettings, LEDGER_URL_ENV};
 pub use crate::mgmt::Auth0Settings;
 use crate::policy::{Policy, PolicyConfig};
 pub use crate::settings::{
@@ -44,6 +45,7 @@ struct ConfigFile {
     ingest: Option<IngestSection>,
     auth0_logs: Option<LogsSection>,
     backstop: Option<LogsSection>,
+    ledger: Option<LedgerSection>,
 }
 
 /// `[auth0_logs]` (the source) and `[backstop]`: the same keys, `lag_seconds` and
@@ -59,6 +61,12 @@ struct LogsSection {
     log_stream_check_seconds: Option<f64>,
     lag_seconds: Option<f64>,
     rate_share: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerSection {
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +161,8 @@ struct Auth0Section {
     batch_max_users: Option<usize>,
     read_user_roles: Option<bool>,
     log_stream: Option<String>,
+    organization_roles_per_minute: Option<u32>,
+    organization_roles_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +188,10 @@ pub struct Config {
     pub ingest: Option<IngestSettings>,
     /// `[backstop]`: the tenant's Logs API read behind the source.
     pub backstop: Option<LogsSettings>,
+    /// `[ledger]` (or `LEDGER_URL`): what the service granted, in SQLite or PostgreSQL.
+    pub ledger: Option<LedgerSettings>,
+    /// The fingerprint of the `[policy]` section as written, recorded with each grant.
+    pub policy_fingerprint: String,
 }
 
 /// The default `[metrics] listen` address.
@@ -282,6 +296,7 @@ impl Config {
             )
         })?;
         let ingest = file.ingest.map(ingest_settings).transpose()?;
+        let ledger = ledger_settings(file.ledger, env)?;
         Ok(Config {
             auth0,
             policy,
@@ -290,6 +305,8 @@ impl Config {
             metrics_listen,
             ingest,
             backstop,
+            ledger,
+            policy_fingerprint: crate::ledger::policy_fingerprint_of_config(text),
         })
     }
 
@@ -297,6 +314,41 @@ impl Config {
     pub fn require_auth0(&self) -> Result<&Auth0Settings, ConfigError> {
         self.auth0.as_ref().ok_or(ConfigError::NoAuth0)
     }
+}
+
+/// `[ledger] url`, overridden by `LEDGER_URL` (which alone turns the ledger on). A password
+/// belongs in `LEDGER_URL` or `PGPASSWORD`, never in the file.
+fn ledger_settings(
+    section: Option<LedgerSection>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<LedgerSettings>, ConfigError> {
+    let from_env = env(LEDGER_URL_ENV).filter(|s| !s.trim().is_empty());
+    let from_file = section.map(|s| s.url);
+    let url = match (from_env, from_file) {
+        (Some(url), _) => url,
+        (None, Some(Some(url))) => {
+            let settings = LedgerSettings { url: url.clone() };
+            if settings.has_password() {
+                return Err(invalid(
+                    "ledger.url",
+                    format!("holds a password: give the whole URL in {LEDGER_URL_ENV} (from a secret) or the password in PGPASSWORD, and keep `url = \"{}\"` without it", settings.describe()),
+                ));
+            }
+            url
+        }
+        (None, Some(None)) => {
+            return Err(invalid(
+                "ledger.url",
+                "missing: sqlite:///ABSOLUTE/PATH or postgres://USER@HOST:PORT/DATABASE",
+            ))
+        }
+        (None, None) => return Ok(None),
+    };
+    let settings = LedgerSettings { url };
+    settings
+        .validate()
+        .map_err(|problem| invalid("ledger.url", problem))?;
+    Ok(Some(settings))
 }
 
 fn auth0_settings(
@@ -404,6 +456,24 @@ fn auth0_settings(
         }
         other => other,
     };
+    let organization_roles_per_minute = section
+        .organization_roles_per_minute
+        .unwrap_or(crate::mgmt::organizations::DEFAULT_ORGANIZATION_ROLES_PER_MINUTE);
+    if organization_roles_per_minute == 0 {
+        return Err(invalid(
+            "auth0.organization_roles_per_minute",
+            "must be at least 1 (Auth0's published limit is 200 organization member role writes per minute)",
+        ));
+    }
+    let organization_roles_burst = section
+        .organization_roles_burst
+        .unwrap_or(crate::mgmt::organizations::DEFAULT_ORGANIZATION_ROLES_BURST);
+    if organization_roles_burst == 0 {
+        return Err(invalid(
+            "auth0.organization_roles_burst",
+            "must be at least 1 (Auth0's published burst is 20)",
+        ));
+    }
     Ok(Some(Auth0Settings {
         domain,
         client_id,
@@ -416,6 +486,8 @@ fn auth0_settings(
         batch_max_users,
         read_user_roles: section.read_user_roles.unwrap_or(false),
         log_stream,
+        organization_roles_per_minute,
+        organization_roles_burst,
     }))
 }
 

@@ -67,6 +67,12 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
     }
 }
 
+/// A member role as remembered in its user's entry: `organization\nrole` (no organization id
+/// holds a line break), so a user's deletion forgets its member roles too.
+fn member_role(organization_id: &str, role: &str) -> String {
+    format!("{organization_id}\n{role}")
+}
+
 impl Dedup {
     pub fn new(settings: DedupSettings) -> Self {
         Dedup {
@@ -108,11 +114,12 @@ impl Dedup {
         }
     }
 
-    /// The roles this process gave `user_id` recently (empty when none, or forgotten).
+    /// The tenant roles this process gave `user_id` recently (empty when none, or forgotten);
+    /// member roles in organizations are not the user's roles and are left out.
     pub fn given_roles(&self, user_id: &str) -> Vec<String> {
         self.assigned
             .get(user_id)
-            .map(|set| set.iter().cloned().collect())
+            .map(|set| set.iter().filter(|r| !r.contains('\n')).cloned().collect())
             .unwrap_or_default()
     }
 
@@ -125,6 +132,33 @@ impl Dedup {
             .unwrap_or_default();
         held.extend(roles.iter().cloned());
         self.assigned.insert(user_id.to_owned(), Arc::new(held));
+    }
+
+    /// The roles of `wanted` not yet given to `user_id` as its roles in `organization_id` by
+    /// this process (in `wanted` order): one memory per (user, organization).
+    pub fn missing_member_roles(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        wanted: &[String],
+    ) -> Vec<String> {
+        let remembered: Vec<String> = wanted
+            .iter()
+            .map(|role| member_role(organization_id, role))
+            .collect();
+        self.missing_roles(user_id, &remembered)
+            .into_iter()
+            .filter_map(|r| r.split_once('\n').map(|(_, role)| role.to_owned()))
+            .collect()
+    }
+
+    /// Records that `user_id` now holds `roles` in `organization_id`.
+    pub fn mark_member_assigned(&self, organization_id: &str, user_id: &str, roles: &[String]) {
+        let remembered: Vec<String> = roles
+            .iter()
+            .map(|role| member_role(organization_id, role))
+            .collect();
+        self.mark_assigned(user_id, &remembered);
     }
 
     /// Records that `user_id` was deleted at `time` (RFC 3339; without one, or unreadable: now):
@@ -181,6 +215,37 @@ mod tests {
         dedup.mark_assigned("u", &roles(&["B"]));
         assert!(dedup.missing_roles("u", &roles(&["B", "A"])).is_empty());
         assert_eq!(dedup.missing_roles("other", &roles(&["A"])), roles(&["A"]));
+    }
+
+    #[test]
+    fn member_roles_are_remembered_per_organization_apart_from_tenant_roles() {
+        let dedup = Dedup::new(DedupSettings::default());
+        dedup.mark_assigned("u", &roles(&["Viewer"]));
+        dedup.mark_member_assigned("org_a", "u", &roles(&["Viewer", "Staff"]));
+        assert!(dedup
+            .missing_member_roles("org_a", "u", &roles(&["Staff", "Viewer"]))
+            .is_empty());
+        assert_eq!(
+            dedup.missing_member_roles("org_b", "u", &roles(&["Viewer"])),
+            roles(&["Viewer"]),
+            "another organization is another membership"
+        );
+        assert_eq!(
+            dedup.missing_roles("u", &roles(&["Viewer", "Staff"])),
+            roles(&["Staff"]),
+            "a member role is not a tenant role"
+        );
+        assert_eq!(
+            dedup.given_roles("u"),
+            roles(&["Viewer"]),
+            "has_roles sees tenant roles"
+        );
+        // A deleted user (re-created later with the same id) starts over in every organization.
+        dedup.mark_user_deleted("u", None);
+        assert_eq!(
+            dedup.missing_member_roles("org_a", "u", &roles(&["Staff"])),
+            roles(&["Staff"])
+        );
     }
 
     #[test]

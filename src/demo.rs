@@ -113,6 +113,12 @@ pub async fn run(
     let stream = generate::mixed(options.seed, options.events, 1);
     produce(&bootstrap, &stream.records).await?;
 
+    // The grants ledger: SQLite in a temporary folder, removed when the demo ends.
+    let ledger_dir = tempfile::Builder::new()
+        .prefix("auth0-default-roles-demo-")
+        .tempdir()?;
+    let ledger_path = ledger_dir.path().join("ledger.db");
+
     // 3. The real service configuration, validated like a user's file.
     // The client stays a little under the tenant's limit, as the README advises: the two token
     // buckets do not tick together.
@@ -146,10 +152,14 @@ shutdown_grace_seconds = 5
 [metrics]
 listen = "{listen}"
 
+[ledger]
+url = "sqlite://{ledger}"
+
 {DEMO_POLICY}
 "#,
         base = tenant.base_url,
         listen = free_or_any(options.listen),
+        ledger = ledger_path.display(),
     );
     let env = |name: &str| (name == crate::config::SECRET_ENV).then(|| "sim-secret".to_owned());
     let config = Config::from_toml(&text, Path::new("config/demo.toml"), &env)?;
@@ -298,6 +308,10 @@ listen = "{listen}"
         "Metrics: http://{metrics_addr}/metrics   health: /healthz, /readyz"
     );
     out.write_all(t.as_bytes())?;
+    // One user explained from the ledger, as `explain` does.
+    if let Some(user) = explained_user(&users) {
+        out.write_all(explain(&config, &user).await.as_bytes())?;
+    }
     out.flush()?;
 
     if let Some(signals) = keep_running {
@@ -332,6 +346,45 @@ listen = "{listen}"
         rate_limited: stats.rate_limited,
         metrics_addr,
     })
+}
+
+/// The user the demo explains: one holding the most roles (the first by id among them).
+fn explained_user(users: &BTreeMap<String, std::collections::BTreeSet<String>>) -> Option<String> {
+    let most = users.values().map(|roles| roles.len()).max()?;
+    users
+        .iter()
+        .find(|(_, roles)| roles.len() == most)
+        .map(|(user, _)| user.clone())
+}
+
+/// `explain --config … USER_ID`'s text for `user`, or why it cannot be shown.
+async fn explain(config: &Config, user: &str) -> String {
+    let Some(settings) = &config.ledger else {
+        return String::new();
+    };
+    let history = match app::open_ledger(settings).await {
+        Ok(ledger) => ledger.history(user).await.map(|h| (ledger.describe(), h)),
+        Err(err) => return format!("\nexplain: the ledger cannot be opened: {err}\n"),
+    };
+    let (describe, history) = match history {
+        Ok(found) => found,
+        Err(err) => return format!("\nexplain: the ledger cannot be read: {err}\n"),
+    };
+    // The simulated tenant accepts any user id and keeps no profiles: what the policy would
+    // give now cannot be read from it (`explain` against a real tenant reads the profile).
+    let given_now = Err("the demo's simulated tenant keeps no user profiles".to_owned());
+    let explanation = crate::ledger::explain::Explanation::new(
+        user,
+        describe,
+        &config.policy,
+        &config.policy_fingerprint,
+        history,
+        given_now,
+    );
+    format!(
+        "\nWhy {user} holds its roles (explain --config FILE {user}):\n{}",
+        explanation.to_text()
+    )
 }
 
 /// `addr` when it can be bound now, else any free loopback port (another demo holds it).

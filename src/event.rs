@@ -19,11 +19,25 @@ pub enum Trigger {
     FirstLogin,
     /// `sv`: the user verified their email.
     EmailVerified,
+    /// Event Streams' `organization.member.added`: a user became a member of an organization
+    /// (auto-membership, just-in-time provisioning, the Management API, an invitation).
+    OrganizationMemberAdded,
 }
 
 impl Trigger {
     /// Every trigger, in the order the policy documents them.
-    pub const ALL: [Trigger; 3] = [Trigger::Signup, Trigger::FirstLogin, Trigger::EmailVerified];
+    pub const ALL: [Trigger; 4] = [
+        Trigger::Signup,
+        Trigger::FirstLogin,
+        Trigger::EmailVerified,
+        Trigger::OrganizationMemberAdded,
+    ];
+
+    /// The triggers a policy acts on when `[policy] events` is left out: the tenant triggers.
+    /// `organization_member_added` is opted into by naming it (an existing policy does not
+    /// start acting on organization events it never asked for).
+    pub const DEFAULT: [Trigger; 3] =
+        [Trigger::Signup, Trigger::FirstLogin, Trigger::EmailVerified];
 
     /// The name used in config files and output.
     pub fn as_str(self) -> &'static str {
@@ -31,10 +45,18 @@ impl Trigger {
             Trigger::Signup => "signup",
             Trigger::FirstLogin => "first_login",
             Trigger::EmailVerified => "email_verified",
+            Trigger::OrganizationMemberAdded => "organization_member_added",
         }
     }
 
-    /// Parses a config/output name (`signup`, `first_login`, `email_verified`).
+    /// Whether events of this trigger can name an organization (a login through one, a member
+    /// added to one): only those can give roles in an organization.
+    pub fn may_carry_organization(self) -> bool {
+        matches!(self, Trigger::FirstLogin | Trigger::OrganizationMemberAdded)
+    }
+
+    /// Parses a config/output name (`signup`, `first_login`, `email_verified`,
+    /// `organization_member_added`).
     pub fn from_name(name: &str) -> Option<Trigger> {
         Trigger::ALL.into_iter().find(|t| t.as_str() == name)
     }
@@ -110,6 +132,80 @@ struct CloudIdentity {
     is_social: Option<bool>,
 }
 
+/// The `data.object` of an `organization.member.*` CloudEvent: `{organization: {id, name},
+/// user: {user_id, ...}}` (lenient: fields of another type read as absent).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CloudMembership {
+    #[serde(deserialize_with = "lenient")]
+    organization: CloudOrganization,
+    #[serde(deserialize_with = "lenient")]
+    user: CloudMember,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CloudOrganization {
+    #[serde(deserialize_with = "lenient")]
+    id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    name: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CloudMember {
+    #[serde(deserialize_with = "lenient")]
+    user_id: Option<String>,
+}
+
+/// An `organization.member.added` (or `.deleted`, ...) CloudEvent: the member's user id and
+/// the organization, no profile (the policy reads `GET /api/v2/users/{id}` when a rule needs it).
+fn membership_event(
+    kind: String,
+    id: Option<String>,
+    time: Option<String>,
+    object: Option<&RawValue>,
+) -> Decoded {
+    let Some(raw) = object else {
+        return Err(DecodeError::new(
+            format!("CloudEvent {kind} without data.object"),
+            id,
+        ));
+    };
+    let membership = match serde_json::from_str::<CloudMembership>(raw.get()) {
+        Ok(membership) => membership,
+        Err(err) => {
+            return Err(DecodeError::new(
+                format!("CloudEvent {kind}: data.object is not a membership: {err}"),
+                id,
+            ))
+        }
+    };
+    let present = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let Some(user_id) = present(membership.user.user_id) else {
+        return Err(DecodeError::new(
+            format!("CloudEvent {kind} without data.object.user.user_id"),
+            id,
+        ));
+    };
+    let Some(organization_id) = present(membership.organization.id) else {
+        return Err(DecodeError::new(
+            format!("CloudEvent {kind} without data.object.organization.id"),
+            id,
+        ));
+    };
+    Ok(LogEvent {
+        log_id: id,
+        date: time,
+        user_id: Some(user_id),
+        organization_id: Some(organization_id),
+        organization_name: present(membership.organization.name),
+        event_type: kind,
+        ..LogEvent::default()
+    })
+}
+
 /// Any JSON value; one of the wrong type reads as the default.
 fn lenient<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -143,6 +239,9 @@ pub struct LogEvent {
     pub client_id: Option<String>,
     pub client_name: Option<String>,
     pub organization_id: Option<String>,
+    /// The organization's name: `organization_name` of a login through an organization, or
+    /// `data.object.organization.name` of an `organization.member.added`.
+    pub organization_name: Option<String>,
     /// `details.body.email` (signups).
     pub body_email: Option<String>,
     /// `details.email` (email verifications).
@@ -172,6 +271,7 @@ impl LogEvent {
                 _ => Selection::NotEligible("user update without a verified email"),
             },
             "user.deleted" => Selection::NotEligible("user deleted"),
+            "organization.member.added" => Selection::Eligible(Trigger::OrganizationMemberAdded),
             // `scoa` (embedded cross-origin login) and `sens` (native social login) are filed
             // under Login - Success with the same counts: their first is a first login too.
             "s" | "scoa" | "sens" => match self.effective_logins_count() {
@@ -181,6 +281,21 @@ impl LogEvent {
             },
             _ => Selection::NotEligible("other event type"),
         }
+    }
+
+    /// A login through an organization that is not the user's first login (`s`, `scoa`, `sens`
+    /// naming `organization_id`): with a ledger, the first such login the ledger has not seen for
+    /// this (user, organization) is an `organization_member_added` (auto-membership at login
+    /// gives no event otherwise). `seen_in_organization` is the ledger's answer; `None` (no
+    /// ledger) means such a login triggers nothing. A first login is `first_login` already.
+    pub fn organization_login(&self, seen_in_organization: Option<bool>) -> Option<Trigger> {
+        let later_login =
+            is_login_type(&self.event_type) && self.effective_logins_count() != Some(1);
+        (later_login
+            && self.organization().is_some()
+            && self.user().is_some()
+            && seen_in_organization == Some(false))
+        .then_some(Trigger::OrganizationMemberAdded)
     }
 
     /// The login count: `details.stats.loginsCount`, else the first count found in the prompts.
@@ -212,7 +327,12 @@ impl LogEvent {
 
     /// Whether this came from Auth0 Event Streams (a CloudEvent) rather than a tenant log.
     pub fn is_cloud_event(&self) -> bool {
-        self.event_type.starts_with("user.")
+        self.event_type.starts_with("user.") || self.event_type.starts_with("organization.")
+    }
+
+    /// The organization the event names (id), when present and not empty.
+    pub fn organization(&self) -> Option<&str> {
+        self.organization_id.as_deref().filter(|o| !o.is_empty())
     }
 
     /// The user id, when present and not empty (failures and M2M flows carry `""`).
@@ -610,6 +730,7 @@ struct RawLog<'a> {
     client_id: Option<Text<'a>>,
     client_name: Option<Text<'a>>,
     organization_id: Option<Text<'a>>,
+    organization_name: Option<Text<'a>>,
     details: LenientMap<Details<'a>>,
     /// `{log_id, data}` record (webhook) or the record inside an EventBridge `detail`.
     data: LenientMap<Box<RawLog<'a>>>,
@@ -753,6 +874,7 @@ impl<'de: 'a, 'a> Fields<'de> for RawLog<'a> {
             b"client_id" => self.client_id = text(map)?,
             b"client_name" => self.client_name = text(map)?,
             b"organization_id" => self.organization_id = text(map)?,
+            b"organization_name" => self.organization_name = text(map)?,
             b"details" => {
                 // `type` precedes `details` in Auth0's records: when it says the event can never
                 // trigger, the details are skipped unparsed.
@@ -1003,6 +1125,9 @@ impl RawLog<'_> {
         };
         let kind = kind.strip_prefix("com.auth0.").unwrap_or(&kind).to_owned();
         let object = self.data.0.and_then(|data| data.object);
+        if kind.starts_with("organization.member.") {
+            return membership_event(kind, id, self.time.map(Cow::into_owned), object);
+        }
         let profile = match object.map(|raw| serde_json::from_str::<CloudUser>(raw.get())) {
             Some(Ok(user)) => user,
             Some(Err(err)) => {
@@ -1072,10 +1197,17 @@ impl RawLog<'_> {
         } else {
             prompt_counts(details.prompts)
         };
+        let through_organization = self
+            .organization_id
+            .as_deref()
+            .is_some_and(|o| !o.is_empty());
         let may_trigger = match event_type.as_ref() {
             "ss" | "sv" => true,
+            // A later login through an organization may be a membership the ledger has not seen
+            // (`LogEvent::organization_login`): it keeps its fields.
             code if is_login_type(code) => {
-                logins_count.or(prompt_logins_counts.first().copied()) == Some(1)
+                through_organization
+                    || logins_count.or(prompt_logins_counts.first().copied()) == Some(1)
             }
             _ => false,
         };
@@ -1134,6 +1266,7 @@ impl RawLog<'_> {
             client_id: owned(self.client_id),
             client_name: owned(self.client_name),
             organization_id: owned(self.organization_id),
+            organization_name: owned(self.organization_name),
             body_email: owned(details.body.0.and_then(|b| b.email)),
             details_email: owned(details.email),
             logins_count,
@@ -1487,6 +1620,65 @@ mod tests {
         ));
         let broken = r#"{"id":"evt_3","specversion":"1.0","type":"user.created","data":{"object":{"email":"x@y.z"}}}"#;
         assert!(matches!(decode(broken.as_bytes()).first(), Some(Err(_))));
+    }
+
+    #[test]
+    fn organization_member_added_decodes_in_every_envelope_and_spelling() {
+        let added = |spelling: &str, version: &str| {
+            format!(
+                r#"{{"id":"evt_m1","{version}":"1.0","type":"{spelling}","time":"2026-12-01T10:00:00Z","source":"urn:auth0:acme:organizations","data":{{"object":{{"organization":{{"id":"org_abc","name":"acme"}},"user":{{"user_id":"samlp|acme|7"}}}}}}}}"#
+            )
+        };
+        let plain = added("organization.member.added", "specversion");
+        let prefixed = added("com.auth0.organization.member.added", "spec_version");
+        let bridged = format!(
+            r#"{{"version":"0","detail-type":"organization.member.added","source":"aws.partner/auth0.com/acme/auth0.events","detail":{plain}}}"#
+        );
+        let lines = format!("{plain}\n{prefixed}\n");
+        for body in [
+            plain.clone(),
+            prefixed.clone(),
+            bridged,
+            format!("[{plain}]"),
+            lines,
+        ] {
+            let items = decode(body.as_bytes());
+            assert!(!items.is_empty(), "{body}");
+            for item in items {
+                let Ok(event) = item else {
+                    panic!("{body}: {item:?}");
+                };
+                assert_eq!(event.log_id.as_deref(), Some("evt_m1"));
+                assert_eq!(event.event_type, "organization.member.added");
+                assert_eq!(event.user(), Some("samlp|acme|7"));
+                assert_eq!(event.organization(), Some("org_abc"));
+                assert_eq!(event.organization_name.as_deref(), Some("acme"));
+                assert!(event.is_cloud_event());
+                assert!(
+                    event.profile.is_none(),
+                    "no profile: read when a rule needs it"
+                );
+                assert_eq!(
+                    event.selection(),
+                    Selection::Eligible(Trigger::OrganizationMemberAdded)
+                );
+            }
+        }
+        let removed = plain.replace("member.added", "member.deleted");
+        match decode(removed.as_bytes()).first() {
+            Some(Ok(event)) => assert!(matches!(event.selection(), Selection::NotEligible(_))),
+            other => panic!("{other:?}"),
+        }
+        for broken in [
+            r#"{"id":"evt_m2","specversion":"1.0","type":"organization.member.added","data":{"object":{"organization":{"id":"org_abc"}}}}"#,
+            r#"{"id":"evt_m3","specversion":"1.0","type":"organization.member.added","data":{"object":{"user":{"user_id":"auth0|1"}}}}"#,
+            r#"{"id":"evt_m4","specversion":"1.0","type":"organization.member.added"}"#,
+        ] {
+            match decode(broken.as_bytes()).first() {
+                Some(Err(err)) => assert!(err.log_id.is_some(), "{err:?}"),
+                other => panic!("{broken}: {other:?}"),
+            }
+        }
     }
 
     #[test]

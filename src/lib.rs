@@ -15,6 +15,7 @@
 //! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
 //! - [`policy`]: the default-role rules and their evaluation (pure).
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
+//! - [`ledger`]: what the service granted, revoked and failed (SQLite or PostgreSQL); `explain`.
 //! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries, failing).
 //! - [`pipeline`]: the stages every source shares and the outcome of each event.
 //! - [`source`]: Kafka, SQS, the webhook receiver (`ingest`) and files (`replay`), and what
@@ -36,6 +37,7 @@ pub mod demo;
 pub mod doctor;
 pub mod event;
 pub mod generate;
+pub mod ledger;
 pub mod metrics;
 pub mod mgmt;
 pub mod pipeline;

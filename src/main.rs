@@ -56,6 +56,9 @@ enum Command {
     /// job, or --users FILE) and what they hold, then print the missing roles (plan, the
     /// default) or add them (--apply).
     Reconcile(cli::reconcile::ReconcileArgs),
+    /// Why a user holds the roles this service gave: every grant and revocation in the
+    /// ledger ([ledger] url), any standing failure, and what the policy gives them now.
+    Explain(cli::explain::ExplainArgs),
     /// Run the Management API simulator (a stand-in tenant for trying the service).
     Sim(SimArgs),
     /// Check the tenant and the source before the service runs: a checklist with each fix;
@@ -112,6 +115,7 @@ async fn dispatch(command: Command) -> u8 {
         Command::Demo(options) => cli::demo::run(options).await,
         Command::Replay(args) => cli::replay::run(&args).await,
         Command::Reconcile(args) => cli::reconcile::run(args).await,
+        Command::Explain(args) => cli::explain::run(&args).await,
         Command::Sim(args) => cli::sim::run(args).await,
         Command::Doctor(args) => doctor::run(args, &process_env).await,
         Command::Setup(args) => setup::run(args, &process_env).await,

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub mgmt_token_requests: IntCounterVec,
     pub task_panics: IntCounterVec,
     pub rate_limiter_wait: Histogram,
+    pub organization_rate_limiter_wait: Histogram,
     pub dedup_hits: IntCounterVec,
     pub dedup_entries: IntGauge,
     pub kafka_consumer_lag: IntGaugeVec,
@@ -54,6 +55,10 @@ pub struct Metrics {
     pub auth0_logs_lag: prometheus::GaugeVec,
     pub auth0_logs_retention_gaps: IntCounterVec,
     pub auth0_logs_read_errors: IntCounterVec,
+    pub ledger_writes: IntCounterVec,
+    pub ledger_errors: IntCounter,
+    pub ledger_unreachable: IntGauge,
+    pub ledger_kept_off: IntCounter,
 }
 
 /// A metric definition failed (a programming error: names and labels are static).
@@ -136,8 +141,8 @@ impl Metrics {
                 "Events received but not yet at a final outcome.",
             ))?)?,
             role_assignments: reg.add(IntCounterVec::new(
-                opts("role_assignments_total", "Roles given to users, by role name."),
-                &["role"],
+                opts("role_assignments_total", "Roles given to users, by role name and kind of write (`tenant`: the user's roles; `organization`: a member's roles in an organization)."),
+                &["role", "kind"],
             )?)?,
             policy_rules_undecided: reg.add(IntCounterVec::new(
                 opts("policy_rules_undecided_total", "Rules not applied to an event because a condition stayed undecided (the event lacks a login field no read can give, e.g. client_id), by rule and condition key."),
@@ -187,6 +192,11 @@ impl Metrics {
                 "rate_limiter_wait_seconds",
                 "Time requests waited for the client-side rate limiter.",
                 vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
+            ))?)?,
+            organization_rate_limiter_wait: reg.add(Histogram::with_opts(hopts(
+                "organization_rate_limiter_wait_seconds",
+                "Time organization member role writes waited for their own client-side limiter (`[auth0] organization_roles_per_minute`) and its 429 hold, before the tenant's.",
+                vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             ))?)?,
             dedup_hits: reg.add(IntCounterVec::new(
                 opts("dedup_hits_total", "Work skipped by dedup: `log_id` (redelivery) or `user_roles` (roles already given)."),
@@ -277,6 +287,22 @@ impl Metrics {
                 opts("auth0_logs_read_errors_total", "Logs API or log-stream reads that failed for good (a refused scope, a 404, an unexpected answer), by reader (source, backstop, health)."),
                 &["reader"],
             )?)?,
+            ledger_writes: reg.add(IntCounterVec::new(
+                opts("ledger_writes_total", "Ledger transactions committed, by kind (grant, revocation, failure, clear, forget)."),
+                &["kind"],
+            )?)?,
+            ledger_errors: reg.add(IntCounter::with_opts(opts(
+                "ledger_errors_total",
+                "Ledger statements that failed (each retried: the events wait).",
+            ))?)?,
+            ledger_unreachable: reg.add(IntGauge::with_opts(opts(
+                "ledger_unreachable",
+                "1 while the ledger's database fails: events wait, intake is paused, /readyz names it.",
+            ))?)?,
+            ledger_kept_off: reg.add(IntCounter::with_opts(opts(
+                "ledger_roles_not_regranted_total",
+                "Roles the policy gives that were not granted because the ledger shows this service granted them before (an admin's removal stands; another instance granted them).",
+            ))?)?,
             names: reg.names,
             registry,
         };
@@ -287,6 +313,9 @@ impl Metrics {
         // appears at 1 shows no increase, and its first occurrence would never alert.
         for reason in ["invalid", "failed", "not_delivered"] {
             m.dead_letters.with_label_values(&[reason]);
+        }
+        for kind in ["grant", "revocation", "failure", "clear", "forget"] {
+            m.ledger_writes.with_label_values(&[kind]);
         }
         Ok(m)
     }

@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::dedup::Dedup;
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
+use crate::ledger::link::is_user_deletion;
+use crate::ledger::LedgerLink;
 use crate::metrics::Metrics;
 use crate::mgmt::{Applications, AssignOutcome, CallStats, MgmtClient, RoleAssigner};
 use crate::policy::{Evaluation, Policy, Profile, Undecided, ASSIGN_CLIENT_METADATA};
@@ -167,6 +169,12 @@ pub struct Report {
     pub trigger: Option<Trigger>,
     pub outcome: Outcome,
     pub roles: Vec<String>,
+    /// The organization whose member roles the event gives (`assign_in_organization`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// The roles given as the member's roles in `organization`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub organization_roles: Vec<String>,
     pub rules: Vec<String>,
     /// Rules not applied because a condition stayed undecided (`rule.key`): the event lacks a
     /// login field no read can give.
@@ -185,6 +193,8 @@ impl Report {
             trigger,
             outcome,
             roles: Vec::new(),
+            organization: None,
+            organization_roles: Vec::new(),
             rules: Vec::new(),
             skipped: Vec::new(),
             error: None,
@@ -213,8 +223,18 @@ pub struct Assignment {
     pub user_id: String,
     /// Roles the policy grants that this process has not given the user yet.
     pub missing: Vec<String>,
+    /// Roles to give as the user's member roles in the event's organization that this process
+    /// has not given yet (`assign_in_organization`).
+    pub organization: Option<MemberAssignment>,
     /// The record of the event, with every granted role and the matching rules.
     pub report: Report,
+}
+
+/// Member roles to give in one organization: one write for all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAssignment {
+    pub organization_id: String,
+    pub missing: Vec<String>,
 }
 
 /// Runs the pure stages with a policy and a dedup cache shared by all callers.
@@ -239,6 +259,15 @@ impl Processor {
 
     /// Decode result → select → dedup on `log_id` → policy (without a profile).
     pub fn start(&self, item: Decoded) -> Step {
+        self.start_seen(item, None)
+    }
+
+    /// [`Processor::start`], with the ledger's answer for a login through an organization that
+    /// is not a first login: `Some(false)` (the ledger has not seen this user in this
+    /// organization) makes it an `organization_member_added`; `None` (no ledger) or `Some(true)`
+    /// leave it not eligible. The caller asks the ledger for (`event.user()`,
+    /// `event.organization()`) before calling (see `LogEvent::organization_login`).
+    pub fn start_seen(&self, item: Decoded, seen_in_organization: Option<bool>) -> Step {
         let event = match item {
             Ok(event) => event,
             Err(err) => {
@@ -249,13 +278,22 @@ impl Processor {
                     trigger: None,
                     outcome: Outcome::Invalid,
                     roles: Vec::new(),
+                    organization: None,
+                    organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
                     error: Some(err.reason),
                 })
             }
         };
-        let trigger = match event.selection() {
+        let selection = match (
+            event.selection(),
+            event.organization_login(seen_in_organization),
+        ) {
+            (Selection::NotEligible(_), Some(trigger)) => Selection::Eligible(trigger),
+            (selection, _) => selection,
+        };
+        let trigger = match selection {
             Selection::Eligible(trigger) if self.policy.handles(trigger) => trigger,
             Selection::NotEligible(reason) => {
                 if event.is_cloud_event() && event.event_type == "user.deleted" {
@@ -364,13 +402,28 @@ impl Processor {
         report.roles = roles;
         report.rules = decision.rules;
         report.skipped = decision.skipped.iter().map(Undecided::label).collect();
-        if missing.is_empty() {
+        let organization = match event.organization() {
+            Some(org) if !decision.organization_roles.is_empty() => {
+                report.organization = Some(org.to_owned());
+                let missing =
+                    self.dedup
+                        .missing_member_roles(org, &user_id, &decision.organization_roles);
+                report.organization_roles = decision.organization_roles;
+                (!missing.is_empty()).then(|| MemberAssignment {
+                    organization_id: org.to_owned(),
+                    missing,
+                })
+            }
+            _ => None,
+        };
+        if missing.is_empty() && organization.is_none() {
             self.mark_done(&report);
             return Step::Done(report);
         }
         Step::Assign(Assignment {
             user_id,
             missing,
+            organization,
             report,
         })
     }
@@ -390,6 +443,13 @@ impl Processor {
         if matches!(outcome, Outcome::Assigned | Outcome::WouldAssign) {
             self.dedup
                 .mark_assigned(&assignment.user_id, &assignment.missing);
+            if let Some(member) = &assignment.organization {
+                self.dedup.mark_member_assigned(
+                    &member.organization_id,
+                    &assignment.user_id,
+                    &member.missing,
+                );
+            }
         }
         self.mark_done(&report);
         report
@@ -428,6 +488,8 @@ pub struct Pipeline {
     applications: Applications,
     metrics: Arc<Metrics>,
     source: SourceKind,
+    /// The grants ledger (`[ledger]`), when configured.
+    ledger: Option<LedgerLink>,
 }
 
 /// The Management API calls a pipeline made, as a source reports them (`replay`'s summary).
@@ -477,6 +539,7 @@ impl Pipeline {
             applications: Applications::default(),
             metrics,
             source,
+            ledger: None,
         }
     }
 
@@ -498,7 +561,20 @@ impl Pipeline {
             applications: Applications::default(),
             metrics,
             source,
+            ledger: None,
         }
+    }
+
+    /// The same pipeline asking and writing the grants ledger: a role it shows this service
+    /// granted is never granted again; grants are recorded before the verdict.
+    pub fn with_ledger(mut self, ledger: LedgerLink) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The grants ledger, when configured.
+    pub fn ledger(&self) -> Option<&LedgerLink> {
+        self.ledger.as_ref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -519,6 +595,7 @@ impl Pipeline {
             applications: self.applications.clone(),
             metrics: Arc::clone(&self.metrics),
             source,
+            ledger: self.ledger.clone(),
         }
     }
 
@@ -533,9 +610,14 @@ impl Pipeline {
             .map(|client| ApiCalls::from(client.stats()))
     }
 
-    /// Whether Management API calls are failing now (sources pause intake meanwhile).
+    /// Whether Management API calls are failing now, or the ledger is (sources pause intake
+    /// meanwhile).
     pub fn is_tenant_failing(&self) -> bool {
         self.client.as_ref().is_some_and(MgmtClient::is_failing)
+            || self
+                .ledger
+                .as_ref()
+                .is_some_and(|l| l.ledger().fault().is_failing())
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -615,6 +697,8 @@ impl Pipeline {
                     trigger,
                     outcome: Outcome::Failed,
                     roles: Vec::new(),
+                    organization: None,
+                    organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
                     error: Some(format!("internal error (panic): {what}")),
@@ -709,7 +793,56 @@ impl Pipeline {
         Ok(kept)
     }
 
+    /// [`Pipeline::decide_and_act`], with the ledger around it: a deleted user is forgotten
+    /// first, an event failed for good is recorded after.
     async fn run(&self, item: Decoded) -> Report {
+        let Some(link) = self.ledger.as_ref().filter(|_| self.mode == Mode::Live) else {
+            return self.decide_and_act(item).await;
+        };
+        if let Some(user) = item
+            .as_ref()
+            .ok()
+            .filter(|e| is_user_deletion(e))
+            .and_then(|e| e.user())
+        {
+            link.forget_user(&self.metrics, user).await;
+        }
+        let report = self.decide_and_act(item).await;
+        if report.outcome == Outcome::Failed {
+            if let Some(user) = &report.user_id {
+                link.record_failure(
+                    &self.metrics,
+                    user,
+                    report.log_id.as_deref().unwrap_or("-"),
+                    report.error.as_deref().unwrap_or("-"),
+                )
+                .await;
+            }
+        }
+        report
+    }
+
+    /// Leaves out of an assignment the roles the ledger shows this service granted before (the
+    /// user's tenant roles; member roles are recorded but not judged here: see
+    /// docs/organizations.md).
+    async fn without_granted(&self, mut assignment: Assignment) -> Assignment {
+        if let (Some(link), Some(assigner)) = (&self.ledger, &self.assigner) {
+            if !assignment.missing.is_empty() {
+                let held = link
+                    .already_granted(
+                        &self.metrics,
+                        assigner.directory(),
+                        &assignment.user_id,
+                        &assignment.missing,
+                    )
+                    .await;
+                assignment.missing.retain(|role| !held.contains(role));
+            }
+        }
+        assignment
+    }
+
+    async fn decide_and_act(&self, item: Decoded) -> Report {
         let step = match self.processor.start(item) {
             Step::NeedsProfile {
                 event,
@@ -747,37 +880,134 @@ impl Pipeline {
             } => self
                 .processor
                 .needs_profile_report(&event, trigger, &undecided),
-            Step::Assign(assignment) => match (&self.assigner, self.mode) {
-                (Some(assigner), Mode::Live) => {
-                    match assigner
-                        .assign(&assignment.user_id, &assignment.missing)
-                        .await
-                    {
-                        Ok(AssignOutcome::Assigned) => {
-                            for role in &assignment.missing {
-                                self.metrics
-                                    .role_assignments
-                                    .with_label_values(&[role])
-                                    .inc();
-                            }
-                            self.processor.finish(assignment, Outcome::Assigned, None)
-                        }
-                        Ok(AssignOutcome::AlreadyHeld) => {
-                            self.processor
-                                .finish(assignment, Outcome::AlreadyDone, None)
-                        }
-                        Err(err) => self.processor.finish(
-                            assignment,
-                            Outcome::Failed,
-                            Some(err.to_string()),
-                        ),
+            Step::Assign(assignment) if self.ledger.is_some() && self.mode != Mode::Offline => {
+                let assignment = self.without_granted(assignment).await;
+                if assignment.missing.is_empty() && assignment.organization.is_none() {
+                    return self
+                        .processor
+                        .finish(assignment, Outcome::AlreadyDone, None);
+                }
+                self.assign(assignment).await
+            }
+            Step::Assign(assignment) => self.assign(assignment).await,
+        }
+    }
+
+    /// Gives the assignment's missing roles (live): the user's tenant roles (recorded in the
+    /// ledger), then its member roles in the event's organization (through the organization
+    /// limiter), and completes the record. Each part that succeeded is remembered, so a
+    /// redelivery after a failure of the other costs only that one.
+    async fn assign(&self, assignment: Assignment) -> Report {
+        let assigner = match (&self.assigner, self.mode) {
+            (Some(assigner), Mode::Live) => assigner,
+            _ => {
+                return self
+                    .processor
+                    .finish(assignment, Outcome::WouldAssign, None)
+            }
+        };
+        let mut wrote = false;
+        if !assignment.missing.is_empty() {
+            match assigner
+                .assign(&assignment.user_id, &assignment.missing)
+                .await
+            {
+                Ok(AssignOutcome::Assigned) => {
+                    wrote = true;
+                    for role in &assignment.missing {
+                        self.metrics
+                            .role_assignments
+                            .with_label_values(&[role, "tenant"])
+                            .inc();
+                    }
+                    if let Some(link) = &self.ledger {
+                        let report = &assignment.report;
+                        link.record_grants(
+                            &self.metrics,
+                            self.processor.policy(),
+                            assigner.directory(),
+                            &assignment.user_id,
+                            &assignment.missing,
+                            &report.rules,
+                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+                            report.log_id.as_deref().unwrap_or("-"),
+                        )
+                        .await;
                     }
                 }
-                _ => self
-                    .processor
-                    .finish(assignment, Outcome::WouldAssign, None),
-            },
+                Ok(AssignOutcome::AlreadyHeld) => {
+                    // Held already (given by hand or by another tool): not this service's
+                    // grant, so not recorded as one.
+                    if let Some(link) = &self.ledger {
+                        link.clear_failure(&self.metrics, &assignment.user_id).await;
+                    }
+                }
+                Err(err) => {
+                    return self.processor.finish(
+                        assignment,
+                        Outcome::Failed,
+                        Some(err.to_string()),
+                    )
+                }
+            }
         }
+        if let (Some(member), Some(client)) = (&assignment.organization, &self.client) {
+            let written = crate::mgmt::organizations::assign_member_roles(
+                client,
+                assigner.directory(),
+                &member.organization_id,
+                &assignment.user_id,
+                &member.missing,
+            )
+            .await;
+            match written {
+                Ok(()) => {
+                    wrote = true;
+                    for role in &member.missing {
+                        self.metrics
+                            .role_assignments
+                            .with_label_values(&[role, "organization"])
+                            .inc();
+                    }
+                    if let Some(link) = &self.ledger {
+                        let report = &assignment.report;
+                        link.record_grants_in(
+                            &self.metrics,
+                            self.processor.policy(),
+                            assigner.directory(),
+                            &assignment.user_id,
+                            Some(&member.organization_id),
+                            &member.missing,
+                            &report.rules,
+                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+                            report.log_id.as_deref().unwrap_or("-"),
+                        )
+                        .await;
+                    }
+                }
+                Err(err) => {
+                    // The tenant part is done: remember it.
+                    self.processor
+                        .dedup()
+                        .mark_assigned(&assignment.user_id, &assignment.missing);
+                    let gone = if crate::mgmt::organizations::is_member_gone(&err) {
+                        " (the user is no longer a member of the organization, or it was deleted)"
+                    } else {
+                        ""
+                    };
+                    let error = format!("{err}{gone}");
+                    return self
+                        .processor
+                        .finish(assignment, Outcome::Failed, Some(error));
+                }
+            }
+        }
+        let outcome = if wrote {
+            Outcome::Assigned
+        } else {
+            Outcome::AlreadyDone
+        };
+        self.processor.finish(assignment, outcome, None)
     }
 
     fn record(
@@ -831,6 +1061,7 @@ impl Pipeline {
         match report.outcome {
             Outcome::Assigned => tracing::info!(
                 log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
+                organization = report.organization.as_deref().unwrap_or("-"), organization_roles = ?report.organization_roles,
                 "roles assigned"
             ),
             Outcome::WouldAssign => tracing::info!(

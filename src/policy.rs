@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::event::{email_domain, Identity, LogEvent, Trigger};
 
 /// The condition keys a rule may use in `when` and `unless`.
-pub const CONDITION_KEYS: [&str; 13] = [
+pub const CONDITION_KEYS: [&str; 14] = [
     "event",
     "connection",
     "connection_id",
@@ -19,6 +19,7 @@ pub const CONDITION_KEYS: [&str; 13] = [
     "client_id",
     "client_name",
     "organization_id",
+    "organization_name",
     "provider",
     "email_domain",
     "email_verified",
@@ -27,11 +28,12 @@ pub const CONDITION_KEYS: [&str; 13] = [
 ];
 
 /// The keys a rule may have.
-const RULE_KEYS: [&str; 6] = [
+const RULE_KEYS: [&str; 7] = [
     "name",
     "when",
     "unless",
     "assign",
+    "assign_in_organization",
     "assign_client_metadata",
     "final",
 ];
@@ -41,7 +43,7 @@ const RULE_KEYS: [&str; 6] = [
 pub enum PolicyError {
     #[error("policy: unknown key `{0}` in [policy] (expected `events` or `rules`)")]
     UnknownPolicyKey(String),
-    #[error("policy.events: unknown event `{0}` (expected signup, first_login or email_verified)")]
+    #[error("policy.events: unknown event `{0}` (expected signup, first_login, email_verified or organization_member_added)")]
     UnknownEvent(String),
     #[error("policy.events: the list is empty, so no event could ever assign a role")]
     NoEvents,
@@ -51,8 +53,12 @@ pub enum PolicyError {
     UnknownRuleKey { rule: String, key: String },
     #[error("policy rule \"{rule}\": duplicate rule name (rule names must be unique)")]
     DuplicateName { rule: String },
-    #[error("policy rule \"{rule}\": `assign` is missing or empty (give `assign`, `assign_client_metadata`, or both)")]
+    #[error("policy rule \"{rule}\": `assign` is missing or empty (give `assign`, `assign_in_organization`, `assign_client_metadata`, or several)")]
     EmptyAssign { rule: String },
+    #[error("policy rule \"{rule}\": `assign_in_organization` is empty (name the roles to give in the event's organization, or leave the key out)")]
+    EmptyOrganizationAssign { rule: String },
+    #[error("policy rule \"{rule}\": `assign_in_organization` can never apply: {why} (only first_login through an organization and organization_member_added name one)")]
+    NoOrganizationEvent { rule: String, why: String },
     #[error("policy rule \"{rule}\": `assign_client_metadata` must name a client_metadata key (a non-empty string)")]
     BadClientMetadataKey { rule: String },
     #[error("policy rule \"{rule}\": `assign` contains an empty role name")]
@@ -89,6 +95,7 @@ pub struct RuleConfig {
     pub when: Option<BTreeMap<String, serde_json::Value>>,
     pub unless: Option<BTreeMap<String, serde_json::Value>>,
     pub assign: Option<Vec<String>>,
+    pub assign_in_organization: Option<Vec<String>>,
     pub assign_client_metadata: Option<serde_json::Value>,
     #[serde(rename = "final")]
     pub is_final: Option<bool>,
@@ -111,6 +118,10 @@ pub struct Rule {
     pub unless: Vec<Condition>,
     /// Roles named in the policy (resolved at start-up).
     pub assign: Vec<String>,
+    /// Tenant roles given as the member's roles in the event's organization
+    /// (`POST /api/v2/organizations/{id}/members/{user_id}/roles`). Only events that name an
+    /// organization can give them; a rule with nothing else does not apply to other events.
+    pub assign_in_organization: Vec<String>,
     /// The key of the event application's `client_metadata` whose value names a role to give.
     pub assign_client_metadata: Option<String>,
     pub is_final: bool,
@@ -142,6 +153,7 @@ pub enum Field {
     ClientId,
     ClientName,
     OrganizationId,
+    OrganizationName,
     Provider,
 }
 
@@ -155,6 +167,7 @@ impl Field {
             Field::ClientId => "client_id",
             Field::ClientName => "client_name",
             Field::OrganizationId => "organization_id",
+            Field::OrganizationName => "organization_name",
             Field::Provider => "provider",
         }
     }
@@ -168,6 +181,7 @@ impl Field {
             Field::ClientId,
             Field::ClientName,
             Field::OrganizationId,
+            Field::OrganizationName,
             Field::Provider,
         ]
         .into_iter()
@@ -219,7 +233,7 @@ impl Policy {
             return Err(PolicyError::UnknownPolicyKey(key.clone()));
         }
         let events = match &config.events {
-            None => Trigger::ALL.into_iter().collect(),
+            None => Trigger::DEFAULT.into_iter().collect(),
             Some(names) => {
                 let mut events = BTreeSet::new();
                 for name in names {
@@ -256,25 +270,64 @@ impl Policy {
                 Some(serde_json::Value::String(key)) if !key.trim().is_empty() => Some(key.clone()),
                 Some(_) => return Err(PolicyError::BadClientMetadataKey { rule: name }),
             };
-            if assign.is_empty() && assign_client_metadata.is_none() {
+            let in_organization = match &raw.assign_in_organization {
+                Some(roles) if roles.is_empty() => {
+                    return Err(PolicyError::EmptyOrganizationAssign { rule: name })
+                }
+                Some(roles) => roles.clone(),
+                None => Vec::new(),
+            };
+            if assign.is_empty() && assign_client_metadata.is_none() && in_organization.is_empty() {
                 return Err(PolicyError::EmptyAssign { rule: name });
             }
-            if assign.iter().any(|r| r.trim().is_empty()) {
+            if assign
+                .iter()
+                .chain(&in_organization)
+                .any(|r| r.trim().is_empty())
+            {
                 return Err(PolicyError::EmptyRoleName { rule: name });
             }
-            let mut unique = Vec::with_capacity(assign.len());
-            for role in assign {
-                if !unique.contains(&role) {
-                    unique.push(role);
+            let unique = |roles: Vec<String>| {
+                let mut unique = Vec::with_capacity(roles.len());
+                for role in roles {
+                    if !unique.contains(&role) {
+                        unique.push(role);
+                    }
                 }
-            }
+                unique
+            };
             let when = parse_conditions(&name, "when", raw.when.as_ref())?;
             let unless = parse_conditions(&name, "unless", raw.unless.as_ref())?;
+            if !in_organization.is_empty() {
+                let reachable: Vec<Trigger> = events
+                    .iter()
+                    .copied()
+                    .filter(|t| {
+                        when.iter().all(|c| match c {
+                            Condition::Event(named) => named.contains(t),
+                            _ => true,
+                        })
+                    })
+                    .collect();
+                if !reachable.iter().any(|t| t.may_carry_organization()) {
+                    let why = if reachable.is_empty() {
+                        "its `when.event` names no event of [policy] events".to_owned()
+                    } else {
+                        let names: Vec<&str> = reachable.iter().map(|t| t.as_str()).collect();
+                        format!(
+                            "it fires only on {}, which never name an organization",
+                            names.join(", ")
+                        )
+                    };
+                    return Err(PolicyError::NoOrganizationEvent { rule: name, why });
+                }
+            }
             rules.push(Rule {
                 name,
                 when,
                 unless,
-                assign: unique,
+                assign: unique(assign),
+                assign_in_organization: unique(in_organization),
                 assign_client_metadata,
                 is_final: raw.is_final.unwrap_or(false),
             });
@@ -317,8 +370,12 @@ impl Policy {
             let about_client = |c: &Condition| {
                 matches!(c, Condition::Field(Field::ClientId | Field::ClientName, _))
             };
-            let about_organization =
-                |c: &Condition| matches!(c, Condition::Field(Field::OrganizationId, _));
+            let about_organization = |c: &Condition| {
+                matches!(
+                    c,
+                    Condition::Field(Field::OrganizationId | Field::OrganizationName, _)
+                )
+            };
             let mut on_sv = Vec::new();
             if rule.when.iter().any(about_client) {
                 on_sv.push("a `when` on the application does not match");
@@ -337,6 +394,14 @@ impl Policy {
                     "rule \"{}\" tests the application or organization but can fire on email_verified events, which Auth0 logs against \"All Applications\" with no organization: there {}",
                     rule.name,
                     on_sv.join(", ")
+                ));
+            }
+            if !rule.assign_in_organization.is_empty()
+                && !self.handles(Trigger::OrganizationMemberAdded)
+            {
+                warnings.push(format!(
+                    "rule \"{}\" gives roles in an organization but organization_member_added is not in [policy] events: only first logins through an organization give them, members added otherwise (auto-membership, the Management API) get theirs from `reconcile`",
+                    rule.name
                 ));
             }
             let later: Vec<&str> = self.rules[i + 1..]
@@ -364,8 +429,16 @@ impl Policy {
     pub fn role_names(&self) -> BTreeSet<String> {
         self.rules
             .iter()
-            .flat_map(|r| r.assign.iter().cloned())
+            .flat_map(|r| r.assign.iter().chain(&r.assign_in_organization).cloned())
             .collect()
+    }
+
+    /// Whether some rule gives roles in an organization (`assign_in_organization`): the
+    /// service then writes organization member roles, and `reconcile` reads organizations.
+    pub fn uses_organizations(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !r.assign_in_organization.is_empty())
     }
 
     /// Whether some rule gives the role an application's `client_metadata` names (the service
@@ -445,6 +518,44 @@ impl Policy {
         self.evaluate_facts(&facts)
     }
 
+    /// Judges an existing member of an organization (`reconcile`) as if each trigger the policy
+    /// handles that can name an organization (`first_login`, `organization_member_added`) had
+    /// happened in it: like [`Policy::evaluate_existing`], but `organization_id` and
+    /// `organization_name` are known. Only the decision's `organization_roles` concern the
+    /// membership (tenant roles are the users' pass).
+    pub fn evaluate_member(
+        &self,
+        user_id: &str,
+        profile: &Profile,
+        organization_id: &str,
+        organization_name: Option<&str>,
+    ) -> Evaluation {
+        let triggers: Vec<Trigger> = self
+            .events
+            .iter()
+            .copied()
+            .filter(|t| t.may_carry_organization())
+            .collect();
+        if triggers.is_empty() {
+            return Evaluation::NoRule(Vec::new());
+        }
+        let event = LogEvent {
+            event_type: String::new(),
+            user_id: Some(user_id.to_owned()),
+            organization_id: Some(organization_id.to_owned()),
+            organization_name: organization_name.map(str::to_owned),
+            ..LogEvent::default()
+        };
+        let facts = Facts {
+            triggers,
+            event: &event,
+            profile: Some(profile),
+            read_done: true,
+            existing: true,
+        };
+        self.evaluate_facts(&facts)
+    }
+
     /// The rules `reconcile` does not apply to existing users, and why (`check` prints them).
     pub fn skipped_for_existing_users(&self) -> Vec<(String, String)> {
         let mut skipped = Vec::new();
@@ -464,6 +575,12 @@ impl Policy {
                         login_keys.join(" and ")
                     ),
                 ));
+            } else if rule.assign.is_empty() && !rule.assign_in_organization.is_empty() {
+                skipped.push((
+                    rule.name.clone(),
+                    "gives roles only in an organization (reconcile judges each organization's members for it)"
+                        .to_owned(),
+                ));
             } else if rule.assign_client_metadata.is_some() && rule.assign.is_empty() {
                 skipped.push((
                     rule.name.clone(),
@@ -476,6 +593,7 @@ impl Policy {
 
     fn evaluate_facts(&self, facts: &Facts<'_>) -> Evaluation {
         let mut roles: Vec<String> = Vec::new();
+        let mut organization_roles: Vec<String> = Vec::new();
         let mut client_roles: Vec<ClientRole> = Vec::new();
         let mut matched = Vec::new();
         let mut pending: Vec<Undecided> = Vec::new();
@@ -495,7 +613,17 @@ impl Policy {
                 key: ASSIGN_CLIENT_METADATA,
             })
         };
+        let in_organization = facts.event.organization().is_some();
         for rule in &self.rules {
+            // A rule that only gives roles in an organization does not apply to an event that
+            // names none (a signup, a login outside any organization): not even as final.
+            if !in_organization
+                && rule.assign.is_empty()
+                && rule.assign_client_metadata.is_none()
+                && !rule.assign_in_organization.is_empty()
+            {
+                continue;
+            }
             match rule.matches(facts) {
                 Truth::False => {}
                 Truth::Unknown(keys) => {
@@ -546,6 +674,13 @@ impl Policy {
                             roles.push(role.clone());
                         }
                     }
+                    if in_organization {
+                        for role in &rule.assign_in_organization {
+                            if !organization_roles.contains(role) {
+                                organization_roles.push(role.clone());
+                            }
+                        }
+                    }
                     if rule.is_final {
                         break;
                     }
@@ -560,6 +695,7 @@ impl Policy {
         } else {
             Evaluation::Assign(Decision {
                 roles,
+                organization_roles,
                 rules: matched,
                 client_roles,
                 skipped,
@@ -589,6 +725,9 @@ pub enum Evaluation {
 pub struct Decision {
     /// Roles the policy names.
     pub roles: Vec<String>,
+    /// Roles to give as the member's roles in the event's organization
+    /// (`assign_in_organization`; empty when the event names no organization).
+    pub organization_roles: Vec<String>,
     pub rules: Vec<String>,
     /// Role names read from the application's `client_metadata`: the caller checks that the
     /// tenant has them before assigning.
@@ -730,6 +869,7 @@ impl<'a> Facts<'a> {
             Field::ClientId => e.client_id.as_deref(),
             Field::ClientName => e.client_name.as_deref(),
             Field::OrganizationId => e.organization_id.as_deref(),
+            Field::OrganizationName => e.organization_name.as_deref(),
             Field::Provider => e.provider(),
         };
         value.filter(|v| !v.is_empty())
@@ -755,10 +895,20 @@ impl<'a> Facts<'a> {
     fn field(&self, field: Field) -> Result<&'a str, Missing> {
         let login_only = matches!(
             field,
-            Field::ConnectionId | Field::ClientId | Field::ClientName | Field::OrganizationId
+            Field::ConnectionId
+                | Field::ClientId
+                | Field::ClientName
+                | Field::OrganizationId
+                | Field::OrganizationName
         );
-        // An existing user has no login: only the user id (the provider) is known.
-        if !self.existing || field == Field::Provider {
+        // An existing user has no login: only the user id (the provider) is known, and, for a
+        // member of an organization, the organization.
+        if !self.existing
+            || matches!(
+                field,
+                Field::Provider | Field::OrganizationId | Field::OrganizationName
+            )
+        {
             if let Some(value) = self.event_field(field) {
                 return Ok(value);
             }
@@ -860,7 +1010,11 @@ impl Condition {
         matches!(
             self,
             Condition::Field(
-                Field::ConnectionId | Field::ClientId | Field::ClientName | Field::OrganizationId,
+                Field::ConnectionId
+                    | Field::ClientId
+                    | Field::ClientName
+                    | Field::OrganizationId
+                    | Field::OrganizationName,
                 _
             )
         )
@@ -901,7 +1055,10 @@ impl Rule {
             matches!(
                 c,
                 Condition::Field(
-                    Field::ClientId | Field::ClientName | Field::OrganizationId,
+                    Field::ClientId
+                        | Field::ClientName
+                        | Field::OrganizationId
+                        | Field::OrganizationName,
                     _
                 )
             )
@@ -956,6 +1113,12 @@ impl fmt::Display for Rule {
         if let Some(key) = &self.assign_client_metadata {
             parts.push(format!(
                 "the role the application's client_metadata.{key} names"
+            ));
+        }
+        if !self.assign_in_organization.is_empty() {
+            parts.push(format!(
+                "in the event's organization: {}",
+                self.assign_in_organization.join(", ")
             ));
         }
         write!(f, "  assign: {}", parts.join(" + "))

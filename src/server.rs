@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::mgmt::MgmtClient;
 use crate::pipeline::SourceKind;
@@ -28,6 +29,8 @@ pub struct Health {
     source_kind: SourceKind,
     /// The Management API client, once connected: asked whether its calls are failing.
     client: OnceLock<MgmtClient>,
+    /// The grants ledger, once open: asked whether its database fails.
+    ledger: OnceLock<Ledger>,
 }
 
 impl Health {
@@ -37,6 +40,7 @@ impl Health {
             source: AtomicBool::new(false),
             source_kind,
             client: OnceLock::new(),
+            ledger: OnceLock::new(),
         })
     }
 
@@ -44,6 +48,11 @@ impl Health {
     pub fn tenant_connected(&self, client: &MgmtClient) {
         let _ = self.client.set(client.clone());
         self.tenant.store(true, Ordering::SeqCst);
+    }
+
+    /// The ledger is open.
+    pub fn ledger_connected(&self, ledger: &Ledger) {
+        let _ = self.ledger.set(ledger.clone());
     }
 
     /// Whether the source is consuming.
@@ -77,6 +86,11 @@ impl Health {
                         .to_owned(),
                 );
             }
+        }
+        if let Some(said) = self.ledger.get().and_then(|l| l.fault().blocked()) {
+            reasons.push(format!(
+                "the ledger fails: {said}; to fix: bring its database back or fix [ledger] url (events wait, intake paused, nothing lost)"
+            ));
         }
         reasons
     }

@@ -4,6 +4,7 @@
 pub mod action;
 pub mod check;
 pub mod demo;
+pub mod explain;
 pub mod reconcile;
 pub mod replay;
 pub mod serve;

@@ -28,6 +28,18 @@ pub struct ReconcileArgs {
     /// Journal of an apply: an interrupted apply resumes from it.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Also plan (and with --apply, remove) the roles this service granted that the current
+    /// policy no longer gives (needs [ledger]); roles it did not grant are never removed.
+    #[arg(long)]
+    pub revoke: bool,
+    /// Give back the roles this service granted that someone removed since, when the policy
+    /// still gives them (needs [ledger]); without it they are left removed.
+    #[arg(long)]
+    pub restore: bool,
+    /// With --revoke --apply: remove nothing (exit 2) when more (user, role) pairs than this
+    /// are to be taken back.
+    #[arg(long, default_value_t = reconcile::MAX_REVOCATIONS)]
+    pub max_revocations: usize,
 }
 
 pub async fn run(args: ReconcileArgs) -> u8 {
@@ -42,6 +54,9 @@ pub async fn run(args: ReconcileArgs) -> u8 {
         rate_share: args.rate_share,
         state: args.state,
         polling: reconcile::export::Polling::default(),
+        revoke: args.revoke,
+        restore: args.restore,
+        max_revocations: args.max_revocations,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -267,7 +267,10 @@ impl MgmtClient {
         // A 429 is flow control: every Management API call waits as long as this one (the
         // tenant's bucket is shared), and nothing pauses or turns not ready.
         if matches!(why, Transient::RateLimited(_)) {
-            if operation != Operation::Token {
+            if operation == Operation::AssignOrganizationMemberRoles {
+                // Organization member role writes have a bucket of their own: only they wait.
+                self.inner.organizations.hold_for(delay);
+            } else if operation != Operation::Token {
                 self.hold_calls_for(delay);
             }
         } else {

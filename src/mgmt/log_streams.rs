@@ -114,18 +114,20 @@ impl LogStream {
 }
 
 /// The log category that carries a trigger's events: `ss` is Signup - Success, `s`, `scoa` and
-/// `sens` are Login - Success, `sv` is a user success event.
-pub fn category_of(trigger: Trigger) -> &'static str {
+/// `sens` are Login - Success, `sv` is a user success event. `organization_member_added` comes
+/// from Event Streams only: no log category carries it.
+pub fn category_of(trigger: Trigger) -> Option<&'static str> {
     match trigger {
-        Trigger::Signup => "auth.signup.success",
-        Trigger::FirstLogin => "auth.login.success",
-        Trigger::EmailVerified => "user.success",
+        Trigger::Signup => Some("auth.signup.success"),
+        Trigger::FirstLogin => Some("auth.login.success"),
+        Trigger::EmailVerified => Some("user.success"),
+        Trigger::OrganizationMemberAdded => None,
     }
 }
 
 /// Exactly the categories the policy's triggers need.
 pub fn categories_for(policy: &Policy) -> BTreeSet<&'static str> {
-    policy.events().map(category_of).collect()
+    policy.events().filter_map(category_of).collect()
 }
 
 /// The PII fields (in Auth0's `log_fields` terms) the policy reads from an event: the email

@@ -7,6 +7,7 @@ mod clients;
 mod faults;
 pub mod log_streams;
 pub mod logs;
+pub mod organizations;
 mod roles;
 mod token;
 
@@ -55,6 +56,10 @@ pub struct Auth0Settings {
     /// The name of the tenant's log stream this service consumes (`doctor` judges it,
     /// `setup log-stream` creates it); `None`: the default name `setup` gives.
     pub log_stream: Option<String>,
+    /// Organization member role writes per minute (their own bucket at Auth0).
+    pub organization_roles_per_minute: u32,
+    /// Burst of organization member role writes.
+    pub organization_roles_burst: u32,
 }
 
 impl Auth0Settings {
@@ -154,6 +159,15 @@ pub enum Operation {
     GetLogStream,
     /// `GET /api/v2/logs` (the `auth0_logs` source and the backstop).
     GetLogs,
+    /// `POST /api/v2/organizations/{id}/members/{user_id}/roles`: through the organization
+    /// member roles limiter, then the tenant's.
+    AssignOrganizationMemberRoles,
+    /// `GET /api/v2/organizations` (`reconcile`).
+    GetOrganizations,
+    /// `GET /api/v2/organizations/{id}/members` (`reconcile`).
+    GetOrganizationMembers,
+    /// `DELETE /api/v2/users/{id}/roles` (`reconcile --revoke --apply`).
+    RemoveUserRoles,
 }
 
 impl Operation {
@@ -174,6 +188,10 @@ impl Operation {
             Operation::UpdateLogStream => "update_log_stream",
             Operation::GetLogStream => "get_log_stream",
             Operation::GetLogs => "get_logs",
+            Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
+            Operation::GetOrganizations => "get_organizations",
+            Operation::GetOrganizationMembers => "get_organization_members",
+            Operation::RemoveUserRoles => "remove_user_roles",
         }
     }
 }
@@ -195,10 +213,14 @@ impl CallStats {
     }
     /// Calls that wrote role assignments.
     pub fn writes(&self) -> u64 {
-        [Operation::AssignUserRoles, Operation::AssignRoleUsers]
-            .iter()
-            .filter_map(|op| self.calls.get(op))
-            .sum()
+        [
+            Operation::AssignUserRoles,
+            Operation::AssignRoleUsers,
+            Operation::AssignOrganizationMemberRoles,
+        ]
+        .iter()
+        .filter_map(|op| self.calls.get(op))
+        .sum()
     }
 }
 
@@ -289,6 +311,8 @@ struct Inner {
     settings: ClientSettings,
     token: TokenCache,
     limiter: DefaultDirectRateLimiter,
+    /// Organization member role writes: their own limiter and 429 hold.
+    organizations: organizations::OrganizationBucket,
     metrics: Arc<Metrics>,
     stats: Mutex<CallStats>,
     /// Set while calls fail transiently and are being retried; cleared by the next answer.
@@ -351,6 +375,7 @@ impl MgmtClient {
                 http,
                 token: TokenCache::new(),
                 limiter: RateLimiter::direct(quota),
+                organizations: organizations::OrganizationBucket::new(),
                 metrics,
                 stats: Mutex::new(CallStats::default()),
                 failing: AtomicBool::new(false),
@@ -451,6 +476,9 @@ impl MgmtClient {
                 }
                 Err(err) => return Err(err),
             };
+            if operation == Operation::AssignOrganizationMemberRoles {
+                self.wait_for_organization_bucket().await;
+            }
             let waited = Instant::now();
             self.wait_out_rate_limit().await;
             if let Some(pace) = options.pace {
@@ -492,8 +520,11 @@ impl MgmtClient {
                 }
             };
             self.count(operation, status.as_str(), started.elapsed());
-            if let Some(remaining) = headers
-                .get("x-ratelimit-remaining")
+            // A member role write's headers describe its own bucket, not the tenant's.
+            let tenant_bucket = operation != Operation::AssignOrganizationMemberRoles;
+            if let Some(remaining) = tenant_bucket
+                .then_some(&headers)
+                .and_then(|headers| headers.get("x-ratelimit-remaining"))
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i64>().ok())
             {
@@ -662,6 +693,26 @@ impl MgmtClient {
         expect_status(Operation::AssignUserRoles, answer.status, &[204, 200])
     }
 
+    /// `DELETE /api/v2/users/{id}/roles` with every role at once (204, also for roles the user
+    /// does not hold: the call is idempotent); a 404 means the user does not exist.
+    pub async fn remove_user_roles(
+        &self,
+        user_id: &str,
+        role_ids: &[String],
+    ) -> Result<(), MgmtError> {
+        let path = format!("/api/v2/users/{}/roles", encode_path_segment(user_id));
+        let body = serde_json::json!({ "roles": role_ids });
+        let answer = self
+            .request(
+                Operation::RemoveUserRoles,
+                Method::DELETE,
+                &path,
+                Some(&body),
+            )
+            .await?;
+        expect_status(Operation::RemoveUserRoles, answer.status, &[204, 200])
+    }
+
     /// `POST /api/v2/roles/{id}/users` (200 `{}`); a 404 means some user does not exist and
     /// nobody was assigned.
     pub async fn assign_role_users(
@@ -791,6 +842,10 @@ pub async fn connect(
     metrics: Arc<Metrics>,
 ) -> Result<(MgmtClient, RoleAssigner), MgmtError> {
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
+    client.set_organization_limit(
+        auth0.organization_roles_per_minute,
+        auth0.organization_roles_burst,
+    );
     client.ensure_token().await?;
     let directory = Arc::new(RoleDirectory::resolve(&client, role_names).await?);
     directory.wait_while_missing();

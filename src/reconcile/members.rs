@@ -68,6 +68,9 @@ impl UserSet {
 pub struct Memberships {
     pub by_role: BTreeMap<String, UserSet>,
     pub others: Option<UserSet>,
+    /// Members of the roles the ledger holds grants of that the policy no longer names, by
+    /// role id (read only for `--revoke`).
+    pub by_role_id: BTreeMap<String, UserSet>,
 }
 
 impl Memberships {
@@ -97,16 +100,35 @@ impl Memberships {
         held
     }
 
+    /// Whether `user_id` holds the role of id `role_id` named `name`: through the policy's
+    /// role of that name when it still has that id, else through the roles listed by id.
+    pub fn holds_id(
+        &self,
+        user_id: &str,
+        role_id: &str,
+        name: &str,
+        ids: &BTreeMap<String, String>,
+    ) -> bool {
+        if ids.get(name).is_some_and(|id| id == role_id) {
+            return self.holds(user_id, name);
+        }
+        self.by_role_id
+            .get(role_id)
+            .is_some_and(|set| set.contains(user_id))
+    }
+
     /// Members counted over every set.
     pub fn members(&self) -> usize {
         self.by_role.values().map(UserSet::len).sum::<usize>()
             + self.others.as_ref().map_or(0, UserSet::len)
+            + self.by_role_id.values().map(UserSet::len).sum::<usize>()
     }
 
     /// Bytes held by every set.
     pub fn bytes(&self) -> usize {
         self.by_role.values().map(UserSet::bytes).sum::<usize>()
             + self.others.as_ref().map_or(0, UserSet::bytes)
+            + self.by_role_id.values().map(UserSet::bytes).sum::<usize>()
     }
 }
 

@@ -6,6 +6,8 @@
 
 pub mod export;
 pub mod members;
+pub mod organizations;
+pub mod revoke;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,14 +28,15 @@ use crate::policy::{Evaluation, Policy};
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 
+use crate::ledger::{Grant, Ledger};
 use export::{ExportError, Polling, Users};
 use members::{Memberships, UserSet};
 use state::{Entry, Journal, Resume};
 
 /// Bulk writes in flight at once (the limiter paces them; this hides their latency).
-const WRITERS: usize = 4;
+pub(crate) const WRITERS: usize = 4;
 /// Failed users listed in the summary at most (all are in the state file).
-const FAILED_SHOWN: usize = 50;
+pub(crate) const FAILED_SHOWN: usize = 50;
 /// Bad export lines whose numbers the summary lists at most.
 const BAD_LINES_SHOWN: usize = 10;
 /// A failed part of at most this many users is retried one user at a time, not halved.
@@ -65,7 +68,19 @@ pub struct Request {
     pub state: Option<PathBuf>,
     /// How the export job is awaited.
     pub polling: Polling,
+    /// Also take back the ledger's grants the policy no longer gives (needs `[ledger]`).
+    pub revoke: bool,
+    /// Give back the ledger's grants someone removed that the policy still gives (needs
+    /// `[ledger]`); without it such roles are left removed.
+    pub restore: bool,
+    /// An apply removing more (user, role) pairs than this removes none and stops (exit 2).
+    pub max_revocations: usize,
 }
+
+/// `--max-revocations` by default.
+pub const MAX_REVOCATIONS: usize = 100;
+/// Users whose standing grants are read from the ledger in one query.
+const LEDGER_CHUNK: usize = 500;
 
 /// The rate and burst a share `F` of the tenant's gets: `requests_per_second × F` and
 /// `⌊burst × F⌋` (at least 1). `F` outside (0, 1] is refused.
@@ -85,6 +100,11 @@ struct PlanLine<'a> {
     user_id: &'a str,
     roles: &'a [String],
     rules: &'a [String],
+    /// Roles to take back (`--revoke`), and the rules that had granted them.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    remove: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    remove_rules: &'a [String],
 }
 
 /// Counts of a finished (or interrupted) reconcile.
@@ -129,6 +149,29 @@ pub struct Summary {
     /// a batch's task died): not journaled, so the next run writes them again.
     pub abandoned_batches: u64,
     pub abandoned_pairs: u64,
+    /// The ledger in use (`[ledger]`), if any.
+    pub ledger: Option<String>,
+    /// Pairs the policy gives that the ledger says this service granted and someone removed
+    /// since: left removed (`--restore` gives them back), by role.
+    pub left_removed_by_role: BTreeMap<String, u64>,
+    /// Of the pairs to add, those given back on purpose (`--restore`).
+    pub restored: u64,
+    pub revoke: bool,
+    /// Users with a grant to take back, and those (user, role) pairs by role.
+    pub users_to_revoke: u64,
+    pub revocations_by_role: BTreeMap<String, u64>,
+    /// Standing grants kept only because a rule that could give them stayed undecided.
+    pub kept_undecided: BTreeMap<String, u64>,
+    /// Standing grants the policy no longer gives whose role the user no longer holds.
+    pub revoked_elsewhere: u64,
+    /// Pairs removed by `--apply`, by role.
+    pub removed_by_role: BTreeMap<String, u64>,
+    /// `--apply` planned more removals than `--max-revocations` and removed none.
+    pub revocations_refused: Option<(u64, usize)>,
+    /// (user, error) of every removal that failed.
+    pub removal_failed: Vec<(String, String)>,
+    /// The ledger failed to record what was written: the run stopped (exit 1).
+    pub ledger_failed: Option<String>,
 }
 
 impl Summary {
@@ -198,6 +241,64 @@ impl Summary {
                 out,
                 "undecided for {n} users: {label} (rule not applied to them)"
             )?;
+        }
+        if let Some(ledger) = &self.ledger {
+            writeln!(out, "ledger: {ledger}")?;
+        }
+        for (role, n) in &self.left_removed_by_role {
+            writeln!(
+                out,
+                "left removed: {role:<14} {n} users (granted by this service, removed since by someone else; --restore gives them back)"
+            )?;
+        }
+        if self.restored > 0 {
+            writeln!(
+                out,
+                "restored: {} of the pairs to add were granted before and removed since (--restore)",
+                self.restored
+            )?;
+        }
+        if self.revoke {
+            writeln!(
+                out,
+                "to remove: {} users holding {} (user, role) pairs this service granted and the policy no longer gives",
+                self.users_to_revoke,
+                self.revocations_by_role.values().sum::<u64>()
+            )?;
+            for (role, n) in &self.revocations_by_role {
+                writeln!(out, "  {role:<20} {n} users")?;
+            }
+            for (label, n) in &self.kept_undecided {
+                writeln!(
+                    out,
+                    "kept for {n} users: undecided {label} (an undecided rule never removes)"
+                )?;
+            }
+            if self.revoked_elsewhere > 0 {
+                writeln!(
+                    out,
+                    "already gone: {} pairs the policy no longer gives were removed by someone else",
+                    self.revoked_elsewhere
+                )?;
+            }
+        }
+        if let Some((planned, max)) = self.revocations_refused {
+            writeln!(
+                out,
+                "removed: none: {planned} pairs to remove are more than --max-revocations {max}; check the plan (--output jsonl) and raise --max-revocations to apply it"
+            )?;
+        } else if self.apply && self.revoke {
+            writeln!(
+                out,
+                "removed: {} pairs",
+                self.removed_by_role.values().sum::<u64>()
+            )?;
+            for (role, n) in &self.removed_by_role {
+                writeln!(out, "  {role:<20} {n} users")?;
+            }
+        }
+        for (user, error) in &self.removal_failed {
+            writeln!(out, "  could not remove: user_id={user} error={error}")?;
         }
         if self.apply {
             writeln!(
@@ -280,16 +381,42 @@ pub async fn run(
         .map_err(StartError::Config)?;
     auth0.requests_per_second = rate;
     auth0.burst = burst;
+    if (request.revoke || request.restore) && config.ledger.is_none() {
+        let flag = if request.revoke {
+            "--revoke"
+        } else {
+            "--restore"
+        };
+        return Err(StartError::Config(format!(
+            "reconcile {flag} needs a ledger of what this service granted: set [ledger] url (see docs/ledger.md)"
+        )));
+    }
     let secret = auth0.client_secret(env)?;
     let policy: &Policy = &config.policy;
     let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
         .map_err(StartError::Mgmt)?;
+    // Organization member role writes: the same share of their own bucket.
+    let (org_rate, org_burst) = share_rate(
+        f64::from(auth0.organization_roles_per_minute),
+        auth0.organization_roles_burst,
+        request.rate_share,
+    )
+    .map_err(StartError::Config)?;
+    client.set_organization_limit((org_rate as u32).max(1), org_burst);
     let directory = Arc::new(
         or_stop(&shutdown, async {
             client.ensure_token().await.map_err(StartError::Mgmt)?;
             if request.apply {
                 require_write_scope(&client).await?;
+                if request.revoke {
+                    revoke::require_remove_scope(&client).await?;
+                }
+            }
+            if policy.uses_organizations() {
+                organizations::require_scopes(&client, request.apply)
+                    .await
+                    .map_err(StartError::Mgmt)?;
             }
             RoleDirectory::resolve(&client, policy.role_names())
                 .await
@@ -298,6 +425,18 @@ pub async fn run(
         .await?,
     );
     let role_ids = directory.all();
+    let ledger = match &config.ledger {
+        Some(settings) => Some(
+            or_stop(&shutdown, async {
+                Ledger::open(settings, "reconcile")
+                    .await
+                    .map_err(|e| StartError::Config(e.to_string()))
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let fingerprint = config.policy_fingerprint.clone();
     tracing::info!(
         requests_per_second = rate,
         burst,
@@ -332,6 +471,8 @@ pub async fn run(
     let resume = resume.unwrap_or_default();
     let mut summary = Summary {
         apply: request.apply,
+        revoke: request.revoke,
+        ledger: ledger.as_ref().map(Ledger::describe),
         rules_skipped: policy.skipped_for_existing_users(),
         resumed_batches: resume.batches,
         resumed_pairs: resume.finished.values().map(Vec::len).sum(),
@@ -362,13 +503,31 @@ pub async fn run(
     };
 
     progress.update(|| "listing role members".to_owned());
-    let memberships = or_stop(
+    let mut memberships = or_stop(
         &shutdown,
         list_memberships(&client, policy, &role_ids, &resume, &mut progress),
     )
     .await?;
+    if let (Some(ledger), true) = (&ledger, request.revoke) {
+        or_stop(
+            &shutdown,
+            revoke::list_ledger_roles(&client, ledger, &role_ids, &mut memberships, &mut progress),
+        )
+        .await?;
+    }
     summary.members_listed = memberships.members();
     summary.membership_bytes = memberships.bytes();
+    let mut org_pass = match policy.uses_organizations() {
+        true => Some(
+            or_stop(&shutdown, async {
+                organizations::OrganizationPass::list(&client)
+                    .await
+                    .map_err(StartError::Mgmt)
+            })
+            .await?,
+        ),
+        false => None,
+    };
     // From here on, a refused service (revoked credentials, a scope taken away) makes calls
     // wait as `run` does, instead of ending the run.
     client.start_serving();
@@ -419,8 +578,18 @@ pub async fn run(
     let jsonl = request.output == Output::Jsonl;
     let batch_max = auth0.batch_max_users.max(1);
     let mut buffers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut writers = Writers::new(client.clone(), Arc::clone(&directory));
+    let mut writers = Writers::new(
+        client.clone(),
+        Arc::clone(&directory),
+        ledger.clone(),
+        fingerprint.clone(),
+    );
     let uses_has_roles = policy.uses_has_roles();
+    // Users are read a chunk at a time, so that the ledger answers for a chunk in one query.
+    let mut chunk: std::collections::VecDeque<export::ExportUser> = Default::default();
+    let mut standing: HashMap<String, Vec<Grant>> = HashMap::new();
+    let mut removals: Vec<(String, Vec<revoke::Removal>)> = Vec::new();
+    let mut removal_pairs: u64 = 0;
     'scan: loop {
         if shutdown.is_triggered() {
             summary.interrupted = true;
@@ -431,38 +600,122 @@ pub async fn run(
         if summary.interrupted {
             break;
         }
-        let next = users
-            .next_user()
-            .map_err(|e| StartError::Reconcile(format!("cannot read the export: {e}")))?;
-        let Some(user) = next else { break };
-        let user = match user {
-            Ok(user) => user,
-            Err(line) => {
-                summary.bad_lines += 1;
-                if summary.first_bad_lines.len() < BAD_LINES_SHOWN {
-                    summary.first_bad_lines.push(line);
+        if chunk.is_empty() {
+            while chunk.len() < LEDGER_CHUNK {
+                let next = users
+                    .next_user()
+                    .map_err(|e| StartError::Reconcile(format!("cannot read the export: {e}")))?;
+                match next {
+                    None => break,
+                    Some(Ok(user)) => chunk.push_back(user),
+                    Some(Err(line)) => {
+                        summary.bad_lines += 1;
+                        if summary.first_bad_lines.len() < BAD_LINES_SHOWN {
+                            summary.first_bad_lines.push(line);
+                        }
+                    }
                 }
-                continue;
             }
-        };
+            if let (Some(ledger), false) = (&ledger, chunk.is_empty()) {
+                let ids: Vec<&str> = chunk.iter().map(|u| u.user_id.as_str()).collect();
+                standing = ledger
+                    .granted(&ids)
+                    .await
+                    .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+            }
+        }
+        let Some(user) = chunk.pop_front() else { break };
         summary.users_scanned += 1;
         let mut profile = user.profile;
         if uses_has_roles {
             profile.roles = Some(memberships.held_role_ids(&user.user_id, &role_ids));
         }
-        let (roles, rules, skipped) = match policy.evaluate_existing(&user.user_id, &profile) {
-            Evaluation::Assign(decision) => (decision.roles, decision.rules, decision.skipped),
+        if let Some(pass) = &mut org_pass {
+            let lines = jsonl.then_some(&mut *out as &mut dyn Write);
+            pass.judge(policy, &directory, &user.user_id, &profile, lines)?;
+        }
+        let evaluation = policy.evaluate_existing(&user.user_id, &profile);
+        let (roles, rules, skipped) = match &evaluation {
+            Evaluation::Assign(decision) => (
+                decision.roles.clone(),
+                decision.rules.clone(),
+                decision.skipped.as_slice(),
+            ),
             Evaluation::NoRule(skipped) | Evaluation::NeedsProfile(skipped) => {
-                (Vec::new(), Vec::new(), skipped)
+                (Vec::new(), Vec::new(), skipped.as_slice())
             }
         };
         for undecided in skipped {
             *summary.undecided.entry(undecided.label()).or_default() += 1;
         }
-        let missing: Vec<String> = roles
+        // Tenant roles only: an organization's member roles are judged apart.
+        let grants: Vec<Grant> = standing
+            .remove(&user.user_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| g.organization_id.is_none())
+            .collect();
+        let mut missing: Vec<String> = roles
             .into_iter()
             .filter(|role| !memberships.holds(&user.user_id, role))
             .collect();
+        if !grants.is_empty() {
+            // Granted by this service and missing now: someone removed it. Never fought,
+            // unless --restore asks for it back.
+            missing.retain(|role| {
+                let granted = role_ids
+                    .get(role)
+                    .is_some_and(|id| grants.iter().any(|g| &g.role_id == id));
+                if !granted {
+                    true
+                } else if request.restore {
+                    summary.restored += 1;
+                    true
+                } else {
+                    *summary
+                        .left_removed_by_role
+                        .entry(role.clone())
+                        .or_default() += 1;
+                    false
+                }
+            });
+        }
+        let (remove, remove_rules) = if request.revoke && !grants.is_empty() {
+            let views: Vec<revoke::Standing> = grants
+                .iter()
+                .map(|g| revoke::Standing {
+                    role_id: g.role_id.clone(),
+                    role_name: g.role_name.clone(),
+                    rule: g.rule.clone(),
+                })
+                .collect();
+            let judged = revoke::judge(policy, &evaluation, &views, |g| {
+                memberships.holds_id(&user.user_id, &g.role_id, &g.role_name, &role_ids)
+            });
+            for label in judged.kept_undecided {
+                *summary.kept_undecided.entry(label).or_default() += 1;
+            }
+            summary.revoked_elsewhere += judged.already_gone as u64;
+            let names: Vec<String> = judged.removals.iter().map(|r| r.role.clone()).collect();
+            let mut by: Vec<String> = judged.removals.iter().map(|r| r.rule.clone()).collect();
+            by.dedup();
+            if !judged.removals.is_empty() {
+                summary.users_to_revoke += 1;
+                for removal in &judged.removals {
+                    *summary
+                        .revocations_by_role
+                        .entry(removal.role.clone())
+                        .or_default() += 1;
+                }
+                removal_pairs += judged.removals.len() as u64;
+                if request.apply && removal_pairs <= request.max_revocations as u64 {
+                    removals.push((user.user_id.clone(), judged.removals));
+                }
+            }
+            (names, by)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         if summary.users_scanned % 1000 == 0 {
             let (scanned, pairs, added) =
                 (summary.users_scanned, summary.pairs(), summary.assigned());
@@ -472,10 +725,12 @@ pub async fn run(
             // signal handler) need the scan to step aside now and then.
             tokio::task::yield_now().await;
         }
-        if missing.is_empty() {
+        if missing.is_empty() && remove.is_empty() {
             continue;
         }
-        summary.users_missing += 1;
+        if !missing.is_empty() {
+            summary.users_missing += 1;
+        }
         for role in &missing {
             *summary.pairs_by_role.entry(role.clone()).or_default() += 1;
         }
@@ -484,12 +739,22 @@ pub async fn run(
                 user_id: &user.user_id,
                 roles: &missing,
                 rules: &rules,
+                remove: &remove,
+                remove_rules: &remove_rules,
             };
             serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
         }
         if request.apply {
             for role in missing {
+                if ledger.is_some() {
+                    let rule = rule_giving(policy, &rules, &role);
+                    writers
+                        .rules
+                        .entry(role.clone())
+                        .or_default()
+                        .insert(user.user_id.clone(), rule);
+                }
                 let buffer = buffers.entry(role.clone()).or_default();
                 buffer.push(user.user_id.clone());
                 if buffer.len() >= batch_max {
@@ -525,6 +790,25 @@ pub async fn run(
     writers
         .drain(&shutdown, &mut summary, &mut journal, &mut progress)
         .await?;
+    if let Some(pass) = &mut org_pass {
+        if request.apply && !summary.interrupted && summary.stopped_by.is_none() {
+            progress.update(|| "writing organization member roles".to_owned());
+            pass.apply(&client, &directory).await;
+        }
+        summary.failed_total += pass.failed_total;
+    }
+    if let (Some(ledger), true, false) = (
+        &ledger,
+        request.apply && request.revoke,
+        summary.interrupted,
+    ) {
+        if removal_pairs > request.max_revocations as u64 {
+            summary.revocations_refused = Some((removal_pairs, request.max_revocations));
+        } else if !removals.is_empty() {
+            progress.update(|| format!("taking back {removal_pairs} roles"));
+            revoke::apply_removals(&client, ledger, removals, &shutdown, &mut summary).await?;
+        }
+    }
     if let (Some(journal), false) = (&mut journal, summary.interrupted) {
         journal
             .record(&Entry::Done)
@@ -544,9 +828,23 @@ pub async fn run(
         Output::Summary => summary.write_to(out)?,
         Output::Jsonl => summary.write_to(err)?,
     }
+    if let Some(pass) = &org_pass {
+        match request.output {
+            Output::Summary => pass.write_to(out, request.apply)?,
+            Output::Jsonl => pass.write_to(err, request.apply)?,
+        }
+    }
     out.flush()?;
     if let Some(err) = summary.stopped_by.take() {
         return Err(StartError::Mgmt(err));
+    }
+    if let Some(err) = summary.ledger_failed.take() {
+        return Err(StartError::Reconcile(err));
+    }
+    if let Some((planned, max)) = summary.revocations_refused {
+        return Err(StartError::Config(format!(
+            "{planned} (user, role) pairs to take back, more than --max-revocations {max}: none was removed (the roles to add were added); check the plan with --revoke --output jsonl, then raise --max-revocations"
+        )));
     }
     Ok(if summary.interrupted {
         1
@@ -711,6 +1009,8 @@ struct BatchDone {
     /// A fault of the service, not of a user (the role deleted mid-run): the run stops; a new
     /// run resumes.
     fatal: Option<MgmtError>,
+    /// The ledger could not record a part written: the run stops.
+    ledger_failed: Option<String>,
 }
 
 impl BatchDone {
@@ -720,7 +1020,7 @@ impl BatchDone {
 }
 
 /// Whether `err` is about the service rather than the users of the call.
-fn is_service_fault(err: &MgmtError) -> bool {
+pub(crate) fn is_service_fault(err: &MgmtError) -> bool {
     matches!(err, MgmtError::Auth(_) | MgmtError::MissingRoles(_))
 }
 
@@ -733,6 +1033,7 @@ async fn write_batch(
     directory: Arc<RoleDirectory>,
     role: String,
     users: Vec<String>,
+    record: Option<GrantRecorder>,
 ) -> BatchDone {
     let mut done = BatchDone {
         role,
@@ -740,6 +1041,7 @@ async fn write_batch(
         failed: Vec::new(),
         split: false,
         fatal: None,
+        ledger_failed: None,
     };
     let mut parts = vec![users];
     while let Some(part) = parts.pop() {
@@ -749,7 +1051,17 @@ async fn write_batch(
         // The same call for one user as for many: one scope (create:role_members) for all.
         let (role_id, result) = assign_role_with_id(&client, &directory, &done.role, &part).await;
         match result {
-            Ok(()) => done.assigned.entry(role_id).or_default().extend(part),
+            Ok(()) => {
+                // Recorded once Auth0 accepted them, before they count as done.
+                if let (Some(record), Some(id)) = (&record, &role_id) {
+                    if let Err(err) = record.grants(&done.role, id, &part).await {
+                        done.ledger_failed = Some(err.to_string());
+                        done.assigned.entry(role_id).or_default().extend(part);
+                        break;
+                    }
+                }
+                done.assigned.entry(role_id).or_default().extend(part)
+            }
             Err(err) if is_service_fault(&err) => {
                 done.fatal = Some(err);
                 break;
@@ -790,26 +1102,54 @@ struct Writers {
     tasks: JoinSet<BatchDone>,
     /// The role and the users of each batch in flight (for those abandoned at a stop).
     in_flight: HashMap<tokio::task::Id, (String, usize)>,
+    ledger: Option<Ledger>,
+    fingerprint: String,
+    /// With a ledger: the rule giving each buffered user each role, by role and user.
+    rules: HashMap<String, HashMap<String, String>>,
 }
 
 impl Writers {
-    fn new(client: MgmtClient, directory: Arc<RoleDirectory>) -> Writers {
+    fn new(
+        client: MgmtClient,
+        directory: Arc<RoleDirectory>,
+        ledger: Option<Ledger>,
+        fingerprint: String,
+    ) -> Writers {
         Writers {
             client,
             directory,
             tasks: JoinSet::new(),
             in_flight: HashMap::new(),
+            ledger,
+            fingerprint,
+            rules: HashMap::new(),
         }
     }
 
     /// Starts writing `users` to `role` (the caller made room: see [`Writers::wait_for_room`]).
     fn start(&mut self, role: String, users: Vec<String>) {
         let size = users.len();
+        let record = self.ledger.clone().map(|ledger| {
+            let mut of_role = self.rules.remove(&role).unwrap_or_default();
+            let rules: HashMap<String, String> = users
+                .iter()
+                .filter_map(|u| of_role.remove_entry(u))
+                .collect();
+            if !of_role.is_empty() {
+                self.rules.insert(role.clone(), of_role);
+            }
+            GrantRecorder {
+                ledger,
+                fingerprint: self.fingerprint.clone(),
+                rules,
+            }
+        });
         let handle = self.tasks.spawn(write_batch(
             self.client.clone(),
             Arc::clone(&self.directory),
             role.clone(),
             users,
+            record,
         ));
         self.in_flight.insert(handle.id(), (role, size));
     }
@@ -931,6 +1271,10 @@ fn settle(
         summary.interrupted = true;
         summary.stopped_by.get_or_insert(err);
     }
+    if let Some(err) = done.ledger_failed.take() {
+        summary.interrupted = true;
+        summary.ledger_failed.get_or_insert(err);
+    }
     *summary
         .assigned_by_role
         .entry(done.role.clone())
@@ -974,6 +1318,56 @@ fn settle(
         }
     }
     Ok(())
+}
+
+/// Records in the ledger the grants of one batch's parts, each under the rule that gave it.
+struct GrantRecorder {
+    ledger: Ledger,
+    fingerprint: String,
+    /// The rule by user.
+    rules: HashMap<String, String>,
+}
+
+impl GrantRecorder {
+    async fn grants(
+        &self,
+        role: &str,
+        role_id: &str,
+        users: &[String],
+    ) -> Result<(), crate::ledger::LedgerError> {
+        let at = crate::ledger::now_millis();
+        let grants: Vec<Grant> = users
+            .iter()
+            .map(|user| Grant {
+                user_id: user.clone(),
+                role_id: role_id.to_owned(),
+                role_name: role.to_owned(),
+                organization_id: None,
+                rule: self.rules.get(user).cloned().unwrap_or_default(),
+                trigger: "reconcile".to_owned(),
+                event_id: "reconcile".to_owned(),
+                policy_fingerprint: self.fingerprint.clone(),
+                instance: self.ledger.instance().to_owned(),
+                at,
+            })
+            .collect();
+        self.ledger.record_grants(&grants).await
+    }
+}
+
+/// The first of the matched `rules` that names `role` (the one a ledger grant records).
+fn rule_giving(policy: &Policy, rules: &[String], role: &str) -> String {
+    rules
+        .iter()
+        .find(|name| {
+            policy
+                .rules()
+                .iter()
+                .any(|r| &r.name == *name && r.assign.iter().any(|a| a == role))
+        })
+        .or_else(|| rules.first())
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -113,6 +113,17 @@ when = { strategy = "auth0", email_verified = false }
 assign = ["UNVERIFIED"]
 
 [[policy.rules]]
+name = "organization-members"
+when = { event = "first_login" }
+assign_in_organization = ["Org Member"]
+
+[[policy.rules]]
+name = "acme-staff"
+when = { organization_name = "acme" }
+assign = ["ACME Tenant"]
+assign_in_organization = ["ACME Staff"]
+
+[[policy.rules]]
 name = "customers"
 assign = ["CUSTOMER"]
 "#;
@@ -377,6 +388,26 @@ fn cases() -> Vec<Case> {
             set(db(), "organization.id", json!("org_acme")),
         ),
         ok("no organization", del(db(), "organization")),
+        ok(
+            "through the organization named acme",
+            set(
+                set(db(), "organization.id", json!("org_acme")),
+                "organization.name",
+                json!("acme"),
+            ),
+        ),
+        ok(
+            "social first login through acme",
+            set(
+                social("github", json!(true)),
+                "organization.name",
+                json!("acme"),
+            ),
+        ),
+        ok(
+            "organization without a name",
+            del(db(), "organization.name"),
+        ),
         ok("organization null", set(db(), "organization", Value::Null)),
         ok(
             "social google, verified",
@@ -661,6 +692,7 @@ fn log_event(event: &Value, trigger: Trigger) -> LogEvent {
         client_id: string(&event["client"]["client_id"]),
         client_name: string(&event["client"]["name"]),
         organization_id: string(&event["organization"]["id"]),
+        organization_name: string(&event["organization"]["name"]),
         // What Auth0 logs as the login name: the address, for database and social logins.
         user_name: if signup {
             None
@@ -748,11 +780,8 @@ fn expected(policy: &Policy, event: &Value) -> Expected {
         if !policy.handles(trigger) || (trigger == Trigger::Signup && !database) {
             continue;
         }
-        let evaluation = policy.evaluate(
-            trigger,
-            &log_event(event, trigger),
-            Some(&profile(event, &claim)),
-        );
+        let logged = log_event(event, trigger);
+        let evaluation = policy.evaluate(trigger, &logged, Some(&profile(event, &claim)));
         let mut roles = Vec::new();
         match evaluation {
             Evaluation::Assign(decision) => {
@@ -764,6 +793,10 @@ fn expected(policy: &Policy, event: &Value) -> Expected {
                         .find(|r| &r.name == name)
                         .unwrap_or_else(|| panic!("rule {name}"));
                     roles.extend(rule.assign.iter().cloned());
+                    // A login through an organization also shows the member roles there.
+                    if logged.organization().is_some() {
+                        roles.extend(rule.assign_in_organization.iter().cloned());
+                    }
                     roles.extend(
                         decision
                             .client_roles
@@ -946,6 +979,7 @@ fn action_agrees_with_the_policy_on_every_login() {
     assert!(!applied.contains("verified-partners"));
     for label in [
         "acme-members.organization_id",
+        "acme-staff.organization_name",
         "internal-by-connection.connection_id",
         "internal-by-connection.connection",
         "enterprise-partners.strategy_type",

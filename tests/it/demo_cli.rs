@@ -28,6 +28,22 @@ fn demo_runs_the_whole_path_and_every_user_gets_the_expected_roles() {
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
+    // One user explained from the demo's SQLite ledger: rule and role of every grant.
+    let explained = stdout
+        .split("\nWhy ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no explain section in:\n{stdout}"));
+    for needle in [
+        "ledger sqlite:///",
+        "granted Viewer",
+        "by rule everyone, trigger ",
+        "standing grants",
+    ] {
+        assert!(
+            explained.contains(needle),
+            "missing {needle:?} in:\n{explained}"
+        );
+    }
     // Progress was shown while it ran.
     assert!(stderr.contains("consumed"), "{stderr}");
 }

@@ -670,6 +670,7 @@ fn compose_wires_kafka_the_simulator_the_service_prometheus_and_grafana() {
         "kafka",
         "kafka-init",
         "sim",
+        "postgres",
         "auth0-default-roles",
         "prometheus",
         "grafana",
@@ -746,6 +747,30 @@ fn compose_wires_kafka_the_simulator_the_service_prometheus_and_grafana() {
     assert_eq!(
         text_at(service, "environment.AUTH0_CLIENT_SECRET", rel),
         "${AUTH0_CLIENT_SECRET:-sim-secret}"
+    );
+
+    // The ledger: the service's LEDGER_URL names the postgres service's user, password and
+    // database, and the service waits for it to be ready.
+    let postgres = at(services, "postgres", rel);
+    assert!(text_at(postgres, "image", rel).starts_with("postgres:"));
+    let ledger_url = text_at(service, "environment.LEDGER_URL", rel);
+    let expected = format!(
+        "postgres://{}:{}@postgres:5432/{}",
+        text_at(postgres, "environment.POSTGRES_USER", rel),
+        text_at(postgres, "environment.POSTGRES_PASSWORD", rel),
+        text_at(postgres, "environment.POSTGRES_DB", rel)
+    );
+    assert_eq!(
+        ledger_url, expected,
+        "{rel}: LEDGER_URL and the postgres service disagree"
+    );
+    assert_eq!(
+        text_at(service, "depends_on.postgres.condition", rel),
+        "service_healthy"
+    );
+    assert!(
+        doc.get("volumes").and_then(|v| v.get("ledger")).is_some(),
+        "{rel}: the ledger's data needs a named volume"
     );
 
     // The simulator: the port base_url names, on every interface.
@@ -951,6 +976,27 @@ fn kubernetes_manifests_agree_with_each_other_and_the_config() {
     );
     let key = text_at(key_ref, "key", f);
     text_at(secret, &format!("stringData.{key}"), secret_file);
+    // So does the ledger's URL (it holds the database password); optional: without it the
+    // service runs without a ledger.
+    let ledger_env = env
+        .iter()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some("LEDGER_URL"))
+        .unwrap_or_else(|| panic!("{f}: no LEDGER_URL"));
+    assert!(
+        ledger_env.get("value").is_none(),
+        "{f}: a literal ledger URL"
+    );
+    let ledger_ref = at(ledger_env, "valueFrom.secretKeyRef", f);
+    assert_eq!(
+        text_at(ledger_ref, "name", f),
+        text_at(secret, "metadata.name", secret_file)
+    );
+    assert_eq!(at(ledger_ref, "optional", f).as_bool(), Some(true));
+    let ledger_key = text_at(ledger_ref, "key", f);
+    assert!(
+        text_at(secret, &format!("stringData.{ledger_key}"), secret_file)
+            .starts_with("postgres://")
+    );
 
     // The Service exposes the metrics port of these pods.
     let (svc_file, svc) = get("Service");

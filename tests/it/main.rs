@@ -18,6 +18,7 @@ mod ingest;
 mod kafka;
 mod mgmt;
 mod ops;
+mod organizations;
 mod policy;
 mod reconcile;
 mod recovery;

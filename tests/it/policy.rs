@@ -41,6 +41,7 @@ assign = ["PARTNER"]
 fn assign(roles: &[&str], rules: &[&str]) -> Evaluation {
     Evaluation::Assign(Decision {
         roles: roles.iter().map(|s| s.to_string()).collect(),
+        organization_roles: Vec::new(),
         rules: rules.iter().map(|s| s.to_string()).collect(),
         client_roles: Vec::new(),
         skipped: Vec::new(),

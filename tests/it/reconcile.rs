@@ -1003,3 +1003,176 @@ fn a_role_created_again_mid_batch_journals_each_part_under_its_id_and_a_resume_g
     .collect();
     assert_eq!(by_id, expected_journal, "{cut}");
 }
+
+/// The policy without its `customers` rule.
+fn without_customers() -> String {
+    let start = POLICY
+        .find("[[policy.rules]]\nname = \"customers\"")
+        .unwrap_or_else(|| panic!("the fixture policy has a customers rule"));
+    let end = POLICY[start..]
+        .find("\n\n")
+        .map_or(POLICY.len(), |n| start + n + 2);
+    format!("{}{}", &POLICY[..start], &POLICY[end..])
+}
+
+/// The plan's `remove` lists: user → roles to take back (each line naming the rules).
+fn removal_lines(stdout: &[u8]) -> BTreeMap<String, BTreeSet<String>> {
+    text(stdout)
+        .lines()
+        .filter_map(|line| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let remove: BTreeSet<String> = v["remove"]
+                .as_array()?
+                .iter()
+                .map(|r| r.as_str().unwrap_or_default().to_owned())
+                .collect();
+            assert!(
+                v["remove_rules"].as_array().is_some_and(|r| !r.is_empty()),
+                "{line}"
+            );
+            Some((v["user_id"].as_str().unwrap_or_default().to_owned(), remove))
+        })
+        .collect()
+}
+
+#[test]
+fn revoke_takes_back_only_what_the_dropped_rule_granted_and_never_fights_an_admin() {
+    let tenant = Tenant::start("reconcile-revoke", 120, SimConfig::default());
+    let ledger = format!(
+        "\n[ledger]\nurl = \"sqlite://{}\"\n",
+        tenant.dir.join("ledger.db").display()
+    );
+    let with_ledger = |policy: &str| {
+        let path = tenant.config_with(500.0, 40, policy);
+        let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        text.push_str(&ledger);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    };
+    // Without a ledger, --revoke cannot know what this service granted.
+    let no_ledger = tenant.config(500.0, 40);
+    let refused = reconcile(&no_ledger, &["--revoke"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("[ledger]"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let config = with_ledger(POLICY);
+    let out = reconcile(&config, &["--apply"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(tenant.sim.role_sets(), tenant.after_apply());
+
+    // An admin takes Viewer away from a user this run gave it to, and gives CUSTOMER by hand
+    // to a corporate user (whom no rule gives it).
+    let removed = "auth0|user00002";
+    assert!(
+        !tenant.initial.contains_key(removed),
+        "user 2 started with nothing"
+    );
+    tenant.sim.remove_by_hand(removed, &["Viewer"]);
+    let by_hand = "auth0|user00004";
+    tenant.sim.grant_by_hand(by_hand, &["CUSTOMER"]);
+    let before = tenant.sim.role_sets();
+
+    // The same policy: the removal is respected, nothing is planned for that user.
+    let plan = reconcile(&config, &["--output", "jsonl"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    assert!(text(&plan.stdout).is_empty(), "{}", text(&plan.stdout));
+    assert!(
+        text(&plan.stderr).contains("left removed: Viewer"),
+        "{}",
+        text(&plan.stderr)
+    );
+
+    // The customers rule dropped: exactly the users reconcile gave CUSTOMER to.
+    let dropped = with_ledger(&without_customers());
+    let expected: BTreeMap<String, BTreeSet<String>> = tenant
+        .expected
+        .iter()
+        .filter(|(user, want)| {
+            want.contains("CUSTOMER")
+                && !tenant
+                    .initial
+                    .get(*user)
+                    .is_some_and(|held| held.contains("CUSTOMER"))
+        })
+        .map(|(user, _)| (user.clone(), BTreeSet::from(["CUSTOMER".to_owned()])))
+        .collect();
+    assert!(expected.len() > 30, "the fixture grants CUSTOMER to many");
+    let plan = reconcile(&dropped, &["--revoke", "--output", "jsonl"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    assert_eq!(removal_lines(&plan.stdout), expected);
+    assert!(!removal_lines(&plan.stdout).contains_key(by_hand));
+    assert!(
+        text(&plan.stdout).contains("\"remove_rules\":[\"customers\"]"),
+        "{}",
+        text(&plan.stdout)
+    );
+    assert_eq!(tenant.sim.role_sets(), before, "a plan removes nothing");
+    assert_eq!(tenant.sim.stats().calls_of("remove_user_roles"), 0);
+
+    // More than --max-revocations: nothing removed, exit 2.
+    let capped = reconcile(&dropped, &["--revoke", "--apply", "--max-revocations", "5"]);
+    assert_eq!(capped.status.code(), Some(2), "{}", text(&capped.stdout));
+    assert!(
+        text(&capped.stderr).contains("--max-revocations 5"),
+        "{}",
+        text(&capped.stderr)
+    );
+    assert_eq!(tenant.sim.role_sets(), before);
+    assert_eq!(tenant.sim.stats().calls_of("remove_user_roles"), 0);
+
+    // Applied: one call per user, exactly those pairs gone.
+    let applied = reconcile(
+        &dropped,
+        &["--revoke", "--apply", "--max-revocations", "1000"],
+    );
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "{}{}",
+        text(&applied.stdout),
+        text(&applied.stderr)
+    );
+    assert_eq!(
+        tenant.sim.stats().calls_of("remove_user_roles"),
+        expected.len() as u64
+    );
+    let mut after = before.clone();
+    for user in expected.keys() {
+        if let Some(roles) = after.get_mut(user) {
+            roles.remove("CUSTOMER");
+        }
+    }
+    after.retain(|_, roles| !roles.is_empty());
+    assert_eq!(tenant.sim.role_sets(), after);
+    assert!(
+        tenant
+            .sim
+            .user_role_names(by_hand)
+            .contains(&"CUSTOMER".to_owned()),
+        "a role given by hand is never removed"
+    );
+
+    // A second plan is empty.
+    let again = reconcile(&dropped, &["--revoke", "--output", "jsonl"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).is_empty(), "{}", text(&again.stdout));
+
+    // --restore gives the admin's removal back on purpose.
+    let restore = reconcile(&dropped, &["--restore", "--output", "jsonl"]);
+    assert_eq!(restore.status.code(), Some(0), "{}", text(&restore.stderr));
+    assert_eq!(
+        plan_lines(&restore.stdout),
+        BTreeMap::from([(removed.to_owned(), BTreeSet::from(["Viewer".to_owned()]))])
+    );
+}

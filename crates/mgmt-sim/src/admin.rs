@@ -44,6 +44,10 @@ pub struct ControlRequest {
     pub logs_rate_limited_calls: Option<u64>,
     /// Logs below this `log_id` are purged (the retention period passed them).
     pub logs_purge_before: Option<String>,
+    /// The organization member roles bucket: refill per minute.
+    pub organization_roles_per_minute: Option<f64>,
+    /// The organization member roles bucket: size.
+    pub organization_roles_burst: Option<u32>,
 }
 
 pub(crate) fn routes() -> Router<Simulator> {
@@ -55,6 +59,76 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/sim/roles", post(add_role))
         .route("/sim/logs", post(append_logs))
         .route("/sim/log-streams/{id}/status", post(set_log_stream_status))
+        .route("/sim/organizations", post(add_organization))
+        .route("/sim/organizations/{id}/members", post(add_members))
+        .route(
+            "/sim/organizations/{id}/members/{user_id}",
+            delete(remove_member),
+        )
+}
+
+/// Body of `POST /sim/organizations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrganization {
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+}
+
+/// `POST /sim/organizations` `{"name", "id"?}` → 201 `{"id": ...}`.
+async fn add_organization(State(sim): State<Simulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<NewOrganization>(&body) {
+        Ok(org) if !org.name.is_empty() => {
+            let id = sim.add_organization(org.id.as_deref(), &org.name);
+            json_response(StatusCode::CREATED, &json!({ "id": id }))
+        }
+        Ok(_) => bad_request("name must not be empty"),
+        Err(err) => bad_request(err),
+    }
+}
+
+/// Body of `POST /sim/organizations/{id}/members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMembers {
+    members: Vec<String>,
+}
+
+fn raw_param(params: &RawPathParams, name: &str) -> Result<String, super::ApiError> {
+    let raw = params
+        .iter()
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .unwrap_or("");
+    decode_path_segment(raw)
+}
+
+/// `POST /sim/organizations/{id}/members` `{"members": [user ids]}` → 204 (404: no such
+/// organization). Members are added without roles, as auto-membership and the Management API do.
+async fn add_members(State(sim): State<Simulator>, params: RawPathParams, body: Bytes) -> Response {
+    let org = match raw_param(&params, "id") {
+        Ok(org) => org,
+        Err(err) => return err.into_response(),
+    };
+    match serde_json::from_slice::<NewMembers>(&body) {
+        Ok(new) if sim.add_members(&org, &new.members) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => StatusCode::NOT_FOUND.into_response(),
+        Err(err) => bad_request(err),
+    }
+}
+
+/// `DELETE /sim/organizations/{id}/members/{user_id}` → 204 (404: not a member).
+async fn remove_member(State(sim): State<Simulator>, params: RawPathParams) -> Response {
+    let (org, user) = match (raw_param(&params, "id"), raw_param(&params, "user_id")) {
+        (Ok(org), Ok(user)) => (org, user),
+        (Err(err), _) | (_, Err(err)) => return err.into_response(),
+    };
+    if sim.remove_member(&org, &user) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 fn bad_request(err: impl std::fmt::Display) -> Response {
@@ -64,11 +138,16 @@ fn bad_request(err: impl std::fmt::Display) -> Response {
     )
 }
 
-/// `GET /sim/state` → `{"users": {user_id: [role names]}, "stats": SimStats}`.
+/// `GET /sim/state` → `{"users": {user_id: [role names]}, "organizations": {org_id: {user_id:
+/// [role names]}}, "stats": SimStats}`.
 async fn state(State(sim): State<Simulator>) -> Response {
     json_response(
         StatusCode::OK,
-        &json!({ "users": sim.users_with_roles(), "stats": sim.stats() }),
+        &json!({
+            "users": sim.users_with_roles(),
+            "organizations": sim.organization_roles(),
+            "stats": sim.stats(),
+        }),
     )
 }
 

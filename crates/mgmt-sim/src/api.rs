@@ -254,14 +254,14 @@ fn record(shared: &Shared, outcome: Assigned) {
 }
 
 /// The one array property a body must hold, and its schema limits.
-struct IdListProperty {
+pub(crate) struct IdListProperty {
     name: &'static str,
     description: &'static str,
     min_items: usize,
     max_items: usize,
 }
 
-const ROLES_PROPERTY: IdListProperty = IdListProperty {
+pub(crate) const ROLES_PROPERTY: IdListProperty = IdListProperty {
     name: "roles",
     description: "List of roles IDs to associated with the user.",
     min_items: 1,
@@ -288,7 +288,7 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 /// Validates `{"<property>": ["non-empty string", ...]}` (no other keys) and returns the ids.
-fn id_list(body: &[u8], property: &IdListProperty) -> Result<Vec<String>, ApiError> {
+pub(crate) fn id_list(body: &[u8], property: &IdListProperty) -> Result<Vec<String>, ApiError> {
     let name = property.name;
     let desc = property.description;
     let value: Value = serde_json::from_slice(body)

@@ -52,6 +52,11 @@ pub struct SimConfig {
     /// The first this many downloads answer 403 as an expired pre-signed URL does, whatever
     /// their age (a download that outlived its URL, deterministically).
     pub export_expired_downloads: u32,
+    /// Refill of the organization member role writes bucket, per minute (Auth0: 200); `0.0` or
+    /// negative means unlimited.
+    pub organization_roles_per_minute: f64,
+    /// Size of that bucket (Auth0: 20).
+    pub organization_roles_burst: u32,
 }
 
 impl Default for SimConfig {
@@ -77,6 +82,8 @@ impl Default for SimConfig {
             export_job_failure: None,
             export_location_ttl_millis: 0,
             export_expired_downloads: 0,
+            organization_roles_per_minute: 200.0,
+            organization_roles_burst: 20,
         }
     }
 }

@@ -74,6 +74,19 @@ pub(crate) async fn gate(
             return response;
         }
         rate_headers = Some(headers);
+        if op == Some(Operation::AssignOrganizationMemberRoles) {
+            // A bucket of its own, on top of the tenant's: its headers are the ones answered.
+            let (headers, limited) = admit_organization(&shared, &knobs);
+            if limited {
+                shared.count(|s| {
+                    s.rate_limited += 1;
+                    s.organization_rate_limited += 1;
+                });
+                tracing::debug!(route, "sim: organization member roles rate limited");
+                return with_headers(ApiError::too_many_requests().into_response(), Some(headers));
+            }
+            rate_headers = Some(headers);
+        }
     }
     if let Some(fault) = roll_fault(knobs.error_rate) {
         shared.count(|s| s.faults_served += 1);
@@ -114,6 +127,9 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::UpdateLogStream => &["update:log_streams"],
         Operation::DeleteLogStream => &["delete:log_streams"],
         Operation::GetLogs => &["read:logs", "read:logs_users"],
+        Operation::AssignOrganizationMemberRoles => &["create:organization_member_roles"],
+        Operation::GetOrganizations => &["read:organizations"],
+        Operation::GetOrganizationMembers => &["read:organization_members"],
     }
 }
 
@@ -199,6 +215,16 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<Vec<String>, ApiErr
 fn admit(shared: &Shared, knobs: &Knobs) -> (RateHeaders, bool) {
     let (admission, burst) = {
         let mut bucket = lock(&shared.bucket);
+        (bucket.admit(Instant::now()), bucket.burst())
+    };
+    let headers = RateHeaders::for_admission(admission, burst, epoch_seconds(), knobs.header_style);
+    (headers, matches!(admission, Admission::Limited { .. }))
+}
+
+/// Takes a token from the organization member roles bucket.
+fn admit_organization(shared: &Shared, knobs: &Knobs) -> (RateHeaders, bool) {
+    let (admission, burst) = {
+        let mut bucket = lock(&shared.organization_bucket);
         (bucket.admit(Instant::now()), bucket.burst())
     };
     let headers = RateHeaders::for_admission(admission, burst, epoch_seconds(), knobs.header_style);

@@ -15,6 +15,7 @@ mod jobs;
 mod log_streams;
 mod members;
 mod oauth;
+mod organizations;
 mod rate_limit;
 mod state;
 mod stats;
@@ -101,6 +102,18 @@ impl Simulator {
                 get(log_streams::get_one)
                     .patch(log_streams::update)
                     .delete(log_streams::delete),
+            )
+            .route(
+                "/api/v2/organizations",
+                get(organizations::list_organizations),
+            )
+            .route(
+                "/api/v2/organizations/{id}/members",
+                get(organizations::list_members),
+            )
+            .route(
+                "/api/v2/organizations/{id}/members/{user_id}/roles",
+                post(organizations::assign_member_roles),
             )
             .route(
                 "/api/v2/users/{id}/roles",
@@ -225,6 +238,22 @@ impl Simulator {
         tenant.grant_named(&user_id, &roles);
     }
 
+    /// An admin gives roles by hand (the Dashboard): no API call is counted.
+    pub fn grant_by_hand(&self, user_id: &str, role_names: &[&str]) {
+        let names: Vec<String> = role_names.iter().map(|n| (*n).to_owned()).collect();
+        lock(&self.shared.tenant).grant_named(user_id, &names);
+    }
+
+    /// An admin removes roles by hand (the Dashboard): no API call is counted.
+    pub fn remove_by_hand(&self, user_id: &str, role_names: &[&str]) {
+        let mut tenant = lock(&self.shared.tenant);
+        let ids: Vec<String> = role_names
+            .iter()
+            .filter_map(|n| tenant.role_id(n))
+            .collect();
+        let _ = tenant.remove_roles_from_user(user_id, &ids, false);
+    }
+
     pub fn delete_user(&self, user_id: &str) {
         lock(&self.shared.tenant).remove_user(user_id);
     }
@@ -243,6 +272,64 @@ impl Simulator {
     /// The id of the role with exactly this name.
     pub fn role_id(&self, name: &str) -> Option<String> {
         lock(&self.shared.tenant).role_id(name)
+    }
+
+    /// Creates an organization (an `org_…` id unless `id` is given) and returns its id.
+    pub fn add_organization(&self, id: Option<&str>, name: &str) -> String {
+        lock(&self.shared.organizations).add(id.map(str::to_owned), name)
+    }
+
+    /// Adds members (with no roles) to an organization; false when there is none of that id.
+    pub fn add_members(&self, organization_id: &str, user_ids: &[String]) -> bool {
+        lock(&self.shared.organizations).add_members(organization_id, user_ids)
+    }
+
+    /// Removes a member (and its roles there); false when it was not one.
+    pub fn remove_member(&self, organization_id: &str, user_id: &str) -> bool {
+        lock(&self.shared.organizations).remove_member(organization_id, user_id)
+    }
+
+    /// A member's role names in an organization, sorted (empty for a non-member).
+    pub fn member_role_names(&self, organization_id: &str, user_id: &str) -> Vec<String> {
+        let ids = lock(&self.shared.organizations).role_ids(organization_id, user_id);
+        let tenant = lock(&self.shared.tenant);
+        let mut names: Vec<String> = ids.iter().filter_map(|id| tenant.role_name(id)).collect();
+        names.sort();
+        names
+    }
+
+    /// Organization id → member → its sorted role names there (members without roles included).
+    pub fn organization_roles(&self) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+        let all = lock(&self.shared.organizations).all();
+        let tenant = lock(&self.shared.tenant);
+        all.into_iter()
+            .map(|(org, members)| {
+                let members = members
+                    .into_iter()
+                    .map(|(user, ids)| {
+                        let mut names: Vec<String> =
+                            ids.iter().filter_map(|id| tenant.role_name(id)).collect();
+                        names.sort();
+                        (user, names)
+                    })
+                    .collect();
+                (org, members)
+            })
+            .collect()
+    }
+
+    /// New organization member roles bucket (per minute, burst); the bucket starts full.
+    pub fn set_organization_rate_limit(&self, per_minute: f64, burst: u32) {
+        {
+            let mut config = lock(&self.shared.config);
+            config.organization_roles_per_minute = per_minute;
+            config.organization_roles_burst = burst;
+        }
+        lock(&self.shared.organization_bucket).reconfigure(
+            per_minute / 60.0,
+            burst,
+            Instant::now(),
+        );
     }
 
     /// Every log stream of the tenant, as `GET /api/v2/log-streams` answers.
@@ -327,6 +414,22 @@ impl Simulator {
         }
         if let Some(latency_ms) = control.latency_ms {
             self.set_latency_ms(latency_ms);
+        }
+        if control.organization_roles_per_minute.is_some()
+            || control.organization_roles_burst.is_some()
+        {
+            let (per_minute, burst) = {
+                let config = lock(&self.shared.config);
+                (
+                    control
+                        .organization_roles_per_minute
+                        .unwrap_or(config.organization_roles_per_minute),
+                    control
+                        .organization_roles_burst
+                        .unwrap_or(config.organization_roles_burst),
+                )
+            };
+            self.set_organization_rate_limit(per_minute, burst);
         }
         let mut config = lock(&self.shared.config);
         if let Some(v) = control.reset_equals_now {

@@ -20,7 +20,7 @@ use super::wire::{json_response, parse_form};
 
 /// The scopes of the application's client grant: every token gets them, less the denied ones.
 pub(crate) const GRANTED_SCOPES: &str =
-    "read:users read:roles update:users create:role_members read:role_members update:roles read:clients read:log_streams create:log_streams update:log_streams delete:log_streams";
+    "read:users read:roles update:users create:role_members read:role_members update:roles read:clients read:log_streams create:log_streams update:log_streams delete:log_streams read:organizations read:organization_members read:organization_member_roles create:organization_member_roles";
 
 /// Expired tokens are remembered this long (to answer "Expired token") before being dropped.
 const EXPIRED_MEMORY: Duration = Duration::from_secs(3600);

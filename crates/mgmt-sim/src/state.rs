@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub log_streams: Mutex<super::log_streams::LogStreams>,
     /// The tenant's logs (`GET /api/v2/logs`).
     pub tenant_logs: Mutex<super::tenant_logs::TenantLogs>,
+    /// Organizations, their members and member roles.
+    pub organizations: Mutex<super::organizations::Organizations>,
+    /// The bucket of organization member role writes (their own at Auth0).
+    pub organization_bucket: Mutex<TokenBucket>,
 }
 
 /// The settings a request needs, copied out of the config lock.
@@ -57,6 +61,11 @@ pub(crate) struct Knobs {
 impl Shared {
     pub(crate) fn new(config: SimConfig, seed: Seed) -> Self {
         let bucket = TokenBucket::new(config.rate_per_second, config.burst, Instant::now());
+        let organization_bucket = TokenBucket::new(
+            config.organization_roles_per_minute / 60.0,
+            config.organization_roles_burst,
+            Instant::now(),
+        );
         Shared {
             down: AtomicBool::new(false),
             tenant: Mutex::new(Tenant::from_seed(seed)),
@@ -67,6 +76,8 @@ impl Shared {
             listings: Mutex::new(Default::default()),
             log_streams: Mutex::new(Default::default()),
             tenant_logs: Mutex::new(Default::default()),
+            organizations: Mutex::new(Default::default()),
+            organization_bucket: Mutex::new(organization_bucket),
             config: Mutex::new(config),
         }
     }

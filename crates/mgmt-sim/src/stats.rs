@@ -35,6 +35,12 @@ pub struct SimStats {
     /// Export files downloaded from their `location` (not a Management API call).
     #[serde(default)]
     pub export_downloads: u64,
+    /// (organization, member, role) triples newly added.
+    #[serde(default)]
+    pub organization_role_assignments: u64,
+    /// 429 answers served by the organization member roles bucket (also in `rate_limited`).
+    #[serde(default)]
+    pub organization_rate_limited: u64,
 }
 
 impl Default for SimStats {
@@ -54,6 +60,8 @@ impl Default for SimStats {
             role_assignments: 0,
             duplicate_assignments: 0,
             export_downloads: 0,
+            organization_role_assignments: 0,
+            organization_rate_limited: 0,
         }
     }
 }
@@ -93,10 +101,13 @@ pub(crate) enum Operation {
     UpdateLogStream,
     DeleteLogStream,
     GetLogs,
+    AssignOrganizationMemberRoles,
+    GetOrganizations,
+    GetOrganizationMembers,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 18] = [
+    pub(crate) const ALL: [Operation; 21] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
@@ -115,6 +126,9 @@ impl Operation {
         Operation::UpdateLogStream,
         Operation::DeleteLogStream,
         Operation::GetLogs,
+        Operation::AssignOrganizationMemberRoles,
+        Operation::GetOrganizations,
+        Operation::GetOrganizationMembers,
     ];
 
     pub(crate) fn key(self) -> &'static str {
@@ -137,6 +151,9 @@ impl Operation {
             Operation::UpdateLogStream => "update_log_stream",
             Operation::DeleteLogStream => "delete_log_stream",
             Operation::GetLogs => "get_logs",
+            Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
+            Operation::GetOrganizations => "get_organizations",
+            Operation::GetOrganizationMembers => "get_organization_members",
         }
     }
 
@@ -166,6 +183,11 @@ impl Operation {
             ("/api/v2/log-streams/{id}", "PATCH") => Operation::UpdateLogStream,
             ("/api/v2/log-streams/{id}", "DELETE") => Operation::DeleteLogStream,
             ("/api/v2/logs", "GET") => Operation::GetLogs,
+            ("/api/v2/organizations/{id}/members/{user_id}/roles", "POST") => {
+                Operation::AssignOrganizationMemberRoles
+            }
+            ("/api/v2/organizations", "GET") => Operation::GetOrganizations,
+            ("/api/v2/organizations/{id}/members", "GET") => Operation::GetOrganizationMembers,
             _ => return None,
         };
         Some(op)

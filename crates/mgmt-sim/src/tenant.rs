@@ -211,6 +211,11 @@ impl Tenant {
         Ok(Value::Object(client))
     }
 
+    /// The name of the role with this id.
+    pub(crate) fn role_name(&self, id: &str) -> Option<String> {
+        self.roles.get(id).map(|r| r.name.clone())
+    }
+
     pub(crate) fn role_id(&self, name: &str) -> Option<String> {
         self.roles
             .values()

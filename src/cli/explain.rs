@@ -1,0 +1,107 @@
+//! `explain --config FILE USER_ID`: why a user holds the roles this service gave — every grant
+//! and revocation the ledger holds, any standing failure, and what the current policy gives
+//! the user now from their profile (when the tenant answers), with the difference.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{fail, ConfigArg};
+use crate::app::{self, EXIT_CONFIG};
+use crate::config::{process_env, Config};
+use crate::ledger::explain::{Explanation, GivenNow};
+use crate::metrics::Metrics;
+use crate::mgmt::{ClientSettings, MgmtClient};
+
+/// How long the profile read may take before the report goes without it.
+const TENANT_PATIENCE: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainOutput {
+    /// Readable text.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// `text` (default) or `json`.
+    #[arg(long, value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
+    /// The Auth0 user id (`auth0|…`, `google-oauth2|…`).
+    pub user_id: String,
+}
+
+pub async fn run(args: &ExplainArgs) -> u8 {
+    let config = match args.config.load() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(settings) = &config.ledger else {
+        return fail(
+            "explain needs the grants ledger: add [ledger] url = \"sqlite:///ABSOLUTE/PATH\" or \"postgres://…\" (or set LEDGER_URL); see docs/ledger.md",
+            EXIT_CONFIG,
+        );
+    };
+    let ledger = match app::open_ledger(settings).await {
+        Ok(ledger) => ledger,
+        Err(err) => {
+            let code = err.exit_code();
+            return fail(err, code);
+        }
+    };
+    let history = match ledger.history(&args.user_id).await {
+        Ok(history) => history,
+        Err(err) => return fail(crate::ledger::fault::error_text(&err), 1),
+    };
+    let given_now = given_now(&config, &process_env, &args.user_id).await;
+    let explanation = Explanation::new(
+        &args.user_id,
+        ledger.describe(),
+        &config.policy,
+        &config.policy_fingerprint,
+        history,
+        given_now,
+    );
+    match args.output {
+        ExplainOutput::Text => print!("{}", explanation.to_text()),
+        ExplainOutput::Json => match serde_json::to_string_pretty(&explanation) {
+            Ok(text) => println!("{text}"),
+            Err(err) => return fail(err, 1),
+        },
+    }
+    0
+}
+
+/// What the policy gives the user now, from `GET /users/{id}` (and their roles when a rule
+/// tests `has_roles`); the reason when the tenant cannot tell.
+async fn given_now(
+    config: &Config,
+    env: crate::app::Env<'_>,
+    user_id: &str,
+) -> Result<GivenNow, String> {
+    let auth0 = config
+        .require_auth0()
+        .map_err(|_| "no [auth0] section".to_owned())?;
+    let secret = auth0.client_secret(env).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+    let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)
+        .map_err(|e| e.to_string())?;
+    let read = async {
+        let mut profile = client.get_user(user_id).await?;
+        if config.policy.uses_has_roles() {
+            profile.roles = Some(client.get_user_role_ids(user_id).await?);
+        }
+        Ok::<_, crate::mgmt::MgmtError>(profile)
+    };
+    match tokio::time::timeout(TENANT_PATIENCE, read).await {
+        Ok(Ok(profile)) => Ok(GivenNow::evaluate(&config.policy, user_id, &profile)),
+        Ok(Err(err)) if err.is_user_not_found() => {
+            Err("the tenant has no such user (deleted, or never created)".to_owned())
+        }
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {} s", TENANT_PATIENCE.as_secs())),
+    }
+}

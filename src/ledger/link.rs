@@ -1,0 +1,239 @@
+//! The pipeline's use of the ledger: which of an assignment's roles this service granted before
+//! (never granted again), the grants to record once the Management API accepted them, failures
+//! and deleted users; every statement waited out while the database fails (a service fault:
+//! the event waits, nothing is acknowledged or lost).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::event::LogEvent;
+use crate::metrics::Metrics;
+use crate::mgmt::RoleDirectory;
+use crate::policy::Policy;
+
+use super::{now_millis, Grant, Ledger, LedgerError};
+
+/// Tenant log type codes of a user's deletion: `sdu` (Success User Deletion) and the legacy
+/// `du` (see the shared Auth0 logs reference).
+pub const USER_DELETION_LOG_TYPES: [&str; 2] = ["sdu", "du"];
+
+/// Whether the event says its user was deleted (Event Streams `user.deleted`, or the tenant
+/// log's user deletion).
+pub fn is_user_deletion(event: &LogEvent) -> bool {
+    if event.is_cloud_event() {
+        event.event_type == "user.deleted"
+    } else {
+        USER_DELETION_LOG_TYPES.contains(&event.event_type.as_str())
+    }
+}
+
+/// First wait after a failed statement, and the cap of the doubling waits.
+const FIRST_WAIT: Duration = Duration::from_millis(200);
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// The ledger as the pipeline uses it: the ledger and the `[policy]` fingerprint in force.
+#[derive(Debug, Clone)]
+pub struct LedgerLink {
+    ledger: Ledger,
+    fingerprint: String,
+}
+
+impl LedgerLink {
+    pub fn new(ledger: Ledger, fingerprint: String) -> Self {
+        LedgerLink {
+            ledger,
+            fingerprint,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Runs `op` until it succeeds. A failure sets the fault (intake pauses, `/readyz` names
+    /// the ledger, `ledger_unreachable` = 1) and is retried with doubling waits (a ping first
+    /// while failing); the first success clears it.
+    pub async fn until_ok<T, F, Fut>(&self, metrics: &Metrics, what: &str, op: F) -> T
+    where
+        F: Fn(Ledger) -> Fut,
+        Fut: Future<Output = Result<T, LedgerError>>,
+    {
+        let mut wait = FIRST_WAIT;
+        loop {
+            let attempt = if self.ledger.fault().is_failing() {
+                match self.ledger.ping().await {
+                    Ok(()) => op(self.ledger.clone()).await,
+                    Err(err) => Err(err),
+                }
+            } else {
+                op(self.ledger.clone()).await
+            };
+            match attempt {
+                Ok(value) => {
+                    if self.ledger.fault().set_ok() {
+                        metrics.ledger_unreachable.set(0);
+                        tracing::info!(ledger = %self.ledger.describe(), "ledger answering again; resuming");
+                    }
+                    return value;
+                }
+                Err(err) => {
+                    metrics.ledger_errors.inc();
+                    let said = super::fault::error_text(&err);
+                    if self.ledger.fault().set_failing(said.clone()) {
+                        metrics.ledger_unreachable.set(1);
+                        tracing::warn!(error = %said, what, "the ledger fails: events wait and intake is paused until it answers again (nothing is lost)");
+                    } else {
+                        tracing::debug!(error = %said, what, "the ledger still fails");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_WAIT);
+                }
+            }
+        }
+    }
+
+    /// The roles of `wanted` (names) that the ledger shows this service granted the user and
+    /// that still stand: an admin's removal since then is not undone, nor is another
+    /// instance's grant repeated.
+    pub async fn already_granted(
+        &self,
+        metrics: &Metrics,
+        directory: &RoleDirectory,
+        user_id: &str,
+        wanted: &[String],
+    ) -> Vec<String> {
+        let standing = self
+            .until_ok(metrics, "look up standing grants", |l| async move {
+                l.granted(&[user_id]).await
+            })
+            .await;
+        let Some(grants) = standing.get(user_id) else {
+            return Vec::new();
+        };
+        let held: Vec<String> = wanted
+            .iter()
+            .filter(|name| {
+                let id = directory.id(name);
+                grants.iter().any(|g| {
+                    g.organization_id.is_none()
+                        && match &id {
+                            Some(id) => &g.role_id == id,
+                            None => g.role_name.eq_ignore_ascii_case(name),
+                        }
+                })
+            })
+            .cloned()
+            .collect();
+        metrics.ledger_kept_off.inc_by(held.len() as u64);
+        held
+    }
+
+    /// Records the roles just granted, each with the rule of the event that gave it (and
+    /// clears the user's standing failure), before the event's verdict.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_grants(
+        &self,
+        metrics: &Metrics,
+        policy: &Policy,
+        directory: &RoleDirectory,
+        user_id: &str,
+        roles: &[String],
+        rules: &[String],
+        trigger: &str,
+        event_id: &str,
+    ) {
+        self.record_grants_in(
+            metrics, policy, directory, user_id, None, roles, rules, trigger, event_id,
+        )
+        .await
+    }
+
+    /// [`LedgerLink::record_grants`] for member roles in `organization_id` (`None`: tenant
+    /// roles).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_grants_in(
+        &self,
+        metrics: &Metrics,
+        policy: &Policy,
+        directory: &RoleDirectory,
+        user_id: &str,
+        organization_id: Option<&str>,
+        roles: &[String],
+        rules: &[String],
+        trigger: &str,
+        event_id: &str,
+    ) {
+        let at = now_millis();
+        let grants: Vec<Grant> = roles
+            .iter()
+            .map(|name| Grant {
+                user_id: user_id.to_owned(),
+                role_id: directory.id(name).unwrap_or_else(|| name.clone()),
+                role_name: name.clone(),
+                organization_id: organization_id.map(str::to_owned),
+                rule: rule_of(policy, rules, name),
+                trigger: trigger.to_owned(),
+                event_id: event_id.to_owned(),
+                policy_fingerprint: self.fingerprint.clone(),
+                instance: self.ledger.instance().to_owned(),
+                at,
+            })
+            .collect();
+        let grants = &grants;
+        self.until_ok(metrics, "record grants", |l| async move {
+            l.record_grants(grants).await
+        })
+        .await;
+        metrics.ledger_writes.with_label_values(&["grant"]).inc();
+    }
+
+    /// Records that the user's event failed for good.
+    pub async fn record_failure(
+        &self,
+        metrics: &Metrics,
+        user_id: &str,
+        event_id: &str,
+        reason: &str,
+    ) {
+        self.until_ok(metrics, "record a failure", |l| async move {
+            l.record_failure(user_id, event_id, reason).await
+        })
+        .await;
+        metrics.ledger_writes.with_label_values(&["failure"]).inc();
+    }
+
+    /// Clears the user's standing failure (a later event succeeded).
+    pub async fn clear_failure(&self, metrics: &Metrics, user_id: &str) {
+        self.until_ok(metrics, "clear a failure", |l| async move {
+            l.clear_failures(&[user_id]).await
+        })
+        .await;
+        metrics.ledger_writes.with_label_values(&["clear"]).inc();
+    }
+
+    /// Forgets a deleted user.
+    pub async fn forget_user(&self, metrics: &Metrics, user_id: &str) {
+        self.until_ok(metrics, "forget a deleted user", |l| async move {
+            l.forget_user(user_id).await
+        })
+        .await;
+        metrics.ledger_writes.with_label_values(&["forget"]).inc();
+    }
+}
+
+/// The first of the event's matching `rules` that gives `role` (by `assign`, else by
+/// `assign_client_metadata`), else the first matching rule.
+pub fn rule_of(policy: &Policy, rules: &[String], role: &str) -> String {
+    let matching = || {
+        rules
+            .iter()
+            .filter_map(|name| policy.rules().iter().find(|r| &r.name == name))
+    };
+    matching()
+        .find(|r| r.assign.iter().any(|a| a == role))
+        .or_else(|| matching().find(|r| r.assign_in_organization.iter().any(|a| a == role)))
+        .or_else(|| matching().find(|r| r.assign_client_metadata.is_some()))
+        .map(|r| r.name.clone())
+        .or_else(|| rules.first().cloned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,561 @@
+//! The grants ledger: what this service granted, what was revoked and which users' events failed
+//! for good, in SQLite (one instance) or PostgreSQL (several instances share it). The pipeline
+//! asks it before granting (a role it granted is never granted again) and writes to it after
+//! the Management API accepted a grant; `explain` reads it.
+//!
+//! [`Ledger`] is the API; [`store`] holds the SQL of both backends, [`explain`] the `explain`
+//! report, [`fault`] the service-fault state the pipeline and `/readyz` read.
+
+pub mod explain;
+pub mod fault;
+pub mod link;
+mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgConnectOptions;
+
+pub use fault::LedgerFault;
+pub use link::LedgerLink;
+use store::Backend;
+
+/// Environment variable that overrides `[ledger] url` (the whole URL, which may carry the
+/// PostgreSQL password: give it from a Secret, never in the file).
+pub const LEDGER_URL_ENV: &str = "LEDGER_URL";
+
+/// `[ledger]`: where the ledger lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// `sqlite:///ABSOLUTE/PATH` (the file is created if missing) or `postgres://…`.
+    pub url: String,
+}
+
+/// What a ledger URL names, validated (see [`LedgerSettings::target`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Sqlite(PathBuf),
+    Postgres(Box<PgConnectOptions>),
+}
+
+impl LedgerSettings {
+    /// Checks the URL without connecting: the problem, in words, when it cannot work (the
+    /// config loader turns it into an error naming `ledger.url`).
+    pub fn validate(&self) -> Result<(), String> {
+        self.target().map(|_| ())
+    }
+
+    pub(crate) fn target(&self) -> Result<Target, String> {
+        let url = self.url.trim();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split('?').next().unwrap_or_default();
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "`{}` is not sqlite:///ABSOLUTE/PATH (three slashes: the path must be absolute)",
+                    redact_url(url)
+                ));
+            }
+            if path.len() < 2 || path.ends_with('/') {
+                return Err(format!("`{url}` names a folder, not a file"));
+            }
+            return Ok(Target::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return PgConnectOptions::from_str(url)
+                .map(|o| Target::Postgres(Box::new(o)))
+                .map_err(|e| format!("`{}` is not a PostgreSQL URL: {e}", redact_url(url)));
+        }
+        Err(format!(
+            "`{}` is neither sqlite:///ABSOLUTE/PATH nor postgres://USER@HOST:PORT/DATABASE",
+            redact_url(url)
+        ))
+    }
+
+    /// Whether the URL carries a password (`user:password@`).
+    pub fn has_password(&self) -> bool {
+        let url = self.url.trim();
+        url.split_once("://").is_some_and(|(_, rest)| {
+            let authority = rest.split('/').next().unwrap_or_default();
+            authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        })
+    }
+
+    /// The URL without its password, for messages.
+    pub fn describe(&self) -> String {
+        match self.target() {
+            Ok(Target::Sqlite(path)) => format!("sqlite://{}", path.display()),
+            Ok(Target::Postgres(o)) => describe_pg(&o),
+            Err(_) => redact_url(self.url.trim()),
+        }
+    }
+}
+
+fn describe_pg(o: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        o.get_username(),
+        o.get_host(),
+        o.get_port(),
+        o.get_database().unwrap_or(o.get_username())
+    )
+}
+
+/// A URL with any `user:password@` reduced to `user@`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// What went wrong with the ledger. Each names the database (without password) and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The URL or the place it names cannot work (exit 2): fix the configuration.
+    #[error("ledger {url}: {problem}")]
+    Config { url: String, problem: String },
+    /// The database does not answer, or refused a statement (a service fault: events wait).
+    #[error("ledger {url}: cannot {what}: {source}")]
+    Unreachable {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("ledger {url}: cannot migrate the schema: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+impl LedgerError {
+    /// Whether the configuration is at fault (exit 2), not the database's availability.
+    pub fn is_config(&self) -> bool {
+        matches!(self, LedgerError::Config { .. })
+    }
+}
+
+/// One role this service gave one user.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Grant {
+    pub user_id: String,
+    pub role_id: String,
+    pub role_name: String,
+    /// The organization of a member role; `None` for a tenant role.
+    pub organization_id: Option<String>,
+    /// The policy rule that gave it.
+    pub rule: String,
+    /// The trigger (`signup`, `first_login`, `user_created`, … or `reconcile`).
+    pub trigger: String,
+    /// The event's id: `log_id` or the CloudEvent id.
+    pub event_id: String,
+    /// [`policy_fingerprint`] of the `[policy]` in force.
+    pub policy_fingerprint: String,
+    /// Which service instance wrote it.
+    pub instance: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A role taken back from a user (it ends the standing grant of that role).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Revocation {
+    pub user_id: String,
+    pub role_id: String,
+    pub role_name: String,
+    pub organization_id: Option<String>,
+    /// The instance, or `reconcile --revoke`.
+    pub by: String,
+    pub reason: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A user whose last event failed for good (until a later one succeeds).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    pub user_id: String,
+    pub event_id: String,
+    pub reason: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// One entry of a user's history, in time order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HistoryEntry {
+    Grant(Grant),
+    Revocation(Revocation),
+}
+
+impl HistoryEntry {
+    pub fn at(&self) -> i64 {
+        match self {
+            HistoryEntry::Grant(g) => g.at,
+            HistoryEntry::Revocation(r) => r.at,
+        }
+    }
+}
+
+/// Everything the ledger holds about one user (`explain`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UserHistory {
+    /// Every grant and revocation, oldest first.
+    pub entries: Vec<HistoryEntry>,
+    /// The grants in force (granted and not revoked since).
+    pub standing: Vec<Grant>,
+    pub failure: Option<Failure>,
+}
+
+impl UserHistory {
+    /// Whether the ledger has never seen this user.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.failure.is_none()
+    }
+}
+
+/// The ledger: a connection pool to SQLite or PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    described: String,
+    instance: String,
+    fault: LedgerFault,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("url", &self.inner.described)
+            .finish()
+    }
+}
+
+impl Ledger {
+    /// Connects once (creating an SQLite file if missing) and runs the embedded migrations.
+    pub async fn open(settings: &LedgerSettings, instance: &str) -> Result<Ledger, LedgerError> {
+        let described = settings.describe();
+        let target = settings.target().map_err(|problem| LedgerError::Config {
+            url: described.clone(),
+            problem,
+        })?;
+        let backend = Backend::connect(target, &described).await?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                backend,
+                described,
+                instance: instance.to_owned(),
+                fault: LedgerFault::default(),
+            }),
+        })
+    }
+
+    /// The database in use, without password (`sqlite:///var/lib/x/ledger.db`,
+    /// `postgres://user@host:5432/db`).
+    pub fn describe(&self) -> String {
+        self.inner.described.clone()
+    }
+
+    /// This instance's name, as written in its grants.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The fault state (unreachable database) the pipeline, the sources and `/readyz` read.
+    pub fn fault(&self) -> &LedgerFault {
+        &self.inner.fault
+    }
+
+    /// The standing grants of these users (granted and not revoked since), one query.
+    pub async fn granted(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<Grant>>, LedgerError> {
+        self.inner.backend.granted(user_ids).await
+    }
+
+    /// Records grants in one transaction. A grant of a (user, role, organization) that is
+    /// already standing is kept as it was (the first grant stays the one explained). A grant
+    /// is a success: the standing failures of its users are cleared in the same transaction.
+    pub async fn record_grants(&self, grants: &[Grant]) -> Result<(), LedgerError> {
+        self.inner.backend.record_grants(grants).await
+    }
+
+    /// Records revocations in one transaction; each ends the standing grant of its role.
+    pub async fn record_revocations(&self, revocations: &[Revocation]) -> Result<(), LedgerError> {
+        self.inner.backend.record_revocations(revocations).await
+    }
+
+    /// Records that this user's event failed for good (replacing an earlier failure).
+    pub async fn record_failure(
+        &self,
+        user_id: &str,
+        event_id: &str,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        self.inner
+            .backend
+            .record_failure(user_id, event_id, reason, now_millis())
+            .await
+    }
+
+    /// Clears the standing failures of these users (a later event succeeded).
+    pub async fn clear_failures(&self, user_ids: &[&str]) -> Result<(), LedgerError> {
+        self.inner.backend.clear_failures(user_ids).await
+    }
+
+    /// The user was deleted: their grants, revocations and failure are gone, so a re-created
+    /// user with the same id starts anew.
+    pub async fn forget_user(&self, user_id: &str) -> Result<(), LedgerError> {
+        self.inner.backend.forget_user(user_id).await
+    }
+
+    /// Every grant and revocation of the user in time order, the standing grants and failure.
+    pub async fn history(&self, user_id: &str) -> Result<UserHistory, LedgerError> {
+        self.inner.backend.history(user_id).await
+    }
+
+    /// One round trip to the database (the fault probe).
+    /// The roles (id, name) of every standing grant of a tenant role (`reconcile --revoke`
+    /// lists their members).
+    pub async fn standing_roles(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        self.inner.backend.standing_roles().await
+    }
+
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        self.inner.backend.ping().await
+    }
+
+    /// Bytes the ledger occupies on disk (the SQLite file and its WAL, or the PostgreSQL
+    /// tables with their indexes): the bench's bytes per grant.
+    pub async fn size_bytes(&self) -> Result<u64, LedgerError> {
+        self.inner.backend.size_bytes().await
+    }
+}
+
+/// Now, in unix milliseconds.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A stable fingerprint of the `[policy]` section: SHA-256 of its canonical JSON (tables with
+/// sorted keys, so formatting, comments and key order do not change it), first 16 hex digits.
+/// SHA-256 rather than a fast non-cryptographic hash: it is computed once per start, and its
+/// output is stable across Rust versions and platforms (std's `DefaultHasher` is not).
+/// An absent section fingerprints as an empty table.
+pub fn policy_fingerprint(policy_section: &toml::Value) -> String {
+    let canonical = serde_json::to_string(&canonical_json(policy_section)).unwrap_or_default();
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn canonical_json(value: &toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(s) => serde_json::Value::String(s.clone()),
+        toml::Value::Integer(i) => serde_json::Value::from(*i),
+        toml::Value::Float(f) => serde_json::Value::from(*f),
+        toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(canonical_json).collect())
+        }
+        toml::Value::Table(table) => {
+            let sorted: std::collections::BTreeMap<&String, serde_json::Value> =
+                table.iter().map(|(k, v)| (k, canonical_json(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+    }
+}
+
+/// The `[policy]` fingerprint of a whole config file's text (an empty table when it has none
+/// or does not parse).
+pub fn policy_fingerprint_of_config(text: &str) -> String {
+    let policy = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|mut t| t.remove("policy"))
+        .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    policy_fingerprint(&policy)
+}
+
+/// This process's instance name: the host name and the process id.
+pub fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_validated_and_described_without_password() {
+        let ok = LedgerSettings {
+            url: "sqlite:///var/lib/x/ledger.db".into(),
+        };
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.describe(), "sqlite:///var/lib/x/ledger.db");
+        let relative = LedgerSettings {
+            url: "sqlite://ledger.db".into(),
+        };
+        assert!(relative.validate().unwrap_err().contains("absolute"));
+        let pg = LedgerSettings {
+            url: "postgres://svc:s3cret@db.internal:6543/roles".into(),
+        };
+        assert!(pg.validate().is_ok());
+        assert_eq!(pg.describe(), "postgres://svc@db.internal:6543/roles");
+        assert!(!pg.describe().contains("s3cret"));
+        let other = LedgerSettings {
+            url: "mysql://u:pw@h/db".into(),
+        };
+        let problem = other.validate().unwrap_err();
+        assert!(problem.contains("neither"), "{problem}");
+        assert!(!problem.contains("pw"), "{problem}");
+    }
+
+    #[test]
+    fn the_policy_fingerprint_ignores_formatting_and_key_order() {
+        let a = "[policy]\nevents = [\"ss\"]\n[[policy.rules]]\nname = \"a\"\nassign = [\"x\"]\nwhen = { email_domain = \"e.com\", connection = \"c\" }\n";
+        let b = "# comment\n[auth0]\ndomain = \"t\"\n[policy]\nevents = [ \"ss\" ]\n\n[[policy.rules]]\nassign = [\"x\"]\nname = \"a\"\n[policy.rules.when]\nconnection = \"c\"\nemail_domain = \"e.com\"\n";
+        let c = "[policy]\nevents = [\"ss\"]\n[[policy.rules]]\nname = \"a\"\nassign = [\"y\"]\n";
+        assert_eq!(
+            policy_fingerprint_of_config(a),
+            policy_fingerprint_of_config(b)
+        );
+        assert_ne!(
+            policy_fingerprint_of_config(a),
+            policy_fingerprint_of_config(c)
+        );
+        assert_eq!(policy_fingerprint_of_config(a).len(), 16);
+    }
+}
+
+#[cfg(test)]
+mod sqlite_tests {
+    use super::*;
+
+    fn grant(user: &str, role: &str, at: i64) -> Grant {
+        Grant {
+            user_id: user.into(),
+            role_id: format!("rol_{role}"),
+            role_name: role.into(),
+            organization_id: None,
+            rule: "staff".into(),
+            trigger: "signup".into(),
+            event_id: format!("log_{user}_{role}_{at}"),
+            policy_fingerprint: "f00d".into(),
+            instance: "test:1".into(),
+            at,
+        }
+    }
+
+    #[tokio::test]
+    async fn grants_revocations_failures_and_forgetting_on_an_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let settings = LedgerSettings {
+            url: format!("sqlite://{}", path.display()),
+        };
+        let ledger = Ledger::open(&settings, "test:1").await.unwrap();
+        assert!(path.exists(), "the file is created");
+        ledger.ping().await.unwrap();
+        ledger
+            .record_grants(&[
+                grant("u1", "a", 1),
+                grant("u1", "b", 2),
+                grant("u2", "a", 3),
+            ])
+            .await
+            .unwrap();
+        // A second grant of a standing (user, role) keeps the first.
+        ledger.record_grants(&[grant("u1", "a", 9)]).await.unwrap();
+        let standing = ledger.granted(&["u1", "u2", "u3"]).await.unwrap();
+        assert_eq!(standing["u1"].len(), 2);
+        assert_eq!(standing["u2"].len(), 1);
+        assert!(!standing.contains_key("u3"));
+        assert_eq!(
+            standing["u1"]
+                .iter()
+                .find(|g| g.role_name == "a")
+                .unwrap()
+                .at,
+            1
+        );
+        ledger
+            .record_revocations(&[Revocation {
+                user_id: "u1".into(),
+                role_id: "rol_a".into(),
+                role_name: "a".into(),
+                organization_id: None,
+                by: "admin".into(),
+                reason: "removed by hand".into(),
+                at: 10,
+            }])
+            .await
+            .unwrap();
+        let standing = ledger.granted(&["u1"]).await.unwrap();
+        assert_eq!(standing["u1"].len(), 1);
+        assert_eq!(standing["u1"][0].role_name, "b");
+        ledger.record_failure("u1", "log_x", "404").await.unwrap();
+        let history = ledger.history("u1").await.unwrap();
+        assert_eq!(history.entries.len(), 3);
+        assert!(matches!(history.entries[2], HistoryEntry::Revocation(_)));
+        assert_eq!(history.standing.len(), 1);
+        assert_eq!(history.failure.as_ref().unwrap().event_id, "log_x");
+        ledger.clear_failures(&["u1"]).await.unwrap();
+        assert!(ledger.history("u1").await.unwrap().failure.is_none());
+        // After a revocation the role may be granted again (reconcile --restore).
+        ledger.record_grants(&[grant("u1", "a", 11)]).await.unwrap();
+        assert_eq!(ledger.granted(&["u1"]).await.unwrap()["u1"].len(), 2);
+        ledger.forget_user("u1").await.unwrap();
+        assert!(ledger.history("u1").await.unwrap().is_empty());
+        assert_eq!(ledger.granted(&["u2"]).await.unwrap()["u2"].len(), 1);
+        assert!(ledger.size_bytes().await.unwrap() > 0);
+        // Opening again runs no migration twice.
+        drop(ledger);
+        let again = Ledger::open(&settings, "test:2").await.unwrap();
+        assert_eq!(again.granted(&["u2"]).await.unwrap()["u2"].len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_a_configuration_error() {
+        let settings = LedgerSettings {
+            url: "sqlite:///nonexistent-folder-for-ledger/ledger.db".into(),
+        };
+        let err = Ledger::open(&settings, "t").await.unwrap_err();
+        assert!(err.is_config(), "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

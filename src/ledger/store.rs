@@ -1,0 +1,513 @@
+//! The ledger's SQL on both backends: connecting, the embedded migrations, and each statement.
+//! Queries are checked at run time (no database at build time); the statements are the same
+//! text on SQLite and PostgreSQL (`$N` placeholders, `ON CONFLICT DO NOTHING`), built once per
+//! backend by [`with_pool!`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+
+use super::{Failure, Grant, HistoryEntry, LedgerError, Revocation, Target, UserHistory};
+
+/// Rows per multi-row statement (11 binds each: well under SQLite's 32,766 and PostgreSQL's
+/// 65,535 parameters).
+const ROWS_PER_STATEMENT: usize = 500;
+/// How long a statement waits for a connection (or SQLite's write lock) before the database
+/// counts as unreachable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "ledger",
+    include_str!("../../migrations/sqlite/0001_ledger.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "ledger",
+    include_str!("../../migrations/postgres/0001_ledger.sql"),
+)];
+
+/// Migrations compiled into the binary (no folder needed at run time, no `macros` feature).
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+pub(super) enum Backend {
+    Sqlite(SqlitePool, std::path::PathBuf, String),
+    Postgres(PgPool, String),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool and `$db` naming its database type.
+macro_rules! with_pool {
+    ($backend:expr, $pool:ident, $db:ident => $body:expr) => {
+        match $backend {
+            Backend::Sqlite($pool, _, _) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Sqlite;
+                $body
+            }
+            Backend::Postgres($pool, _) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+
+fn org_key(organization_id: &Option<String>) -> &str {
+    organization_id.as_deref().unwrap_or("")
+}
+
+fn org_value(stored: String) -> Option<String> {
+    Some(stored).filter(|o| !o.is_empty())
+}
+
+impl Backend {
+    fn url(&self) -> &str {
+        match self {
+            Backend::Sqlite(_, _, url) | Backend::Postgres(_, url) => url,
+        }
+    }
+
+    fn unreachable(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> LedgerError + '_ {
+        move |source| LedgerError::Unreachable {
+            url: self.url().to_owned(),
+            what,
+            source,
+        }
+    }
+
+    pub(super) async fn connect(target: Target, url: &str) -> Result<Backend, LedgerError> {
+        let backend = match target {
+            Target::Sqlite(path) => {
+                let folder = path.parent().unwrap_or(Path::new("/"));
+                if !folder.is_dir() {
+                    return Err(LedgerError::Config {
+                        url: url.to_owned(),
+                        problem: format!(
+                            "the folder {} does not exist (the file is created, its folder is not)",
+                            folder.display()
+                        ),
+                    });
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    // WAL: readers never wait for the writer. NORMAL: a commit survives a
+                    // crash of this process; a power loss may lose the last commits (see
+                    // docs/ledger.md).
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(ACQUIRE_TIMEOUT);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| match &source {
+                        sqlx::Error::Database(_) | sqlx::Error::Io(_) => LedgerError::Config {
+                            url: url.to_owned(),
+                            problem: format!("cannot open the file: {source}"),
+                        },
+                        _ => LedgerError::Unreachable {
+                            url: url.to_owned(),
+                            what: "open the file",
+                            source,
+                        },
+                    })?;
+                Backend::Sqlite(pool, path, url.to_owned())
+            }
+            Target::Postgres(options) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(*options)
+                    .await
+                    .map_err(|source| LedgerError::Unreachable {
+                        url: url.to_owned(),
+                        what: "connect",
+                        source,
+                    })?;
+                Backend::Postgres(pool, url.to_owned())
+            }
+        };
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        let migrations = match self {
+            Backend::Sqlite(..) => SQLITE_MIGRATIONS,
+            Backend::Postgres(..) => POSTGRES_MIGRATIONS,
+        };
+        let migrator = Migrator::new(Embedded(migrations))
+            .await
+            .map_err(|source| LedgerError::Migrate {
+                url: self.url().to_owned(),
+                source,
+            })?;
+        // PostgreSQL: an advisory lock, so instances starting together migrate once.
+        let run = with_pool!(self, pool, _Db => migrator.run(pool).await);
+        run.map_err(|source| LedgerError::Migrate {
+            url: self.url().to_owned(),
+            source,
+        })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), LedgerError> {
+        with_pool!(self, pool, _Db => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+            .map_err(self.unreachable("answer a ping"))
+    }
+
+    pub(super) async fn granted(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<Grant>>, LedgerError> {
+        let mut out: HashMap<String, Vec<Grant>> = HashMap::new();
+        for chunk in user_ids.chunks(ROWS_PER_STATEMENT * 10) {
+            let rows = with_pool!(self, pool, Db => {
+                let mut q = QueryBuilder::<Db>::new(
+                    "SELECT user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms FROM grants WHERE revoked = 0 AND user_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                q.push(")");
+                q.build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(self.unreachable("look up standing grants"))?
+                    .iter()
+                    .map(grant_from_row)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(self.unreachable("read a standing grant"))?
+            });
+            for grant in rows {
+                out.entry(grant.user_id.clone()).or_default().push(grant);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn record_grants(&self, grants: &[Grant]) -> Result<(), LedgerError> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
+            for chunk in grants.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<Db>::new(
+                    "INSERT INTO grants (user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms) ",
+                );
+                q.push_values(chunk, |mut row, g| {
+                    row.push_bind(g.user_id.as_str())
+                        .push_bind(g.role_id.as_str())
+                        .push_bind(g.role_name.as_str())
+                        .push_bind(org_key(&g.organization_id))
+                        .push_bind(g.rule.as_str())
+                        .push_bind(g.trigger.as_str())
+                        .push_bind(g.event_id.as_str())
+                        .push_bind(g.policy_fingerprint.as_str())
+                        .push_bind(g.instance.as_str())
+                        .push_bind(g.at);
+                });
+                // A grant already standing stays as first written.
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.unreachable("record grants"))?;
+            }
+            // A grant is a success: the users' standing failures end with it.
+            let mut users: Vec<&str> = grants.iter().map(|g| g.user_id.as_str()).collect();
+            users.sort_unstable();
+            users.dedup();
+            for chunk in users.chunks(ROWS_PER_STATEMENT * 10) {
+                let mut q = QueryBuilder::<Db>::new("DELETE FROM failures WHERE user_id IN (");
+                let mut list = q.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                q.push(")");
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.unreachable("clear failures"))?;
+            }
+            tx.commit().await.map_err(self.unreachable("commit grants"))
+        })
+    }
+
+    pub(super) async fn record_revocations(
+        &self,
+        revocations: &[Revocation],
+    ) -> Result<(), LedgerError> {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
+            for r in revocations {
+                sqlx::query::<Db>(
+                    "UPDATE grants SET revoked = 1 WHERE user_id = $1 AND role_id = $2 AND organization_id = $3 AND revoked = 0",
+                )
+                .bind(r.user_id.as_str())
+                .bind(r.role_id.as_str())
+                .bind(org_key(&r.organization_id))
+                .execute(&mut *tx)
+                .await
+                .map_err(self.unreachable("end a standing grant"))?;
+            }
+            for chunk in revocations.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<Db>::new(
+                    "INSERT INTO revocations (user_id, role_id, role_name, organization_id, revoked_by, reason, at_ms) ",
+                );
+                q.push_values(chunk, |mut row, r| {
+                    row.push_bind(r.user_id.as_str())
+                        .push_bind(r.role_id.as_str())
+                        .push_bind(r.role_name.as_str())
+                        .push_bind(org_key(&r.organization_id))
+                        .push_bind(r.by.as_str())
+                        .push_bind(r.reason.as_str())
+                        .push_bind(r.at);
+                });
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.unreachable("record revocations"))?;
+            }
+            tx.commit().await.map_err(self.unreachable("commit revocations"))
+        })
+    }
+
+    pub(super) async fn record_failure(
+        &self,
+        user_id: &str,
+        event_id: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<(), LedgerError> {
+        with_pool!(self, pool, Db => {
+            sqlx::query::<Db>(
+                "INSERT INTO failures (user_id, event_id, reason, at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET event_id = excluded.event_id, reason = excluded.reason, at_ms = excluded.at_ms",
+            )
+            .bind(user_id)
+            .bind(event_id)
+            .bind(reason)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(self.unreachable("record a failure"))
+    }
+
+    pub(super) async fn clear_failures(&self, user_ids: &[&str]) -> Result<(), LedgerError> {
+        for chunk in user_ids.chunks(ROWS_PER_STATEMENT * 10) {
+            if chunk.is_empty() {
+                continue;
+            }
+            with_pool!(self, pool, Db => {
+                let mut q = QueryBuilder::<Db>::new("DELETE FROM failures WHERE user_id IN (");
+                let mut list = q.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                q.push(")");
+                q.build()
+                    .execute(pool)
+                    .await
+                    .map_err(self.unreachable("clear failures"))?;
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) async fn forget_user(&self, user_id: &str) -> Result<(), LedgerError> {
+        with_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
+            for table in ["grants", "revocations", "failures"] {
+                sqlx::query::<Db>(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.unreachable("forget a deleted user"))?;
+            }
+            tx.commit().await.map_err(self.unreachable("commit forgetting a user"))
+        })
+    }
+
+    pub(super) async fn history(&self, user_id: &str) -> Result<UserHistory, LedgerError> {
+        let (grants, standing, revocations, failure) = with_pool!(self, pool, Db => {
+            let rows = sqlx::query::<Db>(
+                "SELECT user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms, revoked FROM grants WHERE user_id = $1 ORDER BY at_ms, id",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("read the user's grants"))?;
+            let mut grants = Vec::new();
+            let mut standing = Vec::new();
+            for row in &rows {
+                let grant = grant_from_row(row).map_err(self.unreachable("read a grant"))?;
+                let revoked: i64 = match row.try_get::<i64, _>("revoked") {
+                    Ok(v) => v,
+                    Err(_) => i64::from(
+                        row.try_get::<i16, _>("revoked")
+                            .map_err(self.unreachable("read a grant"))?,
+                    ),
+                };
+                if revoked == 0 {
+                    standing.push(grant.clone());
+                }
+                grants.push(grant);
+            }
+            let revocations = sqlx::query::<Db>(
+                "SELECT user_id, role_id, role_name, organization_id, revoked_by, reason, at_ms FROM revocations WHERE user_id = $1 ORDER BY at_ms, id",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("read the user's revocations"))?
+            .iter()
+            .map(|row| -> Result<Revocation, sqlx::Error> {
+                Ok(Revocation {
+                    user_id: row.try_get("user_id")?,
+                    role_id: row.try_get("role_id")?,
+                    role_name: row.try_get("role_name")?,
+                    organization_id: org_value(row.try_get("organization_id")?),
+                    by: row.try_get("revoked_by")?,
+                    reason: row.try_get("reason")?,
+                    at: row.try_get("at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.unreachable("read a revocation"))?;
+            let failure = sqlx::query::<Db>(
+                "SELECT user_id, event_id, reason, at_ms FROM failures WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(self.unreachable("read the user's failure"))?
+            .map(|row| -> Result<Failure, sqlx::Error> {
+                Ok(Failure {
+                    user_id: row.try_get("user_id")?,
+                    event_id: row.try_get("event_id")?,
+                    reason: row.try_get("reason")?,
+                    at: row.try_get("at_ms")?,
+                })
+            })
+            .transpose()
+            .map_err(self.unreachable("read a failure"))?;
+            (grants, standing, revocations, failure)
+        });
+        let mut entries: Vec<HistoryEntry> = grants
+            .into_iter()
+            .map(HistoryEntry::Grant)
+            .chain(revocations.into_iter().map(HistoryEntry::Revocation))
+            .collect();
+        // Stable: at equal times a grant stays before the revocation that ended it.
+        entries.sort_by_key(HistoryEntry::at);
+        Ok(UserHistory {
+            entries,
+            standing,
+            failure,
+        })
+    }
+
+    /// The distinct (role id, role name) of the standing grants of tenant roles.
+    pub(super) async fn standing_roles(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        let rows = with_pool!(self, pool, Db => {
+            sqlx::query(
+                "SELECT role_id, MAX(role_name) AS role_name FROM grants WHERE revoked = 0 AND organization_id = '' GROUP BY role_id ORDER BY role_id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("list the roles granted"))?
+            .iter()
+            .map(|row| Ok((row.try_get("role_id")?, row.try_get("role_name")?)))
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()
+            .map_err(self.unreachable("read a role granted"))?
+        });
+        Ok(rows)
+    }
+
+    pub(super) async fn size_bytes(&self) -> Result<u64, LedgerError> {
+        match self {
+            Backend::Sqlite(pool, path, _) => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(pool)
+                    .await
+                    .map_err(self.unreachable("checkpoint"))?;
+                let mut total = 0;
+                for suffix in ["", "-wal"] {
+                    let mut name = path.clone().into_os_string();
+                    name.push(suffix);
+                    total += std::fs::metadata(&name).map(|m| m.len()).unwrap_or(0);
+                }
+                Ok(total)
+            }
+            Backend::Postgres(pool, _) => {
+                let row = sqlx::query(
+                    "SELECT (pg_total_relation_size('grants') + pg_total_relation_size('revocations') + pg_total_relation_size('failures'))::BIGINT AS bytes",
+                )
+                .fetch_one(pool)
+                .await
+                .map_err(self.unreachable("measure the tables"))?;
+                let bytes: i64 = row.try_get("bytes").map_err(self.unreachable("measure"))?;
+                Ok(u64::try_from(bytes).unwrap_or(0))
+            }
+        }
+    }
+}
+
+fn grant_from_row<R: Row>(row: &R) -> Result<Grant, sqlx::Error>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    Ok(Grant {
+        user_id: row.try_get("user_id")?,
+        role_id: row.try_get("role_id")?,
+        role_name: row.try_get("role_name")?,
+        organization_id: org_value(row.try_get("organization_id")?),
+        rule: row.try_get("rule")?,
+        trigger: row.try_get("trigger_name")?,
+        event_id: row.try_get("event_id")?,
+        policy_fingerprint: row.try_get("policy_fingerprint")?,
+        instance: row.try_get("instance")?,
+        at: row.try_get("at_ms")?,
+    })
+}

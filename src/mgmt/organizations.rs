@@ -1,0 +1,331 @@
+//! Organizations in the Management API: member role writes
+//! (`POST /api/v2/organizations/{id}/members/{user_id}/roles`, one call per member for all its
+//! roles) through a limiter of their own (Auth0 gives "Write Organization Member Roles" its own
+//! bucket: burst 20, 200 per minute) and the tenant's, and the checkpoint-paged listings of
+//! organizations and their members with roles (`reconcile`).
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::RoleDirectory;
+use super::{encode_path_segment, expect_status, lock, MgmtClient, MgmtError, Operation};
+
+/// The default of `[auth0] organization_roles_per_minute` (Auth0's published limit).
+pub const DEFAULT_ORGANIZATION_ROLES_PER_MINUTE: u32 = 200;
+/// The default of `[auth0] organization_roles_burst` (Auth0's published burst).
+pub const DEFAULT_ORGANIZATION_ROLES_BURST: u32 = 20;
+
+/// The organization member roles bucket: the client-side limiter and, after a 429 from it, the
+/// hold on every member role write (the tenant's other calls are not held: their bucket is
+/// another one).
+pub(super) struct OrganizationBucket {
+    limiter: Mutex<Arc<DefaultDirectRateLimiter>>,
+    held_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+fn limiter(per_minute: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
+    let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimiter::direct(
+        Quota::per_minute(per_minute).allow_burst(burst),
+    ))
+}
+
+impl OrganizationBucket {
+    pub(super) fn new() -> Self {
+        OrganizationBucket {
+            limiter: Mutex::new(limiter(
+                DEFAULT_ORGANIZATION_ROLES_PER_MINUTE,
+                DEFAULT_ORGANIZATION_ROLES_BURST,
+            )),
+            held_until: Mutex::new(None),
+        }
+    }
+
+    /// Waits out a 429's hold on this bucket, then takes a place in its limiter.
+    pub(super) async fn until_ready(&self) {
+        loop {
+            let until = *lock(&self.held_until);
+            match until {
+                Some(until) if until > tokio::time::Instant::now() => {
+                    tokio::time::sleep_until(until).await;
+                }
+                _ => break,
+            }
+        }
+        let limiter = Arc::clone(&lock(&self.limiter));
+        limiter.until_ready().await;
+    }
+
+    /// After a 429 on a member role write: no such write is sent for `delay`.
+    pub(super) fn hold_for(&self, delay: Duration) {
+        let until = tokio::time::Instant::now() + delay;
+        let mut held = lock(&self.held_until);
+        if held.is_none_or(|h| h < until) {
+            *held = Some(until);
+        }
+    }
+}
+
+impl MgmtClient {
+    /// Sets the organization member roles limiter (`[auth0] organization_roles_per_minute`,
+    /// `organization_roles_burst`); the client starts with Auth0's published 200/min, burst 20.
+    pub fn set_organization_limit(&self, per_minute: u32, burst: u32) {
+        *lock(&self.inner.organizations.limiter) = limiter(per_minute, burst);
+    }
+
+    /// Waits for the organization bucket (before the tenant's limiter) and records the wait.
+    pub(super) async fn wait_for_organization_bucket(&self) {
+        let waited = Instant::now();
+        self.inner.organizations.until_ready().await;
+        self.inner
+            .metrics
+            .organization_rate_limiter_wait
+            .observe(waited.elapsed().as_secs_f64());
+    }
+
+    /// `POST /api/v2/organizations/{id}/members/{user_id}/roles` `{"roles": [ids]}` (204).
+    pub async fn assign_organization_member_roles(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        role_ids: &[String],
+    ) -> Result<(), MgmtError> {
+        let path = format!(
+            "/api/v2/organizations/{}/members/{}/roles",
+            encode_path_segment(organization_id),
+            encode_path_segment(user_id)
+        );
+        let body = serde_json::json!({ "roles": role_ids });
+        let operation = Operation::AssignOrganizationMemberRoles;
+        let answer = self
+            .request(operation, Method::POST, &path, Some(&body))
+            .await?;
+        expect_status(operation, answer.status, &[204, 200, 201])
+    }
+
+    /// One page of `GET /api/v2/organizations` in checkpoint form (`from`, `take`).
+    pub async fn organizations_page(
+        &self,
+        from: Option<&str>,
+        take: usize,
+    ) -> Result<OrganizationsPage, MgmtError> {
+        let mut path = format!("/api/v2/organizations?take={take}");
+        if let Some(from) = from {
+            path.push_str(&format!("&from={}", encode_path_segment(from)));
+        }
+        let operation = Operation::GetOrganizations;
+        let answer = self.request(operation, Method::GET, &path, None).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+            operation: operation.as_str(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// One page of an organization's members with their roles
+    /// (`GET /api/v2/organizations/{id}/members?fields=user_id,roles`, checkpoint form).
+    pub async fn organization_members_page(
+        &self,
+        organization_id: &str,
+        from: Option<&str>,
+        take: usize,
+    ) -> Result<MembersPage, MgmtError> {
+        let mut path = format!(
+            "/api/v2/organizations/{}/members?fields=user_id,roles&include_fields=true&take={take}",
+            encode_path_segment(organization_id)
+        );
+        if let Some(from) = from {
+            path.push_str(&format!("&from={}", encode_path_segment(from)));
+        }
+        let operation = Operation::GetOrganizationMembers;
+        let answer = self.request(operation, Method::GET, &path, None).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+            operation: operation.as_str(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// A page of organizations: `{"organizations": [...], "next": "..."}` (no `next` on the last).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OrganizationsPage {
+    pub organizations: Vec<Organization>,
+    pub next: Option<String>,
+}
+
+/// An organization as listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Organization {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// A page of members: `{"members": [...], "next": "..."}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MembersPage {
+    pub members: Vec<Member>,
+    pub next: Option<String>,
+}
+
+/// A member with the roles it holds in the organization.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Member {
+    pub user_id: String,
+    pub roles: Vec<MemberRole>,
+}
+
+/// A role of a member (`{id, name}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct MemberRole {
+    pub id: String,
+    pub name: String,
+}
+
+/// Whether a member role write failed because the member is gone: the user left the
+/// organization, was deleted, or the organization was deleted before the write (Auth0 answers
+/// 404, or 400 for a user that is not a member). That member alone fails.
+pub fn is_member_gone(err: &MgmtError) -> bool {
+    matches!(
+        err,
+        MgmtError::Permanent {
+            status: 400 | 404,
+            ..
+        }
+    ) && !is_role_gone(err)
+}
+
+/// Gives `user_id` the roles named `roles` as its roles in `organization_id`: one call for all
+/// of them. Names resolve through the policy's role directory (a policy role missing in the
+/// tenant is the service fault every other write meets); a permanent refusal (the member
+/// removed before the write) is returned for this member alone.
+pub async fn assign_member_roles(
+    client: &MgmtClient,
+    directory: &RoleDirectory,
+    organization_id: &str,
+    user_id: &str,
+    roles: &[String],
+) -> Result<(), MgmtError> {
+    if roles.is_empty() {
+        return Ok(());
+    }
+    let mut attempt = 0;
+    loop {
+        let seen = directory.generation();
+        let mut ids = Vec::with_capacity(roles.len());
+        let mut missing = Vec::new();
+        for name in roles {
+            match directory.id(name) {
+                Some(id) => ids.push(id),
+                None => missing.push(name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(MgmtError::MissingRoles(missing));
+        }
+        match client
+            .assign_organization_member_roles(organization_id, user_id, &ids)
+            .await
+        {
+            // A role deleted (and maybe re-created with a new id) since it was resolved: resolve
+            // the names again and write again, as a user's write does.
+            Err(err) if is_role_gone(&err) && attempt < ROLE_RETRIES => {
+                tracing::warn!(error = %err, "a role id was not found: resolving role names again");
+                directory.resolve_again(client, seen).await?;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How many times a write answered "the role does not exist" is sent again after the names
+/// resolved again.
+const ROLE_RETRIES: u32 = 3;
+
+/// A 404 that names the role (not the member, the user or the organization).
+fn is_role_gone(err: &MgmtError) -> bool {
+    matches!(err, MgmtError::Permanent { status: 404, message, .. } if message.to_ascii_lowercase().contains("role"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::faults::Transient;
+    use super::super::{ClientSettings, RetrySettings};
+    use super::*;
+
+    fn client() -> MgmtClient {
+        let metrics =
+            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let settings = ClientSettings {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            audience: "https://t.example/api/v2/".to_owned(),
+            client_id: "c".to_owned(),
+            client_secret: crate::settings::Secret::new("s"),
+            requests_per_second: 10.0,
+            burst: 10,
+            timeout: Duration::from_secs(1),
+            retry: RetrySettings::default(),
+        };
+        MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_on_a_member_role_write_holds_member_role_writes_only() {
+        let client = client();
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut backoff = client.backoff();
+                client
+                    .wait_before_retry(
+                        Operation::AssignOrganizationMemberRoles,
+                        Transient::RateLimited(Some(Duration::from_secs(3))),
+                        &mut backoff,
+                    )
+                    .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The tenant's other calls are not held: their bucket is another one.
+        let started = tokio::time::Instant::now();
+        client.wait_out_rate_limit().await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Member role writes wait out the hold.
+        client.inner.organizations.until_ready().await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(2900),
+            "{:?}",
+            started.elapsed()
+        );
+        waiting.await.unwrap_or_default();
+    }
+
+    #[tokio::test]
+    async fn member_role_writes_get_their_burst_then_their_rate() {
+        // governor keeps its own (real) clock: no paused time here.
+        let client = client();
+        client.set_organization_limit(60, 2);
+        let started = std::time::Instant::now();
+        for _ in 0..2 {
+            client.inner.organizations.until_ready().await;
+        }
+        let burst = started.elapsed();
+        client.inner.organizations.until_ready().await;
+        // Two at once, the third a second later (60 per minute): a lower bound only.
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "burst {burst:?}, third {:?}",
+            started.elapsed()
+        );
+    }
+}
