@@ -11,10 +11,14 @@ use crate::config::{
 use crate::dedup::Dedup;
 use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
+use crate::mgmt::logs::LogsApi;
 use crate::mgmt::{self, MgmtError};
 use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
+use crate::source::auth0_logs::{
+    self, CheckpointError, DeadLetterFile, FileCheckpoint, LogsReader, LogsSettings,
+};
 use crate::source::ingest::{self, IngestError};
 use crate::source::kafka::{self, KafkaRunError};
 use crate::source::sqs::{self, SqsRunError};
@@ -52,6 +56,9 @@ pub enum StartError {
     Replay(String),
     #[error("reconcile: {0}")]
     Reconcile(String),
+    /// The tenant's Logs API reader failed (its checkpoint cannot be written, exit 1).
+    #[error("{0}")]
+    Logs(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     /// The ledger's URL or place cannot work (exit 2), or its database did not answer at
@@ -103,6 +110,43 @@ enum Source {
     Kafka(KafkaSettings, Arc<Pipeline>),
     Sqs(SqsSettings, Arc<Pipeline>),
     Ingest(IngestSettings, Arc<ingest::IngestState>),
+    Auth0Logs(Box<LogsReader>),
+}
+
+/// A Logs API reader's checkpoint, locked: a second reader is a configuration error (exit 2).
+fn open_checkpoint(
+    settings: &LogsSettings,
+) -> Result<(FileCheckpoint, DeadLetterFile), StartError> {
+    let store = FileCheckpoint::open(&settings.checkpoint_file).map_err(|err| match err {
+        CheckpointError::Locked { .. } => StartError::Config(err.to_string()),
+        other => StartError::Logs(other.to_string()),
+    })?;
+    let dead_letters = DeadLetterFile::new(store.dead_letter_path());
+    Ok((store, dead_letters))
+}
+
+/// Reads the log stream's status now (a refusal or an unknown id stops the start: exit 2) and
+/// watches it every `log_stream_check` until `shutdown`.
+async fn watch_stream(
+    settings: &LogsSettings,
+    client: &crate::mgmt::MgmtClient,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<(), StartError> {
+    let Some(id) = &settings.log_stream_id else {
+        return Ok(());
+    };
+    let api = Arc::new(LogsApi::auxiliary(client.clone(), 1.0));
+    auth0_logs::watch_log_stream(
+        api,
+        id.clone(),
+        settings.log_stream_check,
+        Arc::clone(metrics),
+        shutdown.clone(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|err| StartError::Config(format!("log_stream_id {id}: {err}")))
 }
 
 /// A built application, ready to [`run`](App::run).
@@ -114,6 +158,8 @@ pub struct App {
     /// Stops the endpoints once the source drained (they keep answering while it drains).
     endpoints_stop: Shutdown,
     source: Source,
+    /// The backstop reading the tenant's logs behind the source (`[backstop]`).
+    backstop: Option<LogsReader>,
 }
 
 impl App {
@@ -165,7 +211,45 @@ impl App {
                 .await
                 .map_err(StartError::Config)?;
         }
+        let backstop = match (&config.backstop, &pipeline) {
+            (None, _) => None,
+            (Some(_), _) if matches!(kind, SourceKind::Auth0Logs | SourceKind::KafkaBridge) => {
+                return Err(StartError::Config(
+                    "[backstop] runs beside a source that assigns (run with kafka or sqs, ingest in direct mode): the auth0_logs source needs none, and beside the Kafka bridge the backstop belongs in the `run` instance that consumes the topic".to_owned(),
+                ))
+            }
+            (Some(settings), Some(pipeline)) => {
+                let (store, dead_letters) = open_checkpoint(settings)?;
+                let Some(client) = pipeline.client() else {
+                    return Err(StartError::Config("[backstop] needs [auth0]".to_owned()));
+                };
+                watch_stream(settings, client, &metrics, &shutdown).await?;
+                tracing::info!(checkpoint = %settings.checkpoint_file.display(), lag_seconds = settings.lag.as_secs_f64(), rate_share = settings.rate_share, "backstop: reading the tenant's logs behind the stream");
+                Some(LogsReader::new(
+                    settings.clone(),
+                    LogsApi::auxiliary(client.clone(), settings.rate_share),
+                    Arc::new(pipeline.relabelled(SourceKind::Backstop)),
+                    Box::new(store),
+                    dead_letters,
+                ))
+            }
+            (Some(_), None) => None,
+        };
         let source = match (command, &config.source, pipeline) {
+            (Command::Run, Some(SourceSettings::Auth0Logs(settings)), Some(p)) => {
+                let (store, dead_letters) = open_checkpoint(settings)?;
+                let Some(client) = p.client().cloned() else {
+                    return Err(StartError::Config(NO_SOURCE.to_owned()));
+                };
+                watch_stream(settings, &client, &metrics, &shutdown).await?;
+                Source::Auth0Logs(Box::new(LogsReader::new(
+                    settings.clone(),
+                    LogsApi::primary(client),
+                    p,
+                    Box::new(store),
+                    dead_letters,
+                )))
+            }
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
             (Command::Ingest, _, pipeline) => {
@@ -181,6 +265,7 @@ impl App {
             shutdown,
             endpoints_stop,
             source,
+            backstop,
         })
     }
 
@@ -199,7 +284,31 @@ impl App {
 
     /// Consumes until the shutdown, drains within the grace period, and stops the endpoints.
     pub async fn run(self) -> Result<(), StartError> {
+        let backstop_stop = Shutdown::new();
+        let backstop = self.backstop.map(|reader| {
+            let stop = backstop_stop.clone();
+            let app_stop = self.shutdown.clone();
+            tokio::spawn(async move {
+                app_stop.wait().await;
+                stop.trigger();
+            });
+            let stop = backstop_stop.clone();
+            tokio::spawn(async move { reader.run(None, stop).await })
+        });
         let result = match self.source {
+            Source::Auth0Logs(reader) => reader
+                .run(Some(Arc::clone(&self.health)), self.shutdown)
+                .await
+                .map(|summary| {
+                    tracing::info!(
+                        events = summary.events,
+                        pages = summary.pages,
+                        dead_letters = summary.dead_letters,
+                        unfinished_batches = summary.unfinished_batches,
+                        "stopped"
+                    );
+                })
+                .map_err(|err| StartError::Logs(err.to_string())),
             Source::Kafka(settings, pipeline) => {
                 kafka::run(settings, pipeline, Arc::clone(&self.health), self.shutdown)
                     .await
@@ -236,12 +345,25 @@ impl App {
                 served.map_err(StartError::from)
             }
         };
+        backstop_stop.trigger();
+        if let Some(handle) = backstop {
+            match handle.await {
+                Ok(Ok(summary)) => tracing::info!(
+                    events = summary.events,
+                    pages = summary.pages,
+                    dead_letters = summary.dead_letters,
+                    "backstop stopped"
+                ),
+                Ok(Err(err)) => tracing::error!(error = %err, "the backstop stopped on an error"),
+                Err(err) => tracing::error!(error = %err, "the backstop's task was lost"),
+            }
+        }
         self.endpoints_stop.trigger();
         result
     }
 }
 
-const NO_SOURCE: &str = "`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, or type = \"sqs\" with an [sqs] section (see config/example.toml)";
+const NO_SOURCE: &str = "`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, type = \"sqs\" with an [sqs] section, or type = \"auth0_logs\" with an [auth0_logs] section (see config/example.toml)";
 
 /// Which source a command runs with this configuration.
 fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartError> {
@@ -249,6 +371,7 @@ fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartErr
         Command::Run => match &config.source {
             Some(SourceSettings::Kafka(_)) => Ok(SourceKind::Kafka),
             Some(SourceSettings::Sqs(_)) => Ok(SourceKind::Sqs),
+            Some(SourceSettings::Auth0Logs(_)) => Ok(SourceKind::Auth0Logs),
             None => Err(StartError::Config(NO_SOURCE.to_owned())),
         },
         Command::Ingest => match config.ingest.as_ref().map(|i| i.mode) {

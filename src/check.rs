@@ -27,10 +27,102 @@ pub fn required_scopes(config: &Config, read_user_roles: bool) -> Vec<&'static s
     if policy.uses_client_metadata() {
         scopes.push("read:clients");
     }
+    let readers = logs_readers(config);
+    if !readers.is_empty() {
+        scopes.push("read:logs");
+    }
+    if readers.iter().any(|r| r.log_stream_id.is_some()) {
+        scopes.push("read:log_streams");
+    }
     if policy.uses_organizations() {
         scopes.push(crate::reconcile::organizations::WRITE_SCOPE);
     }
     scopes
+}
+
+/// The Logs API readers of a config: the `auth0_logs` source and the backstop.
+fn logs_readers(config: &Config) -> Vec<&crate::config::LogsSettings> {
+    let mut readers = Vec::new();
+    if let Some(SourceSettings::Auth0Logs(settings)) = &config.source {
+        readers.push(settings);
+    }
+    if let Some(settings) = &config.backstop {
+        readers.push(settings);
+    }
+    readers
+}
+
+/// What `check` says of a Logs API reader: where it starts or stands, how far behind, what
+/// it costs.
+fn describe_logs_reader(text: &mut String, label: &str, r: &crate::config::LogsSettings) {
+    use crate::source::auth0_logs::{calls_per_hour, FileCheckpoint};
+    let lag = if r.lag.is_zero() {
+        String::new()
+    } else {
+        format!(
+            ", {} s behind now, at most {} of the request rate",
+            r.lag.as_secs_f64(),
+            r.rate_share
+        )
+    };
+    let _ = writeln!(
+        text,
+        "{label}: tenant Logs API, checkpoint {} (start {} when absent), pages of {}, polls every {} s when caught up{lag}; dead letters in {}.dead-letters.jsonl",
+        r.checkpoint_file.display(),
+        r.start.describe(),
+        r.take,
+        r.poll_interval.as_secs_f64(),
+        r.checkpoint_file.display(),
+    );
+    match FileCheckpoint::peek(&r.checkpoint_file) {
+        Ok(Some(checkpoint)) => {
+            let age = checkpoint
+                .date
+                .as_deref()
+                .and_then(|d| humantime::parse_rfc3339(d).ok())
+                .and_then(|d| std::time::SystemTime::now().duration_since(d).ok())
+                .map(|a| format!("{} s ago", a.as_secs()))
+                .unwrap_or_else(|| "date unknown".to_owned());
+            let _ = writeln!(
+                text,
+                "{label}: checkpoint at log_id {} (logged {age}: the lag while logs keep coming; the tenant keeps logs for its plan's retention only)",
+                checkpoint.log_id
+            );
+        }
+        Ok(None) => {
+            let _ = writeln!(
+                text,
+                "{label}: no checkpoint yet (starts {})",
+                r.start.describe()
+            );
+        }
+        Err(err) => {
+            let _ = writeln!(text, "{label}: checkpoint unreadable: {err}");
+        }
+    }
+    let estimates: Vec<String> = [1_000.0, 10_000.0, 100_000.0]
+        .iter()
+        .map(|v| {
+            format!(
+                "{v} events/h → {} calls/h",
+                calls_per_hour(*v, r.take, r.poll_interval)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        text,
+        "{label}: estimated Logs API calls (one per {} tenant log events of any type, plus one poll per {} s): {}",
+        r.take,
+        r.poll_interval.as_secs_f64(),
+        estimates.join("; ")
+    );
+    if let Some(id) = &r.log_stream_id {
+        let _ = writeln!(
+            text,
+            "{label}: watches log stream {id} every {} s (log_stream_active)",
+            r.log_stream_check.as_secs_f64()
+        );
+    }
 }
 
 /// The scopes `reconcile` needs: the users-export job and reading it (`read:users`), role
@@ -43,7 +135,8 @@ pub const RECONCILE_SCOPES: [&str; 4] = [
 ];
 
 /// The scopes `setup log-stream` needs (that command only; `doctor` reads the streams with
-/// `read:log_streams` when granted). The service itself never touches log streams.
+/// `read:log_streams` when granted). The service itself only reads a stream's status, with
+/// `log_stream_id` (`read:log_streams`, in [`required_scopes`]).
 pub const SETUP_LOG_STREAM_SCOPES: [&str; 3] = [
     "read:log_streams",
     "create:log_streams",
@@ -137,9 +230,13 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                 q.max_inflight
             );
         }
+        Some(SourceSettings::Auth0Logs(r)) => describe_logs_reader(&mut text, "source", r),
         None => {
             let _ = writeln!(text, "source: none (only `replay` can run)");
         }
+    }
+    if let Some(b) = &config.backstop {
+        describe_logs_reader(&mut text, "backstop", b);
     }
     if let Some(i) = &config.ingest {
         let token = match i.token(env) {

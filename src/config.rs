@@ -15,6 +15,8 @@ pub use crate::settings::{
     is_secret_key, read_secret, redact_secret_lines, ConfigError, Secret, BASE_URL_ENV,
     CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
 };
+pub use crate::source::auth0_logs::LogsSettings;
+use crate::source::auth0_logs::{Role, Start};
 pub use crate::source::ingest::{IngestMode, IngestSettings, WEBHOOK_TOKEN_ENV};
 pub use crate::source::kafka::{KafkaSettings, DEFAULT_GROUP_ID};
 pub use crate::source::sqs::SqsSettings;
@@ -41,7 +43,24 @@ struct ConfigFile {
     #[serde(default)]
     metrics: MetricsSection,
     ingest: Option<IngestSection>,
+    auth0_logs: Option<LogsSection>,
+    backstop: Option<LogsSection>,
     ledger: Option<LedgerSection>,
+}
+
+/// `[auth0_logs]` (the source) and `[backstop]`: the same keys, `lag_seconds` and
+/// `rate_share` only in `[backstop]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsSection {
+    start: Option<String>,
+    checkpoint_file: Option<PathBuf>,
+    poll_interval_seconds: Option<f64>,
+    take: Option<i64>,
+    log_stream_id: Option<String>,
+    log_stream_check_seconds: Option<f64>,
+    lag_seconds: Option<f64>,
+    rate_share: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +186,8 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// `[ingest]`: the HTTP receiver of Auth0's Custom Webhook log stream.
     pub ingest: Option<IngestSettings>,
+    /// `[backstop]`: the tenant's Logs API read behind the source.
+    pub backstop: Option<LogsSettings>,
     /// `[ledger]` (or `LEDGER_URL`): what the service granted, in SQLite or PostgreSQL.
     pub ledger: Option<LedgerSettings>,
     /// The fingerprint of the `[policy]` section as written, recorded with each grant.
@@ -181,6 +202,8 @@ pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
 pub enum SourceSettings {
     Kafka(KafkaSettings),
     Sqs(SqsSettings),
+    /// The tenant's Logs API (`[auth0_logs]`).
+    Auth0Logs(LogsSettings),
 }
 
 /// librdkafka properties the service owns: setting them in `[kafka.properties]` would break
@@ -249,7 +272,19 @@ impl Config {
                 None => DedupSettings::default().max_entries,
             },
         };
-        let source = source_settings(file.source, file.kafka, file.sqs)?;
+        let source = source_settings(file.source, file.kafka, file.sqs, file.auth0_logs)?;
+        let backstop = file
+            .backstop
+            .map(|b| logs_settings(Role::Backstop, b))
+            .transpose()?;
+        if let Some(b) = &backstop {
+            if b.lag >= dedup.ttl {
+                return Err(invalid(
+                    "backstop.lag_seconds",
+                    format!("must be shorter than dedup.ttl_seconds ({} s): events the stream delivered must still be remembered when the backstop reads them, or they cost calls again", dedup.ttl.as_secs()),
+                ));
+            }
+        }
         let listen = file
             .metrics
             .listen
@@ -269,6 +304,7 @@ impl Config {
             source,
             metrics_listen,
             ingest,
+            backstop,
             ledger,
             policy_fingerprint: crate::ledger::policy_fingerprint_of_config(text),
         })
@@ -459,6 +495,7 @@ fn source_settings(
     source: Option<SourceSection>,
     kafka: Option<KafkaSection>,
     sqs: Option<SqsSection>,
+    auth0_logs: Option<LogsSection>,
 ) -> Result<Option<SourceSettings>, ConfigError> {
     let kind = match (&source, &kafka, &sqs) {
         (Some(s), _, _) => s.kind.trim().to_ascii_lowercase(),
@@ -492,11 +529,126 @@ fn source_settings(
             })?;
             Ok(Some(SourceSettings::Sqs(sqs_settings(sqs)?)))
         }
+        "auth0_logs" => {
+            let section = auth0_logs.ok_or_else(|| {
+                invalid(
+                    "auth0_logs",
+                    "source.type is \"auth0_logs\" but there is no [auth0_logs] section (checkpoint_file at least)",
+                )
+            })?;
+            Ok(Some(SourceSettings::Auth0Logs(logs_settings(
+                Role::Source,
+                section,
+            )?)))
+        }
         other => Err(invalid(
             "source.type",
-            format!("`{other}` is not a source: use \"kafka\" or \"sqs\""),
+            format!("`{other}` is not a source: use \"kafka\" or \"sqs\" (a stream), or \"auth0_logs\" (the tenant's Logs API)"),
         )),
     }
+}
+
+/// `[auth0_logs]` or `[backstop]`.
+fn logs_settings(role: Role, section: LogsSection) -> Result<LogsSettings, ConfigError> {
+    let backstop = role == Role::Backstop;
+    let key =
+        |name: &'static str, source_key: &'static str| if backstop { name } else { source_key };
+    if !backstop && (section.lag_seconds.is_some() || section.rate_share.is_some()) {
+        return Err(invalid(
+            "auth0_logs",
+            "lag_seconds and rate_share belong in [backstop]: the auth0_logs source reads as soon as the tenant logs",
+        ));
+    }
+    let start_text = section.start.unwrap_or_else(|| "latest".to_owned());
+    let start = Start::parse(&start_text).ok_or_else(|| {
+        invalid(
+            key("backstop.start", "auth0_logs.start"),
+            format!("`{start_text}` is not \"earliest\", \"latest\" or a log_id (digits)"),
+        )
+    })?;
+    let checkpoint_file = section
+        .checkpoint_file
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            invalid(
+                key("backstop.checkpoint_file", "auth0_logs.checkpoint_file"),
+                "missing: a file the reader keeps its place in (on a persistent volume), e.g. /var/lib/auth0-default-roles/logs.checkpoint",
+            )
+        })?;
+    let seconds = |name: &'static str, value: Option<f64>, default: f64, min: f64, max: f64| {
+        let v = value.unwrap_or(default);
+        if v.is_finite() && (min..=max).contains(&v) {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(invalid(
+                name,
+                format!("must be between {min} and {max} seconds"),
+            ))
+        }
+    };
+    let poll_interval = seconds(
+        key(
+            "backstop.poll_interval_seconds",
+            "auth0_logs.poll_interval_seconds",
+        ),
+        section.poll_interval_seconds,
+        10.0,
+        0.1,
+        3600.0,
+    )?;
+    let log_stream_check = seconds(
+        key(
+            "backstop.log_stream_check_seconds",
+            "auth0_logs.log_stream_check_seconds",
+        ),
+        section.log_stream_check_seconds,
+        60.0,
+        0.1,
+        3600.0,
+    )?;
+    let lag = seconds(
+        "backstop.lag_seconds",
+        section.lag_seconds,
+        if backstop { 300.0 } else { 0.0 },
+        0.0,
+        7.0 * 86_400.0,
+    )?;
+    let take = int_in(
+        key("backstop.take", "auth0_logs.take"),
+        section.take,
+        100,
+        1..=100,
+        " (the Logs API's limit)",
+    )?;
+    let rate_share = section
+        .rate_share
+        .unwrap_or(if backstop { 0.1 } else { 1.0 });
+    if !(rate_share.is_finite() && rate_share > 0.0 && rate_share <= 1.0) {
+        return Err(invalid(
+            "backstop.rate_share",
+            "must be above 0 and at most 1 (the share of auth0.requests_per_second the backstop's reads may use)",
+        ));
+    }
+    let log_stream_id = match section.log_stream_id.map(|s| s.trim().to_owned()) {
+        Some(id) if id.is_empty() || id.contains(char::is_whitespace) => {
+            return Err(invalid(
+                key("backstop.log_stream_id", "auth0_logs.log_stream_id"),
+                "must be a log stream id such as lst_0000000000012345 (or leave the key out)",
+            ))
+        }
+        other => other,
+    };
+    Ok(LogsSettings {
+        role,
+        start,
+        checkpoint_file,
+        poll_interval,
+        lag,
+        rate_share,
+        log_stream_id,
+        log_stream_check,
+        take: usize::try_from(take).unwrap_or(100),
+    })
 }
 
 /// An integer key within `range`, or its default.

@@ -451,6 +451,10 @@ async fn source(config: &Config, env: Env<'_>, report: &mut Report) {
             }
         }
         Some(SourceSettings::Sqs(sqs)) => sqs_check(sqs, report).await,
+        Some(SourceSettings::Auth0Logs(logs)) => report.ok(format!(
+            "source: the tenant's Logs API (checkpoint {}; needs read:logs)",
+            logs.checkpoint_file.display()
+        )),
         None if config.ingest.is_none() => report.fail(
             "source: no [source] and no [ingest]: `run` has nothing to consume",
             "add [source] with [kafka] or [sqs], or [ingest] for the webhook",

@@ -49,6 +49,12 @@ pub struct Metrics {
     pub sqs_messages_left: IntCounterVec,
     pub sqs_inflight_messages: IntGauge,
     pub build_info: IntGaugeVec,
+    // The tenant's Logs API (`auth0_logs` source, `[backstop]`) and the log stream's health.
+    pub backstop_recovered: IntCounterVec,
+    pub log_stream_active: IntGaugeVec,
+    pub auth0_logs_lag: prometheus::GaugeVec,
+    pub auth0_logs_retention_gaps: IntCounterVec,
+    pub auth0_logs_read_errors: IntCounterVec,
     pub ledger_writes: IntCounterVec,
     pub ledger_errors: IntCounter,
     pub ledger_unreachable: IntGauge,
@@ -221,7 +227,7 @@ impl Metrics {
                 "Partitions paused for back-pressure.",
             ))?)?,
             dead_letters: reg.add(IntCounterVec::new(
-                opts("dead_letters_total", "Events sent to the dead-letter topic, by reason."),
+                opts("dead_letters_total", "Events sent to the dead-letter topic (the dead-letter file for auth0_logs), by reason."),
                 &["reason"],
             )?)?,
             ingest_requests: reg.add(IntCounterVec::new(
@@ -260,6 +266,26 @@ impl Metrics {
             build_info: reg.add(IntGaugeVec::new(
                 opts("build_info", "Always 1; the version label tells the build."),
                 &["version"],
+            )?)?,
+            backstop_recovered: reg.add(IntCounterVec::new(
+                opts("backstop_recovered_total", "Eligible events the backstop read from the tenant's logs that the stream had not delivered (to this instance) in time, by trigger: the stream is losing events."),
+                &["trigger"],
+            )?)?,
+            log_stream_active: reg.add(IntGaugeVec::new(
+                opts("log_stream_active", "1 while the log stream (log_stream_id) is active, 0 while it is paused, suspended or cannot be read; by stream id."),
+                &["stream"],
+            )?)?,
+            auth0_logs_lag: reg.add(prometheus::GaugeVec::new(
+                opts("auth0_logs_lag_seconds", "How far the Logs API reader (reader: source, backstop) is behind: now minus the date of its checkpoint's log, 0 when the last read found nothing new."),
+                &["reader"],
+            )?)?,
+            auth0_logs_retention_gaps: reg.add(IntCounterVec::new(
+                opts("auth0_logs_retention_gaps_total", "Times a Logs API reader found its checkpoint older than the oldest log the tenant still keeps (retention): the logs in between are lost to it; run `reconcile`."),
+                &["reader"],
+            )?)?,
+            auth0_logs_read_errors: reg.add(IntCounterVec::new(
+                opts("auth0_logs_read_errors_total", "Logs API or log-stream reads that failed for good (a refused scope, a 404, an unexpected answer), by reader (source, backstop, health)."),
+                &["reader"],
             )?)?,
             ledger_writes: reg.add(IntCounterVec::new(
                 opts("ledger_writes_total", "Ledger transactions committed, by kind (grant, revocation, failure, clear, forget)."),

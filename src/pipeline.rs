@@ -28,6 +28,10 @@ pub enum SourceKind {
     KafkaBridge,
     /// `replay` (files, stdin).
     Replay,
+    /// The tenant's Logs API as the source of `run` (`[source] type = "auth0_logs"`).
+    Auth0Logs,
+    /// The backstop: the Logs API read behind another source (`[backstop]`).
+    Backstop,
 }
 
 impl SourceKind {
@@ -38,6 +42,8 @@ impl SourceKind {
             SourceKind::Http => "http",
             SourceKind::KafkaBridge => "kafka-bridge",
             SourceKind::Replay => "replay",
+            SourceKind::Auth0Logs => "auth0_logs",
+            SourceKind::Backstop => "backstop",
         }
     }
 
@@ -54,6 +60,9 @@ impl SourceKind {
             SourceKind::Http => "not listening yet",
             SourceKind::KafkaBridge => "the Kafka broker does not answer",
             SourceKind::Replay => "replay source not open yet",
+            SourceKind::Auth0Logs | SourceKind::Backstop => {
+                "the tenant's Logs API has not answered yet"
+            }
         }
     }
 }
@@ -570,6 +579,24 @@ impl Pipeline {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The same pipeline (policy, dedup, client, assigner: work done by one is known to the
+    /// other) labelled as another source: the backstop beside the stream's source.
+    pub fn relabelled(&self, source: SourceKind) -> Pipeline {
+        self.metrics
+            .task_panics
+            .with_label_values(&[source.as_str()]);
+        Pipeline {
+            processor: self.processor.clone(),
+            mode: self.mode,
+            client: self.client.clone(),
+            assigner: self.assigner.clone(),
+            applications: self.applications.clone(),
+            metrics: Arc::clone(&self.metrics),
+            source,
+            ledger: self.ledger.clone(),
+        }
     }
 
     pub fn client(&self) -> Option<&MgmtClient> {

@@ -1,7 +1,8 @@
 //! The tenant's log streams (`/api/v2/log-streams`, scopes `read:log_streams`,
 //! `create:log_streams`, `update:log_streams`): listing, creating and changing them, and what a
 //! stream must deliver for a policy (the category filters of its triggers, the fields its rules
-//! read left in clear). Used by `doctor` and `setup log-stream`, never by the service itself.
+//! read left in clear). Used by `doctor` and `setup log-stream`; the service itself only reads
+//! one stream's status, with `log_stream_id` (`mgmt/logs.rs`).
 
 use std::collections::BTreeSet;
 

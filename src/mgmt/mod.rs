@@ -6,6 +6,7 @@ pub(crate) mod assigner;
 mod clients;
 mod faults;
 pub mod log_streams;
+pub mod logs;
 pub mod organizations;
 mod roles;
 mod token;
@@ -154,6 +155,10 @@ pub enum Operation {
     CreateLogStream,
     /// `PATCH /api/v2/log-streams/{id}` (`setup log-stream`).
     UpdateLogStream,
+    /// `GET /api/v2/log-streams/{id}` (the stream's health, `[backstop] log_stream_id`).
+    GetLogStream,
+    /// `GET /api/v2/logs` (the `auth0_logs` source and the backstop).
+    GetLogs,
     /// `POST /api/v2/organizations/{id}/members/{user_id}/roles`: through the organization
     /// member roles limiter, then the tenant's.
     AssignOrganizationMemberRoles,
@@ -181,6 +186,8 @@ impl Operation {
             Operation::GetLogStreams => "get_log_streams",
             Operation::CreateLogStream => "create_log_stream",
             Operation::UpdateLogStream => "update_log_stream",
+            Operation::GetLogStream => "get_log_stream",
+            Operation::GetLogs => "get_logs",
             Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
             Operation::GetOrganizations => "get_organizations",
             Operation::GetOrganizationMembers => "get_organization_members",
@@ -277,6 +284,20 @@ impl ClientSettings {
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) body: bytes::Bytes,
+    /// The response headers (the Logs API's `Link`).
+    pub(crate) headers: HeaderMap,
+}
+
+/// How one request differs from the default (see [`MgmtClient::request_with`]).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct RequestOptions<'a> {
+    /// A limiter of the caller's own, waited on before the client's (the backstop's share of
+    /// the rate): every attempt, retries included, passes both.
+    pub(crate) pace: Option<&'a DefaultDirectRateLimiter>,
+    /// A 403 is returned as [`MgmtError::Auth`] instead of being waited out as a service
+    /// fault: for auxiliary reads (the backstop, the stream's health) whose missing scope must
+    /// not pause the assignments.
+    pub(crate) refusal_is_error: bool,
 }
 
 /// The Management API client. Cheap to clone: clones share the token, limiter and counters.
@@ -429,6 +450,19 @@ impl MgmtClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, MgmtError> {
+        self.request_with(operation, method, path, body, RequestOptions::default())
+            .await
+    }
+
+    /// [`request`](Self::request) with [`RequestOptions`].
+    pub(crate) async fn request_with(
+        &self,
+        operation: Operation,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        options: RequestOptions<'_>,
+    ) -> Result<Answer, MgmtError> {
         let mut backoff = self.backoff();
         let mut refreshed = false;
         let url = self.url(path);
@@ -447,6 +481,9 @@ impl MgmtClient {
             }
             let waited = Instant::now();
             self.wait_out_rate_limit().await;
+            if let Some(pace) = options.pace {
+                pace.until_ready().await;
+            }
             self.inner.limiter.until_ready().await;
             self.inner
                 .metrics
@@ -496,7 +533,11 @@ impl MgmtClient {
             if status.is_success() {
                 self.inner.token.prove();
                 self.answered(Some(operation));
-                return Ok(Answer { status, body });
+                return Ok(Answer {
+                    status,
+                    body,
+                    headers,
+                });
             }
             match status.as_u16() {
                 401 if !refreshed => {
@@ -527,7 +568,7 @@ impl MgmtClient {
                         code_suffix(&parsed.error_code.or(parsed.error)),
                         parsed.message.unwrap_or_else(|| error_text(&body))
                     );
-                    if !self.is_serving() {
+                    if !self.is_serving() || options.refusal_is_error {
                         return Err(MgmtError::Auth(format!(
                             "{said}; to fix: {}",
                             Blocked::Scope.advice()

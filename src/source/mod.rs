@@ -1,7 +1,8 @@
 //! Where events come from, and what every source shares.
 //!
 //! - [`kafka`] and [`sqs`] are the consumers behind `run`; [`ingest`] is the webhook receiver
-//!   (`ingest`); [`replay`] reads files and stdin (`replay`).
+//!   (`ingest`); [`replay`] reads files and stdin (`replay`); [`auth0_logs`] reads the tenant's
+//!   Logs API (the `auth0_logs` source, and the backstop behind any other).
 //! - [`Dispatch`] runs each message as a task, in arrival order per user (the [`Sequencer`]),
 //!   other users in parallel; a task that panics is reported, never lost. [`Dispatch::drain`]
 //!   waits for the tasks until a deadline at shutdown.
@@ -9,6 +10,7 @@
 //!   and resumes (below half, the API answering), and logs each change once.
 //! - [`QuietLog`] logs a repeated error at most once per interval.
 
+pub mod auth0_logs;
 pub mod ingest;
 pub mod kafka;
 pub mod replay;

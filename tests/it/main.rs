@@ -6,6 +6,7 @@
 mod harness;
 
 mod action;
+mod auth0_logs;
 mod config;
 mod decode;
 mod demo_cli;

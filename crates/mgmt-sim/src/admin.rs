@@ -38,6 +38,12 @@ pub struct ControlRequest {
     pub export_job_millis: Option<u64>,
     /// Export jobs fail with this reason (`""` lets them succeed again).
     pub export_job_failure: Option<String>,
+    /// Probability that `GET /api/v2/logs` answers 500/503.
+    pub logs_error_rate: Option<f64>,
+    /// The next this many `GET /api/v2/logs` calls answer 429.
+    pub logs_rate_limited_calls: Option<u64>,
+    /// Logs below this `log_id` are purged (the retention period passed them).
+    pub logs_purge_before: Option<String>,
     /// The organization member roles bucket: refill per minute.
     pub organization_roles_per_minute: Option<f64>,
     /// The organization member roles bucket: size.
@@ -51,6 +57,8 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/sim/users", post(add_user))
         .route("/sim/users/{id}", delete(delete_user))
         .route("/sim/roles", post(add_role))
+        .route("/sim/logs", post(append_logs))
+        .route("/sim/log-streams/{id}/status", post(set_log_stream_status))
         .route("/sim/organizations", post(add_organization))
         .route("/sim/organizations/{id}/members", post(add_members))
         .route(
@@ -190,5 +198,51 @@ async fn add_role(State(sim): State<Simulator>, body: Bytes) -> Response {
         }
         Ok(_) => bad_request("name must not be empty"),
         Err(err) => bad_request(err),
+    }
+}
+
+/// `POST /sim/logs` (a JSON array of log objects, or `{"logs": [...]}`) → 201 `{"log_ids": [...]}`.
+async fn append_logs(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let logs = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(logs)) => logs,
+        Ok(serde_json::Value::Object(mut fields)) => match fields.remove("logs") {
+            Some(serde_json::Value::Array(logs)) => logs,
+            _ => return bad_request("expected an array of logs or {\"logs\": [...]}"),
+        },
+        Ok(_) => return bad_request("expected an array of logs or {\"logs\": [...]}"),
+        Err(err) => return bad_request(err),
+    };
+    let ids = sim.append_logs(logs);
+    json_response(StatusCode::CREATED, &json!({ "log_ids": ids }))
+}
+
+/// `POST /sim/log-streams/{id}/status` (`{"status": "suspended"}`) → 204, or 404.
+async fn set_log_stream_status(
+    State(sim): State<Simulator>,
+    params: RawPathParams,
+    body: Bytes,
+) -> Response {
+    let raw = params
+        .iter()
+        .find(|(key, _)| *key == "id")
+        .map(|(_, value)| value)
+        .unwrap_or("");
+    let id = match decode_path_segment(raw) {
+        Ok(id) => id,
+        Err(err) => return err.into_response(),
+    };
+    let status = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("status")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        });
+    match status {
+        Some(status) if sim.set_log_stream_status(&id, &status) => {
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Some(_) => StatusCode::NOT_FOUND.into_response(),
+        None => bad_request("expected {\"status\": \"active|paused|suspended\"}"),
     }
 }

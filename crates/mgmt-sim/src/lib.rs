@@ -20,6 +20,7 @@ mod rate_limit;
 mod state;
 mod stats;
 mod tenant;
+mod tenant_logs;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -91,6 +92,7 @@ impl Simulator {
             .route("/api/v2/users", get(members::list_users))
             .route("/api/v2/jobs/users-exports", post(jobs::create_export))
             .route("/api/v2/jobs/{id}", get(jobs::get_job))
+            .route("/api/v2/logs", get(tenant_logs::list))
             .route(
                 "/api/v2/log-streams",
                 get(log_streams::list).post(log_streams::create),
@@ -353,6 +355,33 @@ impl Simulator {
         lock(&self.shared.log_streams).set_status(id, status)
     }
 
+    /// Appends tenant logs (as `GET /api/v2/logs` returns them); a missing `log_id` is
+    /// generated after the last one. Returns the ids in order.
+    pub fn append_logs(&self, logs: Vec<serde_json::Value>) -> Vec<String> {
+        lock(&self.shared.tenant_logs).append(logs)
+    }
+
+    /// Logs the tenant keeps.
+    pub fn log_count(&self) -> usize {
+        lock(&self.shared.tenant_logs).len()
+    }
+
+    /// The retention period passed: every log below `log_id` is gone. Returns how many.
+    pub fn purge_logs_before(&self, log_id: &str) -> usize {
+        lock(&self.shared.tenant_logs).purge_before(log_id)
+    }
+
+    /// The next `calls` calls to `GET /api/v2/logs` answer 429 (`Retry-After: 1`).
+    pub fn rate_limit_log_reads(&self, calls: u64) {
+        lock(&self.shared.tenant_logs).rate_limited_calls = calls;
+    }
+
+    /// Probability (0..=1) that a call to `GET /api/v2/logs` answers 500 or 503.
+    pub fn set_logs_error_rate(&self, p: f64) {
+        lock(&self.shared.tenant_logs).error_rate =
+            if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+    }
+
     /// Applies a `/sim/control` request (fields left out are unchanged).
     pub fn apply_control(&self, control: &ControlRequest) {
         if let Some(down) = control.down {
@@ -360,6 +389,15 @@ impl Simulator {
         }
         if let Some(p) = control.error_rate {
             self.set_error_rate(p);
+        }
+        if let Some(p) = control.logs_error_rate {
+            self.set_logs_error_rate(p);
+        }
+        if let Some(n) = control.logs_rate_limited_calls {
+            self.rate_limit_log_reads(n);
+        }
+        if let Some(id) = &control.logs_purge_before {
+            self.purge_logs_before(id);
         }
         if control.rate_per_second.is_some() || control.burst.is_some() {
             let (rate, burst) = {

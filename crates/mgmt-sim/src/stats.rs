@@ -12,7 +12,7 @@ pub struct SimStats {
     /// Requests per operation: `token`, `get_roles`, `get_user`, `get_user_roles`,
     /// `assign_user_roles`, `assign_role_users`, `remove_user_roles`, `create_export_job`,
     /// `get_job`, `get_role_users`, `get_users`, `get_log_streams`, `get_log_stream`,
-    /// `create_log_stream`, `update_log_stream`, `delete_log_stream`.
+    /// `create_log_stream`, `update_log_stream`, `delete_log_stream`, `get_logs`.
     pub calls: BTreeMap<String, u64>,
     /// Every request to a tenant route (`/oauth/token`, `/api/v2/*`, unknown paths); not `/sim/*`.
     pub total_requests: u64,
@@ -100,13 +100,14 @@ pub(crate) enum Operation {
     CreateLogStream,
     UpdateLogStream,
     DeleteLogStream,
+    GetLogs,
     AssignOrganizationMemberRoles,
     GetOrganizations,
     GetOrganizationMembers,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 20] = [
+    pub(crate) const ALL: [Operation; 21] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
@@ -124,6 +125,7 @@ impl Operation {
         Operation::CreateLogStream,
         Operation::UpdateLogStream,
         Operation::DeleteLogStream,
+        Operation::GetLogs,
         Operation::AssignOrganizationMemberRoles,
         Operation::GetOrganizations,
         Operation::GetOrganizationMembers,
@@ -148,6 +150,7 @@ impl Operation {
             Operation::CreateLogStream => "create_log_stream",
             Operation::UpdateLogStream => "update_log_stream",
             Operation::DeleteLogStream => "delete_log_stream",
+            Operation::GetLogs => "get_logs",
             Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
             Operation::GetOrganizations => "get_organizations",
             Operation::GetOrganizationMembers => "get_organization_members",
@@ -179,6 +182,7 @@ impl Operation {
             ("/api/v2/log-streams/{id}", "GET") => Operation::GetLogStream,
             ("/api/v2/log-streams/{id}", "PATCH") => Operation::UpdateLogStream,
             ("/api/v2/log-streams/{id}", "DELETE") => Operation::DeleteLogStream,
+            ("/api/v2/logs", "GET") => Operation::GetLogs,
             ("/api/v2/organizations/{id}/members/{user_id}/roles", "POST") => {
                 Operation::AssignOrganizationMemberRoles
             }

@@ -1,0 +1,236 @@
+//! The tenant's Logs API (`GET /api/v2/logs`, scope `read:logs`) and one log stream's status
+//! (`GET /api/v2/log-streams/{id}`, scope `read:log_streams`), through the client's token,
+//! limiter, retries and fault model: checkpoint pages (`from`, `take` ≤ 100, the `Link` header's
+//! `rel="next"`), the latest and the oldest log still kept (the search form sorted by date).
+
+use std::time::SystemTime;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+
+use super::log_streams::LogStream;
+use super::{encode_path_segment, MgmtClient, MgmtError, Operation, RequestOptions};
+
+/// Most logs one checkpoint page holds (Auth0's cap on `take`).
+pub const MAX_TAKE: usize = 100;
+
+/// The path every Logs API request goes to.
+const LOGS_PATH: &str = "/api/v2/logs";
+
+/// One checkpoint page: the logs in `log_id` order and the request for the page after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPage {
+    pub logs: Vec<Value>,
+    /// Path and query of the next page (`Link: <…>; rel="next"`, kept on this tenant's base
+    /// URL), or `None` when the answer had no usable link.
+    pub next: Option<String>,
+}
+
+/// Reads the Logs API, optionally at a share of the client's rate and without pausing the
+/// service on a refused scope (the backstop's and the health check's reads).
+pub struct LogsApi {
+    client: MgmtClient,
+    pace: Option<DefaultDirectRateLimiter>,
+    auxiliary: bool,
+}
+
+impl LogsApi {
+    /// Reads as any other call of the client does (the `auth0_logs` source: a refused scope is a
+    /// service fault, like for every call of the only source).
+    pub fn primary(client: MgmtClient) -> LogsApi {
+        LogsApi {
+            client,
+            pace: None,
+            auxiliary: false,
+        }
+    }
+
+    /// Reads at most `share` (0 < share ≤ 1) of the client's `requests_per_second` (burst 1),
+    /// every attempt included, so the assignments keep the rest; a 403 is an error for the
+    /// caller, not a pause of the whole service.
+    pub fn auxiliary(client: MgmtClient, share: f64) -> LogsApi {
+        let rate = client.inner.settings.requests_per_second * share.clamp(0.000_1, 1.0);
+        let period = std::time::Duration::from_secs_f64(1.0 / rate.max(0.000_1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(std::num::NonZeroU32::MIN);
+        LogsApi {
+            client,
+            pace: Some(RateLimiter::direct(quota)),
+            auxiliary: true,
+        }
+    }
+
+    pub fn client(&self) -> &MgmtClient {
+        &self.client
+    }
+
+    fn options(&self) -> RequestOptions<'_> {
+        RequestOptions {
+            pace: self.pace.as_ref(),
+            refusal_is_error: self.auxiliary,
+        }
+    }
+
+    async fn get(&self, operation: Operation, path: &str) -> Result<(Value, HeaderMap), MgmtError> {
+        let answer = self
+            .client
+            .request_with(operation, Method::GET, path, None, self.options())
+            .await?;
+        let value = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+            operation: operation.as_str(),
+            detail: e.to_string(),
+        })?;
+        Ok((value, answer.headers))
+    }
+
+    /// The checkpoint page after `from`: `GET /api/v2/logs?from={from}&take={take}`.
+    pub async fn page_after(&self, from: &str, take: usize) -> Result<LogPage, MgmtError> {
+        let take = take.clamp(1, MAX_TAKE);
+        let path = format!("{LOGS_PATH}?from={}&take={take}", encode_path_segment(from));
+        self.page(&path).await
+    }
+
+    /// A page by the path and query a previous page's `next` gave.
+    pub async fn page(&self, path_and_query: &str) -> Result<LogPage, MgmtError> {
+        let (value, headers) = self.get(Operation::GetLogs, path_and_query).await?;
+        let Value::Array(logs) = value else {
+            return Err(MgmtError::Protocol {
+                operation: Operation::GetLogs.as_str(),
+                detail: "the checkpoint form did not answer a JSON array".to_owned(),
+            });
+        };
+        Ok(LogPage {
+            logs,
+            next: next_link(&headers),
+        })
+    }
+
+    /// The newest log the tenant keeps (`sort=date:-1&per_page=1`), `None` for a tenant
+    /// without logs.
+    pub async fn latest(&self) -> Result<Option<Value>, MgmtError> {
+        self.one_sorted("date:-1").await
+    }
+
+    /// The oldest log the tenant still keeps (`sort=date:1&per_page=1`): the retention
+    /// horizon.
+    pub async fn oldest(&self) -> Result<Option<Value>, MgmtError> {
+        self.one_sorted("date:1").await
+    }
+
+    async fn one_sorted(&self, sort: &str) -> Result<Option<Value>, MgmtError> {
+        let path = format!("{LOGS_PATH}?sort={sort}&per_page=1&page=0");
+        let (value, _) = self.get(Operation::GetLogs, &path).await?;
+        match value {
+            Value::Array(mut logs) => Ok((!logs.is_empty()).then(|| logs.swap_remove(0))),
+            _ => Err(MgmtError::Protocol {
+                operation: Operation::GetLogs.as_str(),
+                detail: "the search form did not answer a JSON array".to_owned(),
+            }),
+        }
+    }
+
+    /// `GET /api/v2/log-streams/{id}`.
+    pub async fn log_stream(&self, id: &str) -> Result<LogStream, MgmtError> {
+        let path = format!("/api/v2/log-streams/{}", encode_path_segment(id));
+        let (value, _) = self.get(Operation::GetLogStream, &path).await?;
+        serde_json::from_value(value).map_err(|e| MgmtError::Protocol {
+            operation: Operation::GetLogStream.as_str(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// The `rel="next"` target of a `Link` header, as a path and query under `/api/v2/logs` (its
+/// scheme and host are dropped: the request stays on the configured tenant, with its token).
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|part| {
+            let (target, params) = part.trim().split_once(';')?;
+            let is_next = params.split(';').any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            });
+            if !is_next {
+                return None;
+            }
+            let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            let path = match url.find("://") {
+                Some(at) => {
+                    let rest = &url[at + 3..];
+                    &rest[rest.find('/')?..]
+                }
+                None => url,
+            };
+            (path.starts_with(&format!("{LOGS_PATH}?")) && !path.contains(char::is_whitespace))
+                .then(|| path.to_owned())
+        })
+}
+
+/// A log's id: `log_id`, or `_id` (the Management API gives both).
+pub fn log_id_of(log: &Value) -> Option<&str> {
+    log.get("log_id")
+        .or_else(|| log.get("_id"))
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+}
+
+/// A log's `date` as an instant (`None` when absent or not RFC 3339).
+pub fn date_of(log: &Value) -> Option<SystemTime> {
+    let text = log.get("date").and_then(Value::as_str)?;
+    humantime::parse_rfc3339(text)
+        .or_else(|_| humantime::parse_rfc3339_weak(text.trim_end_matches('Z')))
+        .ok()
+}
+
+/// Compares two log ids as Auth0 orders them: decimal strings of equal width, so by length,
+/// then by text.
+pub fn log_id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderValue, LINK};
+
+    fn link(value: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}")),
+        );
+        next_link(&headers)
+    }
+
+    #[test]
+    fn the_next_link_keeps_the_path_and_query_on_the_configured_tenant() {
+        assert_eq!(
+            link("<https://acme.auth0.com/api/v2/logs?from=900&take=100>; rel=\"next\""),
+            Some("/api/v2/logs?from=900&take=100".to_owned())
+        );
+        assert_eq!(
+            link("<https://a/api/v2/logs?from=1&take=5>; rel=\"prev\", <https://a/api/v2/logs?from=9&take=5>; rel=\"next\""),
+            Some("/api/v2/logs?from=9&take=5".to_owned())
+        );
+        assert_eq!(link("<https://a/api/v2/users?x=1>; rel=\"next\""), None);
+        assert_eq!(link("garbage"), None);
+    }
+
+    #[test]
+    fn log_ids_order_by_width_then_text_and_dates_parse() {
+        use std::cmp::Ordering;
+        assert_eq!(log_id_order("99", "100"), Ordering::Less);
+        assert_eq!(log_id_order("900", "901"), Ordering::Less);
+        let log = serde_json::json!({"_id": "9", "date": "2026-11-23T10:00:00.120Z"});
+        assert_eq!(log_id_of(&log), Some("9"));
+        assert!(date_of(&log).is_some());
+        assert!(date_of(&serde_json::json!({"date": "yesterday"})).is_none());
+    }
+}
