@@ -89,13 +89,19 @@ async fn given_now(config: &Config, user_id: &str) -> Result<GivenNow, String> {
         .map_err(|e| e.to_string())?;
     let read = async {
         let mut profile = client.get_user(user_id).await?;
+        // The roles held now: for `has_roles`, and to tell a grant an admin removed since.
+        let held = client.get_user_role_ids(user_id).await;
         if config.policy.uses_has_roles() {
-            profile.roles = Some(client.get_user_role_ids(user_id).await?);
+            profile.roles = Some(held.as_ref().map_err(Clone::clone)?.clone());
         }
-        Ok::<_, crate::mgmt::MgmtError>(profile)
+        Ok::<_, crate::mgmt::MgmtError>((profile, held.ok()))
     };
     match tokio::time::timeout(TENANT_PATIENCE, read).await {
-        Ok(Ok(profile)) => Ok(GivenNow::evaluate(&config.policy, user_id, &profile)),
+        Ok(Ok((profile, held))) => {
+            let mut now = GivenNow::evaluate(&config.policy, user_id, &profile);
+            now.held_role_ids = held;
+            Ok(now)
+        }
         Ok(Err(err)) if err.is_user_not_found() => {
             Err("the tenant has no such user (deleted, or never created)".to_owned())
         }

@@ -223,6 +223,22 @@ impl Simulator {
         tenant.grant_named(&user_id, &roles);
     }
 
+    /// An admin gives roles by hand (the Dashboard): no API call is counted.
+    pub fn grant_by_hand(&self, user_id: &str, role_names: &[&str]) {
+        let names: Vec<String> = role_names.iter().map(|n| (*n).to_owned()).collect();
+        lock(&self.shared.tenant).grant_named(user_id, &names);
+    }
+
+    /// An admin removes roles by hand (the Dashboard): no API call is counted.
+    pub fn remove_by_hand(&self, user_id: &str, role_names: &[&str]) {
+        let mut tenant = lock(&self.shared.tenant);
+        let ids: Vec<String> = role_names
+            .iter()
+            .filter_map(|n| tenant.role_id(n))
+            .collect();
+        let _ = tenant.remove_roles_from_user(user_id, &ids, false);
+    }
+
     pub fn delete_user(&self, user_id: &str) {
         lock(&self.shared.tenant).remove_user(user_id);
     }
