@@ -528,3 +528,43 @@ fn postgresql_stopped_mid_run_makes_events_wait_and_loses_nothing() {
     drop(service);
     rt.block_on(running.shutdown());
 }
+
+#[test]
+fn doctor_opens_the_ledger_once_and_names_a_database_that_does_not_answer() {
+    let rt = runtime();
+    let (_sim, running) = open_tenant(&rt);
+    let dir = temp_dir("ledger-doctor");
+    let db = dir.join("ledger.db");
+    let good = tenant_config(
+        &dir,
+        "good",
+        &running.base_url,
+        &format!("[ledger]\nurl = \"sqlite://{}\"\n", db.display()),
+    );
+    let out = bin(&["doctor", "--config", good.to_str().unwrap_or_default()]);
+    let report = text(&out.stdout);
+    assert!(
+        report.contains(&format!(
+            "ok   ledger: sqlite://{} answers, schema up to date",
+            db.display()
+        )),
+        "{report}"
+    );
+    let closed = free_port();
+    let down = tenant_config(
+        &dir,
+        "down",
+        &running.base_url,
+        &format!("[ledger]\nurl = \"postgres://svc@127.0.0.1:{closed}/ledger\"\n"),
+    );
+    let out = bin(&["doctor", "--config", down.to_str().unwrap_or_default()]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report.contains(&format!(
+            "FAIL ledger: ledger postgres://svc@127.0.0.1:{closed}/ledger: cannot connect"
+        )),
+        "{report}"
+    );
+    rt.block_on(running.shutdown());
+}
