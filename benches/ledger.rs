@@ -1,7 +1,7 @@
 //! The grants ledger's cost: `cargo bench --bench ledger`.
 //!
-//! 1. Consume throughput: one topic of mixed events (about 5 % of users new, as in
-//!    `benches/consume.rs`) on a local tansu broker, consumed three times by the service binary
+//! 1. Consume throughput, two streams (about 5 % of users new, as in `benches/consume.rs`;
+//!    then 60 % new, the ledger's worst case) on a local tansu broker, consumed three times by the service binary
 //!    (`run`, a consumer group each) against the in-process simulator: without a ledger, with
 //!    an SQLite ledger, with a PostgreSQL ledger (a real server started for the bench). Rates
 //!    count from the first message received to the last one finished; peak RSS is VmHWM.
@@ -35,40 +35,20 @@ fn main() {
     let grants: usize = env_number("LEDGER_BENCH_GRANTS", 100_000);
     let server = pg::PgServer::start("bench");
     let dir = temp_dir("bench-ledger");
-
-    println!("== consume throughput ({events} events)");
     let broker = Broker::start(&dir);
-    let topic = "auth0-logs-ledger-bench";
-    broker.create_topic(topic, 3);
-    let stream = generate::mostly_noise(42, events, 5);
-    let records: Vec<(Option<String>, Vec<u8>)> = stream
-        .records
-        .iter()
-        .map(|r| (r.key.clone(), r.value.clone()))
-        .collect();
-    let _ = produce_batched(&broker.bootstrap(), topic, &records, 1000);
-    let pairs: usize = stream.expected.values().map(|r| r.len()).sum();
-    println!(
-        "produced {} events, {} users to get roles ({pairs} grants)",
-        records.len(),
-        stream.expected.len()
-    );
     let rt = runtime();
-    let sqlite_url = format!("sqlite://{}", dir.join("consume.db").display());
-    let pg_url = server.database("consume");
-    let runs = [
-        ("no ledger", String::new()),
-        ("SQLite ledger", sqlite_url),
-        ("PostgreSQL ledger", pg_url),
+    let scenarios = [
+        (
+            "mostly returning users, 5 % new",
+            generate::mostly_noise(42, events, 5),
+        ),
+        (
+            "mixed, 60 % new: the ledger's worst case",
+            generate::mixed(7, events, 0),
+        ),
     ];
-    let mut base = None;
-    for (i, (name, url)) in runs.iter().enumerate() {
-        let (rate, hwm) = consume(&rt, &dir, &broker, topic, records.len(), i, url, &stream);
-        let ratio = base.map_or(1.0, |b: f64| rate / b);
-        base.get_or_insert(rate);
-        println!(
-            "{name}: {rate:.0} events/s (ratio {ratio:.2}), peak RSS {hwm}",
-        );
+    for (s, (title, stream)) in scenarios.iter().enumerate() {
+        throughput(&rt, &server, &dir, &broker, s, title, stream);
     }
 
     println!("== bytes per grant ({grants} grants, batches of 500)");
@@ -90,6 +70,56 @@ fn main() {
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One scenario: its stream on a topic of its own, consumed without a ledger, with SQLite and
+/// with PostgreSQL.
+fn throughput(
+    rt: &tokio::runtime::Runtime,
+    server: &pg::PgServer,
+    dir: &std::path::Path,
+    broker: &Broker,
+    scenario: usize,
+    title: &str,
+    stream: &generate::Stream,
+) {
+    println!(
+        "== consume throughput: {title} ({} events)",
+        stream.records.len()
+    );
+    let topic = format!("auth0-logs-ledger-bench-{scenario}");
+    let topic = topic.as_str();
+    broker.create_topic(topic, 3);
+    let records: Vec<(Option<String>, Vec<u8>)> = stream
+        .records
+        .iter()
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect();
+    let _ = produce_batched(&broker.bootstrap(), topic, &records, 1000);
+    let pairs: usize = stream.expected.values().map(|r| r.len()).sum();
+    println!(
+        "produced {} events, {} users to get roles ({pairs} grants)",
+        records.len(),
+        stream.expected.len()
+    );
+    let sqlite_url = format!(
+        "sqlite://{}",
+        dir.join(format!("consume{scenario}.db")).display()
+    );
+    let pg_url = server.database("consume");
+    let runs = [
+        ("no ledger", String::new()),
+        ("SQLite ledger", sqlite_url),
+        ("PostgreSQL ledger", pg_url),
+    ];
+    let mut base = None;
+    for (i, (name, url)) in runs.iter().enumerate() {
+        let run = scenario * 10 + i;
+        let (rate, hwm) = consume(rt, dir, broker, topic, records.len(), run, url, stream);
+        let ratio = base.map_or(1.0, |b: f64| rate / b);
+        base.get_or_insert(rate);
+        println!("{name}: {rate:.0} events/s (ratio {ratio:.2}), peak RSS {hwm}");
+    }
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -160,7 +190,11 @@ fn consume(
         "service did not finish: {}",
         service.log_text()
     );
-    assert_eq!(sim.role_sets(), stream.expected, "every user exactly their roles");
+    assert_eq!(
+        sim.role_sets(),
+        stream.expected,
+        "every user exactly their roles"
+    );
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", service.pid())).unwrap_or_default();
     let hwm = status
@@ -196,7 +230,10 @@ async fn fill(settings: &LedgerSettings, n: usize) -> (u64, f64) {
                 organization_id: None,
                 rule: rule.to_owned(),
                 trigger: "signup".to_owned(),
-                event_id: format!("9002021110400250246311541862174085693426033603{:010}", i / 3),
+                event_id: format!(
+                    "9002021110400250246311541862174085693426033603{:010}",
+                    i / 3
+                ),
                 policy_fingerprint: "c62e969388d82159".to_owned(),
                 instance: "bench-host:4242".to_owned(),
                 at: 1_764_633_600_000 + i as i64,

@@ -11,6 +11,8 @@ use crate::metrics::Metrics;
 use crate::mgmt::RoleDirectory;
 use crate::policy::Policy;
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::{now_millis, Grant, Ledger, LedgerError};
@@ -19,11 +21,12 @@ use super::{now_millis, Grant, Ledger, LedgerError};
 /// [`LOOKUP_BATCH`]), answers them with one query, and so on until every sender is gone.
 async fn batch_lookups(
     link: LedgerLink,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
     mut rx: mpsc::UnboundedReceiver<Lookup>,
 ) {
     let link = LedgerLink {
         lookups: None,
+        writes: None,
         ..link
     };
     while let Some(first) = rx.recv().await {
@@ -63,6 +66,42 @@ pub fn is_user_deletion(event: &LogEvent) -> bool {
     }
 }
 
+/// The write batcher's loop: the grants of the first write waiting and of every other one
+/// queued (up to [`WRITE_BATCH`] grants) in one transaction, then each writer is answered.
+async fn batch_writes(
+    link: LedgerLink,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+) {
+    let link = LedgerLink {
+        lookups: None,
+        writes: None,
+        ..link
+    };
+    while let Some(first) = rx.recv().await {
+        let mut grants = first.0;
+        let mut waiting = vec![first.1];
+        while grants.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok((more, reply)) => {
+                    grants.extend(more);
+                    waiting.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let batch = &grants;
+        link.until_ok(&metrics, "record grants", |l| async move {
+            l.record_grants(batch).await
+        })
+        .await;
+        metrics.ledger_writes.with_label_values(&["grant"]).inc();
+        for reply in waiting {
+            let _ = reply.send(());
+        }
+    }
+}
+
 /// First wait after a failed statement, and the cap of the doubling waits.
 const FIRST_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -73,6 +112,12 @@ const LOOKUP_BATCH: usize = 500;
 /// A user whose standing grants are wanted, and where to send them.
 type Lookup = (String, oneshot::Sender<Vec<Grant>>);
 
+/// Grants to record, and who waits for their commit.
+type Write = (Vec<Grant>, oneshot::Sender<()>);
+
+/// Grants per transaction of the write batcher.
+const WRITE_BATCH: usize = 2000;
+
 /// The ledger as the pipeline uses it: the ledger, the `[policy]` fingerprint in force, and the
 /// lookup batcher (concurrent events' lookups become one query).
 #[derive(Debug, Clone)]
@@ -80,6 +125,7 @@ pub struct LedgerLink {
     ledger: Ledger,
     fingerprint: String,
     lookups: Option<mpsc::UnboundedSender<Lookup>>,
+    writes: Option<mpsc::UnboundedSender<Write>>,
 }
 
 impl LedgerLink {
@@ -89,15 +135,21 @@ impl LedgerLink {
             ledger,
             fingerprint,
             lookups: None,
+            writes: None,
         }
     }
 
-    /// Starts the lookup batcher for `metrics`: the lookups queued while a query runs go
-    /// together in the next one (no added wait when idle). Needs a Tokio runtime.
-    pub fn batched(mut self, metrics: std::sync::Arc<Metrics>) -> Self {
+    /// Starts the lookup and write batchers: the lookups (grants) queued while a query
+    /// (transaction) runs go together in the next one, with no added wait when idle; each
+    /// caller still gets its answer (its commit) before its event's verdict. Needs a Tokio
+    /// runtime.
+    pub fn batched(mut self, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_lookups(self.clone(), metrics, rx));
+        tokio::spawn(batch_lookups(self.clone(), Arc::clone(&metrics), rx));
         self.lookups = Some(tx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_writes(self.clone(), metrics, rx));
+        self.writes = Some(tx);
         self
     }
 
@@ -225,6 +277,12 @@ impl LedgerLink {
                 at,
             })
             .collect();
+        if let Some(writes) = &self.writes {
+            let (tx, rx) = oneshot::channel();
+            if writes.send((grants.clone(), tx)).is_ok() && rx.await.is_ok() {
+                return;
+            }
+        }
         let grants = &grants;
         self.until_ok(metrics, "record grants", |l| async move {
             l.record_grants(grants).await
