@@ -1,9 +1,10 @@
 //! The grants ledger's cost: `cargo bench --bench ledger`.
 //!
 //! 1. Consume throughput, two streams (about 5 % of users new, as in `benches/consume.rs`;
-//!    then 60 % new, the ledger's worst case) on a local tansu broker, consumed three times by the service binary
-//!    (`run`, a consumer group each) against the in-process simulator: without a ledger, with
-//!    an SQLite ledger, with a PostgreSQL ledger (a real server started for the bench). Rates
+//!    then 60 % new, the ledger's worst case) on a local tansu broker, each consumed three
+//!    times by the service binary (`run`, a consumer group each) against the in-process
+//!    simulator: without a ledger, with an SQLite ledger, with a PostgreSQL ledger (a real
+//!    server started for the bench). Rates
 //!    count from the first message received to the last one finished; peak RSS is VmHWM.
 //!    Targets: SQLite ≥ 0.9×, PostgreSQL ≥ 0.8× of the run without a ledger.
 //! 2. Bytes per grant on disk: 100,000 grants written in batches of 500 (the library, as the
