@@ -28,6 +28,10 @@ export PROMETHEUS_BIN="$PROMETHEUS_DIR/prometheus" PROMTOOL_BIN="$PROMETHEUS_DIR
 NODE_BIN="$(bash scripts/install-node.sh)"
 export NODE_BIN
 
+# The ledger tests need PostgreSQL's initdb, pg_ctl and psql: Debian's package, installed once.
+PG_BIN="$(bash scripts/install-postgresql.sh)"
+export PG_BIN
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --workspace --all-targets --locked -- -D warnings"

@@ -453,7 +453,10 @@ pub async fn connect(
     let pipeline = Pipeline::online(processor, assigner, client, mode, kind);
     Ok(match ledger {
         Some(ledger) => {
-            pipeline.with_ledger(LedgerLink::new(ledger, config.policy_fingerprint.clone()))
+            let metrics = Arc::clone(pipeline.metrics());
+            pipeline.with_ledger(
+                LedgerLink::new(ledger, config.policy_fingerprint.clone()).batched(metrics),
+            )
         }
         None => pipeline,
     })

@@ -159,8 +159,44 @@ pub async fn diagnose(config: &Config, env: Env<'_>, stream_name: &str) -> Repor
     report.ok("config: valid");
     tenant(config, env, stream_name, &mut report).await;
     source(config, env, &mut report).await;
-    report.skip("ledger: no ledger configured");
+    ledger(config, &mut report).await;
     report
+}
+
+/// The grants ledger: opened once (connect, migrate) as `run` does at start.
+async fn ledger(config: &Config, report: &mut Report) {
+    let Some(settings) = &config.ledger else {
+        report.skip("ledger: no ledger configured");
+        return;
+    };
+    let instance = crate::ledger::instance_name();
+    match tokio::time::timeout(
+        TENANT_TIMEOUT,
+        crate::ledger::Ledger::open(settings, &instance),
+    )
+    .await
+    {
+        Ok(Ok(ledger)) => report.ok(format!(
+            "ledger: {} answers, schema up to date",
+            ledger.describe()
+        )),
+        Ok(Err(err)) if err.is_config() => report.fail(
+            format!("ledger: {}", crate::ledger::fault::error_text(&err)),
+            "fix [ledger] url (sqlite:///ABSOLUTE/PATH in an existing folder, or postgres://USER@HOST:PORT/DATABASE)",
+        ),
+        Ok(Err(err)) => report.fail(
+            format!("ledger: {}", crate::ledger::fault::error_text(&err)),
+            "start the database or fix [ledger] url / LEDGER_URL (host, port, database, user; the password from LEDGER_URL or PGPASSWORD)",
+        ),
+        Err(_) => report.fail(
+            format!(
+                "ledger: {} did not answer within {} s",
+                settings.describe(),
+                TENANT_TIMEOUT.as_secs()
+            ),
+            "start the database or fix [ledger] url / LEDGER_URL",
+        ),
+    }
 }
 
 async fn timed<T>(

@@ -14,6 +14,8 @@ use crate::mgmt::{ClientSettings, MgmtClient};
 
 /// How long the profile read may take before the report goes without it.
 const TENANT_PATIENCE: Duration = Duration::from_secs(15);
+/// How long the read of the roles the user holds may take (it is optional).
+const ROLES_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExplainOutput {
@@ -89,15 +91,23 @@ async fn given_now(
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)
         .map_err(|e| e.to_string())?;
-    let read = async {
-        let mut profile = client.get_user(user_id).await?;
-        if config.policy.uses_has_roles() {
-            profile.roles = Some(client.get_user_role_ids(user_id).await?);
+    let profile = tokio::time::timeout(TENANT_PATIENCE, client.get_user(user_id)).await;
+    match profile {
+        Ok(Ok(mut profile)) => {
+            // The roles held now: for `has_roles`, and to tell a grant an admin removed since.
+            // Optional: without `read:role_members` the call is refused (and would wait as a
+            // service fault), so it gets a short while of its own and the report goes on.
+            let held = tokio::time::timeout(ROLES_PATIENCE, client.get_user_role_ids(user_id))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if config.policy.uses_has_roles() {
+                profile.roles.clone_from(&held);
+            }
+            let mut now = GivenNow::evaluate(&config.policy, user_id, &profile);
+            now.held_role_ids = held;
+            Ok(now)
         }
-        Ok::<_, crate::mgmt::MgmtError>(profile)
-    };
-    match tokio::time::timeout(TENANT_PATIENCE, read).await {
-        Ok(Ok(profile)) => Ok(GivenNow::evaluate(&config.policy, user_id, &profile)),
         Ok(Err(err)) if err.is_user_not_found() => {
             Err("the tenant has no such user (deleted, or never created)".to_owned())
         }

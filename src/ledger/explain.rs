@@ -19,6 +19,9 @@ pub struct GivenNow {
     pub rules: Vec<String>,
     /// Rules not judged: a condition only a login knows (never a reason to take a role back).
     pub undecided: Vec<String>,
+    /// The ids of the roles the user holds now (`GET /users/{id}/roles`), when read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_role_ids: Option<Vec<String>>,
 }
 
 impl GivenNow {
@@ -29,6 +32,7 @@ impl GivenNow {
                 roles: decision.roles,
                 rules: decision.rules,
                 undecided: unique(decision.skipped.iter().map(|u| u.rule.clone())),
+                held_role_ids: None,
             },
             Evaluation::NoRule(skipped) => GivenNow {
                 undecided: unique(skipped.iter().map(|u| u.rule.clone())),
@@ -73,6 +77,10 @@ pub struct GrantJudged {
     /// The grant was made under the `[policy]` in force now.
     pub same_policy: bool,
     pub still_given: StillGiven,
+    /// Whether the user holds the role now (`None`: the user's roles were not read). A grant
+    /// not held was removed outside this service (an admin): it is not given again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<bool>,
 }
 
 /// The whole report.
@@ -121,12 +129,17 @@ impl Explanation {
                     Some(_) => StillGiven::No,
                     None => StillGiven::Unknown,
                 };
+                let held = given_now
+                    .as_ref()
+                    .and_then(|now| now.held_role_ids.as_ref())
+                    .map(|ids| ids.contains(&g.role_id));
                 GrantJudged {
                     role_name: g.role_name.clone(),
                     rule: g.rule.clone(),
                     rule_still_assigns,
                     same_policy: g.policy_fingerprint == policy_fingerprint,
                     still_given,
+                    held,
                 }
             })
             .collect();
@@ -227,7 +240,17 @@ impl Explanation {
             } else {
                 ", granted under another policy"
             };
-            let _ = writeln!(t, "  {} (rule {}): {verdict}{policy}", g.role_name, g.rule);
+            let held = match g.held {
+                Some(false) => {
+                    "; not held now: removed outside this service (an admin), so never given again"
+                }
+                _ => "",
+            };
+            let _ = writeln!(
+                t,
+                "  {} (rule {}): {verdict}{policy}{held}",
+                g.role_name, g.rule
+            );
         }
         if let Some(f) = &self.history.failure {
             let _ = writeln!(

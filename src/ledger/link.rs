@@ -11,7 +11,46 @@ use crate::metrics::Metrics;
 use crate::mgmt::RoleDirectory;
 use crate::policy::Policy;
 
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
 use super::{now_millis, Grant, Ledger, LedgerError};
+
+/// The batcher's loop: takes the first lookup waiting and every other one queued (up to
+/// [`LOOKUP_BATCH`]), answers them with one query, and so on until every sender is gone.
+async fn batch_lookups(
+    link: LedgerLink,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Lookup>,
+) {
+    let link = LedgerLink {
+        lookups: None,
+        writes: None,
+        ..link
+    };
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < LOOKUP_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let users: Vec<&str> = batch.iter().map(|(u, _)| u.as_str()).collect();
+        let users = &users;
+        let mut standing = link
+            .until_ok(&metrics, "look up standing grants", |l| async move {
+                l.granted(users).await
+            })
+            .await;
+        for (user, reply) in batch {
+            let grants = standing.get(&user).cloned().unwrap_or_default();
+            let _ = reply.send(grants);
+        }
+        standing.clear();
+    }
+}
 
 /// Tenant log type codes of a user's deletion: `sdu` (Success User Deletion) and the legacy
 /// `du` (see the shared Auth0 logs reference).
@@ -27,23 +66,110 @@ pub fn is_user_deletion(event: &LogEvent) -> bool {
     }
 }
 
+/// The write batcher's loop: the grants of the first write waiting and of every other one
+/// queued (up to [`WRITE_BATCH`] grants) in one transaction, then each writer is answered.
+async fn batch_writes(
+    link: LedgerLink,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+) {
+    let link = LedgerLink {
+        lookups: None,
+        writes: None,
+        ..link
+    };
+    while let Some(first) = rx.recv().await {
+        let mut grants = first.0;
+        let mut waiting = vec![first.1];
+        while grants.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok((more, reply)) => {
+                    grants.extend(more);
+                    waiting.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let batch = &grants;
+        link.until_ok(&metrics, "record grants", |l| async move {
+            l.record_grants(batch).await
+        })
+        .await;
+        metrics.ledger_writes.with_label_values(&["grant"]).inc();
+        for reply in waiting {
+            let _ = reply.send(());
+        }
+    }
+}
+
 /// First wait after a failed statement, and the cap of the doubling waits.
 const FIRST_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
-/// The ledger as the pipeline uses it: the ledger and the `[policy]` fingerprint in force.
+/// Users per standing-grants query of the lookup batcher.
+const LOOKUP_BATCH: usize = 500;
+
+/// A user whose standing grants are wanted, and where to send them.
+type Lookup = (String, oneshot::Sender<Vec<Grant>>);
+
+/// Grants to record, and who waits for their commit.
+type Write = (Vec<Grant>, oneshot::Sender<()>);
+
+/// Grants per transaction of the write batcher.
+const WRITE_BATCH: usize = 2000;
+
+/// The ledger as the pipeline uses it: the ledger, the `[policy]` fingerprint in force, and the
+/// lookup batcher (concurrent events' lookups become one query).
 #[derive(Debug, Clone)]
 pub struct LedgerLink {
     ledger: Ledger,
     fingerprint: String,
+    lookups: Option<mpsc::UnboundedSender<Lookup>>,
+    writes: Option<mpsc::UnboundedSender<Write>>,
 }
 
 impl LedgerLink {
+    /// Outside a Tokio runtime, lookups go one by one.
     pub fn new(ledger: Ledger, fingerprint: String) -> Self {
         LedgerLink {
             ledger,
             fingerprint,
+            lookups: None,
+            writes: None,
         }
+    }
+
+    /// Starts the lookup and write batchers: the lookups (grants) queued while a query
+    /// (transaction) runs go together in the next one, with no added wait when idle; each
+    /// caller still gets its answer (its commit) before its event's verdict. Needs a Tokio
+    /// runtime.
+    pub fn batched(mut self, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_lookups(self.clone(), Arc::clone(&metrics), rx));
+        self.lookups = Some(tx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_writes(self.clone(), metrics, rx));
+        self.writes = Some(tx);
+        self
+    }
+
+    /// The user's standing grants: through the batcher when it runs, else one query (both
+    /// wait out a failing database).
+    async fn standing(&self, metrics: &Metrics, user_id: &str) -> Vec<Grant> {
+        if let Some(lookups) = &self.lookups {
+            let (tx, rx) = oneshot::channel();
+            if lookups.send((user_id.to_owned(), tx)).is_ok() {
+                if let Ok(grants) = rx.await {
+                    return grants;
+                }
+            }
+        }
+        let mut standing = self
+            .until_ok(metrics, "look up standing grants", |l| async move {
+                l.granted(&[user_id]).await
+            })
+            .await;
+        standing.remove(user_id).unwrap_or_default()
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -102,14 +228,7 @@ impl LedgerLink {
         user_id: &str,
         wanted: &[String],
     ) -> Vec<String> {
-        let standing = self
-            .until_ok(metrics, "look up standing grants", |l| async move {
-                l.granted(&[user_id]).await
-            })
-            .await;
-        let Some(grants) = standing.get(user_id) else {
-            return Vec::new();
-        };
+        let grants = self.standing(metrics, user_id).await;
         let held: Vec<String> = wanted
             .iter()
             .filter(|name| {
@@ -179,6 +298,12 @@ impl LedgerLink {
                 at,
             })
             .collect();
+        if let Some(writes) = &self.writes {
+            let (tx, rx) = oneshot::channel();
+            if writes.send((grants.clone(), tx)).is_ok() && rx.await.is_ok() {
+                return;
+            }
+        }
         let grants = &grants;
         self.until_ok(metrics, "record grants", |l| async move {
             l.record_grants(grants).await

@@ -147,6 +147,17 @@ impl Backend {
                 Backend::Sqlite(pool, path, url.to_owned())
             }
             Target::Postgres(options) => {
+                // One plain connection first: the pool would hide the cause (refused, bad
+                // password, no such database) behind its own acquire timeout.
+                let probe =
+                    <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options)
+                        .await
+                        .map_err(|source| LedgerError::Unreachable {
+                            url: url.to_owned(),
+                            what: "connect",
+                            source,
+                        })?;
+                let _ = sqlx::Connection::close(probe).await;
                 let pool = PgPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
