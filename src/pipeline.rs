@@ -296,7 +296,8 @@ impl Processor {
         let trigger = match selection {
             Selection::Eligible(trigger) if self.policy.handles(trigger) => trigger,
             Selection::NotEligible(reason) => {
-                if event.is_cloud_event() && event.event_type == "user.deleted" {
+                // Event Streams' `user.deleted` or the tenant log's user deletion (`sdu`).
+                if is_user_deletion(&event) {
                     if let Some(user) = event.user() {
                         // Work still to come for this user is dropped, not failed.
                         self.dedup.mark_user_deleted(user, event.date.as_deref());
@@ -1109,5 +1110,40 @@ impl Pipeline {
             ),
             other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::DedupSettings;
+    use crate::policy::PolicyConfig;
+
+    #[test]
+    fn a_tenant_log_user_deletion_drops_the_users_earlier_work_like_user_deleted_does() {
+        let config: PolicyConfig = match toml::from_str(
+            "events = [\"signup\"]\n[[rules]]\nname = \"everyone\"\nassign = [\"Viewer\"]\n",
+        ) {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        let policy = match Policy::from_config(&config) {
+            Ok(policy) => policy,
+            Err(err) => panic!("{err}"),
+        };
+        let processor = Processor::new(policy, Dedup::new(DedupSettings::default()));
+        let deletion = br#"{"log_id":"900200000000000000000000000000000000000000000000000001","data":{"type":"sdu","date":"2026-12-01T10:00:00.000Z","user_id":"auth0|gone","description":"Deleted user"}}"#;
+        for item in crate::event::decode(deletion) {
+            match processor.start(item) {
+                Step::Done(report) => assert_eq!(report.outcome, Outcome::NotEligible),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(processor
+            .dedup()
+            .user_deleted("auth0|gone", Some("2026-12-01T09:59:00Z")));
+        assert!(!processor
+            .dedup()
+            .user_deleted("auth0|other", Some("2026-12-01T09:59:00Z")));
     }
 }

@@ -343,6 +343,19 @@ impl Ledger {
         self.inner.backend.standing_roles().await
     }
 
+    /// The checkpoint a Logs API reader saved under `name` (its JSON), if any.
+    pub async fn load_checkpoint(&self, name: &str) -> Result<Option<String>, LedgerError> {
+        self.inner.backend.load_checkpoint(name).await
+    }
+
+    /// Saves a Logs API reader's checkpoint (its JSON) under `name`, replacing the last one.
+    pub async fn save_checkpoint(&self, name: &str, value: &str) -> Result<(), LedgerError> {
+        self.inner
+            .backend
+            .save_checkpoint(name, value, now_millis())
+            .await
+    }
+
     pub async fn ping(&self) -> Result<(), LedgerError> {
         self.inner.backend.ping().await
     }

@@ -25,16 +25,30 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// counts as unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ledger",
-    include_str!("../../migrations/sqlite/0001_ledger.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ledger",
-    include_str!("../../migrations/postgres/0001_ledger.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "ledger",
+        include_str!("../../migrations/sqlite/0001_ledger.sql"),
+    ),
+    (
+        2,
+        "checkpoints",
+        include_str!("../../migrations/sqlite/0002_checkpoints.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "ledger",
+        include_str!("../../migrations/postgres/0001_ledger.sql"),
+    ),
+    (
+        2,
+        "checkpoints",
+        include_str!("../../migrations/postgres/0002_checkpoints.sql"),
+    ),
+];
 
 /// Migrations compiled into the binary (no folder needed at run time, no `macros` feature).
 #[derive(Debug)]
@@ -472,6 +486,44 @@ impl Backend {
             .map_err(self.unreachable("read a role granted"))?
         });
         Ok(rows)
+    }
+
+    /// The value saved under `name` by [`Backend::save_checkpoint`].
+    pub(super) async fn load_checkpoint(&self, name: &str) -> Result<Option<String>, LedgerError> {
+        with_pool!(self, pool, Db => {
+            let row = sqlx::query::<Db>("SELECT value FROM checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(self.unreachable("read a checkpoint"))?;
+            match row {
+                Some(row) => row
+                    .try_get::<String, _>("value")
+                    .map(Some)
+                    .map_err(self.unreachable("read a checkpoint")),
+                None => Ok(None),
+            }
+        })
+    }
+
+    pub(super) async fn save_checkpoint(
+        &self,
+        name: &str,
+        value: &str,
+        at_ms: i64,
+    ) -> Result<(), LedgerError> {
+        with_pool!(self, pool, Db => {
+            sqlx::query::<Db>(
+                "INSERT INTO checkpoints (name, value, at_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET value = excluded.value, at_ms = excluded.at_ms",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(at_ms)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(self.unreachable("save a checkpoint"))
+        })
     }
 
     pub(super) async fn size_bytes(&self) -> Result<u64, LedgerError> {

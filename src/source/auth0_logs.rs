@@ -375,11 +375,60 @@ impl LogsReader {
         tracing::error!(reader = self.reader(), error = %err, "{what}");
     }
 
+    /// The name this reader's checkpoint has in the ledger.
+    fn ledger_name(&self) -> String {
+        format!("auth0_logs:{}", self.reader())
+    }
+
+    /// With a ledger: the checkpoint saved there (a reader that lost its file, such as a new
+    /// pod without the old volume, resumes from it). Waits while the ledger fails.
+    async fn ledger_checkpoint(&self) -> Option<Checkpoint> {
+        let link = self.pipeline.ledger()?;
+        let name = self.ledger_name();
+        let saved = link
+            .until_ok(&self.metrics, "read the reader's checkpoint", |l| {
+                let name = name.clone();
+                async move { l.load_checkpoint(&name).await }
+            })
+            .await?;
+        match serde_json::from_str::<Checkpoint>(&saved) {
+            Ok(checkpoint) => {
+                tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                Some(checkpoint)
+            }
+            Err(err) => {
+                tracing::error!(reader = self.reader(), error = %err, "the ledger's checkpoint is not readable: starting from `start`");
+                None
+            }
+        }
+    }
+
+    /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
+    /// ledger fails (a service fault: nothing further is read meanwhile).
+    async fn save_in_ledger(&self, checkpoint: &Checkpoint) {
+        let Some(link) = self.pipeline.ledger() else {
+            return;
+        };
+        let Ok(value) = serde_json::to_string(checkpoint) else {
+            return;
+        };
+        let name = self.ledger_name();
+        link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
+            let (name, value) = (name.clone(), value.clone());
+            async move { l.save_checkpoint(&name, &value).await }
+        })
+        .await;
+    }
+
     /// Where to start: the checkpoint, else `start`. Returns the first request and logs to
     /// process before it (the oldest log, for `earliest`).
     async fn resolve_start(&self) -> Result<(String, Vec<Value>), LogsRunError> {
         let take = self.settings.take;
-        if let Some(checkpoint) = self.store.load()? {
+        let checkpoint = match self.store.load()? {
+            Some(checkpoint) => Some(checkpoint),
+            None => self.ledger_checkpoint().await,
+        };
+        if let Some(checkpoint) = checkpoint {
             tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, checkpoint = %self.store.describe(), "resuming from the checkpoint");
             self.check_retention(&checkpoint.log_id).await?;
             return Ok((page_path(&checkpoint.log_id, take), Vec::new()));
@@ -525,6 +574,7 @@ impl LogsReader {
                         };
                         if !checkpoint.log_id.is_empty() {
                             self.store.save(&checkpoint)?;
+                            self.save_in_ledger(&checkpoint).await;
                         }
                         let lag = date_of(last)
                             .and_then(|d| SystemTime::now().duration_since(d).ok())

@@ -530,3 +530,63 @@ fn the_backstop_deployment_runs_one_pod_with_its_checkpoint_on_a_volume() {
         Some(auth0_default_roles::config::IngestMode::Direct)
     );
 }
+
+#[test]
+fn with_a_ledger_a_reader_that_lost_its_checkpoint_file_resumes_from_the_ledger() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let dir = temp_dir("logs-ledger-checkpoint");
+    let stream = generate::mixed(37, 400, 0);
+    let logs = tenant_logs(&stream);
+    let split = user_boundary(&logs);
+    let (first, second) = logs.split_at(split);
+    sim.append_logs(first.to_vec());
+    let metrics = free_port();
+    let config = source_config(&dir, &running.base_url, metrics, "take = 40");
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let ledger = format!(
+        "{text}\n[ledger]\nurl = \"sqlite://{}\"\n",
+        dir.join("ledger.db").display()
+    );
+    std::fs::write(&config, ledger).unwrap_or_else(|e| panic!("{e}"));
+    let mut service = Service::start(&config, metrics, dir.join("run-1.log"));
+    service.wait_ready();
+    let last_of_first = log_id(&first[first.len() - 1]);
+    assert!(
+        wait_for(Duration::from_secs(60), || checkpoint(&dir).as_deref()
+            == Some(last_of_first.as_str())),
+        "the checkpoint never reached the last log: {:?}\n{}",
+        checkpoint(&dir),
+        service.log_text()
+    );
+    service.signal("TERM");
+    assert!(service.wait_exit(Duration::from_secs(30)).is_some());
+
+    // A new pod without the old volume: no checkpoint file.
+    std::fs::remove_file(dir.join("logs.checkpoint")).unwrap_or_else(|e| panic!("{e}"));
+    sim.append_logs(second.to_vec());
+    let service = Service::start(&config, metrics, dir.join("run-2.log"));
+    service.wait_ready();
+    assert!(
+        wait_for(Duration::from_secs(60), || sim.role_sets()
+            == stream.expected),
+        "roles differ after the restart\n{}",
+        service.log_text()
+    );
+    let last = log_id(&logs[logs.len() - 1]);
+    assert!(wait_for(Duration::from_secs(30), || checkpoint(&dir)
+        .as_deref()
+        == Some(last.as_str())));
+    let received = service.metric(
+        "auth0_default_roles_events_received_total",
+        "source=\"auth0_logs\"",
+    ) as usize;
+    assert_eq!(
+        received,
+        second.len(),
+        "resumed from the ledger's checkpoint, not from `start`\n{}",
+        service.log_text()
+    );
+    assert_eq!(sim.stats().duplicate_assignments, 0);
+    rt.block_on(running.shutdown());
+}
