@@ -237,15 +237,7 @@ pub(super) async fn apply_removals(
             StartError::Reconcile(format!("a removal's task ended without a result: {e}"))
         })?;
         match result {
-            Ok(()) => {
-                for removal in &planned {
-                    tracing::info!(user_id = %user, role = %removal.role, reason = %removal.reason, "reconcile: role taken back");
-                    *summary
-                        .removed_by_role
-                        .entry(removal.role.clone())
-                        .or_default() += 1;
-                }
-            }
+            Ok(()) => count_removed(summary, &user, &planned),
             Err(error) => {
                 tracing::warn!(user_id = %user, error = %error, "reconcile: could not take roles back");
                 if fatal {
@@ -262,13 +254,7 @@ pub(super) async fn apply_removals(
             // What is in flight finishes; nothing new starts.
             while let Some(joined) = tasks.join_next().await {
                 if let Ok((user, planned, Ok(()), _)) = joined {
-                    for removal in &planned {
-                        tracing::info!(user_id = %user, role = %removal.role, "reconcile: role taken back");
-                        *summary
-                            .removed_by_role
-                            .entry(removal.role.clone())
-                            .or_default() += 1;
-                    }
+                    count_removed(summary, &user, &planned);
                 }
             }
             break;
@@ -278,6 +264,17 @@ pub(super) async fn apply_removals(
         summary.interrupted = true;
     }
     Ok(())
+}
+
+/// Counts (and logs) the roles taken back from `user`.
+fn count_removed(summary: &mut Summary, user: &str, removed: &[Removal]) {
+    for removal in removed {
+        tracing::info!(user_id = %user, role = %removal.role, reason = %removal.reason, "reconcile: role taken back");
+        *summary
+            .removed_by_role
+            .entry(removal.role.clone())
+            .or_default() += 1;
+    }
 }
 
 /// `--revoke --apply` removes roles: without `delete:role_members` (or the broader
@@ -351,30 +348,30 @@ mod tests {
         assign = ["app-user"]
     "#;
 
+    /// The grants of a database user of `email` judged against [`POLICY`].
+    fn judged_for(email: &str, grants: &[Standing], holds: bool) -> Judged {
+        let policy = policy(POLICY);
+        let user = profile(email, "Username-Password-Authentication");
+        let evaluation = policy.evaluate_existing("auth0|a", &user);
+        judge(&policy, &evaluation, grants, |_| holds)
+    }
+
     #[test]
     fn a_grant_the_policy_still_gives_is_kept() {
-        let policy = policy(POLICY);
-        let user = profile("a@example.com", "Username-Password-Authentication");
-        let evaluation = policy.evaluate_existing("auth0|a", &user);
-        let judged = judge(
-            &policy,
-            &evaluation,
+        let judged = judged_for(
+            "a@example.com",
             &[grant("member", "everyone"), grant("staff", "staff")],
-            |_| true,
+            true,
         );
         assert_eq!(judged, Judged::default());
     }
 
     #[test]
     fn a_profile_that_no_longer_matches_removes_that_rules_role_only() {
-        let policy = policy(POLICY);
-        let user = profile("a@other.org", "Username-Password-Authentication");
-        let evaluation = policy.evaluate_existing("auth0|a", &user);
-        let judged = judge(
-            &policy,
-            &evaluation,
+        let judged = judged_for(
+            "a@other.org",
             &[grant("member", "everyone"), grant("staff", "staff")],
-            |_| true,
+            true,
         );
         assert_eq!(judged.removals.len(), 1, "{judged:?}");
         assert_eq!(judged.removals[0].role, "staff");
@@ -388,14 +385,10 @@ mod tests {
 
     #[test]
     fn a_removed_rule_and_a_rule_that_no_longer_assigns_are_named_as_the_reason() {
-        let policy = policy(POLICY);
-        let user = profile("a@example.com", "Username-Password-Authentication");
-        let evaluation = policy.evaluate_existing("auth0|a", &user);
-        let judged = judge(
-            &policy,
-            &evaluation,
+        let judged = judged_for(
+            "a@example.com",
             &[grant("beta", "beta-testers"), grant("editor", "staff")],
-            |_| true,
+            true,
         );
         let reasons: Vec<&str> = judged.removals.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(
@@ -409,25 +402,14 @@ mod tests {
 
     #[test]
     fn a_rule_only_a_login_can_decide_never_causes_a_removal() {
-        let policy = policy(POLICY);
-        let user = profile("a@example.com", "Username-Password-Authentication");
-        let evaluation = policy.evaluate_existing("auth0|a", &user);
-        let judged = judge(
-            &policy,
-            &evaluation,
-            &[grant("app-user", "from-app")],
-            |_| true,
-        );
+        let judged = judged_for("a@example.com", &[grant("app-user", "from-app")], true);
         assert!(judged.removals.is_empty(), "{judged:?}");
         assert_eq!(judged.kept_undecided, ["from-app.client_id"]);
     }
 
     #[test]
     fn a_role_the_user_no_longer_holds_is_not_removed_again() {
-        let policy = policy(POLICY);
-        let user = profile("a@other.org", "Username-Password-Authentication");
-        let evaluation = policy.evaluate_existing("auth0|a", &user);
-        let judged = judge(&policy, &evaluation, &[grant("staff", "staff")], |_| false);
+        let judged = judged_for("a@other.org", &[grant("staff", "staff")], false);
         assert!(judged.removals.is_empty());
         assert_eq!(judged.already_gone, 1);
     }

@@ -118,6 +118,17 @@ fn ingest_config(dir: &Path, port: u16, metrics: u16, base_url: &str, auth0: &st
     path
 }
 
+/// `config` with an SQLite ledger in `dir` added; also returns the text without it.
+fn with_ledger(config: PathBuf, dir: &Path) -> (PathBuf, String) {
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    let ledger = format!(
+        "[ledger]\nurl = \"sqlite://{}\"\n",
+        dir.join("ledger.db").display()
+    );
+    std::fs::write(&config, format!("{text}\n{ledger}")).unwrap_or_else(|e| panic!("{e}"));
+    (config, text)
+}
+
 fn post(port: u16, body: &Value) -> (u16, String) {
     let headers = [
         ("Content-Type", "application/json"),
@@ -938,13 +949,10 @@ fn with_a_ledger_member_roles_are_recorded_with_their_organization() {
     organizations(&sim, std::slice::from_ref(&member), &[]);
     let dir = temp_dir("organizations-ledger");
     let (port, metrics) = (free_port(), free_port());
-    let ledger = format!(
-        "[ledger]\nurl = \"sqlite://{}\"\n",
-        dir.join("ledger.db").display()
+    let (config, _) = with_ledger(
+        ingest_config(&dir, port, metrics, &running.base_url, ""),
+        &dir,
     );
-    let config = ingest_config(&dir, port, metrics, &running.base_url, "");
-    let text = std::fs::read_to_string(&config).unwrap_or_default();
-    std::fs::write(&config, format!("{text}\n{ledger}")).unwrap_or_else(|e| panic!("{e}"));
     let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
     let (status, answer) = post(port, &member_added("evt_l1", ACME, "acme", &member, 0));
     assert_eq!(status, 200, "{answer}\n{}", service.log_text());
@@ -978,13 +986,10 @@ fn with_a_ledger_a_later_login_through_an_organization_it_has_not_seen_gives_mem
     organizations(&sim, std::slice::from_ref(&member), &[]);
     let dir = temp_dir("organizations-ledger-login");
     let (port, metrics) = (free_port(), free_port());
-    let ledger = format!(
-        "[ledger]\nurl = \"sqlite://{}\"\n",
-        dir.join("ledger.db").display()
+    let (config, text) = with_ledger(
+        ingest_config(&dir, port, metrics, &running.base_url, ""),
+        &dir,
     );
-    let config = ingest_config(&dir, port, metrics, &running.base_url, "");
-    let text = std::fs::read_to_string(&config).unwrap_or_default();
-    std::fs::write(&config, format!("{text}\n{ledger}")).unwrap_or_else(|e| panic!("{e}"));
     let later_login = |log_id: &str| {
         let mut login = first_login_through(log_id, ACME, "acme", &member);
         login["data"]["details"]["stats"]["loginsCount"] = json!(12);
