@@ -345,7 +345,7 @@ fn every_eligible_user_gets_exactly_their_roles_and_the_queue_ends_empty() {
         wait_for(Duration::from_secs(120), || tenant.roles()
             == stream.expected
             && world.depth(&queues.url) == 0
-            && world.depth(&queues.dlq_url) == 2),
+            && (2..=5).contains(&world.depth(&queues.dlq_url))),
         "not done: {} of {} users, queue {}, dead-letter queue {}\n{}\n{}",
         tenant.roles().len(),
         stream.expected.len(),
@@ -382,6 +382,15 @@ fn every_eligible_user_gets_exactly_their_roles_and_the_queue_ends_empty() {
         service.snapshot()
     );
     assert!(left >= broken && left <= broken + extra, "{left} left");
+    // The two broken messages are in the dead-letter queue; a copy moto handed out twice can
+    // be moved there too (a message it returned after its deletion), never more than the
+    // copies counted above.
+    let dead_letters = world.depth(&queues.dlq_url) as f64;
+    assert!(
+        dead_letters >= stream.malformed as f64 && dead_letters <= stream.malformed as f64 + extra,
+        "{dead_letters} dead letters for {} broken and {extra} copies",
+        stream.malformed
+    );
     assert_eq!(
         service.metric(
             "auth0_default_roles_events_received_total",
