@@ -368,7 +368,7 @@ async fn log_streams(
     if granted.is_some_and(|g| !g.iter().any(|s| s == "read:log_streams")) {
         report.warn(
             "log streams: not checked (the application lacks read:log_streams)",
-            "grant read:log_streams (only `doctor` and `setup` use it), or check the stream in Dashboard → Monitoring → Streams",
+            "grant read:log_streams (`doctor`, `setup` and a `log_stream_id` watch use it), or check the stream in Dashboard → Monitoring → Streams",
         );
         return;
     }
@@ -377,7 +377,7 @@ async fn log_streams(
         Err(err) => {
             report.warn(
                 format!("log streams: not checked: {err}"),
-                "grant read:log_streams (only `doctor` and `setup` use it), or check the stream in Dashboard → Monitoring → Streams",
+                "grant read:log_streams (`doctor`, `setup` and a `log_stream_id` watch use it), or check the stream in Dashboard → Monitoring → Streams",
             );
             return;
         }
