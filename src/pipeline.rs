@@ -858,18 +858,10 @@ impl Pipeline {
         let event = item.as_ref().ok()?;
         event.organization_login(Some(false))?;
         let (user, organization) = (event.user()?, event.organization()?);
-        let standing = link
-            .until_ok(
-                &self.metrics,
-                "look up the user's organization grants",
-                |l| async move { l.granted(&[user]).await },
-            )
-            .await;
-        Some(standing.get(user).is_some_and(|grants| {
-            grants
-                .iter()
-                .any(|g| g.organization_id.as_deref() == Some(organization))
-        }))
+        Some(
+            link.seen_in_organization(&self.metrics, user, organization)
+                .await,
+        )
     }
 
     async fn decide_and_act(&self, item: Decoded) -> Report {

@@ -155,6 +155,20 @@ impl LedgerLink {
 
     /// The user's standing grants: through the batcher when it runs, else one query (both
     /// wait out a failing database).
+    /// Whether the user holds a standing grant in `organization` (a later login through an
+    /// organization the ledger has not seen is a member joining it).
+    pub async fn seen_in_organization(
+        &self,
+        metrics: &Metrics,
+        user_id: &str,
+        organization: &str,
+    ) -> bool {
+        self.standing(metrics, user_id)
+            .await
+            .iter()
+            .any(|g| g.organization_id.as_deref() == Some(organization))
+    }
+
     async fn standing(&self, metrics: &Metrics, user_id: &str) -> Vec<Grant> {
         if let Some(lookups) = &self.lookups {
             let (tx, rx) = oneshot::channel();

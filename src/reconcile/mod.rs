@@ -584,7 +584,7 @@ pub async fn run(
     if let Some(err) = summary.stopped_by.take() {
         return Err(StartError::Mgmt(err));
     }
-    if let Some(err) = summary.ledger_failed.take() {
+    if let Some(err) = summary.stopped_with.take() {
         return Err(StartError::Reconcile(err));
     }
     if let Some((planned, max)) = summary.revocations_refused {

@@ -69,15 +69,12 @@ pub fn judge(
                 (&[], &[], skipped.as_slice())
             }
         };
-    // Roles a rule could still give once the undecided fields were known.
-    let mut undecided_roles: BTreeSet<&str> = BTreeSet::new();
-    let mut undecided_label: Vec<(&str, String)> = Vec::new();
+    // Roles a rule could still give once the undecided fields were known, with the
+    // `rule.key` that stayed undecided.
+    let mut undecided_roles: Vec<(&str, String)> = Vec::new();
     for u in undecided {
         if let Some(rule) = policy.rules().iter().find(|r| r.name == u.rule) {
-            for role in &rule.assign {
-                undecided_roles.insert(role.as_str());
-                undecided_label.push((role.as_str(), u.label()));
-            }
+            undecided_roles.extend(rule.assign.iter().map(|role| (role.as_str(), u.label())));
         }
     }
     let mut judged = Judged::default();
@@ -95,13 +92,11 @@ pub fn judge(
                 .push(format!("{}.assign_client_metadata", grant.rule));
             continue;
         }
-        if undecided_roles.contains(grant.role_name.as_str()) {
-            if let Some((_, label)) = undecided_label
-                .iter()
-                .find(|(role, _)| *role == grant.role_name)
-            {
-                judged.kept_undecided.push(label.clone());
-            }
+        if let Some((_, label)) = undecided_roles
+            .iter()
+            .find(|(role, _)| *role == grant.role_name)
+        {
+            judged.kept_undecided.push(label.clone());
             continue;
         }
         if !holds(grant) {
@@ -242,7 +237,7 @@ pub(super) async fn apply_removals(
                 tracing::warn!(user_id = %user, error = %error, "reconcile: could not take roles back");
                 if fatal {
                     summary.interrupted = true;
-                    summary.ledger_failed.get_or_insert(error.clone());
+                    summary.stopped_with.get_or_insert(error.clone());
                 }
                 summary.failed_total += planned.len() as u64;
                 if summary.removal_failed.len() < FAILED_SHOWN {

@@ -69,8 +69,9 @@ pub struct Summary {
     pub revocations_refused: Option<(u64, usize)>,
     /// (user, error) of every removal that failed.
     pub removal_failed: Vec<(String, String)>,
-    /// The ledger failed to record what was written: the run stopped (exit 1).
-    pub ledger_failed: Option<String>,
+    /// The ledger failed to record what was written, or the service was refused while
+    /// removing: the run stopped (exit 1).
+    pub stopped_with: Option<String>,
 }
 
 impl Summary {

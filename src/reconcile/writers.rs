@@ -31,7 +31,7 @@ pub(super) struct BatchDone {
     /// run resumes.
     fatal: Option<MgmtError>,
     /// The ledger could not record a part written: the run stops.
-    ledger_failed: Option<String>,
+    stopped_with: Option<String>,
 }
 
 impl BatchDone {
@@ -62,7 +62,7 @@ async fn write_batch(
         failed: Vec::new(),
         split: false,
         fatal: None,
-        ledger_failed: None,
+        stopped_with: None,
     };
     let mut parts = vec![users];
     while let Some(part) = parts.pop() {
@@ -76,7 +76,7 @@ async fn write_batch(
                 // Recorded once Auth0 accepted them, before they count as done.
                 if let (Some(record), Some(id)) = (&record, &role_id) {
                     if let Err(err) = record.grants(&done.role, id, &part).await {
-                        done.ledger_failed = Some(err.to_string());
+                        done.stopped_with = Some(err.to_string());
                         done.assigned.entry(role_id).or_default().extend(part);
                         break;
                     }
@@ -292,9 +292,9 @@ fn settle(
         summary.interrupted = true;
         summary.stopped_by.get_or_insert(err);
     }
-    if let Some(err) = done.ledger_failed.take() {
+    if let Some(err) = done.stopped_with.take() {
         summary.interrupted = true;
-        summary.ledger_failed.get_or_insert(err);
+        summary.stopped_with.get_or_insert(err);
     }
     *summary
         .assigned_by_role

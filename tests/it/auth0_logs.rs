@@ -100,6 +100,21 @@ fn checkpoint(dir: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Starts the service and waits until its checkpoint file names the last of `logs`.
+fn start_until_checkpoint(config: &Path, metrics: u16, dir: &Path, logs: &[Value]) -> Service {
+    let service = Service::start(config, metrics, dir.join("run-1.log"));
+    service.wait_ready();
+    let last = logs.last().map(log_id).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(60), || checkpoint(dir).as_deref()
+            == Some(last.as_str())),
+        "the checkpoint never reached the last log: {:?}\n{}",
+        checkpoint(dir),
+        service.log_text()
+    );
+    service
+}
+
 /// A split index near the middle where a user's records do not straddle.
 fn user_boundary(logs: &[Value]) -> usize {
     let mut at = logs.len() / 2;
@@ -121,16 +136,7 @@ fn the_source_gives_every_user_their_roles_and_resumes_from_its_checkpoint_witho
     sim.append_logs(first.to_vec());
     let metrics = free_port();
     let config = source_config(&dir, &running.base_url, metrics, "take = 40");
-    let mut service = Service::start(&config, metrics, dir.join("run-1.log"));
-    service.wait_ready();
-    let last_of_first = log_id(&first[first.len() - 1]);
-    assert!(
-        wait_for(Duration::from_secs(60), || checkpoint(&dir).as_deref()
-            == Some(last_of_first.as_str())),
-        "the checkpoint never reached the last log: {:?}\n{}",
-        checkpoint(&dir),
-        service.log_text()
-    );
+    let mut service = start_until_checkpoint(&config, metrics, &dir, first);
     let received = |s: &Service| {
         s.metric(
             "auth0_default_roles_events_received_total",
@@ -549,16 +555,7 @@ fn with_a_ledger_a_reader_that_lost_its_checkpoint_file_resumes_from_the_ledger(
         dir.join("ledger.db").display()
     );
     std::fs::write(&config, ledger).unwrap_or_else(|e| panic!("{e}"));
-    let mut service = Service::start(&config, metrics, dir.join("run-1.log"));
-    service.wait_ready();
-    let last_of_first = log_id(&first[first.len() - 1]);
-    assert!(
-        wait_for(Duration::from_secs(60), || checkpoint(&dir).as_deref()
-            == Some(last_of_first.as_str())),
-        "the checkpoint never reached the last log: {:?}\n{}",
-        checkpoint(&dir),
-        service.log_text()
-    );
+    let mut service = start_until_checkpoint(&config, metrics, &dir, first);
     service.signal("TERM");
     assert!(service.wait_exit(Duration::from_secs(30)).is_some());
 
