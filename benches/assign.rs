@@ -90,21 +90,25 @@ async fn scenario(name: &str, users: usize, concurrent: bool, window: Duration) 
             .map(|i| {
                 let assigner = assigner.clone();
                 let roles = roles.clone();
-                tokio::spawn(
-                    async move { assigner.assign(&format!("auth0|bench{i}"), &roles).await },
-                )
+                tokio::spawn(async move {
+                    assigner
+                        .assign(&format!("auth0|bench{i}"), &roles, false)
+                        .await
+                })
             })
             .collect();
         for t in tasks {
-            if matches!(t.await, Ok(Ok(AssignOutcome::Assigned))) {
+            if matches!(t.await, Ok(Ok(AssignOutcome::Assigned { .. }))) {
                 ok += 1;
             }
         }
     } else {
         for i in 0..users {
             if matches!(
-                assigner.assign(&format!("auth0|bench{i}"), &roles).await,
-                Ok(AssignOutcome::Assigned)
+                assigner
+                    .assign(&format!("auth0|bench{i}"), &roles, false)
+                    .await,
+                Ok(AssignOutcome::Assigned { .. })
             ) {
                 ok += 1;
             }

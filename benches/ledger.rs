@@ -238,6 +238,7 @@ async fn fill(settings: &LedgerSettings, n: usize) -> (u64, f64) {
                 policy_fingerprint: "c62e969388d82159".to_owned(),
                 instance: "bench-host:4242".to_owned(),
                 at: 1_764_633_600_000 + i as i64,
+                event_at: None,
             }
         })
         .collect();

@@ -38,6 +38,9 @@ impl Default for DedupSettings {
 pub struct Dedup {
     seen_logs: Cache<String, ()>,
     assigned: Cache<String, Arc<BTreeSet<String>>>,
+    /// The time of the newest event whose roles `assigned` remembers, per user: a signup
+    /// dated well after it is a re-created account.
+    assigned_for: Cache<String, SystemTime>,
     /// Users an Event Streams `user.deleted` named, with the deletion's time (remembered as
     /// long as `log_id`s).
     deleted: Cache<String, Deletion>,
@@ -88,6 +91,10 @@ impl Dedup {
                 .max_capacity(settings.max_entries)
                 .time_to_live(settings.user_roles_ttl)
                 .build(),
+            assigned_for: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.user_roles_ttl)
+                .build(),
             untimed_window: settings.user_roles_ttl,
         }
     }
@@ -134,6 +141,35 @@ impl Dedup {
         self.assigned.insert(user_id.to_owned(), Arc::new(held));
     }
 
+    /// Records the time of the event whose roles were just remembered for `user_id` (the
+    /// newest one counts).
+    pub fn mark_event_time(&self, user_id: &str, at: SystemTime) {
+        let newest = match self.assigned_for.get(user_id) {
+            Some(known) if known > at => known,
+            _ => at,
+        };
+        self.assigned_for.insert(user_id.to_owned(), newest);
+    }
+
+    /// A signup of `user_id` at `signup` (RFC 3339) more than `margin` after the newest event
+    /// whose roles this process remembers for the user is a re-created account (same id,
+    /// new account): what was remembered is forgotten. Returns whether it was.
+    pub fn forget_if_recreated(&self, user_id: &str, signup: &str, margin: Duration) -> bool {
+        let (Some(signup), Some(known)) = (parse_time(signup), self.assigned_for.get(user_id))
+        else {
+            return false;
+        };
+        if signup
+            .duration_since(known)
+            .is_ok_and(|after| after > margin)
+        {
+            self.assigned.invalidate(user_id);
+            self.assigned_for.invalidate(user_id);
+            return true;
+        }
+        false
+    }
+
     /// The roles of `wanted` not yet given to `user_id` as its roles in `organization_id` by
     /// this process (in `wanted` order): one memory per (user, organization).
     pub fn missing_member_roles(
@@ -170,6 +206,7 @@ impl Dedup {
         };
         self.deleted.insert(user_id.to_owned(), deletion);
         self.assigned.invalidate(user_id);
+        self.assigned_for.invalidate(user_id);
     }
 
     /// Whether `user_id` was deleted after an event of `time`, compared as instants (offsets

@@ -92,6 +92,9 @@ pub struct Profile {
     /// The `client_metadata` of the event's application (`GET /api/v2/clients/{id}`), when a
     /// rule with `assign_client_metadata` matched. Only string values are kept.
     pub client_metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// When the account was created (RFC 3339), when known: a first login that finds grants
+    /// older than the account's creation is the first login of a re-created user.
+    pub created_at: Option<String>,
 }
 
 /// One identity of a user's profile (`identities[]`).
@@ -119,6 +122,8 @@ struct CloudUser {
     identities: Vec<CloudIdentity>,
     #[serde(deserialize_with = "lenient")]
     app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(deserialize_with = "lenient")]
+    created_at: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -354,6 +359,15 @@ pub fn looks_like_email(text: &str) -> bool {
         && !domain.ends_with('.')
         && !text.contains(['*', ' ', '\t', '\n', '\r'])
         && !local.contains('@')
+}
+
+/// An RFC 3339 time (`2026-12-01T10:00:00.123Z`, any offset and precision) in unix
+/// milliseconds; `None` when it is not one.
+pub fn unix_millis(text: &str) -> Option<i64> {
+    let parsed =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// The domain part of an email, lowercased.
@@ -1173,6 +1187,7 @@ impl RawLog<'_> {
                 app_metadata: profile.app_metadata,
                 roles: None,
                 client_metadata: None,
+                created_at: profile.created_at,
             })),
             ..LogEvent::default()
         })

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::dedup::Dedup;
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::ledger::link::is_user_deletion;
-use crate::ledger::LedgerLink;
+use crate::ledger::link::GrantOrigin;
+use crate::ledger::{Grant, LedgerLink};
 use crate::metrics::Metrics;
 use crate::mgmt::{Applications, AssignOutcome, CallStats, MgmtClient, RoleAssigner};
 use crate::policy::{Evaluation, Policy, Profile, Undecided, ASSIGN_CLIENT_METADATA};
@@ -228,6 +229,42 @@ pub struct Assignment {
     pub organization: Option<MemberAssignment>,
     /// The record of the event, with every granted role and the matching rules.
     pub report: Report,
+    /// When the event happened (its `date`, unix milliseconds), recorded with its grants.
+    pub event_at: Option<i64>,
+    /// When the user's account was created (unix milliseconds), when the event carries the
+    /// profile (Event Streams).
+    pub created_at: Option<i64>,
+}
+
+/// How far apart a signup (or an account's creation) must be from the event of a standing
+/// grant for the account to count as re-created with the same id: absorbs the clock skew
+/// between the tenant and this service, and the same signup arriving as both `ss` and
+/// `user.created`. An account deleted and re-created within it keeps its old grants.
+pub const RECREATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A signup this recent is taken for an account created moments ago, holding no role yet: its
+/// roles are written without reading the user's roles first. Older signups (a replay, the
+/// backstop reading behind) are read first like every other trigger.
+pub const FRESH_SIGNUP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the assignment comes from a signup dated within [`FRESH_SIGNUP`] of now.
+fn is_fresh_signup(assignment: &Assignment) -> bool {
+    if assignment.report.trigger != Some(Trigger::Signup) {
+        return false;
+    }
+    let Some(at) = assignment.event_at else {
+        return false;
+    };
+    let now = crate::ledger::now_millis();
+    let fresh = i64::try_from(FRESH_SIGNUP.as_millis()).unwrap_or(i64::MAX);
+    now.saturating_sub(at) <= fresh
+}
+
+/// Unix milliseconds as a time.
+fn system_time(millis: i64) -> Option<std::time::SystemTime> {
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(
+        u64::try_from(millis).ok()?,
+    ))
 }
 
 /// Member roles to give in one organization: one write for all of them.
@@ -392,6 +429,13 @@ impl Processor {
             }
         };
         let user_id = event.user().unwrap_or_default().to_owned();
+        if trigger == Trigger::Signup {
+            if let Some(date) = &event.date {
+                // A signup well after the roles remembered for this id: a re-created account.
+                self.dedup
+                    .forget_if_recreated(&user_id, date, RECREATION_MARGIN);
+            }
+        }
         let mut roles = decision.roles;
         for client_role in decision.client_roles {
             if !roles.contains(&client_role.name) {
@@ -426,6 +470,12 @@ impl Processor {
             missing,
             organization,
             report,
+            event_at: event.date.as_deref().and_then(crate::event::unix_millis),
+            created_at: event
+                .profile
+                .as_ref()
+                .and_then(|p| p.created_at.as_deref())
+                .and_then(crate::event::unix_millis),
         })
     }
 
@@ -444,6 +494,9 @@ impl Processor {
         if matches!(outcome, Outcome::Assigned | Outcome::WouldAssign) {
             self.dedup
                 .mark_assigned(&assignment.user_id, &assignment.missing);
+            if let Some(at) = assignment.event_at.and_then(system_time) {
+                self.dedup.mark_event_time(&assignment.user_id, at);
+            }
             if let Some(member) = &assignment.organization {
                 self.dedup.mark_member_assigned(
                     &member.organization_id,
@@ -800,13 +853,16 @@ impl Pipeline {
         let Some(link) = self.ledger.as_ref().filter(|_| self.mode == Mode::Live) else {
             return self.decide_and_act(item).await;
         };
-        if let Some(user) = item
-            .as_ref()
-            .ok()
-            .filter(|e| is_user_deletion(e))
-            .and_then(|e| e.user())
-        {
-            link.forget_user(&self.metrics, user).await;
+        if let Some(event) = item.as_ref().ok().filter(|e| is_user_deletion(e)) {
+            // Once per deletion (a redelivery is skipped); only what came before it.
+            let redelivered = event
+                .log_id
+                .as_deref()
+                .is_some_and(|id| self.processor.dedup().log_seen(id));
+            if let (Some(user), false) = (event.user(), redelivered) {
+                let deleted_at = event.date.as_deref().and_then(crate::event::unix_millis);
+                link.forget_user(&self.metrics, user, deleted_at).await;
+            }
         }
         let report = self.decide_and_act(item).await;
         if report.outcome == Outcome::Failed {
@@ -825,22 +881,91 @@ impl Pipeline {
 
     /// Leaves out of an assignment the roles the ledger shows this service granted before (the
     /// user's tenant roles; member roles are recorded but not judged here: see
-    /// docs/organizations.md).
+    /// docs/organizations.md), after ending the grants of an account re-created since them.
     async fn without_granted(&self, mut assignment: Assignment) -> Assignment {
-        if let (Some(link), Some(assigner)) = (&self.ledger, &self.assigner) {
-            if !assignment.missing.is_empty() {
-                let held = link
-                    .already_granted(
-                        &self.metrics,
-                        assigner.directory(),
-                        &assignment.user_id,
-                        &assignment.missing,
-                    )
-                    .await;
-                assignment.missing.retain(|role| !held.contains(role));
+        let (Some(link), Some(assigner)) = (&self.ledger, &self.assigner) else {
+            return assignment;
+        };
+        let mut standing = link.standing(&self.metrics, &assignment.user_id).await;
+        if !standing.is_empty() && self.is_recreated(&assignment, &standing).await {
+            tracing::info!(
+                user_id = %assignment.user_id,
+                log_id = assignment.report.log_id.as_deref().unwrap_or("-"),
+                grants = standing.len(),
+                "the user was re-created with the same id: the old account's grants end and the new account gets its roles"
+            );
+            if self.mode == Mode::Live {
+                link.end_recreated(
+                    &self.metrics,
+                    &standing,
+                    assignment.report.log_id.as_deref().unwrap_or("-"),
+                )
+                .await;
             }
+            standing.clear();
+        }
+        if !assignment.missing.is_empty() {
+            let held = link.already_granted(
+                &self.metrics,
+                assigner.directory(),
+                &standing,
+                &assignment.missing,
+            );
+            assignment.missing.retain(|role| !held.contains(role));
         }
         assignment
+    }
+
+    /// Whether the event shows the user's account was deleted and re-created with the same id
+    /// since its `standing` grants (social and enterprise ids are stable): a signup (`ss`,
+    /// `user.created`) dated after the event of every standing grant, or a first login of an
+    /// account created after them (`created_at` from the event, else one profile read, only
+    /// here). A redelivery of the event that gave a grant, and a database user's first login
+    /// after its own signup, never are.
+    async fn is_recreated(&self, assignment: &Assignment, standing: &[Grant]) -> bool {
+        let event_id = assignment.report.log_id.as_deref();
+        if standing
+            .iter()
+            .any(|g| Some(g.event_id.as_str()) == event_id)
+        {
+            return false;
+        }
+        let Some(newest) = standing.iter().map(|g| g.event_at.unwrap_or(g.at)).max() else {
+            return false;
+        };
+        let margin = i64::try_from(RECREATION_MARGIN.as_millis()).unwrap_or(i64::MAX);
+        let after = |at: i64| at.saturating_sub(newest) > margin;
+        match assignment.report.trigger {
+            Some(Trigger::Signup) => assignment.event_at.is_some_and(after),
+            Some(Trigger::FirstLogin) => {
+                // The account's own signup is on record: a re-created account logs a signup of
+                // its own, judged above.
+                if standing
+                    .iter()
+                    .any(|g| g.trigger == Trigger::Signup.as_str())
+                {
+                    return false;
+                }
+                let created_at = match assignment.created_at {
+                    Some(at) => Some(at),
+                    None => match &self.client {
+                        Some(client) => match client.get_user(&assignment.user_id).await {
+                            Ok(profile) => profile
+                                .created_at
+                                .as_deref()
+                                .and_then(crate::event::unix_millis),
+                            Err(err) => {
+                                tracing::debug!(error = %err, "the profile read for the account's creation failed: taken for the same account");
+                                None
+                            }
+                        },
+                        None => None,
+                    },
+                };
+                created_at.is_some_and(after)
+            }
+            _ => false,
+        }
     }
 
     /// For a later login through an organization (with a ledger, in a live run, and a policy
@@ -931,13 +1056,17 @@ impl Pipeline {
         };
         let mut wrote = false;
         if !assignment.missing.is_empty() {
+            // With a ledger, the roles the user holds are read before the write (the ledger
+            // records only what the write added), except for a fresh signup: an account created
+            // moments ago holds no role yet.
+            let read_held = self.ledger.is_some() && !is_fresh_signup(&assignment);
             match assigner
-                .assign(&assignment.user_id, &assignment.missing)
+                .assign(&assignment.user_id, &assignment.missing, read_held)
                 .await
             {
-                Ok(AssignOutcome::Assigned) => {
+                Ok(AssignOutcome::Assigned { written }) => {
                     wrote = true;
-                    for role in &assignment.missing {
+                    for role in &written {
                         self.metrics
                             .role_assignments
                             .with_label_values(&[role, "tenant"])
@@ -950,10 +1079,9 @@ impl Pipeline {
                             self.processor.policy(),
                             assigner.directory(),
                             &assignment.user_id,
-                            &assignment.missing,
-                            &report.rules,
-                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
-                            report.log_id.as_deref().unwrap_or("-"),
+                            None,
+                            &written,
+                            &GrantOrigin::of(report, assignment.event_at),
                         )
                         .await;
                     }
@@ -994,16 +1122,14 @@ impl Pipeline {
                     }
                     if let Some(link) = &self.ledger {
                         let report = &assignment.report;
-                        link.record_grants_in(
+                        link.record_grants(
                             &self.metrics,
                             self.processor.policy(),
                             assigner.directory(),
                             &assignment.user_id,
                             Some(&member.organization_id),
                             &member.missing,
-                            &report.rules,
-                            report.trigger.map(|t| t.as_str()).unwrap_or("none"),
-                            report.log_id.as_deref().unwrap_or("-"),
+                            &GrantOrigin::of(report, assignment.event_at),
                         )
                         .await;
                     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{fail, ConfigArg};
 use crate::app::{self, EXIT_CONFIG};
 use crate::config::{process_env, Config};
-use crate::ledger::explain::{Explanation, GivenNow};
+use crate::ledger::explain::{Explanation, UserNow};
 use crate::metrics::Metrics;
 use crate::mgmt::{ClientSettings, MgmtClient};
 
@@ -58,14 +58,14 @@ pub async fn run(args: &ExplainArgs) -> u8 {
         Ok(history) => history,
         Err(err) => return fail(crate::ledger::fault::error_text(&err), 1),
     };
-    let given_now = given_now(&config, &process_env, &args.user_id).await;
+    let now = user_now(&config, &process_env, &args.user_id).await;
     let explanation = Explanation::new(
         &args.user_id,
         ledger.describe(),
         &config.policy,
         &config.policy_fingerprint,
         history,
-        given_now,
+        now,
     );
     match args.output {
         ExplainOutput::Text => print!("{}", explanation.to_text()),
@@ -77,13 +77,13 @@ pub async fn run(args: &ExplainArgs) -> u8 {
     0
 }
 
-/// What the policy gives the user now, from `GET /users/{id}` (and their roles when a rule
-/// tests `has_roles`); the reason when the tenant cannot tell.
-async fn given_now(
+/// The user as the tenant shows them now: `GET /users/{id}` and the roles they hold; the
+/// reason when the tenant cannot tell.
+async fn user_now(
     config: &Config,
     env: crate::app::Env<'_>,
     user_id: &str,
-) -> Result<GivenNow, String> {
+) -> Result<UserNow, String> {
     let auth0 = config
         .require_auth0()
         .map_err(|_| "no [auth0] section".to_owned())?;
@@ -93,20 +93,19 @@ async fn given_now(
         .map_err(|e| e.to_string())?;
     let profile = tokio::time::timeout(TENANT_PATIENCE, client.get_user(user_id)).await;
     match profile {
-        Ok(Ok(mut profile)) => {
+        Ok(Ok(profile)) => {
             // The roles held now: for `has_roles`, and to tell a grant an admin removed since.
             // Optional: without `read:role_members` the call is refused (and would wait as a
             // service fault), so it gets a short while of its own and the report goes on.
-            let held = tokio::time::timeout(ROLES_PATIENCE, client.get_user_role_ids(user_id))
-                .await
-                .ok()
-                .and_then(Result::ok);
-            if config.policy.uses_has_roles() {
-                profile.roles.clone_from(&held);
-            }
-            let mut now = GivenNow::evaluate(&config.policy, user_id, &profile);
-            now.held_role_ids = held;
-            Ok(now)
+            let held_role_ids =
+                tokio::time::timeout(ROLES_PATIENCE, client.get_user_role_ids(user_id))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            Ok(UserNow {
+                profile,
+                held_role_ids,
+            })
         }
         Ok(Err(err)) if err.is_user_not_found() => {
             Err("the tenant has no such user (deleted, or never created)".to_owned())

@@ -8,7 +8,16 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{HistoryEntry, UserHistory};
+use crate::policy::standing::{judge_standing, GrantVerdict, StandingGrant};
 use crate::policy::{Evaluation, Policy, Profile};
+
+/// The user as the tenant shows them now: the profile (`GET /users/{id}`) and, when read, the
+/// ids of the roles they hold (`GET /users/{id}/roles`).
+#[derive(Debug, Clone, Default)]
+pub struct UserNow {
+    pub profile: Profile,
+    pub held_role_ids: Option<Vec<String>>,
+}
 
 /// What the current policy gives the user now, from their profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -60,7 +69,8 @@ pub enum StillGiven {
     /// The policy no longer gives it (rule removed or changed, or the profile no longer
     /// matches): what `reconcile --revoke` would take back.
     No,
-    /// The rule that gave it tests a field only a login knows: never taken back.
+    /// A rule that could give it stays undecided (a field only a login knows, the user's
+    /// roles, the login's application) or it is a member role: never taken back.
     Undecided,
     /// The tenant was not reached: only whether the rule still exists and assigns the role is
     /// known (`rule_still_assigns`).
@@ -77,6 +87,9 @@ pub struct GrantJudged {
     /// The grant was made under the `[policy]` in force now.
     pub same_policy: bool,
     pub still_given: StillGiven,
+    /// Why (`reconcile --revoke`'s reason for `no`, what stays undecided for `undecided`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
     /// Whether the user holds the role now (`None`: the user's roles were not read). A grant
     /// not held was removed outside this service (an admin): it is not given again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,25 +122,44 @@ impl Explanation {
         policy: &Policy,
         policy_fingerprint: &str,
         history: UserHistory,
-        given_now: Result<GivenNow, String>,
+        now: Result<UserNow, String>,
     ) -> Explanation {
-        let (given_now, tenant_error) = match given_now {
+        let (now, tenant_error) = match now {
             Ok(now) => (Some(now), None),
             Err(err) => (None, Some(err)),
         };
+        let grants: Vec<StandingGrant> = history.standing.iter().map(|g| g.standing()).collect();
+        // The one judgement `reconcile --revoke` makes too.
+        let verdicts = now
+            .as_ref()
+            .map(|now| judge_standing(policy, user_id, &now.profile, &grants));
+        let given_now = now.as_ref().map(|now| {
+            let mut profile = now.profile.clone();
+            if policy.uses_has_roles() {
+                profile.roles.clone_from(&now.held_role_ids);
+            }
+            let mut given = GivenNow::evaluate(policy, user_id, &profile);
+            given.held_role_ids.clone_from(&now.held_role_ids);
+            given
+        });
         let standing: Vec<GrantJudged> = history
             .standing
             .iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(i, g)| {
                 let rule_still_assigns = policy
                     .rules()
                     .iter()
                     .any(|r| r.name == g.rule && r.assign.iter().any(|a| a == &g.role_name));
-                let still_given = match &given_now {
-                    Some(now) if now.roles.iter().any(|r| r == &g.role_name) => StillGiven::Yes,
-                    Some(now) if now.undecided.contains(&g.rule) => StillGiven::Undecided,
-                    Some(_) => StillGiven::No,
-                    None => StillGiven::Unknown,
+                let (still_given, because) = match verdicts.as_ref().and_then(|v| v.get(i)) {
+                    Some(GrantVerdict::Given) => (StillGiven::Yes, None),
+                    Some(GrantVerdict::Kept { because }) => {
+                        (StillGiven::Undecided, Some(because.clone()))
+                    }
+                    Some(GrantVerdict::NoLongerGiven { reason }) => {
+                        (StillGiven::No, Some(reason.clone()))
+                    }
+                    None => (StillGiven::Unknown, None),
                 };
                 let held = given_now
                     .as_ref()
@@ -139,6 +171,7 @@ impl Explanation {
                     rule_still_assigns,
                     same_policy: g.policy_fingerprint == policy_fingerprint,
                     still_given,
+                    because,
                     held,
                 }
             })
@@ -224,9 +257,7 @@ impl Explanation {
             let verdict = match g.still_given {
                 StillGiven::Yes => "the current policy still gives it",
                 StillGiven::No => "the current policy no longer gives it",
-                StillGiven::Undecided => {
-                    "its rule tests a field only a login knows (never taken back)"
-                }
+                StillGiven::Undecided => "undecided, never taken back",
                 StillGiven::Unknown => {
                     if g.rule_still_assigns {
                         "rule still assigns it (profile not read)"
@@ -246,9 +277,14 @@ impl Explanation {
                 }
                 _ => "",
             };
+            let because = g
+                .because
+                .as_ref()
+                .map(|b| format!(" ({b})"))
+                .unwrap_or_default();
             let _ = writeln!(
                 t,
-                "  {} (rule {}): {verdict}{policy}{held}",
+                "  {} (rule {}): {verdict}{because}{policy}{held}",
                 g.role_name, g.rule
             );
         }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{now_millis, Grant, Ledger, LedgerError};
+use super::{now_millis, Grant, Ledger, LedgerError, Revocation};
 
 /// The batcher's loop: takes the first lookup waiting and every other one queued (up to
 /// [`LOOKUP_BATCH`]), answers them with one query, and so on until every sender is gone.
@@ -102,6 +102,28 @@ async fn batch_writes(
     }
 }
 
+/// What gave a set of grants: the event's matching rules, its trigger, its id and its time.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantOrigin<'a> {
+    pub rules: &'a [String],
+    pub trigger: &'a str,
+    pub event_id: &'a str,
+    /// When the event happened (unix milliseconds), when it said.
+    pub event_at: Option<i64>,
+}
+
+impl<'a> GrantOrigin<'a> {
+    /// The origin of an event's grants, from its report.
+    pub fn of(report: &'a crate::pipeline::Report, event_at: Option<i64>) -> GrantOrigin<'a> {
+        GrantOrigin {
+            rules: &report.rules,
+            trigger: report.trigger.map(|t| t.as_str()).unwrap_or("none"),
+            event_id: report.log_id.as_deref().unwrap_or("-"),
+            event_at,
+        }
+    }
+}
+
 /// First wait after a failed statement, and the cap of the doubling waits.
 const FIRST_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -153,8 +175,6 @@ impl LedgerLink {
         self
     }
 
-    /// The user's standing grants: through the batcher when it runs, else one query (both
-    /// wait out a failing database).
     /// Whether the user holds a standing grant in `organization` (a later login through an
     /// organization the ledger has not seen is a member joining it).
     pub async fn seen_in_organization(
@@ -169,7 +189,9 @@ impl LedgerLink {
             .any(|g| g.organization_id.as_deref() == Some(organization))
     }
 
-    async fn standing(&self, metrics: &Metrics, user_id: &str) -> Vec<Grant> {
+    /// The user's standing grants: through the batcher when it runs, else one query (both
+    /// wait out a failing database).
+    pub async fn standing(&self, metrics: &Metrics, user_id: &str) -> Vec<Grant> {
         if let Some(lookups) = &self.lookups {
             let (tx, rx) = oneshot::channel();
             if lookups.send((user_id.to_owned(), tx)).is_ok() {
@@ -232,22 +254,20 @@ impl LedgerLink {
         }
     }
 
-    /// The roles of `wanted` (names) that the ledger shows this service granted the user and
-    /// that still stand: an admin's removal since then is not undone, nor is another
-    /// instance's grant repeated.
-    pub async fn already_granted(
+    /// The roles of `wanted` (names) among the user's `standing` grants of tenant roles: an
+    /// admin's removal since then is not undone, nor is another instance's grant repeated.
+    pub fn already_granted(
         &self,
         metrics: &Metrics,
         directory: &RoleDirectory,
-        user_id: &str,
+        standing: &[Grant],
         wanted: &[String],
     ) -> Vec<String> {
-        let grants = self.standing(metrics, user_id).await;
         let held: Vec<String> = wanted
             .iter()
             .filter(|name| {
                 let id = directory.id(name);
-                grants.iter().any(|g| {
+                standing.iter().any(|g| {
                     g.organization_id.is_none()
                         && match &id {
                             Some(id) => &g.role_id == id,
@@ -261,8 +281,39 @@ impl LedgerLink {
         held
     }
 
-    /// Records the roles just granted, each with the rule of the event that gave it (and
-    /// clears the user's standing failure), before the event's verdict.
+    /// Ends the `standing` grants of an account that was deleted and re-created with the same
+    /// id (the roles went with the old account): recorded as revocations, so the new account
+    /// gets its roles and the history says why.
+    pub async fn end_recreated(&self, metrics: &Metrics, standing: &[Grant], event_id: &str) {
+        let at = now_millis();
+        let revocations: Vec<Revocation> = standing
+            .iter()
+            .map(|g| Revocation {
+                user_id: g.user_id.clone(),
+                role_id: g.role_id.clone(),
+                role_name: g.role_name.clone(),
+                organization_id: g.organization_id.clone(),
+                by: self.ledger.instance().to_owned(),
+                reason: format!(
+                    "the user was re-created with the same id (event {event_id}): the old account's grant ended"
+                ),
+                at,
+            })
+            .collect();
+        let revocations = &revocations;
+        self.until_ok(metrics, "end a re-created user's grants", |l| async move {
+            l.record_revocations(revocations).await
+        })
+        .await;
+        metrics
+            .ledger_writes
+            .with_label_values(&["revocation"])
+            .inc();
+    }
+
+    /// Records the roles just granted (member roles in `organization_id`; `None`: tenant
+    /// roles), each with the rule of the event that gave it, and clears the user's standing
+    /// failure, before the event's verdict.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_grants(
         &self,
@@ -270,31 +321,9 @@ impl LedgerLink {
         policy: &Policy,
         directory: &RoleDirectory,
         user_id: &str,
-        roles: &[String],
-        rules: &[String],
-        trigger: &str,
-        event_id: &str,
-    ) {
-        self.record_grants_in(
-            metrics, policy, directory, user_id, None, roles, rules, trigger, event_id,
-        )
-        .await
-    }
-
-    /// [`LedgerLink::record_grants`] for member roles in `organization_id` (`None`: tenant
-    /// roles).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_grants_in(
-        &self,
-        metrics: &Metrics,
-        policy: &Policy,
-        directory: &RoleDirectory,
-        user_id: &str,
         organization_id: Option<&str>,
         roles: &[String],
-        rules: &[String],
-        trigger: &str,
-        event_id: &str,
+        origin: &GrantOrigin<'_>,
     ) {
         let at = now_millis();
         let grants: Vec<Grant> = roles
@@ -304,12 +333,13 @@ impl LedgerLink {
                 role_id: directory.id(name).unwrap_or_else(|| name.clone()),
                 role_name: name.clone(),
                 organization_id: organization_id.map(str::to_owned),
-                rule: rule_of(policy, rules, name),
-                trigger: trigger.to_owned(),
-                event_id: event_id.to_owned(),
+                rule: rule_of(policy, origin.rules, name),
+                trigger: origin.trigger.to_owned(),
+                event_id: origin.event_id.to_owned(),
                 policy_fingerprint: self.fingerprint.clone(),
                 instance: self.ledger.instance().to_owned(),
                 at,
+                event_at: origin.event_at,
             })
             .collect();
         if let Some(writes) = &self.writes {
@@ -350,10 +380,11 @@ impl LedgerLink {
         metrics.ledger_writes.with_label_values(&["clear"]).inc();
     }
 
-    /// Forgets a deleted user.
-    pub async fn forget_user(&self, metrics: &Metrics, user_id: &str) {
+    /// Forgets a deleted user: what the ledger holds from before `deleted_at` (the deletion's
+    /// time, unix milliseconds; `None`: everything).
+    pub async fn forget_user(&self, metrics: &Metrics, user_id: &str, deleted_at: Option<i64>) {
         self.until_ok(metrics, "forget a deleted user", |l| async move {
-            l.forget_user(user_id).await
+            l.forget_user(user_id, deleted_at).await
         })
         .await;
         metrics.ledger_writes.with_label_values(&["forget"]).inc();

@@ -169,8 +169,24 @@ pub struct Grant {
     pub policy_fingerprint: String,
     /// Which service instance wrote it.
     pub instance: String,
-    /// Unix milliseconds.
+    /// Unix milliseconds: when the grant was recorded.
     pub at: i64,
+    /// Unix milliseconds: when the event that gave it happened (its `date`), when it said.
+    /// A signup dated after it means the account was re-created; a deletion dated after it
+    /// ends it.
+    pub event_at: Option<i64>,
+}
+
+impl Grant {
+    /// The grant as the policy judges it ([`crate::policy::standing::judge_standing`]).
+    pub fn standing(&self) -> crate::policy::standing::StandingGrant {
+        crate::policy::standing::StandingGrant {
+            role_id: self.role_id.clone(),
+            role_name: self.role_name.clone(),
+            rule: self.rule.clone(),
+            organization_id: self.organization_id.clone(),
+        }
+    }
 }
 
 /// A role taken back from a user (it ends the standing grant of that role).
@@ -325,10 +341,19 @@ impl Ledger {
         self.inner.backend.clear_failures(user_ids).await
     }
 
-    /// The user was deleted: their grants, revocations and failure are gone, so a re-created
-    /// user with the same id starts anew.
-    pub async fn forget_user(&self, user_id: &str) -> Result<(), LedgerError> {
-        self.inner.backend.forget_user(user_id).await
+    /// The user was deleted at `deleted_at` (unix milliseconds; `None`: now): their grants,
+    /// revocations and failure from before then are erased (privacy), so a re-created user
+    /// with the same id starts anew. A deletion that arrives late (a log read behind) leaves
+    /// what the re-created account received since.
+    pub async fn forget_user(
+        &self,
+        user_id: &str,
+        deleted_at: Option<i64>,
+    ) -> Result<(), LedgerError> {
+        self.inner
+            .backend
+            .forget_user(user_id, deleted_at.unwrap_or_else(now_millis))
+            .await
     }
 
     /// Every grant and revocation of the user in time order, the standing grants and failure.
@@ -491,6 +516,7 @@ mod sqlite_tests {
             policy_fingerprint: "f00d".into(),
             instance: "test:1".into(),
             at,
+            event_at: Some(at),
         }
     }
 
@@ -552,7 +578,7 @@ mod sqlite_tests {
         // After a revocation the role may be granted again (reconcile --restore).
         ledger.record_grants(&[grant("u1", "a", 11)]).await.unwrap();
         assert_eq!(ledger.granted(&["u1"]).await.unwrap()["u1"].len(), 2);
-        ledger.forget_user("u1").await.unwrap();
+        ledger.forget_user("u1", None).await.unwrap();
         assert!(ledger.history("u1").await.unwrap().is_empty());
         assert_eq!(ledger.granted(&["u2"]).await.unwrap()["u2"].len(), 1);
         assert!(ledger.size_bytes().await.unwrap() > 0);

@@ -18,7 +18,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{Failure, Grant, HistoryEntry, LedgerError, Revocation, Target, UserHistory};
 
-/// Rows per multi-row statement (11 binds each: well under SQLite's 32,766 and PostgreSQL's
+/// Rows per multi-row statement (12 binds each: well under SQLite's 32,766 and PostgreSQL's
 /// 65,535 parameters).
 const ROWS_PER_STATEMENT: usize = 500;
 /// How long a statement waits for a connection (or SQLite's write lock) before the database
@@ -36,6 +36,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "checkpoints",
         include_str!("../../migrations/sqlite/0002_checkpoints.sql"),
     ),
+    (
+        3,
+        "grant event time",
+        include_str!("../../migrations/sqlite/0003_grant_event_time.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -47,6 +52,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "checkpoints",
         include_str!("../../migrations/postgres/0002_checkpoints.sql"),
+    ),
+    (
+        3,
+        "grant event time",
+        include_str!("../../migrations/postgres/0003_grant_event_time.sql"),
     ),
 ];
 
@@ -221,7 +231,7 @@ impl Backend {
         for chunk in user_ids.chunks(ROWS_PER_STATEMENT * 10) {
             let rows = with_pool!(self, pool, Db => {
                 let mut q = QueryBuilder::<Db>::new(
-                    "SELECT user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms FROM grants WHERE revoked = 0 AND user_id IN (",
+                    "SELECT user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms, event_at_ms FROM grants WHERE revoked = 0 AND user_id IN (",
                 );
                 let mut list = q.separated(", ");
                 for user in chunk {
@@ -252,7 +262,7 @@ impl Backend {
             let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
             for chunk in grants.chunks(ROWS_PER_STATEMENT) {
                 let mut q = QueryBuilder::<Db>::new(
-                    "INSERT INTO grants (user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms) ",
+                    "INSERT INTO grants (user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms, event_at_ms) ",
                 );
                 q.push_values(chunk, |mut row, g| {
                     row.push_bind(g.user_id.as_str())
@@ -264,7 +274,8 @@ impl Backend {
                         .push_bind(g.event_id.as_str())
                         .push_bind(g.policy_fingerprint.as_str())
                         .push_bind(g.instance.as_str())
-                        .push_bind(g.at);
+                        .push_bind(g.at)
+                        .push_bind(g.event_at);
                 });
                 // A grant already standing stays as first written.
                 q.push(" ON CONFLICT DO NOTHING");
@@ -378,12 +389,23 @@ impl Backend {
         Ok(())
     }
 
-    pub(super) async fn forget_user(&self, user_id: &str) -> Result<(), LedgerError> {
+    /// Erases what the ledger holds of `user_id` from before `deleted_at` (a grant by its
+    /// event's time when known, else when it was recorded).
+    pub(super) async fn forget_user(
+        &self,
+        user_id: &str,
+        deleted_at: i64,
+    ) -> Result<(), LedgerError> {
         with_pool!(self, pool, Db => {
             let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
-            for table in ["grants", "revocations", "failures"] {
-                sqlx::query::<Db>(&format!("DELETE FROM {table} WHERE user_id = $1"))
+            for statement in [
+                "DELETE FROM grants WHERE user_id = $1 AND COALESCE(event_at_ms, at_ms) <= $2",
+                "DELETE FROM revocations WHERE user_id = $1 AND at_ms <= $2",
+                "DELETE FROM failures WHERE user_id = $1 AND at_ms <= $2",
+            ] {
+                sqlx::query::<Db>(statement)
                     .bind(user_id)
+                    .bind(deleted_at)
                     .execute(&mut *tx)
                     .await
                     .map_err(self.unreachable("forget a deleted user"))?;
@@ -395,7 +417,7 @@ impl Backend {
     pub(super) async fn history(&self, user_id: &str) -> Result<UserHistory, LedgerError> {
         let (grants, standing, revocations, failure) = with_pool!(self, pool, Db => {
             let rows = sqlx::query::<Db>(
-                "SELECT user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms, revoked FROM grants WHERE user_id = $1 ORDER BY at_ms, id",
+                "SELECT user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms, event_at_ms, revoked FROM grants WHERE user_id = $1 ORDER BY at_ms, id",
             )
             .bind(user_id)
             .fetch_all(pool)
@@ -559,6 +581,7 @@ fn grant_from_row<R: Row>(row: &R) -> Result<Grant, sqlx::Error>
 where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database>,
     for<'r> &'r str: sqlx::ColumnIndex<R>,
 {
     Ok(Grant {
@@ -572,5 +595,6 @@ where
         policy_fingerprint: row.try_get("policy_fingerprint")?,
         instance: row.try_get("instance")?,
         at: row.try_get("at_ms")?,
+        event_at: row.try_get("event_at_ms")?,
     })
 }

@@ -13,11 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::{MgmtClient, MgmtError, RoleDirectory};
 
 /// What an assignment did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AssignOutcome {
-    /// The roles were written.
-    Assigned,
-    /// `read_user_roles` found the user already holds every role: nothing written.
+    /// These roles were written (the others asked for were held already, when the user's
+    /// roles were read first).
+    Assigned { written: Vec<String> },
+    /// The read before the write found the user already holds every role: nothing written.
     AlreadyHeld,
 }
 
@@ -76,15 +77,18 @@ impl RoleAssigner {
         &self.directory
     }
 
-    /// Gives `user_id` the roles named `roles`. Waits through transient failures; returns a
-    /// permanent failure (404 user, 400, 403) as an error.
+    /// Gives `user_id` the roles named `roles`, first reading the roles the user holds
+    /// (`GET /users/{id}/roles`) when `read_user_roles` is set or `read_held` asks for it (the
+    /// ledger records only what the write added). Waits through transient failures; returns
+    /// a permanent failure (404 user, 400, 403) as an error.
     pub async fn assign(
         &self,
         user_id: &str,
         roles: &[String],
+        read_held: bool,
     ) -> Result<AssignOutcome, MgmtError> {
         let mut roles = roles.to_vec();
-        if self.read_user_roles {
+        if self.read_user_roles || read_held {
             let held: BTreeSet<String> = self
                 .client
                 .get_user_role_ids(user_id)
@@ -111,14 +115,15 @@ impl RoleAssigner {
                 &pending.roles,
             )
             .await
-            .map(|()| AssignOutcome::Assigned);
+            .map(|()| AssignOutcome::Assigned {
+                written: pending.roles,
+            });
         }
-        match wait.await {
-            Ok(result) => result.map(|()| AssignOutcome::Assigned),
-            Err(_) => assign_user(&self.client, &self.directory, user_id, &roles)
-                .await
-                .map(|()| AssignOutcome::Assigned),
-        }
+        let result = match wait.await {
+            Ok(result) => result,
+            Err(_) => assign_user(&self.client, &self.directory, user_id, &roles).await,
+        };
+        result.map(|()| AssignOutcome::Assigned { written: roles })
     }
 }
 

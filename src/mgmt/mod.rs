@@ -623,6 +623,7 @@ impl MgmtClient {
             email_verified: Option<bool>,
             identities: Vec<crate::event::Identity>,
             app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+            created_at: Option<String>,
         }
         let path = format!("/api/v2/users/{}", encode_path_segment(user_id));
         let answer = self
@@ -639,6 +640,7 @@ impl MgmtClient {
             app_metadata: user.app_metadata,
             roles: None,
             client_metadata: None,
+            created_at: user.created_at,
         })
     }
 

@@ -299,6 +299,7 @@ pub fn decode_line(line: &[u8]) -> Option<ExportUser> {
             app_metadata,
             roles: None,
             client_metadata: None,
+            created_at: None,
         },
     })
 }

@@ -28,6 +28,7 @@ use crate::app::{Env, StartError, EXIT_FAILED};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mgmt::{ClientSettings, MgmtClient, MgmtError, RoleDirectory};
+use crate::policy::standing::StandingGrant;
 use crate::policy::{Evaluation, Policy};
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
@@ -427,15 +428,8 @@ pub async fn run(
             });
         }
         let (remove, remove_rules) = if request.revoke && !grants.is_empty() {
-            let views: Vec<revoke::Standing> = grants
-                .iter()
-                .map(|g| revoke::Standing {
-                    role_id: g.role_id.clone(),
-                    role_name: g.role_name.clone(),
-                    rule: g.rule.clone(),
-                })
-                .collect();
-            let judged = revoke::judge(policy, &evaluation, &views, |g| {
+            let views: Vec<StandingGrant> = grants.iter().map(Grant::standing).collect();
+            let judged = revoke::judge(policy, &user.user_id, &profile, &views, |g| {
                 memberships.holds_id(&user.user_id, &g.role_id, &g.role_name, &role_ids)
             });
             for label in judged.kept_undecided {

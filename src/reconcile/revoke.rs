@@ -13,22 +13,14 @@ use super::{is_service_fault, Summary, FAILED_SHOWN, WRITERS};
 use crate::app::StartError;
 use crate::ledger::{Ledger, Revocation};
 use crate::mgmt::{MgmtClient, MgmtError};
-use crate::policy::{Evaluation, Policy};
+use crate::policy::standing::{judge_standing, GrantVerdict, StandingGrant};
+use crate::policy::{Policy, Profile};
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 
 /// One user's removal: the user, what was planned, how it ended, and whether the run must stop
 /// (a fault of the service or of the ledger).
 type RemovalDone = (String, Vec<Removal>, Result<(), String>, bool);
-
-/// A grant the ledger holds for a user and nobody revoked since, as reconcile judges it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Standing {
-    pub role_id: String,
-    pub role_name: String,
-    /// The rule that granted it.
-    pub rule: String,
-}
 
 /// A standing grant to take back, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,75 +45,32 @@ pub struct Judged {
     pub already_gone: usize,
 }
 
-/// Judges `grants` (a user's standing grants of tenant roles) against `evaluation`, the current
-/// policy's verdict on the user's profile. `holds` tells whether the user still holds a grant's
+/// Turns the policy's verdicts on a user's standing grants ([`judge_standing`], the judgement
+/// `explain` prints too) into removals. `holds` tells whether the user still holds a grant's
 /// role (by its id).
 pub fn judge(
     policy: &Policy,
-    evaluation: &Evaluation,
-    grants: &[Standing],
-    holds: impl Fn(&Standing) -> bool,
+    user_id: &str,
+    profile: &Profile,
+    grants: &[StandingGrant],
+    holds: impl Fn(&StandingGrant) -> bool,
 ) -> Judged {
-    let (given, matched, undecided): (&[String], &[String], &[crate::policy::Undecided]) =
-        match evaluation {
-            Evaluation::Assign(decision) => (&decision.roles, &decision.rules, &decision.skipped),
-            Evaluation::NoRule(skipped) | Evaluation::NeedsProfile(skipped) => {
-                (&[], &[], skipped.as_slice())
-            }
-        };
-    // Roles a rule could still give once the undecided fields were known, with the
-    // `rule.key` that stayed undecided.
-    let mut undecided_roles: Vec<(&str, String)> = Vec::new();
-    for u in undecided {
-        if let Some(rule) = policy.rules().iter().find(|r| r.name == u.rule) {
-            undecided_roles.extend(rule.assign.iter().map(|role| (role.as_str(), u.label())));
-        }
-    }
     let mut judged = Judged::default();
-    for grant in grants {
-        if given.contains(&grant.role_name) {
-            continue;
+    for (grant, verdict) in grants
+        .iter()
+        .zip(judge_standing(policy, user_id, profile, grants))
+    {
+        match verdict {
+            GrantVerdict::Given => {}
+            GrantVerdict::Kept { because } => judged.kept_undecided.push(because),
+            GrantVerdict::NoLongerGiven { .. } if !holds(grant) => judged.already_gone += 1,
+            GrantVerdict::NoLongerGiven { reason } => judged.removals.push(Removal {
+                role_id: grant.role_id.clone(),
+                role: grant.role_name.clone(),
+                rule: grant.rule.clone(),
+                reason,
+            }),
         }
-        let rule = policy.rules().iter().find(|r| r.name == grant.rule);
-        // A rule that names its role from the login's application: reconcile has no login, so
-        // while the rule still matches the user, whatever it gave stands.
-        if rule.is_some_and(|r| r.assign_client_metadata.is_some()) && matched.contains(&grant.rule)
-        {
-            judged
-                .kept_undecided
-                .push(format!("{}.assign_client_metadata", grant.rule));
-            continue;
-        }
-        if let Some((_, label)) = undecided_roles
-            .iter()
-            .find(|(role, _)| *role == grant.role_name)
-        {
-            judged.kept_undecided.push(label.clone());
-            continue;
-        }
-        if !holds(grant) {
-            judged.already_gone += 1;
-            continue;
-        }
-        let reason = match rule {
-            None => format!("rule {} was removed from the policy", grant.rule),
-            Some(rule)
-                if !rule.assign.contains(&grant.role_name)
-                    && rule.assign_client_metadata.is_none() =>
-            {
-                format!("rule {} no longer assigns {}", grant.rule, grant.role_name)
-            }
-            Some(_) => format!(
-                "the user's profile no longer matches rule {} (nor any other rule giving {})",
-                grant.rule, grant.role_name
-            ),
-        };
-        judged.removals.push(Removal {
-            role_id: grant.role_id.clone(),
-            role: grant.role_name.clone(),
-            rule: grant.rule.clone(),
-            reason,
-        });
     }
     judged
 }
@@ -208,7 +157,7 @@ pub(super) async fn apply_removals(
                         (user, planned, recorded, fatal)
                     }
                     Err(err) if err.is_user_not_found() => {
-                        let forgotten = ledger.forget_user(&user).await;
+                        let forgotten = ledger.forget_user(&user, None).await;
                         let fatal = forgotten.is_err();
                         let said = match forgotten {
                             Ok(()) => {
@@ -293,7 +242,7 @@ pub(super) async fn require_remove_scope(client: &MgmtClient) -> Result<(), Star
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Identity, Profile};
+    use crate::event::Identity;
     use crate::policy::PolicyConfig;
 
     fn policy(toml_text: &str) -> Policy {
@@ -307,105 +256,56 @@ mod tests {
         }
     }
 
-    fn profile(email: &str, connection: &str) -> Profile {
-        Profile {
+    fn grant(role: &str, rule: &str) -> StandingGrant {
+        StandingGrant {
+            role_id: format!("rol_{role}"),
+            role_name: role.to_owned(),
+            rule: rule.to_owned(),
+            organization_id: None,
+        }
+    }
+
+    /// The grants of a database user of `email` judged against a policy giving `staff` to
+    /// example.com and `app-user` by application.
+    fn judged_for(email: &str, grants: &[StandingGrant], holds: bool) -> Judged {
+        let policy = policy(
+            r#"
+            events = ["signup"]
+            [[rules]]
+            name = "staff"
+            when = { email_domain = ["example.com"] }
+            assign = ["staff"]
+            [[rules]]
+            name = "from-app"
+            when = { client_id = ["app1"] }
+            assign = ["app-user"]
+            "#,
+        );
+        let user = Profile {
             email: Some(email.to_owned()),
             email_verified: Some(true),
             identities: vec![Identity {
-                connection: Some(connection.to_owned()),
+                connection: Some("Username-Password-Authentication".to_owned()),
                 provider: Some("auth0".to_owned()),
                 ..Identity::default()
             }],
             ..Profile::default()
-        }
-    }
-
-    fn grant(role: &str, rule: &str) -> Standing {
-        Standing {
-            role_id: format!("rol_{role}"),
-            role_name: role.to_owned(),
-            rule: rule.to_owned(),
-        }
-    }
-
-    const POLICY: &str = r#"
-        events = ["signup"]
-        [[rules]]
-        name = "everyone"
-        assign = ["member"]
-        [[rules]]
-        name = "staff"
-        when = { email_domain = ["example.com"] }
-        assign = ["staff"]
-        [[rules]]
-        name = "from-app"
-        when = { client_id = ["app1"] }
-        assign = ["app-user"]
-    "#;
-
-    /// The grants of a database user of `email` judged against [`POLICY`].
-    fn judged_for(email: &str, grants: &[Standing], holds: bool) -> Judged {
-        let policy = policy(POLICY);
-        let user = profile(email, "Username-Password-Authentication");
-        let evaluation = policy.evaluate_existing("auth0|a", &user);
-        judge(&policy, &evaluation, grants, |_| holds)
+        };
+        judge(&policy, "auth0|a", &user, grants, |_| holds)
     }
 
     #[test]
-    fn a_grant_the_policy_still_gives_is_kept() {
-        let judged = judged_for(
-            "a@example.com",
-            &[grant("member", "everyone"), grant("staff", "staff")],
-            true,
-        );
-        assert_eq!(judged, Judged::default());
-    }
-
-    #[test]
-    fn a_profile_that_no_longer_matches_removes_that_rules_role_only() {
+    fn removals_come_from_the_policys_verdicts_and_only_for_roles_still_held() {
         let judged = judged_for(
             "a@other.org",
-            &[grant("member", "everyone"), grant("staff", "staff")],
+            &[grant("staff", "staff"), grant("app-user", "from-app")],
             true,
         );
         assert_eq!(judged.removals.len(), 1, "{judged:?}");
         assert_eq!(judged.removals[0].role, "staff");
-        assert_eq!(judged.removals[0].rule, "staff");
-        assert!(
-            judged.removals[0].reason.contains("no longer matches"),
-            "{}",
-            judged.removals[0].reason
-        );
-    }
-
-    #[test]
-    fn a_removed_rule_and_a_rule_that_no_longer_assigns_are_named_as_the_reason() {
-        let judged = judged_for(
-            "a@example.com",
-            &[grant("beta", "beta-testers"), grant("editor", "staff")],
-            true,
-        );
-        let reasons: Vec<&str> = judged.removals.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(
-            reasons,
-            [
-                "rule beta-testers was removed from the policy",
-                "rule staff no longer assigns editor"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_rule_only_a_login_can_decide_never_causes_a_removal() {
-        let judged = judged_for("a@example.com", &[grant("app-user", "from-app")], true);
-        assert!(judged.removals.is_empty(), "{judged:?}");
         assert_eq!(judged.kept_undecided, ["from-app.client_id"]);
-    }
-
-    #[test]
-    fn a_role_the_user_no_longer_holds_is_not_removed_again() {
-        let judged = judged_for("a@other.org", &[grant("staff", "staff")], false);
-        assert!(judged.removals.is_empty());
-        assert_eq!(judged.already_gone, 1);
+        let gone = judged_for("a@other.org", &[grant("staff", "staff")], false);
+        assert!(gone.removals.is_empty());
+        assert_eq!(gone.already_gone, 1);
     }
 }

@@ -370,6 +370,7 @@ impl GrantRecorder {
                 policy_fingerprint: self.fingerprint.clone(),
                 instance: self.ledger.instance().to_owned(),
                 at,
+                event_at: None,
             })
             .collect();
         self.ledger.record_grants(&grants).await

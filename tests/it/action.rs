@@ -739,6 +739,7 @@ fn profile(event: &Value, held: &[String]) -> Profile {
                 .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
                 .collect::<BTreeMap<_, _>>()
         }),
+        created_at: string(&user["created_at"]),
     }
 }
 

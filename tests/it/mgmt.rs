@@ -100,7 +100,7 @@ fn spawn_assignments(
             let u = u.clone();
             let wanted = roles(role_names);
             tokio::spawn(async move {
-                let outcome = assigner.assign(&u, &wanted).await;
+                let outcome = assigner.assign(&u, &wanted, false).await;
                 (u, outcome)
             })
         })
@@ -321,7 +321,7 @@ async fn full_outage_then_every_assignment_lands_once() {
     assert_eq!(client.metrics().mgmt_failing.get(), 1);
     sim.set_down(false);
     for (_, outcome) in outcomes(tasks).await {
-        assert_eq!(outcome, Ok(AssignOutcome::Assigned));
+        assert!(matches!(outcome, Ok(AssignOutcome::Assigned { .. })));
     }
     for u in &users {
         assert_eq!(sim.user_role_names(u), ["CUSTOMER", "Viewer"]);
@@ -375,9 +375,12 @@ async fn an_application_role_deleted_after_its_lookup_is_left_out_and_the_policy
     assert!(found.is_some());
     assert!(sim.delete_role("SuperViewer"));
     let outcome = assigner
-        .assign("auth0|ok", &roles(&["Viewer", "SuperViewer"]))
+        .assign("auth0|ok", &roles(&["Viewer", "SuperViewer"]), false)
         .await;
-    assert_eq!(outcome, Ok(AssignOutcome::Assigned), "{outcome:?}");
+    assert!(
+        matches!(outcome, Ok(AssignOutcome::Assigned { .. })),
+        "{outcome:?}"
+    );
     assert_eq!(sim.user_role_names("auth0|ok"), ["Viewer"]);
     assert_eq!(client.metrics().client_metadata_unknown_roles.get(), 1);
     assert!(client.blocked().is_none(), "not a fault of the service");
@@ -400,15 +403,19 @@ async fn unknown_user_fails_permanently_and_others_are_unaffected() {
         Ok(_) => panic!("a missing user must fail"),
     }
     let assigner = assigner(&client, 0).await;
-    let ghost = assigner.assign("auth0|ghost", &roles(&["Viewer"])).await;
+    let ghost = assigner
+        .assign("auth0|ghost", &roles(&["Viewer"]), false)
+        .await;
     assert!(
         matches!(&ghost, Err(e) if e.is_user_not_found()),
         "{ghost:?}"
     );
-    assert_eq!(
-        assigner.assign("auth0|ok", &roles(&["Viewer"])).await,
-        Ok(AssignOutcome::Assigned)
-    );
+    assert!(matches!(
+        assigner
+            .assign("auth0|ok", &roles(&["Viewer"]), false)
+            .await,
+        Ok(AssignOutcome::Assigned { .. })
+    ));
     assert_eq!(sim.user_role_names("auth0|ok"), ["Viewer"]);
     running.shutdown().await;
 }
@@ -429,7 +436,10 @@ async fn bulk_batch_with_a_deleted_user_falls_back_to_per_user_calls() {
                 "{outcome:?}"
             );
         } else {
-            assert_eq!(outcome, Ok(AssignOutcome::Assigned), "{user}");
+            assert!(
+                matches!(outcome, Ok(AssignOutcome::Assigned { .. })),
+                "{user}"
+            );
             assert_eq!(sim.user_role_names(&user), ["CUSTOMER", "Viewer"]);
         }
     }
@@ -456,7 +466,7 @@ async fn bulk_assignment_spends_one_call_per_role() {
     let assigner = assigner(&client, 200).await;
     let tasks = spawn_assignments(&assigner, &users, &["Viewer"]);
     for (_, outcome) in outcomes(tasks).await {
-        assert_eq!(outcome, Ok(AssignOutcome::Assigned));
+        assert!(matches!(outcome, Ok(AssignOutcome::Assigned { .. })));
     }
     let stats = sim.stats();
     assert_eq!(stats.calls_of("assign_role_users"), 1, "{stats:?}");
@@ -470,12 +480,12 @@ async fn ids_with_pipes_and_slashes_reach_the_right_user() {
     let (sim, running) = start(SimConfig::default(), &["samlp|corp/alice", "auth0|x"]).await;
     let client = client(&running, &sim);
     let assigner = assigner(&client, 0).await;
-    assert_eq!(
+    assert!(matches!(
         assigner
-            .assign("samlp|corp/alice", &roles(&["PARTNER"]))
+            .assign("samlp|corp/alice", &roles(&["PARTNER"]), false)
             .await,
-        Ok(AssignOutcome::Assigned)
-    );
+        Ok(AssignOutcome::Assigned { .. })
+    ));
     assert_eq!(sim.user_role_names("samlp|corp/alice"), ["PARTNER"]);
     client
         .get_user("samlp|corp/alice")
@@ -500,12 +510,16 @@ async fn read_user_roles_skips_users_that_hold_every_role() {
             read_user_roles: true,
         },
     );
+    assert!(matches!(
+        assigner
+            .assign("auth0|held", &roles(&["Viewer"]), false)
+            .await,
+        Ok(AssignOutcome::Assigned { .. })
+    ));
     assert_eq!(
-        assigner.assign("auth0|held", &roles(&["Viewer"])).await,
-        Ok(AssignOutcome::Assigned)
-    );
-    assert_eq!(
-        assigner.assign("auth0|held", &roles(&["Viewer"])).await,
+        assigner
+            .assign("auth0|held", &roles(&["Viewer"]), false)
+            .await,
         Ok(AssignOutcome::AlreadyHeld)
     );
     assert_eq!(sim.stats().calls_of("assign_user_roles"), 1);
@@ -555,7 +569,11 @@ async fn a_scope_granted_again_is_used_once_a_new_token_carries_it() {
     client.start_serving();
     let task = {
         let assigner = assigner.clone();
-        tokio::spawn(async move { assigner.assign("auth0|waiting", &roles(&["Viewer"])).await })
+        tokio::spawn(async move {
+            assigner
+                .assign("auth0|waiting", &roles(&["Viewer"]), false)
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!task.is_finished(), "a missing scope makes the call wait");
@@ -570,7 +588,7 @@ async fn a_scope_granted_again_is_used_once_a_new_token_carries_it() {
         .await
         .unwrap_or_else(|_| panic!("still waiting after the scope was granted again"))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(outcome, Ok(AssignOutcome::Assigned));
+    assert!(matches!(outcome, Ok(AssignOutcome::Assigned { .. })));
     assert_eq!(sim.user_role_names("auth0|waiting"), ["Viewer"]);
     assert!(!client.is_failing());
     // New tokens only every `scope_token_refresh` (0.5 s here) while refused: a handful.

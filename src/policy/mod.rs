@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::event::{email_domain, Identity, LogEvent, Trigger};
 
+pub mod standing;
+
 /// The condition keys a rule may use in `when` and `unless`.
 pub const CONDITION_KEYS: [&str; 14] = [
     "event",
