@@ -38,9 +38,10 @@ impl Default for DedupSettings {
 pub struct Dedup {
     seen_logs: Cache<String, ()>,
     assigned: Cache<String, Arc<BTreeSet<String>>>,
-    /// The time of the newest event whose roles `assigned` remembers, per user: a signup
-    /// dated well after it is a re-created account.
-    assigned_for: Cache<String, SystemTime>,
+    /// The time of the newest event whose roles `assigned` remembers, per user, and whether a
+    /// signup was among them: a signup (or, without one, a first login) dated well after it is
+    /// a re-created account.
+    assigned_for: Cache<String, (SystemTime, bool)>,
     /// Users an Event Streams `user.deleted` named, with the deletion's time (remembered as
     /// long as `log_id`s).
     deleted: Cache<String, Deletion>,
@@ -142,27 +143,35 @@ impl Dedup {
     }
 
     /// Records the time of the event whose roles were just remembered for `user_id` (the
-    /// newest one counts).
-    pub fn mark_event_time(&self, user_id: &str, at: SystemTime) {
-        let newest = match self.assigned_for.get(user_id) {
-            Some(known) if known > at => known,
-            _ => at,
+    /// newest one counts) and whether it was a signup.
+    pub fn mark_event_time(&self, user_id: &str, at: SystemTime, signup: bool) {
+        let (newest, signed_up) = match self.assigned_for.get(user_id) {
+            Some((known, seen)) => (known.max(at), seen || signup),
+            None => (at, signup),
         };
-        self.assigned_for.insert(user_id.to_owned(), newest);
+        self.assigned_for
+            .insert(user_id.to_owned(), (newest, signed_up));
     }
 
-    /// A signup of `user_id` at `signup` (RFC 3339) more than `margin` after the newest event
-    /// whose roles this process remembers for the user is a re-created account (same id,
-    /// new account): what was remembered is forgotten. Returns whether it was.
-    pub fn forget_if_recreated(&self, user_id: &str, signup: &str, margin: Duration) -> bool {
-        let (Some(signup), Some(known)) = (parse_time(signup), self.assigned_for.get(user_id))
+    /// A trigger of `user_id` at `date` (RFC 3339) more than `margin` after the newest event
+    /// whose roles this process remembers for the user is a re-created account (same id, new
+    /// account) when it is a signup, or a first login of a user whose signup was never among
+    /// them (social and enterprise users log none; a database user's first login follows its
+    /// own signup): what was remembered is forgotten, and the ledger judges. Returns whether it
+    /// was.
+    pub fn forget_if_recreated(
+        &self,
+        user_id: &str,
+        date: &str,
+        margin: Duration,
+        signup: bool,
+    ) -> bool {
+        let (Some(at), Some((known, signed_up))) =
+            (parse_time(date), self.assigned_for.get(user_id))
         else {
             return false;
         };
-        if signup
-            .duration_since(known)
-            .is_ok_and(|after| after > margin)
-        {
+        if (signup || !signed_up) && at.duration_since(known).is_ok_and(|after| after > margin) {
             self.assigned.invalidate(user_id);
             self.assigned_for.invalidate(user_id);
             return true;

@@ -247,7 +247,8 @@ pub const RECREATION_MARGIN: std::time::Duration = std::time::Duration::from_sec
 /// backstop reading behind) are read first like every other trigger.
 pub const FRESH_SIGNUP: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Whether the assignment comes from a signup dated within [`FRESH_SIGNUP`] of now.
+/// Whether the assignment comes from a signup dated within [`FRESH_SIGNUP`] of now (before
+/// or after).
 fn is_fresh_signup(assignment: &Assignment) -> bool {
     if assignment.report.trigger != Some(Trigger::Signup) {
         return false;
@@ -257,7 +258,8 @@ fn is_fresh_signup(assignment: &Assignment) -> bool {
     };
     let now = crate::ledger::now_millis();
     let fresh = i64::try_from(FRESH_SIGNUP.as_millis()).unwrap_or(i64::MAX);
-    now.saturating_sub(at) <= fresh
+    // Within the window either way: a tenant clock a little ahead still counts as fresh.
+    (-fresh..=fresh).contains(&now.saturating_sub(at))
 }
 
 /// Unix milliseconds as a time.
@@ -429,11 +431,15 @@ impl Processor {
             }
         };
         let user_id = event.user().unwrap_or_default().to_owned();
-        if trigger == Trigger::Signup {
+        if matches!(trigger, Trigger::Signup | Trigger::FirstLogin) {
             if let Some(date) = &event.date {
-                // A signup well after the roles remembered for this id: a re-created account.
-                self.dedup
-                    .forget_if_recreated(&user_id, date, RECREATION_MARGIN);
+                // Well after the roles remembered for this id: maybe a re-created account.
+                self.dedup.forget_if_recreated(
+                    &user_id,
+                    date,
+                    RECREATION_MARGIN,
+                    trigger == Trigger::Signup,
+                );
             }
         }
         let mut roles = decision.roles;
@@ -495,7 +501,8 @@ impl Processor {
             self.dedup
                 .mark_assigned(&assignment.user_id, &assignment.missing);
             if let Some(at) = assignment.event_at.and_then(system_time) {
-                self.dedup.mark_event_time(&assignment.user_id, at);
+                let signup = report.trigger == Some(Trigger::Signup);
+                self.dedup.mark_event_time(&assignment.user_id, at, signup);
             }
             if let Some(member) = &assignment.organization {
                 self.dedup.mark_member_assigned(
@@ -1045,7 +1052,7 @@ impl Pipeline {
     /// ledger), then its member roles in the event's organization (through the organization
     /// limiter), and completes the record. Each part that succeeded is remembered, so a
     /// redelivery after a failure of the other costs only that one.
-    async fn assign(&self, assignment: Assignment) -> Report {
+    async fn assign(&self, mut assignment: Assignment) -> Report {
         let assigner = match (&self.assigner, self.mode) {
             (Some(assigner), Mode::Live) => assigner,
             _ => {
@@ -1066,6 +1073,10 @@ impl Pipeline {
             {
                 Ok(AssignOutcome::Assigned { written }) => {
                     wrote = true;
+                    // Remembered (dedup) and recorded: only what the write added. A role held
+                    // already stays its holder's: an admin's later removal of it is not
+                    // mistaken for a removal of this service's grant.
+                    assignment.missing.retain(|role| written.contains(role));
                     for role in &written {
                         self.metrics
                             .role_assignments
@@ -1087,6 +1098,7 @@ impl Pipeline {
                     }
                 }
                 Ok(AssignOutcome::AlreadyHeld) => {
+                    assignment.missing.clear();
                     // Held already (given by hand or by another tool): not this service's
                     // grant, so not recorded as one.
                     if let Some(link) = &self.ledger {

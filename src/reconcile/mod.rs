@@ -34,7 +34,8 @@ use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 
 use crate::ledger::{Grant, Ledger};
-use export::{ExportError, Polling, Users};
+pub use export::Polling;
+use export::{ExportError, Users};
 use members::{Memberships, UserSet};
 use state::{Entry, Journal, Resume};
 

@@ -17,6 +17,7 @@ mod event_streams;
 mod ingest;
 mod kafka;
 mod ledger;
+mod ledger_model;
 mod ledger_truth;
 mod mgmt;
 mod ops;

@@ -184,7 +184,10 @@ pub(crate) async fn get_user_roles(
     let user_id = path_id(&params)?;
     let query = ListQuery::parse(query.as_deref())?;
     let accept_any = shared.knobs().accept_any_user;
-    let roles = lock(&shared.tenant).roles_of(&user_id, accept_any)?;
+    let mut tenant = lock(&shared.tenant);
+    let roles = tenant.roles_of(&user_id, accept_any)?;
+    tenant.fire_grant_after_read(&user_id);
+    drop(tenant);
     Ok(json_response(StatusCode::OK, &query.page_of(&roles)?))
 }
 

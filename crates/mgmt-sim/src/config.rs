@@ -164,6 +164,9 @@ pub struct SeedUser {
     /// Names of roles the user already holds (roles of the seed; unknown names are ignored).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The account's `created_at` (RFC 3339); when absent, the moment it is added.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 impl SeedUser {

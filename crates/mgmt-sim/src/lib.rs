@@ -244,6 +244,13 @@ impl Simulator {
         lock(&self.shared.tenant).grant_named(user_id, &names);
     }
 
+    /// An admin gives roles by hand right after the user's roles are next read
+    /// (`GET /api/v2/users/{id}/roles`): a grant racing a read-then-write.
+    pub fn grant_by_hand_after_next_role_read(&self, user_id: &str, role_names: &[&str]) {
+        let names: Vec<String> = role_names.iter().map(|n| (*n).to_owned()).collect();
+        lock(&self.shared.tenant).grant_after_next_read(user_id, names);
+    }
+
     /// An admin removes roles by hand (the Dashboard): no API call is counted.
     pub fn remove_by_hand(&self, user_id: &str, role_names: &[&str]) {
         let mut tenant = lock(&self.shared.tenant);

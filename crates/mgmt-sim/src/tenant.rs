@@ -63,8 +63,11 @@ struct User {
 impl User {
     fn new(profile: SeedUser) -> Self {
         User {
+            created_at: profile
+                .created_at
+                .clone()
+                .unwrap_or_else(|| rfc3339_millis(SystemTime::now())),
             profile,
-            created_at: rfc3339_millis(SystemTime::now()),
             role_ids: BTreeSet::new(),
         }
     }
@@ -125,6 +128,9 @@ pub(crate) struct Tenant {
     roles: HashMap<String, Role>,
     users: HashMap<String, User>,
     applications: HashMap<String, SeedApplication>,
+    /// Roles an admin gives a user by hand just after the next read of the user's roles
+    /// answers (a grant racing the service's read-then-write).
+    grants_after_read: HashMap<String, Vec<String>>,
 }
 
 impl Tenant {
@@ -226,6 +232,18 @@ impl Tenant {
 
     /// Creates a user, or replaces an existing user's profile (keeping its roles and
     /// `created_at`).
+    /// Arms a grant by hand of `roles` to `user_id` right after its roles are next read.
+    pub(crate) fn grant_after_next_read(&mut self, user_id: &str, roles: Vec<String>) {
+        self.grants_after_read.insert(user_id.to_owned(), roles);
+    }
+
+    /// Fires the grant armed for `user_id`, if any (after a read of its roles answered).
+    pub(crate) fn fire_grant_after_read(&mut self, user_id: &str) {
+        if let Some(roles) = self.grants_after_read.remove(user_id) {
+            self.grant_named(user_id, &roles);
+        }
+    }
+
     pub(crate) fn upsert_user(&mut self, profile: SeedUser) {
         match self.users.get_mut(&profile.user_id) {
             Some(user) => user.profile = profile,

@@ -34,6 +34,7 @@ fn seed() -> Seed {
                 connection: None,
                 app_metadata: Some(json!({"plan": "pro"})),
                 roles: Vec::new(),
+                created_at: None,
             },
             SeedUser::new("auth0|def"),
             SeedUser {
@@ -43,6 +44,7 @@ fn seed() -> Seed {
                 connection: Some("corp-saml".into()),
                 app_metadata: None,
                 roles: Vec::new(),
+                created_at: None,
             },
         ],
         applications: vec![mgmt_sim::SeedApplication {
