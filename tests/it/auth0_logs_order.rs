@@ -72,7 +72,10 @@ fn date(log: &Value) -> String {
 /// dated before one with a smaller id (else the test would prove nothing).
 fn assert_dates_out_of_id_order(logs: &[Value]) {
     let oldest = logs.iter().min_by_key(|l| date(l)).map(log_id);
-    let later_dated_before = logs.windows(2).filter(|w| date(&w[1]) < date(&w[0])).count();
+    let later_dated_before = logs
+        .windows(2)
+        .filter(|w| date(&w[1]) < date(&w[0]))
+        .count();
     assert!(
         oldest != logs.first().map(log_id) || later_dated_before > 0,
         "the simulated dates are in id order"
@@ -80,10 +83,7 @@ fn assert_dates_out_of_id_order(logs: &[Value]) {
 }
 
 /// What `stream` expects of the users of `logs` (a user's logs are never split).
-fn expected_of(
-    stream: &generate::Stream,
-    logs: &[Value],
-) -> BTreeMap<String, BTreeSet<String>> {
+fn expected_of(stream: &generate::Stream, logs: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
     let users: BTreeSet<String> = logs.iter().map(user).collect();
     stream
         .expected
@@ -154,7 +154,11 @@ fn from_earliest_every_user_gets_their_roles_and_a_restart_repeats_nothing() {
         roles_summary(&sim, &expected),
         service.log_text()
     );
-    assert_eq!(received(&service, "auth0_logs"), first.len(), "each log once");
+    assert_eq!(
+        received(&service, "auth0_logs"),
+        first.len(),
+        "each log once"
+    );
     service.signal("TERM");
     assert!(service.wait_exit(Duration::from_secs(30)).is_some());
 
@@ -309,8 +313,7 @@ fn redelivered(record: &Record, kept: &BTreeMap<String, Value>) -> Option<Vec<u8
 }
 
 #[test]
-fn from_earliest_the_backstop_behind_a_webhook_that_drops_a_quarter_of_the_users_recovers_them()
-{
+fn from_earliest_the_backstop_behind_a_webhook_that_drops_a_quarter_of_the_users_recovers_them() {
     let rt = runtime();
     let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("logs-order-backstop");

@@ -5,8 +5,8 @@
 //! and faults of their own (a 429 storm, a share of 5xx) on this endpoint only.
 //!
 //! Ids and dates as a real tenant has them (the recorded `GET /api/v2/logs` pages): a log
-//! appended without an id gets one that encodes its *ingestion* time, `900` + `YYYYMMDDhhmmss`
-//! + microseconds + a sequence (56 digits), always above every id kept; its `date` is the
+//! appended without an id gets one that encodes its *ingestion* time (`900`, `YYYYMMDDhhmmss`,
+//! microseconds and a sequence: 56 digits), always above every id kept; its `date` is the
 //! *event* time, which the ingestion lags by 0 to [`MAX_DATE_LAG`] (random), so dates are not
 //! in id order. A log given with a `date` is ingested that long after it, one given without a
 //! `date` is ingested now and dated that long before; the logs of one append are ingested in

@@ -1589,7 +1589,10 @@ async fn tenant_logs_without_ids_are_ingested_in_id_order_with_dates_lagging_out
         }
         last_date = date;
     }
-    assert!(out_of_order > 20, "{out_of_order} of 200 dated before the previous id");
+    assert!(
+        out_of_order > 20,
+        "{out_of_order} of 200 dated before the previous id"
+    );
     // A log given with an old date after newer ones (an import): a newer id, its old date.
     let imported = h.sim.append_logs(vec![
         json!({"type": "ss", "date": "2020-01-01T00:00:00.000Z"}),
