@@ -101,7 +101,12 @@ pub(crate) fn checkpoint(dir: &Path) -> Option<String> {
 }
 
 /// Starts the service and waits until its checkpoint file names the last of `logs`.
-pub(crate) fn start_until_checkpoint(config: &Path, metrics: u16, dir: &Path, logs: &[Value]) -> Service {
+pub(crate) fn start_until_checkpoint(
+    config: &Path,
+    metrics: u16,
+    dir: &Path,
+    logs: &[Value],
+) -> Service {
     let service = Service::start(config, metrics, dir.join("run-1.log"));
     service.wait_ready();
     let last = logs.last().map(log_id).unwrap_or_default();
@@ -483,6 +488,8 @@ fn the_commented_examples_load_and_bad_values_name_their_key() {
         ("[backstop]\ncheckpoint_file = \"c\"\nlag_seconds = 90000", "backstop.lag_seconds"),
         ("[backstop]\nlag_seconds = 10", "backstop.checkpoint_file"),
         ("[backstop]\ncheckpoint_file = \"c\"\nstart = \"yesterday\"", "backstop.start"),
+        ("[backstop]\ncheckpoint_file = \"c\"\nstart = \"2026-11-23 10:00\"", "backstop.start"),
+        ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\nstart = \"2026-11-23T10:00:00\"", "auth0_logs.start"),
         ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\nlag_seconds = 5", "auth0_logs"),
         ("[source]\ntype = \"auth0_logs\"", "auth0_logs"),
         ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\ntake = 101", "auth0_logs.take"),
