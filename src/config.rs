@@ -563,7 +563,7 @@ fn logs_settings(role: Role, section: LogsSection) -> Result<LogsSettings, Confi
     let start = Start::parse(&start_text).ok_or_else(|| {
         invalid(
             key("backstop.start", "auth0_logs.start"),
-            format!("`{start_text}` is not \"earliest\", \"latest\" or a log_id (digits)"),
+            format!("`{start_text}` is not \"earliest\", \"latest\", a log_id (digits) or an RFC 3339 time with its offset (e.g. 2026-11-23T10:00:00Z)"),
         )
     })?;
     let checkpoint_file = section

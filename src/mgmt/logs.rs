@@ -1,9 +1,10 @@
 //! The tenant's Logs API (`GET /api/v2/logs`, scope `read:logs`) and one log stream's status
 //! (`GET /api/v2/log-streams/{id}`, scope `read:log_streams`), through the client's token,
 //! limiter, retries and fault model: checkpoint pages (`from`, `take` ≤ 100, the `Link` header's
-//! `rel="next"`), the latest and the oldest log still kept (the search form sorted by date).
+//! `rel="next"`), the newest log in id order (the search form without `sort`) and the oldest
+//! by date (`sort=date:1`); and what a log id says of time (`id_time`, `synthetic_from`).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
@@ -108,21 +109,30 @@ impl LogsApi {
         })
     }
 
-    /// The newest log the tenant keeps (`sort=date:-1&per_page=1`), `None` for a tenant
-    /// without logs.
-    pub async fn latest(&self) -> Result<Option<Value>, MgmtError> {
-        self.one_sorted("date:-1").await
+    /// The newest log the tenant keeps in `log_id` (checkpoint) order: the search form without
+    /// `sort` (`per_page=1&page=0`) answers newest first by id (the recorded pages show it;
+    /// `sort=date:-1` would give the newest *event*, whose id may be below others). `None` for
+    /// a tenant without logs.
+    pub async fn newest(&self) -> Result<Option<Value>, MgmtError> {
+        self.first_of(&format!("{LOGS_PATH}?per_page=1&page=0"))
+            .await
     }
 
-    /// The oldest log the tenant still keeps (`sort=date:1&per_page=1`): the retention
-    /// horizon.
+    /// The oldest log the tenant still keeps *by date* (`sort=date:1&per_page=1`): not the
+    /// first in id order, but the one whose date bounds every kept log's (see
+    /// [`synthetic_from`]).
     pub async fn oldest(&self) -> Result<Option<Value>, MgmtError> {
-        self.one_sorted("date:1").await
+        self.first_of(&format!("{LOGS_PATH}?sort=date:1&per_page=1&page=0"))
+            .await
     }
 
-    async fn one_sorted(&self, sort: &str) -> Result<Option<Value>, MgmtError> {
-        let path = format!("{LOGS_PATH}?sort={sort}&per_page=1&page=0");
-        let (value, _) = self.get(Operation::GetLogs, &path).await?;
+    /// The first log after `from` in id order (a checkpoint page of one).
+    pub async fn first_after(&self, from: &str) -> Result<Option<Value>, MgmtError> {
+        Ok(self.page_after(from, 1).await?.logs.into_iter().next())
+    }
+
+    async fn first_of(&self, path: &str) -> Result<Option<Value>, MgmtError> {
+        let (value, _) = self.get(Operation::GetLogs, path).await?;
         match value {
             Value::Array(mut logs) => Ok((!logs.is_empty()).then(|| logs.swap_remove(0))),
             _ => Err(MgmtError::Protocol {
@@ -195,6 +205,65 @@ pub fn log_id_order(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// Digits before the time in a log id: `900` in every recorded id, in Auth0's docs and in
+/// Elastic's Auth0 integration (which starts from `"900" + YYYYMMDDhhmmss + zeros`).
+pub const ID_PREFIX_DIGITS: usize = 3;
+/// `YYYYMMDDhhmmss`, UTC.
+const ID_TIME_DIGITS: usize = 14;
+/// The first second RFC 3339 cannot write (year 10000).
+const YEAR_10000: u64 = 253_402_300_800;
+
+/// The ingestion time a log id encodes (`YYYYMMDDhhmmss` after the prefix), to the second;
+/// `None` when the id does not hold a time there.
+pub fn id_time(id: &str) -> Option<SystemTime> {
+    let digits = id.get(ID_PREFIX_DIGITS..ID_PREFIX_DIGITS + ID_TIME_DIGITS)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let text = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &digits[0..4],
+        &digits[4..6],
+        &digits[6..8],
+        &digits[8..10],
+        &digits[10..12],
+        &digits[12..14]
+    );
+    humantime::parse_rfc3339(&text).ok()
+}
+
+/// A checkpoint `from` below every log id (of `reference`'s prefix and width) whose time is at
+/// or after `at`: `reference`'s prefix, the second before `at`'s, zeros to `reference`'s
+/// width. The checkpoint form takes any `from` (it orders by id; Auth0's docs do not require
+/// an existing id, and Elastic's integration starts with such a one). `None` when `reference`
+/// holds no time or `at` cannot be written (before 1970, after 9999).
+pub fn synthetic_from(reference: &str, at: SystemTime) -> Option<String> {
+    use std::fmt::Write;
+    id_time(reference)?;
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs()
+        .checked_sub(1)?;
+    if secs >= YEAR_10000 {
+        return None;
+    }
+    let mut text = String::new();
+    write!(
+        text,
+        "{}",
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+    )
+    .ok()?;
+    let mut id = reference.get(..ID_PREFIX_DIGITS)?.to_owned();
+    id.extend(text.chars().filter(char::is_ascii_digit));
+    if id.len() != ID_PREFIX_DIGITS + ID_TIME_DIGITS || id.len() > reference.len() {
+        return None;
+    }
+    id.extend(std::iter::repeat_n('0', reference.len() - id.len()));
+    Some(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +301,83 @@ mod tests {
         assert_eq!(log_id_of(&log), Some("9"));
         assert!(date_of(&log).is_some());
         assert!(date_of(&serde_json::json!({"date": "yesterday"})).is_none());
+    }
+
+    /// The recorded ids (go-auth0's `TestLogManager_CheckpointPagination`) hold their ingestion
+    /// time after `900`.
+    #[test]
+    fn a_log_id_holds_its_ingestion_time_and_a_synthetic_from_sorts_below_it() {
+        let id = "90020230602105805996607000000000000001223372045029306413";
+        let at = id_time(id).unwrap_or_else(|| panic!("no time"));
+        assert_eq!(
+            humantime::format_rfc3339_seconds(at).to_string(),
+            "2023-06-02T10:58:05Z"
+        );
+        let from = synthetic_from(id, at).unwrap_or_else(|| panic!("no from"));
+        assert_eq!(
+            from,
+            "90020230602105804000000000000000000000000000000000000000"
+        );
+        assert_eq!(log_id_order(&from, id), std::cmp::Ordering::Less);
+        assert_eq!(id_time("900abc"), None);
+        assert_eq!(synthetic_from("42", at), None);
+        assert_eq!(synthetic_from(id, UNIX_EPOCH), None);
+    }
+
+    mod synthetic {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A 56-digit id at `at` (seconds and microseconds) with a sequence.
+        fn id_at(at: u64, micros: u32, sequence: u64) -> String {
+            let time: String =
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(at))
+                    .to_string()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect();
+            format!("900{time}{micros:06}{sequence:033}")
+        }
+
+        proptest! {
+            /// Logs ingested (their ids) at most `margin` before or any time after their date:
+            /// a `from` built for `wanted - margin` starts below every log dated `wanted` or
+            /// later, whatever the skew and the order of ids and dates.
+            #[test]
+            fn a_synthetic_from_never_starts_after_a_log_dated_at_or_after_the_wanted_time(
+                base in 1_600_000_000u64..4_000_000_000,
+                logs in proptest::collection::vec((0u64..600_000, -60_000i64..600_000, 0u32..1_000_000), 1..60),
+                wanted_offset in 0u64..600_000,
+                margin_ms in 60_000u64..120_000,
+            ) {
+                let margin = Duration::from_millis(margin_ms);
+                // (date, id): the id's time is the date plus a skew of at least -margin.
+                let logs: Vec<(SystemTime, String)> = logs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(date_ms, skew_ms, micros))| {
+                        let date = UNIX_EPOCH + Duration::from_millis(base * 1000 + date_ms);
+                        let skew = skew_ms.max(-(margin_ms as i64));
+                        let ingested_ms = (base * 1000 + date_ms).saturating_add_signed(skew);
+                        (date, id_at(ingested_ms / 1000, micros, i as u64 + 1))
+                    })
+                    .collect();
+                let wanted = UNIX_EPOCH + Duration::from_millis(base * 1000 + wanted_offset);
+                let from = synthetic_from(&logs[0].1, wanted - margin);
+                prop_assert!(from.is_some());
+                let from = from.unwrap_or_default();
+                for (date, id) in &logs {
+                    if *date >= wanted {
+                        prop_assert_eq!(log_id_order(&from, id), std::cmp::Ordering::Less, "{} {}", from, id);
+                    }
+                }
+                // `earliest`: wanted is the oldest date: every log is read.
+                let oldest = logs.iter().map(|(d, _)| *d).min().unwrap_or(wanted);
+                let from = synthetic_from(&logs[0].1, oldest - margin).unwrap_or_default();
+                for (_, id) in &logs {
+                    prop_assert_eq!(log_id_order(&from, id), std::cmp::Ordering::Less);
+                }
+            }
+        }
     }
 }

@@ -9,6 +9,22 @@
 //! checkpoint (`<checkpoint>.dead-letters.jsonl`, fsynced) before the checkpoint moves past it,
 //! and counts it in `dead_letters_total`; a lost task (`Retry`) keeps the checkpoint where it is
 //! and the batch is read again (what was done is `already_done` and costs no call).
+//!
+//! Where a reader starts, and the retention check, go by `log_id` (the checkpoint order), never
+//! by `date`: a log's id encodes its *ingestion* time (`900` + `YYYYMMDDhhmmss` + …), its `date`
+//! is the *event* time, which the ingestion follows by seconds, so the two orders disagree. The
+//! invariants (docs/auth0-logs.md, "Where it starts"):
+//! - the checkpoint is always a `log_id` every log at or below which, in id order, reached a
+//!   final verdict; reading resumes strictly after it;
+//! - `earliest` starts below every kept log: from a synthetic id (the oldest-by-date log's
+//!   prefix, its date less [`START_MARGIN`], zeros), which every log ingested at most
+//!   `START_MARGIN` before its date sorts above;
+//! - `latest` starts exactly after the newest log in id order: every log ingested later has a
+//!   higher id;
+//! - a time `T` starts from the synthetic id of `T - START_MARGIN`: no log dated `T` or later is
+//!   skipped (some logged up to the margin before are read too);
+//! - a retention gap is reported when the checkpoint is below the first log kept *in id order*
+//!   (found from the synthetic id of the oldest date), and only then.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -22,12 +38,19 @@ use serde_json::Value;
 
 use crate::event::{decode, DecodeError};
 use crate::metrics::Metrics;
-use crate::mgmt::logs::{date_of, log_id_of, log_id_order, LogsApi, MAX_TAKE};
+use crate::mgmt::logs::{date_of, log_id_of, log_id_order, synthetic_from, LogsApi, MAX_TAKE};
 use crate::mgmt::MgmtError;
 use crate::pipeline::{Outcome, Pipeline, Report};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::{users_of, Dispatch};
+
+/// How far before the wanted time a synthetic `from` goes. A log's id (ingestion time) follows
+/// its `date` (event time) by 1–4.5 s in the recorded pages and up to 5 s in the samples, in
+/// that direction only; a date *after* the ingestion takes clock skew between Auth0's servers.
+/// A minute covers both many times over; the cost is re-reading up to a minute of logs before
+/// a time start (dedup and the policy make them harmless), nothing for `earliest`.
+pub const START_MARGIN: Duration = Duration::from_secs(60);
 
 /// Where a reader without a checkpoint starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +61,12 @@ pub enum Start {
     Latest,
     /// After this `log_id`.
     After(String),
+    /// The logs dated at or after this time (and some up to [`START_MARGIN`] before).
+    At(SystemTime),
 }
 
 impl Start {
-    /// `"earliest"`, `"latest"` or a `log_id` (digits).
+    /// `"earliest"`, `"latest"`, a `log_id` (digits) or an RFC 3339 time (any offset).
     pub fn parse(text: &str) -> Option<Start> {
         match text.trim() {
             "earliest" => Some(Start::Earliest),
@@ -49,7 +74,7 @@ impl Start {
             id if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) => {
                 Some(Start::After(id.to_owned()))
             }
-            _ => None,
+            time => parse_time(time).map(Start::At),
         }
     }
 
@@ -58,8 +83,39 @@ impl Start {
             Start::Earliest => "earliest".to_owned(),
             Start::Latest => "latest".to_owned(),
             Start::After(id) => format!("after log_id {id}"),
+            Start::At(at) => format!("from {}", rfc3339(*at)),
         }
     }
+}
+
+/// An RFC 3339 time with any offset, at or after 1970.
+fn parse_time(text: &str) -> Option<SystemTime> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let nanos = u64::try_from(at.unix_timestamp_nanos()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
+/// `at` in RFC 3339 (UTC, milliseconds), or `-` when it cannot be written.
+fn rfc3339(at: SystemTime) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    if at < SystemTime::UNIX_EPOCH
+        || write!(text, "{}", humantime::format_rfc3339_millis(at)).is_err()
+    {
+        return "-".to_owned();
+    }
+    text
+}
+
+/// A `from` below every log of the tenant's id width, for when no synthetic id can be built.
+fn zeros_like(reference: &str) -> String {
+    "0".repeat(reference.len().max(1))
+}
+
+/// The synthetic `from` for logs dated at or after `at` ([`START_MARGIN`] before it).
+fn from_for(reference: &str, at: SystemTime) -> Option<String> {
+    synthetic_from(reference, at.checked_sub(START_MARGIN)?)
 }
 
 /// Which reader: the `auth0_logs` source, or the backstop behind another source.
@@ -420,9 +476,9 @@ impl LogsReader {
         .await;
     }
 
-    /// Where to start: the checkpoint, else `start`. Returns the first request and logs to
-    /// process before it (the oldest log, for `earliest`).
-    async fn resolve_start(&self) -> Result<(String, Vec<Value>), LogsRunError> {
+    /// Where to start: the checkpoint, else `start` (the rules are in the module's doc).
+    /// Returns the first checkpoint request.
+    async fn resolve_start(&self) -> Result<String, LogsRunError> {
         let take = self.settings.take;
         let checkpoint = match self.store.load()? {
             Some(checkpoint) => Some(checkpoint),
@@ -431,42 +487,78 @@ impl LogsReader {
         if let Some(checkpoint) = checkpoint {
             tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, checkpoint = %self.store.describe(), "resuming from the checkpoint");
             self.check_retention(&checkpoint.log_id).await?;
-            return Ok((page_path(&checkpoint.log_id, take), Vec::new()));
+            return Ok(page_path(&checkpoint.log_id, take));
         }
-        match &self.settings.start {
+        let from = match &self.settings.start {
             Start::After(id) => {
                 tracing::info!(reader = self.reader(), log_id = %id, "no checkpoint yet: starting after the configured log_id");
                 self.check_retention(id).await?;
-                Ok((page_path(id, take), Vec::new()))
+                id.clone()
             }
-            Start::Latest => match self.api.latest().await? {
-                Some(log) => {
-                    let id = log_id_of(&log).unwrap_or_default().to_owned();
-                    tracing::info!(reader = self.reader(), log_id = %id, "no checkpoint yet: starting after the newest log");
-                    Ok((page_path(&id, take), Vec::new()))
+            Start::Latest => {
+                let newest = self.api.newest().await?;
+                match newest.as_ref().and_then(log_id_of) {
+                    Some(id) => {
+                        tracing::info!(reader = self.reader(), log_id = %id, "no checkpoint yet: starting after the newest log (in id order)");
+                        id.to_owned()
+                    }
+                    None => self.start_of_empty_tenant(),
                 }
-                None => self.start_at_oldest().await,
+            }
+            Start::Earliest => match self.api.oldest().await? {
+                Some(oldest) => self.start_below_date(&oldest, None),
+                None => self.start_of_empty_tenant(),
             },
-            Start::Earliest => self.start_at_oldest().await,
-        }
+            Start::At(at) => match self.api.oldest().await? {
+                Some(oldest) => self.start_below_date(&oldest, Some(*at)),
+                None => self.start_of_empty_tenant(),
+            },
+        };
+        Ok(page_path(&from, take))
     }
 
-    async fn start_at_oldest(&self) -> Result<(String, Vec<Value>), LogsRunError> {
-        match self.api.oldest().await? {
-            Some(log) => {
-                let id = log_id_of(&log).unwrap_or_default().to_owned();
-                tracing::info!(reader = self.reader(), log_id = %id, "no checkpoint yet: starting from the oldest log the tenant keeps");
-                Ok((page_path(&id, take_of(&self.settings)), vec![log]))
+    /// A tenant without logs: the first log will come after id 0.
+    fn start_of_empty_tenant(&self) -> String {
+        tracing::info!(
+            reader = self.reader(),
+            "no checkpoint yet and the tenant has no logs: starting from the first"
+        );
+        "0".to_owned()
+    }
+
+    /// The synthetic `from` for the logs dated at or after `at` (`None`: the oldest log's
+    /// date, for `earliest`), with the oldest log by date as the id reference.
+    fn start_below_date(&self, oldest: &Value, at: Option<SystemTime>) -> String {
+        let reference = log_id_of(oldest).unwrap_or_default();
+        let oldest_date = date_of(oldest);
+        let wanted = at.or(oldest_date);
+        if let (Some(at), Some(date)) = (at, oldest_date) {
+            if date > at {
+                tracing::warn!(
+                    reader = self.reader(),
+                    start = %rfc3339(at),
+                    oldest_kept = %rfc3339(date),
+                    "the oldest log the tenant keeps is dated after `start`: logs between may be past the retention; run `reconcile` for the users of that time"
+                );
+            }
+        }
+        match wanted.and_then(|w| from_for(reference, w)) {
+            Some(from) => {
+                tracing::info!(reader = self.reader(), from = %from, wanted = %wanted.map(rfc3339).unwrap_or_default(), margin_seconds = START_MARGIN.as_secs(), "no checkpoint yet: starting from a log id below every log dated from the wanted time on (its time less the margin)");
+                from
             }
             None => {
-                // A tenant without logs: the first log will come after id 0.
-                Ok((page_path("0", take_of(&self.settings)), Vec::new()))
+                // The ids hold no time where Auth0's do, or the log no date: from the start.
+                let from = zeros_like(reference);
+                tracing::warn!(reader = self.reader(), reference, "no checkpoint yet, and the oldest log's id or date cannot place the start: reading from the first log kept");
+                from
             }
         }
     }
 
-    /// A checkpoint older than the oldest log the tenant keeps: the logs between are gone.
-    /// Reported (metric, error), never skipped silently; reading goes on from what is kept.
+    /// A checkpoint below the first log the tenant keeps (in id order): the logs between may
+    /// be gone. Reported (metric, error), never skipped silently; reading goes on after the
+    /// checkpoint, which is the first log kept.
     async fn check_retention(&self, from: &str) -> Result<(), LogsRunError> {
         let Some(oldest) = self.api.oldest().await? else {
             return Ok(());
@@ -474,9 +566,23 @@ impl LogsReader {
         let Some(oldest_id) = log_id_of(&oldest) else {
             return Ok(());
         };
-        // The checkpoint's own log is no longer kept: it has passed the horizon, and logs
-        // after it may have gone with it.
-        if log_id_order(oldest_id, from) == std::cmp::Ordering::Greater {
+        // At or above a kept log's id: every log after the checkpoint is still kept.
+        if log_id_order(from, oldest_id) != std::cmp::Ordering::Less {
+            return Ok(());
+        }
+        // The oldest by date is not the first by id: the first log after a synthetic id below
+        // every kept log is.
+        let below = date_of(&oldest).and_then(|date| from_for(oldest_id, date));
+        let first = match below {
+            Some(below) => self.api.first_after(&below).await?,
+            None => None,
+        };
+        let first_id = first
+            .as_ref()
+            .and_then(log_id_of)
+            .filter(|id| log_id_order(id, oldest_id) == std::cmp::Ordering::Less)
+            .unwrap_or(oldest_id);
+        if log_id_order(from, first_id) == std::cmp::Ordering::Less {
             self.metrics
                 .auth0_logs_retention_gaps
                 .with_label_values(&[self.reader()])
@@ -484,7 +590,7 @@ impl LogsReader {
             tracing::error!(
                 reader = self.reader(),
                 checkpoint = from,
-                oldest_kept = oldest_id,
+                oldest_kept = first_id,
                 oldest_date = oldest.get("date").and_then(serde_json::Value::as_str).unwrap_or("-"),
                 "the checkpoint is older than the tenant's log retention: logs between it and the oldest log kept may be lost to this reader; reading goes on from the oldest kept; run `reconcile` to give the users of the gap their roles"
             );
@@ -499,14 +605,14 @@ impl LogsReader {
         shutdown: Shutdown,
     ) -> Result<ReaderSummary, LogsRunError> {
         let mut summary = ReaderSummary::default();
-        let (mut next, first) = tokio::select! {
+        let mut next = tokio::select! {
             started = self.resolve_start() => started?,
             _ = shutdown.wait() => return Ok(summary),
         };
         if let Some(health) = &health {
             health.set_source_connected(true);
         }
-        let mut buffer: VecDeque<Value> = first.into();
+        let mut buffer: VecDeque<Value> = VecDeque::new();
         let reader = self.reader();
         while !shutdown.is_triggered() {
             if buffer.is_empty() {
@@ -740,10 +846,6 @@ impl LogsReader {
     }
 }
 
-fn take_of(settings: &LogsSettings) -> usize {
-    settings.take
-}
-
 /// The checkpoint request after `from`.
 pub fn page_path(from: &str, take: usize) -> String {
     format!(
@@ -865,7 +967,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_parses_the_three_forms() {
+    fn start_parses_the_four_forms() {
+        let at = |secs: u64| {
+            Some(Start::At(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            ))
+        };
+        assert_eq!(Start::parse("2026-11-23T10:00:00Z"), at(1_795_428_000));
+        assert_eq!(Start::parse("2026-11-23T12:00:00+02:00"), at(1_795_428_000));
+        assert_eq!(
+            Start::parse("2026-11-23T10:00:00.5Z"),
+            Some(Start::At(
+                SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_428_000_500)
+            ))
+        );
+        assert_eq!(Start::parse("2026-11-23"), None);
+        assert_eq!(Start::parse("1969-12-31T23:59:59Z"), None);
+        assert_eq!(Start::parse("2026-13-01T00:00:00Z"), None);
         assert_eq!(Start::parse("earliest"), Some(Start::Earliest));
         assert_eq!(Start::parse(" latest "), Some(Start::Latest));
         assert_eq!(

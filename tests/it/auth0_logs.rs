@@ -14,10 +14,10 @@ use crate::harness::*;
 use auth0_default_roles::event::{decode, Selection};
 use auth0_default_roles::generate::{self, Record};
 
-const TOKEN: &str = "Bearer logs-test-token";
+pub(crate) const TOKEN: &str = "Bearer logs-test-token";
 
 /// The log object of a generated record (`{log_id, data}` or bare), as the Logs API holds it.
-fn log_of(record: &Record) -> Option<Value> {
+pub(crate) fn log_of(record: &Record) -> Option<Value> {
     let value: Value = serde_json::from_slice(&record.value).ok()?;
     match value.get("data") {
         Some(data) if data.is_object() => Some(data.clone()),
@@ -26,7 +26,7 @@ fn log_of(record: &Record) -> Option<Value> {
 }
 
 /// The stream's logs, each `log_id` once, in order (the tenant keeps one copy of each).
-fn tenant_logs(stream: &generate::Stream) -> Vec<Value> {
+pub(crate) fn tenant_logs(stream: &generate::Stream) -> Vec<Value> {
     let mut seen = BTreeSet::new();
     stream
         .records
@@ -40,14 +40,14 @@ fn tenant_logs(stream: &generate::Stream) -> Vec<Value> {
         .collect()
 }
 
-fn log_id(log: &Value) -> String {
+pub(crate) fn log_id(log: &Value) -> String {
     log.get("log_id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
 }
 
-fn user(log: &Value) -> String {
+pub(crate) fn user(log: &Value) -> String {
     log.get("user_id")
         .and_then(Value::as_str)
         .unwrap_or_default()
@@ -55,7 +55,7 @@ fn user(log: &Value) -> String {
 }
 
 /// Whether the demo policy acts on this log (`ss`, first `s`, `sv`).
-fn eligible(log: &Value) -> bool {
+pub(crate) fn eligible(log: &Value) -> bool {
     let bytes = serde_json::to_vec(log).unwrap_or_default();
     decode(&bytes)
         .first()
@@ -63,23 +63,23 @@ fn eligible(log: &Value) -> bool {
         .is_some_and(|e| matches!(e.selection(), Selection::Eligible(_)))
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-fn demo_policy() -> String {
+pub(crate) fn demo_policy() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn auth0_section(base_url: &str) -> String {
+pub(crate) fn auth0_section(base_url: &str) -> String {
     format!(
         "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{base_url}\"\nrequests_per_second = 1000\nburst = 200\nbatch_window_ms = 20\n"
     )
 }
 
 /// A `run` config with the `auth0_logs` source.
-fn source_config(dir: &Path, base_url: &str, metrics: u16, extra: &str) -> PathBuf {
+pub(crate) fn source_config(dir: &Path, base_url: &str, metrics: u16, extra: &str) -> PathBuf {
     let text = format!(
         "{}\n[source]\ntype = \"auth0_logs\"\n\n[auth0_logs]\nstart = \"earliest\"\ncheckpoint_file = \"{}\"\npoll_interval_seconds = 0.2\n{extra}\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{}\n",
         auth0_section(base_url),
@@ -91,7 +91,7 @@ fn source_config(dir: &Path, base_url: &str, metrics: u16, extra: &str) -> PathB
     path
 }
 
-fn checkpoint(dir: &Path) -> Option<String> {
+pub(crate) fn checkpoint(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("logs.checkpoint")).ok()?;
     let value: Value = serde_json::from_str(&text).ok()?;
     value
@@ -101,7 +101,12 @@ fn checkpoint(dir: &Path) -> Option<String> {
 }
 
 /// Starts the service and waits until its checkpoint file names the last of `logs`.
-fn start_until_checkpoint(config: &Path, metrics: u16, dir: &Path, logs: &[Value]) -> Service {
+pub(crate) fn start_until_checkpoint(
+    config: &Path,
+    metrics: u16,
+    dir: &Path,
+    logs: &[Value],
+) -> Service {
     let service = Service::start(config, metrics, dir.join("run-1.log"));
     service.wait_ready();
     let last = logs.last().map(log_id).unwrap_or_default();
@@ -116,7 +121,7 @@ fn start_until_checkpoint(config: &Path, metrics: u16, dir: &Path, logs: &[Value
 }
 
 /// A split index near the middle where a user's records do not straddle.
-fn user_boundary(logs: &[Value]) -> usize {
+pub(crate) fn user_boundary(logs: &[Value]) -> usize {
     let mut at = logs.len() / 2;
     while at < logs.len() && user(&logs[at]) == user(&logs[at - 1]) {
         at += 1;
@@ -483,6 +488,8 @@ fn the_commented_examples_load_and_bad_values_name_their_key() {
         ("[backstop]\ncheckpoint_file = \"c\"\nlag_seconds = 90000", "backstop.lag_seconds"),
         ("[backstop]\nlag_seconds = 10", "backstop.checkpoint_file"),
         ("[backstop]\ncheckpoint_file = \"c\"\nstart = \"yesterday\"", "backstop.start"),
+        ("[backstop]\ncheckpoint_file = \"c\"\nstart = \"2026-11-23 10:00\"", "backstop.start"),
+        ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\nstart = \"2026-11-23T10:00:00\"", "auth0_logs.start"),
         ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\nlag_seconds = 5", "auth0_logs"),
         ("[source]\ntype = \"auth0_logs\"", "auth0_logs"),
         ("[source]\ntype = \"auth0_logs\"\n[auth0_logs]\ncheckpoint_file = \"c\"\ntake = 101", "auth0_logs.take"),

@@ -7,6 +7,7 @@ mod harness;
 
 mod action;
 mod auth0_logs;
+mod auth0_logs_order;
 mod config;
 mod decode;
 mod demo_cli;

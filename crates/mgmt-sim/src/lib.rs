@@ -40,6 +40,7 @@ pub use admin::ControlRequest;
 pub use config::{Seed, SeedApplication, SeedRole, SeedUser, SimConfig};
 pub use error::{ApiError, OAuthError};
 pub use stats::SimStats;
+pub use tenant_logs::MAX_DATE_LAG;
 
 use state::{lock, Shared};
 
@@ -363,9 +364,15 @@ impl Simulator {
     }
 
     /// Appends tenant logs (as `GET /api/v2/logs` returns them); a missing `log_id` is
-    /// generated after the last one. Returns the ids in order.
+    /// generated from the log's ingestion time, which lags its `date` by up to 5 s (a missing
+    /// `date` is set that long before now). Returns the ids in order.
     pub fn append_logs(&self, logs: Vec<serde_json::Value>) -> Vec<String> {
         lock(&self.shared.tenant_logs).append(logs)
+    }
+
+    /// Every log the tenant keeps, in `log_id` order, with the ids and dates it was given.
+    pub fn tenant_logs(&self) -> Vec<serde_json::Value> {
+        lock(&self.shared.tenant_logs).all()
     }
 
     /// Logs the tenant keeps.

@@ -1,11 +1,21 @@
 //! `GET /api/v2/logs`: the tenant's logs in checkpoint form (`from` a `log_id`, `take` ≤ 100,
 //! ordered by `log_id`, a `Link` header with `rel="next"`; an empty page when caught up, whose
-//! `next` repeats the request) and in search form (`sort=date:1|-1`, `page`, `per_page` ≤ 100),
-//! with retention (logs purged before a `log_id`) and faults of their own (a 429 storm, a share
-//! of 5xx) on this endpoint only.
+//! `next` repeats the request) and in search form (`sort=date:1|-1`, `page`, `per_page` ≤ 100;
+//! without `sort`, newest first by `log_id`), with retention (logs purged before a `log_id`)
+//! and faults of their own (a 429 storm, a share of 5xx) on this endpoint only.
+//!
+//! Ids and dates as a real tenant has them (the recorded `GET /api/v2/logs` pages): a log
+//! appended without an id gets one that encodes its *ingestion* time (`900`, `YYYYMMDDhhmmss`,
+//! microseconds and a sequence: 56 digits), always above every id kept; its `date` is the
+//! *event* time, which the ingestion lags by 0 to [`MAX_DATE_LAG`] (random), so dates are not
+//! in id order. A log given with a `date` is ingested that long after it, one given without a
+//! `date` is ingested now and dated that long before; the logs of one append are ingested in
+//! that order, never before those of an earlier append (an imported or late log gets a recent
+//! id and keeps its old date).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,18 +29,28 @@ use super::wire::{json_response, parse_form};
 const MAX_TAKE: usize = 100;
 const DEFAULT_TAKE: usize = 50;
 
+/// How far a log's ingestion (its id) may lag its `date`: the recordings show 1–4.5 s, the
+/// shared samples up to 5 s.
+pub const MAX_DATE_LAG: Duration = Duration::from_secs(5);
+
+/// The prefix of the ids the simulator generates (Auth0's, in every recorded id).
+const ID_PREFIX: &str = "900";
+/// Digits of the sequence after the prefix, the time and the microseconds (56 in all).
+const SEQUENCE_DIGITS: usize = 33;
+
 /// Logs ordered by `log_id` (equal-width decimal strings: by width, then text).
 #[derive(Debug, Default)]
 pub(crate) struct TenantLogs {
     logs: BTreeMap<(usize, String), Value>,
+    /// The ingestion time of the last generated id (the next is later).
+    last_ingested: Option<SystemTime>,
+    /// The sequence of the last generated id.
+    sequence: u64,
     /// The next this many calls answer 429.
     pub(crate) rate_limited_calls: u64,
     /// Probability (0..=1) that a call answers 500 or 503.
     pub(crate) error_rate: f64,
 }
-
-/// The first id the simulator generates (56 digits, like Auth0's).
-const FIRST_ID: &str = "90020261201000000000000000000000000000000000000000000001";
 
 /// `id` + 1, in decimal.
 fn increment(id: &str) -> String {
@@ -50,33 +70,116 @@ fn key(id: &str) -> (usize, String) {
     (id.len(), id.to_owned())
 }
 
+/// A log's `date` as an instant, when it has one Auth0 would write.
+fn date_of(log: &Value) -> Option<SystemTime> {
+    let text = log.get("date").and_then(Value::as_str)?;
+    humantime::parse_rfc3339(text)
+        .or_else(|_| humantime::parse_rfc3339_weak(text.trim_end_matches('Z')))
+        .ok()
+}
+
+/// A random lag in `0..=MAX_DATE_LAG`, to the microsecond.
+fn random_lag() -> Duration {
+    Duration::from_micros((rand::random::<f64>() * MAX_DATE_LAG.as_micros() as f64) as u64)
+}
+
+/// `900` + `YYYYMMDDhhmmss` + microseconds of `at` + `sequence` (33 digits); `None` for a
+/// time RFC 3339 cannot write (before 1970, after 9999).
+fn id_at(at: SystemTime, sequence: u64) -> Option<String> {
+    use std::fmt::Write;
+    at.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    let mut text = String::new();
+    write!(text, "{}", humantime::format_rfc3339_micros(at)).ok()?;
+    let time: String = text.chars().filter(char::is_ascii_digit).collect();
+    Some(format!(
+        "{ID_PREFIX}{time}{sequence:0width$}",
+        width = SEQUENCE_DIGITS
+    ))
+}
+
 impl TenantLogs {
-    /// Stores logs (a given `log_id`/`_id` is kept, a missing one generated after the last);
-    /// returns their ids in order. A log id stored again replaces the log.
+    /// Stores logs (a given `log_id`/`_id` is kept, a missing one generated from the log's
+    /// ingestion time, see the module's doc); returns their ids in the order given. Within
+    /// one append, logs without an id are ingested in the order of their ingestion times (a
+    /// log dated later may be ingested first); every append comes after the previous one. A
+    /// log id stored again replaces the log.
     pub(crate) fn append(&mut self, logs: Vec<Value>) -> Vec<String> {
-        let mut ids = Vec::with_capacity(logs.len());
-        for mut log in logs {
+        let mut ids = vec![String::new(); logs.len()];
+        let mut pending = Vec::new();
+        for (index, log) in logs.into_iter().enumerate() {
             let given = log
                 .get("log_id")
                 .or_else(|| log.get("_id"))
                 .and_then(Value::as_str)
                 .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
                 .map(str::to_owned);
-            let id = match given {
-                Some(id) => id,
-                None => match self.logs.keys().next_back() {
-                    Some((_, last)) => increment(last),
-                    None => FIRST_ID.to_owned(),
-                },
-            };
-            if let Value::Object(fields) = &mut log {
-                fields.insert("log_id".to_owned(), Value::from(id.clone()));
-                fields.insert("_id".to_owned(), Value::from(id.clone()));
+            match given {
+                Some(id) => {
+                    self.store(&id, log);
+                    ids[index] = id;
+                }
+                None => {
+                    let (ingested, log) = self.ingestion(log);
+                    pending.push((ingested, index, log));
+                }
             }
-            self.logs.insert(key(&id), log);
-            ids.push(id);
+        }
+        pending.sort_by_key(|(ingested, index, _)| (*ingested, *index));
+        for (ingested, index, log) in pending {
+            let id = self.next_id(ingested);
+            self.store(&id, log);
+            ids[index] = id;
         }
         ids
+    }
+
+    fn store(&mut self, id: &str, mut log: Value) {
+        if let Value::Object(fields) = &mut log {
+            fields.insert("log_id".to_owned(), Value::from(id));
+            fields.insert("_id".to_owned(), Value::from(id));
+        }
+        self.logs.insert(key(id), log);
+    }
+
+    /// When a log without an id is ingested (its date plus a lag; now, for a log without a
+    /// date, which is then dated that lag before).
+    fn ingestion(&self, mut log: Value) -> (SystemTime, Value) {
+        let lag = random_lag();
+        if let Some(date) = date_of(&log) {
+            return (date.checked_add(lag).unwrap_or(date), log);
+        }
+        let ingested = SystemTime::now();
+        // Now, minus at most 5 s: always a time RFC 3339 writes.
+        let date = ingested.checked_sub(lag).unwrap_or(ingested);
+        let mut text = String::new();
+        if let (Value::Object(fields), Ok(())) = (
+            &mut log,
+            std::fmt::Write::write_fmt(
+                &mut text,
+                format_args!("{}", humantime::format_rfc3339_millis(date)),
+            ),
+        ) {
+            fields.insert("date".to_owned(), Value::from(text));
+        }
+        (ingested, log)
+    }
+
+    /// The id of a log ingested at `ingested`: never before the previous one, and above
+    /// every id kept (whatever ids were given before).
+    fn next_id(&mut self, ingested: SystemTime) -> String {
+        let ingested = match self.last_ingested {
+            Some(last) => ingested.max(last.checked_add(Duration::from_micros(1)).unwrap_or(last)),
+            None => ingested,
+        };
+        self.last_ingested = Some(ingested);
+        self.sequence += 1;
+        let last = self.logs.keys().next_back().map(|(_, id)| id.as_str());
+        match (id_at(ingested, self.sequence), last) {
+            (Some(id), Some(last)) if key(last) >= key(&id) => increment(last),
+            (Some(id), _) => id,
+            (None, Some(last)) => increment(last),
+            (None, None) => id_at(SystemTime::now(), self.sequence).unwrap_or_default(),
+        }
     }
 
     /// Removes every log whose id is below `log_id` (the retention period passed them).
@@ -98,6 +201,22 @@ impl TenantLogs {
             .take(take)
             .map(|(_, log)| log.clone())
             .collect()
+    }
+
+    /// The search form without `sort`: newest first by `log_id`.
+    fn newest_by_id(&self, page: usize, per_page: usize) -> Vec<Value> {
+        self.logs
+            .values()
+            .rev()
+            .skip(page.saturating_mul(per_page))
+            .take(per_page)
+            .cloned()
+            .collect()
+    }
+
+    /// Every log kept, in `log_id` order.
+    pub(crate) fn all(&self) -> Vec<Value> {
+        self.logs.values().cloned().collect()
     }
 
     fn by_date(&self, ascending: bool, page: usize, per_page: usize) -> Vec<Value> {
@@ -216,7 +335,11 @@ fn answer(shared: &Shared, query: &str, headers: &HeaderMap) -> Result<Response,
         ));
     }
     let ascending = match get("sort").as_deref() {
-        None | Some("date:-1") => false,
+        None => {
+            let logs = lock(&shared.tenant_logs).newest_by_id(page, per_page);
+            return Ok(json_response(StatusCode::OK, &Value::Array(logs)));
+        }
+        Some("date:-1") => false,
         Some("date:1") => true,
         Some(other) => {
             return Err(ApiError::invalid_query(format!(

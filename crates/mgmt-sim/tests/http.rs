@@ -1464,7 +1464,8 @@ async fn log_streams_are_created_listed_patched_and_deleted_with_their_scopes() 
 async fn tenant_logs_page_by_checkpoint_with_link_cap_take_sort_by_date_and_purge() {
     let h = Harness::start(SimConfig::default()).await;
     let token = h.token().await;
-    // Appended through the admin API: ids given are kept, missing ones follow the last.
+    // Appended through the admin API: ids given are kept, missing ones encode the ingestion
+    // time, which lags the date by up to 5 s (and never goes back).
     let resp = h
         .http
         .post(h.url("/sim/logs"))
@@ -1483,15 +1484,23 @@ async fn tenant_logs_page_by_checkpoint_with_link_cap_take_sort_by_date_and_purg
         .iter()
         .map(|v| v.as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(
-        ids[1],
-        "90020261201000000000000000000000000000000000000000000011"
+    assert!(ids.iter().all(|id| id.len() == 56), "{ids:?}");
+    assert!(ids[0] < ids[1] && ids[0] < ids[2], "{ids:?}");
+    // Each ingested its date plus a lag of at most 5 s (in that order, whatever the order
+    // given).
+    assert!(
+        ("20261201100002"..="20261201100007").contains(&&ids[1][3..17]),
+        "{ids:?}"
     );
-    assert_eq!(
-        ids[2],
-        "90020261201000000000000000000000000000000000000000000012"
+    assert!(
+        ("20261201100001"..="20261201100006").contains(&&ids[2][3..17]),
+        "{ids:?}"
     );
+    let newest_type = if ids[2] > ids[1] { "f" } else { "s" };
 
+    // In id order from here on.
+    let mut ids = ids;
+    ids.sort();
     let first = h.get(&token, "/api/v2/logs?from=0&take=2").await;
     assert_eq!(first.status(), StatusCode::OK);
     let link = first
@@ -1532,11 +1541,13 @@ async fn tenant_logs_page_by_checkpoint_with_link_cap_take_sort_by_date_and_purg
         h.get(&token, "/api/v2/logs?from=0&take=101").await.status(),
         StatusCode::BAD_REQUEST
     );
-    // The newest by date, the oldest by date.
+    // The newest by date, the oldest by date; without `sort`, the newest by id.
     let newest = json_of(h.get(&token, "/api/v2/logs?sort=date:-1&per_page=1").await).await;
     assert_eq!(newest[0]["type"], json!("s"));
     let oldest = json_of(h.get(&token, "/api/v2/logs?sort=date:1&per_page=1").await).await;
     assert_eq!(oldest[0]["type"], json!("ss"));
+    let by_id = json_of(h.get(&token, "/api/v2/logs?per_page=1&page=0").await).await;
+    assert_eq!(by_id[0]["type"], json!(newest_type));
     // Retention: the first two are gone.
     assert_eq!(h.sim.purge_logs_before(&ids[2]), 2);
     let kept = json_of(h.get(&token, "/api/v2/logs?from=0&take=100").await).await;
@@ -1551,5 +1562,44 @@ async fn tenant_logs_page_by_checkpoint_with_link_cap_take_sort_by_date_and_purg
         h.get(&token, "/api/v2/logs?from=0&take=1").await.status(),
         StatusCode::OK
     );
-    assert_eq!(h.sim.stats().calls_of("get_logs"), 9);
+    assert_eq!(h.sim.stats().calls_of("get_logs"), 10);
+}
+
+#[tokio::test]
+async fn tenant_logs_without_ids_are_ingested_in_id_order_with_dates_lagging_out_of_it() {
+    let h = Harness::start(SimConfig::default()).await;
+    // Without a date: ingested now, dated up to 5 s before.
+    let before = std::time::SystemTime::now();
+    let ids = h
+        .sim
+        .append_logs((0..200).map(|i| json!({"type": "s", "n": i})).collect());
+    let logs = h.sim.tenant_logs();
+    assert_eq!(logs.len(), 200);
+    let mut out_of_order = 0;
+    let mut last_date = String::new();
+    for (log, id) in logs.iter().zip(&ids) {
+        assert_eq!(log["log_id"].as_str(), Some(id.as_str()));
+        let date = log["date"].as_str().unwrap_or_default().to_owned();
+        let at = humantime::parse_rfc3339(&date).expect("an RFC 3339 date");
+        assert!(at + std::time::Duration::from_secs(1) >= before - mgmt_sim::MAX_DATE_LAG);
+        // The date never follows the ingestion time written in the id.
+        let ingested = &id[3..17];
+        let dated: String = date.chars().filter(char::is_ascii_digit).take(14).collect();
+        assert!(dated.as_str() <= ingested, "{date} {id}");
+        if date < last_date {
+            out_of_order += 1;
+        }
+        last_date = date;
+    }
+    assert!(
+        out_of_order > 20,
+        "{out_of_order} of 200 dated before the previous id"
+    );
+    // A log given with an old date after newer ones (an import): a newer id, its old date.
+    let imported = h.sim.append_logs(vec![
+        json!({"type": "ss", "date": "2020-01-01T00:00:00.000Z"}),
+    ]);
+    assert!(imported[0] > ids[199]);
+    let kept = h.sim.tenant_logs();
+    assert_eq!(kept[200]["date"], json!("2020-01-01T00:00:00.000Z"));
 }
