@@ -571,6 +571,7 @@ mod tests {
             connection: Some("corp".into()),
             app_metadata: Some(json!({})),
             roles: Vec::new(),
+            created_at: None,
         });
         let user = t.user_json("samlp|corp/alice", false).unwrap_or_default();
         assert_eq!(user["identities"][0]["provider"], "samlp");
