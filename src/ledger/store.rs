@@ -122,12 +122,10 @@ impl Backend {
         }
     }
 
+    /// The error of a failed statement: unreachable, refused (this record's data) or a
+    /// conflict, from what the database said.
     fn unreachable(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> LedgerError + '_ {
-        move |source| LedgerError::Unreachable {
-            url: self.url().to_owned(),
-            what,
-            source,
-        }
+        move |source| LedgerError::of_statement(self.url(), what, source)
     }
 
     pub(super) async fn connect(target: Target, url: &str) -> Result<Backend, LedgerError> {
