@@ -471,12 +471,14 @@ impl LedgerLink {
             Some(writes) => {
                 let (tx, rx) = oneshot::channel();
                 match writes.send((grants, tx)).await {
-                    Ok(()) => return rx.await.unwrap_or_else(|_| {
-                        Err(Refused(
+                    Ok(()) => {
+                        return rx.await.unwrap_or_else(|_| {
+                            Err(Refused(
                             "internal error: the ledger's write batcher stopped before the commit"
                                 .to_owned(),
                         ))
-                    }),
+                        })
+                    }
                     Err(mpsc::error::SendError((grants, _))) => grants,
                 }
             }

@@ -541,11 +541,26 @@ fn doctor_opens_the_ledger_once_and_names_a_database_that_does_not_answer() {
         &running.base_url,
         &format!("[ledger]\nurl = \"sqlite://{}\"\n", db.display()),
     );
+    // Read as it is: a missing file is said, and not created.
+    let out = bin(&["doctor", "--config", good.to_str().unwrap_or_default()]);
+    let report = text(&out.stdout);
+    assert!(
+        report.contains(&format!("ledger: no file at {} yet", db.display())),
+        "{report}"
+    );
+    assert!(!db.exists(), "doctor created {}", db.display());
+    rt.block_on(auth0_default_roles::ledger::Ledger::open(
+        &auth0_default_roles::ledger::LedgerSettings {
+            url: format!("sqlite://{}", db.display()),
+        },
+        "test:1",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = bin(&["doctor", "--config", good.to_str().unwrap_or_default()]);
     let report = text(&out.stdout);
     assert!(
         report.contains(&format!(
-            "ok   ledger: sqlite://{} answers, schema up to date",
+            "ok   ledger: sqlite://{} answers (opened read-only: `run` migrates it at start)",
             db.display()
         )),
         "{report}"
@@ -774,4 +789,26 @@ fn a_batch_with_a_grant_postgresql_refuses_records_the_others_and_fails_only_tha
         assert_eq!(looked_up[2], Ok(false));
         assert!(!ledger.fault().is_failing());
     });
+}
+
+/// `explain` reads an existing ledger as it is: a mistyped SQLite path is said (exit 2, the
+/// path named) instead of creating an empty ledger and answering "never seen".
+#[test]
+fn explain_with_a_mistyped_sqlite_path_says_so_and_creates_nothing() {
+    let dir = temp_dir("ledger-explain-missing");
+    let db = dir.join("ledgr.db");
+    let config = tenant_config(
+        &dir,
+        "missing",
+        "http://127.0.0.1:9",
+        &format!("[ledger]\nurl = \"sqlite://{}\"\n", db.display()),
+    );
+    let (code, stdout, stderr) = explain(&config, "auth0|someone", false);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("there is no ledger file at {}", db.display())),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("never seen"), "{stdout}");
+    assert!(!db.exists(), "explain created {}", db.display());
 }
