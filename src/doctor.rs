@@ -163,21 +163,31 @@ pub async fn diagnose(config: &Config, env: Env<'_>, stream_name: &str) -> Repor
     report
 }
 
-/// The grants ledger: opened once (connect, migrate) as `run` does at start.
+/// The grants ledger: opened as it is, read-only (no file created, no migration; `run`
+/// creates and migrates it at start).
 async fn ledger(config: &Config, report: &mut Report) {
     let Some(settings) = &config.ledger else {
         report.skip("ledger: no ledger configured");
         return;
     };
+    if let Ok(crate::ledger::Target::Sqlite(path)) = settings.target() {
+        if !path.exists() {
+            report.warn(
+                format!("ledger: no file at {} yet", path.display()),
+                "`run` creates it at start; if one should be there, check [ledger] url",
+            );
+            return;
+        }
+    }
     let instance = crate::ledger::instance_name();
     match tokio::time::timeout(
         TENANT_TIMEOUT,
-        crate::ledger::Ledger::open(settings, &instance),
+        crate::ledger::Ledger::open_existing(settings, &instance),
     )
     .await
     {
         Ok(Ok(ledger)) => report.ok(format!(
-            "ledger: {} answers, schema up to date",
+            "ledger: {} answers (opened read-only: `run` migrates it at start)",
             ledger.describe()
         )),
         Ok(Err(err)) if err.is_config() => report.fail(

@@ -426,7 +426,7 @@ pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
     if out.is_empty() {
         out.push(Err(DecodeError::new("empty payload: no JSON value", None)));
     }
-    out
+    out.into_iter().map(checked_ids).collect()
 }
 
 /// Whether the first JSON value of `bytes` parses.
@@ -487,7 +487,60 @@ pub fn decode_json_lines(bytes: &[u8], first_line: usize) -> Vec<Decoded> {
     let mut out = Vec::new();
     let mut seen_a_line = true;
     decode_lines_after(bytes, first_line, &mut out, &mut seen_a_line);
-    out
+    out.into_iter().map(checked_ids).collect()
+}
+
+/// The longest user id or event id accepted, in bytes. Auth0 publishes no maximum for user
+/// ids (its OpenAPI description names a `user-id-with-max-length` format without a number);
+/// real ones are `provider|id`, well under 200 bytes. 1 KB is generous and keeps a record far
+/// from the database's limits (PostgreSQL refuses index entries past about 2.7 KB).
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// The longest organization id accepted, in characters: Auth0's OpenAPI description of
+/// organizations gives ids at most 50 characters (`org_` and 16 characters in practice).
+pub const MAX_ORGANIZATION_ID_CHARS: usize = 50;
+
+/// An event whose ids the ledger or the Management API could not take is `invalid` here, at
+/// decode time: a `user_id`, `organization_id` or event id with a control character (a NUL
+/// makes every PostgreSQL statement naming it fail) or past its length limit
+/// ([`MAX_ID_BYTES`], [`MAX_ORGANIZATION_ID_CHARS`]). The reason names the field, never the
+/// value.
+fn checked_ids(decoded: Decoded) -> Decoded {
+    let event = decoded?;
+    let problem = id_problem("user_id", event.user_id.as_deref(), MAX_ID_BYTES, false)
+        .or_else(|| {
+            id_problem(
+                "organization_id",
+                event.organization_id.as_deref(),
+                MAX_ORGANIZATION_ID_CHARS,
+                true,
+            )
+        })
+        .or_else(|| id_problem("the event id", event.log_id.as_deref(), MAX_ID_BYTES, false));
+    match problem {
+        None => Ok(event),
+        Some(reason) => {
+            // The id itself may be the problem: it goes into the dead letter only when clean.
+            let log_id = event
+                .log_id
+                .filter(|id| id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control));
+            Err(DecodeError::new(reason, log_id))
+        }
+    }
+}
+
+/// What is wrong with an id, if anything (`chars`: the limit counts characters, else bytes).
+fn id_problem(field: &str, id: Option<&str>, limit: usize, chars: bool) -> Option<String> {
+    let id = id?;
+    if id.chars().any(char::is_control) {
+        return Some(format!("{field} holds a control character"));
+    }
+    let (length, unit) = if chars {
+        (id.chars().count(), "characters")
+    } else {
+        (id.len(), "bytes")
+    };
+    (length > limit).then(|| format!("{field} is {length} {unit} long, past the limit of {limit}"))
 }
 
 /// JSON Lines: each non-blank line is decoded on its own (one parse per line). Stops at once
@@ -1786,5 +1839,57 @@ mod tests {
             prop_assert_eq!(ok_ids(&items), want);
             prop_assert_eq!(errors(&items).len(), bad);
         }
+    }
+
+    #[test]
+    fn ids_with_control_characters_or_past_their_limit_are_invalid_and_name_the_field() {
+        let signup = |user: &str, org: &str| {
+            serde_json::json!({"log_id": "900201", "data": {"type": "ss", "user_id": user, "organization_id": org}})
+                .to_string()
+        };
+        let one = |text: String| decode(text.as_bytes()).remove(0);
+        let nul = one(signup("auth0|a\u{0}b", "")).unwrap_err();
+        assert_eq!(nul.reason, "user_id holds a control character");
+        assert_eq!(nul.log_id.as_deref(), Some("900201"));
+        let newline = one(signup("auth0|a\nb", "")).unwrap_err();
+        assert_eq!(newline.reason, "user_id holds a control character");
+        let long = one(signup(&format!("auth0|{}", "x".repeat(MAX_ID_BYTES)), "")).unwrap_err();
+        assert_eq!(
+            long.reason,
+            format!(
+                "user_id is {} bytes long, past the limit of 1024",
+                MAX_ID_BYTES + 6
+            )
+        );
+        assert!(one(signup(
+            &format!("auth0|{}", "x".repeat(MAX_ID_BYTES - 6)),
+            ""
+        ))
+        .is_ok());
+        let org = one(signup("auth0|a", &format!("org_{}", "y".repeat(47)))).unwrap_err();
+        assert_eq!(
+            org.reason,
+            "organization_id is 51 characters long, past the limit of 50"
+        );
+        assert!(one(signup("auth0|a", "org_W5ymkTLcdzUJqQ3c")).is_ok());
+        // Unicode ids are fine; the event id is checked too, and a bad one is not repeated.
+        assert!(one(signup("oidc|Ünïcødé-ユーザー", "")).is_ok());
+        let bad_id = one(
+            serde_json::json!({"log_id": "9002\u{0}", "data": {"type": "s", "user_id": "auth0|a"}})
+                .to_string(),
+        )
+        .unwrap_err();
+        assert_eq!(bad_id.reason, "the event id holds a control character");
+        assert_eq!(bad_id.log_id, None);
+        // Every layout goes through the check: JSON Lines and CloudEvents too.
+        let lines = format!(
+            "{}\n{}\n",
+            signup("auth0|ok", ""),
+            signup("auth0|\u{7}", "")
+        );
+        let items = decode_json_lines(lines.as_bytes(), 1);
+        assert!(items[0].is_ok() && items[1].is_err(), "{items:?}");
+        let cloud = serde_json::json!({"specversion": "1.0", "id": "evt_1", "type": "user.created", "source": "urn:auth0:t:users", "data": {"object": {"user_id": "auth0|\u{0}"}}});
+        assert!(one(cloud.to_string()).is_err());
     }
 }

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub auth0_logs_read_errors: IntCounterVec,
     pub ledger_writes: IntCounterVec,
     pub ledger_errors: IntCounter,
+    pub ledger_refused: IntCounter,
     pub ledger_unreachable: IntGauge,
     pub ledger_kept_off: IntCounter,
 }
@@ -293,7 +294,11 @@ impl Metrics {
             )?)?,
             ledger_errors: reg.add(IntCounter::with_opts(opts(
                 "ledger_errors_total",
-                "Ledger statements that failed (each retried: the events wait).",
+                "Ledger statements that failed: outages and conflicts are retried (the events wait), refusals are not.",
+            ))?)?,
+            ledger_refused: reg.add(IntCounter::with_opts(opts(
+                "ledger_refused_total",
+                "Ledger statements the database refused for their data (a NUL, a value past a limit): the event fails, the service goes on.",
             ))?)?,
             ledger_unreachable: reg.add(IntGauge::with_opts(opts(
                 "ledger_unreachable",

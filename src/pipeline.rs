@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::dedup::Dedup;
 use crate::event::{Decoded, LogEvent, Selection, Trigger};
 use crate::ledger::link::is_user_deletion;
-use crate::ledger::link::GrantOrigin;
+use crate::ledger::link::{GrantOrigin, Refused};
 use crate::ledger::{Grant, LedgerLink};
 use crate::metrics::Metrics;
 use crate::mgmt::{Applications, AssignOutcome, CallStats, MgmtClient, RoleAssigner};
@@ -868,19 +868,24 @@ impl Pipeline {
                 .is_some_and(|id| self.processor.dedup().log_seen(id));
             if let (Some(user), false) = (event.user(), redelivered) {
                 let deleted_at = event.date.as_deref().and_then(crate::event::unix_millis);
-                link.forget_user(&self.metrics, user, deleted_at).await;
+                if let Err(refused) = link.forget_user(&self.metrics, user, deleted_at).await {
+                    let report = Report::for_event(event, None, Outcome::Failed);
+                    return ledger_refused(report, &refused);
+                }
             }
         }
         let report = self.decide_and_act(item).await;
         if report.outcome == Outcome::Failed {
             if let Some(user) = &report.user_id {
-                link.record_failure(
-                    &self.metrics,
-                    user,
-                    report.log_id.as_deref().unwrap_or("-"),
-                    report.error.as_deref().unwrap_or("-"),
-                )
-                .await;
+                // Refused: logged by the link; the event is failed already.
+                let _ = link
+                    .record_failure(
+                        &self.metrics,
+                        user,
+                        report.log_id.as_deref().unwrap_or("-"),
+                        report.error.as_deref().unwrap_or("-"),
+                    )
+                    .await;
             }
         }
         report
@@ -889,11 +894,18 @@ impl Pipeline {
     /// Leaves out of an assignment the roles the ledger shows this service granted before (the
     /// user's tenant roles; member roles are recorded but not judged here: see
     /// docs/organizations.md), after ending the grants of an account re-created since them.
-    async fn without_granted(&self, mut assignment: Assignment) -> Assignment {
+    /// `Err` when the ledger refuses the user's records (an id it cannot take).
+    async fn without_granted(
+        &self,
+        mut assignment: Assignment,
+    ) -> Result<Assignment, (Assignment, Refused)> {
         let (Some(link), Some(assigner)) = (&self.ledger, &self.assigner) else {
-            return assignment;
+            return Ok(assignment);
         };
-        let mut standing = link.standing(&self.metrics, &assignment.user_id).await;
+        let mut standing = match link.standing(&self.metrics, &assignment.user_id).await {
+            Ok(standing) => standing,
+            Err(refused) => return Err((assignment, refused)),
+        };
         if !standing.is_empty() && self.is_recreated(&assignment, &standing).await {
             tracing::info!(
                 user_id = %assignment.user_id,
@@ -902,12 +914,16 @@ impl Pipeline {
                 "the user was re-created with the same id: the old account's grants end and the new account gets its roles"
             );
             if self.mode == Mode::Live {
-                link.end_recreated(
-                    &self.metrics,
-                    &standing,
-                    assignment.report.log_id.as_deref().unwrap_or("-"),
-                )
-                .await;
+                let ended = link
+                    .end_recreated(
+                        &self.metrics,
+                        &standing,
+                        assignment.report.log_id.as_deref().unwrap_or("-"),
+                    )
+                    .await;
+                if let Err(refused) = ended {
+                    return Err((assignment, refused));
+                }
             }
             standing.clear();
         }
@@ -920,7 +936,7 @@ impl Pipeline {
             );
             assignment.missing.retain(|role| !held.contains(role));
         }
-        assignment
+        Ok(assignment)
     }
 
     /// Whether the event shows the user's account was deleted and re-created with the same id
@@ -978,7 +994,7 @@ impl Pipeline {
     /// For a later login through an organization (with a ledger, in a live run, and a policy
     /// handling `organization_member_added`): whether the ledger holds a standing grant of
     /// this user in that organization. `None` otherwise: such a login triggers nothing.
-    async fn seen_in_organization(&self, item: &Decoded) -> Option<bool> {
+    async fn seen_in_organization(&self, item: &Decoded) -> Option<Result<bool, Refused>> {
         let link = self.ledger.as_ref().filter(|_| self.mode == Mode::Live)?;
         if !self
             .processor
@@ -997,7 +1013,17 @@ impl Pipeline {
     }
 
     async fn decide_and_act(&self, item: Decoded) -> Report {
-        let seen = self.seen_in_organization(&item).await;
+        let seen = match self.seen_in_organization(&item).await {
+            Some(Err(refused)) => {
+                if let Ok(event) = &item {
+                    let report = Report::for_event(event, None, Outcome::Failed);
+                    return ledger_refused(report, &refused);
+                }
+                None
+            }
+            Some(Ok(seen)) => Some(seen),
+            None => None,
+        };
         let step = match self.processor.start_seen(item, seen) {
             Step::NeedsProfile {
                 event,
@@ -1036,7 +1062,16 @@ impl Pipeline {
                 .processor
                 .needs_profile_report(&event, trigger, &undecided),
             Step::Assign(assignment) if self.ledger.is_some() && self.mode != Mode::Offline => {
-                let assignment = self.without_granted(assignment).await;
+                let assignment = match self.without_granted(assignment).await {
+                    Ok(assignment) => assignment,
+                    Err((assignment, refused)) => {
+                        return self.processor.finish(
+                            assignment,
+                            Outcome::Failed,
+                            Some(refusal_reason(&refused)),
+                        )
+                    }
+                };
                 if assignment.missing.is_empty() && assignment.organization.is_none() {
                     return self
                         .processor
@@ -1085,16 +1120,24 @@ impl Pipeline {
                     }
                     if let Some(link) = &self.ledger {
                         let report = &assignment.report;
-                        link.record_grants(
-                            &self.metrics,
-                            self.processor.policy(),
-                            assigner.directory(),
-                            &assignment.user_id,
-                            None,
-                            &written,
-                            &GrantOrigin::of(report, assignment.event_at),
-                        )
-                        .await;
+                        let recorded = link
+                            .record_grants(
+                                &self.metrics,
+                                self.processor.policy(),
+                                assigner.directory(),
+                                &assignment.user_id,
+                                None,
+                                &written,
+                                &GrantOrigin::of(report, assignment.event_at),
+                            )
+                            .await;
+                        if let Err(refused) = recorded {
+                            return self.processor.finish(
+                                assignment,
+                                Outcome::Failed,
+                                Some(refusal_reason(&refused)),
+                            );
+                        }
                     }
                 }
                 Ok(AssignOutcome::AlreadyHeld) => {
@@ -1102,7 +1145,8 @@ impl Pipeline {
                     // Held already (given by hand or by another tool): not this service's
                     // grant, so not recorded as one.
                     if let Some(link) = &self.ledger {
-                        link.clear_failure(&self.metrics, &assignment.user_id).await;
+                        // Refused: logged by the link; the roles are held all the same.
+                        let _ = link.clear_failure(&self.metrics, &assignment.user_id).await;
                     }
                 }
                 Err(err) => {
@@ -1134,16 +1178,24 @@ impl Pipeline {
                     }
                     if let Some(link) = &self.ledger {
                         let report = &assignment.report;
-                        link.record_grants(
-                            &self.metrics,
-                            self.processor.policy(),
-                            assigner.directory(),
-                            &assignment.user_id,
-                            Some(&member.organization_id),
-                            &member.missing,
-                            &GrantOrigin::of(report, assignment.event_at),
-                        )
-                        .await;
+                        let recorded = link
+                            .record_grants(
+                                &self.metrics,
+                                self.processor.policy(),
+                                assigner.directory(),
+                                &assignment.user_id,
+                                Some(&member.organization_id),
+                                &member.missing,
+                                &GrantOrigin::of(report, assignment.event_at),
+                            )
+                            .await;
+                        if let Err(refused) = recorded {
+                            return self.processor.finish(
+                                assignment,
+                                Outcome::Failed,
+                                Some(refusal_reason(&refused)),
+                            );
+                        }
                     }
                 }
                 Err(err) => {
@@ -1241,6 +1293,17 @@ impl Pipeline {
             other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),
         }
     }
+}
+
+/// The reason of an event failed because the ledger refused its record.
+fn refusal_reason(refused: &Refused) -> String {
+    format!("the ledger refuses this event's record (no retry can fix it): {refused}")
+}
+
+/// `report`, failed because the ledger refused its record.
+fn ledger_refused(mut report: Report, refused: &Refused) -> Report {
+    report.error = Some(refusal_reason(refused));
+    report
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{fail, ConfigArg};
-use crate::app::{self, EXIT_CONFIG};
+use crate::app::EXIT_CONFIG;
 use crate::config::{process_env, Config};
 use crate::ledger::explain::{Explanation, UserNow};
 use crate::metrics::Metrics;
@@ -47,11 +47,13 @@ pub async fn run(args: &ExplainArgs) -> u8 {
             EXIT_CONFIG,
         );
     };
-    let ledger = match app::open_ledger(settings).await {
+    // Read as it is: never created, never migrated (a mistyped path is said, not answered
+    // with an empty ledger's "never seen").
+    let ledger = match crate::ledger::Ledger::open_existing(settings, "explain").await {
         Ok(ledger) => ledger,
         Err(err) => {
-            let code = err.exit_code();
-            return fail(err, code);
+            let code = if err.is_config() { EXIT_CONFIG } else { 1 };
+            return fail(crate::ledger::fault::error_text(&err), code);
         }
     };
     let history = match ledger.history(&args.user_id).await {

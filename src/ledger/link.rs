@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{now_millis, Grant, Ledger, LedgerError, Revocation};
 
 /// The batcher's loop: takes the first lookup waiting and every other one queued (up to
-/// [`LOOKUP_BATCH`]), answers them with one query, and so on until every sender is gone.
+/// [`LOOKUP_BATCH`]), answers them with one query, and so on until every sender is gone. A
+/// query the database refuses (one user id it cannot take) is asked again user by user, so
+/// only that user's lookup fails.
 async fn batch_lookups(
     link: LedgerLink,
     metrics: Arc<Metrics>,
@@ -39,16 +41,29 @@ async fn batch_lookups(
         }
         let users: Vec<&str> = batch.iter().map(|(u, _)| u.as_str()).collect();
         let users = &users;
-        let mut standing = link
+        let standing = link
             .until_ok(&metrics, "look up standing grants", |l| async move {
                 l.granted(users).await
             })
             .await;
-        for (user, reply) in batch {
-            let grants = standing.get(&user).cloned().unwrap_or_default();
-            let _ = reply.send(grants);
+        match standing {
+            Ok(standing) => {
+                for (user, reply) in batch {
+                    let grants = standing.get(&user).cloned().unwrap_or_default();
+                    let _ = reply.send(Ok(grants));
+                }
+            }
+            Err(refused) if batch.len() == 1 => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(refused.clone()));
+                }
+            }
+            Err(_) => {
+                for (user, reply) in batch {
+                    let _ = reply.send(link.standing_one(&metrics, &user).await);
+                }
+            }
         }
-        standing.clear();
     }
 }
 
@@ -67,37 +82,53 @@ pub fn is_user_deletion(event: &LogEvent) -> bool {
 }
 
 /// The write batcher's loop: the grants of the first write waiting and of every other one
-/// queued (up to [`WRITE_BATCH`] grants) in one transaction, then each writer is answered.
-async fn batch_writes(
-    link: LedgerLink,
-    metrics: Arc<Metrics>,
-    mut rx: mpsc::UnboundedReceiver<Write>,
-) {
+/// queued (up to [`WRITE_BATCH`] grants) in one transaction, then each writer is answered. A
+/// transaction the database refuses (one grant it cannot take) is written again writer by
+/// writer, and a refused writer's grants one by one: every grant it can take is recorded and
+/// only the writers of the refused ones hear of it.
+async fn batch_writes(link: LedgerLink, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Write>) {
     let link = LedgerLink {
         lookups: None,
         writes: None,
         ..link
     };
-    while let Some(first) = rx.recv().await {
-        let mut grants = first.0;
-        let mut waiting = vec![first.1];
+    while let Some((first, reply)) = rx.recv().await {
+        let mut grants = first;
+        let mut waiting = vec![(0..grants.len(), reply)];
         while grants.len() < WRITE_BATCH {
             match rx.try_recv() {
                 Ok((more, reply)) => {
+                    let start = grants.len();
                     grants.extend(more);
-                    waiting.push(reply);
+                    waiting.push((start..grants.len(), reply));
                 }
                 Err(_) => break,
             }
         }
         let batch = &grants;
-        link.until_ok(&metrics, "record grants", |l| async move {
-            l.record_grants(batch).await
-        })
-        .await;
-        metrics.ledger_writes.with_label_values(&["grant"]).inc();
-        for reply in waiting {
-            let _ = reply.send(());
+        let written = link
+            .until_ok(&metrics, "record grants", |l| async move {
+                l.record_grants(batch).await
+            })
+            .await;
+        match written {
+            Ok(()) => {
+                metrics.ledger_writes.with_label_values(&["grant"]).inc();
+                for (_, reply) in waiting {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(refused) if waiting.len() == 1 && grants.len() == 1 => {
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(refused.clone()));
+                }
+            }
+            Err(_) => {
+                for (range, reply) in waiting {
+                    let mine = grants.get(range).unwrap_or_default();
+                    let _ = reply.send(link.write_one_by_one(&metrics, mine).await);
+                }
+            }
         }
     }
 }
@@ -132,13 +163,30 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 const LOOKUP_BATCH: usize = 500;
 
 /// A user whose standing grants are wanted, and where to send them.
-type Lookup = (String, oneshot::Sender<Vec<Grant>>);
+type Lookup = (String, oneshot::Sender<Result<Vec<Grant>, Refused>>);
 
 /// Grants to record, and who waits for their commit.
-type Write = (Vec<Grant>, oneshot::Sender<()>);
+type Write = (Vec<Grant>, oneshot::Sender<Result<(), Refused>>);
 
 /// Grants per transaction of the write batcher.
 const WRITE_BATCH: usize = 2000;
+
+/// Writes (events' grants) queued for the write batcher at most: a writer past it waits for
+/// room, so the grants waiting for a commit stay bounded (memory) while the database is slower
+/// than the Management API.
+const WRITE_QUEUE: usize = 1000;
+
+/// First wait after a conflict with a concurrent transaction, and the cap of the doubling
+/// waits (retried quietly: no fault).
+const CONFLICT_WAIT: Duration = Duration::from_millis(10);
+const CONFLICT_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// A record the database refuses for its data (a NUL in an id, a value past a limit): no
+/// retry can fix it, so the item it belongs to fails (its event ends `failed`, dead-lettered)
+/// and the service goes on. Holds the database's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// The ledger as the pipeline uses it: the ledger, the `[policy]` fingerprint in force, and the
 /// lookup batcher (concurrent events' lookups become one query).
@@ -147,7 +195,7 @@ pub struct LedgerLink {
     ledger: Ledger,
     fingerprint: String,
     lookups: Option<mpsc::UnboundedSender<Lookup>>,
-    writes: Option<mpsc::UnboundedSender<Write>>,
+    writes: Option<mpsc::Sender<Write>>,
 }
 
 impl LedgerLink {
@@ -169,7 +217,7 @@ impl LedgerLink {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(batch_lookups(self.clone(), Arc::clone(&metrics), rx));
         self.lookups = Some(tx);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         tokio::spawn(batch_writes(self.clone(), metrics, rx));
         self.writes = Some(tx);
         self
@@ -182,16 +230,17 @@ impl LedgerLink {
         metrics: &Metrics,
         user_id: &str,
         organization: &str,
-    ) -> bool {
-        self.standing(metrics, user_id)
-            .await
+    ) -> Result<bool, Refused> {
+        Ok(self
+            .standing(metrics, user_id)
+            .await?
             .iter()
-            .any(|g| g.organization_id.as_deref() == Some(organization))
+            .any(|g| g.organization_id.as_deref() == Some(organization)))
     }
 
     /// The user's standing grants: through the batcher when it runs, else one query (both
-    /// wait out a failing database).
-    pub async fn standing(&self, metrics: &Metrics, user_id: &str) -> Vec<Grant> {
+    /// wait out a failing database; a refused user id is that lookup's failure).
+    pub async fn standing(&self, metrics: &Metrics, user_id: &str) -> Result<Vec<Grant>, Refused> {
         if let Some(lookups) = &self.lookups {
             let (tx, rx) = oneshot::channel();
             if lookups.send((user_id.to_owned(), tx)).is_ok() {
@@ -200,27 +249,70 @@ impl LedgerLink {
                 }
             }
         }
+        self.standing_one(metrics, user_id).await
+    }
+
+    /// One user's standing grants, one query.
+    async fn standing_one(&self, metrics: &Metrics, user_id: &str) -> Result<Vec<Grant>, Refused> {
         let mut standing = self
             .until_ok(metrics, "look up standing grants", |l| async move {
                 l.granted(&[user_id]).await
             })
+            .await?;
+        Ok(standing.remove(user_id).unwrap_or_default())
+    }
+
+    /// Records each writer's grants in a transaction of its own, and the grants of a writer
+    /// the database refuses one by one (all it can take are recorded): the first refusal.
+    async fn write_one_by_one(&self, metrics: &Metrics, grants: &[Grant]) -> Result<(), Refused> {
+        let written = self
+            .until_ok(metrics, "record grants", |l| async move {
+                l.record_grants(grants).await
+            })
             .await;
-        standing.remove(user_id).unwrap_or_default()
+        metrics.ledger_writes.with_label_values(&["grant"]).inc();
+        if written.is_ok() || grants.len() == 1 {
+            return written;
+        }
+        let mut first_refusal = None;
+        for grant in grants {
+            let one = std::slice::from_ref(grant);
+            match self
+                .until_ok(metrics, "record a grant", |l| async move {
+                    l.record_grants(one).await
+                })
+                .await
+            {
+                Ok(()) => metrics.ledger_writes.with_label_values(&["grant"]).inc(),
+                Err(refused) => {
+                    first_refusal.get_or_insert(refused);
+                }
+            }
+        }
+        first_refusal.map_or(Ok(()), Err)
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
-    /// Runs `op` until it succeeds. A failure sets the fault (intake pauses, `/readyz` names
-    /// the ledger, `ledger_unreachable` = 1) and is retried with doubling waits (a ping first
-    /// while failing); the first success clears it.
-    pub async fn until_ok<T, F, Fut>(&self, metrics: &Metrics, what: &str, op: F) -> T
+    /// Runs `op` until it succeeds, or until the database refuses it for its data
+    /// ([`Refused`]: returned, no retry can fix it, no fault). A conflict with a concurrent
+    /// transaction is retried quietly. Any other failure sets the fault (intake pauses,
+    /// `/readyz` names the ledger, `ledger_unreachable` = 1) and is retried with doubling
+    /// waits (a ping first while failing); the first answer clears it.
+    pub async fn until_ok<T, F, Fut>(
+        &self,
+        metrics: &Metrics,
+        what: &str,
+        op: F,
+    ) -> Result<T, Refused>
     where
         F: Fn(Ledger) -> Fut,
         Fut: Future<Output = Result<T, LedgerError>>,
     {
         let mut wait = FIRST_WAIT;
+        let mut conflict_wait = CONFLICT_WAIT;
         loop {
             let attempt = if self.ledger.fault().is_failing() {
                 match self.ledger.ping().await {
@@ -232,11 +324,23 @@ impl LedgerLink {
             };
             match attempt {
                 Ok(value) => {
-                    if self.ledger.fault().set_ok() {
-                        metrics.ledger_unreachable.set(0);
-                        tracing::info!(ledger = %self.ledger.describe(), "ledger answering again; resuming");
-                    }
-                    return value;
+                    self.answered(metrics);
+                    return Ok(value);
+                }
+                Err(err) if err.is_refused() => {
+                    // The database answered: this record is the problem, not the service.
+                    self.answered(metrics);
+                    metrics.ledger_errors.inc();
+                    metrics.ledger_refused.inc();
+                    let said = super::fault::error_text(&err);
+                    tracing::warn!(error = %said, what, "the ledger refuses this record: its event fails, the service goes on");
+                    return Err(Refused(said));
+                }
+                Err(err) if err.is_conflict() => {
+                    metrics.ledger_errors.inc();
+                    tracing::debug!(error = %super::fault::error_text(&err), what, "a concurrent transaction conflicted; trying again");
+                    tokio::time::sleep(conflict_wait).await;
+                    conflict_wait = (conflict_wait * 2).min(CONFLICT_MAX_WAIT);
                 }
                 Err(err) => {
                     metrics.ledger_errors.inc();
@@ -251,6 +355,14 @@ impl LedgerLink {
                     wait = (wait * 2).min(MAX_WAIT);
                 }
             }
+        }
+    }
+
+    /// The database answered: a failing period ends.
+    fn answered(&self, metrics: &Metrics) {
+        if self.ledger.fault().set_ok() {
+            metrics.ledger_unreachable.set(0);
+            tracing::info!(ledger = %self.ledger.describe(), "ledger answering again; resuming");
         }
     }
 
@@ -284,7 +396,12 @@ impl LedgerLink {
     /// Ends the `standing` grants of an account that was deleted and re-created with the same
     /// id (the roles went with the old account): recorded as revocations, so the new account
     /// gets its roles and the history says why.
-    pub async fn end_recreated(&self, metrics: &Metrics, standing: &[Grant], event_id: &str) {
+    pub async fn end_recreated(
+        &self,
+        metrics: &Metrics,
+        standing: &[Grant],
+        event_id: &str,
+    ) -> Result<(), Refused> {
         let at = now_millis();
         let revocations: Vec<Revocation> = standing
             .iter()
@@ -304,11 +421,12 @@ impl LedgerLink {
         self.until_ok(metrics, "end a re-created user's grants", |l| async move {
             l.record_revocations(revocations).await
         })
-        .await;
+        .await?;
         metrics
             .ledger_writes
             .with_label_values(&["revocation"])
             .inc();
+        Ok(())
     }
 
     /// Records the roles just granted (member roles in `organization_id`; `None`: tenant
@@ -324,7 +442,7 @@ impl LedgerLink {
         organization_id: Option<&str>,
         roles: &[String],
         origin: &GrantOrigin<'_>,
-    ) {
+    ) -> Result<(), Refused> {
         let at = now_millis();
         let grants: Vec<Grant> = roles
             .iter()
@@ -342,18 +460,31 @@ impl LedgerLink {
                 event_at: origin.event_at,
             })
             .collect();
-        if let Some(writes) = &self.writes {
-            let (tx, rx) = oneshot::channel();
-            if writes.send((grants.clone(), tx)).is_ok() && rx.await.is_ok() {
-                return;
+        self.write_grants(metrics, grants).await
+    }
+
+    /// Records grants through the write batcher when it runs (waiting for room in its queue,
+    /// then for the commit), else in one transaction. `Err` when the database refuses one of
+    /// them: every other one is recorded.
+    pub async fn write_grants(&self, metrics: &Metrics, grants: Vec<Grant>) -> Result<(), Refused> {
+        let grants = match &self.writes {
+            Some(writes) => {
+                let (tx, rx) = oneshot::channel();
+                match writes.send((grants, tx)).await {
+                    Ok(()) => {
+                        return rx.await.unwrap_or_else(|_| {
+                            Err(Refused(
+                            "internal error: the ledger's write batcher stopped before the commit"
+                                .to_owned(),
+                        ))
+                        })
+                    }
+                    Err(mpsc::error::SendError((grants, _))) => grants,
+                }
             }
-        }
-        let grants = &grants;
-        self.until_ok(metrics, "record grants", |l| async move {
-            l.record_grants(grants).await
-        })
-        .await;
-        metrics.ledger_writes.with_label_values(&["grant"]).inc();
+            None => grants,
+        };
+        self.write_one_by_one(metrics, &grants).await
     }
 
     /// Records that the user's event failed for good.
@@ -363,31 +494,39 @@ impl LedgerLink {
         user_id: &str,
         event_id: &str,
         reason: &str,
-    ) {
+    ) -> Result<(), Refused> {
         self.until_ok(metrics, "record a failure", |l| async move {
             l.record_failure(user_id, event_id, reason).await
         })
-        .await;
+        .await?;
         metrics.ledger_writes.with_label_values(&["failure"]).inc();
+        Ok(())
     }
 
     /// Clears the user's standing failure (a later event succeeded).
-    pub async fn clear_failure(&self, metrics: &Metrics, user_id: &str) {
+    pub async fn clear_failure(&self, metrics: &Metrics, user_id: &str) -> Result<(), Refused> {
         self.until_ok(metrics, "clear a failure", |l| async move {
             l.clear_failures(&[user_id]).await
         })
-        .await;
+        .await?;
         metrics.ledger_writes.with_label_values(&["clear"]).inc();
+        Ok(())
     }
 
     /// Forgets a deleted user: what the ledger holds from before `deleted_at` (the deletion's
     /// time, unix milliseconds; `None`: everything).
-    pub async fn forget_user(&self, metrics: &Metrics, user_id: &str, deleted_at: Option<i64>) {
+    pub async fn forget_user(
+        &self,
+        metrics: &Metrics,
+        user_id: &str,
+        deleted_at: Option<i64>,
+    ) -> Result<(), Refused> {
         self.until_ok(metrics, "forget a deleted user", |l| async move {
             l.forget_user(user_id, deleted_at).await
         })
-        .await;
+        .await?;
         metrics.ledger_writes.with_label_values(&["forget"]).inc();
+        Ok(())
     }
 }
 

@@ -59,7 +59,7 @@ impl LedgerSettings {
                 ));
             }
             if path.len() < 2 || path.ends_with('/') {
-                return Err(format!("`{url}` names a folder, not a file"));
+                return Err(format!("`{}` names a folder, not a file", redact_url(url)));
             }
             return Ok(Target::Sqlite(PathBuf::from(path)));
         }
@@ -74,15 +74,20 @@ impl LedgerSettings {
         ))
     }
 
-    /// Whether the URL carries a password (`user:password@`).
+    /// Whether the URL carries a password anywhere: in the user info (`user:password@`) or
+    /// as a query parameter (`?password=…`, `sslpassword=…`, as libpq reads them).
     pub fn has_password(&self) -> bool {
         let url = self.url.trim();
-        url.split_once("://").is_some_and(|(_, rest)| {
-            let authority = rest.split('/').next().unwrap_or_default();
+        let in_userinfo = url.split_once("://").is_some_and(|(_, rest)| {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
             authority
                 .rsplit_once('@')
                 .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-        })
+        });
+        in_userinfo
+            || url
+                .split_once('?')
+                .is_some_and(|(_, query)| query.split('&').any(is_password_parameter))
     }
 
     /// The URL without its password, for messages.
@@ -105,19 +110,46 @@ fn describe_pg(o: &PgConnectOptions) -> String {
     )
 }
 
-/// A URL with any `user:password@` reduced to `user@`.
+/// Whether a query parameter (`key=value`) carries a password.
+fn is_password_parameter(parameter: &str) -> bool {
+    let key = parameter.split('=').next().unwrap_or_default().trim();
+    PASSWORD_PARAMETERS
+        .iter()
+        .any(|p| key.eq_ignore_ascii_case(p))
+}
+
+/// The URL query parameters that carry a secret (libpq's `password`, `sslpassword`).
+const PASSWORD_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// A URL with any `user:password@` reduced to `user@` and any password parameter of its query
+/// left out, for messages.
 fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|p| !is_password_parameter(p))
+                .collect();
+            (base, kept.join("&"))
+        }
+        None => (url, String::new()),
+    };
+    let query = if query.is_empty() {
+        query
+    } else {
+        format!("?{query}")
+    };
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return format!("{url}{query}");
     };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}{tail}")
+            format!("{scheme}://{user}@{host}{tail}{query}")
         }
-        None => url.to_owned(),
+        None => format!("{url}{query}"),
     }
 }
 
@@ -127,9 +159,27 @@ pub enum LedgerError {
     /// The URL or the place it names cannot work (exit 2): fix the configuration.
     #[error("ledger {url}: {problem}")]
     Config { url: String, problem: String },
-    /// The database does not answer, or refused a statement (a service fault: events wait).
+    /// The database does not answer, or fails (a service fault: events wait).
     #[error("ledger {url}: cannot {what}: {source}")]
     Unreachable {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database refuses this statement for the data it carries (a NUL in a text, a value
+    /// past a limit, a constraint): no retry can fix it, so the item fails, not the service.
+    #[error("ledger {url}: cannot {what}: the database refuses this record: {source}")]
+    Refused {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A conflict with a concurrent transaction (serialization failure, deadlock, SQLite
+    /// busy): retried at once, no fault.
+    #[error("ledger {url}: cannot {what}: a concurrent transaction conflicts: {source}")]
+    Conflict {
         url: String,
         what: &'static str,
         #[source]
@@ -148,6 +198,27 @@ impl LedgerError {
     /// Whether the configuration is at fault (exit 2), not the database's availability.
     pub fn is_config(&self) -> bool {
         matches!(self, LedgerError::Config { .. })
+    }
+
+    /// Whether the database refused this item's data (retrying cannot help; the item fails).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, LedgerError::Refused { .. })
+    }
+
+    /// Whether a concurrent transaction conflicted (retry at once, no fault).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, LedgerError::Conflict { .. })
+    }
+
+    /// The error a failed statement is, from what the database said (see
+    /// [`fault::classify`]).
+    pub(crate) fn of_statement(url: &str, what: &'static str, source: sqlx::Error) -> LedgerError {
+        let url = url.to_owned();
+        match fault::classify(&source) {
+            fault::FailureKind::Refused => LedgerError::Refused { url, what, source },
+            fault::FailureKind::Conflict => LedgerError::Conflict { url, what, source },
+            fault::FailureKind::Unavailable => LedgerError::Unreachable { url, what, source },
+        }
     }
 }
 
@@ -276,7 +347,30 @@ impl Ledger {
             url: described.clone(),
             problem,
         })?;
-        let backend = Backend::connect(target, &described).await?;
+        let backend = Backend::connect(target, &described, false).await?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                backend,
+                described,
+                instance: instance.to_owned(),
+                fault: LedgerFault::default(),
+            }),
+        })
+    }
+
+    /// Opens an existing ledger as it is, for reading (`explain`, `doctor`): an SQLite file
+    /// read-only and never created (a missing file is a configuration error naming the path),
+    /// no migration on either backend.
+    pub async fn open_existing(
+        settings: &LedgerSettings,
+        instance: &str,
+    ) -> Result<Ledger, LedgerError> {
+        let described = settings.describe();
+        let target = settings.target().map_err(|problem| LedgerError::Config {
+            url: described.clone(),
+            problem,
+        })?;
+        let backend = Backend::connect(target, &described, true).await?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 backend,
@@ -475,6 +569,35 @@ mod tests {
         assert!(pg.validate().is_ok());
         assert_eq!(pg.describe(), "postgres://svc@db.internal:6543/roles");
         assert!(!pg.describe().contains("s3cret"));
+        // A password in the query is a password too: seen, and never printed.
+        for url in [
+            "postgres://svc@db.internal:6543/roles?password=s3cret",
+            "postgres://svc@db.internal/roles?sslmode=require&PASSWORD=s3cret",
+            "postgresql://svc@db.internal/roles?sslpassword=s3cret&sslmode=verify-full",
+            "postgres://svc:s3cret@db.internal/roles?sslmode=require",
+            "sqlite:///var/lib/x/ledger.db?password=s3cret",
+        ] {
+            let settings = LedgerSettings { url: url.into() };
+            assert!(settings.has_password(), "{url}");
+            assert!(!settings.describe().contains("s3cret"), "{url}");
+            assert!(!redact_url(url).contains("s3cret"), "{}", redact_url(url));
+        }
+        assert_eq!(
+            redact_url("postgres://svc@h/roles?sslmode=require&password=s3cret&x=1"),
+            "postgres://svc@h/roles?sslmode=require&x=1"
+        );
+        let bad = LedgerSettings {
+            url: "postgres://svc@h:notaport/roles?password=s3cret".into(),
+        };
+        let problem = bad.validate().unwrap_err();
+        assert!(!problem.contains("s3cret"), "{problem}");
+        for url in [
+            "postgres://svc@db.internal/roles?sslmode=require&passfile=/run/pgpass",
+            "sqlite:///var/lib/x/ledger.db",
+            "postgres://svc@db.internal/roles",
+        ] {
+            assert!(!LedgerSettings { url: url.into() }.has_password(), "{url}");
+        }
         let other = LedgerSettings {
             url: "mysql://u:pw@h/db".into(),
         };
@@ -586,6 +709,64 @@ mod sqlite_tests {
         drop(ledger);
         let again = Ledger::open(&settings, "test:2").await.unwrap();
         assert_eq!(again.granted(&["u2"]).await.unwrap()["u2"].len(), 1);
+    }
+
+    /// A rolling upgrade or a rollback: a newer version migrated the ledger with a migration
+    /// this one does not know (here: version 9000, a new table and a new nullable column).
+    /// This version still opens it, runs no migration twice, and writes and reads as before.
+    #[tokio::test]
+    async fn a_ledger_migrated_by_a_newer_version_opens_and_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let settings = LedgerSettings {
+            url: format!("sqlite://{}", path.display()),
+        };
+        let ledger = Ledger::open(&settings, "old:1").await.unwrap();
+        ledger.record_grants(&[grant("u1", "a", 1)]).await.unwrap();
+        drop(ledger);
+        // What a newer version's migration would leave: its own row in _sqlx_migrations, a
+        // new table and a new nullable column.
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        for statement in [
+            "CREATE TABLE future_things (id INTEGER PRIMARY KEY, what TEXT)",
+            "ALTER TABLE grants ADD COLUMN future_note TEXT",
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (9000, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 1)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let again = Ledger::open(&settings, "old:2")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        again.record_grants(&[grant("u2", "b", 2)]).await.unwrap();
+        let standing = again.granted(&["u1", "u2"]).await.unwrap();
+        assert_eq!(standing.len(), 2);
+        // Read-only opening (explain, doctor) works on it too.
+        let read = Ledger::open_existing(&settings, "explain").await.unwrap();
+        assert_eq!(read.history("u2").await.unwrap().standing.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn opening_an_existing_ledger_never_creates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mistyped.db");
+        let settings = LedgerSettings {
+            url: format!("sqlite://{}", path.display()),
+        };
+        let err = Ledger::open_existing(&settings, "explain")
+            .await
+            .unwrap_err();
+        assert!(err.is_config(), "{err}");
+        assert!(
+            err.to_string().contains("there is no ledger file at"),
+            "{err}"
+        );
+        assert!(!path.exists());
+        // An existing one opens read-only: a write is refused by SQLite, not done.
+        drop(Ledger::open(&settings, "t").await.unwrap());
+        let read = Ledger::open_existing(&settings, "explain").await.unwrap();
+        assert!(read.record_grants(&[grant("u1", "a", 1)]).await.is_err());
     }
 
     #[tokio::test]

@@ -122,16 +122,46 @@ impl Backend {
         }
     }
 
+    /// The error of a failed statement: unreachable, refused (this record's data) or a
+    /// conflict, from what the database said.
     fn unreachable(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> LedgerError + '_ {
-        move |source| LedgerError::Unreachable {
-            url: self.url().to_owned(),
-            what,
-            source,
-        }
+        move |source| LedgerError::of_statement(self.url(), what, source)
     }
 
-    pub(super) async fn connect(target: Target, url: &str) -> Result<Backend, LedgerError> {
+    /// Connects; `read_only` (`explain`, `doctor`): an existing ledger as it is (no file
+    /// created, no migration, SQLite opened read-only), else created and migrated.
+    pub(super) async fn connect(
+        target: Target,
+        url: &str,
+        read_only: bool,
+    ) -> Result<Backend, LedgerError> {
         let backend = match target {
+            Target::Sqlite(path) if read_only => {
+                if !path.is_file() {
+                    return Err(LedgerError::Config {
+                        url: url.to_owned(),
+                        problem: format!(
+                            "there is no ledger file at {} (read as it is, never created here: check the path; `run` creates it at start)",
+                            path.display()
+                        ),
+                    });
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .read_only(true)
+                    .create_if_missing(false)
+                    .busy_timeout(ACQUIRE_TIMEOUT);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| LedgerError::Config {
+                        url: url.to_owned(),
+                        problem: format!("cannot open the file read-only: {source}"),
+                    })?;
+                Backend::Sqlite(pool, path, url.to_owned())
+            }
             Target::Sqlite(path) => {
                 let folder = path.parent().unwrap_or(Path::new("/"));
                 if !folder.is_dir() {
@@ -195,7 +225,9 @@ impl Backend {
                 Backend::Postgres(pool, url.to_owned())
             }
         };
-        backend.migrate().await?;
+        if !read_only {
+            backend.migrate().await?;
+        }
         Ok(backend)
     }
 
@@ -204,12 +236,16 @@ impl Backend {
             Backend::Sqlite(..) => SQLITE_MIGRATIONS,
             Backend::Postgres(..) => POSTGRES_MIGRATIONS,
         };
-        let migrator = Migrator::new(Embedded(migrations))
+        let mut migrator = Migrator::new(Embedded(migrations))
             .await
             .map_err(|source| LedgerError::Migrate {
                 url: self.url().to_owned(),
                 source,
             })?;
+        // A newer version may have applied migrations this one does not know (a rolling
+        // upgrade, a rollback): they are additive only (new tables, new nullable columns), so
+        // this version's statements still work and it runs beside them.
+        migrator.set_ignore_missing(true);
         // PostgreSQL: an advisory lock, so instances starting together migrate once.
         let run = with_pool!(self, pool, _Db => migrator.run(pool).await);
         run.map_err(|source| LedgerError::Migrate {

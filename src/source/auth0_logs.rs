@@ -446,7 +446,8 @@ impl LogsReader {
                 let name = name.clone();
                 async move { l.load_checkpoint(&name).await }
             })
-            .await?;
+            .await
+            .ok()??;
         match serde_json::from_str::<Checkpoint>(&saved) {
             Ok(checkpoint) => {
                 tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
@@ -473,7 +474,9 @@ impl LogsReader {
             let (name, value) = (name.clone(), value.clone());
             async move { l.save_checkpoint(&name, &value).await }
         })
-        .await;
+        .await
+        // Refused (logged by the link): the file keeps the checkpoint.
+        .ok();
     }
 
     /// Where to start: the checkpoint, else `start` (the rules are in the module's doc).

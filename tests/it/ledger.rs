@@ -541,11 +541,26 @@ fn doctor_opens_the_ledger_once_and_names_a_database_that_does_not_answer() {
         &running.base_url,
         &format!("[ledger]\nurl = \"sqlite://{}\"\n", db.display()),
     );
+    // Read as it is: a missing file is said, and not created.
+    let out = bin(&["doctor", "--config", good.to_str().unwrap_or_default()]);
+    let report = text(&out.stdout);
+    assert!(
+        report.contains(&format!("ledger: no file at {} yet", db.display())),
+        "{report}"
+    );
+    assert!(!db.exists(), "doctor created {}", db.display());
+    rt.block_on(auth0_default_roles::ledger::Ledger::open(
+        &auth0_default_roles::ledger::LedgerSettings {
+            url: format!("sqlite://{}", db.display()),
+        },
+        "test:1",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = bin(&["doctor", "--config", good.to_str().unwrap_or_default()]);
     let report = text(&out.stdout);
     assert!(
         report.contains(&format!(
-            "ok   ledger: sqlite://{} answers, schema up to date",
+            "ok   ledger: sqlite://{} answers (opened read-only: `run` migrates it at start)",
             db.display()
         )),
         "{report}"
@@ -567,4 +582,233 @@ fn doctor_opens_the_ledger_once_and_names_a_database_that_does_not_answer() {
         "{report}"
     );
     rt.block_on(running.shutdown());
+}
+
+/// One bad record is that record's problem (issue 30): a signup whose `user_id` holds a NUL
+/// (PostgreSQL refuses it in any statement, SQLSTATE 22021) used to stop the instance: its
+/// lookup was retried forever as an outage, the batcher blocked every event behind it and
+/// intake stayed paused. Now it is dead-lettered and every other user gets their roles.
+#[test]
+fn a_user_id_with_a_nul_through_kafka_with_postgresql_is_dead_lettered_and_others_get_their_roles()
+{
+    let server = pg::shared();
+    let url = server.database("nul_user");
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let dir = temp_dir("ledger-nul");
+    let broker = Broker::start(&dir);
+    let topic = "auth0-logs-ledger-nul";
+    let dlq = "auth0-logs-ledger-nul-dlq";
+    broker.create_topic(topic, 3);
+    broker.create_topic(dlq, 1);
+    let group = "adr-ledger-nul";
+    let stream = generate::mixed(31, 400, 0);
+    let bad_user = "auth0|bad\u{0}user";
+    let mut all_records = records(&stream.records);
+    let middle = all_records.len() / 2;
+    all_records.insert(
+        middle,
+        (
+            Some(bad_user.to_owned()),
+            signup(
+                "90020261128100000000000000000000000000000000000000000001",
+                bad_user,
+                "nul@example.com",
+            )
+            .into_bytes(),
+        ),
+    );
+    let mut all = BTreeMap::new();
+    let ends = ends_of(&mut all, produce(&broker.bootstrap(), topic, &all_records));
+
+    let port = free_port();
+    let config = write_config(
+        &dir,
+        "svc",
+        &running.base_url,
+        &broker.bootstrap(),
+        topic,
+        group,
+        Some(dlq),
+        port,
+        "",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    text.push_str(&format!("\n[ledger]\nurl = \"{url}\"\n"));
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start(&config, port, dir.join("svc.log"));
+    assert!(
+        wait_for(Duration::from_secs(90), || sim.role_sets()
+            == stream.expected
+            && committed(&broker.bootstrap(), group, topic, 3) == ends),
+        "not done: {} of {} users hold roles\n{}\n{}",
+        sim.role_sets().len(),
+        stream.expected.len(),
+        service.snapshot(),
+        service.log_text()
+    );
+    assert_tenant_holds_exactly(&sim, &stream.expected, &[&service]);
+    let dead = read_dead_letters(&broker.bootstrap(), dlq, 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1, "{dead:?}\n{}", service.log_text());
+    assert!(
+        String::from_utf8_lossy(&dead[0].value).contains("bad\\u0000user"),
+        "the dead letter is the bad record: {:?}",
+        dead[0]
+    );
+    assert_eq!(
+        service.metric("auth0_default_roles_ledger_unreachable", ""),
+        0.0,
+        "a bad record is no outage"
+    );
+    service.wait_ready();
+    assert!(
+        !service.log_text().contains("the ledger fails"),
+        "{}",
+        service.log_text()
+    );
+    let pairs: usize = stream.expected.values().map(|r| r.len()).sum();
+    let granted = server
+        .psql(
+            &url_db(&url),
+            "SELECT count(*) FROM grants WHERE revoked = 0",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(granted, pairs.to_string());
+    drop(service);
+    rt.block_on(running.shutdown());
+}
+
+fn grant(user: &str, role: &str) -> auth0_default_roles::ledger::Grant {
+    auth0_default_roles::ledger::Grant {
+        user_id: user.into(),
+        role_id: format!("rol_{role}"),
+        role_name: role.into(),
+        organization_id: None,
+        rule: "everyone".into(),
+        trigger: "signup".into(),
+        event_id: format!("log_{user}_{role}"),
+        policy_fingerprint: "f00d".into(),
+        instance: "test:1".into(),
+        at: 1,
+        event_at: Some(1),
+    }
+}
+
+/// The ledger's error classes with PostgreSQL: concurrent writers whose grants go in one
+/// transaction, one of them with a role name PostgreSQL refuses (a NUL: SQLSTATE 22021, past
+/// the decode-time check since it is given to the link directly). The batch is written again
+/// writer by writer and grant by grant: every other grant is recorded, that writer alone
+/// hears of the refusal, and the ledger never counts as failing.
+#[test]
+fn a_batch_with_a_grant_postgresql_refuses_records_the_others_and_fails_only_that_one() {
+    use auth0_default_roles::ledger::{Ledger, LedgerLink, LedgerSettings};
+    let server = pg::shared();
+    let url = server.database("refused_grant");
+    let rt = runtime();
+    rt.block_on(async {
+        let ledger = Ledger::open(&LedgerSettings { url: url.clone() }, "test:1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = std::sync::Arc::new(
+            auth0_default_roles::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")),
+        );
+        let link = LedgerLink::new(ledger.clone(), "f00d".into()).batched(metrics.clone());
+        let writers: Vec<Vec<_>> = (0..40)
+            .map(|i| {
+                let user = format!("auth0|user{i}");
+                if i == 17 {
+                    vec![grant(&user, "Viewer"), grant(&user, "Bad\u{0}Role")]
+                } else {
+                    vec![grant(&user, "Viewer"), grant(&user, "CUSTOMER")]
+                }
+            })
+            .collect();
+        let results = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(
+                writers
+                    .into_iter()
+                    .map(|grants| link.write_grants(&metrics, grants)),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the writers still wait after 30 s (ledger failing: {:?})",
+                ledger.fault().blocked()
+            )
+        });
+        for (i, result) in results.iter().enumerate() {
+            if i == 17 {
+                let refused = result.as_ref().err().map(ToString::to_string);
+                assert!(
+                    refused.as_deref().unwrap_or_default().contains("refuses"),
+                    "{refused:?}"
+                );
+            } else {
+                assert_eq!(result, &Ok(()), "writer {i}");
+            }
+        }
+        assert!(
+            !ledger.fault().is_failing(),
+            "a refused record is no outage"
+        );
+        assert_eq!(metrics.ledger_unreachable.get(), 0);
+        assert!(metrics.ledger_refused.get() >= 1);
+        let users: Vec<String> = (0..40).map(|i| format!("auth0|user{i}")).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        let standing = ledger
+            .granted(&users)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (i, user) in users.iter().enumerate() {
+            let roles: Vec<&str> = standing
+                .get(*user)
+                .map(|g| g.iter().map(|g| g.role_name.as_str()).collect())
+                .unwrap_or_default();
+            let want: &[&str] = if i == 17 {
+                &["Viewer"]
+            } else {
+                &["Viewer", "CUSTOMER"]
+            };
+            let mut roles = roles;
+            roles.sort_unstable();
+            let mut want = want.to_vec();
+            want.sort_unstable();
+            assert_eq!(roles, want, "{user}");
+        }
+        // A lookup naming a user id PostgreSQL refuses fails that lookup only.
+        let looked_up = futures_util::future::join_all(
+            ["auth0|user1", "auth0|x\u{0}y", "auth0|user2"]
+                .into_iter()
+                .map(|u| link.seen_in_organization(&metrics, u, "org_1")),
+        )
+        .await;
+        assert_eq!(looked_up[0], Ok(false));
+        assert!(looked_up[1].is_err(), "{looked_up:?}");
+        assert_eq!(looked_up[2], Ok(false));
+        assert!(!ledger.fault().is_failing());
+    });
+}
+
+/// `explain` reads an existing ledger as it is: a mistyped SQLite path is said (exit 2, the
+/// path named) instead of creating an empty ledger and answering "never seen".
+#[test]
+fn explain_with_a_mistyped_sqlite_path_says_so_and_creates_nothing() {
+    let dir = temp_dir("ledger-explain-missing");
+    let db = dir.join("ledgr.db");
+    let config = tenant_config(
+        &dir,
+        "missing",
+        "http://127.0.0.1:9",
+        &format!("[ledger]\nurl = \"sqlite://{}\"\n", db.display()),
+    );
+    let (code, stdout, stderr) = explain(&config, "auth0|someone", false);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("there is no ledger file at {}", db.display())),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("never seen"), "{stdout}");
+    assert!(!db.exists(), "explain created {}", db.display());
 }
