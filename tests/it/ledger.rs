@@ -83,7 +83,7 @@ fn a_bad_ledger_url_or_a_missing_folder_stops_with_exit_2() {
         ("postgres://svc:hunter2@127.0.0.1:5432/db", "LEDGER_URL"),
         (
             "sqlite:///nonexistent-adr-folder/ledger.db",
-            "does not exist",
+            "no ledger file at /nonexistent-adr-folder/ledger.db",
         ),
     ] {
         let config = tenant_config(
