@@ -238,12 +238,23 @@ pub struct UserHistory {
     /// The grants in force (granted and not revoked since).
     pub standing: Vec<Grant>,
     pub failure: Option<Failure>,
+    /// Revocations journaled before their DELETE and not recorded yet (a run interrupted in
+    /// between): the next `reconcile --apply` finishes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Revocation>,
+    /// Member roles an admin removed (`organization.member.role.deleted`): not given again by
+    /// a trigger.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_role_removals: Vec<Revocation>,
 }
 
 impl UserHistory {
     /// Whether the ledger has never seen this user.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.failure.is_none()
+        self.entries.is_empty()
+            && self.failure.is_none()
+            && self.pending.is_empty()
+            && self.member_role_removals.is_empty()
     }
 }
 
@@ -321,6 +332,68 @@ impl Ledger {
     /// Records revocations in one transaction; each ends the standing grant of its role.
     pub async fn record_revocations(&self, revocations: &[Revocation]) -> Result<(), LedgerError> {
         self.inner.backend.record_revocations(revocations).await
+    }
+
+    /// Journals revocations before their DELETE is sent (one transaction): a run interrupted
+    /// between the DELETE and [`Ledger::record_revocations`] (which clears them) leaves them
+    /// pending, and the next run finishes them instead of taking them for an admin's removal.
+    pub async fn begin_revocations(&self, revocations: &[Revocation]) -> Result<(), LedgerError> {
+        self.inner.backend.begin_revocations(revocations).await
+    }
+
+    /// Drops pending revocations whose DELETE was refused (nothing was removed).
+    pub async fn cancel_revocations(
+        &self,
+        revocations: &[Revocation],
+    ) -> Result<(), LedgerError> {
+        self.inner.backend.cancel_revocations(revocations).await
+    }
+
+    /// Every revocation journaled and not recorded yet.
+    pub async fn pending_revocations(&self) -> Result<Vec<Revocation>, LedgerError> {
+        self.inner.backend.pending_revocations().await
+    }
+
+    /// Records that an admin removed the member role `removal` names (its user, role and
+    /// organization; `at`), told by the event `event_id`: a trigger never gives it back.
+    pub async fn record_member_role_removal(
+        &self,
+        removal: &Revocation,
+        event_id: &str,
+    ) -> Result<(), LedgerError> {
+        self.inner
+            .backend
+            .record_member_role_removal(removal, event_id)
+            .await
+    }
+
+    /// The ids of the member roles an admin removed from the user in the organization.
+    pub async fn removed_member_roles(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.inner
+            .backend
+            .removed_member_roles(user_id, organization_id)
+            .await
+    }
+
+    /// The user left the organization at `left_at` (unix milliseconds): its standing grants
+    /// there from before then end (revocations `by`, `reason`) and an admin's removals there
+    /// are forgotten, so a member added again gets its roles again. Returns the grants ended.
+    pub async fn end_membership(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+        left_at: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<u64, LedgerError> {
+        self.inner
+            .backend
+            .end_membership(user_id, organization_id, left_at, by, reason)
+            .await
     }
 
     /// Records that this user's event failed for good (replacing an earlier failure).

@@ -16,7 +16,7 @@ pub use summary::Summary;
 pub(crate) use writers::is_service_fault;
 use writers::{rule_giving, Writers};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -249,6 +249,48 @@ pub async fn run(
         (None, None) => (None, Some(or_stop(&shutdown, start_job(&client)).await?)),
     };
 
+    // Revocations an interrupted `--revoke --apply` began (journaled before their DELETE, not
+    // recorded): an apply finishes them first, before anything is listed; a plan takes them as
+    // revoked (never as an admin's removal) and leaves them to the next apply.
+    let mut pending_left: HashSet<(String, String)> = HashSet::new();
+    if let Some(ledger) = &ledger {
+        let pending = ledger
+            .pending_revocations()
+            .await
+            .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+        summary.pending_revocations = pending.len() as u64;
+        if request.apply && !pending.is_empty() {
+            if !request.revoke {
+                or_stop(&shutdown, revoke::require_remove_scope(&client)).await?;
+            }
+            progress.update(|| format!("finishing {} pending revocations", pending.len()));
+            revoke::finish_pending(&client, ledger, &pending, &shutdown, &mut summary).await?;
+            if summary.interrupted {
+                progress.finish();
+                summary.calls = client.stats();
+                summary.elapsed = started.elapsed();
+                match request.output {
+                    Output::Summary => summary.write_to(out)?,
+                    Output::Jsonl => summary.write_to(err)?,
+                }
+                return match summary.stopped_with.take() {
+                    Some(stopped) => Err(StartError::Reconcile(stopped)),
+                    None => Ok(1),
+                };
+            }
+            pending_left.extend(
+                ledger
+                    .pending_revocations()
+                    .await
+                    .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?
+                    .into_iter()
+                    .map(|p| (p.user_id, p.role_id)),
+            );
+        } else {
+            pending_left.extend(pending.into_iter().map(|p| (p.user_id, p.role_id)));
+        }
+    }
+
     progress.update(|| "listing role members".to_owned());
     let mut memberships = or_stop(
         &shutdown,
@@ -401,6 +443,8 @@ pub async fn run(
             .unwrap_or_default()
             .into_iter()
             .filter(|g| g.organization_id.is_none())
+            // A revocation begun and not recorded is a revocation, not an admin's removal.
+            .filter(|g| !pending_left.contains(&(g.user_id.clone(), g.role_id.clone())))
             .collect();
         let mut missing: Vec<String> = roles
             .into_iter()
@@ -546,7 +590,8 @@ pub async fn run(
             summary.revocations_refused = Some((removal_pairs, request.max_revocations));
         } else if !removals.is_empty() {
             progress.update(|| format!("taking back {removal_pairs} roles"));
-            revoke::apply_removals(&client, ledger, removals, &shutdown, &mut summary).await?;
+            revoke::apply_removals(&client, ledger, removals, &shutdown, &mut summary, false)
+                .await?;
         }
     }
     if let (Some(journal), false) = (&mut journal, summary.interrupted) {
