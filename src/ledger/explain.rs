@@ -177,9 +177,10 @@ impl Explanation {
                     still_given,
                     because,
                     held,
-                    pending_revocation: history.pending.iter().any(|p| {
-                        p.role_id == g.role_id && p.organization_id == g.organization_id
-                    }),
+                    pending_revocation: history
+                        .pending
+                        .iter()
+                        .any(|p| p.role_id == g.role_id && p.organization_id == g.organization_id),
                 }
             })
             .collect();

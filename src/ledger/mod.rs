@@ -342,10 +342,7 @@ impl Ledger {
     }
 
     /// Drops pending revocations whose DELETE was refused (nothing was removed).
-    pub async fn cancel_revocations(
-        &self,
-        revocations: &[Revocation],
-    ) -> Result<(), LedgerError> {
+    pub async fn cancel_revocations(&self, revocations: &[Revocation]) -> Result<(), LedgerError> {
         self.inner.backend.cancel_revocations(revocations).await
     }
 
@@ -377,6 +374,14 @@ impl Ledger {
             .backend
             .removed_member_roles(user_id, organization_id)
             .await
+    }
+
+    /// The member roles an admin removed from these users, by user: (organization, role id).
+    pub async fn member_role_removals_of(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, LedgerError> {
+        self.inner.backend.member_role_removals_of(user_ids).await
     }
 
     /// The user left the organization at `left_at` (unix milliseconds): its standing grants

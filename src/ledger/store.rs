@@ -659,6 +659,47 @@ impl Backend {
         })
     }
 
+    /// The member roles an admin removed from these users: user → (organization, role id).
+    pub(super) async fn member_role_removals_of(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, LedgerError> {
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for chunk in user_ids.chunks(ROWS_PER_STATEMENT * 10) {
+            if chunk.is_empty() {
+                continue;
+            }
+            let rows = with_pool!(self, pool, Db => {
+                let mut q = QueryBuilder::<Db>::new(
+                    "SELECT user_id, organization_id, role_id FROM member_role_removals WHERE user_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                q.push(")");
+                q.build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(self.unreachable("look up member role removals"))?
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get::<String, _>("user_id")?,
+                            row.try_get::<String, _>("organization_id")?,
+                            row.try_get::<String, _>("role_id")?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(self.unreachable("read a member role removal"))?
+            });
+            for (user, organization, role) in rows {
+                out.entry(user).or_default().push((organization, role));
+            }
+        }
+        Ok(out)
+    }
+
     /// The member left `organization_id` at `left_at`: its standing grants there from before
     /// then end (recorded as revocations with `by` and `reason`) and the removals an admin made
     /// there are forgotten, in one transaction. Returns the grants ended.

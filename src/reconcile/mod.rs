@@ -377,6 +377,8 @@ pub async fn run(
     // Users are read a chunk at a time, so that the ledger answers for a chunk in one query.
     let mut chunk: std::collections::VecDeque<export::ExportUser> = Default::default();
     let mut standing: HashMap<String, Vec<Grant>> = HashMap::new();
+    // With organizations: the member roles an admin removed, by user: (organization, role id).
+    let mut member_removals: HashMap<String, Vec<(String, String)>> = HashMap::new();
     let mut removals: Vec<(String, Vec<revoke::Removal>)> = Vec::new();
     let mut removal_pairs: u64 = 0;
     'scan: loop {
@@ -411,6 +413,12 @@ pub async fn run(
                     .granted(&ids)
                     .await
                     .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+                if org_pass.is_some() {
+                    member_removals = ledger
+                        .member_role_removals_of(&ids)
+                        .await
+                        .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+                }
             }
         }
         let Some(user) = chunk.pop_front() else { break };
@@ -419,9 +427,16 @@ pub async fn run(
         if uses_has_roles {
             profile.roles = Some(memberships.held_role_ids(&user.user_id, &role_ids));
         }
+        let user_grants = standing.remove(&user.user_id).unwrap_or_default();
         if let Some(pass) = &mut org_pass {
             let lines = jsonl.then_some(&mut *out as &mut dyn Write);
-            pass.judge(policy, &directory, &user.user_id, &profile, lines)?;
+            let removed = member_removals.remove(&user.user_id).unwrap_or_default();
+            let recorded = organizations::Recorded {
+                grants: &user_grants,
+                removed: &removed,
+                restore: request.restore,
+            };
+            pass.judge(policy, &directory, &user.user_id, &profile, recorded, lines)?;
         }
         let evaluation = policy.evaluate_existing(&user.user_id, &profile);
         let (roles, rules, skipped) = match &evaluation {
@@ -438,9 +453,7 @@ pub async fn run(
             *summary.undecided.entry(undecided.label()).or_default() += 1;
         }
         // Tenant roles only: an organization's member roles are judged apart.
-        let grants: Vec<Grant> = standing
-            .remove(&user.user_id)
-            .unwrap_or_default()
+        let grants: Vec<Grant> = user_grants
             .into_iter()
             .filter(|g| g.organization_id.is_none())
             // A revocation begun and not recorded is a revocation, not an admin's removal.
@@ -577,7 +590,10 @@ pub async fn run(
     if let Some(pass) = &mut org_pass {
         if request.apply && !summary.interrupted && summary.stopped_by.is_none() {
             progress.update(|| "writing organization member roles".to_owned());
-            pass.apply(&client, &directory).await;
+            let recorder = ledger
+                .as_ref()
+                .map(|l| organizations::GrantRecorder::new(l.clone(), fingerprint.clone()));
+            pass.apply(&client, &directory, policy, recorder).await;
         }
         summary.failed_total += pass.failed_total;
     }

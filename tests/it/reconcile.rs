@@ -1227,9 +1227,12 @@ fn a_crash_after_a_removals_delete_is_finished_by_the_next_run_not_taken_for_an_
 
     // The tenant applies each removal and holds its answer: the process is killed meanwhile.
     tenant.sim.set_removal_answer_delay_ms(600_000);
-    let mut child = command(&dropped, &["--revoke", "--apply", "--max-revocations", "1000"])
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = command(
+        &dropped,
+        &["--revoke", "--apply", "--max-revocations", "1000"],
+    )
+    .spawn()
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         wait_for(Duration::from_secs(60), || {
             customers(&tenant.sim.role_sets()).len() < customers(&before).len()

@@ -113,8 +113,7 @@ impl Simulator {
             )
             .route(
                 "/api/v2/organizations/{id}/members/{user_id}/roles",
-                post(organizations::assign_member_roles)
-                    .delete(organizations::remove_member_roles),
+                post(organizations::assign_member_roles).delete(organizations::remove_member_roles),
             )
             .route(
                 "/api/v2/users/{id}/roles",
@@ -300,7 +299,10 @@ impl Simulator {
     ) {
         let ids: Vec<String> = {
             let tenant = lock(&self.shared.tenant);
-            role_names.iter().filter_map(|n| tenant.role_id(n)).collect()
+            role_names
+                .iter()
+                .filter_map(|n| tenant.role_id(n))
+                .collect()
         };
         lock(&self.shared.organizations).remove_roles(organization_id, user_id, &ids);
     }
@@ -315,7 +317,10 @@ impl Simulator {
     ) {
         let ids: Vec<String> = {
             let tenant = lock(&self.shared.tenant);
-            role_names.iter().filter_map(|n| tenant.role_id(n)).collect()
+            role_names
+                .iter()
+                .filter_map(|n| tenant.role_id(n))
+                .collect()
         };
         lock(&self.shared.organizations).add_roles(organization_id, user_id, &ids);
     }
