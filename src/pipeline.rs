@@ -864,7 +864,7 @@ impl Pipeline {
                 link.forget_user(&self.metrics, user, deleted_at).await;
             }
         }
-        if let Some(event) = item.as_ref().ok() {
+        if let Ok(event) = item.as_ref() {
             self.follow_membership(link, event).await;
         }
         let report = self.decide_and_act(item).await;

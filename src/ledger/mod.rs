@@ -667,6 +667,81 @@ mod sqlite_tests {
     }
 
     #[tokio::test]
+    async fn pending_revocations_member_role_removals_and_a_members_departure() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LedgerSettings {
+            url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        };
+        let ledger = Ledger::open(&settings, "test:1").await.unwrap();
+        ledger.record_grants(&[grant("u1", "a", 1)]).await.unwrap();
+        let revocation = Revocation {
+            user_id: "u1".into(),
+            role_id: "rol_a".into(),
+            role_name: "a".into(),
+            organization_id: None,
+            by: "reconcile --revoke".into(),
+            reason: "r".into(),
+            at: 2,
+        };
+        // Journaled, then recorded: the journal is cleared with the record.
+        ledger
+            .begin_revocations(std::slice::from_ref(&revocation))
+            .await
+            .unwrap();
+        assert_eq!(ledger.pending_revocations().await.unwrap().len(), 1);
+        assert_eq!(ledger.history("u1").await.unwrap().pending.len(), 1);
+        ledger
+            .record_revocations(std::slice::from_ref(&revocation))
+            .await
+            .unwrap();
+        assert!(ledger.pending_revocations().await.unwrap().is_empty());
+        assert!(!ledger.granted(&["u1"]).await.unwrap().contains_key("u1"));
+        // A refused DELETE cancels.
+        ledger
+            .begin_revocations(std::slice::from_ref(&revocation))
+            .await
+            .unwrap();
+        ledger.cancel_revocations(&[revocation]).await.unwrap();
+        assert!(ledger.pending_revocations().await.unwrap().is_empty());
+        // A member's grant, an admin's removal, then the member leaves.
+        let mut member = grant("u2", "m", 10);
+        member.organization_id = Some("org_x".into());
+        ledger.record_grants(&[member]).await.unwrap();
+        let removal = Revocation {
+            user_id: "u2".into(),
+            role_id: "rol_n".into(),
+            role_name: "n".into(),
+            organization_id: Some("org_x".into()),
+            by: "an admin".into(),
+            reason: "organization.member.role.deleted".into(),
+            at: 11,
+        };
+        ledger
+            .record_member_role_removal(&removal, "evt_1")
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger.removed_member_roles("u2", "org_x").await.unwrap(),
+            ["rol_n"]
+        );
+        assert_eq!(
+            ledger.member_role_removals_of(&["u2"]).await.unwrap()["u2"],
+            [("org_x".to_owned(), "rol_n".to_owned())]
+        );
+        let ended = ledger
+            .end_membership("u2", "org_x", 12, "organization.member.deleted", "left")
+            .await
+            .unwrap();
+        assert_eq!(ended, 1);
+        assert!(!ledger.granted(&["u2"]).await.unwrap().contains_key("u2"));
+        assert!(ledger
+            .removed_member_roles("u2", "org_x")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
     async fn a_missing_folder_is_a_configuration_error() {
         let settings = LedgerSettings {
             url: "sqlite:///nonexistent-folder-for-ledger/ledger.db".into(),
