@@ -197,6 +197,21 @@ impl Dedup {
             .collect()
     }
 
+    /// Forgets the member roles remembered for `user_id` in `organization_id` (the member
+    /// left it: added again, it gets them again).
+    pub fn forget_membership(&self, organization_id: &str, user_id: &str) {
+        let Some(held) = self.assigned.get(user_id) else {
+            return;
+        };
+        let prefix = format!("{organization_id}\n");
+        let kept: BTreeSet<String> = held
+            .iter()
+            .filter(|r| !r.starts_with(&prefix))
+            .cloned()
+            .collect();
+        self.assigned.insert(user_id.to_owned(), Arc::new(kept));
+    }
+
     /// Records that `user_id` now holds `roles` in `organization_id`.
     pub fn mark_member_assigned(&self, organization_id: &str, user_id: &str, roles: &[String]) {
         let remembered: Vec<String> = roles

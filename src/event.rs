@@ -146,6 +146,9 @@ struct CloudMembership {
     organization: CloudOrganization,
     #[serde(deserialize_with = "lenient")]
     user: CloudMember,
+    /// `organization.member.role.*`: the role.
+    #[serde(deserialize_with = "lenient")]
+    role: CloudOrganization,
 }
 
 #[derive(Default, Deserialize)]
@@ -200,6 +203,10 @@ fn membership_event(
             id,
         ));
     };
+    let member_role = present(membership.role.id).map(|id| MemberRole {
+        id,
+        name: present(membership.role.name),
+    });
     Ok(LogEvent {
         log_id: id,
         date: time,
@@ -207,6 +214,7 @@ fn membership_event(
         organization_id: Some(organization_id),
         organization_name: present(membership.organization.name),
         event_type: kind,
+        member_role,
         ..LogEvent::default()
     })
 }
@@ -258,6 +266,15 @@ pub struct LogEvent {
     /// The user's profile, when the event carries it (Event Streams CloudEvents): the policy
     /// reads it instead of calling `GET /api/v2/users/{id}`.
     pub profile: Option<Box<Profile>>,
+    /// The role of an `organization.member.role.*` CloudEvent (`data.object.role`).
+    pub member_role: Option<MemberRole>,
+}
+
+/// A member role an `organization.member.role.*` event names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemberRole {
+    pub id: String,
+    pub name: Option<String>,
 }
 
 impl LogEvent {
@@ -1340,6 +1357,7 @@ impl RawLog<'_> {
             logins_count,
             prompt_logins_counts,
             profile: None,
+            member_role: None,
         })
     }
 }

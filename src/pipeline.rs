@@ -874,6 +874,12 @@ impl Pipeline {
                 }
             }
         }
+        if let Ok(event) = item.as_ref() {
+            if let Err(refused) = self.follow_membership(link, event).await {
+                let report = Report::for_event(event, None, Outcome::Failed);
+                return ledger_refused(report, &refused);
+            }
+        }
         let report = self.decide_and_act(item).await;
         if report.outcome == Outcome::Failed {
             if let Some(user) = &report.user_id {
@@ -891,10 +897,69 @@ impl Pipeline {
         report
     }
 
+    /// Event Streams' membership events, in the ledger: `organization.member.role.deleted`
+    /// records an admin's removal of a member role (never given back by a trigger);
+    /// `organization.member.deleted` ends the member's grants there (added again, it gets them
+    /// again), and what this process remembers of them.
+    async fn follow_membership(&self, link: &LedgerLink, event: &LogEvent) -> Result<(), Refused> {
+        let (Some(user), Some(organization)) = (event.user(), event.organization()) else {
+            return Ok(());
+        };
+        let event_id = event.log_id.as_deref().unwrap_or("-");
+        match event.event_type.as_str() {
+            "organization.member.role.deleted" => {
+                let Some(role) = &event.member_role else {
+                    return Ok(());
+                };
+                let name = role
+                    .name
+                    .clone()
+                    .or_else(|| {
+                        self.assigner.as_ref().and_then(|a| {
+                            a.directory()
+                                .all()
+                                .into_iter()
+                                .find(|(_, id)| id == &role.id)
+                                .map(|(name, _)| name)
+                        })
+                    })
+                    .unwrap_or_else(|| role.id.clone());
+                let removal = crate::ledger::Revocation {
+                    user_id: user.to_owned(),
+                    role_id: role.id.clone(),
+                    role_name: name,
+                    organization_id: Some(organization.to_owned()),
+                    by: "an admin".to_owned(),
+                    reason: event.event_type.clone(),
+                    at: event
+                        .date
+                        .as_deref()
+                        .and_then(crate::event::unix_millis)
+                        .unwrap_or_else(crate::ledger::now_millis),
+                };
+                tracing::info!(user_id = user, organization, role = %removal.role_name, "a member role was removed by an admin: it is not given again");
+                link.record_member_role_removal(&self.metrics, &removal, event_id)
+                    .await?;
+            }
+            "organization.member.deleted" => {
+                let left_at = event
+                    .date
+                    .as_deref()
+                    .and_then(crate::event::unix_millis)
+                    .unwrap_or_else(crate::ledger::now_millis);
+                link.end_membership(&self.metrics, user, organization, left_at, event_id)
+                    .await?;
+                self.processor.dedup().forget_membership(organization, user);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Leaves out of an assignment the roles the ledger shows this service granted before (the
-    /// user's tenant roles; member roles are recorded but not judged here: see
-    /// docs/organizations.md), after ending the grants of an account re-created since them.
-    /// `Err` when the ledger refuses the user's records (an id it cannot take).
+    /// user's tenant roles, and its member roles in the event's organization, where an admin's
+    /// recorded removal counts too), after ending the grants of an account re-created since
+    /// them. `Err` when the ledger refuses the user's records (an id it cannot take).
     async fn without_granted(
         &self,
         mut assignment: Assignment,
@@ -935,6 +1000,28 @@ impl Pipeline {
                 &assignment.missing,
             );
             assignment.missing.retain(|role| !held.contains(role));
+        }
+        if let Some(member) = assignment.organization.as_mut() {
+            let organization = member.organization_id.clone();
+            let removed = match link
+                .removed_member_roles(&self.metrics, &assignment.user_id, &organization)
+                .await
+            {
+                Ok(removed) => removed,
+                Err(refused) => return Err((assignment, refused)),
+            };
+            let kept = link.member_roles_kept_off(
+                &self.metrics,
+                assigner.directory(),
+                &standing,
+                &organization,
+                &removed,
+                &member.missing,
+            );
+            member.missing.retain(|role| !kept.contains(role));
+            if member.missing.is_empty() {
+                assignment.organization = None;
+            }
         }
         Ok(assignment)
     }
@@ -1006,6 +1093,11 @@ impl Pipeline {
         let event = item.as_ref().ok()?;
         event.organization_login(Some(false))?;
         let (user, organization) = (event.user()?, event.organization()?);
+        // Judged before under this policy and given no member role: taken as seen (no profile
+        // read again for each login).
+        if link.is_quiet_membership(user, organization) {
+            return Some(Ok(true));
+        }
         Some(
             link.seen_in_organization(&self.metrics, user, organization)
                 .await,
@@ -1024,6 +1116,28 @@ impl Pipeline {
             Some(Ok(seen)) => Some(seen),
             None => None,
         };
+        let membership = match (seen, &item) {
+            (Some(false), Ok(event)) => event
+                .user()
+                .zip(event.organization())
+                .map(|(u, o)| (u.to_owned(), o.to_owned())),
+            _ => None,
+        };
+        let report = self.decide_and_act_seen(item, seen).await;
+        // A later login through an organization judged for a membership the ledger had not
+        // seen: that decision is kept (one profile read per membership and policy, not one per
+        // login). Member roles it gave are in the ledger anyway; when it gave none, the next
+        // logins are not judged again until `organization.member.deleted`, a restart with another
+        // policy, or a day passes.
+        if let (Some((user, organization)), Some(link)) = (membership, &self.ledger) {
+            if !matches!(report.outcome, Outcome::Failed | Outcome::Invalid) {
+                link.mark_quiet_membership(&user, &organization);
+            }
+        }
+        report
+    }
+
+    async fn decide_and_act_seen(&self, item: Decoded, seen: Option<bool>) -> Report {
         let step = match self.processor.start_seen(item, seen) {
             Step::NeedsProfile {
                 event,

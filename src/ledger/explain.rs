@@ -94,6 +94,10 @@ pub struct GrantJudged {
     /// not held was removed outside this service (an admin): it is not given again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<bool>,
+    /// A revocation of it was journaled and not recorded (a `reconcile --revoke --apply`
+    /// interrupted after sending its DELETE): being taken back, not an admin's removal.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending_revocation: bool,
 }
 
 /// The whole report.
@@ -173,6 +177,10 @@ impl Explanation {
                     still_given,
                     because,
                     held,
+                    pending_revocation: history
+                        .pending
+                        .iter()
+                        .any(|p| p.role_id == g.role_id && p.organization_id == g.organization_id),
                 }
             })
             .collect();
@@ -272,6 +280,9 @@ impl Explanation {
                 ", granted under another policy"
             };
             let held = match g.held {
+                _ if g.pending_revocation => {
+                    "; pending revocation: reconcile --revoke --apply began taking it back and was interrupted (the next reconcile --apply finishes it)"
+                }
                 Some(false) => {
                     "; not held now: removed outside this service (an admin), so never given again"
                 }
@@ -286,6 +297,28 @@ impl Explanation {
                 t,
                 "  {} (rule {}): {verdict}{because}{policy}{held}",
                 g.role_name, g.rule
+            );
+        }
+        for p in &self.history.pending {
+            let _ = writeln!(
+                t,
+                "pending revocation: {} ({}) by {} at {}: {} (journaled before its DELETE, not recorded yet: the next reconcile --apply finishes it)",
+                p.role_name,
+                p.role_id,
+                p.by,
+                time_text(p.at),
+                p.reason
+            );
+        }
+        for r in &self.history.member_role_removals {
+            let _ = writeln!(
+                t,
+                "member role removed by an admin: {} ({}) in organization {} at {} ({}): not given again by a trigger (reconcile --restore gives it back)",
+                r.role_name,
+                r.role_id,
+                r.organization_id.as_deref().unwrap_or("-"),
+                time_text(r.at),
+                r.reason
             );
         }
         if let Some(f) = &self.history.failure {

@@ -196,7 +196,19 @@ pub struct LedgerLink {
     fingerprint: String,
     lookups: Option<mpsc::UnboundedSender<Lookup>>,
     writes: Option<mpsc::Sender<Write>>,
+    /// Memberships a later login through the organization was judged for and that the policy
+    /// gives no member role (keyed by policy fingerprint, organization and user): the next
+    /// logins cost no profile read (see docs/organizations.md).
+    quiet_memberships: moka::sync::Cache<String, ()>,
 }
+
+/// Memberships kept as "no member role" at most, and for how long (a profile change that now
+/// earns a role is seen after it, or at once by `organization.member.added` and `reconcile`).
+const QUIET_MEMBERSHIPS: u64 = 100_000;
+const QUIET_MEMBERSHIP_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Who a member's revocations are by when the member left the organization.
+pub const MEMBER_DELETED_BY: &str = "organization.member.deleted";
 
 impl LedgerLink {
     /// Outside a Tokio runtime, lookups go one by one.
@@ -206,7 +218,120 @@ impl LedgerLink {
             fingerprint,
             lookups: None,
             writes: None,
+            quiet_memberships: moka::sync::Cache::builder()
+                .max_capacity(QUIET_MEMBERSHIPS)
+                .time_to_live(QUIET_MEMBERSHIP_TTL)
+                .build(),
         }
+    }
+
+    fn quiet_key(&self, user_id: &str, organization: &str) -> String {
+        format!("{}\n{organization}\n{user_id}", self.fingerprint)
+    }
+
+    /// Whether a later login of `user_id` through `organization` was judged under this policy
+    /// and gave no member role (the negative decision kept).
+    pub fn is_quiet_membership(&self, user_id: &str, organization: &str) -> bool {
+        self.quiet_memberships
+            .contains_key(&self.quiet_key(user_id, organization))
+    }
+
+    /// Keeps the negative decision for (`user_id`, `organization`) under this policy.
+    pub fn mark_quiet_membership(&self, user_id: &str, organization: &str) {
+        self.quiet_memberships
+            .insert(self.quiet_key(user_id, organization), ());
+    }
+
+    /// The member roles of `wanted` (names) to leave out in `organization`: a standing grant
+    /// there (this service gave it; an admin's removal since is not undone, another instance's
+    /// grant not repeated), or an admin's recorded removal (`removed`, role ids).
+    pub fn member_roles_kept_off(
+        &self,
+        metrics: &Metrics,
+        directory: &RoleDirectory,
+        standing: &[Grant],
+        organization: &str,
+        removed: &[String],
+        wanted: &[String],
+    ) -> Vec<String> {
+        let kept: Vec<String> = wanted
+            .iter()
+            .filter(|name| {
+                let id = directory.id(name);
+                let same = |role_id: &str, role_name: &str| match &id {
+                    Some(id) => role_id == id,
+                    None => role_name.eq_ignore_ascii_case(name),
+                };
+                standing.iter().any(|g| {
+                    g.organization_id.as_deref() == Some(organization)
+                        && same(&g.role_id, &g.role_name)
+                }) || removed.iter().any(|r| same(r, ""))
+            })
+            .cloned()
+            .collect();
+        metrics.ledger_kept_off.inc_by(kept.len() as u64);
+        kept
+    }
+
+    /// The ids of the member roles an admin removed from `user_id` in `organization`.
+    pub async fn removed_member_roles(
+        &self,
+        metrics: &Metrics,
+        user_id: &str,
+        organization: &str,
+    ) -> Result<Vec<String>, Refused> {
+        self.until_ok(metrics, "look up member role removals", |l| async move {
+            l.removed_member_roles(user_id, organization).await
+        })
+        .await
+    }
+
+    /// Records an admin's removal of a member role (`organization.member.role.deleted`).
+    pub async fn record_member_role_removal(
+        &self,
+        metrics: &Metrics,
+        removal: &Revocation,
+        event_id: &str,
+    ) -> Result<(), Refused> {
+        self.until_ok(metrics, "record a member role removal", |l| async move {
+            l.record_member_role_removal(removal, event_id).await
+        })
+        .await?;
+        metrics
+            .ledger_writes
+            .with_label_values(&["revocation"])
+            .inc();
+        Ok(())
+    }
+
+    /// The member left `organization` at `left_at` (`organization.member.deleted`): its grants
+    /// there end and an admin's removals there are forgotten, so added again it gets its roles
+    /// again; the negative decision kept for it goes too.
+    pub async fn end_membership(
+        &self,
+        metrics: &Metrics,
+        user_id: &str,
+        organization: &str,
+        left_at: i64,
+        event_id: &str,
+    ) -> Result<(), Refused> {
+        let reason = format!("the member left the organization (event {event_id})");
+        let reason = reason.as_str();
+        let ended = self
+            .until_ok(metrics, "end a member's grants", |l| async move {
+                l.end_membership(user_id, organization, left_at, MEMBER_DELETED_BY, reason)
+                    .await
+            })
+            .await?;
+        self.quiet_memberships
+            .invalidate(&self.quiet_key(user_id, organization));
+        if ended > 0 {
+            metrics
+                .ledger_writes
+                .with_label_values(&["revocation"])
+                .inc();
+        }
+        Ok(())
     }
 
     /// Starts the lookup and write batchers: the lookups (grants) queued while a query

@@ -309,12 +309,23 @@ pub struct UserHistory {
     /// The grants in force (granted and not revoked since).
     pub standing: Vec<Grant>,
     pub failure: Option<Failure>,
+    /// Revocations journaled before their DELETE and not recorded yet (a run interrupted in
+    /// between): the next `reconcile --apply` finishes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Revocation>,
+    /// Member roles an admin removed (`organization.member.role.deleted`): not given again by
+    /// a trigger.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_role_removals: Vec<Revocation>,
 }
 
 impl UserHistory {
     /// Whether the ledger has never seen this user.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.failure.is_none()
+        self.entries.is_empty()
+            && self.failure.is_none()
+            && self.pending.is_empty()
+            && self.member_role_removals.is_empty()
     }
 }
 
@@ -415,6 +426,73 @@ impl Ledger {
     /// Records revocations in one transaction; each ends the standing grant of its role.
     pub async fn record_revocations(&self, revocations: &[Revocation]) -> Result<(), LedgerError> {
         self.inner.backend.record_revocations(revocations).await
+    }
+
+    /// Journals revocations before their DELETE is sent (one transaction): a run interrupted
+    /// between the DELETE and [`Ledger::record_revocations`] (which clears them) leaves them
+    /// pending, and the next run finishes them instead of taking them for an admin's removal.
+    pub async fn begin_revocations(&self, revocations: &[Revocation]) -> Result<(), LedgerError> {
+        self.inner.backend.begin_revocations(revocations).await
+    }
+
+    /// Drops pending revocations whose DELETE was refused (nothing was removed).
+    pub async fn cancel_revocations(&self, revocations: &[Revocation]) -> Result<(), LedgerError> {
+        self.inner.backend.cancel_revocations(revocations).await
+    }
+
+    /// Every revocation journaled and not recorded yet.
+    pub async fn pending_revocations(&self) -> Result<Vec<Revocation>, LedgerError> {
+        self.inner.backend.pending_revocations().await
+    }
+
+    /// Records that an admin removed the member role `removal` names (its user, role and
+    /// organization; `at`), told by the event `event_id`: a trigger never gives it back.
+    pub async fn record_member_role_removal(
+        &self,
+        removal: &Revocation,
+        event_id: &str,
+    ) -> Result<(), LedgerError> {
+        self.inner
+            .backend
+            .record_member_role_removal(removal, event_id)
+            .await
+    }
+
+    /// The ids of the member roles an admin removed from the user in the organization.
+    pub async fn removed_member_roles(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.inner
+            .backend
+            .removed_member_roles(user_id, organization_id)
+            .await
+    }
+
+    /// The member roles an admin removed from these users, by user: (organization, role id).
+    pub async fn member_role_removals_of(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, LedgerError> {
+        self.inner.backend.member_role_removals_of(user_ids).await
+    }
+
+    /// The user left the organization at `left_at` (unix milliseconds): its standing grants
+    /// there from before then end (revocations `by`, `reason`) and an admin's removals there
+    /// are forgotten, so a member added again gets its roles again. Returns the grants ended.
+    pub async fn end_membership(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+        left_at: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<u64, LedgerError> {
+        self.inner
+            .backend
+            .end_membership(user_id, organization_id, left_at, by, reason)
+            .await
     }
 
     /// Records that this user's event failed for good (replacing an earlier failure).
@@ -767,6 +845,81 @@ mod sqlite_tests {
         drop(Ledger::open(&settings, "t").await.unwrap());
         let read = Ledger::open_existing(&settings, "explain").await.unwrap();
         assert!(read.record_grants(&[grant("u1", "a", 1)]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn pending_revocations_member_role_removals_and_a_members_departure() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LedgerSettings {
+            url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        };
+        let ledger = Ledger::open(&settings, "test:1").await.unwrap();
+        ledger.record_grants(&[grant("u1", "a", 1)]).await.unwrap();
+        let revocation = Revocation {
+            user_id: "u1".into(),
+            role_id: "rol_a".into(),
+            role_name: "a".into(),
+            organization_id: None,
+            by: "reconcile --revoke".into(),
+            reason: "r".into(),
+            at: 2,
+        };
+        // Journaled, then recorded: the journal is cleared with the record.
+        ledger
+            .begin_revocations(std::slice::from_ref(&revocation))
+            .await
+            .unwrap();
+        assert_eq!(ledger.pending_revocations().await.unwrap().len(), 1);
+        assert_eq!(ledger.history("u1").await.unwrap().pending.len(), 1);
+        ledger
+            .record_revocations(std::slice::from_ref(&revocation))
+            .await
+            .unwrap();
+        assert!(ledger.pending_revocations().await.unwrap().is_empty());
+        assert!(!ledger.granted(&["u1"]).await.unwrap().contains_key("u1"));
+        // A refused DELETE cancels.
+        ledger
+            .begin_revocations(std::slice::from_ref(&revocation))
+            .await
+            .unwrap();
+        ledger.cancel_revocations(&[revocation]).await.unwrap();
+        assert!(ledger.pending_revocations().await.unwrap().is_empty());
+        // A member's grant, an admin's removal, then the member leaves.
+        let mut member = grant("u2", "m", 10);
+        member.organization_id = Some("org_x".into());
+        ledger.record_grants(&[member]).await.unwrap();
+        let removal = Revocation {
+            user_id: "u2".into(),
+            role_id: "rol_n".into(),
+            role_name: "n".into(),
+            organization_id: Some("org_x".into()),
+            by: "an admin".into(),
+            reason: "organization.member.role.deleted".into(),
+            at: 11,
+        };
+        ledger
+            .record_member_role_removal(&removal, "evt_1")
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger.removed_member_roles("u2", "org_x").await.unwrap(),
+            ["rol_n"]
+        );
+        assert_eq!(
+            ledger.member_role_removals_of(&["u2"]).await.unwrap()["u2"],
+            [("org_x".to_owned(), "rol_n".to_owned())]
+        );
+        let ended = ledger
+            .end_membership("u2", "org_x", 12, "organization.member.deleted", "left")
+            .await
+            .unwrap();
+        assert_eq!(ended, 1);
+        assert!(!ledger.granted(&["u2"]).await.unwrap().contains_key("u2"));
+        assert!(ledger
+            .removed_member_roles("u2", "org_x")
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

@@ -41,6 +41,13 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "grant event time",
         include_str!("../../migrations/sqlite/0003_grant_event_time.sql"),
     ),
+    (
+        4,
+        "pending revocations and member role removals",
+        include_str!(
+            "../../migrations/sqlite/0004_pending_revocations_and_member_role_removals.sql"
+        ),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -57,6 +64,13 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "grant event time",
         include_str!("../../migrations/postgres/0003_grant_event_time.sql"),
+    ),
+    (
+        4,
+        "pending revocations and member role removals",
+        include_str!(
+            "../../migrations/postgres/0004_pending_revocations_and_member_role_removals.sql"
+        ),
     ),
 ];
 
@@ -359,6 +373,16 @@ impl Backend {
                 .execute(&mut *tx)
                 .await
                 .map_err(self.unreachable("end a standing grant"))?;
+                // A revocation journaled before its DELETE is done with its record.
+                sqlx::query::<Db>(
+                    "DELETE FROM pending_revocations WHERE user_id = $1 AND role_id = $2 AND organization_id = $3",
+                )
+                .bind(r.user_id.as_str())
+                .bind(r.role_id.as_str())
+                .bind(org_key(&r.organization_id))
+                .execute(&mut *tx)
+                .await
+                .map_err(self.unreachable("finish a pending revocation"))?;
             }
             for chunk in revocations.chunks(ROWS_PER_STATEMENT) {
                 let mut q = QueryBuilder::<Db>::new(
@@ -438,6 +462,8 @@ impl Backend {
                 "DELETE FROM grants WHERE user_id = $1 AND COALESCE(event_at_ms, at_ms) <= $2",
                 "DELETE FROM revocations WHERE user_id = $1 AND at_ms <= $2",
                 "DELETE FROM failures WHERE user_id = $1 AND at_ms <= $2",
+                "DELETE FROM pending_revocations WHERE user_id = $1 AND at_ms <= $2",
+                "DELETE FROM member_role_removals WHERE user_id = $1 AND at_ms <= $2",
             ] {
                 sqlx::query::<Db>(statement)
                     .bind(user_id)
@@ -451,7 +477,7 @@ impl Backend {
     }
 
     pub(super) async fn history(&self, user_id: &str) -> Result<UserHistory, LedgerError> {
-        let (grants, standing, revocations, failure) = with_pool!(self, pool, Db => {
+        let (grants, standing, revocations, failure, pending, member_role_removals) = with_pool!(self, pool, Db => {
             let rows = sqlx::query::<Db>(
                 "SELECT user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms, event_at_ms, revoked FROM grants WHERE user_id = $1 ORDER BY at_ms, id",
             )
@@ -513,7 +539,29 @@ impl Backend {
             })
             .transpose()
             .map_err(self.unreachable("read a failure"))?;
-            (grants, standing, revocations, failure)
+            let pending = sqlx::query::<Db>(
+                "SELECT user_id, role_id, role_name, organization_id, revoked_by, reason, at_ms FROM pending_revocations WHERE user_id = $1 ORDER BY at_ms, role_id",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("read the user's pending revocations"))?
+            .iter()
+            .map(revocation_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.unreachable("read a pending revocation"))?;
+            let removals = sqlx::query::<Db>(
+                "SELECT user_id, role_id, role_name, organization_id, event_id, at_ms FROM member_role_removals WHERE user_id = $1 ORDER BY at_ms, role_id",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("read the user's member role removals"))?
+            .iter()
+            .map(removal_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.unreachable("read a member role removal"))?;
+            (grants, standing, revocations, failure, pending, removals)
         });
         let mut entries: Vec<HistoryEntry> = grants
             .into_iter()
@@ -526,6 +574,230 @@ impl Backend {
             entries,
             standing,
             failure,
+            pending,
+            member_role_removals,
+        })
+    }
+
+    /// Journals revocations before their DELETE (one transaction); a row already pending stays.
+    pub(super) async fn begin_revocations(
+        &self,
+        revocations: &[Revocation],
+    ) -> Result<(), LedgerError> {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
+            for chunk in revocations.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<Db>::new(
+                    "INSERT INTO pending_revocations (user_id, role_id, role_name, organization_id, revoked_by, reason, at_ms) ",
+                );
+                q.push_values(chunk, |mut row, r| {
+                    row.push_bind(r.user_id.as_str())
+                        .push_bind(r.role_id.as_str())
+                        .push_bind(r.role_name.as_str())
+                        .push_bind(org_key(&r.organization_id))
+                        .push_bind(r.by.as_str())
+                        .push_bind(r.reason.as_str())
+                        .push_bind(r.at);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.unreachable("journal revocations"))?;
+            }
+            tx.commit().await.map_err(self.unreachable("commit pending revocations"))
+        })
+    }
+
+    /// Drops pending revocations whose DELETE was refused (nothing was removed).
+    pub(super) async fn cancel_revocations(
+        &self,
+        revocations: &[Revocation],
+    ) -> Result<(), LedgerError> {
+        with_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
+            for r in revocations {
+                sqlx::query::<Db>(
+                    "DELETE FROM pending_revocations WHERE user_id = $1 AND role_id = $2 AND organization_id = $3",
+                )
+                .bind(r.user_id.as_str())
+                .bind(r.role_id.as_str())
+                .bind(org_key(&r.organization_id))
+                .execute(&mut *tx)
+                .await
+                .map_err(self.unreachable("cancel a pending revocation"))?;
+            }
+            tx.commit().await.map_err(self.unreachable("commit cancelled revocations"))
+        })
+    }
+
+    /// Every pending revocation, by user and time.
+    pub(super) async fn pending_revocations(&self) -> Result<Vec<Revocation>, LedgerError> {
+        with_pool!(self, pool, Db => {
+            sqlx::query::<Db>(
+                "SELECT user_id, role_id, role_name, organization_id, revoked_by, reason, at_ms FROM pending_revocations ORDER BY user_id, at_ms, role_id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("list pending revocations"))?
+            .iter()
+            .map(revocation_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.unreachable("read a pending revocation"))
+        })
+    }
+
+    /// Records that an admin removed a member role (the latest event of it counts).
+    pub(super) async fn record_member_role_removal(
+        &self,
+        removal: &Revocation,
+        event_id: &str,
+    ) -> Result<(), LedgerError> {
+        with_pool!(self, pool, Db => {
+            sqlx::query::<Db>(
+                "INSERT INTO member_role_removals (user_id, role_id, role_name, organization_id, event_id, at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, organization_id, role_id) DO UPDATE SET role_name = excluded.role_name, event_id = excluded.event_id, at_ms = excluded.at_ms",
+            )
+            .bind(removal.user_id.as_str())
+            .bind(removal.role_id.as_str())
+            .bind(removal.role_name.as_str())
+            .bind(org_key(&removal.organization_id))
+            .bind(event_id)
+            .bind(removal.at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(self.unreachable("record a member role removal"))
+        })
+    }
+
+    /// The ids of the member roles an admin removed from `user_id` in `organization_id`.
+    pub(super) async fn removed_member_roles(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> Result<Vec<String>, LedgerError> {
+        with_pool!(self, pool, Db => {
+            sqlx::query::<Db>(
+                "SELECT role_id FROM member_role_removals WHERE user_id = $1 AND organization_id = $2",
+            )
+            .bind(user_id)
+            .bind(organization_id)
+            .fetch_all(pool)
+            .await
+            .map_err(self.unreachable("look up member role removals"))?
+            .iter()
+            .map(|row| row.try_get::<String, _>("role_id"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.unreachable("read a member role removal"))
+        })
+    }
+
+    /// The member roles an admin removed from these users: user → (organization, role id).
+    pub(super) async fn member_role_removals_of(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, LedgerError> {
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for chunk in user_ids.chunks(ROWS_PER_STATEMENT * 10) {
+            if chunk.is_empty() {
+                continue;
+            }
+            let rows = with_pool!(self, pool, Db => {
+                let mut q = QueryBuilder::<Db>::new(
+                    "SELECT user_id, organization_id, role_id FROM member_role_removals WHERE user_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                q.push(")");
+                q.build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(self.unreachable("look up member role removals"))?
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get::<String, _>("user_id")?,
+                            row.try_get::<String, _>("organization_id")?,
+                            row.try_get::<String, _>("role_id")?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(self.unreachable("read a member role removal"))?
+            });
+            for (user, organization, role) in rows {
+                out.entry(user).or_default().push((organization, role));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The member left `organization_id` at `left_at`: its standing grants there from before
+    /// then end (recorded as revocations with `by` and `reason`) and the removals an admin made
+    /// there are forgotten, in one transaction. Returns the grants ended.
+    pub(super) async fn end_membership(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+        left_at: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<u64, LedgerError> {
+        with_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
+            let ended = sqlx::query::<Db>(
+                "SELECT role_id, role_name FROM grants WHERE user_id = $1 AND organization_id = $2 AND revoked = 0 AND COALESCE(event_at_ms, at_ms) <= $3",
+            )
+            .bind(user_id)
+            .bind(organization_id)
+            .bind(left_at)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.unreachable("look up a member's grants"))?
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>("role_id")?, row.try_get::<String, _>("role_name")?)))
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()
+            .map_err(self.unreachable("read a member's grant"))?;
+            let at = super::now_millis();
+            for (role_id, role_name) in &ended {
+                sqlx::query::<Db>(
+                    "UPDATE grants SET revoked = 1 WHERE user_id = $1 AND role_id = $2 AND organization_id = $3 AND revoked = 0",
+                )
+                .bind(user_id)
+                .bind(role_id.as_str())
+                .bind(organization_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.unreachable("end a member's grant"))?;
+                sqlx::query::<Db>(
+                    "INSERT INTO revocations (user_id, role_id, role_name, organization_id, revoked_by, reason, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(user_id)
+                .bind(role_id.as_str())
+                .bind(role_name.as_str())
+                .bind(organization_id)
+                .bind(by)
+                .bind(reason)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.unreachable("record a member's revocation"))?;
+            }
+            sqlx::query::<Db>(
+                "DELETE FROM member_role_removals WHERE user_id = $1 AND organization_id = $2 AND at_ms <= $3",
+            )
+            .bind(user_id)
+            .bind(organization_id)
+            .bind(left_at.max(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(self.unreachable("forget a member's role removals"))?;
+            tx.commit().await.map_err(self.unreachable("commit a member's departure"))?;
+            Ok(ended.len() as u64)
         })
     }
 
@@ -612,6 +884,45 @@ impl Backend {
         }
     }
 }
+
+fn revocation_from_row<R: Row>(row: &R) -> Result<Revocation, sqlx::Error>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    Ok(Revocation {
+        user_id: row.try_get("user_id")?,
+        role_id: row.try_get("role_id")?,
+        role_name: row.try_get("role_name")?,
+        organization_id: org_value(row.try_get("organization_id")?),
+        by: row.try_get("revoked_by")?,
+        reason: row.try_get("reason")?,
+        at: row.try_get("at_ms")?,
+    })
+}
+
+/// A member role removal as a revocation by an admin (`reason` names the event).
+fn removal_from_row<R: Row>(row: &R) -> Result<Revocation, sqlx::Error>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let event_id: String = row.try_get("event_id")?;
+    Ok(Revocation {
+        user_id: row.try_get("user_id")?,
+        role_id: row.try_get("role_id")?,
+        role_name: row.try_get("role_name")?,
+        organization_id: org_value(row.try_get("organization_id")?),
+        by: MEMBER_ROLE_REMOVED_BY.to_owned(),
+        reason: format!("organization.member.role.deleted, event {event_id}"),
+        at: row.try_get("at_ms")?,
+    })
+}
+
+/// Who a member role removal is by, as `explain` shows it.
+pub(super) const MEMBER_ROLE_REMOVED_BY: &str = "an admin";
 
 fn grant_from_row<R: Row>(row: &R) -> Result<Grant, sqlx::Error>
 where

@@ -16,7 +16,7 @@ pub use summary::Summary;
 pub(crate) use writers::is_service_fault;
 use writers::{rule_giving, Writers};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -250,6 +250,48 @@ pub async fn run(
         (None, None) => (None, Some(or_stop(&shutdown, start_job(&client)).await?)),
     };
 
+    // Revocations an interrupted `--revoke --apply` began (journaled before their DELETE, not
+    // recorded): an apply finishes them first, before anything is listed; a plan takes them as
+    // revoked (never as an admin's removal) and leaves them to the next apply.
+    let mut pending_left: HashSet<(String, String)> = HashSet::new();
+    if let Some(ledger) = &ledger {
+        let pending = ledger
+            .pending_revocations()
+            .await
+            .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+        summary.pending_revocations = pending.len() as u64;
+        if request.apply && !pending.is_empty() {
+            if !request.revoke {
+                or_stop(&shutdown, revoke::require_remove_scope(&client)).await?;
+            }
+            progress.update(|| format!("finishing {} pending revocations", pending.len()));
+            revoke::finish_pending(&client, ledger, &pending, &shutdown, &mut summary).await?;
+            if summary.interrupted {
+                progress.finish();
+                summary.calls = client.stats();
+                summary.elapsed = started.elapsed();
+                match request.output {
+                    Output::Summary => summary.write_to(out)?,
+                    Output::Jsonl => summary.write_to(err)?,
+                }
+                return match summary.stopped_with.take() {
+                    Some(stopped) => Err(StartError::Reconcile(stopped)),
+                    None => Ok(1),
+                };
+            }
+            pending_left.extend(
+                ledger
+                    .pending_revocations()
+                    .await
+                    .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?
+                    .into_iter()
+                    .map(|p| (p.user_id, p.role_id)),
+            );
+        } else {
+            pending_left.extend(pending.into_iter().map(|p| (p.user_id, p.role_id)));
+        }
+    }
+
     progress.update(|| "listing role members".to_owned());
     let mut memberships = or_stop(
         &shutdown,
@@ -336,6 +378,8 @@ pub async fn run(
     // Users are read a chunk at a time, so that the ledger answers for a chunk in one query.
     let mut chunk: std::collections::VecDeque<export::ExportUser> = Default::default();
     let mut standing: HashMap<String, Vec<Grant>> = HashMap::new();
+    // With organizations: the member roles an admin removed, by user: (organization, role id).
+    let mut member_removals: HashMap<String, Vec<(String, String)>> = HashMap::new();
     let mut removals: Vec<(String, Vec<revoke::Removal>)> = Vec::new();
     let mut removal_pairs: u64 = 0;
     'scan: loop {
@@ -370,6 +414,12 @@ pub async fn run(
                     .granted(&ids)
                     .await
                     .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+                if org_pass.is_some() {
+                    member_removals = ledger
+                        .member_role_removals_of(&ids)
+                        .await
+                        .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+                }
             }
         }
         let Some(user) = chunk.pop_front() else { break };
@@ -378,9 +428,16 @@ pub async fn run(
         if uses_has_roles {
             profile.roles = Some(memberships.held_role_ids(&user.user_id, &role_ids));
         }
+        let user_grants = standing.remove(&user.user_id).unwrap_or_default();
         if let Some(pass) = &mut org_pass {
             let lines = jsonl.then_some(&mut *out as &mut dyn Write);
-            pass.judge(policy, &directory, &user.user_id, &profile, lines)?;
+            let removed = member_removals.remove(&user.user_id).unwrap_or_default();
+            let recorded = organizations::Recorded {
+                grants: &user_grants,
+                removed: &removed,
+                restore: request.restore,
+            };
+            pass.judge(policy, &directory, &user.user_id, &profile, recorded, lines)?;
         }
         let evaluation = policy.evaluate_existing(&user.user_id, &profile);
         let (roles, rules, skipped) = match &evaluation {
@@ -397,11 +454,11 @@ pub async fn run(
             *summary.undecided.entry(undecided.label()).or_default() += 1;
         }
         // Tenant roles only: an organization's member roles are judged apart.
-        let grants: Vec<Grant> = standing
-            .remove(&user.user_id)
-            .unwrap_or_default()
+        let grants: Vec<Grant> = user_grants
             .into_iter()
             .filter(|g| g.organization_id.is_none())
+            // A revocation begun and not recorded is a revocation, not an admin's removal.
+            .filter(|g| !pending_left.contains(&(g.user_id.clone(), g.role_id.clone())))
             .collect();
         let mut missing: Vec<String> = roles
             .into_iter()
@@ -534,7 +591,10 @@ pub async fn run(
     if let Some(pass) = &mut org_pass {
         if request.apply && !summary.interrupted && summary.stopped_by.is_none() {
             progress.update(|| "writing organization member roles".to_owned());
-            pass.apply(&client, &directory).await;
+            let recorder = ledger
+                .as_ref()
+                .map(|l| organizations::GrantRecorder::new(l.clone(), fingerprint.clone()));
+            pass.apply(&client, &directory, policy, recorder).await;
         }
         summary.failed_total += pass.failed_total;
     }
@@ -547,7 +607,8 @@ pub async fn run(
             summary.revocations_refused = Some((removal_pairs, request.max_revocations));
         } else if !removals.is_empty() {
             progress.update(|| format!("taking back {removal_pairs} roles"));
-            revoke::apply_removals(&client, ledger, removals, &shutdown, &mut summary).await?;
+            revoke::apply_removals(&client, ledger, removals, &shutdown, &mut summary, false)
+                .await?;
         }
     }
     if let (Some(journal), false) = (&mut journal, summary.interrupted) {

@@ -6,6 +6,11 @@
 //! and, with `--apply`, writes each with one member role call through the organization limiter.
 //!
 //! Members the export does not hold (created after it) are not judged: the next run finds them.
+//!
+//! With a ledger, member roles follow the tenant roles' rules: a member role this service
+//! granted in that organization and the member no longer holds, or one an admin removed
+//! (`organization.member.role.deleted`), is left removed (`--restore` gives it back), and what
+//! `--apply` writes is recorded (trigger `reconcile`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,6 +19,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::ledger::{Grant, Ledger};
 use crate::mgmt::organizations::{assign_member_roles, is_member_gone};
 use crate::mgmt::{MgmtClient, MgmtError, RoleDirectory};
 use crate::policy::{Evaluation, Policy, Profile};
@@ -51,8 +57,33 @@ struct PlanLine<'a> {
     rules: &'a [String],
 }
 
-/// A write to make: (organization, user, role names).
-type Write3 = (String, String, Vec<String>);
+/// A write to make: (organization, user, role names, the rules that give them).
+type Write3 = (String, String, Vec<String>, Vec<String>);
+
+/// What the ledger holds of one user for the organizations pass.
+pub struct Recorded<'a> {
+    /// The user's standing grants (those of member roles name their organization).
+    pub grants: &'a [Grant],
+    /// The member roles an admin removed: (organization, role id).
+    pub removed: &'a [(String, String)],
+    /// `--restore`: give such roles back.
+    pub restore: bool,
+}
+
+/// Records in the ledger the member roles `--apply` wrote.
+pub struct GrantRecorder {
+    ledger: Ledger,
+    fingerprint: String,
+}
+
+impl GrantRecorder {
+    pub fn new(ledger: Ledger, fingerprint: String) -> GrantRecorder {
+        GrantRecorder {
+            ledger,
+            fingerprint,
+        }
+    }
+}
 
 /// The organizations' part of a reconcile run.
 #[derive(Debug, Default)]
@@ -65,6 +96,11 @@ pub struct OrganizationPass {
     /// (member, organization) pairs missing at least one role.
     pub members_missing: u64,
     pub pairs: u64,
+    /// Member roles the ledger says this service granted (or an admin removed) and the member
+    /// no longer holds: left removed.
+    pub left_removed: u64,
+    /// Of the pairs, those given back by `--restore`.
+    pub restored: u64,
     pub assigned: u64,
     /// (organization, user, error) of each write that failed.
     pub failed: Vec<(String, String, String)>,
@@ -152,6 +188,7 @@ impl OrganizationPass {
         directory: &RoleDirectory,
         user_id: &str,
         profile: &Profile,
+        recorded: Recorded<'_>,
         out: Option<&mut dyn Write>,
     ) -> std::io::Result<()> {
         let Some(memberships) = self.memberships.remove(user_id) else {
@@ -168,7 +205,7 @@ impl OrganizationPass {
             let Evaluation::Assign(decision) = evaluation else {
                 continue;
             };
-            let missing: Vec<String> = decision
+            let mut missing: Vec<String> = decision
                 .organization_roles
                 .into_iter()
                 .filter(|name| {
@@ -177,6 +214,30 @@ impl OrganizationPass {
                         .is_none_or(|id| !membership.held.contains(&id))
                 })
                 .collect();
+            // Granted by this service there, or removed by an admin, and missing now: someone
+            // removed it on purpose. Never fought, unless --restore asks for it back.
+            let organization = membership.organization_id.as_str();
+            missing.retain(|name| {
+                let Some(id) = directory.id(name) else {
+                    return true;
+                };
+                let removed =
+                    recorded.grants.iter().any(|g| {
+                        g.organization_id.as_deref() == Some(organization) && g.role_id == id
+                    }) || recorded
+                        .removed
+                        .iter()
+                        .any(|(o, r)| o == organization && *r == id);
+                if !removed {
+                    true
+                } else if recorded.restore {
+                    self.restored += 1;
+                    true
+                } else {
+                    self.left_removed += 1;
+                    false
+                }
+            });
             if missing.is_empty() {
                 continue;
             }
@@ -192,18 +253,30 @@ impl OrganizationPass {
                 serde_json::to_writer(&mut **out, &line).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
             }
-            self.planned
-                .push((membership.organization_id, user_id.to_owned(), missing));
+            self.planned.push((
+                membership.organization_id,
+                user_id.to_owned(),
+                missing,
+                decision.rules,
+            ));
         }
         Ok(())
     }
 
     /// Writes every planned membership: one member role call each, a few at a time, through
-    /// the organization limiter. A member removed since the listing fails alone.
-    pub async fn apply(&mut self, client: &MgmtClient, directory: &Arc<RoleDirectory>) {
+    /// the organization limiter, each recorded in the ledger (with `recorder`) once Auth0
+    /// accepted it. A member removed since the listing fails alone.
+    pub async fn apply(
+        &mut self,
+        client: &MgmtClient,
+        directory: &Arc<RoleDirectory>,
+        policy: &Policy,
+        recorder: Option<GrantRecorder>,
+    ) {
         let mut tasks = JoinSet::new();
         let planned = std::mem::take(&mut self.planned);
-        for (organization, user, roles) in planned {
+        let recorder = recorder.map(Arc::new);
+        for (organization, user, roles, rules) in planned {
             while tasks.len() >= WRITERS {
                 if let Some(done) = tasks.join_next().await {
                     self.settle(done);
@@ -211,9 +284,52 @@ impl OrganizationPass {
             }
             let client = client.clone();
             let directory = Arc::clone(directory);
+            let recorder = recorder.clone();
+            let grants: Vec<(String, String)> = roles
+                .iter()
+                .map(|name| {
+                    (
+                        name.clone(),
+                        crate::ledger::link::rule_of(policy, &rules, name),
+                    )
+                })
+                .collect();
             tasks.spawn(async move {
-                let result =
-                    assign_member_roles(&client, &directory, &organization, &user, &roles).await;
+                let mut result =
+                    assign_member_roles(&client, &directory, &organization, &user, &roles)
+                        .await
+                        .map_err(|err| {
+                            let gone = if is_member_gone(&err) {
+                                " (no longer a member, or the organization was deleted)"
+                            } else {
+                                ""
+                            };
+                            format!("{err}{gone}")
+                        });
+                if let (Ok(()), Some(recorder)) = (&result, &recorder) {
+                    let at = crate::ledger::now_millis();
+                    let records: Vec<Grant> = grants
+                        .iter()
+                        .map(|(name, rule)| Grant {
+                            user_id: user.clone(),
+                            role_id: directory.id(name).unwrap_or_else(|| name.clone()),
+                            role_name: name.clone(),
+                            organization_id: Some(organization.clone()),
+                            rule: rule.clone(),
+                            trigger: "reconcile".to_owned(),
+                            event_id: "reconcile".to_owned(),
+                            policy_fingerprint: recorder.fingerprint.clone(),
+                            instance: recorder.ledger.instance().to_owned(),
+                            at,
+                            event_at: None,
+                        })
+                        .collect();
+                    if let Err(err) = recorder.ledger.record_grants(&records).await {
+                        result = Err(format!(
+                            "written, but the ledger could not record it: {err}"
+                        ));
+                    }
+                }
                 (organization, user, roles.len() as u64, result)
             });
         }
@@ -224,18 +340,11 @@ impl OrganizationPass {
 
     fn settle(
         &mut self,
-        done: Result<(String, String, u64, Result<(), MgmtError>), tokio::task::JoinError>,
+        done: Result<(String, String, u64, Result<(), String>), tokio::task::JoinError>,
     ) {
         match done {
             Ok((_, _, n, Ok(()))) => self.assigned += n,
-            Ok((organization, user, _, Err(err))) => {
-                let gone = if is_member_gone(&err) {
-                    " (no longer a member, or the organization was deleted)"
-                } else {
-                    ""
-                };
-                self.fail(organization, user, format!("{err}{gone}"));
-            }
+            Ok((organization, user, _, Err(error))) => self.fail(organization, user, error),
             Err(err) => self.fail(String::new(), String::new(), format!("task failed: {err}")),
         }
     }
@@ -260,6 +369,20 @@ impl OrganizationPass {
             "organizations: {} listed, {} members; {} (member, organization) missing {} roles",
             self.organizations, self.members, self.members_missing, self.pairs
         )?;
+        if self.left_removed > 0 {
+            writeln!(
+                out,
+                "  left removed: {} member roles (granted by this service or removed by an admin, missing now; --restore gives them back)",
+                self.left_removed
+            )?;
+        }
+        if self.restored > 0 {
+            writeln!(
+                out,
+                "  restored: {} of the member roles to add were removed before (--restore)",
+                self.restored
+            )?;
+        }
         if apply {
             writeln!(
                 out,

@@ -113,16 +113,24 @@ pub(super) async fn list_ledger_roles(
     Ok(())
 }
 
+/// Who `reconcile --revoke` revocations are by.
+pub(super) const REVOKED_BY: &str = "reconcile --revoke";
+
 /// Removes the planned roles (one `DELETE /api/v2/users/{id}/roles` per user, [`WRITERS`] at
-/// once) and records each revocation once Auth0 accepted it. A user deleted since the export
-/// (404) is forgotten by the ledger. The ledger is the journal: a removal recorded is not
-/// planned again, and one done but not recorded (a crash between) is repeated (idempotent).
+/// once). Each user's revocations are journaled in the ledger before the DELETE (pending) and
+/// recorded once Auth0 accepted it, in the transaction that clears them from the journal: a
+/// run interrupted in between leaves them pending, and the next apply finishes them
+/// ([`finish_pending`]) instead of taking the missing role for an admin's removal. A DELETE
+/// refused drops its pending rows (nothing was removed); a user deleted since the export
+/// (404) is forgotten by the ledger. `finishing`: these are pending revocations of an earlier
+/// run (counted apart).
 pub(super) async fn apply_removals(
     client: &MgmtClient,
     ledger: &Ledger,
     removals: Vec<(String, Vec<Removal>)>,
     shutdown: &Shutdown,
     summary: &mut Summary,
+    finishing: bool,
 ) -> Result<(), StartError> {
     let mut tasks: JoinSet<RemovalDone> = JoinSet::new();
     let mut pending = removals.into_iter();
@@ -133,45 +141,9 @@ pub(super) async fn apply_removals(
             };
             let (client, ledger) = (client.clone(), ledger.clone());
             tasks.spawn(async move {
-                let ids: Vec<String> = planned.iter().map(|r| r.role_id.clone()).collect();
-                match client.remove_user_roles(&user, &ids).await {
-                    Ok(()) => {
-                        let at = crate::ledger::now_millis();
-                        let revocations: Vec<Revocation> = planned
-                            .iter()
-                            .map(|r| Revocation {
-                                user_id: user.clone(),
-                                role_id: r.role_id.clone(),
-                                role_name: r.role.clone(),
-                                organization_id: None,
-                                by: "reconcile --revoke".to_owned(),
-                                reason: r.reason.clone(),
-                                at,
-                            })
-                            .collect();
-                        let recorded = ledger
-                            .record_revocations(&revocations)
-                            .await
-                            .map_err(|e| format!("the ledger: {e}"));
-                        let fatal = recorded.is_err();
-                        (user, planned, recorded, fatal)
-                    }
-                    Err(err) if err.is_user_not_found() => {
-                        let forgotten = ledger.forget_user(&user, None).await;
-                        let fatal = forgotten.is_err();
-                        let said = match forgotten {
-                            Ok(()) => {
-                                "the user no longer exists (forgotten by the ledger)".to_owned()
-                            }
-                            Err(e) => format!("the user no longer exists; the ledger: {e}"),
-                        };
-                        (user, planned, Err(said), fatal)
-                    }
-                    Err(err) => {
-                        let fatal = is_service_fault(&err);
-                        (user, planned, Err(err.to_string()), fatal)
-                    }
-                }
+                let done = remove_one(&client, &ledger, &user, &planned).await;
+                let (result, fatal) = done;
+                (user, planned, result, fatal)
             });
         }
         let Some(joined) = tasks.join_next().await else {
@@ -181,7 +153,7 @@ pub(super) async fn apply_removals(
             StartError::Reconcile(format!("a removal's task ended without a result: {e}"))
         })?;
         match result {
-            Ok(()) => count_removed(summary, &user, &planned),
+            Ok(()) => count_removed(summary, &user, &planned, finishing),
             Err(error) => {
                 tracing::warn!(user_id = %user, error = %error, "reconcile: could not take roles back");
                 if fatal {
@@ -198,7 +170,7 @@ pub(super) async fn apply_removals(
             // What is in flight finishes; nothing new starts.
             while let Some(joined) = tasks.join_next().await {
                 if let Ok((user, planned, Ok(()), _)) = joined {
-                    count_removed(summary, &user, &planned);
+                    count_removed(summary, &user, &planned, finishing);
                 }
             }
             break;
@@ -210,8 +182,101 @@ pub(super) async fn apply_removals(
     Ok(())
 }
 
+/// One user's removal: journal, DELETE, record (or cancel). The result, and whether the run
+/// must stop (a fault of the service or of the ledger).
+async fn remove_one(
+    client: &MgmtClient,
+    ledger: &Ledger,
+    user: &str,
+    planned: &[Removal],
+) -> (Result<(), String>, bool) {
+    let at = crate::ledger::now_millis();
+    let revocations: Vec<Revocation> = planned
+        .iter()
+        .map(|r| Revocation {
+            user_id: user.to_owned(),
+            role_id: r.role_id.clone(),
+            role_name: r.role.clone(),
+            organization_id: None,
+            by: REVOKED_BY.to_owned(),
+            reason: r.reason.clone(),
+            at,
+        })
+        .collect();
+    // Journaled before the DELETE: a crash after Auth0 applied it is finished next time.
+    if let Err(e) = ledger.begin_revocations(&revocations).await {
+        return (Err(format!("the ledger: {e}")), true);
+    }
+    let ids: Vec<String> = planned.iter().map(|r| r.role_id.clone()).collect();
+    match client.remove_user_roles(user, &ids).await {
+        Ok(()) => match ledger.record_revocations(&revocations).await {
+            Ok(()) => (Ok(()), false),
+            Err(e) => (Err(format!("the ledger: {e}")), true),
+        },
+        Err(err) if err.is_user_not_found() => match ledger.forget_user(user, None).await {
+            Ok(()) => (
+                Err("the user no longer exists (forgotten by the ledger)".to_owned()),
+                false,
+            ),
+            Err(e) => (
+                Err(format!("the user no longer exists; the ledger: {e}")),
+                true,
+            ),
+        },
+        Err(err) => {
+            // Refused: nothing was removed, so nothing is pending.
+            let fatal = is_service_fault(&err);
+            match ledger.cancel_revocations(&revocations).await {
+                Ok(()) => (Err(err.to_string()), fatal),
+                Err(e) => (Err(format!("{err}; the ledger: {e}")), true),
+            }
+        }
+    }
+}
+
+/// Finishes the revocations an interrupted `--revoke --apply` journaled and did not record:
+/// the DELETE again (idempotent: Auth0 answers 204 for a role already gone), then the record.
+pub(super) async fn finish_pending(
+    client: &MgmtClient,
+    ledger: &Ledger,
+    pending: &[Revocation],
+    shutdown: &Shutdown,
+    summary: &mut Summary,
+) -> Result<(), StartError> {
+    let mut by_user: BTreeMap<String, Vec<Removal>> = BTreeMap::new();
+    for p in pending.iter().filter(|p| p.organization_id.is_none()) {
+        by_user.entry(p.user_id.clone()).or_default().push(Removal {
+            role_id: p.role_id.clone(),
+            role: p.role_name.clone(),
+            rule: String::new(),
+            reason: p.reason.clone(),
+        });
+    }
+    tracing::info!(
+        users = by_user.len(),
+        pairs = pending.len(),
+        "reconcile: finishing the revocations an interrupted run began"
+    );
+    apply_removals(
+        client,
+        ledger,
+        by_user.into_iter().collect(),
+        shutdown,
+        summary,
+        true,
+    )
+    .await
+}
+
 /// Counts (and logs) the roles taken back from `user`.
-fn count_removed(summary: &mut Summary, user: &str, removed: &[Removal]) {
+fn count_removed(summary: &mut Summary, user: &str, removed: &[Removal], finishing: bool) {
+    if finishing {
+        summary.pending_finished += removed.len() as u64;
+        for removal in removed {
+            tracing::info!(user_id = %user, role = %removal.role, reason = %removal.reason, "reconcile: a pending revocation finished");
+        }
+        return;
+    }
     for removal in removed {
         tracing::info!(user_id = %user, role = %removal.role, reason = %removal.reason, "reconcile: role taken back");
         *summary

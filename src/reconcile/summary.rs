@@ -63,6 +63,10 @@ pub struct Summary {
     pub kept_undecided: BTreeMap<String, u64>,
     /// Standing grants the policy no longer gives whose role the user no longer holds.
     pub revoked_elsewhere: u64,
+    /// Revocations an interrupted `--revoke --apply` journaled and did not record: finished
+    /// first by an apply (`pending_finished`), left for the next apply by a plan.
+    pub pending_revocations: u64,
+    pub pending_finished: u64,
     /// Pairs removed by `--apply`, by role.
     pub removed_by_role: BTreeMap<String, u64>,
     /// `--apply` planned more removals than `--max-revocations` and removed none.
@@ -144,6 +148,21 @@ impl Summary {
         }
         if let Some(ledger) = &self.ledger {
             writeln!(out, "ledger: {ledger}")?;
+        }
+        if self.pending_revocations > 0 {
+            if self.apply {
+                writeln!(
+                    out,
+                    "pending revocations finished: {} of {} (begun by an interrupted --revoke --apply: removed again, then recorded)",
+                    self.pending_finished, self.pending_revocations
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "pending revocations: {} (begun by an interrupted --revoke --apply; taken as revoked, and the next --apply finishes them)",
+                    self.pending_revocations
+                )?;
+            }
         }
         for (role, n) in &self.left_removed_by_role {
             writeln!(

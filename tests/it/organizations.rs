@@ -1044,3 +1044,335 @@ fn with_a_ledger_a_later_login_through_an_organization_it_has_not_seen_gives_mem
     assert!(sim.member_role_names(ACME, &other).is_empty());
     rt.block_on(running.shutdown());
 }
+
+/// An `organization.member.*` CloudEvent of `kind` (`deleted`, `role.deleted`) at `time`;
+/// `role` (id, name) for the role events.
+fn member_event(
+    kind: &str,
+    id: &str,
+    time: &str,
+    org: &str,
+    user: &str,
+    role: Option<(&str, &str)>,
+) -> Value {
+    let mut object = json!({
+        "organization": {"id": org, "name": "acme"},
+        "user": {"user_id": user},
+    });
+    if let Some((role_id, role_name)) = role {
+        object["role"] = json!({"id": role_id, "name": role_name});
+    }
+    json!({
+        "specversion": "1.0",
+        "type": format!("organization.member.{kind}"),
+        "source": "urn:auth0:acme-tenant:organizations",
+        "id": id,
+        "time": time,
+        "data": {"object": object},
+        "a0tenant": "acme-tenant",
+        "a0stream": "est_test",
+    })
+}
+
+fn explain_text(config: &Path, user: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args(["explain", "--config"])
+        .arg(config)
+        .arg(user)
+        .env("AUTH0_CLIENT_SECRET", "sim-secret")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Member roles follow the tenant roles' rules: a member role this service granted and an admin
+/// removed, and one an admin removed that the service never gave (an invitation's), are not
+/// given again by a later `organization.member.added` or login, also in a new process.
+#[test]
+fn with_a_ledger_an_admins_member_role_removal_is_not_undone_by_a_later_trigger() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let granted = "auth0|admin-removes-granted".to_owned();
+    let invited = "auth0|admin-removes-invited".to_owned();
+    organizations(&sim, &[granted.clone(), invited.clone()], &[]);
+    let dir = temp_dir("organizations-admin-removal");
+    let (port, metrics) = (free_port(), free_port());
+    let (config, _) = with_ledger(
+        ingest_config(&dir, port, metrics, &running.base_url, ""),
+        &dir,
+    );
+    let writes = || sim.stats().calls_of("assign_organization_member_roles");
+    let internal = sim.role_id("INTERNAL").unwrap_or_default();
+    let viewer = sim.role_id("Viewer").unwrap_or_default();
+
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    let (status, answer) = post(port, &member_added("evt_ar1", ACME, "acme", &granted, 0));
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &granted),
+        strings(&["INTERNAL", "Viewer"])
+    );
+    // An admin removes INTERNAL from the first member; the second got Viewer by invitation,
+    // which an admin removes too. Event Streams tells both.
+    sim.remove_member_roles_by_hand(ACME, &granted, &["INTERNAL"]);
+    sim.grant_member_roles_by_hand(ACME, &invited, &["Viewer"]);
+    sim.remove_member_roles_by_hand(ACME, &invited, &["Viewer"]);
+    for event in [
+        member_event(
+            "role.deleted",
+            "evt_rd1",
+            "2026-12-01T11:00:00.000Z",
+            ACME,
+            &granted,
+            Some((&internal, "INTERNAL")),
+        ),
+        member_event(
+            "role.deleted",
+            "evt_rd2",
+            "2026-12-01T11:00:00.000Z",
+            ACME,
+            &invited,
+            Some((&viewer, "Viewer")),
+        ),
+    ] {
+        let (status, answer) = post(port, &event);
+        assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    }
+    drop(service);
+
+    // A new process (no memory of its own): later triggers for both members.
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest2.log"), TOKEN);
+    for event in [
+        member_added("evt_ar2", ACME, "acme", &granted, 1),
+        member_added("evt_ar3", ACME, "acme", &invited, 2),
+    ] {
+        let (status, answer) = post(port, &event);
+        assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    }
+    let mut login = first_login_through(
+        "90020261201000000000000000000000000000000000000000000077",
+        ACME,
+        "acme",
+        &granted,
+    );
+    login["data"]["details"]["stats"]["loginsCount"] = json!(9);
+    let (status, answer) = post(port, &login);
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &granted),
+        strings(&["Viewer"]),
+        "an admin's removal of a role this service gave stands: {}",
+        service.log_text()
+    );
+    assert_eq!(
+        sim.member_role_names(ACME, &invited),
+        strings(&["INTERNAL"]),
+        "an admin's removal of a role this service never gave stands too: {}",
+        service.log_text()
+    );
+    assert_eq!(
+        writes(),
+        2,
+        "the first grant, then INTERNAL for the invited member"
+    );
+    let shown = explain_text(&config, &granted);
+    assert!(shown.contains("removed by an admin"), "{shown}");
+    rt.block_on(running.shutdown());
+}
+
+/// `organization.member.deleted` ends the member's grants in that organization: a member
+/// removed and added again gets its roles again, in the same process and after a restart.
+#[test]
+fn with_a_ledger_a_member_deleted_and_added_again_gets_its_roles_again() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let member = "auth0|leaves-and-returns".to_owned();
+    organizations(&sim, std::slice::from_ref(&member), &[]);
+    let dir = temp_dir("organizations-member-deleted");
+    let (port, metrics) = (free_port(), free_port());
+    let (config, _) = with_ledger(
+        ingest_config(&dir, port, metrics, &running.base_url, ""),
+        &dir,
+    );
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    let mut added = member_added("evt_md1", ACME, "acme", &member, 0);
+    added["time"] = json!("2026-12-01T10:00:00.000Z");
+    let (status, answer) = post(port, &added);
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &member),
+        strings(&["INTERNAL", "Viewer"])
+    );
+    // Removed from the organization (its roles there go with it), then added again.
+    assert!(sim.remove_member(ACME, &member));
+    let deleted = member_event(
+        "deleted",
+        "evt_md2",
+        "2026-12-01T11:00:00.000Z",
+        ACME,
+        &member,
+        None,
+    );
+    let (status, answer) = post(port, &deleted);
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert!(sim.add_members(ACME, std::slice::from_ref(&member)));
+    let mut again = member_added("evt_md3", ACME, "acme", &member, 1);
+    again["time"] = json!("2026-12-01T12:00:00.000Z");
+    let (status, answer) = post(port, &again);
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &member),
+        strings(&["INTERNAL", "Viewer"]),
+        "{}",
+        service.log_text()
+    );
+    // Once more, across a restart.
+    assert!(sim.remove_member(ACME, &member));
+    let mut deleted = member_event(
+        "deleted",
+        "evt_md4",
+        "2026-12-01T13:00:00.000Z",
+        ACME,
+        &member,
+        None,
+    );
+    deleted["type"] = json!("com.auth0.organization.member.deleted");
+    let (status, answer) = post(port, &deleted);
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    drop(service);
+    assert!(sim.add_members(ACME, std::slice::from_ref(&member)));
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest2.log"), TOKEN);
+    let mut third = member_added("evt_md5", ACME, "acme", &member, 2);
+    third["time"] = json!("2026-12-01T14:00:00.000Z");
+    let (status, answer) = post(port, &third);
+    assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    assert_eq!(
+        sim.member_role_names(ACME, &member),
+        strings(&["INTERNAL", "Viewer"]),
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(sim.stats().calls_of("assign_organization_member_roles"), 3);
+    rt.block_on(running.shutdown());
+}
+
+/// `reconcile --apply`'s organization pass records what it grants: `explain` shows the member
+/// grants, and a member role an admin then removes is left removed by the next run.
+#[test]
+fn reconciles_organization_pass_records_its_grants_in_the_ledger() {
+    let rt = runtime();
+    let members = users("rledger", 3);
+    let seeds: Vec<SeedUser> = members
+        .iter()
+        .map(|u| SeedUser {
+            email: Some(format!("{}@example.com", u.replace('|', "-"))),
+            email_verified: Some(true),
+            ..SeedUser::new(u.clone())
+        })
+        .collect();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), seeds);
+    organizations(&sim, &members, &[]);
+    let dir = temp_dir("organizations-reconcile-ledger");
+    let config = dir.join("reconcile.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\n\n{POLICY}\n[ledger]\nurl = \"sqlite://{}\"\n",
+            running.base_url,
+            dir.join("ledger.db").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let apply = reconcile(&config, &["--apply"]);
+    assert!(
+        apply.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&apply.stdout),
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    for member in &members {
+        assert_eq!(
+            sim.member_role_names(ACME, member),
+            strings(&["INTERNAL", "Viewer"])
+        );
+    }
+    let shown = explain_text(&config, &members[0]);
+    assert!(
+        shown.contains("granted INTERNAL")
+            && shown.contains("granted Viewer")
+            && shown.contains(ACME)
+            && shown.contains("trigger reconcile"),
+        "{shown}"
+    );
+    // An admin removes a member role the run gave: the next run leaves it removed.
+    sim.remove_member_roles_by_hand(ACME, &members[1], &["INTERNAL"]);
+    let plan = reconcile(&config, &["--output", "jsonl"]);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).trim().is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    rt.block_on(running.shutdown());
+}
+
+/// A member no rule gives a role, logging in again and again through the organization: one
+/// profile read decides it, not one per login (the negative decision is kept).
+#[test]
+fn repeated_logins_of_a_member_no_rule_gives_a_role_cost_one_profile_read() {
+    let rt = runtime();
+    let member = "auth0|nothing-for-me".to_owned();
+    let seeds = vec![SeedUser {
+        email: Some("someone@elsewhere.example".to_owned()),
+        email_verified: Some(true),
+        ..SeedUser::new(member.clone())
+    }];
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), seeds);
+    organizations(&sim, std::slice::from_ref(&member), &[]);
+    let dir = temp_dir("organizations-negative");
+    let (port, metrics) = (free_port(), free_port());
+    let policy = r#"
+[policy]
+events = ["signup", "first_login", "organization_member_added"]
+
+[[policy.rules]]
+name = "acme-domain"
+when = { event = "organization_member_added", email_domain = "acme.example" }
+assign_in_organization = ["Viewer"]
+"#;
+    let text = format!(
+        "[ingest]\nmode = \"direct\"\nlisten = \"127.0.0.1:{port}\"\n\n[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{policy}\n[ledger]\nurl = \"sqlite://{}\"\n",
+        running.base_url,
+        dir.join("ledger.db").display()
+    );
+    let config = dir.join("negative.toml");
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    for i in 0..4 {
+        let mut login = first_login_through(
+            &format!("9002026120100000000000000000000000000000000000000000010{i}"),
+            ACME,
+            "acme",
+            &member,
+        );
+        // No email in the event: the rule reads the profile.
+        login["data"].as_object_mut().map(|d| d.remove("user_name"));
+        login["data"]["details"]["stats"]["loginsCount"] = json!(20 + i);
+        let (status, answer) = post(port, &login);
+        assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    }
+    assert!(sim.member_role_names(ACME, &member).is_empty());
+    assert_eq!(
+        sim.stats().calls_of("get_user"),
+        1,
+        "one profile read decides the membership, not one per login: {}",
+        service.log_text()
+    );
+    assert_eq!(sim.stats().calls_of("assign_organization_member_roles"), 0);
+    rt.block_on(running.shutdown());
+}

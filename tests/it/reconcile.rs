@@ -1177,3 +1177,132 @@ fn revoke_takes_back_only_what_the_dropped_rule_granted_and_never_fights_an_admi
         BTreeMap::from([(removed.to_owned(), BTreeSet::from(["Viewer".to_owned()]))])
     );
 }
+
+/// `explain --output text` of `user` with `config`.
+fn explain(config: &Path, user: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args(["explain", "--config"])
+        .arg(config)
+        .arg(user)
+        .env("AUTH0_CLIENT_SECRET", "sim-secret")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// A crash between a removal Auth0 applied and its record (the process killed while the
+/// DELETE's answer is on its way) leaves a pending revocation, journaled before the DELETE:
+/// `explain` shows it, a plain `reconcile` does not call it an admin's removal, and the next
+/// `--revoke --apply` finishes it (the DELETE again, then the record).
+#[test]
+fn a_crash_after_a_removals_delete_is_finished_by_the_next_run_not_taken_for_an_admins_removal() {
+    let tenant = Tenant::start("reconcile-revoke-crash", 60, SimConfig::default());
+    let ledger = format!(
+        "\n[ledger]\nurl = \"sqlite://{}\"\n",
+        tenant.dir.join("ledger.db").display()
+    );
+    let with_ledger = |policy: &str, name: &str| {
+        let written = tenant.config_with(500.0, 40, policy);
+        let mut text = std::fs::read_to_string(&written).unwrap_or_else(|e| panic!("{e}"));
+        text.push_str(&ledger);
+        let path = tenant.dir.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    };
+    let full = with_ledger(POLICY, "full.toml");
+    let dropped = with_ledger(&without_customers(), "dropped.toml");
+    let out = reconcile(&full, &["--apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let before = tenant.sim.role_sets();
+    let customers = |sets: &BTreeMap<String, BTreeSet<String>>| -> BTreeSet<String> {
+        sets.iter()
+            .filter(|(_, roles)| roles.contains("CUSTOMER"))
+            .map(|(user, _)| user.clone())
+            .collect()
+    };
+    // CUSTOMER held from the start (by hand) is never taken back; the rest this service gave.
+    let by_hand = customers(&tenant.initial);
+    let granted: BTreeSet<String> = customers(&before).difference(&by_hand).cloned().collect();
+    assert!(granted.len() > 10, "{granted:?}");
+
+    // The tenant applies each removal and holds its answer: the process is killed meanwhile.
+    tenant.sim.set_removal_answer_delay_ms(600_000);
+    let mut child = command(
+        &dropped,
+        &["--revoke", "--apply", "--max-revocations", "1000"],
+    )
+    .spawn()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            customers(&tenant.sim.role_sets()).len() < customers(&before).len()
+        }),
+        "no removal reached the tenant"
+    );
+    // The other removals in flight reach the tenant too.
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+    tenant.sim.set_removal_answer_delay_ms(0);
+    let crashed: BTreeSet<String> = customers(&before)
+        .difference(&customers(&tenant.sim.role_sets()))
+        .cloned()
+        .collect();
+    assert!(!crashed.is_empty());
+    let one = crashed.iter().next().cloned().unwrap_or_default();
+
+    // A plain reconcile under the policy that gives CUSTOMER again: the removal the service
+    // began is not an admin's.
+    let plan = reconcile(&full, &["--output", "jsonl"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    assert!(
+        !text(&plan.stderr).contains("left removed"),
+        "a removal this service made is not an admin's: {}",
+        text(&plan.stderr)
+    );
+    let shown = explain(&dropped, &one);
+    assert!(
+        shown.contains("pending revocation") && !shown.contains("removed outside this service"),
+        "{shown}"
+    );
+
+    // The next apply finishes what was begun: the DELETE again (idempotent), then the record.
+    let removals_before = tenant.sim.stats().calls_of("remove_user_roles");
+    let applied = reconcile(
+        &dropped,
+        &["--revoke", "--apply", "--max-revocations", "1000"],
+    );
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "{}{}",
+        text(&applied.stdout),
+        text(&applied.stderr)
+    );
+    assert!(
+        text(&applied.stdout).contains("pending revocations finished"),
+        "{}",
+        text(&applied.stdout)
+    );
+    assert_eq!(customers(&tenant.sim.role_sets()), by_hand);
+    assert_eq!(
+        tenant.sim.stats().calls_of("remove_user_roles") - removals_before,
+        granted.len() as u64,
+        "one removal per user: the unfinished ones again, the others for the first time"
+    );
+    let shown = explain(&dropped, &one);
+    assert!(
+        shown.contains("revoked CUSTOMER") && shown.contains("reconcile --revoke"),
+        "{shown}"
+    );
+    assert!(!shown.contains("pending revocation"), "{shown}");
+    let again = reconcile(&dropped, &["--revoke", "--output", "jsonl"]);
+    assert!(text(&again.stdout).is_empty(), "{}", text(&again.stdout));
+    let plan = reconcile(&full, &["--output", "jsonl"]);
+    assert!(
+        !text(&plan.stderr).contains("left removed"),
+        "{}",
+        text(&plan.stderr)
+    );
+}

@@ -226,6 +226,11 @@ pub(crate) async fn remove_user_roles(
     let role_ids = id_list(&body, &ROLES_PROPERTY)?;
     let accept_any = shared.knobs().accept_any_user;
     lock(&shared.tenant).remove_roles_from_user(&user_id, &role_ids, accept_any)?;
+    // Applied: the answer may still be held (a client dying before it sees the 204).
+    let delay = lock(&shared.config).removal_answer_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 

@@ -57,6 +57,13 @@ pub struct SimConfig {
     pub organization_roles_per_minute: f64,
     /// Size of that bucket (Auth0: 20).
     pub organization_roles_burst: u32,
+    /// `DELETE /api/v2/users/{id}/roles` applies the removal, then holds its answer this long
+    /// (0: answers at once): the client may die between Auth0's commit and the answer, as a
+    /// crash or a lost connection does.
+    pub removal_answer_delay_ms: u64,
+    /// A member holds at most this many roles in an organization; a write past it answers 409
+    /// "No more roles can be assigned to this organization member" (0: no limit).
+    pub member_role_limit: usize,
 }
 
 impl Default for SimConfig {
@@ -84,6 +91,8 @@ impl Default for SimConfig {
             export_expired_downloads: 0,
             organization_roles_per_minute: 200.0,
             organization_roles_burst: 20,
+            removal_answer_delay_ms: 0,
+            member_role_limit: 0,
         }
     }
 }

@@ -128,6 +128,7 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::DeleteLogStream => &["delete:log_streams"],
         Operation::GetLogs => &["read:logs", "read:logs_users"],
         Operation::AssignOrganizationMemberRoles => &["create:organization_member_roles"],
+        Operation::RemoveOrganizationMemberRoles => &["delete:organization_member_roles"],
         Operation::GetOrganizations => &["read:organizations"],
         Operation::GetOrganizationMembers => &["read:organization_members"],
     }

@@ -114,7 +114,7 @@ impl Simulator {
             )
             .route(
                 "/api/v2/organizations/{id}/members/{user_id}/roles",
-                post(organizations::assign_member_roles),
+                post(organizations::assign_member_roles).delete(organizations::remove_member_roles),
             )
             .route(
                 "/api/v2/users/{id}/roles",
@@ -295,6 +295,47 @@ impl Simulator {
     /// Removes a member (and its roles there); false when it was not one.
     pub fn remove_member(&self, organization_id: &str, user_id: &str) -> bool {
         lock(&self.shared.organizations).remove_member(organization_id, user_id)
+    }
+
+    /// An admin removes a member's roles in an organization by hand (the Dashboard): no API
+    /// call is counted.
+    pub fn remove_member_roles_by_hand(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        role_names: &[&str],
+    ) {
+        let ids: Vec<String> = {
+            let tenant = lock(&self.shared.tenant);
+            role_names
+                .iter()
+                .filter_map(|n| tenant.role_id(n))
+                .collect()
+        };
+        lock(&self.shared.organizations).remove_roles(organization_id, user_id, &ids);
+    }
+
+    /// An admin gives a member roles in an organization by hand (an invitation, the
+    /// Dashboard): no API call is counted.
+    pub fn grant_member_roles_by_hand(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        role_names: &[&str],
+    ) {
+        let ids: Vec<String> = {
+            let tenant = lock(&self.shared.tenant);
+            role_names
+                .iter()
+                .filter_map(|n| tenant.role_id(n))
+                .collect()
+        };
+        lock(&self.shared.organizations).add_roles(organization_id, user_id, &ids);
+    }
+
+    /// Holds the answer of each `DELETE /api/v2/users/{id}/roles` this long after applying it.
+    pub fn set_removal_answer_delay_ms(&self, delay_ms: u64) {
+        lock(&self.shared.config).removal_answer_delay_ms = delay_ms;
     }
 
     /// A member's role names in an organization, sorted (empty for a non-member).

@@ -69,6 +69,22 @@ impl Organizations {
             .is_some_and(|org| org.members.remove(user).is_some())
     }
 
+    /// Removes roles from a member (nothing for a non-member).
+    pub(crate) fn remove_roles(&mut self, id: &str, user: &str, role_ids: &[String]) {
+        if let Some(roles) = self.by_id.get_mut(id).and_then(|o| o.members.get_mut(user)) {
+            for role in role_ids {
+                roles.remove(role);
+            }
+        }
+    }
+
+    /// Adds roles to a member (nothing for a non-member).
+    pub(crate) fn add_roles(&mut self, id: &str, user: &str, role_ids: &[String]) {
+        if let Some(roles) = self.by_id.get_mut(id).and_then(|o| o.members.get_mut(user)) {
+            roles.extend(role_ids.iter().cloned());
+        }
+    }
+
     /// A member's role ids (empty for a non-member).
     pub(crate) fn role_ids(&self, id: &str, user: &str) -> Vec<String> {
         self.by_id
@@ -143,6 +159,14 @@ pub(crate) async fn assign_member_roles(
             .get_mut(&org_id)
             .ok_or_else(organization_not_found)?;
         let roles = org.members.get_mut(&user_id).ok_or_else(not_a_member)?;
+        let limit = lock(&shared.config).member_role_limit;
+        let new = role_ids.iter().filter(|id| !roles.contains(*id)).count();
+        if limit > 0 && roles.len() + new > limit {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "No more roles can be assigned to this organization member",
+            ));
+        }
         let mut added = 0;
         for id in &role_ids {
             if roles.insert(id.clone()) {
@@ -162,6 +186,28 @@ pub(crate) async fn assign_member_roles(
         added,
         "sim: organization member roles assigned"
     );
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// `DELETE /api/v2/organizations/{id}/members/{user_id}/roles` `{"roles": [ids]}` → 204 (also
+/// for roles the member does not hold). Unknown organization or not a member: 404.
+pub(crate) async fn remove_member_roles(
+    State(shared): State<Arc<Shared>>,
+    params: RawPathParams,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let org_id = param(&params, "id")?;
+    let user_id = param(&params, "user_id")?;
+    let role_ids = id_list(&body, &ROLES_PROPERTY)?;
+    let mut orgs = lock(&shared.organizations);
+    let org = orgs
+        .by_id
+        .get_mut(&org_id)
+        .ok_or_else(organization_not_found)?;
+    let roles = org.members.get_mut(&user_id).ok_or_else(not_a_member)?;
+    for id in &role_ids {
+        roles.remove(id);
+    }
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 

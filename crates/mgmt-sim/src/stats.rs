@@ -102,12 +102,13 @@ pub(crate) enum Operation {
     DeleteLogStream,
     GetLogs,
     AssignOrganizationMemberRoles,
+    RemoveOrganizationMemberRoles,
     GetOrganizations,
     GetOrganizationMembers,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 21] = [
+    pub(crate) const ALL: [Operation; 22] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
@@ -127,6 +128,7 @@ impl Operation {
         Operation::DeleteLogStream,
         Operation::GetLogs,
         Operation::AssignOrganizationMemberRoles,
+        Operation::RemoveOrganizationMemberRoles,
         Operation::GetOrganizations,
         Operation::GetOrganizationMembers,
     ];
@@ -152,6 +154,7 @@ impl Operation {
             Operation::DeleteLogStream => "delete_log_stream",
             Operation::GetLogs => "get_logs",
             Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
+            Operation::RemoveOrganizationMemberRoles => "remove_organization_member_roles",
             Operation::GetOrganizations => "get_organizations",
             Operation::GetOrganizationMembers => "get_organization_members",
         }
@@ -185,6 +188,9 @@ impl Operation {
             ("/api/v2/logs", "GET") => Operation::GetLogs,
             ("/api/v2/organizations/{id}/members/{user_id}/roles", "POST") => {
                 Operation::AssignOrganizationMemberRoles
+            }
+            ("/api/v2/organizations/{id}/members/{user_id}/roles", "DELETE") => {
+                Operation::RemoveOrganizationMemberRoles
             }
             ("/api/v2/organizations", "GET") => Operation::GetOrganizations,
             ("/api/v2/organizations/{id}/members", "GET") => Operation::GetOrganizationMembers,
