@@ -186,10 +186,13 @@ async fn ledger(config: &Config, report: &mut Report) {
     )
     .await
     {
-        Ok(Ok(ledger)) => report.ok(format!(
-            "ledger: {} answers (opened read-only: `run` migrates it at start)",
-            ledger.describe()
-        )),
+        Ok(Ok(ledger)) => {
+            report.ok(format!(
+                "ledger: {} answers (opened read-only: `run` migrates it at start)",
+                ledger.describe()
+            ));
+            deletions(&ledger, report).await;
+        }
         Ok(Err(err)) if err.is_config() => report.fail(
             format!("ledger: {}", crate::ledger::fault::error_text(&err)),
             "fix [ledger] url (sqlite:///ABSOLUTE/PATH in an existing folder, or postgres://USER@HOST:PORT/DATABASE)",
@@ -205,6 +208,34 @@ async fn ledger(config: &Config, report: &mut Report) {
                 TENANT_TIMEOUT.as_secs()
             ),
             "start the database or fix [ledger] url / LEDGER_URL",
+        ),
+    }
+}
+
+/// Whether users' deletions reach the service: without them a deleted user's grants stay in
+/// the ledger (harmless: a re-created account is recognized by its own signup, or by its
+/// `created_at` at its first login), and their rows are not erased.
+async fn deletions(ledger: &crate::ledger::Ledger, report: &mut Report) {
+    match ledger.load_checkpoint(crate::ledger::DELETIONS_SEEN).await {
+        Ok(Some(at)) => {
+            let when = at
+                .parse::<i64>()
+                .map(crate::ledger::explain::time_text)
+                .unwrap_or(at);
+            report.ok(format!(
+                "ledger: users' deletions reach the service (the last at {when})"
+            ));
+        }
+        Ok(None) => report.warn(
+            "ledger: no user's deletion has reached the service yet (Dashboard and Management API deletions are logged as `sapi`, naming the admin, not the user): deleted users' rows stay in the ledger; a user re-created with the same id is still recognized, by its new signup or its account's created_at",
+            "to erase deleted users' rows at once, send Event Streams' user.deleted to the service (docs/event-streams.md, docs/ledger.md)",
+        ),
+        Err(err) => report.warn(
+            format!(
+                "ledger: cannot tell whether deletions arrive: {}",
+                crate::ledger::fault::error_text(&err)
+            ),
+            "check the ledger's database",
         ),
     }
 }

@@ -651,6 +651,13 @@ impl LedgerLink {
         })
         .await?;
         metrics.ledger_writes.with_label_values(&["forget"]).inc();
+        // That deletions reach the service at all (`doctor` tells when none ever did).
+        let seen = crate::ledger::now_millis().to_string();
+        let seen = seen.as_str();
+        self.until_ok(metrics, "note that deletions arrive", |l| async move {
+            l.save_checkpoint(super::DELETIONS_SEEN, seen).await
+        })
+        .await?;
         Ok(())
     }
 }

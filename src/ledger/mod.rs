@@ -23,6 +23,10 @@ pub use fault::LedgerFault;
 pub use link::LedgerLink;
 use store::Backend;
 
+/// The `checkpoints` row that records when a user's deletion last reached the service (its
+/// value: unix milliseconds). `doctor` warns when a ledger never saw one.
+pub const DELETIONS_SEEN: &str = "deletions:last_seen";
+
 /// Environment variable that overrides `[ledger] url` (the whole URL, which may carry the
 /// PostgreSQL password: give it from a Secret, never in the file).
 pub const LEDGER_URL_ENV: &str = "LEDGER_URL";

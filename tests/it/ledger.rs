@@ -284,11 +284,27 @@ fn an_admins_removal_stands_after_a_later_user_updated_and_a_deleted_user_is_for
         "{stdout}"
     );
 
+    // No deletion has reached the service yet: doctor says what that means.
+    let doctor = |config: &Path| {
+        let out = bin(&["doctor", "--config", config.to_str().unwrap_or_default()]);
+        text(&out.stdout)
+    };
+    let report = doctor(&dir.join("second.toml"));
+    assert!(
+        report.contains("ledger: no user's deletion has reached the service yet"),
+        "{report}"
+    );
+
     // Deleted, then created again with the same id: a new user, given every role again.
     sim.delete_user(user);
     post(
         port,
         &cloud_event("evt_d1", "user.deleted", user, email, true),
+    );
+    let report = doctor(&dir.join("second.toml"));
+    assert!(
+        report.contains("ok   ledger: users' deletions reach the service (the last at "),
+        "{report}"
     );
     assert_eq!(
         second.metric("auth0_default_roles_ledger_writes_total", "kind=\"forget\""),
