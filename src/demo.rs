@@ -110,7 +110,14 @@ pub async fn run(
     cluster.create_topic(TOPIC, PARTITIONS, 1)?;
     cluster.create_topic(DEAD_LETTERS, 1, 1)?;
     let bootstrap = cluster.bootstrap_servers();
-    let stream = generate::mixed(options.seed, options.events, 1);
+    // A burst of the tenant's events happening now (signups seconds old: the ledger writes
+    // their roles without reading the users' roles first).
+    let stream = generate::mixed_at(
+        options.seed,
+        options.events,
+        1,
+        generate::Timing::burst_now(),
+    );
     produce(&bootstrap, &stream.records).await?;
 
     // The grants ledger: SQLite in a temporary folder, removed when the demo ends.

@@ -67,6 +67,8 @@ struct Gen {
     rng: StdRng,
     next_id: u64,
     clock_ms: u64,
+    base_secs: u64,
+    step_ms: (u64, u64),
 }
 
 impl Gen {
@@ -79,8 +81,8 @@ impl Gen {
     }
 
     fn date(&mut self) -> String {
-        self.clock_ms += self.rng.random_range(5..400);
-        let secs = 1_795_392_000 + self.clock_ms / 1000; // 2026-11-23T00:00:00Z
+        self.clock_ms += self.rng.random_range(self.step_ms.0..self.step_ms.1);
+        let secs = self.base_secs + self.clock_ms / 1000;
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
         let base = humantime::format_rfc3339_seconds(t).to_string();
         format!(
@@ -165,20 +167,71 @@ const AZURE: (&str, &str, &str) = (CORP_CONNECTION, "waad", "enterprise");
 /// Roughly: 30 % database users (2 records), 8 % partners (3), 15 % social, 7 % enterprise,
 /// 25 % returning users, 15 % noise; 1 % of records repeated; `malformed` broken records.
 pub fn mixed(seed: u64, events: usize, malformed: usize) -> Stream {
-    generate(seed, events, malformed, 60)
+    generate(seed, events, malformed, 60, Timing::default())
+}
+
+/// When a stream's events happen: from `base_secs` (unix seconds), each a random
+/// `step_ms.0..step_ms.1` milliseconds after the one before.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub base_secs: u64,
+    pub step_ms: (u64, u64),
+}
+
+impl Default for Timing {
+    /// From 2026-11-23T00:00:00Z, 5 to 400 ms apart (a day's stream, long past).
+    fn default() -> Self {
+        Timing {
+            base_secs: 1_795_392_000,
+            step_ms: (5, 400),
+        }
+    }
+}
+
+impl Timing {
+    /// A burst happening now: events 1 to 10 ms apart, from a few seconds ago.
+    pub fn burst_now() -> Timing {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1_795_392_000);
+        Timing {
+            base_secs: now.saturating_sub(5),
+            step_ms: (1, 10),
+        }
+    }
+}
+
+/// Like [`mixed`], with the events' dates from `timing` (the demo's burst happens now).
+pub fn mixed_at(seed: u64, events: usize, malformed: usize, timing: Timing) -> Stream {
+    generate(seed, events, malformed, 60, timing)
 }
 
 /// Like [`mixed`], but only `eligible_percent` % of users are new (signups and first logins);
 /// the others are returning users and noise, as in a mature tenant's stream.
 pub fn mostly_noise(seed: u64, events: usize, eligible_percent: u32) -> Stream {
-    generate(seed, events, 0, eligible_percent.min(100))
+    generate(
+        seed,
+        events,
+        0,
+        eligible_percent.min(100),
+        Timing::default(),
+    )
 }
 
-fn generate(seed: u64, events: usize, malformed: usize, eligible_percent: u32) -> Stream {
+fn generate(
+    seed: u64,
+    events: usize,
+    malformed: usize,
+    eligible_percent: u32,
+    timing: Timing,
+) -> Stream {
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),
         next_id: seed.wrapping_mul(1_000_000_007) % 1_000_000,
         clock_ms: 0,
+        base_secs: timing.base_secs,
+        step_ms: (timing.step_ms.0, timing.step_ms.1.max(timing.step_ms.0 + 1)),
     };
     let mut stream = Stream::default();
     let mut n_user = 0u64;
