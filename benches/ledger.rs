@@ -7,6 +7,9 @@
 //!    server started for the bench). Rates
 //!    count from the first message received to the last one finished; peak RSS is VmHWM.
 //!    Targets: SQLite ≥ 0.9×, PostgreSQL ≥ 0.8× of the run without a ledger.
+//!    Both streams are dated days ago (no signup is fresh: with a ledger every write reads the
+//!    user's roles first, the worst case). Each run prints the Management API calls per user
+//!    given roles, and the reads of users' roles among them.
 //! 2. Bytes per grant on disk: 100,000 grants written in batches of 500 (the library, as the
 //!    pipeline writes them), then the SQLite file (after a checkpoint) and the PostgreSQL
 //!    tables with their indexes measured.
@@ -116,10 +119,13 @@ fn throughput(
     let mut base = None;
     for (i, (name, url)) in runs.iter().enumerate() {
         let run = scenario * 10 + i;
-        let (rate, hwm) = consume(rt, dir, broker, topic, records.len(), run, url, stream);
+        let (rate, hwm, calls) = consume(rt, dir, broker, topic, records.len(), run, url, stream);
         let ratio = base.map_or(1.0, |b: f64| rate / b);
         base.get_or_insert(rate);
-        println!("{name}: {rate:.0} events/s (ratio {ratio:.2}), peak RSS {hwm}");
+        println!(
+            "{name}: {rate:.0} events/s (ratio {ratio:.2}), peak RSS {hwm}, {:.3} calls per user given roles ({:.3} role reads)",
+            calls.total, calls.role_reads
+        );
     }
 }
 
@@ -141,7 +147,7 @@ fn consume(
     run: usize,
     ledger_url: &str,
     stream: &generate::Stream,
-) -> (f64, String) {
+) -> (f64, String, CallsPerUser) {
     let (sim, running) = start_tenant(
         rt,
         SimConfig {
@@ -206,7 +212,19 @@ fn consume(
     service.signal("TERM");
     let _ = service.wait_exit(Duration::from_secs(30));
     rt.block_on(running.shutdown());
-    (n as f64 / elapsed, hwm)
+    let stats = sim.stats();
+    let calls = CallsPerUser {
+        total: stats.total_requests as f64 / stream.expected.len().max(1) as f64,
+        role_reads: stats.calls_of("get_user_roles") as f64 / stream.expected.len().max(1) as f64,
+    };
+    (n as f64 / elapsed, hwm, calls)
+}
+
+/// Management API requests per user given roles: all of them, and the reads of users' roles
+/// (the ledger's read before a write).
+struct CallsPerUser {
+    total: f64,
+    role_reads: f64,
 }
 
 /// Writes `n` grants (users of 3 roles each, realistic ids) in batches of 500; (bytes on disk,

@@ -234,6 +234,10 @@ pub struct Assignment {
     /// When the user's account was created (unix milliseconds), when the event carries the
     /// profile (Event Streams).
     pub created_at: Option<i64>,
+    /// The event is the account's creation: a signup, or a social user's first login (a social
+    /// account exists only from its first login: it cannot be created ahead through the
+    /// Management API or imported).
+    pub creates_account: bool,
 }
 
 /// How far apart a signup (or an account's creation) must be from the event of a standing
@@ -242,15 +246,17 @@ pub struct Assignment {
 /// `user.created`. An account deleted and re-created within it keeps its old grants.
 pub const RECREATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A signup this recent is taken for an account created moments ago, holding no role yet: its
-/// roles are written without reading the user's roles first. Older signups (a replay, the
-/// backstop reading behind) are read first like every other trigger.
+/// An account's creation (a signup, a social user's first login) this recent is taken for an
+/// account created moments ago, holding no role yet: its roles are written without reading the
+/// user's roles first. Older ones (a replay, the backstop reading behind) are read first like
+/// every other trigger.
 pub const FRESH_SIGNUP: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Whether the assignment comes from a signup dated within [`FRESH_SIGNUP`] of now (before
-/// or after).
-fn is_fresh_signup(assignment: &Assignment) -> bool {
-    if assignment.report.trigger != Some(Trigger::Signup) {
+/// Whether the assignment comes from the account's creation (a signup, a social user's first
+/// login) dated within [`FRESH_SIGNUP`] of now (before or after): the account was created moments
+/// ago and holds no role yet.
+fn is_fresh_account(assignment: &Assignment) -> bool {
+    if !assignment.creates_account {
         return false;
     }
     let Some(at) = assignment.event_at else {
@@ -260,6 +266,20 @@ fn is_fresh_signup(assignment: &Assignment) -> bool {
     let fresh = i64::try_from(FRESH_SIGNUP.as_millis()).unwrap_or(i64::MAX);
     // Within the window either way: a tenant clock a little ahead still counts as fresh.
     (-fresh..=fresh).contains(&now.saturating_sub(at))
+}
+
+/// Whether the event's connection is a social one (its `strategy_type`, else its strategy).
+fn is_social(event: &LogEvent) -> bool {
+    match event.strategy_type.as_deref() {
+        Some(kind) => kind == "social",
+        None => {
+            event
+                .strategy
+                .as_deref()
+                .and_then(|s| crate::policy::strategy_type_of(s, None))
+                == Some("social")
+        }
+    }
 }
 
 /// Unix milliseconds as a time.
@@ -482,6 +502,8 @@ impl Processor {
                 .as_ref()
                 .and_then(|p| p.created_at.as_deref())
                 .and_then(crate::event::unix_millis),
+            creates_account: trigger == Trigger::Signup
+                || (trigger == Trigger::FirstLogin && is_social(event)),
         })
     }
 
@@ -1213,9 +1235,9 @@ impl Pipeline {
         let mut wrote = false;
         if !assignment.missing.is_empty() {
             // With a ledger, the roles the user holds are read before the write (the ledger
-            // records only what the write added), except for a fresh signup: an account created
-            // moments ago holds no role yet.
-            let read_held = self.ledger.is_some() && !is_fresh_signup(&assignment);
+            // records only what the write added), except at a fresh account's creation: an
+            // account created moments ago holds no role yet.
+            let read_held = self.ledger.is_some() && !is_fresh_account(&assignment);
             match assigner
                 .assign(&assignment.user_id, &assignment.missing, read_held)
                 .await

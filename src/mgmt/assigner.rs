@@ -33,7 +33,10 @@ pub struct BatchSettings {
 struct Pending {
     user_id: String,
     roles: Vec<String>,
-    done: oneshot::Sender<Result<(), MgmtError>>,
+    /// Read the user's roles first and write only the missing ones.
+    read_held: bool,
+    /// The roles written for this user (of all its requests in the batch).
+    done: oneshot::Sender<Result<BTreeSet<String>, MgmtError>>,
 }
 
 /// Pending assignments queued for the batching task at most.
@@ -87,43 +90,48 @@ impl RoleAssigner {
         roles: &[String],
         read_held: bool,
     ) -> Result<AssignOutcome, MgmtError> {
-        let mut roles = roles.to_vec();
-        if self.read_user_roles || read_held {
-            let held: BTreeSet<String> = self
-                .client
-                .get_user_role_ids(user_id)
-                .await?
-                .into_iter()
-                .collect();
-            roles.retain(|name| self.directory.id(name).is_none_or(|id| !held.contains(&id)));
-            if roles.is_empty() {
-                return Ok(AssignOutcome::AlreadyHeld);
-            }
-        }
+        let read_held = self.read_user_roles || read_held;
         let (done, wait) = oneshot::channel();
         let pending = Pending {
             user_id: user_id.to_owned(),
-            roles: roles.clone(),
+            roles: roles.to_vec(),
+            read_held,
             done,
         };
-        if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending).await {
+        let written = match self.tx.send(pending).await {
+            Ok(()) => match wait.await {
+                Ok(result) => result?,
+                Err(_) => self.assign_directly(user_id, roles, read_held).await?,
+            },
             // The batching task is gone (runtime shutting down): assign directly.
-            return assign_user(
-                &self.client,
-                &self.directory,
-                &pending.user_id,
-                &pending.roles,
-            )
-            .await
-            .map(|()| AssignOutcome::Assigned {
-                written: pending.roles,
-            });
-        }
-        let result = match wait.await {
-            Ok(result) => result,
-            Err(_) => assign_user(&self.client, &self.directory, user_id, &roles).await,
+            Err(_) => self.assign_directly(user_id, roles, read_held).await?,
         };
-        result.map(|()| AssignOutcome::Assigned { written: roles })
+        let written: Vec<String> = roles
+            .iter()
+            .filter(|r| written.contains(*r))
+            .cloned()
+            .collect();
+        if written.is_empty() && read_held {
+            return Ok(AssignOutcome::AlreadyHeld);
+        }
+        Ok(AssignOutcome::Assigned { written })
+    }
+
+    /// One user's assignment without the batching task: the read (when asked), then one call.
+    async fn assign_directly(
+        &self,
+        user_id: &str,
+        roles: &[String],
+        read_held: bool,
+    ) -> Result<BTreeSet<String>, MgmtError> {
+        let mut roles: BTreeSet<String> = roles.iter().cloned().collect();
+        if read_held {
+            let held = self.client.get_user_role_ids(user_id).await?;
+            roles.retain(|name| self.directory.id(name).is_none_or(|id| !held.contains(&id)));
+        }
+        let list: Vec<String> = roles.iter().cloned().collect();
+        assign_user(&self.client, &self.directory, user_id, &list).await?;
+        Ok(roles)
     }
 }
 
@@ -255,14 +263,40 @@ pub(crate) async fn assign_role(
 async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec<Pending>) {
     // Merge requests by user; remember every waiter.
     let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut waiters: Vec<(String, oneshot::Sender<Result<(), MgmtError>>)> = Vec::new();
+    let mut read: BTreeSet<String> = BTreeSet::new();
+    let mut waiters: Vec<(String, oneshot::Sender<Result<BTreeSet<String>, MgmtError>>)> =
+        Vec::new();
     for pending in batch {
         wanted
             .entry(pending.user_id.clone())
             .or_default()
             .extend(pending.roles);
+        if pending.read_held {
+            read.insert(pending.user_id.clone());
+        }
         waiters.push((pending.user_id, pending.done));
     }
+    let mut results: BTreeMap<String, Result<(), MgmtError>> = BTreeMap::new();
+    // The roles the users asked to be read hold already: read together (the batch keeps its
+    // shape, so the writes still coalesce), left out of the writes.
+    let reads = read.iter().map(|user| {
+        let client = &client;
+        async move { (user, client.get_user_role_ids(user).await) }
+    });
+    for (user, held) in join_all(reads).await {
+        match held {
+            Ok(held) => {
+                if let Some(roles) = wanted.get_mut(user) {
+                    roles.retain(|name| directory.id(name).is_none_or(|id| !held.contains(&id)));
+                }
+            }
+            Err(err) => {
+                wanted.remove(user);
+                results.insert(user.clone(), Err(err));
+            }
+        }
+    }
+    wanted.retain(|_, roles| !roles.is_empty());
     let mut by_role: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (user, roles) in &wanted {
         for role in roles {
@@ -270,7 +304,6 @@ async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec
         }
     }
     let users = wanted.len();
-    let mut results: BTreeMap<String, Result<(), MgmtError>> = BTreeMap::new();
     if users >= 2 && by_role.len() < users {
         tracing::debug!(users, calls = by_role.len(), "bulk assignment");
         let calls = by_role.iter().map(|(role, members)| {
@@ -321,7 +354,10 @@ async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec
         }
     }
     for (user, done) in waiters {
-        let result = results.get(&user).cloned().unwrap_or(Ok(()));
+        let result = match results.get(&user) {
+            Some(Err(err)) => Err(err.clone()),
+            _ => Ok(wanted.get(&user).cloned().unwrap_or_default()),
+        };
         let _ = done.send(result);
     }
 }
