@@ -36,8 +36,11 @@ struct Pending {
     /// Read the user's roles first and write only the missing ones.
     read_held: bool,
     /// The roles written for this user (of all its requests in the batch).
-    done: oneshot::Sender<Result<BTreeSet<String>, MgmtError>>,
+    done: WrittenReply,
 }
+
+/// Where a pending assignment's written roles (or its failure) go.
+type WrittenReply = oneshot::Sender<Result<BTreeSet<String>, MgmtError>>;
 
 /// Pending assignments queued for the batching task at most.
 pub const PENDING_MAX: usize = 10_000;
@@ -264,8 +267,7 @@ async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec
     // Merge requests by user; remember every waiter.
     let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut read: BTreeSet<String> = BTreeSet::new();
-    let mut waiters: Vec<(String, oneshot::Sender<Result<BTreeSet<String>, MgmtError>>)> =
-        Vec::new();
+    let mut waiters: Vec<(String, WrittenReply)> = Vec::new();
     for pending in batch {
         wanted
             .entry(pending.user_id.clone())
