@@ -11,6 +11,20 @@ use crate::event::{email_domain, Identity, LogEvent, Trigger};
 
 pub mod standing;
 
+/// A policy from the text of a `[policy]` section's contents, for unit tests (panics on a bad
+/// one: the text is the test's own).
+#[cfg(test)]
+pub(crate) fn policy_for_tests(toml_text: &str) -> Policy {
+    let config: PolicyConfig = match toml::from_str(toml_text) {
+        Ok(config) => config,
+        Err(err) => panic!("bad test policy: {err}"),
+    };
+    match Policy::from_config(&config) {
+        Ok(policy) => policy,
+        Err(err) => panic!("bad test policy: {err:?}"),
+    }
+}
+
 /// The condition keys a rule may use in `when` and `unless`.
 pub const CONDITION_KEYS: [&str; 14] = [
     "event",

@@ -116,17 +116,9 @@ pub fn judge_standing(
 mod tests {
     use super::*;
     use crate::event::Identity;
-    use crate::policy::PolicyConfig;
 
     fn policy(toml_text: &str) -> Policy {
-        let config: PolicyConfig = match toml::from_str(toml_text) {
-            Ok(config) => config,
-            Err(err) => panic!("bad test policy: {err}"),
-        };
-        match Policy::from_config(&config) {
-            Ok(policy) => policy,
-            Err(err) => panic!("bad test policy: {err:?}"),
-        }
+        crate::policy::policy_for_tests(toml_text)
     }
 
     fn profile(email: &str) -> Profile {
