@@ -145,17 +145,7 @@ async fn batch_loop(
     window: Duration,
     max_users: usize,
 ) {
-    let running = Arc::new(tokio::sync::Semaphore::new(BATCHES_RUNNING));
-    loop {
-        // At most BATCHES_RUNNING batches at once: the others wait in the queue (bounded,
-        // PENDING_MAX), so callers wait for room instead of piling up calls in flight, and a
-        // batch taken while the tenant is slow is a full one.
-        let Ok(permit) = Arc::clone(&running).acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
+    while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + window;
         while batch.len() < max_users {
@@ -164,18 +154,9 @@ async fn batch_loop(
                 Ok(None) | Err(_) => break,
             }
         }
-        let (client, directory) = (client.clone(), Arc::clone(&directory));
-        tokio::spawn(async move {
-            run_batch(client, directory, batch).await;
-            drop(permit);
-        });
+        tokio::spawn(run_batch(client.clone(), Arc::clone(&directory), batch));
     }
 }
-
-/// Batches whose reads and writes run at once (each up to `batch_max_users` users): enough to
-/// keep a fast tenant's rate busy, few enough that calls waiting for the rate limiter do not
-/// pile up (each holds a request in memory).
-const BATCHES_RUNNING: usize = 16;
 
 /// Role names → ids. A policy role the directory does not know is a missing role; a role named
 /// by an application's `client_metadata` that the tenant no longer has (deleted since it was
