@@ -15,7 +15,8 @@
 //!    tables with their indexes measured.
 //!
 //! `LEDGER_BENCH_EVENTS` (default 100,000) and `LEDGER_BENCH_GRANTS` (default 100,000) change
-//! the sizes.
+//! the sizes; `LEDGER_BENCH_INFLIGHT` the consumer's `max_inflight` (default 100,000, a stress
+//! setting: the service's default is 1,000).
 
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]
@@ -166,7 +167,10 @@ fn consume(
         &format!("bench-ledger-{run}"),
         None,
         port,
-        "max_inflight = 100000",
+        &format!(
+            "max_inflight = {}",
+            env_number("LEDGER_BENCH_INFLIGHT", 100_000)
+        ),
     );
     if !ledger_url.is_empty() {
         let mut text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
