@@ -10,8 +10,9 @@
 //!    role an admin gave in the window between the service's read of the user's roles and its
 //!    write (the race the read cannot close: the write then "adds" a role already there).
 //! 2. **`--revoke` never takes back a role the service did not grant**: what an apply removes is
-//!    a role the service's write added to the current account (or the racing grant of 1), and
-//!    nobody touched since.
+//!    a role the service's write added to the current account (or the racing grant of 1). An
+//!    admin who removed such a role and gave it back by hand is not told apart from the
+//!    service's grant (no event says so for tenant roles): `--revoke` may take that one back.
 //! 3. **An eligible user ends with the policy's roles** after each of its events, unless an
 //!    admin removed them after the service granted them.
 //! 4. **Nothing an admin removed after the service's grant comes back** (there is no
@@ -100,10 +101,9 @@ struct Model {
     accounts: Vec<Option<Account>>,
     log: Vec<(String, serde_json::Value)>,
     partners: bool,
-    /// Roles the service's writes added to the current account (or raced in, see 1).
+    /// Roles the service's writes added to the current account (or raced in, see 1): what
+    /// `--revoke` may take back.
     service_added: Vec<BTreeSet<String>>,
-    /// Of those, the ones nobody touched since (what `--revoke` may take back).
-    service_owned: Vec<BTreeSet<String>>,
     /// Roles an admin removed after the service granted them in this account.
     admin_removed: Vec<BTreeSet<String>>,
     /// (user, event id) → roles that event's processing added.
@@ -301,7 +301,6 @@ fn run(steps: &[Step], ledger_url: String, dir: &Path) {
         clock: auth0_default_roles::ledger::now_millis() - 86_400_000,
         partners: true,
         service_added: vec![BTreeSet::new(); USERS.len()],
-        service_owned: vec![BTreeSet::new(); USERS.len()],
         admin_removed: vec![BTreeSet::new(); USERS.len()],
         ..Model::default()
     };
@@ -371,7 +370,6 @@ fn deliver_and_account(
         // it; so does invariant 2, since `--revoke` then takes it back).
         added.remove(role);
         model.admin_removed[u].remove(role);
-        model.service_owned[u].remove(role);
         model
             .raced_by_event
             .entry(key.clone())
@@ -383,12 +381,10 @@ fn deliver_and_account(
             .any(|g| g.user_id == user && g.role_name == role && g.event_id == key.1);
         if claimed && model.accounts[u].is_some() {
             model.service_added[u].insert(role.to_owned());
-            model.service_owned[u].insert(role.to_owned());
         }
     }
     if model.accounts[u].is_some() {
         model.service_added[u].extend(added.iter().cloned());
-        model.service_owned[u].extend(added.iter().cloned());
     }
     model.added_by_event.entry(key).or_default().extend(added);
 }
@@ -436,7 +432,6 @@ fn apply(model: &mut Model, real: &mut Real, step: &Step, context: &str) {
                 return;
             }
             real.sim.grant_by_hand(user, &[role]);
-            model.service_owned[*u].remove(role);
             model.admin_removed[*u].remove(role);
         }
         Step::AdminRemove(u, r) => {
@@ -445,7 +440,6 @@ fn apply(model: &mut Model, real: &mut Real, step: &Step, context: &str) {
                 return;
             }
             real.sim.remove_by_hand(user, &[role]);
-            model.service_owned[*u].remove(role);
             if model.service_added[*u].contains(role) {
                 model.admin_removed[*u].insert(role.to_owned());
             }
@@ -458,7 +452,6 @@ fn apply(model: &mut Model, real: &mut Real, step: &Step, context: &str) {
             real.sim.delete_user(user);
             model.accounts[*u] = None;
             model.service_added[*u].clear();
-            model.service_owned[*u].clear();
             model.admin_removed[*u].clear();
             let line = json!({"log_id": model.log_id(), "data": {"type": "sdu", "date": model.date(), "user_id": user, "description": "Deleted user"}});
             model.log.push((user.to_owned(), line.clone()));
@@ -489,19 +482,17 @@ fn apply(model: &mut Model, real: &mut Real, step: &Step, context: &str) {
             for (u, (user, _)) in USERS.iter().enumerate() {
                 let after = real.held(user);
                 let removed: BTreeSet<String> = before[u].difference(&after).cloned().collect();
-                // 2: only what the service's write added and nobody touched since.
+                // 2: only what the service's write added to this account.
                 assert!(
-                    removed.is_subset(&model.service_owned[u]),
-                    "invariant 2: reconcile --revoke took {removed:?} from {user}, the service owned {:?}\n{said}\n{context}",
-                    model.service_owned[u]
+                    removed.is_subset(&model.service_added[u]),
+                    "invariant 2: reconcile --revoke took {removed:?} from {user}, the service added {:?}\n{said}\n{context}",
+                    model.service_added[u]
                 );
                 for role in &removed {
-                    model.service_owned[u].remove(role);
                     model.service_added[u].remove(role);
                 }
                 let added: BTreeSet<String> = after.difference(&before[u]).cloned().collect();
                 model.service_added[u].extend(added.iter().cloned());
-                model.service_owned[u].extend(added.iter().cloned());
                 model
                     .added_by_event
                     .entry(((*user).to_owned(), "reconcile".to_owned()))
