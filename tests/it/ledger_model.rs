@@ -472,6 +472,13 @@ fn apply(model: &mut Model, real: &mut Real, step: &Step, context: &str) {
         }
         Step::Restart => real.restart(model.partners),
         Step::RevokeApply => {
+            // reconcile records its grants at the wall clock's time, and the model's time runs
+            // ahead of it after the first apply (each step is minutes): a second apply would
+            // record grants dated before the accounts and events that precede it in the model.
+            // So one apply per sequence, the first.
+            if model.clock > auth0_default_roles::ledger::now_millis() {
+                return;
+            }
             let before: Vec<BTreeSet<String>> = USERS.iter().map(|(u, _)| real.held(u)).collect();
             let said = real.revoke_apply(model.partners);
             // reconcile records its grants at the wall clock's time: the model's time moves
@@ -529,10 +536,21 @@ fn check(model: &Model, real: &Real, context: &str) {
     }
 }
 
+/// The cases' seed: fixed, so that CI runs the same sequences every time; set
+/// `LEDGER_MODEL_SEED` to explore others (a failure prints its minimal sequence).
+fn cases_seed() -> proptest::test_runner::RngSeed {
+    let seed = std::env::var("LEDGER_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_206);
+    proptest::test_runner::RngSeed::Fixed(seed)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 48,
         max_shrink_iters: 200,
+        rng_seed: cases_seed(),
         ..ProptestConfig::default()
     })]
 
@@ -549,6 +567,7 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 12,
         max_shrink_iters: 100,
+        rng_seed: cases_seed(),
         ..ProptestConfig::default()
     })]
 
