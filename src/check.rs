@@ -17,7 +17,9 @@ pub fn required_scopes(config: &Config, read_user_roles: bool) -> Vec<&'static s
             ) && !c.login_only()
         })
     });
-    let reads_roles = read_user_roles || policy.uses_has_roles();
+    // With a ledger, a write is preceded by a read of the user's roles (the ledger records only
+    // what the write added) and a first login may read the profile (a re-created account).
+    let reads_roles = read_user_roles || policy.uses_has_roles() || config.ledger.is_some();
     if reads_users || reads_roles {
         scopes.push("read:users");
     }

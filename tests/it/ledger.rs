@@ -119,6 +119,16 @@ fn a_live_replay_then_explain_names_the_rule_and_the_role_and_a_stranger_is_neve
         "{}",
         text(&check.stdout)
     );
+    // With a ledger every write reads the user's roles first: the scopes say so.
+    let needs = text(&check.stdout)
+        .lines()
+        .find(|l| l.contains("scopes this config needs:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        needs.contains("read:role_members") && needs.contains("read:users"),
+        "{needs}"
+    );
     let events = dir.join("events.jsonl");
     let log_id = "90020211104002502463115418621740818569342603360399786034";
     std::fs::write(
