@@ -8,7 +8,8 @@
 //!
 //! Rates count from the first message received to the last one finished, so the group join
 //! is not part of them. Peak RSS is the service process's VmHWM.
-//! `CONSUME_BENCH_EVENTS` changes the size.
+//! `CONSUME_BENCH_EVENTS` changes the size; `CONSUME_BENCH_SCENARIO` (`one`, `batched`) runs one
+//! scenario; `SERVICE_WRAPPER` runs the service under a profiler (see `tests/it/harness.rs`).
 
 // The integration tests' harness; this bench uses a part of it.
 #[allow(dead_code)]
@@ -29,8 +30,14 @@ fn main() {
     }
     // 1 record per batch (what the tests must use on tansu), then 1,000 per batch with the
     // service never pausing, which is closer to a real broker's fetch rate.
-    scenario(1, "one record per batch", "max_inflight = 2000");
-    scenario(1000, "batched", "max_inflight = 100000");
+    // CONSUME_BENCH_SCENARIO = "one" or "batched" runs only that one (profiling).
+    let only = std::env::var("CONSUME_BENCH_SCENARIO").unwrap_or_default();
+    if only != "batched" {
+        scenario(1, "one record per batch", "max_inflight = 2000");
+    }
+    if only != "one" {
+        scenario(1000, "batched", "max_inflight = 100000");
+    }
 }
 
 fn scenario(batch: usize, name: &str, inflight: &str) {

@@ -755,7 +755,9 @@ impl Pipeline {
             Selection::Eligible(trigger) => Some(trigger),
             Selection::NotEligible(_) => None,
         });
-        let report = match std::panic::AssertUnwindSafe(self.run(item))
+        // Boxed: a task in flight holds this small future until it runs; the event's whole
+        // path (several KB of state) is allocated only while it is being processed.
+        let report = match std::panic::AssertUnwindSafe(Box::pin(self.run(item)))
             .catch_unwind()
             .await
         {
@@ -890,14 +892,16 @@ impl Pipeline {
                 .is_some_and(|id| self.processor.dedup().log_seen(id));
             if let (Some(user), false) = (event.user(), redelivered) {
                 let deleted_at = event.date.as_deref().and_then(crate::event::unix_millis);
-                if let Err(refused) = link.forget_user(&self.metrics, user, deleted_at).await {
+                if let Err(refused) =
+                    Box::pin(link.forget_user(&self.metrics, user, deleted_at)).await
+                {
                     let report = Report::for_event(event, None, Outcome::Failed);
                     return ledger_refused(report, &refused);
                 }
             }
         }
         if let Ok(event) = item.as_ref() {
-            if let Err(refused) = self.follow_membership(link, event).await {
+            if let Err(refused) = Box::pin(self.follow_membership(link, event)).await {
                 let report = Report::for_event(event, None, Outcome::Failed);
                 return ledger_refused(report, &refused);
             }
@@ -906,14 +910,13 @@ impl Pipeline {
         if report.outcome == Outcome::Failed {
             if let Some(user) = &report.user_id {
                 // Refused: logged by the link; the event is failed already.
-                let _ = link
-                    .record_failure(
-                        &self.metrics,
-                        user,
-                        report.log_id.as_deref().unwrap_or("-"),
-                        report.error.as_deref().unwrap_or("-"),
-                    )
-                    .await;
+                let _ = Box::pin(link.record_failure(
+                    &self.metrics,
+                    user,
+                    report.log_id.as_deref().unwrap_or("-"),
+                    report.error.as_deref().unwrap_or("-"),
+                ))
+                .await;
             }
         }
         report
@@ -1120,10 +1123,7 @@ impl Pipeline {
         if link.is_quiet_membership(user, organization) {
             return Some(Ok(true));
         }
-        Some(
-            link.seen_in_organization(&self.metrics, user, organization)
-                .await,
-        )
+        Some(Box::pin(link.seen_in_organization(&self.metrics, user, organization)).await)
     }
 
     async fn decide_and_act(&self, item: Decoded) -> Report {
@@ -1167,7 +1167,7 @@ impl Pipeline {
                 undecided,
             } => match (&self.client, self.mode) {
                 (Some(client), Mode::DryRun | Mode::Live) => {
-                    match self.read_profile(client, &event, &undecided).await {
+                    match Box::pin(self.read_profile(client, &event, &undecided)).await {
                         Ok(profile) => self
                             .processor
                             .decide_with_profile(&event, trigger, &profile),
@@ -1198,7 +1198,7 @@ impl Pipeline {
                 .processor
                 .needs_profile_report(&event, trigger, &undecided),
             Step::Assign(assignment) if self.ledger.is_some() && self.mode != Mode::Offline => {
-                let assignment = match self.without_granted(assignment).await {
+                let assignment = match Box::pin(self.without_granted(assignment)).await {
                     Ok(assignment) => assignment,
                     Err((assignment, refused)) => {
                         return self.processor.finish(
@@ -1213,9 +1213,9 @@ impl Pipeline {
                         .processor
                         .finish(assignment, Outcome::AlreadyDone, None);
                 }
-                self.assign(assignment).await
+                Box::pin(self.assign(assignment)).await
             }
-            Step::Assign(assignment) => self.assign(assignment).await,
+            Step::Assign(assignment) => Box::pin(self.assign(assignment)).await,
         }
     }
 
@@ -1474,5 +1474,42 @@ mod tests {
         assert!(!processor
             .dedup()
             .user_deleted("auth0|other", Some("2026-12-01T09:59:00Z")));
+    }
+}
+/// What an event waiting for its turn costs: a source holds one `process_all` future per
+/// message in flight (up to `max_inflight` of them), so its size is the service's memory per
+/// message in flight. The deep path (profile reads, the ledger, role writes) is boxed where it
+/// starts, so only the events taking it pay for it, and only while they run.
+#[cfg(test)]
+mod in_flight_size {
+    use super::*;
+    use crate::dedup::DedupSettings;
+    use crate::policy::PolicyConfig;
+
+    #[test]
+    fn a_message_in_flight_holds_a_small_future() {
+        let config: PolicyConfig = match toml::from_str(
+            "events = [\"signup\"]\n[[rules]]\nname = \"everyone\"\nassign = [\"Viewer\"]\n",
+        ) {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        let policy = match Policy::from_config(&config) {
+            Ok(policy) => policy,
+            Err(err) => panic!("{err}"),
+        };
+        let metrics = match Metrics::new() {
+            Ok(metrics) => Arc::new(metrics),
+            Err(err) => panic!("{err}"),
+        };
+        let processor = Processor::new(policy, Dedup::new(DedupSettings::default()));
+        let pipeline = Pipeline::offline(processor, metrics, SourceKind::Replay);
+        let message = std::mem::size_of_val(&pipeline.process_all(Vec::new()));
+        let event = std::mem::size_of_val(
+            &pipeline.process(Err(crate::event::DecodeError::new("x", None))),
+        );
+        // 9,136 and 8,568 bytes (debug build) before the deep path was boxed.
+        assert!(message <= 2048, "process_all future: {message} bytes");
+        assert!(event <= 1536, "process future: {event} bytes");
     }
 }

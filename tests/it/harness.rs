@@ -478,7 +478,20 @@ impl Service {
         env: &[(&str, &str)],
     ) -> Service {
         let err = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        // SERVICE_WRAPPER (benches' profiling aid): a command the service runs under, e.g.
+        // `perf record -g -o /tmp/service.perf --` or `heaptrack -o /tmp/service`.
+        let binary = env!("CARGO_BIN_EXE_auth0-default-roles");
+        let wrapper = std::env::var("SERVICE_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command_line = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command_line
             .args([command, "--config"])
             .arg(config)
             .env("AUTH0_CLIENT_SECRET", "sim-secret")

@@ -87,8 +87,11 @@ pub struct RunSummary {
 }
 
 /// Properties the service sets unless `[kafka.properties]` overrides them.
-const DEFAULT_PROPERTIES: [(&str, &str); 5] = [
+const DEFAULT_PROPERTIES: [(&str, &str); 6] = [
     ("partition.assignment.strategy", "cooperative-sticky"),
+    // librdkafka prefetches up to 64 MB by default; Auth0 log events are ~1 KB, so 16 MB
+    // (~16,000 events) keeps every partition busy at a quarter of the memory.
+    ("queued.max.messages.kbytes", "16384"),
     // A new group must not skip the events that arrived before it started.
     ("auto.offset.reset", "earliest"),
     ("statistics.interval.ms", "5000"),
