@@ -693,6 +693,12 @@ impl Pipeline {
             .map(|client| ApiCalls::from(client.stats()))
     }
 
+    /// Role assignments waiting for the tenant now (0 offline): sources pause their intake at
+    /// [`crate::mgmt::WAITING_MAX`].
+    pub fn waiting(&self) -> usize {
+        self.assigner.as_ref().map_or(0, RoleAssigner::waiting)
+    }
+
     /// Whether Management API calls are failing now, or the ledger is (sources pause intake
     /// meanwhile).
     pub fn is_tenant_failing(&self) -> bool {

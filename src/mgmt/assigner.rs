@@ -4,6 +4,7 @@
 //! the whole call) falls back to per-user calls, so one bad user never blocks the others.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,11 @@ type WrittenReply = oneshot::Sender<Result<BTreeSet<String>, MgmtError>>;
 /// Pending assignments queued for the batching task at most.
 pub const PENDING_MAX: usize = 10_000;
 
+/// Assignments waiting for the tenant (queued, or in a batch waiting for its reads and writes)
+/// at which sources pause their intake ([`crate::source::Intake::update_waiting`]): at the
+/// tenant's rate more waiting buys no throughput, only memory (each holds its event).
+pub const WAITING_MAX: usize = 10_000;
+
 /// Assigns roles by name. Cheap to clone; one batching task per process.
 #[derive(Clone)]
 pub struct RoleAssigner {
@@ -54,6 +60,24 @@ pub struct RoleAssigner {
     /// and callers wait for room.
     tx: mpsc::Sender<Pending>,
     read_user_roles: bool,
+    /// Assignments inside [`RoleAssigner::assign`] now (shared by the clones).
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts an assignment waiting for the tenant while it lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn enter(count: &Arc<AtomicUsize>) -> Waiting {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(Arc::clone(count))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RoleAssigner {
@@ -76,11 +100,17 @@ impl RoleAssigner {
             directory,
             tx,
             read_user_roles: settings.read_user_roles,
+            waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     pub fn directory(&self) -> &Arc<RoleDirectory> {
         &self.directory
+    }
+
+    /// Assignments waiting for the tenant now (see [`WAITING_MAX`]).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Gives `user_id` the roles named `roles`, first reading the roles the user holds
@@ -94,6 +124,7 @@ impl RoleAssigner {
         read_held: bool,
     ) -> Result<AssignOutcome, MgmtError> {
         let read_held = self.read_user_roles || read_held;
+        let _waiting = Waiting::enter(&self.waiting);
         let (done, wait) = oneshot::channel();
         let pending = Pending {
             user_id: user_id.to_owned(),

@@ -22,7 +22,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner};
+pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner, WAITING_MAX};
 pub use clients::{Applications, CLIENT_METADATA_TTL};
 pub use faults::Blocked;
 use faults::Transient;

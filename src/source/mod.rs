@@ -145,6 +145,9 @@ pub enum PauseReason {
     Full,
     /// Management API calls are failing; events wait instead of piling up.
     TenantFailing,
+    /// [`crate::mgmt::WAITING_MAX`] assignments wait for the tenant (its rate is the
+    /// bottleneck): taking more would only hold them in memory.
+    Backlogged,
     /// Shutting down: nothing new is taken.
     ShuttingDown,
 }
@@ -154,13 +157,15 @@ impl PauseReason {
         match self {
             PauseReason::Full => "in-flight limit reached",
             PauseReason::TenantFailing => "Management API failing",
+            PauseReason::Backlogged => "assignments wait for the tenant's rate",
             PauseReason::ShuttingDown => "shutting down",
         }
     }
 }
 
-/// When intake pauses and resumes: pause at `max_inflight` or while the tenant fails, resume
-/// at half of it once the tenant answers. Each change is logged once.
+/// When intake pauses and resumes: pause at `max_inflight`, while the tenant fails, or while
+/// [`crate::mgmt::WAITING_MAX`] assignments wait for the tenant; resume at half of each once
+/// the tenant answers. Each change is logged once.
 pub struct Intake {
     max_inflight: usize,
     resume_below: usize,
@@ -183,16 +188,36 @@ impl Intake {
     /// Decides with `inflight` messages in flight and the tenant failing or not. Returns the
     /// new state (`true`: paused) when it changed.
     pub fn update(&self, inflight: usize, tenant_failing: bool) -> Option<bool> {
+        self.update_waiting(inflight, 0, tenant_failing)
+    }
+
+    /// [`Intake::update`], with `waiting` assignments waiting for the tenant (the role
+    /// assigner's queue and batches): at [`crate::mgmt::WAITING_MAX`] intake pauses whatever
+    /// `max_inflight` allows, so a tenant slower than the broker bounds the memory of the
+    /// events held, and resumes once half of them left.
+    pub fn update_waiting(
+        &self,
+        inflight: usize,
+        waiting: usize,
+        tenant_failing: bool,
+    ) -> Option<bool> {
         let paused = self.is_paused();
-        if !paused && (inflight >= self.max_inflight || tenant_failing) {
+        let backlogged = waiting >= crate::mgmt::WAITING_MAX;
+        if !paused && (inflight >= self.max_inflight || tenant_failing || backlogged) {
             let reason = if tenant_failing {
                 PauseReason::TenantFailing
+            } else if backlogged {
+                PauseReason::Backlogged
             } else {
                 PauseReason::Full
             };
             self.set(true, reason.as_str());
             Some(true)
-        } else if paused && inflight <= self.resume_below && !tenant_failing {
+        } else if paused
+            && inflight <= self.resume_below
+            && waiting <= crate::mgmt::WAITING_MAX / 2
+            && !tenant_failing
+        {
             self.set(false, "caught up");
             Some(false)
         } else {
@@ -267,6 +292,10 @@ mod tests {
         assert_eq!(intake.update(0, true), Some(true));
         assert_eq!(intake.update(0, true), None);
         assert_eq!(intake.update(0, false), Some(false));
+        let waiting = crate::mgmt::WAITING_MAX;
+        assert_eq!(intake.update_waiting(0, waiting, false), Some(true));
+        assert_eq!(intake.update_waiting(0, waiting / 2 + 1, false), None);
+        assert_eq!(intake.update_waiting(0, waiting / 2, false), Some(false));
         assert!(intake.stop());
         assert!(intake.is_paused());
     }

@@ -600,7 +600,9 @@ async fn receive_loop(
                 Err(_) => break,
             },
         };
-        shared.intake.update(0, ctx.pipeline.is_tenant_failing());
+        shared
+            .intake
+            .update_waiting(0, ctx.pipeline.waiting(), ctx.pipeline.is_tenant_failing());
         if shared.intake.is_paused() {
             drop(permits);
             tokio::select! {

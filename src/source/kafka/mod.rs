@@ -746,10 +746,11 @@ async fn consume(
             // finishing its offset: that offset stays unstored (redelivered later).
             tracing::error!(%lost, "a message task failed while storing its offset; it is not committed");
         }
-        if let Some(pause) = shared
-            .intake
-            .update(dispatch.len(), pipeline.is_tenant_failing())
-        {
+        if let Some(pause) = shared.intake.update_waiting(
+            dispatch.len(),
+            pipeline.waiting(),
+            pipeline.is_tenant_failing(),
+        ) {
             pause_partitions(&shared, consumer.as_ref(), pause);
         }
         tokio::select! {
