@@ -58,6 +58,9 @@ pub struct Metrics {
     pub ledger_writes: IntCounterVec,
     pub ledger_errors: IntCounter,
     pub ledger_refused: IntCounter,
+    // Helper tasks beside the source (`crate::supervise`).
+    pub helper_failures: IntCounterVec,
+    pub helper_up: IntGaugeVec,
     pub ledger_unreachable: IntGauge,
     pub ledger_kept_off: IntCounter,
 }
@@ -308,6 +311,14 @@ impl Metrics {
                 "ledger_roles_not_regranted_total",
                 "Roles the policy gives that were not granted because the ledger shows this service granted them before (an admin's removal stands; another instance granted them).",
             ))?)?,
+            helper_failures: reg.add(IntCounterVec::new(
+                opts("helper_failures_total", "Failures of a helper task beside the source (helper: backstop, log_stream_watcher, auth0_logs), each logged and retried with backoff; /readyz says degraded meanwhile."),
+                &["helper"],
+            )?)?,
+            helper_up: reg.add(IntGaugeVec::new(
+                opts("helper_up", "1 while a helper task beside the source works, 0 from its failure until it works again (retried with backoff)."),
+                &["helper"],
+            )?)?,
             names: reg.names,
             registry,
         };

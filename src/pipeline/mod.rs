@@ -1,6 +1,8 @@
 //! The stages every source shares: decode → select → dedup → policy, producing either a final
 //! outcome or an assignment to make; and the outcome record each event ends with.
 
+pub mod dispatch;
+
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -730,8 +732,18 @@ impl Pipeline {
 
     /// Takes one decoded item to its final outcome. Transient Management API failures are
     /// waited out inside; the returned report is final. Callers keep each user's events in
-    /// order (the sources' `Sequencer`).
+    /// order (the sources' `Sequencer`). A panic ends the event `failed` at once: sources
+    /// deliver through [`Pipeline::deliver`], which retries a lost task instead.
     pub async fn process(&self, item: Decoded) -> Report {
+        match self.attempt(item).await {
+            Ok(report) => report,
+            Err(lost) => self.give_up(lost),
+        }
+    }
+
+    /// One attempt at an item: its recorded report, or the task's loss (a panic, a bug: the
+    /// event is not done, no dedup mark) with the `failed` report it ends with if given up.
+    pub(crate) async fn attempt(&self, item: Decoded) -> Result<Report, LostTask> {
         let started = std::time::Instant::now();
         let input = match &item {
             Ok(event) if event.is_cloud_event() => "event_stream",
@@ -755,14 +767,16 @@ impl Pipeline {
             Selection::Eligible(trigger) => Some(trigger),
             Selection::NotEligible(_) => None,
         });
-        let report = match std::panic::AssertUnwindSafe(self.run(item))
+        match std::panic::AssertUnwindSafe(self.run(item))
             .catch_unwind()
             .await
         {
-            Ok(report) => report,
+            Ok(report) => {
+                self.record(&report, started, date.as_deref(), email_domain.as_deref());
+                Ok(report)
+            }
             Err(panic) => {
-                // A bug, not an input: the event is not done (no dedup mark), it is `failed`
-                // so the source dead-letters it or leaves it for redelivery.
+                self.metrics.inflight_events.dec();
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
@@ -773,23 +787,32 @@ impl Pipeline {
                     .with_label_values(&[self.source.as_str()])
                     .inc();
                 tracing::error!(log_id = log_id.as_deref().unwrap_or("-"), panic = %what, "processing an event panicked");
-                Report {
-                    log_id,
-                    event_type: None,
-                    user_id: user,
-                    trigger,
-                    outcome: Outcome::Failed,
-                    roles: Vec::new(),
-                    organization: None,
-                    organization_roles: Vec::new(),
-                    rules: Vec::new(),
-                    skipped: Vec::new(),
-                    error: Some(format!("internal error (panic): {what}")),
-                }
+                Err(LostTask {
+                    report: Report {
+                        log_id,
+                        event_type: None,
+                        user_id: user,
+                        trigger,
+                        outcome: Outcome::Failed,
+                        roles: Vec::new(),
+                        organization: None,
+                        organization_roles: Vec::new(),
+                        rules: Vec::new(),
+                        skipped: Vec::new(),
+                        error: Some(format!("internal error (panic): {what}")),
+                    },
+                    started,
+                })
             }
-        };
-        self.record(&report, started, date.as_deref(), email_domain.as_deref());
-        report
+        }
+    }
+
+    /// Ends a lost event `failed`: recorded (metrics, log) like any outcome.
+    pub(crate) fn give_up(&self, lost: LostTask) -> Report {
+        // `record` counts the event out of the in-flight gauge again.
+        self.metrics.inflight_events.inc();
+        self.record(&lost.report, lost.started, None, None);
+        lost.report
     }
 
     /// Reads what the undecided conditions need, and only that: the user (`GET /users/{id}`)
@@ -879,6 +902,8 @@ impl Pipeline {
     /// [`Pipeline::decide_and_act`], with the ledger around it: a deleted user is forgotten
     /// first, an event failed for good is recorded after.
     async fn run(&self, item: Decoded) -> Report {
+        #[cfg(debug_assertions)]
+        test_panic::on(&item);
         let Some(link) = self.ledger.as_ref().filter(|_| self.mode == Mode::Live) else {
             return self.decide_and_act(item).await;
         };
@@ -1427,6 +1452,30 @@ impl Pipeline {
                 "invalid event"
             ),
             other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),
+        }
+    }
+}
+
+/// An event whose task was lost (it panicked): the `failed` report it ends with when given up.
+#[derive(Debug)]
+pub struct LostTask {
+    pub report: Report,
+    started: std::time::Instant,
+}
+
+/// Test-only fault injection, compiled into debug builds only (release builds, the ones
+/// deployed, have none): `AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID` names a `log_id` whose
+/// processing panics, every time, so the integration tests can see a lost task handled.
+#[cfg(debug_assertions)]
+mod test_panic {
+    use crate::event::Decoded;
+
+    pub(super) fn on(item: &Decoded) {
+        let Some(id) = item.as_ref().ok().and_then(|e| e.log_id.as_deref()) else {
+            return;
+        };
+        if std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID").is_ok_and(|told| told == id) {
+            panic!("test-only panic on log_id {id} (AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID)");
         }
     }
 }
