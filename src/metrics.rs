@@ -61,6 +61,7 @@ pub struct Metrics {
     // Helper tasks beside the source (`crate::supervise`).
     pub helper_failures: IntCounterVec,
     pub helper_up: IntGaugeVec,
+    pub deliveries_held: IntCounterVec,
     pub ledger_unreachable: IntGauge,
     pub ledger_kept_off: IntCounter,
 }
@@ -318,6 +319,10 @@ impl Metrics {
             helper_up: reg.add(IntGaugeVec::new(
                 opts("helper_up", "1 while a helper task beside the source works, 0 from its failure until it works again (retried with backoff)."),
                 &["helper"],
+            )?)?,
+            deliveries_held: reg.add(IntCounterVec::new(
+                opts("deliveries_held_total", "Deliveries kept unacknowledged because their task was lost (a panic) and the source has no way to run or dead-letter them again (Kafka without dead_letter_topic): the partition's committed offset stays before it until a restart or rebalance redelivers it."),
+                &["source"],
             )?)?,
             names: reg.names,
             registry,

@@ -9,8 +9,11 @@
 //!   losses in a row (the count lives only while the delivery is in flight: it is not a memory
 //!   of outcomes); events it finished before the loss are `already_done` the next time;
 //! - after [`MAX_LOST_TASKS`] losses in a row the delivery is `DeadLetter` as `failed`, the
-//!   lost event recorded `failed`; a source without a dead-letter destination keeps it
-//!   unacknowledged and counts it, it never drops it.
+//!   lost event recorded `failed`;
+//! - a source that keeps no bytes to decode the delivery again (Kafka without a dead-letter
+//!   topic: keeping every payload while in flight would cost its size in memory, and there is
+//!   no destination for the dead letter anyway) gets `Retry` at the first loss: it keeps the
+//!   delivery unacknowledged and counts it, it never drops it.
 
 use std::time::Duration;
 
@@ -20,14 +23,18 @@ use crate::event::Decoded;
 /// How many times in a row a delivery may lose its task before it is dead-lettered `failed`.
 pub const MAX_LOST_TASKS: u32 = 3;
 
+/// `deliver`'s `again` for a source that keeps no bytes to decode a delivery again.
+pub type NoRedecode = fn() -> Vec<Decoded>;
+
 /// The pause before a delivery whose task was lost runs again (times the losses so far).
 const LOST_PAUSE: Duration = Duration::from_millis(200);
 
 impl Pipeline {
     /// Takes a delivery's `items` to their outcomes, in order, and gives it one [`Verdict`].
     /// `again` decodes the delivery again (from the bytes its source holds) when a task was
-    /// lost; `each` sees every final report (a source's per-event bookkeeping).
-    pub async fn deliver<A, E>(&self, items: Vec<Decoded>, again: A, mut each: E) -> Verdict
+    /// lost (`None`: the source keeps no bytes, a loss is `Retry`); `each` sees every final
+    /// report (a source's per-event bookkeeping).
+    pub async fn deliver<A, E>(&self, items: Vec<Decoded>, again: Option<A>, mut each: E) -> Verdict
     where
         A: Fn() -> Vec<Decoded>,
         E: FnMut(&Report),
@@ -60,6 +67,12 @@ impl Pipeline {
                 return verdict;
             };
             lost += 1;
+            let Some(again) = again.as_ref() else {
+                let said = task.report.error.unwrap_or_default();
+                return Verdict::Retry(format!(
+                    "the task was lost ({said}); the delivery is kept unacknowledged"
+                ));
+            };
             if lost >= MAX_LOST_TASKS {
                 let mut report = self.give_up(task);
                 let said = report.error.take().unwrap_or_default();

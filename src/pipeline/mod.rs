@@ -137,11 +137,13 @@ impl Rejected {
 /// The one verdict a message gets, decided by the pipeline; the source maps it to its transport
 /// and keeps no memory of its own that overrides it.
 ///
-/// | verdict | Kafka | SQS | webhook (`ingest`) |
-/// |---|---|---|---|
-/// | `Done` | offset stored | message deleted | 200 |
-/// | `DeadLetter` | dead-letter topic, then offset stored | left; the queue's `maxReceiveCount` moves it to its DLQ | 200, counted `failed`/`invalid` |
-/// | `Retry` | not stored (redelivered) | left, visible again | 503 |
+/// Every source gets it from [`Pipeline::deliver`] (`dispatch.rs`), the one delivery path.
+///
+/// | verdict | Kafka | SQS | webhook (`ingest`) | Logs API reader |
+/// |---|---|---|---|---|
+/// | `Done` | offset stored | message deleted | 200 | checkpoint advances |
+/// | `DeadLetter` | dead-letter topic, then offset stored | left; the queue's `maxReceiveCount` moves it to its DLQ | 200, counted `failed`/`invalid` | dead-letter file, then the checkpoint advances |
+/// | `Retry` | not stored: held, counted (`deliveries_held_total`) | left, visible again | 503 | checkpoint kept, batch read again |
 ///
 /// Only `Done` is remembered (dedup on `log_id`): a dead-lettered event produced back, redriven
 /// or resent after the operator's fix is processed again.
@@ -151,7 +153,8 @@ pub enum Verdict {
     Done,
     /// An event ended `invalid` or `failed` (the first one): dead-letter the message.
     DeadLetter(Rejected),
-    /// The message's work was lost (its task died or was aborted): leave it for redelivery.
+    /// The message's work was lost (its task died and cannot run again here): leave it
+    /// unacknowledged for redelivery.
     Retry(String),
 }
 
@@ -711,23 +714,6 @@ impl Pipeline {
 
     pub fn processor(&self) -> &Processor {
         &self.processor
-    }
-
-    /// Takes the events of one message (a Kafka record, an SQS message) to their final
-    /// outcomes, in order, and gives the message its verdict: `Done`, or `DeadLetter` with
-    /// the first `invalid` or `failed` event.
-    pub async fn process_all(&self, items: Vec<Decoded>) -> Verdict {
-        let mut verdict = Verdict::Done;
-        for item in items {
-            let report = self.process(item).await;
-            if verdict.is_done() && matches!(report.outcome, Outcome::Invalid | Outcome::Failed) {
-                verdict = Verdict::DeadLetter(Rejected {
-                    outcome: report.outcome,
-                    error: report.error.unwrap_or_default(),
-                });
-            }
-        }
-        verdict
     }
 
     /// Takes one decoded item to its final outcome. Transient Management API failures are

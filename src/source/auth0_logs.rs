@@ -849,7 +849,7 @@ impl LogsReader {
             dispatch.spawn(users, async move {
                 let again = || vec![decode_log(&bytes, id.clone())];
                 let verdict = pipeline
-                    .deliver(vec![item], again, |report| {
+                    .deliver(vec![item], Some(again), |report| {
                         if backstop {
                             count_recovered(&metrics, report);
                         }

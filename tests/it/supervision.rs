@@ -251,3 +251,101 @@ fn a_log_whose_task_panics_every_time_is_dead_lettered_after_three_lost_tasks_an
     }
     rt.block_on(running.shutdown());
 }
+
+/// An eligible log of `stream` that appears in exactly one record, away from the start: the
+/// record the tests make panic. (log_id, user)
+pub(crate) fn poisoned_record(stream: &generate::Stream) -> (String, String) {
+    let logs: Vec<Value> = stream
+        .records
+        .iter()
+        .filter_map(crate::auth0_logs::log_of)
+        .collect();
+    logs.iter()
+        .skip(logs.len() / 2)
+        .find(|l| eligible(l) && logs.iter().filter(|o| log_id(o) == log_id(l)).count() == 1)
+        .map(|l| (log_id(l), user(l)))
+        .unwrap_or_else(|| panic!("no eligible log appears once"))
+}
+
+/// Every user but `except` holds exactly the expected roles.
+pub(crate) fn others_hold_their_roles(
+    roles: &std::collections::BTreeMap<String, BTreeSet<String>>,
+    stream: &generate::Stream,
+    except: &str,
+) -> bool {
+    stream
+        .expected
+        .iter()
+        .filter(|(u, _)| u.as_str() != except)
+        .all(|(u, expected)| roles.get(u) == Some(expected))
+}
+
+#[test]
+fn a_webhook_record_whose_task_panics_every_time_ends_failed_after_three_lost_tasks_and_its_neighbours_are_processed(
+) {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let dir = temp_dir("helper-panic-webhook");
+    let stream = generate::mixed(59, 200, 0);
+    let (poisoned, poisoned_user) = poisoned_record(&stream);
+    let (port, metrics) = (free_port(), free_port());
+    let text = format!(
+        "[ingest]\nmode = \"direct\"\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{}\n",
+        auth0_section(&running.base_url),
+        demo_policy()
+    );
+    let config = dir.join("ingest-direct.toml");
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start_command(
+        "ingest",
+        &config,
+        metrics,
+        dir.join("ingest.log"),
+        &[
+            ("AUTH0_WEBHOOK_TOKEN", TOKEN),
+            ("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID", poisoned.as_str()),
+        ],
+    );
+    assert!(wait_listening(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(30)
+    ));
+    let mut failed = 0;
+    for batch in stream.records.chunks(50) {
+        let mut body = Vec::new();
+        for r in batch {
+            body.extend_from_slice(&r.value);
+            body.push(b'\n');
+        }
+        let answer = http_post(
+            port,
+            "/auth0/logs",
+            &[
+                ("Authorization", TOKEN),
+                ("Content-Type", "application/json"),
+            ],
+            &body,
+        )
+        .unwrap_or_else(|| panic!("no answer"));
+        assert_eq!(answer.0, 200, "{answer:?}\n{}", service.log_text());
+        let said: Value = serde_json::from_str(&answer.1).unwrap_or_default();
+        failed += said["failed"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(failed, 1, "{}", service.log_text());
+    assert_eq!(
+        service.metric("auth0_default_roles_task_panics_total", "source=\"http\""),
+        3.0,
+        "the record's task is run again before it ends failed\n{}",
+        service.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || others_hold_their_roles(
+            &sim.role_sets(),
+            &stream,
+            &poisoned_user
+        )),
+        "{}",
+        service.log_text()
+    );
+    rt.block_on(running.shutdown());
+}
