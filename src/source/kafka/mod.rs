@@ -869,8 +869,8 @@ enum Ack {
     /// The offset is finished (stored once every offset below it is).
     Release,
     /// Kept unacknowledged: the message's task was lost and it has no dead-letter topic to go
-    /// to; the partition's watermark stays before it until a restart or rebalance.
-    Hold,
+    /// to; the partition's watermark stays before it until a restart or rebalance. Why.
+    Hold(String),
 }
 
 impl MessageTask {
@@ -886,7 +886,6 @@ impl MessageTask {
             position,
         } = self;
         let dlq = dead_letters.as_deref();
-        let position_of = (position.tp.clone(), position.offset);
         let work = async {
             // With a dead-letter topic the payload is kept already: a lost task runs again from
             // it. Without, nothing is kept (no copy per message in flight): a loss holds it.
@@ -900,18 +899,7 @@ impl MessageTask {
                     dead_letter_count.fetch_add(1, Ordering::Relaxed);
                     Ack::Release
                 }
-                (Verdict::Retry(why), _, _) => {
-                    pipeline
-                        .metrics()
-                        .deliveries_held
-                        .with_label_values(&[SourceKind::Kafka.as_str()])
-                        .inc();
-                    tracing::error!(
-                        topic = %position_of.0.0, partition = position_of.0.1, offset = position_of.1, reason = %why,
-                        "a message's task was lost and there is no dead-letter topic: its offset is kept unacknowledged (the partition commits no further until a restart or rebalance redelivers it)"
-                    );
-                    Ack::Hold
-                }
+                (Verdict::Retry(why), _, _) => Ack::Hold(why),
                 _ => Ack::Release,
             }
         };
@@ -975,7 +963,17 @@ async fn settle<F: std::future::Future<Output = Ack>>(
 ) {
     use futures_util::FutureExt as _;
     let ended = std::panic::AssertUnwindSafe(work).catch_unwind().await;
-    if let Ok(Ack::Hold) = ended {
+    if let Ok(Ack::Hold(why)) = &ended {
+        slot.shared
+            .metrics
+            .deliveries_held
+            .with_label_values(&[SourceKind::Kafka.as_str()])
+            .inc();
+        let (tp, offset) = (&slot.position.tp, slot.position.offset);
+        tracing::error!(
+            topic = %tp.0, partition = tp.1, offset, reason = %why,
+            "a message's task was lost and there is no dead-letter topic: its offset is kept unacknowledged (the partition commits no further until a restart or rebalance redelivers it)"
+        );
         return;
     }
     let panicked = ended.err().map(|p| panic_text(p.as_ref()));
