@@ -22,6 +22,7 @@ use crate::source::auth0_logs::{
 use crate::source::ingest::{self, IngestError};
 use crate::source::kafka::{self, KafkaRunError};
 use crate::source::sqs::{self, SqsRunError};
+use crate::supervise::{self, Helpers};
 
 /// Exit status for usage and configuration errors.
 pub const EXIT_CONFIG: u8 = 2;
@@ -125,28 +126,44 @@ fn open_checkpoint(
     Ok((store, dead_letters))
 }
 
-/// Reads the log stream's status now (a refusal or an unknown id stops the start: exit 2) and
-/// watches it every `log_stream_check` until `shutdown`.
-async fn watch_stream(
+/// Watches the log stream's status every `log_stream_check` until `shutdown`, a supervised
+/// helper: a read that fails (a refusal, an unknown id) is reported and tried again.
+fn watch_stream(
     settings: &LogsSettings,
     client: &crate::mgmt::MgmtClient,
     metrics: &Arc<Metrics>,
+    helpers: &Arc<Helpers>,
     shutdown: &Shutdown,
-) -> Result<(), StartError> {
+) {
     let Some(id) = &settings.log_stream_id else {
-        return Ok(());
+        return;
     };
     let api = Arc::new(LogsApi::auxiliary(client.clone(), 1.0));
-    auth0_logs::watch_log_stream(
-        api,
+    let status = helpers.status("log_stream_watcher", metrics);
+    let (id, every, metrics, stop) = (
         id.clone(),
         settings.log_stream_check,
         Arc::clone(metrics),
         shutdown.clone(),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|err| StartError::Config(format!("log_stream_id {id}: {err}")))
+    );
+    tokio::spawn(supervise::supervise(
+        status.clone(),
+        shutdown.clone(),
+        move || {
+            let watch = auth0_logs::watch_log_stream(
+                Arc::clone(&api),
+                id.clone(),
+                every,
+                Arc::clone(&metrics),
+                status.clone(),
+                stop.clone(),
+            );
+            async move {
+                watch.await;
+                Ok(())
+            }
+        },
+    ));
 }
 
 /// A built application, ready to [`run`](App::run).
@@ -160,6 +177,8 @@ pub struct App {
     source: Source,
     /// The backstop reading the tenant's logs behind the source (`[backstop]`).
     backstop: Option<LogsReader>,
+    /// The helper tasks beside the source (their say on `/readyz`).
+    helpers: Arc<Helpers>,
 }
 
 impl App {
@@ -175,6 +194,8 @@ impl App {
         let kind = source_kind(config, command)?;
         let metrics = Arc::new(Metrics::new()?);
         let health = Health::new(kind);
+        let helpers = Helpers::new();
+        health.add_probe(Arc::clone(&helpers) as Arc<dyn server::ReadinessProbe>);
         let endpoints_stop = Shutdown::new();
         let metrics_addr = server::serve(
             config.metrics_listen,
@@ -223,7 +244,7 @@ impl App {
                 let Some(client) = pipeline.client() else {
                     return Err(StartError::Config("[backstop] needs [auth0]".to_owned()));
                 };
-                watch_stream(settings, client, &metrics, &shutdown).await?;
+                watch_stream(settings, client, &metrics, &helpers, &shutdown);
                 tracing::info!(checkpoint = %settings.checkpoint_file.display(), lag_seconds = settings.lag.as_secs_f64(), rate_share = settings.rate_share, "backstop: reading the tenant's logs behind the stream");
                 Some(LogsReader::new(
                     settings.clone(),
@@ -231,7 +252,8 @@ impl App {
                     Arc::new(pipeline.relabelled(SourceKind::Backstop)),
                     Box::new(store),
                     dead_letters,
-                ))
+                )
+                .with_status(helpers.status("backstop", &metrics)))
             }
             (Some(_), None) => None,
         };
@@ -241,14 +263,17 @@ impl App {
                 let Some(client) = p.client().cloned() else {
                     return Err(StartError::Config(NO_SOURCE.to_owned()));
                 };
-                watch_stream(settings, &client, &metrics, &shutdown).await?;
-                Source::Auth0Logs(Box::new(LogsReader::new(
-                    settings.clone(),
-                    LogsApi::primary(client),
-                    p,
-                    Box::new(store),
-                    dead_letters,
-                )))
+                watch_stream(settings, &client, &metrics, &helpers, &shutdown);
+                Source::Auth0Logs(Box::new(
+                    LogsReader::new(
+                        settings.clone(),
+                        LogsApi::primary(client),
+                        p,
+                        Box::new(store),
+                        dead_letters,
+                    )
+                    .with_status(helpers.status("auth0_logs", &metrics)),
+                ))
             }
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
@@ -266,6 +291,7 @@ impl App {
             endpoints_stop,
             source,
             backstop,
+            helpers,
         })
     }
 
@@ -292,23 +318,28 @@ impl App {
                 app_stop.wait().await;
                 stop.trigger();
             });
-            let stop = backstop_stop.clone();
-            tokio::spawn(async move { reader.run(None, stop).await })
+            let status = self.helpers.status("backstop", &self.metrics);
+            tokio::spawn(run_reader(
+                Arc::new(reader),
+                None,
+                status,
+                backstop_stop.clone(),
+                "backstop stopped",
+            ))
         });
         let result = match self.source {
-            Source::Auth0Logs(reader) => reader
-                .run(Some(Arc::clone(&self.health)), self.shutdown)
-                .await
-                .map(|summary| {
-                    tracing::info!(
-                        events = summary.events,
-                        pages = summary.pages,
-                        dead_letters = summary.dead_letters,
-                        unfinished_batches = summary.unfinished_batches,
-                        "stopped"
-                    );
-                })
-                .map_err(|err| StartError::Logs(err.to_string())),
+            Source::Auth0Logs(reader) => {
+                let status = self.helpers.status("auth0_logs", &self.metrics);
+                run_reader(
+                    Arc::from(reader),
+                    Some(Arc::clone(&self.health)),
+                    status,
+                    self.shutdown,
+                    "stopped",
+                )
+                .await;
+                Ok(())
+            }
             Source::Kafka(settings, pipeline) => {
                 kafka::run(settings, pipeline, Arc::clone(&self.health), self.shutdown)
                     .await
@@ -347,20 +378,44 @@ impl App {
         };
         backstop_stop.trigger();
         if let Some(handle) = backstop {
-            match handle.await {
-                Ok(Ok(summary)) => tracing::info!(
-                    events = summary.events,
-                    pages = summary.pages,
-                    dead_letters = summary.dead_letters,
-                    "backstop stopped"
-                ),
-                Ok(Err(err)) => tracing::error!(error = %err, "the backstop stopped on an error"),
-                Err(err) => tracing::error!(error = %err, "the backstop's task was lost"),
+            if let Err(err) = handle.await {
+                tracing::error!(error = %err, "the backstop's supervisor was lost");
             }
         }
         self.endpoints_stop.trigger();
         result
     }
+}
+
+/// Runs a Logs API reader (the source or the backstop) as a supervised helper until
+/// `shutdown`: a start that fails (a refused scope, an unexpected answer) or a run that stops
+/// on an error is reported and tried again with backoff.
+async fn run_reader(
+    reader: Arc<LogsReader>,
+    health: Option<Arc<Health>>,
+    status: supervise::HelperStatus,
+    shutdown: Shutdown,
+    stopped: &'static str,
+) {
+    let stop = shutdown.clone();
+    supervise::supervise(status, shutdown, move || {
+        let (reader, health, stop) = (Arc::clone(&reader), health.clone(), stop.clone());
+        async move {
+            let summary = reader
+                .run(health, stop)
+                .await
+                .map_err(|err| err.to_string())?;
+            tracing::info!(
+                events = summary.events,
+                pages = summary.pages,
+                dead_letters = summary.dead_letters,
+                unfinished_batches = summary.unfinished_batches,
+                "{stopped}"
+            );
+            Ok(())
+        }
+    })
+    .await;
 }
 
 const NO_SOURCE: &str = "`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, type = \"sqs\" with an [sqs] section, or type = \"auth0_logs\" with an [auth0_logs] section (see config/example.toml)";

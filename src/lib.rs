@@ -26,6 +26,8 @@
 //! - [`demo`]: the `demo` command (mock Kafka cluster + simulator + the real `run` path).
 //! - [`generate`]: a reproducible Auth0 log stream with known expected roles.
 //! - [`sim_command`]: the `sim` command (the simulator of `crates/mgmt-sim` as a stand-in tenant).
+//! - [`supervise`]: helper tasks beside the source (the backstop, the log stream's watcher):
+//!   failures logged, counted, degraded on `/readyz`, retried with backoff.
 
 pub mod action;
 pub mod app;
@@ -50,3 +52,4 @@ pub mod setup;
 pub mod shutdown;
 pub mod sim_command;
 pub mod source;
+pub mod supervise;

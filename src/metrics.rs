@@ -58,6 +58,10 @@ pub struct Metrics {
     pub ledger_writes: IntCounterVec,
     pub ledger_errors: IntCounter,
     pub ledger_refused: IntCounter,
+    // Helper tasks beside the source (`crate::supervise`).
+    pub helper_failures: IntCounterVec,
+    pub helper_up: IntGaugeVec,
+    pub deliveries_held: IntCounterVec,
     pub ledger_unreachable: IntGauge,
     pub ledger_kept_off: IntCounter,
 }
@@ -308,6 +312,18 @@ impl Metrics {
                 "ledger_roles_not_regranted_total",
                 "Roles the policy gives that were not granted because the ledger shows this service granted them before (an admin's removal stands; another instance granted them).",
             ))?)?,
+            helper_failures: reg.add(IntCounterVec::new(
+                opts("helper_failures_total", "Failures of a helper task beside the source (helper: backstop, log_stream_watcher, auth0_logs), each logged and retried with backoff; /readyz says degraded meanwhile."),
+                &["helper"],
+            )?)?,
+            helper_up: reg.add(IntGaugeVec::new(
+                opts("helper_up", "1 while a helper task beside the source works, 0 from its failure until it works again (retried with backoff)."),
+                &["helper"],
+            )?)?,
+            deliveries_held: reg.add(IntCounterVec::new(
+                opts("deliveries_held_total", "Deliveries kept unacknowledged because their task was lost (a panic) and the source has no way to run or dead-letter them again (Kafka without dead_letter_topic): the partition's committed offset stays before it until a restart or rebalance redelivers it."),
+                &["source"],
+            )?)?,
             names: reg.names,
             registry,
         };

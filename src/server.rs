@@ -17,6 +17,19 @@ use crate::mgmt::MgmtClient;
 use crate::pipeline::SourceKind;
 use crate::shutdown::Shutdown;
 
+/// A part of the service that has its say on `/readyz`, without `Health` knowing what it is:
+/// reasons it is not ready (503), and reasons it works degraded (still 200).
+pub trait ReadinessProbe: Send + Sync {
+    /// Why the service cannot do its job now (empty: nothing to say).
+    fn not_ready(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// What does not work while the service still does its job (a helper task failing).
+    fn degraded(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 /// What `/readyz` checks: the tenant (a token, the policy's roles, calls not failing) and the
 /// source. Each part of the service reports its own piece through a method.
 pub struct Health {
@@ -31,6 +44,8 @@ pub struct Health {
     client: OnceLock<MgmtClient>,
     /// The grants ledger, once open: asked whether its database fails.
     ledger: OnceLock<Ledger>,
+    /// The other parts' say (helper tasks).
+    probes: std::sync::Mutex<Vec<Arc<dyn ReadinessProbe>>>,
 }
 
 impl Health {
@@ -41,7 +56,28 @@ impl Health {
             source_kind,
             client: OnceLock::new(),
             ledger: OnceLock::new(),
+            probes: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Adds a part's say to `/readyz`.
+    pub fn add_probe(&self, probe: Arc<dyn ReadinessProbe>) {
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(probe);
+    }
+
+    fn probes(&self) -> Vec<Arc<dyn ReadinessProbe>> {
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What works degraded while the service is ready (the probes' say); empty when nothing.
+    pub fn degraded(&self) -> Vec<String> {
+        self.probes().iter().flat_map(|p| p.degraded()).collect()
     }
 
     /// The client holds a token and the policy's roles are resolved.
@@ -92,6 +128,9 @@ impl Health {
                 "the ledger fails: {said}; to fix: bring its database back or fix [ledger] url (events wait, intake paused, nothing lost)"
             ));
         }
+        for probe in self.probes() {
+            reasons.extend(probe.not_ready());
+        }
         reasons
     }
 }
@@ -124,7 +163,15 @@ async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse
 async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     let reasons = endpoints.health.not_ready();
     if reasons.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
+        let degraded = endpoints.health.degraded();
+        if degraded.is_empty() {
+            (StatusCode::OK, "ready\n".to_owned())
+        } else {
+            (
+                StatusCode::OK,
+                format!("ready, degraded: {}\n", degraded.join("; ")),
+            )
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -568,6 +568,17 @@ impl MgmtClient {
                         code_suffix(&parsed.error_code.or(parsed.error)),
                         parsed.message.unwrap_or_else(|| error_text(&body))
                     );
+                    if options.refusal_is_error && self.is_serving() {
+                        // An auxiliary read (the backstop) is retried by its supervisor: the
+                        // scope granted meanwhile must reach a token, as for the other calls.
+                        self.inner
+                            .token
+                            .invalidate_for_scope(
+                                &token,
+                                self.inner.settings.retry.scope_token_refresh,
+                            )
+                            .await;
+                    }
                     if !self.is_serving() || options.refusal_is_error {
                         return Err(MgmtError::Auth(format!(
                             "{said}; to fix: {}",

@@ -40,10 +40,11 @@ use crate::event::{decode, DecodeError};
 use crate::metrics::Metrics;
 use crate::mgmt::logs::{date_of, log_id_of, log_id_order, synthetic_from, LogsApi, MAX_TAKE};
 use crate::mgmt::MgmtError;
-use crate::pipeline::{Outcome, Pipeline, Report};
+use crate::pipeline::{Outcome, Pipeline, Rejected, Report, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::{users_of, Dispatch};
+use crate::supervise::HelperStatus;
 
 /// How far before the wanted time a synthetic `from` goes. A log's id (ingestion time) follows
 /// its `date` (event time) by 1–4.5 s in the recorded pages and up to 5 s in the samples, in
@@ -335,11 +336,11 @@ impl DeadLetterFile {
         &self.path
     }
 
-    fn append(&self, log: &Value, report: &Report) -> Result<(), CheckpointError> {
+    fn append(&self, log: &Value, rejected: &Rejected) -> Result<(), CheckpointError> {
         let line = serde_json::json!({
-            "reason": report.outcome.as_str(),
-            "error": report.error,
-            "log_id": report.log_id,
+            "reason": rejected.reason(),
+            "error": rejected.error,
+            "log_id": log_id_of(log),
             "log": log,
         });
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
@@ -382,7 +383,18 @@ pub struct LogsReader {
     store: Box<dyn CheckpointStore>,
     dead_letters: DeadLetterFile,
     metrics: Arc<Metrics>,
+    /// Where its failures are reported (`/readyz` degraded, `helper_failures_total`).
+    status: Option<HelperStatus>,
 }
+
+/// A read that took this long (the client waiting out a fault inside) is a stall: the
+/// retention is checked before its page is used.
+const STALL_READ: Duration = Duration::from_secs(10);
+/// Reads further apart than the poll interval and this (a batch held by a long service
+/// fault) are a stall too.
+const STALL_BETWEEN_READS: Duration = Duration::from_secs(60);
+/// The longest wait between two tries of a checkpoint write that fails.
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How long a reader waits after an error it cannot fix by retrying at once.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
@@ -416,6 +428,47 @@ impl LogsReader {
             store,
             dead_letters,
             metrics,
+            status: None,
+        }
+    }
+
+    /// The same reader, reporting its failures (and its recovery) through `status`.
+    pub fn with_status(mut self, status: HelperStatus) -> LogsReader {
+        self.status = Some(status);
+        self
+    }
+
+    fn failed(&self, said: &str) {
+        if let Some(status) = &self.status {
+            status.failed(said);
+        }
+    }
+
+    fn healthy(&self) {
+        if let Some(status) = &self.status {
+            status.healthy();
+        }
+    }
+
+    /// Saves the checkpoint, trying again (with backoff, reported) until it is written or
+    /// the shutdown: `false` when stopped before it was written.
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint, shutdown: &Shutdown) -> bool {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.store.save(checkpoint) {
+                Ok(()) => {
+                    self.healthy();
+                    return true;
+                }
+                Err(err) => self.failed(&format!(
+                    "the checkpoint cannot be written ({err}); reading waits, nothing is skipped"
+                )),
+            }
+            if shutdown.is_triggered() {
+                return false;
+            }
+            sleep_or_stop(wait, shutdown).await;
+            wait = (wait * 2).min(SAVE_RETRY_MAX);
         }
     }
 
@@ -480,9 +533,8 @@ impl LogsReader {
     }
 
     /// Where to start: the checkpoint, else `start` (the rules are in the module's doc).
-    /// Returns the first checkpoint request.
+    /// Returns the `from` of the first checkpoint request.
     async fn resolve_start(&self) -> Result<String, LogsRunError> {
-        let take = self.settings.take;
         let checkpoint = match self.store.load()? {
             Some(checkpoint) => Some(checkpoint),
             None => self.ledger_checkpoint().await,
@@ -490,7 +542,7 @@ impl LogsReader {
         if let Some(checkpoint) = checkpoint {
             tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, checkpoint = %self.store.describe(), "resuming from the checkpoint");
             self.check_retention(&checkpoint.log_id).await?;
-            return Ok(page_path(&checkpoint.log_id, take));
+            return Ok(checkpoint.log_id);
         }
         let from = match &self.settings.start {
             Start::After(id) => {
@@ -517,7 +569,7 @@ impl LogsReader {
                 None => self.start_of_empty_tenant(),
             },
         };
-        Ok(page_path(&from, take))
+        Ok(from)
     }
 
     /// A tenant without logs: the first log will come after id 0.
@@ -602,30 +654,63 @@ impl LogsReader {
     }
 
     /// Reads until `shutdown`.
+    ///
+    /// Stalls: the retention is checked again whenever reading resumes after one (a read
+    /// that failed or took [`STALL_READ`], or reads [`STALL_BETWEEN_READS`] apart beyond
+    /// the poll interval), against the position reading resumes from.
     pub async fn run(
-        self,
+        &self,
         health: Option<Arc<Health>>,
         shutdown: Shutdown,
     ) -> Result<ReaderSummary, LogsRunError> {
         let mut summary = ReaderSummary::default();
-        let mut next = tokio::select! {
+        let mut position = tokio::select! {
             started = self.resolve_start() => started?,
             _ = shutdown.wait() => return Ok(summary),
         };
+        let mut next = page_path(&position, self.settings.take);
+        self.healthy();
         if let Some(health) = &health {
             health.set_source_connected(true);
         }
+        let mut stalled = false;
+        let mut last_read = std::time::Instant::now();
         let mut buffer: VecDeque<Value> = VecDeque::new();
         let reader = self.reader();
         while !shutdown.is_triggered() {
             if buffer.is_empty() {
+                let asked = std::time::Instant::now();
+                if asked.duration_since(last_read)
+                    > self.settings.poll_interval + STALL_BETWEEN_READS
+                {
+                    stalled = true;
+                }
                 let page = tokio::select! {
                     page = self.api.page(&next) => page,
                     _ = shutdown.wait() => break,
                 };
                 summary.pages += 1;
+                if asked.elapsed() >= STALL_READ {
+                    stalled = true;
+                }
                 match page {
                     Ok(page) => {
+                        last_read = std::time::Instant::now();
+                        if std::mem::take(&mut stalled) {
+                            // Resuming after a stall: logs past the retention meanwhile are
+                            // reported, never skipped silently.
+                            if let Err(err) = self.check_retention(&position).await {
+                                self.metrics
+                                    .auth0_logs_read_errors
+                                    .with_label_values(&[reader])
+                                    .inc();
+                                tracing::error!(reader, error = %err, "checking the retention after a stall failed; checked again at the next read");
+                                stalled = true;
+                            }
+                        }
+                        if self.settings.role == Role::Backstop {
+                            self.healthy();
+                        }
                         let last = page.logs.last().and_then(log_id_of).map(str::to_owned);
                         if page.logs.is_empty() {
                             self.metrics
@@ -643,10 +728,17 @@ impl LogsReader {
                             .filter(|link| last.as_deref().is_some_and(|l| link.contains(l)))
                             .or_else(|| last.as_deref().map(|l| page_path(l, self.settings.take)))
                             .unwrap_or(next);
+                        if let Some(last) = last {
+                            position = last;
+                        }
                         buffer.extend(page.logs);
                     }
                     Err(err) => {
+                        stalled = true;
                         self.read_error(&err, "reading the tenant's logs failed; retrying");
+                        if self.settings.role == Role::Backstop {
+                            self.failed(&format!("reading the tenant's logs fails: {err}"));
+                        }
                         sleep_or_stop(ERROR_PAUSE.max(self.settings.poll_interval), &shutdown)
                             .await;
                         continue;
@@ -682,7 +774,9 @@ impl LogsReader {
                             date: last.get("date").and_then(Value::as_str).map(str::to_owned),
                         };
                         if !checkpoint.log_id.is_empty() {
-                            self.store.save(&checkpoint)?;
+                            if !self.save_checkpoint(&checkpoint, &shutdown).await {
+                                break;
+                            }
                             self.save_in_ledger(&checkpoint).await;
                         }
                         let lag = date_of(last)
@@ -743,22 +837,26 @@ impl LogsReader {
         summary: &mut ReaderSummary,
         shutdown: &Shutdown,
     ) -> Result<bool, LogsRunError> {
-        let mut dispatch: Dispatch<(usize, Report)> = Dispatch::default();
+        let mut dispatch: Dispatch<(usize, Verdict)> = Dispatch::default();
         for (index, log) in batch.iter().enumerate() {
             let bytes = serde_json::to_vec(log).unwrap_or_default();
-            let mut items = decode(&bytes);
-            let item = if items.len() == 1 {
-                items.remove(0)
-            } else {
-                // A log object decodes to one event; anything else is one invalid event.
-                Err(DecodeError::new(
-                    "a Logs API entry that is not one log object",
-                    log_id_of(log).map(str::to_owned),
-                ))
-            };
+            let id = log_id_of(log).map(str::to_owned);
+            let item = decode_log(&bytes, id.clone());
             let users = users_of(std::slice::from_ref(&item));
             let pipeline = Arc::clone(&self.pipeline);
-            dispatch.spawn(users, async move { (index, pipeline.process(item).await) });
+            let metrics = Arc::clone(&self.metrics);
+            let backstop = self.settings.role == Role::Backstop;
+            dispatch.spawn(users, async move {
+                let again = || vec![decode_log(&bytes, id.clone())];
+                let verdict = pipeline
+                    .deliver(vec![item], Some(again), |report| {
+                        if backstop {
+                            count_recovered(&metrics, report);
+                        }
+                    })
+                    .await;
+                (index, verdict)
+            });
         }
         let mut final_count = 0;
         let mut dead = Vec::new();
@@ -784,13 +882,13 @@ impl LogsReader {
             };
             let Some(joined) = joined else { break };
             match joined {
-                Ok((index, report)) => {
+                Ok((index, verdict)) => {
                     final_count += 1;
-                    if self.settings.role == Role::Backstop {
-                        self.count_recovered(&report);
-                    }
-                    if matches!(report.outcome, Outcome::Invalid | Outcome::Failed) {
-                        dead.push((index, report));
+                    match verdict {
+                        Verdict::Done => {}
+                        Verdict::DeadLetter(rejected) => dead.push((index, rejected)),
+                        // Not final: the batch is read again.
+                        Verdict::Retry(_) => final_count -= 1,
                     }
                 }
                 Err(lost) => {
@@ -802,18 +900,18 @@ impl LogsReader {
             return Ok(false);
         }
         dead.sort_by_key(|(index, _)| *index);
-        for (index, report) in dead {
+        for (index, rejected) in dead {
             if let Some(log) = batch.get(index) {
-                self.dead_letters.append(log, &report)?;
+                self.dead_letters.append(log, &rejected)?;
                 summary.dead_letters += 1;
                 self.metrics
                     .dead_letters
-                    .with_label_values(&[report.outcome.as_str()])
+                    .with_label_values(&[rejected.reason()])
                     .inc();
                 tracing::warn!(
                     reader = self.reader(),
-                    log_id = report.log_id.as_deref().unwrap_or("-"),
-                    reason = report.outcome.as_str(),
+                    log_id = log_id_of(log).unwrap_or("-"),
+                    reason = rejected.reason(),
                     file = %self.dead_letters.path().display(),
                     "dead-lettered"
                 );
@@ -821,31 +919,46 @@ impl LogsReader {
         }
         Ok(true)
     }
+}
 
-    /// An eligible event the stream had not delivered here: not a `log_id` seen before.
-    fn count_recovered(&self, report: &Report) {
-        let Some(trigger) = report.trigger else {
-            return;
-        };
-        let recovered = match report.outcome {
-            Outcome::Assigned | Outcome::WouldAssign | Outcome::NoRule => true,
-            // Roles already given (by a later event of the user): still an event the stream
-            // did not deliver. A `log_id` seen before has no rules.
-            Outcome::AlreadyDone => !report.rules.is_empty(),
-            _ => false,
-        };
-        if recovered {
-            self.metrics
-                .backstop_recovered
-                .with_label_values(&[trigger.as_str()])
-                .inc();
-            tracing::info!(
-                log_id = report.log_id.as_deref().unwrap_or("-"),
-                trigger = trigger.as_str(),
-                outcome = report.outcome.as_str(),
-                "backstop: an event the stream did not deliver"
-            );
-        }
+/// A Logs API entry as one decoded event: a log object decodes to one event; anything else is
+/// one invalid event.
+fn decode_log(bytes: &[u8], log_id: Option<String>) -> crate::event::Decoded {
+    let mut items = decode(bytes);
+    if items.len() == 1 {
+        items.remove(0)
+    } else {
+        Err(DecodeError::new(
+            "a Logs API entry that is not one log object",
+            log_id,
+        ))
+    }
+}
+
+/// The backstop's count of an eligible event the stream had not delivered here: not a
+/// `log_id` seen before.
+fn count_recovered(metrics: &Metrics, report: &Report) {
+    let Some(trigger) = report.trigger else {
+        return;
+    };
+    let recovered = match report.outcome {
+        Outcome::Assigned | Outcome::WouldAssign | Outcome::NoRule => true,
+        // Roles already given (by a later event of the user): still an event the stream
+        // did not deliver. A `log_id` seen before has no rules.
+        Outcome::AlreadyDone => !report.rules.is_empty(),
+        _ => false,
+    };
+    if recovered {
+        metrics
+            .backstop_recovered
+            .with_label_values(&[trigger.as_str()])
+            .inc();
+        tracing::info!(
+            log_id = report.log_id.as_deref().unwrap_or("-"),
+            trigger = trigger.as_str(),
+            outcome = report.outcome.as_str(),
+            "backstop: an event the stream did not deliver"
+        );
     }
 }
 
@@ -865,59 +978,59 @@ async fn sleep_or_stop(duration: Duration, shutdown: &Shutdown) {
     }
 }
 
-/// Reads the stream's status now and every `every`: `log_stream_active{stream}` 1 when
-/// `active`, 0 otherwise (and when it cannot be read), with a warning naming the status.
-/// The first read happens before this returns; a read failing for good then (a missing
-/// `read:log_streams`, an unknown id) is the caller's error.
+/// Reads the stream's status now and every `every` until `shutdown`: `log_stream_active{stream}`
+/// 1 when `active`, 0 otherwise (and when it cannot be read), with a warning naming the
+/// status. A read that fails (a missing `read:log_streams`, an unknown id, no answer) is
+/// reported through `status` (logged, counted, `/readyz` degraded) and tried again at the
+/// next check; the next read that works clears it.
 pub async fn watch_log_stream(
     api: Arc<LogsApi>,
     stream_id: String,
     every: Duration,
     metrics: Arc<Metrics>,
+    status: HelperStatus,
     shutdown: Shutdown,
-) -> Result<tokio::task::JoinHandle<()>, MgmtError> {
-    let first = api.log_stream(&stream_id).await?;
-    let mut warned =
-        report_stream_status(&metrics, &stream_id, &first.name, &first.status, None, None);
-    let handle = tokio::spawn(async move {
-        let mut last = first.status;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.wait() => return,
+) {
+    let mut last: Option<String> = None;
+    let mut warned = None;
+    loop {
+        let read = tokio::select! {
+            read = api.log_stream(&stream_id) => read,
+            _ = shutdown.wait() => return,
+        };
+        match read {
+            Ok(stream) => {
+                status.healthy();
+                warned = report_stream_status(
+                    &metrics,
+                    &stream_id,
+                    &stream.name,
+                    &stream.status,
+                    last.as_deref(),
+                    warned,
+                );
+                last = Some(stream.status);
             }
-            let read = tokio::select! {
-                read = api.log_stream(&stream_id) => read,
-                _ = shutdown.wait() => return,
-            };
-            match read {
-                Ok(stream) => {
-                    warned = report_stream_status(
-                        &metrics,
-                        &stream_id,
-                        &stream.name,
-                        &stream.status,
-                        Some(&last),
-                        warned,
-                    );
-                    last = stream.status;
-                }
-                Err(err) => {
-                    metrics
-                        .log_stream_active
-                        .with_label_values(&[&stream_id])
-                        .set(0);
-                    metrics
-                        .auth0_logs_read_errors
-                        .with_label_values(&["health"])
-                        .inc();
-                    tracing::warn!(stream = %stream_id, error = %err, "the log stream's status cannot be read");
-                    last = String::new();
-                }
+            Err(err) => {
+                metrics
+                    .log_stream_active
+                    .with_label_values(&[&stream_id])
+                    .set(0);
+                metrics
+                    .auth0_logs_read_errors
+                    .with_label_values(&["health"])
+                    .inc();
+                status.failed(&format!(
+                    "the status of log stream {stream_id} cannot be read: {err}"
+                ));
+                last = Some(String::new());
             }
         }
-    });
-    Ok(handle)
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// While a stream stays inactive, the warning is repeated this often (not at every read).

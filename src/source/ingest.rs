@@ -921,21 +921,23 @@ async fn direct_records(
         }
     };
     let mut handles = Vec::new();
-    for (_, events) in good {
-        for item in events {
-            let mut turn = direct
-                .sequencer
-                .enter(users_of(std::slice::from_ref(&item)));
-            let pipeline = Arc::clone(&direct.pipeline);
-            let permit = permits.split(1);
-            // The task outlives a 503: the work finishes, and Auth0's retry is deduplicated.
-            handles.push(tokio::spawn(async move {
-                turn.wait().await;
-                let report = pipeline.process(item).await;
-                drop(permit);
-                report
-            }));
-        }
+    for (record, events) in good {
+        // One delivery per record (its events in order): a lost task runs again from the
+        // record's bytes, then ends `failed`.
+        let mut turn = direct.sequencer.enter(users_of(&events));
+        let pipeline = Arc::clone(&direct.pipeline);
+        let permit = permits.split(events.len());
+        // The task outlives a 503: the work finishes, and Auth0's retry is deduplicated.
+        handles.push(tokio::spawn(async move {
+            turn.wait().await;
+            let mut outcomes = Vec::with_capacity(events.len());
+            let again = || crate::event::decode(&record);
+            pipeline
+                .deliver(events, Some(again), |report| outcomes.push(report.outcome))
+                .await;
+            drop(permit);
+            outcomes
+        }));
     }
     let n = handles.len();
     match tokio::time::timeout(direct.deadline, futures_util::future::join_all(handles)).await {
@@ -957,15 +959,13 @@ async fn direct_records(
             )
         }
         Ok(results) => {
-            let reports: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
-            let failed = reports
-                .iter()
-                .filter(|r| r.outcome == Outcome::Failed)
-                .count();
-            let bad = reports
-                .iter()
-                .filter(|r| r.outcome == Outcome::Invalid)
-                .count();
+            let reports: Vec<Outcome> = results
+                .into_iter()
+                .filter_map(Result::ok)
+                .flatten()
+                .collect();
+            let failed = reports.iter().filter(|o| **o == Outcome::Failed).count();
+            let bad = reports.iter().filter(|o| **o == Outcome::Invalid).count();
             m.ingest_records
                 .with_label_values(&["processed"])
                 .inc_by((reports.len() - failed - bad) as u64);

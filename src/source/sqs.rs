@@ -669,7 +669,8 @@ async fn receive_loop(
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
             tracing::debug!(%message_id, receive_count, loop_index = index, "message received");
-            let items = decode(message.body.as_deref().unwrap_or_default().as_bytes());
+            let body = message.body.unwrap_or_default();
+            let items = decode(body.as_bytes());
             let users = users_of(&items);
             let key = shared.track(receipt, message_id.clone(), requested_at, permit);
             dispatch.spawn(
@@ -682,6 +683,7 @@ async fn receive_loop(
                         message_id,
                         receive_count,
                         items,
+                        body,
                     },
                     delete_tx.clone(),
                 ),
@@ -711,6 +713,9 @@ struct Delivery {
     message_id: String,
     receive_count: u32,
     items: Vec<Decoded>,
+    /// The message's body, kept while in flight (moved, not copied): a lost task decodes it
+    /// again.
+    body: String,
 }
 
 /// Marks its message lost when dropped armed: the task ended without a verdict.
@@ -739,7 +744,9 @@ async fn handle_message(
         key: delivery.key,
         armed: true,
     };
-    let verdict = pipeline.process_all(delivery.items).await;
+    let body = delivery.body;
+    let again = || decode(body.as_bytes());
+    let verdict = pipeline.deliver(delivery.items, Some(again), |_| {}).await;
     guard.armed = false;
     let rejected = match verdict {
         Verdict::Done => {

@@ -919,3 +919,87 @@ fn at_start_up_the_dead_letter_topic_is_written_once_with_a_probe_record() {
     .is_empty());
     world.shutdown();
 }
+
+/// Starts the service of `world` with the test-only panic on `log_id` (debug builds).
+fn service_panicking_on(world: &World, name: &str, dlq: bool, log_id: &str) -> Service {
+    let port = free_port();
+    let config = world.config(name, port, dlq, "");
+    Service::start_command(
+        "run",
+        &config,
+        port,
+        world.dir.join(format!("{name}.log")),
+        &[("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID", log_id)],
+    )
+}
+
+#[test]
+fn a_message_whose_task_panics_every_time_is_dead_lettered_after_three_lost_tasks_and_its_neighbours_are_processed(
+) {
+    let stream = generate::mixed(61, 300, 0);
+    let (poisoned, poisoned_user) = crate::supervision::poisoned_record(&stream);
+    let world = World::new("panic-dlq", sim_accepting_anyone(), Vec::new());
+    world.produce(&stream.records);
+    let service = service_panicking_on(&world, "svc", true, &poisoned);
+    let dead = read_dead_letters(
+        &world.broker.bootstrap(),
+        &world.dlq,
+        1,
+        Duration::from_secs(90),
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}\n{}", service.log_text());
+    assert_eq!(
+        dead[0].headers.get("dlq.reason").map(String::as_str),
+        Some("failed")
+    );
+    assert!(String::from_utf8_lossy(&dead[0].value).contains(&poisoned));
+    assert!(
+        wait_for(
+            Duration::from_secs(60),
+            || crate::supervision::others_hold_their_roles(
+                &world.tenant(),
+                &stream,
+                &poisoned_user
+            ) && world.all_committed()
+        ),
+        "{}\n{}",
+        service.snapshot(),
+        service.log_text()
+    );
+    assert_eq!(
+        service.metric("auth0_default_roles_task_panics_total", "source=\"kafka\""),
+        3.0,
+        "{}",
+        service.log_text()
+    );
+    world.shutdown();
+}
+
+#[test]
+fn without_a_dead_letter_topic_a_message_whose_task_panics_is_held_unacknowledged_and_counted() {
+    let stream = generate::mixed(67, 300, 0);
+    let (poisoned, poisoned_user) = crate::supervision::poisoned_record(&stream);
+    let world = World::new("panic-held", sim_accepting_anyone(), Vec::new());
+    world.produce(&stream.records);
+    let service = service_panicking_on(&world, "svc", false, &poisoned);
+    assert!(
+        wait_for(
+            Duration::from_secs(90),
+            || crate::supervision::others_hold_their_roles(
+                &world.tenant(),
+                &stream,
+                &poisoned_user
+            ) && service.metric(
+                "auth0_default_roles_deliveries_held_total",
+                "source=\"kafka\""
+            ) == 1.0
+        ),
+        "{}\n{}",
+        service.snapshot(),
+        service.log_text()
+    );
+    // Its partition commits no further than the held message: never dropped.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!world.all_committed(), "the held message was committed");
+    world.shutdown();
+}

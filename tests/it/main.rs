@@ -29,3 +29,4 @@ mod reconcile;
 mod recovery;
 mod replay_cli;
 mod sqs;
+mod supervision;

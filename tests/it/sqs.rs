@@ -275,6 +275,18 @@ impl World {
 
     /// Starts the service on `queues` with `extra` lines in `[sqs]`.
     fn service(&self, name: &str, tenant: &Tenant, queues: &Queues, extra: &str) -> Service {
+        self.service_with(name, tenant, queues, extra, &[])
+    }
+
+    /// [`World::service`] with more environment.
+    fn service_with(
+        &self,
+        name: &str,
+        tenant: &Tenant,
+        queues: &Queues,
+        extra: &str,
+        more_env: &[(&str, &str)],
+    ) -> Service {
         let port = free_port();
         let policy =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
@@ -308,21 +320,23 @@ listen = "127.0.0.1:{port}"
         let config = self.dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
         let endpoint = self.moto.endpoint();
+        let mut env = vec![
+            ("RUST_LOG", "info,auth0_default_roles::source::sqs=debug"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL_SQS", endpoint.as_str()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ];
+        env.extend_from_slice(more_env);
         Service::start_command(
             "run",
             &config,
             port,
             self.dir.join(format!("{name}.log")),
-            &[
-                ("RUST_LOG", "info,auth0_default_roles::source::sqs=debug"),
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_ENDPOINT_URL_SQS", endpoint.as_str()),
-                ("AWS_EC2_METADATA_DISABLED", "true"),
-                ("AWS_CONFIG_FILE", "/dev/null"),
-                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ],
+            &env,
         )
     }
 }
@@ -992,4 +1006,57 @@ fn event_streams_cloud_events_through_eventbridge_give_every_user_their_roles_wi
     assert!(service
         .wait_exit(Duration::from_secs(30))
         .is_some_and(|s| s.success()));
+}
+
+#[test]
+fn a_message_whose_task_panics_every_time_is_left_for_the_dead_letter_queue_and_its_neighbours_are_processed(
+) {
+    let world = World::new("panic");
+    let stream = generate::mixed(71, 120, 0);
+    let (poisoned, poisoned_user) = crate::supervision::poisoned_record(&stream);
+    let tenant = world.tenant(
+        SimConfig {
+            accept_any_user: true,
+            ..SimConfig::default()
+        },
+        Vec::new(),
+    );
+    let queues = world.queues("panic");
+    world.publish(&queues, &stream.records);
+    let service = world.service_with(
+        "svc",
+        &tenant,
+        &queues,
+        "visibility_timeout_seconds = 1",
+        &[("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID", poisoned.as_str())],
+    );
+    world.wait_dead_letters(&queues, 1, &service);
+    let mut bodies = Vec::new();
+    assert!(wait_for(Duration::from_secs(20), || {
+        bodies.extend(world.bodies(&queues.dlq_url));
+        !bodies.is_empty()
+    }));
+    assert!(bodies[0].contains(&poisoned), "{bodies:?}");
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            crate::supervision::others_hold_their_roles(&tenant.roles(), &stream, &poisoned_user)
+        }),
+        "{}",
+        service.log_text()
+    );
+    // Each receive ran the message three times before leaving it as failed.
+    let panics = service.metric("auth0_default_roles_task_panics_total", "source=\"sqs\"");
+    assert_eq!(
+        panics,
+        f64::from(3 * MAX_RECEIVE_COUNT),
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_sqs_messages_left_total",
+            "reason=\"failed\""
+        ),
+        f64::from(MAX_RECEIVE_COUNT)
+    );
 }

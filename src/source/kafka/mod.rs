@@ -9,9 +9,14 @@
 //!   redeliveries are absorbed by dedup on `log_id` and by the idempotent Management API.
 //! - `invalid` and `failed` messages go to the dead-letter topic (when set) before their offset
 //!   is stored; a failed dead-letter produce is retried, never dropped.
-//! - A task that panics outside the pipeline (which catches its own panics) still releases its
-//!   offset: dead-lettered as `failed`, or logged where it lies ([`settle`]); only a task
-//!   aborted at shutdown leaves its offset unstored.
+//! - Each message is one delivery of [`Pipeline::deliver`]: a task lost inside the pipeline (a
+//!   panic) runs again from the payload kept for the dead-letter topic, and after three losses
+//!   in a row is dead-lettered as `failed`; without a dead-letter topic (no payload kept) the
+//!   message is held at its first loss: its offset is never stored (counted in
+//!   `deliveries_held_total`), so it is redelivered after a restart or rebalance, never dropped.
+//! - A task that panics outside the pipeline (in the dead-letter send) still releases its
+//!   offset: dead-lettered as `failed`, or logged where it lies ([`settle`]); a task aborted at
+//!   shutdown leaves its offset unstored.
 //! - A revoke waits (bounded by `rebalance_drain`) for the revoked partitions' in-flight
 //!   messages; completions for partitions no longer owned, or owned again under a new
 //!   assignment, are dropped.
@@ -781,10 +786,7 @@ async fn consume(
                     };
                     summary.messages += 1;
                     let payload = message.payload().unwrap_or_default();
-                    let mut items: Vec<Decoded> = decode(payload);
-                    if items.is_empty() {
-                        items.push(Err(DecodeError::new("message holds no event (empty value)", None)));
-                    }
+                    let items = decode_message(payload);
                     let original = dead_letters.as_ref().map(|_| Original {
                         topic: tp.0.clone(),
                         partition: tp.1,
@@ -866,6 +868,15 @@ struct MessageTask {
     position: Position,
 }
 
+/// What a message task does with its offset slot once its work ended.
+enum Ack {
+    /// The offset is finished (stored once every offset below it is).
+    Release,
+    /// Kept unacknowledged: the message's task was lost and it has no dead-letter topic to go
+    /// to; the partition's watermark stays before it until a restart or rebalance. Why.
+    Hold(String),
+}
+
 impl MessageTask {
     async fn run(self) {
         let MessageTask {
@@ -880,12 +891,20 @@ impl MessageTask {
         } = self;
         let dlq = dead_letters.as_deref();
         let work = async {
-            let verdict = pipeline.process_all(items).await;
-            if let (Verdict::DeadLetter(rejected), Some(dlq), Some(original)) =
-                (verdict, dlq, original.as_ref())
-            {
-                dlq.send(original, &rejected).await;
-                dead_letter_count.fetch_add(1, Ordering::Relaxed);
+            // With a dead-letter topic the payload is kept already: a lost task runs again from
+            // it. Without, nothing is kept (no copy per message in flight): a loss holds it.
+            let again = original
+                .as_ref()
+                .map(|o| move || decode_message(&o.payload));
+            let verdict = pipeline.deliver(items, again, |_| {}).await;
+            match (verdict, dlq, original.as_ref()) {
+                (Verdict::DeadLetter(rejected), Some(dlq), Some(original)) => {
+                    dlq.send(original, &rejected).await;
+                    dead_letter_count.fetch_add(1, Ordering::Relaxed);
+                    Ack::Release
+                }
+                (Verdict::Retry(why), _, _) => Ack::Hold(why),
+                _ => Ack::Release,
             }
         };
         let slot = OffsetSlot {
@@ -939,7 +958,7 @@ impl OffsetSlot {
 /// finished with an error log naming its topic, partition and offset. A task aborted at
 /// shutdown never gets past its `work`: its offset stays unfinished, and the message is
 /// redelivered.
-async fn settle<F: std::future::Future<Output = ()>>(
+async fn settle<F: std::future::Future<Output = Ack>>(
     work: F,
     slot: OffsetSlot,
     dead_letters: Option<&DeadLetters>,
@@ -947,11 +966,21 @@ async fn settle<F: std::future::Future<Output = ()>>(
     dead_letter_count: &AtomicU64,
 ) {
     use futures_util::FutureExt as _;
-    let panicked = std::panic::AssertUnwindSafe(work)
-        .catch_unwind()
-        .await
-        .err()
-        .map(|p| panic_text(p.as_ref()));
+    let ended = std::panic::AssertUnwindSafe(work).catch_unwind().await;
+    if let Ok(Ack::Hold(why)) = &ended {
+        slot.shared
+            .metrics
+            .deliveries_held
+            .with_label_values(&[SourceKind::Kafka.as_str()])
+            .inc();
+        let (tp, offset) = (&slot.position.tp, slot.position.offset);
+        tracing::error!(
+            topic = %tp.0, partition = tp.1, offset, reason = %why,
+            "a message's task was lost and there is no dead-letter topic: its offset is kept unacknowledged (the partition commits no further until a restart or rebalance redelivers it)"
+        );
+        return;
+    }
+    let panicked = ended.err().map(|p| panic_text(p.as_ref()));
     if let Some(what) = panicked {
         slot.shared
             .metrics
@@ -999,6 +1028,18 @@ async fn settle<F: std::future::Future<Output = ()>>(
         }
     }
     slot.finish();
+}
+
+/// A message's events: at least one (an empty value is one invalid event).
+fn decode_message(payload: &[u8]) -> Vec<Decoded> {
+    let mut items: Vec<Decoded> = decode(payload);
+    if items.is_empty() {
+        items.push(Err(DecodeError::new(
+            "message holds no event (empty value)",
+            None,
+        )));
+    }
+    items
 }
 
 /// What a caught panic said.
@@ -1128,6 +1169,7 @@ mod tests {
                 if c.load(Ordering::Relaxed) == 0 {
                     panic!("boom in the dead-letter send");
                 }
+                Ack::Release
             };
             settle(work, s, None, None, &c).await;
         })
@@ -1150,6 +1192,7 @@ mod tests {
             let work = async {
                 let _ = started_tx.send(());
                 std::future::pending::<()>().await;
+                Ack::Release
             };
             settle(work, s, None, None, &c).await;
         });
@@ -1163,7 +1206,7 @@ mod tests {
         );
 
         // Offset 2 ends normally; the watermark stops at the aborted offset 1.
-        settle(async {}, slot(2), None, None, &count).await;
+        settle(async { Ack::Release }, slot(2), None, None, &count).await;
         assert_eq!(pending(&shared), vec![1]);
         let watermark = shared
             .lock()

@@ -1,6 +1,8 @@
 //! The stages every source shares: decode → select → dedup → policy, producing either a final
 //! outcome or an assignment to make; and the outcome record each event ends with.
 
+pub mod dispatch;
+
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -135,11 +137,13 @@ impl Rejected {
 /// The one verdict a message gets, decided by the pipeline; the source maps it to its transport
 /// and keeps no memory of its own that overrides it.
 ///
-/// | verdict | Kafka | SQS | webhook (`ingest`) |
-/// |---|---|---|---|
-/// | `Done` | offset stored | message deleted | 200 |
-/// | `DeadLetter` | dead-letter topic, then offset stored | left; the queue's `maxReceiveCount` moves it to its DLQ | 200, counted `failed`/`invalid` |
-/// | `Retry` | not stored (redelivered) | left, visible again | 503 |
+/// Every source gets it from [`Pipeline::deliver`] (`dispatch.rs`), the one delivery path.
+///
+/// | verdict | Kafka | SQS | webhook (`ingest`) | Logs API reader |
+/// |---|---|---|---|---|
+/// | `Done` | offset stored | message deleted | 200 | checkpoint advances |
+/// | `DeadLetter` | dead-letter topic, then offset stored | left; the queue's `maxReceiveCount` moves it to its DLQ | 200, counted `failed`/`invalid` | dead-letter file, then the checkpoint advances |
+/// | `Retry` | not stored: held, counted (`deliveries_held_total`) | left, visible again | 503 | checkpoint kept, batch read again |
 ///
 /// Only `Done` is remembered (dedup on `log_id`): a dead-lettered event produced back, redriven
 /// or resent after the operator's fix is processed again.
@@ -149,7 +153,8 @@ pub enum Verdict {
     Done,
     /// An event ended `invalid` or `failed` (the first one): dead-letter the message.
     DeadLetter(Rejected),
-    /// The message's work was lost (its task died or was aborted): leave it for redelivery.
+    /// The message's work was lost (its task died and cannot run again here): leave it
+    /// unacknowledged for redelivery.
     Retry(String),
 }
 
@@ -717,27 +722,20 @@ impl Pipeline {
         &self.processor
     }
 
-    /// Takes the events of one message (a Kafka record, an SQS message) to their final
-    /// outcomes, in order, and gives the message its verdict: `Done`, or `DeadLetter` with
-    /// the first `invalid` or `failed` event.
-    pub async fn process_all(&self, items: Vec<Decoded>) -> Verdict {
-        let mut verdict = Verdict::Done;
-        for item in items {
-            let report = self.process(item).await;
-            if verdict.is_done() && matches!(report.outcome, Outcome::Invalid | Outcome::Failed) {
-                verdict = Verdict::DeadLetter(Rejected {
-                    outcome: report.outcome,
-                    error: report.error.unwrap_or_default(),
-                });
-            }
-        }
-        verdict
-    }
-
     /// Takes one decoded item to its final outcome. Transient Management API failures are
     /// waited out inside; the returned report is final. Callers keep each user's events in
-    /// order (the sources' `Sequencer`).
+    /// order (the sources' `Sequencer`). A panic ends the event `failed` at once: sources
+    /// deliver through [`Pipeline::deliver`], which retries a lost task instead.
     pub async fn process(&self, item: Decoded) -> Report {
+        match self.attempt(item).await {
+            Ok(report) => report,
+            Err(lost) => self.give_up(lost),
+        }
+    }
+
+    /// One attempt at an item: its recorded report, or the task's loss (a panic, a bug: the
+    /// event is not done, no dedup mark) with the `failed` report it ends with if given up.
+    pub(crate) async fn attempt(&self, item: Decoded) -> Result<Report, LostTask> {
         let started = std::time::Instant::now();
         let input = match &item {
             Ok(event) if event.is_cloud_event() => "event_stream",
@@ -763,14 +761,16 @@ impl Pipeline {
         });
         // Boxed: a task in flight holds this small future until it runs; the event's whole
         // path (several KB of state) is allocated only while it is being processed.
-        let report = match std::panic::AssertUnwindSafe(Box::pin(self.run(item)))
+        match std::panic::AssertUnwindSafe(Box::pin(self.run(item)))
             .catch_unwind()
             .await
         {
-            Ok(report) => report,
+            Ok(report) => {
+                self.record(&report, started, date.as_deref(), email_domain.as_deref());
+                Ok(report)
+            }
             Err(panic) => {
-                // A bug, not an input: the event is not done (no dedup mark), it is `failed`
-                // so the source dead-letters it or leaves it for redelivery.
+                self.metrics.inflight_events.dec();
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
@@ -781,23 +781,32 @@ impl Pipeline {
                     .with_label_values(&[self.source.as_str()])
                     .inc();
                 tracing::error!(log_id = log_id.as_deref().unwrap_or("-"), panic = %what, "processing an event panicked");
-                Report {
-                    log_id,
-                    event_type: None,
-                    user_id: user,
-                    trigger,
-                    outcome: Outcome::Failed,
-                    roles: Vec::new(),
-                    organization: None,
-                    organization_roles: Vec::new(),
-                    rules: Vec::new(),
-                    skipped: Vec::new(),
-                    error: Some(format!("internal error (panic): {what}")),
-                }
+                Err(LostTask {
+                    report: Report {
+                        log_id,
+                        event_type: None,
+                        user_id: user,
+                        trigger,
+                        outcome: Outcome::Failed,
+                        roles: Vec::new(),
+                        organization: None,
+                        organization_roles: Vec::new(),
+                        rules: Vec::new(),
+                        skipped: Vec::new(),
+                        error: Some(format!("internal error (panic): {what}")),
+                    },
+                    started,
+                })
             }
-        };
-        self.record(&report, started, date.as_deref(), email_domain.as_deref());
-        report
+        }
+    }
+
+    /// Ends a lost event `failed`: recorded (metrics, log) like any outcome.
+    pub(crate) fn give_up(&self, lost: LostTask) -> Report {
+        // `record` counts the event out of the in-flight gauge again.
+        self.metrics.inflight_events.inc();
+        self.record(&lost.report, lost.started, None, None);
+        lost.report
     }
 
     /// Reads what the undecided conditions need, and only that: the user (`GET /users/{id}`)
@@ -887,6 +896,8 @@ impl Pipeline {
     /// [`Pipeline::decide_and_act`], with the ledger around it: a deleted user is forgotten
     /// first, an event failed for good is recorded after.
     async fn run(&self, item: Decoded) -> Report {
+        #[cfg(debug_assertions)]
+        test_panic::on(&item);
         let Some(link) = self.ledger.as_ref().filter(|_| self.mode == Mode::Live) else {
             return self.decide_and_act(item).await;
         };
@@ -1437,6 +1448,30 @@ impl Pipeline {
     }
 }
 
+/// An event whose task was lost (it panicked): the `failed` report it ends with when given up.
+#[derive(Debug)]
+pub struct LostTask {
+    pub report: Report,
+    started: std::time::Instant,
+}
+
+/// Test-only fault injection, compiled into debug builds only (release builds, the ones
+/// deployed, have none): `AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID` names a `log_id` whose
+/// processing panics, every time, so the integration tests can see a lost task handled.
+#[cfg(debug_assertions)]
+mod test_panic {
+    use crate::event::Decoded;
+
+    pub(super) fn on(item: &Decoded) {
+        let Some(id) = item.as_ref().ok().and_then(|e| e.log_id.as_deref()) else {
+            return;
+        };
+        if std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID").is_ok_and(|told| told == id) {
+            panic!("test-only panic on log_id {id} (AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID)");
+        }
+    }
+}
+
 /// The reason of an event failed because the ledger refused its record.
 fn refusal_reason(refused: &Refused) -> String {
     format!("the ledger refuses this event's record (no retry can fix it): {refused}")
@@ -1482,7 +1517,7 @@ mod tests {
             .user_deleted("auth0|other", Some("2026-12-01T09:59:00Z")));
     }
 }
-/// What an event waiting for its turn costs: a source holds one `process_all` future per
+/// What an event waiting for its turn costs: a source holds one `deliver` future per
 /// message in flight (up to `max_inflight` of them), so its size is the service's memory per
 /// message in flight. The deep path (profile reads, the ledger, role writes) is boxed where it
 /// starts, so only the events taking it pay for it, and only while they run.
@@ -1510,12 +1545,17 @@ mod in_flight_size {
         };
         let processor = Processor::new(policy, Dedup::new(DedupSettings::default()));
         let pipeline = Pipeline::offline(processor, metrics, SourceKind::Replay);
-        let message = std::mem::size_of_val(&pipeline.process_all(Vec::new()));
+        let message = std::mem::size_of_val(&pipeline.deliver(
+            Vec::new(),
+            None::<fn() -> Vec<Decoded>>,
+            |_: &Report| {},
+        ));
         let event = std::mem::size_of_val(
             &pipeline.process(Err(crate::event::DecodeError::new("x", None))),
         );
-        // 9,136 and 8,568 bytes (debug build) before the deep path was boxed.
-        assert!(message <= 2048, "process_all future: {message} bytes");
+        // 9,136 (`process_all`, the one before `deliver`) and 8,568 bytes (debug build) before
+        // the deep path was boxed.
+        assert!(message <= 2048, "deliver future: {message} bytes");
         assert!(event <= 1536, "process future: {event} bytes");
     }
 }
