@@ -116,7 +116,7 @@ impl Metrics {
         let mut reg = Registrar::new(&registry);
         let m = Metrics {
             events_received: reg.add(IntCounterVec::new(
-                opts("events_received_total", "Events decoded from deliveries (invalid included), by source and input kind (`log`: tenant logs; `event_stream`: Event Streams CloudEvents; `invalid`)."),
+                opts("events_received_total", "Events decoded from deliveries (invalid included), by source and input kind (`log`: tenant logs; `event_stream`: Event Streams CloudEvents; `test`: Event Streams test events, acknowledged and never processed; `invalid`)."),
                 &["source", "input"],
             )?)?,
             events_processed: reg.add(IntCounterVec::new(

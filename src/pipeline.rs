@@ -734,6 +734,7 @@ impl Pipeline {
     pub async fn process(&self, item: Decoded) -> Report {
         let started = std::time::Instant::now();
         let input = match &item {
+            Ok(event) if event.is_test() => "test",
             Ok(event) if event.is_cloud_event() => "event_stream",
             Ok(_) => "log",
             Err(_) => "invalid",

@@ -10,6 +10,7 @@ mod admin;
 mod api;
 mod config;
 mod error;
+pub mod event_streams;
 mod gate;
 mod jobs;
 mod log_streams;
