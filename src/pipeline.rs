@@ -181,6 +181,10 @@ pub struct Report {
     /// login field no read can give.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// How the user was created, when the event tells it (`self_signup`, `admin`: the
+    /// `created_by` condition's table, `crate::policy::creation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -198,6 +202,9 @@ impl Report {
             organization_roles: Vec::new(),
             rules: Vec::new(),
             skipped: Vec::new(),
+            created_by: trigger
+                .and_then(|t| crate::policy::creation::creation_of(event, &[t], false))
+                .map(|c| c.as_str()),
             error: None,
         }
     }
@@ -341,6 +348,7 @@ impl Processor {
                     organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
+                    created_by: None,
                     error: Some(err.reason),
                 })
             }
@@ -785,6 +793,7 @@ impl Pipeline {
                     organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
+                    created_by: None,
                     error: Some(format!("internal error (panic): {what}")),
                 }
             }
