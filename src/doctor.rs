@@ -384,6 +384,10 @@ async fn roles(config: &Config, client: &MgmtClient, report: &mut Report) {
             ),
             "create them (Dashboard → User Management → Roles; the name must match exactly) or remove them from [policy]",
         ),
+        Ok(Err(MgmtError::AmbiguousRoles(names))) => report.fail(
+            format!("policy roles match several tenant roles: {}", names.join("; ")),
+            "rename all but one of them in the tenant (Dashboard → User Management → Roles), or name an organization's role as org_ID/NAME in [policy]",
+        ),
         Ok(Err(err)) => report.fail(
             format!("policy roles: cannot list the tenant's roles: {err}"),
             "grant read:roles to the application",

@@ -1039,3 +1039,60 @@ assign = ["Invited"]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Organization-owned roles (`type: "organization"`, `owner_id`) may share a name with a tenant
+/// role: a plain policy name is the tenant role, even when an organization's role of that name
+/// is listed first; `org_ID/NAME` names the organization's. Two tenant roles of one name stop
+/// the run at start (exit 2), naming the name.
+#[test]
+fn a_policy_role_name_shared_with_an_organization_role_resolves_to_the_tenant_role() {
+    use mgmt_sim::{Seed, SeedRole, SeedUser};
+    let seed = Seed {
+        roles: vec![
+            SeedRole {
+                id: Some("rol_0000000000000org".into()),
+                ..SeedRole::owned_by("org_acme", "Viewer")
+            },
+            SeedRole {
+                id: Some("rol_1111111111111org".into()),
+                ..SeedRole::owned_by("org_beta", "Viewer")
+            },
+            SeedRole {
+                id: Some("rol_zzzzzzzzzztenant".into()),
+                ..SeedRole::named("Viewer")
+            },
+        ],
+        users: vec![SeedUser::new("auth0|u1")],
+        ..Seed::default()
+    };
+    let live = LiveReplay::start(
+        "org-owned-roles",
+        seed,
+        "[[policy.rules]]\nname = \"everyone\"\nassign = [\"Viewer\"]\n",
+    );
+    let signup = log_record(
+        1,
+        r#"{"type":"ss","user_id":"auth0|u1","connection":"Username-Password-Authentication"}"#,
+    );
+    let out = live.replay(std::slice::from_ref(&signup), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        live.sim.user_role_ids("auth0|u1"),
+        vec!["rol_zzzzzzzzzztenant".to_owned()],
+        "the tenant role, not an organization's: {}",
+        text(&out.stdout)
+    );
+    // Two tenant roles named Viewer: which one the policy means is unknowable.
+    live.sim.add_role(SeedRole {
+        id: Some("rol_yyyyyyyyyytenant".into()),
+        ..SeedRole::named("Viewer")
+    });
+    let out = live.replay(&[signup], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("several tenant roles") && stderr.contains("Viewer"),
+        "{stderr}"
+    );
+    live.finish();
+}

@@ -182,6 +182,14 @@ impl Simulator {
         lock(&self.shared.tenant).role_names_of(user_id)
     }
 
+    /// A user's role ids, sorted by role name (empty for an unknown user).
+    pub fn user_role_ids(&self, user_id: &str) -> Vec<String> {
+        lock(&self.shared.tenant)
+            .roles_of(user_id, false)
+            .map(|roles| roles.into_iter().map(|r| r.id).collect())
+            .unwrap_or_default()
+    }
+
     /// Every user holding at least one role → their sorted role names.
     pub fn users_with_roles(&self) -> BTreeMap<String, Vec<String>> {
         lock(&self.shared.tenant).users_with_roles()

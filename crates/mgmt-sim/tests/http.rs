@@ -18,11 +18,13 @@ fn seed() -> Seed {
                 id: Some(MEMBER.into()),
                 name: "member".into(),
                 description: Some("Default role".into()),
+                owner_id: None,
             },
             SeedRole {
                 id: Some(ADMIN.into()),
                 name: "admin".into(),
                 description: None,
+                owner_id: None,
             },
             SeedRole::named("Premium Member"),
         ],
