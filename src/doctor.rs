@@ -458,6 +458,15 @@ fn judge(config: &Config, env: Env<'_>, stream: &LogStream, report: &mut Report)
         "log stream \"{}\" ({}, {})",
         stream.name, stream.id, stream.kind
     );
+    if stream.is_priority {
+        // Its filters are forced to security and changes to them are ignored: nothing else
+        // said of this stream could be fixed in place.
+        report.fail(
+            format!("{label} is a prioritized stream (isPriority): Auth0 forces its filters to security events only and ignores filter changes, so it never delivers ss, s or sv"),
+            "create a normal stream for this service: delete this one (Dashboard → Monitoring → Streams) and run `setup log-stream` (which creates streams without isPriority), or give it another name and pass --log-stream",
+        );
+        return;
+    }
     let mut fine = true;
     if stream.status != "active" {
         fine = false;
