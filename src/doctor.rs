@@ -278,7 +278,10 @@ async fn tenant(config: &Config, env: Env<'_>, stream_name: &str, report: &mut R
             return;
         }
     };
-    let client = match MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics) {
+    let client = match MgmtClient::new(
+        ClientSettings::from_config(auth0, secret),
+        Arc::clone(&metrics),
+    ) {
         Ok(client) => client,
         Err(err) => {
             report.fail(format!("auth0: {err}"), "report this");
@@ -297,6 +300,7 @@ async fn tenant(config: &Config, env: Env<'_>, stream_name: &str, report: &mut R
         "auth0: the client secret works (a token for {} was issued)",
         auth0.audience()
     ));
+    client_quota(&metrics, report);
     let granted = scopes(config, auth0, &client, report).await;
     roles(config, &client, report).await;
     log_streams(
@@ -448,6 +452,48 @@ async fn log_streams(
         report.skip(format!(
             "log streams of other purposes, not judged: {}",
             names.join(", ")
+        ));
+    }
+}
+
+/// The per-client token quota the token answer showed (`Auth0-Client-Quota-Limit`), if any:
+/// Management API tokens count toward no tenant quota, but a client quota counts them.
+fn client_quota(metrics: &Metrics, report: &mut Report) {
+    use prometheus::core::Collector;
+    let buckets: Vec<(String, i64)> = metrics
+        .mgmt_client_quota_remaining
+        .collect()
+        .into_iter()
+        .flat_map(|f| f.get_metric().to_vec())
+        .map(|m| {
+            let bucket = m
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "bucket")
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default();
+            (bucket, m.get_gauge().get_value() as i64)
+        })
+        .collect();
+    if buckets.is_empty() {
+        return;
+    }
+    let text: Vec<String> = buckets
+        .iter()
+        .map(|(b, r)| format!("{b}: {r} left"))
+        .collect();
+    if buckets.iter().any(|(_, r)| *r == 0) {
+        report.fail(
+            format!(
+                "auth0: the application's client token quota is used up ({})",
+                text.join(", ")
+            ),
+            crate::mgmt::client_quota::ADVICE,
+        );
+    } else {
+        report.ok(format!(
+            "auth0: the application's client token quota: {}",
+            text.join(", ")
         ));
     }
 }

@@ -3,6 +3,7 @@
 //! assignment per user and in bulk (see `assigner`).
 
 pub(crate) mod assigner;
+pub mod client_quota;
 mod clients;
 mod faults;
 pub mod log_streams;
