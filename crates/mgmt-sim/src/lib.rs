@@ -105,6 +105,8 @@ impl Simulator {
                     .patch(log_streams::update)
                     .delete(log_streams::delete),
             )
+            .route("/api/v2/event-streams", post(event_streams::create))
+            .route("/api/v2/event-streams/{id}/test", post(event_streams::test))
             .route(
                 "/api/v2/organizations",
                 get(organizations::list_organizations),

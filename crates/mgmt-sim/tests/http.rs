@@ -1606,3 +1606,39 @@ async fn tenant_logs_without_ids_are_ingested_in_id_order_with_dates_lagging_out
     let kept = h.sim.tenant_logs();
     assert_eq!(kept[200]["date"], json!("2020-01-01T00:00:00.000Z"));
 }
+
+#[tokio::test]
+async fn an_event_stream_is_created_201_and_its_test_button_answers_202_with_a_test_event() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    let created = h
+        .post(
+            &token,
+            "/api/v2/event-streams",
+            json!({"name": "roles", "subscriptions": [{"event_type": "user.created"}], "destination": {"type": "webhook", "configuration": {"webhook_endpoint": "https://roles.example.com/auth0/logs", "webhook_authorization": {"method": "bearer", "token": "secret"}}}}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let stream = json_of(created).await;
+    assert_eq!(
+        stream["destination"]["configuration"]["webhook_authorization"],
+        json!({"method": "bearer"}),
+        "the token is write-only"
+    );
+    let id = stream["id"].as_str().unwrap_or_default().to_owned();
+    let tested = h
+        .post(
+            &token,
+            &format!("/api/v2/event-streams/{id}/test"),
+            json!({"event_type": "user.created"}),
+        )
+        .await;
+    assert_eq!(tested.status(), StatusCode::ACCEPTED);
+    let delivery = json_of(tested).await;
+    assert_eq!(delivery["event"]["a0purpose"], json!("test"));
+    assert_eq!(delivery["event"]["a0stream"], json!(id));
+    assert_eq!(
+        delivery["event"]["data"]["object"]["user_id"],
+        json!(mgmt_sim::event_streams::TEST_EVENT_USER)
+    );
+}
