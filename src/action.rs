@@ -183,6 +183,8 @@ fn condition_js(
         }
         Condition::EmailVerified(wanted) => format!("f.emailVerified === {wanted}"),
         Condition::HasRoles(wanted) => format!("hasRoles(held, f.rolesKnown, {wanted})"),
+        // Only the tenant log's `ss` tells how a user was created; a login cannot.
+        Condition::CreatedBy(_) => "null".to_owned(),
         Condition::AppMetadata(pairs) => {
             for (key, value) in pairs {
                 if let Some(problem) = inexact_in_javascript(value) {

@@ -75,7 +75,9 @@ impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::Config(_)
-            | StartError::Mgmt(MgmtError::Auth(_) | MgmtError::MissingRoles(_)) => EXIT_CONFIG,
+            | StartError::Mgmt(
+                MgmtError::Auth(_) | MgmtError::MissingRoles(_) | MgmtError::AmbiguousRoles(_),
+            ) => EXIT_CONFIG,
             StartError::Ledger(err) if err.is_config() => EXIT_CONFIG,
             StartError::Stopped => 0,
             _ => 1,

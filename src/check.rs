@@ -257,6 +257,12 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
             i.max_body_bytes
         );
     }
+    if config.ingest.is_some() || matches!(config.source, Some(SourceSettings::Sqs(_))) {
+        let _ = writeln!(
+            text,
+            "event streams: the Dashboard's test button (Event Streams -> your stream -> Test) sends a test event (a0purpose \"test\", a sample user); it is acknowledged and counted in events_received_total{{input=\"test\"}}, never processed: seeing that count rise verifies the path"
+        );
+    }
     let _ = writeln!(text, "metrics: {}", config.metrics_listen);
     match &config.ledger {
         Some(ledger) => {

@@ -278,7 +278,10 @@ async fn tenant(config: &Config, env: Env<'_>, stream_name: &str, report: &mut R
             return;
         }
     };
-    let client = match MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics) {
+    let client = match MgmtClient::new(
+        ClientSettings::from_config(auth0, secret),
+        Arc::clone(&metrics),
+    ) {
         Ok(client) => client,
         Err(err) => {
             report.fail(format!("auth0: {err}"), "report this");
@@ -297,6 +300,7 @@ async fn tenant(config: &Config, env: Env<'_>, stream_name: &str, report: &mut R
         "auth0: the client secret works (a token for {} was issued)",
         auth0.audience()
     ));
+    client_quota(&metrics, report);
     let granted = scopes(config, auth0, &client, report).await;
     roles(config, &client, report).await;
     log_streams(
@@ -384,6 +388,10 @@ async fn roles(config: &Config, client: &MgmtClient, report: &mut Report) {
             ),
             "create them (Dashboard → User Management → Roles; the name must match exactly) or remove them from [policy]",
         ),
+        Ok(Err(MgmtError::AmbiguousRoles(names))) => report.fail(
+            format!("policy roles match several tenant roles: {}", names.join("; ")),
+            "rename all but one of them in the tenant (Dashboard → User Management → Roles), or name an organization's role as org_ID/NAME in [policy]",
+        ),
         Ok(Err(err)) => report.fail(
             format!("policy roles: cannot list the tenant's roles: {err}"),
             "grant read:roles to the application",
@@ -448,12 +456,63 @@ async fn log_streams(
     }
 }
 
+/// The per-client token quota the token answer showed (`Auth0-Client-Quota-Limit`), if any:
+/// Management API tokens count toward no tenant quota, but a client quota counts them.
+fn client_quota(metrics: &Metrics, report: &mut Report) {
+    use prometheus::core::Collector;
+    let buckets: Vec<(String, i64)> = metrics
+        .mgmt_client_quota_remaining
+        .collect()
+        .into_iter()
+        .flat_map(|f| f.get_metric().to_vec())
+        .map(|m| {
+            let bucket = m
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "bucket")
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default();
+            (bucket, m.get_gauge().get_value() as i64)
+        })
+        .collect();
+    if buckets.is_empty() {
+        return;
+    }
+    let text: Vec<String> = buckets
+        .iter()
+        .map(|(b, r)| format!("{b}: {r} left"))
+        .collect();
+    if buckets.iter().any(|(_, r)| *r == 0) {
+        report.fail(
+            format!(
+                "auth0: the application's client token quota is used up ({})",
+                text.join(", ")
+            ),
+            crate::mgmt::client_quota::ADVICE,
+        );
+    } else {
+        report.ok(format!(
+            "auth0: the application's client token quota: {}",
+            text.join(", ")
+        ));
+    }
+}
+
 /// The checks of the service's own stream.
 fn judge(config: &Config, env: Env<'_>, stream: &LogStream, report: &mut Report) {
     let label = format!(
         "log stream \"{}\" ({}, {})",
         stream.name, stream.id, stream.kind
     );
+    if stream.is_priority {
+        // Its filters are forced to security and changes to them are ignored: nothing else
+        // said of this stream could be fixed in place.
+        report.fail(
+            format!("{label} is a prioritized stream (isPriority): Auth0 forces its filters to security events only and ignores filter changes, so it never delivers ss, s or sv"),
+            "create a normal stream for this service: delete this one (Dashboard → Monitoring → Streams) and run `setup log-stream` (which creates streams without isPriority), or give it another name and pass --log-stream",
+        );
+        return;
+    }
     let mut fine = true;
     if stream.status != "active" {
         fine = false;

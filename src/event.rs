@@ -68,6 +68,9 @@ impl fmt::Display for Trigger {
     }
 }
 
+/// The reason a test event (`a0purpose: "test"`) is not processed.
+pub const TEST_EVENT: &str = "test event (a0purpose \"test\"): acknowledged, not processed";
+
 /// The result of trigger selection for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
@@ -268,6 +271,15 @@ pub struct LogEvent {
     pub profile: Option<Box<Profile>>,
     /// The role of an `organization.member.role.*` CloudEvent (`data.object.role`).
     pub member_role: Option<MemberRole>,
+    /// A CloudEvent's `a0purpose`: `"test"` for the Dashboard's test button
+    /// (`POST /event-streams/{id}/test`), absent for real events.
+    pub purpose: Option<String>,
+    /// `details.body.is_signup` of an `ss` (`false` on users created through the Management API
+    /// or the Dashboard), when present as a boolean.
+    pub body_is_signup: Option<bool>,
+    /// Whether the `ss`'s `details.body` holds fields only a signup request sends
+    /// (`transaction`, `request_language`: Universal Login's signup form).
+    pub body_signup_request: bool,
 }
 
 /// A member role an `organization.member.role.*` event names.
@@ -281,6 +293,9 @@ impl LogEvent {
     /// Exact type-code matching: `ss`, `s` with a first-login count, `sv`. Everything else,
     /// including look-alikes such as `ssa`, `sapi`, `seacft` and `ss_sso_*`, is not eligible.
     pub fn selection(&self) -> Selection {
+        if self.is_test() {
+            return Selection::NotEligible(TEST_EVENT);
+        }
         match self.event_type.as_str() {
             "ss" => Selection::Eligible(Trigger::Signup),
             "sv" => Selection::Eligible(Trigger::EmailVerified),
@@ -345,6 +360,13 @@ impl LogEvent {
         let user_id = self.user_id.as_deref()?;
         let (provider, rest) = user_id.split_once('|')?;
         (!provider.is_empty() && !rest.is_empty()).then_some(provider)
+    }
+
+    /// Whether this is an Event Streams test event (`a0purpose: "test"`: the Dashboard's test
+    /// button, a fixed sample user the tenant does not hold): answered as delivered, never
+    /// processed.
+    pub fn is_test(&self) -> bool {
+        self.purpose.as_deref() == Some("test")
     }
 
     /// Whether this came from Auth0 Event Streams (a CloudEvent) rather than a tenant log.
@@ -832,6 +854,8 @@ struct RawLog<'a> {
     time: Option<Text<'a>>,
     /// CloudEvent `data.object`: the user profile, kept raw until the envelope is known.
     object: Option<&'a RawValue>,
+    /// CloudEvent `a0purpose` (`"test"` for test events).
+    purpose: Option<Text<'a>>,
 }
 
 #[derive(Default)]
@@ -846,6 +870,10 @@ struct Details<'a> {
 #[derive(Default)]
 struct Body<'a> {
     email: Option<Text<'a>>,
+    /// `is_signup`, when a boolean.
+    is_signup: Option<bool>,
+    /// `transaction` or `request_language` present (not null): a signup form's request.
+    signup_request: bool,
 }
 
 #[derive(Default)]
@@ -982,6 +1010,7 @@ impl<'de: 'a, 'a> Fields<'de> for RawLog<'a> {
             }
             b"time" => self.time = text(map)?,
             b"object" => self.object = map.next_value::<Option<&'a RawValue>>()?,
+            b"a0purpose" => self.purpose = text(map)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1005,6 +1034,17 @@ impl<'de: 'a, 'a> Fields<'de> for Body<'a> {
     fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
         match key {
             b"email" => self.email = text(map)?,
+            b"is_signup" => {
+                self.is_signup = match map.next_value::<Option<&'a RawValue>>()?.map(|r| r.get()) {
+                    Some("true") => Some(true),
+                    Some("false") => Some(false),
+                    _ => None,
+                }
+            }
+            b"transaction" | b"request_language" => {
+                let value = map.next_value::<Option<&'a RawValue>>()?;
+                self.signup_request |= value.is_some_and(|r| r.get() != "null");
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -1209,6 +1249,20 @@ impl RawLog<'_> {
         };
         let kind = kind.strip_prefix("com.auth0.").unwrap_or(&kind).to_owned();
         let object = self.data.0.and_then(|data| data.object);
+        if self.purpose.as_deref() == Some("test") {
+            // Decided here, whatever its object holds: the sample user is not the tenant's.
+            let user_id = object
+                .and_then(|raw| serde_json::from_str::<CloudUser>(raw.get()).ok())
+                .and_then(|user| user.user_id);
+            return Ok(LogEvent {
+                log_id: id,
+                date: self.time.map(Cow::into_owned),
+                user_id,
+                event_type: kind,
+                purpose: Some("test".to_owned()),
+                ..LogEvent::default()
+            });
+        }
         if kind.starts_with("organization.member.") {
             return membership_event(kind, id, self.time.map(Cow::into_owned), object);
         }
@@ -1352,12 +1406,15 @@ impl RawLog<'_> {
             client_name: owned(self.client_name),
             organization_id: owned(self.organization_id),
             organization_name: owned(self.organization_name),
+            body_is_signup: details.body.0.as_ref().and_then(|b| b.is_signup),
+            body_signup_request: details.body.0.as_ref().is_some_and(|b| b.signup_request),
             body_email: owned(details.body.0.and_then(|b| b.email)),
             details_email: owned(details.email),
             logins_count,
             prompt_logins_counts,
             profile: None,
             member_role: None,
+            purpose: None,
         })
     }
 }
@@ -1909,5 +1966,35 @@ mod tests {
         assert!(items[0].is_ok() && items[1].is_err(), "{items:?}");
         let cloud = serde_json::json!({"specversion": "1.0", "id": "evt_1", "type": "user.created", "source": "urn:auth0:t:users", "data": {"object": {"user_id": "auth0|\u{0}"}}});
         assert!(one(cloud.to_string()).is_err());
+    }
+
+    #[test]
+    fn test_events_are_decided_at_decode_whatever_their_object_and_signup_bodies_tell_their_origin()
+    {
+        let one = |text: String| decode(text.as_bytes()).remove(0);
+        // The Dashboard's test button: a0purpose "test", the sample user; also a test of a type
+        // whose object the service does not read.
+        for (kind, object) in [
+            (
+                "user.created",
+                r#"{"user_id":"auth0|507f1f77bcf86cd799439020"}"#,
+            ),
+            ("organization.member.added", r#"{"unexpected":true}"#),
+        ] {
+            let raw = format!(
+                r#"{{"specversion":"1.0","id":"evt_t","type":"{kind}","source":"urn:auth0:t.sus.auth0.com","data":{{"object":{object}}},"a0purpose":"test","a0stream":"est_1","a0tenant":"t"}}"#
+            );
+            let event = one(raw).unwrap_or_else(|e| panic!("{e:?}"));
+            assert!(event.is_test());
+            assert_eq!(event.selection(), Selection::NotEligible(TEST_EVENT));
+        }
+        let admin = r#"{"log_id":"1","type":"ss","user_id":"auth0|a","client_name":"Auth0 CLI","details":{"body":{"email":"a@example.com","is_signup":false,"password":"*****"}}}"#;
+        let event = one(admin.to_owned()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(event.body_is_signup, Some(false));
+        assert!(!event.body_signup_request);
+        let form = r#"{"log_id":"2","type":"ss","user_id":"auth0|b","details":{"body":{"email":"b@example.com","transaction":{"id":"x"},"request_language":"en"}}}"#;
+        let event = one(form.to_owned()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(event.body_is_signup, None);
+        assert!(event.body_signup_request);
     }
 }

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub mgmt_request_duration: HistogramVec,
     pub mgmt_retries: IntCounterVec,
     pub mgmt_rate_limit_remaining: IntGauge,
+    pub mgmt_client_quota_remaining: IntGaugeVec,
     pub mgmt_failing: IntGauge,
     pub mgmt_blocked: IntGaugeVec,
     pub mgmt_token_requests: IntCounterVec,
@@ -120,7 +121,7 @@ impl Metrics {
         let mut reg = Registrar::new(&registry);
         let m = Metrics {
             events_received: reg.add(IntCounterVec::new(
-                opts("events_received_total", "Events decoded from deliveries (invalid included), by source and input kind (`log`: tenant logs; `event_stream`: Event Streams CloudEvents; `invalid`)."),
+                opts("events_received_total", "Events decoded from deliveries (invalid included), by source and input kind (`log`: tenant logs; `event_stream`: Event Streams CloudEvents; `test`: Event Streams test events, acknowledged and never processed; `invalid`)."),
                 &["source", "input"],
             )?)?,
             events_processed: reg.add(IntCounterVec::new(
@@ -177,6 +178,10 @@ impl Metrics {
                 "mgmt_api_rate_limit_remaining",
                 "The tenant's x-ratelimit-remaining on the last response.",
             ))?)?,
+            mgmt_client_quota_remaining: reg.add(IntGaugeVec::new(
+                opts("mgmt_token_client_quota_remaining", "Tokens this application may still request in each bucket of its per-client quota (Auth0-Client-Quota-Limit on the last token answer; absent without a client quota)."),
+                &["bucket"],
+            )?)?,
             mgmt_failing: reg.add(IntGauge::with_opts(opts(
                 "mgmt_api_failing",
                 "1 while Management API calls are failing transiently and being retried.",

@@ -74,6 +74,10 @@ pub struct LogStreamArgs {
     /// The AWS region of the partner event source (with --eventbridge).
     #[arg(long, requires = "eventbridge")]
     pub aws_region: Option<String>,
+    /// A new stream also delivers the recent past from this point in time (Auth0's
+    /// `startFrom`, e.g. `2026-12-01T00:00:00Z`); ignored for an existing stream.
+    #[arg(long)]
+    pub start_from: Option<String>,
 }
 
 /// Why `setup` did not finish.
@@ -114,6 +118,8 @@ struct Desired {
     categories: BTreeSet<&'static str>,
     /// PII fields the policy reads (must not be masked or hashed).
     read: Vec<&'static str>,
+    /// `startFrom` of a new stream.
+    start_from: Option<String>,
 }
 
 impl Desired {
@@ -151,12 +157,16 @@ impl Desired {
 
     /// The `POST` body; with `reveal` false, fit to print.
     fn creation_body(&self, reveal: bool) -> Value {
-        json!({
+        let mut body = json!({
             "name": self.name,
             "type": self.kind(),
             "sink": self.sink(reveal),
             "filters": self.filters(),
-        })
+        });
+        if let Some(start) = &self.start_from {
+            body["startFrom"] = json!(start);
+        }
+        body
     }
 
     /// What differs in `existing`: the `PATCH` body and one printable line per change.
@@ -164,6 +174,12 @@ impl Desired {
         &self,
         existing: &LogStream,
     ) -> Result<(Map<String, Value>, Vec<String>), SetupError> {
+        if existing.is_priority {
+            return Err(SetupError::Conflict(format!(
+                "the log stream \"{}\" ({}) is a prioritized stream (isPriority): Auth0 keeps its filters at security events only and ignores changes, so it never delivers ss, s or sv; create a normal stream: delete it and run setup again, or pass another --name",
+                existing.name, existing.id
+            )));
+        }
         if existing.kind != self.kind() {
             return Err(SetupError::Conflict(format!(
                 "the log stream \"{}\" ({}) is of type {}, not {}: the type cannot be changed; delete it or pass another --name",
@@ -343,6 +359,7 @@ pub async fn log_stream(
         sink,
         categories: categories_for(&config.policy),
         read: fields_read(&config.policy),
+        start_from: args.start_from.clone(),
     };
     if desired.categories.is_empty() {
         return Err(SetupError::Config(
@@ -419,6 +436,22 @@ pub async fn log_stream(
             );
             for line in lines {
                 let _ = writeln!(out, "  {line}");
+            }
+            if !args.dry_run {
+                // What the tenant really kept (it may answer 200 and ignore a change).
+                let streams = timed(client.list_log_streams()).await?;
+                let kept = streams.iter().find(|s| s.id == stream.id);
+                let left = match kept {
+                    Some(kept) => desired.changes(kept)?.1,
+                    None => vec!["the stream is gone".to_owned()],
+                };
+                if !left.is_empty() {
+                    return Err(SetupError::Conflict(format!(
+                        "the tenant answered the change but did not keep it: {}; check the stream in Dashboard → Monitoring → Streams",
+                        left.join("; ")
+                    )));
+                }
+                let _ = writeln!(out, "  read back: the tenant kept every change");
             }
         }
     }

@@ -25,14 +25,18 @@ pub enum Blocked {
     /// A role of the policy does not exist in the tenant (deleted; a re-created role gets a new
     /// id): the directory is resolved again every few seconds until it does.
     RoleMissing,
+    /// The application's per-client token quota is used up (a token 429 `Client quota
+    /// exceeded`): no token until the quota resets.
+    ClientQuota,
 }
 
 impl Blocked {
-    pub const ALL: [Blocked; 4] = [
+    pub const ALL: [Blocked; 5] = [
         Blocked::Credentials,
         Blocked::Scope,
         Blocked::Transport,
         Blocked::RoleMissing,
+        Blocked::ClientQuota,
     ];
 
     /// The `reason` label of `mgmt_api_blocked`.
@@ -42,6 +46,7 @@ impl Blocked {
             Blocked::Scope => "scope",
             Blocked::Transport => "transport",
             Blocked::RoleMissing => "role_missing",
+            Blocked::ClientQuota => "client_quota",
         }
     }
 
@@ -51,6 +56,7 @@ impl Blocked {
             Blocked::Credentials => "check auth0.client_id and the secret (AUTH0_CLIENT_SECRET or auth0.client_secret_file; a rotated secret must be updated here), and that the application is still authorized for the Auth0 Management API with the Client Credentials grant",
             Blocked::Scope => "grant the scope named in the error to the application: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications (`check` lists the scopes this config needs: create:role_members and read:roles, plus read:users when a rule reads profiles, read:role_members for read_user_roles or has_roles, read:clients for assign_client_metadata)",
             Blocked::Transport => "check auth0.domain / auth0.base_url, DNS and the TLS trust store of this host (the cause is in the error)",
+            Blocked::ClientQuota => super::client_quota::ADVICE,
             Blocked::RoleMissing => "create the role again in the tenant (Dashboard → User Management → Roles) or remove it from [policy]; the service resolves role names every few seconds meanwhile and resumes by itself, events wait",
         }
     }

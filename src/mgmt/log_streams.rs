@@ -37,6 +37,10 @@ pub struct LogStream {
     pub filters: Vec<Filter>,
     #[serde(default)]
     pub pii_config: Option<PiiConfig>,
+    /// A prioritized stream (`isPriority: true`): Auth0 forces its filters to the security
+    /// category and ignores later filter changes, so it never delivers `ss`, `s` or `sv`.
+    #[serde(rename = "isPriority", default)]
+    pub is_priority: bool,
 }
 
 impl std::fmt::Debug for LogStream {
@@ -203,6 +207,7 @@ mod tests {
                 log_fields: fields.iter().map(|f| (*f).to_owned()).collect(),
                 method: Some(method.to_owned()),
             }),
+            is_priority: false,
         }
     }
 

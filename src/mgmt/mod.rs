@@ -3,6 +3,7 @@
 //! assignment per user and in bulk (see `assigner`).
 
 pub(crate) mod assigner;
+pub mod client_quota;
 mod clients;
 mod faults;
 pub mod log_streams;
@@ -108,6 +109,9 @@ pub enum MgmtError {
     /// Role names of the policy that do not exist in the tenant.
     #[error("these roles of the policy do not exist in the tenant (create them or fix the policy): {}", .0.join(", "))]
     MissingRoles(Vec<String>),
+    /// Role names of the policy that match several roles (docs/policy.md#role-names).
+    #[error("these roles of the policy match several tenant roles of the same name (rename all but one in the tenant, or name an organization's role as org_ID/NAME): {}", .0.join("; "))]
+    AmbiguousRoles(Vec<String>),
     /// A 2xx response whose body is not what the API documents.
     #[error("{operation}: unexpected response: {detail}")]
     Protocol {
@@ -782,14 +786,27 @@ impl MgmtClient {
         let roles = self.list_roles(Operation::GetRoles, &path).await?;
         Ok(roles.into_iter().map(|r| (r.name, r.id)).collect())
     }
+
+    /// `GET /api/v2/roles?name_filter=`: every role whose name contains `name` (any case), with
+    /// its `type` and `owner_id` (organization-owned roles).
+    pub(crate) async fn find_role_entries(&self, name: &str) -> Result<Vec<RoleEntry>, MgmtError> {
+        let path = format!("/api/v2/roles?name_filter={}", encode_path_segment(name));
+        self.list_roles(Operation::GetRoles, &path).await
+    }
 }
 
 /// A role in a listing.
-#[derive(Deserialize)]
-struct RoleEntry {
-    id: String,
+#[derive(Deserialize, Debug, Clone)]
+pub(crate) struct RoleEntry {
+    pub(crate) id: String,
     #[serde(default)]
-    name: String,
+    pub(crate) name: String,
+    /// `tenant` (or absent) for a tenant role; `organization` for an organization-owned role.
+    #[serde(default, rename = "type")]
+    pub(crate) kind: Option<String>,
+    /// The organization owning an organization-owned role.
+    #[serde(default)]
+    pub(crate) owner_id: Option<String>,
 }
 
 fn expect_status(operation: Operation, status: StatusCode, ok: &[u16]) -> Result<(), MgmtError> {

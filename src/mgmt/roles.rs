@@ -1,11 +1,60 @@
 //! Role names of the policy resolved to Auth0 role ids, with an exact name match (the API's
-//! `name_filter` is case-insensitive and may match substrings).
+//! `name_filter` is case-insensitive and may match substrings). A plain name is a tenant role
+//! (`type` absent or `tenant`): organization-owned roles (`type: "organization"`, `owner_id`)
+//! may share it and are never taken for it; `org_ID/NAME` names the role `NAME` that
+//! organization `org_ID` owns. A name that matches several roles stops the service at start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
-use super::{MgmtClient, MgmtError, ROLE_MISSING_RETRY};
+use super::{MgmtClient, MgmtError, RoleEntry, ROLE_MISSING_RETRY};
+
+/// What a policy role name resolves to among the roles `name_filter` listed.
+#[derive(Debug, PartialEq, Eq)]
+enum Pick {
+    One(String),
+    None,
+    /// Several roles match: their ids.
+    Several(Vec<String>),
+}
+
+/// `org_ID/NAME`: the organization and the role name of an organization-owned role.
+fn organization_role(name: &str) -> Option<(&str, &str)> {
+    let (owner, role) = name.split_once('/')?;
+    (owner.starts_with("org_") && !role.is_empty()).then_some((owner, role))
+}
+
+/// The role name to ask `name_filter` for.
+fn filter_name(name: &str) -> &str {
+    organization_role(name).map_or(name, |(_, role)| role)
+}
+
+/// The roles `name` means among `found`: a plain name, the tenant roles (`type` absent or
+/// `tenant`) of exactly that name; `org_ID/NAME`, the role of that name `org_ID` owns.
+fn pick(name: &str, found: &[RoleEntry]) -> Pick {
+    let ids: Vec<String> = match organization_role(name) {
+        Some((owner, role)) => found
+            .iter()
+            .filter(|r| {
+                r.name == role
+                    && r.kind.as_deref() == Some("organization")
+                    && r.owner_id.as_deref() == Some(owner)
+            })
+            .map(|r| r.id.clone())
+            .collect(),
+        None => found
+            .iter()
+            .filter(|r| r.name == name && r.kind.as_deref().is_none_or(|k| k == "tenant"))
+            .map(|r| r.id.clone())
+            .collect(),
+    };
+    match ids.len() {
+        0 => Pick::None,
+        1 => Pick::One(ids.into_iter().next().unwrap_or_default()),
+        _ => Pick::Several(ids),
+    }
+}
 
 /// The name → id map of every role the policy can assign, and of the roles applications'
 /// `client_metadata` named (looked up when first seen; `None` when the tenant has no such role).
@@ -48,14 +97,21 @@ impl RoleDirectory {
     pub async fn refresh(&self, client: &MgmtClient) -> Result<(), MgmtError> {
         let mut ids = BTreeMap::new();
         let mut missing = Vec::new();
+        let mut ambiguous = Vec::new();
         for name in &self.names {
-            let found = client.find_roles(name).await?;
-            match found.into_iter().find(|(n, _)| n == name) {
-                Some((_, id)) => {
+            let found = client.find_role_entries(filter_name(name)).await?;
+            match pick(name, &found) {
+                Pick::One(id) => {
                     ids.insert(name.clone(), id);
                 }
-                None => missing.push(name.clone()),
+                Pick::None => missing.push(name.clone()),
+                Pick::Several(several) => {
+                    ambiguous.push(format!("{name} ({})", several.join(", ")));
+                }
             }
+        }
+        if !ambiguous.is_empty() {
+            return Err(MgmtError::AmbiguousRoles(ambiguous));
         }
         if !missing.is_empty() {
             return Err(MgmtError::MissingRoles(missing));
@@ -74,12 +130,10 @@ impl RoleDirectory {
             .collect();
         let mut others = BTreeMap::new();
         for name in found {
-            let id = client
-                .find_roles(&name)
-                .await?
-                .into_iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, id)| id);
+            let id = match pick(&name, &client.find_role_entries(filter_name(&name)).await?) {
+                Pick::One(id) => Some(id),
+                Pick::None | Pick::Several(_) => None,
+            };
             if id.is_some() {
                 others.insert(name, id);
             }
@@ -147,12 +201,11 @@ impl RoleDirectory {
         {
             return Ok(known.clone());
         }
-        let found = client
-            .find_roles(name)
-            .await?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| id);
+        // An application names a tenant role; several of one name name none (ambiguous).
+        let found = match pick(name, &client.find_role_entries(filter_name(name)).await?) {
+            Pick::One(id) => Some(id),
+            Pick::None | Pick::Several(_) => None,
+        };
         let mut others = self.others.write().unwrap_or_else(|p| p.into_inner());
         if others.len() >= OTHERS_MAX {
             others.clear();
@@ -215,5 +268,43 @@ impl RoleDirectory {
     /// Every (name, id) pair.
     pub fn all(&self) -> BTreeMap<String, String> {
         self.ids.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(id: &str, name: &str, kind: Option<&str>, owner: Option<&str>) -> RoleEntry {
+        RoleEntry {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            kind: kind.map(str::to_owned),
+            owner_id: owner.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_plain_name_is_the_tenant_role_and_org_slash_name_an_organizations_own() {
+        let found = [
+            role("rol_org1", "Support", Some("organization"), Some("org_1")),
+            role("rol_tenant", "Support", None, None),
+            role("rol_org2", "Support", Some("organization"), Some("org_2")),
+            role("rol_sub", "Support Lead", Some("tenant"), None),
+        ];
+        assert_eq!(pick("Support", &found), Pick::One("rol_tenant".into()));
+        assert_eq!(pick("org_2/Support", &found), Pick::One("rol_org2".into()));
+        assert_eq!(pick("org_3/Support", &found), Pick::None);
+        assert_eq!(pick("support", &found), Pick::None);
+        let twice = [
+            role("rol_a", "Support", Some("tenant"), None),
+            role("rol_b", "Support", None, None),
+        ];
+        assert_eq!(
+            pick("Support", &twice),
+            Pick::Several(vec!["rol_a".into(), "rol_b".into()])
+        );
+        assert_eq!(filter_name("org_2/Support"), "Support");
+        assert_eq!(filter_name("a/b"), "a/b");
     }
 }

@@ -1,8 +1,11 @@
 //! The Management API access token: obtained with the client-credentials grant, cached until
 //! shortly before it expires, refreshed by one caller at a time while the others wait, and
-//! paced: Auth0 counts machine-to-machine tokens against a monthly quota, so a refusing token
-//! endpoint (or tokens rejected as soon as they are issued) costs one request a second for the
-//! whole process, backing off to one a minute, however many calls wait.
+//! paced: a refusing token endpoint (or tokens rejected as soon as they are issued) costs one
+//! request a second for the whole process, backing off to one a minute, however many calls
+//! wait. Management API tokens do not count toward the tenant's machine-to-machine token quota
+//! (an internal Auth0 audience), but a per-client quota (Early Access) does:
+//! `Auth0-Client-Quota-Limit` on token answers is published as a gauge, and a 429 that is that
+//! quota (see `client_quota`) is a service fault waiting for the quota's reset.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -182,7 +185,7 @@ impl TokenCache {
     /// show that the scope was granted again. The first new token is due once the refused
     /// token is [`SCOPE_TOKEN_FIRST`] old, each next one at twice that age, at most `cap`: a
     /// scope removed for a few seconds is used again within seconds, and a long refusal costs
-    /// one token per `cap` (Auth0 counts machine-to-machine tokens against a monthly quota).
+    /// one token per `cap` (a per-client token quota, where one is set, counts every token).
     pub(super) async fn invalidate_for_scope(&self, token: &Arc<str>, cap: Duration) {
         let mut slot = self.current.lock().await;
         let refreshed = self.scope_refreshes.load(Ordering::Relaxed);
@@ -265,6 +268,14 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             }
         };
         client.count(Operation::Token, status.as_str(), started.elapsed());
+        for bucket in super::client_quota::parse(&headers) {
+            client
+                .inner
+                .metrics
+                .mgmt_client_quota_remaining
+                .with_label_values(&[bucket.bucket.as_str()])
+                .set(i64::try_from(bucket.remaining).unwrap_or(i64::MAX));
+        }
         if status.is_success() {
             let parsed: TokenResponse = match serde_json::from_slice(&bytes) {
                 Ok(parsed) => parsed,
@@ -301,6 +312,29 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             || status.is_server_error();
         count_token(client, if transient { "transient" } else { "refused" });
         match status {
+            StatusCode::TOO_MANY_REQUESTS
+                if super::client_quota::exhausted(&headers, &bytes).is_some() =>
+            {
+                // Not a rate limit: no token until the quota resets, whatever the pace.
+                let wait = super::client_quota::exhausted(&headers, &bytes)
+                    .unwrap_or(Duration::from_secs(3600));
+                let detail = format!(
+                    "token endpoint: HTTP 429 client quota exceeded; waiting {} s for its reset",
+                    wait.as_secs()
+                );
+                tracing::warn!(
+                    retry_in_s = wait.as_secs(),
+                    advice = super::client_quota::ADVICE,
+                    "{detail}"
+                );
+                client.set_failing(true);
+                client.set_blocked(Some((
+                    super::Blocked::ClientQuota,
+                    detail,
+                    Operation::Token,
+                )));
+                tokio::time::sleep(wait).await;
+            }
             StatusCode::TOO_MANY_REQUESTS => {
                 let hint = client.rate_limit_wait(&headers);
                 client

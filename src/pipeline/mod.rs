@@ -186,6 +186,10 @@ pub struct Report {
     /// login field no read can give.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// How the user was created, when the event tells it (`self_signup`, `admin`: the
+    /// `created_by` condition's table, `crate::policy::creation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -203,6 +207,9 @@ impl Report {
             organization_roles: Vec::new(),
             rules: Vec::new(),
             skipped: Vec::new(),
+            created_by: trigger
+                .and_then(|t| crate::policy::creation::creation_of(event, &[t], false))
+                .map(|c| c.as_str()),
             error: None,
         }
     }
@@ -346,6 +353,7 @@ impl Processor {
                     organization_roles: Vec::new(),
                     rules: Vec::new(),
                     skipped: Vec::new(),
+                    created_by: None,
                     error: Some(err.reason),
                 })
             }
@@ -738,6 +746,7 @@ impl Pipeline {
     pub(crate) async fn attempt(&self, item: Decoded) -> Result<Report, LostTask> {
         let started = std::time::Instant::now();
         let input = match &item {
+            Ok(event) if event.is_test() => "test",
             Ok(event) if event.is_cloud_event() => "event_stream",
             Ok(_) => "log",
             Err(_) => "invalid",
@@ -793,6 +802,7 @@ impl Pipeline {
                         organization_roles: Vec::new(),
                         rules: Vec::new(),
                         skipped: Vec::new(),
+                        created_by: None,
                         error: Some(format!("internal error (panic): {what}")),
                     },
                     started,

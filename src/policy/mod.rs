@@ -9,7 +9,10 @@ use serde::Deserialize;
 
 use crate::event::{email_domain, Identity, LogEvent, Trigger};
 
+pub mod creation;
 pub mod standing;
+
+use creation::{creation_of, Creation};
 
 /// A policy from the text of a `[policy]` section's contents, for unit tests (panics on a bad
 /// one: the text is the test's own).
@@ -26,7 +29,7 @@ pub(crate) fn policy_for_tests(toml_text: &str) -> Policy {
 }
 
 /// The condition keys a rule may use in `when` and `unless`.
-pub const CONDITION_KEYS: [&str; 14] = [
+pub const CONDITION_KEYS: [&str; 15] = [
     "event",
     "connection",
     "connection_id",
@@ -41,6 +44,7 @@ pub const CONDITION_KEYS: [&str; 14] = [
     "email_verified",
     "app_metadata",
     "has_roles",
+    "created_by",
 ];
 
 /// The keys a rule may have.
@@ -157,6 +161,9 @@ pub enum Condition {
     HasRoles(bool),
     /// `app_metadata.<key>` of the user's profile equals the given JSON value.
     AppMetadata(BTreeMap<String, serde_json::Value>),
+    /// How the user was created (`self_signup`, `admin`), as the event tells it
+    /// ([`creation::creation_of`]); undecided when it does not.
+    CreatedBy(Vec<Creation>),
 }
 
 /// Event fields a condition can test by exact string equality.
@@ -215,6 +222,7 @@ impl Condition {
             Condition::EmailVerified(_) => "email_verified",
             Condition::HasRoles(_) => "has_roles",
             Condition::AppMetadata(_) => "app_metadata",
+            Condition::CreatedBy(_) => "created_by",
         }
     }
 }
@@ -237,6 +245,10 @@ impl fmt::Display for Condition {
             Condition::AppMetadata(pairs) => {
                 let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                 write!(f, "app_metadata has {}", parts.join(", "))
+            }
+            Condition::CreatedBy(origins) => {
+                let names: Vec<&str> = origins.iter().map(|c| c.as_str()).collect();
+                write!(f, "created_by is any of [{}]", names.join(", "))
             }
         }
     }
@@ -1007,6 +1019,16 @@ impl<'a> Facts<'a> {
                 Some(roles) => decided(roles.is_empty() != *wanted),
                 None => unknown("has_roles"),
             },
+            Condition::CreatedBy(origins) => {
+                match creation_of(self.event, &self.triggers, self.existing) {
+                    Some(origin) => decided(origins.contains(&origin)),
+                    // Only the event tells it: no read can.
+                    None => Truth::Unknown(vec![Missing {
+                        key: "created_by",
+                        readable: false,
+                    }]),
+                }
+            }
             Condition::AppMetadata(pairs) => match self.profile {
                 None => unknown("app_metadata"),
                 Some(p) => decided(pairs.iter().all(|(key, wanted)| {
@@ -1023,17 +1045,18 @@ impl<'a> Facts<'a> {
 impl Condition {
     /// Whether only a login can tell this condition (no profile read can).
     pub fn login_only(&self) -> bool {
-        matches!(
-            self,
-            Condition::Field(
-                Field::ConnectionId
-                    | Field::ClientId
-                    | Field::ClientName
-                    | Field::OrganizationId
-                    | Field::OrganizationName,
-                _
+        matches!(self, Condition::CreatedBy(_))
+            || matches!(
+                self,
+                Condition::Field(
+                    Field::ConnectionId
+                        | Field::ClientId
+                        | Field::ClientName
+                        | Field::OrganizationId
+                        | Field::OrganizationName,
+                    _
+                )
             )
-        )
     }
 }
 
@@ -1201,6 +1224,18 @@ fn parse_conditions(
                 serde_json::Value::Bool(b) => Condition::EmailVerified(*b),
                 other => return Err(bad(key, format!("expected true or false, got {other}"))),
             },
+            "created_by" => {
+                let mut origins = Vec::new();
+                for name in string_list(value).map_err(|p| bad(key, p))? {
+                    origins.push(Creation::from_name(&name).ok_or_else(|| {
+                        bad(
+                            key,
+                            format!("unknown origin `{name}` (expected self_signup or admin)"),
+                        )
+                    })?);
+                }
+                Condition::CreatedBy(origins)
+            }
             "has_roles" => match value {
                 serde_json::Value::Bool(b) => Condition::HasRoles(*b),
                 other => return Err(bad(key, format!("expected true or false, got {other}"))),

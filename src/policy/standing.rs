@@ -273,4 +273,43 @@ mod tests {
             GrantVerdict::Kept { .. }
         ));
     }
+
+    #[test]
+    fn a_grant_of_a_rule_on_how_the_user_was_created_is_kept_never_revoked() {
+        // Only the signup's `ss` tells how a user was created: reconcile has no event, so the
+        // condition stays undecided and the grant stands (like a condition only a login knows).
+        let policy = policy(
+            r#"
+            events = ["signup"]
+            [[rules]]
+            name = "signed-up"
+            when = { created_by = "self_signup" }
+            assign = ["member"]
+            [[rules]]
+            name = "not-staff-made"
+            unless = { created_by = "admin" }
+            assign = ["customer"]
+        "#,
+        );
+        let verdicts = judge_standing(
+            &policy,
+            "auth0|a",
+            &profile("a@example.com"),
+            &[
+                grant("member", "signed-up"),
+                grant("customer", "not-staff-made"),
+            ],
+        );
+        assert_eq!(
+            verdicts,
+            [
+                GrantVerdict::Kept {
+                    because: "signed-up.created_by".into()
+                },
+                GrantVerdict::Kept {
+                    because: "not-staff-made.created_by".into()
+                }
+            ]
+        );
+    }
 }

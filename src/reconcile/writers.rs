@@ -42,7 +42,10 @@ impl BatchDone {
 
 /// Whether `err` is about the service rather than the users of the call.
 pub(crate) fn is_service_fault(err: &MgmtError) -> bool {
-    matches!(err, MgmtError::Auth(_) | MgmtError::MissingRoles(_))
+    matches!(
+        err,
+        MgmtError::Auth(_) | MgmtError::MissingRoles(_) | MgmtError::AmbiguousRoles(_)
+    )
 }
 
 /// One bulk call for `role`. When it fails for its users (a user deleted since the export

@@ -527,3 +527,81 @@ fn the_stream_named_in_the_config_is_the_one_setup_creates_and_doctor_judges() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("other-stream"));
 }
+
+/// A prioritized stream (`isPriority: true`) carries security events only: Auth0 forces its
+/// filters and ignores changes. Under the service's name it is a blocker (exit 2, named, with the
+/// fix: a normal stream); a prioritized stream of another purpose is not judged.
+#[test]
+fn a_prioritized_stream_under_the_services_name_is_a_blocker_and_others_are_not_judged() {
+    let rt = runtime();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("doctor-priority");
+    let config = write_config(&dir, "priority", &running.base_url, "", &demo_policy());
+    for name in ["auth0-default-roles", "siem-priority"] {
+        sim.add_log_stream(&json!({
+            "name": name,
+            "type": "http",
+            "isPriority": true,
+            "sink": {"httpEndpoint": "https://roles.example.com/auth0/logs", "httpContentType": "application/json", "httpContentFormat": "JSONLINES", "httpAuthorization": WEBHOOK_TOKEN},
+            "filters": DEMO_CATEGORIES.iter().map(|c| json!({"type": "category", "name": c})).collect::<Vec<_>>(),
+        }))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let streams = sim.log_streams();
+    assert!(
+        streams.iter().all(|s| categories(s) == ["security"]),
+        "the tenant forces a prioritized stream's filters: {streams:?}"
+    );
+    let (code, report) = doctor(&config);
+    assert_eq!(code, Some(2), "{report}");
+    let failed = failures(&report);
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("\"auth0-default-roles\"") && l.contains("prioritized")),
+        "{report}"
+    );
+    assert!(report.contains("create a normal stream"), "{report}");
+    assert!(
+        !failed.iter().any(|l| l.contains("siem-priority")),
+        "a prioritized stream of another purpose is not judged: {report}"
+    );
+    drop(running);
+}
+
+/// `setup log-stream --start-from` creates a stream that also delivers the recent past (Auth0's
+/// `startFrom`, which the tenant accepts at creation), reads a change back, and refuses to
+/// "change" a prioritized stream whose filters the tenant would ignore.
+#[test]
+fn setup_starts_a_new_stream_from_a_point_in_time_and_refuses_a_prioritized_one() {
+    let rt = runtime();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("setup-start-from");
+    let config = write_config(&dir, "start-from", &running.base_url, "", &demo_policy());
+    let (code, stdout, stderr) = setup(&config, &["--start-from", "2026-12-01T00:00:00Z"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("created the log stream"), "{stdout}");
+    // A change is read back.
+    let (code, stdout, stderr) = setup_to("https://roles.example.com/v2", &config, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("read back: the tenant kept every change"),
+        "{stdout}"
+    );
+
+    let config = write_config(&dir, "prioritized", &running.base_url, "", &demo_policy());
+    sim.add_log_stream(&json!({
+        "name": "prioritized-roles",
+        "type": "http",
+        "isPriority": true,
+        "sink": {"httpEndpoint": "https://roles.example.com/auth0/logs", "httpContentType": "application/json", "httpContentFormat": "JSONLINES", "httpAuthorization": WEBHOOK_TOKEN},
+    }))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let (code, stdout, stderr) = setup(&config, &["--name", "prioritized-roles"]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        (stdout.clone() + &stderr).contains("prioritized stream (isPriority)"),
+        "{stdout}{stderr}"
+    );
+    drop(running);
+}

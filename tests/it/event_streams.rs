@@ -178,3 +178,61 @@ fn cloud_events_over_the_webhook_give_every_user_exactly_their_roles_with_no_pro
     assert_eq!(sim.role_sets(), expected);
     rt.block_on(running.shutdown());
 }
+
+/// The Dashboard's test button (`POST /event-streams/{id}/test`) sends a `user.created` (or
+/// `user.updated`) of a fixed sample user the tenant does not hold, with `a0purpose: "test"`:
+/// answered as delivered, counted as `input="test"`, and never processed (no Management API
+/// call, so no `failed` 404 on an operator's first test).
+#[test]
+fn a_test_event_through_the_webhook_is_acknowledged_and_counted_with_no_management_api_call() {
+    let rt = runtime();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("event-streams-test-button");
+    let (port, metrics) = (free_port(), free_port());
+    let config = write_config(&dir, port, metrics, &running.base_url);
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", TOKEN),
+    ];
+    let before = sim.stats().total_requests;
+    for (i, kind) in ["user.created", "user.updated", "user.created"]
+        .into_iter()
+        .enumerate()
+    {
+        let event = mgmt_sim::event_streams::test_event(
+            "sim.auth0.local",
+            "est_test0000000000000001",
+            kind,
+            &format!("evt_test{i}"),
+        );
+        let body = serde_json::to_vec(&event).unwrap_or_default();
+        let (status, answer) =
+            http_post(port, "/auth0/logs", &headers, &body).unwrap_or_else(|| panic!("no answer"));
+        assert_eq!(status, 200, "{answer}\n{}", service.log_text());
+    }
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_received_total",
+            "input=\"test\""
+        ),
+        3.0,
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(
+        sim.stats().total_requests,
+        before,
+        "a test event costs no Management API call: {:?}",
+        sim.stats()
+    );
+    assert!(sim.role_sets().is_empty());
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"failed\""
+        ),
+        0.0
+    );
+    rt.block_on(running.shutdown());
+}

@@ -9,6 +9,7 @@ mod action;
 mod auth0_logs;
 mod auth0_logs_order;
 mod config;
+mod conformance;
 mod decode;
 mod demo_cli;
 mod deploy_files;

@@ -1376,3 +1376,105 @@ assign_in_organization = ["Viewer"]
     assert_eq!(sim.stats().calls_of("assign_organization_member_roles"), 0);
     rt.block_on(running.shutdown());
 }
+
+/// A member whose organization roles are full: Auth0 answers the member-role write 409 "No more
+/// roles can be assigned to this organization member". That member alone ends `failed` with
+/// Auth0's message; the other members of the same organization get their roles.
+#[test]
+fn a_member_role_409_fails_that_member_alone_and_the_others_get_their_roles() {
+    let rt = runtime();
+    let (sim, running) = start_tenant(
+        &rt,
+        SimConfig {
+            accept_any_user: true,
+            member_role_limit: 2,
+            ..SimConfig::default()
+        },
+        Vec::new(),
+    );
+    let globex = users("full", 4);
+    assert_eq!(sim.add_organization(Some(GLOBEX), "globex"), GLOBEX);
+    assert!(sim.add_members(GLOBEX, &globex));
+    // The first member already holds two roles in globex: the limit.
+    sim.grant_member_roles_by_hand(GLOBEX, &globex[0], &["CUSTOMER", "PARTNER"]);
+    let dir = temp_dir("organizations-409");
+    let (port, metrics) = (free_port(), free_port());
+    let config = ingest_config(&dir, port, metrics, &running.base_url, "");
+    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    for (i, user) in globex.iter().enumerate() {
+        let (status, answer) = post(
+            port,
+            &member_added(&format!("evt_f{i}"), GLOBEX, "globex", user, i),
+        );
+        // The failed member is answered too (dead-lettered where the source has a dead-letter
+        // destination; the webhook answers it as done after logging it).
+        assert!(status == 200 || status == 422, "{status} {answer}");
+    }
+    let roles = sim.organization_roles();
+    let held = &roles[GLOBEX];
+    assert_eq!(
+        held.get(&globex[0]),
+        Some(&strings(&["CUSTOMER", "PARTNER"])),
+        "the full member keeps what it held: {roles:?}"
+    );
+    for user in &globex[1..] {
+        assert_eq!(held.get(user), Some(&strings(&["Viewer"])), "{roles:?}");
+    }
+    assert_eq!(
+        service.metric(
+            "auth0_default_roles_events_processed_total",
+            "outcome=\"failed\""
+        ),
+        1.0,
+        "{}",
+        service.log_text()
+    );
+    assert!(
+        service
+            .log_text()
+            .contains("No more roles can be assigned to this organization member"),
+        "{}",
+        service.log_text()
+    );
+    rt.block_on(running.shutdown());
+}
+
+/// Organization members end with an empty page: every non-empty page answers a `next`, the last
+/// (empty) one none. `reconcile` walks to it and judges every member once.
+#[test]
+fn reconcile_walks_organization_members_to_the_empty_last_page() {
+    let rt = runtime();
+    let acme = users("walk", 5);
+    let seeds: Vec<SeedUser> = acme.iter().map(|u| SeedUser::new(u.clone())).collect();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), seeds);
+    assert_eq!(sim.add_organization(Some(ACME), "acme"), ACME);
+    assert!(sim.add_members(ACME, &acme));
+    let dir = temp_dir("organizations-empty-last-page");
+    let config = dir.join("reconcile.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth0]\ndomain = \"sim.auth0.local\"\nclient_id = \"sim-client\"\nbase_url = \"{}\"\nrequests_per_second = 1000\nburst = 200\n\n{POLICY}\n",
+            running.base_url
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let plan = reconcile(&config, &["--output", "jsonl"]);
+    let stdout = String::from_utf8_lossy(&plan.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&plan.stderr).into_owned();
+    assert!(plan.status.success(), "{stdout}\n{stderr}");
+    let planned: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["organization"] == json!(ACME))
+        .filter_map(|v| v["user_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(planned, acme, "{stdout}");
+    assert_eq!(
+        sim.stats().calls_of("get_organization_members"),
+        2,
+        "a page of 5 with a next, then the empty last page: {:?}",
+        sim.stats()
+    );
+    rt.block_on(running.shutdown());
+}

@@ -946,3 +946,153 @@ fn replay_on_a_terminal_shows_progress_for_a_large_input_only() {
     assert!(!screen.contains("events replayed"));
     let _ = std::fs::remove_dir_all(input.parent().unwrap_or(&input));
 }
+
+/// "Users that sign up with my application": an `ss` is logged for users an admin creates too
+/// (the Management API's carries `details.body.is_signup: false`, the Dashboard's is logged
+/// against "All Applications"). `created_by` tells them apart from a signup form's `ss`, and an
+/// `ss` that tells neither leaves the rule undecided (skipped, no role from it).
+#[test]
+fn created_by_tells_an_admin_created_signup_from_a_self_signup_offline() {
+    let dir = std::env::temp_dir().join(format!("adr-created-by-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("created-by.toml");
+    std::fs::write(
+        &config,
+        r#"[policy]
+[[policy.rules]]
+name = "signed-up"
+when = { event = "signup", created_by = "self_signup" }
+assign = ["Member"]
+
+[[policy.rules]]
+name = "staff-made"
+when = { event = "signup", created_by = "admin" }
+assign = ["Invited"]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ss = |id: u32, user: &str, client: &str, body: &str| {
+        format!(
+            r#"{{"log_id":"{id:056}","data":{{"type":"ss","user_id":"auth0|{user}","client_name":"{client}","connection":"Username-Password-Authentication","strategy":"auth0","strategy_type":"database","details":{{"body":{body}}}}}}}"#
+        )
+    };
+    let input = [
+        // The Management API (the recorded one: is_signup false, client "Auth0 CLI").
+        ss(1, "api", "Auth0 CLI", r#"{"email":"a@example.com","password":"*****","is_signup":false,"connection":"Username-Password-Authentication"}"#),
+        // The Dashboard: "All Applications", the body without a form's fields.
+        ss(2, "dash", "All Applications", r#"{"email":"d@example.com","password":"*****","connection":"Username-Password-Authentication"}"#),
+        // Universal Login's signup form.
+        ss(3, "self", "My App", r#"{"email":"s@example.com","password":"*****","transaction":{"id":"t1"},"request_language":"en"}"#),
+        // Nothing tells: undecided.
+        ss(4, "unknown", "My App", r#"{"email":"u@example.com","password":"*****"}"#),
+    ]
+    .join("\n");
+    let config_arg = config.to_string_lossy().into_owned();
+    let out = run(
+        &[
+            "replay",
+            "--config",
+            &config_arg,
+            "--offline",
+            "--output",
+            "jsonl",
+        ],
+        Some(&input),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}{stdout}", text(&out.stderr));
+    let records: BTreeMap<String, serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| Some((r["user_id"].as_str()?.to_owned(), r)))
+        .collect();
+    let field = |user: &str, key: &str| records[&format!("auth0|{user}")][key].clone();
+    assert_eq!(
+        field("api", "roles"),
+        serde_json::json!(["Invited"]),
+        "{stdout}"
+    );
+    assert_eq!(field("api", "created_by"), serde_json::json!("admin"));
+    assert_eq!(
+        field("dash", "roles"),
+        serde_json::json!(["Invited"]),
+        "{stdout}"
+    );
+    assert_eq!(
+        field("self", "roles"),
+        serde_json::json!(["Member"]),
+        "{stdout}"
+    );
+    assert_eq!(
+        field("self", "created_by"),
+        serde_json::json!("self_signup")
+    );
+    assert_eq!(
+        field("unknown", "outcome"),
+        serde_json::json!("no_rule"),
+        "{stdout}"
+    );
+    assert_eq!(
+        field("unknown", "skipped"),
+        serde_json::json!(["signed-up.created_by", "staff-made.created_by"]),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Organization-owned roles (`type: "organization"`, `owner_id`) may share a name with a tenant
+/// role: a plain policy name is the tenant role, even when an organization's role of that name
+/// is listed first; `org_ID/NAME` names the organization's. Two tenant roles of one name stop
+/// the run at start (exit 2), naming the name.
+#[test]
+fn a_policy_role_name_shared_with_an_organization_role_resolves_to_the_tenant_role() {
+    use mgmt_sim::{Seed, SeedRole, SeedUser};
+    let seed = Seed {
+        roles: vec![
+            SeedRole {
+                id: Some("rol_0000000000000org".into()),
+                ..SeedRole::owned_by("org_acme", "Viewer")
+            },
+            SeedRole {
+                id: Some("rol_1111111111111org".into()),
+                ..SeedRole::owned_by("org_beta", "Viewer")
+            },
+            SeedRole {
+                id: Some("rol_zzzzzzzzzztenant".into()),
+                ..SeedRole::named("Viewer")
+            },
+        ],
+        users: vec![SeedUser::new("auth0|u1")],
+        ..Seed::default()
+    };
+    let live = LiveReplay::start(
+        "org-owned-roles",
+        seed,
+        "[[policy.rules]]\nname = \"everyone\"\nassign = [\"Viewer\"]\n",
+    );
+    let signup = log_record(
+        1,
+        r#"{"type":"ss","user_id":"auth0|u1","connection":"Username-Password-Authentication"}"#,
+    );
+    let out = live.replay(std::slice::from_ref(&signup), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        live.sim.user_role_ids("auth0|u1"),
+        vec!["rol_zzzzzzzzzztenant".to_owned()],
+        "the tenant role, not an organization's: {}",
+        text(&out.stdout)
+    );
+    // Two tenant roles named Viewer: which one the policy means is unknowable.
+    live.sim.add_role(SeedRole {
+        id: Some("rol_yyyyyyyyyytenant".into()),
+        ..SeedRole::named("Viewer")
+    });
+    let out = live.replay(&[signup], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("several tenant roles") && stderr.contains("Viewer"),
+        "{stderr}"
+    );
+    live.finish();
+}

@@ -1060,3 +1060,81 @@ fn a_message_whose_task_panics_every_time_is_left_for_the_dead_letter_queue_and_
         f64::from(MAX_RECEIVE_COUNT)
     );
 }
+
+/// An Event Streams test event (the Dashboard's test button) routed through EventBridge to the
+/// queue: the message is deleted (answered as delivered), counted as `input="test"`, and costs no
+/// Management API call; nothing reaches the dead-letter queue.
+#[test]
+fn an_event_streams_test_event_through_eventbridge_is_deleted_with_no_management_api_call() {
+    let world = World::new("stream-test");
+    let tenant = world.tenant(SimConfig::default(), Vec::new());
+    let queues = world.queues("stream-test");
+    let rule = "streams-test-events";
+    world.events(
+        "PutRule",
+        json!({
+            "Name": rule,
+            "EventBusName": queues.bus,
+            "EventPattern": json!({"detail-type": ["user.created", "user.updated"]}).to_string(),
+            "State": "ENABLED",
+        }),
+    );
+    let arn = world.attribute(&queues.url, QueueAttributeName::QueueArn);
+    world.events(
+        "PutTargets",
+        json!({"Rule": rule, "EventBusName": queues.bus, "Targets": [{"Id": "test-events", "Arn": arn}]}),
+    );
+    let entries: Vec<Value> = ["user.created", "user.updated"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let event = mgmt_sim::event_streams::test_event(
+                "acme.eu.auth0.com",
+                "est_test0000000000000001",
+                kind,
+                &format!("evt_test{i}"),
+            );
+            json!({
+                "Source": "aws.partner/auth0.com/acme/auth0.events",
+                "DetailType": kind,
+                "Detail": event.to_string(),
+                "EventBusName": queues.bus,
+            })
+        })
+        .collect();
+    let out = world.events("PutEvents", json!({"Entries": entries}));
+    assert_eq!(out["FailedEntryCount"], json!(0), "{out}");
+    let mut service = world.service("svc", &tenant, &queues, "visibility_timeout_seconds = 3");
+    service.wait_ready();
+    assert!(
+        wait_for(Duration::from_secs(60), || service.metric(
+            "auth0_default_roles_events_received_total",
+            "input=\"test\""
+        ) == 2.0
+            && world.depth(&queues.url) == 0),
+        "test events not acknowledged: queue {}\n{}\n{}",
+        world.depth(&queues.url),
+        service.snapshot(),
+        service.log_text()
+    );
+    assert_eq!(world.depth(&queues.dlq_url), 0);
+    let stats = tenant.stats();
+    let user_calls: u64 = [
+        "get_user",
+        "get_user_roles",
+        "assign_user_roles",
+        "assign_role_users",
+    ]
+    .iter()
+    .map(|op| stats.calls_of(op))
+    .sum();
+    assert_eq!(
+        user_calls, 0,
+        "no Management API call for a test event: {stats:?}"
+    );
+    assert!(tenant.roles().is_empty());
+    service.signal("TERM");
+    assert!(service
+        .wait_exit(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}

@@ -143,6 +143,10 @@ pub struct SeedRole {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// The organization owning an organization-owned role (listed with `type: "organization"`
+    /// and `owner_id`; such roles may share a name with a tenant role and with each other).
+    #[serde(default)]
+    pub owner_id: Option<String>,
 }
 
 impl SeedRole {
@@ -152,6 +156,15 @@ impl SeedRole {
             id: None,
             name: name.into(),
             description: None,
+            owner_id: None,
+        }
+    }
+
+    /// An organization-owned role of `organization` with this name and a generated id.
+    pub fn owned_by(organization: impl Into<String>, name: impl Into<String>) -> Self {
+        SeedRole {
+            owner_id: Some(organization.into()),
+            ..SeedRole::named(name)
         }
     }
 }

@@ -60,7 +60,7 @@ fn random(n: usize) -> String {
         .collect()
 }
 
-/// `POST /api/v2/jobs/users-exports` (`format` `json`, `fields` `[{name}]`) → 201 the job,
+/// `POST /api/v2/jobs/users-exports` (`format` `json`, `fields` `[{name}]`) → 200 the job,
 /// `pending`.
 pub(crate) async fn create_export(
     State(shared): State<Arc<Shared>>,
@@ -118,7 +118,7 @@ pub(crate) async fn create_export(
     let mut jobs = lock(&shared.jobs);
     jobs.files.insert(job.token.clone(), file.0);
     jobs.jobs.insert(job.id.clone(), job);
-    Ok(json_response(StatusCode::CREATED, &answer))
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// Every user's line (only `fields`), gzipped, and the number of users.

@@ -10,6 +10,7 @@ mod admin;
 mod api;
 mod config;
 mod error;
+pub mod event_streams;
 mod gate;
 mod jobs;
 mod log_streams;
@@ -104,6 +105,8 @@ impl Simulator {
                     .patch(log_streams::update)
                     .delete(log_streams::delete),
             )
+            .route("/api/v2/event-streams", post(event_streams::create))
+            .route("/api/v2/event-streams/{id}/test", post(event_streams::test))
             .route(
                 "/api/v2/organizations",
                 get(organizations::list_organizations),
@@ -179,6 +182,14 @@ impl Simulator {
     /// A user's role names, sorted (empty for an unknown user).
     pub fn user_role_names(&self, user_id: &str) -> Vec<String> {
         lock(&self.shared.tenant).role_names_of(user_id)
+    }
+
+    /// A user's role ids, sorted by role name (empty for an unknown user).
+    pub fn user_role_ids(&self, user_id: &str) -> Vec<String> {
+        lock(&self.shared.tenant)
+            .roles_of(user_id, false)
+            .map(|roles| roles.into_iter().map(|r| r.id).collect())
+            .unwrap_or_default()
     }
 
     /// Every user holding at least one role → their sorted role names.

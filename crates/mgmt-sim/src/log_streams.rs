@@ -66,6 +66,11 @@ const PII_FIELDS: [&str; 6] = [
     "address",
 ];
 
+/// The filters of a prioritized stream: the security category only.
+fn security_only() -> Value {
+    json!([{"type": "category", "name": "security"}])
+}
+
 /// The tenant's streams, in creation order.
 #[derive(Debug, Default)]
 pub(crate) struct LogStreams {
@@ -93,6 +98,7 @@ impl LogStreams {
                 "pii_config",
                 "isPriority",
                 "status",
+                "startFrom",
             ]
             .contains(&key.as_str())
             {
@@ -137,21 +143,31 @@ impl LogStreams {
         };
         stream.insert("status".to_owned(), json!(status));
         stream.insert("sink".to_owned(), Value::Object(sink));
+        let priority = fields
+            .get("isPriority")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if let Some(filters) = fields.get("filters") {
             validate_filters(filters)?;
             stream.insert("filters".to_owned(), filters.clone());
+        }
+        if priority {
+            // A prioritized stream carries security events only, whatever was asked.
+            stream.insert("filters".to_owned(), security_only());
         }
         if let Some(pii) = fields.get("pii_config") {
             validate_pii(pii)?;
             stream.insert("pii_config".to_owned(), pii.clone());
         }
-        stream.insert(
-            "isPriority".to_owned(),
-            json!(fields
-                .get("isPriority")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)),
-        );
+        stream.insert("isPriority".to_owned(), json!(priority));
+        if let Some(start) = fields.get("startFrom") {
+            // A point in time the new stream delivers from (not echoed back).
+            if !start.is_string() {
+                return Err(ApiError::invalid_body(
+                    "Payload validation error: 'Expected type string' on property startFrom",
+                ));
+            }
+        }
         self.streams.push(stream.clone());
         Ok(Value::Object(stream))
     }
@@ -198,7 +214,10 @@ impl LogStreams {
                 }
                 "filters" => {
                     validate_filters(value)?;
-                    updated.insert("filters".to_owned(), value.clone());
+                    // Answered 200 and ignored on a prioritized stream (security only).
+                    if updated.get("isPriority") != Some(&json!(true)) {
+                        updated.insert("filters".to_owned(), value.clone());
+                    }
                 }
                 "pii_config" => {
                     if value.is_null() {
@@ -208,6 +227,9 @@ impl LogStreams {
                         updated.insert("pii_config".to_owned(), value.clone());
                     }
                 }
+                // `false` is accepted and changes nothing (a prioritized stream stays one);
+                // anything else is refused.
+                "isPriority" if value == &json!(false) => {}
                 "isPriority" => {
                     return Err(ApiError::invalid_body(
                         "Payload validation error: isPriority can only be set at creation",

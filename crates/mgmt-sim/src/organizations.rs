@@ -296,7 +296,10 @@ pub(crate) async fn list_members(
         .any(|(k, v)| k == "fields" && v.split(',').any(|f| f.trim() == "roles"));
     let orgs = lock(&shared.organizations);
     let org = orgs.by_id.get(&org_id).ok_or_else(organization_not_found)?;
-    let (users, next) = page(org.members.keys(), from.as_deref(), take);
+    // Members end differently from organizations (as the recordings show): a `next` on every
+    // non-empty page, the walk ending with an empty page that has none.
+    let (users, _) = page(org.members.keys(), from.as_deref(), take);
+    let next = users.last().map(|u| (*u).clone());
     let tenant = lock(&shared.tenant);
     let items: Vec<Value> = users
         .into_iter()

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub listings: Mutex<super::members::Listings>,
     /// The tenant's log streams.
     pub log_streams: Mutex<super::log_streams::LogStreams>,
+    /// The tenant's Event Streams.
+    pub event_streams: Mutex<super::event_streams::EventStreams>,
     /// The tenant's logs (`GET /api/v2/logs`).
     pub tenant_logs: Mutex<super::tenant_logs::TenantLogs>,
     /// Organizations, their members and member roles.
@@ -75,6 +77,7 @@ impl Shared {
             jobs: Mutex::new(Default::default()),
             listings: Mutex::new(Default::default()),
             log_streams: Mutex::new(Default::default()),
+            event_streams: Mutex::new(Default::default()),
             tenant_logs: Mutex::new(Default::default()),
             organizations: Mutex::new(Default::default()),
             organization_bucket: Mutex::new(organization_bucket),

@@ -39,6 +39,8 @@ pub(crate) struct Role {
     pub id: String,
     pub name: String,
     pub description: Option<String>,
+    /// An organization-owned role's organization (`type: "organization"`).
+    pub owner_id: Option<String>,
 }
 
 impl Role {
@@ -48,6 +50,10 @@ impl Role {
         role.insert("name".into(), json!(self.name));
         if let Some(description) = &self.description {
             role.insert("description".into(), json!(description));
+        }
+        if let Some(owner) = &self.owner_id {
+            role.insert("type".into(), json!("organization"));
+            role.insert("owner_id".into(), json!(owner));
         }
         Value::Object(role)
     }
@@ -163,7 +169,13 @@ impl Tenant {
         let id = match role.id {
             Some(id) => id,
             None => {
-                if let Some(existing) = self.role_id(&role.name) {
+                let existing = self
+                    .roles
+                    .values()
+                    .filter(|r| r.name == role.name && r.owner_id == role.owner_id)
+                    .map(|r| r.id.clone())
+                    .min();
+                if let Some(existing) = existing {
                     return existing;
                 }
                 self.fresh_role_id()
@@ -175,6 +187,7 @@ impl Tenant {
                 id: id.clone(),
                 name: role.name,
                 description: role.description,
+                owner_id: role.owner_id,
             },
         );
         id
@@ -225,7 +238,7 @@ impl Tenant {
     pub(crate) fn role_id(&self, name: &str) -> Option<String> {
         self.roles
             .values()
-            .filter(|r| r.name == name)
+            .filter(|r| r.name == name && r.owner_id.is_none())
             .map(|r| r.id.clone())
             .min()
     }
@@ -506,6 +519,7 @@ mod tests {
                     id: Some("rol_member".into()),
                     name: "member".into(),
                     description: None,
+                    owner_id: None,
                 },
                 SeedRole::named("Admin"),
             ],

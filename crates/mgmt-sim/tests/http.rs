@@ -18,11 +18,13 @@ fn seed() -> Seed {
                 id: Some(MEMBER.into()),
                 name: "member".into(),
                 description: Some("Default role".into()),
+                owner_id: None,
             },
             SeedRole {
                 id: Some(ADMIN.into()),
                 name: "admin".into(),
                 description: None,
+                owner_id: None,
             },
             SeedRole::named("Premium Member"),
         ],
@@ -1102,7 +1104,8 @@ async fn an_export_job_goes_pending_processing_completed_and_serves_gzipped_ndjs
     .await;
     let token = h.token().await;
     let created = h.create_export(&token, json!({"format": "json", "fields": [{"name": "user_id"}, {"name": "email"}, {"name": "identities"}]})).await;
-    assert_eq!(created.status(), StatusCode::CREATED);
+    // Auth0 answers 200 (not 201), as the recorded exchange and the OAS show.
+    assert_eq!(created.status(), StatusCode::OK);
     let job = json_of(created).await;
     assert_eq!(job["status"], "pending");
     assert_eq!(job["type"], "users_export");
@@ -1602,4 +1605,40 @@ async fn tenant_logs_without_ids_are_ingested_in_id_order_with_dates_lagging_out
     assert!(imported[0] > ids[199]);
     let kept = h.sim.tenant_logs();
     assert_eq!(kept[200]["date"], json!("2020-01-01T00:00:00.000Z"));
+}
+
+#[tokio::test]
+async fn an_event_stream_is_created_201_and_its_test_button_answers_202_with_a_test_event() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    let created = h
+        .post(
+            &token,
+            "/api/v2/event-streams",
+            json!({"name": "roles", "subscriptions": [{"event_type": "user.created"}], "destination": {"type": "webhook", "configuration": {"webhook_endpoint": "https://roles.example.com/auth0/logs", "webhook_authorization": {"method": "bearer", "token": "secret"}}}}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let stream = json_of(created).await;
+    assert_eq!(
+        stream["destination"]["configuration"]["webhook_authorization"],
+        json!({"method": "bearer"}),
+        "the token is write-only"
+    );
+    let id = stream["id"].as_str().unwrap_or_default().to_owned();
+    let tested = h
+        .post(
+            &token,
+            &format!("/api/v2/event-streams/{id}/test"),
+            json!({"event_type": "user.created"}),
+        )
+        .await;
+    assert_eq!(tested.status(), StatusCode::ACCEPTED);
+    let delivery = json_of(tested).await;
+    assert_eq!(delivery["event"]["a0purpose"], json!("test"));
+    assert_eq!(delivery["event"]["a0stream"], json!(id));
+    assert_eq!(
+        delivery["event"]["data"]["object"]["user_id"],
+        json!(mgmt_sim::event_streams::TEST_EVENT_USER)
+    );
 }
