@@ -100,7 +100,11 @@ fn throughput(
         .iter()
         .map(|r| (r.key.clone(), r.value.clone()))
         .collect();
-    let _ = produce_batched(&broker.bootstrap(), topic, &records, 1000);
+    // The worst case makes intake pause (assignments wait for the tenant's rate), and tansu
+    // cannot resume a fetch in the middle of a record batch (it skips to the next batch: see
+    // docs/testing.md): one record per batch there, 1,000 for the stream that never pauses.
+    let per_batch = if scenario == 0 { 1000 } else { 1 };
+    let _ = produce_batched(&broker.bootstrap(), topic, &records, per_batch);
     let pairs: usize = stream.expected.values().map(|r| r.len()).sum();
     println!(
         "produced {} events, {} users to get roles ({pairs} grants)",
