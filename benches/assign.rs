@@ -57,6 +57,7 @@ async fn scenario(name: &str, users: usize, concurrent: bool, window: Duration) 
             client_secret: Secret::new(sim.config().client_secret),
             requests_per_second: RATE,
             burst: BURST,
+            auto_share: None,
             timeout: Duration::from_secs(10),
             retry: RetrySettings::default(),
         },

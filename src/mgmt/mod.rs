@@ -5,6 +5,7 @@
 pub(crate) mod assigner;
 mod clients;
 mod faults;
+mod limiter;
 pub mod log_streams;
 pub mod logs;
 pub mod organizations;
@@ -26,6 +27,7 @@ pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner};
 pub use clients::{Applications, CLIENT_METADATA_TTL};
 pub use faults::Blocked;
 use faults::Transient;
+pub use limiter::{RateClass, AUTO_INITIAL_RATE};
 pub use roles::RoleDirectory;
 use token::TokenCache;
 
@@ -43,8 +45,12 @@ pub struct Auth0Settings {
     pub client_secret_file: Option<PathBuf>,
     /// Where token and API requests go: `https://{domain}` unless `base_url` is set.
     pub base_url: String,
+    /// The most this client sends per second; with `"auto"` ([`auto_share`](Self::auto_share)
+    /// set) only the pace before the tenant's headers taught the limiter anything.
     pub requests_per_second: f64,
     pub burst: u32,
+    /// `requests_per_second = "auto"`: the share (0 < share ≤ 1) of the learned rate used.
+    pub auto_share: Option<f64>,
     /// Timeout of every Management API request.
     pub timeout: Duration,
     /// How long pending assignments wait to be coalesced into bulk calls.
@@ -261,6 +267,9 @@ pub struct ClientSettings {
     pub client_secret: Secret,
     pub requests_per_second: f64,
     pub burst: u32,
+    /// `"auto"`: the share of the learned rate used (`None`: `requests_per_second` is the
+    /// ceiling).
+    pub auto_share: Option<f64>,
     pub timeout: Duration,
     pub retry: RetrySettings,
 }
@@ -274,6 +283,7 @@ impl ClientSettings {
             client_secret: secret,
             requests_per_second: auth0.requests_per_second,
             burst: auth0.burst,
+            auto_share: auth0.auto_share,
             timeout: auth0.timeout,
             retry: RetrySettings::default(),
         }
@@ -311,6 +321,9 @@ struct Inner {
     settings: ClientSettings,
     token: TokenCache,
     limiter: DefaultDirectRateLimiter,
+    /// The learning limiter: one bucket model per Auth0 limit class, fed by the tenant's
+    /// `x-ratelimit-*` headers; a 429 holds only its class.
+    classes: limiter::LearningLimiter,
     /// Organization member role writes: their own limiter and 429 hold.
     organizations: organizations::OrganizationBucket,
     metrics: Arc<Metrics>,
@@ -319,9 +332,6 @@ struct Inner {
     failing: AtomicBool,
     /// Since when calls have been failing (with `failing`).
     failing_since: Mutex<Option<Instant>>,
-    /// After a 429, no Management API call is sent before this instant: the tenant's bucket
-    /// is empty for every caller, not only for the one that met the 429.
-    rate_limited_until: Mutex<Option<tokio::time::Instant>>,
     /// Policy roles the tenant no longer has (deleted, maybe being re-created): a service
     /// fault cleared only when the role directory resolves every name again.
     roles_missing: Mutex<Option<Vec<String>>>,
@@ -367,20 +377,33 @@ impl MgmtClient {
         let period = Duration::from_secs_f64(1.0 / settings.requests_per_second.max(0.001));
         let burst =
             std::num::NonZeroU32::new(settings.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
-            .allow_burst(burst);
+        let quota = match settings.auto_share {
+            // "auto": no ceiling but the learned one.
+            Some(_) => Quota::per_second(std::num::NonZeroU32::MAX),
+            None => Quota::with_period(period)
+                .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
+                .allow_burst(burst),
+        };
+        let classes = limiter::LearningLimiter::new(limiter::ClassSettings {
+            ceiling: match settings.auto_share {
+                Some(_) => f64::INFINITY,
+                None => settings.requests_per_second.max(0.001),
+            },
+            share: settings.auto_share.unwrap_or(1.0).clamp(0.001, 1.0),
+            initial_rate: settings.requests_per_second.max(0.001),
+            initial_burst: settings.burst.max(1),
+        });
         Ok(MgmtClient {
             inner: Arc::new(Inner {
                 http,
                 token: TokenCache::new(),
                 limiter: RateLimiter::direct(quota),
+                classes,
                 organizations: organizations::OrganizationBucket::new(),
                 metrics,
                 stats: Mutex::new(CallStats::default()),
                 failing: AtomicBool::new(false),
                 failing_since: Mutex::new(None),
-                rate_limited_until: Mutex::new(None),
                 roles_missing: Mutex::new(None),
                 blocked: Mutex::new(None),
                 serving: AtomicBool::new(false),
@@ -479,12 +502,17 @@ impl MgmtClient {
             if operation == Operation::AssignOrganizationMemberRoles {
                 self.wait_for_organization_bucket().await;
             }
+            let class = RateClass::of(operation);
             let waited = Instant::now();
-            self.wait_out_rate_limit().await;
             if let Some(pace) = options.pace {
                 pace.until_ready().await;
             }
             self.inner.limiter.until_ready().await;
+            let seq = self
+                .inner
+                .classes
+                .until_ready(class, &self.inner.metrics)
+                .await;
             self.inner
                 .metrics
                 .rate_limiter_wait
@@ -520,6 +548,13 @@ impl MgmtClient {
                 }
             };
             self.count(operation, status.as_str(), started.elapsed());
+            if status != StatusCode::TOO_MANY_REQUESTS {
+                // An answer that carries the bucket's count was admitted by it.
+                let admitted = headers.contains_key("x-ratelimit-remaining");
+                self.inner
+                    .classes
+                    .answered(class, seq, &headers, admitted, &self.inner.metrics);
+            }
             // A member role write's headers describe its own bucket, not the tenant's.
             let tenant_bucket = operation != Operation::AssignOrganizationMemberRoles;
             if let Some(remaining) = tenant_bucket
@@ -586,8 +621,18 @@ impl MgmtClient {
                 }
                 429 => {
                     let hint = self.rate_limit_wait(&headers);
-                    self.wait_before_retry(operation, Transient::RateLimited(hint), &mut backoff)
-                        .await;
+                    let hold =
+                        self.inner
+                            .classes
+                            .rate_limited(class, &headers, hint, &self.inner.metrics);
+                    // The class's hold is waited out in its limiter, with every other call of
+                    // the class, and ends early when one of them succeeds.
+                    self.wait_before_retry(
+                        operation,
+                        Transient::RateLimited(Some(hold)),
+                        &mut backoff,
+                    )
+                    .await;
                 }
                 408 | 500..=599 => {
                     self.wait_before_retry(

@@ -234,7 +234,10 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
     });
     let mut backoff = client.backoff();
     let url = client.url("/oauth/token");
+    let class = super::RateClass::Token;
     loop {
+        // The token endpoint's bucket is a class of its own: its 429s hold token requests only.
+        let seq = inner.classes.until_ready(class, &inner.metrics).await;
         let started = Instant::now();
         let response = inner.http.post(&url).json(&body).send().await;
         let response = match response {
@@ -265,6 +268,11 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             }
         };
         client.count(Operation::Token, status.as_str(), started.elapsed());
+        if status != StatusCode::TOO_MANY_REQUESTS {
+            inner
+                .classes
+                .answered(class, seq, &headers, true, &inner.metrics);
+        }
         if status.is_success() {
             let parsed: TokenResponse = match serde_json::from_slice(&bytes) {
                 Ok(parsed) => parsed,
@@ -303,8 +311,15 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
         match status {
             StatusCode::TOO_MANY_REQUESTS => {
                 let hint = client.rate_limit_wait(&headers);
+                let hold = inner
+                    .classes
+                    .rate_limited(class, &headers, hint, &inner.metrics);
                 client
-                    .wait_before_retry(Operation::Token, Transient::RateLimited(hint), &mut backoff)
+                    .wait_before_retry(
+                        Operation::Token,
+                        Transient::RateLimited(Some(hold)),
+                        &mut backoff,
+                    )
                     .await;
             }
             s if s == StatusCode::REQUEST_TIMEOUT || s.is_server_error() => {

@@ -129,6 +129,7 @@ pub async fn run(
         .map_err(StartError::Config)?;
     auth0.requests_per_second = rate;
     auth0.burst = burst;
+    auth0.auto_share = auth0.auto_share.map(|share| share * request.rate_share);
     if (request.revoke || request.restore) && config.ledger.is_none() {
         let flag = if request.revoke {
             "--revoke"
