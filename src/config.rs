@@ -513,6 +513,7 @@ fn auth0_settings(
         requests_per_second,
         burst,
         auto_share,
+        give_up_after: crate::mgmt::ONE_SHOT_PATIENCE,
         timeout: Duration::from_secs_f64(timeout),
         batch_window: Duration::from_millis(batch_window_ms),
         batch_max_users,

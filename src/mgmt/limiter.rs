@@ -185,6 +185,8 @@ pub struct ClassBucket {
     last_increase: f64,
     /// The inferred refill, requests per second.
     refill: Option<f64>,
+    /// `refill` is only the reset's lower bound so far (no sample measured).
+    seeded: bool,
     /// The observation refill samples start from: (time, remaining, admitted count).
     anchor: Option<(f64, u32, u64)>,
     /// The anchor was taken with the bucket (next to) full.
@@ -212,6 +214,7 @@ impl ClassBucket {
             allowance,
             last_increase: now,
             refill: None,
+            seeded: false,
             anchor: None,
             full_seen: false,
             synced_seq: 0,
@@ -322,14 +325,18 @@ impl ClassBucket {
             // The tenant's count, less what was sent since this call left.
             self.tokens = (f64::from(remaining) - sent_since as f64).clamp(0.0, self.capacity());
         }
-        if let (None, Some(limit), Some(reset_in)) = (self.refill, self.limit, observation.reset_in)
-        {
-            // Nothing learned yet: the reset (when the bucket is full again, rounded up to the
-            // second) gives a lower bound of the refill.
+        if let (true, Some(limit), Some(reset_in)) = (
+            self.refill.is_none() || self.seeded,
+            self.limit,
+            observation.reset_in,
+        ) {
+            // Nothing measured yet: the reset (when the bucket is full again, rounded up to
+            // the second) gives a lower bound of the refill; the best bound seen is kept.
             if remaining.saturating_add(1) < limit && reset_in > 0.0 {
                 let bound = f64::from(limit - remaining - 1) / reset_in.max(1.0);
-                if bound > 0.0 {
+                if bound > self.refill.unwrap_or(0.0) {
                     self.refill = Some(bound);
+                    self.seeded = true;
                 }
             }
         }
@@ -369,9 +376,10 @@ impl ClassBucket {
         let sample = refilled / (now - t1);
         if sample > 0.0 && sample.is_finite() {
             self.refill = Some(match self.refill {
-                None => sample,
-                Some(old) => old * 0.5 + sample * 0.5,
+                Some(old) if !self.seeded => old * 0.5 + sample * 0.5,
+                _ => sample,
             });
+            self.seeded = false;
         }
         self.anchor = Some((now, remaining, admitted));
     }

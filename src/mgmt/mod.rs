@@ -62,6 +62,9 @@ pub struct Auth0Settings {
     /// The name of the tenant's log stream this service consumes (`doctor` judges it,
     /// `setup log-stream` creates it); `None`: the default name `setup` gives.
     pub log_stream: Option<String>,
+    /// How long a one-shot command (and the start of `run`/`ingest`) waits for a tenant that
+    /// does not answer at all (`--timeout`); the running service waits for ever.
+    pub give_up_after: Duration,
     /// Organization member role writes per minute (their own bucket at Auth0).
     pub organization_roles_per_minute: u32,
     /// Burst of organization member role writes.
@@ -111,6 +114,14 @@ pub enum MgmtError {
     /// The credentials or the application's grants are wrong: the service cannot work.
     #[error("Management API token: {0}")]
     Auth(String),
+    /// The tenant did not answer at all (connection refused, DNS, TLS, no answer) for the
+    /// one-shot patience.
+    #[error("the tenant at {host} did not answer for {waited_seconds} s: {cause}")]
+    Unreachable {
+        host: String,
+        cause: String,
+        waited_seconds: u64,
+    },
     /// Role names of the policy that do not exist in the tenant.
     #[error("these roles of the policy do not exist in the tenant (create them or fix the policy): {}", .0.join(", "))]
     MissingRoles(Vec<String>),
@@ -345,6 +356,11 @@ struct Inner {
     probing: AtomicBool,
     /// When the last "still failing" warning was logged (one per minute at most).
     last_warning: Mutex<Option<Instant>>,
+    /// Since when no request got any answer (connection refused, DNS, TLS, timeouts).
+    unanswered_since: Mutex<Option<Instant>>,
+    /// How long that may last before calls fail with [`MgmtError::Unreachable`] (`None`: for
+    /// ever, the running service).
+    give_up_after: Mutex<Option<Duration>>,
     /// Wakes the calls waiting out a backoff when the tenant answers again (the probe or
     /// another call proved it), so intake does not resume while they still sleep.
     recovered: tokio::sync::Notify,
@@ -410,6 +426,8 @@ impl MgmtClient {
                 probing: AtomicBool::new(false),
                 last_warning: Mutex::new(None),
                 recovered: tokio::sync::Notify::new(),
+                unanswered_since: Mutex::new(None),
+                give_up_after: Mutex::new(Some(ONE_SHOT_PATIENCE)),
                 settings,
             }),
         })
@@ -430,9 +448,43 @@ impl MgmtClient {
             .map(|scopes| scopes.to_vec()))
     }
 
-    /// From now on, service faults make calls wait (and retry) instead of returning errors.
+    /// From now on, service faults make calls wait (and retry) instead of returning errors,
+    /// and a tenant that does not answer is waited for without a limit.
     pub fn start_serving(&self) {
         self.inner.serving.store(true, Ordering::SeqCst);
+        *lock(&self.inner.give_up_after) = None;
+    }
+
+    /// How long calls wait for a tenant that does not answer at all before failing with
+    /// [`MgmtError::Unreachable`] (`None`: for ever). Until [`start_serving`](Self::start_serving)
+    /// the client gives up after [`ONE_SHOT_PATIENCE`].
+    pub fn give_up_after(&self, patience: Option<Duration>) {
+        *lock(&self.inner.give_up_after) = patience;
+    }
+
+    /// Some answer arrived (whatever its status): the tenant is there.
+    fn heard_from_tenant(&self) {
+        *lock(&self.inner.unanswered_since) = None;
+    }
+
+    /// A request got no answer for `why`: the error to return once the tenant has not answered
+    /// for the patience.
+    fn unanswered(&self, why: &Transient) -> Option<MgmtError> {
+        let cause = match why {
+            Transient::Timeout => format!("no answer within {:?}", self.inner.settings.timeout),
+            Transient::Connection(chain) | Transient::Refused(Blocked::Transport, chain) => {
+                chain.clone()
+            }
+            _ => return None,
+        };
+        let patience = (*lock(&self.inner.give_up_after))?;
+        let since = *lock(&self.inner.unanswered_since).get_or_insert_with(Instant::now);
+        let waited = since.elapsed();
+        (waited >= patience).then(|| MgmtError::Unreachable {
+            host: host_of(&self.inner.settings.base_url),
+            cause,
+            waited_seconds: waited.as_secs(),
+        })
     }
 
     fn is_serving(&self) -> bool {
@@ -532,10 +584,14 @@ impl MgmtClient {
                 Err(err) => {
                     self.count(operation, "error", started.elapsed());
                     let why = Transient::from_transport(&err);
+                    if let Some(gave_up) = self.unanswered(&why) {
+                        return Err(gave_up);
+                    }
                     self.wait_before_retry(operation, why, &mut backoff).await;
                     continue;
                 }
             };
+            self.heard_from_tenant();
             let status = response.status();
             let headers = response.headers().clone();
             let body = match response.bytes().await {
@@ -867,6 +923,22 @@ fn error_text(body: &[u8]) -> String {
     }
 }
 
+/// The host (and port) of a base URL, for errors: `https://x.auth0.com/` → `x.auth0.com`.
+fn host_of(base_url: &str) -> String {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .and_then(|url| {
+            url.host_str().map(|host| match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| base_url.to_owned())
+}
+
+/// How long a one-shot command waits for a tenant that does not answer at all (`--timeout`).
+pub const ONE_SHOT_PATIENCE: Duration = Duration::from_secs(60);
+
 /// While a call is refused for a missing scope, a new token (which carries the scopes granted
 /// now) is fetched at most this often.
 pub const SCOPE_TOKEN_REFRESH: Duration = Duration::from_secs(300);
@@ -889,6 +961,7 @@ pub async fn connect(
     metrics: Arc<Metrics>,
 ) -> Result<(MgmtClient, RoleAssigner), MgmtError> {
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
+    client.give_up_after(Some(auth0.give_up_after));
     client.set_organization_limit(
         auth0.organization_roles_per_minute,
         auth0.organization_roles_burst,
