@@ -401,9 +401,15 @@ impl ClassBucket {
         self.bring_up_to(now);
         self.tokens = 0.0;
         self.anchor = None;
-        // Multiplicative decrease, from the pace in force (not from an allowance above it).
-        self.allowance = (self.pace() / self.settings.share.max(0.001) * DECREASE).max(MIN_RATE);
-        if let Some(refill) = self.refill.as_mut() {
+        // Multiplicative decrease, from the pace in force (not from an allowance above it),
+        // never below the reset's lower bound of the refill (a bound, not a guess).
+        let floor = if self.seeded {
+            self.refill.unwrap_or(MIN_RATE)
+        } else {
+            MIN_RATE
+        };
+        self.allowance = (self.pace() / self.settings.share.max(0.001) * DECREASE).max(floor);
+        if let (false, Some(refill)) = (self.seeded, self.refill.as_mut()) {
             *refill = (*refill * 0.85).max(MIN_RATE);
         }
         self.last_increase = now;
