@@ -154,7 +154,9 @@ struct Auth0Section {
     /// Present only to give a helpful error: secrets never live in the file.
     client_secret: Option<toml::Value>,
     base_url: Option<String>,
-    requests_per_second: Option<f64>,
+    requests_per_second: Option<RequestRate>,
+    /// With `requests_per_second = "auto"`: the share of the learned rate used.
+    auto_share: Option<f64>,
     burst: Option<u32>,
     timeout_seconds: Option<f64>,
     batch_window_ms: Option<u64>,
@@ -163,6 +165,14 @@ struct Auth0Section {
     log_stream: Option<String>,
     organization_roles_per_minute: Option<u32>,
     organization_roles_burst: Option<u32>,
+}
+
+/// `requests_per_second`: a number, or `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RequestRate {
+    Number(f64),
+    Word(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -418,13 +428,34 @@ fn auth0_settings(
             url
         }
     };
-    let requests_per_second = section.requests_per_second.unwrap_or(2.0);
+    let (requests_per_second, auto_share) = match section.requests_per_second {
+        None => (crate::mgmt::AUTO_INITIAL_RATE, Some(1.0)),
+        Some(RequestRate::Word(word)) if word == "auto" => {
+            (crate::mgmt::AUTO_INITIAL_RATE, Some(1.0))
+        }
+        Some(RequestRate::Word(_)) => {
+            return Err(invalid(
+                "auth0.requests_per_second",
+                "must be \"auto\" (learned from the tenant) or a positive number (the most this service sends per second)",
+            ))
+        }
+        Some(RequestRate::Number(rate)) => (rate, None),
+    };
     if !(requests_per_second.is_finite() && requests_per_second > 0.0) {
         return Err(invalid(
             "auth0.requests_per_second",
-            "must be a positive number (your tenant's sustained Management API rate)",
+            "must be \"auto\" or a positive number (the most this service sends per second)",
         ));
     }
+    let auto_share =
+        match (auto_share, section.auto_share) {
+            (_, Some(share)) if !(share > 0.0 && share <= 1.0) => return Err(invalid(
+                "auth0.auto_share",
+                "must be above 0 and at most 1 (the share of the learned rate this service uses)",
+            )),
+            (Some(_), Some(share)) => Some(share),
+            (auto, _) => auto,
+        };
     let burst = section.burst.unwrap_or(2);
     if burst == 0 {
         return Err(invalid("auth0.burst", "must be at least 1"));
@@ -481,6 +512,8 @@ fn auth0_settings(
         base_url,
         requests_per_second,
         burst,
+        auto_share,
+        give_up_after: crate::mgmt::ONE_SHOT_PATIENCE,
         timeout: Duration::from_secs_f64(timeout),
         batch_window: Duration::from_millis(batch_window_ms),
         batch_max_users,

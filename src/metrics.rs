@@ -33,6 +33,11 @@ pub struct Metrics {
     pub task_panics: IntCounterVec,
     pub rate_limiter_wait: Histogram,
     pub organization_rate_limiter_wait: Histogram,
+    pub mgmt_class_limit: IntGaugeVec,
+    pub mgmt_class_remaining: IntGaugeVec,
+    pub mgmt_class_rate: prometheus::GaugeVec,
+    pub mgmt_class_rate_limited: IntCounterVec,
+    pub mgmt_class_wait: prometheus::CounterVec,
     pub dedup_hits: IntCounterVec,
     pub dedup_entries: IntGauge,
     pub kafka_consumer_lag: IntGaugeVec,
@@ -208,6 +213,26 @@ impl Metrics {
                 "Time organization member role writes waited for their own client-side limiter (`[auth0] organization_roles_per_minute`) and its 429 hold, before the tenant's.",
                 vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             ))?)?,
+            mgmt_class_limit: reg.add(IntGaugeVec::new(
+                opts("mgmt_api_rate_limit_limit", "The tenant's bucket size (x-ratelimit-limit) as last stated, by Auth0 limit class (role_writes, role_reads, user_reads, organization_member_roles, logs, token, other)."),
+                &["class"],
+            )?)?,
+            mgmt_class_remaining: reg.add(IntGaugeVec::new(
+                opts("mgmt_api_rate_limit_class_remaining", "The tenant's x-ratelimit-remaining on the last answer of each limit class."),
+                &["class"],
+            )?)?,
+            mgmt_class_rate: reg.add(prometheus::GaugeVec::new(
+                opts("mgmt_api_rate_limit_pace_per_second", "The pace the learning limiter sends a limit class at when its bucket is empty: min(ceiling, AIMD allowance, inferred refill) times the share."),
+                &["class"],
+            )?)?,
+            mgmt_class_rate_limited: reg.add(IntCounterVec::new(
+                opts("mgmt_api_rate_limited_total", "429 answers by Auth0 limit class (the token endpoint's included)."),
+                &["class"],
+            )?)?,
+            mgmt_class_wait: reg.add(prometheus::CounterVec::new(
+                opts("mgmt_api_rate_limit_wait_seconds_total", "Time calls spent waiting for their limit class (its pace and a 429's hold), summed over calls."),
+                &["class"],
+            )?)?,
             dedup_hits: reg.add(IntCounterVec::new(
                 opts("dedup_hits_total", "Work skipped by dedup: `log_id` (redelivery) or `user_roles` (roles already given)."),
                 &["kind"],

@@ -21,12 +21,23 @@ pub struct ConfigArg {
     /// The TOML config file.
     #[arg(long, short)]
     pub config: PathBuf,
+    /// Seconds to wait for a tenant that does not answer at all (connection refused, DNS, TLS,
+    /// no answer) before giving up with exit 1: one-shot commands and the start of
+    /// `run`/`ingest`. A tenant that answers but rate-limits is waited for.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub timeout: f64,
 }
 
 impl ConfigArg {
     /// The validated configuration, or the exit status of a configuration error (printed).
     pub fn load(&self) -> Result<Config, u8> {
-        Config::load(&self.config).map_err(|err| fail(err, EXIT_CONFIG))
+        let mut config = Config::load(&self.config).map_err(|err| fail(err, EXIT_CONFIG))?;
+        let patience = std::time::Duration::try_from_secs_f64(self.timeout)
+            .map_err(|_| fail("--timeout must be a number of seconds", EXIT_CONFIG))?;
+        if let Some(auth0) = config.auth0.as_mut() {
+            auth0.give_up_after = patience;
+        }
+        Ok(config)
     }
 }
 

@@ -270,16 +270,9 @@ impl MgmtClient {
             .mgmt_retries
             .with_label_values(&[operation.as_str(), why.reason()])
             .inc();
-        // A 429 is flow control: every Management API call waits as long as this one (the
-        // tenant's bucket is shared), and nothing pauses or turns not ready.
-        if matches!(why, Transient::RateLimited(_)) {
-            if operation == Operation::AssignOrganizationMemberRoles {
-                // Organization member role writes have a bucket of their own: only they wait.
-                self.inner.organizations.hold_for(delay);
-            } else if operation != Operation::Token {
-                self.hold_calls_for(delay);
-            }
-        } else {
+        // A 429 is flow control: its class's limiter holds the calls of that class (see
+        // `limiter`), and nothing pauses or turns not ready.
+        if !matches!(why, Transient::RateLimited(_)) {
             self.set_failing(true);
         }
         if let Transient::Refused(blocked, detail) = &why {
@@ -316,37 +309,13 @@ impl MgmtClient {
         } else {
             tracing::debug!(operation = operation.as_str(), reason = %detail, retry_in_ms = delay.as_millis() as u64, "retrying");
         }
-        if matches!(why, Transient::RateLimited(Some(_))) {
-            // The tenant said how long to wait: no early wake-up.
-            tokio::time::sleep(delay).await;
+        if matches!(why, Transient::RateLimited(_)) {
+            // Waited out in the class's limiter, which a success of the class ends early.
         } else {
             let recovered = self.inner.recovered.notified();
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = recovered => {}
-            }
-        }
-    }
-
-    /// After a 429: no call is sent for `delay` (a later deadline already set stands).
-    pub(super) fn hold_calls_for(&self, delay: Duration) {
-        let until = tokio::time::Instant::now() + delay;
-        let mut held = lock(&self.inner.rate_limited_until);
-        if held.is_none_or(|h| h < until) {
-            *held = Some(until);
-        }
-    }
-
-    /// Waits until the last 429's wait is over (no wait when none is in force).
-    pub(super) async fn wait_out_rate_limit(&self) {
-        // A later 429 may extend the hold while this call sleeps: look again on waking.
-        loop {
-            let until = *lock(&self.inner.rate_limited_until);
-            match until {
-                Some(until) if until > tokio::time::Instant::now() => {
-                    tokio::time::sleep_until(until).await;
-                }
-                _ => return,
             }
         }
     }
@@ -408,8 +377,12 @@ pub(super) async fn probe_until_answered(client: &MgmtClient) {
         let Ok(token) = client.inner.token.get(client).await else {
             continue;
         };
-        client.wait_out_rate_limit().await;
         client.inner.limiter.until_ready().await;
+        let seq = client
+            .inner
+            .classes
+            .until_ready(super::RateClass::RoleReads, &client.inner.metrics)
+            .await;
         let started = Instant::now();
         let sent = client
             .inner
@@ -421,6 +394,16 @@ pub(super) async fn probe_until_answered(client: &MgmtClient) {
         let status = match sent {
             Ok(response) => {
                 let status = response.status();
+                let headers = response.headers().clone();
+                if status.as_u16() != 429 {
+                    client.inner.classes.answered(
+                        super::RateClass::RoleReads,
+                        seq,
+                        &headers,
+                        headers.contains_key("x-ratelimit-remaining"),
+                        &client.inner.metrics,
+                    );
+                }
                 // The whole body must arrive: a cut-off answer is no proof.
                 response.bytes().await.ok().map(|_| status)
             }
@@ -450,37 +433,6 @@ pub(super) async fn probe_until_answered(client: &MgmtClient) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_429_hold_extended_while_calls_wait_is_waited_out_to_its_new_end() {
-        let metrics =
-            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
-        let settings = super::super::ClientSettings {
-            base_url: "http://127.0.0.1:9".to_owned(),
-            audience: "https://t.example/api/v2/".to_owned(),
-            client_id: "c".to_owned(),
-            client_secret: crate::settings::Secret::new("s"),
-            requests_per_second: 10.0,
-            burst: 1,
-            timeout: Duration::from_secs(1),
-            retry: super::super::RetrySettings::default(),
-        };
-        let client = MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"));
-        let started = tokio::time::Instant::now();
-        client.hold_calls_for(Duration::from_secs(1));
-        let waiter = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client.wait_out_rate_limit().await;
-                started.elapsed()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        // Another 429 meanwhile: 3 s from now.
-        client.hold_calls_for(Duration::from_secs(3));
-        let waited = waiter.await.unwrap_or_default();
-        assert!(waited >= Duration::from_millis(3500), "{waited:?}");
-    }
 
     #[tokio::test]
     async fn a_refused_connection_is_transient_whatever_words_its_url_holds() {

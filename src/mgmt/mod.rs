@@ -6,6 +6,7 @@ pub(crate) mod assigner;
 pub mod client_quota;
 mod clients;
 mod faults;
+mod limiter;
 pub mod log_streams;
 pub mod logs;
 pub mod organizations;
@@ -27,6 +28,7 @@ pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner, WAITING_MAX};
 pub use clients::{Applications, CLIENT_METADATA_TTL};
 pub use faults::Blocked;
 use faults::Transient;
+pub use limiter::{RateClass, AUTO_INITIAL_RATE};
 pub use roles::RoleDirectory;
 use token::TokenCache;
 
@@ -44,8 +46,12 @@ pub struct Auth0Settings {
     pub client_secret_file: Option<PathBuf>,
     /// Where token and API requests go: `https://{domain}` unless `base_url` is set.
     pub base_url: String,
+    /// The most this client sends per second; with `"auto"` ([`auto_share`](Self::auto_share)
+    /// set) only the pace before the tenant's headers taught the limiter anything.
     pub requests_per_second: f64,
     pub burst: u32,
+    /// `requests_per_second = "auto"`: the share (0 < share ≤ 1) of the learned rate used.
+    pub auto_share: Option<f64>,
     /// Timeout of every Management API request.
     pub timeout: Duration,
     /// How long pending assignments wait to be coalesced into bulk calls.
@@ -57,6 +63,9 @@ pub struct Auth0Settings {
     /// The name of the tenant's log stream this service consumes (`doctor` judges it,
     /// `setup log-stream` creates it); `None`: the default name `setup` gives.
     pub log_stream: Option<String>,
+    /// How long a one-shot command (and the start of `run`/`ingest`) waits for a tenant that
+    /// does not answer at all (`--timeout`); the running service waits for ever.
+    pub give_up_after: Duration,
     /// Organization member role writes per minute (their own bucket at Auth0).
     pub organization_roles_per_minute: u32,
     /// Burst of organization member role writes.
@@ -106,6 +115,14 @@ pub enum MgmtError {
     /// The credentials or the application's grants are wrong: the service cannot work.
     #[error("Management API token: {0}")]
     Auth(String),
+    /// The tenant did not answer at all (connection refused, DNS, TLS, no answer) for the
+    /// one-shot patience.
+    #[error("the tenant at {host} did not answer for {waited_seconds} s: {cause}")]
+    Unreachable {
+        host: String,
+        cause: String,
+        waited_seconds: u64,
+    },
     /// Role names of the policy that do not exist in the tenant.
     #[error("these roles of the policy do not exist in the tenant (create them or fix the policy): {}", .0.join(", "))]
     MissingRoles(Vec<String>),
@@ -265,6 +282,9 @@ pub struct ClientSettings {
     pub client_secret: Secret,
     pub requests_per_second: f64,
     pub burst: u32,
+    /// `"auto"`: the share of the learned rate used (`None`: `requests_per_second` is the
+    /// ceiling).
+    pub auto_share: Option<f64>,
     pub timeout: Duration,
     pub retry: RetrySettings,
 }
@@ -278,6 +298,7 @@ impl ClientSettings {
             client_secret: secret,
             requests_per_second: auth0.requests_per_second,
             burst: auth0.burst,
+            auto_share: auth0.auto_share,
             timeout: auth0.timeout,
             retry: RetrySettings::default(),
         }
@@ -315,6 +336,9 @@ struct Inner {
     settings: ClientSettings,
     token: TokenCache,
     limiter: DefaultDirectRateLimiter,
+    /// The learning limiter: one bucket model per Auth0 limit class, fed by the tenant's
+    /// `x-ratelimit-*` headers; a 429 holds only its class.
+    classes: limiter::LearningLimiter,
     /// Organization member role writes: their own limiter and 429 hold.
     organizations: organizations::OrganizationBucket,
     metrics: Arc<Metrics>,
@@ -323,9 +347,6 @@ struct Inner {
     failing: AtomicBool,
     /// Since when calls have been failing (with `failing`).
     failing_since: Mutex<Option<Instant>>,
-    /// After a 429, no Management API call is sent before this instant: the tenant's bucket
-    /// is empty for every caller, not only for the one that met the 429.
-    rate_limited_until: Mutex<Option<tokio::time::Instant>>,
     /// Policy roles the tenant no longer has (deleted, maybe being re-created): a service
     /// fault cleared only when the role directory resolves every name again.
     roles_missing: Mutex<Option<Vec<String>>>,
@@ -339,6 +360,11 @@ struct Inner {
     probing: AtomicBool,
     /// When the last "still failing" warning was logged (one per minute at most).
     last_warning: Mutex<Option<Instant>>,
+    /// Since when no request got any answer (connection refused, DNS, TLS, timeouts).
+    unanswered_since: Mutex<Option<Instant>>,
+    /// How long that may last before calls fail with [`MgmtError::Unreachable`] (`None`: for
+    /// ever, the running service).
+    give_up_after: Mutex<Option<Duration>>,
     /// Wakes the calls waiting out a backoff when the tenant answers again (the probe or
     /// another call proved it), so intake does not resume while they still sleep.
     recovered: tokio::sync::Notify,
@@ -371,26 +397,41 @@ impl MgmtClient {
         let period = Duration::from_secs_f64(1.0 / settings.requests_per_second.max(0.001));
         let burst =
             std::num::NonZeroU32::new(settings.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
-            .allow_burst(burst);
+        let quota = match settings.auto_share {
+            // "auto": no ceiling but the learned one.
+            Some(_) => Quota::per_second(std::num::NonZeroU32::MAX),
+            None => Quota::with_period(period)
+                .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
+                .allow_burst(burst),
+        };
+        let classes = limiter::LearningLimiter::new(limiter::ClassSettings {
+            ceiling: match settings.auto_share {
+                Some(_) => f64::INFINITY,
+                None => settings.requests_per_second.max(0.001),
+            },
+            share: settings.auto_share.unwrap_or(1.0).clamp(0.001, 1.0),
+            initial_rate: settings.requests_per_second.max(0.001),
+            initial_burst: settings.burst.max(1),
+        });
         Ok(MgmtClient {
             inner: Arc::new(Inner {
                 http,
                 token: TokenCache::new(),
                 limiter: RateLimiter::direct(quota),
+                classes,
                 organizations: organizations::OrganizationBucket::new(),
                 metrics,
                 stats: Mutex::new(CallStats::default()),
                 failing: AtomicBool::new(false),
                 failing_since: Mutex::new(None),
-                rate_limited_until: Mutex::new(None),
                 roles_missing: Mutex::new(None),
                 blocked: Mutex::new(None),
                 serving: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
                 last_warning: Mutex::new(None),
                 recovered: tokio::sync::Notify::new(),
+                unanswered_since: Mutex::new(None),
+                give_up_after: Mutex::new(Some(ONE_SHOT_PATIENCE)),
                 settings,
             }),
         })
@@ -411,9 +452,43 @@ impl MgmtClient {
             .map(|scopes| scopes.to_vec()))
     }
 
-    /// From now on, service faults make calls wait (and retry) instead of returning errors.
+    /// From now on, service faults make calls wait (and retry) instead of returning errors,
+    /// and a tenant that does not answer is waited for without a limit.
     pub fn start_serving(&self) {
         self.inner.serving.store(true, Ordering::SeqCst);
+        *lock(&self.inner.give_up_after) = None;
+    }
+
+    /// How long calls wait for a tenant that does not answer at all before failing with
+    /// [`MgmtError::Unreachable`] (`None`: for ever). Until [`start_serving`](Self::start_serving)
+    /// the client gives up after [`ONE_SHOT_PATIENCE`].
+    pub fn give_up_after(&self, patience: Option<Duration>) {
+        *lock(&self.inner.give_up_after) = patience;
+    }
+
+    /// Some answer arrived (whatever its status): the tenant is there.
+    fn heard_from_tenant(&self) {
+        *lock(&self.inner.unanswered_since) = None;
+    }
+
+    /// A request got no answer for `why`: the error to return once the tenant has not answered
+    /// for the patience.
+    fn unanswered(&self, why: &Transient) -> Option<MgmtError> {
+        let cause = match why {
+            Transient::Timeout => format!("no answer within {:?}", self.inner.settings.timeout),
+            Transient::Connection(chain) | Transient::Refused(Blocked::Transport, chain) => {
+                chain.clone()
+            }
+            _ => return None,
+        };
+        let patience = (*lock(&self.inner.give_up_after))?;
+        let since = *lock(&self.inner.unanswered_since).get_or_insert_with(Instant::now);
+        let waited = since.elapsed();
+        (waited >= patience).then(|| MgmtError::Unreachable {
+            host: host_of(&self.inner.settings.base_url),
+            cause,
+            waited_seconds: waited.as_secs(),
+        })
     }
 
     fn is_serving(&self) -> bool {
@@ -483,12 +558,17 @@ impl MgmtClient {
             if operation == Operation::AssignOrganizationMemberRoles {
                 self.wait_for_organization_bucket().await;
             }
+            let class = RateClass::of(operation);
             let waited = Instant::now();
-            self.wait_out_rate_limit().await;
             if let Some(pace) = options.pace {
                 pace.until_ready().await;
             }
             self.inner.limiter.until_ready().await;
+            let seq = self
+                .inner
+                .classes
+                .until_ready(class, &self.inner.metrics)
+                .await;
             self.inner
                 .metrics
                 .rate_limiter_wait
@@ -508,10 +588,14 @@ impl MgmtClient {
                 Err(err) => {
                     self.count(operation, "error", started.elapsed());
                     let why = Transient::from_transport(&err);
+                    if let Some(gave_up) = self.unanswered(&why) {
+                        return Err(gave_up);
+                    }
                     self.wait_before_retry(operation, why, &mut backoff).await;
                     continue;
                 }
             };
+            self.heard_from_tenant();
             let status = response.status();
             let headers = response.headers().clone();
             let body = match response.bytes().await {
@@ -524,6 +608,13 @@ impl MgmtClient {
                 }
             };
             self.count(operation, status.as_str(), started.elapsed());
+            if status != StatusCode::TOO_MANY_REQUESTS {
+                // An answer that carries the bucket's count was admitted by it.
+                let admitted = headers.contains_key("x-ratelimit-remaining");
+                self.inner
+                    .classes
+                    .answered(class, seq, &headers, admitted, &self.inner.metrics);
+            }
             // A member role write's headers describe its own bucket, not the tenant's.
             let tenant_bucket = operation != Operation::AssignOrganizationMemberRoles;
             if let Some(remaining) = tenant_bucket
@@ -601,8 +692,18 @@ impl MgmtClient {
                 }
                 429 => {
                     let hint = self.rate_limit_wait(&headers);
-                    self.wait_before_retry(operation, Transient::RateLimited(hint), &mut backoff)
-                        .await;
+                    let hold =
+                        self.inner
+                            .classes
+                            .rate_limited(class, &headers, hint, &self.inner.metrics);
+                    // The class's hold is waited out in its limiter, with every other call of
+                    // the class, and ends early when one of them succeeds.
+                    self.wait_before_retry(
+                        operation,
+                        Transient::RateLimited(Some(hold)),
+                        &mut backoff,
+                    )
+                    .await;
                 }
                 408 | 500..=599 => {
                     self.wait_before_retry(
@@ -850,6 +951,22 @@ fn error_text(body: &[u8]) -> String {
     }
 }
 
+/// The host (and port) of a base URL, for errors: `https://x.auth0.com/` → `x.auth0.com`.
+fn host_of(base_url: &str) -> String {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .and_then(|url| {
+            url.host_str().map(|host| match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| base_url.to_owned())
+}
+
+/// How long a one-shot command waits for a tenant that does not answer at all (`--timeout`).
+pub const ONE_SHOT_PATIENCE: Duration = Duration::from_secs(60);
+
 /// While a call is refused for a missing scope, a new token (which carries the scopes granted
 /// now) is fetched at most this often.
 pub const SCOPE_TOKEN_REFRESH: Duration = Duration::from_secs(300);
@@ -872,6 +989,7 @@ pub async fn connect(
     metrics: Arc<Metrics>,
 ) -> Result<(MgmtClient, RoleAssigner), MgmtError> {
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
+    client.give_up_after(Some(auth0.give_up_after));
     client.set_organization_limit(
         auth0.organization_roles_per_minute,
         auth0.organization_roles_burst,

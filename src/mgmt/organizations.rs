@@ -6,7 +6,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Method;
@@ -20,12 +20,10 @@ pub const DEFAULT_ORGANIZATION_ROLES_PER_MINUTE: u32 = 200;
 /// The default of `[auth0] organization_roles_burst` (Auth0's published burst).
 pub const DEFAULT_ORGANIZATION_ROLES_BURST: u32 = 20;
 
-/// The organization member roles bucket: the client-side limiter and, after a 429 from it, the
-/// hold on every member role write (the tenant's other calls are not held: their bucket is
-/// another one).
+/// The organization member roles bucket's configured ceiling (a 429 from it holds member role
+/// writes only: their class in the learning limiter).
 pub(super) struct OrganizationBucket {
     limiter: Mutex<Arc<DefaultDirectRateLimiter>>,
-    held_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 fn limiter(per_minute: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
@@ -43,32 +41,13 @@ impl OrganizationBucket {
                 DEFAULT_ORGANIZATION_ROLES_PER_MINUTE,
                 DEFAULT_ORGANIZATION_ROLES_BURST,
             )),
-            held_until: Mutex::new(None),
         }
     }
 
-    /// Waits out a 429's hold on this bucket, then takes a place in its limiter.
+    /// Takes a place in this bucket's limiter.
     pub(super) async fn until_ready(&self) {
-        loop {
-            let until = *lock(&self.held_until);
-            match until {
-                Some(until) if until > tokio::time::Instant::now() => {
-                    tokio::time::sleep_until(until).await;
-                }
-                _ => break,
-            }
-        }
         let limiter = Arc::clone(&lock(&self.limiter));
         limiter.until_ready().await;
-    }
-
-    /// After a 429 on a member role write: no such write is sent for `delay`.
-    pub(super) fn hold_for(&self, delay: Duration) {
-        let until = tokio::time::Instant::now() + delay;
-        let mut held = lock(&self.held_until);
-        if held.is_none_or(|h| h < until) {
-            *held = Some(until);
-        }
     }
 }
 
@@ -259,9 +238,9 @@ fn is_role_gone(err: &MgmtError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::faults::Transient;
-    use super::super::{ClientSettings, RetrySettings};
+    use super::super::{ClientSettings, RateClass, RetrySettings};
     use super::*;
+    use std::time::Duration;
 
     fn client() -> MgmtClient {
         let metrics =
@@ -273,6 +252,7 @@ mod tests {
             client_secret: crate::settings::Secret::new("s"),
             requests_per_second: 10.0,
             burst: 10,
+            auto_share: None,
             timeout: Duration::from_secs(1),
             retry: RetrySettings::default(),
         };
@@ -282,32 +262,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_429_on_a_member_role_write_holds_member_role_writes_only() {
         let client = client();
-        let waiting = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let mut backoff = client.backoff();
-                client
-                    .wait_before_retry(
-                        Operation::AssignOrganizationMemberRoles,
-                        Transient::RateLimited(Some(Duration::from_secs(3))),
-                        &mut backoff,
-                    )
-                    .await;
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let metrics = std::sync::Arc::clone(&client.inner.metrics);
+        let classes = &client.inner.classes;
+        classes.rate_limited(
+            RateClass::OrganizationMemberRoles,
+            &reqwest::header::HeaderMap::new(),
+            Some(Duration::from_secs(3)),
+            &metrics,
+        );
         // The tenant's other calls are not held: their bucket is another one.
         let started = tokio::time::Instant::now();
-        client.wait_out_rate_limit().await;
+        classes.until_ready(RateClass::RoleWrites, &metrics).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
         // Member role writes wait out the hold.
-        client.inner.organizations.until_ready().await;
+        classes
+            .until_ready(RateClass::OrganizationMemberRoles, &metrics)
+            .await;
         assert!(
             started.elapsed() >= Duration::from_millis(2900),
             "{:?}",
             started.elapsed()
         );
-        waiting.await.unwrap_or_default();
     }
 
     #[tokio::test]

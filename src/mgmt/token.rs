@@ -1,5 +1,6 @@
 //! The Management API access token: obtained with the client-credentials grant, cached until
-//! shortly before it expires, refreshed by one caller at a time while the others wait, and
+//! shortly before it expires, refreshed then in the background while calls go on with the
+//! still-valid token (only an expired or missing token makes calls wait, for one refresh), and
 //! paced: a refusing token endpoint (or tokens rejected as soon as they are issued) costs one
 //! request a second for the whole process, backing off to one a minute, however many calls
 //! wait. Management API tokens do not count toward the tenant's machine-to-machine token quota
@@ -63,9 +64,20 @@ impl Slot {
     }
 }
 
+/// The cached token as calls read it without waiting for a refresh in progress.
+struct Published {
+    token: Arc<str>,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
 /// One token shared by every task of the process.
 pub(super) struct TokenCache {
     current: tokio::sync::Mutex<Slot>,
+    /// A copy of the cached token, read without the slot's lock (which a refresh holds).
+    published: std::sync::Mutex<Option<Published>>,
+    /// A refresh ahead of expiry is running in the background.
+    refreshing: Arc<AtomicBool>,
     /// Set when an API call answered with the current token (resets the pace).
     proven: AtomicBool,
     /// Tokens dropped for a missing scope since the refused operation was last answered.
@@ -92,6 +104,8 @@ impl TokenCache {
     pub(super) fn new() -> Self {
         TokenCache {
             current: tokio::sync::Mutex::new(Slot::default()),
+            published: std::sync::Mutex::new(None),
+            refreshing: Arc::new(AtomicBool::new(false)),
             proven: AtomicBool::new(false),
             scope_refreshes: AtomicU32::new(0),
         }
@@ -110,6 +124,32 @@ impl TokenCache {
     /// allows the next one; a token dropped soon after it was issued (rejected with 401) is
     /// replaced no sooner than the pace allows either.
     pub(super) async fn get(&self, client: &MgmtClient) -> Result<Arc<str>, MgmtError> {
+        let valid = {
+            let published = super::lock(&self.published);
+            let now = Instant::now();
+            published.as_ref().and_then(|p| {
+                (now < p.expires_at).then(|| (Arc::clone(&p.token), now >= p.refresh_at))
+            })
+        };
+        if let Some((token, due)) = valid {
+            if due && !self.refreshing.swap(true, Ordering::SeqCst) {
+                // Ahead of expiry: refreshed in the background, calls go on meanwhile.
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let cache = &client.inner.token;
+                    if let Err(err) = cache.get_waiting(&client).await {
+                        tracing::debug!(error = %err, "token refresh ahead of expiry failed; the current token is used until it expires");
+                    }
+                    cache.refreshing.store(false, Ordering::SeqCst);
+                });
+            }
+            return Ok(token);
+        }
+        self.get_waiting(client).await
+    }
+
+    /// [`get`](Self::get) for a caller that waits for the one refresh in progress.
+    async fn get_waiting(&self, client: &MgmtClient) -> Result<Arc<str>, MgmtError> {
         let mut slot = self.current.lock().await;
         if let Some(cached) = slot.cached.as_ref() {
             if Instant::now() < cached.refresh_at {
@@ -148,14 +188,21 @@ impl TokenCache {
         };
         let margin = REFRESH_MARGIN.min(lifetime / 4);
         let token: Arc<str> = Arc::from(token);
+        let now = Instant::now();
+        // A lifetime too large for the clock (a garbage `expires_in`) refreshes in a day.
+        let refresh_at = now
+            .checked_add(lifetime.saturating_sub(margin))
+            .unwrap_or_else(|| now + MAX_LIFETIME);
         slot.cached = Some(Cached {
             token: Arc::clone(&token),
             scopes,
-            obtained: Instant::now(),
-            // A lifetime too large for the clock (a garbage `expires_in`) refreshes in a day.
-            refresh_at: Instant::now()
-                .checked_add(lifetime.saturating_sub(margin))
-                .unwrap_or_else(|| Instant::now() + MAX_LIFETIME),
+            obtained: now,
+            refresh_at,
+        });
+        *super::lock(&self.published) = Some(Published {
+            token: Arc::clone(&token),
+            refresh_at,
+            expires_at: now.checked_add(lifetime).unwrap_or(refresh_at),
         });
         tracing::debug!(
             lifetime_s = lifetime.as_secs(),
@@ -199,6 +246,7 @@ impl TokenCache {
         {
             tracing::debug!("dropping the token to get one with the scopes granted now");
             slot.cached = None;
+            self.unpublish(token);
             self.scope_refreshes
                 .store(refreshed.saturating_add(1), Ordering::Relaxed);
         }
@@ -221,6 +269,18 @@ impl TokenCache {
         {
             slot.cached = None;
         }
+        self.unpublish(token);
+    }
+
+    /// Calls no longer get `token` without waiting (it was rejected or lacks a scope).
+    fn unpublish(&self, token: &Arc<str>) {
+        let mut published = super::lock(&self.published);
+        if published
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(&p.token, token))
+        {
+            *published = None;
+        }
     }
 }
 
@@ -237,7 +297,10 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
     });
     let mut backoff = client.backoff();
     let url = client.url("/oauth/token");
+    let class = super::RateClass::Token;
     loop {
+        // The token endpoint's bucket is a class of its own: its 429s hold token requests only.
+        let seq = inner.classes.until_ready(class, &inner.metrics).await;
         let started = Instant::now();
         let response = inner.http.post(&url).json(&body).send().await;
         let response = match response {
@@ -246,12 +309,16 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
                 client.count(Operation::Token, "error", started.elapsed());
                 count_token(client, "transient");
                 let why = Transient::from_transport(&err);
+                if let Some(gave_up) = client.unanswered(&why) {
+                    return Err(gave_up);
+                }
                 client
                     .wait_before_retry(Operation::Token, why, &mut backoff)
                     .await;
                 continue;
             }
         };
+        client.heard_from_tenant();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = match response.bytes().await {
@@ -269,12 +336,16 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
         };
         client.count(Operation::Token, status.as_str(), started.elapsed());
         for bucket in super::client_quota::parse(&headers) {
-            client
-                .inner
+            inner
                 .metrics
                 .mgmt_client_quota_remaining
                 .with_label_values(&[bucket.bucket.as_str()])
                 .set(i64::try_from(bucket.remaining).unwrap_or(i64::MAX));
+        }
+        if status != StatusCode::TOO_MANY_REQUESTS {
+            inner
+                .classes
+                .answered(class, seq, &headers, true, &inner.metrics);
         }
         if status.is_success() {
             let parsed: TokenResponse = match serde_json::from_slice(&bytes) {
@@ -337,8 +408,15 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
             }
             StatusCode::TOO_MANY_REQUESTS => {
                 let hint = client.rate_limit_wait(&headers);
+                let hold = inner
+                    .classes
+                    .rate_limited(class, &headers, hint, &inner.metrics);
                 client
-                    .wait_before_retry(Operation::Token, Transient::RateLimited(hint), &mut backoff)
+                    .wait_before_retry(
+                        Operation::Token,
+                        Transient::RateLimited(Some(hold)),
+                        &mut backoff,
+                    )
                     .await;
             }
             s if s == StatusCode::REQUEST_TIMEOUT || s.is_server_error() => {

@@ -129,6 +129,7 @@ pub async fn run(
         .map_err(StartError::Config)?;
     auth0.requests_per_second = rate;
     auth0.burst = burst;
+    auth0.auto_share = auth0.auto_share.map(|share| share * request.rate_share);
     if (request.revoke || request.restore) && config.ledger.is_none() {
         let flag = if request.revoke {
             "--revoke"
@@ -144,6 +145,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
         .map_err(StartError::Mgmt)?;
+    client.give_up_after(Some(auth0.give_up_after));
     // Organization member role writes: the same share of their own bucket.
     let (org_rate, org_burst) = share_rate(
         f64::from(auth0.organization_roles_per_minute),

@@ -220,6 +220,7 @@ fn client(base_url: &str, audience: &str) -> MgmtClient {
             client_id: "sim-client".to_owned(),
             client_secret: Secret::new("sim-secret"),
             requests_per_second: 1000.0,
+            auto_share: None,
             burst: 1000,
             timeout: Duration::from_secs(5),
             retry: RetrySettings {

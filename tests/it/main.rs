@@ -26,6 +26,7 @@ mod ops;
 mod organizations;
 mod pg;
 mod policy;
+mod rate_limits;
 mod reconcile;
 mod recovery;
 mod replay_cli;

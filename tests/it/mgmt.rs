@@ -45,6 +45,7 @@ fn settings(running: &RunningSimulator, sim: &Simulator, secret: &str) -> Client
         client_secret: Secret::new(secret),
         requests_per_second: 1000.0,
         burst: 1000,
+        auto_share: None,
         timeout: Duration::from_secs(2),
         retry: RetrySettings {
             base: Duration::from_millis(20),

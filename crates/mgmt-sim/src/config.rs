@@ -64,6 +64,8 @@ pub struct SimConfig {
     /// A member holds at most this many roles in an organization; a write past it answers 409
     /// "No more roles can be assigned to this organization member" (0: no limit).
     pub member_role_limit: usize,
+    /// Latency added to `/oauth/token` only, on top of `latency_ms` (a slow token endpoint).
+    pub token_latency_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -93,6 +95,7 @@ impl Default for SimConfig {
             organization_roles_burst: 20,
             removal_answer_delay_ms: 0,
             member_role_limit: 0,
+            token_latency_ms: 0,
         }
     }
 }

@@ -34,6 +34,12 @@ pub(crate) async fn gate(
     shared.count(|s| s.record_call(op));
     let knobs = shared.knobs();
 
+    if op == Some(Operation::Token) {
+        let token_latency_ms = lock(&shared.config).token_latency_ms;
+        if token_latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(token_latency_ms)).await;
+        }
+    }
     if let Some(refusal) = refuse_before_auth(&shared, &knobs).await {
         return refusal;
     }

@@ -232,6 +232,11 @@ impl Simulator {
         lock(&self.shared.bucket).reconfigure(rate_per_second, burst, Instant::now());
     }
 
+    /// Latency added to `/oauth/token` only (a slow token endpoint).
+    pub fn set_token_latency_ms(&self, latency_ms: u64) {
+        lock(&self.shared.config).token_latency_ms = latency_ms;
+    }
+
     pub fn set_latency_ms(&self, latency_ms: u64) {
         lock(&self.shared.config).latency_ms = latency_ms;
     }
@@ -440,6 +445,14 @@ impl Simulator {
     /// The next `calls` calls to `GET /api/v2/logs` answer 429 (`Retry-After: 1`).
     pub fn rate_limit_log_reads(&self, calls: u64) {
         lock(&self.shared.tenant_logs).rate_limited_calls = calls;
+    }
+
+    /// The next `calls` calls to `GET /api/v2/logs` answer 429 with `Retry-After:
+    /// retry_after_seconds` (the Logs API's own bucket, as on Essentials).
+    pub fn rate_limit_log_reads_for(&self, calls: u64, retry_after_seconds: u64) {
+        let mut logs = lock(&self.shared.tenant_logs);
+        logs.rate_limited_calls = calls;
+        logs.rate_limited_retry_after = retry_after_seconds;
     }
 
     /// Probability (0..=1) that a call to `GET /api/v2/logs` answers 500 or 503.

@@ -48,6 +48,8 @@ pub(crate) struct TenantLogs {
     sequence: u64,
     /// The next this many calls answer 429.
     pub(crate) rate_limited_calls: u64,
+    /// Their `Retry-After`, in seconds (0: 1 s).
+    pub(crate) rate_limited_retry_after: u64,
     /// Probability (0..=1) that a call answers 500 or 503.
     pub(crate) error_rate: f64,
 }
@@ -274,12 +276,13 @@ fn answer(shared: &Shared, query: &str, headers: &HeaderMap) -> Result<Response,
         let mut logs = lock(&shared.tenant_logs);
         if logs.rate_limited_calls > 0 {
             logs.rate_limited_calls -= 1;
+            let retry_after = logs.rate_limited_retry_after.max(1);
             drop(logs);
             shared.count(|s| s.rate_limited += 1);
             let mut response = ApiError::too_many_requests().into_response();
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             return Ok(response);
         }
         let p = logs.error_rate;
