@@ -79,6 +79,7 @@ async fn scenario(name: &str, users: usize, concurrent: bool, window: Duration) 
             window,
             max_users: 50,
             read_user_roles: false,
+            count_group_roles: false,
         },
     );
     let before = sim.stats();
