@@ -89,6 +89,7 @@ async fn scenario(name: &str, users: usize, concurrent: bool, window: Duration) 
             window,
             max_users: 50,
             read_user_roles: false,
+            count_group_roles: false,
         },
     );
     let before = sim.stats();
@@ -235,6 +236,7 @@ async fn grid_cell(
                 window: Duration::ZERO,
                 max_users: 1,
                 read_user_roles: false,
+                count_group_roles: false,
             },
         ));
     }

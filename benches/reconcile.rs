@@ -80,6 +80,7 @@ fn user(i: usize) -> (SeedUser, Vec<&'static str>) {
         connection: corp.then(|| "corp-azure-ad".to_owned()),
         app_metadata: None,
         roles: held,
+        group_roles: Vec::new(),
         created_at: None,
     };
     (seed, expected)

@@ -5,8 +5,15 @@ use std::fmt::Write as _;
 use crate::app::Env;
 use crate::config::{Config, IngestMode, SourceSettings};
 
+/// The scope `GET /api/v2/users/{id}/effective-roles` needs (`[auth0] count_group_roles`).
+pub const EFFECTIVE_ROLES_SCOPE: &str = "read:user_effective_roles";
+
 /// The Management API scopes a config needs, least privilege (see docs/fault-model.md).
-pub fn required_scopes(config: &Config, read_user_roles: bool) -> Vec<&'static str> {
+pub fn required_scopes(
+    config: &Config,
+    read_user_roles: bool,
+    count_group_roles: bool,
+) -> Vec<&'static str> {
     let policy = &config.policy;
     let mut scopes = vec!["read:roles", "create:role_members"];
     let reads_users = policy.rules().iter().any(|r| {
@@ -25,6 +32,11 @@ pub fn required_scopes(config: &Config, read_user_roles: bool) -> Vec<&'static s
     }
     if reads_roles {
         scopes.push("read:role_members");
+    }
+    // `count_group_roles`: the user's roles are read through `GET /users/{id}/effective-roles`
+    // ("expected any of: read:user_effective_roles").
+    if count_group_roles {
+        scopes.push(EFFECTIVE_ROLES_SCOPE);
     }
     if policy.uses_client_metadata() {
         scopes.push("read:clients");
@@ -164,9 +176,9 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
             let _ = writeln!(
                 text,
                 "auth0: scopes this config needs: {}",
-                required_scopes(config, a.read_user_roles).join(" ")
+                required_scopes(config, a.read_user_roles, a.count_group_roles).join(" ")
             );
-            let needed = required_scopes(config, a.read_user_roles);
+            let needed = required_scopes(config, a.read_user_roles, a.count_group_roles);
             let more: Vec<&str> = RECONCILE_SCOPES
                 .iter()
                 .copied()

@@ -321,7 +321,7 @@ async fn scopes(
     client: &MgmtClient,
     report: &mut Report,
 ) -> Option<Vec<String>> {
-    let needed = required_scopes(config, auth0.read_user_roles);
+    let needed = required_scopes(config, auth0.read_user_roles, auth0.count_group_roles);
     let granted = match timed(client.granted_scopes()).await {
         Ok(Some(granted)) => granted,
         Ok(None) => {

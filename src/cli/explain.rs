@@ -99,11 +99,13 @@ async fn user_now(
             // The roles held now: for `has_roles`, and to tell a grant an admin removed since.
             // Optional: without `read:role_members` the call is refused (and would wait as a
             // service fault), so it gets a short while of its own and the report goes on.
-            let held_role_ids =
-                tokio::time::timeout(ROLES_PATIENCE, client.get_user_role_ids(user_id))
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
+            let held_role_ids = tokio::time::timeout(
+                ROLES_PATIENCE,
+                client.get_held_role_ids(user_id, auth0.count_group_roles),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
             Ok(UserNow {
                 profile,
                 held_role_ids,

@@ -23,12 +23,15 @@ pub enum AssignOutcome {
     AlreadyHeld,
 }
 
-/// Coalescing settings (`[auth0] batch_window_ms`, `batch_max_users`, `read_user_roles`).
+/// Coalescing settings (`[auth0] batch_window_ms`, `batch_max_users`, `read_user_roles`,
+/// `count_group_roles`).
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
     pub window: Duration,
     pub max_users: usize,
     pub read_user_roles: bool,
+    /// The read of the roles held counts roles held through groups (`effective-roles`).
+    pub count_group_roles: bool,
 }
 
 struct Pending {
@@ -60,6 +63,7 @@ pub struct RoleAssigner {
     /// and callers wait for room.
     tx: mpsc::Sender<Pending>,
     read_user_roles: bool,
+    count_group_roles: bool,
     /// Assignments inside [`RoleAssigner::assign`] now (shared by the clones).
     waiting: Arc<AtomicUsize>,
 }
@@ -94,12 +98,14 @@ impl RoleAssigner {
             rx,
             settings.window,
             settings.max_users.max(1),
+            settings.count_group_roles,
         ));
         RoleAssigner {
             client,
             directory,
             tx,
             read_user_roles: settings.read_user_roles,
+            count_group_roles: settings.count_group_roles,
             waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -108,13 +114,28 @@ impl RoleAssigner {
         &self.directory
     }
 
+    /// The ids of the roles `user_id` holds, as `[auth0] count_group_roles` counts them:
+    /// direct roles only (`GET /users/{id}/roles`), or also those held through groups
+    /// (`GET /users/{id}/effective-roles`).
+    pub async fn held_role_ids(&self, user_id: &str) -> Result<Vec<String>, MgmtError> {
+        self.client
+            .get_held_role_ids(user_id, self.count_group_roles)
+            .await
+    }
+
+    /// Whether reads of the roles held count roles held through groups.
+    pub fn count_group_roles(&self) -> bool {
+        self.count_group_roles
+    }
+
     /// Assignments waiting for the tenant now (see [`WAITING_MAX`]).
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
 
     /// Gives `user_id` the roles named `roles`, first reading the roles the user holds
-    /// (`GET /users/{id}/roles`) when `read_user_roles` is set or `read_held` asks for it (the
+    /// (`GET /users/{id}/roles`, or `effective-roles` with `count_group_roles`: a role held
+    /// through a group is then not written) when `read_user_roles` is set or `read_held` asks for it (the
     /// ledger records only what the write added). Waits through transient failures; returns
     /// a permanent failure (404 user, 400, 403) as an error.
     pub async fn assign(
@@ -160,7 +181,7 @@ impl RoleAssigner {
     ) -> Result<BTreeSet<String>, MgmtError> {
         let mut roles: BTreeSet<String> = roles.iter().cloned().collect();
         if read_held {
-            let held = self.client.get_user_role_ids(user_id).await?;
+            let held = self.held_role_ids(user_id).await?;
             roles.retain(|name| self.directory.id(name).is_none_or(|id| !held.contains(&id)));
         }
         let list: Vec<String> = roles.iter().cloned().collect();
@@ -175,6 +196,7 @@ async fn batch_loop(
     mut rx: mpsc::Receiver<Pending>,
     window: Duration,
     max_users: usize,
+    count_group_roles: bool,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -185,7 +207,12 @@ async fn batch_loop(
                 Ok(None) | Err(_) => break,
             }
         }
-        tokio::spawn(run_batch(client.clone(), Arc::clone(&directory), batch));
+        tokio::spawn(run_batch(
+            client.clone(),
+            Arc::clone(&directory),
+            batch,
+            count_group_roles,
+        ));
     }
 }
 
@@ -294,7 +321,12 @@ pub(crate) async fn assign_role(
     assign_role_with_id(client, directory, role, users).await.1
 }
 
-async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec<Pending>) {
+async fn run_batch(
+    client: MgmtClient,
+    directory: Arc<RoleDirectory>,
+    batch: Vec<Pending>,
+    count_group_roles: bool,
+) {
     // Merge requests by user; remember every waiter.
     let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut read: BTreeSet<String> = BTreeSet::new();
@@ -314,7 +346,12 @@ async fn run_batch(client: MgmtClient, directory: Arc<RoleDirectory>, batch: Vec
     // shape, so the writes still coalesce), left out of the writes.
     let reads = read.iter().map(|user| {
         let client = &client;
-        async move { (user, client.get_user_role_ids(user).await) }
+        async move {
+            (
+                user,
+                client.get_held_role_ids(user, count_group_roles).await,
+            )
+        }
     });
     for (user, held) in join_all(reads).await {
         match held {

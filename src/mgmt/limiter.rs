@@ -79,9 +79,10 @@ impl RateClass {
             Operation::AssignUserRoles
             | Operation::AssignRoleUsers
             | Operation::RemoveUserRoles => RateClass::RoleWrites,
-            Operation::GetRoles | Operation::GetUserRoles | Operation::GetRoleUsers => {
-                RateClass::RoleReads
-            }
+            Operation::GetRoles
+            | Operation::GetUserRoles
+            | Operation::GetUserEffectiveRoles
+            | Operation::GetRoleUsers => RateClass::RoleReads,
             Operation::GetUser => RateClass::UserReads,
             Operation::AssignOrganizationMemberRoles => RateClass::OrganizationMemberRoles,
             Operation::GetLogs => RateClass::Logs,

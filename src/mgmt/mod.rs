@@ -60,6 +60,9 @@ pub struct Auth0Settings {
     pub batch_max_users: usize,
     /// Read the user's roles first and assign only the missing ones.
     pub read_user_roles: bool,
+    /// Count roles held through groups (`GET /users/{id}/effective-roles`) wherever the user's
+    /// roles are read: `has_roles` and the read before a write.
+    pub count_group_roles: bool,
     /// The name of the tenant's log stream this service consumes (`doctor` judges it,
     /// `setup log-stream` creates it); `None`: the default name `setup` gives.
     pub log_stream: Option<String>,
@@ -161,6 +164,8 @@ pub enum Operation {
     GetRoles,
     GetUser,
     GetUserRoles,
+    /// `GET /api/v2/users/{id}/effective-roles` (`[auth0] count_group_roles`).
+    GetUserEffectiveRoles,
     GetClient,
     AssignUserRoles,
     AssignRoleUsers,
@@ -198,6 +203,7 @@ impl Operation {
             Operation::GetRoles => "get_roles",
             Operation::GetUser => "get_user",
             Operation::GetUserRoles => "get_user_roles",
+            Operation::GetUserEffectiveRoles => "get_user_effective_roles",
             Operation::GetClient => "get_client",
             Operation::AssignUserRoles => "assign_user_roles",
             Operation::AssignRoleUsers => "assign_role_users",
@@ -767,6 +773,62 @@ impl MgmtClient {
         Ok(roles.into_iter().map(|r| r.id).collect())
     }
 
+    /// `GET /api/v2/users/{id}/effective-roles`: the ids of the roles the user holds, directly
+    /// or through a group (`{"roles": [{id, name, description, sources}], "next"}`, paged by
+    /// the `next` cursor passed back as `from`).
+    pub async fn get_user_effective_role_ids(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<String>, MgmtError> {
+        #[derive(Deserialize)]
+        struct Page {
+            roles: Vec<RoleEntry>,
+            #[serde(default)]
+            next: Option<String>,
+        }
+        let operation = Operation::GetUserEffectiveRoles;
+        let base = format!(
+            "/api/v2/users/{}/effective-roles?take=100",
+            encode_path_segment(user_id)
+        );
+        let mut ids = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let path = match &from {
+                Some(from) => format!("{base}&from={}", encode_path_segment(from)),
+                None => base.clone(),
+            };
+            let answer = self.request(operation, Method::GET, &path, None).await?;
+            let parsed: Page =
+                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                    operation: operation.as_str(),
+                    detail: e.to_string(),
+                })?;
+            let empty = parsed.roles.is_empty();
+            ids.extend(parsed.roles.into_iter().map(|r| r.id));
+            match parsed.next.filter(|next| !next.is_empty()) {
+                // A cursor that does not move would loop forever: stop there.
+                Some(next) if !empty && from.as_deref() != Some(next.as_str()) => from = Some(next),
+                _ => break,
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The ids of the roles the user holds: direct roles only, or also those held through
+    /// groups when `count_group_roles` is set (`[auth0] count_group_roles`).
+    pub async fn get_held_role_ids(
+        &self,
+        user_id: &str,
+        count_group_roles: bool,
+    ) -> Result<Vec<String>, MgmtError> {
+        if count_group_roles {
+            self.get_user_effective_role_ids(user_id).await
+        } else {
+            self.get_user_role_ids(user_id).await
+        }
+    }
+
     /// Every page of a roles listing (`{"roles": [...], "total": n}` with `include_totals`).
     async fn list_roles(
         &self,
@@ -1006,6 +1068,7 @@ pub async fn connect(
             window: auth0.batch_window,
             max_users: auth0.batch_max_users,
             read_user_roles: auth0.read_user_roles,
+            count_group_roles: auth0.count_group_roles,
         },
     );
     Ok((client, assigner))

@@ -821,7 +821,8 @@ impl Pipeline {
 
     /// Reads what the undecided conditions need, and only that: the user (`GET /users/{id}`)
     /// unless the event carries the profile or only `has_roles` is undecided; the user's roles
-    /// (`GET /users/{id}/roles`) for `has_roles`, unless this service gave the user roles
+    /// (`GET /users/{id}/roles`, or `effective-roles` with `[auth0] count_group_roles`) for
+    /// `has_roles`, unless this service gave the user roles
     /// recently (those count, and prove the answer).
     async fn read_profile(
         &self,
@@ -842,8 +843,12 @@ impl Pipeline {
         };
         if needs_roles {
             let given = self.processor.dedup().given_roles(user);
+            let count_group_roles = self
+                .assigner
+                .as_ref()
+                .is_some_and(|a| a.count_group_roles());
             profile.roles = Some(if given.is_empty() {
-                client.get_user_role_ids(user).await?
+                client.get_held_role_ids(user, count_group_roles).await?
             } else {
                 given
             });

@@ -460,3 +460,151 @@ fn a_deletion_of_an_older_account_read_late_leaves_the_new_accounts_grant() {
     );
     rt.block_on(running.shutdown());
 }
+
+/// Users without roles get Viewer at their verification (not a fresh account: the ledger's
+/// read before the write happens).
+const NO_ROLES_AT_VERIFICATION: &str = r#"
+[policy]
+events = ["email_verified"]
+
+[[policy.rules]]
+name = "default"
+unless = { has_roles = true }
+assign = ["Viewer"]
+"#;
+
+const EVERYONE_AT_VERIFICATION: &str = r#"
+[policy]
+events = ["email_verified"]
+
+[[policy.rules]]
+name = "everyone"
+assign = ["Viewer"]
+"#;
+
+/// A user who holds `group_roles` only through a group (an Enterprise Group with roles).
+fn grouped(id: &str, email: &str, group_roles: &[&str]) -> SeedUser {
+    SeedUser {
+        group_roles: group_roles.iter().map(|r| (*r).to_owned()).collect(),
+        ..user(id, email, &[])
+    }
+}
+
+fn check_out(config: &Path) -> String {
+    let out = bin(&["check", "--config", config.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    text(&out)
+}
+
+/// `has_roles` and a role held only through a group: with `count_group_roles` off (the
+/// default) the user has no roles and gets Viewer; on, the group's INTERNAL counts and nothing
+/// is written. `check` lists `read:user_effective_roles` only when the switch is on.
+fn has_roles_and_a_role_held_through_a_group(count_group_roles: bool) {
+    let rt = runtime();
+    let (sim, running) = start_tenant(
+        &rt,
+        SimConfig::default(),
+        vec![grouped("auth0|g1", "g1@example.com", &["INTERNAL"])],
+    );
+    let dir = temp_dir(&format!("truth-group-has-roles-{count_group_roles}"));
+    let extra = format!("count_group_roles = {count_group_roles}");
+    let config = config(
+        &dir,
+        "t",
+        &running.base_url,
+        &extra,
+        NO_ROLES_AT_VERIFICATION,
+    );
+    let checked = check_out(&config);
+    assert_eq!(
+        checked.contains("read:user_effective_roles"),
+        count_group_roles,
+        "{checked}"
+    );
+    let out = replay(
+        &config,
+        "verified",
+        &[verified(
+            1,
+            "auth0|g1",
+            "g1@example.com",
+            "2026-11-28T10:00:00.000Z",
+        )],
+    );
+    let stats = sim.stats();
+    if count_group_roles {
+        assert_eq!(held(&sim, "auth0|g1"), roles(&[]), "{out}");
+        assert!(stats.calls_of("get_user_effective_roles") >= 1, "{out}");
+        assert_eq!(stats.calls_of("assign_user_roles"), 0, "{out}");
+        assert_eq!(stats.calls_of("assign_role_users"), 0, "{out}");
+    } else {
+        assert_eq!(held(&sim, "auth0|g1"), roles(&["Viewer"]), "{out}");
+        assert_eq!(stats.calls_of("get_user_effective_roles"), 0, "{out}");
+    }
+    rt.block_on(running.shutdown());
+}
+
+#[test]
+fn has_roles_ignores_a_role_held_through_a_group_by_default() {
+    has_roles_and_a_role_held_through_a_group(false);
+}
+
+#[test]
+fn has_roles_counts_a_role_held_through_a_group_with_count_group_roles() {
+    has_roles_and_a_role_held_through_a_group(true);
+}
+
+/// The ledger's read before a write and Viewer held only through a group: off (the default)
+/// Viewer is written directly and recorded; on, it counts as held and is not written again.
+fn the_held_roles_read_and_a_role_held_through_a_group(count_group_roles: bool) {
+    let rt = runtime();
+    let (sim, running) = start_tenant(
+        &rt,
+        SimConfig::default(),
+        vec![grouped("auth0|g2", "g2@example.com", &["Viewer"])],
+    );
+    let dir = temp_dir(&format!("truth-group-held-{count_group_roles}"));
+    let extra = format!("count_group_roles = {count_group_roles}");
+    let config = config(
+        &dir,
+        "t",
+        &running.base_url,
+        &extra,
+        EVERYONE_AT_VERIFICATION,
+    );
+    let out = replay(
+        &config,
+        "verified",
+        &[verified(
+            1,
+            "auth0|g2",
+            "g2@example.com",
+            "2026-11-28T10:00:00.000Z",
+        )],
+    );
+    let stats = sim.stats();
+    let explained = explain(&config, "auth0|g2");
+    if count_group_roles {
+        assert_eq!(held(&sim, "auth0|g2"), roles(&[]), "{out}");
+        assert!(stats.calls_of("get_user_effective_roles") >= 1, "{out}");
+        assert_eq!(stats.calls_of("get_user_roles"), 0, "{out}");
+        assert_eq!(stats.calls_of("assign_user_roles"), 0, "{out}");
+        assert_eq!(stats.calls_of("assign_role_users"), 0, "{out}");
+        assert!(!explained.contains("granted Viewer"), "{explained}");
+    } else {
+        assert_eq!(held(&sim, "auth0|g2"), roles(&["Viewer"]), "{out}");
+        assert_eq!(stats.calls_of("get_user_effective_roles"), 0, "{out}");
+        assert!(explained.contains("granted Viewer"), "{explained}");
+    }
+    rt.block_on(running.shutdown());
+}
+
+#[test]
+fn a_role_held_through_a_group_is_written_directly_by_default() {
+    the_held_roles_read_and_a_role_held_through_a_group(false);
+}
+
+#[test]
+fn a_role_held_through_a_group_is_not_written_with_count_group_roles() {
+    the_held_roles_read_and_a_role_held_through_a_group(true);
+}

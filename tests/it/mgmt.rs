@@ -82,6 +82,7 @@ async fn assigner(client: &MgmtClient, window_ms: u64) -> RoleAssigner {
             window: Duration::from_millis(window_ms),
             max_users: 50,
             read_user_roles: false,
+            count_group_roles: false,
         },
     )
 }
@@ -509,6 +510,7 @@ async fn read_user_roles_skips_users_that_hold_every_role() {
             window: Duration::ZERO,
             max_users: 50,
             read_user_roles: true,
+            count_group_roles: false,
         },
     );
     assert!(matches!(

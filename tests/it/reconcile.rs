@@ -77,6 +77,7 @@ fn user(i: usize) -> (SeedUser, BTreeSet<String>) {
         connection: corp.then(|| CORP.to_owned()),
         app_metadata: None,
         roles: held,
+        group_roles: Vec::new(),
         created_at: None,
     };
     (seed, expected)

@@ -191,6 +191,58 @@ pub(crate) async fn get_user_roles(
     Ok(json_response(StatusCode::OK, &query.page_of(&roles)?))
 }
 
+/// Most roles on one `effective-roles` page (Auth0's OAS gives only the default `take`, 50).
+const EFFECTIVE_ROLES_TAKE: usize = 50;
+
+/// `GET /api/v2/users/{id}/effective-roles` (`from`, `take`): the roles held directly and
+/// through groups, `{"roles": [{id, name, description, sources}], "next"}`, the shape of
+/// Auth0's OAS (`ListUserEffectiveRolesResponseContent`); `next` (the first role id of the next
+/// page, passed back as `from`) only when more follow.
+pub(crate) async fn get_user_effective_roles(
+    State(shared): State<Arc<Shared>>,
+    params: RawPathParams,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let user_id = path_id(&params)?;
+    let mut from: Option<String> = None;
+    let mut take = EFFECTIVE_ROLES_TAKE;
+    for (key, value) in parse_form(query.as_deref().unwrap_or("")) {
+        match key.as_str() {
+            "from" if !value.is_empty() => from = Some(value),
+            "take" => {
+                take = value.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::invalid_query(format!(
+                        "'Value {value} is out of range (1..)' on property take"
+                    ))
+                })?;
+            }
+            _ => {}
+        }
+    }
+    let accept_any = shared.knobs().accept_any_user;
+    let roles = lock(&shared.tenant).effective_roles_of(&user_id, accept_any)?;
+    let mut rest = roles
+        .into_iter()
+        .skip_while(|(role, _)| from.as_ref().is_some_and(|from| role.id < *from));
+    let items: Vec<Value> = rest
+        .by_ref()
+        .take(take)
+        .map(|(role, sources)| {
+            json!({
+                "id": role.id,
+                "name": role.name,
+                "description": role.description.unwrap_or_default(),
+                "sources": sources,
+            })
+        })
+        .collect();
+    let mut page = json!({ "roles": items });
+    if let Some((next, _)) = rest.next() {
+        page["next"] = Value::String(next.id);
+    }
+    Ok(json_response(StatusCode::OK, &page))
+}
+
 /// `POST /api/v2/users/{id}/roles` → 204.
 pub(crate) async fn assign_user_roles(
     State(shared): State<Arc<Shared>>,

@@ -189,6 +189,11 @@ pub struct SeedUser {
     /// Names of roles the user already holds (roles of the seed; unknown names are ignored).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Names of roles the user holds through a group (an Enterprise Group with roles attached):
+    /// listed by `GET /users/{id}/effective-roles` (source `groups`), never by
+    /// `GET /users/{id}/roles` (unknown names are ignored).
+    #[serde(default)]
+    pub group_roles: Vec<String>,
     /// The account's `created_at` (RFC 3339); when absent, the moment it is added.
     #[serde(default)]
     pub created_at: Option<String>,

@@ -115,6 +115,7 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::GetRoles => &["read:roles"],
         Operation::GetUser => &["read:users", "read:current_user", "read:user_idp_tokens"],
         Operation::GetUserRoles => &["read:users", "read:roles", "read:role_members"],
+        Operation::GetUserEffectiveRoles => &["read:user_effective_roles"],
         Operation::GetClient => &[
             "read:clients",
             "read:client_keys",

@@ -120,6 +120,10 @@ impl Simulator {
                 post(organizations::assign_member_roles).delete(organizations::remove_member_roles),
             )
             .route(
+                "/api/v2/users/{id}/effective-roles",
+                get(api::get_user_effective_roles),
+            )
+            .route(
                 "/api/v2/users/{id}/roles",
                 get(api::get_user_roles)
                     .post(api::assign_user_roles)
@@ -251,14 +255,23 @@ impl Simulator {
     pub fn add_user(&self, user: SeedUser) {
         let mut tenant = lock(&self.shared.tenant);
         let (user_id, roles) = (user.user_id.clone(), user.roles.clone());
+        let group_roles = user.group_roles.clone();
         tenant.upsert_user(user);
         tenant.grant_named(&user_id, &roles);
+        tenant.grant_through_group(&user_id, &group_roles);
     }
 
     /// An admin gives roles by hand (the Dashboard): no API call is counted.
     pub fn grant_by_hand(&self, user_id: &str, role_names: &[&str]) {
         let names: Vec<String> = role_names.iter().map(|n| (*n).to_owned()).collect();
         lock(&self.shared.tenant).grant_named(user_id, &names);
+    }
+
+    /// The user holds these roles through a group (an Enterprise Group with roles attached):
+    /// `GET /users/{id}/effective-roles` lists them, `GET /users/{id}/roles` does not.
+    pub fn grant_through_group(&self, user_id: &str, role_names: &[&str]) {
+        let names: Vec<String> = role_names.iter().map(|n| (*n).to_owned()).collect();
+        lock(&self.shared.tenant).grant_through_group(user_id, &names);
     }
 
     /// An admin gives roles by hand right after the user's roles are next read

@@ -87,6 +87,7 @@ pub(crate) enum Operation {
     GetRoles,
     GetUser,
     GetUserRoles,
+    GetUserEffectiveRoles,
     GetClient,
     AssignUserRoles,
     RemoveUserRoles,
@@ -108,11 +109,12 @@ pub(crate) enum Operation {
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 22] = [
+    pub(crate) const ALL: [Operation; 23] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
         Operation::GetUserRoles,
+        Operation::GetUserEffectiveRoles,
         Operation::GetClient,
         Operation::AssignUserRoles,
         Operation::RemoveUserRoles,
@@ -139,6 +141,7 @@ impl Operation {
             Operation::GetRoles => "get_roles",
             Operation::GetUser => "get_user",
             Operation::GetUserRoles => "get_user_roles",
+            Operation::GetUserEffectiveRoles => "get_user_effective_roles",
             Operation::GetClient => "get_client",
             Operation::AssignUserRoles => "assign_user_roles",
             Operation::RemoveUserRoles => "remove_user_roles",
@@ -172,6 +175,7 @@ impl Operation {
             ("/api/v2/roles", "GET") => Operation::GetRoles,
             ("/api/v2/users/{id}", "GET") => Operation::GetUser,
             ("/api/v2/users/{id}/roles", "GET") => Operation::GetUserRoles,
+            ("/api/v2/users/{id}/effective-roles", "GET") => Operation::GetUserEffectiveRoles,
             ("/api/v2/clients/{id}", "GET") => Operation::GetClient,
             ("/api/v2/users/{id}/roles", "POST") => Operation::AssignUserRoles,
             ("/api/v2/users/{id}/roles", "DELETE") => Operation::RemoveUserRoles,

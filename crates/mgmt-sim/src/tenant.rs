@@ -64,6 +64,8 @@ struct User {
     profile: SeedUser,
     created_at: String,
     role_ids: BTreeSet<String>,
+    /// Roles held through the user's groups (never written by the API: a group gives them).
+    group_role_ids: BTreeSet<String>,
 }
 
 impl User {
@@ -75,6 +77,7 @@ impl User {
                 .unwrap_or_else(|| rfc3339_millis(SystemTime::now())),
             profile,
             role_ids: BTreeSet::new(),
+            group_role_ids: BTreeSet::new(),
         }
     }
 
@@ -154,11 +157,12 @@ impl Tenant {
                 .iter()
                 .filter_map(|name| tenant.role_id(name))
                 .collect();
-            let user_id = user.user_id.clone();
+            let (user_id, group_roles) = (user.user_id.clone(), user.group_roles.clone());
             tenant.upsert_user(user);
             if let Some(stored) = tenant.users.get_mut(&user_id) {
                 stored.role_ids.extend(held);
             }
+            tenant.grant_through_group(&user_id, &group_roles);
         }
         tenant
     }
@@ -328,6 +332,33 @@ impl Tenant {
         Ok(self.roles_by_ids(&ids))
     }
 
+    /// `GET /users/{id}/effective-roles`: the direct roles and those held through a group, each
+    /// with its sources (`direct`, `groups`), by role id (the order the `from` cursor walks).
+    pub(crate) fn effective_roles_of(
+        &mut self,
+        user_id: &str,
+        accept_any: bool,
+    ) -> Result<Vec<(Role, Vec<&'static str>)>, ApiError> {
+        let user = self.user_mut(user_id, accept_any)?;
+        let (direct, groups) = (user.role_ids.clone(), user.group_role_ids.clone());
+        let mut roles: Vec<(Role, Vec<&'static str>)> = direct
+            .union(&groups)
+            .filter_map(|id| self.roles.get(id))
+            .map(|role| {
+                let mut sources = Vec::new();
+                if direct.contains(&role.id) {
+                    sources.push("direct");
+                }
+                if groups.contains(&role.id) {
+                    sources.push("groups");
+                }
+                (role.clone(), sources)
+            })
+            .collect();
+        roles.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok(roles)
+    }
+
     fn roles_by_ids(&self, ids: &BTreeSet<String>) -> Vec<Role> {
         Self::sorted(
             ids.iter()
@@ -492,6 +523,14 @@ impl Tenant {
 
     /// Gives an existing user the roles named `names` (unknown names are ignored), as a seed's
     /// `roles` does.
+    /// The user holds these roles through a group (by name; unknown names are ignored).
+    pub(crate) fn grant_through_group(&mut self, user_id: &str, names: &[String]) {
+        let held: Vec<String> = names.iter().filter_map(|n| self.role_id(n)).collect();
+        if let Some(user) = self.users.get_mut(user_id) {
+            user.group_role_ids.extend(held);
+        }
+    }
+
     pub(crate) fn grant_named(&mut self, user_id: &str, names: &[String]) {
         let held: Vec<String> = names.iter().filter_map(|n| self.role_id(n)).collect();
         if let Some(user) = self.users.get_mut(user_id) {
@@ -585,6 +624,7 @@ mod tests {
             connection: Some("corp".into()),
             app_metadata: Some(json!({})),
             roles: Vec::new(),
+            group_roles: Vec::new(),
             created_at: None,
         });
         let user = t.user_json("samlp|corp/alice", false).unwrap_or_default();

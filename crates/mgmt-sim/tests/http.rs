@@ -36,6 +36,7 @@ fn seed() -> Seed {
                 connection: None,
                 app_metadata: Some(json!({"plan": "pro"})),
                 roles: Vec::new(),
+                group_roles: Vec::new(),
                 created_at: None,
             },
             SeedUser::new("auth0|def"),
@@ -46,6 +47,7 @@ fn seed() -> Seed {
                 connection: Some("corp-saml".into()),
                 app_metadata: None,
                 roles: Vec::new(),
+                group_roles: Vec::new(),
                 created_at: None,
             },
         ],
@@ -1641,4 +1643,73 @@ async fn an_event_stream_is_created_201_and_its_test_button_answers_202_with_a_t
         delivery["event"]["data"]["object"]["user_id"],
         json!(mgmt_sim::event_streams::TEST_EVENT_USER)
     );
+}
+
+/// A role held through a group: `GET /users/{id}/roles` lists direct roles only,
+/// `GET /users/{id}/effective-roles` both, each with its sources, paged by `from`/`take`.
+#[tokio::test]
+async fn effective_roles_add_roles_held_through_a_group() {
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    h.sim.grant_by_hand("auth0|abc", &["member"]);
+    h.sim.grant_through_group("auth0|abc", &["admin", "member"]);
+
+    let direct = json_of(h.get(&token, "/api/v2/users/auth0%7Cabc/roles").await).await;
+    let names: Vec<&str> = direct
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, vec!["member"]);
+
+    let resp = h
+        .get(&token, "/api/v2/users/auth0%7Cabc/effective-roles")
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json_of(resp).await;
+    assert!(body.get("next").is_none(), "{body}");
+    let mut roles: Vec<(String, Value)> = body["roles"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or("").to_owned(),
+                        r["sources"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        roles,
+        vec![
+            ("admin".to_owned(), json!(["groups"])),
+            ("member".to_owned(), json!(["direct", "groups"])),
+        ]
+    );
+
+    let first = json_of(
+        h.get(&token, "/api/v2/users/auth0%7Cabc/effective-roles?take=1")
+            .await,
+    )
+    .await;
+    assert_eq!(first["roles"].as_array().map(Vec::len), Some(1));
+    let next = first["next"].as_str().unwrap_or_default().to_owned();
+    assert!(!next.is_empty(), "{first}");
+    let second = json_of(
+        h.get(
+            &token,
+            &format!("/api/v2/users/auth0%7Cabc/effective-roles?take=1&from={next}"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(second["roles"][0]["id"], next.as_str());
+    assert!(second.get("next").is_none(), "{second}");
+
+    let unknown = h
+        .get(&token, "/api/v2/users/auth0%7Cnobody/effective-roles")
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
