@@ -135,12 +135,15 @@ impl TokenCache {
             if due && !self.refreshing.swap(true, Ordering::SeqCst) {
                 // Ahead of expiry: refreshed in the background, calls go on meanwhile.
                 let client = client.clone();
+                // The flag clears however the task ends (a panic too): a later call starts the
+                // next refresh, and an expired token makes calls fetch one themselves anyway.
+                let done = RefreshDone(Arc::clone(&self.refreshing));
                 tokio::spawn(async move {
+                    let _done = done;
                     let cache = &client.inner.token;
                     if let Err(err) = cache.get_waiting(&client).await {
                         tracing::debug!(error = %err, "token refresh ahead of expiry failed; the current token is used until it expires");
                     }
-                    cache.refreshing.store(false, Ordering::SeqCst);
                 });
             }
             return Ok(token);
@@ -455,4 +458,13 @@ fn explain(status: StatusCode, body: &[u8], audience: &str) -> MgmtError {
         _ => "unexpected answer from the token endpoint".to_owned(),
     };
     MgmtError::Auth(format!("HTTP {status} {error}: {description}; {advice}"))
+}
+
+/// Clears the background refresh's flag when dropped.
+struct RefreshDone(Arc<AtomicBool>);
+
+impl Drop for RefreshDone {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }

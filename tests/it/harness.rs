@@ -658,6 +658,30 @@ pub fn http_post(
 }
 
 /// A minimal HTTP/1.0 GET on loopback (no client dependency needed for three endpoints).
+/// One log-stream delivery to `ingest` (JSON Lines on `/auth0/logs`, as Auth0 sends it) with
+/// `token` as its `Authorization`: the HTTP status (0 when no answer came).
+pub fn post_log_delivery(
+    port: u16,
+    token: &str,
+    records: &[auth0_default_roles::generate::Record],
+) -> u16 {
+    let mut body = Vec::new();
+    for r in records {
+        body.extend_from_slice(&r.value);
+        body.push(b'\n');
+    }
+    http_post(
+        port,
+        "/auth0/logs",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", token),
+        ],
+        &body,
+    )
+    .map_or(0, |(status, _)| status)
+}
+
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::Write;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;

@@ -47,21 +47,7 @@ listen = "127.0.0.1:{metrics}"
 
 /// One log-stream delivery (JSON Lines), as Auth0 sends it: the HTTP status.
 fn deliver(port: u16, records: &[Record]) -> u16 {
-    let mut body = Vec::new();
-    for r in records {
-        body.extend_from_slice(&r.value);
-        body.push(b'\n');
-    }
-    http_post(
-        port,
-        "/auth0/logs",
-        &[
-            ("Content-Type", "application/json"),
-            ("Authorization", TOKEN),
-        ],
-        &body,
-    )
-    .map_or(0, |(status, _)| status)
+    post_log_delivery(port, TOKEN, records)
 }
 
 /// A fault of the tenant never fails an event.
