@@ -16,7 +16,9 @@
 //!
 //! `LEDGER_BENCH_EVENTS` (default 100,000) and `LEDGER_BENCH_GRANTS` (default 100,000) change
 //! the sizes; `LEDGER_BENCH_INFLIGHT` the consumer's `max_inflight` (default 100,000, a stress
-//! setting: the service's default is 1,000).
+//! setting: the service's default is 1,000). Profiling aids: `LEDGER_BENCH_SCENARIOS` (e.g. `1`:
+//! the worst case only), `LEDGER_BENCH_RUNS` (any of `none,sqlite,postgres`) and
+//! `SERVICE_WRAPPER` (see `tests/it/harness.rs`); the ratio is against the first run kept.
 
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]
@@ -52,7 +54,11 @@ fn main() {
             generate::mixed(7, events, 0),
         ),
     ];
+    let only = std::env::var("LEDGER_BENCH_SCENARIOS").unwrap_or_default();
     for (s, (title, stream)) in scenarios.iter().enumerate() {
+        if !only.is_empty() && !only.split(',').any(|n| n.trim() == s.to_string()) {
+            continue;
+        }
         throughput(&rt, &server, &dir, &broker, s, title, stream);
     }
 
@@ -63,7 +69,12 @@ fn main() {
     let postgres = LedgerSettings {
         url: server.database("size"),
     };
-    for (name, settings) in [("SQLite", sqlite), ("PostgreSQL", postgres)] {
+    let sizes = if grants == 0 {
+        Vec::new()
+    } else {
+        vec![("SQLite", sqlite), ("PostgreSQL", postgres)]
+    };
+    for (name, settings) in sizes {
         let (bytes, seconds) = rt.block_on(fill(&settings, grants));
         let per = bytes as f64 / grants as f64;
         println!(
@@ -117,12 +128,16 @@ fn throughput(
     );
     let pg_url = server.database("consume");
     let runs = [
-        ("no ledger", String::new()),
-        ("SQLite ledger", sqlite_url),
-        ("PostgreSQL ledger", pg_url),
+        ("none", "no ledger", String::new()),
+        ("sqlite", "SQLite ledger", sqlite_url),
+        ("postgres", "PostgreSQL ledger", pg_url),
     ];
+    let kept = std::env::var("LEDGER_BENCH_RUNS").unwrap_or_default();
     let mut base = None;
-    for (i, (name, url)) in runs.iter().enumerate() {
+    for (i, (key, name, url)) in runs.iter().enumerate() {
+        if !kept.is_empty() && !kept.split(',').any(|k| k.trim() == *key) {
+            continue;
+        }
         let run = scenario * 10 + i;
         let (rate, hwm, calls) = consume(rt, dir, broker, topic, records.len(), run, url, stream);
         let ratio = base.map_or(1.0, |b: f64| rate / b);

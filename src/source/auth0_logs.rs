@@ -846,7 +846,7 @@ impl LogsReader {
             let pipeline = Arc::clone(&self.pipeline);
             let metrics = Arc::clone(&self.metrics);
             let backstop = self.settings.role == Role::Backstop;
-            dispatch.spawn(users, async move {
+            dispatch.spawn(users, move || async move {
                 let again = || vec![decode_log(&bytes, id.clone())];
                 let verdict = pipeline
                     .deliver(vec![item], Some(again), |report| {

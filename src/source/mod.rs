@@ -74,19 +74,28 @@ impl<T: Send + 'static> Dispatch<T> {
         }
     }
 
-    /// Runs `work` once every earlier task of the same `users` finished. Must be called in
-    /// arrival order: the place in line is taken here, not when the task starts.
-    pub fn spawn<F>(&mut self, users: Vec<String>, work: F)
+    /// Runs the future `work` makes once every earlier task of the same `users` finished.
+    /// Must be called in arrival order: the place in line is taken here, not when the task
+    /// starts. The future is made and boxed only when the turn comes, so a task waiting in
+    /// line holds only what `work` captures (its message), not the state of a run.
+    pub fn spawn<W, F>(&mut self, users: Vec<String>, work: W)
     where
+        W: FnOnce() -> F + Send + 'static,
         F: Future<Output = T> + Send + 'static,
     {
         let mut turn = self.sequencer.enter(users);
         self.tasks.spawn(async move {
             turn.wait().await;
-            let out = work.await;
+            let out = Box::pin(work()).await;
             drop(turn);
             out
         });
+    }
+
+    /// Tasks waiting in line behind an earlier task of one of their users (see
+    /// [`Sequencer::queued`]; shared by the dispatchers of one sequencer).
+    pub fn queued(&self) -> usize {
+        self.sequencer.queued()
     }
 
     /// Tasks queued or running.
@@ -311,8 +320,8 @@ mod tests {
     #[tokio::test]
     async fn dispatch_reports_a_panicked_task_and_drains_the_rest() {
         let mut dispatch: Dispatch<u32> = Dispatch::default();
-        dispatch.spawn(vec!["u".to_owned()], async { panic!("boom") });
-        dispatch.spawn(vec!["u".to_owned()], async { 7 });
+        dispatch.spawn(vec!["u".to_owned()], || async { panic!("boom") });
+        dispatch.spawn(vec!["u".to_owned()], || async { 7 });
         let mut results = Vec::new();
         while let Some(r) = dispatch.next().await {
             results.push(r);
@@ -322,7 +331,7 @@ mod tests {
             results.contains(&Ok(7)),
             "the panic released the user's next turn"
         );
-        dispatch.spawn(Vec::new(), std::future::pending());
+        dispatch.spawn(Vec::new(), std::future::pending);
         let abandoned = dispatch
             .drain(Duration::from_millis(50), std::future::pending::<()>)
             .await;

@@ -5,9 +5,10 @@
 //! would not do: tasks reach a lock in whatever order the runtime schedules them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::{join_all, FutureExt, Shared};
+use futures_util::future::{FutureExt, Shared};
 use tokio::sync::oneshot;
 
 type Done = Shared<oneshot::Receiver<()>>;
@@ -16,6 +17,9 @@ type Done = Shared<oneshot::Receiver<()>>;
 #[derive(Default)]
 pub struct Sequencer {
     inner: Mutex<Chains>,
+    /// Turns entered whose `wait` has not completed yet (queued behind an earlier turn of a
+    /// key, or not yet polled): the work a source holds without it running.
+    queued: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -31,6 +35,8 @@ pub struct Turn {
     id: u64,
     keys: Vec<String>,
     waits: Vec<Done>,
+    /// Still counted in the sequencer's `queued` (until `wait` completes or the turn drops).
+    queued: bool,
     _done: oneshot::Sender<()>,
 }
 
@@ -55,13 +61,22 @@ impl Sequencer {
                 waits.push(previous);
             }
         }
+        self.queued.fetch_add(1, Ordering::Relaxed);
         Turn {
             sequencer: Arc::clone(self),
             id,
             keys,
             waits,
+            queued: true,
             _done: tx,
         }
+    }
+
+    /// Turns entered and not yet begun: the work held behind earlier turns of the same keys
+    /// (sources count it with the assignments waiting for the tenant, and pause their intake
+    /// when it grows: see [`super::Intake::update_waiting`]).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Keys with a turn queued or running.
@@ -77,13 +92,26 @@ impl Sequencer {
 impl Turn {
     /// Completes when every earlier turn of the same keys is finished.
     pub async fn wait(&mut self) {
-        // An error only means the earlier turn was dropped: it is finished either way.
-        let _ = join_all(std::mem::take(&mut self.waits)).await;
+        // An error only means the earlier turn was dropped: it is finished either way. One
+        // earlier turn at a time, each forgotten once finished: cancelling `wait` and calling
+        // it again keeps the turns still unfinished (cancel-safe).
+        while let Some(earlier) = self.waits.last() {
+            let _ = earlier.clone().await;
+            self.waits.pop();
+        }
+        self.begun();
+    }
+
+    fn begun(&mut self) {
+        if std::mem::take(&mut self.queued) {
+            self.sequencer.queued.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
+        self.begun();
         let mut chains = self
             .sequencer
             .inner
@@ -156,5 +184,95 @@ mod tests {
             .unwrap();
         drop(second);
         assert_eq!(seq.active_keys(), 0);
+    }
+
+    /// The sequencer against a plain model: turns over keys `a`..`c` entered, polled and
+    /// finished (or dropped unbegun) in random order.
+    ///
+    /// Invariants: a turn begins exactly when every earlier turn sharing one of its keys has
+    /// finished (entry order per key, other keys in parallel); `queued()` counts the turns
+    /// entered and neither begun nor dropped; a finished sequencer keeps no chain.
+    /// Precondition (what `Dispatch` does): a turn is dropped after it began, or all turns are
+    /// dropped at once (the drain's abort). A single unbegun turn dropped alone would release
+    /// the turns behind it before the ones before it finished.
+    mod model {
+        use super::*;
+        use futures_util::FutureExt;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Enter(Vec<u8>),
+            Poll(usize),
+            Finish(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                proptest::collection::vec(0u8..3, 1..3).prop_map(Op::Enter),
+                (0usize..64).prop_map(Op::Poll),
+                (0usize..64).prop_map(Op::Finish),
+            ]
+        }
+
+        /// The model's turn: its keys, begun, finished.
+        struct Modeled {
+            keys: Vec<u8>,
+            begun: bool,
+            finished: bool,
+        }
+
+        fn may_begin(turns: &[Modeled], i: usize) -> bool {
+            turns[..i]
+                .iter()
+                .all(|t| t.finished || !t.keys.iter().any(|k| turns[i].keys.contains(k)))
+        }
+
+        proptest! {
+            #[test]
+            fn turns_begin_in_entry_order_per_key_and_queued_counts_the_rest(
+                ops in proptest::collection::vec(op(), 1..80)
+            ) {
+                let seq = Arc::new(Sequencer::default());
+                let mut real: Vec<Option<Turn>> = Vec::new();
+                let mut model: Vec<Modeled> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Enter(keys) => {
+                            real.push(Some(seq.enter(keys.iter().map(|k| format!("user-{k}")))));
+                            model.push(Modeled { keys, begun: false, finished: false });
+                        }
+                        Op::Poll(i) if !model.is_empty() => {
+                            let i = i % model.len();
+                            if model[i].finished || model[i].begun {
+                                continue;
+                            }
+                            let expected = may_begin(&model, i);
+                            let began = match real[i].as_mut() {
+                                Some(turn) => turn.wait().now_or_never().is_some(),
+                                None => false,
+                            };
+                            prop_assert_eq!(began, expected, "turn {} of {:?}", i, model[i].keys);
+                            model[i].begun = began;
+                        }
+                        Op::Finish(i) if !model.is_empty() => {
+                            // A task ends after its turn began; an unbegun turn is dropped only
+                            // by the drain's abort, which drops every turn (the end below).
+                            let i = i % model.len();
+                            if model[i].begun && !model[i].finished {
+                                real[i] = None;
+                                model[i].finished = true;
+                            }
+                        }
+                        _ => {}
+                    }
+                    let queued = model.iter().filter(|t| !t.begun && !t.finished).count();
+                    prop_assert_eq!(seq.queued(), queued);
+                }
+                real.clear();
+                prop_assert_eq!(seq.queued(), 0);
+                prop_assert_eq!(seq.active_keys(), 0);
+            }
+        }
     }
 }

@@ -600,9 +600,11 @@ async fn receive_loop(
                 Err(_) => break,
             },
         };
-        shared
-            .intake
-            .update_waiting(0, ctx.pipeline.waiting(), ctx.pipeline.is_tenant_failing());
+        shared.intake.update_waiting(
+            0,
+            ctx.pipeline.waiting() + dispatch.queued(),
+            ctx.pipeline.is_tenant_failing(),
+        );
         if shared.intake.is_paused() {
             drop(permits);
             tokio::select! {
@@ -673,11 +675,13 @@ async fn receive_loop(
             let items = decode(body.as_bytes());
             let users = users_of(&items);
             let key = shared.track(receipt, message_id.clone(), requested_at, permit);
-            dispatch.spawn(
-                users,
+            let pipeline = Arc::clone(&ctx.pipeline);
+            let shared = Arc::clone(shared);
+            let delete_tx = delete_tx.clone();
+            dispatch.spawn(users, move || {
                 handle_message(
-                    Arc::clone(shared),
-                    Arc::clone(&ctx.pipeline),
+                    shared,
+                    pipeline,
                     Delivery {
                         key,
                         message_id,
@@ -685,9 +689,9 @@ async fn receive_loop(
                         items,
                         body,
                     },
-                    delete_tx.clone(),
-                ),
-            );
+                    delete_tx,
+                )
+            });
         }
         // Unused permits of the batch go back here.
         drop(permits);

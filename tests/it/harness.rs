@@ -305,7 +305,7 @@ pub fn produce_batched(
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("batch.num.messages", batch.to_string())
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", "300000")
         .create_with_context(Acks::default())
         .unwrap_or_else(|e| panic!("producer: {e}"));
     for (key, value) in records {
@@ -336,7 +336,7 @@ pub fn produce_batched(
         producer.poll(Duration::ZERO);
     }
     producer
-        .flush(Duration::from_secs(60))
+        .flush(Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("flush: {e}"));
     let acks = producer.context();
     assert_eq!(

@@ -753,7 +753,7 @@ async fn consume(
         }
         if let Some(pause) = shared.intake.update_waiting(
             dispatch.len(),
-            pipeline.waiting(),
+            pipeline.waiting() + dispatch.queued(),
             pipeline.is_tenant_failing(),
         ) {
             pause_partitions(&shared, consumer.as_ref(), pause);
@@ -806,7 +806,7 @@ async fn consume(
                         original,
                         position: Position { tp, generation, offset },
                     };
-                    dispatch.spawn(users, task.run());
+                    dispatch.spawn(users, move || task.run());
                 }
             },
         }
