@@ -8,7 +8,6 @@ mod clients;
 mod faults;
 mod limiter;
 pub mod log_streams;
-pub mod logs;
 pub mod organizations;
 mod roles;
 mod token;
@@ -445,6 +444,11 @@ impl MgmtClient {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The configured `requests_per_second` (what a reader at a share of the rate divides).
+    pub(crate) fn requests_per_second(&self) -> f64 {
+        self.inner.settings.requests_per_second
     }
 
     /// The scopes the current token grants, as the token response listed them (`None` when it

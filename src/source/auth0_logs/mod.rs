@@ -26,6 +26,8 @@
 //! - a retention gap is reported when the checkpoint is below the first log kept *in id order*
 //!   (found from the synthetic id of the oldest date), and only then.
 
+pub mod client;
+
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -38,13 +40,14 @@ use serde_json::Value;
 
 use crate::event::{decode, DecodeError};
 use crate::metrics::Metrics;
-use crate::mgmt::logs::{date_of, log_id_of, log_id_order, synthetic_from, LogsApi, MAX_TAKE};
 use crate::mgmt::MgmtError;
 use crate::pipeline::{Outcome, Pipeline, Rejected, Report, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::{users_of, Dispatch};
 use crate::supervise::HelperStatus;
+pub use client::LogsApi;
+use client::{date_of, log_id_of, log_id_order, synthetic_from, MAX_TAKE};
 
 /// How far before the wanted time a synthetic `from` goes. A log's id (ingestion time) follows
 /// its `date` (event time) by 1–4.5 s in the recorded pages and up to 5 s in the samples, in
