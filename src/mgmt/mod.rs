@@ -333,10 +333,10 @@ pub(crate) struct RequestOptions<'a> {
 /// The Management API client. Cheap to clone: clones share the token, limiter and counters.
 #[derive(Clone)]
 pub struct MgmtClient {
-    inner: Arc<Inner>,
+    inner: Arc<ClientCore>,
 }
 
-struct Inner {
+struct ClientCore {
     http: reqwest::Client,
     settings: ClientSettings,
     token: TokenCache,
@@ -419,7 +419,7 @@ impl MgmtClient {
             initial_burst: settings.burst.max(1),
         });
         Ok(MgmtClient {
-            inner: Arc::new(Inner {
+            inner: Arc::new(ClientCore {
                 http,
                 token: TokenCache::new(),
                 limiter: RateLimiter::direct(quota),

@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use crate::event::Decoded;
 use crate::metrics::Metrics;
 use crate::server::Health;
-use crate::source::kafka::{KafkaSettings, Producer, ProducerCtx};
+use crate::source::kafka::{KafkaSettings, Producer, ProducerCallbacks};
 use crate::source::QuietLog;
 
 /// Environment variable holding the webhook's Authorization token.
@@ -52,7 +52,7 @@ impl Bridge {
     pub fn new(kafka: &KafkaSettings) -> Result<Bridge, IngestError> {
         let config = bridge_config(kafka);
         let producer = config
-            .create_with_context(ProducerCtx::default())
+            .create_with_context(ProducerCallbacks::default())
             .map_err(|e| IngestError::Producer(crate::source::kafka::redact(e)))?;
         Ok(Bridge {
             producer: std::sync::Mutex::new(producer),
@@ -81,7 +81,10 @@ impl Bridge {
                 return;
             }
         }
-        let fresh = match self.config.create_with_context(ProducerCtx::default()) {
+        let fresh = match self
+            .config
+            .create_with_context(ProducerCallbacks::default())
+        {
             Ok(fresh) => fresh,
             Err(err) => {
                 let err = crate::source::kafka::redact(err);
