@@ -82,7 +82,7 @@ pub enum KafkaRunError {
 
 /// What a run did, for the exit log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunSummary {
+pub struct KafkaSummary {
     /// Messages taken from the broker.
     pub messages: u64,
     /// Messages sent to the dead-letter topic.
@@ -671,7 +671,7 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<RunSummary, KafkaRunError> {
+) -> Result<KafkaSummary, KafkaRunError> {
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -697,7 +697,7 @@ async fn consume(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<RunSummary, KafkaRunError> {
+) -> Result<KafkaSummary, KafkaRunError> {
     let metrics = Arc::clone(pipeline.metrics());
     let shared = Arc::new(Consumption {
         state: Mutex::new(Partitions::default()),
@@ -740,7 +740,7 @@ async fn consume(
 
     let dead_letter_count = Arc::new(AtomicU64::new(0));
     let mut dispatch: Dispatch<()> = Dispatch::default();
-    let mut summary = RunSummary::default();
+    let mut summary = KafkaSummary::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let quiet = QuietLog::default();

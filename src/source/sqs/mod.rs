@@ -78,7 +78,7 @@ pub enum SqsRunError {
 
 /// What a run did, for the exit log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunSummary {
+pub struct SqsSummary {
     /// Messages received (redeliveries included).
     pub messages: u64,
     /// Messages deleted.
@@ -471,7 +471,7 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<RunSummary, SqsRunError> {
+) -> Result<SqsSummary, SqsRunError> {
     let client = client(&settings).await?;
     let metrics = Arc::clone(pipeline.metrics());
     let shared = Arc::new(Queue {
@@ -521,7 +521,7 @@ pub async fn run(
         ));
     }
     drop(delete_tx);
-    let mut summary = RunSummary::default();
+    let mut summary = SqsSummary::default();
     while let Some(result) = loops.join_next().await {
         match result {
             Ok(abandoned) => summary.abandoned += abandoned,
