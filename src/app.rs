@@ -11,17 +11,17 @@ use crate::config::{
 use crate::dedup::Dedup;
 use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
-use crate::mgmt::logs::LogsApi;
 use crate::mgmt::{self, MgmtError};
 use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
+use crate::source::auth0_logs::LogsApi;
 use crate::source::auth0_logs::{
     self, CheckpointError, DeadLetterFile, FileCheckpoint, LogsReader, LogsSettings,
 };
-use crate::source::ingest::{self, IngestError};
 use crate::source::kafka::{self, KafkaRunError};
 use crate::source::sqs::{self, SqsRunError};
+use crate::source::webhook::{self, IngestError};
 use crate::supervise::{self, Helpers};
 
 /// Exit status for usage and configuration errors.
@@ -112,7 +112,7 @@ pub enum Command {
 enum Source {
     Kafka(KafkaSettings, Arc<Pipeline>),
     Sqs(SqsSettings, Arc<Pipeline>),
-    Ingest(IngestSettings, Arc<ingest::IngestState>),
+    Ingest(IngestSettings, Arc<webhook::IngestState>),
     Auth0Logs(Box<LogsReader>),
 }
 
@@ -370,8 +370,8 @@ impl App {
                     .map_err(StartError::from)
             }
             Source::Ingest(settings, state) => {
-                let served = ingest::serve(&settings, Arc::clone(&state), self.shutdown).await;
-                if let ingest::Backend::Bridge(bridge) = state.backend() {
+                let served = webhook::serve(&settings, Arc::clone(&state), self.shutdown).await;
+                if let webhook::Backend::Bridge(bridge) = state.backend() {
                     bridge.flush(std::time::Duration::from_secs(10));
                 }
                 tracing::info!("stopped");
@@ -448,7 +448,7 @@ fn ingest_state(
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
     pipeline: Option<Arc<Pipeline>>,
-) -> Result<(IngestSettings, Arc<ingest::IngestState>), StartError> {
+) -> Result<(IngestSettings, Arc<webhook::IngestState>), StartError> {
     let Some(settings) = config.ingest.clone() else {
         return Err(StartError::Config(
             "`ingest` needs an [ingest] section (see config/example.toml)".to_owned(),
@@ -458,7 +458,7 @@ fn ingest_state(
     let backend = match (settings.mode, pipeline) {
         (IngestMode::Direct, Some(pipeline)) => {
             health.set_source_connected(true);
-            ingest::Backend::Direct(ingest::Direct::new(
+            webhook::Backend::Direct(webhook::Direct::new(
                 pipeline,
                 settings.direct_deadline,
                 settings.max_inflight,
@@ -471,13 +471,13 @@ fn ingest_state(
                         .to_owned(),
                 ));
             };
-            let bridge = Arc::new(ingest::Bridge::new(kafka)?);
+            let bridge = Arc::new(webhook::Bridge::new(kafka)?);
             bridge.spawn_readiness(Arc::clone(health));
             tracing::info!(topic = %kafka.topics.join(","), brokers = %kafka.brokers.join(","), "bridging into Kafka");
-            ingest::Backend::Bridge(bridge)
+            webhook::Backend::Bridge(bridge)
         }
     };
-    let state = ingest::IngestState::new(&settings, token, Arc::clone(metrics), backend);
+    let state = webhook::IngestState::new(&settings, token, Arc::clone(metrics), backend);
     Ok((settings, state))
 }
 

@@ -12,14 +12,17 @@
 //!   the one secret reader, [`ConfigError`](settings::ConfigError).
 //! - [`check`]: the readable form of a configuration (`check`).
 //! - [`action`]: the policy compiled into a post-login Action (`action`), for the first token.
-//! - [`event`]: Auth0 log events, envelope detection, trigger selection (pure).
-//! - [`policy`]: the default-role rules and their evaluation (pure).
+//! - [`event`]: Auth0 log events and CloudEvents: the model, envelope detection, the one-pass
+//!   reader, trigger selection (pure).
+//! - [`policy`]: the default-role rules, the `[policy]` section read, their evaluation (pure).
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
 //! - [`ledger`]: what the service granted, revoked and failed (SQLite or PostgreSQL); `explain`.
 //! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries, failing).
-//! - [`pipeline`]: the stages every source shares and the outcome of each event.
-//! - [`source`]: Kafka, SQS, the webhook receiver (`ingest`) and files (`replay`), and what
-//!   they share: per-user order, the in-flight cap, pause/resume, drain, quiet logs.
+//! - [`pipeline`]: the pure decisions, the outcome of each event and the verdict of each
+//!   delivery, profile reads, the roles written, the ledger link; `Pipeline::deliver`.
+//! - [`source`]: a folder per transport (`kafka`, `sqs`, `webhook` — the `ingest` command —,
+//!   `auth0_logs` with its Logs API client) and `replay` (files), and what they share: per-user
+//!   order, the in-flight cap, pause/resume, drain, quiet logs.
 //! - [`progress`]: the progress line of `reconcile` and `replay` (a spinner on a terminal).
 //! - [`metrics`]: the Prometheus metrics, each declared once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report.

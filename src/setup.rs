@@ -16,7 +16,7 @@ use crate::config::{Config, Secret};
 use crate::metrics::Metrics;
 use crate::mgmt::log_streams::{categories_for, fields_read, LogStream, AUTHORIZATION_KEY};
 use crate::mgmt::{ClientSettings, MgmtClient, MgmtError};
-use crate::source::ingest::WEBHOOK_TOKEN_ENV;
+use crate::source::webhook::WEBHOOK_TOKEN_ENV;
 
 /// The stream's name when `--name` is not given; `doctor` looks for it by this name too.
 pub const DEFAULT_STREAM_NAME: &str = "auth0-default-roles";

@@ -2,7 +2,7 @@
 //! `create:log_streams`, `update:log_streams`): listing, creating and changing them, and what a
 //! stream must deliver for a policy (the category filters of its triggers, the fields its rules
 //! read left in clear). Used by `doctor` and `setup log-stream`; the service itself only reads
-//! one stream's status, with `log_stream_id` (`mgmt/logs.rs`).
+//! one stream's status, with `log_stream_id` (`source/auth0_logs/client.rs`).
 
 use std::collections::BTreeSet;
 

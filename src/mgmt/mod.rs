@@ -8,7 +8,6 @@ mod clients;
 mod faults;
 mod limiter;
 pub mod log_streams;
-pub mod logs;
 pub mod organizations;
 mod roles;
 mod token;
@@ -334,10 +333,10 @@ pub(crate) struct RequestOptions<'a> {
 /// The Management API client. Cheap to clone: clones share the token, limiter and counters.
 #[derive(Clone)]
 pub struct MgmtClient {
-    inner: Arc<Inner>,
+    inner: Arc<ClientCore>,
 }
 
-struct Inner {
+struct ClientCore {
     http: reqwest::Client,
     settings: ClientSettings,
     token: TokenCache,
@@ -420,7 +419,7 @@ impl MgmtClient {
             initial_burst: settings.burst.max(1),
         });
         Ok(MgmtClient {
-            inner: Arc::new(Inner {
+            inner: Arc::new(ClientCore {
                 http,
                 token: TokenCache::new(),
                 limiter: RateLimiter::direct(quota),
@@ -445,6 +444,11 @@ impl MgmtClient {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The configured `requests_per_second` (what a reader at a share of the rate divides).
+    pub(crate) fn requests_per_second(&self) -> f64 {
+        self.inner.settings.requests_per_second
     }
 
     /// The scopes the current token grants, as the token response listed them (`None` when it

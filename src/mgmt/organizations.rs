@@ -159,13 +159,13 @@ pub struct MembersPage {
 #[serde(default)]
 pub struct Member {
     pub user_id: String,
-    pub roles: Vec<MemberRole>,
+    pub roles: Vec<OrganizationMemberRole>,
 }
 
 /// A role of a member (`{id, name}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-pub struct MemberRole {
+pub struct OrganizationMemberRole {
     pub id: String,
     pub name: String,
 }

@@ -11,11 +11,11 @@
 //! - [`QuietLog`] logs a repeated error at most once per interval.
 
 pub mod auth0_logs;
-pub mod ingest;
 pub mod kafka;
 pub mod replay;
 pub mod sequencer;
 pub mod sqs;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::future::Future;

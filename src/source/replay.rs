@@ -76,7 +76,7 @@ pub enum ReplayError {
 
 /// Counts of a finished replay.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Summary {
+pub struct ReplaySummary {
     pub events: u64,
     pub by_outcome: BTreeMap<Outcome, u64>,
     pub by_role: BTreeMap<String, u64>,
@@ -85,7 +85,7 @@ pub struct Summary {
     pub calls: Option<ApiCalls>,
 }
 
-impl Summary {
+impl ReplaySummary {
     fn add(&mut self, report: &Report) {
         self.events += 1;
         *self.by_outcome.entry(report.outcome).or_default() += 1;
@@ -166,8 +166,8 @@ pub async fn run(
     concurrency: usize,
     spinner: bool,
     out: &mut dyn Write,
-) -> Result<Summary, ReplayError> {
-    let mut summary = Summary::default();
+) -> Result<ReplaySummary, ReplayError> {
+    let mut summary = ReplaySummary::default();
     let sequencer = std::sync::Arc::new(Sequencer::default());
     let mut progress = Progress::hidden(spinner);
     for input in inputs {

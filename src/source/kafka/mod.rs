@@ -82,7 +82,7 @@ pub enum KafkaRunError {
 
 /// What a run did, for the exit log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunSummary {
+pub struct KafkaSummary {
     /// Messages taken from the broker.
     pub messages: u64,
     /// Messages sent to the dead-letter topic.
@@ -167,7 +167,7 @@ struct Owned {
 type Tp = (String, i32);
 
 #[derive(Default)]
-struct State {
+struct Partitions {
     owned: HashMap<Tp, Owned>,
     next_generation: u64,
     /// Set once shutdown drained: the final revoke does not wait again.
@@ -175,8 +175,8 @@ struct State {
 }
 
 /// What the consumer thread, the callbacks and the tasks share.
-struct Shared {
-    state: Mutex<State>,
+struct Consumption {
+    state: Mutex<Partitions>,
     /// Signalled whenever a message finishes (the revoke drain waits on it).
     finished: Condvar,
     metrics: Arc<Metrics>,
@@ -187,12 +187,12 @@ struct Shared {
     intake: Intake,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl Consumption {
+    fn lock(&self) -> MutexGuard<'_, Partitions> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update_partition_gauges(&self, state: &State) {
+    fn update_partition_gauges(&self, state: &Partitions) {
         let m = &self.metrics;
         m.kafka_assigned_partitions
             .set(i64::try_from(state.owned.len()).unwrap_or(i64::MAX));
@@ -277,7 +277,7 @@ pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), Str
         .set("message.timeout.ms", "10000")
         .set("client.id", "auth0-default-roles-dlq-probe");
     let producer: Producer = config
-        .create_with_context(ProducerCtx::default())
+        .create_with_context(ProducerCallbacks::default())
         .map_err(|e| redact(e).to_string())?;
     let probe = FutureRecord::<'_, [u8], [u8]>::to(&topic)
         .payload(&b""[..])
@@ -306,8 +306,8 @@ pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), Str
 /// The metadata part of [`check_dead_letter_topic`]: `Ok(true)` when the topic exists with
 /// partitions, `Ok(false)` when the broker cannot be asked now.
 fn describe_dead_letter_topic(config: &ClientConfig, topic: &str) -> Result<bool, String> {
-    let producer: rdkafka::producer::BaseProducer<ProducerCtx> = config
-        .create_with_context(ProducerCtx::default())
+    let producer: rdkafka::producer::BaseProducer<ProducerCallbacks> = config
+        .create_with_context(ProducerCallbacks::default())
         .map_err(|e| redact(e).to_string())?;
     let metadata = match producer
         .client()
@@ -355,11 +355,11 @@ fn log_client_error(quiet: &QuietLog, client: &str, error: &KafkaError, reason: 
 
 /// The context of the service's producers (dead letters, the `ingest` bridge): quiet logs.
 #[derive(Default)]
-pub struct ProducerCtx {
+pub struct ProducerCallbacks {
     quiet: QuietLog,
 }
 
-impl ClientContext for ProducerCtx {
+impl ClientContext for ProducerCallbacks {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_librdkafka(&self.quiet, level, fac, log_message);
     }
@@ -369,22 +369,22 @@ impl ClientContext for ProducerCtx {
     }
 }
 
-impl rdkafka::producer::ProducerContext for ProducerCtx {
+impl rdkafka::producer::ProducerContext for ProducerCallbacks {
     type DeliveryOpaque = ();
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
 }
 
 /// A producer with the service's quiet logging.
-pub type Producer = FutureProducer<ProducerCtx>;
+pub type Producer = FutureProducer<ProducerCallbacks>;
 
 /// The librdkafka callbacks: rebalances, commits, statistics, errors.
-pub struct Ctx {
-    shared: Arc<Shared>,
+pub struct ConsumerCallbacks {
+    shared: Arc<Consumption>,
     /// Rate-limits repeated client errors (a dead broker reports every few seconds).
     quiet: QuietLog,
 }
 
-impl ClientContext for Ctx {
+impl ClientContext for ConsumerCallbacks {
     fn stats(&self, statistics: Statistics) {
         let state = self.shared.lock();
         let lag = &self.shared.metrics.kafka_consumer_lag;
@@ -411,7 +411,7 @@ impl ClientContext for Ctx {
     }
 }
 
-impl ConsumerContext for Ctx {
+impl ConsumerContext for ConsumerCallbacks {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
@@ -671,7 +671,7 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<RunSummary, KafkaRunError> {
+) -> Result<KafkaSummary, KafkaRunError> {
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -697,21 +697,21 @@ async fn consume(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<RunSummary, KafkaRunError> {
+) -> Result<KafkaSummary, KafkaRunError> {
     let metrics = Arc::clone(pipeline.metrics());
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
+    let shared = Arc::new(Consumption {
+        state: Mutex::new(Partitions::default()),
         finished: Condvar::new(),
         metrics: Arc::clone(&metrics),
         health,
         drain: settings.rebalance_drain,
         intake: Intake::new(settings.max_inflight),
     });
-    let context = Ctx {
+    let context = ConsumerCallbacks {
         shared: Arc::clone(&shared),
         quiet: QuietLog::default(),
     };
-    let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
+    let consumer: Arc<StreamConsumer<ConsumerCallbacks>> = Arc::new(
         consumer_config(&settings)
             .create_with_context(context)
             .map_err(|e| KafkaRunError::Consumer(redact(e)))?,
@@ -726,7 +726,7 @@ async fn consume(
     let dead_letters = match &settings.dead_letter_topic {
         Some(topic) => Some(Arc::new(DeadLetters {
             producer: producer_config(&settings)
-                .create_with_context(ProducerCtx::default())
+                .create_with_context(ProducerCallbacks::default())
                 .map_err(|e| KafkaRunError::Producer(redact(e)))?,
             topic: topic.clone(),
             metrics: Arc::clone(&metrics),
@@ -740,7 +740,7 @@ async fn consume(
 
     let dead_letter_count = Arc::new(AtomicU64::new(0));
     let mut dispatch: Dispatch<()> = Dispatch::default();
-    let mut summary = RunSummary::default();
+    let mut summary = KafkaSummary::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let quiet = QuietLog::default();
@@ -859,8 +859,8 @@ async fn consume(
 /// then its offset finished.
 struct MessageTask {
     pipeline: Arc<Pipeline>,
-    shared: Arc<Shared>,
-    consumer: Weak<StreamConsumer<Ctx>>,
+    shared: Arc<Consumption>,
+    consumer: Weak<StreamConsumer<ConsumerCallbacks>>,
     dead_letters: Option<Arc<DeadLetters>>,
     dead_letter_count: Arc<AtomicU64>,
     items: Vec<Decoded>,
@@ -918,8 +918,8 @@ impl MessageTask {
 
 /// A message's place in its partition's watermark, released by [`OffsetSlot::finish`].
 struct OffsetSlot {
-    shared: Arc<Shared>,
-    consumer: Weak<StreamConsumer<Ctx>>,
+    shared: Arc<Consumption>,
+    consumer: Weak<StreamConsumer<ConsumerCallbacks>>,
     position: Position,
 }
 
@@ -1052,7 +1052,11 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Pauses or resumes every owned partition.
-fn pause_partitions(shared: &Shared, consumer: &StreamConsumer<Ctx>, pause: bool) {
+fn pause_partitions(
+    shared: &Consumption,
+    consumer: &StreamConsumer<ConsumerCallbacks>,
+    pause: bool,
+) {
     let mut state = shared.lock();
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), owned) in state.owned.iter_mut() {
@@ -1111,9 +1115,9 @@ mod tests {
         }
     }
 
-    fn shared_for_test() -> Arc<Shared> {
-        Arc::new(Shared {
-            state: Mutex::new(State::default()),
+    fn shared_for_test() -> Arc<Consumption> {
+        Arc::new(Consumption {
+            state: Mutex::new(Partitions::default()),
             finished: Condvar::new(),
             metrics: Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}"))),
             health: Health::new(SourceKind::Kafka),
@@ -1123,7 +1127,7 @@ mod tests {
     }
 
     /// The pending offsets of partition `t`/0.
-    fn pending(shared: &Shared) -> Vec<i64> {
+    fn pending(shared: &Consumption) -> Vec<i64> {
         shared
             .lock()
             .owned

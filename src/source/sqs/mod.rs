@@ -78,7 +78,7 @@ pub enum SqsRunError {
 
 /// What a run did, for the exit log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunSummary {
+pub struct SqsSummary {
     /// Messages received (redeliveries included).
     pub messages: u64,
     /// Messages deleted.
@@ -164,7 +164,7 @@ struct Tracked {
 }
 
 /// What the receive loops, the message tasks, the deleter and the visibility keeper share.
-struct Shared {
+struct Queue {
     client: Client,
     queue_url: String,
     visibility_timeout: i32,
@@ -182,7 +182,7 @@ struct Shared {
     quiet: QuietLog,
 }
 
-impl Shared {
+impl Queue {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Tracked>> {
         self.tracked.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -471,10 +471,10 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<RunSummary, SqsRunError> {
+) -> Result<SqsSummary, SqsRunError> {
     let client = client(&settings).await?;
     let metrics = Arc::clone(pipeline.metrics());
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Queue {
         client,
         queue_url: settings.queue_url.clone(),
         visibility_timeout: settings.visibility_timeout_seconds,
@@ -521,7 +521,7 @@ pub async fn run(
         ));
     }
     drop(delete_tx);
-    let mut summary = RunSummary::default();
+    let mut summary = SqsSummary::default();
     while let Some(result) = loops.join_next().await {
         match result {
             Ok(abandoned) => summary.abandoned += abandoned,
@@ -567,7 +567,7 @@ pub async fn run(
 
 /// What every receive loop needs.
 struct LoopContext {
-    shared: Arc<Shared>,
+    shared: Arc<Queue>,
     pipeline: Arc<Pipeline>,
     sequencer: Arc<Sequencer>,
     /// `max_inflight` permits: a receive reserves a whole batch, each message keeps one.
@@ -724,7 +724,7 @@ struct Delivery {
 
 /// Marks its message lost when dropped armed: the task ended without a verdict.
 struct VerdictGuard {
-    shared: Arc<Shared>,
+    shared: Arc<Queue>,
     key: u64,
     armed: bool,
 }
@@ -738,7 +738,7 @@ impl Drop for VerdictGuard {
 }
 
 async fn handle_message(
-    shared: Arc<Shared>,
+    shared: Arc<Queue>,
     pipeline: Arc<Pipeline>,
     delivery: Delivery,
     delete_tx: mpsc::UnboundedSender<u64>,
@@ -791,7 +791,7 @@ async fn handle_message(
 
 /// Batches deletes: up to 10 receipt handles, or whatever arrived within 100 ms of the first.
 /// Ends when every sender is gone, after flushing.
-async fn delete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<u64>) {
+async fn delete_loop(shared: Arc<Queue>, mut rx: mpsc::UnboundedReceiver<u64>) {
     while let Some(first) = rx.recv().await {
         let mut keys = vec![first];
         let deadline = Instant::now() + DELETE_WINDOW;
@@ -809,7 +809,7 @@ async fn delete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<u64>) 
 }
 
 /// Extends the visibility of in-flight messages at half the visibility timeout until stopped.
-async fn visibility_loop(shared: Arc<Shared>, stop: Shutdown) {
+async fn visibility_loop(shared: Arc<Queue>, stop: Shutdown) {
     let period = (shared.extend_every / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

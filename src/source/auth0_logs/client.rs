@@ -11,8 +11,8 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::log_streams::LogStream;
-use super::{encode_path_segment, MgmtClient, MgmtError, Operation, RequestOptions};
+use crate::mgmt::log_streams::LogStream;
+use crate::mgmt::{encode_path_segment, MgmtClient, MgmtError, Operation, RequestOptions};
 
 /// Most logs one checkpoint page holds (Auth0's cap on `take`).
 pub const MAX_TAKE: usize = 100;
@@ -52,7 +52,7 @@ impl LogsApi {
     /// every attempt included, so the assignments keep the rest; a 403 is an error for the
     /// caller, not a pause of the whole service.
     pub fn auxiliary(client: MgmtClient, share: f64) -> LogsApi {
-        let rate = client.inner.settings.requests_per_second * share.clamp(0.000_1, 1.0);
+        let rate = client.requests_per_second() * share.clamp(0.000_1, 1.0);
         let period = std::time::Duration::from_secs_f64(1.0 / rate.max(0.000_1));
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))

@@ -1,359 +1,23 @@
-//! The tenant's own logs (`GET /api/v2/logs`, checkpoint form) as a source of `run`
-//! (`[source] type = "auth0_logs"`) and as the backstop behind any stream (`[backstop]`): a
-//! reader that takes each page through the shared pipeline, advances its checkpoint only past
-//! events that all reached a final verdict, keeps one reader per checkpoint (a lock file), and
-//! reports a checkpoint older than the tenant's retention; plus the log stream's health.
-//!
-//! Where a final verdict goes: `Done` advances the checkpoint; `DeadLetter` (an event ended
-//! `invalid` or `failed`) appends the log and the reason to the dead-letter file next to the
-//! checkpoint (`<checkpoint>.dead-letters.jsonl`, fsynced) before the checkpoint moves past it,
-//! and counts it in `dead_letters_total`; a lost task (`Retry`) keeps the checkpoint where it is
-//! and the batch is read again (what was done is `already_done` and costs no call).
-//!
-//! Where a reader starts, and the retention check, go by `log_id` (the checkpoint order), never
-//! by `date`: a log's id encodes its *ingestion* time (`900` + `YYYYMMDDhhmmss` + …), its `date`
-//! is the *event* time, which the ingestion follows by seconds, so the two orders disagree. The
-//! invariants (docs/auth0-logs.md, "Where it starts"):
-//! - the checkpoint is always a `log_id` every log at or below which, in id order, reached a
-//!   final verdict; reading resumes strictly after it;
-//! - `earliest` starts below every kept log: from a synthetic id (the oldest-by-date log's
-//!   prefix, its date less [`START_MARGIN`], zeros), which every log ingested at most
-//!   `START_MARGIN` before its date sorts above;
-//! - `latest` starts exactly after the newest log in id order: every log ingested later has a
-//!   higher id;
-//! - a time `T` starts from the synthetic id of `T - START_MARGIN`: no log dated `T` or later is
-//!   skipped (some logged up to the margin before are read too);
-//! - a retention gap is reported when the checkpoint is below the first log kept *in id order*
-//!   (found from the synthetic id of the oldest date), and only then.
+//! The reader: checkpoint pages of the Logs API through the pipeline, the checkpoint advanced
+//! past logs that reached a final verdict, stalls and retention gaps reported.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::client::{date_of, log_id_of, log_id_order, MAX_TAKE};
 use crate::event::{decode, DecodeError};
 use crate::metrics::Metrics;
-use crate::mgmt::logs::{date_of, log_id_of, log_id_order, synthetic_from, LogsApi, MAX_TAKE};
 use crate::mgmt::MgmtError;
-use crate::pipeline::{Outcome, Pipeline, Rejected, Report, Verdict};
+use crate::pipeline::{Outcome, Pipeline, Report, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::{users_of, Dispatch};
 use crate::supervise::HelperStatus;
 
-/// How far before the wanted time a synthetic `from` goes. A log's id (ingestion time) follows
-/// its `date` (event time) by 1–4.5 s in the recorded pages and up to 5 s in the samples, in
-/// that direction only; a date *after* the ingestion takes clock skew between Auth0's servers.
-/// A minute covers both many times over; the cost is re-reading up to a minute of logs before
-/// a time start (dedup and the policy make them harmless), nothing for `earliest`.
-pub const START_MARGIN: Duration = Duration::from_secs(60);
-
-/// Where a reader without a checkpoint starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    /// The oldest log the tenant still keeps.
-    Earliest,
-    /// After the newest log: only what happens from now on.
-    Latest,
-    /// After this `log_id`.
-    After(String),
-    /// The logs dated at or after this time (and some up to [`START_MARGIN`] before).
-    At(SystemTime),
-}
-
-impl Start {
-    /// `"earliest"`, `"latest"`, a `log_id` (digits) or an RFC 3339 time (any offset).
-    pub fn parse(text: &str) -> Option<Start> {
-        match text.trim() {
-            "earliest" => Some(Start::Earliest),
-            "latest" => Some(Start::Latest),
-            id if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) => {
-                Some(Start::After(id.to_owned()))
-            }
-            time => parse_time(time).map(Start::At),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Start::Earliest => "earliest".to_owned(),
-            Start::Latest => "latest".to_owned(),
-            Start::After(id) => format!("after log_id {id}"),
-            Start::At(at) => format!("from {}", rfc3339(*at)),
-        }
-    }
-}
-
-/// An RFC 3339 time with any offset, at or after 1970.
-fn parse_time(text: &str) -> Option<SystemTime> {
-    let at =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    let nanos = u64::try_from(at.unix_timestamp_nanos()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
-}
-
-/// `at` in RFC 3339 (UTC, milliseconds), or `-` when it cannot be written.
-fn rfc3339(at: SystemTime) -> String {
-    use std::fmt::Write;
-    let mut text = String::new();
-    if at < SystemTime::UNIX_EPOCH
-        || write!(text, "{}", humantime::format_rfc3339_millis(at)).is_err()
-    {
-        return "-".to_owned();
-    }
-    text
-}
-
-/// A `from` below every log of the tenant's id width, for when no synthetic id can be built.
-fn zeros_like(reference: &str) -> String {
-    "0".repeat(reference.len().max(1))
-}
-
-/// The synthetic `from` for logs dated at or after `at` ([`START_MARGIN`] before it).
-fn from_for(reference: &str, at: SystemTime) -> Option<String> {
-    synthetic_from(reference, at.checked_sub(START_MARGIN)?)
-}
-
-/// Which reader: the `auth0_logs` source, or the backstop behind another source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Source,
-    Backstop,
-}
-
-impl Role {
-    /// The `reader` label of the Logs API metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Source => "source",
-            Role::Backstop => "backstop",
-        }
-    }
-}
-
-/// Validated `[auth0_logs]` or `[backstop]` settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogsSettings {
-    pub role: Role,
-    pub start: Start,
-    pub checkpoint_file: PathBuf,
-    /// How long to wait before reading again once caught up.
-    pub poll_interval: Duration,
-    /// The backstop reads this far behind now (zero for the source).
-    pub lag: Duration,
-    /// The share of `auth0.requests_per_second` the reads may use (the backstop; 1 for the
-    /// source, which shares the client's limiter).
-    pub rate_share: f64,
-    /// The log stream whose status is watched.
-    pub log_stream_id: Option<String>,
-    /// How often that status is read.
-    pub log_stream_check: Duration,
-    /// Logs per page (`take`, at most 100).
-    pub take: usize,
-}
-
-/// Where a reader is: the last log every event up to which reached a final verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub log_id: String,
-    /// The `date` of that log, when it had one (the lag and the retention check read it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub date: Option<String>,
-}
-
-/// Why a checkpoint could not be read, written or taken.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("checkpoint {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("checkpoint {path} is not a checkpoint this service wrote ({detail}): move it away to start again from `start`")]
-    Corrupt { path: PathBuf, detail: String },
-    #[error("another reader holds the checkpoint {path} (lock {lock}): one reader per checkpoint; stop the other instance, or give this one a checkpoint_file of its own for another tenant")]
-    Locked { path: PathBuf, lock: PathBuf },
-}
-
-/// Where checkpoints live: a file now; the ledger (issue 23) can implement it too.
-pub trait CheckpointStore: Send + Sync {
-    fn load(&self) -> Result<Option<Checkpoint>, CheckpointError>;
-    /// Durable when it returns.
-    fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
-    /// Where, for logs and `check`.
-    fn describe(&self) -> String;
-}
-
-/// A checkpoint in a JSON file, replaced atomically (temp file, fsync, rename, fsync of the
-/// directory), guarded by an exclusive lock on `<file>.lock` held as long as the value lives.
-pub struct FileCheckpoint {
-    path: PathBuf,
-    _lock: File,
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// `<path><suffix>` next to the checkpoint.
-fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-impl FileCheckpoint {
-    /// Takes the lock; a second reader gets [`CheckpointError::Locked`].
-    pub fn open(path: &Path) -> Result<FileCheckpoint, CheckpointError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-        }
-        let lock_path = beside(path, ".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        if !try_lock_exclusive(&lock).map_err(io_error(&lock_path))? {
-            return Err(CheckpointError::Locked {
-                path: path.to_owned(),
-                lock: lock_path,
-            });
-        }
-        Ok(FileCheckpoint {
-            path: path.to_owned(),
-            _lock: lock,
-        })
-    }
-
-    /// The checkpoint in `path`, read without the lock (`check`).
-    pub fn peek(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
-        read_checkpoint(path)
-    }
-
-    /// The dead-letter file of this checkpoint.
-    pub fn dead_letter_path(&self) -> PathBuf {
-        beside(&self.path, ".dead-letters.jsonl")
-    }
-}
-
-/// An exclusive, non-blocking `flock` on `file`: `Ok(false)` when another holds it. Released
-/// when the file is closed (also when the process dies).
-#[cfg(unix)]
-fn try_lock_exclusive(file: &File) -> std::io::Result<bool> {
-    use rustix::fs::{flock, FlockOperation};
-    match flock(file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(true),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
-        Err(errno) => Err(std::io::Error::from(errno)),
-    }
-}
-
-/// Not enforced off Unix: one reader per checkpoint is the deployment's to keep.
-#[cfg(not(unix))]
-fn try_lock_exclusive(_file: &File) -> std::io::Result<bool> {
-    tracing::warn!(
-        "the checkpoint lock is not enforced on this platform: run one reader per checkpoint"
-    );
-    Ok(true)
-}
-
-fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CheckpointError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        }
-    };
-    let checkpoint: Checkpoint =
-        serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if checkpoint.log_id.is_empty() || !checkpoint.log_id.chars().all(|c| c.is_ascii_digit()) {
-        return Err(CheckpointError::Corrupt {
-            path: path.to_owned(),
-            detail: "log_id is not a log id".to_owned(),
-        });
-    }
-    Ok(Some(checkpoint))
-}
-
-impl CheckpointStore for FileCheckpoint {
-    fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        read_checkpoint(&self.path)
-    }
-
-    fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let tmp = beside(&self.path, ".tmp");
-        let text = serde_json::to_vec(checkpoint).map_err(|e| CheckpointError::Corrupt {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(&text).map_err(io_error(&tmp))?;
-        file.sync_all().map_err(io_error(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(io_error(&self.path))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The rename is durable once the directory is.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_error(dir))?;
-        }
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-}
-
-/// Appends dead-lettered logs (one JSON object a line, fsynced) next to the checkpoint.
-pub struct DeadLetterFile {
-    path: PathBuf,
-}
-
-impl DeadLetterFile {
-    pub fn new(path: PathBuf) -> DeadLetterFile {
-        DeadLetterFile { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn append(&self, log: &Value, rejected: &Rejected) -> Result<(), CheckpointError> {
-        let line = serde_json::json!({
-            "reason": rejected.reason(),
-            "error": rejected.error,
-            "log_id": log_id_of(log),
-            "log": log,
-        });
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io_error(&self.path))?;
-        file.write_all(&bytes).map_err(io_error(&self.path))?;
-        file.sync_data().map_err(io_error(&self.path))
-    }
-}
+use super::*;
 
 /// Why a reader stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -438,13 +102,13 @@ impl LogsReader {
         self
     }
 
-    fn failed(&self, said: &str) {
+    pub(super) fn failed(&self, said: &str) {
         if let Some(status) = &self.status {
             status.failed(said);
         }
     }
 
-    fn healthy(&self) {
+    pub(super) fn healthy(&self) {
         if let Some(status) = &self.status {
             status.healthy();
         }
@@ -472,7 +136,7 @@ impl LogsReader {
         }
     }
 
-    fn reader(&self) -> &'static str {
+    pub(super) fn reader(&self) -> &'static str {
         self.settings.role.as_str()
     }
 
@@ -831,7 +495,7 @@ impl LogsReader {
 
     /// Takes a batch through the pipeline (per-user order, users in parallel). `Ok(true)` when
     /// every event reached a final verdict and the dead letters are written.
-    async fn process(
+    pub(super) async fn process(
         &self,
         batch: &[Value],
         summary: &mut ReaderSummary,
@@ -975,168 +639,5 @@ async fn sleep_or_stop(duration: Duration, shutdown: &Shutdown) {
     tokio::select! {
         _ = tokio::time::sleep(duration) => {}
         _ = shutdown.wait() => {}
-    }
-}
-
-/// Reads the stream's status now and every `every` until `shutdown`: `log_stream_active{stream}`
-/// 1 when `active`, 0 otherwise (and when it cannot be read), with a warning naming the
-/// status. A read that fails (a missing `read:log_streams`, an unknown id, no answer) is
-/// reported through `status` (logged, counted, `/readyz` degraded) and tried again at the
-/// next check; the next read that works clears it.
-pub async fn watch_log_stream(
-    api: Arc<LogsApi>,
-    stream_id: String,
-    every: Duration,
-    metrics: Arc<Metrics>,
-    status: HelperStatus,
-    shutdown: Shutdown,
-) {
-    let mut last: Option<String> = None;
-    let mut warned = None;
-    loop {
-        let read = tokio::select! {
-            read = api.log_stream(&stream_id) => read,
-            _ = shutdown.wait() => return,
-        };
-        match read {
-            Ok(stream) => {
-                status.healthy();
-                warned = report_stream_status(
-                    &metrics,
-                    &stream_id,
-                    &stream.name,
-                    &stream.status,
-                    last.as_deref(),
-                    warned,
-                );
-                last = Some(stream.status);
-            }
-            Err(err) => {
-                metrics
-                    .log_stream_active
-                    .with_label_values(&[&stream_id])
-                    .set(0);
-                metrics
-                    .auth0_logs_read_errors
-                    .with_label_values(&["health"])
-                    .inc();
-                status.failed(&format!(
-                    "the status of log stream {stream_id} cannot be read: {err}"
-                ));
-                last = Some(String::new());
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait() => return,
-        }
-    }
-}
-
-/// While a stream stays inactive, the warning is repeated this often (not at every read).
-const STATUS_WARNING_REPEAT: Duration = Duration::from_secs(600);
-
-/// Sets the gauge and logs a change (a warning naming the status when not active, repeated
-/// every 10 minutes while it lasts). Returns when the last warning was logged.
-fn report_stream_status(
-    metrics: &Metrics,
-    id: &str,
-    name: &str,
-    status: &str,
-    previous: Option<&str>,
-    warned: Option<std::time::Instant>,
-) -> Option<std::time::Instant> {
-    let active = status == "active";
-    metrics
-        .log_stream_active
-        .with_label_values(&[id])
-        .set(i64::from(active));
-    if active {
-        if previous.is_some_and(|p| p != "active") {
-            tracing::info!(stream = id, name, "the log stream is active again");
-        }
-        return None;
-    }
-    let changed = previous != Some(status);
-    if !changed && warned.is_some_and(|at| at.elapsed() < STATUS_WARNING_REPEAT) {
-        return warned;
-    }
-    tracing::warn!(
-        stream = id,
-        name,
-        status,
-        "the log stream is not active: Auth0 is not delivering it (a stream failing for 7 days is paused and must be resumed by hand: Dashboard → Monitoring → Streams); the backstop, if configured, gives the users their roles meanwhile"
-    );
-    Some(std::time::Instant::now())
-}
-
-/// Management API calls a reader spends per hour for `events_per_hour` tenant log events:
-/// one call per `take` events, plus one poll per `poll_interval` when caught up.
-pub fn calls_per_hour(events_per_hour: f64, take: usize, poll_interval: Duration) -> f64 {
-    let pages = (events_per_hour.max(0.0) / take.clamp(1, MAX_TAKE) as f64).ceil();
-    let polls = 3600.0 / poll_interval.as_secs_f64().max(0.001);
-    pages + polls
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_parses_the_four_forms() {
-        let at = |secs: u64| {
-            Some(Start::At(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
-            ))
-        };
-        assert_eq!(Start::parse("2026-11-23T10:00:00Z"), at(1_795_428_000));
-        assert_eq!(Start::parse("2026-11-23T12:00:00+02:00"), at(1_795_428_000));
-        assert_eq!(
-            Start::parse("2026-11-23T10:00:00.5Z"),
-            Some(Start::At(
-                SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_428_000_500)
-            ))
-        );
-        assert_eq!(Start::parse("2026-11-23"), None);
-        assert_eq!(Start::parse("1969-12-31T23:59:59Z"), None);
-        assert_eq!(Start::parse("2026-13-01T00:00:00Z"), None);
-        assert_eq!(Start::parse("earliest"), Some(Start::Earliest));
-        assert_eq!(Start::parse(" latest "), Some(Start::Latest));
-        assert_eq!(
-            Start::parse("900201"),
-            Some(Start::After("900201".to_owned()))
-        );
-        assert_eq!(Start::parse("yesterday"), None);
-        assert_eq!(Start::parse(""), None);
-    }
-
-    #[test]
-    fn a_checkpoint_is_saved_atomically_and_a_second_reader_is_refused() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("cp.json");
-        let store = FileCheckpoint::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.load().ok().flatten(), None);
-        let checkpoint = Checkpoint {
-            log_id: "900".to_owned(),
-            date: Some("2026-11-23T00:00:00.000Z".to_owned()),
-        };
-        store.save(&checkpoint).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.load().ok().flatten(), Some(checkpoint.clone()));
-        assert!(!beside(&path, ".tmp").exists());
-        assert!(matches!(
-            FileCheckpoint::open(&path),
-            Err(CheckpointError::Locked { .. })
-        ));
-        drop(store);
-        let again = FileCheckpoint::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(again.load().ok().flatten(), Some(checkpoint));
-        std::fs::write(&path, "{not json").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(again.load(), Err(CheckpointError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn calls_per_hour_are_pages_plus_polls() {
-        let calls = calls_per_hour(10_000.0, 100, Duration::from_secs(10));
-        assert_eq!(calls, 100.0 + 360.0);
     }
 }

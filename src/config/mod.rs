@@ -17,9 +17,9 @@ pub use crate::settings::{
 };
 pub use crate::source::auth0_logs::LogsSettings;
 use crate::source::auth0_logs::{Role, Start};
-pub use crate::source::ingest::{IngestMode, IngestSettings, WEBHOOK_TOKEN_ENV};
 pub use crate::source::kafka::{KafkaSettings, DEFAULT_GROUP_ID};
 pub use crate::source::sqs::SqsSettings;
+pub use crate::source::webhook::{IngestMode, IngestSettings, WEBHOOK_TOKEN_ENV};
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
