@@ -1,19 +1,32 @@
 //! `run` and `ingest`: build the application, then consume until SIGTERM/SIGINT.
 
-use super::{exit_status, ConfigArg};
+use super::{ConfigArg, ExitStatus, LoadError};
 use crate::app::{self, App, StartError};
 use crate::config::process_env;
 use crate::shutdown::Shutdown;
 
-pub async fn run(args: &ConfigArg, command: app::Command) -> u8 {
-    let config = match args.load() {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let served: Result<u8, StartError> =
-        match App::build(&config, command, &process_env, Shutdown::on_signals()).await {
-            Ok(app) => app.run().await.map(|()| 0),
-            Err(err) => Err(err),
-        };
-    exit_status(served)
+/// Why the service did not start, or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl ExitStatus for ServeError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Load(err) => err.exit_code(),
+            ServeError::Start(err) => err.exit_code(),
+        }
+    }
+}
+
+/// Runs `run` or `ingest` until the shutdown.
+pub async fn run(args: &ConfigArg, command: app::Command) -> Result<u8, ServeError> {
+    let config = args.load()?;
+    let app = App::build(&config, command, &process_env, Shutdown::on_signals()).await?;
+    app.run().await?;
+    Ok(0)
 }

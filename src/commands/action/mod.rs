@@ -1,8 +1,10 @@
-//! `action`: the post-login Action compiled from the policy, on stdout.
+//! `action`: the policy compiled into a post-login Action (Node 18+) on stdout, which puts the
+//! roles a first login gets into the very first token ([`compile`] is the compiler, pure).
 
-use super::{fail, ConfigArg};
-use crate::action::{self, ClaimNamespace};
-use crate::app::EXIT_CONFIG;
+pub mod compile;
+
+use super::{ConfigArg, ExitStatus, LoadError, EXIT_CONFIG};
+use compile::{ActionError, ClaimNamespace};
 
 #[derive(clap::Args)]
 pub struct ActionArgs {
@@ -14,28 +16,33 @@ pub struct ActionArgs {
     pub claim_namespace: String,
 }
 
-/// A bad namespace or a rule it cannot compile exits 2 like any config error.
-pub fn run(args: &ActionArgs) -> u8 {
-    let namespace = match ClaimNamespace::parse(&args.claim_namespace) {
-        Ok(namespace) => namespace,
-        Err(err) => return fail(err, EXIT_CONFIG),
-    };
-    let config = match args.config.load() {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let source = args.config.config.display().to_string();
-    match action::compile(&config.policy, &namespace, &source) {
-        Ok(code) => {
-            print!("{code}");
-            for rule in action::rules_left_to_service(&config.policy) {
-                eprintln!(
-                    "note: rule \"{}\" fires on no login (only on email_verified): the Action leaves it to the service",
-                    rule.name
-                );
-            }
-            0
-        }
-        Err(err) => fail(err, EXIT_CONFIG),
+/// Why no Action was printed: a bad configuration, namespace or rule, all exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionCommandError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Compile(#[from] ActionError),
+}
+
+impl ExitStatus for ActionCommandError {
+    fn exit_code(&self) -> u8 {
+        EXIT_CONFIG
     }
+}
+
+/// Runs `action`: the Action on stdout, a note on stderr for each rule left to the service.
+pub fn run(args: &ActionArgs) -> Result<u8, ActionCommandError> {
+    let namespace = ClaimNamespace::parse(&args.claim_namespace)?;
+    let config = args.config.load()?;
+    let source = args.config.config.display().to_string();
+    let code = compile::compile(&config.policy, &namespace, &source)?;
+    print!("{code}");
+    for rule in compile::rules_left_to_service(&config.policy) {
+        eprintln!(
+            "note: rule \"{}\" fires on no login (only on email_verified): the Action leaves it to the service",
+            rule.name
+        );
+    }
+    Ok(0)
 }

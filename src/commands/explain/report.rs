@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{HistoryEntry, UserHistory};
+use crate::ledger::{HistoryEntry, UserHistory};
 use crate::policy::standing::{judge_standing, GrantVerdict, StandingGrant};
 use crate::policy::{Evaluation, Policy, Profile};
 
