@@ -32,6 +32,8 @@
 //!   failures logged, counted, degraded on `/readyz`, retried with backoff.
 
 #![forbid(unsafe_code)]
+// Input reaches the service from the network and files: no unwrap/expect outside tests.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
 pub mod commands;

@@ -3,6 +3,8 @@
 //! error is printed once, with its cause chain, by [`commands::exit_status`].
 
 #![forbid(unsafe_code)]
+// Input reaches the service from the network and files: no unwrap/expect outside tests.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::process::ExitCode;
 
