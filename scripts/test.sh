@@ -19,6 +19,11 @@ export TANSU_BIN
 MOTO_SERVER="$(bash scripts/install-moto.sh)"
 export MOTO_SERVER
 
+# The manifest tests validate deploy/ against the Kubernetes schemas offline: kubernetes-validate
+# (schemas bundled, no cluster, no kubectl) in a virtualenv created once beside moto's.
+KUBERNETES_VALIDATE_BIN="$(bash scripts/install-kubernetes-validate.sh)"
+export KUBERNETES_VALIDATE_BIN
+
 # The operations tests need Prometheus and promtool: Debian's package, installed once.
 PROMETHEUS_DIR="$(bash scripts/install-prometheus.sh)"
 export PROMETHEUS_BIN="$PROMETHEUS_DIR/prometheus" PROMTOOL_BIN="$PROMETHEUS_DIR/promtool"

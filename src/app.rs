@@ -9,6 +9,7 @@ use crate::config::{
     self, Config, IngestMode, IngestSettings, KafkaSettings, SourceSettings, SqsSettings,
 };
 use crate::dedup::Dedup;
+use crate::exit::{ExitStatus, EXIT_CONFIG};
 use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::mgmt::{self, MgmtError};
@@ -24,20 +25,25 @@ use crate::source::sqs::{self, SqsRunError};
 use crate::source::webhook::{self, IngestError};
 use crate::supervise::{self, Helpers};
 
-/// Exit status for usage and configuration errors.
-pub const EXIT_CONFIG: u8 = 2;
-/// Exit status when some events failed permanently (`replay`).
-pub const EXIT_FAILED: u8 = 3;
-
 /// Reads an environment variable (the process environment, or a test's map).
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Why the service could not start or stopped abnormally. Each knows its exit status.
+/// Why the service could not start or stopped abnormally. Each knows its exit status; each
+/// keeps its cause as its `source`, for the reporter at the edge to print the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The configuration cannot work (printed as is, exit 2).
+    /// The configuration cannot work (exit 2).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The sections cannot work together for this command (exit 2).
+    #[error(transparent)]
+    Wiring(#[from] WiringError),
+    /// The dead-letter topic cannot be written (exit 2): the Kafka client's own words.
     #[error("{0}")]
-    Config(String),
+    DeadLetterTopic(String),
+    /// The SQS source has no region (exit 2).
+    #[error(transparent)]
+    Sqs(#[from] SqsRunError),
     /// The Management API refused the credentials or lacks the policy's roles (exit 2), or
     /// failed otherwise (exit 1).
     #[error("{0}")]
@@ -53,15 +59,10 @@ pub enum StartError {
     Kafka(#[from] KafkaRunError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
-    #[error("replay failed: {0}")]
-    Replay(String),
-    #[error("reconcile: {0}")]
-    Reconcile(String),
-    /// The tenant's Logs API reader failed (its checkpoint cannot be written, exit 1).
-    #[error("{0}")]
-    Logs(String),
-    #[error("cannot write output: {0}")]
-    Output(#[from] std::io::Error),
+    /// The tenant's Logs API checkpoint is held by another reader (exit 2), or cannot be
+    /// read or written (exit 1).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// The ledger's URL or place cannot work (exit 2), or its database did not answer at
     /// start (exit 1).
     #[error("{0}")]
@@ -71,10 +72,14 @@ pub enum StartError {
     Stopped,
 }
 
-impl StartError {
-    pub fn exit_code(&self) -> u8 {
+impl ExitStatus for StartError {
+    fn exit_code(&self) -> u8 {
         match self {
             StartError::Config(_)
+            | StartError::Wiring(_)
+            | StartError::DeadLetterTopic(_)
+            | StartError::Sqs(SqsRunError::NoRegion)
+            | StartError::Checkpoint(CheckpointError::Locked { .. })
             | StartError::Mgmt(
                 MgmtError::Auth(_) | MgmtError::MissingRoles(_) | MgmtError::AmbiguousRoles(_),
             ) => EXIT_CONFIG,
@@ -85,18 +90,19 @@ impl StartError {
     }
 }
 
-impl From<config::ConfigError> for StartError {
-    fn from(err: config::ConfigError) -> Self {
-        StartError::Config(err.to_string())
-    }
-}
-
-impl From<SqsRunError> for StartError {
-    fn from(err: SqsRunError) -> Self {
-        match err {
-            SqsRunError::NoRegion => StartError::Config(err.to_string()),
-        }
-    }
+/// Sections that cannot work together for the command (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, type = \"sqs\" with an [sqs] section, or type = \"auth0_logs\" with an [auth0_logs] section (see config/example.toml)")]
+    NoSource,
+    #[error("`ingest` needs an [ingest] section (see config/example.toml)")]
+    NoIngest,
+    #[error("ingest.mode = \"kafka\" needs a [kafka] section with brokers and topic")]
+    BridgeWithoutKafka,
+    #[error("[backstop] runs beside a source that assigns (run with kafka or sqs, ingest in direct mode): the auth0_logs source needs none, and beside the Kafka bridge the backstop belongs in the `run` instance that consumes the topic")]
+    BackstopBesideNonAssigningSource,
+    #[error("[backstop] needs [auth0]")]
+    BackstopWithoutAuth0,
 }
 
 /// The long-running commands.
@@ -120,10 +126,7 @@ enum Source {
 fn open_checkpoint(
     settings: &LogsSettings,
 ) -> Result<(FileCheckpoint, DeadLetterFile), StartError> {
-    let store = FileCheckpoint::open(&settings.checkpoint_file).map_err(|err| match err {
-        CheckpointError::Locked { .. } => StartError::Config(err.to_string()),
-        other => StartError::Logs(other.to_string()),
-    })?;
+    let store = FileCheckpoint::open(&settings.checkpoint_file)?;
     let dead_letters = DeadLetterFile::new(store.dead_letter_path());
     Ok((store, dead_letters))
 }
@@ -232,30 +235,30 @@ impl App {
         {
             kafka::check_dead_letter_topic(kafka)
                 .await
-                .map_err(StartError::Config)?;
+                .map_err(StartError::DeadLetterTopic)?;
         }
         let backstop = match (&config.backstop, &pipeline) {
             (None, _) => None,
             (Some(_), _) if matches!(kind, SourceKind::Auth0Logs | SourceKind::KafkaBridge) => {
-                return Err(StartError::Config(
-                    "[backstop] runs beside a source that assigns (run with kafka or sqs, ingest in direct mode): the auth0_logs source needs none, and beside the Kafka bridge the backstop belongs in the `run` instance that consumes the topic".to_owned(),
-                ))
+                return Err(WiringError::BackstopBesideNonAssigningSource.into())
             }
             (Some(settings), Some(pipeline)) => {
                 let (store, dead_letters) = open_checkpoint(settings)?;
                 let Some(client) = pipeline.client() else {
-                    return Err(StartError::Config("[backstop] needs [auth0]".to_owned()));
+                    return Err(WiringError::BackstopWithoutAuth0.into());
                 };
                 watch_stream(settings, client, &metrics, &helpers, &shutdown);
                 tracing::info!(checkpoint = %settings.checkpoint_file.display(), lag_seconds = settings.lag.as_secs_f64(), rate_share = settings.rate_share, "backstop: reading the tenant's logs behind the stream");
-                Some(LogsReader::new(
-                    settings.clone(),
-                    LogsApi::auxiliary(client.clone(), settings.rate_share),
-                    Arc::new(pipeline.relabelled(SourceKind::Backstop)),
-                    Box::new(store),
-                    dead_letters,
+                Some(
+                    LogsReader::new(
+                        settings.clone(),
+                        LogsApi::auxiliary(client.clone(), settings.rate_share),
+                        Arc::new(pipeline.relabelled(SourceKind::Backstop)),
+                        Box::new(store),
+                        dead_letters,
+                    )
+                    .with_status(helpers.status("backstop", &metrics)),
                 )
-                .with_status(helpers.status("backstop", &metrics)))
             }
             (Some(_), None) => None,
         };
@@ -263,7 +266,7 @@ impl App {
             (Command::Run, Some(SourceSettings::Auth0Logs(settings)), Some(p)) => {
                 let (store, dead_letters) = open_checkpoint(settings)?;
                 let Some(client) = p.client().cloned() else {
-                    return Err(StartError::Config(NO_SOURCE.to_owned()));
+                    return Err(WiringError::NoSource.into());
                 };
                 watch_stream(settings, &client, &metrics, &helpers, &shutdown);
                 Source::Auth0Logs(Box::new(
@@ -283,7 +286,7 @@ impl App {
                 let (settings, state) = ingest_state(config, env, &health, &metrics, pipeline)?;
                 Source::Ingest(settings, state)
             }
-            _ => return Err(StartError::Config(NO_SOURCE.to_owned())),
+            _ => return Err(WiringError::NoSource.into()),
         };
         Ok(App {
             metrics,
@@ -420,8 +423,6 @@ async fn run_reader(
     .await;
 }
 
-const NO_SOURCE: &str = "`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, type = \"sqs\" with an [sqs] section, or type = \"auth0_logs\" with an [auth0_logs] section (see config/example.toml)";
-
 /// Which source a command runs with this configuration.
 fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartError> {
     match command {
@@ -429,14 +430,12 @@ fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartErr
             Some(SourceSettings::Kafka(_)) => Ok(SourceKind::Kafka),
             Some(SourceSettings::Sqs(_)) => Ok(SourceKind::Sqs),
             Some(SourceSettings::Auth0Logs(_)) => Ok(SourceKind::Auth0Logs),
-            None => Err(StartError::Config(NO_SOURCE.to_owned())),
+            None => Err(WiringError::NoSource.into()),
         },
         Command::Ingest => match config.ingest.as_ref().map(|i| i.mode) {
             Some(IngestMode::Kafka) => Ok(SourceKind::KafkaBridge),
             Some(IngestMode::Direct) => Ok(SourceKind::Http),
-            None => Err(StartError::Config(
-                "`ingest` needs an [ingest] section (see config/example.toml)".to_owned(),
-            )),
+            None => Err(WiringError::NoIngest.into()),
         },
     }
 }
@@ -450,9 +449,7 @@ fn ingest_state(
     pipeline: Option<Arc<Pipeline>>,
 ) -> Result<(IngestSettings, Arc<webhook::IngestState>), StartError> {
     let Some(settings) = config.ingest.clone() else {
-        return Err(StartError::Config(
-            "`ingest` needs an [ingest] section (see config/example.toml)".to_owned(),
-        ));
+        return Err(WiringError::NoIngest.into());
     };
     let token = settings.token(env)?;
     let backend = match (settings.mode, pipeline) {
@@ -466,10 +463,7 @@ fn ingest_state(
         }
         _ => {
             let Some(SourceSettings::Kafka(kafka)) = &config.source else {
-                return Err(StartError::Config(
-                    "ingest.mode = \"kafka\" needs a [kafka] section with brokers and topic"
-                        .to_owned(),
-                ));
+                return Err(WiringError::BridgeWithoutKafka.into());
             };
             let bridge = Arc::new(webhook::Bridge::new(kafka)?);
             bridge.spawn_readiness(Arc::clone(health));
@@ -544,48 +538,4 @@ pub async fn open_ledger(settings: &LedgerSettings) -> Result<Ledger, StartError
             }
         }
     }
-}
-
-/// What `replay` reads and writes.
-pub struct ReplayRequest<'a> {
-    pub mode: Mode,
-    pub inputs: &'a [crate::source::replay::Input],
-    pub output: crate::source::replay::Output,
-    pub concurrency: usize,
-    /// Show a large input's progress on stderr when it is a terminal (off when records go to
-    /// a terminal on stdout, where the spinner would garble them).
-    pub progress: bool,
-}
-
-/// `replay`: runs files or stdin through the pipeline (offline, dry run or live) and writes the
-/// records or the summary to `out`. Returns the exit status: 0, or 3 when some event failed.
-pub async fn replay(
-    config: &Config,
-    env: Env<'_>,
-    request: ReplayRequest<'_>,
-    out: &mut dyn std::io::Write,
-) -> Result<u8, StartError> {
-    use crate::source::replay;
-    let metrics = Arc::new(Metrics::new()?);
-    let pipeline = if request.mode == Mode::Offline {
-        let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
-        Pipeline::offline(processor, metrics, SourceKind::Replay)
-    } else {
-        connect(config, env, metrics, request.mode, SourceKind::Replay).await?
-    };
-    let summary = replay::run(
-        &pipeline,
-        request.inputs,
-        request.output,
-        request.concurrency,
-        request.progress,
-        out,
-    )
-    .await
-    .map_err(|err| StartError::Replay(err.to_string()))?;
-    Ok(if summary.has_failures() {
-        EXIT_FAILED
-    } else {
-        0
-    })
 }

@@ -2,21 +2,24 @@
 //! outside the login path.
 //!
 //! # Layout
-//! Dependencies flow one way: `app → source → pipeline → {policy, dedup, mgmt} → event`.
+//! Dependencies flow one way:
+//! `commands → app → source → pipeline → {policy, dedup, mgmt, ledger} → event`.
+//! - [`commands`]: one module per command of the binary (`check`, `action`, `serve` for
+//!   `run`/`ingest`, `demo`, `replay`, `reconcile`, `explain`, `sim`, `doctor`, `setup`), each
+//!   with its arguments, its `run` and its error type with its exit status; the one reporter
+//!   that prints an error's cause chain (`src/main.rs` parses and dispatches).
 //! - [`app`]: [`App::build`](app::App::build) wires config, metrics, health, endpoints, pipeline
-//!   and source once for `run`, `ingest`, `demo` and the tests; `replay`'s wiring.
-//! - [`cli`]: each command of the binary, its arguments and wiring (`src/main.rs` dispatches).
+//!   and source once for `run`, `ingest`, `demo` and the tests; its [`StartError`](app::StartError).
+//! - [`exit`]: the documented exit statuses and the trait each error maps itself onto them with.
 //! - [`shutdown`]: the one stop request every loop and background task waits on.
 //! - [`config`]: the TOML configuration and its validation (raw sections → settings).
 //! - [`settings`]: what config and the components share, below both: [`Secret`](settings::Secret),
 //!   the one secret reader, [`ConfigError`](settings::ConfigError).
-//! - [`check`]: the readable form of a configuration (`check`).
-//! - [`action`]: the policy compiled into a post-login Action (`action`), for the first token.
 //! - [`event`]: Auth0 log events and CloudEvents: the model, envelope detection, the one-pass
 //!   reader, trigger selection (pure).
 //! - [`policy`]: the default-role rules, the `[policy]` section read, their evaluation (pure).
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
-//! - [`ledger`]: what the service granted, revoked and failed (SQLite or PostgreSQL); `explain`.
+//! - [`ledger`]: what the service granted, revoked and failed (SQLite or PostgreSQL).
 //! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries, failing).
 //! - [`pipeline`]: the pure decisions, the outcome of each event and the verdict of each
 //!   delivery, profile reads, the roles written, the ledger link; `Pipeline::deliver`.
@@ -26,21 +29,21 @@
 //! - [`progress`]: the progress line of `reconcile` and `replay` (a spinner on a terminal).
 //! - [`metrics`]: the Prometheus metrics, each declared once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report.
-//! - [`demo`]: the `demo` command (mock Kafka cluster + simulator + the real `run` path).
-//! - [`generate`]: a reproducible Auth0 log stream with known expected roles.
-//! - [`sim_command`]: the `sim` command (the simulator of `crates/mgmt-sim` as a stand-in tenant).
+//! - [`generate`]: a reproducible Auth0 log stream with known expected roles (`demo`, benches).
+//! - [`reconcile`]: the engine of the `reconcile` command (export, memberships, writes).
 //! - [`supervise`]: helper tasks beside the source (the backstop, the log stream's watcher):
 //!   failures logged, counted, degraded on `/readyz`, retried with backoff.
 
-pub mod action;
+#![forbid(unsafe_code)]
+// Input reaches the service from the network and files: no unwrap/expect outside tests.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod app;
-pub mod check;
-pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod dedup;
-pub mod demo;
-pub mod doctor;
 pub mod event;
+pub mod exit;
 pub mod generate;
 pub mod ledger;
 pub mod metrics;
@@ -51,8 +54,6 @@ pub mod progress;
 pub mod reconcile;
 pub mod server;
 pub mod settings;
-pub mod setup;
 pub mod shutdown;
-pub mod sim_command;
 pub mod source;
 pub mod supervise;

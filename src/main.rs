@@ -1,18 +1,18 @@
 //! The `auth0-default-roles` command line: parses arguments and dispatches to the command's
-//! module in the library ([`cli`](auth0_default_roles::cli)), which wires it and gives its
-//! exit status.
+//! module in the library ([`commands`](auth0_default_roles::commands)), which runs it; an
+//! error is printed once, with its cause chain, by [`commands::exit_status`].
+
+#![forbid(unsafe_code)]
+// Input reaches the service from the network and files: no unwrap/expect outside tests.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use auth0_default_roles::app;
-use auth0_default_roles::cli::{self, ConfigArg};
+use auth0_default_roles::commands::{self, exit_status, ConfigArg};
 use auth0_default_roles::config::process_env;
-use auth0_default_roles::demo::DemoOptions;
-use auth0_default_roles::doctor::{self, DoctorArgs};
-use auth0_default_roles::setup::{self, SetupArgs};
-use auth0_default_roles::sim_command::SimArgs;
 
 #[derive(Parser)]
 #[command(
@@ -40,7 +40,7 @@ enum Command {
     Check(ConfigArg),
     /// Print a post-login Action (JavaScript, Node 18+) compiled from the policy: it puts the
     /// roles a first login gets into the very first token, before the service assigns them.
-    Action(cli::action::ActionArgs),
+    Action(commands::action::ActionArgs),
     /// Run the service: consume the configured source ([source] with [kafka] or [sqs]) and
     /// assign roles until SIGTERM/SIGINT; serves /metrics, /healthz and /readyz on [metrics] listen.
     Run(ConfigArg),
@@ -49,23 +49,23 @@ enum Command {
     Ingest(ConfigArg),
     /// See the service work in a minute, with nothing installed: an in-process Kafka cluster,
     /// the Management API simulator, a generated stream and the demo policy.
-    Demo(DemoOptions),
+    Demo(commands::demo::DemoOptions),
     /// Run events from files or stdin through the policy (backfill, dry runs).
-    Replay(cli::replay::ReplayArgs),
+    Replay(commands::replay::ReplayArgs),
     /// Bring every existing user in line with the policy: list who exists (a users-export
     /// job, or --users FILE) and what they hold, then print the missing roles (plan, the
     /// default) or add them (--apply).
-    Reconcile(cli::reconcile::ReconcileArgs),
+    Reconcile(commands::reconcile::ReconcileArgs),
     /// Why a user holds the roles this service gave: every grant and revocation in the
     /// ledger ([ledger] url), any standing failure, and what the policy gives them now.
-    Explain(cli::explain::ExplainArgs),
+    Explain(commands::explain::ExplainArgs),
     /// Run the Management API simulator (a stand-in tenant for trying the service).
-    Sim(SimArgs),
+    Sim(commands::sim::SimArgs),
     /// Check the tenant and the source before the service runs: a checklist with each fix;
     /// exit 0 when the service can run, 2 naming each problem.
-    Doctor(DoctorArgs),
+    Doctor(commands::doctor::DoctorArgs),
     /// One-time changes to the tenant (`setup log-stream`).
-    Setup(SetupArgs),
+    Setup(commands::setup::SetupArgs),
 }
 
 impl Command {
@@ -105,19 +105,21 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Runs the command; gives its exit status.
+/// Runs the command; gives its exit status (an error reported with its cause chain).
 async fn dispatch(command: Command) -> u8 {
     match command {
-        Command::Check(args) => cli::check::run(&args),
-        Command::Action(args) => cli::action::run(&args),
-        Command::Run(args) => cli::serve::run(&args, app::Command::Run).await,
-        Command::Ingest(args) => cli::serve::run(&args, app::Command::Ingest).await,
-        Command::Demo(options) => cli::demo::run(options).await,
-        Command::Replay(args) => cli::replay::run(&args).await,
-        Command::Reconcile(args) => cli::reconcile::run(args).await,
-        Command::Explain(args) => cli::explain::run(&args).await,
-        Command::Sim(args) => cli::sim::run(args).await,
-        Command::Doctor(args) => doctor::run(args, &process_env).await,
-        Command::Setup(args) => setup::run(args, &process_env).await,
+        Command::Check(args) => exit_status(commands::check::run(&args)),
+        Command::Action(args) => exit_status(commands::action::run(&args)),
+        Command::Run(args) => exit_status(commands::serve::run(&args, app::Command::Run).await),
+        Command::Ingest(args) => {
+            exit_status(commands::serve::run(&args, app::Command::Ingest).await)
+        }
+        Command::Demo(options) => exit_status(commands::demo::run(options).await),
+        Command::Replay(args) => exit_status(commands::replay::run(&args).await),
+        Command::Reconcile(args) => exit_status(commands::reconcile::run(args).await),
+        Command::Explain(args) => exit_status(commands::explain::run(&args).await),
+        Command::Sim(args) => exit_status(commands::sim::run(args).await),
+        Command::Doctor(args) => commands::doctor::run(args, &process_env).await,
+        Command::Setup(args) => commands::setup::run(args, &process_env).await,
     }
 }

@@ -3,10 +3,9 @@
 //! asks it before granting (a role it granted is never granted again) and writes to it after
 //! the Management API accepted a grant; `explain` reads it.
 //!
-//! [`Ledger`] is the API; [`store`] holds the SQL of both backends, [`explain`] the `explain`
-//! report, [`fault`] the service-fault state the pipeline and `/readyz` read.
+//! [`Ledger`] is the API; [`store`] holds the SQL of both backends, [`fault`] the service-fault
+//! state the pipeline and `/readyz` read (the `explain` report is `commands::explain::report`).
 
-pub mod explain;
 pub mod fault;
 pub mod link;
 mod store;

@@ -41,7 +41,8 @@ pub enum ExportError {
     /// about a minute): the job, readable for a day, gives a fresh one.
     #[error("the export's location refused the download (HTTP {0}): its pre-signed URL expired")]
     LocationExpired(u16),
-    #[error("cannot read {path}: {source}")]
+    /// The file system's words are the `source`, printed by the reporter at the edge.
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -4,6 +4,7 @@
 //! (user, role) pairs (plan) or adds them with bulk calls (`--apply`), resumable through
 //! `--state FILE`.
 
+mod error;
 pub mod export;
 pub mod members;
 pub mod organizations;
@@ -12,6 +13,7 @@ pub mod state;
 mod summary;
 mod writers;
 
+pub use error::ReconcileError;
 pub use summary::Summary;
 pub(crate) use writers::is_service_fault;
 use writers::{rule_giving, Writers};
@@ -24,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::app::{Env, StartError, EXIT_FAILED};
+use crate::app::Env;
 use crate::config::Config;
+use crate::exit::EXIT_FAILED;
 use crate::metrics::Metrics;
 use crate::mgmt::{ClientSettings, MgmtClient, MgmtError, RoleDirectory};
 use crate::policy::standing::StandingGrant;
@@ -122,11 +125,11 @@ pub async fn run(
     shutdown: Shutdown,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<u8, StartError> {
+) -> Result<u8, ReconcileError> {
     let started = Instant::now();
     let mut auth0 = config.require_auth0()?.clone();
     let (rate, burst) = share_rate(auth0.requests_per_second, auth0.burst, request.rate_share)
-        .map_err(StartError::Config)?;
+        .map_err(ReconcileError::RateShare)?;
     auth0.requests_per_second = rate;
     auth0.burst = burst;
     auth0.auto_share = auth0.auto_share.map(|share| share * request.rate_share);
@@ -136,15 +139,12 @@ pub async fn run(
         } else {
             "--restore"
         };
-        return Err(StartError::Config(format!(
-            "reconcile {flag} needs a ledger of what this service granted: set [ledger] url (see docs/ledger.md)"
-        )));
+        return Err(ReconcileError::NeedsLedger { flag });
     }
     let secret = auth0.client_secret(env)?;
     let policy: &Policy = &config.policy;
     let metrics = Arc::new(Metrics::new()?);
-    let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)
-        .map_err(StartError::Mgmt)?;
+    let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)?;
     client.give_up_after(Some(auth0.give_up_after));
     // Organization member role writes: the same share of their own bucket.
     let (org_rate, org_burst) = share_rate(
@@ -152,11 +152,11 @@ pub async fn run(
         auth0.organization_roles_burst,
         request.rate_share,
     )
-    .map_err(StartError::Config)?;
+    .map_err(ReconcileError::RateShare)?;
     client.set_organization_limit((org_rate as u32).max(1), org_burst);
     let directory = Arc::new(
         or_stop(&shutdown, async {
-            client.ensure_token().await.map_err(StartError::Mgmt)?;
+            client.ensure_token().await?;
             if request.apply {
                 require_write_scope(&client).await?;
                 if request.revoke {
@@ -164,13 +164,9 @@ pub async fn run(
                 }
             }
             if policy.uses_organizations() {
-                organizations::require_scopes(&client, request.apply)
-                    .await
-                    .map_err(StartError::Mgmt)?;
+                organizations::require_scopes(&client, request.apply).await?;
             }
-            RoleDirectory::resolve(&client, policy.role_names())
-                .await
-                .map_err(StartError::Mgmt)
+            Ok(RoleDirectory::resolve(&client, policy.role_names()).await?)
         })
         .await?,
     );
@@ -180,7 +176,7 @@ pub async fn run(
             or_stop(&shutdown, async {
                 Ledger::open(settings, "reconcile")
                     .await
-                    .map_err(|e| StartError::Config(e.to_string()))
+                    .map_err(ReconcileError::OpenLedger)
             })
             .await?,
         ),
@@ -196,15 +192,14 @@ pub async fn run(
 
     let (mut journal, resume) = match (&request.state, request.apply) {
         (Some(path), true) => {
-            let (mut journal, resume) =
-                Journal::open(path).map_err(|e| StartError::Config(e.to_string()))?;
+            let (mut journal, resume) = Journal::open(path).map_err(ReconcileError::OpenState)?;
             match resume.as_ref().and_then(|r| r.tenant.as_deref()) {
                 Some(tenant) if !tenant.eq_ignore_ascii_case(&auth0.domain) => {
-                    return Err(StartError::Config(format!(
-                        "state file {} belongs to an unfinished apply on tenant {tenant}, not {}: give another --state file (or delete it to start over)",
-                        path.display(),
-                        auth0.domain
-                    )));
+                    return Err(ReconcileError::OtherTenant {
+                        path: path.clone(),
+                        tenant: tenant.to_owned(),
+                        domain: auth0.domain.clone(),
+                    });
                 }
                 Some(_) => {}
                 None if resume.is_some() => {}
@@ -212,7 +207,7 @@ pub async fn run(
                     .record(&Entry::Tenant {
                         domain: auth0.domain.clone(),
                     })
-                    .map_err(|e| StartError::Reconcile(e.to_string()))?,
+                    .map_err(ReconcileError::State)?,
             }
             (Some(journal), resume)
         }
@@ -239,8 +234,9 @@ pub async fn run(
     let (export_path, job) = match (&request.users, kept_export) {
         (Some(path), _) => {
             // Unreadable: say so now, not after minutes of membership listing.
-            std::fs::File::open(path).map_err(|e| {
-                StartError::Reconcile(format!("cannot read {}: {e}", path.display()))
+            std::fs::File::open(path).map_err(|source| ReconcileError::ReadUsers {
+                path: path.clone(),
+                source,
             })?;
             summary.source = path.display().to_string();
             (Some(path.clone()), None)
@@ -260,7 +256,7 @@ pub async fn run(
         let pending = ledger
             .pending_revocations()
             .await
-            .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+            .map_err(ReconcileError::Ledger)?;
         summary.pending_revocations = pending.len() as u64;
         if request.apply && !pending.is_empty() {
             if !request.revoke {
@@ -277,7 +273,7 @@ pub async fn run(
                     Output::Jsonl => summary.write_to(err)?,
                 }
                 return match summary.stopped_with.take() {
-                    Some(stopped) => Err(StartError::Reconcile(stopped)),
+                    Some(stopped) => Err(ReconcileError::Stopped(stopped)),
                     None => Ok(1),
                 };
             }
@@ -285,7 +281,7 @@ pub async fn run(
                 ledger
                     .pending_revocations()
                     .await
-                    .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?
+                    .map_err(ReconcileError::Ledger)?
                     .into_iter()
                     .map(|p| (p.user_id, p.role_id)),
             );
@@ -312,9 +308,7 @@ pub async fn run(
     let mut org_pass = match policy.uses_organizations() {
         true => Some(
             or_stop(&shutdown, async {
-                organizations::OrganizationPass::list(&client)
-                    .await
-                    .map_err(StartError::Mgmt)
+                Ok(organizations::OrganizationPass::list(&client).await?)
             })
             .await?,
         ),
@@ -334,11 +328,7 @@ pub async fn run(
                         .prefix("auth0-default-roles-export-")
                         .suffix(".json.gz")
                         .tempfile()
-                        .map_err(|e| {
-                            StartError::Reconcile(format!(
-                                "cannot create a temporary file for the export: {e}"
-                            ))
-                        })?
+                        .map_err(ReconcileError::TempFile)?
                         .into_temp_path();
                     let path = temp.to_path_buf();
                     temp_export = Some(temp);
@@ -358,14 +348,14 @@ pub async fn run(
                         export: to.clone(),
                         job: Some(job_id),
                     })
-                    .map_err(|e| StartError::Reconcile(e.to_string()))?;
+                    .map_err(ReconcileError::State)?;
             }
             to
         }
         (None, None) => unreachable_export()?,
     };
 
-    let reader = export::open(&export_path).map_err(|e| StartError::Reconcile(e.to_string()))?;
+    let reader = export::open(&export_path)?;
     let mut users = Users::new(reader);
     let jsonl = request.output == Output::Jsonl;
     let batch_max = auth0.batch_max_users.max(1);
@@ -396,9 +386,7 @@ pub async fn run(
         }
         if chunk.is_empty() {
             while chunk.len() < LEDGER_CHUNK {
-                let next = users
-                    .next_user()
-                    .map_err(|e| StartError::Reconcile(format!("cannot read the export: {e}")))?;
+                let next = users.next_user().map_err(ReconcileError::ReadExport)?;
                 match next {
                     None => break,
                     Some(Ok(user)) => chunk.push_back(user),
@@ -412,15 +400,12 @@ pub async fn run(
             }
             if let (Some(ledger), false) = (&ledger, chunk.is_empty()) {
                 let ids: Vec<&str> = chunk.iter().map(|u| u.user_id.as_str()).collect();
-                standing = ledger
-                    .granted(&ids)
-                    .await
-                    .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+                standing = ledger.granted(&ids).await.map_err(ReconcileError::Ledger)?;
                 if org_pass.is_some() {
                     member_removals = ledger
                         .member_role_removals_of(&ids)
                         .await
-                        .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+                        .map_err(ReconcileError::Ledger)?;
                 }
             }
         }
@@ -616,7 +601,7 @@ pub async fn run(
     if let (Some(journal), false) = (&mut journal, summary.interrupted) {
         journal
             .record(&Entry::Done)
-            .map_err(|e| StartError::Reconcile(e.to_string()))?;
+            .map_err(ReconcileError::State)?;
         // Finished: a next run starts over with a new export, so this copy of every user's
         // email address has no use left.
         let kept = journal.export_path();
@@ -640,15 +625,13 @@ pub async fn run(
     }
     out.flush()?;
     if let Some(err) = summary.stopped_by.take() {
-        return Err(StartError::Mgmt(err));
+        return Err(ReconcileError::Mgmt(err));
     }
     if let Some(err) = summary.stopped_with.take() {
-        return Err(StartError::Reconcile(err));
+        return Err(ReconcileError::Stopped(err));
     }
     if let Some((planned, max)) = summary.revocations_refused {
-        return Err(StartError::Config(format!(
-            "{planned} (user, role) pairs to take back, more than --max-revocations {max}: none was removed (the roles to add were added); check the plan with --revoke --output jsonl, then raise --max-revocations"
-        )));
+        return Err(ReconcileError::TooManyRevocations { planned, max });
     }
     Ok(if summary.interrupted {
         1
@@ -662,34 +645,23 @@ pub async fn run(
 /// `work`, unless a stop signal comes first (before any write: nothing to resume).
 async fn or_stop<T>(
     shutdown: &Shutdown,
-    work: impl std::future::Future<Output = Result<T, StartError>>,
-) -> Result<T, StartError> {
+    work: impl std::future::Future<Output = Result<T, ReconcileError>>,
+) -> Result<T, ReconcileError> {
     tokio::select! {
         result = work => result,
-        _ = shutdown.wait() => Err(StartError::Reconcile(
-            "interrupted before any role was written".to_owned(),
-        )),
+        _ = shutdown.wait() => Err(ReconcileError::Interrupted),
     }
 }
 
-fn unreachable_export() -> Result<PathBuf, StartError> {
-    Err(StartError::Reconcile(
-        "no export: neither --users nor an export job".to_owned(),
-    ))
-}
-
-fn export_error(err: ExportError) -> StartError {
-    match err {
-        ExportError::Mgmt(err) => StartError::Mgmt(err),
-        other => StartError::Reconcile(other.to_string()),
-    }
+fn unreachable_export() -> Result<PathBuf, ReconcileError> {
+    Err(ReconcileError::NoExport)
 }
 
 /// `--apply` adds role members: without `create:role_members` (or the broader `update:roles`)
 /// every write would be refused and, once the run serves, wait. A token that lists its scopes
 /// and lacks both stops the run here (exit 2), before any listing.
-async fn require_write_scope(client: &MgmtClient) -> Result<(), StartError> {
-    let Some(scopes) = client.granted_scopes().await.map_err(StartError::Mgmt)? else {
+async fn require_write_scope(client: &MgmtClient) -> Result<(), ReconcileError> {
+    let Some(scopes) = client.granted_scopes().await? else {
         return Ok(());
     };
     if scopes
@@ -698,15 +670,15 @@ async fn require_write_scope(client: &MgmtClient) -> Result<(), StartError> {
     {
         return Ok(());
     }
-    Err(StartError::Mgmt(MgmtError::Auth(
+    Err(ReconcileError::Mgmt(MgmtError::Auth(
         "the application is not granted create:role_members, which --apply needs to add role members (grant it: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications; run without --apply to plan)".to_owned(),
     )))
 }
 
 /// Creates the users-export job (before the service serves: a missing scope stops here with
 /// exit 2 and the advice).
-async fn start_job(client: &MgmtClient) -> Result<String, StartError> {
-    export::create_job(client).await.map_err(export_error)
+async fn start_job(client: &MgmtClient) -> Result<String, ReconcileError> {
+    Ok(export::create_job(client).await?)
 }
 
 /// Waits for the job and downloads its file to `to`; returns the bytes downloaded.
@@ -716,7 +688,7 @@ async fn finish_job(
     job_id: &str,
     to: &std::path::Path,
     progress: &mut Progress,
-) -> Result<u64, StartError> {
+) -> Result<u64, ReconcileError> {
     // The location is pre-signed for about a minute; the job stays readable for a day, so an
     // expired location is replaced by asking the job again.
     let mut renewals = 0;
@@ -727,8 +699,7 @@ async fn finish_job(
                 None => format!("export job {status}"),
             });
         })
-        .await
-        .map_err(export_error)?;
+        .await?;
         match export::download(&location, to, 5, |bytes| {
             progress.update(|| format!("downloading the export: {bytes} bytes"));
         })
@@ -738,7 +709,7 @@ async fn finish_job(
                 renewals += 1;
                 tracing::warn!(job = %job_id, status, renewals, "the export's location expired; asking the job for a fresh one");
             }
-            other => return other.map_err(export_error),
+            other => return Ok(other?),
         }
     }
 }
@@ -751,7 +722,7 @@ async fn list_memberships(
     role_ids: &BTreeMap<String, String>,
     resume: &Resume,
     progress: &mut Progress,
-) -> Result<Memberships, StartError> {
+) -> Result<Memberships, ReconcileError> {
     let mut memberships = Memberships::default();
     let mut listed = 0usize;
     for (name, id) in role_ids {
@@ -759,8 +730,7 @@ async fn list_memberships(
         let mut fingerprints = members::list_role(client, id, |n| {
             progress.update(|| format!("listing role members: {} ({name})", base + n));
         })
-        .await
-        .map_err(StartError::Mgmt)?;
+        .await?;
         listed += fingerprints.len();
         // Journaled batches of this role, unless the role was deleted and created again since
         // (a new id: its members lost it with the old one).
@@ -777,8 +747,7 @@ async fn list_memberships(
         let policy_ids: BTreeSet<&String> = role_ids.values().collect();
         let mut others = Vec::new();
         for (_, id) in members::all_roles(client)
-            .await
-            .map_err(StartError::Mgmt)?
+            .await?
             .into_iter()
             .filter(|(_, id)| !policy_ids.contains(id))
         {
@@ -786,8 +755,7 @@ async fn list_memberships(
             let listed_role = members::list_role(client, &id, |n| {
                 progress.update(|| format!("listing members of other roles: {}", base + n));
             })
-            .await
-            .map_err(StartError::Mgmt)?;
+            .await?;
             others.extend(listed_role);
         }
         memberships.others = Some(UserSet::from_fingerprints(others));

@@ -9,8 +9,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::members::{self, Memberships, UserSet};
+use super::ReconcileError;
 use super::{is_service_fault, Summary, FAILED_SHOWN, WRITERS};
-use crate::app::StartError;
 use crate::ledger::{Ledger, Revocation};
 use crate::mgmt::{MgmtClient, MgmtError};
 use crate::policy::standing::{judge_standing, GrantVerdict, StandingGrant};
@@ -84,12 +84,12 @@ pub(super) async fn list_ledger_roles(
     role_ids: &BTreeMap<String, String>,
     memberships: &mut Memberships,
     progress: &mut Progress,
-) -> Result<(), StartError> {
+) -> Result<(), ReconcileError> {
     let policy_ids: BTreeSet<&String> = role_ids.values().collect();
     let roles = ledger
         .standing_roles()
         .await
-        .map_err(|e| StartError::Reconcile(format!("the ledger: {e}")))?;
+        .map_err(ReconcileError::Ledger)?;
     for (role_id, name) in roles {
         if policy_ids.contains(&role_id) {
             continue;
@@ -104,7 +104,7 @@ pub(super) async fn list_ledger_roles(
                 tracing::info!(role = %name, role_id = %role_id, "a role the ledger granted no longer exists: nothing to take back");
                 Vec::new()
             }
-            Err(err) => return Err(StartError::Mgmt(err)),
+            Err(err) => return Err(ReconcileError::Mgmt(err)),
         };
         memberships
             .by_role_id
@@ -131,7 +131,7 @@ pub(super) async fn apply_removals(
     shutdown: &Shutdown,
     summary: &mut Summary,
     finishing: bool,
-) -> Result<(), StartError> {
+) -> Result<(), ReconcileError> {
     let mut tasks: JoinSet<RemovalDone> = JoinSet::new();
     let mut pending = removals.into_iter();
     loop {
@@ -149,9 +149,7 @@ pub(super) async fn apply_removals(
         let Some(joined) = tasks.join_next().await else {
             break;
         };
-        let (user, planned, result, fatal) = joined.map_err(|e| {
-            StartError::Reconcile(format!("a removal's task ended without a result: {e}"))
-        })?;
+        let (user, planned, result, fatal) = joined.map_err(ReconcileError::RemovalTask)?;
         match result {
             Ok(()) => count_removed(summary, &user, &planned, finishing),
             Err(error) => {
@@ -242,7 +240,7 @@ pub(super) async fn finish_pending(
     pending: &[Revocation],
     shutdown: &Shutdown,
     summary: &mut Summary,
-) -> Result<(), StartError> {
+) -> Result<(), ReconcileError> {
     let mut by_user: BTreeMap<String, Vec<Removal>> = BTreeMap::new();
     for p in pending.iter().filter(|p| p.organization_id.is_none()) {
         by_user.entry(p.user_id.clone()).or_default().push(Removal {
@@ -289,8 +287,8 @@ fn count_removed(summary: &mut Summary, user: &str, removed: &[Removal], finishi
 /// `--revoke --apply` removes roles: without `delete:role_members` (or the broader
 /// `update:users`) every removal would be refused. A token that lists its scopes and lacks
 /// both stops the run here (exit 2).
-pub(super) async fn require_remove_scope(client: &MgmtClient) -> Result<(), StartError> {
-    let Some(scopes) = client.granted_scopes().await.map_err(StartError::Mgmt)? else {
+pub(super) async fn require_remove_scope(client: &MgmtClient) -> Result<(), ReconcileError> {
+    let Some(scopes) = client.granted_scopes().await? else {
         return Ok(());
     };
     if scopes
@@ -299,7 +297,7 @@ pub(super) async fn require_remove_scope(client: &MgmtClient) -> Result<(), Star
     {
         return Ok(());
     }
-    Err(StartError::Mgmt(MgmtError::Auth(
+    Err(ReconcileError::Mgmt(MgmtError::Auth(
         "the application is not granted delete:role_members, which --revoke --apply needs to take roles back (grant it: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications; run without --apply to plan)".to_owned(),
     )))
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::state::{Entry, Journal};
+use super::ReconcileError;
 use super::{Summary, FAILED_SHOWN, SPLIT_TO_SINGLES, STUCK_CHECK, WRITERS};
-use crate::app::StartError;
 use crate::ledger::{Grant, Ledger};
 use crate::mgmt::assigner::assign_role_with_id;
 use crate::mgmt::{MgmtClient, MgmtError, RoleDirectory};
@@ -183,7 +183,7 @@ impl Writers {
         &mut self,
         summary: &mut Summary,
         journal: &mut Option<Journal>,
-    ) -> Result<(), StartError> {
+    ) -> Result<(), ReconcileError> {
         while let Some(joined) = self.tasks.try_join_next_with_id() {
             self.settle_joined(joined, summary, journal)?;
         }
@@ -197,7 +197,7 @@ impl Writers {
         shutdown: &Shutdown,
         summary: &mut Summary,
         journal: &mut Option<Journal>,
-    ) -> Result<(), StartError> {
+    ) -> Result<(), ReconcileError> {
         while self.tasks.len() >= WRITERS && !summary.interrupted {
             tokio::select! {
                 joined = self.tasks.join_next_with_id() => if let Some(joined) = joined {
@@ -218,7 +218,7 @@ impl Writers {
         summary: &mut Summary,
         journal: &mut Option<Journal>,
         progress: &mut Progress,
-    ) -> Result<(), StartError> {
+    ) -> Result<(), ReconcileError> {
         while !self.tasks.is_empty() {
             if shutdown.is_triggered() && self.client.is_failing() {
                 // Batches that did finish are journaled first; only the rest are abandoned.
@@ -260,7 +260,7 @@ impl Writers {
         joined: Result<(tokio::task::Id, BatchDone), tokio::task::JoinError>,
         summary: &mut Summary,
         journal: &mut Option<Journal>,
-    ) -> Result<(), StartError> {
+    ) -> Result<(), ReconcileError> {
         match joined {
             Ok((id, done)) => {
                 self.in_flight.remove(&id);
@@ -288,7 +288,7 @@ fn settle(
     mut done: BatchDone,
     summary: &mut Summary,
     journal: &mut Option<Journal>,
-) -> Result<(), StartError> {
+) -> Result<(), ReconcileError> {
     summary.batches += 1;
     summary.split_batches += u64::from(done.split);
     if let Some(err) = done.fatal.take() {
@@ -314,9 +314,7 @@ fn settle(
     }
     if let Some(journal) = journal {
         let record = |journal: &mut Journal, entry: &Entry| {
-            journal
-                .record(entry)
-                .map_err(|e| StartError::Reconcile(e.to_string()))
+            journal.record(entry).map_err(ReconcileError::State)
         };
         for (user, err) in &done.failed {
             record(

@@ -67,6 +67,91 @@ fn the_alert_rules_load_and_their_unit_tests_pass() {
     assert!(ok, "{text}");
 }
 
+/// `kubernetes-validate --strict` (the Kubernetes API schemas bundled: offline, no cluster) on
+/// `files`; its path from `KUBERNETES_VALIDATE_BIN` (set by `scripts/test.sh`), else `PATH`.
+fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(tool("KUBERNETES_VALIDATE_BIN", "kubernetes-validate"))
+        .arg("--strict")
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubernetes-validate not found ({e}): run `bash scripts/install-kubernetes-validate.sh` or `bash scripts/test.sh`")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every manifest shipped under `deploy/`.
+fn manifests() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo("deploy"), &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn the_kubernetes_manifests_are_valid_against_the_kubernetes_schemas() {
+    let files = manifests();
+    let (ok, text) = kubernetes_validate(&files);
+    assert!(ok, "{text}");
+    for resource in [
+        "configmap/auth0-default-roles",
+        "deployment/auth0-default-roles",
+        "service/auth0-default-roles",
+        "secret/auth0-default-roles",
+        "configmap/auth0-default-roles-backstop",
+        "persistentvolumeclaim/auth0-default-roles-backstop",
+        "deployment/auth0-default-roles-backstop",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {resource} ")),
+            "{resource} was not validated:\n{text}"
+        );
+    }
+    // Only the kinds the Kubernetes schemas do not define may go unchecked: KEDA's
+    // ScaledObject (a custom resource) and kustomize's own file.
+    for line in text.lines().filter(|l| l.contains("find schema")) {
+        assert!(
+            line.contains("kind ScaledObject") || line.contains("kind Kustomization"),
+            "a manifest went unchecked: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_manifest_the_kubernetes_schemas_refuse_fails_the_validation() {
+    // The shipped Deployment with `containers` misspelt: a field the schema does not know, and
+    // the one it requires missing.
+    let text = std::fs::read_to_string(repo("deploy/kubernetes/deployment.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains("      containers:"));
+    let broken = text.replacen("      containers:", "      container:", 1);
+    let dir = temp_dir("manifests");
+    let path = dir.join("deployment.yaml");
+    std::fs::write(&path, broken).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, text) = kubernetes_validate(&[path]);
+    assert!(!ok, "a broken Deployment passed:\n{text}");
+    assert!(text.contains("container"), "{text}");
+}
+
 #[test]
 fn the_kubernetes_manifests_build_with_kustomize_when_kubectl_is_there() {
     let Ok(out) = Command::new("kubectl")

@@ -521,6 +521,25 @@ fn users_from_a_file_plain_or_gzipped_need_no_export_job() {
     assert_eq!(tenant.writes(), 0);
 }
 
+#[test]
+fn an_error_from_deep_in_reconcile_prints_its_whole_cause_chain() {
+    // `--users` names a directory: it opens, but reading it fails once the run is connected
+    // and has listed the memberships. The error passes three hands (the file system's error,
+    // the export reader's `cannot read PATH`, reconcile's own) and each keeps the one below
+    // as its source: the reporter at the edge prints them all, on one line.
+    let tenant = Tenant::start("reconcile-chain", 5, SimConfig::default());
+    let config = tenant.config(500.0, 50);
+    let dir = tenant.dir.join("not-an-export");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.to_str().unwrap_or_default();
+    let out = reconcile(&config, &["--users", path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let expected = format!("error: reconcile: cannot read {path}: Is a directory");
+    assert!(stderr.contains(&expected), "{expected}\n{stderr}");
+    assert_eq!(tenant.writes(), 0);
+}
+
 /// An apply slow enough to act on mid-run (20 requests/s, small batches) with a state file.
 struct SlowApply {
     config: PathBuf,

@@ -6,6 +6,8 @@
 //! pauses tokio's clock controls them; epoch values in headers and `created_at` come from the wall
 //! clock (`SystemTime`).
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod api;
 mod config;

@@ -1,10 +1,12 @@
 //! The `sim` command: the Management API simulator as a stand-in tenant on a loopback port,
-//! for trying the service without an Auth0 tenant.
+//! for trying the service without an Auth0 tenant; a bad seed file exits 2.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use mgmt_sim::{Seed, SeedRole, SimConfig, Simulator};
+
+use super::{ExitStatus, EXIT_CONFIG};
 
 /// The `sim` command's arguments.
 #[derive(Debug, clap::Args)]
@@ -71,8 +73,17 @@ pub enum SimCommandError {
     },
 }
 
-/// Serves the simulator until Ctrl-C, after printing how to point a config at it.
-pub async fn serve(args: SimArgs) -> Result<(), SimCommandError> {
+impl ExitStatus for SimCommandError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            SimCommandError::Seed { .. } => EXIT_CONFIG,
+            SimCommandError::Read { .. } | SimCommandError::Listen { .. } => 1,
+        }
+    }
+}
+
+/// Runs `sim`: serves the simulator until Ctrl-C, after printing how to point a config at it.
+pub async fn run(args: SimArgs) -> Result<u8, SimCommandError> {
     let mut seed: Seed = match &args.seed {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| SimCommandError::Read {
@@ -127,5 +138,5 @@ pub async fn serve(args: SimArgs) -> Result<(), SimCommandError> {
     println!("Stop with Ctrl-C.");
     crate::shutdown::Shutdown::on_signals().wait().await;
     running.shutdown().await;
-    Ok(())
+    Ok(0)
 }

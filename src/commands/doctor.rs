@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{Env, EXIT_CONFIG};
-use crate::check::required_scopes;
+use super::check::required_scopes;
+use super::EXIT_CONFIG;
+use crate::app::Env;
 use crate::config::{Config, SourceSettings};
 use crate::metrics::Metrics;
 use crate::mgmt::log_streams::{categories_for, fields_read, LogStream, AUTHORIZATION_KEY};
@@ -147,7 +148,7 @@ pub async fn run(args: DoctorArgs, env: Env<'_>) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let name = crate::setup::stream_name(args.log_stream.as_deref(), &config);
+    let name = super::setup::stream_name(args.log_stream.as_deref(), &config);
     let report = diagnose(&config, env, &name).await;
     print!("{}", report.render());
     report.exit_code()
@@ -220,7 +221,7 @@ async fn deletions(ledger: &crate::ledger::Ledger, report: &mut Report) {
         Ok(Some(at)) => {
             let when = at
                 .parse::<i64>()
-                .map(crate::ledger::explain::time_text)
+                .map(super::explain::report::time_text)
                 .unwrap_or(at);
             report.ok(format!(
                 "ledger: users' deletions reach the service (the last at {when})"

@@ -1,9 +1,33 @@
-//! `check`: the readable form of a valid configuration, printed before anything runs.
+//! `check`: validates a config file and prints its readable form (the policy, the source, the
+//! scopes it needs) before anything runs.
 
 use std::fmt::Write as _;
 
+use super::{ConfigArg, ExitStatus, LoadError};
 use crate::app::Env;
-use crate::config::{Config, IngestMode, SourceSettings};
+use crate::config::{process_env, Config, IngestMode, SourceSettings};
+
+/// Why `check` refused the configuration (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl ExitStatus for CheckError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CheckError::Load(err) => err.exit_code(),
+        }
+    }
+}
+
+/// Runs `check`: the readable form on stdout.
+pub fn run(args: &ConfigArg) -> Result<u8, CheckError> {
+    let config = args.load()?;
+    print!("{}", describe(&config, &process_env));
+    Ok(0)
+}
 
 /// The scope `GET /api/v2/users/{id}/effective-roles` needs (`[auth0] count_group_roles`).
 pub const EFFECTIVE_ROLES_SCOPE: &str = "read:user_effective_roles";

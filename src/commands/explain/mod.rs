@@ -1,16 +1,19 @@
 //! `explain --config FILE USER_ID`: why a user holds the roles this service gave — every grant
 //! and revocation the ledger holds, any standing failure, and what the current policy gives
-//! the user now from their profile (when the tenant answers), with the difference.
+//! the user now from their profile (when the tenant answers), with the difference. The report
+//! itself (what the ledger holds judged against the policy, as text or JSON) is [`report`].
+
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{fail, ConfigArg};
-use crate::app::EXIT_CONFIG;
+use super::{ConfigArg, ExitStatus, LoadError, EXIT_CONFIG};
 use crate::config::{process_env, Config};
-use crate::ledger::explain::{Explanation, UserNow};
+use crate::ledger::LedgerError;
 use crate::metrics::Metrics;
 use crate::mgmt::{ClientSettings, MgmtClient};
+use report::{Explanation, UserNow};
 
 /// How long the profile read may take before the report goes without it.
 const TENANT_PATIENCE: Duration = Duration::from_secs(15);
@@ -36,30 +39,40 @@ pub struct ExplainArgs {
     pub user_id: String,
 }
 
-pub async fn run(args: &ExplainArgs) -> u8 {
-    let config = match args.config.load() {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+/// Why `explain` gave no report.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("explain needs the grants ledger: add [ledger] url = \"sqlite:///ABSOLUTE/PATH\" or \"postgres://…\" (or set LEDGER_URL); see docs/ledger.md")]
+    NoLedger,
+    /// The ledger cannot be opened (its URL or place: exit 2) or read (exit 1).
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot write the report as JSON")]
+    Json(#[source] serde_json::Error),
+}
+
+impl ExitStatus for ExplainError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ExplainError::Load(_) | ExplainError::NoLedger => EXIT_CONFIG,
+            ExplainError::Ledger(err) if err.is_config() => EXIT_CONFIG,
+            ExplainError::Ledger(_) | ExplainError::Json(_) => 1,
+        }
+    }
+}
+
+/// Runs `explain`: the report on stdout.
+pub async fn run(args: &ExplainArgs) -> Result<u8, ExplainError> {
+    let config = args.config.load()?;
     let Some(settings) = &config.ledger else {
-        return fail(
-            "explain needs the grants ledger: add [ledger] url = \"sqlite:///ABSOLUTE/PATH\" or \"postgres://…\" (or set LEDGER_URL); see docs/ledger.md",
-            EXIT_CONFIG,
-        );
+        return Err(ExplainError::NoLedger);
     };
     // Read as it is: never created, never migrated (a mistyped path is said, not answered
     // with an empty ledger's "never seen").
-    let ledger = match crate::ledger::Ledger::open_existing(settings, "explain").await {
-        Ok(ledger) => ledger,
-        Err(err) => {
-            let code = if err.is_config() { EXIT_CONFIG } else { 1 };
-            return fail(crate::ledger::fault::error_text(&err), code);
-        }
-    };
-    let history = match ledger.history(&args.user_id).await {
-        Ok(history) => history,
-        Err(err) => return fail(crate::ledger::fault::error_text(&err), 1),
-    };
+    let ledger = crate::ledger::Ledger::open_existing(settings, "explain").await?;
+    let history = ledger.history(&args.user_id).await?;
     let now = user_now(&config, &process_env, &args.user_id).await;
     let explanation = Explanation::new(
         &args.user_id,
@@ -71,12 +84,12 @@ pub async fn run(args: &ExplainArgs) -> u8 {
     );
     match args.output {
         ExplainOutput::Text => print!("{}", explanation.to_text()),
-        ExplainOutput::Json => match serde_json::to_string_pretty(&explanation) {
-            Ok(text) => println!("{text}"),
-            Err(err) => return fail(err, 1),
-        },
+        ExplainOutput::Json => {
+            let text = serde_json::to_string_pretty(&explanation).map_err(ExplainError::Json)?;
+            println!("{text}");
+        }
     }
-    0
+    Ok(0)
 }
 
 /// The user as the tenant shows them now: `GET /users/{id}` and the roles they hold; the

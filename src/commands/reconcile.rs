@@ -1,10 +1,14 @@
-//! `reconcile`: every existing user in line with the policy (plan, or `--apply`).
+//! `reconcile`: every existing user in line with the policy (plan, or `--apply`). The engine
+//! (the export, the memberships, the judging and the batched writes) is [`crate::reconcile`];
+//! this is the command: its arguments, its run, and its error
+//! ([`ReconcileError`](crate::reconcile::ReconcileError), exit 2 for what the operator must fix,
+//! 3 when some users failed, 1 otherwise).
 
 use std::path::PathBuf;
 
-use super::{exit_status, ConfigArg};
+use super::{ConfigArg, ExitStatus, LoadError};
 use crate::config::process_env;
-use crate::reconcile::{self, Output};
+use crate::reconcile::{self, Output, ReconcileError};
 use crate::shutdown::Shutdown;
 
 #[derive(clap::Args)]
@@ -42,11 +46,27 @@ pub struct ReconcileArgs {
     pub max_revocations: usize,
 }
 
-pub async fn run(args: ReconcileArgs) -> u8 {
-    let config = match args.config.load() {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+/// Why `reconcile` stopped: its configuration, or the engine's error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileCommandError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+}
+
+impl ExitStatus for ReconcileCommandError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ReconcileCommandError::Load(err) => err.exit_code(),
+            ReconcileCommandError::Reconcile(err) => err.exit_code(),
+        }
+    }
+}
+
+/// Runs `reconcile`; 0, or 3 when some users failed.
+pub async fn run(args: ReconcileArgs) -> Result<u8, ReconcileCommandError> {
+    let config = args.config.load()?;
     let request = reconcile::Request {
         apply: args.apply,
         output: args.output,
@@ -71,5 +91,5 @@ pub async fn run(args: ReconcileArgs) -> u8 {
     )
     .await;
     drop(out);
-    exit_status(result)
+    Ok(result?)
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::app::{Env, EXIT_CONFIG};
+use super::{ExitStatus, EXIT_CONFIG};
+use crate::app::Env;
 use crate::config::{Config, Secret};
 use crate::metrics::Metrics;
 use crate::mgmt::log_streams::{categories_for, fields_read, LogStream, AUTHORIZATION_KEY};
@@ -93,10 +94,10 @@ pub enum SetupError {
     Conflict(String),
 }
 
-impl SetupError {
+impl ExitStatus for SetupError {
     /// 2 for what the operator must fix (config, credentials, scopes, a conflicting stream),
     /// 1 for anything else.
-    pub fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> u8 {
         match self {
             SetupError::Config(_) | SetupError::Conflict(_) => EXIT_CONFIG,
             SetupError::Mgmt(MgmtError::Auth(_)) => EXIT_CONFIG,
@@ -275,13 +276,7 @@ pub async fn run(args: SetupArgs, env: Env<'_>) -> u8 {
     let mut out = String::new();
     let result = log_stream(&args, env, &mut out).await;
     print!("{out}");
-    match result {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("error: {err}");
-            err.exit_code()
-        }
-    }
+    super::exit_status(result.map(|()| 0))
 }
 
 async fn timed<T>(

@@ -1,13 +1,13 @@
 //! `explain`'s report: a user's ledger history, each grant judged against the current policy,
 //! and (when the tenant answers) what the policy would give the user now from their profile,
-//! with the difference. Pure: the command (`src/cli/explain.rs`) does the reads.
+//! with the difference. Pure: the command (`commands/explain/mod.rs`) does the reads.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{HistoryEntry, UserHistory};
+use crate::ledger::{HistoryEntry, UserHistory};
 use crate::policy::standing::{judge_standing, GrantVerdict, StandingGrant};
 use crate::policy::{Evaluation, Policy, Profile};
 

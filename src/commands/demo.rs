@@ -16,6 +16,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+use super::ExitStatus;
 use crate::app::{self, App};
 use crate::config::Config;
 use crate::generate;
@@ -25,7 +26,7 @@ use crate::shutdown::Shutdown;
 use mgmt_sim::{Seed, SimConfig, Simulator};
 
 /// The demo policy, embedded so the demo runs from any directory.
-pub const DEMO_POLICY: &str = include_str!("../config/demo.toml");
+pub const DEMO_POLICY: &str = include_str!("../../config/demo.toml");
 
 const TOPIC: &str = "auth0-logs";
 const DEAD_LETTERS: &str = "auth0-logs-dlq";
@@ -66,6 +67,20 @@ pub enum DemoError {
     Stalled(Duration, String),
 }
 
+impl ExitStatus for DemoError {
+    fn exit_code(&self) -> u8 {
+        1
+    }
+}
+
+/// Runs `demo`: the table on stdout; exit 1 when a user got other roles than expected.
+pub async fn run(options: DemoOptions) -> Result<u8, DemoError> {
+    let keep = options.keep_running.then(Shutdown::on_signals);
+    let stdout = std::io::stdout();
+    let report = play(options, keep, &mut stdout.lock()).await?;
+    Ok(if report.mismatched_users == 0 { 0 } else { 1 })
+}
+
 /// The demo's result, for the caller (and the test) to check.
 #[derive(Debug)]
 pub struct DemoReport {
@@ -79,9 +94,9 @@ pub struct DemoReport {
     pub metrics_addr: SocketAddr,
 }
 
-/// Runs the demo; progress goes to stderr, the final table to `out`. With `keep_running`,
+/// Plays the demo; progress goes to stderr, the final table to `out`. With `keep_running`,
 /// waits for `stop` after the table so the user can look at `/metrics` and the simulator.
-pub async fn run(
+pub async fn play(
     options: DemoOptions,
     keep_running: Option<Shutdown>,
     out: &mut dyn Write,
@@ -380,7 +395,7 @@ async fn explain(config: &Config, user: &str) -> String {
     // The simulated tenant accepts any user id and keeps no profiles: what the policy would
     // give now cannot be read from it (`explain` against a real tenant reads the profile).
     let given_now = Err("the demo's simulated tenant keeps no user profiles".to_owned());
-    let explanation = crate::ledger::explain::Explanation::new(
+    let explanation = super::explain::report::Explanation::new(
         user,
         describe,
         &config.policy,
