@@ -228,6 +228,8 @@ pub struct ClassBucket {
     sent_since_sync: u64,
     /// When the tenant said its bucket is full again (`x-ratelimit-reset`), if nothing is spent.
     full_at: Option<f64>,
+    /// When the last call left.
+    last_sent: f64,
     /// When the last answers (of any kind) came, oldest first.
     answered_at: VecDeque<f64>,
     /// No call before this time (a 429's hold).
@@ -261,6 +263,7 @@ impl ClassBucket {
             in_flight: 0,
             sent_since_sync: 0,
             full_at: None,
+            last_sent: f64::NEG_INFINITY,
             answered_at: VecDeque::with_capacity(SAMPLES),
             held_until: f64::NEG_INFINITY,
             strikes: 0,
@@ -337,8 +340,15 @@ impl ClassBucket {
         if self.ceiling_tokens < 1.0 {
             return Err(((1.0 - self.ceiling_tokens) / self.ceiling_rate()).max(0.001));
         }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // Nothing learned, nothing in flight and a long reset: one call every so often asks
+        // again (the limit may have come back before the reset).
+        let probe = self.refill.is_none()
+            && self.in_flight == 0
+            && self.full_at.is_some()
+            && now - self.last_sent >= NO_HINT_HOLD_CAP;
+        if self.tokens >= 1.0 || probe {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            self.last_sent = now;
             self.ceiling_tokens -= 1.0;
             self.next_seq += 1;
             self.in_flight = self.in_flight.saturating_add(1);
@@ -352,7 +362,13 @@ impl ClassBucket {
                 f64::INFINITY
             };
             let by_reset = self.full_at.map_or(f64::INFINITY, |at| at - now);
-            let wait = by_rate.min(by_reset);
+            let by_probe = if self.refill.is_none() && self.in_flight == 0 && self.full_at.is_some()
+            {
+                self.last_sent + NO_HINT_HOLD_CAP - now
+            } else {
+                f64::INFINITY
+            };
+            let wait = by_rate.min(by_reset).min(by_probe);
             // Nothing refills the mirror but an answer still in flight: look again soon.
             Err(if wait.is_finite() { wait } else { 0.05 }.max(0.001))
         }
