@@ -845,15 +845,12 @@ mod tests {
         }
         let mut random = Lcg(7);
         let (mut admitted, mut limited) = (0u64, 0u64);
-        loop {
-            // The earliest event (ties in the order they were made).
-            let Some(next) = (0..queue.len()).min_by(|a, b| {
-                (queue[*a].0, queue[*a].1)
-                    .partial_cmp(&(queue[*b].0, queue[*b].1))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            }) else {
-                break;
-            };
+        // The earliest event each time (ties in the order they were made).
+        while let Some(next) = (0..queue.len()).min_by(|a, b| {
+            (queue[*a].0, queue[*a].1)
+                .partial_cmp(&(queue[*b].0, queue[*b].1))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        }) {
             let (now, _, event) = queue.swap_remove(next);
             if now >= seconds {
                 break;
