@@ -35,6 +35,8 @@ pub enum SourceKind {
     Auth0Logs,
     /// The backstop: the Logs API read behind another source (`[backstop]`).
     Backstop,
+    /// The tenant's Events API as the source of `run` (`[source] type = "auth0_events"`).
+    Auth0Events,
 }
 
 impl SourceKind {
@@ -47,6 +49,7 @@ impl SourceKind {
             SourceKind::Replay => "replay",
             SourceKind::Auth0Logs => "auth0_logs",
             SourceKind::Backstop => "backstop",
+            SourceKind::Auth0Events => "auth0_events",
         }
     }
 
@@ -66,6 +69,7 @@ impl SourceKind {
             SourceKind::Auth0Logs | SourceKind::Backstop => {
                 "the tenant's Logs API has not answered yet"
             }
+            SourceKind::Auth0Events => "the tenant's Events API stream is not open yet",
         }
     }
 }
