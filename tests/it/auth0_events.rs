@@ -453,3 +453,49 @@ fn a_malformed_data_line_is_dead_lettered_while_its_neighbours_are_processed() {
     assert_tenant_holds_exactly(&sim, &expected, &[&service]);
     rt.block_on(running.shutdown());
 }
+
+#[test]
+fn a_reader_that_lost_its_checkpoint_file_resumes_from_the_ledgers_copy() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    fast_stream(&sim, None);
+    let dir = temp_dir("events-ledger");
+    let (parts, all) = batches(30, 2);
+    let offsets = append(&sim, &parts[0]);
+    let metrics = free_port();
+    let ledger = format!(
+        "\n[ledger]\nurl = \"sqlite://{}\"\n",
+        dir.join("ledger.db").display()
+    );
+    let text = std::fs::read_to_string(events_config(&dir, &running.base_url, metrics, ""))
+        .unwrap_or_default();
+    let config = dir.join("with-ledger.toml");
+    std::fs::write(&config, format!("{text}{ledger}")).unwrap_or_else(|e| panic!("{e}"));
+    let mut service = Service::start(&config, metrics, dir.join("run-1.log"));
+    wait_roles(
+        &sim,
+        &expected_of(&parts[0], &all),
+        &service,
+        Duration::from_secs(60),
+    );
+    let newest = offsets.last().cloned();
+    assert!(wait_for(Duration::from_secs(20), || checkpoint(&dir) == newest));
+    service.signal("TERM");
+    assert!(service.wait_exit(Duration::from_secs(30)).is_some());
+    // A new volume: the file is gone, the ledger still knows the place.
+    std::fs::remove_file(dir.join("events.checkpoint")).unwrap_or_else(|e| panic!("{e}"));
+    append(&sim, &parts[1]);
+    let service = Service::start(&config, metrics, dir.join("run-2.log"));
+    wait_roles(&sim, &all, &service, Duration::from_secs(60));
+    assert_eq!(
+        service.metric(RECEIVED, SOURCE) as usize,
+        parts[1].len(),
+        "only the events after the ledger's checkpoint\n{}",
+        service.log_text()
+    );
+    assert!(service
+        .log_text()
+        .contains("resuming from the checkpoint the ledger keeps"));
+    assert_tenant_holds_exactly(&sim, &all, &[&service]);
+    rt.block_on(running.shutdown());
+}

@@ -7,7 +7,8 @@
 //! reached its verdict (`Done`; `DeadLetter` once the message is in the dead-letter file beside
 //! the checkpoint, `<checkpoint>.dead-letters.jsonl`, fsynced), and past an `offset-only`
 //! marker only when nothing before it is pending. It is written atomically at most every
-//! [`SAVE_EVERY`] and at the end; a restart resumes after it (some events read twice: dedup and
+//! [`SAVE_EVERY`] and at the end, then in the ledger when one is configured (a reader without
+//! its file resumes from there); a restart resumes after it (some events read twice: dedup and
 //! the policy make them harmless). Within a run, a reconnection resumes after the last offset
 //! *received* (what is still in flight settles meanwhile). One reader per checkpoint file (its
 //! lock).
@@ -177,7 +178,10 @@ impl EventsReader {
         health: Option<Arc<Health>>,
         shutdown: Shutdown,
     ) -> Result<EventsSummary, EventsRunError> {
-        let saved = self.store.load()?;
+        let saved = match self.store.load()? {
+            Some(saved) => Some(saved),
+            None => self.ledger_checkpoint().await,
+        };
         let progress = Arc::new(Mutex::new(Progress::from_checkpoint(saved.as_ref())));
         let mut resume = self.resume_from(saved.as_ref());
         let mut summary = EventsSummary::default();
@@ -191,6 +195,7 @@ impl EventsReader {
             if shutdown.is_triggered() {
                 break Ok(());
             }
+            self.save(&progress).await;
             let opened = match self.api.open(&resume, self, &shutdown).await {
                 Ok(opened) => opened,
                 Err(OpenError::Stopped) => break Ok(()),
@@ -260,7 +265,7 @@ impl EventsReader {
                 .auth0_events_reconnects
                 .with_label_values(&[reason])
                 .inc();
-            self.save(&progress);
+            self.save(&progress).await;
             tracing::debug!(reason, retry_ms = retry.as_millis() as u64, resume = %resume.describe(), "reconnecting to the Events API");
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
@@ -279,7 +284,7 @@ impl EventsReader {
                 "stopped with events in flight: the checkpoint stays before them, they are read again at the next start"
             );
         }
-        self.save(&progress);
+        self.save(&progress).await;
         outcome.map(|()| summary)
     }
 
@@ -304,7 +309,7 @@ impl EventsReader {
             let chunk = tokio::select! {
                 _ = shutdown.wait() => return Ok(Ended::Stopped),
                 _ = tick.tick() => {
-                    self.save(progress);
+                    self.save(progress).await;
                     continue;
                 }
                 Some(finished) = dispatch.next(), if paused && !dispatch.is_empty() => {
@@ -437,9 +442,10 @@ impl EventsReader {
         });
     }
 
-    /// Writes the checkpoint when it moved; a write that fails is reported and tried at the
-    /// next tick (nothing is read past it meanwhile that is not read again after a restart).
-    fn save(&self, progress: &Arc<Mutex<Progress>>) {
+    /// Writes the checkpoint when it moved (the file, then the ledger when one is configured);
+    /// a file write that fails is reported and tried at the next tick (a restart meanwhile
+    /// reads some events again, nothing is skipped).
+    async fn save(&self, progress: &Arc<Mutex<Progress>>) {
         let (unsaved, pending) = {
             let mut progress = lock(progress);
             (progress.take_unsaved(), progress.pending())
@@ -452,6 +458,7 @@ impl EventsReader {
         };
         match self.store.save(&checkpoint) {
             Ok(()) => {
+                self.save_in_ledger(&checkpoint).await;
                 if let Some(at) = checkpoint.time.as_deref().and_then(parse_time) {
                     let lag = SystemTime::now()
                         .duration_since(at)
@@ -495,6 +502,55 @@ impl EventsReader {
             "the Events API offset has expired: events from gap_from to the oldest the stream still keeps can no longer be read (the end of the gap is logged with the first event read); resuming by from_timestamp at the last processed event's time; run `reconcile` to give the users of that gap their roles"
         );
         (Resume::At(time.clone()), time)
+    }
+}
+
+/// The checkpoint's name in the ledger.
+const LEDGER_NAME: &str = "auth0_events";
+
+impl EventsReader {
+    /// With a ledger: the checkpoint kept there (a reader that lost its file, such as a new
+    /// pod without the old volume, resumes from it). Waits while the ledger fails.
+    async fn ledger_checkpoint(&self) -> Option<checkpoint::EventsCheckpoint> {
+        let link = self.pipeline.ledger()?;
+        let saved = link
+            .until_ok(
+                &self.metrics,
+                "read the reader's checkpoint",
+                |l| async move { l.load_checkpoint(LEDGER_NAME).await },
+            )
+            .await
+            .ok()??;
+        match serde_json::from_str::<checkpoint::EventsCheckpoint>(&saved) {
+            Ok(checkpoint) if checkpoint::usable_offset(&checkpoint.offset) => {
+                tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                Some(checkpoint)
+            }
+            _ => {
+                tracing::error!(
+                    "the ledger's Events API checkpoint is not readable: starting from `start`"
+                );
+                None
+            }
+        }
+    }
+
+    /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
+    /// ledger fails (a service fault: nothing further is read meanwhile).
+    async fn save_in_ledger(&self, checkpoint: &checkpoint::EventsCheckpoint) {
+        let Some(link) = self.pipeline.ledger() else {
+            return;
+        };
+        let Ok(value) = serde_json::to_string(checkpoint) else {
+            return;
+        };
+        link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
+            let value = value.clone();
+            async move { l.save_checkpoint(LEDGER_NAME, &value).await }
+        })
+        .await
+        // Refused (logged by the link): the file keeps the checkpoint.
+        .ok();
     }
 }
 

@@ -194,3 +194,78 @@ pub fn event_types_for(policy: &Policy, ledger: bool) -> Vec<String> {
     }
     types.into_iter().map(str::to_owned).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, SourceSettings};
+
+    fn config(policy_events: &str, extra: &str) -> Result<Config, crate::settings::ConfigError> {
+        let text = format!(
+            "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\n\n[source]\ntype = \"auth0_events\"\n\n[auth0_events]\ncheckpoint_file = \"/tmp/e.checkpoint\"\n{extra}\n\n[policy]\nevents = [{policy_events}]\n\n[[policy.rules]]\nname = \"all\"\nassign = [\"Viewer\"]\n"
+        );
+        Config::from_toml(&text, Path::new("t.toml"), &|_| None)
+    }
+
+    fn types(config: &Config) -> Vec<String> {
+        match &config.source {
+            Some(SourceSettings::Auth0Events(s)) => s.event_types.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn event_types_follow_the_triggers_and_the_ledger() {
+        let plain = config("\"signup\", \"first_login\", \"email_verified\"", "")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(types(&plain), ["user.created", "user.updated"]);
+        let text = "[ledger]\nurl = \"sqlite:///tmp/l.db\"\n";
+        let with_ledger = Config::from_toml(
+            &format!(
+                "{text}[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\n[source]\ntype = \"auth0_events\"\n[auth0_events]\ncheckpoint_file = \"/tmp/e\"\n[policy]\nevents = [\"signup\", \"organization_member_added\"]\n[[policy.rules]]\nname = \"all\"\nassign = [\"Viewer\"]\n"
+            ),
+            Path::new("t.toml"),
+            &|_| None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            types(&with_ledger),
+            [
+                "user.created",
+                "user.deleted",
+                "organization.member.added",
+                "organization.member.deleted",
+                "organization.member.role.deleted"
+            ]
+        );
+        let described = crate::check::describe(&plain, &|_| None);
+        assert!(
+            described.contains("event types asked for: user.created, user.updated"),
+            "{described}"
+        );
+        assert!(crate::check::required_scopes(&plain, false, false).contains(&"read:events"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |events: &str, extra: &str| match config(events, extra) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(err("\"first_login\"", "").contains("auth0_events"));
+        assert!(err("\"signup\"", "start = \"yesterday\"").contains("auth0_events.start"));
+        assert!(err("\"signup\"", "max_inflight = 0").contains("auth0_events.max_inflight"));
+        assert!(err("\"signup\"", "earliest_hours = -1").contains("auth0_events.earliest_hours"));
+        assert!(err("\"signup\"", "nonsense = 1").contains("nonsense"));
+        let at = config("\"signup\"", "start = \"2026-12-01T00:00:00+01:00\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            at.source,
+            Some(SourceSettings::Auth0Events(super::EventsSettings {
+                start: super::EventsStart::At(_),
+                ..
+            }))
+        ));
+    }
+}
