@@ -114,28 +114,67 @@ fn wait_roles(sim: &Simulator, expected: &Expected, service: &Service, within: D
     );
 }
 
+/// A simulated tenant whose stream cycles fast, and a folder for one test.
+struct Scene {
+    rt: tokio::runtime::Runtime,
+    sim: Simulator,
+    running: mgmt_sim::RunningSimulator,
+    dir: PathBuf,
+}
+
+impl Scene {
+    fn new(name: &str, cycle_after_events: Option<u64>) -> Scene {
+        let rt = runtime();
+        let (sim, running) = open_tenant(&rt);
+        fast_stream(&sim, cycle_after_events);
+        Scene {
+            rt,
+            sim,
+            running,
+            dir: temp_dir(name),
+        }
+    }
+
+    /// A config with `extra` in `[auth0_events]` and a metrics port of its own.
+    fn config(&self, extra: &str) -> (PathBuf, u16) {
+        let metrics = free_port();
+        (
+            events_config(&self.dir, &self.running.base_url, metrics, extra),
+            metrics,
+        )
+    }
+
+    /// `run` on a config of [`Scene::config`], logging to `<dir>/<log>`.
+    fn start(&self, config: &(PathBuf, u16), log: &str) -> Service {
+        Service::start(&config.0, config.1, self.dir.join(log))
+    }
+
+    /// Asserts the tenant holds exactly `expected`, then stops the simulator.
+    fn end(self, expected: &Expected, service: &Service) {
+        assert_tenant_holds_exactly(&self.sim, expected, &[service]);
+        self.rt.block_on(self.running.shutdown());
+    }
+}
+
 #[test]
 fn every_user_gets_their_roles_through_server_closed_connections_while_events_arrive() {
-    let rt = runtime();
-    let (sim, running) = open_tenant(&rt);
-    fast_stream(&sim, Some(25));
-    let dir = temp_dir("events-source");
+    let scene = Scene::new("events-source", Some(25));
+    let (sim, dir) = (&scene.sim, &scene.dir);
     let (parts, expected) = batches(240, 4);
-    let mut offsets = append(&sim, &parts[0]);
-    let metrics = free_port();
-    let config = events_config(&dir, &running.base_url, metrics, "");
-    let service = Service::start(&config, metrics, dir.join("run-1.log"));
+    let mut offsets = append(sim, &parts[0]);
+    let config = scene.config("");
+    let service = scene.start(&config, "run-1.log");
     service.wait_ready();
     for part in &parts[1..] {
         std::thread::sleep(Duration::from_millis(300));
-        offsets.extend(append(&sim, part));
+        offsets.extend(append(sim, part));
     }
-    wait_roles(&sim, &expected, &service, Duration::from_secs(90));
+    wait_roles(sim, &expected, &service, Duration::from_secs(90));
     let newest = offsets.last().cloned();
     assert!(
-        wait_for(Duration::from_secs(20), || checkpoint(&dir) == newest),
+        wait_for(Duration::from_secs(20), || checkpoint(dir) == newest),
         "the checkpoint never reached the newest offset: {:?}\n{}",
-        checkpoint(&dir),
+        checkpoint(dir),
         service.log_text()
     );
     let closed = service.metric(
@@ -161,15 +200,13 @@ fn every_user_gets_their_roles_through_server_closed_connections_while_events_ar
         service.metric("auth0_default_roles_dead_letters_total", ""),
         0.0
     );
-    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
-    rt.block_on(running.shutdown());
+    scene.end(&expected, &service);
 }
 
 #[test]
 fn a_sigkill_and_restart_re_read_only_what_the_checkpoint_had_not_passed() {
-    let rt = runtime();
-    let (sim, running) = open_tenant(&rt);
-    fast_stream(&sim, Some(40));
+    let scene = Scene::new("events-kill", Some(40));
+    let (sim, dir) = (&scene.sim, &scene.dir);
     // A slow tenant and few events in flight: the kill lands while events are in flight.
     sim.apply_control(&ControlRequest {
         rate_per_second: Some(4.0),
@@ -177,22 +214,20 @@ fn a_sigkill_and_restart_re_read_only_what_the_checkpoint_had_not_passed() {
         latency_ms: Some(100),
         ..ControlRequest::default()
     });
-    let dir = temp_dir("events-kill");
     let (parts, expected) = batches(300, 1);
     let events = &parts[0];
-    let offsets = append(&sim, events);
-    let metrics = free_port();
-    let config = events_config(&dir, &running.base_url, metrics, "max_inflight = 20");
-    let mut service = Service::start(&config, metrics, dir.join("run-1.log"));
+    let offsets = append(sim, events);
+    let config = scene.config("max_inflight = 20");
+    let mut service = scene.start(&config, "run-1.log");
     assert!(
-        wait_for(Duration::from_secs(60), || checkpoint(&dir).is_some()
+        wait_for(Duration::from_secs(60), || checkpoint(dir).is_some()
             && sim.role_sets().len() >= expected.len() / 4),
         "no progress\n{}",
         service.log_text()
     );
     service.signal("KILL");
     assert!(service.wait_exit(Duration::from_secs(10)).is_some());
-    let at_kill = checkpoint(&dir).unwrap_or_default();
+    let at_kill = checkpoint(dir).unwrap_or_default();
     let passed = offsets
         .iter()
         .position(|o| *o == at_kill)
@@ -209,8 +244,8 @@ fn a_sigkill_and_restart_re_read_only_what_the_checkpoint_had_not_passed() {
         latency_ms: Some(0),
         ..ControlRequest::default()
     });
-    let service = Service::start(&config, metrics, dir.join("run-2.log"));
-    wait_roles(&sim, &expected, &service, Duration::from_secs(120));
+    let service = scene.start(&config, "run-2.log");
+    wait_roles(sim, &expected, &service, Duration::from_secs(120));
     assert!(wait_for(
         Duration::from_secs(20),
         || service.metric(RECEIVED, SOURCE) as usize >= unacknowledged
@@ -225,42 +260,38 @@ fn a_sigkill_and_restart_re_read_only_what_the_checkpoint_had_not_passed() {
         repeated <= unacknowledged as u64,
         "{repeated} repeated writes for {unacknowledged} unacknowledged events"
     );
-    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
-    rt.block_on(running.shutdown());
+    scene.end(&expected, &service);
 }
 
 #[test]
 fn an_expired_checkpoint_is_counted_and_logged_with_the_gap_and_reading_resumes_by_time() {
-    let rt = runtime();
-    let (sim, running) = open_tenant(&rt);
-    fast_stream(&sim, None);
-    let dir = temp_dir("events-expired");
+    let scene = Scene::new("events-expired", None);
+    let (sim, dir) = (&scene.sim, &scene.dir);
     let (parts, all) = batches(90, 3);
-    append(&sim, &parts[0]);
-    let metrics = free_port();
-    let config = events_config(&dir, &running.base_url, metrics, "");
-    let mut service = Service::start(&config, metrics, dir.join("run-1.log"));
+    append(sim, &parts[0]);
+    let config = scene.config("");
+    let mut service = scene.start(&config, "run-1.log");
     wait_roles(
-        &sim,
+        sim,
         &expected_of(&parts[0], &all),
         &service,
         Duration::from_secs(60),
     );
     service.signal("TERM");
     assert!(service.wait_exit(Duration::from_secs(30)).is_some());
-    assert!(checkpoint(&dir).is_some());
+    assert!(checkpoint(dir).is_some());
     // While the reader is down, events arrive and expire before it is back (the gap: their
     // users are `reconcile`'s), then new ones arrive.
-    append(&sim, &parts[1]);
+    append(sim, &parts[1]);
     sim.control_events(EventsControl {
         expire_all: true,
         ..sim.events_control()
     });
-    append(&sim, &parts[2]);
+    append(sim, &parts[2]);
     let mut expected = expected_of(&parts[0], &all);
     expected.extend(expected_of(&parts[2], &all));
-    let service = Service::start(&config, metrics, dir.join("run-2.log"));
-    wait_roles(&sim, &expected, &service, Duration::from_secs(60));
+    let service = scene.start(&config, "run-2.log");
+    wait_roles(sim, &expected, &service, Duration::from_secs(60));
     assert_eq!(
         service.metric("auth0_default_roles_auth0_events_gaps_total", ""),
         1.0
@@ -276,23 +307,19 @@ fn an_expired_checkpoint_is_counted_and_logged_with_the_gap_and_reading_resumes_
         log.contains("events between these times may have been lost"),
         "the end of the gap is logged with the first event read: {log}"
     );
-    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
-    rt.block_on(running.shutdown());
+    scene.end(&expected, &service);
 }
 
 #[test]
 fn read_events_removed_pauses_the_source_and_granted_back_resumes_it() {
-    let rt = runtime();
-    let (sim, running) = open_tenant(&rt);
-    fast_stream(&sim, Some(20));
-    let dir = temp_dir("events-scope");
+    let scene = Scene::new("events-scope", Some(20));
+    let sim = &scene.sim;
     let (parts, expected) = batches(40, 2);
-    append(&sim, &parts[0]);
-    let metrics = free_port();
-    let config = events_config(&dir, &running.base_url, metrics, "");
-    let service = Service::start(&config, metrics, dir.join("run-1.log"));
+    append(sim, &parts[0]);
+    let config = scene.config("");
+    let service = scene.start(&config, "run-1.log");
     wait_roles(
-        &sim,
+        sim,
         &expected_of(&parts[0], &expected),
         &service,
         Duration::from_secs(60),
@@ -305,7 +332,7 @@ fn read_events_removed_pauses_the_source_and_granted_back_resumes_it() {
         close_all: true,
         ..sim.events_control()
     });
-    append(&sim, &parts[1]);
+    append(sim, &parts[1]);
     service.assert_not_ready_because("scope");
     assert!(
         wait_for(Duration::from_secs(10), || service.metric(
@@ -326,29 +353,24 @@ fn read_events_removed_pauses_the_source_and_granted_back_resumes_it() {
         denied_scopes: Some(Vec::new()),
         ..ControlRequest::default()
     });
-    wait_roles(&sim, &expected, &service, Duration::from_secs(90));
+    wait_roles(sim, &expected, &service, Duration::from_secs(90));
     service.wait_ready();
-    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
-    rt.block_on(running.shutdown());
+    scene.end(&expected, &service);
 }
 
 #[test]
 fn a_403_for_the_connection_limit_is_waited_out_and_not_taken_for_a_missing_scope() {
-    let rt = runtime();
-    let (sim, running) = open_tenant(&rt);
+    let scene = Scene::new("events-limit", None);
+    let sim = &scene.sim;
     // Another reader holds the plan's only connection.
     sim.control_events(EventsControl {
         max_connections: 0,
-        heartbeat_ms: 200,
-        retry_ms: 50,
-        ..EventsControl::default()
+        ..sim.events_control()
     });
-    let dir = temp_dir("events-limit");
     let (parts, expected) = batches(20, 1);
-    append(&sim, &parts[0]);
-    let metrics = free_port();
-    let config = events_config(&dir, &running.base_url, metrics, "");
-    let service = Service::start(&config, metrics, dir.join("run-1.log"));
+    append(sim, &parts[0]);
+    let config = scene.config("");
+    let service = scene.start(&config, "run-1.log");
     let waits = |s: &Service| {
         s.metric(
             "auth0_default_roles_auth0_events_connection_limit_waits_total",
@@ -380,39 +402,35 @@ fn a_403_for_the_connection_limit_is_waited_out_and_not_taken_for_a_missing_scop
         max_connections: 1,
         ..sim.events_control()
     });
-    wait_roles(&sim, &expected, &service, Duration::from_secs(60));
+    wait_roles(sim, &expected, &service, Duration::from_secs(60));
     service.wait_ready();
-    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
-    rt.block_on(running.shutdown());
+    scene.end(&expected, &service);
 }
 
 #[test]
 fn a_malformed_data_line_is_dead_lettered_while_its_neighbours_are_processed() {
-    let rt = runtime();
-    let (sim, running) = open_tenant(&rt);
-    fast_stream(&sim, None);
-    let dir = temp_dir("events-malformed");
+    let scene = Scene::new("events-malformed", None);
+    let (sim, dir) = (&scene.sim, &scene.dir);
     let (parts, expected) = batches(6, 2);
     let mut malformed: Value = serde_json::from_str(MALFORMED).unwrap_or_else(|e| panic!("{e}"));
     malformed["time"] = json!(now_rfc3339());
-    let mut offsets = append(&sim, &parts[0]);
+    let mut offsets = append(sim, &parts[0]);
     offsets.extend(append(
-        &sim,
+        sim,
         &[
             json!({"raw_data": "{\"offset\": not json", "type": "user.created"}),
             malformed,
         ],
     ));
-    offsets.extend(append(&sim, &parts[1]));
-    let metrics = free_port();
-    let config = events_config(&dir, &running.base_url, metrics, "");
-    let service = Service::start(&config, metrics, dir.join("run-1.log"));
-    wait_roles(&sim, &expected, &service, Duration::from_secs(60));
+    offsets.extend(append(sim, &parts[1]));
+    let config = scene.config("");
+    let service = scene.start(&config, "run-1.log");
+    wait_roles(sim, &expected, &service, Duration::from_secs(60));
     let newest = offsets.last().cloned();
     assert!(
-        wait_for(Duration::from_secs(20), || checkpoint(&dir) == newest),
+        wait_for(Duration::from_secs(20), || checkpoint(dir) == newest),
         "the checkpoint passes the dead letters once they are written: {:?}",
-        checkpoint(&dir)
+        checkpoint(dir)
     );
     let text = std::fs::read_to_string(dir.join("events.checkpoint.dead-letters.jsonl"))
         .unwrap_or_default();
@@ -437,9 +455,8 @@ fn a_malformed_data_line_is_dead_lettered_while_its_neighbours_are_processed() {
         2.0
     );
     // One reader per checkpoint: a second is refused (exit 2).
-    let other = free_port();
-    let config = events_config(&dir, &running.base_url, other, "");
-    let mut second = Service::start(&config, other, dir.join("run-2.log"));
+    let config = scene.config("");
+    let mut second = scene.start(&config, "run-2.log");
     let status = second.wait_exit(Duration::from_secs(30));
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -450,43 +467,39 @@ fn a_malformed_data_line_is_dead_lettered_while_its_neighbours_are_processed() {
     assert!(second
         .log_text()
         .contains("another reader holds the checkpoint"));
-    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
-    rt.block_on(running.shutdown());
+    scene.end(&expected, &service);
 }
 
 #[test]
 fn a_reader_that_lost_its_checkpoint_file_resumes_from_the_ledgers_copy() {
-    let rt = runtime();
-    let (sim, running) = open_tenant(&rt);
-    fast_stream(&sim, None);
-    let dir = temp_dir("events-ledger");
+    let scene = Scene::new("events-ledger", None);
+    let (sim, dir) = (&scene.sim, &scene.dir);
     let (parts, all) = batches(30, 2);
-    let offsets = append(&sim, &parts[0]);
-    let metrics = free_port();
+    let offsets = append(sim, &parts[0]);
+    let (path, metrics) = scene.config("");
     let ledger = format!(
         "\n[ledger]\nurl = \"sqlite://{}\"\n",
         dir.join("ledger.db").display()
     );
-    let text = std::fs::read_to_string(events_config(&dir, &running.base_url, metrics, ""))
-        .unwrap_or_default();
-    let config = dir.join("with-ledger.toml");
-    std::fs::write(&config, format!("{text}{ledger}")).unwrap_or_else(|e| panic!("{e}"));
-    let mut service = Service::start(&config, metrics, dir.join("run-1.log"));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, format!("{text}{ledger}")).unwrap_or_else(|e| panic!("{e}"));
+    let config = (path, metrics);
+    let mut service = scene.start(&config, "run-1.log");
     wait_roles(
-        &sim,
+        sim,
         &expected_of(&parts[0], &all),
         &service,
         Duration::from_secs(60),
     );
     let newest = offsets.last().cloned();
-    assert!(wait_for(Duration::from_secs(20), || checkpoint(&dir) == newest));
+    assert!(wait_for(Duration::from_secs(20), || checkpoint(dir) == newest));
     service.signal("TERM");
     assert!(service.wait_exit(Duration::from_secs(30)).is_some());
     // A new volume: the file is gone, the ledger still knows the place.
     std::fs::remove_file(dir.join("events.checkpoint")).unwrap_or_else(|e| panic!("{e}"));
-    append(&sim, &parts[1]);
-    let service = Service::start(&config, metrics, dir.join("run-2.log"));
-    wait_roles(&sim, &all, &service, Duration::from_secs(60));
+    append(sim, &parts[1]);
+    let service = scene.start(&config, "run-2.log");
+    wait_roles(sim, &all, &service, Duration::from_secs(60));
     assert_eq!(
         service.metric(RECEIVED, SOURCE) as usize,
         parts[1].len(),
@@ -496,6 +509,5 @@ fn a_reader_that_lost_its_checkpoint_file_resumes_from_the_ledgers_copy() {
     assert!(service
         .log_text()
         .contains("resuming from the checkpoint the ledger keeps"));
-    assert_tenant_holds_exactly(&sim, &all, &[&service]);
-    rt.block_on(running.shutdown());
+    scene.end(&all, &service);
 }
