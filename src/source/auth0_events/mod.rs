@@ -83,7 +83,6 @@ pub struct EventsSummary {
     pub events: u64,
     pub markers: u64,
     pub connections: u64,
-    pub dead_letters: u64,
 }
 
 /// The Events API reader.
@@ -196,6 +195,7 @@ impl EventsReader {
                 break Ok(());
             }
             self.save(&progress).await;
+            let asked_at = SystemTime::now();
             let opened = match self.api.open(&resume, self, &shutdown).await {
                 Ok(opened) => opened,
                 Err(OpenError::Stopped) => break Ok(()),
@@ -234,8 +234,20 @@ impl EventsReader {
                     &shutdown,
                 )
                 .await;
-            if let Some(offset) = reading.last_offset.take() {
-                resume = Resume::After(offset);
+            match reading.last_offset.take() {
+                Some(offset) => resume = Resume::After(offset),
+                // Opened at the newest event and ended before any offset (not even a
+                // marker): the next connection starts at the time this one was asked for, so
+                // nothing sent between the two is skipped (what is read twice is dedup's).
+                None if resume == Resume::Newest => {
+                    if let Some(time) = asked_at
+                        .checked_sub(Duration::from_secs(1))
+                        .and_then(from_timestamp)
+                    {
+                        resume = Resume::At(time);
+                    }
+                }
+                None => {}
             }
             let ended = match ended {
                 Ok(ended) => ended,
