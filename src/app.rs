@@ -16,6 +16,7 @@ use crate::mgmt::{self, MgmtError};
 use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
 use crate::server::{self, Health};
 use crate::shutdown::Shutdown;
+use crate::source::auth0_events::{checkpoint::EventsCheckpointFile, EventsReader};
 use crate::source::auth0_logs::LogsApi;
 use crate::source::auth0_logs::{
     self, CheckpointError, DeadLetterFile, FileCheckpoint, LogsReader, LogsSettings,
@@ -93,7 +94,7 @@ impl ExitStatus for StartError {
 /// Sections that cannot work together for the command (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
-    #[error("`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, type = \"sqs\" with an [sqs] section, or type = \"auth0_logs\" with an [auth0_logs] section (see config/example.toml)")]
+    #[error("`run` needs a source: add [source] type = \"kafka\" with a [kafka] section, type = \"sqs\" with an [sqs] section, type = \"auth0_logs\" with an [auth0_logs] section, or type = \"auth0_events\" with an [auth0_events] section (see config/example.toml)")]
     NoSource,
     #[error("`ingest` needs an [ingest] section (see config/example.toml)")]
     NoIngest,
@@ -120,6 +121,7 @@ enum Source {
     Sqs(SqsSettings, Arc<Pipeline>),
     Ingest(IngestSettings, Arc<webhook::IngestState>),
     Auth0Logs(Box<LogsReader>),
+    Auth0Events(Box<EventsReader>),
 }
 
 /// A Logs API reader's checkpoint, locked: a second reader is a configuration error (exit 2).
@@ -280,6 +282,9 @@ impl App {
                     .with_status(helpers.status("auth0_logs", &metrics)),
                 ))
             }
+            (Command::Run, Some(SourceSettings::Auth0Events(settings)), Some(p)) => {
+                Source::Auth0Events(Box::new(events_reader(settings, p, &helpers, &metrics)?))
+            }
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
             (Command::Ingest, _, pipeline) => {
@@ -341,6 +346,17 @@ impl App {
                     status,
                     self.shutdown,
                     "stopped",
+                )
+                .await;
+                Ok(())
+            }
+            Source::Auth0Events(reader) => {
+                let status = self.helpers.status("auth0_events", &self.metrics);
+                run_events_reader(
+                    Arc::from(reader),
+                    Arc::clone(&self.health),
+                    status,
+                    self.shutdown,
                 )
                 .await;
                 Ok(())
@@ -423,6 +439,53 @@ async fn run_reader(
     .await;
 }
 
+/// The Events API reader of `[auth0_events]`, its checkpoint locked (a second reader is a
+/// configuration error, exit 2).
+fn events_reader(
+    settings: &crate::config::EventsSettings,
+    pipeline: Arc<Pipeline>,
+    helpers: &Arc<Helpers>,
+    metrics: &Arc<Metrics>,
+) -> Result<EventsReader, StartError> {
+    let store = EventsCheckpointFile::open(&settings.checkpoint_file)?;
+    let Some(client) = pipeline.client().cloned() else {
+        return Err(WiringError::NoSource.into());
+    };
+    tracing::info!(checkpoint = %settings.checkpoint_file.display(), event_types = %settings.event_types.join(","), "reading the tenant's Events API");
+    Ok(EventsReader::new(settings.clone(), client, pipeline, store)
+        .map_err(StartError::Mgmt)?
+        .with_status(helpers.status("auth0_events", metrics)))
+}
+
+/// Runs the Events API reader as a supervised helper until `shutdown`: a run that stops on an
+/// error (a checkpoint that cannot be read, a refused request) is reported and started again
+/// with backoff, from the checkpoint.
+async fn run_events_reader(
+    reader: Arc<EventsReader>,
+    health: Arc<Health>,
+    status: supervise::HelperStatus,
+    shutdown: Shutdown,
+) {
+    let stop = shutdown.clone();
+    supervise::supervise(status, shutdown, move || {
+        let (reader, health, stop) = (Arc::clone(&reader), Arc::clone(&health), stop.clone());
+        async move {
+            let summary = reader
+                .run(Some(health), stop)
+                .await
+                .map_err(|err| err.to_string())?;
+            tracing::info!(
+                events = summary.events,
+                markers = summary.markers,
+                connections = summary.connections,
+                "stopped"
+            );
+            Ok(())
+        }
+    })
+    .await;
+}
+
 /// Which source a command runs with this configuration.
 fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartError> {
     match command {
@@ -430,6 +493,7 @@ fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartErr
             Some(SourceSettings::Kafka(_)) => Ok(SourceKind::Kafka),
             Some(SourceSettings::Sqs(_)) => Ok(SourceKind::Sqs),
             Some(SourceSettings::Auth0Logs(_)) => Ok(SourceKind::Auth0Logs),
+            Some(SourceSettings::Auth0Events(_)) => Ok(SourceKind::Auth0Events),
             None => Err(WiringError::NoSource.into()),
         },
         Command::Ingest => match config.ingest.as_ref().map(|i| i.mode) {

@@ -70,6 +70,13 @@ pub struct Metrics {
     pub deliveries_held: IntCounterVec,
     pub ledger_unreachable: IntGauge,
     pub ledger_kept_off: IntCounter,
+    // The tenant's Events API (`auth0_events` source).
+    pub auth0_events_connections: IntCounter,
+    pub auth0_events_reconnects: IntCounterVec,
+    pub auth0_events_gaps: IntCounter,
+    pub auth0_events_connection_limit_waits: IntCounter,
+    pub auth0_events_pending: IntGauge,
+    pub auth0_events_lag: Gauge,
 }
 
 /// A metric definition failed (a programming error: names and labels are static).
@@ -354,6 +361,30 @@ impl Metrics {
                 opts("deliveries_held_total", "Deliveries kept unacknowledged because their task was lost (a panic) and the source has no way to run or dead-letter them again (Kafka without dead_letter_topic): the partition's committed offset stays before it until a restart or rebalance redelivers it."),
                 &["source"],
             )?)?,
+            auth0_events_connections: reg.add(IntCounter::with_opts(opts(
+                "auth0_events_connections_total",
+                "Events API connections opened (auth0_events source): Auth0 closes them every few minutes, so this grows steadily.",
+            ))?)?,
+            auth0_events_reconnects: reg.add(IntCounterVec::new(
+                opts("auth0_events_reconnects_total", "Events API connections that ended and were opened again, by reason (server_closed: normal cycling; broken: a transport error or the idle timeout; stream_error: an `event: error`)."),
+                &["reason"],
+            )?)?,
+            auth0_events_gaps: reg.add(IntCounter::with_opts(opts(
+                "auth0_events_gaps_total",
+                "Times the Events API answered that the reader's offset expired (410): events since the last processed one may be lost to it; reading resumed by from_timestamp; run `reconcile`.",
+            ))?)?,
+            auth0_events_connection_limit_waits: reg.add(IntCounter::with_opts(opts(
+                "auth0_events_connection_limit_waits_total",
+                "Events API connections refused because the plan's concurrent connections are taken (another reader holds them); each is waited out and tried again.",
+            ))?)?,
+            auth0_events_pending: reg.add(IntGauge::with_opts(opts(
+                "auth0_events_pending",
+                "Events API messages received and not yet settled (events waiting for their verdict, markers behind them): the checkpoint stays before the first.",
+            ))?)?,
+            auth0_events_lag: reg.add(Gauge::with_opts(opts(
+                "auth0_events_lag_seconds",
+                "Now minus the time of the last event the Events API reader's checkpoint passed.",
+            ))?)?,
             names: reg.names,
             registry,
         };

@@ -75,6 +75,9 @@ pub fn required_scopes(
     if policy.uses_organizations() {
         scopes.push(crate::reconcile::organizations::WRITE_SCOPE);
     }
+    if matches!(config.source, Some(SourceSettings::Auth0Events(_))) {
+        scopes.push(crate::source::auth0_events::SCOPE);
+    }
     scopes
 }
 
@@ -269,6 +272,7 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
             );
         }
         Some(SourceSettings::Auth0Logs(r)) => describe_logs_reader(&mut text, "source", r),
+        Some(SourceSettings::Auth0Events(e)) => text.push_str(&e.describe()),
         None => {
             let _ = writeln!(text, "source: none (only `replay` can run)");
         }

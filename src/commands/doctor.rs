@@ -592,6 +592,7 @@ async fn source(config: &Config, env: Env<'_>, report: &mut Report) {
             "source: the tenant's Logs API (checkpoint {}; needs read:logs)",
             logs.checkpoint_file.display()
         )),
+        Some(SourceSettings::Auth0Events(events)) => report.ok(events.doctor_line()),
         None if config.ingest.is_none() => report.fail(
             "source: no [source] and no [ingest]: `run` has nothing to consume",
             "add [source] with [kafka] or [sqs], or [ingest] for the webhook",

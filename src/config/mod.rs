@@ -15,6 +15,8 @@ pub use crate::settings::{
     is_secret_key, read_secret, redact_secret_lines, ConfigError, Secret, BASE_URL_ENV,
     CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
 };
+use crate::source::auth0_events::EventsSection;
+pub use crate::source::auth0_events::EventsSettings;
 pub use crate::source::auth0_logs::LogsSettings;
 use crate::source::auth0_logs::{Role, Start};
 pub use crate::source::kafka::{KafkaSettings, DEFAULT_GROUP_ID};
@@ -44,6 +46,7 @@ struct ConfigFile {
     metrics: MetricsSection,
     ingest: Option<IngestSection>,
     auth0_logs: Option<LogsSection>,
+    auth0_events: Option<EventsSection>,
     backstop: Option<LogsSection>,
     ledger: Option<LedgerSection>,
 }
@@ -215,6 +218,8 @@ pub enum SourceSettings {
     Sqs(SqsSettings),
     /// The tenant's Logs API (`[auth0_logs]`).
     Auth0Logs(LogsSettings),
+    /// The tenant's Events API (`[auth0_events]`).
+    Auth0Events(EventsSettings),
 }
 
 /// librdkafka properties the service owns: setting them in `[kafka.properties]` would break
@@ -283,7 +288,9 @@ impl Config {
                 None => DedupSettings::default().max_entries,
             },
         };
-        let source = source_settings(file.source, file.kafka, file.sqs, file.auth0_logs)?;
+        let ledger = ledger_settings(file.ledger, env)?;
+        let events = (file.auth0_events, &policy, ledger.is_some());
+        let source = source_settings(file.source, file.kafka, file.sqs, file.auth0_logs, events)?;
         let backstop = file
             .backstop
             .map(|b| logs_settings(Role::Backstop, b))
@@ -307,7 +314,6 @@ impl Config {
             )
         })?;
         let ingest = file.ingest.map(ingest_settings).transpose()?;
-        let ledger = ledger_settings(file.ledger, env)?;
         Ok(Config {
             auth0,
             policy,
@@ -531,6 +537,7 @@ fn source_settings(
     kafka: Option<KafkaSection>,
     sqs: Option<SqsSection>,
     auth0_logs: Option<LogsSection>,
+    (auth0_events, policy, ledger): (Option<EventsSection>, &Policy, bool),
 ) -> Result<Option<SourceSettings>, ConfigError> {
     let kind = match (&source, &kafka, &sqs) {
         (Some(s), _, _) => s.kind.trim().to_ascii_lowercase(),
@@ -576,9 +583,20 @@ fn source_settings(
                 section,
             )?)))
         }
+        "auth0_events" => {
+            let section = auth0_events.ok_or_else(|| {
+                invalid(
+                    "auth0_events",
+                    "source.type is \"auth0_events\" but there is no [auth0_events] section (checkpoint_file at least)",
+                )
+            })?;
+            Ok(Some(SourceSettings::Auth0Events(
+                EventsSettings::from_section(section, policy, ledger)?,
+            )))
+        }
         other => Err(invalid(
             "source.type",
-            format!("`{other}` is not a source: use \"kafka\" or \"sqs\" (a stream), or \"auth0_logs\" (the tenant's Logs API)"),
+            format!("`{other}` is not a source: use \"kafka\" or \"sqs\" (a stream), \"auth0_logs\" (the tenant's Logs API) or \"auth0_events\" (the tenant's Events API)"),
         )),
     }
 }

@@ -101,7 +101,8 @@ impl RateClass {
             | Operation::UpdateLogStream
             | Operation::GetLogStream
             | Operation::GetOrganizations
-            | Operation::GetOrganizationMembers => RateClass::Other,
+            | Operation::GetOrganizationMembers
+            | Operation::SubscribeEvents => RateClass::Other,
         }
     }
 

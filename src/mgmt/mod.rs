@@ -10,6 +10,7 @@ mod limiter;
 pub mod log_streams;
 pub mod organizations;
 mod roles;
+pub(crate) mod stream;
 mod token;
 
 use std::collections::BTreeMap;
@@ -201,6 +202,8 @@ pub enum Operation {
     GetOrganizationMembers,
     /// `DELETE /api/v2/users/{id}/roles` (`reconcile --revoke --apply`).
     RemoveUserRoles,
+    /// `GET /api/v2/events`: the Events API stream (the `auth0_events` source).
+    SubscribeEvents,
 }
 
 impl Operation {
@@ -226,6 +229,7 @@ impl Operation {
             Operation::GetOrganizations => "get_organizations",
             Operation::GetOrganizationMembers => "get_organization_members",
             Operation::RemoveUserRoles => "remove_user_roles",
+            Operation::SubscribeEvents => "subscribe_events",
         }
     }
 }

@@ -51,6 +51,8 @@ pub enum SourceKind {
     Auth0Logs,
     /// The backstop: the Logs API read behind another source (`[backstop]`).
     Backstop,
+    /// The tenant's Events API as the source of `run` (`[source] type = "auth0_events"`).
+    Auth0Events,
 }
 
 impl SourceKind {
@@ -63,6 +65,7 @@ impl SourceKind {
             SourceKind::Replay => "replay",
             SourceKind::Auth0Logs => "auth0_logs",
             SourceKind::Backstop => "backstop",
+            SourceKind::Auth0Events => "auth0_events",
         }
     }
 
@@ -82,6 +85,7 @@ impl SourceKind {
             SourceKind::Auth0Logs | SourceKind::Backstop => {
                 "the tenant's Logs API has not answered yet"
             }
+            SourceKind::Auth0Events => "the tenant's Events API stream is not open yet",
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   and resumes (below half, the API answering), and logs each change once.
 //! - [`QuietLog`] logs a repeated error at most once per interval.
 
+pub mod auth0_events;
 pub mod auth0_logs;
 pub mod kafka;
 pub mod replay;

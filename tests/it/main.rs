@@ -6,6 +6,7 @@
 mod harness;
 
 mod action;
+mod auth0_events;
 mod auth0_logs;
 mod auth0_logs_order;
 mod config;

@@ -146,6 +146,7 @@ fn accepted_scopes(op: Operation) -> &'static [&'static str] {
         Operation::RemoveOrganizationMemberRoles => &["delete:organization_member_roles"],
         Operation::GetOrganizations => &["read:organizations"],
         Operation::GetOrganizationMembers => &["read:organization_members"],
+        Operation::SubscribeEvents => &["read:events"],
     }
 }
 

@@ -13,6 +13,7 @@ mod api;
 mod config;
 mod error;
 pub mod event_streams;
+pub mod events_api;
 mod gate;
 mod jobs;
 mod log_streams;
@@ -97,6 +98,7 @@ impl Simulator {
             .route("/api/v2/jobs/users-exports", post(jobs::create_export))
             .route("/api/v2/jobs/{id}", get(jobs::get_job))
             .route("/api/v2/logs", get(tenant_logs::list))
+            .route("/api/v2/events", get(events_api::subscribe))
             .route(
                 "/api/v2/log-streams",
                 get(log_streams::list).post(log_streams::create),
@@ -137,6 +139,7 @@ impl Simulator {
             ));
         tenant
             .merge(admin::routes())
+            .merge(events_api::admin_routes())
             .route("/exports/{token}/{file}", get(jobs::download))
             .fallback(gate::fallback)
             .with_state(self.clone())

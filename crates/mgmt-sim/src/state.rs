@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub log_streams: Mutex<super::log_streams::LogStreams>,
     /// The tenant's Event Streams.
     pub event_streams: Mutex<super::event_streams::EventStreams>,
+    /// The Events API (`GET /api/v2/events`).
+    pub events_api: super::events_api::EventsApiState,
     /// The tenant's logs (`GET /api/v2/logs`).
     pub tenant_logs: Mutex<super::tenant_logs::TenantLogs>,
     /// Organizations, their members and member roles.
@@ -78,6 +80,7 @@ impl Shared {
             listings: Mutex::new(Default::default()),
             log_streams: Mutex::new(Default::default()),
             event_streams: Mutex::new(Default::default()),
+            events_api: Default::default(),
             tenant_logs: Mutex::new(Default::default()),
             organizations: Mutex::new(Default::default()),
             organization_bucket: Mutex::new(organization_bucket),

@@ -106,10 +106,11 @@ pub(crate) enum Operation {
     RemoveOrganizationMemberRoles,
     GetOrganizations,
     GetOrganizationMembers,
+    SubscribeEvents,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 23] = [
+    pub(crate) const ALL: [Operation; 24] = [
         Operation::Token,
         Operation::GetRoles,
         Operation::GetUser,
@@ -133,6 +134,7 @@ impl Operation {
         Operation::RemoveOrganizationMemberRoles,
         Operation::GetOrganizations,
         Operation::GetOrganizationMembers,
+        Operation::SubscribeEvents,
     ];
 
     pub(crate) fn key(self) -> &'static str {
@@ -160,6 +162,7 @@ impl Operation {
             Operation::RemoveOrganizationMemberRoles => "remove_organization_member_roles",
             Operation::GetOrganizations => "get_organizations",
             Operation::GetOrganizationMembers => "get_organization_members",
+            Operation::SubscribeEvents => "subscribe_events",
         }
     }
 
@@ -198,6 +201,7 @@ impl Operation {
             }
             ("/api/v2/organizations", "GET") => Operation::GetOrganizations,
             ("/api/v2/organizations/{id}/members", "GET") => Operation::GetOrganizationMembers,
+            ("/api/v2/events", "GET") => Operation::SubscribeEvents,
             _ => return None,
         };
         Some(op)

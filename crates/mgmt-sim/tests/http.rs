@@ -1713,3 +1713,141 @@ async fn effective_roles_add_roles_held_through_a_group() {
         .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
+
+/// Reads an SSE body until `until` appears in it or 5 s pass.
+async fn read_stream_until(resp: &mut Response, until: &str) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !text.contains(until) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => break,
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn the_events_api_streams_offsets_markers_filters_and_refusals_as_auth0_documents() {
+    use mgmt_sim::events_api::EventsControl;
+    let h = Harness::start(SimConfig::default()).await;
+    let token = h.token().await;
+    h.sim.control_events(EventsControl {
+        heartbeat_ms: 100,
+        retry_ms: 1500,
+        max_connections: 1,
+        ..EventsControl::default()
+    });
+    let event = |id: &str, kind: &str, time: &str| {
+        json!({"specversion": "1.0", "id": id, "type": kind, "time": time,
+               "data": {"object": {"user_id": format!("auth0|{id}")}}})
+    };
+    let offsets = h
+        .sim
+        .append_events(vec![
+            event("e1", "user.created", "2026-12-01T00:00:00Z"),
+            event("e2", "user.deleted", "2026-12-02T00:00:00Z"),
+            event("e3", "user.updated", "2026-12-03T00:00:00Z"),
+            event("e4", "user.created", "2026-12-04T00:00:00Z"),
+        ])
+        .expect("append");
+    // From a time, user.created only: e1 and e4.
+    let mut resp = h
+        .get(
+            &token,
+            "/api/v2/events?event_type=user.created&from_timestamp=2026-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().ok(),
+        Some("text/event-stream")
+    );
+    // A second connection while the only one is open: the limit.
+    let limited = h.get(&token, "/api/v2/events").await;
+    assert_eq!(limited.status(), StatusCode::FORBIDDEN);
+    assert!(json_of(limited).await["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("Maximum concurrent event stream connections")));
+    let text = read_stream_until(&mut resp, &format!("id: {}\n", offsets[3])).await;
+    assert!(text.starts_with(":connected\n\nretry: 1500\n\n"), "{text}");
+    assert!(text.contains(&format!(
+        "event: user.created\nid: {}\ndata: {{",
+        offsets[0]
+    )));
+    assert!(text.contains(&format!("id: {}\n", offsets[3])));
+    assert!(!text.contains("e3") && !text.contains("e2"), "{text}");
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Resuming after e2 with Last-Event-ID (it wins over `from`), every type, 2 events per
+    // connection: e3 and e4, then the server closes the connection.
+    h.sim.control_events(EventsControl {
+        cycle_after_events: Some(2),
+        ..h.sim.events_control()
+    });
+    let mut resp = h
+        .http
+        .get(h.url(&format!("/api/v2/events?from={}", offsets[3])))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", offsets[1].clone())
+        .send()
+        .await
+        .expect("GET");
+    let text = read_stream_until(&mut resp, "\u{0}the end").await;
+    assert!(text.contains("event: user.updated"), "{text}");
+    assert!(text.contains(&format!("id: {}\n", offsets[3])), "{text}");
+    assert!(
+        matches!(resp.chunk().await, Ok(None)),
+        "closed after 2 events"
+    );
+    h.sim.control_events(EventsControl {
+        cycle_after_events: None,
+        ..h.sim.events_control()
+    });
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Caught up: heartbeats carry the newest offset as a marker.
+    let mut resp = h
+        .get(&token, &format!("/api/v2/events?from={}", offsets[3]))
+        .await;
+    let text = read_stream_until(&mut resp, ": heartbeat").await;
+    assert!(
+        text.contains(&format!("event: offset-only\nid: {}\n", offsets[3])),
+        "{text}"
+    );
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Refusals: a bad offset, a long from_timestamp, an unknown type; an expired offset.
+    for (path, status) in [
+        ("/api/v2/events?from=zz", StatusCode::BAD_REQUEST),
+        (
+            "/api/v2/events?from_timestamp=2026-12-01T00:00:00.000Z",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v2/events?event_type=user.logged_in",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        assert_eq!(h.get(&token, path).await.status(), status, "{path}");
+    }
+    h.sim.control_events(EventsControl {
+        expire_all: true,
+        ..h.sim.events_control()
+    });
+    h.sim
+        .append_events(vec![event("e5", "user.created", "2026-12-05T00:00:00Z")])
+        .expect("append");
+    let gone = h
+        .get(&token, &format!("/api/v2/events?from={}", offsets[0]))
+        .await;
+    assert_eq!(gone.status(), StatusCode::GONE);
+    // Without read:events: the gate's 403 names the scope.
+    h.control(json!({"denied_scopes": ["read:events"]})).await;
+    let denied = h.get(&token, "/api/v2/events").await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    assert!(json_of(denied).await["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("read:events")));
+    h.server.shutdown().await;
+}

@@ -152,13 +152,38 @@ impl CheckpointStore for FileCheckpoint {
     }
 
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let tmp = beside(&self.path, ".tmp");
         let text = serde_json::to_vec(checkpoint).map_err(|e| CheckpointError::Corrupt {
             path: self.path.clone(),
             detail: e.to_string(),
         })?;
+        self.save_bytes(&text)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl FileCheckpoint {
+    /// The file's text (`None` when there is none yet): for other checkpoint formats that
+    /// share the file, lock and dead-letter handling (the Events API reader).
+    pub(crate) fn read_text(&self) -> Result<Option<String>, CheckpointError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(Some(text)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(CheckpointError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the file's content atomically (temp file, fsync, rename, fsync of the
+    /// directory): durable when it returns.
+    pub(crate) fn save_bytes(&self, text: &[u8]) -> Result<(), CheckpointError> {
+        let tmp = beside(&self.path, ".tmp");
         let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(&text).map_err(io_error(&tmp))?;
+        file.write_all(text).map_err(io_error(&tmp))?;
         file.sync_all().map_err(io_error(&tmp))?;
         drop(file);
         std::fs::rename(&tmp, &self.path).map_err(io_error(&self.path))?;
@@ -169,10 +194,6 @@ impl CheckpointStore for FileCheckpoint {
                 .map_err(io_error(dir))?;
         }
         Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
     }
 }
 
@@ -191,13 +212,17 @@ impl DeadLetterFile {
     }
 
     pub(super) fn append(&self, log: &Value, rejected: &Rejected) -> Result<(), CheckpointError> {
-        let line = serde_json::json!({
+        self.append_value(&serde_json::json!({
             "reason": rejected.reason(),
             "error": rejected.error,
             "log_id": log_id_of(log),
             "log": log,
-        });
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        }))
+    }
+
+    /// Appends `line` as one JSON line, fsynced.
+    pub(crate) fn append_value(&self, line: &Value) -> Result<(), CheckpointError> {
+        let mut bytes = serde_json::to_vec(line).unwrap_or_default();
         bytes.push(b'\n');
         let mut file = OpenOptions::new()
             .create(true)
