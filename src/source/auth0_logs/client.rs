@@ -72,7 +72,6 @@ impl LogsApi {
         RequestOptions {
             pace: self.pace.as_ref(),
             refusal_is_error: self.auxiliary,
-            lost_answer_is_error: false,
         }
     }
 

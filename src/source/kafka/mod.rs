@@ -21,7 +21,6 @@
 //!   messages; completions for partitions no longer owned, or owned again under a new
 //!   assignment, are dropped.
 
-pub mod client_log;
 pub mod offsets;
 
 use std::collections::HashMap;
