@@ -37,32 +37,13 @@ impl Pipeline {
                     // already stays its holder's: an admin's later removal of it is not
                     // mistaken for a removal of this service's grant.
                     assignment.missing.retain(|role| written.contains(role));
-                    for role in &written {
-                        self.metrics
-                            .role_assignments
-                            .with_label_values(&[role, "tenant"])
-                            .inc();
-                    }
-                    if let Some(link) = &self.ledger {
-                        let report = &assignment.report;
-                        let recorded = link
-                            .record_grants(
-                                &self.metrics,
-                                self.processor.policy(),
-                                assigner.directory(),
-                                &assignment.user_id,
-                                None,
-                                &written,
-                                &GrantOrigin::of(report, assignment.event_at),
-                            )
-                            .await;
-                        if let Err(refused) = recorded {
-                            return self.processor.finish(
-                                assignment,
-                                Outcome::Failed,
-                                Some(refusal_reason(&refused)),
-                            );
-                        }
+                    if let Err(reason) = self
+                        .count_and_record(&assignment, assigner, None, &written)
+                        .await
+                    {
+                        return self
+                            .processor
+                            .finish(assignment, Outcome::Failed, Some(reason));
                     }
                 }
                 Ok(AssignOutcome::AlreadyHeld) => {
@@ -95,32 +76,18 @@ impl Pipeline {
             match written {
                 Ok(()) => {
                     wrote = true;
-                    for role in &member.missing {
-                        self.metrics
-                            .role_assignments
-                            .with_label_values(&[role, "organization"])
-                            .inc();
-                    }
-                    if let Some(link) = &self.ledger {
-                        let report = &assignment.report;
-                        let recorded = link
-                            .record_grants(
-                                &self.metrics,
-                                self.processor.policy(),
-                                assigner.directory(),
-                                &assignment.user_id,
-                                Some(&member.organization_id),
-                                &member.missing,
-                                &GrantOrigin::of(report, assignment.event_at),
-                            )
-                            .await;
-                        if let Err(refused) = recorded {
-                            return self.processor.finish(
-                                assignment,
-                                Outcome::Failed,
-                                Some(refusal_reason(&refused)),
-                            );
-                        }
+                    if let Err(reason) = self
+                        .count_and_record(
+                            &assignment,
+                            assigner,
+                            Some(&member.organization_id),
+                            &member.missing,
+                        )
+                        .await
+                    {
+                        return self
+                            .processor
+                            .finish(assignment, Outcome::Failed, Some(reason));
                     }
                 }
                 Err(err) => {
@@ -146,5 +113,41 @@ impl Pipeline {
             Outcome::AlreadyDone
         };
         self.processor.finish(assignment, outcome, None)
+    }
+    /// Counts the roles a write added (tenant roles, or member roles of `organization`) and
+    /// records them as this service's grants. `Err` is the ledger's refusal of this record (the
+    /// event's own fault), as its reason.
+    async fn count_and_record(
+        &self,
+        assignment: &Assignment,
+        assigner: &RoleAssigner,
+        organization: Option<&str>,
+        roles: &[String],
+    ) -> Result<(), String> {
+        let scope = if organization.is_some() {
+            "organization"
+        } else {
+            "tenant"
+        };
+        for role in roles {
+            self.metrics
+                .role_assignments
+                .with_label_values(&[role, scope])
+                .inc();
+        }
+        let Some(link) = &self.ledger else {
+            return Ok(());
+        };
+        link.record_grants(
+            &self.metrics,
+            self.processor.policy(),
+            assigner.directory(),
+            &assignment.user_id,
+            organization,
+            roles,
+            &GrantOrigin::of(&assignment.report, assignment.event_at),
+        )
+        .await
+        .map_err(|refused| refusal_reason(&refused))
     }
 }
