@@ -533,7 +533,15 @@ impl ClassBucket {
         self.shared = true;
         self.samples.clear();
         // Multiplicative decrease, from the pace in force (not from an allowance above it).
-        self.allowance = (self.pace() / self.settings.share.max(0.001) * DECREASE).max(MIN_RATE);
+        // Before a refill is learned, the mirror refills only from answers and resets (a pace
+        // of zero): the allowance is then the pace in force, and the cut is from it (cutting
+        // from zero would leave the class at the floor pace for minutes: a 429 another class
+        // caused on a bucket they share, say).
+        let in_force = match self.refill_rate() {
+            rate if rate > 0.0 => rate / self.settings.share.max(0.001),
+            _ => self.allowance,
+        };
+        self.allowance = (in_force * DECREASE).max(MIN_RATE);
         if let Some(refill) = self.refill.as_mut() {
             *refill = (*refill * DECREASE).max(MIN_RATE);
         }
@@ -1007,6 +1015,40 @@ mod tests {
         assert!(bucket.try_acquire(6.0).is_err());
         bucket.on_answer(6.0, none, 1, 5.9);
         assert!(bucket.held_until() <= 6.0);
+    }
+
+    #[test]
+    fn a_429_before_any_refill_is_learned_cuts_from_the_pace_in_force_not_from_zero() {
+        // The first call's answer states the bucket (2, one left, full in 1 s) but no refill
+        // yet; the next call, still in flight as the limiter sees it, meets a 429 (another
+        // class spent the bucket they share).
+        let mut bucket = ClassBucket::new(fixed(4.0, 2), 0.0);
+        let first = bucket.try_acquire(0.0).unwrap_or_default();
+        let stated = Observation {
+            limit: Some(2),
+            remaining: Some(1),
+            reset_in: Some(1.0),
+        };
+        bucket.on_answer(0.1, stated, first, 0.0);
+        assert!(bucket.try_acquire(0.2).is_ok(), "the one left is spent");
+        let hold = bucket.on_rate_limited(0.5, stated, Some(1.0), 0.0);
+        bucket.release();
+        assert!(
+            bucket.pace() >= 4.0 * DECREASE * 0.99,
+            "cut from the configured 4/s: {}",
+            bucket.pace()
+        );
+        // After the hold, calls go at that pace: at least 4 within the next 3 s.
+        let mut sent = 0;
+        let mut now = 0.5 + hold;
+        while now < 3.5 + hold {
+            if let Ok(seq) = bucket.try_acquire(now) {
+                sent += 1;
+                bucket.on_answer(now + 0.01, stated, seq, now);
+            }
+            now += 0.01;
+        }
+        assert!(sent >= 4, "{sent} calls in 3 s after the hold");
     }
 
     proptest! {
