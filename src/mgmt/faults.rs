@@ -9,7 +9,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 
-use super::{header_seconds, lock, seconds_within_an_hour, MgmtClient, Operation};
+use super::{header_seconds, lock, seconds_within_an_hour, MgmtClient, MgmtError, Operation};
 
 /// Why the tenant refuses the service itself (a *service fault*): every event would fail the
 /// same way, so events wait, intake pauses and `/readyz` names the cause until it clears.
@@ -198,11 +198,29 @@ impl MgmtClient {
 
     /// `operation` was answered: the failing state clears, unless a scope is still missing
     /// for another operation (a read succeeding says nothing about a refused write).
+    /// Every refused operation is remembered until it is answered itself: granting one of two
+    /// missing scopes leaves the fault on for the other (it does not clear and come back).
     pub(super) fn answered(&self, operation: Option<Operation>) {
-        let scope_still_missing = matches!(
-            &*lock(&self.inner.blocked),
-            Some((Blocked::Scope, _, refused)) if Some(*refused) != operation
-        );
+        let scope_still_missing = {
+            let mut refused = lock(&self.inner.scope_refused);
+            if let Some(operation) = operation {
+                refused.remove(&operation);
+            }
+            let missing = !refused.is_empty();
+            if missing {
+                // The fault names a refusal still in force.
+                let mut blocked = lock(&self.inner.blocked);
+                if let Some((Blocked::Scope, _, op)) = blocked.as_ref() {
+                    if !refused.contains(op) {
+                        if let Some(still) = refused.iter().next() {
+                            let said = format!("{} is still refused", still.as_str());
+                            *blocked = Some((Blocked::Scope, said, *still));
+                        }
+                    }
+                }
+            }
+            missing
+        };
         if !scope_still_missing {
             self.set_failing(false);
             self.inner.token.scope_fault_over();
@@ -276,6 +294,9 @@ impl MgmtClient {
             self.set_failing(true);
         }
         if let Transient::Refused(blocked, detail) = &why {
+            if *blocked == Blocked::Scope {
+                lock(&self.inner.scope_refused).insert(operation);
+            }
             self.set_blocked(Some((*blocked, detail.clone(), operation)));
         }
         {
@@ -397,7 +418,6 @@ pub(super) async fn probe_until_answered(client: &MgmtClient) {
                 let headers = response.headers().clone();
                 if status.as_u16() != 429 {
                     client.inner.classes.answered(
-                        super::RateClass::RoleReads,
                         seq,
                         &headers,
                         headers.contains_key("x-ratelimit-remaining"),
@@ -430,9 +450,64 @@ pub(super) async fn probe_until_answered(client: &MgmtClient) {
     }
 }
 
+/// The error of a call whose answer was lost after it may have reached the tenant.
+pub(super) fn answer_lost(operation: Operation, err: &reqwest::Error) -> MgmtError {
+    let cause = if err.is_timeout() {
+        "no answer in time".to_owned()
+    } else {
+        cause_chain(err)
+    };
+    MgmtError::AnswerLost {
+        operation: operation.as_str(),
+        cause,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client() -> MgmtClient {
+        let metrics =
+            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let settings = super::super::ClientSettings {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            audience: "https://t.example/api/v2/".to_owned(),
+            client_id: "c".to_owned(),
+            client_secret: crate::settings::Secret::new("s"),
+            requests_per_second: 10.0,
+            burst: 10,
+            auto_share: None,
+            timeout: Duration::from_secs(1),
+            retry: super::super::RetrySettings::default(),
+        };
+        MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Two scopes missing (a profile read and a role write refused), one granted: its call is
+    /// answered, and the fault stays on for the other (seen flapping: only the last refused
+    /// operation was remembered, so answering it cleared the fault).
+    #[tokio::test(start_paused = true)]
+    async fn granting_one_of_two_missing_scopes_keeps_the_fault_on() {
+        let client = client();
+        let mut backoff = client.backoff();
+        for operation in [Operation::AssignRoleUsers, Operation::GetUser] {
+            let why = Transient::Refused(Blocked::Scope, format!("{} refused", operation.as_str()));
+            client.wait_before_retry(operation, why, &mut backoff).await;
+        }
+        assert!(client.failing_now());
+        // read:users granted: the profile read is answered.
+        client.answered(Some(Operation::GetUser));
+        assert!(client.failing_now(), "the role write is still refused");
+        client.answered(Some(Operation::GetRoles));
+        assert!(
+            client.failing_now(),
+            "another call says nothing about the refused write"
+        );
+        // create:role_members granted too.
+        client.answered(Some(Operation::AssignRoleUsers));
+        assert!(!client.failing_now());
+    }
 
     #[tokio::test]
     async fn a_refused_connection_is_transient_whatever_words_its_url_holds() {

@@ -3,13 +3,17 @@
 //! at the rate the tenant actually grants instead of the one an operator guessed.
 //!
 //! Per class ([`ClassBucket`], a pure state machine on a seconds clock, tested against a plain
-//! model) it keeps:
-//! - a *mirror* of the tenant's bucket: its size is the last `x-ratelimit-limit`, its content is
-//!   set from each answer's `x-ratelimit-remaining` minus the calls sent since, and it refills at
-//!   the pace below; a call is sent only while the mirror holds a token, so a burst the tenant
-//!   still has is spent at once and an empty bucket is never drained further;
-//! - the *refill* inferred from how `remaining` recovers between two answers (remaining after
-//!   minus remaining before plus the calls admitted in between, over the time between), averaged;
+//! model of the tenant with calls in flight and several instances) it keeps:
+//! - a *mirror* of the tenant's bucket: the first call goes alone, and each answer sets the
+//!   mirror to its `x-ratelimit-remaining` less the calls the tenant may have counted since
+//!   (those still in flight, and those answered after it left: answers overtake each other),
+//!   so a burst the tenant still has is spent at once and no token is spent twice; by the
+//!   answer's `x-ratelimit-reset` the bucket is full again (less what was sent since);
+//! - the *refill* this client may spend: a lower bound learned from pairs of answers (the
+//!   count's rise plus the calls certainly admitted between them, over the longest time they
+//!   can span) and, until a 429 says someone else spends the bucket, from the reset (the bucket
+//!   refills `limit - remaining - 1` tokens within it); before anything is learned the mirror
+//!   refills only from answers and resets, never at the configured ceiling;
 //! - an AIMD *allowance*: cut by 30 % on a 429, raised by 5 % a second while calls succeed, never
 //!   above the ceiling (`requests_per_second` as configured, or, with `"auto"`, unbounded);
 //! - a *hold* after a 429: until its reset (or `Retry-After`) plus a little jitter, or, with no
@@ -17,12 +21,14 @@
 //!   once, and waiting calls go on at the limiter's pace (recovery is immediate).
 //!
 //! The pace is `min(ceiling, allowance, refill × 0.95) × share` (share: `auto_share` with
-//! `"auto"`, else 1). Several instances sharing one tenant each read the same headers: the
-//! mirror keeps each from spending tokens the tenant says are gone, and the AIMD cut on a 429
-//! and slow raise converge to a fair split of the refill (additive increase, multiplicative
-//! decrease), with no static "divide by N".
+//! `"auto"`, else 1). Several instances sharing one tenant each read the same headers. The
+//! refill each learns from pairs of answers is what the others leave (their calls lower the
+//! count between two of its answers). Once a 429 shows the bucket is shared, an instance stops
+//! trusting the reset (it bounds the tenant's whole refill), takes only a quarter of a count
+//! above its own mirror, paces at 90 % of what it learned, lets that grow only while the bucket
+//! is seen at least half full, and follows a fall at once: no static "divide by N".
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -116,8 +122,12 @@ const DECREASE: f64 = 0.7;
 const INCREASE_PER_SECOND: f64 = 0.05;
 /// The share of the inferred refill paced at (the rest absorbs rounding of `remaining`).
 const REFILL_MARGIN: f64 = 0.95;
-/// How fast the refill estimate grows while the tenant's bucket is seen full, per second.
-const PROBE_PER_SECOND: f64 = 0.03;
+/// The share of the learned refill paced at while the bucket is shared.
+const SHARED_MARGIN: f64 = 0.9;
+/// The share of the tenant's count a shared bucket's mirror takes at once.
+const SHARED_SURPLUS: f64 = 0.25;
+/// How fast the learned refill may grow while the bucket is shared, per second.
+const SHARED_GROWTH_PER_SECOND: f64 = 0.08;
 /// Jitter added to a hold, at most.
 const HOLD_JITTER: f64 = 0.25;
 
@@ -166,6 +176,17 @@ pub struct ClassSettings {
     pub initial_burst: u32,
 }
 
+/// One answer the tenant admitted: when its call left, when the answer came, what remained.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    sent: f64,
+    received: f64,
+    remaining: u32,
+}
+
+/// How many admitted answers a class keeps to learn its refill from.
+const SAMPLES: usize = 64;
+
 /// One class's bucket model. Time is seconds on any monotonic clock.
 #[derive(Debug, Clone)]
 pub struct ClassBucket {
@@ -185,16 +206,33 @@ pub struct ClassBucket {
     allowance: f64,
     /// When the allowance last grew.
     last_increase: f64,
-    /// The inferred refill, requests per second.
+    /// The refill available to this client, requests per second: a lower bound (see `learn`).
     refill: Option<f64>,
-    /// `refill` is only the reset's lower bound so far (no sample measured).
-    seeded: bool,
-    /// The observation refill samples start from: (time, remaining, admitted count).
-    anchor: Option<(f64, u32, u64)>,
-    /// The anchor was taken with the bucket (next to) full.
-    full_seen: bool,
-    /// The newest send whose answer set the mirror (older answers are stale).
+    /// The reset's lower bound of the refill is trusted: it bounds the tenant's whole refill,
+    /// which is this client's only while no other consumer spends it (a 429 says one may).
+    trust_reset: bool,
+    /// Another consumer spends this bucket: the tenant's count fell by more than this
+    /// client's calls explain (or a 429 came). The mirror then only follows the tenant's
+    /// count down; it fills at this client's pace.
+    shared: bool,
+    /// When the refill was last learned.
+    last_learned: f64,
+    /// The last admitted answers (oldest first).
+    samples: VecDeque<Sample>,
+    /// The last send's number, and the newest send whose answer set the mirror (older answers
+    /// are stale).
+    next_seq: u64,
     synced_seq: u64,
+    /// Calls sent and not answered yet: the tenant may not have counted them in `remaining`.
+    in_flight: u32,
+    /// Calls sent since the mirror was last set from an answer (those in flight then included).
+    sent_since_sync: u64,
+    /// When the tenant said its bucket is full again (`x-ratelimit-reset`), if nothing is spent.
+    full_at: Option<f64>,
+    /// When the last call left.
+    last_sent: f64,
+    /// When the last answers (of any kind) came, oldest first.
+    answered_at: VecDeque<f64>,
     /// No call before this time (a 429's hold).
     held_until: f64,
     /// 429s without a usable reset in a row (the hold doubles).
@@ -210,16 +248,24 @@ impl ClassBucket {
             settings,
             limit: None,
             remaining: None,
-            tokens: f64::from(settings.initial_burst.max(1)),
+            // One call first: its answer says what the bucket holds.
+            tokens: 1.0,
             last: now,
             ceiling_tokens: f64::from(settings.initial_burst.max(1)),
             allowance,
             last_increase: now,
             refill: None,
-            seeded: false,
-            anchor: None,
-            full_seen: false,
+            trust_reset: true,
+            shared: false,
+            last_learned: now,
+            samples: VecDeque::with_capacity(SAMPLES),
+            next_seq: 0,
             synced_seq: 0,
+            in_flight: 0,
+            sent_since_sync: 0,
+            full_at: None,
+            last_sent: f64::NEG_INFINITY,
+            answered_at: VecDeque::with_capacity(SAMPLES),
             held_until: f64::NEG_INFINITY,
             strikes: 0,
             rate_limited: 0,
@@ -228,10 +274,23 @@ impl ClassBucket {
 
     /// The pace calls are sent at when the bucket is empty, requests per second.
     pub fn pace(&self) -> f64 {
-        let learned = self
-            .refill
-            .map_or(self.allowance, |r| self.allowance.min(r * REFILL_MARGIN));
-        (learned.min(self.settings.ceiling) * self.settings.share).max(MIN_RATE)
+        self.refill_rate().max(MIN_RATE)
+    }
+
+    /// How fast the mirror refills: the learned refill (with a margin), the AIMD allowance and
+    /// the ceiling, times the share. Zero while the tenant stated its bucket but not yet how
+    /// fast it refills: then only its answers and its reset refill the mirror.
+    fn refill_rate(&self) -> f64 {
+        let learned = match self.refill {
+            Some(refill) if self.shared => self.allowance.min(refill * SHARED_MARGIN),
+            Some(refill) => self.allowance.min(refill * REFILL_MARGIN),
+            // Something will: the reset, or an answer still in flight.
+            None if self.limit.is_some() && (self.full_at.is_some() || self.in_flight > 0) => {
+                return 0.0
+            }
+            None => self.allowance,
+        };
+        learned.min(self.settings.ceiling) * self.settings.share
     }
 
     /// The mirror's size: the tenant's bucket, or the assumed one.
@@ -247,11 +306,6 @@ impl ClassBucket {
         self.remaining
     }
 
-    #[cfg(test)]
-    pub fn refill(&self) -> Option<f64> {
-        self.refill
-    }
-
     pub fn held_until(&self) -> f64 {
         self.held_until
     }
@@ -263,15 +317,23 @@ impl ClassBucket {
     fn bring_up_to(&mut self, now: f64) {
         if now > self.last {
             let elapsed = now - self.last;
-            self.tokens = (self.tokens + elapsed * self.pace()).min(self.capacity());
+            self.tokens = (self.tokens + elapsed * self.refill_rate()).min(self.capacity());
             self.ceiling_tokens = (self.ceiling_tokens + elapsed * self.ceiling_rate())
                 .min(f64::from(self.settings.initial_burst.max(1)));
             self.last = now;
         }
+        if let Some(at) = self.full_at.filter(|at| now >= *at) {
+            // The tenant's bucket is full by its reset, less what was spent since it said so.
+            let full = self.capacity() - self.sent_since_sync as f64;
+            self.tokens = self.tokens.max(full).min(self.capacity());
+            self.full_at = None;
+            self.last = self.last.max(at);
+        }
     }
 
-    /// Takes a token for one call at `now`, or says how long to wait before asking again.
-    pub fn try_acquire(&mut self, now: f64) -> Result<(), f64> {
+    /// Takes a token for one call at `now` (its send's number), or says how long to wait
+    /// before asking again.
+    pub fn try_acquire(&mut self, now: f64) -> Result<u64, f64> {
         if now < self.held_until {
             return Err(self.held_until - now);
         }
@@ -279,26 +341,65 @@ impl ClassBucket {
         if self.ceiling_tokens < 1.0 {
             return Err(((1.0 - self.ceiling_tokens) / self.ceiling_rate()).max(0.001));
         }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // Nothing learned, nothing in flight and a long reset: one call every so often asks
+        // again (the limit may have come back before the reset).
+        let probe = self.refill.is_none()
+            && self.in_flight == 0
+            && self.full_at.is_some()
+            && now - self.last_sent >= NO_HINT_HOLD_CAP;
+        if self.tokens >= 1.0 || probe {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            self.last_sent = now;
             self.ceiling_tokens -= 1.0;
-            Ok(())
+            self.next_seq += 1;
+            self.in_flight = self.in_flight.saturating_add(1);
+            self.sent_since_sync += 1;
+            Ok(self.next_seq)
         } else {
-            Err(((1.0 - self.tokens) / self.pace()).max(0.001))
+            let rate = self.refill_rate();
+            let by_rate = if rate > 0.0 {
+                (1.0 - self.tokens) / rate
+            } else {
+                f64::INFINITY
+            };
+            let by_reset = self.full_at.map_or(f64::INFINITY, |at| at - now);
+            let by_probe = if self.refill.is_none() && self.in_flight == 0 && self.full_at.is_some()
+            {
+                self.last_sent + NO_HINT_HOLD_CAP - now
+            } else {
+                f64::INFINITY
+            };
+            let wait = by_rate.min(by_reset).min(by_probe);
+            // Nothing refills the mirror but an answer still in flight: look again soon.
+            Err(if wait.is_finite() { wait } else { 0.05 }.max(0.001))
         }
     }
 
-    /// A call of this class was answered (not 429) at `now`. `seq` numbers its send among the
-    /// client's, `sent_since` counts the calls sent after it, `admitted` the answers accepted by
-    /// the tenant so far (this one included).
-    pub fn on_answer(
-        &mut self,
-        now: f64,
-        observation: Observation,
-        seq: u64,
-        sent_since: u64,
-        admitted: u64,
-    ) {
+    /// A call sent as `seq` at `sent` got no answer the tenant counted (a transport error, or
+    /// the caller gave up): it is no longer in flight.
+    pub fn release(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// An answer came at `now` (whatever it said): remembered for [`Self::overtaken`].
+    fn heard(&mut self, now: f64) {
+        if self.answered_at.len() == SAMPLES {
+            self.answered_at.pop_front();
+        }
+        self.answered_at.push_back(now);
+    }
+
+    /// The calls the tenant may have counted after a call sent at `sent`, so its `remaining`
+    /// does not: those still in flight, and those answered since it left (answers overtake
+    /// each other on separate connections).
+    fn overtaken(&self, sent: f64) -> u64 {
+        let answered = self.answered_at.iter().filter(|at| **at > sent).count();
+        u64::from(self.in_flight) + answered as u64
+    }
+
+    /// A call of this class sent as `seq` at `sent` was answered (not 429) at `now`.
+    pub fn on_answer(&mut self, now: f64, observation: Observation, seq: u64, sent: f64) {
+        self.release();
         self.strikes = 0;
         if self.held_until > now {
             // The tenant accepts calls again: the waiting ones go on at the limiter's pace.
@@ -318,72 +419,94 @@ impl ClassBucket {
             self.limit = Some(limit);
         }
         let Some(remaining) = observation.remaining else {
+            self.heard(now);
             return;
         };
         self.remaining = Some(remaining);
+        self.bring_up_to(now);
         if seq >= self.synced_seq {
             self.synced_seq = seq;
-            self.bring_up_to(now);
-            // The tenant's count, less what was sent since this call left.
-            self.tokens = (f64::from(remaining) - sent_since as f64).clamp(0.0, self.capacity());
+            // The tenant's count, less the calls it may have counted since (counting one it
+            // counted before only leaves a token unspent).
+            let overtaken = self.overtaken(sent);
+            let told = (f64::from(remaining) - overtaken as f64).clamp(0.0, self.capacity());
+            self.tokens = if self.shared {
+                // Others read the same count: take a share of what it says is left.
+                self.tokens.max(told * SHARED_SURPLUS).min(told)
+            } else {
+                told
+            };
+            self.sent_since_sync = overtaken;
+            // Full by the reset only if nobody else spends it.
+            self.full_at = observation
+                .reset_in
+                .filter(|_| !self.shared)
+                .map(|reset_in| now + reset_in);
         }
-        if let (true, Some(limit), Some(reset_in)) = (
-            self.refill.is_none() || self.seeded,
-            self.limit,
-            observation.reset_in,
-        ) {
-            // Nothing measured yet: the reset (when the bucket is full again, rounded up to
-            // the second) gives a lower bound of the refill; the best bound seen is kept.
-            if remaining.saturating_add(1) < limit && reset_in > 0.0 {
-                let bound = f64::from(limit - remaining - 1) / reset_in.max(1.0);
-                if bound > self.refill.unwrap_or(0.0) {
-                    self.refill = Some(bound);
-                    self.seeded = true;
-                }
-            }
-        }
-        self.learn_refill(now, remaining, admitted);
+        self.heard(now);
+        self.learn(now, sent, remaining, observation.reset_in);
     }
 
-    /// Infers the refill from two observations while the bucket is not full: the tenant's
-    /// count went from `r1` to `r2` while `n` calls were admitted, so it refilled
-    /// `r2 - r1 + n` tokens.
-    fn learn_refill(&mut self, now: f64, remaining: u32, admitted: u64) {
-        let limit = self.limit.unwrap_or(u32::MAX);
-        // At (or next to) full the bucket may have capped its refill: no sample, but the
-        // tenant refills faster than this client spends: probe upwards, a little a second.
-        if remaining.saturating_add(1) >= limit {
-            if let (Some(refill), Some((t1, _, _))) = (self.refill.as_mut(), self.anchor) {
-                *refill *= 1.0 + PROBE_PER_SECOND * (now - t1).min(10.0);
-            }
-            self.anchor = Some((now, remaining, admitted));
-            self.full_seen = true;
-            return;
+    /// Learns a lower bound of the refill this client can spend from the admitted answers.
+    ///
+    /// Between two answers i and j, the tenant's count went from `r_i` to `r_j` (each floored,
+    /// so by more than `r_j - r_i - 1`) while at least `n` calls it admitted were spent: the
+    /// call j and those certainly handled between the two (sent after i's answer came,
+    /// answered before j left). That took at most from i's send to j's answer, so the refill
+    /// is at least `(r_j - r_i - 1 + n) / (received_j - sent_i)`; a bucket that was full for a
+    /// while, calls of other classes and other consumers only make it a lower one (what
+    /// others spend is not this client's to spend). The reset gives another bound while no
+    /// other consumer is suspected: the bucket is full by the reset, so it refills more than
+    /// `limit - remaining - 1` tokens within the reset plus the call's round trip.
+    fn learn(&mut self, now: f64, sent: f64, remaining: u32, reset_in: Option<f64>) {
+        if self.samples.len() == SAMPLES {
+            self.samples.pop_front();
         }
-        if self.full_seen {
-            // The last anchor was taken at full: a sample from it may hide a capped refill.
-            self.full_seen = false;
-            self.anchor = Some((now, remaining, admitted));
-            return;
-        }
-        let Some((t1, r1, a1)) = self.anchor else {
-            self.anchor = Some((now, remaining, admitted));
-            return;
+        let j = Sample {
+            sent,
+            received: now,
+            remaining,
         };
-        let window = (3.0 / self.pace()).clamp(1.0, 10.0);
-        if now - t1 < window {
+        self.samples.push_back(j);
+        let mut best: f64 = 0.0;
+        for i in self.samples.iter().filter(|i| i.received <= j.sent) {
+            let between = self
+                .samples
+                .iter()
+                .filter(|k| k.sent >= i.received && k.received <= j.sent)
+                .count();
+            let refilled =
+                f64::from(j.remaining) - f64::from(i.remaining) - 1.0 + (between + 1) as f64;
+            let window = j.received - i.sent;
+            if window > 0.0 {
+                best = best.max(refilled / window);
+            }
+        }
+        if let (true, Some(limit), Some(reset_in)) = (self.trust_reset, self.limit, reset_in) {
+            if remaining.saturating_add(1) < limit {
+                let bound = f64::from(limit - remaining - 1) / (reset_in + (now - sent)).max(0.001);
+                best = best.max(bound);
+            }
+        }
+        let seconds = (now - self.last_learned).clamp(0.0, 10.0);
+        self.last_learned = now;
+        if !(best > 0.0 && best.is_finite()) {
             return;
         }
-        let refilled = f64::from(remaining) - f64::from(r1) + admitted.saturating_sub(a1) as f64;
-        let sample = refilled / (now - t1);
-        if sample > 0.0 && sample.is_finite() {
-            self.refill = Some(match self.refill {
-                Some(old) if !self.seeded => old * 0.5 + sample * 0.5,
-                _ => sample,
-            });
-            self.seeded = false;
-        }
-        self.anchor = Some((now, remaining, admitted));
+        self.refill = Some(match self.refill {
+            Some(old) if self.shared => {
+                let plenty = self.limit.is_some_and(|limit| remaining * 2 >= limit);
+                if plenty {
+                    // The bucket fills: the consumers together leave tokens unspent.
+                    old.max(best) * (1.0 + SHARED_GROWTH_PER_SECOND * seconds)
+                } else {
+                    // What others leave grows while one of them holds back after a 429:
+                    // follow a fall at once, a rise slowly (they come back).
+                    best.min(old * (1.0 + SHARED_GROWTH_PER_SECOND / 4.0 * seconds))
+                }
+            }
+            _ => best,
+        });
     }
 
     /// A call of this class was answered 429 at `now`; `hint` is the wait the tenant asked for
@@ -396,23 +519,31 @@ impl ClassBucket {
         jitter: f64,
     ) -> f64 {
         self.rate_limited += 1;
+        self.heard(now);
         if let Some(limit) = observation.limit {
             self.limit = Some(limit);
         }
         self.remaining = Some(0);
         self.bring_up_to(now);
         self.tokens = 0.0;
-        self.anchor = None;
-        // Multiplicative decrease, from the pace in force (not from an allowance above it),
-        // never below the reset's lower bound of the refill (a bound, not a guess).
-        let floor = if self.seeded {
-            self.refill.unwrap_or(MIN_RATE)
-        } else {
-            MIN_RATE
+        self.full_at = None;
+        // Someone else may spend this bucket: the reset bounds the tenant's refill, not ours,
+        // and the samples taken before may count what others no longer leave.
+        self.trust_reset = false;
+        self.shared = true;
+        self.samples.clear();
+        // Multiplicative decrease, from the pace in force (not from an allowance above it).
+        // Before a refill is learned, the mirror refills only from answers and resets (a pace
+        // of zero): the allowance is then the pace in force, and the cut is from it (cutting
+        // from zero would leave the class at the floor pace for minutes: a 429 another class
+        // caused on a bucket they share, say).
+        let in_force = match self.refill_rate() {
+            rate if rate > 0.0 => rate / self.settings.share.max(0.001),
+            _ => self.allowance,
         };
-        self.allowance = (self.pace() / self.settings.share.max(0.001) * DECREASE).max(floor);
-        if let (false, Some(refill)) = (self.seeded, self.refill.as_mut()) {
-            *refill = (*refill * 0.85).max(MIN_RATE);
+        self.allowance = (in_force * DECREASE).max(MIN_RATE);
+        if let Some(refill) = self.refill.as_mut() {
+            *refill = (*refill * DECREASE).max(MIN_RATE);
         }
         self.last_increase = now;
         let hold = match hint {
@@ -436,10 +567,25 @@ pub(crate) struct LearningLimiter {
     /// Wakes a class's waiting calls when its hold ends early.
     wake: Vec<tokio::sync::Notify>,
     origin: tokio::time::Instant,
-    /// Calls sent (all classes).
-    sent: AtomicU64,
-    /// Answers the tenant admitted (all classes but the token endpoint).
-    admitted: AtomicU64,
+}
+
+/// A call the limiter let go: in flight until answered (see [`LearningLimiter::answered`]) or
+/// dropped (a transport error, a 429, a caller that gave up), so the mirror counts it against
+/// the tenant's `remaining` meanwhile.
+pub(crate) struct InFlight<'a> {
+    limiter: &'a LearningLimiter,
+    class: RateClass,
+    seq: u64,
+    sent: f64,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limiter.bucket(self.class).release();
+        }
+    }
 }
 
 impl LearningLimiter {
@@ -467,8 +613,6 @@ impl LearningLimiter {
                 .map(|_| tokio::sync::Notify::new())
                 .collect(),
             origin,
-            sent: AtomicU64::new(0),
-            admitted: AtomicU64::new(0),
         }
     }
 
@@ -480,14 +624,15 @@ impl LearningLimiter {
         lock(&self.buckets[class.index()])
     }
 
-    /// Waits for a token of `class`; returns the send's sequence number.
-    pub(crate) async fn until_ready(&self, class: RateClass, metrics: &Metrics) -> u64 {
+    /// Waits for a token of `class`; the call is in flight until the returned ticket is
+    /// answered or dropped.
+    pub(crate) async fn until_ready(&self, class: RateClass, metrics: &Metrics) -> InFlight<'_> {
         let started = tokio::time::Instant::now();
-        loop {
+        let seq = loop {
             let woken = self.wake[class.index()].notified();
-            let wait = self.bucket(class).try_acquire(self.now());
-            match wait {
-                Ok(()) => break,
+            let acquired = self.bucket(class).try_acquire(self.now());
+            match acquired {
+                Ok(seq) => break seq,
                 Err(secs) => {
                     let wait = Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(1));
                     tokio::select! {
@@ -496,7 +641,7 @@ impl LearningLimiter {
                     }
                 }
             }
-        }
+        };
         let waited = started.elapsed().as_secs_f64();
         if waited > 0.0 {
             metrics
@@ -504,33 +649,40 @@ impl LearningLimiter {
                 .with_label_values(&[class.as_str()])
                 .inc_by(waited);
         }
-        self.sent.fetch_add(1, Ordering::SeqCst) + 1
+        InFlight {
+            limiter: self,
+            class,
+            seq,
+            sent: self.now(),
+            done: false,
+        }
     }
 
-    /// A call sent as `seq` was answered with a status other than 429.
+    /// The call `ticket` was answered with a status other than 429; `admitted`: the answer
+    /// carries the bucket's count (the tenant admitted it).
     pub(crate) fn answered(
         &self,
-        class: RateClass,
-        seq: u64,
+        mut ticket: InFlight<'_>,
         headers: &HeaderMap,
         admitted: bool,
         metrics: &Metrics,
     ) {
-        let observation = Observation::from_headers(headers);
-        let admitted_count = if admitted && class != RateClass::Token {
-            self.admitted.fetch_add(1, Ordering::SeqCst) + 1
-        } else {
-            self.admitted.load(Ordering::SeqCst)
-        };
-        let sent_since = self.sent.load(Ordering::SeqCst).saturating_sub(seq);
-        let was_held = {
+        ticket.done = true;
+        let class = ticket.class;
+        let mut observation = Observation::from_headers(headers);
+        if !admitted {
+            observation.remaining = None;
+        }
+        let now = self.now();
+        let wake = {
             let mut bucket = self.bucket(class);
-            let was_held = bucket.held_until() > self.now();
-            bucket.on_answer(self.now(), observation, seq, sent_since, admitted_count);
+            let was_held = bucket.held_until() > now;
+            bucket.on_answer(now, observation, ticket.seq, ticket.sent);
             self.publish(class, &bucket, metrics);
-            was_held
+            was_held || bucket.tokens >= 1.0
         };
-        if was_held {
+        // The hold ended, or the tenant's count refilled the mirror: the waiting calls go on.
+        if wake {
             self.wake[class.index()].notify_waiters();
         }
     }
@@ -648,27 +800,133 @@ mod tests {
         }
     }
 
-    /// Runs a client that always has work for `seconds` against the tenant; returns (429
-    /// share, admitted calls per second as a share of the tenant's rate after the burst).
-    fn run(rate: f64, burst: u32, settings: ClassSettings, seconds: f64) -> (f64, f64) {
+    /// A deterministic source of numbers in [0, 1).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// What happens next in the model, at a time.
+    enum Event {
+        /// A waiting call of (instance, slot) asks its limiter again (stale if `generation`
+        /// is not the slot's).
+        Try(usize, usize, u64),
+        /// A call reaches the tenant.
+        Arrive(usize, usize, u64, f64),
+        /// Its answer reaches the client.
+        Answer(usize, usize, u64, f64, Answer),
+    }
+
+    /// `instances` clients, each with `slots` calls always waiting (as the assigner's batches
+    /// do), against one tenant, with 0.5-5 ms each way: returns (429 share, admitted calls as
+    /// a share of the tenant's limit: its burst plus its rate over `seconds`).
+    fn run_shared(
+        rate: f64,
+        burst: u32,
+        settings: ClassSettings,
+        instances: usize,
+        slots: usize,
+        seconds: f64,
+    ) -> (f64, f64) {
         let mut tenant = Tenant::new(rate, burst);
-        let mut bucket = ClassBucket::new(settings, 0.0);
-        let (mut now, mut seq, mut admitted, mut limited) = (0.0, 0u64, 0u64, 0u64);
-        let mut jitter = 0.5;
-        while now < seconds {
-            match bucket.try_acquire(now) {
-                Err(wait) => now += wait,
-                Ok(()) => {
-                    seq += 1;
-                    match tenant.call(now) {
+        let mut buckets: Vec<ClassBucket> = (0..instances)
+            .map(|_| ClassBucket::new(settings, 0.0))
+            .collect();
+        let mut generation = vec![vec![0u64; slots]; instances];
+        let mut queue: Vec<(f64, u64, Event)> = Vec::new();
+        let mut order = 0u64;
+        fn push(queue: &mut Vec<(f64, u64, Event)>, order: &mut u64, at: f64, event: Event) {
+            *order += 1;
+            queue.push((at, *order, event));
+        }
+        let mut busy = vec![vec![false; slots]; instances];
+        for instance in 0..instances {
+            for slot in 0..slots {
+                push(&mut queue, &mut order, 0.0, Event::Try(instance, slot, 0));
+            }
+        }
+        let mut random = Lcg(7);
+        let (mut admitted, mut limited) = (0u64, 0u64);
+        // The earliest event each time (ties in the order they were made).
+        while let Some(next) = (0..queue.len()).min_by(|a, b| {
+            (queue[*a].0, queue[*a].1)
+                .partial_cmp(&(queue[*b].0, queue[*b].1))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        }) {
+            let (now, _, event) = queue.swap_remove(next);
+            if now >= seconds {
+                break;
+            }
+            match event {
+                Event::Try(i, slot, g) => {
+                    if g != generation[i][slot] {
+                        continue;
+                    }
+                    match buckets[i].try_acquire(now) {
+                        Ok(seq) => {
+                            busy[i][slot] = true;
+                            let latency = 0.0005 + 0.0045 * random.next();
+                            push(
+                                &mut queue,
+                                &mut order,
+                                now + latency,
+                                Event::Arrive(i, slot, seq, now),
+                            );
+                        }
+                        Err(wait) => {
+                            push(&mut queue, &mut order, now + wait, Event::Try(i, slot, g))
+                        }
+                    }
+                }
+                Event::Arrive(i, slot, seq, sent) => {
+                    let answer = tenant.call(now);
+                    let latency = 0.0005 + 0.0045 * random.next();
+                    let answer = match answer {
+                        Answer::Admitted(mut o) => {
+                            o.reset_in = o.reset_in.map(|r| (r - latency).max(0.0));
+                            Answer::Admitted(o)
+                        }
+                        Answer::Limited(mut o, _) => {
+                            o.reset_in = o.reset_in.map(|r| (r - latency).max(0.0));
+                            let hint = o.reset_in.unwrap_or(0.0).max(1.0);
+                            Answer::Limited(o, hint)
+                        }
+                    };
+                    push(
+                        &mut queue,
+                        &mut order,
+                        now + latency,
+                        Event::Answer(i, slot, seq, sent, answer),
+                    );
+                }
+                Event::Answer(i, slot, seq, sent, answer) => {
+                    match answer {
                         Answer::Admitted(observation) => {
                             admitted += 1;
-                            bucket.on_answer(now, observation, seq, 0, admitted);
+                            buckets[i].on_answer(now, observation, seq, sent);
                         }
                         Answer::Limited(observation, hint) => {
                             limited += 1;
-                            jitter = (jitter * 7.3) % 1.0;
-                            bucket.on_rate_limited(now, observation, Some(hint), jitter);
+                            buckets[i].release();
+                            let jitter = random.next();
+                            buckets[i].on_rate_limited(now, observation, Some(hint), jitter);
+                        }
+                    }
+                    // The answering slot goes on, and the waiting ones look again (the
+                    // limiter wakes them).
+                    busy[i][slot] = false;
+                    for s in 0..slots {
+                        if !busy[i][s] {
+                            generation[i][s] += 1;
+                            let g = generation[i][s];
+                            push(&mut queue, &mut order, now, Event::Try(i, s, g));
                         }
                     }
                 }
@@ -699,24 +957,38 @@ mod tests {
         }
     }
 
+    /// The assign bench's grid in the model: each bucket at 0.5x, 1x, 2x, 10x and `auto`,
+    /// one call at a time and 16 at once (the assigner's batches), and three instances at
+    /// `auto` with 16 calls each sharing one tenant.
     #[test]
     fn the_model_grid_stays_within_the_goals() {
         let mut misses = Vec::new();
         for (rate, burst) in [(2.0, 2), (2.5, 10), (16.0, 50)] {
+            let mut cells: Vec<(f64, usize, usize)> = Vec::new();
             for factor in [0.5, 1.0, 2.0, 10.0, 0.0] {
+                cells.push((factor, 1, 1));
+                cells.push((factor, 1, 16));
+            }
+            cells.push((0.0, 3, 16));
+            for (factor, instances, slots) in cells {
                 let settings = if factor == 0.0 {
                     auto()
                 } else {
                     fixed(rate * factor, burst)
                 };
-                let (share_429, throughput) = run(rate, burst, settings, 300.0);
+                let (share_429, throughput) =
+                    run_shared(rate, burst, settings, instances, slots, 300.0);
                 let line = format!(
-                    "{rate}/s burst {burst} at {}: 429 share {share_429:.3}, throughput {throughput:.3}",
+                    "{rate}/s burst {burst} at {}, {instances} x {slots} at once: 429 share {share_429:.4}, throughput {throughput:.3}",
                     if factor == 0.0 { "auto".to_owned() } else { format!("{factor}x") }
                 );
                 println!("{line}");
                 let ok = if factor == 0.5 {
                     share_429 == 0.0 && throughput <= 0.55
+                } else if instances > 1 {
+                    // Not the goal yet at 2/s and 150/min (see docs/performance.md): a guard
+                    // against going back.
+                    share_429 <= 0.05 && throughput >= 0.7
                 } else {
                     share_429 <= 0.01 && throughput >= 0.9
                 };
@@ -741,11 +1013,82 @@ mod tests {
         }
         assert!(bucket.held_until() <= 5.0 + NO_HINT_HOLD_CAP + HOLD_JITTER);
         assert!(bucket.try_acquire(6.0).is_err());
-        bucket.on_answer(6.0, none, 1, 0, 1);
+        bucket.on_answer(6.0, none, 1, 5.9);
         assert!(bucket.held_until() <= 6.0);
     }
 
+    #[test]
+    fn a_429_before_any_refill_is_learned_cuts_from_the_pace_in_force_not_from_zero() {
+        // The first call's answer states the bucket (2, one left, full in 1 s) but no refill
+        // yet; the next call, still in flight as the limiter sees it, meets a 429 (another
+        // class spent the bucket they share).
+        let mut bucket = ClassBucket::new(fixed(4.0, 2), 0.0);
+        let first = bucket.try_acquire(0.0).unwrap_or_default();
+        let stated = Observation {
+            limit: Some(2),
+            remaining: Some(1),
+            reset_in: Some(1.0),
+        };
+        bucket.on_answer(0.1, stated, first, 0.0);
+        assert!(bucket.try_acquire(0.2).is_ok(), "the one left is spent");
+        let hold = bucket.on_rate_limited(0.5, stated, Some(1.0), 0.0);
+        bucket.release();
+        assert!(
+            bucket.pace() >= 4.0 * DECREASE * 0.99,
+            "cut from the configured 4/s: {}",
+            bucket.pace()
+        );
+        // After the hold, calls go at that pace: at least 4 within the next 3 s.
+        let mut sent = 0;
+        let mut now = 0.5 + hold;
+        while now < 3.5 + hold {
+            if let Ok(seq) = bucket.try_acquire(now) {
+                sent += 1;
+                bucket.on_answer(now + 0.01, stated, seq, now);
+            }
+            now += 0.01;
+        }
+        assert!(sent >= 4, "{sent} calls in 3 s after the hold");
+    }
+
     proptest! {
+        /// Calls in flight are counted against an answer's `remaining`: right after it, no
+        /// more calls go than it says minus those still in flight, and until its reset never
+        /// more than the whole bucket.
+        #[test]
+        fn calls_in_flight_are_counted_against_remaining(
+            limit in 2u32..60,
+            in_flight in 1u32..20,
+            remaining in 0u32..60,
+            reset_in in 0.5f64..10.0,
+        ) {
+            let remaining = remaining.min(limit - 1);
+            let mut bucket = ClassBucket::new(fixed(1000.0, limit), 0.0);
+            let first = bucket.try_acquire(0.0);
+            prop_assert!(first.is_ok());
+            let full = Observation { limit: Some(limit), remaining: Some(limit - 1), reset_in: Some(0.01) };
+            bucket.on_answer(0.001, full, 1, 0.0);
+            // `in_flight` calls leave (as many as the mirror lets), then the first answers.
+            let mut sent = Vec::new();
+            for _ in 0..in_flight {
+                if let Ok(seq) = bucket.try_acquire(0.002) { sent.push(seq); }
+            }
+            prop_assert!(!sent.is_empty());
+            let answer = Observation { limit: Some(limit), remaining: Some(remaining), reset_in: Some(reset_in) };
+            bucket.on_answer(0.003, answer, sent[0], 0.002);
+            let still = sent.len() as u32 - 1;
+            let mut now_sent = 0u32;
+            while bucket.try_acquire(0.003).is_ok() { now_sent += 1; }
+            prop_assert!(now_sent <= remaining.saturating_sub(still), "{now_sent} sent with {remaining} remaining and {still} in flight");
+            let mut later = now_sent;
+            let mut now = 0.003;
+            while now < 0.003 + reset_in - 0.01 {
+                now += 0.01;
+                while bucket.try_acquire(now).is_ok() { later += 1; }
+            }
+            prop_assert!(later <= limit, "{later} sent before the reset of a bucket of {limit}");
+        }
+
         /// Invariants against any sequence of answers: nothing is sent during a hold; a hold
         /// is never longer than the tenant's wait plus jitter (or the cap without one); the
         /// pace never exceeds the ceiling times the share; the mirror never holds more than
@@ -771,8 +1114,8 @@ mod tests {
                     }
                     1 => {
                         seq += 1;
-                        bucket.on_answer(now, observation, seq, 0, seq);
-                        prop_assert!(bucket.held_until() <= now || bucket.refill().is_none());
+                        bucket.on_answer(now, observation, seq, now - dt / 2.0);
+                        prop_assert!(bucket.held_until() <= now);
                         prop_assert!(bucket.tokens <= f64::from(limit) + 1e-9);
                     }
                     _ => {

@@ -168,12 +168,46 @@ impl MgmtClient {
     }
 
     /// `POST /api/v2/log-streams` with `body`; the stream as created.
+    ///
+    /// A creation is not idempotent: when the answer to the POST is lost (a reset connection,
+    /// a timeout after the request left), the streams are listed again and a stream of the
+    /// body's name is the one created; only when there is none is the POST sent again. So a
+    /// retry never makes a second stream.
     pub async fn create_log_stream(&self, body: &Value) -> Result<LogStream, MgmtError> {
         let op = Operation::CreateLogStream;
-        let answer = self
-            .request(op, Method::POST, "/api/v2/log-streams", Some(body))
-            .await?;
-        serde_json::from_slice(&answer.body).map_err(|e| protocol(op, e))
+        let name = body.get("name").and_then(Value::as_str);
+        let options = super::RequestOptions {
+            lost_answer_is_error: true,
+            ..Default::default()
+        };
+        let mut lost = 0u32;
+        loop {
+            let sent = self
+                .request_with(op, Method::POST, "/api/v2/log-streams", Some(body), options)
+                .await;
+            match sent {
+                Ok(answer) => {
+                    return serde_json::from_slice(&answer.body).map_err(|e| protocol(op, e))
+                }
+                Err(MgmtError::AnswerLost { cause, .. }) => {
+                    lost += 1;
+                    tracing::warn!(%cause, attempt = lost, "the answer to the log stream's creation was lost; listing the streams before sending it again");
+                    // The listing is retried like any read; the whole command has its timeout.
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        250 * u64::from(lost.min(8)),
+                    ))
+                    .await;
+                    let streams = self.list_log_streams().await?;
+                    if let Some(created) = streams
+                        .into_iter()
+                        .find(|s| name.is_some_and(|name| s.name == name))
+                    {
+                        return Ok(created);
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// `PATCH /api/v2/log-streams/{id}` with `body`; the stream as it is now.

@@ -126,6 +126,14 @@ pub enum MgmtError {
         cause: String,
         waited_seconds: u64,
     },
+    /// A call that changes the tenant was sent and its answer lost (a reset connection, a
+    /// timeout): whether the tenant acted is unknown, so the caller looks before sending it
+    /// again (only with [`RequestOptions::lost_answer_is_error`]).
+    #[error("{operation}: the answer was lost ({cause}); the tenant may have acted on it")]
+    AnswerLost {
+        operation: &'static str,
+        cause: String,
+    },
     /// Role names of the policy that do not exist in the tenant.
     #[error("these roles of the policy do not exist in the tenant (create them or fix the policy): {}", .0.join(", "))]
     MissingRoles(Vec<String>),
@@ -332,6 +340,10 @@ pub(crate) struct RequestOptions<'a> {
     /// fault: for auxiliary reads (the backstop, the stream's health) whose missing scope must
     /// not pause the assignments.
     pub(crate) refusal_is_error: bool,
+    /// A call that may have reached the tenant and lost its answer returns
+    /// [`MgmtError::AnswerLost`] instead of being sent again: for creations that are not
+    /// idempotent (a log stream), whose caller lists before retrying.
+    pub(crate) lost_answer_is_error: bool,
 }
 
 /// The Management API client. Cheap to clone: clones share the token, limiter and counters.
@@ -362,6 +374,8 @@ struct ClientCore {
     /// The service fault in force, with what the tenant said and the operation refused;
     /// cleared by the next answer (a scope fault only by an answer to that operation).
     blocked: Mutex<Option<(Blocked, String, Operation)>>,
+    /// Every operation refused for a missing scope and not answered since.
+    scope_refused: Mutex<std::collections::BTreeSet<Operation>>,
     /// Set once `connect` finished: from then on service faults make calls wait instead of
     /// failing (at start-up they stop the service with the explanation).
     serving: AtomicBool,
@@ -435,6 +449,7 @@ impl MgmtClient {
                 failing_since: Mutex::new(None),
                 roles_missing: Mutex::new(None),
                 blocked: Mutex::new(None),
+                scope_refused: Mutex::new(std::collections::BTreeSet::new()),
                 serving: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
                 last_warning: Mutex::new(None),
@@ -602,6 +617,9 @@ impl MgmtClient {
                 Err(err) => {
                     self.count(operation, "error", started.elapsed());
                     let why = Transient::from_transport(&err);
+                    if options.lost_answer_is_error && !err.is_connect() {
+                        return Err(faults::answer_lost(operation, &err));
+                    }
                     if let Some(gave_up) = self.unanswered(&why) {
                         return Err(gave_up);
                     }
@@ -616,6 +634,9 @@ impl MgmtClient {
                 Ok(b) => b,
                 Err(err) => {
                     self.count(operation, "error", started.elapsed());
+                    if options.lost_answer_is_error {
+                        return Err(faults::answer_lost(operation, &err));
+                    }
                     let why = Transient::from_transport(&err);
                     self.wait_before_retry(operation, why, &mut backoff).await;
                     continue;
@@ -627,7 +648,10 @@ impl MgmtClient {
                 let admitted = headers.contains_key("x-ratelimit-remaining");
                 self.inner
                     .classes
-                    .answered(class, seq, &headers, admitted, &self.inner.metrics);
+                    .answered(seq, &headers, admitted, &self.inner.metrics);
+            } else {
+                // No longer in flight: the 429's hold is set below.
+                drop(seq);
             }
             // A member role write's headers describe its own bucket, not the tenant's.
             let tenant_bucket = operation != Operation::AssignOrganizationMemberRoles;

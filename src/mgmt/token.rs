@@ -346,9 +346,9 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
                 .set(i64::try_from(bucket.remaining).unwrap_or(i64::MAX));
         }
         if status != StatusCode::TOO_MANY_REQUESTS {
-            inner
-                .classes
-                .answered(class, seq, &headers, true, &inner.metrics);
+            inner.classes.answered(seq, &headers, true, &inner.metrics);
+        } else {
+            drop(seq);
         }
         if status.is_success() {
             let parsed: TokenResponse = match serde_json::from_slice(&bytes) {

@@ -605,3 +605,84 @@ fn setup_starts_a_new_stream_from_a_point_in_time_and_refuses_a_prioritized_one(
     );
     drop(running);
 }
+
+#[test]
+fn setup_whose_creation_answer_is_lost_creates_one_stream() {
+    let rt = runtime();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("setup-lost-answer");
+    let config = write_config(&dir, "setup", &running.base_url, "", &demo_policy());
+    // The tenant creates the stream, and the connection breaks before its answer arrives.
+    sim.lose_log_stream_creation_answers(1);
+    let (code, stdout, stderr) = setup(&config, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("created the log stream \"auth0-default-roles\""),
+        "{stdout}"
+    );
+    let streams = sim.log_streams();
+    assert_eq!(
+        streams.len(),
+        1,
+        "a retried creation made a second stream: {streams:?}"
+    );
+    assert_eq!(sim.stats().calls_of("create_log_stream"), 1);
+    assert_eq!(categories(&streams[0]), DEMO_CATEGORIES);
+    // The next run finds it as it should be.
+    let (code, again, stderr) = setup(&config, &[]);
+    assert_eq!(code, Some(0), "{again}{stderr}");
+    assert!(again.contains("is as it should be"), "{again}");
+    drop(running);
+}
+
+/// A checklist line of `doctor`'s report.
+fn is_checklist(line: &str) -> bool {
+    ["ok ", "OK ", "FAIL", "WARN", "warn ", "skip", "SKIP", "  "]
+        .iter()
+        .any(|p| line.starts_with(p))
+}
+
+#[test]
+fn doctor_with_the_brokers_down_prints_its_checklist_and_few_lines_besides() {
+    let rt = runtime();
+    let (sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
+    let dir = temp_dir("doctor-quiet");
+    // A closed loopback port: bound, then released.
+    let port = free_port();
+    let kafka = format!(
+        "[source]\ntype = \"kafka\"\n\n[kafka]\nbrokers = \"127.0.0.1:{port}\"\ntopic = \"auth0-logs\"\ngroup_id = \"roles\"\n"
+    );
+    let config = write_config(&dir, "kafka", &running.base_url, &kafka, &demo_policy());
+    let (code, stdout, stderr) = setup(&config, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // As a newcomer runs it: no RUST_LOG.
+    let out = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .env("AUTH0_CLIENT_SECRET", "sim-secret")
+        .env("AUTH0_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    let fails = failures(&stdout);
+    assert_eq!(fails.len(), 1, "{stdout}");
+    assert!(
+        fails[0].starts_with(&format!("FAIL kafka: brokers 127.0.0.1:{port} unreachable")),
+        "{stdout}"
+    );
+    let besides: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| !l.trim().is_empty() && !is_checklist(l))
+        .collect();
+    assert!(
+        besides.len() <= 4,
+        "{} lines besides the checklist:\n{}",
+        besides.len(),
+        besides.join("\n")
+    );
+    drop((sim, running));
+}

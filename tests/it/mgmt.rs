@@ -279,14 +279,18 @@ async fn retry_after_and_reset_equal_to_now_are_honoured() {
             ..SimConfig::default()
         };
         let (sim, running) = start(config, &["auth0|a", "auth0|b"]).await;
-        let client = client(&running, &sim);
+        // Two instances share the tenant's bucket: the first spends it, so the second's first
+        // call (sent alone, as the limiter sends a first call) meets the 429 whose headers it
+        // must honour. One client alone would not meet it: its answer said the bucket is empty.
+        let first = client(&running, &sim);
+        let second = client(&running, &sim);
         let viewer = sim.role_id("Viewer").unwrap_or_default();
-        client
+        first
             .assign_user_roles("auth0|a", std::slice::from_ref(&viewer))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let started = Instant::now();
-        client
+        second
             .assign_user_roles("auth0|b", &[viewer])
             .await
             .unwrap_or_else(|e| panic!("{e}"));

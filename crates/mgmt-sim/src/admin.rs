@@ -34,6 +34,8 @@ pub struct ControlRequest {
     /// `""` switches garbage headers off.
     pub garbage_rate_limit_headers: Option<String>,
     pub cut_body_rate: Option<f64>,
+    /// The next this many log stream creations lose their answer (the stream is created).
+    pub lose_log_stream_creation_answers: Option<u32>,
     /// How long export jobs take to complete.
     pub export_job_millis: Option<u64>,
     /// Export jobs fail with this reason (`""` lets them succeed again).

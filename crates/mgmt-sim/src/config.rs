@@ -41,6 +41,9 @@ pub struct SimConfig {
     /// Probability (0..=1) that a successful answer's body is cut off after its first bytes
     /// (the connection drops mid-body).
     pub cut_body_rate: f64,
+    /// The next this many log stream creations (`POST /api/v2/log-streams`) create the stream
+    /// and lose the answer: its body stops after the first bytes and the connection breaks.
+    pub lose_log_stream_creation_answers: u32,
     /// How long a users-export job takes from creation to `completed` (a quarter of it
     /// `pending`, the rest `processing`).
     pub export_job_millis: u64,
@@ -87,6 +90,7 @@ impl Default for SimConfig {
             denied_scopes: Vec::new(),
             garbage_rate_limit_headers: None,
             cut_body_rate: 0.0,
+            lose_log_stream_creation_answers: 0,
             export_job_millis: 0,
             export_job_failure: None,
             export_location_ttl_millis: 0,

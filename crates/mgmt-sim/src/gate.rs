@@ -100,6 +100,14 @@ pub(crate) async fn gate(
         return with_headers(fault.into_response(), rate_headers);
     }
     let response = with_headers(next.run(request).await, rate_headers);
+    if response.status().is_success()
+        && op == Some(Operation::CreateLogStream)
+        && lose_answer(&shared)
+    {
+        shared.count(|s| s.bodies_cut += 1);
+        tracing::debug!(route, "sim: log stream created, its answer lost");
+        return cut_body(response).await;
+    }
     if response.status().is_success() && roll(knobs.cut_body_rate) {
         shared.count(|s| s.bodies_cut += 1);
         return cut_body(response).await;
@@ -149,6 +157,16 @@ fn missing_scope(op: Operation, denied: &[String]) -> Option<ApiError> {
         return None;
     }
     Some(ApiError::insufficient_scope(accepted))
+}
+
+/// Takes one of the log stream creation answers to lose, if any is left.
+fn lose_answer(shared: &Shared) -> bool {
+    let mut config = lock(&shared.config);
+    let lose = config.lose_log_stream_creation_answers > 0;
+    if lose {
+        config.lose_log_stream_creation_answers -= 1;
+    }
+    lose
 }
 
 fn roll(p: f64) -> bool {

@@ -473,6 +473,13 @@ impl Simulator {
         logs.rate_limited_retry_after = retry_after_seconds;
     }
 
+    /// The next `n` log stream creations create the stream and lose the answer (the body stops
+    /// after its first bytes and the connection breaks), as a reset connection or a timeout
+    /// after the request reached the tenant would.
+    pub fn lose_log_stream_creation_answers(&self, n: u32) {
+        lock(&self.shared.config).lose_log_stream_creation_answers = n;
+    }
+
     /// Probability (0..=1) that a call to `GET /api/v2/logs` answers 500 or 503.
     pub fn set_logs_error_rate(&self, p: f64) {
         lock(&self.shared.tenant_logs).error_rate =
@@ -554,6 +561,9 @@ impl Simulator {
         }
         if let Some(p) = control.cut_body_rate {
             config.cut_body_rate = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        }
+        if let Some(n) = control.lose_log_stream_creation_answers {
+            config.lose_log_stream_creation_answers = n;
         }
         if let Some(ms) = control.export_job_millis {
             config.export_job_millis = ms;

@@ -72,6 +72,7 @@ impl LogsApi {
         RequestOptions {
             pace: self.pace.as_ref(),
             refusal_is_error: self.auxiliary,
+            lost_answer_is_error: false,
         }
     }
 

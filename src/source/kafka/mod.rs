@@ -21,6 +21,7 @@
 //!   messages; completions for partitions no longer owned, or owned again under a new
 //!   assignment, are dropped.
 
+pub mod client_log;
 pub mod offsets;
 
 use std::collections::HashMap;
