@@ -208,7 +208,7 @@ async fn dead_letter(
                 value: Some("ingest"),
             });
         if keep < letter.bytes.len() {
-            headers = crate::source::kafka::mark_truncated(headers, &size);
+            headers = crate::source::kafka::dead_letter::mark_truncated(headers, &size);
         }
         let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(dlq)
             .payload(&letter.bytes[..keep])
