@@ -1,7 +1,6 @@
 //! The dead-letter topic: checked at start (described, then written a probe record), and the
 //! one producer of dead letters, for the consumer and the webhook bridge alike.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -12,7 +11,6 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use super::client_context::{Producer, ProducerCallbacks};
 use super::settings::{producer_config, redact, KafkaSettings};
 use crate::metrics::Metrics;
-use crate::pipeline::Rejected;
 
 /// The header of the record [`check_dead_letter_topic`] writes into the dead-letter topic at
 /// start (empty value, no key): whoever reads the dead letters (to produce them back, say)
@@ -105,7 +103,7 @@ fn describe_dead_letter_topic(config: &ClientConfig, topic: &str) -> Result<bool
 
 /// Broker answers that no retry of the same record can change (authorization, policy, an
 /// invalid record): the dead-letter produce gives up instead of holding the partition.
-pub(crate) fn never_accepted(code: RDKafkaErrorCode) -> bool {
+pub fn never_accepted(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::TopicAuthorizationFailed
@@ -117,116 +115,205 @@ pub(crate) fn never_accepted(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// The headers that say a dead letter was cut to [`TRUNCATED_DEAD_LETTER`] bytes of
-/// `original_size`.
-pub(crate) fn mark_truncated(headers: OwnedHeaders, original_size: &str) -> OwnedHeaders {
-    headers
-        .insert(Header {
-            key: "dlq.truncated",
-            value: Some("true"),
-        })
-        .insert(Header {
-            key: "dlq.original.size",
-            value: Some(original_size),
-        })
-}
-
 /// What is kept of a dead letter the topic refuses as too large (headers mark it truncated).
 pub const TRUNCATED_DEAD_LETTER: usize = 64 * 1024;
 
-/// A message that needs a dead letter: its bytes and where it came from.
-pub(super) struct Original {
-    pub(super) topic: String,
-    pub(super) partition: i32,
-    pub(super) offset: i64,
-    pub(super) key: Option<Vec<u8>>,
-    pub(super) payload: Vec<u8>,
+/// How much of a rejection's error text a dead letter's `dlq.error` header keeps.
+const ERROR_HEADER_CHARS: usize = 500;
+
+/// Where a dead letter came from.
+#[derive(Debug, Clone, Copy)]
+pub enum LetterOrigin<'a> {
+    /// A message of a consumed topic: `dlq.original.topic`, `.partition` and `.offset`.
+    Topic {
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    },
+    /// A record of a webhook delivery the bridge could not produce:
+    /// `dlq.original.source=ingest`.
+    Ingest,
 }
 
-/// Sends to the dead-letter topic until the broker acknowledges.
-pub(super) struct DeadLetters {
-    pub(super) producer: Producer,
-    pub(super) topic: String,
-    pub(super) metrics: Arc<Metrics>,
+/// One record for the dead-letter topic: the original bytes and key, where they came from,
+/// and why they could not be handled.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    pub origin: LetterOrigin<'a>,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    /// `invalid` or `failed` (`dlq.reason`).
+    pub reason: &'a str,
+    /// What went wrong (`dlq.error`, its first 500 characters).
+    pub error: &'a str,
 }
 
-impl DeadLetters {
-    pub(super) async fn send(&self, original: &Original, rejected: &Rejected) {
-        let reason = rejected.reason();
-        let mut delay = Duration::from_millis(500);
-        let error: String = rejected.error.chars().take(500).collect();
-        let partition = original.partition.to_string();
-        let offset = original.offset.to_string();
-        let original_size = original.payload.len().to_string();
-        // After "message too large", the payload is cut to this (and the headers say so).
-        let mut keep = original.payload.len();
-        loop {
-            let truncated = keep < original.payload.len();
-            let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "dlq.original.topic",
-                    value: Some(original.topic.as_bytes()),
-                })
-                .insert(Header {
-                    key: "dlq.original.partition",
-                    value: Some(partition.as_bytes()),
-                })
-                .insert(Header {
-                    key: "dlq.original.offset",
-                    value: Some(offset.as_bytes()),
-                })
-                .insert(Header {
-                    key: "dlq.reason",
-                    value: Some(reason.as_bytes()),
-                })
-                .insert(Header {
-                    key: "dlq.error",
-                    value: Some(error.as_bytes()),
+impl DeadLetter<'_> {
+    /// The record's headers: where it came from, `dlq.reason`, `dlq.error`, and, when its
+    /// payload was cut to [`TRUNCATED_DEAD_LETTER`] bytes, `dlq.truncated=true` and
+    /// `dlq.original.size`.
+    fn headers(&self, truncated: bool) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new();
+        match self.origin {
+            LetterOrigin::Topic {
+                topic,
+                partition,
+                offset,
+            } => {
+                headers = headers
+                    .insert(Header {
+                        key: "dlq.original.topic",
+                        value: Some(topic),
+                    })
+                    .insert(Header {
+                        key: "dlq.original.partition",
+                        value: Some(&partition.to_string()),
+                    })
+                    .insert(Header {
+                        key: "dlq.original.offset",
+                        value: Some(&offset.to_string()),
+                    });
+            }
+            LetterOrigin::Ingest => {
+                headers = headers.insert(Header {
+                    key: "dlq.original.source",
+                    value: Some("ingest"),
                 });
-            if truncated {
-                headers = mark_truncated(headers, &original_size);
             }
+        }
+        let error: String = self.error.chars().take(ERROR_HEADER_CHARS).collect();
+        headers = headers
+            .insert(Header {
+                key: "dlq.reason",
+                value: Some(self.reason),
+            })
+            .insert(Header {
+                key: "dlq.error",
+                value: Some(&error),
+            });
+        if truncated {
+            headers = headers
+                .insert(Header {
+                    key: "dlq.truncated",
+                    value: Some("true"),
+                })
+                .insert(Header {
+                    key: "dlq.original.size",
+                    value: Some(&self.payload.len().to_string()),
+                });
+        }
+        headers
+    }
+}
+
+/// The producer of dead letters, for the consumer (each `invalid`/`failed` message) and the
+/// webhook bridge (each record its topic refuses for good, each invalid one) alike: the one
+/// place a dead-letter record is built and cut to size.
+#[derive(Clone)]
+pub struct DeadLetterProducer {
+    producer: Producer,
+    topic: String,
+    /// How long a send may wait for room in the producer's queue.
+    queue_timeout: Duration,
+}
+
+impl DeadLetterProducer {
+    /// Dead letters into `topic` through `producer`.
+    pub fn new(producer: Producer, topic: String, queue_timeout: Duration) -> DeadLetterProducer {
+        DeadLetterProducer {
+            producer,
+            topic,
+            queue_timeout,
+        }
+    }
+
+    /// The dead-letter topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Produces `letter` and waits for the broker's acknowledgement. A letter too large for
+    /// the topic is sent again cut to its first [`TRUNCATED_DEAD_LETTER`] bytes (the same
+    /// bytes would fail forever), its headers saying so; any other failure is returned.
+    pub async fn send(&self, letter: &DeadLetter<'_>) -> Result<(), KafkaError> {
+        let mut keep = letter.payload.len();
+        loop {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-                .payload(&original.payload[..keep])
-                .headers(headers);
-            if let Some(key) = &original.key {
-                record = record.key(&key[..]);
+                .payload(&letter.payload[..keep])
+                .headers(letter.headers(keep < letter.payload.len()));
+            if let Some(key) = letter.key {
+                record = record.key(key);
             }
-            match self.producer.send(record, Duration::from_secs(30)).await {
-                Ok(_) => {
-                    self.metrics.dead_letters.with_label_values(&[reason]).inc();
-                    tracing::warn!(
-                        topic = %original.topic, partition = original.partition, offset = original.offset,
-                        reason, dead_letter_topic = %self.topic, "message sent to the dead-letter topic"
-                    );
-                    return;
-                }
+            match self.producer.send(record, self.queue_timeout).await {
+                Ok(_) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
                     if keep > TRUNCATED_DEAD_LETTER =>
                 {
-                    // The same bytes would fail forever: keep the beginning, say so.
                     tracing::warn!(
-                        size = original.payload.len(),
+                        size = letter.payload.len(),
                         kept = TRUNCATED_DEAD_LETTER,
+                        dead_letter_topic = %self.topic,
                         "dead letter too large for the topic: sending it truncated"
                     );
                     keep = TRUNCATED_DEAD_LETTER;
                 }
-                Err((KafkaError::MessageProduction(code), _)) if never_accepted(code) => {
+                Err((err, _)) => return Err(err),
+            }
+        }
+    }
+
+    /// Sends `letter` until the broker acknowledges it (the consumer's offset waits
+    /// meanwhile), counted in `dead_letters{reason}`. A refusal no retry can change
+    /// ([`never_accepted`]) gives up instead of holding the partition forever, counted as
+    /// `not_delivered` and logged with where the message lies.
+    pub async fn send_until_acknowledged(&self, letter: &DeadLetter<'_>, metrics: &Metrics) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.send(letter).await {
+                Ok(()) => {
+                    metrics
+                        .dead_letters
+                        .with_label_values(&[letter.reason])
+                        .inc();
+                    match letter.origin {
+                        LetterOrigin::Topic {
+                            topic,
+                            partition,
+                            offset,
+                        } => tracing::warn!(
+                            topic, partition, offset, reason = letter.reason,
+                            dead_letter_topic = %self.topic, "message sent to the dead-letter topic"
+                        ),
+                        LetterOrigin::Ingest => tracing::warn!(
+                            reason = letter.reason, dead_letter_topic = %self.topic,
+                            "record sent to the dead-letter topic"
+                        ),
+                    }
+                    return;
+                }
+                Err(KafkaError::MessageProduction(code)) if never_accepted(code) => {
                     // Retrying cannot help and would hold the partition forever. The message
                     // stays in its source topic (until retention): this line says where.
-                    self.metrics
+                    metrics
                         .dead_letters
                         .with_label_values(&["not_delivered"])
                         .inc();
+                    let (topic, partition, offset) = match letter.origin {
+                        LetterOrigin::Topic {
+                            topic,
+                            partition,
+                            offset,
+                        } => (topic, partition, offset),
+                        LetterOrigin::Ingest => ("-", -1, -1),
+                    };
                     tracing::error!(
-                        error = %code, topic = %original.topic, partition = original.partition,
-                        offset = original.offset, reason, dead_letter_topic = %self.topic,
+                        error = %code, topic, partition, offset, reason = letter.reason,
+                        dead_letter_topic = %self.topic,
                         "the dead-letter topic refuses this record for good; not retried: find it at this offset of the source topic"
                     );
                     return;
                 }
-                Err((err, _)) => {
+                Err(err) => {
                     tracing::warn!(%err, retry_in = ?delay, "dead-letter produce failed; retrying (the offset waits)");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));

@@ -42,7 +42,7 @@ use rdkafka::message::Message;
 
 pub use client_context::{Producer, ProducerCallbacks};
 pub use dead_letter::{check_dead_letter_topic, DEAD_LETTER_PROBE_HEADER, TRUNCATED_DEAD_LETTER};
-use dead_letter::{DeadLetters, Original};
+use dead_letter::{DeadLetter, DeadLetterProducer, LetterOrigin};
 use partitions::{
     pause_partitions, ConsumerCallbacks, Consumption, OffsetSlot, Partitions, Position,
 };
@@ -127,13 +127,13 @@ async fn consume(
             source,
         })?;
     let dead_letters = match &settings.dead_letter_topic {
-        Some(topic) => Some(Arc::new(DeadLetters {
-            producer: producer_config(&settings)
+        Some(topic) => Some(Arc::new(DeadLetterProducer::new(
+            producer_config(&settings)
                 .create_with_context(ProducerCallbacks::default())
                 .map_err(|e| KafkaRunError::Producer(redact(e)))?,
-            topic: topic.clone(),
-            metrics: Arc::clone(&metrics),
-        })),
+            topic.clone(),
+            Duration::from_secs(30),
+        ))),
         None => None,
     };
     tracing::info!(
@@ -264,7 +264,7 @@ struct MessageTask {
     pipeline: Arc<Pipeline>,
     shared: Arc<Consumption>,
     consumer: Weak<StreamConsumer<ConsumerCallbacks>>,
-    dead_letters: Option<Arc<DeadLetters>>,
+    dead_letters: Option<Arc<DeadLetterProducer>>,
     dead_letter_count: Arc<AtomicU64>,
     items: Vec<Decoded>,
     original: Option<Original>,
@@ -293,6 +293,7 @@ impl MessageTask {
             position,
         } = self;
         let dlq = dead_letters.as_deref();
+        let metrics = Arc::clone(&shared.metrics);
         let work = async {
             // With a dead-letter topic the payload is kept already: a lost task runs again from
             // it. Without, nothing is kept (no copy per message in flight): a loss holds it.
@@ -302,7 +303,8 @@ impl MessageTask {
             let verdict = pipeline.deliver(items, again, |_| {}).await;
             match (verdict, dlq, original.as_ref()) {
                 (Verdict::DeadLetter(rejected), Some(dlq), Some(original)) => {
-                    dlq.send(original, &rejected).await;
+                    let letter = original.letter(&rejected);
+                    dlq.send_until_acknowledged(&letter, &metrics).await;
                     dead_letter_count.fetch_add(1, Ordering::Relaxed);
                     Ack::Release
                 }
@@ -332,7 +334,7 @@ impl MessageTask {
 async fn settle<F: std::future::Future<Output = Ack>>(
     work: F,
     slot: OffsetSlot,
-    dead_letters: Option<&DeadLetters>,
+    dead_letters: Option<&DeadLetterProducer>,
     original: Option<&Original>,
     dead_letter_count: &AtomicU64,
 ) {
@@ -373,7 +375,10 @@ async fn settle<F: std::future::Future<Output = Ack>>(
                     topic, partition, offset, panic = %what,
                     "a message task panicked: the message is dead-lettered as failed and its offset stored"
                 );
-                let send = std::panic::AssertUnwindSafe(dlq.send(original, &rejected));
+                let letter = original.letter(&rejected);
+                let send = std::panic::AssertUnwindSafe(
+                    dlq.send_until_acknowledged(&letter, &slot.shared.metrics),
+                );
                 match send
                     .catch_unwind()
                     .await
@@ -399,6 +404,32 @@ async fn settle<F: std::future::Future<Output = Ack>>(
         }
     }
     slot.finish();
+}
+
+/// A message kept for its dead letter: its bytes and where it came from.
+struct Original {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+impl Original {
+    /// Its dead-letter record, for `rejected`.
+    fn letter<'a>(&'a self, rejected: &'a Rejected) -> DeadLetter<'a> {
+        DeadLetter {
+            origin: LetterOrigin::Topic {
+                topic: &self.topic,
+                partition: self.partition,
+                offset: self.offset,
+            },
+            key: self.key.as_deref(),
+            payload: &self.payload,
+            reason: rejected.reason(),
+            error: &rejected.error,
+        }
+    }
 }
 
 /// A message's events: at least one (an empty value is one invalid event).
