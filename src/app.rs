@@ -367,7 +367,7 @@ impl App {
                     .map(|summary| {
                         tracing::info!(
                             messages = summary.messages,
-                            dead_letters = summary.dead_letters,
+                            dead_letters = summary.dead_lettered,
                             abandoned = summary.abandoned,
                             "stopped"
                         );
@@ -380,8 +380,8 @@ impl App {
                     .map(|summary| {
                         tracing::info!(
                             messages = summary.messages,
-                            deleted = summary.deleted,
-                            left_for_redrive = summary.left,
+                            deleted = summary.acknowledged.unwrap_or(0),
+                            left_for_redrive = summary.dead_lettered,
                             abandoned = summary.abandoned,
                             "stopped"
                         );

@@ -35,7 +35,7 @@ use crate::event::{decode, DecodeError, Decoded};
 use crate::pipeline::{Outcome, Pipeline, Rejected, SourceKind, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
-use crate::source::{users_of, Dispatch, Intake, QuietLog};
+use crate::source::{users_of, ConsumerSummary, Dispatch, Intake, QuietLog};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -61,17 +61,6 @@ pub enum KafkaRunError {
     Thread(String),
 }
 
-/// What a run did, for the exit log.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct KafkaSummary {
-    /// Messages taken from the broker.
-    pub messages: u64,
-    /// Messages sent to the dead-letter topic.
-    pub dead_letters: u64,
-    /// Messages still in flight when the shutdown grace ran out (they will be redelivered).
-    pub abandoned: usize,
-}
-
 /// Consumes until `shutdown`, then drains, commits and leaves the group.
 ///
 /// The consumer is read on a thread of its own: librdkafka runs the rebalance callback on the
@@ -81,7 +70,7 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<KafkaSummary, KafkaRunError> {
+) -> Result<ConsumerSummary, KafkaRunError> {
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -100,7 +89,7 @@ async fn consume(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<KafkaSummary, KafkaRunError> {
+) -> Result<ConsumerSummary, KafkaRunError> {
     let metrics = Arc::clone(pipeline.metrics());
     let shared = Arc::new(Consumption {
         state: Mutex::new(Partitions::default()),
@@ -143,7 +132,7 @@ async fn consume(
 
     let dead_letter_count = Arc::new(AtomicU64::new(0));
     let mut dispatch: Dispatch<()> = Dispatch::default();
-    let mut summary = KafkaSummary::default();
+    let mut summary = ConsumerSummary::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let quiet = QuietLog::default();
@@ -251,7 +240,7 @@ async fn consume(
             tracing::warn!(%err, "final offset commit failed; the last periodic commit stands");
         }
     }
-    summary.dead_letters = dead_letter_count.load(Ordering::Relaxed);
+    summary.dead_lettered = dead_letter_count.load(Ordering::Relaxed);
     // Dropping the last reference closes the consumer: final revoke, commit, LeaveGroup.
     drop(consumer);
     tracing::info!(messages = summary.messages, "left the consumer group");

@@ -39,22 +39,9 @@ use crate::pipeline::{Pipeline, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::sequencer::Sequencer;
-use crate::source::{users_of, Dispatch, Intake, QuietLog};
+use crate::source::{users_of, ConsumerSummary, Dispatch, Intake, QuietLog};
 pub use client::{client, https_client, region_from_queue_url, SqsRunError, SqsSettings};
 use queue::{delete_loop, visibility_loop, Queue, BATCH_MAX};
-
-/// What a run did, for the exit log.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SqsSummary {
-    /// Messages received (redeliveries included).
-    pub messages: u64,
-    /// Messages deleted.
-    pub deleted: u64,
-    /// Messages left for redelivery and the redrive policy (`invalid`, `failed`).
-    pub left: u64,
-    /// Messages still in flight when the shutdown grace ran out (made visible again).
-    pub abandoned: usize,
-}
 
 /// Consumes until `shutdown`, then drains within the grace, flushes deletes and returns.
 pub async fn run(
@@ -62,7 +49,7 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
     shutdown: Shutdown,
-) -> Result<SqsSummary, SqsRunError> {
+) -> Result<ConsumerSummary, SqsRunError> {
     let client = client(&settings).await?;
     let metrics = Arc::clone(pipeline.metrics());
     let shared = Arc::new(Queue {
@@ -112,7 +99,7 @@ pub async fn run(
         ));
     }
     drop(delete_tx);
-    let mut summary = SqsSummary::default();
+    let mut summary = ConsumerSummary::default();
     while let Some(result) = loops.join_next().await {
         match result {
             Ok(abandoned) => summary.abandoned += abandoned,
@@ -146,13 +133,10 @@ pub async fn run(
         shared.untrack(&keys);
     }
     summary.messages = shared.received.load(Ordering::Relaxed);
-    summary.deleted = shared.deleted.load(Ordering::Relaxed);
-    summary.left = shared.left.load(Ordering::Relaxed);
-    tracing::info!(
-        messages = summary.messages,
-        deleted = summary.deleted,
-        "SQS consumer stopped"
-    );
+    let deleted = shared.deleted.load(Ordering::Relaxed);
+    summary.acknowledged = Some(deleted);
+    summary.dead_lettered = shared.left.load(Ordering::Relaxed);
+    tracing::info!(messages = summary.messages, deleted, "SQS consumer stopped");
     Ok(summary)
 }
 
