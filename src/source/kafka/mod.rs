@@ -454,7 +454,7 @@ mod tests {
             state: Mutex::new(Partitions::default()),
             finished: Condvar::new(),
             metrics: Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}"))),
-            health: Health::new(SourceKind::Kafka),
+            health: Health::new(SourceKind::Kafka.not_connected()),
             drain: Duration::from_secs(1),
             intake: Intake::new(10),
         })
