@@ -3,7 +3,7 @@
 //! [`App::run`] consumes until the [`Shutdown`] and drains.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{
     self, Config, IngestMode, IngestSettings, KafkaSettings, SourceSettings, SqsSettings,
@@ -12,9 +12,9 @@ use crate::dedup::Dedup;
 use crate::exit::{ExitStatus, EXIT_CONFIG};
 use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
-use crate::mgmt::{self, MgmtError};
+use crate::mgmt::{self, MgmtClient, MgmtError};
 use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
-use crate::server::{self, Health};
+use crate::server::{self, Health, Readiness};
 use crate::shutdown::Shutdown;
 use crate::source::auth0_events::{checkpoint::EventsCheckpointFile, EventsReader};
 use crate::source::auth0_logs::LogsApi;
@@ -200,7 +200,13 @@ impl App {
     ) -> Result<App, StartError> {
         let kind = source_kind(config, command)?;
         let metrics = Arc::new(Metrics::new()?);
-        let health = Health::new(kind);
+        let health = Health::new(kind.not_connected());
+        // The tenant's say comes first: no token yet, or the tenant refusing the service.
+        let tenant: Arc<OnceLock<MgmtClient>> = Arc::new(OnceLock::new());
+        if kind.needs_tenant() {
+            let tenant = Arc::clone(&tenant);
+            health.add_check(move || tenant_readiness(tenant.get()));
+        }
         let helpers = Helpers::new();
         health.add_probe(Arc::clone(&helpers) as Arc<dyn server::ReadinessProbe>);
         let endpoints_stop = Shutdown::new();
@@ -223,10 +229,11 @@ impl App {
                 _ = shutdown.wait() => return Err(StartError::Stopped),
             };
             if let Some(client) = pipeline.client() {
-                health.tenant_connected(client);
+                let _ = tenant.set(client.clone());
             }
             if let Some(link) = pipeline.ledger() {
-                health.ledger_connected(link.ledger());
+                let ledger = link.ledger().clone();
+                health.add_check(move || ledger_readiness(&ledger));
             }
             Some(Arc::new(pipeline))
         } else {
@@ -367,7 +374,7 @@ impl App {
                     .map(|summary| {
                         tracing::info!(
                             messages = summary.messages,
-                            dead_letters = summary.dead_letters,
+                            dead_letters = summary.dead_lettered,
                             abandoned = summary.abandoned,
                             "stopped"
                         );
@@ -380,8 +387,8 @@ impl App {
                     .map(|summary| {
                         tracing::info!(
                             messages = summary.messages,
-                            deleted = summary.deleted,
-                            left_for_redrive = summary.left,
+                            deleted = summary.acknowledged.unwrap_or(0),
+                            left_for_redrive = summary.dead_lettered,
                             abandoned = summary.abandoned,
                             "stopped"
                         );
@@ -484,6 +491,39 @@ async fn run_events_reader(
         }
     })
     .await;
+}
+
+/// The tenant's say on `/readyz`: not ready until a token was obtained and every policy role
+/// resolved (`client` set), then while the tenant refuses the service or its calls fail.
+fn tenant_readiness(client: Option<&MgmtClient>) -> Readiness {
+    let Some(client) = client else {
+        return Readiness::NotReady(
+            "no Management API token or policy roles not resolved yet".to_owned(),
+        );
+    };
+    if let Some((blocked, said)) = client.blocked() {
+        Readiness::NotReady(format!(
+            "the tenant refuses the service ({}): {said}; to fix: {} (events wait, intake paused, nothing lost)",
+            blocked.as_str(),
+            blocked.advice()
+        ))
+    } else if client.is_failing() {
+        Readiness::NotReady(
+            "Management API calls failing (retrying; intake paused, nothing lost)".to_owned(),
+        )
+    } else {
+        Readiness::Ready
+    }
+}
+
+/// The ledger's say on `/readyz`: not ready while its database fails.
+fn ledger_readiness(ledger: &Ledger) -> Readiness {
+    match ledger.fault().blocked() {
+        Some(said) => Readiness::NotReady(format!(
+            "the ledger fails: {said}; to fix: bring its database back or fix [ledger] url (events wait, intake paused, nothing lost)"
+        )),
+        None => Readiness::Ready,
+    }
 }
 
 /// Which source a command runs with this configuration.

@@ -12,7 +12,8 @@
 //!   and source once for `run`, `ingest`, `demo` and the tests; its [`StartError`](app::StartError).
 //! - [`exit`]: the documented exit statuses and the trait each error maps itself onto them with.
 //! - [`shutdown`]: the one stop request every loop and background task waits on.
-//! - [`config`]: the TOML configuration and its validation (raw sections → settings).
+//! - [`config`]: the TOML configuration and its validation: the file as written (`sections`),
+//!   read into settings (`auth0`, `sources`, the rest in `mod.rs`).
 //! - [`settings`]: what config and the components share, below both: [`Secret`](settings::Secret),
 //!   the one secret reader, [`ConfigError`](settings::ConfigError).
 //! - [`event`]: Auth0 log events and CloudEvents: the model, envelope detection, the one-pass
@@ -23,12 +24,14 @@
 //! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries, failing).
 //! - [`pipeline`]: the pure decisions, the outcome of each event and the verdict of each
 //!   delivery, profile reads, the roles written, the ledger link; `Pipeline::deliver`.
-//! - [`source`]: a folder per transport (`kafka`, `sqs`, `webhook` — the `ingest` command —,
-//!   `auth0_logs` with its Logs API client) and `replay` (files), and what they share: per-user
-//!   order, the in-flight cap, pause/resume, drain, quiet logs.
+//! - [`source`]: a folder per transport (`kafka` with the one dead-letter producer the webhook
+//!   bridge shares, `sqs`, `webhook` — the `ingest` command —, `auth0_logs` with its Logs API
+//!   client, `auth0_events`) and `replay` (files), and what they share: per-user order, the
+//!   in-flight cap, pause/resume, drain, quiet logs, the consumers' run summary.
 //! - [`progress`]: the progress line of `reconcile` and `replay` (a spinner on a terminal).
 //! - [`metrics`]: the Prometheus metrics, each declared once.
-//! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report: the source's
+//!   connection and the readiness probes the wiring registers (it names no subsystem).
 //! - [`generate`]: a reproducible Auth0 log stream with known expected roles (`demo`, benches).
 //! - [`reconcile`]: the engine of the `reconcile` command (export, memberships, writes).
 //! - [`supervise`]: helper tasks beside the source (the backstop, the log stream's watcher):

@@ -1,9 +1,11 @@
 //! The observability endpoints: `/metrics` (Prometheus text format), `/healthz` (the process
-//! is alive) and `/readyz` (ready to do its job), and [`Health`], the state `/readyz` reports.
+//! is alive) and `/readyz` (ready to do its job), and [`Health`], the state `/readyz` reports:
+//! the source's connection and the say of each [`ReadinessProbe`] the wiring registers. It
+//! names no subsystem.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -11,10 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::mgmt::MgmtClient;
-use crate::pipeline::SourceKind;
 use crate::shutdown::Shutdown;
 
 /// A part of the service that has its say on `/readyz`, without `Health` knowing what it is:
@@ -30,33 +29,66 @@ pub trait ReadinessProbe: Send + Sync {
     }
 }
 
-/// What `/readyz` checks: the tenant (a token, the policy's roles, calls not failing) and the
-/// source. Each part of the service reports its own piece through a method.
+/// What a one-reason probe says: ready, degraded (still 200) or not ready (503), with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Degraded(String),
+    NotReady(String),
+}
+
+/// A probe made of a closure (see [`Health::add_check`]).
+struct Check<F>(F);
+
+impl<F: Fn() -> Readiness + Send + Sync> ReadinessProbe for Check<F> {
+    fn not_ready(&self) -> Vec<String> {
+        match (self.0)() {
+            Readiness::NotReady(why) => vec![why],
+            _ => Vec::new(),
+        }
+    }
+    fn degraded(&self) -> Vec<String> {
+        match (self.0)() {
+            Readiness::Degraded(why) => vec![why],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Whether the source is consuming (joined its consumer group, the queue answered, the
+/// broker of the bridge answers, the receiver listens), and what `/readyz` says until it is.
+struct SourceConnection {
+    connected: AtomicBool,
+    not_connected: String,
+}
+
+impl ReadinessProbe for SourceConnection {
+    fn not_ready(&self) -> Vec<String> {
+        if self.connected.load(Ordering::SeqCst) {
+            Vec::new()
+        } else {
+            vec![self.not_connected.clone()]
+        }
+    }
+}
+
+/// What `/readyz` reports: the source's connection, then the say of each registered probe
+/// (the tenant, the ledger, the helper tasks: the wiring registers them), in that order.
 pub struct Health {
-    /// A Management API token was obtained and every policy role resolved (or no tenant is
-    /// needed, as in the Kafka bridge).
-    tenant: AtomicBool,
-    /// The source is consuming (joined its consumer group, the queue answered, the broker of
-    /// the bridge answers, the receiver listens).
-    source: AtomicBool,
-    source_kind: SourceKind,
-    /// The Management API client, once connected: asked whether its calls are failing.
-    client: OnceLock<MgmtClient>,
-    /// The grants ledger, once open: asked whether its database fails.
-    ledger: OnceLock<Ledger>,
-    /// The other parts' say (helper tasks).
+    source: Arc<SourceConnection>,
     probes: std::sync::Mutex<Vec<Arc<dyn ReadinessProbe>>>,
 }
 
 impl Health {
-    pub fn new(source_kind: SourceKind) -> Arc<Health> {
+    /// A health whose source says `source_not_connected` until it reports itself connected.
+    pub fn new(source_not_connected: impl Into<String>) -> Arc<Health> {
+        let source = Arc::new(SourceConnection {
+            connected: AtomicBool::new(false),
+            not_connected: source_not_connected.into(),
+        });
         Arc::new(Health {
-            tenant: AtomicBool::new(!source_kind.needs_tenant()),
-            source: AtomicBool::new(false),
-            source_kind,
-            client: OnceLock::new(),
-            ledger: OnceLock::new(),
-            probes: std::sync::Mutex::new(Vec::new()),
+            source: Arc::clone(&source),
+            probes: std::sync::Mutex::new(vec![source as Arc<dyn ReadinessProbe>]),
         })
     }
 
@@ -66,6 +98,11 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(probe);
+    }
+
+    /// Adds a part's say to `/readyz` as a closure asked at every request.
+    pub fn add_check(&self, check: impl Fn() -> Readiness + Send + Sync + 'static) {
+        self.add_probe(Arc::new(Check(check)));
     }
 
     fn probes(&self) -> Vec<Arc<dyn ReadinessProbe>> {
@@ -80,58 +117,18 @@ impl Health {
         self.probes().iter().flat_map(|p| p.degraded()).collect()
     }
 
-    /// The client holds a token and the policy's roles are resolved.
-    pub fn tenant_connected(&self, client: &MgmtClient) {
-        let _ = self.client.set(client.clone());
-        self.tenant.store(true, Ordering::SeqCst);
-    }
-
-    /// The ledger is open.
-    pub fn ledger_connected(&self, ledger: &Ledger) {
-        let _ = self.ledger.set(ledger.clone());
-    }
-
     /// Whether the source is consuming.
     pub fn set_source_connected(&self, connected: bool) {
-        self.source.store(connected, Ordering::SeqCst);
+        self.source.connected.store(connected, Ordering::SeqCst);
     }
 
     pub fn source_connected(&self) -> bool {
-        self.source.load(Ordering::SeqCst)
+        self.source.connected.load(Ordering::SeqCst)
     }
 
     /// The reasons the service is not ready; empty when it is.
     pub fn not_ready(&self) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if !self.tenant.load(Ordering::SeqCst) {
-            reasons.push("no Management API token or policy roles not resolved yet".to_owned());
-        }
-        if !self.source_connected() {
-            reasons.push(self.source_kind.not_connected().to_owned());
-        }
-        if let Some(client) = self.client.get() {
-            if let Some((blocked, said)) = client.blocked() {
-                reasons.push(format!(
-                    "the tenant refuses the service ({}): {said}; to fix: {} (events wait, intake paused, nothing lost)",
-                    blocked.as_str(),
-                    blocked.advice()
-                ));
-            } else if client.is_failing() {
-                reasons.push(
-                    "Management API calls failing (retrying; intake paused, nothing lost)"
-                        .to_owned(),
-                );
-            }
-        }
-        if let Some(said) = self.ledger.get().and_then(|l| l.fault().blocked()) {
-            reasons.push(format!(
-                "the ledger fails: {said}; to fix: bring its database back or fix [ledger] url (events wait, intake paused, nothing lost)"
-            ));
-        }
-        for probe in self.probes() {
-            reasons.extend(probe.not_ready());
-        }
-        reasons
+        self.probes().iter().flat_map(|p| p.not_ready()).collect()
     }
 }
 
@@ -201,4 +198,22 @@ pub async fn serve(
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_is_the_source_then_each_probe_in_the_order_registered() {
+        let health = Health::new("not joined yet");
+        health.add_check(|| Readiness::NotReady("the tenant refuses".to_owned()));
+        health.add_check(|| Readiness::Degraded("a helper fails".to_owned()));
+        health.add_check(|| Readiness::Ready);
+        assert_eq!(health.not_ready(), ["not joined yet", "the tenant refuses"]);
+        assert_eq!(health.degraded(), ["a helper fails"]);
+        health.set_source_connected(true);
+        assert!(health.source_connected());
+        assert_eq!(health.not_ready(), ["the tenant refuses"]);
+    }
 }

@@ -28,7 +28,6 @@ use tokio::task::JoinSet;
 
 use crate::event::Decoded;
 pub use crate::pipeline::SourceKind;
-use crate::pipeline::Verdict;
 use sequencer::Sequencer;
 
 /// The user ids of a message's decoded events: the keys its turn waits on.
@@ -44,11 +43,19 @@ pub fn users_of(items: &[Decoded]) -> Vec<String> {
 #[error("message task ended abnormally: {0}")]
 pub struct TaskLost(pub String);
 
-impl TaskLost {
-    /// The verdict of a message whose task ended without a result: leave it for redelivery.
-    pub fn verdict(&self) -> Verdict {
-        Verdict::Retry(self.to_string())
-    }
+/// What a consumer's run did (Kafka, SQS), for the exit log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConsumerSummary {
+    /// Messages taken from the transport (redeliveries included).
+    pub messages: u64,
+    /// Messages acknowledged one by one as done (SQS: deleted); `None` where the transport
+    /// acknowledges a position instead (Kafka commits offsets).
+    pub acknowledged: Option<u64>,
+    /// Messages handed to the transport's dead-letter path: sent to the dead-letter topic
+    /// (Kafka), left to the queue's redrive policy (SQS).
+    pub dead_lettered: u64,
+    /// Messages still in flight when the shutdown grace ran out (they will be redelivered).
+    pub abandoned: usize,
 }
 
 /// Message tasks of one source: per-user order, a join set, a drain with a deadline.

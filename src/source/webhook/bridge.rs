@@ -8,12 +8,12 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::Response;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer as _};
 
 use crate::event::Decoded;
 use crate::metrics::Metrics;
 use crate::server::Health;
+use crate::source::kafka::dead_letter::{DeadLetter, DeadLetterProducer, LetterOrigin};
 use crate::source::kafka::{KafkaSettings, Producer, ProducerCallbacks};
 use crate::source::QuietLog;
 
@@ -145,6 +145,19 @@ struct Letter<'a> {
     error: String,
 }
 
+impl Letter<'_> {
+    /// The dead-letter record of this letter.
+    fn dead_letter(&self) -> DeadLetter<'_> {
+        DeadLetter {
+            origin: LetterOrigin::Ingest,
+            key: self.key.map(str::as_bytes),
+            payload: self.bytes,
+            reason: self.reason,
+            error: &self.error,
+        }
+    }
+}
+
 /// A record of a delivery, keyed by its user.
 struct Keyed {
     key: Option<String>,
@@ -180,51 +193,6 @@ pub(super) fn refused_for_good(err: &KafkaError) -> Option<RDKafkaErrorCode> {
             code @ (RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord),
         ) => Some(*code),
         _ => None,
-    }
-}
-
-/// Sends `letter` to the dead-letter topic `dlq`; one too large for it too is sent again cut
-/// to its first 64 KiB, with `dlq.truncated` and `dlq.original.size`.
-async fn dead_letter(
-    producer: &Producer,
-    dlq: &str,
-    letter: &Letter<'_>,
-) -> Result<(), KafkaError> {
-    use crate::source::kafka::TRUNCATED_DEAD_LETTER;
-    let size = letter.bytes.len().to_string();
-    let mut keep = letter.bytes.len();
-    loop {
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "dlq.reason",
-                value: Some(letter.reason),
-            })
-            .insert(Header {
-                key: "dlq.error",
-                value: Some(letter.error.as_str()),
-            })
-            .insert(Header {
-                key: "dlq.original.source",
-                value: Some("ingest"),
-            });
-        if keep < letter.bytes.len() {
-            headers = crate::source::kafka::mark_truncated(headers, &size);
-        }
-        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(dlq)
-            .payload(&letter.bytes[..keep])
-            .headers(headers);
-        if let Some(key) = letter.key {
-            record = record.key(key);
-        }
-        match producer.send(record, Duration::from_secs(5)).await {
-            Ok(_) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
-                if keep > TRUNCATED_DEAD_LETTER =>
-            {
-                keep = TRUNCATED_DEAD_LETTER;
-            }
-            Err((err, _)) => return Err(err),
-        }
     }
 }
 
@@ -321,8 +289,12 @@ pub(super) async fn bridge_records(
     let mut lost: Vec<(&Letter<'_>, String)> = Vec::new();
     match &bridge.dead_letter_topic {
         Some(dlq) => {
+            let dead_letters =
+                DeadLetterProducer::new(producer.clone(), dlq.clone(), Duration::from_secs(5));
             let sent = futures_util::future::join_all(
-                letters.iter().map(|l| dead_letter(&producer, dlq, l)),
+                letters
+                    .iter()
+                    .map(|l| async { dead_letters.send(&l.dead_letter()).await }),
             )
             .await;
             for (letter, result) in letters.iter().zip(sent) {
