@@ -387,3 +387,25 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    /// `check` on an `auth0_events` source: the event types it will ask for, and
+    /// `read:events` among the scopes.
+    #[test]
+    fn check_names_the_events_api_types_and_its_scope() {
+        let text = "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\n\n[source]\ntype = \"auth0_events\"\n\n[auth0_events]\ncheckpoint_file = \"/tmp/e.checkpoint\"\n\n[policy]\nevents = [\"signup\", \"first_login\", \"email_verified\"]\n\n[[policy.rules]]\nname = \"all\"\nassign = [\"Viewer\"]\n";
+        let config = Config::from_toml(text, Path::new("t.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let described = super::describe(&config, &|_| None);
+        assert!(
+            described.contains("event types asked for: user.created, user.updated"),
+            "{described}"
+        );
+        assert!(super::required_scopes(&config, false, false).contains(&"read:events"));
+    }
+}
