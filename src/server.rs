@@ -28,6 +28,10 @@ pub trait ReadinessProbe: Send + Sync {
     fn degraded(&self) -> Vec<String> {
         Vec::new()
     }
+    /// What the service is doing that is worth knowing while ready (a replica standing by).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What `/readyz` checks: the tenant (a token, the policy's roles, calls not failing) and the
@@ -78,6 +82,12 @@ impl Health {
     /// What works degraded while the service is ready (the probes' say); empty when nothing.
     pub fn degraded(&self) -> Vec<String> {
         self.probes().iter().flat_map(|p| p.degraded()).collect()
+    }
+
+    /// What the probes note while the service is ready (a replica standing by); empty when
+    /// nothing.
+    pub fn notes(&self) -> Vec<String> {
+        self.probes().iter().flat_map(|p| p.notes()).collect()
     }
 
     /// The client holds a token and the policy's roles are resolved.
@@ -163,15 +173,17 @@ async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse
 async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     let reasons = endpoints.health.not_ready();
     if reasons.is_empty() {
-        let degraded = endpoints.health.degraded();
-        if degraded.is_empty() {
-            (StatusCode::OK, "ready\n".to_owned())
-        } else {
-            (
-                StatusCode::OK,
-                format!("ready, degraded: {}\n", degraded.join("; ")),
-            )
+        let mut body = "ready".to_owned();
+        let notes = endpoints.health.notes();
+        if !notes.is_empty() {
+            body.push_str(&format!(" ({})", notes.join("; ")));
         }
+        let degraded = endpoints.health.degraded();
+        if !degraded.is_empty() {
+            body.push_str(&format!(", degraded: {}", degraded.join("; ")));
+        }
+        body.push('\n');
+        (StatusCode::OK, body)
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

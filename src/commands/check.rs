@@ -312,6 +312,19 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                 ledger.describe(),
                 config.policy_fingerprint
             );
+            let reads_tenant = config.backstop.is_some()
+                || matches!(
+                    config.source,
+                    Some(SourceSettings::Auth0Logs(_) | SourceSettings::Auth0Events(_))
+                );
+            if ledger.is_postgres() && reads_tenant {
+                let _ = writeln!(
+                    text,
+                    "ledger: one active reader per tenant across replicas (a lease in the ledger, ttl {} s): the others stand by, ready, and take over within {} s of the reader's last renewal",
+                    config.lease_ttl.as_secs_f64(),
+                    crate::source::lease::takeover_bound(config.lease_ttl).as_secs_f64()
+                );
+            }
         }
         None => {
             let _ = writeln!(

@@ -11,7 +11,9 @@
 //! its file resumes from there); a restart resumes after it (some events read twice: dedup and
 //! the policy make them harmless). Within a run, a reconnection resumes after the last offset
 //! *received* (what is still in flight settles meanwhile). One reader per checkpoint file (its
-//! lock).
+//! lock); with a PostgreSQL ledger, one reader per tenant across replicas (a lease,
+//! [`crate::source::lease`]): the ledger's checkpoint is then the one of record, read first and
+//! written only while the lease holds, and a reader that loses its lease stops at once.
 //!
 //! Reconnecting is normal: Auth0 closes these connections every few minutes. A closed
 //! connection, a broken one, or one silent for `idle_timeout_seconds` is opened again after the
@@ -43,6 +45,7 @@ use crate::pipeline::{Pipeline, Rejected, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::auth0_logs::{CheckpointError, DeadLetterFile};
+use crate::source::lease::ReaderLease;
 use crate::source::{users_of, Dispatch, Intake, QuietLog, TaskLost};
 use crate::supervise::HelperStatus;
 use checkpoint::{from_timestamp, parse_time, EventsCheckpointFile, Progress};
@@ -95,6 +98,8 @@ pub struct EventsReader {
     metrics: Arc<Metrics>,
     status: Option<HelperStatus>,
     quiet: QuietLog,
+    /// With a PostgreSQL ledger: the lease that makes this the one active reader.
+    lease: Option<Arc<ReaderLease>>,
 }
 
 /// What one connection ended with.
@@ -129,7 +134,24 @@ impl EventsReader {
             metrics,
             status: None,
             quiet: QuietLog::every(Duration::from_secs(60)),
+            lease: None,
         })
+    }
+
+    /// The same reader, reading only while it holds `lease` (replicas sharing a PostgreSQL
+    /// ledger): the ledger's checkpoint is the one of record.
+    pub fn with_lease(mut self, lease: Arc<ReaderLease>) -> EventsReader {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn lease(&self) -> Option<&Arc<ReaderLease>> {
+        self.lease.as_ref()
+    }
+
+    /// Whether the lease this reader runs under was lost: it stops at once, saves nothing.
+    fn lease_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| !l.is_held())
     }
 
     /// The same reader, reporting its failures through `status` (`/readyz` degraded).
@@ -177,9 +199,25 @@ impl EventsReader {
         health: Option<Arc<Health>>,
         shutdown: Shutdown,
     ) -> Result<EventsSummary, EventsRunError> {
-        let saved = match self.store.load()? {
-            Some(saved) => Some(saved),
-            None => self.ledger_checkpoint().await,
+        let saved = if self.lease.is_some() {
+            // The checkpoint of record is the ledger's: this replica's file may be behind
+            // what another replica read while it stood by.
+            let of_record = tokio::select! {
+                saved = self.ledger_checkpoint() => saved,
+                _ = shutdown.wait() => return Ok(EventsSummary::default()),
+            };
+            match of_record {
+                Some(saved) => Some(saved),
+                None => self.store.load()?,
+            }
+        } else {
+            match self.store.load()? {
+                Some(saved) => Some(saved),
+                None => tokio::select! {
+                    saved = self.ledger_checkpoint() => saved,
+                    _ = shutdown.wait() => return Ok(EventsSummary::default()),
+                },
+            }
         };
         let progress = Arc::new(Mutex::new(Progress::from_checkpoint(saved.as_ref())));
         let mut resume = self.resume_from(saved.as_ref());
@@ -286,6 +324,17 @@ impl EventsReader {
         };
         if let Some(health) = &health {
             health.set_source_connected(false);
+        }
+        if self.lease_lost() {
+            // Another replica reads now: nothing of this one's is finished or saved.
+            let abandoned = dispatch
+                .drain(Duration::ZERO, std::future::pending::<()>)
+                .await;
+            tracing::info!(
+                abandoned,
+                "the lease is lost: events in flight abandoned, the next holder reads them again from the ledger's checkpoint"
+            );
+            return outcome.map(|()| summary);
         }
         let abandoned = dispatch
             .drain(SHUTDOWN_GRACE, std::future::pending::<()>)
@@ -462,6 +511,9 @@ impl EventsReader {
     /// a file write that fails is reported and tried at the next tick (a restart meanwhile
     /// reads some events again, nothing is skipped).
     async fn save(&self, progress: &Arc<Mutex<Progress>>) {
+        if self.lease_lost() {
+            return;
+        }
         let (unsaved, pending) = {
             let mut progress = lock(progress);
             (progress.take_unsaved(), progress.pending())
@@ -521,8 +573,8 @@ impl EventsReader {
     }
 }
 
-/// The checkpoint's name in the ledger.
-const LEDGER_NAME: &str = "auth0_events";
+/// The checkpoint's name in the ledger (and its lease's).
+pub const LEDGER_NAME: &str = "auth0_events";
 
 impl EventsReader {
     /// With a ledger: the checkpoint kept there (a reader that lost its file, such as a new
@@ -539,7 +591,11 @@ impl EventsReader {
             .ok()??;
         match serde_json::from_str::<checkpoint::EventsCheckpoint>(&saved) {
             Ok(checkpoint) if checkpoint::usable_offset(&checkpoint.offset) => {
-                tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                if self.lease.is_some() {
+                    tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "holding the lease: resuming from the checkpoint of record in the ledger");
+                } else {
+                    tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                }
                 Some(checkpoint)
             }
             _ => {
@@ -552,7 +608,8 @@ impl EventsReader {
     }
 
     /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
-    /// ledger fails (a service fault: nothing further is read meanwhile).
+    /// ledger fails (a service fault: nothing further is read meanwhile). Under a lease, only
+    /// while it holds (a refused write ends the holding).
     async fn save_in_ledger(&self, checkpoint: &checkpoint::EventsCheckpoint) {
         let Some(link) = self.pipeline.ledger() else {
             return;
@@ -560,6 +617,10 @@ impl EventsReader {
         let Ok(value) = serde_json::to_string(checkpoint) else {
             return;
         };
+        if let Some(lease) = &self.lease {
+            lease.save_checkpoint(LEDGER_NAME, &value).await;
+            return;
+        }
         link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
             let value = value.clone();
             async move { l.save_checkpoint(LEDGER_NAME, &value).await }
