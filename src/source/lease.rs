@@ -307,7 +307,13 @@ impl ReaderLease {
                     _ => return false,
                 }
             };
-            match self.lease.save_checkpoint(name, value).await {
+            // A write still waiting for the database when the holding ends is dropped: the
+            // reader stops at once (the ledger keeps a write only while the lease is live).
+            let written = tokio::select! {
+                written = self.lease.save_checkpoint(name, value) => written,
+                _ = stop.wait() => return false,
+            };
+            match written {
                 Ok(true) => return true,
                 Ok(false) => {
                     self.lose("the ledger refused its checkpoint write: the lease is not this replica's any more");

@@ -4,8 +4,10 @@
 //! saying so); a SIGKILL of the reader while events arrive hands over to the standby within the
 //! documented bound, every user ends with their roles and no write is repeated beyond the
 //! events the dead reader had not settled. The Logs API reader takes the same lease (a second
-//! instance stands by, and takes over when the first stops). And the lease itself against a
-//! plain model on PostgreSQL: never two holders, a lapsed holder's checkpoint refused.
+//! instance stands by, and takes over when the first stops). A reader whose lease is taken
+//! stops at once; a PostgreSQL outage stops it without a crash and it resumes after. And the
+//! lease itself against a plain model on PostgreSQL: never two holders, a lapsed holder's
+//! checkpoint refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -338,6 +340,145 @@ fn the_logs_api_reader_takes_the_same_lease_and_a_second_instance_stands_by_then
         "a clean handover repeats nothing"
     );
     assert_tenant_holds_exactly(&sim, &stream.expected, &[&standby]);
+    rt.block_on(running.shutdown());
+}
+
+/// A reader whose renewal finds the lease taken (another holder wrote the row, as a replica
+/// that took over from a reader frozen past its ttl would) stops at once: no event is read and
+/// no checkpoint written while the other holds it; `/readyz` stays 200 and says standby; once
+/// the other lets go, it takes the lease back and reads what arrived meanwhile.
+#[test]
+fn a_reader_whose_lease_is_taken_stops_at_once_and_stands_by_until_it_is_free_again() {
+    let server = pg::shared();
+    let url = server.database("lease_taken");
+    let db = database_of(&url);
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    fast_stream(&sim, Some(25));
+    let root = temp_dir("lease-taken");
+    let (parts, expected) = batches(60, 2);
+    append(&sim, &parts[0]);
+    let replica = Replica::events(&root, "a", &running.base_url, &url);
+    let service = replica.start("run.log");
+    service.wait_ready();
+    assert!(wait_for(Duration::from_secs(30), || lease_held(
+        &service,
+        "auth0_events"
+    ) == 1.0));
+    wait_roles(
+        &sim,
+        &crate::auth0_events::expected_of(&parts[0], &expected),
+        &service,
+        Duration::from_secs(60),
+    );
+    let of_record = || ledger_checkpoint(server, &url, "auth0_events");
+    assert!(wait_for(Duration::from_secs(20), || of_record().is_some()));
+    server
+        .psql(
+            &db,
+            "UPDATE leases SET holder = 'intruder:1:0000', expires_at = now() + interval '1 hour' WHERE name = 'auth0_events'",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lost = |s: &Service| {
+        s.metric(
+            "auth0_default_roles_reader_lease_lost_total",
+            "reader=\"auth0_events\"",
+        )
+    };
+    assert!(
+        wait_for(ttl() + Duration::from_secs(5), || lost(&service) == 1.0
+            && lease_held(&service, "auth0_events") == 0.0),
+        "the reader did not notice its lease was taken\n{}",
+        service.log_text()
+    );
+    let saved = of_record();
+    let received = service.metric(RECEIVED, SOURCE);
+    append(&sim, &parts[1]);
+    std::thread::sleep(ttl());
+    assert_eq!(
+        service.metric(RECEIVED, SOURCE),
+        received,
+        "nothing is read while another holds the lease"
+    );
+    assert_eq!(of_record(), saved, "nor any checkpoint written");
+    let ready = service.get("/readyz");
+    assert!(
+        ready.as_ref().is_some_and(|(status, body)| *status == 200
+            && body.contains("standby")
+            && body.contains("intruder:1:0000")),
+        "{ready:?}"
+    );
+    assert!(service
+        .log_text()
+        .contains("lost the reader's lease: stopped reading at once"));
+    // The other lets go: the lease is taken back, and what arrived meanwhile is read.
+    server
+        .psql(&db, "DELETE FROM leases WHERE name = 'auth0_events'")
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_roles(&sim, &expected, &service, Duration::from_secs(60));
+    assert_eq!(lease_held(&service, "auth0_events"), 1.0);
+    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
+    rt.block_on(running.shutdown());
+}
+
+/// PostgreSQL stops under a reader: its renewal fails, it stops reading (no crash), `/readyz`
+/// names the ledger while taking the lease fails, and once the database is back it takes the
+/// lease again and every user gets their roles.
+#[test]
+fn a_postgresql_outage_stops_the_reader_without_a_crash_and_it_resumes_once_the_lease_can_be_taken()
+{
+    let server = PgServer::start("lease-outage");
+    let url = server.database("lease_outage");
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    fast_stream(&sim, Some(25));
+    let root = temp_dir("lease-outage");
+    let (parts, expected) = batches(60, 2);
+    append(&sim, &parts[0]);
+    let replica = Replica::events(&root, "a", &running.base_url, &url);
+    let mut service = replica.start("run.log");
+    service.wait_ready();
+    wait_roles(
+        &sim,
+        &crate::auth0_events::expected_of(&parts[0], &expected),
+        &service,
+        Duration::from_secs(60),
+    );
+    server.stop();
+    append(&sim, &parts[1]);
+    let lost = "auth0_default_roles_reader_lease_lost_total";
+    assert!(
+        wait_for(ttl() + Duration::from_secs(10), || service.metric(lost, "")
+            >= 1.0),
+        "the reader kept its lease without a database\n{}",
+        service.log_text()
+    );
+    service.assert_not_ready_because("the ledger fails");
+    // Taking the lease fails meanwhile: logged, retried, never a crash.
+    assert!(
+        wait_for(Duration::from_secs(30), || service
+            .log_text()
+            .contains("the reader's lease cannot be taken: the ledger fails")),
+        "{}",
+        service.log_text()
+    );
+    assert!(
+        service.wait_exit(Duration::from_secs(1)).is_none(),
+        "the service must not exit"
+    );
+    let ready = service.get("/readyz");
+    assert!(
+        ready.as_ref().is_some_and(|(status, _)| *status == 503),
+        "{ready:?}"
+    );
+    server.start_again();
+    wait_roles(&sim, &expected, &service, Duration::from_secs(90));
+    assert!(wait_for(Duration::from_secs(30), || lease_held(
+        &service,
+        "auth0_events"
+    ) == 1.0));
+    service.wait_ready();
+    assert_tenant_holds_exactly(&sim, &expected, &[&service]);
     rt.block_on(running.shutdown());
 }
 
