@@ -30,6 +30,7 @@
 
 pub mod checkpoint;
 pub mod client;
+mod ledger_copy;
 pub mod settings;
 pub mod sse;
 
@@ -50,6 +51,7 @@ use crate::source::{users_of, Dispatch, Intake, QuietLog, TaskLost};
 use crate::supervise::HelperStatus;
 use checkpoint::{from_timestamp, parse_time, EventsCheckpointFile, Progress};
 use client::{EventsApi, OpenError, OpenReport, Opened, Resume};
+pub use ledger_copy::LEDGER_NAME;
 pub use settings::{EventsSection, EventsSettings, EventsStart};
 use sse::{SseItem, SseMessage, SseParser};
 
@@ -173,9 +175,14 @@ impl EventsReader {
     }
 
     /// Where reading starts: after the checkpoint, else at `start`.
-    fn resume_from(&self, checkpoint: Option<&checkpoint::EventsCheckpoint>) -> Resume {
+    /// `place`: where the checkpoint was read (the file, or the ledger).
+    fn resume_from(
+        &self,
+        checkpoint: Option<&checkpoint::EventsCheckpoint>,
+        place: &str,
+    ) -> Resume {
         if let Some(checkpoint) = checkpoint {
-            tracing::info!(offset = %checkpoint.offset, checkpoint = %self.store.describe(), "resuming after the checkpoint");
+            tracing::info!(offset = %checkpoint.offset, checkpoint = %place, "resuming after the checkpoint");
             return Resume::After(checkpoint.offset.clone());
         }
         let at = match self.settings.start {
@@ -199,28 +206,31 @@ impl EventsReader {
         health: Option<Arc<Health>>,
         shutdown: Shutdown,
     ) -> Result<EventsSummary, EventsRunError> {
-        let saved = if self.lease.is_some() {
-            // The checkpoint of record is the ledger's: this replica's file may be behind
-            // what another replica read while it stood by.
-            let of_record = tokio::select! {
-                saved = self.ledger_checkpoint() => saved,
-                _ = shutdown.wait() => return Ok(EventsSummary::default()),
-            };
-            match of_record {
-                Some(saved) => Some(saved),
-                None => self.store.load()?,
+        // Under a lease the checkpoint of record is the ledger's (this replica's file may be
+        // behind what another replica read while it stood by); else the file's, or the
+        // ledger's copy when there is no file. `None`: stopped meanwhile.
+        let (saved, in_ledger) = if self.lease.is_some() {
+            match self.ledger_checkpoint_until(&shutdown).await {
+                None => return Ok(EventsSummary::default()),
+                Some(Some(saved)) => (Some(saved), true),
+                Some(None) => (self.store.load()?, false),
             }
         } else {
             match self.store.load()? {
-                Some(saved) => Some(saved),
-                None => tokio::select! {
-                    saved = self.ledger_checkpoint() => saved,
-                    _ = shutdown.wait() => return Ok(EventsSummary::default()),
+                Some(saved) => (Some(saved), false),
+                None => match self.ledger_checkpoint_until(&shutdown).await {
+                    None => return Ok(EventsSummary::default()),
+                    Some(saved) => (saved, true),
                 },
             }
         };
+        let place = if in_ledger {
+            "the ledger".to_owned()
+        } else {
+            self.store.describe()
+        };
         let progress = Arc::new(Mutex::new(Progress::from_checkpoint(saved.as_ref())));
-        let mut resume = self.resume_from(saved.as_ref());
+        let mut resume = self.resume_from(saved.as_ref(), &place);
         let mut summary = EventsSummary::default();
         let mut dispatch: Dispatch<()> = Dispatch::default();
         let intake = Intake::new(self.settings.max_inflight);
@@ -570,64 +580,6 @@ impl EventsReader {
             "the Events API offset has expired: events from gap_from to the oldest the stream still keeps can no longer be read (the end of the gap is logged with the first event read); resuming by from_timestamp at the last processed event's time; run `reconcile` to give the users of that gap their roles"
         );
         (Resume::At(time.clone()), time)
-    }
-}
-
-/// The checkpoint's name in the ledger (and its lease's).
-pub const LEDGER_NAME: &str = "auth0_events";
-
-impl EventsReader {
-    /// With a ledger: the checkpoint kept there (a reader that lost its file, such as a new
-    /// pod without the old volume, resumes from it). Waits while the ledger fails.
-    async fn ledger_checkpoint(&self) -> Option<checkpoint::EventsCheckpoint> {
-        let link = self.pipeline.ledger()?;
-        let saved = link
-            .until_ok(
-                &self.metrics,
-                "read the reader's checkpoint",
-                |l| async move { l.load_checkpoint(LEDGER_NAME).await },
-            )
-            .await
-            .ok()??;
-        match serde_json::from_str::<checkpoint::EventsCheckpoint>(&saved) {
-            Ok(checkpoint) if checkpoint::usable_offset(&checkpoint.offset) => {
-                if self.lease.is_some() {
-                    tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "holding the lease: resuming from the checkpoint of record in the ledger");
-                } else {
-                    tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
-                }
-                Some(checkpoint)
-            }
-            _ => {
-                tracing::error!(
-                    "the ledger's Events API checkpoint is not readable: starting from `start`"
-                );
-                None
-            }
-        }
-    }
-
-    /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
-    /// ledger fails (a service fault: nothing further is read meanwhile). Under a lease, only
-    /// while it holds (a refused write ends the holding).
-    async fn save_in_ledger(&self, checkpoint: &checkpoint::EventsCheckpoint) {
-        let Some(link) = self.pipeline.ledger() else {
-            return;
-        };
-        let Ok(value) = serde_json::to_string(checkpoint) else {
-            return;
-        };
-        if let Some(lease) = &self.lease {
-            lease.save_checkpoint(LEDGER_NAME, &value).await;
-            return;
-        }
-        link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
-            let value = value.clone();
-            async move { l.save_checkpoint(LEDGER_NAME, &value).await }
-        })
-        .await
-        // Refused (logged by the link): the file keeps the checkpoint.
-        .ok();
     }
 }
 

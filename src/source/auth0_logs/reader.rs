@@ -233,21 +233,27 @@ impl LogsReader {
     /// Where to start: the checkpoint, else `start` (the rules are in the module's doc).
     /// Returns the `from` of the first checkpoint request.
     async fn resolve_start(&self) -> Result<String, LogsRunError> {
-        let checkpoint = if self.lease.is_some() {
-            // The checkpoint of record is the ledger's: this replica's file may be behind
-            // what another replica read while it stood by.
+        // Under a lease the checkpoint of record is the ledger's (this replica's file may be
+        // behind what another replica read while it stood by); else the file's, or the
+        // ledger's copy when there is no file.
+        let (checkpoint, in_ledger) = if self.lease.is_some() {
             match self.ledger_checkpoint().await {
-                Some(checkpoint) => Some(checkpoint),
-                None => self.store.load()?,
+                Some(checkpoint) => (Some(checkpoint), true),
+                None => (self.store.load()?, false),
             }
         } else {
             match self.store.load()? {
-                Some(checkpoint) => Some(checkpoint),
-                None => self.ledger_checkpoint().await,
+                Some(checkpoint) => (Some(checkpoint), false),
+                None => (self.ledger_checkpoint().await, true),
             }
         };
         if let Some(checkpoint) = checkpoint {
-            tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, checkpoint = %self.store.describe(), "resuming from the checkpoint");
+            let place = if in_ledger {
+                "the ledger".to_owned()
+            } else {
+                self.store.describe()
+            };
+            tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, checkpoint = %place, "resuming from the checkpoint");
             self.check_retention(&checkpoint.log_id).await?;
             return Ok(checkpoint.log_id);
         }
