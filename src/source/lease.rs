@@ -14,7 +14,8 @@
 //!   lease's local deadline (its send time plus the ttl) ends the holding at once: the reader
 //!   stops reading, abandons what is in flight and writes no checkpoint (the ledger refuses a
 //!   checkpoint write by a holder that lost its lease anyway), and goes back to standby. A clean
-//!   stop releases the lease, so a standby takes over at its next try.
+//!   stop keeps renewing while the reader drains (its last checkpoint write needs the lease),
+//!   then releases the lease, so a standby takes over at its next try.
 //!
 //! A standby takes over within the ttl plus one acquire interval of the holder's last renewal
 //! ([`takeover_bound`]: 20 s at the default 15 s ttl), then resumes from the checkpoint of
@@ -131,7 +132,9 @@ impl ReaderLease {
                 .reader_lease_held
                 .with_label_values(&[self.reader])
                 .set(1);
-            let renewal = tokio::spawn(Arc::clone(&self).renew(valid_until, stop.clone()));
+            // Renewed until the reader has returned, its drain at the shutdown included (the
+            // final checkpoint write needs the lease), unless lost first.
+            let renewal = tokio::spawn(Arc::clone(&self).renew(valid_until));
             active(stop.clone()).await;
             stop.trigger();
             renewal.abort();
@@ -235,14 +238,14 @@ impl ReaderLease {
         }
     }
 
-    /// Renews every third of the ttl while the reader runs; the first renewal that fails,
-    /// finds another holder or is late ends the holding ([`ReaderLease::lose`]).
-    async fn renew(self: Arc<Self>, mut valid_until: Instant, stop: Shutdown) {
+    /// Renews every third of the ttl while the reader runs (until aborted); the first renewal
+    /// that fails, finds another holder or is late ends the holding ([`ReaderLease::lose`]).
+    async fn renew(self: Arc<Self>, mut valid_until: Instant) {
         let ttl = self.lease.ttl();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(ttl / 3) => {}
-                _ = stop.wait() => return,
+            tokio::time::sleep(ttl / 3).await;
+            if !self.is_held() {
+                return;
             }
             let sent = Instant::now();
             match tokio::time::timeout_at(valid_until, self.lease.acquire()).await {
