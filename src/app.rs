@@ -10,6 +10,7 @@ use crate::config::{
 };
 use crate::dedup::Dedup;
 use crate::exit::{ExitStatus, EXIT_CONFIG};
+use crate::ledger::lease::{holder_id, Lease, LeaseError};
 use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::mgmt::{self, MgmtClient, MgmtError};
@@ -22,6 +23,7 @@ use crate::source::auth0_logs::{
     self, CheckpointError, DeadLetterFile, FileCheckpoint, LogsReader, LogsSettings,
 };
 use crate::source::kafka::{self, KafkaRunError};
+use crate::source::lease::{takeover_bound, ReaderLease};
 use crate::source::sqs::{self, SqsRunError};
 use crate::source::webhook::{self, IngestError};
 use crate::supervise::{self, Helpers};
@@ -68,6 +70,9 @@ pub enum StartError {
     /// start (exit 1).
     #[error("{0}")]
     Ledger(#[from] LedgerError),
+    /// A reader's lease cannot be set up in the ledger (exit 1).
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// A stop signal arrived while the tenant was still being reached (exit 0).
     #[error("stopped before the service started")]
     Stopped,
@@ -131,6 +136,37 @@ fn open_checkpoint(
     let store = FileCheckpoint::open(&settings.checkpoint_file)?;
     let dead_letters = DeadLetterFile::new(store.dead_letter_path());
     Ok((store, dead_letters))
+}
+
+/// With a PostgreSQL ledger: the lease that keeps the reader `name` (its checkpoint's name in
+/// the ledger) active on one replica at a time, with its say on `/readyz`. `None` without a
+/// ledger or with SQLite (one host: the checkpoint file's lock keeps one reader).
+fn reader_lease(
+    pipeline: &Pipeline,
+    name: &str,
+    reader: &'static str,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> Result<Option<Arc<ReaderLease>>, StartError> {
+    let Some(ledger) = pipeline.ledger().map(LedgerLink::ledger) else {
+        return Ok(None);
+    };
+    if !ledger.is_shared() {
+        return Ok(None);
+    }
+    let lease = Lease::new(ledger, name, holder_id(), config.lease_ttl)?;
+    tracing::info!(
+        reader,
+        lease = name,
+        holder = holder_id(),
+        ttl_seconds = config.lease_ttl.as_secs_f64(),
+        takeover_within_seconds = takeover_bound(config.lease_ttl).as_secs_f64(),
+        "one active reader across replicas: this replica reads only while it holds the lease in the ledger"
+    );
+    let lease = Arc::new(ReaderLease::new(lease, reader, Arc::clone(metrics)));
+    health.add_probe(Arc::clone(&lease) as Arc<dyn server::ReadinessProbe>);
+    Ok(Some(lease))
 }
 
 /// Watches the log stream's status every `log_stream_check` until `shutdown`, a supervised
@@ -258,16 +294,20 @@ impl App {
                 };
                 watch_stream(settings, client, &metrics, &helpers, &shutdown);
                 tracing::info!(checkpoint = %settings.checkpoint_file.display(), lag_seconds = settings.lag.as_secs_f64(), rate_share = settings.rate_share, "backstop: reading the tenant's logs behind the stream");
-                Some(
-                    LogsReader::new(
-                        settings.clone(),
-                        LogsApi::auxiliary(client.clone(), settings.rate_share),
-                        Arc::new(pipeline.relabelled(SourceKind::Backstop)),
-                        Box::new(store),
-                        dead_letters,
-                    )
-                    .with_status(helpers.status("backstop", &metrics)),
+                let reader = LogsReader::new(
+                    settings.clone(),
+                    LogsApi::auxiliary(client.clone(), settings.rate_share),
+                    Arc::new(pipeline.relabelled(SourceKind::Backstop)),
+                    Box::new(store),
+                    dead_letters,
                 )
+                .with_status(helpers.status("backstop", &metrics));
+                let name = LogsReader::ledger_name_of(settings.role);
+                let lease = reader_lease(pipeline, &name, "backstop", config, &metrics, &health)?;
+                Some(match lease {
+                    Some(lease) => reader.with_lease(lease),
+                    None => reader,
+                })
             }
             (Some(_), None) => None,
         };
@@ -278,19 +318,29 @@ impl App {
                     return Err(WiringError::NoSource.into());
                 };
                 watch_stream(settings, &client, &metrics, &helpers, &shutdown);
-                Source::Auth0Logs(Box::new(
-                    LogsReader::new(
-                        settings.clone(),
-                        LogsApi::primary(client),
-                        p,
-                        Box::new(store),
-                        dead_letters,
-                    )
-                    .with_status(helpers.status("auth0_logs", &metrics)),
-                ))
+                let name = LogsReader::ledger_name_of(settings.role);
+                let lease = reader_lease(&p, &name, "auth0_logs", config, &metrics, &health)?;
+                let reader = LogsReader::new(
+                    settings.clone(),
+                    LogsApi::primary(client),
+                    p,
+                    Box::new(store),
+                    dead_letters,
+                )
+                .with_status(helpers.status("auth0_logs", &metrics));
+                Source::Auth0Logs(Box::new(match lease {
+                    Some(lease) => reader.with_lease(lease),
+                    None => reader,
+                }))
             }
             (Command::Run, Some(SourceSettings::Auth0Events(settings)), Some(p)) => {
-                Source::Auth0Events(Box::new(events_reader(settings, p, &helpers, &metrics)?))
+                let name = crate::source::auth0_events::LEDGER_NAME;
+                let lease = reader_lease(&p, name, "auth0_events", config, &metrics, &health)?;
+                let reader = events_reader(settings, p, &helpers, &metrics)?;
+                Source::Auth0Events(Box::new(match lease {
+                    Some(lease) => reader.with_lease(lease),
+                    None => reader,
+                }))
             }
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
@@ -336,7 +386,7 @@ impl App {
                 stop.trigger();
             });
             let status = self.helpers.status("backstop", &self.metrics);
-            tokio::spawn(run_reader(
+            tokio::spawn(run_leased_reader(
                 Arc::new(reader),
                 None,
                 status,
@@ -347,7 +397,7 @@ impl App {
         let result = match self.source {
             Source::Auth0Logs(reader) => {
                 let status = self.helpers.status("auth0_logs", &self.metrics);
-                run_reader(
+                run_leased_reader(
                     Arc::from(reader),
                     Some(Arc::clone(&self.health)),
                     status,
@@ -359,13 +409,23 @@ impl App {
             }
             Source::Auth0Events(reader) => {
                 let status = self.helpers.status("auth0_events", &self.metrics);
-                run_events_reader(
-                    Arc::from(reader),
-                    Arc::clone(&self.health),
-                    status,
-                    self.shutdown,
-                )
-                .await;
+                let reader: Arc<EventsReader> = Arc::from(reader);
+                let health = Arc::clone(&self.health);
+                match reader.lease().cloned() {
+                    Some(lease) => {
+                        lease
+                            .run(self.shutdown, Some(Arc::clone(&health)), move |stop| {
+                                run_events_reader(
+                                    Arc::clone(&reader),
+                                    Arc::clone(&health),
+                                    status.clone(),
+                                    stop,
+                                )
+                            })
+                            .await
+                    }
+                    None => run_events_reader(reader, health, status, self.shutdown).await,
+                }
                 Ok(())
             }
             Source::Kafka(settings, pipeline) => {
@@ -412,6 +472,33 @@ impl App {
         }
         self.endpoints_stop.trigger();
         result
+    }
+}
+
+/// Runs a Logs API reader under its lease when it has one (reading only while it holds it,
+/// standing by otherwise), else as [`run_reader`].
+async fn run_leased_reader(
+    reader: Arc<LogsReader>,
+    health: Option<Arc<Health>>,
+    status: supervise::HelperStatus,
+    shutdown: Shutdown,
+    stopped: &'static str,
+) {
+    match reader.lease().cloned() {
+        Some(lease) => {
+            lease
+                .run(shutdown, health.clone(), move |stop| {
+                    run_reader(
+                        Arc::clone(&reader),
+                        health.clone(),
+                        status.clone(),
+                        stop,
+                        stopped,
+                    )
+                })
+                .await
+        }
+        None => run_reader(reader, health, status, shutdown, stopped).await,
     }
 }
 

@@ -20,14 +20,16 @@
 //!   reader, trigger selection (pure).
 //! - [`policy`]: the default-role rules, the `[policy]` section read, their evaluation (pure).
 //! - [`dedup`]: handled `log_id`s and roles already given, in bounded TTL caches.
-//! - [`ledger`]: what the service granted, revoked and failed (SQLite or PostgreSQL).
+//! - [`ledger`]: what the service granted, revoked and failed (SQLite or PostgreSQL), and the
+//!   readers' leases in a PostgreSQL ledger.
 //! - [`mgmt`]: the Management API client (token, roles, users, assignment, retries, failing).
 //! - [`pipeline`]: the pure decisions, the outcome of each event and the verdict of each
 //!   delivery, profile reads, the roles written, the ledger link; `Pipeline::deliver`.
 //! - [`source`]: a folder per transport (`kafka` with the one dead-letter producer the webhook
 //!   bridge shares, `sqs`, `webhook` — the `ingest` command —, `auth0_logs` with its Logs API
 //!   client, `auth0_events`) and `replay` (files), and what they share: per-user order, the
-//!   in-flight cap, pause/resume, drain, quiet logs, the consumers' run summary.
+//!   in-flight cap, pause/resume, drain, quiet logs, the consumers' run summary, and the lease
+//!   that keeps one tenant reader active across replicas (`source::lease`).
 //! - [`progress`]: the progress line of `reconcile` and `replay` (a spinner on a terminal).
 //! - [`metrics`]: the Prometheus metrics, each declared once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report: the source's

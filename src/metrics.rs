@@ -77,6 +77,9 @@ pub struct Metrics {
     pub auth0_events_connection_limit_waits: IntCounter,
     pub auth0_events_pending: IntGauge,
     pub auth0_events_lag: Gauge,
+    // The readers' lease in a PostgreSQL ledger (`crate::source::lease`).
+    pub reader_lease_held: IntGaugeVec,
+    pub reader_lease_lost: IntCounterVec,
 }
 
 /// A metric definition failed (a programming error: names and labels are static).
@@ -385,6 +388,14 @@ impl Metrics {
                 "auth0_events_lag_seconds",
                 "Now minus the time of the last event the Events API reader's checkpoint passed.",
             ))?)?,
+            reader_lease_held: reg.add(IntGaugeVec::new(
+                opts("reader_lease_held", "1 while this replica holds the reader's lease in the PostgreSQL ledger and reads (reader: auth0_events, auth0_logs, backstop), 0 while it stands by; across replicas, at most one has 1 per reader."),
+                &["reader"],
+            )?)?,
+            reader_lease_lost: reg.add(IntCounterVec::new(
+                opts("reader_lease_lost_total", "Times this replica lost a reader's lease while reading (a renewal failed, came too late or found another holder): it stopped at once and stands by."),
+                &["reader"],
+            )?)?,
             names: reg.names,
             registry,
         };

@@ -27,6 +27,10 @@ pub trait ReadinessProbe: Send + Sync {
     fn degraded(&self) -> Vec<String> {
         Vec::new()
     }
+    /// What the service is doing that is worth knowing while ready (a replica standing by).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What a one-reason probe says: ready, degraded (still 200) or not ready (503), with why.
@@ -117,6 +121,12 @@ impl Health {
         self.probes().iter().flat_map(|p| p.degraded()).collect()
     }
 
+    /// What the probes note while the service is ready (a replica standing by); empty when
+    /// nothing.
+    pub fn notes(&self) -> Vec<String> {
+        self.probes().iter().flat_map(|p| p.notes()).collect()
+    }
+
     /// Whether the source is consuming.
     pub fn set_source_connected(&self, connected: bool) {
         self.source.connected.store(connected, Ordering::SeqCst);
@@ -160,15 +170,17 @@ async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse
 async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     let reasons = endpoints.health.not_ready();
     if reasons.is_empty() {
-        let degraded = endpoints.health.degraded();
-        if degraded.is_empty() {
-            (StatusCode::OK, "ready\n".to_owned())
-        } else {
-            (
-                StatusCode::OK,
-                format!("ready, degraded: {}\n", degraded.join("; ")),
-            )
+        let mut body = "ready".to_owned();
+        let notes = endpoints.health.notes();
+        if !notes.is_empty() {
+            body.push_str(&format!(" ({})", notes.join("; ")));
         }
+        let degraded = endpoints.health.degraded();
+        if !degraded.is_empty() {
+            body.push_str(&format!(", degraded: {}", degraded.join("; ")));
+        }
+        body.push('\n');
+        (StatusCode::OK, body)
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

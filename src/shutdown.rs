@@ -48,6 +48,14 @@ impl Shutdown {
         shutdown
     }
 
+    /// A stop of its own that is also triggered by this one (not the other way round): a part
+    /// that may stop alone, such as a reader that lost its lease.
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+        }
+    }
+
     /// Asks every holder to stop.
     pub fn trigger(&self) {
         self.token.cancel();
@@ -81,5 +89,16 @@ mod tests {
         let late = shutdown.clone();
         late.wait().await;
         assert!(late.is_triggered());
+    }
+
+    #[test]
+    fn a_child_stops_alone_or_with_its_parent() {
+        let parent = Shutdown::new();
+        let alone = parent.child();
+        alone.trigger();
+        assert!(alone.is_triggered() && !parent.is_triggered());
+        let with = parent.child();
+        parent.trigger();
+        assert!(with.is_triggered());
     }
 }

@@ -312,6 +312,19 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                 ledger.describe(),
                 config.policy_fingerprint
             );
+            let reads_tenant = config.backstop.is_some()
+                || matches!(
+                    config.source,
+                    Some(SourceSettings::Auth0Logs(_) | SourceSettings::Auth0Events(_))
+                );
+            if ledger.is_postgres() && reads_tenant {
+                let _ = writeln!(
+                    text,
+                    "ledger: one active reader per tenant across replicas (a lease in the ledger, ttl {} s): the others stand by, ready, and take over within {} s of the reader's last renewal",
+                    config.lease_ttl.as_secs_f64(),
+                    crate::source::lease::takeover_bound(config.lease_ttl).as_secs_f64()
+                );
+            }
         }
         None => {
             let _ = writeln!(
@@ -386,4 +399,48 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
         let _ = writeln!(text, "policy: no rules (every event ends as no_rule)");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    /// `check` on an `auth0_events` source: the event types it will ask for, `read:events`
+    /// among the scopes, and with a PostgreSQL ledger the lease and its takeover bound.
+    #[test]
+    fn check_names_the_events_api_types_and_its_scope() {
+        let text = "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\n\n[source]\ntype = \"auth0_events\"\n\n[auth0_events]\ncheckpoint_file = \"/tmp/e.checkpoint\"\n\n[policy]\nevents = [\"signup\", \"first_login\", \"email_verified\"]\n\n[[policy.rules]]\nname = \"all\"\nassign = [\"Viewer\"]\n";
+        let config = Config::from_toml(text, Path::new("t.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let described = super::describe(&config, &|_| None);
+        assert!(
+            described.contains("event types asked for: user.created, user.updated"),
+            "{described}"
+        );
+        assert!(super::required_scopes(&config, false, false).contains(&"read:events"));
+        assert!(
+            !described.contains("lease"),
+            "no lease without a ledger: {described}"
+        );
+        let shared = format!(
+            "{text}\n[ledger]\nurl = \"postgres://svc@db.internal/roles\"\nlease_ttl_seconds = 9\n"
+        );
+        let config = Config::from_toml(&shared, Path::new("t.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let described = super::describe(&config, &|_| None);
+        assert!(
+            described.contains(
+                "one active reader per tenant across replicas (a lease in the ledger, ttl 9 s)"
+            ) && described.contains("take over within 12 s"),
+            "{described}"
+        );
+        let bad = format!("{text}\n[ledger]\nurl = \"postgres://svc@db.internal/roles\"\nlease_ttl_seconds = 0.5\n");
+        let err = Config::from_toml(&bad, Path::new("t.toml"), &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("ledger.lease_ttl_seconds"), "{err}");
+    }
 }

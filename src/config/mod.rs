@@ -52,6 +52,9 @@ pub struct Config {
     pub backstop: Option<LogsSettings>,
     /// `[ledger]` (or `LEDGER_URL`): what the service granted, in SQLite or PostgreSQL.
     pub ledger: Option<LedgerSettings>,
+    /// `[ledger] lease_ttl_seconds`: how long a reader's lease in a PostgreSQL ledger lasts
+    /// without renewal (one active reader across replicas; unused with SQLite).
+    pub lease_ttl: Duration,
     /// The fingerprint of the `[policy]` section as written, recorded with each grant.
     pub policy_fingerprint: String,
 }
@@ -120,6 +123,7 @@ impl Config {
                 None => DedupSettings::default().max_entries,
             },
         };
+        let lease_ttl = lease_ttl(file.ledger.as_ref().and_then(|l| l.lease_ttl_seconds))?;
         let ledger = ledger_settings(file.ledger, env)?;
         let events = (file.auth0_events, &policy, ledger.is_some());
         let source = source_settings(file.source, file.kafka, file.sqs, file.auth0_logs, events)?;
@@ -155,6 +159,7 @@ impl Config {
             ingest,
             backstop,
             ledger,
+            lease_ttl,
             policy_fingerprint: crate::ledger::policy_fingerprint_of_config(text),
         })
     }
@@ -163,6 +168,21 @@ impl Config {
     pub fn require_auth0(&self) -> Result<&Auth0Settings, ConfigError> {
         self.auth0.as_ref().ok_or(ConfigError::NoAuth0)
     }
+}
+
+/// `[ledger] lease_ttl_seconds`: 1 s to 1 h, 15 s when absent.
+fn lease_ttl(seconds: Option<f64>) -> Result<Duration, ConfigError> {
+    let Some(seconds) = seconds else {
+        return Ok(crate::source::lease::DEFAULT_TTL);
+    };
+    let max = crate::ledger::lease::MAX_TTL.as_secs_f64();
+    if !(seconds.is_finite() && (1.0..=max).contains(&seconds)) {
+        return Err(invalid(
+            "ledger.lease_ttl_seconds",
+            format!("must be between 1 and {max} seconds (a standby takes over within it and a third of it, at most 5 s, after the active reader stops renewing)"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// `[ledger] url`, overridden by `LEDGER_URL` (which alone turns the ledger on). A password

@@ -48,6 +48,7 @@ pub(super) struct LogsSection {
 #[serde(deny_unknown_fields)]
 pub(super) struct LedgerSection {
     pub(super) url: Option<String>,
+    pub(super) lease_ttl_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,9 +4,11 @@
 //! the Management API accepted a grant; `explain` reads it.
 //!
 //! [`Ledger`] is the API; [`store`] holds the SQL of both backends, [`fault`] the service-fault
-//! state the pipeline and `/readyz` read (the `explain` report is `commands::explain::report`).
+//! state the pipeline and `/readyz` read (the `explain` report is `commands::explain::report`),
+//! [`lease`] the readers' leases in a PostgreSQL ledger (one active reader across replicas).
 
 pub mod fault;
+pub mod lease;
 pub mod link;
 mod store;
 
@@ -91,6 +93,11 @@ impl LedgerSettings {
             || url
                 .split_once('?')
                 .is_some_and(|(_, query)| query.split('&').any(is_password_parameter))
+    }
+
+    /// Whether the URL names PostgreSQL (a ledger several hosts share: readers take a lease).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.target(), Ok(Target::Postgres(_)))
     }
 
     /// The URL without its password, for messages.
@@ -399,6 +406,12 @@ impl Ledger {
     /// `postgres://user@host:5432/db`).
     pub fn describe(&self) -> String {
         self.inner.described.clone()
+    }
+
+    /// Whether several hosts can share it (PostgreSQL): readers then take a [`lease::Lease`]
+    /// instead of relying on the checkpoint file's lock.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.backend, Backend::Postgres(..))
     }
 
     /// This instance's name, as written in its grants.

@@ -48,6 +48,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
             "../../migrations/sqlite/0004_pending_revocations_and_member_role_removals.sql"
         ),
     ),
+    (
+        5,
+        "reader leases",
+        include_str!("../../migrations/sqlite/0005_leases.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -71,6 +76,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!(
             "../../migrations/postgres/0004_pending_revocations_and_member_role_removals.sql"
         ),
+    ),
+    (
+        5,
+        "reader leases",
+        include_str!("../../migrations/postgres/0005_leases.sql"),
     ),
 ];
 

@@ -2,7 +2,9 @@
 //!
 //! - [`kafka`] and [`sqs`] are the consumers behind `run`; [`ingest`] is the webhook receiver
 //!   (`ingest`); [`replay`] reads files and stdin (`replay`); [`auth0_logs`] reads the tenant's
-//!   Logs API (the `auth0_logs` source, and the backstop behind any other).
+//!   Logs API (the `auth0_logs` source, and the backstop behind any other); [`auth0_events`]
+//!   reads its Events API; [`lease`] keeps one of these readers active across replicas sharing
+//!   a PostgreSQL ledger (the others stand by and take over).
 //! - [`Dispatch`] runs each message as a task, in arrival order per user (the [`Sequencer`]),
 //!   other users in parallel; a task that panics is reported, never lost. [`Dispatch::drain`]
 //!   waits for the tasks until a deadline at shutdown.
@@ -13,6 +15,7 @@
 pub mod auth0_events;
 pub mod auth0_logs;
 pub mod kafka;
+pub mod lease;
 pub mod replay;
 pub mod sequencer;
 pub mod sqs;

@@ -3,8 +3,10 @@
 //! server-closed connections while events keep arriving; a SIGKILL and restart re-read only what
 //! the checkpoint had not passed; an expired offset is counted and logged with the gap; a
 //! removed `read:events` pauses and its return resumes; a 403 for the connection limit is
-//! waited out, not taken for the scope; a malformed `data:` is dead-lettered while its
-//! neighbours are processed; a second reader of the checkpoint is refused.
+//! waited out, not taken for the scope; an `event: error` is logged, counted and reconnected
+//! from with nothing lost; a malformed `data:` is dead-lettered while its neighbours are
+//! processed; a second reader of the checkpoint is refused. Replicas sharing a PostgreSQL
+//! ledger (the lease) are in `reader_lease.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,13 +20,13 @@ use crate::harness::*;
 use mgmt_sim::events_api::EventsControl;
 use mgmt_sim::{ControlRequest, Simulator};
 
-type Expected = BTreeMap<String, BTreeSet<String>>;
+pub(crate) type Expected = BTreeMap<String, BTreeSet<String>>;
 
-const RECEIVED: &str = "auth0_default_roles_events_received_total";
-const SOURCE: &str = "source=\"auth0_events\"";
+pub(crate) const RECEIVED: &str = "auth0_default_roles_events_received_total";
+pub(crate) const SOURCE: &str = "source=\"auth0_events\"";
 
 /// A simulator stream that cycles connections quickly: heartbeats every 200 ms, `retry: 50`.
-fn fast_stream(sim: &Simulator, cycle_after_events: Option<u64>) {
+pub(crate) fn fast_stream(sim: &Simulator, cycle_after_events: Option<u64>) {
     sim.control_events(EventsControl {
         cycle_after_events,
         heartbeat_ms: 200,
@@ -34,7 +36,7 @@ fn fast_stream(sim: &Simulator, cycle_after_events: Option<u64>) {
 }
 
 /// A `run` config with the `auth0_events` source.
-fn events_config(dir: &Path, base_url: &str, metrics: u16, extra: &str) -> PathBuf {
+pub(crate) fn events_config(dir: &Path, base_url: &str, metrics: u16, extra: &str) -> PathBuf {
     let text = format!(
         "{}\n[source]\ntype = \"auth0_events\"\n\n[auth0_events]\nstart = \"earliest\"\ncheckpoint_file = \"{}\"\nidle_timeout_seconds = 5\n{extra}\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{}\n",
         auth0_section(base_url),
@@ -64,7 +66,7 @@ fn user_of(event: &Value) -> Option<String> {
 /// `users` users' CloudEvents (with duplicates, both spellings) dated now, split into `parts`
 /// batches at user boundaries, and the roles each user must end with. The `user.deleted` of an
 /// unknown user is left out (the demo policy's types do not include it).
-fn batches(users: usize, parts: usize) -> (Vec<Vec<Value>>, Expected) {
+pub(crate) fn batches(users: usize, parts: usize) -> (Vec<Vec<Value>>, Expected) {
     let (events, expected) = cloud_stream(users);
     let now = now_rfc3339();
     let events: Vec<Value> = events
@@ -90,7 +92,7 @@ fn batches(users: usize, parts: usize) -> (Vec<Vec<Value>>, Expected) {
 }
 
 /// The expected roles of the users of `events` only.
-fn expected_of(events: &[Value], expected: &Expected) -> Expected {
+pub(crate) fn expected_of(events: &[Value], expected: &Expected) -> Expected {
     let users: BTreeSet<String> = events.iter().filter_map(user_of).collect();
     expected
         .iter()
@@ -99,12 +101,17 @@ fn expected_of(events: &[Value], expected: &Expected) -> Expected {
         .collect()
 }
 
-fn append(sim: &Simulator, events: &[Value]) -> Vec<String> {
+pub(crate) fn append(sim: &Simulator, events: &[Value]) -> Vec<String> {
     sim.append_events(events.to_vec())
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn wait_roles(sim: &Simulator, expected: &Expected, service: &Service, within: Duration) {
+pub(crate) fn wait_roles(
+    sim: &Simulator,
+    expected: &Expected,
+    service: &Service,
+    within: Duration,
+) {
     assert!(
         wait_for(within, || sim.role_sets() == *expected),
         "roles differ: {} users hold roles, {} expected\n{}",
@@ -406,6 +413,68 @@ fn a_403_for_the_connection_limit_is_waited_out_and_not_taken_for_a_missing_scop
     });
     wait_roles(sim, &expected, &service, Duration::from_secs(60));
     service.wait_ready();
+    scene.end(&expected, &service);
+}
+
+/// The server ends connections with `event: error` (every 7 events here): each is logged with
+/// what it said, counted as a `stream_error` reconnection, and the next connection resumes
+/// after the last offset received: every event is read once and every user gets their roles.
+#[test]
+fn an_event_error_message_is_logged_counted_and_reconnected_from_losing_nothing() {
+    let scene = Scene::new("events-error", None);
+    let (sim, dir) = (&scene.sim, &scene.dir);
+    sim.control_events(EventsControl {
+        error_after_events: Some(7),
+        ..sim.events_control()
+    });
+    let (parts, expected) = batches(60, 2);
+    let mut offsets = append(sim, &parts[0]);
+    let config = scene.config("");
+    let service = scene.start(&config, "run-1.log");
+    service.wait_ready();
+    offsets.extend(append(sim, &parts[1]));
+    wait_roles(sim, &expected, &service, Duration::from_secs(90));
+    let newest = offsets.last().cloned();
+    assert!(
+        wait_for(Duration::from_secs(20), || checkpoint(dir) == newest),
+        "the checkpoint never reached the newest offset: {:?}\n{}",
+        checkpoint(dir),
+        service.log_text()
+    );
+    let events = offsets.len();
+    let errors = sim.events_state().errors_sent;
+    assert!(
+        errors >= (events / 7) as u64 - 1,
+        "{errors} `event: error` messages for {events} events at one per 7"
+    );
+    let stream_errors = |s: &Service| {
+        s.metric(
+            "auth0_default_roles_auth0_events_reconnects_total",
+            "reason=\"stream_error\"",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || stream_errors(&service)
+            == errors as f64),
+        "each `event: error` is counted once: {} counted, {errors} sent",
+        stream_errors(&service)
+    );
+    assert_eq!(
+        service.metric(RECEIVED, SOURCE) as usize,
+        events,
+        "each event once: every reconnection resumed after the last offset received"
+    );
+    let log = service.log_text();
+    assert!(
+        log.contains("the Events API ended the stream with an error; reconnecting")
+            && log.contains("An internal error occurred"),
+        "{log}"
+    );
+    assert_eq!(sim.stats().duplicate_assignments, 0);
+    assert_eq!(
+        service.metric("auth0_default_roles_dead_letters_total", ""),
+        0.0
+    );
     scene.end(&expected, &service);
 }
 

@@ -28,6 +28,7 @@ mod organizations;
 mod pg;
 mod policy;
 mod rate_limits;
+mod reader_lease;
 mod reconcile;
 mod recovery;
 mod replay_cli;

@@ -7,7 +7,8 @@
 //! bad time or an unknown type; 410 for an offset whose next event has expired; 403 when the
 //! plan's concurrent connections are taken (the missing scope is the gate's 403). Connections
 //! are closed by the server after `cycle_after_events` events or `cycle_after_ms`, as Auth0
-//! cycles them every few minutes.
+//! cycles them every few minutes; with `error_after_events`, a connection ends after that many
+//! events with an `event: error` message (no `id`) instead.
 //!
 //! Tests append events with `POST /sim/events` (CloudEvents, or `{"raw_data", "type"}` for a
 //! `data:` sent as is) and steer the stream with `POST /sim/events/control`.
@@ -63,6 +64,9 @@ pub struct EventsControl {
     pub cycle_after_events: Option<u64>,
     /// The server closes a connection after this long (`None`: never).
     pub cycle_after_ms: Option<u64>,
+    /// The server ends a connection after this many events with an `event: error` message
+    /// (`data: {"message": …}`, no `id`), then closes it (`None`: never).
+    pub error_after_events: Option<u64>,
     /// Between heartbeats (each with an `offset-only` marker).
     pub heartbeat_ms: u64,
     /// The `retry:` sent at the start of each connection.
@@ -80,6 +84,7 @@ impl Default for EventsControl {
         EventsControl {
             cycle_after_events: None,
             cycle_after_ms: None,
+            error_after_events: None,
             heartbeat_ms: 1000,
             retry_ms: 2000,
             max_connections: 8,
@@ -108,6 +113,8 @@ pub(crate) struct EventsApi {
     expired_before: u64,
     open: usize,
     opened: u64,
+    /// `event: error` messages sent.
+    errors_sent: u64,
     /// Bumped by `close_all`: connections of an older generation end.
     generation: u64,
     control: EventsControl,
@@ -235,6 +242,8 @@ struct Connection {
     opened: Instant,
     next_heartbeat: Instant,
     greeted: bool,
+    /// The `event: error` was sent: the connection closes.
+    errored: bool,
     generation: u64,
     control: EventsControl,
     _guard: OpenGuard,
@@ -341,6 +350,7 @@ pub(crate) async fn subscribe(
         opened: now,
         next_heartbeat: now + Duration::from_millis(control.heartbeat_ms.max(1)),
         greeted: false,
+        errored: false,
         generation,
         control,
         _guard: OpenGuard(shared),
@@ -371,12 +381,25 @@ impl Connection {
             ));
         }
         loop {
-            if self
-                .control
-                .cycle_after_events
-                .is_some_and(|n| self.sent >= n)
+            if self.errored
+                || self
+                    .control
+                    .cycle_after_events
+                    .is_some_and(|n| self.sent >= n)
             {
                 return None;
+            }
+            if self
+                .control
+                .error_after_events
+                .is_some_and(|n| self.sent >= n)
+            {
+                self.errored = true;
+                self.shared.events_api.with(|api| api.errors_sent += 1);
+                return Some(
+                    "event: error\ndata: {\"message\":\"An internal error occurred. Please reconnect.\"}\n\n"
+                        .to_owned(),
+                );
             }
             let deadline = self
                 .control
@@ -448,6 +471,9 @@ pub struct EventsState {
     pub open_connections: usize,
     pub connections_opened: u64,
     pub events: usize,
+    /// `event: error` messages sent (`error_after_events`).
+    #[serde(default)]
+    pub errors_sent: u64,
     /// The offset of the newest event stored.
     pub newest_offset: Option<String>,
 }
@@ -492,6 +518,7 @@ impl Simulator {
             open_connections: api.open,
             connections_opened: api.opened,
             events: api.events.len(),
+            errors_sent: api.errors_sent,
             newest_offset: api.newest().map(offset_of),
         })
     }

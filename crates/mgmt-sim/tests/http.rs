@@ -1800,8 +1800,31 @@ async fn the_events_api_streams_offsets_markers_filters_and_refusals_as_auth0_do
         matches!(resp.chunk().await, Ok(None)),
         "closed after 2 events"
     );
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A connection ended by the server's `event: error` after one event: no `id`, then closed.
     h.sim.control_events(EventsControl {
         cycle_after_events: None,
+        error_after_events: Some(1),
+        ..h.sim.events_control()
+    });
+    let mut resp = h
+        .get(&token, &format!("/api/v2/events?from={}", offsets[1]))
+        .await;
+    let text = read_stream_until(&mut resp, "\u{0}the end").await;
+    assert!(text.contains(&format!("id: {}\n", offsets[2])), "{text}");
+    assert!(!text.contains(&format!("id: {}\n", offsets[3])), "{text}");
+    assert!(
+        text.ends_with("event: error\ndata: {\"message\":\"An internal error occurred. Please reconnect.\"}\n\n"),
+        "{text}"
+    );
+    assert!(
+        matches!(resp.chunk().await, Ok(None)),
+        "closed after the error"
+    );
+    assert_eq!(h.sim.events_state().errors_sent, 1);
+    h.sim.control_events(EventsControl {
+        error_after_events: None,
         ..h.sim.events_control()
     });
     drop(resp);

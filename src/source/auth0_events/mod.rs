@@ -11,7 +11,9 @@
 //! its file resumes from there); a restart resumes after it (some events read twice: dedup and
 //! the policy make them harmless). Within a run, a reconnection resumes after the last offset
 //! *received* (what is still in flight settles meanwhile). One reader per checkpoint file (its
-//! lock).
+//! lock); with a PostgreSQL ledger, one reader per tenant across replicas (a lease,
+//! [`crate::source::lease`]): the ledger's checkpoint is then the one of record, read first and
+//! written only while the lease holds, and a reader that loses its lease stops at once.
 //!
 //! Reconnecting is normal: Auth0 closes these connections every few minutes. A closed
 //! connection, a broken one, or one silent for `idle_timeout_seconds` is opened again after the
@@ -28,6 +30,7 @@
 
 pub mod checkpoint;
 pub mod client;
+mod ledger_copy;
 pub mod settings;
 pub mod sse;
 
@@ -43,10 +46,12 @@ use crate::pipeline::{Pipeline, Rejected, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::auth0_logs::{CheckpointError, DeadLetterFile};
+use crate::source::lease::ReaderLease;
 use crate::source::{users_of, Dispatch, Intake, QuietLog, TaskLost};
 use crate::supervise::HelperStatus;
 use checkpoint::{from_timestamp, parse_time, EventsCheckpointFile, Progress};
 use client::{EventsApi, OpenError, OpenReport, Opened, Resume};
+pub use ledger_copy::LEDGER_NAME;
 pub use settings::{EventsSection, EventsSettings, EventsStart};
 use sse::{SseItem, SseMessage, SseParser};
 
@@ -95,6 +100,8 @@ pub struct EventsReader {
     metrics: Arc<Metrics>,
     status: Option<HelperStatus>,
     quiet: QuietLog,
+    /// With a PostgreSQL ledger: the lease that makes this the one active reader.
+    lease: Option<Arc<ReaderLease>>,
 }
 
 /// What one connection ended with.
@@ -129,7 +136,24 @@ impl EventsReader {
             metrics,
             status: None,
             quiet: QuietLog::every(Duration::from_secs(60)),
+            lease: None,
         })
+    }
+
+    /// The same reader, reading only while it holds `lease` (replicas sharing a PostgreSQL
+    /// ledger): the ledger's checkpoint is the one of record.
+    pub fn with_lease(mut self, lease: Arc<ReaderLease>) -> EventsReader {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn lease(&self) -> Option<&Arc<ReaderLease>> {
+        self.lease.as_ref()
+    }
+
+    /// Whether the lease this reader runs under was lost: it stops at once, saves nothing.
+    fn lease_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| !l.is_held())
     }
 
     /// The same reader, reporting its failures through `status` (`/readyz` degraded).
@@ -151,9 +175,14 @@ impl EventsReader {
     }
 
     /// Where reading starts: after the checkpoint, else at `start`.
-    fn resume_from(&self, checkpoint: Option<&checkpoint::EventsCheckpoint>) -> Resume {
+    /// `place`: where the checkpoint was read (the file, or the ledger).
+    fn resume_from(
+        &self,
+        checkpoint: Option<&checkpoint::EventsCheckpoint>,
+        place: &str,
+    ) -> Resume {
         if let Some(checkpoint) = checkpoint {
-            tracing::info!(offset = %checkpoint.offset, checkpoint = %self.store.describe(), "resuming after the checkpoint");
+            tracing::info!(offset = %checkpoint.offset, checkpoint = %place, "resuming after the checkpoint");
             return Resume::After(checkpoint.offset.clone());
         }
         let at = match self.settings.start {
@@ -177,12 +206,31 @@ impl EventsReader {
         health: Option<Arc<Health>>,
         shutdown: Shutdown,
     ) -> Result<EventsSummary, EventsRunError> {
-        let saved = match self.store.load()? {
-            Some(saved) => Some(saved),
-            None => self.ledger_checkpoint().await,
+        // Under a lease the checkpoint of record is the ledger's (this replica's file may be
+        // behind what another replica read while it stood by); else the file's, or the
+        // ledger's copy when there is no file. `None`: stopped meanwhile.
+        let (saved, in_ledger) = if self.lease.is_some() {
+            match self.ledger_checkpoint_until(&shutdown).await {
+                None => return Ok(EventsSummary::default()),
+                Some(Some(saved)) => (Some(saved), true),
+                Some(None) => (self.store.load()?, false),
+            }
+        } else {
+            match self.store.load()? {
+                Some(saved) => (Some(saved), false),
+                None => match self.ledger_checkpoint_until(&shutdown).await {
+                    None => return Ok(EventsSummary::default()),
+                    Some(saved) => (saved, true),
+                },
+            }
+        };
+        let place = if in_ledger {
+            "the ledger".to_owned()
+        } else {
+            self.store.describe()
         };
         let progress = Arc::new(Mutex::new(Progress::from_checkpoint(saved.as_ref())));
-        let mut resume = self.resume_from(saved.as_ref());
+        let mut resume = self.resume_from(saved.as_ref(), &place);
         let mut summary = EventsSummary::default();
         let mut dispatch: Dispatch<()> = Dispatch::default();
         let intake = Intake::new(self.settings.max_inflight);
@@ -286,6 +334,17 @@ impl EventsReader {
         };
         if let Some(health) = &health {
             health.set_source_connected(false);
+        }
+        if self.lease_lost() {
+            // Another replica reads now: nothing of this one's is finished or saved.
+            let abandoned = dispatch
+                .drain(Duration::ZERO, std::future::pending::<()>)
+                .await;
+            tracing::info!(
+                abandoned,
+                "the lease is lost: events in flight abandoned, the next holder reads them again from the ledger's checkpoint"
+            );
+            return outcome.map(|()| summary);
         }
         let abandoned = dispatch
             .drain(SHUTDOWN_GRACE, std::future::pending::<()>)
@@ -462,6 +521,9 @@ impl EventsReader {
     /// a file write that fails is reported and tried at the next tick (a restart meanwhile
     /// reads some events again, nothing is skipped).
     async fn save(&self, progress: &Arc<Mutex<Progress>>) {
+        if self.lease_lost() {
+            return;
+        }
         let (unsaved, pending) = {
             let mut progress = lock(progress);
             (progress.take_unsaved(), progress.pending())
@@ -518,55 +580,6 @@ impl EventsReader {
             "the Events API offset has expired: events from gap_from to the oldest the stream still keeps can no longer be read (the end of the gap is logged with the first event read); resuming by from_timestamp at the last processed event's time; run `reconcile` to give the users of that gap their roles"
         );
         (Resume::At(time.clone()), time)
-    }
-}
-
-/// The checkpoint's name in the ledger.
-const LEDGER_NAME: &str = "auth0_events";
-
-impl EventsReader {
-    /// With a ledger: the checkpoint kept there (a reader that lost its file, such as a new
-    /// pod without the old volume, resumes from it). Waits while the ledger fails.
-    async fn ledger_checkpoint(&self) -> Option<checkpoint::EventsCheckpoint> {
-        let link = self.pipeline.ledger()?;
-        let saved = link
-            .until_ok(
-                &self.metrics,
-                "read the reader's checkpoint",
-                |l| async move { l.load_checkpoint(LEDGER_NAME).await },
-            )
-            .await
-            .ok()??;
-        match serde_json::from_str::<checkpoint::EventsCheckpoint>(&saved) {
-            Ok(checkpoint) if checkpoint::usable_offset(&checkpoint.offset) => {
-                tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
-                Some(checkpoint)
-            }
-            _ => {
-                tracing::error!(
-                    "the ledger's Events API checkpoint is not readable: starting from `start`"
-                );
-                None
-            }
-        }
-    }
-
-    /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
-    /// ledger fails (a service fault: nothing further is read meanwhile).
-    async fn save_in_ledger(&self, checkpoint: &checkpoint::EventsCheckpoint) {
-        let Some(link) = self.pipeline.ledger() else {
-            return;
-        };
-        let Ok(value) = serde_json::to_string(checkpoint) else {
-            return;
-        };
-        link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
-            let value = value.clone();
-            async move { l.save_checkpoint(LEDGER_NAME, &value).await }
-        })
-        .await
-        // Refused (logged by the link): the file keeps the checkpoint.
-        .ok();
     }
 }
 

@@ -239,14 +239,10 @@ mod tests {
                 "organization.member.role.deleted"
             ]
         );
-        let described = crate::commands::check::describe(&plain, &|_| None);
-        assert!(
-            described.contains("event types asked for: user.created, user.updated"),
-            "{described}"
-        );
-        assert!(
-            crate::commands::check::required_scopes(&plain, false, false).contains(&"read:events")
-        );
+        assert!(plain
+            .source
+            .as_ref()
+            .is_some_and(|s| matches!(s, SourceSettings::Auth0Events(e) if e.describe().contains("event types asked for: user.created, user.updated"))));
     }
 
     #[test]

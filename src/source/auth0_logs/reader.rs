@@ -14,6 +14,7 @@ use crate::mgmt::MgmtError;
 use crate::pipeline::{Outcome, Pipeline, Report, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
+use crate::source::lease::ReaderLease;
 use crate::source::{users_of, Dispatch};
 use crate::supervise::HelperStatus;
 
@@ -49,6 +50,8 @@ pub struct LogsReader {
     metrics: Arc<Metrics>,
     /// Where its failures are reported (`/readyz` degraded, `helper_failures_total`).
     status: Option<HelperStatus>,
+    /// With a PostgreSQL ledger: the lease that makes this the one active reader.
+    lease: Option<Arc<ReaderLease>>,
 }
 
 /// A read that took this long (the client waiting out a fault inside) is a stall: the
@@ -93,7 +96,29 @@ impl LogsReader {
             dead_letters,
             metrics,
             status: None,
+            lease: None,
         }
+    }
+
+    /// The same reader, reading only while it holds `lease` (replicas sharing a PostgreSQL
+    /// ledger): the ledger's checkpoint is the one of record.
+    pub fn with_lease(mut self, lease: Arc<ReaderLease>) -> LogsReader {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn lease(&self) -> Option<&Arc<ReaderLease>> {
+        self.lease.as_ref()
+    }
+
+    /// Whether the lease this reader runs under was lost: it stops at once, saves nothing.
+    fn lease_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| !l.is_held())
+    }
+
+    /// The name of this reader's checkpoint in the ledger, and of its lease.
+    pub fn ledger_name_of(role: Role) -> String {
+        format!("auth0_logs:{}", role.as_str())
     }
 
     /// The same reader, reporting its failures (and its recovery) through `status`.
@@ -150,7 +175,7 @@ impl LogsReader {
 
     /// The name this reader's checkpoint has in the ledger.
     fn ledger_name(&self) -> String {
-        format!("auth0_logs:{}", self.reader())
+        LogsReader::ledger_name_of(self.settings.role)
     }
 
     /// With a ledger: the checkpoint saved there (a reader that lost its file, such as a new
@@ -167,7 +192,11 @@ impl LogsReader {
             .ok()??;
         match serde_json::from_str::<Checkpoint>(&saved) {
             Ok(checkpoint) => {
-                tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                if self.lease.is_some() {
+                    tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %link.ledger().describe(), "holding the lease: resuming from the checkpoint of record in the ledger");
+                } else {
+                    tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                }
                 Some(checkpoint)
             }
             Err(err) => {
@@ -178,15 +207,19 @@ impl LogsReader {
     }
 
     /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
-    /// ledger fails (a service fault: nothing further is read meanwhile).
-    async fn save_in_ledger(&self, checkpoint: &Checkpoint) {
+    /// ledger fails (a service fault: nothing further is read meanwhile). Under a lease, only
+    /// while it holds: `false` when the lease is lost (the reader stops).
+    async fn save_in_ledger(&self, checkpoint: &Checkpoint) -> bool {
         let Some(link) = self.pipeline.ledger() else {
-            return;
+            return true;
         };
         let Ok(value) = serde_json::to_string(checkpoint) else {
-            return;
+            return true;
         };
         let name = self.ledger_name();
+        if let Some(lease) = &self.lease {
+            return lease.save_checkpoint(&name, &value).await;
+        }
         link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
             let (name, value) = (name.clone(), value.clone());
             async move { l.save_checkpoint(&name, &value).await }
@@ -194,17 +227,33 @@ impl LogsReader {
         .await
         // Refused (logged by the link): the file keeps the checkpoint.
         .ok();
+        true
     }
 
     /// Where to start: the checkpoint, else `start` (the rules are in the module's doc).
     /// Returns the `from` of the first checkpoint request.
     async fn resolve_start(&self) -> Result<String, LogsRunError> {
-        let checkpoint = match self.store.load()? {
-            Some(checkpoint) => Some(checkpoint),
-            None => self.ledger_checkpoint().await,
+        // Under a lease the checkpoint of record is the ledger's (this replica's file may be
+        // behind what another replica read while it stood by); else the file's, or the
+        // ledger's copy when there is no file.
+        let (checkpoint, in_ledger) = if self.lease.is_some() {
+            match self.ledger_checkpoint().await {
+                Some(checkpoint) => (Some(checkpoint), true),
+                None => (self.store.load()?, false),
+            }
+        } else {
+            match self.store.load()? {
+                Some(checkpoint) => (Some(checkpoint), false),
+                None => (self.ledger_checkpoint().await, true),
+            }
         };
         if let Some(checkpoint) = checkpoint {
-            tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, checkpoint = %self.store.describe(), "resuming from the checkpoint");
+            let place = if in_ledger {
+                "the ledger".to_owned()
+            } else {
+                self.store.describe()
+            };
+            tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, checkpoint = %place, "resuming from the checkpoint");
             self.check_retention(&checkpoint.log_id).await?;
             return Ok(checkpoint.log_id);
         }
@@ -437,11 +486,13 @@ impl LogsReader {
                             log_id: log_id_of(last).unwrap_or_default().to_owned(),
                             date: last.get("date").and_then(Value::as_str).map(str::to_owned),
                         };
-                        if !checkpoint.log_id.is_empty() {
-                            if !self.save_checkpoint(&checkpoint, &shutdown).await {
-                                break;
-                            }
-                            self.save_in_ledger(&checkpoint).await;
+                        // Under a lease that is lost, nothing is saved: another reads now.
+                        if !checkpoint.log_id.is_empty()
+                            && (self.lease_lost()
+                                || !self.save_checkpoint(&checkpoint, &shutdown).await
+                                || !self.save_in_ledger(&checkpoint).await)
+                        {
+                            break;
                         }
                         let lag = date_of(last)
                             .and_then(|d| SystemTime::now().duration_since(d).ok())
@@ -530,8 +581,10 @@ impl LogsReader {
                 None => tokio::select! {
                     joined = dispatch.next() => joined,
                     _ = shutdown.wait() => {
-                        // Stopping: the batch may finish within the grace period.
-                        deadline = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                        // Stopping: the batch may finish within the grace period (none when
+                        // the lease is lost: another replica reads it now).
+                        let grace = if self.lease_lost() { Duration::ZERO } else { SHUTDOWN_GRACE };
+                        deadline = Some(tokio::time::Instant::now() + grace);
                         continue;
                     }
                 },
