@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::sections::{Auth0Section, RequestRate};
 use super::{
-    invalid, Auth0Settings, ConfigError, BASE_URL_ENV, CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
+    invalid, Auth0Settings, ConfigError, ResolvedSecret, SecretKind, BASE_URL_ENV, CLIENT_ID_ENV,
+    DOMAIN_ENV, SECRET_ENV,
 };
 
 pub(super) fn auth0_settings(
@@ -155,7 +156,11 @@ pub(super) fn auth0_settings(
     Ok(Some(Auth0Settings {
         domain,
         client_id,
-        client_secret_file: section.client_secret_file,
+        secret: ResolvedSecret::resolve(
+            SecretKind::ClientSecret,
+            env,
+            section.client_secret_file.as_deref(),
+        ),
         base_url,
         requests_per_second,
         burst,

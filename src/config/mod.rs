@@ -14,8 +14,8 @@ pub use crate::ledger::{LedgerSettings, LEDGER_URL_ENV};
 pub use crate::mgmt::Auth0Settings;
 use crate::policy::Policy;
 pub use crate::settings::{
-    is_secret_key, read_secret, redact_secret_lines, ConfigError, Secret, BASE_URL_ENV,
-    CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
+    is_secret_key, redact_secret_lines, ConfigError, ResolvedSecret, Secret, SecretKind,
+    BASE_URL_ENV, CLIENT_ID_ENV, DOMAIN_ENV, KAFKA_SASL_PASSWORD_ENV, SECRET_ENV,
 };
 pub use crate::source::auth0_events::EventsSettings;
 pub use crate::source::auth0_logs::LogsSettings;
@@ -122,7 +122,14 @@ impl Config {
         };
         let ledger = ledger_settings(file.ledger, env)?;
         let events = (file.auth0_events, &policy, ledger.is_some());
-        let source = source_settings(file.source, file.kafka, file.sqs, file.auth0_logs, events)?;
+        let source = source_settings(
+            file.source,
+            file.kafka,
+            file.sqs,
+            file.auth0_logs,
+            events,
+            env,
+        )?;
         let backstop = file
             .backstop
             .map(|b| logs_settings(Role::Backstop, b))
@@ -145,7 +152,10 @@ impl Config {
                 format!("`{listen}` is not an address:port, e.g. 0.0.0.0:9464"),
             )
         })?;
-        let ingest = file.ingest.map(ingest_settings).transpose()?;
+        let ingest = file
+            .ingest
+            .map(|section| ingest_settings(section, env))
+            .transpose()?;
         Ok(Config {
             auth0,
             policy,

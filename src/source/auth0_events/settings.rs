@@ -239,7 +239,7 @@ mod tests {
                 "organization.member.role.deleted"
             ]
         );
-        let described = crate::commands::check::describe(&plain, &|_| None);
+        let described = crate::commands::check::describe(&plain);
         assert!(
             described.contains("event types asked for: user.created, user.updated"),
             "{described}"
