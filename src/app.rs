@@ -95,10 +95,6 @@ pub enum WiringError {
     NoSource,
     #[error("`ingest` needs an [ingest] section (see config/example.toml)")]
     NoIngest,
-    #[error("ingest.mode = \"kafka\" needs a [kafka] section with brokers and topic")]
-    BridgeWithoutKafka,
-    #[error("[backstop] runs beside a source that assigns (run with kafka or sqs, ingest in direct mode): the auth0_logs source needs none, and beside the Kafka bridge the backstop belongs in the `run` instance that consumes the topic")]
-    BackstopBesideNonAssigningSource,
     #[error("[backstop] needs [auth0]")]
     BackstopWithoutAuth0,
 }
@@ -194,6 +190,8 @@ impl App {
         command: Command,
         shutdown: Shutdown,
     ) -> Result<App, StartError> {
+        // Loading checked these; a configuration built in code is held to the same rules.
+        config.check_sections()?;
         let kind = source_kind(config, command)?;
         require_secrets(config, kind)?;
         let metrics = Arc::new(Metrics::new()?);
@@ -238,9 +236,6 @@ impl App {
         }
         let backstop = match (&config.backstop, &pipeline) {
             (None, _) => None,
-            (Some(_), _) if matches!(kind, SourceKind::Auth0Logs | SourceKind::KafkaBridge) => {
-                return Err(WiringError::BackstopBesideNonAssigningSource.into())
-            }
             (Some(settings), Some(pipeline)) => {
                 let (store, dead_letters) = open_checkpoint(settings)?;
                 let Some(client) = pipeline.client() else {
@@ -540,7 +535,7 @@ fn ingest_state(
         }
         _ => {
             let Some(SourceSettings::Kafka(kafka)) = &config.source else {
-                return Err(WiringError::BridgeWithoutKafka.into());
+                return Err(config::bridge_without_kafka().into());
             };
             let bridge = Arc::new(webhook::Bridge::new(kafka)?);
             bridge.spawn_readiness(Arc::clone(health));

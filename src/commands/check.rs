@@ -389,6 +389,7 @@ pub fn describe(config: &Config) -> String {
         );
     }
     let mut warnings = config.policy.warnings();
+    warnings.extend(config.section_warnings());
     warnings.extend(missing_secrets(config));
     if let Some(auth0) = &config.auth0 {
         let domain = auth0.domain.trim_end_matches('.').to_ascii_lowercase();

@@ -2,6 +2,7 @@
 //! that name the key. Secrets come only from the environment or a `*_file` path.
 
 mod auth0;
+mod rules;
 mod sections;
 mod sources;
 
@@ -24,6 +25,7 @@ pub use crate::source::kafka::{KafkaSettings, DEFAULT_GROUP_ID};
 pub use crate::source::sqs::SqsSettings;
 pub use crate::source::webhook::{IngestMode, IngestSettings, WEBHOOK_TOKEN_ENV};
 use auth0::auth0_settings;
+pub(crate) use rules::bridge_without_kafka;
 use sections::{ConfigFile, LedgerSection};
 use sources::{ingest_settings, logs_settings, source_settings};
 
@@ -156,7 +158,7 @@ impl Config {
             .ingest
             .map(|section| ingest_settings(section, env))
             .transpose()?;
-        Ok(Config {
+        let config = Config {
             auth0,
             policy,
             dedup,
@@ -166,7 +168,9 @@ impl Config {
             backstop,
             ledger,
             policy_fingerprint: crate::ledger::policy_fingerprint_of_config(text),
-        })
+        };
+        config.check_sections()?;
+        Ok(config)
     }
 
     /// The `[auth0]` settings, or an error saying what is missing.
@@ -223,5 +227,43 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("x.toml"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_debug_form_of_a_loaded_config_shows_no_secret() {
+        let dir = std::env::temp_dir().join(format!("adr-debug-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("client-secret");
+        std::fs::write(&file, "client-secret-from-file\n").unwrap_or_else(|e| panic!("{e}"));
+        let text = format!(
+            "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n[kafka]\nbrokers = \"b:9092\"\ntopic = \"t\"\n[kafka.properties]\n\"sasl.passwrd\" = \"misspelled-password\"\n[ingest]\nmode = \"kafka\"\n",
+            file.display()
+        );
+        let env = |name: &str| match name {
+            WEBHOOK_TOKEN_ENV => Some("Bearer webhook-token".to_owned()),
+            KAFKA_SASL_PASSWORD_ENV => Some("sasl-password".to_owned()),
+            LEDGER_URL_ENV => Some("postgres://svc:ledger-password@db:5432/ledger".to_owned()),
+            _ => None,
+        };
+        let config =
+            Config::from_toml(&text, Path::new("x.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{config:?}");
+        for secret in [
+            "client-secret-from-file",
+            "misspelled-password",
+            "webhook-token",
+            "sasl-password",
+            "ledger-password",
+        ] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        let given =
+            |s: &Result<Secret, ConfigError>| s.as_ref().map(|s| s.expose().to_owned()).ok();
+        let auth0 = config.require_auth0().map(|a| a.client_secret());
+        assert_eq!(
+            auth0.ok().as_ref().and_then(given).as_deref(),
+            Some("client-secret-from-file")
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
