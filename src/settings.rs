@@ -304,4 +304,43 @@ mod tests {
             assert!(!is_secret_key(key), "{key}");
         }
     }
+
+    #[test]
+    fn a_secret_from_a_file_is_read_again_only_when_the_file_changed() {
+        let dir = std::env::temp_dir().join(format!("adr-reread-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("secret");
+        std::fs::write(&path, "first\n").unwrap_or_else(|e| panic!("{e}"));
+        let resolved = ResolvedSecret::resolve(SecretKind::ClientSecret, &|_| None, Some(&path));
+        let first = resolved.get().cloned().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first.expose(), "first");
+        assert_eq!(first.reread(), None, "unchanged");
+        std::fs::write(&path, "second\n").unwrap_or_else(|e| panic!("{e}"));
+        let second = first.reread().unwrap_or_else(|| panic!("changed"));
+        assert_eq!(second.expose(), "second");
+        assert_eq!(second.file(), Some(path.as_path()));
+        // From the environment: nothing to read again, the file ignored.
+        let env = ResolvedSecret::resolve(
+            SecretKind::ClientSecret,
+            &|_| Some("from-env".to_owned()),
+            Some(&path),
+        );
+        let from_env = env.get().cloned().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_env.expose(), "from-env");
+        assert_eq!(from_env.reread(), None);
+        assert_eq!(
+            format!("{env:?}"),
+            "ResolvedSecret(AUTH0_CLIENT_SECRET: ***)"
+        );
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let gone = ResolvedSecret::resolve(SecretKind::WebhookToken, &|_| None, Some(&path));
+        let err = gone
+            .get()
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("cannot read ingest.token_file"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -423,7 +423,7 @@ impl MgmtClient {
         Ok(MgmtClient {
             inner: Arc::new(ClientCore {
                 http,
-                token: TokenCache::new(),
+                token: TokenCache::new(settings.client_secret.clone()),
                 limiter: RateLimiter::direct(quota),
                 classes,
                 organizations: organizations::OrganizationBucket::new(),
