@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::PolicyError;
 
+/// Reads an environment variable: the process environment at the binary's edge, a test's map
+/// otherwise. Only the configuration loader takes one; components receive settings.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Environment variable holding the Management API client secret.
 pub const SECRET_ENV: &str = "AUTH0_CLIENT_SECRET";
 /// Environment variables that override `[auth0]` keys of the file.
@@ -185,11 +189,7 @@ pub struct ResolvedSecret {
 
 impl ResolvedSecret {
     /// Resolves `kind` from `env` and `file`.
-    pub fn resolve(
-        kind: SecretKind,
-        env: &dyn Fn(&str) -> Option<String>,
-        file: Option<&Path>,
-    ) -> ResolvedSecret {
+    pub fn resolve(kind: SecretKind, env: Env<'_>, file: Option<&Path>) -> ResolvedSecret {
         let value = match (env(kind.var()).filter(|s| !s.is_empty()), file) {
             (Some(value), _) => Ok(Secret::new(value)),
             (None, None) => Err(Unavailable::Unset),

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use super::sections::{Auth0Section, RequestRate};
 use super::{
-    invalid, Auth0Settings, ConfigError, ResolvedSecret, SecretKind, BASE_URL_ENV, CLIENT_ID_ENV,
-    DOMAIN_ENV, SECRET_ENV,
+    invalid, Auth0Settings, ConfigError, Env, ResolvedSecret, SecretKind, BASE_URL_ENV,
+    CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
 };
 
 pub(super) fn auth0_settings(
     section: Option<Auth0Section>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
 ) -> Result<Option<Auth0Settings>, ConfigError> {
     let env_domain = env(DOMAIN_ENV).filter(|s| !s.is_empty());
     let env_client = env(CLIENT_ID_ENV).filter(|s| !s.is_empty());

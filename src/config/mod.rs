@@ -1,5 +1,8 @@
 //! Typed configuration: one TOML file plus environment overrides, validated at load with errors
-//! that name the key. Secrets come only from the environment or a `*_file` path.
+//! that name the key. The configuration arrives whole: secrets (only from the environment or a
+//! `*_file` path) are resolved here into values that never print, and the rules between
+//! sections are checked here (`rules.rs`), so components receive settings, never the
+//! environment, and `check` refuses what `run` and `ingest` would.
 
 mod auth0;
 mod rules;
@@ -15,7 +18,7 @@ pub use crate::ledger::{LedgerSettings, LEDGER_URL_ENV};
 pub use crate::mgmt::Auth0Settings;
 use crate::policy::Policy;
 pub use crate::settings::{
-    is_secret_key, redact_secret_lines, ConfigError, ResolvedSecret, Secret, SecretKind,
+    is_secret_key, redact_secret_lines, ConfigError, Env, ResolvedSecret, Secret, SecretKind,
     BASE_URL_ENV, CLIENT_ID_ENV, DOMAIN_ENV, KAFKA_SASL_PASSWORD_ENV, SECRET_ENV,
 };
 pub use crate::source::auth0_events::EventsSettings;
@@ -73,7 +76,7 @@ pub enum SourceSettings {
 }
 
 /// Reads the process environment (the default for `Config::load`).
-pub fn process_env(name: &str) -> Option<String> {
+fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
@@ -87,12 +90,9 @@ impl Config {
         Config::from_toml(&text, path, &process_env)
     }
 
-    /// Parses and validates config text. `path` only labels errors; `env` supplies overrides.
-    pub fn from_toml(
-        text: &str,
-        path: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    /// Parses and validates config text. `path` only labels errors; `env` supplies overrides
+    /// and secrets (the process environment for [`Config::load`], a map in tests).
+    pub fn from_toml(text: &str, path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             // The message quotes the offending line: never a secret's value.
@@ -183,7 +183,7 @@ impl Config {
 /// belongs in `LEDGER_URL` or `PGPASSWORD`, never in the file.
 fn ledger_settings(
     section: Option<LedgerSection>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
 ) -> Result<Option<LedgerSettings>, ConfigError> {
     let from_env = env(LEDGER_URL_ENV).filter(|s| !s.trim().is_empty());
     let from_file = section.map(|s| s.url);

@@ -9,7 +9,7 @@ use super::sections::{
     IngestSection, KafkaSection, LogsSection, OneOrMany, SourceSection, SqsSection,
 };
 use super::{
-    invalid, ConfigError, ResolvedSecret, SecretKind, SourceSettings, KAFKA_SASL_PASSWORD_ENV,
+    invalid, ConfigError, Env, ResolvedSecret, SecretKind, SourceSettings, KAFKA_SASL_PASSWORD_ENV,
 };
 use crate::policy::Policy;
 use crate::source::auth0_events::{EventsSection, EventsSettings};
@@ -40,7 +40,7 @@ pub(super) fn source_settings(
     sqs: Option<SqsSection>,
     auth0_logs: Option<LogsSection>,
     (auth0_events, policy, ledger): (Option<EventsSection>, &Policy, bool),
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
 ) -> Result<Option<SourceSettings>, ConfigError> {
     let kind = match (&source, &kafka, &sqs) {
         (Some(s), _, _) => s.kind.trim().to_ascii_lowercase(),
@@ -300,10 +300,7 @@ fn sqs_settings(q: SqsSection) -> Result<SqsSettings, ConfigError> {
     })
 }
 
-fn kafka_settings(
-    k: KafkaSection,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<KafkaSettings, ConfigError> {
+fn kafka_settings(k: KafkaSection, env: Env<'_>) -> Result<KafkaSettings, ConfigError> {
     let brokers: Vec<String> = k
         .brokers
         .map(OneOrMany::into_vec)
@@ -464,7 +461,7 @@ fn kafka_settings(
 
 pub(super) fn ingest_settings(
     section: IngestSection,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
 ) -> Result<IngestSettings, ConfigError> {
     if section.token.is_some() {
         return Err(invalid(
