@@ -571,6 +571,12 @@ fn judge(config: &Config, stream: &LogStream, report: &mut Report) {
 async fn source(config: &Config, report: &mut Report) {
     match &config.source {
         Some(SourceSettings::Kafka(kafka)) => {
+            if let Err(err) = kafka.sasl_password() {
+                report.fail(
+                    format!("kafka: {err}"),
+                    "set KAFKA_SASL_PASSWORD or make kafka.sasl_password_file readable by the service",
+                );
+            }
             let settings = kafka.clone();
             match tokio::task::spawn_blocking(move || kafka_checks(&settings)).await {
                 Ok(items) => report.items.extend(items),

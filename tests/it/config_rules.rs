@@ -177,6 +177,12 @@ fn a_kafka_sasl_password_comes_from_the_environment_or_its_file_and_never_from_t
         stderr.contains("cannot read kafka.sasl_password_file"),
         "{stderr}"
     );
+    let (code, stdout, stderr) = run(&["doctor"], &missing, &[]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("FAIL kafka: cannot read kafka.sasl_password_file"),
+        "{stdout}"
+    );
 }
 
 #[test]
