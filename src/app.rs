@@ -28,9 +28,6 @@ use crate::source::sqs::{self, SqsRunError};
 use crate::source::webhook::{self, IngestError};
 use crate::supervise::{self, Helpers};
 
-/// Reads an environment variable (the process environment, or a test's map).
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
 /// Why the service could not start or stopped abnormally. Each knows its exit status; each
 /// keeps its cause as its `source`, for the reporter at the edge to print the whole chain.
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +100,6 @@ pub enum WiringError {
     NoSource,
     #[error("`ingest` needs an [ingest] section (see config/example.toml)")]
     NoIngest,
-    #[error("ingest.mode = \"kafka\" needs a [kafka] section with brokers and topic")]
-    BridgeWithoutKafka,
-    #[error("[backstop] runs beside a source that assigns (run with kafka or sqs, ingest in direct mode): the auth0_logs source needs none, and beside the Kafka bridge the backstop belongs in the `run` instance that consumes the topic")]
-    BackstopBesideNonAssigningSource,
     #[error("[backstop] needs [auth0]")]
     BackstopWithoutAuth0,
 }
@@ -231,10 +224,12 @@ impl App {
     pub async fn build(
         config: &Config,
         command: Command,
-        env: Env<'_>,
         shutdown: Shutdown,
     ) -> Result<App, StartError> {
+        // Loading checked these; a configuration built in code is held to the same rules.
+        config.check_sections()?;
         let kind = source_kind(config, command)?;
+        require_secrets(config, kind)?;
         let metrics = Arc::new(Metrics::new()?);
         let health = Health::new(kind.not_connected());
         // The tenant's say comes first: no token yet, or the tenant refusing the service.
@@ -259,7 +254,7 @@ impl App {
         })?;
         tracing::info!(addr = %metrics_addr, "serving /metrics, /healthz and /readyz");
         let pipeline = if kind.needs_tenant() {
-            let connect = connect(config, env, Arc::clone(&metrics), Mode::Live, kind);
+            let connect = connect(config, Arc::clone(&metrics), Mode::Live, kind);
             let pipeline = tokio::select! {
                 pipeline = connect => pipeline?,
                 _ = shutdown.wait() => return Err(StartError::Stopped),
@@ -284,9 +279,6 @@ impl App {
         }
         let backstop = match (&config.backstop, &pipeline) {
             (None, _) => None,
-            (Some(_), _) if matches!(kind, SourceKind::Auth0Logs | SourceKind::KafkaBridge) => {
-                return Err(WiringError::BackstopBesideNonAssigningSource.into())
-            }
             (Some(settings), Some(pipeline)) => {
                 let (store, dead_letters) = open_checkpoint(settings)?;
                 let Some(client) = pipeline.client() else {
@@ -345,7 +337,7 @@ impl App {
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
             (Command::Ingest, _, pipeline) => {
-                let (settings, state) = ingest_state(config, env, &health, &metrics, pipeline)?;
+                let (settings, state) = ingest_state(config, &health, &metrics, pipeline)?;
                 Source::Ingest(settings, state)
             }
             _ => return Err(WiringError::NoSource.into()),
@@ -631,10 +623,26 @@ fn source_kind(config: &Config, command: Command) -> Result<SourceKind, StartErr
     }
 }
 
+/// The secrets this source sends, each required before anything starts: a missing one is an
+/// error naming its environment variable and its `_file` key (`check` only warns of it).
+fn require_secrets(config: &Config, kind: SourceKind) -> Result<(), config::ConfigError> {
+    if kind.needs_tenant() {
+        config.require_auth0()?.client_secret()?;
+    }
+    if let (Some(ingest), SourceKind::Http | SourceKind::KafkaBridge) = (&config.ingest, kind) {
+        ingest.token()?;
+    }
+    if let (Some(SourceSettings::Kafka(kafka)), SourceKind::Kafka | SourceKind::KafkaBridge) =
+        (&config.source, kind)
+    {
+        kafka.sasl_password()?;
+    }
+    Ok(())
+}
+
 /// The webhook receiver's state: the bridge producer, or the direct pipeline.
 fn ingest_state(
     config: &Config,
-    env: Env<'_>,
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
     pipeline: Option<Arc<Pipeline>>,
@@ -642,7 +650,7 @@ fn ingest_state(
     let Some(settings) = config.ingest.clone() else {
         return Err(WiringError::NoIngest.into());
     };
-    let token = settings.token(env)?;
+    let token = settings.token()?;
     let backend = match (settings.mode, pipeline) {
         (IngestMode::Direct, Some(pipeline)) => {
             health.set_source_connected(true);
@@ -654,7 +662,7 @@ fn ingest_state(
         }
         _ => {
             let Some(SourceSettings::Kafka(kafka)) = &config.source else {
-                return Err(WiringError::BridgeWithoutKafka.into());
+                return Err(config::bridge_without_kafka().into());
             };
             let bridge = Arc::new(webhook::Bridge::new(kafka)?);
             bridge.spawn_readiness(Arc::clone(health));
@@ -671,13 +679,12 @@ fn ingest_state(
 /// `demo` use).
 pub async fn connect(
     config: &Config,
-    env: Env<'_>,
     metrics: Arc<Metrics>,
     mode: Mode,
     kind: SourceKind,
 ) -> Result<Pipeline, StartError> {
     let auth0 = config.require_auth0()?;
-    let secret = auth0.client_secret(env)?;
+    let secret = auth0.client_secret()?;
     // The ledger first: a bad URL is a configuration error, told before the tenant is reached.
     let ledger = match &config.ledger {
         Some(settings) => Some(open_ledger(settings).await?),

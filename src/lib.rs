@@ -13,9 +13,11 @@
 //! - [`exit`]: the documented exit statuses and the trait each error maps itself onto them with.
 //! - [`shutdown`]: the one stop request every loop and background task waits on.
 //! - [`config`]: the TOML configuration and its validation: the file as written (`sections`),
-//!   read into settings (`auth0`, `sources`, the rest in `mod.rs`).
+//!   read into settings (`auth0`, `sources`, the rest in `mod.rs`), secrets resolved, the rules
+//!   between sections (`rules`); the only reader of the environment below `main` and `commands`.
 //! - [`settings`]: what config and the components share, below both: [`Secret`](settings::Secret),
-//!   the one secret reader, [`ConfigError`](settings::ConfigError).
+//!   the [`ResolvedSecret`](settings::ResolvedSecret) the loader makes of each secret,
+//!   [`ConfigError`](settings::ConfigError).
 //! - [`event`]: Auth0 log events and CloudEvents: the model, envelope detection, the one-pass
 //!   reader, trigger selection (pure).
 //! - [`policy`]: the default-role rules, the `[policy]` section read, their evaluation (pure).

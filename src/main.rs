@@ -12,7 +12,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use auth0_default_roles::app;
 use auth0_default_roles::commands::{self, exit_status, ConfigArg};
-use auth0_default_roles::config::process_env;
 
 #[derive(Parser)]
 #[command(
@@ -119,7 +118,7 @@ async fn dispatch(command: Command) -> u8 {
         Command::Reconcile(args) => exit_status(commands::reconcile::run(args).await),
         Command::Explain(args) => exit_status(commands::explain::run(&args).await),
         Command::Sim(args) => exit_status(commands::sim::run(args).await),
-        Command::Doctor(args) => commands::doctor::run(args, &process_env).await,
-        Command::Setup(args) => commands::setup::run(args, &process_env).await,
+        Command::Doctor(args) => commands::doctor::run(args).await,
+        Command::Setup(args) => commands::setup::run(args).await,
     }
 }

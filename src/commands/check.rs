@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{ConfigArg, ExitStatus, LoadError};
-use crate::app::Env;
-use crate::config::{process_env, Config, IngestMode, SourceSettings};
+use crate::config::{Config, IngestMode, SourceSettings};
 
 /// Why `check` refused the configuration (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +24,7 @@ impl ExitStatus for CheckError {
 /// Runs `check`: the readable form on stdout.
 pub fn run(args: &ConfigArg) -> Result<u8, CheckError> {
     let config = args.load()?;
-    print!("{}", describe(&config, &process_env));
+    print!("{}", describe(&config));
     Ok(0)
 }
 
@@ -184,8 +183,28 @@ pub const SETUP_LOG_STREAM_SCOPES: [&str; 3] = [
     "update:log_streams",
 ];
 
+/// A warning for each secret the loaded configuration lacks: not an error here (a deployment
+/// may inject it at run time), an error for every command that sends it.
+fn missing_secrets(config: &Config) -> Vec<String> {
+    let mut missing = Vec::new();
+    if let Some(Err(err)) = config.auth0.as_ref().map(|a| a.client_secret()) {
+        missing.push(format!("{err}: `run`, `ingest` in direct mode, `doctor`, `setup`, `explain`, `reconcile` and `replay` (unless --offline) refuse to start without it"));
+    }
+    if let Some(Err(err)) = config.ingest.as_ref().map(|i| i.token()) {
+        missing.push(format!("{err}: `ingest` refuses to start without it"));
+    }
+    if let Some(SourceSettings::Kafka(kafka)) = &config.source {
+        if let Err(err) = kafka.sasl_password() {
+            missing.push(format!(
+                "{err}: `run` and the `ingest` bridge refuse to start without it"
+            ));
+        }
+    }
+    missing
+}
+
 /// The readable form of a valid config printed by `check`.
-pub fn describe(config: &Config, env: Env<'_>) -> String {
+pub fn describe(config: &Config) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "config OK");
     match &config.auth0 {
@@ -195,7 +214,7 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
                 "auth0: domain {} client_id {} via {} ({} requests/s, burst {})",
                 a.domain, a.client_id, a.base_url, a.requests_per_second, a.burst
             );
-            let secret = match a.client_secret(env) {
+            let secret = match a.client_secret() {
                 Ok(_) => "available".to_owned(),
                 Err(e) => format!("NOT available ({e})"),
             };
@@ -281,7 +300,7 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
         describe_logs_reader(&mut text, "backstop", b);
     }
     if let Some(i) = &config.ingest {
-        let token = match i.token(env) {
+        let token = match i.token() {
             Ok(_) => "available".to_owned(),
             Err(e) => format!("NOT available ({e})"),
         };
@@ -383,6 +402,8 @@ pub fn describe(config: &Config, env: Env<'_>) -> String {
         );
     }
     let mut warnings = config.policy.warnings();
+    warnings.extend(config.section_warnings());
+    warnings.extend(missing_secrets(config));
     if let Some(auth0) = &config.auth0 {
         let domain = auth0.domain.trim_end_matches('.').to_ascii_lowercase();
         if !domain.ends_with(".auth0.com") {
@@ -414,7 +435,7 @@ mod tests {
         let text = "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\n\n[source]\ntype = \"auth0_events\"\n\n[auth0_events]\ncheckpoint_file = \"/tmp/e.checkpoint\"\n\n[policy]\nevents = [\"signup\", \"first_login\", \"email_verified\"]\n\n[[policy.rules]]\nname = \"all\"\nassign = [\"Viewer\"]\n";
         let config = Config::from_toml(text, Path::new("t.toml"), &|_| None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let described = super::describe(&config, &|_| None);
+        let described = super::describe(&config);
         assert!(
             described.contains("event types asked for: user.created, user.updated"),
             "{described}"
@@ -429,7 +450,7 @@ mod tests {
         );
         let config = Config::from_toml(&shared, Path::new("t.toml"), &|_| None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let described = super::describe(&config, &|_| None);
+        let described = super::describe(&config);
         assert!(
             described.contains(
                 "one active reader per tenant across replicas (a lease in the ledger, ttl 9 s)"

@@ -186,7 +186,7 @@ url = "sqlite://{ledger}"
     let env = |name: &str| (name == crate::config::SECRET_ENV).then(|| "sim-secret".to_owned());
     let config = Config::from_toml(&text, Path::new("config/demo.toml"), &env)?;
     let stop = Shutdown::new();
-    let app = App::build(&config, app::Command::Run, &env, stop.clone()).await?;
+    let app = App::build(&config, app::Command::Run, stop.clone()).await?;
     let metrics = Arc::clone(app.metrics());
     let health = Arc::clone(app.health());
     let metrics_addr = app.metrics_addr();

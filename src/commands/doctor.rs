@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use super::check::required_scopes;
 use super::EXIT_CONFIG;
-use crate::app::Env;
 use crate::config::{Config, SourceSettings};
 use crate::metrics::Metrics;
 use crate::mgmt::log_streams::{categories_for, fields_read, LogStream, AUTHORIZATION_KEY};
@@ -139,7 +138,7 @@ impl Report {
 }
 
 /// Runs `doctor`, printing the checklist to stdout; returns the exit status.
-pub async fn run(args: DoctorArgs, env: Env<'_>) -> u8 {
+pub async fn run(args: DoctorArgs) -> u8 {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(err) => {
@@ -149,17 +148,17 @@ pub async fn run(args: DoctorArgs, env: Env<'_>) -> u8 {
         }
     };
     let name = super::setup::stream_name(args.log_stream.as_deref(), &config);
-    let report = diagnose(&config, env, &name).await;
+    let report = diagnose(&config, &name).await;
     print!("{}", report.render());
     report.exit_code()
 }
 
 /// Every check, in order: the tenant, then the source.
-pub async fn diagnose(config: &Config, env: Env<'_>, stream_name: &str) -> Report {
+pub async fn diagnose(config: &Config, stream_name: &str) -> Report {
     let mut report = Report::default();
     report.ok("config: valid");
-    tenant(config, env, stream_name, &mut report).await;
-    source(config, env, &mut report).await;
+    tenant(config, stream_name, &mut report).await;
+    source(config, &mut report).await;
     ledger(config, &mut report).await;
     report
 }
@@ -254,7 +253,7 @@ async fn timed<T>(
     }
 }
 
-async fn tenant(config: &Config, env: Env<'_>, stream_name: &str, report: &mut Report) {
+async fn tenant(config: &Config, stream_name: &str, report: &mut Report) {
     let Some(auth0) = &config.auth0 else {
         report.fail(
             "auth0: no [auth0] section",
@@ -262,7 +261,7 @@ async fn tenant(config: &Config, env: Env<'_>, stream_name: &str, report: &mut R
         );
         return;
     };
-    let secret = match auth0.client_secret(env) {
+    let secret = match auth0.client_secret() {
         Ok(secret) => secret,
         Err(err) => {
             report.fail(
@@ -304,15 +303,7 @@ async fn tenant(config: &Config, env: Env<'_>, stream_name: &str, report: &mut R
     client_quota(&metrics, report);
     let granted = scopes(config, auth0, &client, report).await;
     roles(config, &client, report).await;
-    log_streams(
-        config,
-        env,
-        &client,
-        granted.as_deref(),
-        stream_name,
-        report,
-    )
-    .await;
+    log_streams(config, &client, granted.as_deref(), stream_name, report).await;
 }
 
 /// Checks the token's scopes against what the config needs; returns them when listed.
@@ -409,7 +400,6 @@ async fn roles(config: &Config, client: &MgmtClient, report: &mut Report) {
 
 async fn log_streams(
     config: &Config,
-    env: Env<'_>,
     client: &MgmtClient,
     granted: Option<&[String]>,
     name: &str,
@@ -441,7 +431,7 @@ async fn log_streams(
         ),
         streams => {
             for stream in streams {
-                judge(config, env, stream, report);
+                judge(config, stream, report);
             }
         }
     }
@@ -500,7 +490,7 @@ fn client_quota(metrics: &Metrics, report: &mut Report) {
 }
 
 /// The checks of the service's own stream.
-fn judge(config: &Config, env: Env<'_>, stream: &LogStream, report: &mut Report) {
+fn judge(config: &Config, stream: &LogStream, report: &mut Report) {
     let label = format!(
         "log stream \"{}\" ({}, {})",
         stream.name, stream.id, stream.kind
@@ -553,7 +543,7 @@ fn judge(config: &Config, env: Env<'_>, stream: &LogStream, report: &mut Report)
     }
     if stream.kind == "http" {
         if let (Some(ingest), Some(sent)) = (&config.ingest, stream.sink_str(AUTHORIZATION_KEY)) {
-            if let Ok(expected) = ingest.token(env) {
+            if let Ok(expected) = ingest.token() {
                 if sent != expected.expose() {
                     fine = false;
                     report.fail(
@@ -578,9 +568,15 @@ fn judge(config: &Config, env: Env<'_>, stream: &LogStream, report: &mut Report)
     }
 }
 
-async fn source(config: &Config, env: Env<'_>, report: &mut Report) {
+async fn source(config: &Config, report: &mut Report) {
     match &config.source {
         Some(SourceSettings::Kafka(kafka)) => {
+            if let Err(err) = kafka.sasl_password() {
+                report.fail(
+                    format!("kafka: {err}"),
+                    "set KAFKA_SASL_PASSWORD or make kafka.sasl_password_file readable by the service",
+                );
+            }
             let settings = kafka.clone();
             match tokio::task::spawn_blocking(move || kafka_checks(&settings)).await {
                 Ok(items) => report.items.extend(items),
@@ -600,7 +596,7 @@ async fn source(config: &Config, env: Env<'_>, report: &mut Report) {
         None => report.skip("source: no [source] (`ingest` alone receives the events)"),
     }
     if let Some(ingest) = &config.ingest {
-        match ingest.token(env) {
+        match ingest.token() {
             Ok(_) => report.ok(format!(
                 "ingest: the webhook token is set (for http://{}{})",
                 ingest.listen, ingest.path

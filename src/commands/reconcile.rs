@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use super::{ConfigArg, ExitStatus, LoadError};
-use crate::config::process_env;
 use crate::reconcile::{self, Output, ReconcileError};
 use crate::shutdown::Shutdown;
 
@@ -83,7 +82,6 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, ReconcileCommandError> {
     let mut err = std::io::stderr();
     let result = reconcile::run(
         &config,
-        &process_env,
         &request,
         Shutdown::on_signals(),
         &mut out,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{ConfigArg, ExitStatus, LoadError, EXIT_FAILED};
-use crate::app::{self, Env, StartError};
-use crate::config::{process_env, Config};
+use crate::app::{self, StartError};
+use crate::config::Config;
 use crate::dedup::Dedup;
 use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
@@ -75,7 +75,7 @@ pub async fn run(args: &ReplayArgs) -> Result<u8, ReplayCommandError> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    replay_to(&config, &process_env, request, &mut out).await
+    replay_to(&config, request, &mut out).await
 }
 
 /// What `replay` reads and writes.
@@ -93,7 +93,6 @@ pub struct ReplayRequest<'a> {
 /// or the summary to `out`. Returns the exit status: 0, or 3 when some event failed.
 pub async fn replay_to(
     config: &Config,
-    env: Env<'_>,
     request: ReplayRequest<'_>,
     out: &mut dyn std::io::Write,
 ) -> Result<u8, ReplayCommandError> {
@@ -102,7 +101,7 @@ pub async fn replay_to(
         let processor = Processor::new(config.policy.clone(), Dedup::new(config.dedup));
         Pipeline::offline(processor, metrics, SourceKind::Replay)
     } else {
-        app::connect(config, env, metrics, request.mode, SourceKind::Replay).await?
+        app::connect(config, metrics, request.mode, SourceKind::Replay).await?
     };
     let summary = replay::run(
         &pipeline,

@@ -2,7 +2,6 @@
 
 use super::{ConfigArg, ExitStatus, LoadError};
 use crate::app::{self, App, StartError};
-use crate::config::process_env;
 use crate::shutdown::Shutdown;
 
 /// Why the service did not start, or stopped abnormally.
@@ -26,7 +25,7 @@ impl ExitStatus for ServeError {
 /// Runs `run` or `ingest` until the shutdown.
 pub async fn run(args: &ConfigArg, command: app::Command) -> Result<u8, ServeError> {
     let config = args.load()?;
-    let app = App::build(&config, command, &process_env, Shutdown::on_signals()).await?;
+    let app = App::build(&config, command, Shutdown::on_signals()).await?;
     app.run().await?;
     Ok(0)
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::{ExitStatus, EXIT_CONFIG};
-use crate::app::Env;
 use crate::config::{Config, Secret};
 use crate::metrics::Metrics;
 use crate::mgmt::log_streams::{categories_for, fields_read, LogStream, AUTHORIZATION_KEY};
@@ -271,10 +270,15 @@ impl Desired {
 }
 
 /// Runs a `setup` subcommand, printing to stdout; returns the exit status.
-pub async fn run(args: SetupArgs, env: Env<'_>) -> u8 {
+pub async fn run(args: SetupArgs) -> u8 {
     let SetupCommand::LogStream(args) = args.command;
     let mut out = String::new();
-    let result = log_stream(&args, env, &mut out).await;
+    // The edge: a token for a config without [ingest] comes from the environment alone.
+    let token = std::env::var(WEBHOOK_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    let result = log_stream(&args, token, &mut out).await;
     print!("{out}");
     super::exit_status(result.map(|()| 0))
 }
@@ -288,28 +292,25 @@ async fn timed<T>(
     }
 }
 
-/// The webhook token: `[ingest]`'s (its env variable or file) when the config has one, else
-/// `AUTH0_WEBHOOK_TOKEN`.
-fn webhook_token(config: &Config, env: Env<'_>) -> Result<Secret, SetupError> {
+/// The webhook token: `[ingest]`'s (its env variable or file, resolved at load) when the
+/// config has one, else `from_env` (`AUTH0_WEBHOOK_TOKEN`).
+fn webhook_token(config: &Config, from_env: Option<Secret>) -> Result<Secret, SetupError> {
     if let Some(ingest) = &config.ingest {
         return ingest
-            .token(env)
+            .token()
             .map_err(|e| SetupError::Config(e.to_string()));
     }
-    env(WEBHOOK_TOKEN_ENV)
-        .filter(|t| !t.is_empty())
-        .map(Secret::new)
-        .ok_or_else(|| {
-            SetupError::Config(format!(
-                "no webhook token: set {WEBHOOK_TOKEN_ENV} to the Authorization value `ingest` expects"
-            ))
-        })
+    from_env.ok_or_else(|| {
+        SetupError::Config(format!(
+            "no webhook token: set {WEBHOOK_TOKEN_ENV} to the Authorization value `ingest` expects"
+        ))
+    })
 }
 
 /// `setup log-stream`: finds the stream by name, then creates it or changes what differs.
 pub async fn log_stream(
     args: &LogStreamArgs,
-    env: Env<'_>,
+    env_token: Option<Secret>,
     out: &mut String,
 ) -> Result<(), SetupError> {
     let config = Config::load(&args.config).map_err(|e| SetupError::Config(e.to_string()))?;
@@ -317,7 +318,7 @@ pub async fn log_stream(
         .require_auth0()
         .map_err(|e| SetupError::Config(e.to_string()))?;
     let secret = auth0
-        .client_secret(env)
+        .client_secret()
         .map_err(|e| SetupError::Config(e.to_string()))?;
     let sink = if args.eventbridge {
         match (&args.aws_account_id, &args.aws_region) {
@@ -346,7 +347,7 @@ pub async fn log_stream(
         }
         Sink::Http {
             endpoint: url,
-            token: webhook_token(&config, env)?,
+            token: webhook_token(&config, env_token)?,
         }
     };
     let desired = Desired {

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use super::sections::{Auth0Section, RequestRate};
 use super::{
-    invalid, Auth0Settings, ConfigError, BASE_URL_ENV, CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
+    invalid, Auth0Settings, ConfigError, Env, ResolvedSecret, SecretKind, BASE_URL_ENV,
+    CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
 };
 
 pub(super) fn auth0_settings(
     section: Option<Auth0Section>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
 ) -> Result<Option<Auth0Settings>, ConfigError> {
     let env_domain = env(DOMAIN_ENV).filter(|s| !s.is_empty());
     let env_client = env(CLIENT_ID_ENV).filter(|s| !s.is_empty());
@@ -155,7 +156,11 @@ pub(super) fn auth0_settings(
     Ok(Some(Auth0Settings {
         domain,
         client_id,
-        client_secret_file: section.client_secret_file,
+        secret: ResolvedSecret::resolve(
+            SecretKind::ClientSecret,
+            env,
+            section.client_secret_file.as_deref(),
+        ),
         base_url,
         requests_per_second,
         burst,

@@ -1,7 +1,11 @@
 //! Typed configuration: one TOML file plus environment overrides, validated at load with errors
-//! that name the key. Secrets come only from the environment or a `*_file` path.
+//! that name the key. The configuration arrives whole: secrets (only from the environment or a
+//! `*_file` path) are resolved here into values that never print, and the rules between
+//! sections are checked here (`rules.rs`), so components receive settings, never the
+//! environment, and `check` refuses what `run` and `ingest` would.
 
 mod auth0;
+mod rules;
 mod sections;
 mod sources;
 
@@ -14,8 +18,8 @@ pub use crate::ledger::{LedgerSettings, LEDGER_URL_ENV};
 pub use crate::mgmt::Auth0Settings;
 use crate::policy::Policy;
 pub use crate::settings::{
-    is_secret_key, read_secret, redact_secret_lines, ConfigError, Secret, BASE_URL_ENV,
-    CLIENT_ID_ENV, DOMAIN_ENV, SECRET_ENV,
+    is_secret_key, redact_secret_lines, ConfigError, Env, ResolvedSecret, Secret, SecretKind,
+    BASE_URL_ENV, CLIENT_ID_ENV, DOMAIN_ENV, KAFKA_SASL_PASSWORD_ENV, SECRET_ENV,
 };
 pub use crate::source::auth0_events::EventsSettings;
 pub use crate::source::auth0_logs::LogsSettings;
@@ -24,6 +28,7 @@ pub use crate::source::kafka::{KafkaSettings, DEFAULT_GROUP_ID};
 pub use crate::source::sqs::SqsSettings;
 pub use crate::source::webhook::{IngestMode, IngestSettings, WEBHOOK_TOKEN_ENV};
 use auth0::auth0_settings;
+pub(crate) use rules::bridge_without_kafka;
 use sections::{ConfigFile, LedgerSection};
 use sources::{ingest_settings, logs_settings, source_settings};
 
@@ -74,7 +79,7 @@ pub enum SourceSettings {
 }
 
 /// Reads the process environment (the default for `Config::load`).
-pub fn process_env(name: &str) -> Option<String> {
+fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
@@ -88,12 +93,9 @@ impl Config {
         Config::from_toml(&text, path, &process_env)
     }
 
-    /// Parses and validates config text. `path` only labels errors; `env` supplies overrides.
-    pub fn from_toml(
-        text: &str,
-        path: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    /// Parses and validates config text. `path` only labels errors; `env` supplies overrides
+    /// and secrets (the process environment for [`Config::load`], a map in tests).
+    pub fn from_toml(text: &str, path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             // The message quotes the offending line: never a secret's value.
@@ -126,7 +128,14 @@ impl Config {
         let lease_ttl = lease_ttl(file.ledger.as_ref().and_then(|l| l.lease_ttl_seconds))?;
         let ledger = ledger_settings(file.ledger, env)?;
         let events = (file.auth0_events, &policy, ledger.is_some());
-        let source = source_settings(file.source, file.kafka, file.sqs, file.auth0_logs, events)?;
+        let source = source_settings(
+            file.source,
+            file.kafka,
+            file.sqs,
+            file.auth0_logs,
+            events,
+            env,
+        )?;
         let backstop = file
             .backstop
             .map(|b| logs_settings(Role::Backstop, b))
@@ -149,8 +158,11 @@ impl Config {
                 format!("`{listen}` is not an address:port, e.g. 0.0.0.0:9464"),
             )
         })?;
-        let ingest = file.ingest.map(ingest_settings).transpose()?;
-        Ok(Config {
+        let ingest = file
+            .ingest
+            .map(|section| ingest_settings(section, env))
+            .transpose()?;
+        let config = Config {
             auth0,
             policy,
             dedup,
@@ -161,7 +173,9 @@ impl Config {
             ledger,
             lease_ttl,
             policy_fingerprint: crate::ledger::policy_fingerprint_of_config(text),
-        })
+        };
+        config.check_sections()?;
+        Ok(config)
     }
 
     /// The `[auth0]` settings, or an error saying what is missing.
@@ -189,7 +203,7 @@ fn lease_ttl(seconds: Option<f64>) -> Result<Duration, ConfigError> {
 /// belongs in `LEDGER_URL` or `PGPASSWORD`, never in the file.
 fn ledger_settings(
     section: Option<LedgerSection>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Env<'_>,
 ) -> Result<Option<LedgerSettings>, ConfigError> {
     let from_env = env(LEDGER_URL_ENV).filter(|s| !s.trim().is_empty());
     let from_file = section.map(|s| s.url);
@@ -233,5 +247,43 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("x.toml"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_debug_form_of_a_loaded_config_shows_no_secret() {
+        let dir = std::env::temp_dir().join(format!("adr-debug-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("client-secret");
+        std::fs::write(&file, "client-secret-from-file\n").unwrap_or_else(|e| panic!("{e}"));
+        let text = format!(
+            "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n[kafka]\nbrokers = \"b:9092\"\ntopic = \"t\"\n[kafka.properties]\n\"sasl.passwrd\" = \"misspelled-password\"\n[ingest]\nmode = \"kafka\"\n",
+            file.display()
+        );
+        let env = |name: &str| match name {
+            WEBHOOK_TOKEN_ENV => Some("Bearer webhook-token".to_owned()),
+            KAFKA_SASL_PASSWORD_ENV => Some("sasl-password".to_owned()),
+            LEDGER_URL_ENV => Some("postgres://svc:ledger-password@db:5432/ledger".to_owned()),
+            _ => None,
+        };
+        let config =
+            Config::from_toml(&text, Path::new("x.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{config:?}");
+        for secret in [
+            "client-secret-from-file",
+            "misspelled-password",
+            "webhook-token",
+            "sasl-password",
+            "ledger-password",
+        ] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        let given =
+            |s: &Result<Secret, ConfigError>| s.as_ref().map(|s| s.expose().to_owned()).ok();
+        let auth0 = config.require_auth0().map(|a| a.client_secret());
+        assert_eq!(
+            auth0.ok().as_ref().and_then(given).as_deref(),
+            Some("client-secret-from-file")
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

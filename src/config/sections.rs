@@ -105,6 +105,8 @@ pub(super) struct KafkaSection {
     pub(super) commit_interval_ms: Option<u64>,
     pub(super) shutdown_grace_seconds: Option<f64>,
     pub(super) rebalance_drain_seconds: Option<f64>,
+    /// A file holding the SASL password (else `KAFKA_SASL_PASSWORD`).
+    pub(super) sasl_password_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) properties: std::collections::BTreeMap<String, toml::Value>,
 }

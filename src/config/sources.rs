@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::sections::{
     IngestSection, KafkaSection, LogsSection, OneOrMany, SourceSection, SqsSection,
 };
-use super::{invalid, ConfigError, SourceSettings};
+use super::{
+    invalid, ConfigError, Env, ResolvedSecret, SecretKind, SourceSettings, KAFKA_SASL_PASSWORD_ENV,
+};
 use crate::policy::Policy;
 use crate::source::auth0_events::{EventsSection, EventsSettings};
 use crate::source::auth0_logs::{LogsSettings, Role, Start};
@@ -38,6 +40,7 @@ pub(super) fn source_settings(
     sqs: Option<SqsSection>,
     auth0_logs: Option<LogsSection>,
     (auth0_events, policy, ledger): (Option<EventsSection>, &Policy, bool),
+    env: Env<'_>,
 ) -> Result<Option<SourceSettings>, ConfigError> {
     let kind = match (&source, &kafka, &sqs) {
         (Some(s), _, _) => s.kind.trim().to_ascii_lowercase(),
@@ -60,7 +63,7 @@ pub(super) fn source_settings(
                     "source.type is \"kafka\" but there is no [kafka] section",
                 )
             })?;
-            Ok(Some(SourceSettings::Kafka(kafka_settings(kafka)?)))
+            Ok(Some(SourceSettings::Kafka(kafka_settings(kafka, env)?)))
         }
         "sqs" => {
             let sqs = sqs.ok_or_else(|| {
@@ -297,7 +300,7 @@ fn sqs_settings(q: SqsSection) -> Result<SqsSettings, ConfigError> {
     })
 }
 
-fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {
+fn kafka_settings(k: KafkaSection, env: Env<'_>) -> Result<KafkaSettings, ConfigError> {
     let brokers: Vec<String> = k
         .brokers
         .map(OneOrMany::into_vec)
@@ -381,6 +384,12 @@ fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {
     )?;
     let mut properties = std::collections::BTreeMap::new();
     for (key, value) in k.properties {
+        if key == "sasl.password" {
+            return Err(ConfigError::Invalid {
+                key: "kafka.properties",
+                problem: format!("`sasl.password`: secrets never go in the config file: set {KAFKA_SASL_PASSWORD_ENV} or kafka.sasl_password_file"),
+            });
+        }
         if let Some((_, why)) = OWNED_PROPERTIES.iter().find(|(p, _)| *p == key) {
             return Err(ConfigError::Invalid {
                 key: "kafka.properties",
@@ -401,6 +410,18 @@ fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {
         };
         properties.insert(key, value);
     }
+    // Resolved only when given: a broker without SASL needs no password.
+    let sasl_password = match (
+        env(KAFKA_SASL_PASSWORD_ENV).filter(|s| !s.is_empty()),
+        &k.sasl_password_file,
+    ) {
+        (None, None) => None,
+        (_, file) => Some(ResolvedSecret::resolve(
+            SecretKind::KafkaSaslPassword,
+            env,
+            file.as_deref(),
+        )),
+    };
     // The revoke drain must end well before the group evicts this member.
     let session_ms: f64 = match properties.get("session.timeout.ms") {
         Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
@@ -434,10 +455,14 @@ fn kafka_settings(k: KafkaSection) -> Result<KafkaSettings, ConfigError> {
         shutdown_grace,
         rebalance_drain,
         properties,
+        sasl_password,
     })
 }
 
-pub(super) fn ingest_settings(section: IngestSection) -> Result<IngestSettings, ConfigError> {
+pub(super) fn ingest_settings(
+    section: IngestSection,
+    env: Env<'_>,
+) -> Result<IngestSettings, ConfigError> {
     if section.token.is_some() {
         return Err(invalid(
             "ingest.token",
@@ -494,7 +519,11 @@ pub(super) fn ingest_settings(section: IngestSection) -> Result<IngestSettings, 
         listen,
         path,
         mode,
-        token_file: section.token_file,
+        token: ResolvedSecret::resolve(
+            SecretKind::WebhookToken,
+            env,
+            section.token_file.as_deref(),
+        ),
         max_body_bytes,
         direct_deadline: Duration::from_secs_f64(deadline),
         max_inflight: count(int_in(

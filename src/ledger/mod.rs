@@ -33,10 +33,19 @@ pub const DELETIONS_SEEN: &str = "deletions:last_seen";
 pub const LEDGER_URL_ENV: &str = "LEDGER_URL";
 
 /// `[ledger]`: where the ledger lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LedgerSettings {
     /// `sqlite:///ABSOLUTE/PATH` (the file is created if missing) or `postgres://…`.
     pub url: String,
+}
+
+/// The URL without its password (`LEDGER_URL` may carry one).
+impl std::fmt::Debug for LedgerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerSettings")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
 }
 
 /// What a ledger URL names, validated (see [`LedgerSettings::target`]).

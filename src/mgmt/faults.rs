@@ -53,7 +53,7 @@ impl Blocked {
     /// What the operator must do.
     pub fn advice(self) -> &'static str {
         match self {
-            Blocked::Credentials => "check auth0.client_id and the secret (AUTH0_CLIENT_SECRET or auth0.client_secret_file; a rotated secret must be updated here), and that the application is still authorized for the Auth0 Management API with the Client Credentials grant",
+            Blocked::Credentials => "check auth0.client_id and the secret (AUTH0_CLIENT_SECRET, read at start, or auth0.client_secret_file, read again on each refusal: a rotated secret written there is used without a restart), and that the application is still authorized for the Auth0 Management API with the Client Credentials grant",
             Blocked::Scope => "grant the scope named in the error to the application: Dashboard → Applications → APIs → Auth0 Management API → Machine To Machine Applications (`check` lists the scopes this config needs: create:role_members and read:roles, plus read:users when a rule reads profiles, read:role_members for read_user_roles or has_roles, read:clients for assign_client_metadata)",
             Blocked::Transport => "check auth0.domain / auth0.base_url, DNS and the TLS trust store of this host (the cause is in the error)",
             Blocked::ClientQuota => super::client_quota::ADVICE,

@@ -34,8 +34,7 @@ use token::TokenCache;
 
 use crate::metrics::Metrics;
 use crate::policy::Profile;
-use crate::settings::{read_secret, ConfigError, Secret, SECRET_ENV};
-use std::path::PathBuf;
+use crate::settings::{ConfigError, ResolvedSecret, Secret};
 
 /// Validated `[auth0]` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +42,9 @@ pub struct Auth0Settings {
     /// Tenant host, e.g. `example.eu.auth0.com`.
     pub domain: String,
     pub client_id: String,
-    pub client_secret_file: Option<PathBuf>,
+    /// The client secret, resolved at load from `AUTH0_CLIENT_SECRET` or
+    /// `client_secret_file` (a file is read again when the tenant refuses the secret).
+    pub secret: ResolvedSecret,
     /// Where token and API requests go: `https://{domain}` unless `base_url` is set.
     pub base_url: String,
     /// The most this client sends per second; with `"auto"` ([`auto_share`](Self::auto_share)
@@ -81,13 +82,10 @@ impl Auth0Settings {
         format!("https://{}/api/v2/", self.domain)
     }
 
-    /// The client secret from `AUTH0_CLIENT_SECRET`, else from `client_secret_file`.
-    pub fn client_secret(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Secret, ConfigError> {
-        read_secret(env, SECRET_ENV, self.client_secret_file.as_deref())?
-            .ok_or(ConfigError::NoSecret)
+    /// The client secret, or the error of a command that needs it (naming `AUTH0_CLIENT_SECRET`
+    /// and `auth0.client_secret_file`).
+    pub fn client_secret(&self) -> Result<Secret, ConfigError> {
+        self.secret.get().cloned()
     }
 }
 
@@ -439,7 +437,7 @@ impl MgmtClient {
         Ok(MgmtClient {
             inner: Arc::new(ClientCore {
                 http,
-                token: TokenCache::new(),
+                token: TokenCache::new(settings.client_secret.clone()),
                 limiter: RateLimiter::direct(quota),
                 classes,
                 organizations: organizations::OrganizationBucket::new(),

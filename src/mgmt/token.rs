@@ -6,7 +6,9 @@
 //! wait. Management API tokens do not count toward the tenant's machine-to-machine token quota
 //! (an internal Auth0 audience), but a per-client quota (Early Access) does:
 //! `Auth0-Client-Quota-Limit` on token answers is published as a gauge, and a 429 that is that
-//! quota (see `client_quota`) is a service fault waiting for the quota's reset.
+//! quota (see `client_quota`) is a service fault waiting for the quota's reset. A secret read
+//! from a file is read again when the token endpoint refuses it (401), so a rotation of the
+//! file needs no restart.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::{error_text, Blocked, ErrorBody, MgmtClient, MgmtError, Operation, Transient};
+use crate::settings::Secret;
 
 /// The longest a token is used, whatever `expires_in` says (Auth0 issues 24 h tokens).
 const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
@@ -82,6 +85,8 @@ pub(super) struct TokenCache {
     proven: AtomicBool,
     /// Tokens dropped for a missing scope since the refused operation was last answered.
     scope_refreshes: AtomicU32,
+    /// The client secret sent; replaced when its file holds a new one after a refusal.
+    secret: std::sync::Mutex<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -101,14 +106,31 @@ struct Issued {
 }
 
 impl TokenCache {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(secret: Secret) -> Self {
         TokenCache {
+            secret: std::sync::Mutex::new(secret),
             current: tokio::sync::Mutex::new(Slot::default()),
             published: std::sync::Mutex::new(None),
             refreshing: Arc::new(AtomicBool::new(false)),
             proven: AtomicBool::new(false),
             scope_refreshes: AtomicU32::new(0),
         }
+    }
+
+    /// The client secret a token request sends now.
+    fn secret(&self) -> Secret {
+        super::lock(&self.secret).clone()
+    }
+
+    /// After the token endpoint refused `refused`: its file read again. True when the file
+    /// holds another secret (rotated), which replaces it for the next request.
+    fn reread_secret(&self, refused: &Secret) -> bool {
+        let Some(fresh) = refused.reread() else {
+            return false;
+        };
+        tracing::info!(file = %fresh.file().map(|f| f.display().to_string()).unwrap_or_default(), "the client secret was refused and its file holds a new one: using it");
+        *super::lock(&self.secret) = fresh;
+        true
     }
 
     /// An API call answered with the current token: the next request (at expiry) needs no
@@ -292,18 +314,19 @@ impl TokenCache {
 async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
     let inner = &client.inner;
     let settings = &inner.settings;
-    let body = serde_json::json!({
-        "grant_type": "client_credentials",
-        "client_id": settings.client_id,
-        "client_secret": settings.client_secret.expose(),
-        "audience": settings.audience,
-    });
     let mut backoff = client.backoff();
     let url = client.url("/oauth/token");
     let class = super::RateClass::Token;
     loop {
         // The token endpoint's bucket is a class of its own: its 429s hold token requests only.
         let seq = inner.classes.until_ready(class, &inner.metrics).await;
+        let secret = inner.token.secret();
+        let body = serde_json::json!({
+            "grant_type": "client_credentials",
+            "client_id": settings.client_id,
+            "client_secret": secret.expose(),
+            "audience": settings.audience,
+        });
         let started = Instant::now();
         let response = inner.http.post(&url).json(&body).send().await;
         let response = match response {
@@ -431,6 +454,8 @@ async fn fetch(client: &MgmtClient) -> Result<Issued, MgmtError> {
                     )
                     .await;
             }
+            // A refused secret from a file: the file read again, a rotated one tried at once.
+            StatusCode::UNAUTHORIZED if inner.token.reread_secret(&secret) => {}
             s => return Err(explain(s, &bytes, &settings.audience)),
         }
     }

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::app::Env;
 use crate::config::Config;
 use crate::exit::EXIT_FAILED;
 use crate::metrics::Metrics;
@@ -120,7 +119,6 @@ struct PlanLine<'a> {
 /// failed; errors carry theirs (2 configuration, 1 otherwise).
 pub async fn run(
     config: &Config,
-    env: Env<'_>,
     request: &Request,
     shutdown: Shutdown,
     out: &mut dyn Write,
@@ -141,7 +139,7 @@ pub async fn run(
         };
         return Err(ReconcileError::NeedsLedger { flag });
     }
-    let secret = auth0.client_secret(env)?;
+    let secret = auth0.client_secret()?;
     let policy: &Policy = &config.policy;
     let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(&auth0, secret), metrics)?;

@@ -469,7 +469,11 @@ fn the_commented_examples_load_and_bad_values_name_their_key() {
     assert_eq!(logs.poll_interval, Duration::from_secs(10));
     assert_eq!(logs.take, 100);
     assert_eq!(logs.log_stream_id.as_deref(), Some("lst_0000000000012345"));
-    let backstop = example_section("backstop");
+    // The backstop runs beside a source that assigns (a lone one is refused at load).
+    let backstop = format!(
+        "[ingest]\nmode = \"direct\"\n{}",
+        example_section("backstop")
+    );
     let config = load(&backstop).unwrap_or_else(|e| panic!("{e}\n{backstop}"));
     let b = config.backstop.unwrap_or_else(|| panic!("a backstop"));
     assert_eq!(b.lag, Duration::from_secs(300));

@@ -71,9 +71,14 @@ fn environment_overrides() {
     assert_eq!(auth0.domain, "env.auth0.com");
     assert_eq!(auth0.client_id, "env-client");
     assert_eq!(auth0.base_url, "http://127.0.0.1:9");
-    let secret = auth0
-        .client_secret(&|k| (k == "AUTH0_CLIENT_SECRET").then(|| "s3cret".to_string()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let secret = load(
+        "[auth0]\ndomain = \"file.auth0.com\"\nclient_id = \"file\"\n",
+        &[("AUTH0_CLIENT_SECRET", "s3cret")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .require_auth0()
+    .and_then(|auth0| auth0.client_secret())
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(secret.expose(), "s3cret");
     assert_eq!(format!("{secret:?}"), "Secret(***)");
 }
@@ -92,7 +97,7 @@ fn secret_from_file_or_missing() {
     let auth0 = config.auth0.unwrap_or_else(|| panic!("auth0 present"));
     assert_eq!(
         auth0
-            .client_secret(&|_| None)
+            .client_secret()
             .map(|s| s.expose().to_owned())
             .ok()
             .as_deref(),
@@ -106,7 +111,7 @@ fn secret_from_file_or_missing() {
     let err = missing
         .auth0
         .unwrap_or_else(|| panic!("auth0 present"))
-        .client_secret(&|_| None);
+        .client_secret();
     assert!(matches!(err, Err(ConfigError::NoSecret)));
     let _ = std::fs::remove_dir_all(dir);
 }

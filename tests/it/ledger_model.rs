@@ -204,11 +204,10 @@ impl Real {
     /// (Re)starts the service with the policy of `partners`.
     fn restart(&mut self, partners: bool) {
         let config = self.config(partners);
-        let env = |name: &str| (name == "AUTH0_CLIENT_SECRET").then(|| "sim-secret".to_owned());
         self.pipeline = None;
         let pipeline = self.rt.block_on(async {
             let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
-            app::connect(&config, &env, metrics, Mode::Live, SourceKind::Replay).await
+            app::connect(&config, metrics, Mode::Live, SourceKind::Replay).await
         });
         self.pipeline = Some(pipeline.unwrap_or_else(|e| panic!("{e}")));
     }
@@ -240,7 +239,6 @@ impl Real {
 
     fn revoke_apply(&self, partners: bool) -> String {
         let config = self.config(partners);
-        let env = |name: &str| (name == "AUTH0_CLIENT_SECRET").then(|| "sim-secret".to_owned());
         let request = Request {
             apply: true,
             output: Output::Summary,
@@ -259,7 +257,6 @@ impl Real {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = self.rt.block_on(reconcile::run(
             &config,
-            &env,
             &request,
             Shutdown::new(),
             &mut out,

@@ -10,6 +10,7 @@ mod auth0_events;
 mod auth0_logs;
 mod auth0_logs_order;
 mod config;
+mod config_rules;
 mod conformance;
 mod decode;
 mod demo_cli;

@@ -1,7 +1,8 @@
 //! The way back from a failure, through `ingest` in direct mode (the webhook receiver assigning
 //! in-process) against the simulated tenant over HTTP: a policy role deleted and re-created
 //! while events arrive fails nobody; revoked credentials cost a handful of token requests
-//! however many events wait; a 429 storm is paced, never reported as a failing tenant.
+//! however many events wait; a 429 storm is paced, never reported as a failing tenant; a client
+//! secret rotated in its file is used without a restart.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +15,21 @@ const TOKEN: &str = "Bearer recovery-token";
 
 /// `ingest` in direct mode on the demo policy, answering 503 after `deadline_seconds`.
 fn start_direct(dir: &Path, running: &RunningSimulator, deadline_seconds: u64) -> (Service, u16) {
+    start_direct_with(dir, running, deadline_seconds, None)
+}
+
+/// [`start_direct`], the client secret read from `secret_file` (`AUTH0_CLIENT_SECRET` empty)
+/// when one is given.
+fn start_direct_with(
+    dir: &Path,
+    running: &RunningSimulator,
+    deadline_seconds: u64,
+    secret_file: Option<&Path>,
+) -> (Service, u16) {
     let (port, metrics) = (free_port(), free_port());
+    let secret_key = secret_file
+        .map(|f| format!("client_secret_file = \"{}\"\n", f.display()))
+        .unwrap_or_default();
     let policy =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -31,7 +46,7 @@ base_url = "{base}"
 requests_per_second = 1000
 burst = 200
 batch_window_ms = 20
-
+{secret_key}
 [metrics]
 listen = "127.0.0.1:{metrics}"
 
@@ -41,7 +56,21 @@ listen = "127.0.0.1:{metrics}"
     );
     let config: PathBuf = dir.join("ingest.toml");
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-    let service = Service::start_ingest(&config, port, metrics, dir.join("ingest.log"), TOKEN);
+    let log = dir.join("ingest.log");
+    let service = match secret_file {
+        None => Service::start_ingest(&config, port, metrics, log, TOKEN),
+        Some(_) => {
+            let env = [("AUTH0_WEBHOOK_TOKEN", TOKEN), ("AUTH0_CLIENT_SECRET", "")];
+            let service = Service::start_command("ingest", &config, metrics, log, &env);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            assert!(
+                wait_listening(addr, Duration::from_secs(30)),
+                "ingest did not listen\n{}",
+                service.log_text()
+            );
+            service
+        }
+    };
     (service, port)
 }
 
@@ -180,6 +209,58 @@ fn revoked_credentials_with_events_waiting_cost_one_token_request_a_second_at_mo
     assert!((1.0..=16.0).contains(&refused), "refused {refused}");
     assert!(issued >= 2.0, "issued {issued}: at start and after the fix");
     assert_nobody_failed(&service);
+    rt.block_on(running.shutdown());
+}
+
+#[test]
+fn a_client_secret_rotated_in_its_file_is_used_without_a_restart() {
+    let rt = runtime();
+    let (sim, running) = open_tenant(&rt);
+    let dir = temp_dir("recovery-rotation");
+    let secret_file = dir.join("client-secret");
+    std::fs::write(&secret_file, "sim-secret\n").unwrap_or_else(|e| panic!("{e}"));
+    let (service, port) = start_direct_with(&dir, &running, 1, Some(&secret_file));
+    service.wait_ready();
+    let pid = service.pid();
+    // The tenant rotates the secret and the service's token goes: the file's secret is refused.
+    sim.apply_control(&ControlRequest {
+        client_secret: Some("rotated-secret".to_owned()),
+        revoke_tokens: Some(true),
+        ..Default::default()
+    });
+    let stream = generate::mixed(44, 120, 0);
+    assert!(
+        wait_for(Duration::from_secs(30), || deliver(
+            port,
+            &stream.records[..10]
+        ) == 503),
+        "the refused secret was not noticed\n{}",
+        service.log_text()
+    );
+    assert!(
+        service.metric(
+            "auth0_default_roles_mgmt_api_token_requests_total",
+            "outcome=\"refused\""
+        ) >= 1.0
+    );
+    // The operator writes the new secret into the file; nobody restarts the service.
+    std::fs::write(&secret_file, "rotated-secret\n").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wait_for(Duration::from_secs(120), || {
+            deliver(port, &stream.records) == 200 && sim.role_sets() == stream.expected
+        }),
+        "not recovered with the rotated secret\n{}",
+        service.log_text()
+    );
+    assert_eq!(service.pid(), pid, "the same process");
+    assert!(
+        service.log_text().contains("its file holds a new one"),
+        "{}",
+        service.log_text()
+    );
+    assert!(!service.log_text().contains("rotated-secret"));
+    assert_nobody_failed(&service);
+    assert_eq!(service.get("/readyz").map(|(s, _)| s), Some(200));
     rt.block_on(running.shutdown());
 }
 

@@ -29,6 +29,9 @@ pub struct ControlRequest {
     pub accept_any_user: Option<bool>,
     pub nonexistent_role_status: Option<u16>,
     pub credentials_revoked: Option<bool>,
+    /// Rotates the application's client secret (tokens already issued stay valid, as at
+    /// Auth0; add `revoke_tokens` to make the service ask for a new one).
+    pub client_secret: Option<String>,
     /// Replaces the denied scopes (`[]` gives every scope back).
     pub denied_scopes: Option<Vec<String>>,
     /// `""` switches garbage headers off.

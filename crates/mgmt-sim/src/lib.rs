@@ -548,6 +548,10 @@ impl Simulator {
         if let Some(v) = control.nonexistent_role_status {
             config.nonexistent_role_status = v;
         }
+        if let Some(secret) = &control.client_secret {
+            tracing::info!("sim: client secret rotated");
+            config.client_secret = secret.clone();
+        }
         if let Some(v) = control.credentials_revoked {
             tracing::info!(revoked = v, "sim: credentials switched");
             config.credentials_revoked = v;

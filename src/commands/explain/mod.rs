@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ConfigArg, ExitStatus, LoadError, EXIT_CONFIG};
-use crate::config::{process_env, Config};
+use crate::config::Config;
 use crate::ledger::LedgerError;
 use crate::metrics::Metrics;
 use crate::mgmt::{ClientSettings, MgmtClient};
@@ -73,7 +73,7 @@ pub async fn run(args: &ExplainArgs) -> Result<u8, ExplainError> {
     // with an empty ledger's "never seen").
     let ledger = crate::ledger::Ledger::open_existing(settings, "explain").await?;
     let history = ledger.history(&args.user_id).await?;
-    let now = user_now(&config, &process_env, &args.user_id).await;
+    let now = user_now(&config, &args.user_id).await;
     let explanation = Explanation::new(
         &args.user_id,
         ledger.describe(),
@@ -94,15 +94,11 @@ pub async fn run(args: &ExplainArgs) -> Result<u8, ExplainError> {
 
 /// The user as the tenant shows them now: `GET /users/{id}` and the roles they hold; the
 /// reason when the tenant cannot tell.
-async fn user_now(
-    config: &Config,
-    env: crate::app::Env<'_>,
-    user_id: &str,
-) -> Result<UserNow, String> {
+async fn user_now(config: &Config, user_id: &str) -> Result<UserNow, String> {
     let auth0 = config
         .require_auth0()
         .map_err(|_| "no [auth0] section".to_owned())?;
-    let secret = auth0.client_secret(env).map_err(|e| e.to_string())?;
+    let secret = auth0.client_secret().map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)
         .map_err(|e| e.to_string())?;

@@ -7,11 +7,13 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 
+use crate::settings::{ConfigError, ResolvedSecret, Secret};
+
 /// The consumer group when `[kafka] group_id` is not set.
 pub const DEFAULT_GROUP_ID: &str = "auth0-default-roles";
 
 /// Validated `[kafka]` settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct KafkaSettings {
     pub brokers: Vec<String>,
     pub topics: Vec<String>,
@@ -27,6 +29,50 @@ pub struct KafkaSettings {
     pub rebalance_drain: Duration,
     /// Passed to librdkafka as-is (SASL, TLS, `client.id`, ...).
     pub properties: std::collections::BTreeMap<String, String>,
+    /// `sasl.password`, resolved at load from `KAFKA_SASL_PASSWORD` or
+    /// `kafka.sasl_password_file` (`None`: neither was given).
+    pub sasl_password: Option<ResolvedSecret>,
+}
+
+impl KafkaSettings {
+    /// The SASL password when one is configured, or the error naming its variable and file
+    /// when it is configured but missing.
+    pub fn sasl_password(&self) -> Result<Option<&Secret>, ConfigError> {
+        self.sasl_password
+            .as_ref()
+            .map(ResolvedSecret::get)
+            .transpose()
+    }
+}
+
+/// The properties a secret-looking key (a misspelled password too) shown as `***`.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: std::collections::BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| {
+                let shown = if crate::settings::is_secret_key(key) {
+                    "***"
+                } else {
+                    value.as_str()
+                };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("max_inflight", &self.max_inflight)
+            .field("commit_interval", &self.commit_interval)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("rebalance_drain", &self.rebalance_drain)
+            .field("properties", &properties)
+            .field("sasl_password", &self.sasl_password)
+            .finish()
+    }
 }
 
 /// Properties the service sets unless `[kafka.properties]` overrides them.
@@ -67,6 +113,7 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
     for (key, value) in &settings.properties {
         config.set(key, value);
     }
+    set_sasl_password(&mut config, settings);
     config
         .set("bootstrap.servers", settings.brokers.join(","))
         .set("group.id", &settings.group_id)
@@ -88,11 +135,20 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
             config.set(key, value);
         }
     }
+    set_sasl_password(&mut config, settings);
     config
         .set("bootstrap.servers", settings.brokers.join(","))
         .set("enable.idempotence", "true")
         .set("acks", "all");
     config
+}
+
+/// `sasl.password` from the resolved secret, when there is one (a missing one is refused
+/// before any client is built: [`KafkaSettings::sasl_password`]).
+fn set_sasl_password(config: &mut ClientConfig, settings: &KafkaSettings) {
+    if let Ok(Some(password)) = settings.sasl_password() {
+        config.set("sasl.password", password.expose());
+    }
 }
 
 /// `err` with the value of a secret property replaced: librdkafka reports a rejected or
@@ -123,6 +179,7 @@ mod tests {
             commit_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
             rebalance_drain: Duration::from_secs(1),
+            sasl_password: None,
             properties: [("sasl.passwrd".to_owned(), "hunter2-very-secret".to_owned())]
                 .into_iter()
                 .collect(),

@@ -26,13 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::settings::{read_secret, ConfigError, Secret};
+use crate::settings::{ConfigError, ResolvedSecret, Secret};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
-/// Environment variable holding the webhook's Authorization token.
-pub const WEBHOOK_TOKEN_ENV: &str = "AUTH0_WEBHOOK_TOKEN";
+pub use crate::settings::WEBHOOK_TOKEN_ENV;
 
 /// What `ingest` does with the records it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +41,15 @@ pub enum IngestMode {
     Direct,
 }
 
-/// Validated `[ingest]` settings (the token is read separately, see [`IngestSettings::token`]).
+/// Validated `[ingest]` settings, the webhook token resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestSettings {
     pub listen: SocketAddr,
     pub path: String,
     pub mode: IngestMode,
-    pub token_file: Option<PathBuf>,
+    /// The expected `Authorization` header, resolved at load from `AUTH0_WEBHOOK_TOKEN` or
+    /// `token_file`.
+    pub token: ResolvedSecret,
     pub max_body_bytes: usize,
     /// Direct mode: how long a delivery may wait for its events before answering 503.
     pub direct_deadline: Duration,
@@ -66,14 +66,10 @@ pub struct IngestSettings {
 }
 
 impl IngestSettings {
-    /// The expected `Authorization` header value: `AUTH0_WEBHOOK_TOKEN`, else `token_file`.
-    pub fn token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
-        read_secret(env, WEBHOOK_TOKEN_ENV, self.token_file.as_deref())?.ok_or_else(|| {
-            ConfigError::Invalid {
-                key: "ingest.token_file",
-                problem: format!("no webhook token: set {WEBHOOK_TOKEN_ENV} or ingest.token_file (the Authorization Token configured in the Auth0 log stream)"),
-            }
-        })
+    /// The expected `Authorization` header value, or the error naming `AUTH0_WEBHOOK_TOKEN`
+    /// and `ingest.token_file`.
+    pub fn token(&self) -> Result<Secret, ConfigError> {
+        self.token.get().cloned()
     }
 }
 
