@@ -519,6 +519,10 @@ impl ClassBucket {
         jitter: f64,
     ) -> f64 {
         self.rate_limited += 1;
+        // 429s that come while the class is held answer calls that were in flight together
+        // (one burst): they are one congestion signal, and cut the pace once. Cutting per 429
+        // took ten simultaneous 429s to 0.7^10 of the pace, the floor, for minutes.
+        let fresh = now >= self.held_until;
         self.heard(now);
         if let Some(limit) = observation.limit {
             self.limit = Some(limit);
@@ -537,13 +541,15 @@ impl ClassBucket {
         // of zero): the allowance is then the pace in force, and the cut is from it (cutting
         // from zero would leave the class at the floor pace for minutes: a 429 another class
         // caused on a bucket they share, say).
-        let in_force = match self.refill_rate() {
-            rate if rate > 0.0 => rate / self.settings.share.max(0.001),
-            _ => self.allowance,
-        };
-        self.allowance = (in_force * DECREASE).max(MIN_RATE);
-        if let Some(refill) = self.refill.as_mut() {
-            *refill = (*refill * DECREASE).max(MIN_RATE);
+        if fresh {
+            let in_force = match self.refill_rate() {
+                rate if rate > 0.0 => rate / self.settings.share.max(0.001),
+                _ => self.allowance,
+            };
+            self.allowance = (in_force * DECREASE).max(MIN_RATE);
+            if let Some(refill) = self.refill.as_mut() {
+                *refill = (*refill * DECREASE).max(MIN_RATE);
+            }
         }
         self.last_increase = now;
         let hold = match hint {
@@ -552,7 +558,9 @@ impl ClassBucket {
                 wait
             }
             None => {
-                self.strikes = self.strikes.saturating_add(1);
+                if fresh || self.strikes == 0 {
+                    self.strikes = self.strikes.saturating_add(1);
+                }
                 (2f64.powi(self.strikes.min(8) as i32 - 1)).min(NO_HINT_HOLD_CAP)
             }
         } + jitter.clamp(0.0, 1.0) * HOLD_JITTER;
@@ -1049,6 +1057,40 @@ mod tests {
             now += 0.01;
         }
         assert!(sent >= 4, "{sent} calls in 3 s after the hold");
+    }
+
+    #[test]
+    fn simultaneous_429s_of_one_burst_cut_the_pace_once() {
+        // Ten calls left together; the tenant answers all ten 429 within a millisecond.
+        let mut bucket = ClassBucket::new(fixed(50.0, 20), 0.0);
+        let first = bucket.try_acquire(0.0).unwrap_or_default();
+        let stated = Observation {
+            limit: Some(20),
+            remaining: Some(19),
+            reset_in: Some(1.0),
+        };
+        bucket.on_answer(0.01, stated, first, 0.0);
+        let mut sent = 0;
+        while sent < 10 && bucket.try_acquire(0.02).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 10);
+        // Nothing learned yet: the pace in force is the configured 50/s.
+        let before = 50.0;
+        let limited = Observation {
+            limit: Some(20),
+            remaining: Some(0),
+            reset_in: Some(1.0),
+        };
+        for i in 0..10 {
+            bucket.on_rate_limited(0.03 + f64::from(i) * 0.0001, limited, Some(1.0), 0.0);
+            bucket.release();
+        }
+        assert!(
+            bucket.pace() >= before * DECREASE * 0.99,
+            "one cut: {} from {before}/s",
+            bucket.pace()
+        );
     }
 
     proptest! {

@@ -308,12 +308,14 @@ fn thirty_members_at_once_wait_for_the_organization_limiter_and_meet_no_429() {
 
 #[test]
 fn thirty_members_at_once_past_the_tenants_organization_limit_lose_no_write() {
-    // The service's limiter set above the tenant's bucket: the tenant answers 429 past 20.
+    // The service's ceiling set above the tenant's bucket: the tenant answers 429 past 20
+    // unless the learned limiter reads the bucket from the answers first (it sends the first
+    // call alone, then what `remaining` says). Either way, within the webhook's 10 s deadline
+    // (simultaneous 429s of one burst cut the pace once, not once each).
     let (stats, _) = thirty_members_at_once(
         "over",
         "organization_roles_per_minute = 60000\norganization_roles_burst = 100",
     );
-    assert!(stats.organization_rate_limited > 0, "{stats:?}");
     assert_eq!(
         stats.calls_of("assign_organization_member_roles"),
         30 + stats.organization_rate_limited,

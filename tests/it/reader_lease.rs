@@ -145,10 +145,12 @@ fn two_replicas_read_the_events_api_one_at_a_time_and_the_standby_takes_over_aft
     let rt = runtime();
     let (sim, running) = open_tenant(&rt);
     fast_stream(&sim, Some(25));
-    // A tenant slow enough that the kill lands with events in flight.
+    // A tenant slow enough that the kill lands with events in flight. (A bucket of 2, as
+    // Auth0's smallest plan has: a bucket of 1 tells the learned limiter nothing about its
+    // refill, so it would send one call per stated reset, a second at most.)
     sim.apply_control(&ControlRequest {
         rate_per_second: Some(25.0),
-        burst: Some(1),
+        burst: Some(2),
         latency_ms: Some(40),
         ..ControlRequest::default()
     });
