@@ -5,13 +5,15 @@
 //! Per class ([`ClassBucket`], a pure state machine on a seconds clock, tested against a plain
 //! model of the tenant with calls in flight and several instances) it keeps:
 //! - a *mirror* of the tenant's bucket: the first call goes alone, and each answer sets the
-//!   mirror to its `x-ratelimit-remaining` less the calls the tenant may have counted since
+//!   mirror from its `x-ratelimit-remaining` less the calls the tenant may have counted since
 //!   (those still in flight, and those answered after it left: answers overtake each other),
-//!   so a burst the tenant still has is spent at once and no token is spent twice; by the
-//!   answer's `x-ratelimit-reset` the bucket is full again (less what was sent since);
+//!   a quarter of that count at a time (at least one token while the bucket is not known to
+//!   be shared), so a burst the tenant still has is spent within a few round trips, no token is
+//!   spent twice, and instances that read the same count do not all spend it; by the answer's
+//!   `x-ratelimit-reset` the bucket is full again (less what was sent since);
 //! - the *refill* this client may spend: a lower bound learned from pairs of answers (the
 //!   count's rise plus the calls certainly admitted between them, over the longest time they
-//!   can span) and, until a 429 says someone else spends the bucket, from the reset (the bucket
+//!   can span) and, until the bucket is seen shared (below), from the reset (the bucket
 //!   refills `limit - remaining - 1` tokens within it); before anything is learned the mirror
 //!   refills only from answers and resets, never at the configured ceiling;
 //! - an AIMD *allowance*: cut by 30 % on a 429, raised by 5 % a second while calls succeed, never
@@ -23,10 +25,12 @@
 //! The pace is `min(ceiling, allowance, refill × 0.95) × share` (share: `auto_share` with
 //! `"auto"`, else 1). Several instances sharing one tenant each read the same headers. The
 //! refill each learns from pairs of answers is what the others leave (their calls lower the
-//! count between two of its answers). Once a 429 shows the bucket is shared, an instance stops
-//! trusting the reset (it bounds the tenant's whole refill), takes only a quarter of a count
-//! above its own mirror, paces at 90 % of what it learned, lets that grow only while the bucket
-//! is seen at least half full, and follows a fall at once: no static "divide by N".
+//! count between two of its answers). Once a 429, or a count that fell by more than this
+//! client's calls explain, shows the bucket is shared, an instance stops trusting the reset (it
+//! bounds the tenant's whole refill), paces at 90 % of what it learned, lets that grow only while
+//! the bucket is seen at least half full, and follows a fall at once; after a 429's hold the
+//! first call waits a random part of the spacing (holds that end at the same epoch second do not
+//! fire together): no static "divide by N".
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
