@@ -5,13 +5,15 @@
 //! Per class ([`ClassBucket`], a pure state machine on a seconds clock, tested against a plain
 //! model of the tenant with calls in flight and several instances) it keeps:
 //! - a *mirror* of the tenant's bucket: the first call goes alone, and each answer sets the
-//!   mirror to its `x-ratelimit-remaining` less the calls the tenant may have counted since
+//!   mirror from its `x-ratelimit-remaining` less the calls the tenant may have counted since
 //!   (those still in flight, and those answered after it left: answers overtake each other),
-//!   so a burst the tenant still has is spent at once and no token is spent twice; by the
-//!   answer's `x-ratelimit-reset` the bucket is full again (less what was sent since);
+//!   a quarter of that count at a time (at least one token while the bucket is not known to
+//!   be shared), so a burst the tenant still has is spent within a few round trips, no token is
+//!   spent twice, and instances that read the same count do not all spend it; by the answer's
+//!   `x-ratelimit-reset` the bucket is full again (less what was sent since);
 //! - the *refill* this client may spend: a lower bound learned from pairs of answers (the
 //!   count's rise plus the calls certainly admitted between them, over the longest time they
-//!   can span) and, until a 429 says someone else spends the bucket, from the reset (the bucket
+//!   can span) and, until the bucket is seen shared (below), from the reset (the bucket
 //!   refills `limit - remaining - 1` tokens within it); before anything is learned the mirror
 //!   refills only from answers and resets, never at the configured ceiling;
 //! - an AIMD *allowance*: cut by 30 % on a 429, raised by 5 % a second while calls succeed, never
@@ -23,10 +25,12 @@
 //! The pace is `min(ceiling, allowance, refill × 0.95) × share` (share: `auto_share` with
 //! `"auto"`, else 1). Several instances sharing one tenant each read the same headers. The
 //! refill each learns from pairs of answers is what the others leave (their calls lower the
-//! count between two of its answers). Once a 429 shows the bucket is shared, an instance stops
-//! trusting the reset (it bounds the tenant's whole refill), takes only a quarter of a count
-//! above its own mirror, paces at 90 % of what it learned, lets that grow only while the bucket
-//! is seen at least half full, and follows a fall at once: no static "divide by N".
+//! count between two of its answers). Once a 429, or a count that fell by more than this
+//! client's calls explain, shows the bucket is shared, an instance stops trusting the reset (it
+//! bounds the tenant's whole refill), paces at 90 % of what it learned, lets that grow only while
+//! the bucket is seen at least half full, and follows a fall at once; after a 429's hold the
+//! first call waits a random part of the spacing (holds that end at the same epoch second do not
+//! fire together): no static "divide by N".
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -124,7 +128,8 @@ const INCREASE_PER_SECOND: f64 = 0.05;
 const REFILL_MARGIN: f64 = 0.95;
 /// The share of the learned refill paced at while the bucket is shared.
 const SHARED_MARGIN: f64 = 0.9;
-/// The share of the tenant's count a shared bucket's mirror takes at once.
+/// The share of the tenant's count the mirror takes at once (at least one token while the
+/// bucket is not known to be shared).
 const SHARED_SURPLUS: f64 = 0.25;
 /// How fast the learned refill may grow while the bucket is shared, per second.
 const SHARED_GROWTH_PER_SECOND: f64 = 0.08;
@@ -225,6 +230,8 @@ pub struct ClassBucket {
     synced_seq: u64,
     /// Calls sent and not answered yet: the tenant may not have counted them in `remaining`.
     in_flight: u32,
+    /// The answer that last set the mirror: when its call left, and the count it stated.
+    synced: Option<(f64, u32)>,
     /// Calls sent since the mirror was last set from an answer (those in flight then included).
     sent_since_sync: u64,
     /// When the tenant said its bucket is full again (`x-ratelimit-reset`), if nothing is spent.
@@ -262,6 +269,7 @@ impl ClassBucket {
             next_seq: 0,
             synced_seq: 0,
             in_flight: 0,
+            synced: None,
             sent_since_sync: 0,
             full_at: None,
             last_sent: f64::NEG_INFINITY,
@@ -397,6 +405,24 @@ impl ClassBucket {
         u64::from(self.in_flight) + answered as u64
     }
 
+    /// The most calls of this client the tenant may have counted since it counted a call
+    /// sent at `sent`, the call being answered now included (`None`: too many to tell).
+    fn counted_since(&self, sent: f64) -> Option<u64> {
+        let complete = self.answered_at.len() < SAMPLES
+            || self.answered_at.front().is_some_and(|at| *at <= sent);
+        complete.then(|| self.overtaken(sent) + 1)
+    }
+
+    /// Another consumer spends this bucket: the reset bounds the tenant's refill, not this
+    /// client's, and the samples taken before may count what others no longer leave.
+    fn seen_shared(&mut self) {
+        if !self.shared {
+            self.samples.clear();
+        }
+        self.trust_reset = false;
+        self.shared = true;
+    }
+
     /// A call of this class sent as `seq` at `sent` was answered (not 429) at `now`.
     pub fn on_answer(&mut self, now: f64, observation: Observation, seq: u64, sent: f64) {
         self.release();
@@ -404,6 +430,7 @@ impl ClassBucket {
         if self.held_until > now {
             // The tenant accepts calls again: the waiting ones go on at the limiter's pace.
             self.held_until = now;
+            self.last = self.last.min(now);
         }
         if now - self.last_increase >= 1.0 {
             let seconds = (now - self.last_increase).min(10.0);
@@ -426,6 +453,16 @@ impl ClassBucket {
         self.bring_up_to(now);
         if seq >= self.synced_seq {
             self.synced_seq = seq;
+            // The count fell by more than this client's calls can explain: another consumer
+            // spends the bucket.
+            if let Some((sent_before, told_before)) = self.synced {
+                if self.counted_since(sent_before).is_some_and(|mine| {
+                    i64::from(told_before) - i64::from(remaining) > mine as i64 + 1
+                }) {
+                    self.seen_shared();
+                }
+            }
+            self.synced = Some((sent, remaining));
             // The tenant's count, less the calls it may have counted since (counting one it
             // counted before only leaves a token unspent).
             let overtaken = self.overtaken(sent);
@@ -434,7 +471,13 @@ impl ClassBucket {
                 // Others read the same count: take a share of what it says is left.
                 self.tokens.max(told * SHARED_SURPLUS).min(told)
             } else {
-                told
+                // Others may read the same count (instances that start together do, before
+                // anything shows the bucket is shared): take a share of it, at least one
+                // token; the next answers, a round trip later, give the rest.
+                self.tokens
+                    .max(told * SHARED_SURPLUS)
+                    .max(told.min(1.0))
+                    .min(told)
             };
             self.sent_since_sync = overtaken;
             // Full by the reset only if nobody else spends it.
@@ -533,8 +576,7 @@ impl ClassBucket {
         self.full_at = None;
         // Someone else may spend this bucket: the reset bounds the tenant's refill, not ours,
         // and the samples taken before may count what others no longer leave.
-        self.trust_reset = false;
-        self.shared = true;
+        self.seen_shared();
         self.samples.clear();
         // Multiplicative decrease, from the pace in force (not from an allowance above it).
         // Before a refill is learned, the mirror refills only from answers and resets (a pace
@@ -565,6 +607,11 @@ impl ClassBucket {
             }
         } + jitter.clamp(0.0, 1.0) * HOLD_JITTER;
         self.held_until = self.held_until.max(now + hold);
+        // Nothing accrues during the hold, and the first call after it waits a random part of
+        // this client's spacing: instances held by the same reset (an epoch second) do not
+        // all fire the moment it ends.
+        self.tokens = 1.0 - jitter.clamp(0.0, 1.0);
+        self.last = self.held_until;
         hold
     }
 }
@@ -843,6 +890,61 @@ mod tests {
         slots: usize,
         seconds: f64,
     ) -> (f64, f64) {
+        let run = simulate(rate, burst, settings, instances, slots, None, seconds, 7);
+        (
+            run.share_429,
+            run.admitted as f64 / (f64::from(burst) + rate * seconds),
+        )
+    }
+
+    /// What a model run measured.
+    struct Run {
+        share_429: f64,
+        admitted: u64,
+        /// When the last call was admitted (with fixed work: when all of it was done).
+        end: f64,
+    }
+
+    /// The assign bench's cell in the model: `instances` clients, each with `users` calls
+    /// to make, all waiting from the start, against one tenant; returns (429 share,
+    /// throughput: admitted calls over the tenant's burst plus its rate until all are done).
+    fn run_work(
+        rate: f64,
+        burst: u32,
+        settings: ClassSettings,
+        instances: usize,
+        users: usize,
+        seed: u64,
+    ) -> (f64, f64) {
+        let run = simulate(
+            rate,
+            burst,
+            settings,
+            instances,
+            16,
+            Some(users),
+            3600.0,
+            seed,
+        );
+        (
+            run.share_429,
+            run.admitted as f64 / (f64::from(burst) + rate * run.end),
+        )
+    }
+
+    /// The model's event loop: with `work`, each slot makes one call and is done once it is
+    /// admitted; without, slots call again at once, until `seconds`.
+    #[allow(clippy::too_many_arguments)]
+    fn simulate(
+        rate: f64,
+        burst: u32,
+        settings: ClassSettings,
+        instances: usize,
+        slots: usize,
+        work: Option<usize>,
+        seconds: f64,
+        seed: u64,
+    ) -> Run {
         let mut tenant = Tenant::new(rate, burst);
         let mut buckets: Vec<ClassBucket> = (0..instances)
             .map(|_| ClassBucket::new(settings, 0.0))
@@ -860,8 +962,16 @@ mod tests {
                 push(&mut queue, &mut order, 0.0, Event::Try(instance, slot, 0));
             }
         }
-        let mut random = Lcg(7);
+        let mut random = Lcg(seed);
+        if seed != 7 {
+            // Another phase of the tenant's clock against the second.
+            tenant.epoch += random.next();
+        }
         let (mut admitted, mut limited) = (0u64, 0u64);
+        let mut end = 0.0;
+        // With fixed work: the calls each instance still has to make (admitted ones are done).
+        let mut todo = vec![work.unwrap_or(usize::MAX); instances];
+        let mut flying = vec![0usize; instances];
         // The earliest event each time (ties in the order they were made).
         while let Some(next) = (0..queue.len()).min_by(|a, b| {
             (queue[*a].0, queue[*a].1)
@@ -869,17 +979,18 @@ mod tests {
                 .unwrap_or(std::cmp::Ordering::Equal)
         }) {
             let (now, _, event) = queue.swap_remove(next);
-            if now >= seconds {
+            if now >= seconds || todo.iter().all(|t| *t == 0) {
                 break;
             }
             match event {
                 Event::Try(i, slot, g) => {
-                    if g != generation[i][slot] {
+                    if g != generation[i][slot] || todo[i] <= flying[i] {
                         continue;
                     }
                     match buckets[i].try_acquire(now) {
                         Ok(seq) => {
                             busy[i][slot] = true;
+                            flying[i] += 1;
                             let latency = 0.0005 + 0.0045 * random.next();
                             push(
                                 &mut queue,
@@ -915,10 +1026,13 @@ mod tests {
                     );
                 }
                 Event::Answer(i, slot, seq, sent, answer) => {
+                    flying[i] -= 1;
                     match answer {
                         Answer::Admitted(observation) => {
                             admitted += 1;
+                            end = now;
                             buckets[i].on_answer(now, observation, seq, sent);
+                            todo[i] = todo[i].saturating_sub(1);
                         }
                         Answer::Limited(observation, hint) => {
                             limited += 1;
@@ -931,7 +1045,7 @@ mod tests {
                     // limiter wakes them).
                     busy[i][slot] = false;
                     for s in 0..slots {
-                        if !busy[i][s] {
+                        if !busy[i][s] && todo[i] > flying[i] {
                             generation[i][s] += 1;
                             let g = generation[i][s];
                             push(&mut queue, &mut order, now, Event::Try(i, s, g));
@@ -940,11 +1054,11 @@ mod tests {
                 }
             }
         }
-        let allowed = f64::from(burst) + rate * seconds;
-        (
-            limited as f64 / (admitted + limited).max(1) as f64,
-            admitted as f64 / allowed,
-        )
+        Run {
+            share_429: limited as f64 / (admitted + limited).max(1) as f64,
+            admitted,
+            end,
+        }
     }
 
     fn fixed(ceiling: f64, burst: u32) -> ClassSettings {
@@ -993,14 +1107,56 @@ mod tests {
                 println!("{line}");
                 let ok = if factor == 0.5 {
                     share_429 == 0.0 && throughput <= 0.55
+                } else if instances > 1 && burst == 2 {
+                    // Not the goal at 2/s, burst 2 (see docs/performance.md): a guard against
+                    // going back.
+                    share_429 <= 0.05 && throughput >= 0.8
                 } else if instances > 1 {
-                    // Not the goal yet at 2/s and 150/min (see docs/performance.md): a guard
-                    // against going back.
-                    share_429 <= 0.05 && throughput >= 0.7
+                    share_429 <= 0.01 && throughput >= 0.99
                 } else {
                     share_429 <= 0.01 && throughput >= 0.9
                 };
                 if !ok {
+                    misses.push(line);
+                }
+            }
+        }
+        assert!(misses.is_empty(), "{misses:#?}");
+    }
+
+    /// The assign bench's three-instance cell in the model: each bucket, three instances at
+    /// `auto`, the users of 30 s (and 300 s) of the tenant's rate split among them, all
+    /// waiting from the start, over several phases of the tenant's clock and latencies.
+    #[test]
+    fn three_instances_share_a_bucket_fairly() {
+        let mut misses = Vec::new();
+        for (rate, burst) in [(2.0, 2), (2.5, 10), (16.0, 50)] {
+            for seconds in [30.0, 300.0] {
+                let users = ((f64::from(burst) + rate * seconds) / 3.0).ceil() as usize;
+                let (mut limited, mut throughput, mut worst) = (0.0, 0.0, 1.0f64);
+                let seeds = 10;
+                for seed in 0..seeds {
+                    let (share, through) = run_work(rate, burst, auto(), 3, users, 100 + seed);
+                    limited += share;
+                    throughput += through;
+                    worst = worst.min(through);
+                }
+                let (limited, throughput) = (limited / seeds as f64, throughput / seeds as f64);
+                let line = format!(
+                    "{rate}/s burst {burst}, 3 instances at auto, {users} users each ({seconds} s): 429 share {limited:.4}, throughput {throughput:.3} (worst {worst:.3})"
+                );
+                println!("{line}");
+                // What is achieved (see docs/performance.md), a guard against going back: the
+                // goal (1 %, 0.9) is met by the 150/min and 16/s buckets over 300 s; the first
+                // seconds, while the instances find out that they share the bucket, cost the
+                // 30-s cells a few percent; 2/s with a burst of 2 misses it.
+                let (most_429, least_throughput) = match (burst, seconds < 100.0) {
+                    (2, true) => (0.125, 0.55),
+                    (2, false) => (0.035, 0.68),
+                    (_, true) => (0.045, 0.95),
+                    (_, false) => (0.01, 0.99),
+                };
+                if !(limited <= most_429 && throughput >= least_throughput) {
                     misses.push(line);
                 }
             }
