@@ -7,21 +7,29 @@
 //! state the pipeline and `/readyz` read (the `explain` report is `commands::explain::report`),
 //! [`lease`] the readers' leases in a PostgreSQL ledger (one active reader across replicas).
 
+mod error;
 pub mod fault;
 pub mod lease;
 pub mod link;
+mod migrations;
+mod records;
+mod rows;
+mod settings;
 mod store;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgConnectOptions;
 
+pub use error::LedgerError;
 pub use fault::LedgerFault;
 pub use link::LedgerLink;
+pub use records::{Failure, Grant, HistoryEntry, Revocation, UserHistory};
+#[cfg(test)]
+use settings::redact_url;
+pub use settings::LedgerSettings;
+pub(crate) use settings::Target;
 use store::Backend;
 
 /// The `checkpoints` row that records when a user's deletion last reached the service (its
@@ -31,322 +39,6 @@ pub const DELETIONS_SEEN: &str = "deletions:last_seen";
 /// Environment variable that overrides `[ledger] url` (the whole URL, which may carry the
 /// PostgreSQL password: give it from a Secret, never in the file).
 pub const LEDGER_URL_ENV: &str = "LEDGER_URL";
-
-/// `[ledger]`: where the ledger lives.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LedgerSettings {
-    /// `sqlite:///ABSOLUTE/PATH` (the file is created if missing) or `postgres://…`.
-    pub url: String,
-}
-
-/// The URL without its password (`LEDGER_URL` may carry one).
-impl std::fmt::Debug for LedgerSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerSettings")
-            .field("url", &redact_url(&self.url))
-            .finish()
-    }
-}
-
-/// What a ledger URL names, validated (see [`LedgerSettings::target`]).
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Sqlite(PathBuf),
-    Postgres(Box<PgConnectOptions>),
-}
-
-impl LedgerSettings {
-    /// Checks the URL without connecting: the problem, in words, when it cannot work (the
-    /// config loader turns it into an error naming `ledger.url`).
-    pub fn validate(&self) -> Result<(), String> {
-        self.target().map(|_| ())
-    }
-
-    pub(crate) fn target(&self) -> Result<Target, String> {
-        let url = self.url.trim();
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            let path = rest.split('?').next().unwrap_or_default();
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "`{}` is not sqlite:///ABSOLUTE/PATH (three slashes: the path must be absolute)",
-                    redact_url(url)
-                ));
-            }
-            if path.len() < 2 || path.ends_with('/') {
-                return Err(format!("`{}` names a folder, not a file", redact_url(url)));
-            }
-            return Ok(Target::Sqlite(PathBuf::from(path)));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return PgConnectOptions::from_str(url)
-                .map(|o| Target::Postgres(Box::new(o)))
-                .map_err(|e| format!("`{}` is not a PostgreSQL URL: {e}", redact_url(url)));
-        }
-        Err(format!(
-            "`{}` is neither sqlite:///ABSOLUTE/PATH nor postgres://USER@HOST:PORT/DATABASE",
-            redact_url(url)
-        ))
-    }
-
-    /// Whether the URL carries a password anywhere: in the user info (`user:password@`) or
-    /// as a query parameter (`?password=…`, `sslpassword=…`, as libpq reads them).
-    pub fn has_password(&self) -> bool {
-        let url = self.url.trim();
-        let in_userinfo = url.split_once("://").is_some_and(|(_, rest)| {
-            let authority = rest.split(['/', '?']).next().unwrap_or_default();
-            authority
-                .rsplit_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-        });
-        in_userinfo
-            || url
-                .split_once('?')
-                .is_some_and(|(_, query)| query.split('&').any(is_password_parameter))
-    }
-
-    /// Whether the URL names PostgreSQL (a ledger several hosts share: readers take a lease).
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.target(), Ok(Target::Postgres(_)))
-    }
-
-    /// The URL without its password, for messages.
-    pub fn describe(&self) -> String {
-        match self.target() {
-            Ok(Target::Sqlite(path)) => format!("sqlite://{}", path.display()),
-            Ok(Target::Postgres(o)) => describe_pg(&o),
-            Err(_) => redact_url(self.url.trim()),
-        }
-    }
-}
-
-fn describe_pg(o: &PgConnectOptions) -> String {
-    format!(
-        "postgres://{}@{}:{}/{}",
-        o.get_username(),
-        o.get_host(),
-        o.get_port(),
-        o.get_database().unwrap_or(o.get_username())
-    )
-}
-
-/// Whether a query parameter (`key=value`) carries a password.
-fn is_password_parameter(parameter: &str) -> bool {
-    let key = parameter.split('=').next().unwrap_or_default().trim();
-    PASSWORD_PARAMETERS
-        .iter()
-        .any(|p| key.eq_ignore_ascii_case(p))
-}
-
-/// The URL query parameters that carry a secret (libpq's `password`, `sslpassword`).
-const PASSWORD_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
-
-/// A URL with any `user:password@` reduced to `user@` and any password parameter of its query
-/// left out, for messages.
-fn redact_url(url: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((base, query)) => {
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|p| !is_password_parameter(p))
-                .collect();
-            (base, kept.join("&"))
-        }
-        None => (url, String::new()),
-    };
-    let query = if query.is_empty() {
-        query
-    } else {
-        format!("?{query}")
-    };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{url}{query}");
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}{tail}{query}")
-        }
-        None => format!("{url}{query}"),
-    }
-}
-
-/// What went wrong with the ledger. Each names the database (without password) and the step.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    /// The URL or the place it names cannot work (exit 2): fix the configuration.
-    #[error("ledger {url}: {problem}")]
-    Config { url: String, problem: String },
-    /// The database does not answer, or fails (a service fault: events wait).
-    #[error("ledger {url}: cannot {what}: {source}")]
-    Unreachable {
-        url: String,
-        what: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    /// The database refuses this statement for the data it carries (a NUL in a text, a value
-    /// past a limit, a constraint): no retry can fix it, so the item fails, not the service.
-    #[error("ledger {url}: cannot {what}: the database refuses this record: {source}")]
-    Refused {
-        url: String,
-        what: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    /// A conflict with a concurrent transaction (serialization failure, deadlock, SQLite
-    /// busy): retried at once, no fault.
-    #[error("ledger {url}: cannot {what}: a concurrent transaction conflicts: {source}")]
-    Conflict {
-        url: String,
-        what: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    /// The schema could not be brought up to date.
-    #[error("ledger {url}: cannot migrate the schema: {source}")]
-    Migrate {
-        url: String,
-        #[source]
-        source: sqlx::migrate::MigrateError,
-    },
-}
-
-impl LedgerError {
-    /// Whether the configuration is at fault (exit 2), not the database's availability.
-    pub fn is_config(&self) -> bool {
-        matches!(self, LedgerError::Config { .. })
-    }
-
-    /// Whether the database refused this item's data (retrying cannot help; the item fails).
-    pub fn is_refused(&self) -> bool {
-        matches!(self, LedgerError::Refused { .. })
-    }
-
-    /// Whether a concurrent transaction conflicted (retry at once, no fault).
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, LedgerError::Conflict { .. })
-    }
-
-    /// The error a failed statement is, from what the database said (see
-    /// [`fault::classify`]).
-    pub(crate) fn of_statement(url: &str, what: &'static str, source: sqlx::Error) -> LedgerError {
-        let url = url.to_owned();
-        match fault::classify(&source) {
-            fault::FailureKind::Refused => LedgerError::Refused { url, what, source },
-            fault::FailureKind::Conflict => LedgerError::Conflict { url, what, source },
-            fault::FailureKind::Unavailable => LedgerError::Unreachable { url, what, source },
-        }
-    }
-}
-
-/// One role this service gave one user.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Grant {
-    pub user_id: String,
-    pub role_id: String,
-    pub role_name: String,
-    /// The organization of a member role; `None` for a tenant role.
-    pub organization_id: Option<String>,
-    /// The policy rule that gave it.
-    pub rule: String,
-    /// The trigger (`signup`, `first_login`, `user_created`, … or `reconcile`).
-    pub trigger: String,
-    /// The event's id: `log_id` or the CloudEvent id.
-    pub event_id: String,
-    /// [`policy_fingerprint`] of the `[policy]` in force.
-    pub policy_fingerprint: String,
-    /// Which service instance wrote it.
-    pub instance: String,
-    /// Unix milliseconds: when the grant was recorded.
-    pub at: i64,
-    /// Unix milliseconds: when the event that gave it happened (its `date`), when it said.
-    /// A signup dated after it means the account was re-created; a deletion dated after it
-    /// ends it.
-    pub event_at: Option<i64>,
-}
-
-impl Grant {
-    /// The grant as the policy judges it ([`crate::policy::standing::judge_standing`]).
-    pub fn standing(&self) -> crate::policy::standing::StandingGrant {
-        crate::policy::standing::StandingGrant {
-            role_id: self.role_id.clone(),
-            role_name: self.role_name.clone(),
-            rule: self.rule.clone(),
-            organization_id: self.organization_id.clone(),
-        }
-    }
-}
-
-/// A role taken back from a user (it ends the standing grant of that role).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Revocation {
-    pub user_id: String,
-    pub role_id: String,
-    pub role_name: String,
-    pub organization_id: Option<String>,
-    /// The instance, or `reconcile --revoke`.
-    pub by: String,
-    pub reason: String,
-    /// Unix milliseconds.
-    pub at: i64,
-}
-
-/// A user whose last event failed for good (until a later one succeeds).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Failure {
-    pub user_id: String,
-    pub event_id: String,
-    pub reason: String,
-    /// Unix milliseconds.
-    pub at: i64,
-}
-
-/// One entry of a user's history, in time order.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum HistoryEntry {
-    Grant(Grant),
-    Revocation(Revocation),
-}
-
-impl HistoryEntry {
-    pub fn at(&self) -> i64 {
-        match self {
-            HistoryEntry::Grant(g) => g.at,
-            HistoryEntry::Revocation(r) => r.at,
-        }
-    }
-}
-
-/// Everything the ledger holds about one user (`explain`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct UserHistory {
-    /// Every grant and revocation, oldest first.
-    pub entries: Vec<HistoryEntry>,
-    /// The grants in force (granted and not revoked since).
-    pub standing: Vec<Grant>,
-    pub failure: Option<Failure>,
-    /// Revocations journaled before their DELETE and not recorded yet (a run interrupted in
-    /// between): the next `reconcile --apply` finishes them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pending: Vec<Revocation>,
-    /// Member roles an admin removed (`organization.member.role.deleted`): not given again by
-    /// a trigger.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub member_role_removals: Vec<Revocation>,
-}
-
-impl UserHistory {
-    /// Whether the ledger has never seen this user.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-            && self.failure.is_none()
-            && self.pending.is_empty()
-            && self.member_role_removals.is_empty()
-    }
-}
 
 /// The ledger: a connection pool to SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]

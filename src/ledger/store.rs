@@ -1,21 +1,22 @@
-//! The ledger's SQL on both backends: connecting, the embedded migrations, and each statement.
+//! The ledger's SQL on both backends: connecting, migrating (`migrations.rs` holds them), and
+//! each statement (rows read back in `rows.rs`).
 //! Queries are checked at run time (no database at build time); the statements are the same
 //! text on SQLite and PostgreSQL (`$N` placeholders, `ON CONFLICT DO NOTHING`), built once per
 //! backend by [`with_pool!`].
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row};
 
+use super::migrations::{Embedded, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+use super::rows::{grant_from_row, removal_from_row, revocation_from_row};
 use super::{Failure, Grant, HistoryEntry, LedgerError, Revocation, Target, UserHistory};
 
 /// Rows per multi-row statement (12 binds each: well under SQLite's 32,766 and PostgreSQL's
@@ -24,89 +25,6 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// How long a statement waits for a connection (or SQLite's write lock) before the database
 /// counts as unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "ledger",
-        include_str!("../../migrations/sqlite/0001_ledger.sql"),
-    ),
-    (
-        2,
-        "checkpoints",
-        include_str!("../../migrations/sqlite/0002_checkpoints.sql"),
-    ),
-    (
-        3,
-        "grant event time",
-        include_str!("../../migrations/sqlite/0003_grant_event_time.sql"),
-    ),
-    (
-        4,
-        "pending revocations and member role removals",
-        include_str!(
-            "../../migrations/sqlite/0004_pending_revocations_and_member_role_removals.sql"
-        ),
-    ),
-    (
-        5,
-        "reader leases",
-        include_str!("../../migrations/sqlite/0005_leases.sql"),
-    ),
-];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "ledger",
-        include_str!("../../migrations/postgres/0001_ledger.sql"),
-    ),
-    (
-        2,
-        "checkpoints",
-        include_str!("../../migrations/postgres/0002_checkpoints.sql"),
-    ),
-    (
-        3,
-        "grant event time",
-        include_str!("../../migrations/postgres/0003_grant_event_time.sql"),
-    ),
-    (
-        4,
-        "pending revocations and member role removals",
-        include_str!(
-            "../../migrations/postgres/0004_pending_revocations_and_member_role_removals.sql"
-        ),
-    ),
-    (
-        5,
-        "reader leases",
-        include_str!("../../migrations/postgres/0005_leases.sql"),
-    ),
-];
-
-/// Migrations compiled into the binary (no folder needed at run time, no `macros` feature).
-#[derive(Debug)]
-struct Embedded(&'static [(i64, &'static str, &'static str)]);
-
-impl<'s> MigrationSource<'s> for Embedded {
-    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async move {
-            Ok(self
-                .0
-                .iter()
-                .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(*description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(*sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
 
 pub(super) enum Backend {
     Sqlite(SqlitePool, std::path::PathBuf, String),
@@ -135,7 +53,7 @@ fn org_key(organization_id: &Option<String>) -> &str {
     organization_id.as_deref().unwrap_or("")
 }
 
-fn org_value(stored: String) -> Option<String> {
+pub(super) fn org_value(stored: String) -> Option<String> {
     Some(stored).filter(|o| !o.is_empty())
 }
 
@@ -893,65 +811,4 @@ impl Backend {
             }
         }
     }
-}
-
-fn revocation_from_row<R: Row>(row: &R) -> Result<Revocation, sqlx::Error>
-where
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
-    Ok(Revocation {
-        user_id: row.try_get("user_id")?,
-        role_id: row.try_get("role_id")?,
-        role_name: row.try_get("role_name")?,
-        organization_id: org_value(row.try_get("organization_id")?),
-        by: row.try_get("revoked_by")?,
-        reason: row.try_get("reason")?,
-        at: row.try_get("at_ms")?,
-    })
-}
-
-/// A member role removal as a revocation by an admin (`reason` names the event).
-fn removal_from_row<R: Row>(row: &R) -> Result<Revocation, sqlx::Error>
-where
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
-    let event_id: String = row.try_get("event_id")?;
-    Ok(Revocation {
-        user_id: row.try_get("user_id")?,
-        role_id: row.try_get("role_id")?,
-        role_name: row.try_get("role_name")?,
-        organization_id: org_value(row.try_get("organization_id")?),
-        by: MEMBER_ROLE_REMOVED_BY.to_owned(),
-        reason: format!("organization.member.role.deleted, event {event_id}"),
-        at: row.try_get("at_ms")?,
-    })
-}
-
-/// Who a member role removal is by, as `explain` shows it.
-pub(super) const MEMBER_ROLE_REMOVED_BY: &str = "an admin";
-
-fn grant_from_row<R: Row>(row: &R) -> Result<Grant, sqlx::Error>
-where
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
-    Ok(Grant {
-        user_id: row.try_get("user_id")?,
-        role_id: row.try_get("role_id")?,
-        role_name: row.try_get("role_name")?,
-        organization_id: org_value(row.try_get("organization_id")?),
-        rule: row.try_get("rule")?,
-        trigger: row.try_get("trigger_name")?,
-        event_id: row.try_get("event_id")?,
-        policy_fingerprint: row.try_get("policy_fingerprint")?,
-        instance: row.try_get("instance")?,
-        at: row.try_get("at_ms")?,
-        event_at: row.try_get("event_at_ms")?,
-    })
 }

@@ -5,11 +5,13 @@
 pub(crate) mod assigner;
 pub mod client_quota;
 mod clients;
+mod error;
 mod faults;
 mod limiter;
 pub mod log_streams;
 pub mod organizations;
 mod roles;
+mod settings;
 pub(crate) mod stream;
 mod token;
 
@@ -26,68 +28,21 @@ use serde::Deserialize;
 
 pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner, WAITING_MAX};
 pub use clients::{Applications, CLIENT_METADATA_TTL};
+use error::code_suffix;
+pub use error::{CallStats, MgmtError, Operation};
 pub use faults::Blocked;
 use faults::Transient;
 pub use limiter::{RateClass, AUTO_INITIAL_RATE};
 pub use roles::RoleDirectory;
+pub use settings::{
+    Auth0Settings, ClientSettings, RetrySettings, ONE_SHOT_PATIENCE, ROLE_MISSING_RETRY,
+    ROLE_REFRESH, SCOPE_TOKEN_REFRESH, SUSTAINED_FAILURE,
+};
 use token::TokenCache;
 
 use crate::metrics::Metrics;
 use crate::policy::Profile;
-use crate::settings::{ConfigError, ResolvedSecret, Secret};
-
-/// Validated `[auth0]` settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Auth0Settings {
-    /// Tenant host, e.g. `example.eu.auth0.com`.
-    pub domain: String,
-    pub client_id: String,
-    /// The client secret, resolved at load from `AUTH0_CLIENT_SECRET` or
-    /// `client_secret_file` (a file is read again when the tenant refuses the secret).
-    pub secret: ResolvedSecret,
-    /// Where token and API requests go: `https://{domain}` unless `base_url` is set.
-    pub base_url: String,
-    /// The most this client sends per second; with `"auto"` ([`auto_share`](Self::auto_share)
-    /// set) only the pace before the tenant's headers taught the limiter anything.
-    pub requests_per_second: f64,
-    pub burst: u32,
-    /// `requests_per_second = "auto"`: the share (0 < share ≤ 1) of the learned rate used.
-    pub auto_share: Option<f64>,
-    /// Timeout of every Management API request.
-    pub timeout: Duration,
-    /// How long pending assignments wait to be coalesced into bulk calls.
-    pub batch_window: Duration,
-    /// Most users in one bulk call.
-    pub batch_max_users: usize,
-    /// Read the user's roles first and assign only the missing ones.
-    pub read_user_roles: bool,
-    /// Count roles held through groups (`GET /users/{id}/effective-roles`) wherever the user's
-    /// roles are read: `has_roles` and the read before a write.
-    pub count_group_roles: bool,
-    /// The name of the tenant's log stream this service consumes (`doctor` judges it,
-    /// `setup log-stream` creates it); `None`: the default name `setup` gives.
-    pub log_stream: Option<String>,
-    /// How long a one-shot command (and the start of `run`/`ingest`) waits for a tenant that
-    /// does not answer at all (`--timeout`); the running service waits for ever.
-    pub give_up_after: Duration,
-    /// Organization member role writes per minute (their own bucket at Auth0).
-    pub organization_roles_per_minute: u32,
-    /// Burst of organization member role writes.
-    pub organization_roles_burst: u32,
-}
-
-impl Auth0Settings {
-    /// The Management API audience: always `https://{domain}/api/v2/`.
-    pub fn audience(&self) -> String {
-        format!("https://{}/api/v2/", self.domain)
-    }
-
-    /// The client secret, or the error of a command that needs it (naming `AUTH0_CLIENT_SECRET`
-    /// and `auth0.client_secret_file`).
-    pub fn client_secret(&self) -> Result<Secret, ConfigError> {
-        self.secret.get().cloned()
-    }
-}
+use crate::settings::Secret;
 
 /// Characters kept as-is in a path segment (RFC 3986 unreserved); everything else, `|` and `/`
 /// included, is percent-encoded.
@@ -100,224 +55,6 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Percent-encodes a user or role id for a URL path (`auth0|abc` → `auth0%7Cabc`).
 pub fn encode_path_segment(id: &str) -> String {
     utf8_percent_encode(id, PATH_SEGMENT).to_string()
-}
-
-/// A Management API failure that retrying will not fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MgmtError {
-    /// 400, 403, 404 ...: the event's outcome is `failed`.
-    #[error("{operation}: HTTP {status}: {message}{}", code_suffix(.error_code))]
-    Permanent {
-        operation: &'static str,
-        status: u16,
-        message: String,
-        error_code: Option<String>,
-    },
-    /// The credentials or the application's grants are wrong: the service cannot work.
-    #[error("Management API token: {0}")]
-    Auth(String),
-    /// The tenant did not answer at all (connection refused, DNS, TLS, no answer) for the
-    /// one-shot patience.
-    #[error("the tenant at {host} did not answer for {waited_seconds} s: {cause}")]
-    Unreachable {
-        host: String,
-        cause: String,
-        waited_seconds: u64,
-    },
-    /// A call that changes the tenant was sent and its answer lost (a reset connection, a
-    /// timeout): whether the tenant acted is unknown, so the caller looks before sending it
-    /// again (only with [`RequestOptions::lost_answer_is_error`]).
-    #[error("{operation}: the answer was lost ({cause}); the tenant may have acted on it")]
-    AnswerLost {
-        operation: &'static str,
-        cause: String,
-    },
-    /// Role names of the policy that do not exist in the tenant.
-    #[error("these roles of the policy do not exist in the tenant (create them or fix the policy): {}", .0.join(", "))]
-    MissingRoles(Vec<String>),
-    /// Role names of the policy that match several roles (docs/policy.md#role-names).
-    #[error("these roles of the policy match several tenant roles of the same name (rename all but one in the tenant, or name an organization's role as org_ID/NAME): {}", .0.join("; "))]
-    AmbiguousRoles(Vec<String>),
-    /// A 2xx response whose body is not what the API documents.
-    #[error("{operation}: unexpected response: {detail}")]
-    Protocol {
-        operation: &'static str,
-        detail: String,
-    },
-}
-
-fn code_suffix(code: &Option<String>) -> String {
-    code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
-}
-
-impl MgmtError {
-    /// True for Auth0's "the user does not exist" answers.
-    pub fn is_user_not_found(&self) -> bool {
-        matches!(self, MgmtError::Permanent { status: 404, error_code: Some(code), .. } if code == "inexistent_user")
-            || matches!(self, MgmtError::Permanent { status: 404, message, .. } if message.contains("users do not exist") || message.contains("user does not exist"))
-    }
-
-    /// True for a 404 that is not about a user (a role id that no longer exists).
-    pub fn is_role_not_found(&self) -> bool {
-        matches!(self, MgmtError::Permanent { status: 404, .. }) && !self.is_user_not_found()
-    }
-}
-
-/// The Management API operations, as named in metrics and summaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Operation {
-    Token,
-    GetRoles,
-    GetUser,
-    GetUserRoles,
-    /// `GET /api/v2/users/{id}/effective-roles` (`[auth0] count_group_roles`).
-    GetUserEffectiveRoles,
-    GetClient,
-    AssignUserRoles,
-    AssignRoleUsers,
-    /// `POST /api/v2/jobs/users-exports` (`reconcile`).
-    CreateExportJob,
-    /// `GET /api/v2/jobs/{id}` (`reconcile`).
-    GetJob,
-    /// `GET /api/v2/roles/{id}/users` (`reconcile`).
-    GetRoleUsers,
-    /// `GET /api/v2/log-streams` (`doctor`, `setup log-stream`).
-    GetLogStreams,
-    /// `POST /api/v2/log-streams` (`setup log-stream`).
-    CreateLogStream,
-    /// `PATCH /api/v2/log-streams/{id}` (`setup log-stream`).
-    UpdateLogStream,
-    /// `GET /api/v2/log-streams/{id}` (the stream's health, `[backstop] log_stream_id`).
-    GetLogStream,
-    /// `GET /api/v2/logs` (the `auth0_logs` source and the backstop).
-    GetLogs,
-    /// `POST /api/v2/organizations/{id}/members/{user_id}/roles`: through the organization
-    /// member roles limiter, then the tenant's.
-    AssignOrganizationMemberRoles,
-    /// `GET /api/v2/organizations` (`reconcile`).
-    GetOrganizations,
-    /// `GET /api/v2/organizations/{id}/members` (`reconcile`).
-    GetOrganizationMembers,
-    /// `DELETE /api/v2/users/{id}/roles` (`reconcile --revoke --apply`).
-    RemoveUserRoles,
-    /// `GET /api/v2/events`: the Events API stream (the `auth0_events` source).
-    SubscribeEvents,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Token => "token",
-            Operation::GetRoles => "get_roles",
-            Operation::GetUser => "get_user",
-            Operation::GetUserRoles => "get_user_roles",
-            Operation::GetUserEffectiveRoles => "get_user_effective_roles",
-            Operation::GetClient => "get_client",
-            Operation::AssignUserRoles => "assign_user_roles",
-            Operation::AssignRoleUsers => "assign_role_users",
-            Operation::CreateExportJob => "create_export_job",
-            Operation::GetJob => "get_job",
-            Operation::GetRoleUsers => "get_role_users",
-            Operation::GetLogStreams => "get_log_streams",
-            Operation::CreateLogStream => "create_log_stream",
-            Operation::UpdateLogStream => "update_log_stream",
-            Operation::GetLogStream => "get_log_stream",
-            Operation::GetLogs => "get_logs",
-            Operation::AssignOrganizationMemberRoles => "assign_organization_member_roles",
-            Operation::GetOrganizations => "get_organizations",
-            Operation::GetOrganizationMembers => "get_organization_members",
-            Operation::RemoveUserRoles => "remove_user_roles",
-            Operation::SubscribeEvents => "subscribe_events",
-        }
-    }
-}
-
-/// Counts kept for summaries (`replay`, `demo`, benches); Prometheus has the same and more.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallStats {
-    /// Requests sent, by operation.
-    pub calls: BTreeMap<Operation, u64>,
-    /// 429 answers received.
-    pub rate_limited: u64,
-    /// Retries after transient failures (429 included).
-    pub retries: u64,
-}
-
-impl CallStats {
-    pub fn total(&self) -> u64 {
-        self.calls.values().sum()
-    }
-    /// Calls that wrote role assignments.
-    pub fn writes(&self) -> u64 {
-        [
-            Operation::AssignUserRoles,
-            Operation::AssignRoleUsers,
-            Operation::AssignOrganizationMemberRoles,
-        ]
-        .iter()
-        .filter_map(|op| self.calls.get(op))
-        .sum()
-    }
-}
-
-/// How the client retries transient failures.
-#[derive(Debug, Clone, Copy)]
-pub struct RetrySettings {
-    pub base: Duration,
-    pub cap: Duration,
-    /// Floor of a wait computed from `x-ratelimit-reset` (which may equal "now").
-    pub reset_floor: Duration,
-    /// While a call is refused for a missing scope, a new token (which carries the scopes
-    /// granted now) is fetched at most this often.
-    pub scope_token_refresh: Duration,
-    /// How long calls must keep failing (5xx, timeouts, resets) before intake pauses and
-    /// `/readyz` says so. A 429 never counts: it is flow control, paced by the limiter and the
-    /// tenant's reset. Service faults pause at once.
-    pub sustained: Duration,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        RetrySettings {
-            base: Duration::from_millis(250),
-            cap: Duration::from_secs(60),
-            reset_floor: Duration::from_secs(1),
-            scope_token_refresh: SCOPE_TOKEN_REFRESH,
-            sustained: SUSTAINED_FAILURE,
-        }
-    }
-}
-
-/// Everything the client needs; built from `[auth0]` and the secret.
-#[derive(Debug, Clone)]
-pub struct ClientSettings {
-    pub base_url: String,
-    pub audience: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub requests_per_second: f64,
-    pub burst: u32,
-    /// `"auto"`: the share of the learned rate used (`None`: `requests_per_second` is the
-    /// ceiling).
-    pub auto_share: Option<f64>,
-    pub timeout: Duration,
-    pub retry: RetrySettings,
-}
-
-impl ClientSettings {
-    pub fn from_config(auth0: &Auth0Settings, secret: Secret) -> Self {
-        ClientSettings {
-            base_url: auth0.base_url.clone(),
-            audience: auth0.audience(),
-            client_id: auth0.client_id.clone(),
-            client_secret: secret,
-            requests_per_second: auth0.requests_per_second,
-            burst: auth0.burst,
-            auto_share: auth0.auto_share,
-            timeout: auth0.timeout,
-            retry: RetrySettings::default(),
-        }
-    }
 }
 
 /// A response the caller handles: status and body of a 2xx or permanent error.
@@ -1055,22 +792,6 @@ fn host_of(base_url: &str) -> String {
         })
         .unwrap_or_else(|| base_url.to_owned())
 }
-
-/// How long a one-shot command waits for a tenant that does not answer at all (`--timeout`).
-pub const ONE_SHOT_PATIENCE: Duration = Duration::from_secs(60);
-
-/// While a call is refused for a missing scope, a new token (which carries the scopes granted
-/// now) is fetched at most this often.
-pub const SCOPE_TOKEN_REFRESH: Duration = Duration::from_secs(300);
-
-/// How often the policy's role names are resolved again.
-pub const ROLE_REFRESH: Duration = Duration::from_secs(3600);
-
-/// How often the role names are resolved again while a policy role is missing.
-pub const ROLE_MISSING_RETRY: Duration = Duration::from_secs(3);
-
-/// How long calls must keep failing before intake pauses (see [`RetrySettings::sustained`]).
-pub const SUSTAINED_FAILURE: Duration = Duration::from_secs(5);
 
 /// Everything needed to assign roles, ready: a client holding a token, and the policy's role
 /// names resolved to ids.
