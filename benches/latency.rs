@@ -7,7 +7,7 @@
 //! the tenant holding the user's role (polled every 5 ms, so figures carry ±5 ms):
 //! 1. the Events API reader (`[source] type = "auth0_events"`, Server-Sent Events);
 //! 2. the webhook in direct mode (`ingest`, Event Streams' CloudEvents by HTTP POST, one event
-//!    per request: the floor, since the answer waits for the assignment);
+//!    per request, as an array of one: the floor, since the answer waits for the assignment);
 //! 3. the Logs API reader (`[source] type = "auth0_logs"`) at its default 10 s poll interval.
 //!
 //! Then the cost at `LATENCY_BENCH_LOAD_RATE` events/s (default 1,000) for
@@ -143,7 +143,7 @@ fn start(source: Source, dir: &Path, base_url: &str) -> (Service, u16) {
 fn signup(prefix: &str, i: usize) -> (String, Value, Value) {
     let user_id = format!("auth0|{prefix}{i:07}");
     let email = format!("{prefix}{i}@example.com");
-    let now = chrono_now();
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let cloud = json!({
         "id": format!("evt_{prefix}{i:07}"),
         "specversion": "1.0",
@@ -175,60 +175,6 @@ fn signup(prefix: &str, i: usize) -> (String, Value, Value) {
         "log_id": format!("9000{i:012}"),
     });
     (user_id, cloud, log)
-}
-
-/// Now as RFC 3339 with milliseconds (UTC).
-fn chrono_now() -> String {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Hands one event to the source: appended to the stream or the logs, or POSTed.
-fn offer(source: Source, sim: &Simulator, port: u16, cloud: &Value, log: &Value) {
-    match source {
-        Source::Events => {
-            sim.append_events(vec![cloud.clone()])
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        Source::Logs => {
-            sim.append_logs(vec![log.clone()]);
-        }
-        Source::Webhook => {
-            let body = serde_json::to_vec(cloud).unwrap_or_default();
-            std::thread::spawn(move || {
-                http_post(
-                    port,
-                    "/auth0/logs",
-                    &[
-                        ("Content-Type", "application/json"),
-                        ("Authorization", TOKEN),
-                    ],
-                    &body,
-                )
-            });
-        }
-    }
 }
 
 /// Watches the tenant: the first time each user holds a role.
@@ -279,55 +225,21 @@ impl Watcher {
     }
 }
 
-/// Offers `users` signups at `rate`/s and returns each one's event → role latency (seconds).
-fn offer_and_measure(
-    source: Source,
-    sim: &Simulator,
-    port: u16,
-    prefix: &str,
-    users: usize,
-    rate: f64,
-    service: &Service,
-) -> (Vec<f64>, Duration) {
-    let watcher = Watcher::start(sim, Duration::from_millis(5));
-    let mut offered: Vec<(String, Instant)> = Vec::with_capacity(users);
-    let started = Instant::now();
-    for i in 0..users {
-        let due = started + Duration::from_secs_f64(i as f64 / rate);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let (user, cloud, log) = signup(prefix, i);
-        offered.push((user, Instant::now()));
-        offer(source, sim, port, &cloud, &log);
-    }
-    let offered_for = started.elapsed();
-    assert!(
-        wait_for(Duration::from_secs(120), || watcher.count() >= users),
-        "{}: {} of {users} users got their role\n{}",
-        source.name(),
-        watcher.count(),
-        service.log_text()
-    );
-    let seen = watcher.finish();
-    let latencies = offered
-        .iter()
-        .map(|(user, at)| {
-            seen.get(user)
-                .map(|held| held.saturating_duration_since(*at).as_secs_f64())
-                .unwrap_or_else(|| panic!("{user} never held a role"))
-        })
-        .collect();
-    (latencies, offered_for)
-}
-
 fn latency_run(source: Source, prefix: &str, users: usize, rate: f64) -> Vec<f64> {
     let rt = runtime();
     let (sim, running) = open_tenant(&rt);
     sim.control_events(EventsControl::default());
     let dir = temp_dir("bench-latency");
     let (service, port) = start(source, &dir, &running.base_url);
-    let (latencies, _) = offer_and_measure(source, &sim, port, prefix, users, rate, &service);
+    let (latencies, _) = offer_and_measure(
+        source,
+        &sim,
+        port,
+        (prefix, users, rate),
+        1,
+        Duration::from_millis(5),
+        &service,
+    );
     drop(service);
     rt.block_on(running.shutdown());
     latencies
@@ -379,8 +291,15 @@ fn load_run(source: Source, rate: f64, seconds: f64) -> Cost {
     let events = (rate * seconds) as usize;
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let (latencies, offered_for) =
-        offer_and_measure_batched(source, &sim, port, events, rate, &service);
+    let (latencies, offered_for) = offer_and_measure(
+        source,
+        &sim,
+        port,
+        ("load", events, rate),
+        50,
+        Duration::from_millis(100),
+        &service,
+    );
     let wall = started.elapsed().as_secs_f64();
     let cost = Cost {
         events,
@@ -396,29 +315,30 @@ fn load_run(source: Source, rate: f64, seconds: f64) -> Cost {
     cost
 }
 
-/// As [`offer_and_measure`], in chunks of 50 events (one append or one JSON Lines POST each),
-/// so the bench itself keeps up at 1,000 events/s.
-fn offer_and_measure_batched(
+/// Offers `events` signups (user ids prefixed `prefix`) at `rate`/s in chunks of `chunk` (one
+/// append, or one POST of a JSON array, each), watching the tenant every `poll`, and returns
+/// each user's event → role latency (seconds) and how long the offering took.
+fn offer_and_measure(
     source: Source,
     sim: &Simulator,
     port: u16,
-    events: usize,
-    rate: f64,
+    (prefix, events, rate): (&str, usize, f64),
+    chunk: usize,
+    poll: Duration,
     service: &Service,
 ) -> (Vec<f64>, Duration) {
-    const CHUNK: usize = 50;
-    let watcher = Watcher::start(sim, Duration::from_millis(100));
+    let watcher = Watcher::start(sim, poll);
     let mut offered: Vec<(String, Instant)> = Vec::with_capacity(events);
     let started = Instant::now();
     let mut posts = Vec::new();
-    for chunk_start in (0..events).step_by(CHUNK) {
+    for chunk_start in (0..events).step_by(chunk.max(1)) {
         let due = started + Duration::from_secs_f64(chunk_start as f64 / rate);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let end = (chunk_start + CHUNK).min(events);
+        let end = (chunk_start + chunk.max(1)).min(events);
         let made: Vec<(String, Value, Value)> =
-            (chunk_start..end).map(|i| signup("load", i)).collect();
+            (chunk_start..end).map(|i| signup(prefix, i)).collect();
         let now = Instant::now();
         offered.extend(made.iter().map(|(u, _, _)| (u.clone(), now)));
         match source {
