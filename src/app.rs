@@ -664,7 +664,7 @@ fn ingest_state(
             let Some(SourceSettings::Kafka(kafka)) = &config.source else {
                 return Err(config::bridge_without_kafka().into());
             };
-            let bridge = Arc::new(webhook::Bridge::new(kafka)?);
+            let bridge = Arc::new(webhook::Bridge::new(kafka, metrics)?);
             bridge.spawn_readiness(Arc::clone(health));
             tracing::info!(topic = %kafka.topics.join(","), brokers = %kafka.brokers.join(","), "bridging into Kafka");
             webhook::Backend::Bridge(bridge)

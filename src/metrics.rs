@@ -67,6 +67,9 @@ pub struct Metrics {
     // Helper tasks beside the source (`crate::supervise`).
     pub helper_failures: IntCounterVec,
     pub helper_up: IntGaugeVec,
+    /// Errors a library (librdkafka, the AWS SDK) reported, each counted, logged at most once
+    /// per 10 s per kind (`crate::source::QuietLog::counting`).
+    pub library_errors: IntCounterVec,
     pub deliveries_held: IntCounterVec,
     pub ledger_unreachable: IntGauge,
     pub ledger_kept_off: IntCounter,
@@ -355,6 +358,10 @@ impl Metrics {
             helper_failures: reg.add(IntCounterVec::new(
                 opts("helper_failures_total", "Failures of a helper task beside the source (helper: backstop, log_stream_watcher, auth0_logs), each logged and retried with backoff; /readyz says degraded meanwhile."),
                 &["helper"],
+            )?)?,
+            library_errors: reg.add(IntCounterVec::new(
+                opts("library_errors_total", "Errors a library reported (library: librdkafka, aws_sdk; kind: what failed, e.g. log, client_error, consume, receive), every one counted; the log shows the first of each kind and then at most one per 10 s."),
+                &["library", "kind"],
             )?)?,
             helper_up: reg.add(IntGaugeVec::new(
                 opts("helper_up", "1 while a helper task beside the source works, 0 from its failure until it works again (retried with backoff)."),

@@ -27,9 +27,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounterVec;
 use tokio::task::JoinSet;
 
 use crate::event::Decoded;
+use crate::metrics::Metrics;
 pub use crate::pipeline::SourceKind;
 use sequencer::Sequencer;
 
@@ -264,10 +266,12 @@ impl Intake {
 }
 
 /// Logs an error of one kind at most once per interval: a dead broker or queue repeats its
-/// errors every few hundred milliseconds.
+/// errors every few hundred milliseconds. A log [`counting`](QuietLog::counting) a library's
+/// errors also counts every one (logged or not) in `library_errors_total{library, kind}`.
 pub struct QuietLog {
     interval: Duration,
     last: Mutex<HashMap<&'static str, Instant>>,
+    counted: Option<(IntCounterVec, &'static str)>,
 }
 
 impl Default for QuietLog {
@@ -281,11 +285,26 @@ impl QuietLog {
         QuietLog {
             interval,
             last: Mutex::new(HashMap::new()),
+            counted: None,
         }
     }
 
-    /// True at most once per interval for each `kind`.
+    /// A quiet log (once per 10 s per kind) of `library`'s errors that counts every one in
+    /// `library_errors_total`: the long-running service shows how often a library repeats
+    /// itself without logging every repeat.
+    pub fn counting(metrics: &Metrics, library: &'static str) -> QuietLog {
+        QuietLog {
+            counted: Some((metrics.library_errors.clone(), library)),
+            ..QuietLog::default()
+        }
+    }
+
+    /// True at most once per interval for each `kind`; every call is counted when the log
+    /// is [`counting`](QuietLog::counting).
     pub fn allow(&self, kind: &'static str) -> bool {
+        if let Some((counter, library)) = &self.counted {
+            counter.with_label_values(&[library, kind]).inc();
+        }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         match last.get(kind) {

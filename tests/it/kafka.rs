@@ -1003,3 +1003,66 @@ fn without_a_dead_letter_topic_a_message_whose_task_panics_is_held_unacknowledge
     assert!(!world.all_committed(), "the held message was committed");
     world.shutdown();
 }
+
+/// A broker that is down makes librdkafka repeat its connection errors every few hundred
+/// milliseconds. The long-running service logs the first of each kind and at most one per
+/// 10 s after it, and counts every one in `library_errors_total{library="librdkafka"}`.
+#[test]
+fn a_dead_broker_is_logged_once_per_ten_seconds_and_every_error_is_counted() {
+    let rt = runtime();
+    let (_sim, running) = open_tenant(&rt);
+    let dir = temp_dir("kafka-dead-broker");
+    let metrics_port = free_port();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        &dir,
+        "dead-broker",
+        &running.base_url,
+        &dead,
+        "auth0-logs",
+        "dead-broker",
+        None,
+        metrics_port,
+        "",
+    );
+    let service = Service::start(&config, metrics_port, dir.join("service.log"));
+    let started = std::time::Instant::now();
+    let counted = || {
+        service.metric(
+            "auth0_default_roles_library_errors_total",
+            "library=\"librdkafka\"",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || counted() >= 20.0),
+        "librdkafka's errors were not counted: {}\n{}",
+        counted(),
+        service.log_text()
+    );
+    // Long enough for a second window of 10 s to open.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()));
+    let elapsed = started.elapsed().as_secs_f64();
+    let log = service.log_text();
+    let windows = 1 + (elapsed / 10.0).floor() as usize;
+    for kind in [
+        "librdkafka: ",
+        "Kafka consumer error",
+        "Kafka consume error",
+    ] {
+        let logged = log.lines().filter(|l| l.contains(kind)).count();
+        assert!(
+            (1..=windows).contains(&logged),
+            "{logged} lines of `{kind}` in {elapsed:.1} s (at most {windows}) for {} counted errors:\n{log}",
+            counted()
+        );
+    }
+    assert!(
+        counted() > (3 * windows) as f64,
+        "no more errors counted than logged: {}",
+        counted()
+    );
+    assert!(
+        log.contains("counted in library_errors_total"),
+        "the log does not say where repeats are counted:\n{log}"
+    );
+}

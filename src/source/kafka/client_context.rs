@@ -21,10 +21,10 @@ pub fn log_librdkafka(
         level,
         L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
     );
-    if serious && quiet.allow("librdkafka") {
+    if serious && quiet.allow("log") {
         tracing::warn!(
             facility = fac,
-            "librdkafka: {message} (repeats within 10 s are not logged)"
+            "librdkafka: {message} (repeats within 10 s are counted in library_errors_total, not logged)"
         );
     } else {
         tracing::debug!(facility = fac, "librdkafka: {message}");
@@ -33,15 +33,25 @@ pub fn log_librdkafka(
 
 /// Logs a client error reported by librdkafka at most once per 10 s.
 pub(super) fn log_client_error(quiet: &QuietLog, client: &str, error: &KafkaError, reason: &str) {
-    if quiet.allow("client-error") {
-        tracing::warn!(%error, reason, "Kafka {client} error (librdkafka retries by itself; repeats within 10 s are not logged)");
+    if quiet.allow("client_error") {
+        tracing::warn!(%error, reason, "Kafka {client} error (librdkafka retries by itself; repeats within 10 s are counted in library_errors_total, not logged)");
     }
 }
 
 /// The context of the service's producers (dead letters, the `ingest` bridge): quiet logs.
+/// `default()` for a one-shot probe; [`counting`](ProducerCallbacks::counting) in the service.
 #[derive(Default)]
 pub struct ProducerCallbacks {
     quiet: QuietLog,
+}
+
+impl ProducerCallbacks {
+    /// Quiet logs whose errors are counted in `library_errors_total{library="librdkafka"}`.
+    pub fn counting(metrics: &crate::metrics::Metrics) -> ProducerCallbacks {
+        ProducerCallbacks {
+            quiet: QuietLog::counting(metrics, "librdkafka"),
+        }
+    }
 }
 
 impl ClientContext for ProducerCallbacks {

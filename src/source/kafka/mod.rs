@@ -102,7 +102,7 @@ async fn consume(
     });
     let context = ConsumerCallbacks {
         shared: Arc::clone(&shared),
-        quiet: QuietLog::default(),
+        quiet: QuietLog::counting(&metrics, "librdkafka"),
     };
     let consumer: Arc<StreamConsumer<ConsumerCallbacks>> = Arc::new(
         consumer_config(&settings)
@@ -119,7 +119,7 @@ async fn consume(
     let dead_letters = match &settings.dead_letter_topic {
         Some(topic) => Some(Arc::new(DeadLetterProducer::new(
             producer_config(&settings)
-                .create_with_context(ProducerCallbacks::default())
+                .create_with_context(ProducerCallbacks::counting(&metrics))
                 .map_err(|e| KafkaRunError::Producer(redact(e)))?,
             topic.clone(),
             Duration::from_secs(30),
@@ -136,7 +136,7 @@ async fn consume(
     let mut summary = ConsumerSummary::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let quiet = QuietLog::default();
+    let quiet = QuietLog::counting(&metrics, "librdkafka");
 
     loop {
         for lost in dispatch.finished().into_iter().filter_map(Result::err) {
@@ -158,7 +158,7 @@ async fn consume(
             message = consumer.recv() => match message {
                 Err(err) => {
                     if quiet.allow("consume") {
-                        tracing::warn!(%err, "Kafka consume error (librdkafka retries by itself; repeats within 10 s are not logged)");
+                        tracing::warn!(%err, "Kafka consume error (librdkafka retries by itself; repeats within 10 s are counted in library_errors_total, not logged)");
                     }
                 }
                 Ok(message) => {

@@ -59,6 +59,7 @@ pub async fn run(
         extend_every: Duration::from_secs(
             u64::try_from(settings.visibility_timeout_seconds).unwrap_or(60),
         ) / 2,
+        quiet: QuietLog::counting(&metrics, "aws_sdk"),
         metrics,
         health,
         tracked: Mutex::new(HashMap::new()),
@@ -67,7 +68,6 @@ pub async fn run(
         received: AtomicU64::new(0),
         deleted: AtomicU64::new(0),
         left: AtomicU64::new(0),
-        quiet: QuietLog::default(),
     });
     shared.check_queue().await;
     tracing::info!(
@@ -213,7 +213,7 @@ async fn receive_loop(
             Err(err) => {
                 if shared.quiet.allow("receive") {
                     tracing::warn!(error = %DisplayErrorContext(&err), retry_in = ?backoff, loop_index = index,
-                        "ReceiveMessage failed (needs sqs:ReceiveMessage; repeats within 10 s are not logged)");
+                        "ReceiveMessage failed (needs sqs:ReceiveMessage; repeats within 10 s are counted in library_errors_total, not logged)");
                 }
                 drop(permits);
                 tokio::select! {

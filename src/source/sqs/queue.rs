@@ -317,7 +317,7 @@ impl Queue {
                         tracing::warn!(
                             why, code = %failed.code, message = failed.message.as_deref().unwrap_or("-"),
                             failures = out.failed.len(),
-                            "visibility change refused (repeats within 10 s are not logged)"
+                            "visibility change refused (repeats within 10 s are counted in library_errors_total, not logged)"
                         );
                     }
                 }
@@ -334,7 +334,7 @@ impl Queue {
                 }
                 if self.quiet.allow(why) {
                     tracing::warn!(why, error = %DisplayErrorContext(&err),
-                        "ChangeMessageVisibilityBatch failed (needs sqs:ChangeMessageVisibility; repeats within 10 s are not logged)");
+                        "ChangeMessageVisibilityBatch failed (needs sqs:ChangeMessageVisibility; repeats within 10 s are counted in library_errors_total, not logged)");
                 }
                 0
             }

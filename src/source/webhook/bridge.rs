@@ -31,6 +31,8 @@ pub struct Bridge {
     config: rdkafka::ClientConfig,
     topic: String,
     pub(super) dead_letter_topic: Option<String>,
+    /// Replacement producers count their library errors here too.
+    metrics: Arc<Metrics>,
 }
 
 /// The bridge producer's configuration: `[kafka.properties]` (producer-relevant ones), then
@@ -49,10 +51,10 @@ pub fn bridge_config(kafka: &KafkaSettings) -> rdkafka::ClientConfig {
 }
 
 impl Bridge {
-    pub fn new(kafka: &KafkaSettings) -> Result<Bridge, IngestError> {
+    pub fn new(kafka: &KafkaSettings, metrics: &Arc<Metrics>) -> Result<Bridge, IngestError> {
         let config = bridge_config(kafka);
         let producer = config
-            .create_with_context(ProducerCallbacks::default())
+            .create_with_context(ProducerCallbacks::counting(metrics))
             .map_err(|e| IngestError::Producer(crate::source::kafka::redact(e)))?;
         Ok(Bridge {
             producer: std::sync::Mutex::new(producer),
@@ -60,6 +62,7 @@ impl Bridge {
             config,
             topic: kafka.topics.first().cloned().unwrap_or_default(),
             dead_letter_topic: kafka.dead_letter_topic.clone(),
+            metrics: Arc::clone(metrics),
         })
     }
 
@@ -83,7 +86,7 @@ impl Bridge {
         }
         let fresh = match self
             .config
-            .create_with_context(ProducerCallbacks::default())
+            .create_with_context(ProducerCallbacks::counting(&self.metrics))
         {
             Ok(fresh) => fresh,
             Err(err) => {
