@@ -9,13 +9,19 @@
 //!   (those still in flight, and those answered after it left: answers overtake each other),
 //!   a quarter of that count at a time (at least one token while the bucket is not known to
 //!   be shared), so a burst the tenant still has is spent within a few round trips, no token is
-//!   spent twice, and instances that read the same count do not all spend it; by the answer's
+//!   spent twice, and instances that read the same count do not all spend it: a raise counts
+//!   [`ASSUMED_CONSUMERS`] times this client's calls in flight (others that read the same
+//!   count may have as many), and only an answer to a call sent after the last raise raises
+//!   the mirror again (one quarter per round trip, not per answer); by the answer's
 //!   `x-ratelimit-reset` the bucket is full again (less what was sent since);
 //! - the *refill* this client may spend: a lower bound learned from pairs of answers (the
 //!   count's rise plus the calls certainly admitted between them, over the longest time they
 //!   can span) and, until the bucket is seen shared (below), from the reset (the bucket
-//!   refills `limit - remaining - 1` tokens within it); before anything is learned the mirror
-//!   refills only from answers and resets, never at the configured ceiling;
+//!   refills `limit - remaining - 1` tokens within it: the whole tenant's refill, so in a
+//!   bucket of 4 or more, where pairs of answers find a lone client's full refill within
+//!   seconds, only a third of it: instances that start together then do not each take all
+//!   of it); before anything is learned the mirror refills only from answers and resets,
+//!   never at the configured ceiling;
 //! - an AIMD *allowance*: cut by 30 % on a 429, raised by 5 % a second while calls succeed, never
 //!   above the ceiling (`requests_per_second` as configured, or, with `"auto"`, unbounded);
 //! - a *hold* after a 429: until its reset (or `Retry-After`) plus a little jitter, or, with no
@@ -25,8 +31,10 @@
 //! The pace is `min(ceiling, allowance, refill × 0.95) × share` (share: `auto_share` with
 //! `"auto"`, else 1). Several instances sharing one tenant each read the same headers. The
 //! refill each learns from pairs of answers is what the others leave (their calls lower the
-//! count between two of its answers). Once a 429, or a count that fell by more than this
-//! client's calls explain, shows the bucket is shared, an instance stops trusting the reset (it
+//! count between two of its answers). Once a 429, or a count lower than this client's calls
+//! and the tenant's refill since the previous answer explain (the refill's lower bound from
+//! the resets: others' calls hide behind it), shows the bucket is shared, an instance stops
+//! trusting the reset (it
 //! bounds the tenant's whole refill), paces at 90 % of what it learned, lets that grow only while
 //! the bucket is seen at least half full, and follows a fall at once; after a 429's hold the
 //! first call waits a random part of the spacing (holds that end at the same epoch second do not
@@ -131,6 +139,11 @@ const SHARED_MARGIN: f64 = 0.9;
 /// The share of the tenant's count the mirror takes at once (at least one token while the
 /// bucket is not known to be shared).
 const SHARED_SURPLUS: f64 = 0.25;
+/// How many consumers a raise of the mirror assumes read the same count, each with as many
+/// calls in flight as this client.
+const ASSUMED_CONSUMERS: u64 = 3;
+/// The smallest bucket in which the reset's bound is shared among [`ASSUMED_CONSUMERS`].
+const SHARE_RESET_FROM: u32 = 4;
 /// How fast the learned refill may grow while the bucket is shared, per second.
 const SHARED_GROWTH_PER_SECOND: f64 = 0.08;
 /// Jitter added to a hold, at most.
@@ -230,14 +243,21 @@ pub struct ClassBucket {
     synced_seq: u64,
     /// Calls sent and not answered yet: the tenant may not have counted them in `remaining`.
     in_flight: u32,
-    /// The answer that last set the mirror: when its call left, and the count it stated.
-    synced: Option<(f64, u32)>,
+    /// The answer that last set the mirror: when its call left, when it came, and the count it
+    /// stated.
+    synced: Option<(f64, f64, u32)>,
+    /// A lower bound of the tenant's whole refill (all consumers'), from its resets: the
+    /// bucket is full by the reset.
+    tenant_refill: f64,
     /// Calls sent since the mirror was last set from an answer (those in flight then included).
     sent_since_sync: u64,
     /// When the tenant said its bucket is full again (`x-ratelimit-reset`), if nothing is spent.
     full_at: Option<f64>,
     /// When the last call left.
     last_sent: f64,
+    /// When an answer last raised the mirror: only answers to calls sent after it raise it
+    /// again.
+    raised_at: f64,
     /// When the last answers (of any kind) came, oldest first.
     answered_at: VecDeque<f64>,
     /// No call before this time (a 429's hold).
@@ -270,9 +290,11 @@ impl ClassBucket {
             synced_seq: 0,
             in_flight: 0,
             synced: None,
+            tenant_refill: 0.0,
             sent_since_sync: 0,
             full_at: None,
             last_sent: f64::NEG_INFINITY,
+            raised_at: f64::NEG_INFINITY,
             answered_at: VecDeque::with_capacity(SAMPLES),
             held_until: f64::NEG_INFINITY,
             strikes: 0,
@@ -455,30 +477,50 @@ impl ClassBucket {
             self.synced_seq = seq;
             // The count fell by more than this client's calls can explain: another consumer
             // spends the bucket.
-            if let Some((sent_before, told_before)) = self.synced {
-                if self.counted_since(sent_before).is_some_and(|mine| {
-                    i64::from(told_before) - i64::from(remaining) > mine as i64 + 1
-                }) {
+            if let Some((sent_before, received_before, told_before)) = self.synced {
+                // Less the tenant's refill between the two counts (at least the reset's bound
+                // over the least time between them): others' calls hide behind the refill.
+                let refilled = self.tenant_refill * (sent - received_before).max(0.0);
+                let expected = (f64::from(told_before) + refilled)
+                    .min(f64::from(self.limit.unwrap_or(u32::MAX)));
+                if self
+                    .counted_since(sent_before)
+                    .is_some_and(|mine| expected - f64::from(remaining) > mine as f64 + 1.0)
+                {
                     self.seen_shared();
                 }
             }
-            self.synced = Some((sent, remaining));
+            self.synced = Some((sent, now, remaining));
             // The tenant's count, less the calls it may have counted since (counting one it
             // counted before only leaves a token unspent).
             let overtaken = self.overtaken(sent);
             let told = (f64::from(remaining) - overtaken as f64).clamp(0.0, self.capacity());
-            self.tokens = if self.shared {
+            let before = self.tokens;
+            // Others that read the same counts may have as many calls in flight as this
+            // client: a raise counts them too.
+            let spare = (f64::from(remaining) - (ASSUMED_CONSUMERS * overtaken) as f64)
+                .clamp(0.0, self.capacity());
+            self.tokens = if sent < self.raised_at {
+                // The count predates what this client took at its last raise (and what
+                // others took from the same count): it may only lower the mirror. One raise
+                // per round trip: instances that read the same counts spend at most a
+                // quarter each per round, not a quarter per answer.
+                self.tokens.min(told)
+            } else if self.shared {
                 // Others read the same count: take a share of what it says is left.
-                self.tokens.max(told * SHARED_SURPLUS).min(told)
+                self.tokens.max(spare * SHARED_SURPLUS).min(told)
             } else {
                 // Others may read the same count (instances that start together do, before
                 // anything shows the bucket is shared): take a share of it, at least one
                 // token; the next answers, a round trip later, give the rest.
                 self.tokens
-                    .max(told * SHARED_SURPLUS)
+                    .max(spare * SHARED_SURPLUS)
                     .max(told.min(1.0))
                     .min(told)
             };
+            if self.tokens > before {
+                self.raised_at = now;
+            }
             self.sent_since_sync = overtaken;
             // Full by the reset only if nobody else spends it.
             self.full_at = observation
@@ -525,10 +567,22 @@ impl ClassBucket {
                 best = best.max(refilled / window);
             }
         }
-        if let (true, Some(limit), Some(reset_in)) = (self.trust_reset, self.limit, reset_in) {
+        if let (Some(limit), Some(reset_in)) = (self.limit, reset_in) {
             if remaining.saturating_add(1) < limit {
                 let bound = f64::from(limit - remaining - 1) / (reset_in + (now - sent)).max(0.001);
-                best = best.max(bound);
+                self.tenant_refill = self.tenant_refill.max(bound);
+                if self.trust_reset {
+                    // The whole tenant's refill, which other consumers that started with this
+                    // one may share: in a bucket big enough for the pairs of answers to learn
+                    // a lone client's full refill within seconds, only a share of it. In a
+                    // smaller one (Free's 2) the reset is all there is to learn from.
+                    let consumers = if limit >= SHARE_RESET_FROM {
+                        ASSUMED_CONSUMERS as f64
+                    } else {
+                        1.0
+                    };
+                    best = best.max(bound / consumers);
+                }
             }
         }
         let seconds = (now - self.last_learned).clamp(0.0, 10.0);
