@@ -566,7 +566,7 @@ impl LogsReader {
                 let verdict = pipeline
                     .deliver(vec![item], Some(again), |report| {
                         if backstop {
-                            count_recovered(&metrics, report);
+                            count_recovered(&metrics, &report);
                         }
                     })
                     .await;
