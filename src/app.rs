@@ -24,6 +24,7 @@ use crate::source::auth0_logs::{
 };
 use crate::source::kafka::{self, KafkaRunError};
 use crate::source::lease::{takeover_bound, ReaderLease};
+use crate::source::ledger_checkpoint::LedgerCheckpoint;
 use crate::source::sqs::{self, SqsRunError};
 use crate::source::webhook::{self, IngestError};
 use crate::supervise::{self, Helpers};
@@ -131,22 +132,25 @@ fn open_checkpoint(
     Ok((store, dead_letters))
 }
 
-/// With a PostgreSQL ledger: the lease that keeps the reader `name` (its checkpoint's name in
-/// the ledger) active on one replica at a time, with its say on `/readyz`. `None` without a
-/// ledger or with SQLite (one host: the checkpoint file's lock keeps one reader).
-fn reader_lease(
+/// With a ledger: the reader `name`'s checkpoint as the ledger keeps it (`name` is also its
+/// lease's). With a PostgreSQL ledger it is of record, under the lease that keeps the reader
+/// active on one replica at a time, with its say on `/readyz`; with SQLite a copy (one host:
+/// the checkpoint file's lock keeps one reader). `None` without a ledger.
+fn reader_ledger(
     pipeline: &Pipeline,
     name: &str,
     reader: &'static str,
     config: &Config,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
-) -> Result<Option<Arc<ReaderLease>>, StartError> {
-    let Some(ledger) = pipeline.ledger().map(LedgerLink::ledger) else {
+) -> Result<Option<LedgerCheckpoint>, StartError> {
+    let Some(link) = pipeline.ledger() else {
         return Ok(None);
     };
+    let checkpoint = LedgerCheckpoint::new(link.clone(), name, Arc::clone(metrics));
+    let ledger = link.ledger();
     if !ledger.is_shared() {
-        return Ok(None);
+        return Ok(Some(checkpoint));
     }
     let lease = Lease::new(ledger, name, holder_id(), config.lease_ttl)?;
     tracing::info!(
@@ -159,7 +163,7 @@ fn reader_lease(
     );
     let lease = Arc::new(ReaderLease::new(lease, reader, Arc::clone(metrics)));
     health.add_probe(Arc::clone(&lease) as Arc<dyn server::ReadinessProbe>);
-    Ok(Some(lease))
+    Ok(Some(checkpoint.with_lease(lease)))
 }
 
 /// Watches the log stream's status every `log_stream_check` until `shutdown`, a supervised
@@ -286,20 +290,18 @@ impl App {
                 };
                 watch_stream(settings, client, &metrics, &helpers, &shutdown);
                 tracing::info!(checkpoint = %settings.checkpoint_file.display(), lag_seconds = settings.lag.as_secs_f64(), rate_share = settings.rate_share, "backstop: reading the tenant's logs behind the stream");
+                let name = LogsReader::ledger_name_of(settings.role);
+                let ledger = reader_ledger(pipeline, &name, "backstop", config, &metrics, &health)?;
                 let reader = LogsReader::new(
                     settings.clone(),
                     LogsApi::auxiliary(client.clone(), settings.rate_share),
                     Arc::new(pipeline.relabelled(SourceKind::Backstop)),
                     Box::new(store),
+                    ledger,
                     dead_letters,
                 )
                 .with_status(helpers.status("backstop", &metrics));
-                let name = LogsReader::ledger_name_of(settings.role);
-                let lease = reader_lease(pipeline, &name, "backstop", config, &metrics, &health)?;
-                Some(match lease {
-                    Some(lease) => reader.with_lease(lease),
-                    None => reader,
-                })
+                Some(reader)
             }
             (Some(_), None) => None,
         };
@@ -311,28 +313,23 @@ impl App {
                 };
                 watch_stream(settings, &client, &metrics, &helpers, &shutdown);
                 let name = LogsReader::ledger_name_of(settings.role);
-                let lease = reader_lease(&p, &name, "auth0_logs", config, &metrics, &health)?;
+                let ledger = reader_ledger(&p, &name, "auth0_logs", config, &metrics, &health)?;
                 let reader = LogsReader::new(
                     settings.clone(),
                     LogsApi::primary(client),
                     p,
                     Box::new(store),
+                    ledger,
                     dead_letters,
                 )
                 .with_status(helpers.status("auth0_logs", &metrics));
-                Source::Auth0Logs(Box::new(match lease {
-                    Some(lease) => reader.with_lease(lease),
-                    None => reader,
-                }))
+                Source::Auth0Logs(Box::new(reader))
             }
             (Command::Run, Some(SourceSettings::Auth0Events(settings)), Some(p)) => {
                 let name = crate::source::auth0_events::LEDGER_NAME;
-                let lease = reader_lease(&p, name, "auth0_events", config, &metrics, &health)?;
-                let reader = events_reader(settings, p, &helpers, &metrics)?;
-                Source::Auth0Events(Box::new(match lease {
-                    Some(lease) => reader.with_lease(lease),
-                    None => reader,
-                }))
+                let ledger = reader_ledger(&p, name, "auth0_events", config, &metrics, &health)?;
+                let reader = events_reader(settings, p, ledger, &helpers, &metrics)?;
+                Source::Auth0Events(Box::new(reader))
             }
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
@@ -530,6 +527,7 @@ async fn run_reader(
 fn events_reader(
     settings: &crate::config::EventsSettings,
     pipeline: Arc<Pipeline>,
+    ledger: Option<LedgerCheckpoint>,
     helpers: &Arc<Helpers>,
     metrics: &Arc<Metrics>,
 ) -> Result<EventsReader, StartError> {
@@ -538,9 +536,11 @@ fn events_reader(
         return Err(WiringError::NoSource.into());
     };
     tracing::info!(checkpoint = %settings.checkpoint_file.display(), event_types = %settings.event_types.join(","), "reading the tenant's Events API");
-    Ok(EventsReader::new(settings.clone(), client, pipeline, store)
-        .map_err(StartError::Mgmt)?
-        .with_status(helpers.status("auth0_events", metrics)))
+    Ok(
+        EventsReader::new(settings.clone(), client, pipeline, store, ledger)
+            .map_err(StartError::Mgmt)?
+            .with_status(helpers.status("auth0_events", metrics)),
+    )
 }
 
 /// Runs the Events API reader as a supervised helper until `shutdown`: a run that stops on an
