@@ -3,7 +3,7 @@
 //! [`App::run`] consumes until the [`Shutdown`] and drains.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::config::{
     self, Config, IngestMode, IngestSettings, KafkaSettings, SourceSettings, SqsSettings,
@@ -15,7 +15,7 @@ use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::mgmt::{self, MgmtClient, MgmtError};
 use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
-use crate::server::{self, Health, Readiness};
+use crate::server::{self, Health, Pending};
 use crate::shutdown::Shutdown;
 use crate::source::auth0_events::{checkpoint::EventsCheckpointFile, EventsReader};
 use crate::source::auth0_logs::LogsApi;
@@ -237,10 +237,9 @@ impl App {
         let metrics = Arc::new(Metrics::new()?);
         let health = Health::new(kind.not_connected());
         // The tenant's say comes first: no token yet, or the tenant refusing the service.
-        let tenant: Arc<OnceLock<MgmtClient>> = Arc::new(OnceLock::new());
+        let tenant: Arc<Pending<MgmtClient>> = Arc::new(Pending::new(MgmtClient::NOT_CONNECTED));
         if kind.needs_tenant() {
-            let tenant = Arc::clone(&tenant);
-            health.add_check(move || tenant_readiness(tenant.get()));
+            health.add_probe(Arc::clone(&tenant) as Arc<dyn server::ReadinessProbe>);
         }
         let helpers = Helpers::new();
         health.add_probe(Arc::clone(&helpers) as Arc<dyn server::ReadinessProbe>);
@@ -264,11 +263,10 @@ impl App {
                 _ = shutdown.wait() => return Err(StartError::Stopped),
             };
             if let Some(client) = pipeline.client() {
-                let _ = tenant.set(client.clone());
+                tenant.set(client.clone());
             }
             if let Some(link) = pipeline.ledger() {
-                let ledger = link.ledger().clone();
-                health.add_check(move || ledger_readiness(&ledger));
+                health.add_probe(Arc::new(link.ledger().clone()));
             }
             Some(Arc::new(pipeline))
         } else {
@@ -570,39 +568,6 @@ async fn run_events_reader(
         }
     })
     .await;
-}
-
-/// The tenant's say on `/readyz`: not ready until a token was obtained and every policy role
-/// resolved (`client` set), then while the tenant refuses the service or its calls fail.
-fn tenant_readiness(client: Option<&MgmtClient>) -> Readiness {
-    let Some(client) = client else {
-        return Readiness::NotReady(
-            "no Management API token or policy roles not resolved yet".to_owned(),
-        );
-    };
-    if let Some((blocked, said)) = client.blocked() {
-        Readiness::NotReady(format!(
-            "the tenant refuses the service ({}): {said}; to fix: {} (events wait, intake paused, nothing lost)",
-            blocked.as_str(),
-            blocked.advice()
-        ))
-    } else if client.is_failing() {
-        Readiness::NotReady(
-            "Management API calls failing (retrying; intake paused, nothing lost)".to_owned(),
-        )
-    } else {
-        Readiness::Ready
-    }
-}
-
-/// The ledger's say on `/readyz`: not ready while its database fails.
-fn ledger_readiness(ledger: &Ledger) -> Readiness {
-    match ledger.fault().blocked() {
-        Some(said) => Readiness::NotReady(format!(
-            "the ledger fails: {said}; to fix: bring its database back or fix [ledger] url (events wait, intake paused, nothing lost)"
-        )),
-        None => Readiness::Ready,
-    }
 }
 
 /// Which source a command runs with this configuration.
