@@ -3,7 +3,7 @@
 //! [`App::run`] consumes until the [`Shutdown`] and drains.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::config::{
     self, Config, IngestMode, IngestSettings, KafkaSettings, SourceSettings, SqsSettings,
@@ -15,7 +15,7 @@ use crate::ledger::{Ledger, LedgerError, LedgerLink, LedgerSettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::mgmt::{self, MgmtClient, MgmtError};
 use crate::pipeline::{Mode, Pipeline, Processor, SourceKind};
-use crate::server::{self, Health, Readiness};
+use crate::server::{self, Health, Pending};
 use crate::shutdown::Shutdown;
 use crate::source::auth0_events::{checkpoint::EventsCheckpointFile, EventsReader};
 use crate::source::auth0_logs::LogsApi;
@@ -24,6 +24,7 @@ use crate::source::auth0_logs::{
 };
 use crate::source::kafka::{self, KafkaRunError};
 use crate::source::lease::{takeover_bound, ReaderLease};
+use crate::source::ledger_checkpoint::LedgerCheckpoint;
 use crate::source::sqs::{self, SqsRunError};
 use crate::source::webhook::{self, IngestError};
 use crate::supervise::{self, Helpers};
@@ -131,22 +132,25 @@ fn open_checkpoint(
     Ok((store, dead_letters))
 }
 
-/// With a PostgreSQL ledger: the lease that keeps the reader `name` (its checkpoint's name in
-/// the ledger) active on one replica at a time, with its say on `/readyz`. `None` without a
-/// ledger or with SQLite (one host: the checkpoint file's lock keeps one reader).
-fn reader_lease(
+/// With a ledger: the reader `name`'s checkpoint as the ledger keeps it (`name` is also its
+/// lease's). With a PostgreSQL ledger it is of record, under the lease that keeps the reader
+/// active on one replica at a time, with its say on `/readyz`; with SQLite a copy (one host:
+/// the checkpoint file's lock keeps one reader). `None` without a ledger.
+fn reader_ledger(
     pipeline: &Pipeline,
     name: &str,
     reader: &'static str,
     config: &Config,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
-) -> Result<Option<Arc<ReaderLease>>, StartError> {
-    let Some(ledger) = pipeline.ledger().map(LedgerLink::ledger) else {
+) -> Result<Option<LedgerCheckpoint>, StartError> {
+    let Some(link) = pipeline.ledger() else {
         return Ok(None);
     };
+    let checkpoint = LedgerCheckpoint::new(link.clone(), name, Arc::clone(metrics));
+    let ledger = link.ledger();
     if !ledger.is_shared() {
-        return Ok(None);
+        return Ok(Some(checkpoint));
     }
     let lease = Lease::new(ledger, name, holder_id(), config.lease_ttl)?;
     tracing::info!(
@@ -159,7 +163,7 @@ fn reader_lease(
     );
     let lease = Arc::new(ReaderLease::new(lease, reader, Arc::clone(metrics)));
     health.add_probe(Arc::clone(&lease) as Arc<dyn server::ReadinessProbe>);
-    Ok(Some(lease))
+    Ok(Some(checkpoint.with_lease(lease)))
 }
 
 /// Watches the log stream's status every `log_stream_check` until `shutdown`, a supervised
@@ -233,10 +237,9 @@ impl App {
         let metrics = Arc::new(Metrics::new()?);
         let health = Health::new(kind.not_connected());
         // The tenant's say comes first: no token yet, or the tenant refusing the service.
-        let tenant: Arc<OnceLock<MgmtClient>> = Arc::new(OnceLock::new());
+        let tenant: Arc<Pending<MgmtClient>> = Arc::new(Pending::new(MgmtClient::NOT_CONNECTED));
         if kind.needs_tenant() {
-            let tenant = Arc::clone(&tenant);
-            health.add_check(move || tenant_readiness(tenant.get()));
+            health.add_probe(Arc::clone(&tenant) as Arc<dyn server::ReadinessProbe>);
         }
         let helpers = Helpers::new();
         health.add_probe(Arc::clone(&helpers) as Arc<dyn server::ReadinessProbe>);
@@ -260,11 +263,10 @@ impl App {
                 _ = shutdown.wait() => return Err(StartError::Stopped),
             };
             if let Some(client) = pipeline.client() {
-                let _ = tenant.set(client.clone());
+                tenant.set(client.clone());
             }
             if let Some(link) = pipeline.ledger() {
-                let ledger = link.ledger().clone();
-                health.add_check(move || ledger_readiness(&ledger));
+                health.add_probe(Arc::new(link.ledger().clone()));
             }
             Some(Arc::new(pipeline))
         } else {
@@ -286,20 +288,18 @@ impl App {
                 };
                 watch_stream(settings, client, &metrics, &helpers, &shutdown);
                 tracing::info!(checkpoint = %settings.checkpoint_file.display(), lag_seconds = settings.lag.as_secs_f64(), rate_share = settings.rate_share, "backstop: reading the tenant's logs behind the stream");
+                let name = LogsReader::ledger_name_of(settings.role);
+                let ledger = reader_ledger(pipeline, &name, "backstop", config, &metrics, &health)?;
                 let reader = LogsReader::new(
                     settings.clone(),
                     LogsApi::auxiliary(client.clone(), settings.rate_share),
                     Arc::new(pipeline.relabelled(SourceKind::Backstop)),
                     Box::new(store),
+                    ledger,
                     dead_letters,
                 )
                 .with_status(helpers.status("backstop", &metrics));
-                let name = LogsReader::ledger_name_of(settings.role);
-                let lease = reader_lease(pipeline, &name, "backstop", config, &metrics, &health)?;
-                Some(match lease {
-                    Some(lease) => reader.with_lease(lease),
-                    None => reader,
-                })
+                Some(reader)
             }
             (Some(_), None) => None,
         };
@@ -311,28 +311,23 @@ impl App {
                 };
                 watch_stream(settings, &client, &metrics, &helpers, &shutdown);
                 let name = LogsReader::ledger_name_of(settings.role);
-                let lease = reader_lease(&p, &name, "auth0_logs", config, &metrics, &health)?;
+                let ledger = reader_ledger(&p, &name, "auth0_logs", config, &metrics, &health)?;
                 let reader = LogsReader::new(
                     settings.clone(),
                     LogsApi::primary(client),
                     p,
                     Box::new(store),
+                    ledger,
                     dead_letters,
                 )
                 .with_status(helpers.status("auth0_logs", &metrics));
-                Source::Auth0Logs(Box::new(match lease {
-                    Some(lease) => reader.with_lease(lease),
-                    None => reader,
-                }))
+                Source::Auth0Logs(Box::new(reader))
             }
             (Command::Run, Some(SourceSettings::Auth0Events(settings)), Some(p)) => {
                 let name = crate::source::auth0_events::LEDGER_NAME;
-                let lease = reader_lease(&p, name, "auth0_events", config, &metrics, &health)?;
-                let reader = events_reader(settings, p, &helpers, &metrics)?;
-                Source::Auth0Events(Box::new(match lease {
-                    Some(lease) => reader.with_lease(lease),
-                    None => reader,
-                }))
+                let ledger = reader_ledger(&p, name, "auth0_events", config, &metrics, &health)?;
+                let reader = events_reader(settings, p, ledger, &helpers, &metrics)?;
+                Source::Auth0Events(Box::new(reader))
             }
             (Command::Run, Some(SourceSettings::Kafka(k)), Some(p)) => Source::Kafka(k.clone(), p),
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
@@ -530,6 +525,7 @@ async fn run_reader(
 fn events_reader(
     settings: &crate::config::EventsSettings,
     pipeline: Arc<Pipeline>,
+    ledger: Option<LedgerCheckpoint>,
     helpers: &Arc<Helpers>,
     metrics: &Arc<Metrics>,
 ) -> Result<EventsReader, StartError> {
@@ -538,9 +534,11 @@ fn events_reader(
         return Err(WiringError::NoSource.into());
     };
     tracing::info!(checkpoint = %settings.checkpoint_file.display(), event_types = %settings.event_types.join(","), "reading the tenant's Events API");
-    Ok(EventsReader::new(settings.clone(), client, pipeline, store)
-        .map_err(StartError::Mgmt)?
-        .with_status(helpers.status("auth0_events", metrics)))
+    Ok(
+        EventsReader::new(settings.clone(), client, pipeline, store, ledger)
+            .map_err(StartError::Mgmt)?
+            .with_status(helpers.status("auth0_events", metrics)),
+    )
 }
 
 /// Runs the Events API reader as a supervised helper until `shutdown`: a run that stops on an
@@ -570,39 +568,6 @@ async fn run_events_reader(
         }
     })
     .await;
-}
-
-/// The tenant's say on `/readyz`: not ready until a token was obtained and every policy role
-/// resolved (`client` set), then while the tenant refuses the service or its calls fail.
-fn tenant_readiness(client: Option<&MgmtClient>) -> Readiness {
-    let Some(client) = client else {
-        return Readiness::NotReady(
-            "no Management API token or policy roles not resolved yet".to_owned(),
-        );
-    };
-    if let Some((blocked, said)) = client.blocked() {
-        Readiness::NotReady(format!(
-            "the tenant refuses the service ({}): {said}; to fix: {} (events wait, intake paused, nothing lost)",
-            blocked.as_str(),
-            blocked.advice()
-        ))
-    } else if client.is_failing() {
-        Readiness::NotReady(
-            "Management API calls failing (retrying; intake paused, nothing lost)".to_owned(),
-        )
-    } else {
-        Readiness::Ready
-    }
-}
-
-/// The ledger's say on `/readyz`: not ready while its database fails.
-fn ledger_readiness(ledger: &Ledger) -> Readiness {
-    match ledger.fault().blocked() {
-        Some(said) => Readiness::NotReady(format!(
-            "the ledger fails: {said}; to fix: bring its database back or fix [ledger] url (events wait, intake paused, nothing lost)"
-        )),
-        None => Readiness::Ready,
-    }
 }
 
 /// Which source a command runs with this configuration.

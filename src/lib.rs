@@ -31,7 +31,8 @@
 //!   bridge shares, `sqs`, `webhook` — the `ingest` command —, `auth0_logs` with its Logs API
 //!   client, `auth0_events`) and `replay` (files), and what they share: per-user order, the
 //!   in-flight cap, pause/resume, drain, quiet logs, the consumers' run summary, and the lease
-//!   that keeps one tenant reader active across replicas (`source::lease`).
+//!   that keeps one tenant reader active across replicas (`source::lease`) with the reader's
+//!   checkpoint in the ledger, handed to it by the wiring (`source::ledger_checkpoint`).
 //! - [`progress`]: the progress line of `reconcile` and `replay` (a spinner on a terminal).
 //! - [`metrics`]: the Prometheus metrics, each declared once.
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz` and the health they report: the source's

@@ -33,29 +33,39 @@ pub trait ReadinessProbe: Send + Sync {
     }
 }
 
-/// What a one-reason probe says: ready, degraded (still 200) or not ready (503), with why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    Degraded(String),
-    NotReady(String),
+/// The say of a part the wiring makes later (a client still connecting): `until` as its reason
+/// not to be ready until [`Pending::set`] gives the part, then the part's own say.
+pub struct Pending<P> {
+    part: std::sync::OnceLock<P>,
+    until: String,
 }
 
-/// A probe made of a closure (see [`Health::add_check`]).
-struct Check<F>(F);
+impl<P> Pending<P> {
+    pub fn new(until: impl Into<String>) -> Pending<P> {
+        Pending {
+            part: std::sync::OnceLock::new(),
+            until: until.into(),
+        }
+    }
 
-impl<F: Fn() -> Readiness + Send + Sync> ReadinessProbe for Check<F> {
+    /// The part is here: from now on it has its say. `false` when it was given already.
+    pub fn set(&self, part: P) -> bool {
+        self.part.set(part).is_ok()
+    }
+}
+
+impl<P: ReadinessProbe> ReadinessProbe for Pending<P> {
     fn not_ready(&self) -> Vec<String> {
-        match (self.0)() {
-            Readiness::NotReady(why) => vec![why],
-            _ => Vec::new(),
+        match self.part.get() {
+            Some(part) => part.not_ready(),
+            None => vec![self.until.clone()],
         }
     }
     fn degraded(&self) -> Vec<String> {
-        match (self.0)() {
-            Readiness::Degraded(why) => vec![why],
-            _ => Vec::new(),
-        }
+        self.part.get().map(P::degraded).unwrap_or_default()
+    }
+    fn notes(&self) -> Vec<String> {
+        self.part.get().map(P::notes).unwrap_or_default()
     }
 }
 
@@ -102,11 +112,6 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(probe);
-    }
-
-    /// Adds a part's say to `/readyz` as a closure asked at every request.
-    pub fn add_check(&self, check: impl Fn() -> Readiness + Send + Sync + 'static) {
-        self.add_probe(Arc::new(Check(check)));
     }
 
     fn probes(&self) -> Vec<Arc<dyn ReadinessProbe>> {
@@ -216,16 +221,52 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    /// A probe saying one fixed thing, or nothing.
+    #[derive(Default)]
+    struct Says {
+        not_ready: Option<&'static str>,
+        degraded: Option<&'static str>,
+    }
+
+    impl ReadinessProbe for Says {
+        fn not_ready(&self) -> Vec<String> {
+            self.not_ready.iter().map(|s| (*s).to_owned()).collect()
+        }
+        fn degraded(&self) -> Vec<String> {
+            self.degraded.iter().map(|s| (*s).to_owned()).collect()
+        }
+    }
+
     #[test]
     fn readiness_is_the_source_then_each_probe_in_the_order_registered() {
         let health = Health::new("not joined yet");
-        health.add_check(|| Readiness::NotReady("the tenant refuses".to_owned()));
-        health.add_check(|| Readiness::Degraded("a helper fails".to_owned()));
-        health.add_check(|| Readiness::Ready);
+        health.add_probe(Arc::new(Says {
+            not_ready: Some("the tenant refuses"),
+            ..Says::default()
+        }));
+        health.add_probe(Arc::new(Says {
+            degraded: Some("a helper fails"),
+            ..Says::default()
+        }));
+        health.add_probe(Arc::new(Says::default()));
         assert_eq!(health.not_ready(), ["not joined yet", "the tenant refuses"]);
         assert_eq!(health.degraded(), ["a helper fails"]);
         health.set_source_connected(true);
         assert!(health.source_connected());
         assert_eq!(health.not_ready(), ["the tenant refuses"]);
+    }
+
+    #[test]
+    fn a_pending_part_says_why_until_it_is_given_then_has_its_own_say() {
+        let pending: Pending<Says> = Pending::new("no client yet");
+        assert_eq!(pending.not_ready(), ["no client yet"]);
+        assert!(pending.degraded().is_empty());
+        assert!(pending.set(Says {
+            degraded: Some("slow"),
+            ..Says::default()
+        }));
+        assert!(pending.not_ready().is_empty());
+        assert_eq!(pending.degraded(), ["slow"]);
+        assert!(!pending.set(Says::default()), "given once");
     }
 }

@@ -125,6 +125,18 @@ pub fn classify_sqlite(code: &str) -> FailureKind {
     }
 }
 
+/// The ledger's say on `/readyz`: not ready while its database fails.
+impl crate::server::ReadinessProbe for super::Ledger {
+    fn not_ready(&self) -> Vec<String> {
+        match self.fault().blocked() {
+            Some(said) => vec![format!(
+                "the ledger fails: {said}; to fix: bring its database back or fix [ledger] url (events wait, intake paused, nothing lost)"
+            )],
+            None => Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,6 +136,11 @@ pub(super) fn cause_chain(err: &dyn std::error::Error) -> String {
 }
 
 impl MgmtClient {
+    /// What `/readyz` says before the client is connected (its first token, the policy's roles
+    /// resolved): see [`crate::server::Pending`].
+    pub const NOT_CONNECTED: &'static str =
+        "no Management API token or policy roles not resolved yet";
+
     /// Whether sources should pause intake: a service fault is in force, or calls have been
     /// failing for `sustained` (a passing error or a 429 does not pause anything).
     pub fn is_failing(&self) -> bool {
@@ -463,6 +468,24 @@ pub(super) fn answer_lost(operation: Operation, err: &reqwest::Error) -> MgmtErr
     }
 }
 
+/// The tenant's say on `/readyz`: not ready while it refuses the service (a service fault,
+/// with its fix) or while calls keep failing.
+impl crate::server::ReadinessProbe for MgmtClient {
+    fn not_ready(&self) -> Vec<String> {
+        if let Some((blocked, said)) = self.blocked() {
+            vec![format!(
+                "the tenant refuses the service ({}): {said}; to fix: {} (events wait, intake paused, nothing lost)",
+                blocked.as_str(),
+                blocked.advice()
+            )]
+        } else if self.is_failing() {
+            vec!["Management API calls failing (retrying; intake paused, nothing lost)".to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +530,22 @@ mod tests {
         // create:role_members granted too.
         client.answered(Some(Operation::AssignRoleUsers));
         assert!(!client.failing_now());
+    }
+
+    #[tokio::test]
+    async fn the_clients_readiness_probe_names_the_refusal_and_its_fix() {
+        use crate::server::ReadinessProbe;
+        let client = client();
+        assert!(client.not_ready().is_empty(), "a fresh client is ready");
+        client.set_roles_missing(Some(vec!["Viewer".to_owned()]));
+        let said = client.not_ready();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].starts_with("the tenant refuses the service (role_missing): these roles of the policy do not exist in the tenant: Viewer; to fix: "),
+            "{said:?}"
+        );
+        client.set_roles_missing(None);
+        assert!(client.not_ready().is_empty());
     }
 
     #[tokio::test]

@@ -32,12 +32,12 @@ const LOST_PAUSE: Duration = Duration::from_millis(200);
 impl Pipeline {
     /// Takes a delivery's `items` to their outcomes, in order, and gives it one [`Verdict`].
     /// `again` decodes the delivery again (from the bytes its source holds) when a task was
-    /// lost (`None`: the source keeps no bytes, a loss is `Retry`); `each` sees every final
-    /// report (a source's per-event bookkeeping).
+    /// lost (`None`: the source keeps no bytes, a loss is `Retry`); `each` is handed every
+    /// final report (a source's per-event bookkeeping; `replay` writes it as its line).
     pub async fn deliver<A, E>(&self, items: Vec<Decoded>, again: Option<A>, mut each: E) -> Verdict
     where
         A: Fn() -> Vec<Decoded>,
-        E: FnMut(&Report),
+        E: FnMut(Report),
     {
         let mut items = items;
         let mut lost = 0;
@@ -47,7 +47,6 @@ impl Pipeline {
             for item in items {
                 match self.attempt(item).await {
                     Ok(report) => {
-                        each(&report);
                         if verdict.is_done()
                             && matches!(report.outcome, Outcome::Invalid | Outcome::Failed)
                         {
@@ -56,6 +55,7 @@ impl Pipeline {
                                 error: report.error.clone().unwrap_or_default(),
                             });
                         }
+                        each(report);
                     }
                     Err(task) => {
                         loss = Some(task);
@@ -84,10 +84,11 @@ impl Pipeline {
                     lost,
                     "a delivery lost its task too many times in a row: it ends failed"
                 );
-                each(&report);
+                let error = report.error.clone().unwrap_or_default();
+                each(report);
                 return Verdict::DeadLetter(Rejected {
                     outcome: Outcome::Failed,
-                    error: report.error.unwrap_or_default(),
+                    error,
                 });
             }
             tracing::warn!(

@@ -495,16 +495,29 @@ pub struct LostTask {
 
 /// Test-only fault injection, compiled into debug builds only (release builds, the ones
 /// deployed, have none): `AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID` names a `log_id` whose
-/// processing panics, every time, so the integration tests can see a lost task handled.
+/// processing panics, so the integration tests can see a lost task handled: every time, or
+/// only the first N times in the process with `AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES=N` (a task
+/// lost once and then run again).
 #[cfg(debug_assertions)]
 mod test_panic {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use crate::event::Decoded;
+
+    /// Panics injected so far in this process.
+    static PANICKED: AtomicU64 = AtomicU64::new(0);
 
     pub(super) fn on(item: &Decoded) {
         let Some(id) = item.as_ref().ok().and_then(|e| e.log_id.as_deref()) else {
             return;
         };
-        if std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID").is_ok_and(|told| told == id) {
+        if !std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID").is_ok_and(|told| told == id) {
+            return;
+        }
+        let times = std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES")
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok());
+        if times.is_none_or(|times| PANICKED.fetch_add(1, Ordering::SeqCst) < times) {
             panic!("test-only panic on log_id {id} (AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID)");
         }
     }
@@ -575,7 +588,7 @@ mod in_flight_size {
         let message = std::mem::size_of_val(&pipeline.deliver(
             Vec::new(),
             None::<fn() -> Vec<Decoded>>,
-            |_: &Report| {},
+            |_: Report| {},
         ));
         let event = std::mem::size_of_val(
             &pipeline.process(Err(crate::event::DecodeError::new("x", None))),

@@ -80,6 +80,9 @@ impl Rejected {
 /// | `DeadLetter` | dead-letter topic, then offset stored | left; the queue's `maxReceiveCount` moves it to its DLQ | 200, counted `failed`/`invalid` | dead-letter file, then the checkpoint advances |
 /// | `Retry` | not stored: held, counted (`deliveries_held_total`) | left, visible again | 503 | checkpoint kept, batch read again |
 ///
+/// `replay` acknowledges nothing: each event is a delivery and its line the report the verdict
+/// came with (never `Retry`: it keeps the bytes to run a lost task again).
+///
 /// Only `Done` is remembered (dedup on `log_id`): a dead-lettered event produced back, redriven
 /// or resent after the operator's fix is processed again.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,9 @@
 //!   (`ingest`); [`replay`] reads files and stdin (`replay`); [`auth0_logs`] reads the tenant's
 //!   Logs API (the `auth0_logs` source, and the backstop behind any other); [`auth0_events`]
 //!   reads its Events API; [`lease`] keeps one of these readers active across replicas sharing
-//!   a PostgreSQL ledger (the others stand by and take over).
+//!   a PostgreSQL ledger (the others stand by and take over); [`ledger_checkpoint`] is such a
+//!   reader's checkpoint as the ledger keeps it (under a lease, the one of record), handed to
+//!   the reader by the wiring.
 //! - [`Dispatch`] runs each message as a task, in arrival order per user (the [`Sequencer`]),
 //!   other users in parallel; a task that panics is reported, never lost. [`Dispatch::drain`]
 //!   waits for the tasks until a deadline at shutdown.
@@ -16,6 +18,7 @@ pub mod auth0_events;
 pub mod auth0_logs;
 pub mod kafka;
 pub mod lease;
+pub mod ledger_checkpoint;
 pub mod replay;
 pub mod sequencer;
 pub mod sqs;

@@ -1,14 +1,20 @@
 //! The `replay` command: runs events from files or stdin through the same stages as the
 //! consumer and prints one record per event (`jsonl`) or a summary.
+//!
+//! Each event is one delivery through [`Pipeline::deliver`], the path every source takes: a
+//! lost task (a panic, a bug) runs again, decoded again from the chunk's bytes, and ends
+//! `failed` after [`crate::pipeline::MAX_LOST_TASKS`] losses in a row. Replay acknowledges
+//! nothing: its mapping of the verdict is the event's line, the report the verdict came with.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
 use crate::event::{decode, decode_json_lines, first_line_stands_alone, Decoded};
-use crate::pipeline::{ApiCalls, Outcome, Pipeline, Report};
+use crate::pipeline::{ApiCalls, Outcome, Pipeline, Report, Verdict};
 use crate::progress::Progress;
 use crate::source::sequencer::Sequencer;
 use crate::source::users_of;
@@ -168,7 +174,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<ReplaySummary, ReplayError> {
     let mut summary = ReplaySummary::default();
-    let sequencer = std::sync::Arc::new(Sequencer::default());
+    let sequencer = Arc::new(Sequencer::default());
     let mut progress = Progress::hidden(spinner);
     for input in inputs {
         let read_error = |source| ReplayError::Read {
@@ -179,19 +185,21 @@ pub async fn run(
         let message = |events: u64| format!("{events} events replayed ({label})");
         let mut chunks = Chunks::new(input.open().map_err(read_error)?);
         let mut first_chunk = true;
-        while let Some(items) = chunks.next_chunk().map_err(read_error)? {
+        while let Some(Chunk { items, bytes }) = chunks.next_chunk().map_err(read_error)? {
             if !std::mem::take(&mut first_chunk) {
                 // More than one chunk: a large input, worth a progress line.
                 progress.show();
                 progress.update(|| message(summary.events));
             }
-            let mut reports = stream::iter(items)
-                .map(|item| {
+            let bytes = Arc::new(bytes);
+            let mut reports = stream::iter(items.into_iter().enumerate())
+                .map(|(index, item)| {
                     // Taken in input order, here; awaited when the event's turn comes.
                     let mut turn = sequencer.enter(users_of(std::slice::from_ref(&item)));
+                    let bytes = Arc::clone(&bytes);
                     async move {
                         turn.wait().await;
-                        pipeline.process(item).await
+                        replay_one(pipeline, item, move || bytes.item(index)).await
                     }
                 })
                 .buffered(concurrency.max(1));
@@ -216,6 +224,85 @@ pub async fn run(
     Ok(summary)
 }
 
+/// One event as one delivery: its line is the report its verdict came with (the event's final
+/// outcome, or `failed` once its task was lost too many times in a row).
+async fn replay_one<A>(pipeline: &Pipeline, item: Decoded, again: A) -> Report
+where
+    A: Fn() -> Vec<Decoded>,
+{
+    let mut line = None;
+    let verdict = pipeline
+        .deliver(vec![item], Some(&again), |report| line = Some(report))
+        .await;
+    line.unwrap_or_else(|| {
+        // Not reached: a delivery that can be decoded again ends with its event's report.
+        let error = match verdict {
+            Verdict::Retry(said) => said,
+            Verdict::DeadLetter(rejected) => rejected.error,
+            Verdict::Done => "the event ended without a report".to_owned(),
+        };
+        let event = again().into_iter().next().and_then(Result::ok);
+        Report {
+            log_id: event.as_ref().and_then(|e| e.log_id.clone()),
+            event_type: event.as_ref().map(|e| e.event_type.clone()),
+            user_id: event.as_ref().and_then(|e| e.user()).map(str::to_owned),
+            trigger: None,
+            outcome: Outcome::Failed,
+            roles: Vec::new(),
+            organization: None,
+            organization_roles: Vec::new(),
+            rules: Vec::new(),
+            skipped: Vec::new(),
+            created_by: None,
+            error: Some(error),
+        }
+    })
+}
+
+/// The bytes a chunk's events were decoded from, kept while they are replayed: an event whose
+/// task was lost is decoded again from them (a bug, rare: the whole chunk is decoded again).
+/// The chunk's bytes and its decoded events are both held at decode time already: keeping the
+/// bytes while the events are replayed does not raise the peak.
+struct ChunkBytes {
+    bytes: Vec<u8>,
+    /// `Some(first line)` for JSON Lines, `None` for a document decoded whole.
+    first_line: Option<usize>,
+}
+
+impl ChunkBytes {
+    fn decode(&self) -> Vec<Decoded> {
+        match self.first_line {
+            Some(first_line) => decode_json_lines(&self.bytes, first_line),
+            None => decode(&self.bytes),
+        }
+    }
+
+    /// The chunk's `index`th event, decoded again.
+    fn item(&self, index: usize) -> Vec<Decoded> {
+        self.decode().into_iter().nth(index).into_iter().collect()
+    }
+}
+
+/// A chunk of an input: its decoded events and the bytes they came from.
+struct Chunk {
+    items: Vec<Decoded>,
+    bytes: ChunkBytes,
+}
+
+impl Chunk {
+    /// A whole input (a document, or blank), decoded as `decode` does.
+    fn whole(bytes: Vec<u8>) -> Chunk {
+        let bytes = ChunkBytes {
+            bytes,
+            first_line: None,
+        };
+        Chunk {
+            items: bytes.decode(),
+            bytes,
+        }
+    }
+}
+
 /// An input's events, a chunk at a time: JSON Lines are streamed in chunks of whole lines; an
 /// input whose first value spans lines (a pretty-printed document or array) is read whole.
 struct Chunks {
@@ -237,9 +324,9 @@ impl Chunks {
         }
     }
 
-    /// The next chunk's decoded events; `None` at the end. An empty input gives one
-    /// `invalid` item, as `decode` does.
-    fn next_chunk(&mut self) -> std::io::Result<Option<Vec<Decoded>>> {
+    /// The next chunk's decoded events and its bytes; `None` at the end. An empty input gives
+    /// one `invalid` item, as `decode` does.
+    fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
         if self.done {
             return Ok(None);
         }
@@ -263,18 +350,25 @@ impl Chunks {
                     // A document: only the whole input decodes it.
                     self.reader.read_to_end(&mut chunk)?;
                     self.done = true;
-                    return Ok(Some(decode(&chunk)));
+                    return Ok(Some(Chunk::whole(chunk)));
                 }
             }
         }
         if self.streaming.is_none() {
             // Nothing but blank lines.
-            return Ok(Some(decode(&chunk)));
+            return Ok(Some(Chunk::whole(chunk)));
         }
         if self.done && chunk.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        Ok(Some(decode_json_lines(&chunk, first_line)))
+        let bytes = ChunkBytes {
+            bytes: chunk,
+            first_line: Some(first_line),
+        };
+        Ok(Some(Chunk {
+            items: bytes.decode(),
+            bytes,
+        }))
     }
 }
 
@@ -286,7 +380,11 @@ mod tests {
         let mut chunks = Chunks::new(Box::new(std::io::Cursor::new(input.as_bytes().to_vec())));
         let mut items = Vec::new();
         while let Some(mut chunk) = chunks.next_chunk().unwrap_or_else(|e| panic!("{e}")) {
-            items.append(&mut chunk);
+            assert!(
+                chunk.bytes.decode() == chunk.items,
+                "a chunk's bytes decode again to its events"
+            );
+            items.append(&mut chunk.items);
         }
         items
     }

@@ -1096,3 +1096,92 @@ fn a_policy_role_name_shared_with_an_organization_role_resolves_to_the_tenant_ro
     );
     live.finish();
 }
+
+/// `replay --offline --output jsonl FILE` with `env` (the test-only panic hook).
+fn replay_records(path: &str, env: &[(&str, &str)]) -> Output {
+    run_with_env(
+        &[
+            "replay",
+            "--config",
+            "config/example.toml",
+            "--offline",
+            "--output",
+            "jsonl",
+            path,
+        ],
+        env,
+    )
+}
+
+#[test]
+fn a_replayed_event_whose_task_is_lost_once_runs_again_and_ends_as_in_a_clean_run() {
+    // 15,000 signups span several 4 MiB chunks: the lost event is in a later one, so running it
+    // again decodes the right event of the right chunk.
+    let input = signups_file("replay-lost-once", 15_000);
+    let path = input.display().to_string();
+    let clean = replay_records(&path, &[]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stderr));
+    let lost_id = format!("{}", 90_000_000_000_000_000_000u128 + 14_000);
+    assert!(
+        text(&clean.stdout).contains(&lost_id),
+        "the event is replayed"
+    );
+    let lost_once = replay_records(
+        &path,
+        &[
+            ("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID", lost_id.as_str()),
+            ("AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES", "1"),
+        ],
+    );
+    let stderr = text(&lost_once.stderr);
+    assert_eq!(
+        stderr.matches("processing an event panicked").count(),
+        1,
+        "the task was lost once: {stderr}"
+    );
+    assert_eq!(lost_once.status.code(), Some(0), "{stderr}");
+    assert!(
+        lost_once.stdout == clean.stdout,
+        "every line as in the clean run, the lost event's included"
+    );
+    let _ = std::fs::remove_dir_all(input.parent().unwrap_or(&input));
+}
+
+#[test]
+fn a_replayed_event_whose_task_is_lost_every_time_ends_failed_after_three_losses_and_its_neighbours_are_replayed(
+) {
+    let fixture = "tests/fixtures/mixed.jsonl";
+    let clean = replay_records(fixture, &[]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stderr));
+    let clean = text(&clean.stdout);
+    let lost_id = clean
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["outcome"] == "would_assign")
+        .and_then(|r| r["log_id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no eligible event: {clean}"));
+    let lost = replay_records(
+        fixture,
+        &[("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID", lost_id.as_str())],
+    );
+    let stderr = text(&lost.stderr);
+    assert_eq!(lost.status.code(), Some(3), "an event failed: {stderr}");
+    assert_eq!(
+        stderr.matches("processing an event panicked").count(),
+        3,
+        "run three times: {stderr}"
+    );
+    let lines = text(&lost.stdout);
+    assert_eq!(lines.lines().count(), clean.lines().count());
+    for (got, want) in lines.lines().zip(clean.lines()) {
+        let record: serde_json::Value =
+            serde_json::from_str(got).unwrap_or_else(|e| panic!("{e}: {got}"));
+        if record["log_id"] == lost_id.as_str() {
+            assert_eq!(record["outcome"], "failed", "{got}");
+            let error = record["error"].as_str().unwrap_or_default();
+            assert!(error.contains("lost its task 3 times in a row"), "{error}");
+        } else {
+            assert_eq!(got, want, "a neighbour as in the clean run");
+        }
+    }
+}

@@ -1,6 +1,8 @@
-//! The Events API reader's checkpoint in the ledger, when one is configured: a copy a reader
-//! without its file resumes from, and, under a lease (replicas sharing a PostgreSQL ledger),
-//! the checkpoint of record: read first, and written only while the lease holds.
+//! The Events API reader's checkpoint in the ledger, when one is configured (handed in as a
+//! [`crate::source::ledger_checkpoint::LedgerCheckpoint`]): a copy a reader without its file
+//! resumes from, and, under a lease (replicas sharing a PostgreSQL ledger), the checkpoint of
+//! record: read first, and written only while the lease holds. What it may resume from (a
+//! usable offset) is decided here.
 
 use crate::shutdown::Shutdown;
 
@@ -24,21 +26,13 @@ impl EventsReader {
     /// With a ledger: the checkpoint kept there (a reader that lost its file, such as a new
     /// pod without the old volume, resumes from it). Waits while the ledger fails.
     async fn ledger_checkpoint(&self) -> Option<checkpoint::EventsCheckpoint> {
-        let link = self.pipeline.ledger()?;
-        let saved = link
-            .until_ok(
-                &self.metrics,
-                "read the reader's checkpoint",
-                |l| async move { l.load_checkpoint(LEDGER_NAME).await },
-            )
-            .await
-            .ok()??;
-        match serde_json::from_str::<checkpoint::EventsCheckpoint>(&saved) {
+        let ledger = self.ledger.as_ref()?;
+        match ledger.load::<checkpoint::EventsCheckpoint>().await? {
             Ok(checkpoint) if checkpoint::usable_offset(&checkpoint.offset) => {
-                if self.lease.is_some() {
-                    tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "holding the lease: resuming from the checkpoint of record in the ledger");
+                if ledger.is_of_record() {
+                    tracing::info!(offset = %checkpoint.offset, ledger = %ledger.describe(), "holding the lease: resuming from the checkpoint of record in the ledger");
                 } else {
-                    tracing::info!(offset = %checkpoint.offset, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                    tracing::info!(offset = %checkpoint.offset, ledger = %ledger.describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
                 }
                 Some(checkpoint)
             }
@@ -51,26 +45,12 @@ impl EventsReader {
         }
     }
 
-    /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
-    /// ledger fails (a service fault: nothing further is read meanwhile). Under a lease, only
-    /// while it holds (a refused write ends the holding).
+    /// With a ledger: the checkpoint is saved there too, after the file
+    /// ([`crate::source::ledger_checkpoint::LedgerCheckpoint::save`]; a lost lease stops the
+    /// reader through `lease_lost`).
     pub(super) async fn save_in_ledger(&self, checkpoint: &checkpoint::EventsCheckpoint) {
-        let Some(link) = self.pipeline.ledger() else {
-            return;
-        };
-        let Ok(value) = serde_json::to_string(checkpoint) else {
-            return;
-        };
-        if let Some(lease) = &self.lease {
-            lease.save_checkpoint(LEDGER_NAME, &value).await;
-            return;
+        if let Some(ledger) = &self.ledger {
+            ledger.save(checkpoint).await;
         }
-        link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
-            let value = value.clone();
-            async move { l.save_checkpoint(LEDGER_NAME, &value).await }
-        })
-        .await
-        // Refused (logged by the link): the file keeps the checkpoint.
-        .ok();
     }
 }

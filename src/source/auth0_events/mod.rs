@@ -47,6 +47,7 @@ use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::auth0_logs::{CheckpointError, DeadLetterFile};
 use crate::source::lease::ReaderLease;
+use crate::source::ledger_checkpoint::LedgerCheckpoint;
 use crate::source::{users_of, Dispatch, Intake, QuietLog, TaskLost};
 use crate::supervise::HelperStatus;
 use checkpoint::{from_timestamp, parse_time, EventsCheckpointFile, Progress};
@@ -100,8 +101,8 @@ pub struct EventsReader {
     metrics: Arc<Metrics>,
     status: Option<HelperStatus>,
     quiet: QuietLog,
-    /// With a PostgreSQL ledger: the lease that makes this the one active reader.
-    lease: Option<Arc<ReaderLease>>,
+    /// With a ledger: its copy of the checkpoint (under a lease, the one of record).
+    ledger: Option<LedgerCheckpoint>,
 }
 
 /// What one connection ended with.
@@ -116,11 +117,14 @@ enum Ended {
 }
 
 impl EventsReader {
+    /// A reader keeping its checkpoint in `store` and, with a ledger, in `ledger` too (under
+    /// a lease the ledger's is the one of record).
     pub fn new(
         settings: EventsSettings,
         client: MgmtClient,
         pipeline: Arc<Pipeline>,
         store: EventsCheckpointFile,
+        ledger: Option<LedgerCheckpoint>,
     ) -> Result<EventsReader, crate::mgmt::MgmtError> {
         let metrics = Arc::clone(pipeline.metrics());
         for reason in ["server_closed", "broken", "stream_error"] {
@@ -136,24 +140,20 @@ impl EventsReader {
             metrics,
             status: None,
             quiet: QuietLog::every(Duration::from_secs(60)),
-            lease: None,
+            ledger,
         })
     }
 
-    /// The same reader, reading only while it holds `lease` (replicas sharing a PostgreSQL
-    /// ledger): the ledger's checkpoint is the one of record.
-    pub fn with_lease(mut self, lease: Arc<ReaderLease>) -> EventsReader {
-        self.lease = Some(lease);
-        self
-    }
-
+    /// The lease this reader runs under (replicas sharing a PostgreSQL ledger).
     pub fn lease(&self) -> Option<&Arc<ReaderLease>> {
-        self.lease.as_ref()
+        self.ledger.as_ref().and_then(LedgerCheckpoint::lease)
     }
 
     /// Whether the lease this reader runs under was lost: it stops at once, saves nothing.
     fn lease_lost(&self) -> bool {
-        self.lease.as_ref().is_some_and(|l| !l.is_held())
+        self.ledger
+            .as_ref()
+            .is_some_and(LedgerCheckpoint::lease_lost)
     }
 
     /// The same reader, reporting its failures through `status` (`/readyz` degraded).
@@ -209,7 +209,11 @@ impl EventsReader {
         // Under a lease the checkpoint of record is the ledger's (this replica's file may be
         // behind what another replica read while it stood by); else the file's, or the
         // ledger's copy when there is no file. `None`: stopped meanwhile.
-        let (saved, in_ledger) = if self.lease.is_some() {
+        let of_record = self
+            .ledger
+            .as_ref()
+            .is_some_and(LedgerCheckpoint::is_of_record);
+        let (saved, in_ledger) = if of_record {
             match self.ledger_checkpoint_until(&shutdown).await {
                 None => return Ok(EventsSummary::default()),
                 Some(Some(saved)) => (Some(saved), true),

@@ -15,6 +15,7 @@ use crate::pipeline::{Outcome, Pipeline, Report, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::lease::ReaderLease;
+use crate::source::ledger_checkpoint::LedgerCheckpoint;
 use crate::source::{users_of, Dispatch};
 use crate::supervise::HelperStatus;
 
@@ -50,8 +51,8 @@ pub struct LogsReader {
     metrics: Arc<Metrics>,
     /// Where its failures are reported (`/readyz` degraded, `helper_failures_total`).
     status: Option<HelperStatus>,
-    /// With a PostgreSQL ledger: the lease that makes this the one active reader.
-    lease: Option<Arc<ReaderLease>>,
+    /// With a ledger: its copy of the checkpoint (under a lease, the one of record).
+    ledger: Option<LedgerCheckpoint>,
 }
 
 /// A read that took this long (the client waiting out a fault inside) is a stall: the
@@ -69,11 +70,14 @@ const ERROR_PAUSE: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl LogsReader {
+    /// A reader keeping its checkpoint in `store` and, with a ledger, in `ledger` too (under
+    /// a lease the ledger's is the one of record); `dead_letters` its dead-letter file.
     pub fn new(
         settings: LogsSettings,
         api: LogsApi,
         pipeline: Arc<Pipeline>,
         store: Box<dyn CheckpointStore>,
+        ledger: Option<LedgerCheckpoint>,
         dead_letters: DeadLetterFile,
     ) -> LogsReader {
         let metrics = Arc::clone(pipeline.metrics());
@@ -96,24 +100,20 @@ impl LogsReader {
             dead_letters,
             metrics,
             status: None,
-            lease: None,
+            ledger,
         }
     }
 
-    /// The same reader, reading only while it holds `lease` (replicas sharing a PostgreSQL
-    /// ledger): the ledger's checkpoint is the one of record.
-    pub fn with_lease(mut self, lease: Arc<ReaderLease>) -> LogsReader {
-        self.lease = Some(lease);
-        self
-    }
-
+    /// The lease this reader runs under (replicas sharing a PostgreSQL ledger).
     pub fn lease(&self) -> Option<&Arc<ReaderLease>> {
-        self.lease.as_ref()
+        self.ledger.as_ref().and_then(LedgerCheckpoint::lease)
     }
 
     /// Whether the lease this reader runs under was lost: it stops at once, saves nothing.
     fn lease_lost(&self) -> bool {
-        self.lease.as_ref().is_some_and(|l| !l.is_held())
+        self.ledger
+            .as_ref()
+            .is_some_and(LedgerCheckpoint::lease_lost)
     }
 
     /// The name of this reader's checkpoint in the ledger, and of its lease.
@@ -173,29 +173,16 @@ impl LogsReader {
         tracing::error!(reader = self.reader(), error = %err, "{what}");
     }
 
-    /// The name this reader's checkpoint has in the ledger.
-    fn ledger_name(&self) -> String {
-        LogsReader::ledger_name_of(self.settings.role)
-    }
-
     /// With a ledger: the checkpoint saved there (a reader that lost its file, such as a new
     /// pod without the old volume, resumes from it). Waits while the ledger fails.
     async fn ledger_checkpoint(&self) -> Option<Checkpoint> {
-        let link = self.pipeline.ledger()?;
-        let name = self.ledger_name();
-        let saved = link
-            .until_ok(&self.metrics, "read the reader's checkpoint", |l| {
-                let name = name.clone();
-                async move { l.load_checkpoint(&name).await }
-            })
-            .await
-            .ok()??;
-        match serde_json::from_str::<Checkpoint>(&saved) {
+        let ledger = self.ledger.as_ref()?;
+        match ledger.load::<Checkpoint>().await? {
             Ok(checkpoint) => {
-                if self.lease.is_some() {
-                    tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %link.ledger().describe(), "holding the lease: resuming from the checkpoint of record in the ledger");
+                if ledger.is_of_record() {
+                    tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %ledger.describe(), "holding the lease: resuming from the checkpoint of record in the ledger");
                 } else {
-                    tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %link.ledger().describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
+                    tracing::info!(reader = self.reader(), log_id = %checkpoint.log_id, ledger = %ledger.describe(), "no checkpoint file: resuming from the checkpoint the ledger keeps");
                 }
                 Some(checkpoint)
             }
@@ -206,28 +193,13 @@ impl LogsReader {
         }
     }
 
-    /// With a ledger: the checkpoint is saved there too, after the file. Waits while the
-    /// ledger fails (a service fault: nothing further is read meanwhile). Under a lease, only
-    /// while it holds: `false` when the lease is lost (the reader stops).
+    /// With a ledger: the checkpoint is saved there too, after the file
+    /// ([`LedgerCheckpoint::save`]): `false` when the lease is lost (the reader stops).
     async fn save_in_ledger(&self, checkpoint: &Checkpoint) -> bool {
-        let Some(link) = self.pipeline.ledger() else {
-            return true;
-        };
-        let Ok(value) = serde_json::to_string(checkpoint) else {
-            return true;
-        };
-        let name = self.ledger_name();
-        if let Some(lease) = &self.lease {
-            return lease.save_checkpoint(&name, &value).await;
+        match &self.ledger {
+            Some(ledger) => ledger.save(checkpoint).await,
+            None => true,
         }
-        link.until_ok(&self.metrics, "save the reader's checkpoint", |l| {
-            let (name, value) = (name.clone(), value.clone());
-            async move { l.save_checkpoint(&name, &value).await }
-        })
-        .await
-        // Refused (logged by the link): the file keeps the checkpoint.
-        .ok();
-        true
     }
 
     /// Where to start: the checkpoint, else `start` (the rules are in the module's doc).
@@ -236,7 +208,11 @@ impl LogsReader {
         // Under a lease the checkpoint of record is the ledger's (this replica's file may be
         // behind what another replica read while it stood by); else the file's, or the
         // ledger's copy when there is no file.
-        let (checkpoint, in_ledger) = if self.lease.is_some() {
+        let of_record = self
+            .ledger
+            .as_ref()
+            .is_some_and(LedgerCheckpoint::is_of_record);
+        let (checkpoint, in_ledger) = if of_record {
             match self.ledger_checkpoint().await {
                 Some(checkpoint) => (Some(checkpoint), true),
                 None => (self.store.load()?, false),
@@ -566,7 +542,7 @@ impl LogsReader {
                 let verdict = pipeline
                     .deliver(vec![item], Some(again), |report| {
                         if backstop {
-                            count_recovered(&metrics, report);
+                            count_recovered(&metrics, &report);
                         }
                     })
                     .await;
