@@ -7,7 +7,8 @@
 //! - a lost task never counts as done (no dedup mark) and never ends the delivery at once: the
 //!   delivery is decoded again and run again, after a short pause, up to [`MAX_LOST_TASKS`]
 //!   losses in a row (the count lives only while the delivery is in flight: it is not a memory
-//!   of outcomes); events it finished before the loss are `already_done` the next time;
+//!   of outcomes); a run after a loss starts at the lost event: those finished before it are
+//!   neither run nor reported again (`each` sees every event's final report once);
 //! - after [`MAX_LOST_TASKS`] losses in a row the delivery is `DeadLetter` as `failed`, the
 //!   lost event recorded `failed`;
 //! - a source that keeps no bytes to decode the delivery again (Kafka without a dead-letter
@@ -41,12 +42,17 @@ impl Pipeline {
     {
         let mut items = items;
         let mut lost = 0;
+        // What the events that reached their outcome said, across the runs of the delivery:
+        // a run after a loss starts at the first event not finished (those before are neither
+        // run nor reported again).
+        let mut verdict = Verdict::Done;
+        let mut finished = 0;
         loop {
-            let mut verdict = Verdict::Done;
             let mut loss = None;
-            for item in items {
+            for item in items.into_iter().skip(finished) {
                 match self.attempt(item).await {
                     Ok(report) => {
+                        finished += 1;
                         if verdict.is_done()
                             && matches!(report.outcome, Outcome::Invalid | Outcome::Failed)
                         {
