@@ -8,6 +8,10 @@
 //! polls per idle minute, the assignment calls the stream made (the floor) and those the
 //! backstop added, and the recovered count.
 
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 // The integration tests' harness; this bench uses a part of it.
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]

@@ -12,6 +12,10 @@
 //!
 //! `CHAOS_EVENTS` changes the size of the first run. Everything is bounded in time.
 
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 // The integration tests' harness; this bench uses a part of it.
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]

@@ -11,6 +11,10 @@
 //! `CONSUME_BENCH_EVENTS` changes the size; `CONSUME_BENCH_SCENARIO` (`one`, `batched`) runs one
 //! scenario; `SERVICE_WRAPPER` runs the service under a profiler (see `tests/it/harness.rs`).
 
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 // The integration tests' harness; this bench uses a part of it.
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]

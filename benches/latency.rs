@@ -17,6 +17,10 @@
 //! beside the webhook's at the same rate (the same pipeline behind another transport: the
 //! baseline). Every user must end with their role, or the bench panics.
 
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 // The integration tests' harness; this bench uses a part of it.
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]

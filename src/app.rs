@@ -718,7 +718,7 @@ pub const LEDGER_START_PATIENCE: std::time::Duration = std::time::Duration::from
 /// Opens the ledger (connects once, migrates). A bad URL or place fails at once (exit 2); a
 /// database that does not answer is tried again for [`LEDGER_START_PATIENCE`], then exit 1.
 pub async fn open_ledger(settings: &LedgerSettings) -> Result<Ledger, StartError> {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut wait = std::time::Duration::from_millis(500);
     loop {
         match Ledger::open(settings, &crate::ledger::instance_name()).await {

@@ -2,7 +2,8 @@
 //! records and the answer (200 or 503).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
