@@ -121,20 +121,7 @@ impl Transient {
     }
 }
 
-/// An error and its sources, `: `-separated (what failed, down to the root cause).
-pub(super) fn cause_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(super) use crate::exit::cause_chain;
 
 impl MgmtClient {
     /// Whether sources should pause intake: a service fault is in force, or calls have been
