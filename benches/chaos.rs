@@ -16,20 +16,15 @@
 // `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-// The integration tests' harness; this bench uses a part of it.
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use harness::*;
 use mgmt_sim::{ControlRequest, SimConfig, Simulator};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
+use test_harness::*;
 
 const TOPIC: &str = "auth0-logs-chaos";
 const GROUP: &str = "chaos";

@@ -9,17 +9,12 @@
 // `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-// The integration tests' harness; this bench uses a part of it.
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use harness::*;
+use test_harness::*;
 
 const TOKEN: &str = "Bearer bench-token";
 

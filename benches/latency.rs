@@ -21,21 +21,16 @@
 // `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-// The integration tests' harness; this bench uses a part of it.
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::*;
 use mgmt_sim::events_api::EventsControl;
 use mgmt_sim::Simulator;
 use serde_json::{json, Value};
+use test_harness::*;
 
 const TOKEN: &str = "Bearer bench-token";
 

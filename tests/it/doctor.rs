@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mgmt_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, runtime, start_tenant, temp_dir, Moto};
+use test_harness::{free_port, runtime, start_tenant, temp_dir, Moto};
 
 const WEBHOOK_TOKEN: &str = "Bearer doctor-test-token-5f2c";
 const DEMO_CATEGORIES: [&str; 3] = ["auth.login.success", "auth.signup.success", "user.success"];
@@ -461,7 +461,7 @@ fn doctor_finds_the_brokers_topic_and_group_and_names_a_missing_dead_letter_topi
     let rt = runtime();
     let (_sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
     let dir = temp_dir("doctor-kafka-ok");
-    let broker = crate::harness::Broker::start(&dir);
+    let broker = test_harness::Broker::start(&dir);
     broker.create_topic("doctor-logs", 3);
     let doctor_kafka = |dlq: &str| {
         let kafka = format!(

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::*;
 use auth0_default_roles::generate::{self, Record};
+use test_harness::*;
 
 const TOKEN: &str = "Bearer s3cret-token";
 

@@ -1,14 +1,12 @@
-//! The service's integration tests, one binary with a module per capability; [`harness`] holds
-//! what several modules share (free ports, the tansu broker, the service as a child process, the
-//! simulated tenant). One module: `cargo test --test it kafka::`. The simulator's own tests are
-//! in `crates/mgmt-sim/tests`.
+//! The service's integration tests, one binary with a module per capability; the
+//! `test-harness` crate (`crates/test-harness`, shared with the benches) holds what several
+//! modules share (free ports, the tansu broker, PostgreSQL, moto, the service as a child
+//! process, the simulated tenant). One module: `cargo test --test it kafka::`. The simulator's
+//! own tests are in `crates/mgmt-sim/tests`.
 
 // The wall clock (clippy.toml bans `std::time::Instant` and `std::thread::sleep` where tokio's
 // time is meant): these modules wait on and time separate processes (the service binary, tansu,
-// PostgreSQL, moto) from the test's thread, which
-// tokio's clock neither sees nor pauses.
-#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
-mod harness;
+// PostgreSQL, moto) from the test's thread, which tokio's clock neither sees nor pauses.
 
 mod action;
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -37,7 +35,6 @@ mod ledger_truth;
 mod mgmt;
 mod ops;
 mod organizations;
-mod pg;
 mod policy;
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod rate_limits;
