@@ -8,18 +8,17 @@
 //! polls per idle minute, the assignment calls the stream made (the floor) and those the
 //! backstop added, and the recovered count.
 
-// The integration tests' harness; this bench uses a part of it.
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use auth0_default_roles::event::{decode, Selection};
 use auth0_default_roles::generate::{self, Record};
-use harness::*;
 use serde_json::{json, Value};
+use test_harness::*;
 
 const TOKEN: &str = "Bearer bench-token";
 const POLL_SECONDS: f64 = 1.0;

@@ -12,20 +12,19 @@
 //!
 //! `CHAOS_EVENTS` changes the size of the first run. Everything is bounded in time.
 
-// The integration tests' harness; this bench uses a part of it.
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use harness::*;
 use mgmt_sim::{ControlRequest, SimConfig, Simulator};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
+use test_harness::*;
 
 const TOPIC: &str = "auth0-logs-chaos";
 const GROUP: &str = "chaos";

@@ -9,20 +9,19 @@
 //! Rates count from the first message received to the last one finished, so the group join
 //! is not part of them. Peak RSS is the service process's VmHWM.
 //! `CONSUME_BENCH_EVENTS` changes the size; `CONSUME_BENCH_SCENARIO` (`one`, `batched`) runs one
-//! scenario; `SERVICE_WRAPPER` runs the service under a profiler (see `tests/it/harness.rs`).
+//! scenario; `SERVICE_WRAPPER` runs the service under a profiler (see `crates/test-harness`).
 
-// The integration tests' harness; this bench uses a part of it.
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use harness::*;
 use mgmt_sim::SimConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
+use test_harness::*;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

@@ -2,6 +2,10 @@
 //! eligible), against merely validating the same bytes with `serde::de::IgnoredAny`.
 //! Target: decode throughput ≥ 0.5 × validation throughput.
 
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

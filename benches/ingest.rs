@@ -5,17 +5,16 @@
 //! the broker's acknowledgement of every record (`acks=all`, idempotent producer).
 //! `INGEST_BENCH_REQUESTS` changes the number of requests (default 400).
 
-// The integration tests' harness; this bench uses a part of it.
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use harness::*;
+use test_harness::*;
 
 const TOKEN: &str = "Bearer bench-token";
 

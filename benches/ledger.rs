@@ -18,21 +18,18 @@
 //! the sizes; `LEDGER_BENCH_INFLIGHT` the consumer's `max_inflight` (default 100,000, a stress
 //! setting: the service's default is 1,000). Profiling aids: `LEDGER_BENCH_SCENARIOS` (e.g. `1`:
 //! the worst case only), `LEDGER_BENCH_RUNS` (any of `none,sqlite,postgres`) and
-//! `SERVICE_WRAPPER` (see `tests/it/harness.rs`); the ratio is against the first run kept.
+//! `SERVICE_WRAPPER` (see `crates/test-harness`); the ratio is against the first run kept.
 
-#[allow(dead_code)]
-#[path = "../tests/it/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../tests/it/pg.rs"]
-mod pg;
+// A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
+// `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
 use auth0_default_roles::ledger::{Grant, Ledger, LedgerSettings};
-use harness::*;
 use mgmt_sim::SimConfig;
+use test_harness::*;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -40,7 +37,7 @@ fn main() {
     }
     let events: usize = env_number("LEDGER_BENCH_EVENTS", 100_000);
     let grants: usize = env_number("LEDGER_BENCH_GRANTS", 100_000);
-    let server = pg::PgServer::start("bench");
+    let server = test_harness::pg::PgServer::start("bench");
     let dir = temp_dir("bench-ledger");
     let broker = Broker::start(&dir);
     let rt = runtime();
@@ -92,7 +89,7 @@ fn main() {
 /// with PostgreSQL.
 fn throughput(
     rt: &tokio::runtime::Runtime,
-    server: &pg::PgServer,
+    server: &test_harness::pg::PgServer,
     dir: &std::path::Path,
     broker: &Broker,
     scenario: usize,

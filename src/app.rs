@@ -118,7 +118,12 @@ pub enum Command {
 enum Source {
     Kafka(KafkaSettings, Arc<Pipeline>),
     Sqs(SqsSettings, Arc<Pipeline>),
-    Ingest(IngestSettings, Arc<webhook::IngestState>),
+    /// The receiver's listener is bound at build: its address is known before it runs.
+    Ingest(
+        IngestSettings,
+        Arc<webhook::IngestState>,
+        tokio::net::TcpListener,
+    ),
     Auth0Logs(Box<LogsReader>),
     Auth0Events(Box<EventsReader>),
 }
@@ -333,7 +338,8 @@ impl App {
             (Command::Run, Some(SourceSettings::Sqs(q)), Some(p)) => Source::Sqs(q.clone(), p),
             (Command::Ingest, _, pipeline) => {
                 let (settings, state) = ingest_state(config, &health, &metrics, pipeline)?;
-                Source::Ingest(settings, state)
+                let listener = webhook::bind(&settings).await?;
+                Source::Ingest(settings, state, listener)
             }
             _ => return Err(WiringError::NoSource.into()),
         };
@@ -360,6 +366,25 @@ impl App {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// Where the webhook receiver listens (`ingest`), bound at build.
+    pub fn ingest_addr(&self) -> Option<SocketAddr> {
+        match &self.source {
+            Source::Ingest(_, _, listener) => listener.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// Runs the application as a task of the current runtime (the tests' in-process service):
+    /// its addresses, and the stop that drains it as a signal does.
+    pub fn spawn(self) -> RunningApp {
+        RunningApp {
+            metrics_addr: self.metrics_addr,
+            ingest_addr: self.ingest_addr(),
+            shutdown: self.shutdown.clone(),
+            task: tokio::spawn(self.run()),
+        }
     }
 
     /// Consumes until the shutdown, drains within the grace period, and stops the endpoints.
@@ -442,8 +467,9 @@ impl App {
                     })
                     .map_err(StartError::from)
             }
-            Source::Ingest(settings, state) => {
-                let served = webhook::serve(&settings, Arc::clone(&state), self.shutdown).await;
+            Source::Ingest(settings, state, listener) => {
+                let served =
+                    webhook::serve_on(listener, &settings, Arc::clone(&state), self.shutdown).await;
                 if let webhook::Backend::Bridge(bridge) = state.backend() {
                     bridge.flush(std::time::Duration::from_secs(10));
                 }
@@ -459,6 +485,44 @@ impl App {
         }
         self.endpoints_stop.trigger();
         result
+    }
+}
+
+/// An application [spawned](App::spawn) on the current runtime.
+pub struct RunningApp {
+    metrics_addr: SocketAddr,
+    ingest_addr: Option<SocketAddr>,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
+impl RunningApp {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Where the webhook receiver listens (`ingest`).
+    pub fn ingest_addr(&self) -> Option<SocketAddr> {
+        self.ingest_addr
+    }
+
+    /// Asks the application to stop without waiting (what a dropped handle does).
+    pub fn trigger_stop(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Stops the application as SIGTERM does (the source drains, the endpoints close last)
+    /// and gives what its run returned. A panic of the run is resumed here.
+    pub async fn stop(self) -> Result<(), StartError> {
+        self.shutdown.trigger();
+        match self.task.await {
+            Ok(result) => result,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(StartError::Stopped),
+            },
+        }
     }
 }
 
@@ -683,7 +747,7 @@ pub const LEDGER_START_PATIENCE: std::time::Duration = std::time::Duration::from
 /// Opens the ledger (connects once, migrates). A bad URL or place fails at once (exit 2); a
 /// database that does not answer is tried again for [`LEDGER_START_PATIENCE`], then exit 1.
 pub async fn open_ledger(settings: &LedgerSettings) -> Result<Ledger, StartError> {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut wait = std::time::Duration::from_millis(500);
     loop {
         match Ledger::open(settings, &crate::ledger::instance_name()).await {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
 
@@ -51,9 +51,12 @@ pub struct Dedup {
 
 /// When a user was deleted: the event's time, else when the deletion arrived.
 #[derive(Debug, Clone, Copy)]
+// moka expires entries on its own clock, the wall clock: the untimed window is measured on the
+// same clock, so an entry and its window age together.
+#[allow(clippy::disallowed_types)]
 struct Deletion {
     at: SystemTime,
-    received: Instant,
+    received: std::time::Instant,
 }
 
 /// An RFC 3339 time (`2026-12-01T10:00:00.123Z`, `2026-12-01T11:00:00+01:00`, any precision) as
@@ -223,10 +226,11 @@ impl Dedup {
 
     /// Records that `user_id` was deleted at `time` (RFC 3339; without one, or unreadable: now):
     /// its triggers from before then are not eligible.
+    #[allow(clippy::disallowed_types)] // the wall clock, as `Deletion` says
     pub fn mark_user_deleted(&self, user_id: &str, time: Option<&str>) {
         let deletion = Deletion {
             at: time.and_then(parse_time).unwrap_or_else(SystemTime::now),
-            received: Instant::now(),
+            received: std::time::Instant::now(),
         };
         self.deleted.insert(user_id.to_owned(), deletion);
         self.assigned.invalidate(user_id);
@@ -254,6 +258,8 @@ impl Dedup {
 }
 
 #[cfg(test)]
+// moka's TTLs run on the wall clock, not tokio's: these tests wait on it for real.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

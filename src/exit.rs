@@ -12,3 +12,19 @@ pub trait ExitStatus: std::error::Error {
     /// The process's exit status for this error (0 for a stop asked before the start).
     fn exit_code(&self) -> u8;
 }
+
+/// An error and its causes on one line, `: `-separated, outermost first; a cause whose words
+/// the line already holds (an error that prints its source itself) is not repeated.
+pub fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

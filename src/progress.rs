@@ -1,7 +1,8 @@
 //! Progress of a long one-shot command (`reconcile`, `replay`): a spinner line on stderr when
 //! it is a terminal, else a log line (info) every few seconds. Never on stdout.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);

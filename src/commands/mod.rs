@@ -17,7 +17,7 @@ pub mod sim;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
-pub use crate::exit::{ExitStatus, EXIT_CONFIG, EXIT_FAILED};
+pub use crate::exit::{cause_chain, ExitStatus, EXIT_CONFIG, EXIT_FAILED};
 
 // The TOML config file of a command (`--config FILE`).
 #[derive(clap::Args)]
@@ -58,22 +58,6 @@ impl ConfigArg {
         }
         Ok(config)
     }
-}
-
-/// An error and its causes on one line, `: `-separated, outermost first; a cause whose words
-/// the line already holds (an error that prints its source itself) is not repeated.
-pub fn cause_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Prints `error: ` and the error's whole cause chain on stderr; gives its exit status.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::{ExitStatus, EXIT_CONFIG};
-use crate::config::{Config, Secret};
-use crate::metrics::Metrics;
+use crate::config::{Config, ConfigError, Secret};
+use crate::metrics::{Metrics, MetricsError};
 use crate::mgmt::log_streams::{categories_for, fields_read, LogStream, AUTHORIZATION_KEY};
 use crate::mgmt::{ClientSettings, MgmtClient, MgmtError};
 use crate::source::webhook::WEBHOOK_TOKEN_ENV;
@@ -80,11 +80,34 @@ pub struct LogStreamArgs {
     pub start_from: Option<String>,
 }
 
-/// Why `setup` did not finish.
+/// Why a URL does not parse (`url::ParseError`, through reqwest's re-export of `Url`).
+type UrlParseError = <reqwest::Url as std::str::FromStr>::Err;
+
+/// Why `setup` did not finish: each cause kept as its source, for the reporter at the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// The configuration file, a section this command needs, or a secret it names.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Flags that do not go together or lack their companion.
     #[error("{0}")]
-    Config(String),
+    Usage(&'static str),
+    #[error("--url {url} is not a URL")]
+    Url {
+        url: String,
+        #[source]
+        source: UrlParseError,
+    },
+    #[error("--url {0}: Auth0 posts to an https:// URL")]
+    UrlScheme(String),
+    #[error(
+        "no webhook token: set {WEBHOOK_TOKEN_ENV} to the Authorization value `ingest` expects"
+    )]
+    NoWebhookToken,
+    #[error("the policy has no events: no log category to stream")]
+    NoCategories,
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error(transparent)]
     Mgmt(#[from] MgmtError),
     #[error("the tenant did not answer within {} s (check auth0.domain / auth0.base_url and the network)", CALL_TIMEOUT.as_secs())]
@@ -94,13 +117,19 @@ pub enum SetupError {
 }
 
 impl ExitStatus for SetupError {
-    /// 2 for what the operator must fix (config, credentials, scopes, a conflicting stream),
-    /// 1 for anything else.
+    /// 2 for what the operator must fix (config, flags, credentials, scopes, a conflicting
+    /// stream), 1 for anything else.
     fn exit_code(&self) -> u8 {
         match self {
-            SetupError::Config(_) | SetupError::Conflict(_) => EXIT_CONFIG,
+            SetupError::Config(_)
+            | SetupError::Usage(_)
+            | SetupError::Url { .. }
+            | SetupError::UrlScheme(_)
+            | SetupError::NoWebhookToken
+            | SetupError::NoCategories
+            | SetupError::Conflict(_) => EXIT_CONFIG,
             SetupError::Mgmt(MgmtError::Auth(_)) => EXIT_CONFIG,
-            SetupError::Mgmt(_) | SetupError::Timeout => 1,
+            SetupError::Mgmt(_) | SetupError::Metrics(_) | SetupError::Timeout => 1,
         }
     }
 }
@@ -296,15 +325,9 @@ async fn timed<T>(
 /// config has one, else `from_env` (`AUTH0_WEBHOOK_TOKEN`).
 fn webhook_token(config: &Config, from_env: Option<Secret>) -> Result<Secret, SetupError> {
     if let Some(ingest) = &config.ingest {
-        return ingest
-            .token()
-            .map_err(|e| SetupError::Config(e.to_string()));
+        return Ok(ingest.token()?);
     }
-    from_env.ok_or_else(|| {
-        SetupError::Config(format!(
-            "no webhook token: set {WEBHOOK_TOKEN_ENV} to the Authorization value `ingest` expects"
-        ))
-    })
+    from_env.ok_or(SetupError::NoWebhookToken)
 }
 
 /// `setup log-stream`: finds the stream by name, then creates it or changes what differs.
@@ -313,13 +336,9 @@ pub async fn log_stream(
     env_token: Option<Secret>,
     out: &mut String,
 ) -> Result<(), SetupError> {
-    let config = Config::load(&args.config).map_err(|e| SetupError::Config(e.to_string()))?;
-    let auth0 = config
-        .require_auth0()
-        .map_err(|e| SetupError::Config(e.to_string()))?;
-    let secret = auth0
-        .client_secret()
-        .map_err(|e| SetupError::Config(e.to_string()))?;
+    let config = Config::load(&args.config)?;
+    let auth0 = config.require_auth0()?;
+    let secret = auth0.client_secret()?;
     let sink = if args.eventbridge {
         match (&args.aws_account_id, &args.aws_region) {
             (Some(account_id), Some(region)) => Sink::EventBridge {
@@ -327,23 +346,23 @@ pub async fn log_stream(
                 region: region.clone(),
             },
             _ => {
-                return Err(SetupError::Config(
-                    "--eventbridge needs --aws-account-id and --aws-region".to_owned(),
+                return Err(SetupError::Usage(
+                    "--eventbridge needs --aws-account-id and --aws-region",
                 ))
             }
         }
     } else {
         let Some(url) = args.url.clone() else {
-            return Err(SetupError::Config(
-                "--url is required (the ingest receiver's public URL)".to_owned(),
+            return Err(SetupError::Usage(
+                "--url is required (the ingest receiver's public URL)",
             ));
         };
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| SetupError::Config(format!("--url {url}: {e}")))?;
+        let parsed = match reqwest::Url::parse(&url) {
+            Ok(parsed) => parsed,
+            Err(source) => return Err(SetupError::Url { url, source }),
+        };
         if !matches!(parsed.scheme(), "https" | "http") {
-            return Err(SetupError::Config(format!(
-                "--url {url}: Auth0 posts to an https:// URL"
-            )));
+            return Err(SetupError::UrlScheme(url));
         }
         Sink::Http {
             endpoint: url,
@@ -358,12 +377,9 @@ pub async fn log_stream(
         start_from: args.start_from.clone(),
     };
     if desired.categories.is_empty() {
-        return Err(SetupError::Config(
-            "the policy has no events: no log category to stream".to_owned(),
-        ));
+        return Err(SetupError::NoCategories);
     }
-    let metrics =
-        Arc::new(Metrics::new().map_err(|e| SetupError::Config(format!("metrics: {e}")))?);
+    let metrics = Arc::new(Metrics::new()?);
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)?;
     let streams = timed(client.list_log_streams()).await?;
     let mut named = streams.iter().filter(|s| s.name == desired.name);

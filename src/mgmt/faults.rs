@@ -3,7 +3,8 @@
 //! failing and blocked state sources and `/readyz` read, and the probe that clears it.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -120,20 +121,7 @@ impl Transient {
     }
 }
 
-/// An error and its sources, `: `-separated (what failed, down to the root cause).
-pub(super) fn cause_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(super) use crate::exit::cause_chain;
 
 impl MgmtClient {
     /// What `/readyz` says before the client is connected (its first token, the policy's roles

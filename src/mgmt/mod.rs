@@ -18,7 +18,8 @@ mod token;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};

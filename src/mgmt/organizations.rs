@@ -6,7 +6,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Method;
@@ -60,7 +59,9 @@ impl MgmtClient {
 
     /// Waits for the organization bucket (before the tenant's limiter) and records the wait.
     pub(super) async fn wait_for_organization_bucket(&self) {
-        let waited = Instant::now();
+        // governor paces on its own clock, the wall clock: the wait is measured on it too.
+        #[allow(clippy::disallowed_types)]
+        let waited = std::time::Instant::now();
         self.inner.organizations.until_ready().await;
         self.inner
             .metrics
@@ -287,9 +288,10 @@ mod tests {
 
     #[tokio::test]
     async fn member_role_writes_get_their_burst_then_their_rate() {
-        // governor keeps its own (real) clock: no paused time here.
+        // governor keeps its own (real) clock: no paused time here, and the wall clock measures.
         let client = client();
         client.set_organization_limit(60, 2);
+        #[allow(clippy::disallowed_types)]
         let started = std::time::Instant::now();
         for _ in 0..2 {
             client.inner.organizations.until_ready().await;

@@ -12,7 +12,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -191,7 +192,7 @@ impl TokenCache {
                     return Err(refused.clone());
                 }
                 // Others wait on the lock meanwhile: one request for all of them.
-                tokio::time::sleep_until(due.into()).await;
+                tokio::time::sleep_until(due).await;
             }
         }
         let fetched = fetch(client).await;

@@ -271,7 +271,7 @@ impl Pipeline {
     /// One attempt at an item: its recorded report, or the task's loss (a panic, a bug: the
     /// event is not done, no dedup mark) with the `failed` report it ends with if given up.
     pub(crate) async fn attempt(&self, item: Decoded) -> Result<Report, LostTask> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let input = match &item {
             Ok(event) if event.is_test() => "test",
             Ok(event) if event.is_cloud_event() => "event_stream",
@@ -490,7 +490,7 @@ impl Pipeline {
 #[derive(Debug)]
 pub struct LostTask {
     pub report: Report,
-    started: std::time::Instant,
+    started: tokio::time::Instant,
 }
 
 /// Test-only fault injection, compiled into debug builds only (release builds, the ones

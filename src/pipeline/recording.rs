@@ -224,7 +224,7 @@ impl Pipeline {
     pub(super) fn record(
         &self,
         report: &Report,
-        started: std::time::Instant,
+        started: tokio::time::Instant,
         date: Option<&str>,
         email_domain: Option<&str>,
     ) {

@@ -60,16 +60,46 @@ pub enum ReconcileError {
     TempFile(#[source] std::io::Error),
     #[error("reconcile: a removal's task ended without a result")]
     RemovalTask(#[source] tokio::task::JoinError),
-    /// A batch stopped on a fault its task told in words (a write the ledger refused, a
-    /// removal the tenant refused for good).
-    #[error("reconcile: {0}")]
-    Stopped(String),
+    /// A batch stopped on a fault its task met (a write the ledger refused, a removal the
+    /// tenant refused for good).
+    #[error("reconcile")]
+    Stopped(#[source] Box<StopCause>),
     #[error("reconcile: interrupted before any role was written")]
     Interrupted,
     #[error("reconcile: no export: neither --users nor an export job")]
     NoExport,
     #[error("cannot write output")]
     Output(#[from] std::io::Error),
+}
+
+/// Why a run stopped on a fault one of its tasks met.
+#[derive(Debug, thiserror::Error)]
+pub enum StopCause {
+    /// The ledger did not record roles Auth0 accepted.
+    #[error("the ledger did not record the roles written")]
+    Record(#[source] LedgerError),
+    /// A removal met a fault of the service or of the ledger.
+    #[error(transparent)]
+    Removal(RemovalError),
+}
+
+/// Why one user's removal failed (journal, DELETE, record or cancel).
+#[derive(Debug, thiserror::Error)]
+pub enum RemovalError {
+    #[error("the ledger")]
+    Ledger(#[source] LedgerError),
+    #[error("the user no longer exists (forgotten by the ledger)")]
+    UserGone,
+    #[error("the user no longer exists; the ledger")]
+    UserGoneLedger(#[source] LedgerError),
+    #[error(transparent)]
+    Refused(MgmtError),
+    #[error("{refused}; the ledger")]
+    RefusedLedger {
+        refused: MgmtError,
+        #[source]
+        ledger: LedgerError,
+    },
 }
 
 impl ExitStatus for ReconcileError {

@@ -35,8 +35,19 @@ pub enum ExportError {
     JobFailed { id: String, reason: String },
     #[error("the users-export job answered without {0}")]
     Protocol(&'static str),
-    #[error("cannot download the export from its location: {0}")]
-    Download(String),
+    #[error("cannot build the HTTP client for the export's download")]
+    DownloadClient(#[source] reqwest::Error),
+    /// Transient failures (connection errors, 408, 429, 5xx) every attempt met: the last one
+    /// is the source.
+    #[error("cannot download the export from its location: gave up after {attempts} attempts")]
+    Download {
+        attempts: u32,
+        #[source]
+        last: DownloadFailure,
+    },
+    /// An answer that is no file and that no retry changes.
+    #[error("cannot download the export from its location: HTTP {0}")]
+    DownloadRefused(reqwest::StatusCode),
     /// The location refused the download (403, 404, 410: the pre-signed URL expired, it lasts
     /// about a minute): the job, readable for a day, gives a fresh one.
     #[error("the export's location refused the download (HTTP {0}): its pre-signed URL expired")]
@@ -52,6 +63,17 @@ pub enum ExportError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Why one download attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadFailure {
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// The request or the body's transfer; the URL stripped (a pre-signed URL is a credential
+    /// while it lasts: never in a log or an error), the transport's causes kept.
+    #[error(transparent)]
+    Transport(reqwest::Error),
 }
 
 /// How the job's status is awaited: the first wait, doubled up to the cap.
@@ -158,28 +180,30 @@ pub async fn download(
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| ExportError::Download(e.to_string()))?;
+        .map_err(ExportError::DownloadClient)?;
+    let attempts = attempts.max(1);
     let mut wait = Duration::from_millis(500);
-    let mut last = String::new();
-    for attempt in 1..=attempts.max(1) {
+    let mut attempt = 1;
+    loop {
         match download_once(&http, location, to, &mut on_bytes).await {
             Ok(bytes) => return Ok(bytes),
             Err(Attempt::Fatal(err)) => return Err(err),
+            Err(Attempt::Transient(last)) if attempt >= attempts => {
+                return Err(ExportError::Download { attempts, last });
+            }
             Err(Attempt::Transient(why)) => {
-                tracing::warn!(attempt, reason = %why, "export download failed; retrying");
-                last = why;
+                let reason = crate::exit::cause_chain(&why);
+                tracing::warn!(attempt, %reason, "export download failed; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
+                attempt += 1;
             }
         }
     }
-    Err(ExportError::Download(format!(
-        "gave up after {attempts} attempts: {last}"
-    )))
 }
 
 enum Attempt {
-    Transient(String),
+    Transient(DownloadFailure),
     Fatal(ExportError),
 }
 
@@ -194,10 +218,10 @@ async fn download_once(
         .send()
         .await
         // The pre-signed URL is a credential while it lasts: never in a log or an error.
-        .map_err(|e| Attempt::Transient(e.without_url().to_string()))?;
+        .map_err(|e| Attempt::Transient(DownloadFailure::Transport(e.without_url())))?;
     let status = response.status();
     if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
-        return Err(Attempt::Transient(format!("HTTP {status}")));
+        return Err(Attempt::Transient(DownloadFailure::Status(status)));
     }
     if matches!(status.as_u16(), 403 | 404 | 410) {
         return Err(Attempt::Fatal(ExportError::LocationExpired(
@@ -205,9 +229,7 @@ async fn download_once(
         )));
     }
     if !status.is_success() {
-        return Err(Attempt::Fatal(ExportError::Download(format!(
-            "HTTP {status}"
-        ))));
+        return Err(Attempt::Fatal(ExportError::DownloadRefused(status)));
     }
     let write_error = |source| {
         Attempt::Fatal(ExportError::Write {
@@ -220,7 +242,7 @@ async fn download_once(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| Attempt::Transient(e.without_url().to_string()))?
+        .map_err(|e| Attempt::Transient(DownloadFailure::Transport(e.without_url())))?
     {
         file.write_all(&chunk).map_err(write_error)?;
         total += chunk.len() as u64;
@@ -426,11 +448,47 @@ mod tests {
         )
         .await;
         match unreachable {
-            Err(ExportError::Download(why)) => {
+            Err(err @ ExportError::Download { .. }) => {
+                let why = crate::exit::cause_chain(&err);
                 assert!(!why.contains("SECRET") && !why.contains("X-Amz"), "{why}");
             }
             other => panic!("expected a download error, got {other:?}"),
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_download_that_cannot_connect_keeps_the_transports_cause_chain() {
+        // The reporter at the edge prints the chain: reqwest's own words ("error sending
+        // request") say nothing of why; the connection's refusal is in its sources.
+        let dir = std::env::temp_dir().join(format!("reconcile-chain-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let result = download(
+            &format!("http://{closed}/users.json.gz?X-Amz-Signature=SECRET"),
+            &dir.join("users.json.gz"),
+            1,
+            |_| {},
+        )
+        .await;
+        let Err(err) = result else {
+            panic!("nothing listens there, yet: {result:?}");
+        };
+        let chain = crate::exit::cause_chain(&err);
+        assert!(
+            chain.starts_with(
+                "cannot download the export from its location: gave up after 1 attempts: "
+            ),
+            "{chain}"
+        );
+        assert!(
+            chain.to_lowercase().contains("connection refused"),
+            "{chain}"
+        );
+        assert!(!chain.contains("SECRET"), "{chain}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -271,7 +272,7 @@ pub async fn run(
                     Output::Jsonl => summary.write_to(err)?,
                 }
                 return match summary.stopped_with.take() {
-                    Some(stopped) => Err(ReconcileError::Stopped(stopped)),
+                    Some(stopped) => Err(ReconcileError::Stopped(Box::new(stopped))),
                     None => Ok(1),
                 };
             }
@@ -626,7 +627,7 @@ pub async fn run(
         return Err(ReconcileError::Mgmt(err));
     }
     if let Some(err) = summary.stopped_with.take() {
-        return Err(ReconcileError::Stopped(err));
+        return Err(ReconcileError::Stopped(Box::new(err)));
     }
     if let Some((planned, max)) = summary.revocations_refused {
         return Err(ReconcileError::TooManyRevocations { planned, max });

@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use super::error::{RemovalError, StopCause};
 use super::members::{self, Memberships, UserSet};
 use super::ReconcileError;
 use super::{is_service_fault, Summary, FAILED_SHOWN, WRITERS};
+use crate::exit::cause_chain;
 use crate::ledger::{Ledger, Revocation};
 use crate::mgmt::{MgmtClient, MgmtError};
 use crate::policy::standing::{judge_standing, GrantVerdict, StandingGrant};
@@ -20,7 +22,7 @@ use crate::shutdown::Shutdown;
 
 /// One user's removal: the user, what was planned, how it ended, and whether the run must stop
 /// (a fault of the service or of the ledger).
-type RemovalDone = (String, Vec<Removal>, Result<(), String>, bool);
+type RemovalDone = (String, Vec<Removal>, Result<(), RemovalError>, bool);
 
 /// A standing grant to take back, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,14 +155,17 @@ pub(super) async fn apply_removals(
         match result {
             Ok(()) => count_removed(summary, &user, &planned, finishing),
             Err(error) => {
-                tracing::warn!(user_id = %user, error = %error, "reconcile: could not take roles back");
+                let reason = cause_chain(&error);
+                tracing::warn!(user_id = %user, error = %reason, "reconcile: could not take roles back");
                 if fatal {
                     summary.interrupted = true;
-                    summary.stopped_with.get_or_insert(error.clone());
+                    if summary.stopped_with.is_none() {
+                        summary.stopped_with = Some(StopCause::Removal(error));
+                    }
                 }
                 summary.failed_total += planned.len() as u64;
                 if summary.removal_failed.len() < FAILED_SHOWN {
-                    summary.removal_failed.push((user, error));
+                    summary.removal_failed.push((user, reason));
                 }
             }
         }
@@ -187,7 +192,7 @@ async fn remove_one(
     ledger: &Ledger,
     user: &str,
     planned: &[Removal],
-) -> (Result<(), String>, bool) {
+) -> (Result<(), RemovalError>, bool) {
     let at = crate::ledger::now_millis();
     let revocations: Vec<Revocation> = planned
         .iter()
@@ -203,30 +208,30 @@ async fn remove_one(
         .collect();
     // Journaled before the DELETE: a crash after Auth0 applied it is finished next time.
     if let Err(e) = ledger.begin_revocations(&revocations).await {
-        return (Err(format!("the ledger: {e}")), true);
+        return (Err(RemovalError::Ledger(e)), true);
     }
     let ids: Vec<String> = planned.iter().map(|r| r.role_id.clone()).collect();
     match client.remove_user_roles(user, &ids).await {
         Ok(()) => match ledger.record_revocations(&revocations).await {
             Ok(()) => (Ok(()), false),
-            Err(e) => (Err(format!("the ledger: {e}")), true),
+            Err(e) => (Err(RemovalError::Ledger(e)), true),
         },
         Err(err) if err.is_user_not_found() => match ledger.forget_user(user, None).await {
-            Ok(()) => (
-                Err("the user no longer exists (forgotten by the ledger)".to_owned()),
-                false,
-            ),
-            Err(e) => (
-                Err(format!("the user no longer exists; the ledger: {e}")),
-                true,
-            ),
+            Ok(()) => (Err(RemovalError::UserGone), false),
+            Err(e) => (Err(RemovalError::UserGoneLedger(e)), true),
         },
         Err(err) => {
             // Refused: nothing was removed, so nothing is pending.
             let fatal = is_service_fault(&err);
             match ledger.cancel_revocations(&revocations).await {
-                Ok(()) => (Err(err.to_string()), fatal),
-                Err(e) => (Err(format!("{err}; the ledger: {e}")), true),
+                Ok(()) => (Err(RemovalError::Refused(err)), fatal),
+                Err(ledger) => (
+                    Err(RemovalError::RefusedLedger {
+                        refused: err,
+                        ledger,
+                    }),
+                    true,
+                ),
             }
         }
     }

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
+use super::error::StopCause;
 use crate::mgmt::{CallStats, MgmtError};
 
 /// Counts of a finished (or interrupted) reconcile.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Summary {
     pub apply: bool,
     /// Where the users came from.
@@ -75,7 +76,7 @@ pub struct Summary {
     pub removal_failed: Vec<(String, String)>,
     /// The ledger failed to record what was written, or the service was refused while
     /// removing: the run stopped (exit 1).
-    pub stopped_with: Option<String>,
+    pub stopped_with: Option<StopCause>,
 }
 
 impl Summary {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::error::StopCause;
 use super::state::{Entry, Journal};
 use super::ReconcileError;
 use super::{Summary, FAILED_SHOWN, SPLIT_TO_SINGLES, STUCK_CHECK, WRITERS};
-use crate::ledger::{Grant, Ledger};
+use crate::ledger::{Grant, Ledger, LedgerError};
 use crate::mgmt::assigner::assign_role_with_id;
 use crate::mgmt::{MgmtClient, MgmtError, RoleDirectory};
 use crate::policy::Policy;
@@ -31,7 +32,7 @@ pub(super) struct BatchDone {
     /// run resumes.
     fatal: Option<MgmtError>,
     /// The ledger could not record a part written: the run stops.
-    stopped_with: Option<String>,
+    stopped_with: Option<LedgerError>,
 }
 
 impl BatchDone {
@@ -79,7 +80,7 @@ async fn write_batch(
                 // Recorded once Auth0 accepted them, before they count as done.
                 if let (Some(record), Some(id)) = (&record, &role_id) {
                     if let Err(err) = record.grants(&done.role, id, &part).await {
-                        done.stopped_with = Some(err.to_string());
+                        done.stopped_with = Some(err);
                         done.assigned.entry(role_id).or_default().extend(part);
                         break;
                     }
@@ -297,7 +298,9 @@ fn settle(
     }
     if let Some(err) = done.stopped_with.take() {
         summary.interrupted = true;
-        summary.stopped_with.get_or_insert(err);
+        if summary.stopped_with.is_none() {
+            summary.stopped_with = Some(StopCause::Record(err));
+        }
     }
     *summary
         .assigned_by_role
@@ -351,12 +354,7 @@ pub(super) struct GrantRecorder {
 }
 
 impl GrantRecorder {
-    async fn grants(
-        &self,
-        role: &str,
-        role_id: &str,
-        users: &[String],
-    ) -> Result<(), crate::ledger::LedgerError> {
+    async fn grants(&self, role: &str, role_id: &str, users: &[String]) -> Result<(), LedgerError> {
         let at = crate::ledger::now_millis();
         let grants: Vec<Grant> = users
             .iter()

@@ -13,7 +13,7 @@ use auth0_default_roles::config::Config;
 use auth0_default_roles::event::{Identity, LogEvent, Trigger};
 use auth0_default_roles::policy::{Evaluation, Policy, Profile};
 
-use crate::harness::temp_dir;
+use test_harness::temp_dir;
 
 const NAMESPACE: &str = "https://example.com/";
 const CLAIM: &str = "https://example.com/roles";

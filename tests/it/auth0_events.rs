@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 
 use crate::auth0_logs::{auth0_section, demo_policy, now_rfc3339};
 use crate::event_streams::{cloud_stream, MALFORMED};
-use crate::harness::*;
 use mgmt_sim::events_api::EventsControl;
 use mgmt_sim::{ControlRequest, Simulator};
+use test_harness::*;
 
 pub(crate) type Expected = BTreeMap<String, BTreeSet<String>>;
 

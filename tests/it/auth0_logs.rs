@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::harness::*;
 use auth0_default_roles::event::{decode, Selection};
 use auth0_default_roles::generate::{self, Record};
+use test_harness::*;
 
 pub(crate) const TOKEN: &str = "Bearer logs-test-token";
 

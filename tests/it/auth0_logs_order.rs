@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use crate::auth0_logs::*;
-use crate::harness::*;
 use auth0_default_roles::generate::{self, Record};
 use mgmt_sim::Simulator;
+use test_harness::*;
 
 /// Appends `logs` as the tenant logs them: without their ids (the simulator gives ids that
 /// encode the ingestion time) and, unless `keep_dates`, without their dates (the simulator

@@ -414,7 +414,7 @@ fn the_commented_sqs_example_is_valid() {
 fn the_forum_policy_in_the_example_loads_and_does_what_the_forum_asked() {
     use auth0_default_roles::event::{decode, Trigger};
     use auth0_default_roles::policy::{Evaluation, Profile};
-    let text = crate::harness::forum_policy();
+    let text = test_harness::forum_policy();
     let policy = load(&text, &[])
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
         .policy;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::temp_dir;
+use test_harness::temp_dir;
 
 /// The tenant part every file shares: a tenant that never answers (nothing listens on port 9).
 const AUTH0: &str = "[auth0]\ndomain = \"t.auth0.com\"\nclient_id = \"c\"\nbase_url = \"http://127.0.0.1:9\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n";

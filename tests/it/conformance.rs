@@ -324,7 +324,7 @@ fn recorded_answers_decode_with_the_services_own_client_and_types() {
     let Some(dir) = recordings() else { return };
     let all = exchanges(&dir);
     assert!(all.len() > 100, "cassettes read: {}", all.len());
-    let rt = crate::harness::runtime();
+    let rt = test_harness::runtime();
     rt.block_on(async {
         let stub = playback().await;
         let client = client(&stub.base_url, "https://playback/api/v2/");
@@ -490,7 +490,7 @@ const READ_FIELDS: [&str; 12] = [
 fn the_simulator_answers_recorded_requests_with_the_recorded_status_and_read_fields() {
     let Some(dir) = recordings() else { return };
     let all = exchanges(&dir);
-    let rt = crate::harness::runtime();
+    let rt = test_harness::runtime();
     rt.block_on(async {
         // Each cassette against a tenant of its own, in recorded order: a cassette's later
         // requests see what its earlier ones did (a role removed, a stream created).

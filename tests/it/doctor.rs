@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mgmt_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, runtime, start_tenant, temp_dir, Moto};
+use test_harness::{free_port, runtime, start_tenant, temp_dir, Moto};
 
 const WEBHOOK_TOKEN: &str = "Bearer doctor-test-token-5f2c";
 const DEMO_CATEGORIES: [&str; 3] = ["auth.login.success", "auth.signup.success", "user.success"];
@@ -461,7 +461,7 @@ fn doctor_finds_the_brokers_topic_and_group_and_names_a_missing_dead_letter_topi
     let rt = runtime();
     let (_sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
     let dir = temp_dir("doctor-kafka-ok");
-    let broker = crate::harness::Broker::start(&dir);
+    let broker = test_harness::Broker::start(&dir);
     broker.create_topic("doctor-logs", 3);
     let doctor_kafka = |dlq: &str| {
         let kafka = format!(
@@ -685,4 +685,53 @@ fn doctor_with_the_brokers_down_prints_its_checklist_and_few_lines_besides() {
         besides.join("\n")
     );
     drop((sim, running));
+}
+
+#[test]
+fn setup_errors_print_their_whole_cause_chain_and_exit_2() {
+    // No tenant is reached: each error stops `setup` before its first call, and the reporter
+    // at the edge prints it with every cause it keeps, on one line.
+    let dir = temp_dir("setup-chain");
+    let config = write_config(&dir, "chain", "http://127.0.0.1:9", "", &demo_policy());
+    let (code, stdout, stderr) = setup_to("not a url", &config, &[]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("error: --url not a url is not a URL: relative URL without a base"),
+        "{stderr}"
+    );
+    // The client secret's file is a directory (and no variable overrides it): the file
+    // system's words end the line.
+    let secret_dir = dir.join("secret-dir");
+    std::fs::create_dir_all(&secret_dir).unwrap_or_else(|e| panic!("{e}"));
+    let edited = std::fs::read_to_string(&config)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(
+            "client_id = \"sim-client\"",
+            &format!(
+                "client_id = \"sim-client\"\nclient_secret_file = \"{}\"",
+                secret_dir.display()
+            ),
+        );
+    std::fs::write(&config, edited).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))
+        .args([
+            "setup",
+            "log-stream",
+            "--url",
+            "https://roles.example.com/auth0/logs",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .env_remove("AUTH0_CLIENT_SECRET")
+        .env("AUTH0_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let expected = format!(
+        "error: cannot read auth0.client_secret_file {}: Is a directory",
+        secret_dir.display()
+    );
+    assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }

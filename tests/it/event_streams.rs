@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::harness::*;
 use mgmt_sim::SimConfig;
+use test_harness::*;
 
 const TOKEN: &str = "Bearer s3cret-token";
 

@@ -5,12 +5,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::*;
+use auth0_default_roles::app::Command;
 use auth0_default_roles::generate::{self, Record};
+use test_harness::*;
 
 const TOKEN: &str = "Bearer s3cret-token";
 
-/// Writes an `ingest` config; `backend` is the [auth0] or [kafka] part.
+/// An `ingest` config; `backend` is the [auth0] or [kafka] part (port 0: one the system picks).
+fn ingest_config(mode: &str, port: u16, metrics: u16, backend: &str, extra: &str) -> String {
+    let policy =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "[ingest]\nmode = \"{mode}\"\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n{backend}\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{policy}\n"
+    )
+}
+
+/// Writes an `ingest` config for the binary.
 fn write_ingest_config(
     dir: &Path,
     mode: &str,
@@ -19,15 +30,20 @@ fn write_ingest_config(
     backend: &str,
     extra: &str,
 ) -> PathBuf {
-    let policy =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    let text = format!(
-        "[ingest]\nmode = \"{mode}\"\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n{backend}\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{policy}\n"
-    );
     let path = dir.join(format!("ingest-{mode}.toml"));
+    let text = ingest_config(mode, port, metrics, backend, extra);
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
     path
+}
+
+/// `ingest` built in this process, its ports picked by the system.
+fn ingest_in_process(rt: &tokio::runtime::Runtime, backend: &str, extra: &str) -> InProcessApp {
+    let config = ingest_config("direct", 0, 0, backend, extra);
+    let env = [
+        ("AUTH0_CLIENT_SECRET", "sim-secret"),
+        ("AUTH0_WEBHOOK_TOKEN", TOKEN),
+    ];
+    InProcessApp::start(rt, &config, Command::Ingest, &env)
 }
 
 /// The `[auth0]` section for the simulator at `base_url` (direct mode).
@@ -68,13 +84,12 @@ fn array(records: &[Record]) -> Vec<u8> {
 
 #[test]
 fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
+    // In process: nothing here needs the process boundary.
     let rt = runtime();
     let (sim, running) = open_tenant(&rt);
-    let dir = temp_dir("ingest-direct");
-    let (port, metrics) = (free_port(), free_port());
     let backend = auth0_section(&running.base_url);
-    let config = write_ingest_config(&dir, "direct", port, metrics, &backend, "");
-    let service = start_ingest(&dir, &config, port, metrics);
+    let service = ingest_in_process(&rt, &backend, "");
+    let port = service.ingest_port();
     let stream = generate::mixed(21, 400, 0);
     let n = stream.records.len();
     let (a, rest) = stream.records.split_at(n / 4);
@@ -90,7 +105,7 @@ fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
         ),
     ] {
         let (status, answer) = post(port, &body, Some(TOKEN));
-        assert_eq!(status, 200, "{name}: {answer}\n{}", service.log_text());
+        assert_eq!(status, 200, "{name}: {answer}");
         assert!(answer.contains("\"processed\""), "{name}: {answer}");
     }
     // EventBridge API destination: one event per request.
@@ -118,6 +133,7 @@ fn direct_mode_takes_every_content_format_and_assigns_the_roles() {
         n
     );
     assert_eq!(service.get("/readyz").map(|(s, _)| s), Some(200));
+    service.stop().unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(running.shutdown());
 }
 
@@ -316,20 +332,12 @@ fn bridge_mode_produces_keyed_by_user_and_answers_503_while_the_broker_is_down()
 
 #[test]
 fn direct_mode_answers_503_never_200_while_the_tenant_refuses_the_service() {
+    // In process: nothing here needs the process boundary.
     let rt = runtime();
     let (sim, running) = open_tenant(&rt);
-    let dir = temp_dir("ingest-refused");
-    let (port, metrics) = (free_port(), free_port());
     let backend = auth0_section(&running.base_url);
-    let config = write_ingest_config(
-        &dir,
-        "direct",
-        port,
-        metrics,
-        &backend,
-        "direct_deadline_seconds = 2",
-    );
-    let service = start_ingest(&dir, &config, port, metrics);
+    let service = ingest_in_process(&rt, &backend, "direct_deadline_seconds = 2");
+    let port = service.ingest_port();
     let stream = generate::mixed(23, 60, 0);
     sim.apply_control(&mgmt_sim::ControlRequest {
         denied_scopes: Some(
@@ -357,7 +365,10 @@ fn direct_mode_answers_503_never_200_while_the_tenant_refuses_the_service() {
                 && sim.role_sets() == stream.expected
         }),
         "not recovered\n{}",
-        service.log_text()
+        service
+            .get("/readyz")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     );
     assert_eq!(
         service.metric(
@@ -366,6 +377,7 @@ fn direct_mode_answers_503_never_200_while_the_tenant_refuses_the_service() {
         ),
         0.0
     );
+    service.stop().unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(running.shutdown());
 }
 

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::*;
 use auth0_default_roles::generate::{self, Stream};
 use mgmt_sim::{RunningSimulator, SeedUser, SimConfig, Simulator};
+use test_harness::*;
 
 const PARTITIONS: i32 = 3;
 

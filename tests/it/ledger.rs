@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::*;
-use crate::pg::{self, PgServer};
 use auth0_default_roles::generate;
+use test_harness::pg::{self, PgServer};
+use test_harness::*;
 
 const TOKEN: &str = "Bearer ledger-test-token";
 

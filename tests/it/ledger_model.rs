@@ -34,7 +34,7 @@ use mgmt_sim::{RunningSimulator, SeedUser, SimConfig, Simulator};
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::harness::{start_tenant, temp_dir};
+use test_harness::{start_tenant, temp_dir};
 
 /// The users: a database user (signs up, then logs in) and two whose ids are stable across
 /// re-creation (social, enterprise: their first login is their signup).
@@ -160,7 +160,7 @@ struct Real {
 
 impl Real {
     fn start(ledger_url: String, dir: PathBuf) -> Real {
-        let rt = crate::harness::runtime();
+        let rt = test_harness::runtime();
         let (sim, running) = start_tenant(&rt, SimConfig::default(), Vec::new());
         let ledger = rt
             .block_on(Ledger::open(
@@ -570,7 +570,7 @@ proptest! {
 
     #[test]
     fn the_ledger_tells_the_truth_on_postgresql(steps in prop::collection::vec(step(), 1..30)) {
-        let server = crate::pg::shared();
+        let server = test_harness::pg::shared();
         let dir = temp_dir("ledger-model-pg");
         run(&steps, server.database("model"), &dir);
         let _ = std::fs::remove_dir_all(&dir);

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use mgmt_sim::{SeedUser, SimConfig, Simulator};
 use serde_json::json;
 
-use crate::harness::{runtime, start_tenant, temp_dir};
+use test_harness::{runtime, start_tenant, temp_dir};
 
 fn bin(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_auth0-default-roles"))

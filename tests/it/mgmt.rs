@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use auth0_default_roles::config::Secret;
 use auth0_default_roles::metrics::Metrics;

@@ -15,7 +15,7 @@ use auth0_default_roles::policy::{Evaluation, Policy, PolicyConfig, PolicyError,
 use mgmt_sim::{SeedUser, SimConfig, Simulator};
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use test_harness::*;
 
 const TOKEN: &str = "Bearer org-webhook-token";
 const ACME: &str = "org_acme0000000001";

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
 use auth0_default_roles::generate::{self, Record};
 use mgmt_sim::{RunningSimulator, SimConfig};
+use test_harness::*;
 
 const TOKEN: &str = "Bearer rate-limits-token";
 

@@ -20,13 +20,13 @@ use crate::auth0_events::{
     append, batches, events_config, fast_stream, wait_roles, Expected, RECEIVED, SOURCE,
 };
 use crate::auth0_logs::{log_id, source_config, tenant_logs, user_boundary};
-use crate::harness::*;
-use crate::pg::{self, PgServer};
 use auth0_default_roles::generate;
 use auth0_default_roles::ledger::lease::{Acquisition, Lease};
 use auth0_default_roles::ledger::{Ledger, LedgerSettings};
 use auth0_default_roles::source::lease::takeover_bound;
 use mgmt_sim::ControlRequest;
+use test_harness::pg::{self, PgServer};
+use test_harness::*;
 
 /// The lease's ttl in these tests: renewals every second, a standby's try every second, a
 /// takeover within 4 s.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mgmt_sim::{RunningSimulator, Seed, SeedRole, SeedUser, SimConfig, Simulator};
 
-use crate::harness::{runtime, temp_dir, wait_for};
+use test_harness::{runtime, temp_dir, wait_for};
 
 const CORP: &str = "corp-azure-ad";
 /// A role outside the policy: reconcile must never touch it.

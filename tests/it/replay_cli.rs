@@ -770,7 +770,7 @@ fn the_forum_policy_gives_what_the_forum_asked_for_live() {
                 .collect(),
         }],
     };
-    let live = LiveReplay::start("forum", seed, &crate::harness::forum_policy());
+    let live = LiveReplay::start("forum", seed, &test_harness::forum_policy());
     let login = |id: u32, user: &str, name: &str, connection: &str, strategy: &str| {
         log_record(
             id,

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
 use auth0_default_roles::generate;
 use aws_sdk_sqs::types::QueueAttributeName;
 use mgmt_sim::{RunningSimulator, SeedUser, SimConfig, SimStats, Simulator};
 use serde_json::{json, Value};
+use test_harness::*;
 
 /// How many receives before SQS moves a message to the dead-letter queue.
 const MAX_RECEIVE_COUNT: u32 = 2;

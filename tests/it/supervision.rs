@@ -14,8 +14,8 @@ use crate::auth0_logs::{
     auth0_section, checkpoint, demo_policy, eligible, log_id, source_config,
     start_until_checkpoint, tenant_logs, user, user_boundary, TOKEN,
 };
-use crate::harness::*;
 use auth0_default_roles::generate;
+use test_harness::*;
 
 fn deny(sim: &mgmt_sim::Simulator, scopes: &[&str]) {
     sim.apply_control(&mgmt_sim::ControlRequest {

@@ -978,7 +978,7 @@ async fn admin_api_inspects_and_steers() {
             .await,
         StatusCode::NO_CONTENT
     );
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let resp = h.get(&token, "/api/v2/roles").await;
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);

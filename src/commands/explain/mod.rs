@@ -8,7 +8,7 @@ pub mod report;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ConfigArg, ExitStatus, LoadError, EXIT_CONFIG};
+use super::{cause_chain, ConfigArg, ExitStatus, LoadError, EXIT_CONFIG};
 use crate::config::Config;
 use crate::ledger::LedgerError;
 use crate::metrics::Metrics;
@@ -98,10 +98,10 @@ async fn user_now(config: &Config, user_id: &str) -> Result<UserNow, String> {
     let auth0 = config
         .require_auth0()
         .map_err(|_| "no [auth0] section".to_owned())?;
-    let secret = auth0.client_secret().map_err(|e| e.to_string())?;
-    let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+    let secret = auth0.client_secret().map_err(|e| cause_chain(&e))?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| cause_chain(&e))?);
     let client = MgmtClient::new(ClientSettings::from_config(auth0, secret), metrics)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| cause_chain(&e))?;
     let profile = tokio::time::timeout(TENANT_PATIENCE, client.get_user(user_id)).await;
     match profile {
         Ok(Ok(profile)) => {
@@ -123,7 +123,7 @@ async fn user_now(config: &Config, user_id: &str) -> Result<UserNow, String> {
         Ok(Err(err)) if err.is_user_not_found() => {
             Err("the tenant has no such user (deleted, or never created)".to_owned())
         }
-        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Err(err)) => Err(cause_chain(&err)),
         Err(_) => Err(format!("no answer within {} s", TENANT_PATIENCE.as_secs())),
     }
 }

@@ -11,7 +11,8 @@
 //! `Retry-After`; 408 and 5xx transient; 400 the request is wrong (an offset the tenant cannot
 //! read, an event type it does not know).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use reqwest::header::ACCEPT;
 

@@ -363,12 +363,12 @@ impl LogsReader {
             health.set_source_connected(true);
         }
         let mut stalled = false;
-        let mut last_read = std::time::Instant::now();
+        let mut last_read = tokio::time::Instant::now();
         let mut buffer: VecDeque<Value> = VecDeque::new();
         let reader = self.reader();
         while !shutdown.is_triggered() {
             if buffer.is_empty() {
-                let asked = std::time::Instant::now();
+                let asked = tokio::time::Instant::now();
                 if asked.duration_since(last_read)
                     > self.settings.poll_interval + STALL_BETWEEN_READS
                 {
@@ -384,7 +384,7 @@ impl LogsReader {
                 }
                 match page {
                     Ok(page) => {
-                        last_read = std::time::Instant::now();
+                        last_read = tokio::time::Instant::now();
                         if std::mem::take(&mut stalled) {
                             // Resuming after a stall: logs past the retention meanwhile are
                             // reported, never skipped silently.

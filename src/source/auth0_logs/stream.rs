@@ -75,8 +75,8 @@ fn report_stream_status(
     name: &str,
     status: &str,
     previous: Option<&str>,
-    warned: Option<std::time::Instant>,
-) -> Option<std::time::Instant> {
+    warned: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
     let active = status == "active";
     metrics
         .log_stream_active
@@ -98,5 +98,5 @@ fn report_stream_status(
         status,
         "the log stream is not active: Auth0 is not delivering it (a stream failing for 7 days is paused and must be resumed by hand: Dashboard → Monitoring → Streams); the backstop, if configured, gives the users their roles meanwhile"
     );
-    Some(std::time::Instant::now())
+    Some(tokio::time::Instant::now())
 }

@@ -58,8 +58,10 @@ pub enum KafkaRunError {
     Subscribe { topics: String, source: KafkaError },
     #[error("cannot create the dead-letter producer: {0}")]
     Producer(KafkaError),
-    #[error("the consumer thread failed: {0}")]
-    Thread(String),
+    #[error("cannot start the consumer thread")]
+    Thread(#[source] std::io::Error),
+    #[error("the consumer thread panicked")]
+    ThreadPanicked,
 }
 
 /// Consumes until `shutdown`, then drains, commits and leaves the group.
@@ -80,9 +82,8 @@ pub async fn run(
             let result = handle.block_on(consume(settings, pipeline, health, shutdown));
             let _ = tx.send(result);
         })
-        .map_err(|e| KafkaRunError::Thread(e.to_string()))?;
-    rx.await
-        .map_err(|_| KafkaRunError::Thread("the consumer thread panicked".to_owned()))?
+        .map_err(KafkaRunError::Thread)?;
+    rx.await.map_err(|_| KafkaRunError::ThreadPanicked)?
 }
 
 async fn consume(

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -119,6 +119,9 @@ impl ClientContext for ConsumerCallbacks {
 }
 
 impl ConsumerContext for ConsumerCallbacks {
+    // The Kafka consumer's own thread (never a runtime worker): the revoke drain blocks it on a
+    // `Condvar`, whose timeout runs on the wall clock, so its deadline does too.
+    #[allow(clippy::disallowed_types)]
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
@@ -129,7 +132,7 @@ impl ConsumerContext for ConsumerCallbacks {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         let lost = consumer.assignment_lost();
-        let deadline = Instant::now() + self.shared.drain;
+        let deadline = std::time::Instant::now() + self.shared.drain;
         let mut state = self.shared.lock();
         // Drain: wait for the revoked partitions' in-flight messages. Their offsets are stored
         // as they finish; librdkafka commits them when it unassigns.
@@ -142,7 +145,7 @@ impl ConsumerContext for ConsumerCallbacks {
             if pending == 0 || lost || state.closing {
                 break;
             }
-            let now = Instant::now();
+            let now = std::time::Instant::now();
             if now >= deadline {
                 tracing::warn!(
                     pending,

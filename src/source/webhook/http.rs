@@ -2,7 +2,8 @@
 //! records and the answer (200 or 503).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -36,22 +37,38 @@ pub fn router(settings: &IngestSettings, state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
-/// Binds `[ingest] listen` and serves until `shutdown`, on an accept loop of its own: a
-/// connection that does not send its headers within `header_read_timeout` is closed, at most
-/// `max_connections` are open (more are closed at once), and shutdown waits at most
-/// `shutdown_grace` for open requests.
+/// Binds `[ingest] listen` (port 0: one the system picks; the listener's `local_addr` says
+/// which).
+pub async fn bind(settings: &IngestSettings) -> Result<tokio::net::TcpListener, IngestError> {
+    tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| IngestError::Listen {
+            addr: settings.listen,
+            source,
+        })
+}
+
+/// Binds `[ingest] listen` and serves until `shutdown`: [`bind`], then [`serve_on`].
 pub async fn serve(
     settings: &IngestSettings,
     state: Arc<IngestState>,
     shutdown: Shutdown,
 ) -> Result<(), IngestError> {
+    let listener = bind(settings).await?;
+    serve_on(listener, settings, state, shutdown).await
+}
+
+/// Serves on `listener` until `shutdown`, on an accept loop of its own: a connection that does
+/// not send its headers within `header_read_timeout` is closed, at most `max_connections` are
+/// open (more are closed at once), and shutdown waits at most `shutdown_grace` for open
+/// requests.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    settings: &IngestSettings,
+    state: Arc<IngestState>,
+    shutdown: Shutdown,
+) -> Result<(), IngestError> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| IngestError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(IngestError::Serve)?;
     tracing::info!(%addr, path = %settings.path, "receiving the Auth0 log stream");
     let metrics = Arc::clone(&state.metrics);

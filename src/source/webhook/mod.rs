@@ -20,7 +20,7 @@ mod http;
 
 pub use bridge::{bridge_config, Bridge};
 pub use direct::Direct;
-pub use http::{router, serve, split_records, InvalidRecord, RawRecord};
+pub use http::{bind, router, serve, serve_on, split_records, InvalidRecord, RawRecord};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::harness::{free_port, wait_for, wait_listening};
+use crate::{free_port, wait_for, wait_listening};
 
 /// The folder holding `initdb`, `pg_ctl` and `psql`: `PG_BIN`, else the newest
 /// `/usr/lib/postgresql/*/bin`, else `PATH` (empty path).

@@ -1,8 +1,20 @@
-//! What the integration-test modules share: free loopback ports and temp directories, a real
-//! Kafka-protocol broker (tansu) per test with a producer and committed-offset checks, the
-//! service binary as a child process (its endpoints, its readiness), and the simulated tenant
-//! with the check that it holds exactly the expected roles. The Kafka and ingest benches include
-//! this file too.
+//! What the service's integration tests (`tests/it`) and end-to-end benches share, a crate of
+//! its own (a dev-dependency: nothing that ships depends on it): free loopback ports and temp
+//! directories, a real Kafka-protocol broker (tansu) per test with a producer and
+//! committed-offset checks, the service binary as a child process (its endpoints, its
+//! readiness), the simulated tenant with the check that it holds exactly the expected roles,
+//! moto for SQS and a real PostgreSQL server ([`pg`]).
+
+#![forbid(unsafe_code)]
+// The wall clock (clippy.toml bans `std::time::Instant` and `std::thread::sleep` where tokio's
+// time is meant): the harness waits on and times separate processes (the service binary,
+// tansu, PostgreSQL, moto) from the caller's thread, which tokio's clock neither sees nor pauses.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod in_process;
+pub mod pg;
+
+pub use in_process::InProcessApp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -22,6 +34,36 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// The workspace's root folder (the service's `Cargo.toml`, `config/`, `deploy/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The service's binary. Cargo builds a package's binaries before its integration tests and
+/// benches and tells them where (`CARGO_BIN_EXE_<name>`, at their compile time: not to a
+/// dependency such as this crate), so it is found beside the running test or bench:
+/// `target/<profile>/deps/<test>-<hash>` runs, `target/<profile>/auth0-default-roles` is the
+/// binary. `CARGO_BIN_EXE_auth0-default-roles` in the environment, if set, wins.
+pub fn service_bin() -> PathBuf {
+    const NAME: &str = "auth0-default-roles";
+    if let Some(path) = std::env::var_os(format!("CARGO_BIN_EXE_{NAME}")) {
+        return PathBuf::from(path);
+    }
+    let test = std::env::current_exe().unwrap_or_else(|e| panic!("the running test: {e}"));
+    let profile_dir = test
+        .parent()
+        .filter(|deps| deps.ends_with("deps"))
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", test.display()));
+    let binary = profile_dir.join(format!("{NAME}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} was not built (run through cargo test or cargo bench)",
+        binary.display()
+    );
+    binary
 }
 
 /// The two-worker runtime the tests run the simulator on.
@@ -480,13 +522,13 @@ impl Service {
         let err = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
         // SERVICE_WRAPPER (benches' profiling aid): a command the service runs under, e.g.
         // `perf record -g -o /tmp/service.perf --` or `heaptrack -o /tmp/service`.
-        let binary = env!("CARGO_BIN_EXE_auth0-default-roles");
+        let binary = service_bin();
         let wrapper = std::env::var("SERVICE_WRAPPER").unwrap_or_default();
         let mut words = wrapper.split_whitespace();
         let mut command_line = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
-                c.args(words).arg(binary);
+                c.args(words).arg(&binary);
                 c
             }
             None => Command::new(binary),
@@ -563,18 +605,7 @@ impl Service {
     /// Asserts that `/readyz` answers 503 and names `reason` within 20 s (transient failures
     /// turn it to 503 only once sustained for 5 s; service faults at once).
     pub fn assert_not_ready_because(&self, reason: &str) {
-        let says = |ready: &Option<(u16, String)>| {
-            ready
-                .as_ref()
-                .is_some_and(|(s, body)| *s == 503 && body.contains(reason))
-        };
-        let mut ready = self.get("/readyz");
-        let started = Instant::now();
-        while !says(&ready) && started.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(100));
-            ready = self.get("/readyz");
-        }
-        assert!(says(&ready), "{ready:?}");
+        assert_not_ready_because(self.metrics_port, reason);
     }
 
     /// The Kafka, in-flight and event metrics, for failure messages.
@@ -610,6 +641,22 @@ impl Drop for Service {
             let _ = child.wait();
         }
     }
+}
+
+/// Asserts that `/readyz` on `metrics_port` answers 503 and names `reason` within 20 s.
+pub fn assert_not_ready_because(metrics_port: u16, reason: &str) {
+    let says = |ready: &Option<(u16, String)>| {
+        ready
+            .as_ref()
+            .is_some_and(|(s, body)| *s == 503 && body.contains(reason))
+    };
+    let mut ready = http_get(metrics_port, "/readyz");
+    let started = Instant::now();
+    while !says(&ready) && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+        ready = http_get(metrics_port, "/readyz");
+    }
+    assert!(says(&ready), "{ready:?}");
 }
 
 /// Sums the samples of `name` whose label set contains `label_filter` (e.g. `outcome="assigned"`).
@@ -707,9 +754,8 @@ pub fn write_config(
     metrics_port: u16,
     extra_kafka: &str,
 ) -> PathBuf {
-    let policy =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let policy = std::fs::read_to_string(workspace_root().join("config/demo.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let dlq = dead_letter_topic
         .map(|t| format!("dead_letter_topic = \"{t}\"\n"))
         .unwrap_or_default();
