@@ -6,6 +6,10 @@
 //! 2. the service binary (`run`) consumes them, assigning roles through the in-process
 //!    simulator (no rate limit), and its events/s is compared with the ceiling (target ≥ 0.8).
 //!
+//! Both run in turn `CONSUME_BENCH_ROUNDS` times (default 3), each with its own consumer
+//! groups, and the median ratio is reported: one pair of runs swung from 0.64 to 0.94 with the
+//! broker's own rate on this machine.
+//!
 //! Rates count from the first message received to the last one finished, so the group join
 //! is not part of them. Peak RSS is the service process's VmHWM.
 //! `CONSUME_BENCH_EVENTS` changes the size; `CONSUME_BENCH_SCENARIO` (`one`, `batched`) runs one
@@ -83,12 +87,53 @@ fn scenario(batch: usize, name: &str, inflight: &str) {
     );
 
     let rt = runtime();
+    // Rounds: the bare consumer and the service in turn, each round with its own consumer
+    // groups (and a fresh tenant), so the broker's drift over a run (its rate varied from
+    // 13,800 to 22,300 events/s between runs on this machine) is shared by both; the median
+    // ratio is the figure.
+    let rounds: usize = std::env::var("CONSUME_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut ratios = Vec::new();
+    let mut peak = 0u64;
+    for round in 1..=rounds {
+        let bare = bare_run(&rt, &broker.bootstrap(), topic, n, bytes, round);
+        let bare_rate = n as f64 / bare;
+        let (rate, hwm) = service_run(&rt, &dir, &broker, topic, n, &stream, inflight, round);
+        peak = peak.max(hwm);
+        ratios.push(rate / bare_rate);
+        println!(
+            "round {round}: bare rdkafka consumer {bare_rate:.0} events/s, service {rate:.0} events/s: ratio {:.2}, peak RSS {:.1} MB",
+            rate / bare_rate,
+            hwm as f64 / 1024.0
+        );
+    }
+    ratios.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    println!(
+        "ratio service/bare: median {:.2} of {rounds} rounds (min {:.2}, max {:.2}; target >= 0.8)",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    println!("service peak RSS (VmHWM, highest round): {peak} kB");
+}
 
-    // 1. The ceiling: a bare consumer that only reads.
-    let bare = rt.block_on(async {
+/// The ceiling: a bare consumer that only reads (its own group); seconds from its first
+/// message to its last.
+fn bare_run(
+    rt: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    bytes: usize,
+    round: usize,
+) -> f64 {
+    rt.block_on(async {
         let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .set("group.id", "bench-bare")
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("bench-bare-{round}"))
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.offset.store", "false")
@@ -114,13 +159,24 @@ fn scenario(batch: usize, name: &str, inflight: &str) {
         }
         assert_eq!(size, bytes);
         first.map_or(0.0, |f| f.elapsed().as_secs_f64())
-    });
-    let bare_rate = n as f64 / bare;
-    println!("bare rdkafka consumer: {n} events in {bare:.2} s = {bare_rate:.0} events/s");
+    })
+}
 
-    // 2. The service against the simulator.
+/// The service (`run`, its own group) against a fresh simulated tenant: (events/s from the
+/// first event received to the last processed, peak RSS in kB).
+#[allow(clippy::too_many_arguments)]
+fn service_run(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    broker: &Broker,
+    topic: &str,
+    n: usize,
+    stream: &generate::Stream,
+    inflight: &str,
+    round: usize,
+) -> (f64, u64) {
     let (sim, running) = start_tenant(
-        &rt,
+        rt,
         SimConfig {
             accept_any_user: true,
             ..SimConfig::default()
@@ -129,17 +185,21 @@ fn scenario(batch: usize, name: &str, inflight: &str) {
     );
     let port = free_port();
     let config = write_config(
-        &dir,
-        "bench",
+        dir,
+        &format!("bench-{round}"),
         &running.base_url,
         &broker.bootstrap(),
         topic,
-        "bench-service",
+        &format!("bench-service-{round}"),
         None,
         port,
         inflight,
     );
-    let mut service = Service::start(&config, port, dir.join("bench-service.log"));
+    let mut service = Service::start(
+        &config,
+        port,
+        dir.join(format!("bench-service-{round}.log")),
+    );
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut processed = 0.0;
@@ -168,22 +228,23 @@ fn scenario(batch: usize, name: &str, inflight: &str) {
     let hwm = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
-        .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let rate = n as f64 / elapsed;
+        .and_then(|l| {
+            l.trim_start_matches("VmHWM:")
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
     let tenant = sim.users_with_roles();
-    println!(
-        "service (run): {n} events in {elapsed:.2} s = {rate:.0} events/s; {} users got roles ({} expected); {} Management API requests",
+    assert_eq!(
         tenant.len(),
         stream.expected.len(),
-        sim.stats().total_requests
+        "users with roles after round {round}"
     );
-    println!(
-        "ratio service/bare: {:.2} (target >= 0.8)",
-        rate / bare_rate
-    );
-    println!("service peak RSS (VmHWM): {hwm}");
     service.signal("TERM");
     let _ = service.wait_exit(Duration::from_secs(30));
     rt.block_on(running.shutdown());
+    (n as f64 / elapsed, hwm)
 }
