@@ -759,7 +759,7 @@ pub async fn open_ledger(settings: &LedgerSettings) -> Result<Ledger, StartError
                 return Err(StartError::Ledger(err))
             }
             Err(err) => {
-                tracing::warn!(error = %crate::ledger::fault::error_text(&err), "the ledger does not answer yet; trying again");
+                tracing::warn!(error = %crate::exit::cause_chain(&err), "the ledger does not answer yet; trying again");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(5));
             }

@@ -194,11 +194,11 @@ async fn ledger(config: &Config, report: &mut Report) {
             deletions(&ledger, report).await;
         }
         Ok(Err(err)) if err.is_config() => report.fail(
-            format!("ledger: {}", crate::ledger::fault::error_text(&err)),
+            format!("ledger: {}", crate::exit::cause_chain(&err)),
             "fix [ledger] url (sqlite:///ABSOLUTE/PATH in an existing folder, or postgres://USER@HOST:PORT/DATABASE)",
         ),
         Ok(Err(err)) => report.fail(
-            format!("ledger: {}", crate::ledger::fault::error_text(&err)),
+            format!("ledger: {}", crate::exit::cause_chain(&err)),
             "start the database or fix [ledger] url / LEDGER_URL (host, port, database, user; the password from LEDGER_URL or PGPASSWORD)",
         ),
         Err(_) => report.fail(
@@ -233,7 +233,7 @@ async fn deletions(ledger: &crate::ledger::Ledger, report: &mut Report) {
         Err(err) => report.warn(
             format!(
                 "ledger: cannot tell whether deletions arrive: {}",
-                crate::ledger::fault::error_text(&err)
+                crate::exit::cause_chain(&err)
             ),
             "check the ledger's database",
         ),

@@ -457,19 +457,19 @@ impl LedgerLink {
                     self.answered(metrics);
                     metrics.ledger_errors.inc();
                     metrics.ledger_refused.inc();
-                    let said = super::fault::error_text(&err);
+                    let said = crate::exit::cause_chain(&err);
                     tracing::warn!(error = %said, what, "the ledger refuses this record: its event fails, the service goes on");
                     return Err(Refused(said));
                 }
                 Err(err) if err.is_conflict() => {
                     metrics.ledger_errors.inc();
-                    tracing::debug!(error = %super::fault::error_text(&err), what, "a concurrent transaction conflicted; trying again");
+                    tracing::debug!(error = %crate::exit::cause_chain(&err), what, "a concurrent transaction conflicted; trying again");
                     tokio::time::sleep(conflict_wait).await;
                     conflict_wait = (conflict_wait * 2).min(CONFLICT_MAX_WAIT);
                 }
                 Err(err) => {
                     metrics.ledger_errors.inc();
-                    let said = super::fault::error_text(&err);
+                    let said = crate::exit::cause_chain(&err);
                     if self.ledger.fault().set_failing(said.clone()) {
                         metrics.ledger_unreachable.set(1);
                         tracing::warn!(error = %said, what, "the ledger fails: events wait and intake is paused until it answers again (nothing is lost)");

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::ledger::fault::error_text;
+use crate::exit::cause_chain;
 use crate::ledger::lease::{Acquisition, Lease, LeaseError};
 use crate::metrics::Metrics;
 use crate::server::{Health, ReadinessProbe};
@@ -257,7 +257,7 @@ impl ReaderLease {
                 }
                 Ok(Err(err)) => {
                     self.metrics.ledger_errors.inc();
-                    self.lose(&format!("a renewal failed: {}", error_text(&err)));
+                    self.lose(&format!("a renewal failed: {}", cause_chain(&err)));
                     return;
                 }
                 Err(_) => {
@@ -325,7 +325,7 @@ impl ReaderLease {
                 Err(err) => {
                     self.metrics.ledger_errors.inc();
                     if self.quiet.allow("save") {
-                        tracing::warn!(reader = self.reader, error = %error_text(&err), "the reader's checkpoint cannot be saved in the ledger; trying again while the lease holds");
+                        tracing::warn!(reader = self.reader, error = %cause_chain(&err), "the reader's checkpoint cannot be saved in the ledger; trying again while the lease holds");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -346,7 +346,7 @@ impl ReaderLease {
                 "released the reader's lease"
             ),
             Ok(Err(err)) => {
-                tracing::warn!(reader = self.reader, error = %error_text(&err), "the reader's lease could not be released: a standby takes over once it expires")
+                tracing::warn!(reader = self.reader, error = %cause_chain(&err), "the reader's lease could not be released: a standby takes over once it expires")
             }
             Err(_) => tracing::warn!(
                 reader = self.reader,
@@ -365,7 +365,7 @@ impl ReaderLease {
 
     fn ledger_failed(&self, err: &LeaseError) {
         self.metrics.ledger_errors.inc();
-        let said = error_text(err);
+        let said = cause_chain(err);
         if self.lease.ledger().fault().set_failing(said.clone()) {
             self.metrics.ledger_unreachable.set(1);
         }
