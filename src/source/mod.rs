@@ -165,8 +165,8 @@ pub enum PauseReason {
     Full,
     /// Management API calls are failing; events wait instead of piling up.
     TenantFailing,
-    /// [`crate::mgmt::WAITING_MAX`] assignments wait for the tenant (its rate is the
-    /// bottleneck): taking more would only hold them in memory.
+    /// [`crate::mgmt::WAITING_MAX`] events are in process (waiting for the tenant's rate, the
+    /// ledger, their grants' commit): taking more would only hold them in memory.
     Backlogged,
     /// Shutting down: nothing new is taken.
     ShuttingDown,
@@ -177,15 +177,15 @@ impl PauseReason {
         match self {
             PauseReason::Full => "in-flight limit reached",
             PauseReason::TenantFailing => "Management API failing",
-            PauseReason::Backlogged => "assignments wait for the tenant's rate",
+            PauseReason::Backlogged => "events wait for the tenant or the ledger",
             PauseReason::ShuttingDown => "shutting down",
         }
     }
 }
 
 /// When intake pauses and resumes: pause at `max_inflight`, while the tenant fails, or while
-/// [`crate::mgmt::WAITING_MAX`] assignments wait for the tenant; resume at half of each once
-/// the tenant answers. Each change is logged once.
+/// [`crate::mgmt::WAITING_MAX`] events are in process (waiting for the tenant or the ledger);
+/// resume at half of each once the tenant answers. Each change is logged once.
 pub struct Intake {
     max_inflight: usize,
     resume_below: usize,
@@ -211,10 +211,11 @@ impl Intake {
         self.update_waiting(inflight, 0, tenant_failing)
     }
 
-    /// [`Intake::update`], with `waiting` assignments waiting for the tenant (the role
-    /// assigner's queue and batches): at [`crate::mgmt::WAITING_MAX`] intake pauses whatever
-    /// `max_inflight` allows, so a tenant slower than the broker bounds the memory of the
-    /// events held, and resumes once half of them left.
+    /// [`Intake::update`], with `waiting` events in process ([`crate::pipeline::Pipeline::waiting`]:
+    /// waiting for a read, the ledger, a role write or their grants' commit): at
+    /// [`crate::mgmt::WAITING_MAX`] intake pauses whatever `max_inflight` allows, so a tenant
+    /// or a ledger slower than the broker bounds the memory of the events held, and resumes
+    /// once half of them left.
     pub fn update_waiting(
         &self,
         inflight: usize,
