@@ -21,6 +21,7 @@ mod event_streams;
 mod ingest;
 mod kafka;
 mod ledger;
+mod ledger_backpressure;
 mod ledger_model;
 mod ledger_truth;
 mod mgmt;
