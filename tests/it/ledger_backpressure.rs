@@ -128,7 +128,10 @@ fn intake_pauses_at_the_bound_while_events_wait_for_their_commit_and_loses_nothi
         "every event processed once the lock went\n{}",
         service.log_text()
     );
-    assert!(most <= bound, "at most {bound} in process after, saw {most}");
+    assert!(
+        most <= bound,
+        "at most {bound} in process after, saw {most}"
+    );
     assert!(service.log_text().contains("intake resumed"));
     assert_eq!(
         sim.role_sets(),
