@@ -49,14 +49,12 @@ type WrittenReply = oneshot::Sender<Result<BTreeSet<String>, MgmtError>>;
 /// Pending assignments queued for the batching task at most.
 pub const PENDING_MAX: usize = 10_000;
 
-/// Events in process (waiting for a read, the ledger, a role write or their grants' commit;
-/// [`crate::pipeline::Pipeline::waiting`]) at which sources pause their intake
-/// ([`crate::source::Intake::update_waiting`]), and the most that hold their path at once
-/// ([`crate::pipeline::PROCESSING_MAX`]): at the tenant's rate more waiting buys no
-/// throughput, only memory (each holds its event's path, about 10 KB). 10,000 until
-/// 2026-12-07, when only the assignments inside the assigner were counted: with a ledger the
-/// events waiting for it were not, and the ledger bench's worst case reached 833 MB.
-pub const WAITING_MAX: usize = 2_000;
+/// Events in process and messages queued behind their user, together, at which sources pause
+/// their intake ([`crate::source::Intake::update_waiting`]): at the tenant's rate more waiting
+/// buys no throughput, only memory. The events in process alone pause it sooner, at
+/// [`crate::pipeline::PROCESSING_MAX`] (each holds its path, about 10 KB; a queued message
+/// only its decoded events).
+pub const WAITING_MAX: usize = 10_000;
 
 /// Assigns roles by name. Cheap to clone; one batching task per process.
 #[derive(Clone)]

@@ -12,18 +12,21 @@
 //!   for room (a few hundred bytes: its decoded item and a small future), never fails, never
 //!   dropped, in the order it arrived;
 //! - every event that entered (holding room or waiting for it) is counted until its verdict
-//!   ([`Admission::in_process`]), and sources pause their intake at [`crate::mgmt::WAITING_MAX`]
-//!   of them ([`crate::source::Intake::update_waiting`]): what waits is bounded by that count,
-//!   not by `max_inflight`.
+//!   ([`Admission::in_process`]), and sources pause their intake at [`PROCESSING_MAX`] of them
+//!   ([`crate::source::Intake::update_waiting`]): what waits is bounded by that count, not by
+//!   `max_inflight`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// Events holding their deep path at once at most: the waiting assignments at which intake
-/// pauses ([`crate::mgmt::WAITING_MAX`]), so a source that pauses never makes an event wait
-/// for room, and one that does not pause (replay, the webhook) is bounded all the same.
-pub const PROCESSING_MAX: usize = crate::mgmt::WAITING_MAX;
+/// Events holding their deep path at once at most, and the events in process at which sources
+/// pause their intake ([`crate::source::Intake::update_waiting`]): a source that pauses
+/// rarely makes an event wait for room, and one that does not pause (replay, the webhook) is
+/// bounded all the same. 2,000 at about 10 KB each: the ledger bench's worst case within
+/// 1.25x of the run without a ledger (docs/ledger.md); a few hundred keep the tenant's rate
+/// busy.
+pub const PROCESSING_MAX: usize = 2_000;
 
 /// The room of the events being processed, shared by a pipeline and its relabelled copies
 /// (the backstop beside the stream's source).

@@ -244,7 +244,7 @@ impl Pipeline {
     /// Events waiting now: those being processed (for a profile or role read, the ledger, a
     /// role write, their grants' commit, or for room among the [`PROCESSING_MAX`] processed at
     /// once), and role assignments waiting for the tenant (shared with other users of the
-    /// assigner). Sources pause their intake at [`crate::mgmt::WAITING_MAX`].
+    /// assigner). Sources pause their intake at [`PROCESSING_MAX`].
     pub fn waiting(&self) -> usize {
         self.admission
             .in_process()

@@ -1,14 +1,14 @@
 //! The events waiting are bounded, with a ledger too: the real binary consuming Kafka (tansu)
 //! with `max_inflight = 100000` and a PostgreSQL ledger whose `grants` table another session
 //! holds locked, so every event that wrote its roles waits for its grants' commit. At most
-//! [`WAITING_MAX`] events may be in process at once (intake pauses there), whatever
+//! [`PROCESSING_MAX`] events may be in process at once (intake pauses there), whatever
 //! `max_inflight` allows; once the lock goes, intake resumes and nothing is lost: every user
 //! ends with exactly its roles, every grant recorded.
 
 use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
-use auth0_default_roles::mgmt::WAITING_MAX;
+use auth0_default_roles::pipeline::PROCESSING_MAX;
 use mgmt_sim::SimConfig;
 use sqlx::Connection;
 
@@ -87,7 +87,7 @@ fn intake_pauses_at_the_bound_while_events_wait_for_their_commit_and_loses_nothi
 
     // The consumer decides per message, so a few may come in past the bound before the pause
     // takes: a tenth of it.
-    let bound = (WAITING_MAX + WAITING_MAX / 10) as f64;
+    let bound = (PROCESSING_MAX + PROCESSING_MAX / 10) as f64;
     let mut most = 0.0_f64;
     let locked_until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < locked_until {
@@ -100,7 +100,7 @@ fn intake_pauses_at_the_bound_while_events_wait_for_their_commit_and_loses_nothi
         "at most {bound} events in process at once, saw {most}"
     );
     assert!(
-        most >= (WAITING_MAX / 2) as f64,
+        most >= (PROCESSING_MAX / 2) as f64,
         "the events reached the bound while their commits waited (saw {most}): the test tests nothing otherwise"
     );
     assert!(
