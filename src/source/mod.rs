@@ -109,6 +109,13 @@ impl<T: Send + 'static> Dispatch<T> {
         self.sequencer.queued()
     }
 
+    /// Tasks past their user's line: running, or spawned and not polled yet (the pipeline
+    /// counts an event in process only once its task runs: a source taking messages faster
+    /// than its tasks start counts these too, so its pause is not overshot).
+    pub fn started(&self) -> usize {
+        self.len().saturating_sub(self.queued())
+    }
+
     /// Tasks queued or running.
     pub fn len(&self) -> usize {
         self.tasks.len()

@@ -377,7 +377,7 @@ impl EventsReader {
             }
             intake.update_waiting(
                 dispatch.len(),
-                self.pipeline.waiting(),
+                self.pipeline.waiting().max(dispatch.started()),
                 dispatch.queued(),
                 self.api.client().is_failing(),
             );

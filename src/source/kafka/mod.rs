@@ -146,7 +146,7 @@ async fn consume(
         }
         if let Some(pause) = shared.intake.update_waiting(
             dispatch.len(),
-            pipeline.waiting(),
+            pipeline.waiting().max(dispatch.started()),
             dispatch.queued(),
             pipeline.is_tenant_failing(),
         ) {
