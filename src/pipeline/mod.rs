@@ -8,8 +8,10 @@
 //! - `recording`: the ledger link (what this service granted, re-created users, memberships)
 //!   and the record of each outcome;
 //! - `dispatch`: `Pipeline::deliver`, the one delivery path every source takes;
+//! - `admission`: the bound on the events being processed at once (their deep path);
 //! - here: `Pipeline` (act), its wiring, the run of one event and a lost task's outcome.
 
+mod admission;
 mod assign;
 pub mod dispatch;
 mod outcome;
@@ -17,6 +19,7 @@ mod processor;
 mod profile;
 mod recording;
 
+pub use admission::PROCESSING_MAX;
 pub use outcome::{Outcome, Rejected, Report, Verdict};
 pub use processor::{
     Assignment, MemberAssignment, Processor, Step, FRESH_SIGNUP, RECREATION_MARGIN,
@@ -113,6 +116,8 @@ pub struct Pipeline {
     source: SourceKind,
     /// The grants ledger (`[ledger]`), when configured.
     ledger: Option<LedgerLink>,
+    /// The events being processed, bounded (shared with relabelled copies).
+    admission: Arc<admission::Admission>,
 }
 
 /// The Management API calls a pipeline made, as a source reports them (`replay`'s summary).
@@ -163,6 +168,7 @@ impl Pipeline {
             metrics,
             source,
             ledger: None,
+            admission: Arc::new(admission::Admission::new(PROCESSING_MAX)),
         }
     }
 
@@ -185,6 +191,7 @@ impl Pipeline {
             metrics,
             source,
             ledger: None,
+            admission: Arc::new(admission::Admission::new(PROCESSING_MAX)),
         }
     }
 
@@ -219,6 +226,7 @@ impl Pipeline {
             metrics: Arc::clone(&self.metrics),
             source,
             ledger: self.ledger.clone(),
+            admission: Arc::clone(&self.admission),
         }
     }
 
@@ -233,10 +241,19 @@ impl Pipeline {
             .map(|client| ApiCalls::from(client.stats()))
     }
 
-    /// Role assignments waiting for the tenant now (0 offline): sources pause their intake at
-    /// [`crate::mgmt::WAITING_MAX`].
+    /// Events waiting now: those being processed (for a profile or role read, the ledger, a
+    /// role write, their grants' commit, or for room among the [`PROCESSING_MAX`] processed at
+    /// once), and role assignments waiting for the tenant (shared with other users of the
+    /// assigner). Sources pause their intake at [`PROCESSING_MAX`].
     pub fn waiting(&self) -> usize {
-        self.assigner.as_ref().map_or(0, RoleAssigner::waiting)
+        self.admission
+            .in_process()
+            .max(self.assigner.as_ref().map_or(0, RoleAssigner::waiting))
+    }
+
+    /// Events holding their deep path now (at most [`PROCESSING_MAX`]).
+    pub fn processing(&self) -> usize {
+        self.admission.holding(PROCESSING_MAX)
     }
 
     /// Whether Management API calls are failing now, or the ledger is (sources pause intake
@@ -296,7 +313,10 @@ impl Pipeline {
             Selection::NotEligible(_) => None,
         });
         // Boxed: a task in flight holds this small future until it runs; the event's whole
-        // path (several KB of state) is allocated only while it is being processed.
+        // path (several KB of state) is allocated only while it is being processed, by at
+        // most `PROCESSING_MAX` events at once (the others wait for room here, counted).
+        // The wait for room boxed too: a message in flight holds only a pointer to it.
+        let _admitted = Box::pin(self.admission.enter()).await;
         match std::panic::AssertUnwindSafe(Box::pin(self.run(item)))
             .catch_unwind()
             .await

@@ -115,6 +115,13 @@ impl<T: Send + 'static> Dispatch<T> {
         self.sequencer.queued()
     }
 
+    /// Tasks past their user's line: running, or spawned and not polled yet (the pipeline
+    /// counts an event in process only once its task runs: a source taking messages faster
+    /// than its tasks start counts these too, so its pause is not overshot).
+    pub fn started(&self) -> usize {
+        self.len().saturating_sub(self.queued())
+    }
+
     /// Tasks queued or running.
     pub fn len(&self) -> usize {
         self.tasks.len()
@@ -171,8 +178,9 @@ pub enum PauseReason {
     Full,
     /// Management API calls are failing; events wait instead of piling up.
     TenantFailing,
-    /// [`crate::mgmt::WAITING_MAX`] assignments wait for the tenant (its rate is the
-    /// bottleneck): taking more would only hold them in memory.
+    /// [`crate::pipeline::PROCESSING_MAX`] events are in process (waiting for the tenant's
+    /// rate, the ledger, their grants' commit), or [`crate::mgmt::WAITING_MAX`] with the
+    /// messages queued behind their user: taking more would only hold them in memory.
     Backlogged,
     /// Shutting down: nothing new is taken.
     ShuttingDown,
@@ -183,15 +191,16 @@ impl PauseReason {
         match self {
             PauseReason::Full => "in-flight limit reached",
             PauseReason::TenantFailing => "Management API failing",
-            PauseReason::Backlogged => "assignments wait for the tenant's rate",
+            PauseReason::Backlogged => "events wait for the tenant or the ledger",
             PauseReason::ShuttingDown => "shutting down",
         }
     }
 }
 
 /// When intake pauses and resumes: pause at `max_inflight`, while the tenant fails, or while
-/// [`crate::mgmt::WAITING_MAX`] assignments wait for the tenant; resume at half of each once
-/// the tenant answers. Each change is logged once.
+/// [`crate::pipeline::PROCESSING_MAX`] events are in process (waiting for the tenant or the
+/// ledger) or [`crate::mgmt::WAITING_MAX`] wait with the messages queued behind their user;
+/// resume at half of each once the tenant answers. Each change is logged once.
 pub struct Intake {
     max_inflight: usize,
     resume_below: usize,
@@ -214,21 +223,28 @@ impl Intake {
     /// Decides with `inflight` messages in flight and the tenant failing or not. Returns the
     /// new state (`true`: paused) when it changed.
     pub fn update(&self, inflight: usize, tenant_failing: bool) -> Option<bool> {
-        self.update_waiting(inflight, 0, tenant_failing)
+        self.update_waiting(inflight, 0, 0, tenant_failing)
     }
 
-    /// [`Intake::update`], with `waiting` assignments waiting for the tenant (the role
-    /// assigner's queue and batches): at [`crate::mgmt::WAITING_MAX`] intake pauses whatever
-    /// `max_inflight` allows, so a tenant slower than the broker bounds the memory of the
-    /// events held, and resumes once half of them left.
+    /// [`Intake::update`], with `in_process` events being processed
+    /// ([`crate::pipeline::Pipeline::waiting`]: waiting for a read, the ledger, a role write or
+    /// their grants' commit, each holding its path) and `queued` messages waiting behind an
+    /// earlier one of their user (holding only their decoded events). Intake pauses at
+    /// [`crate::pipeline::PROCESSING_MAX`] events in process, or at
+    /// [`crate::mgmt::WAITING_MAX`] in process and queued together, whatever `max_inflight`
+    /// allows, so a tenant or a ledger slower than the broker bounds the memory of the events
+    /// held; it resumes once half of each left.
     pub fn update_waiting(
         &self,
         inflight: usize,
-        waiting: usize,
+        in_process: usize,
+        queued: usize,
         tenant_failing: bool,
     ) -> Option<bool> {
         let paused = self.is_paused();
-        let backlogged = waiting >= crate::mgmt::WAITING_MAX;
+        let processing_max = crate::pipeline::PROCESSING_MAX;
+        let waiting = in_process + queued;
+        let backlogged = in_process >= processing_max || waiting >= crate::mgmt::WAITING_MAX;
         if !paused && (inflight >= self.max_inflight || tenant_failing || backlogged) {
             let reason = if tenant_failing {
                 PauseReason::TenantFailing
@@ -241,6 +257,7 @@ impl Intake {
             Some(true)
         } else if paused
             && inflight <= self.resume_below
+            && in_process <= processing_max / 2
             && waiting <= crate::mgmt::WAITING_MAX / 2
             && !tenant_failing
         {
@@ -336,9 +353,16 @@ mod tests {
         assert_eq!(intake.update(0, true), None);
         assert_eq!(intake.update(0, false), Some(false));
         let waiting = crate::mgmt::WAITING_MAX;
-        assert_eq!(intake.update_waiting(0, waiting, false), Some(true));
-        assert_eq!(intake.update_waiting(0, waiting / 2 + 1, false), None);
-        assert_eq!(intake.update_waiting(0, waiting / 2, false), Some(false));
+        assert_eq!(intake.update_waiting(0, 0, waiting, false), Some(true));
+        assert_eq!(intake.update_waiting(0, 0, waiting / 2 + 1, false), None);
+        assert_eq!(intake.update_waiting(0, 0, waiting / 2, false), Some(false));
+        let processing = crate::pipeline::PROCESSING_MAX;
+        assert_eq!(intake.update_waiting(0, processing, 0, false), Some(true));
+        assert_eq!(intake.update_waiting(0, processing / 2 + 1, 0, false), None);
+        assert_eq!(
+            intake.update_waiting(0, processing / 2, 0, false),
+            Some(false)
+        );
         assert!(intake.stop());
         assert!(intake.is_paused());
     }

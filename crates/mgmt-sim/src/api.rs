@@ -265,6 +265,11 @@ pub(crate) async fn assign_user_roles(
         added = outcome.added,
         "sim: roles assigned to user"
     );
+    // Applied: the answer may still be held (a client crashing before it sees it).
+    let delay = lock(&shared.config).assignment_answer_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -303,6 +308,11 @@ pub(crate) async fn assign_role_users(
         added = outcome.added,
         "sim: role assigned to users"
     );
+    // Applied: the answer may still be held (a client crashing before it sees it).
+    let delay = lock(&shared.config).assignment_answer_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     Ok(json_response(StatusCode::OK, &json!({})))
 }
 

@@ -64,6 +64,10 @@ pub struct SimConfig {
     /// (0: answers at once): the client may die between Auth0's commit and the answer, as a
     /// crash or a lost connection does.
     pub removal_answer_delay_ms: u64,
+    /// `POST /api/v2/users/{id}/roles` and `POST /api/v2/roles/{id}/users` apply the write,
+    /// then hold their answer this long (0: answer at once): the client may crash between
+    /// Auth0's commit of a role write and its record of it.
+    pub assignment_answer_delay_ms: u64,
     /// A member holds at most this many roles in an organization; a write past it answers 409
     /// "No more roles can be assigned to this organization member" (0: no limit).
     pub member_role_limit: usize,
@@ -98,6 +102,7 @@ impl Default for SimConfig {
             organization_roles_per_minute: 200.0,
             organization_roles_burst: 20,
             removal_answer_delay_ms: 0,
+            assignment_answer_delay_ms: 0,
             member_role_limit: 0,
             token_latency_ms: 0,
         }

@@ -372,6 +372,12 @@ impl Simulator {
         lock(&self.shared.config).removal_answer_delay_ms = delay_ms;
     }
 
+    /// Holds the answer of each role write (`POST /api/v2/users/{id}/roles`,
+    /// `POST /api/v2/roles/{id}/users`) this long after applying it.
+    pub fn set_assignment_answer_delay_ms(&self, delay_ms: u64) {
+        lock(&self.shared.config).assignment_answer_delay_ms = delay_ms;
+    }
+
     /// A member's role names in an organization, sorted (empty for a non-member).
     pub fn member_role_names(&self, organization_id: &str, user_id: &str) -> Vec<String> {
         let ids = lock(&self.shared.organizations).role_ids(organization_id, user_id);

@@ -381,7 +381,8 @@ impl EventsReader {
             }
             intake.update_waiting(
                 dispatch.len(),
-                self.pipeline.waiting() + dispatch.queued(),
+                self.pipeline.waiting().max(dispatch.started()),
+                dispatch.queued(),
                 self.api.client().is_failing(),
             );
             let paused = intake.is_paused();

@@ -147,7 +147,8 @@ async fn consume(
         }
         if let Some(pause) = shared.intake.update_waiting(
             dispatch.len(),
-            pipeline.waiting() + dispatch.queued(),
+            pipeline.waiting().max(dispatch.started()),
+            dispatch.queued(),
             pipeline.is_tenant_failing(),
         ) {
             pause_partitions(&shared, consumer.as_ref(), pause);

@@ -177,7 +177,8 @@ async fn receive_loop(
         };
         shared.intake.update_waiting(
             0,
-            ctx.pipeline.waiting() + dispatch.queued(),
+            ctx.pipeline.waiting(),
+            dispatch.queued(),
             ctx.pipeline.is_tenant_failing(),
         );
         if shared.intake.is_paused() {
