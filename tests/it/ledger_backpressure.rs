@@ -12,7 +12,7 @@ use auth0_default_roles::pipeline::PROCESSING_MAX;
 use mgmt_sim::SimConfig;
 use sqlx::Connection;
 
-use crate::harness::*;
+use test_harness::*;
 
 /// Events in process now: received minus finished (both counted by the pipeline, before and
 /// after an event's whole path).
@@ -25,7 +25,7 @@ fn in_process(service: &Service) -> (f64, f64) {
 
 #[test]
 fn intake_pauses_at_the_bound_while_events_wait_for_their_commit_and_loses_nothing() {
-    let server = crate::pg::shared();
+    let server = test_harness::pg::shared();
     let url = server.database("backpressure");
     let rt = runtime();
     let (sim, running) = start_tenant(

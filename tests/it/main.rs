@@ -30,6 +30,7 @@ mod ingest;
 mod kafka;
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod ledger;
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod ledger_backpressure;
 mod ledger_model;
 mod ledger_truth;
