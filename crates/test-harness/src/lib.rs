@@ -479,6 +479,10 @@ pub struct Service {
     child: Option<Child>,
     pub metrics_port: u16,
     pub log: PathBuf,
+    /// Started under `SERVICE_WRAPPER` (a profiler) in a process group of its own: signals go
+    /// to the group (the wrapper and the service), and `pid` is the service's, not the
+    /// wrapper's.
+    wrapped: Option<PathBuf>,
 }
 
 impl Service {
@@ -525,10 +529,13 @@ impl Service {
         let binary = service_bin();
         let wrapper = std::env::var("SERVICE_WRAPPER").unwrap_or_default();
         let mut words = wrapper.split_whitespace();
+        let wrapped = (!wrapper.trim().is_empty())
+            .then(|| binary.canonicalize().unwrap_or_else(|_| binary.clone()));
         let mut command_line = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
                 c.args(words).arg(&binary);
+                std::os::unix::process::CommandExt::process_group(&mut c, 0);
                 c
             }
             None => Command::new(binary),
@@ -547,17 +554,47 @@ impl Service {
             child: Some(child),
             metrics_port,
             log,
+            wrapped,
         }
     }
 
+    /// The service's process id (under a wrapper: the process of its group running the
+    /// service's binary, else the wrapper's).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
+        let child = self.child.as_ref().map(Child::id).unwrap_or(0);
+        let Some(binary) = &self.wrapped else {
+            return child;
+        };
+        let in_group = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(") ")?.1.to_owned();
+                    after.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(child)
+        };
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                in_group(*pid)
+                    && std::fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|exe| exe == *binary)
+            })
+            .unwrap_or(child)
     }
 
-    /// Sends a signal (`TERM`, `KILL`, `INT`) with kill(1).
+    /// Sends a signal (`TERM`, `KILL`, `INT`) with kill(1); under a wrapper, to its group.
     pub fn signal(&self, name: &str) {
+        let target = match (&self.wrapped, &self.child) {
+            (Some(_), Some(child)) => format!("-{}", child.id()),
+            _ => self.pid().to_string(),
+        };
         let status = Command::new("kill")
-            .args([format!("-{name}"), self.pid().to_string()])
+            .args([format!("-{name}"), "--".to_owned(), target])
             .status()
             .unwrap_or_else(|e| panic!("kill: {e}"));
         assert!(status.success(), "kill -{name} failed");
@@ -637,6 +674,12 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.wrapped.is_some() {
+                // The wrapper's group: the service would outlive a killed wrapper.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
