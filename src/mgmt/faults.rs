@@ -478,29 +478,12 @@ impl crate::server::ReadinessProbe for MgmtClient {
 mod tests {
     use super::*;
 
-    fn client() -> MgmtClient {
-        let metrics =
-            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
-        let settings = super::super::ClientSettings {
-            base_url: "http://127.0.0.1:9".to_owned(),
-            audience: "https://t.example/api/v2/".to_owned(),
-            client_id: "c".to_owned(),
-            client_secret: crate::settings::Secret::new("s"),
-            requests_per_second: 10.0,
-            burst: 10,
-            auto_share: None,
-            timeout: Duration::from_secs(1),
-            retry: super::super::RetrySettings::default(),
-        };
-        MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// Two scopes missing (a profile read and a role write refused), one granted: its call is
     /// answered, and the fault stays on for the other (seen flapping: only the last refused
     /// operation was remembered, so answering it cleared the fault).
     #[tokio::test(start_paused = true)]
     async fn granting_one_of_two_missing_scopes_keeps_the_fault_on() {
-        let client = client();
+        let client = MgmtClient::for_tests();
         let mut backoff = client.backoff();
         for operation in [Operation::AssignRoleUsers, Operation::GetUser] {
             let why = Transient::Refused(Blocked::Scope, format!("{} refused", operation.as_str()));
@@ -523,7 +506,7 @@ mod tests {
     #[tokio::test]
     async fn the_clients_readiness_probe_names_the_refusal_and_its_fix() {
         use crate::server::ReadinessProbe;
-        let client = client();
+        let client = MgmtClient::for_tests();
         assert!(client.not_ready().is_empty(), "a fresh client is ready");
         client.set_roles_missing(Some(vec!["Viewer".to_owned()]));
         let said = client.not_ready();

@@ -146,6 +146,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl MgmtClient {
+    /// A client of a tenant that does not answer (port 9), 10 requests/s, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> MgmtClient {
+        let metrics =
+            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let settings = ClientSettings {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            audience: "https://t.example/api/v2/".to_owned(),
+            client_id: "c".to_owned(),
+            client_secret: crate::settings::Secret::new("s"),
+            requests_per_second: 10.0,
+            burst: 10,
+            auto_share: None,
+            timeout: Duration::from_secs(1),
+            retry: RetrySettings::default(),
+        };
+        MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn new(settings: ClientSettings, metrics: Arc<Metrics>) -> Result<MgmtClient, MgmtError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("auth0-default-roles/", env!("CARGO_PKG_VERSION")))

@@ -239,30 +239,13 @@ fn is_role_gone(err: &MgmtError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ClientSettings, RateClass, RetrySettings};
+    use super::super::RateClass;
     use super::*;
     use std::time::Duration;
 
-    fn client() -> MgmtClient {
-        let metrics =
-            std::sync::Arc::new(crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")));
-        let settings = ClientSettings {
-            base_url: "http://127.0.0.1:9".to_owned(),
-            audience: "https://t.example/api/v2/".to_owned(),
-            client_id: "c".to_owned(),
-            client_secret: crate::settings::Secret::new("s"),
-            requests_per_second: 10.0,
-            burst: 10,
-            auto_share: None,
-            timeout: Duration::from_secs(1),
-            retry: RetrySettings::default(),
-        };
-        MgmtClient::new(settings, metrics).unwrap_or_else(|e| panic!("{e}"))
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_429_on_a_member_role_write_holds_member_role_writes_only() {
-        let client = client();
+        let client = MgmtClient::for_tests();
         let metrics = std::sync::Arc::clone(&client.inner.metrics);
         let classes = &client.inner.classes;
         classes.rate_limited(
@@ -289,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn member_role_writes_get_their_burst_then_their_rate() {
         // governor keeps its own (real) clock: no paused time here, and the wall clock measures.
-        let client = client();
+        let client = MgmtClient::for_tests();
         client.set_organization_limit(60, 2);
         #[allow(clippy::disallowed_types)]
         let started = std::time::Instant::now();

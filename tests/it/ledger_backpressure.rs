@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use auth0_default_roles::generate;
 use auth0_default_roles::pipeline::PROCESSING_MAX;
-use mgmt_sim::SimConfig;
 use sqlx::Connection;
 
 use test_harness::*;
@@ -28,14 +27,7 @@ fn intake_pauses_at_the_bound_while_events_wait_for_their_commit_and_loses_nothi
     let server = test_harness::pg::shared();
     let url = server.database("backpressure");
     let rt = runtime();
-    let (sim, running) = start_tenant(
-        &rt,
-        SimConfig {
-            accept_any_user: true,
-            ..SimConfig::default()
-        },
-        Vec::new(),
-    );
+    let (sim, running) = open_tenant(&rt);
     let dir = temp_dir("ledger-backpressure");
     let broker = Broker::start(&dir);
     let topic = "auth0-logs-ledger-backpressure";

@@ -280,6 +280,25 @@ pub(crate) fn others_hold_their_roles(
         .all(|(u, expected)| roles.get(u) == Some(expected))
 }
 
+/// `ingest` in direct mode with the demo policy against the tenant at `base_url`, with `env`,
+/// once it listens: (the service, its webhook port).
+fn start_direct(dir: &std::path::Path, base_url: &str, env: &[(&str, &str)]) -> (Service, u16) {
+    let (port, metrics) = (free_port(), free_port());
+    let text = format!(
+        "[ingest]\nmode = \"direct\"\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{}\n",
+        auth0_section(base_url),
+        demo_policy()
+    );
+    let config = dir.join("ingest-direct.toml");
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start_command("ingest", &config, metrics, dir.join("ingest.log"), env);
+    assert!(wait_listening(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(30)
+    ));
+    (service, port)
+}
+
 #[test]
 fn a_webhook_record_whose_task_panics_every_time_ends_failed_after_three_lost_tasks_and_its_neighbours_are_processed(
 ) {
@@ -288,28 +307,14 @@ fn a_webhook_record_whose_task_panics_every_time_ends_failed_after_three_lost_ta
     let dir = temp_dir("helper-panic-webhook");
     let stream = generate::mixed(59, 200, 0);
     let (poisoned, poisoned_user) = poisoned_record(&stream);
-    let (port, metrics) = (free_port(), free_port());
-    let text = format!(
-        "[ingest]\nmode = \"direct\"\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{}\n",
-        auth0_section(&running.base_url),
-        demo_policy()
-    );
-    let config = dir.join("ingest-direct.toml");
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-    let service = Service::start_command(
-        "ingest",
-        &config,
-        metrics,
-        dir.join("ingest.log"),
+    let (service, port) = start_direct(
+        &dir,
+        &running.base_url,
         &[
             ("AUTH0_WEBHOOK_TOKEN", TOKEN),
             ("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID", poisoned.as_str()),
         ],
     );
-    assert!(wait_listening(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(30)
-    ));
     let mut failed = 0;
     for batch in stream.records.chunks(50) {
         let mut body = Vec::new();
@@ -363,29 +368,15 @@ fn a_webhook_record_whose_second_task_is_lost_once_counts_each_event_once() {
     let eligible_logs: Vec<&Value> = logs.iter().filter(|l| eligible(l)).take(2).collect();
     assert_eq!(eligible_logs.len(), 2);
     let lost = log_id(eligible_logs[1]);
-    let (port, metrics) = (free_port(), free_port());
-    let text = format!(
-        "[ingest]\nmode = \"direct\"\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n{}\n",
-        auth0_section(&running.base_url),
-        demo_policy()
-    );
-    let config = dir.join("ingest-direct.toml");
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-    let service = Service::start_command(
-        "ingest",
-        &config,
-        metrics,
-        dir.join("ingest.log"),
+    let (service, port) = start_direct(
+        &dir,
+        &running.base_url,
         &[
             ("AUTH0_WEBHOOK_TOKEN", TOKEN),
             ("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID", lost.as_str()),
             ("AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES", "1"),
         ],
     );
-    assert!(wait_listening(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(30)
-    ));
     // One record holding both logs: a delivery that is an array of one record, itself an
     // array of the two logs.
     let body = serde_json::to_vec(&[&eligible_logs]).unwrap_or_else(|e| panic!("{e}"));
