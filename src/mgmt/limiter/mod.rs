@@ -409,12 +409,16 @@ impl ClassBucket {
             if let Some((sent_before, received_before, told_before)) = self.synced {
                 // Less the tenant's refill between the two counts (at least the reset's bound
                 // over the least time between them): others' calls hide behind the refill.
+                // Alone, the bucket holds at least `expected - mine` (the earlier count was
+                // floored, the refill is a lower bound), so its floored count is more than
+                // `expected - mine - 1`: a count short by one whole call is proof of another
+                // consumer (a single call of theirs is often enough, not two).
                 let refilled = self.tenant_refill * (sent - received_before).max(0.0);
                 let expected = (f64::from(told_before) + refilled)
                     .min(f64::from(self.limit.unwrap_or(u32::MAX)));
                 if self
                     .counted_since(sent_before)
-                    .is_some_and(|mine| expected - f64::from(remaining) > mine as f64 + 1.0)
+                    .is_some_and(|mine| expected - f64::from(remaining) >= mine as f64 + 1.0)
                 {
                     self.seen_shared();
                 }

