@@ -11,7 +11,8 @@
 //! 429, the throughput as a share of the tenant's limit (its burst plus its rate over the wall
 //! time) and the calls per assigned user. ASSIGN_BENCH_GRID_SECONDS (default 15) sets how long
 //! each cell's work lasts at the tenant's rate; ASSIGN_BENCH_GRID=only skips the scenarios above,
-//! ASSIGN_BENCH_GRID=off skips the grid.
+//! ASSIGN_BENCH_GRID=off skips the grid; ASSIGN_BENCH_GRID_CELLS runs only the cells whose
+//! "bucket client instances" contains it (e.g. `150/min, burst 10 auto 3`).
 
 // A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
 // `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
@@ -284,6 +285,9 @@ async fn grid() {
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(15.0);
+    // ASSIGN_BENCH_GRID_CELLS: only the cells whose "bucket client instances" contains it
+    // (e.g. "150/min, burst 10 auto 3").
+    let only = std::env::var("ASSIGN_BENCH_GRID_CELLS").unwrap_or_default();
     println!("rate-limit grid ({seconds} s of work at the tenant's rate per cell)");
     println!(
         "| tenant bucket | client | instances | 429 share | throughput / limit | calls per user |"
@@ -301,6 +305,10 @@ async fn grid() {
         cells.push((Setting::Auto, 1));
         cells.push((Setting::Auto, 3));
         for (setting, instances) in cells {
+            let cell = format!("{name} {} {instances}", setting.label());
+            if !only.is_empty() && !cell.contains(only.as_str()) {
+                continue;
+            }
             let (share_429, throughput, per_user) =
                 grid_cell(rate, burst, setting, instances, seconds).await;
             println!(
