@@ -8,7 +8,7 @@
 //!   mirror from its `x-ratelimit-remaining` less the calls the tenant may have counted since
 //!   (those still in flight, and those answered after it left: answers overtake each other),
 //!   a quarter of that count at a time (at least one token while the bucket is not known to
-//!   be shared), so a burst the tenant still has is spent within a few round trips, no token is
+//!   be shared and the count has one for each of [`ASSUMED_CONSUMERS`]), so a burst the tenant still has is spent within a few round trips, no token is
 //!   spent twice, and instances that read the same count do not all spend it: a raise counts
 //!   [`ASSUMED_CONSUMERS`] times this client's calls in flight (others that read the same
 //!   count may have as many), and only an answer to a call sent after the last raise raises
@@ -66,7 +66,7 @@ const REFILL_MARGIN: f64 = 0.95;
 /// The share of the learned refill paced at while the bucket is shared.
 const SHARED_MARGIN: f64 = 0.9;
 /// The share of the tenant's count the mirror takes at once (at least one token while the
-/// bucket is not known to be shared).
+/// bucket is not known to be shared and the count has one for each of [`ASSUMED_CONSUMERS`]).
 const SHARED_SURPLUS: f64 = 0.25;
 /// How many consumers a raise of the mirror assumes read the same count, each with as many
 /// calls in flight as this client.
@@ -445,11 +445,17 @@ impl ClassBucket {
             } else {
                 // Others may read the same count (instances that start together do, before
                 // anything shows the bucket is shared): take a share of it, at least one
-                // token; the next answers, a round trip later, give the rest.
-                self.tokens
-                    .max(spare * SHARED_SURPLUS)
-                    .max(told.min(1.0))
-                    .min(told)
+                // token while the count has one for each of them (near the bottom of a
+                // bucket of 4 or more, instances that each took one of the last two met
+                // 429s at every start); the next answers, a round trip later, give the rest.
+                let least = if told < ASSUMED_CONSUMERS as f64
+                    && self.limit.is_some_and(|limit| limit >= SHARE_RESET_FROM)
+                {
+                    0.0
+                } else {
+                    told.min(1.0)
+                };
+                self.tokens.max(spare * SHARED_SURPLUS).max(least).min(told)
             };
             if self.tokens > before {
                 self.raised_at = now;
