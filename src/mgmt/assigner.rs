@@ -58,11 +58,12 @@ type WrittenReply = oneshot::Sender<Result<BTreeSet<String>, MgmtError>>;
 /// Pending assignments queued for the batching task at most.
 pub const PENDING_MAX: usize = 10_000;
 
-/// Events in process and messages queued behind their user, together, at which sources pause
-/// their intake ([`crate::source::Intake::update_waiting`]): at the tenant's rate more waiting
-/// buys no throughput, only memory. The events in process alone pause it sooner, at
-/// [`crate::pipeline::PROCESSING_MAX`] (each holds its path, about 10 KB; a queued message
-/// only its decoded events).
+/// Events in process and messages taken and not begun (queued behind their user, or spawned and
+/// not polled yet), together, at which sources pause their intake
+/// ([`crate::source::Intake::update_waiting`]): at the tenant's rate more waiting buys no
+/// throughput, only memory. The events in process with the messages queued behind their user
+/// pause it sooner, at [`crate::pipeline::PROCESSING_MAX`] (an event in process holds its path,
+/// about 10 KB; a queued message only its decoded events).
 pub const WAITING_MAX: usize = 10_000;
 
 /// Assigns roles by name. Cheap to clone; one batching task per process.
