@@ -111,7 +111,13 @@ fn throughput(
     // The worst case makes intake pause (assignments wait for the tenant's rate), and tansu
     // cannot resume a fetch in the middle of a record batch (it skips to the next batch: see
     // docs/testing.md): one record per batch there, 1,000 for the stream that never pauses.
-    let per_batch = if scenario == 0 { 1000 } else { 1 };
+    // At a `max_inflight` below the stream's size the 5 % stream pauses too (in flight).
+    let inflight = env_number("LEDGER_BENCH_INFLIGHT", 100_000);
+    let per_batch = if scenario == 0 && inflight >= records.len() {
+        1000
+    } else {
+        1
+    };
     let _ = produce_batched(&broker.bootstrap(), topic, &records, per_batch);
     let pairs: usize = stream.expected.values().map(|r| r.len()).sum();
     println!(
@@ -231,6 +237,13 @@ fn consume(
         .unwrap_or_else(|| "unknown".to_owned());
     service.signal("TERM");
     let _ = service.wait_exit(Duration::from_secs(30));
+    let log = service.log_text();
+    let most = ["most_in_process", "most_queued", "most_blocked"]
+        .map(|key| logged_number(&log, "left the consumer group", key).unwrap_or(0));
+    println!(
+        "  at most {} events in process, {} messages queued ({} behind their user) at once",
+        most[0], most[1], most[2]
+    );
     rt.block_on(running.shutdown());
     let stats = sim.stats();
     let calls = CallsPerUser {

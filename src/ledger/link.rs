@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{now_millis, Grant, Ledger, LedgerError, Revocation};
+use super::{now_millis, Grant, GrantWrites, Ledger, LedgerError, Revocation};
 
 /// The batcher's loop: takes the first lookup waiting and every other one queued (up to
 /// [`LOOKUP_BATCH`]), answers them with one query, and so on until every sender is gone. A
@@ -81,11 +81,12 @@ pub fn is_user_deletion(event: &LogEvent) -> bool {
     }
 }
 
-/// The write batcher's loop: the grants of the first write waiting and of every other one
-/// queued (up to [`WRITE_BATCH`] grants) in one transaction, then each writer is answered. A
-/// transaction the database refuses (one grant it cannot take) is written again writer by
-/// writer, and a refused writer's grants one by one: every grant it can take is recorded and
-/// only the writers of the refused ones hear of it.
+/// The write batcher's loop: the writes of the first writer waiting and of every other one
+/// queued (up to [`WRITE_BATCH`] grants) in one transaction (journals, settlements and records
+/// alike, [`GrantWrites`]), then each writer is answered. A transaction the database refuses
+/// (one grant it cannot take) is written again writer by writer, and a refused writer's grants
+/// one by one: every grant it can take is recorded and only the writers of the refused ones
+/// hear of it.
 async fn batch_writes(link: LedgerLink, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Write>) {
     let link = LedgerLink {
         lookups: None,
@@ -93,42 +94,94 @@ async fn batch_writes(link: LedgerLink, metrics: Arc<Metrics>, mut rx: mpsc::Rec
         ..link
     };
     while let Some((first, reply)) = rx.recv().await {
-        let mut grants = first;
-        let mut waiting = vec![(0..grants.len(), reply)];
-        while grants.len() < WRITE_BATCH {
+        let mut batch = GrantWrites::default();
+        let mut waiting = vec![(batch.add(first), reply)];
+        while batch.journal.len() + batch.record.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok((more, reply)) => {
-                    let start = grants.len();
-                    grants.extend(more);
-                    waiting.push((start..grants.len(), reply));
-                }
+                Ok((more, reply)) => waiting.push((batch.add(more), reply)),
                 Err(_) => break,
             }
         }
-        let batch = &grants;
+        let whole = &batch;
         let written = link
             .until_ok(&metrics, "record grants", |l| async move {
-                l.record_grants(batch).await
+                l.write_grants(whole).await
             })
             .await;
         match written {
-            Ok(()) => {
-                metrics.ledger_writes.with_label_values(&["grant"]).inc();
+            Ok(completed) => {
+                batch.count(&metrics, completed);
                 for (_, reply) in waiting {
                     let _ = reply.send(Ok(()));
                 }
             }
-            Err(refused) if waiting.len() == 1 && grants.len() == 1 => {
+            Err(refused) if waiting.len() == 1 && batch.journal.len() + batch.record.len() <= 1 => {
                 for (_, reply) in waiting {
                     let _ = reply.send(Err(refused.clone()));
                 }
             }
             Err(_) => {
-                for (range, reply) in waiting {
-                    let mine = grants.get(range).unwrap_or_default();
+                for (part, reply) in waiting {
+                    let mine = batch.part(&part);
                     let _ = reply.send(link.write_one_by_one(&metrics, mine).await);
                 }
             }
+        }
+    }
+}
+
+/// One writer's share of a batch: its ranges of `settle`, `journal` and `record`.
+type Part = [std::ops::Range<usize>; 3];
+
+impl GrantWrites {
+    /// Adds another writer's statements to this transaction's: where they are.
+    fn add(&mut self, other: GrantWrites) -> Part {
+        let at = [self.settle.len(), self.journal.len(), self.record.len()];
+        self.settle.extend(other.settle);
+        self.journal.extend(other.journal);
+        self.record.extend(other.record);
+        [
+            at[0]..self.settle.len(),
+            at[1]..self.journal.len(),
+            at[2]..self.record.len(),
+        ]
+    }
+
+    /// A writer's share of a batch, on its own.
+    fn part(&self, part: &Part) -> GrantWrites {
+        GrantWrites {
+            settle: self
+                .settle
+                .get(part[0].clone())
+                .unwrap_or_default()
+                .to_vec(),
+            journal: self
+                .journal
+                .get(part[1].clone())
+                .unwrap_or_default()
+                .to_vec(),
+            record: self
+                .record
+                .get(part[2].clone())
+                .unwrap_or_default()
+                .to_vec(),
+        }
+    }
+
+    /// Counts the transaction committed (`ledger_writes_total{kind="grant"}` when it recorded
+    /// grants, else `journal`) and logs the pending grants it settled as this service's.
+    fn count(&self, metrics: &Metrics, completed: u64) {
+        let kind = if self.record.is_empty() {
+            "journal"
+        } else {
+            "grant"
+        };
+        metrics.ledger_writes.with_label_values(&[kind]).inc();
+        if completed > 0 {
+            tracing::info!(
+                grants = completed,
+                "grants journaled before a crash found held at the users' next read: recorded as this service's"
+            );
         }
     }
 }
@@ -165,8 +218,8 @@ const LOOKUP_BATCH: usize = 500;
 /// A user whose standing grants are wanted, and where to send them.
 type Lookup = (String, oneshot::Sender<Result<Vec<Grant>, Refused>>);
 
-/// Grants to record, and who waits for their commit.
-type Write = (Vec<Grant>, oneshot::Sender<Result<(), Refused>>);
+/// Grants to settle, journal or record, and who waits for their commit.
+type Write = (GrantWrites, oneshot::Sender<Result<(), Refused>>);
 
 /// Grants per transaction of the write batcher.
 const WRITE_BATCH: usize = 2000;
@@ -387,28 +440,54 @@ impl LedgerLink {
         Ok(standing.remove(user_id).unwrap_or_default())
     }
 
-    /// Records each writer's grants in a transaction of its own, and the grants of a writer
-    /// the database refuses one by one (all it can take are recorded): the first refusal.
-    async fn write_one_by_one(&self, metrics: &Metrics, grants: &[Grant]) -> Result<(), Refused> {
+    /// Runs a writer's statements in a transaction of its own, and the grants of a writer the
+    /// database refuses one by one (all it can take are written): the first refusal.
+    async fn write_one_by_one(
+        &self,
+        metrics: &Metrics,
+        writes: GrantWrites,
+    ) -> Result<(), Refused> {
+        let whole = &writes;
         let written = self
             .until_ok(metrics, "record grants", |l| async move {
-                l.record_grants(grants).await
+                l.write_grants(whole).await
             })
             .await;
-        metrics.ledger_writes.with_label_values(&["grant"]).inc();
-        if written.is_ok() || grants.len() == 1 {
-            return written;
+        match written {
+            Ok(completed) => {
+                writes.count(metrics, completed);
+                return Ok(());
+            }
+            Err(refused) if writes.journal.len() + writes.record.len() <= 1 => return Err(refused),
+            Err(_) => {}
         }
         let mut first_refusal = None;
-        for grant in grants {
-            let one = std::slice::from_ref(grant);
+        let singles = writes
+            .journal
+            .iter()
+            .map(|g| GrantWrites {
+                journal: vec![g.clone()],
+                ..GrantWrites::default()
+            })
+            .chain(
+                writes
+                    .record
+                    .iter()
+                    .map(|g| GrantWrites::record(std::slice::from_ref(g))),
+            );
+        let settle = GrantWrites {
+            settle: writes.settle.clone(),
+            ..GrantWrites::default()
+        };
+        for one in std::iter::once(settle).chain(singles) {
+            let one = &one;
             match self
                 .until_ok(metrics, "record a grant", |l| async move {
-                    l.record_grants(one).await
+                    l.write_grants(one).await
                 })
                 .await
             {
-                Ok(()) => metrics.ledger_writes.with_label_values(&["grant"]).inc(),
+                Ok(completed) => one.count(metrics, completed),
                 Err(refused) => {
                     first_refusal.get_or_insert(refused);
                 }
@@ -554,22 +633,20 @@ impl LedgerLink {
         Ok(())
     }
 
-    /// Records the roles just granted (member roles in `organization_id`; `None`: tenant
-    /// roles), each with the rule of the event that gave it, and clears the user's standing
-    /// failure, before the event's verdict.
+    /// The grants of `roles` for `user_id` (member roles in `organization_id`; `None`: tenant
+    /// roles), each with the rule of the event that gave it, as this instance records them.
     #[allow(clippy::too_many_arguments)]
-    pub async fn record_grants(
+    pub fn grants_of(
         &self,
-        metrics: &Metrics,
         policy: &Policy,
         directory: &RoleDirectory,
         user_id: &str,
         organization_id: Option<&str>,
         roles: &[String],
         origin: &GrantOrigin<'_>,
-    ) -> Result<(), Refused> {
+    ) -> Vec<Grant> {
         let at = now_millis();
-        let grants: Vec<Grant> = roles
+        roles
             .iter()
             .map(|name| Grant {
                 user_id: user_id.to_owned(),
@@ -584,18 +661,54 @@ impl LedgerLink {
                 at,
                 event_at: origin.event_at,
             })
-            .collect();
-        self.write_grants(metrics, grants).await
+            .collect()
     }
 
-    /// Records grants through the write batcher when it runs (waiting for room in its queue,
-    /// then for the commit), else in one transaction. `Err` when the database refuses one of
-    /// them: every other one is recorded.
+    /// Records grants the Management API accepted (and ends their pending rows), clearing their
+    /// users' standing failures, before the event's verdict.
     pub async fn write_grants(&self, metrics: &Metrics, grants: Vec<Grant>) -> Result<(), Refused> {
-        let grants = match &self.writes {
-            Some(writes) => {
+        self.write(
+            metrics,
+            GrantWrites {
+                record: grants,
+                ..GrantWrites::default()
+            },
+        )
+        .await
+    }
+
+    /// Journals `grants` before their role write, after settling the user's pending grants
+    /// when the roles the user holds were just read (`held`, role ids): a pending grant of a
+    /// role held is recorded as this service's (a write before a crash happened), the others
+    /// are dropped (rewritten by this journal when written again).
+    pub async fn journal_grants(
+        &self,
+        metrics: &Metrics,
+        user_id: &str,
+        held: Option<Vec<String>>,
+        grants: Vec<Grant>,
+    ) -> Result<(), Refused> {
+        self.write(
+            metrics,
+            GrantWrites {
+                settle: held
+                    .map(|held| vec![(user_id.to_owned(), held)])
+                    .unwrap_or_default(),
+                journal: grants,
+                record: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    /// Writes through the write batcher when it runs (waiting for room in its queue, then for
+    /// the commit), else in one transaction. `Err` when the database refuses one of the grants:
+    /// every other one is written.
+    async fn write(&self, metrics: &Metrics, writes: GrantWrites) -> Result<(), Refused> {
+        let writes = match &self.writes {
+            Some(queue) => {
                 let (tx, rx) = oneshot::channel();
-                match writes.send((grants, tx)).await {
+                match queue.send((writes, tx)).await {
                     Ok(()) => {
                         return rx.await.unwrap_or_else(|_| {
                             Err(Refused(
@@ -604,12 +717,12 @@ impl LedgerLink {
                         ))
                         })
                     }
-                    Err(mpsc::error::SendError((grants, _))) => grants,
+                    Err(mpsc::error::SendError((writes, _))) => writes,
                 }
             }
-            None => grants,
+            None => writes,
         };
-        self.write_one_by_one(metrics, &grants).await
+        self.write_one_by_one(metrics, writes).await
     }
 
     /// Records that the user's event failed for good.

@@ -34,6 +34,11 @@ pub(super) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "reader leases",
         include_str!("../../migrations/sqlite/0005_leases.sql"),
     ),
+    (
+        6,
+        "pending grants",
+        include_str!("../../migrations/sqlite/0006_pending_grants.sql"),
+    ),
 ];
 pub(super) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -62,6 +67,11 @@ pub(super) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "reader leases",
         include_str!("../../migrations/postgres/0005_leases.sql"),
+    ),
+    (
+        6,
+        "pending grants",
+        include_str!("../../migrations/postgres/0006_pending_grants.sql"),
     ),
 ];
 

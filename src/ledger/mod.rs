@@ -31,6 +31,7 @@ use settings::redact_url;
 pub use settings::LedgerSettings;
 pub(crate) use settings::Target;
 use store::Backend;
+pub use store::GrantWrites;
 
 /// The `checkpoints` row that records when a user's deletion last reached the service (its
 /// value: unix milliseconds). `doctor` warns when a ledger never saw one.
@@ -138,6 +139,12 @@ impl Ledger {
     /// is a success: the standing failures of its users are cleared in the same transaction.
     pub async fn record_grants(&self, grants: &[Grant]) -> Result<(), LedgerError> {
         self.inner.backend.record_grants(grants).await
+    }
+
+    /// Settles, journals and records grants in one transaction ([`GrantWrites`]): returns how
+    /// many pending grants were settled as this service's grants (their role found held).
+    pub async fn write_grants(&self, writes: &GrantWrites) -> Result<u64, LedgerError> {
+        self.inner.backend.write_grants(writes).await
     }
 
     /// Records revocations in one transaction; each ends the standing grant of its role.
@@ -562,6 +569,57 @@ mod sqlite_tests {
         drop(Ledger::open(&settings, "t").await.unwrap());
         let read = Ledger::open_existing(&settings, "explain").await.unwrap();
         assert!(read.record_grants(&[grant("u1", "a", 1)]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn pending_grants_are_settled_by_the_next_read_and_ended_by_their_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LedgerSettings {
+            url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        };
+        let ledger = Ledger::open(&settings, "test:1").await.unwrap();
+        let journal = |grants: Vec<Grant>| GrantWrites {
+            journal: grants,
+            ..GrantWrites::default()
+        };
+        // Journaled, then recorded: nothing pending, one standing grant.
+        ledger
+            .write_grants(&journal(vec![grant("u1", "a", 1)]))
+            .await
+            .unwrap();
+        assert!(
+            ledger.granted(&["u1"]).await.unwrap().is_empty(),
+            "pending is no grant"
+        );
+        assert_eq!(ledger.history("u1").await.unwrap().pending_grants.len(), 1);
+        ledger.record_grants(&[grant("u1", "a", 1)]).await.unwrap();
+        let history = ledger.history("u1").await.unwrap();
+        assert!(history.pending_grants.is_empty());
+        assert_eq!(history.standing.len(), 1);
+        // Journaled, then a crash: the next read finds b held (recorded as this service's, by
+        // the journaled event) and c not held (dropped); d is journaled anew by that delivery.
+        ledger
+            .write_grants(&journal(vec![grant("u2", "b", 2), grant("u2", "c", 2)]))
+            .await
+            .unwrap();
+        let completed = ledger
+            .write_grants(&GrantWrites {
+                settle: vec![("u2".into(), vec!["rol_b".into(), "rol_other".into()])],
+                journal: vec![grant("u2", "d", 3)],
+                record: Vec::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(completed, 1);
+        let standing = ledger.granted(&["u2"]).await.unwrap();
+        assert_eq!(standing["u2"].len(), 1);
+        assert_eq!(standing["u2"][0].event_id, "log_u2_b_2");
+        let pending = ledger.history("u2").await.unwrap().pending_grants;
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].role_name, "d");
+        // A deletion forgets pending grants too.
+        ledger.forget_user("u2", Some(10)).await.unwrap();
+        assert!(ledger.history("u2").await.unwrap().is_empty());
     }
 
     #[tokio::test]

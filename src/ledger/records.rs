@@ -92,6 +92,11 @@ pub struct UserHistory {
     /// between): the next `reconcile --apply` finishes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Revocation>,
+    /// Grants journaled before their role write and not recorded (a crash between the write and
+    /// its record, or a write still under way): never a grant; the user's next delivery settles
+    /// them (the role held then: recorded as this service's grant; else dropped or written again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_grants: Vec<Grant>,
     /// Member roles an admin removed (`organization.member.role.deleted`): not given again by
     /// a trigger.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -104,6 +109,7 @@ impl UserHistory {
         self.entries.is_empty()
             && self.failure.is_none()
             && self.pending.is_empty()
+            && self.pending_grants.is_empty()
             && self.member_role_removals.is_empty()
     }
 }

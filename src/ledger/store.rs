@@ -62,8 +62,11 @@ pub(super) fn org_value(stored: String) -> Option<String> {
     Some(stored).filter(|o| !o.is_empty())
 }
 
-// The organization membership statements (uses `with_pool!` above).
+// The organization membership statements, and the grants journaled before their write (use
+// `with_pool!` above).
 mod members;
+mod pending;
+pub use pending::GrantWrites;
 
 impl Backend {
     fn url(&self) -> &str {
@@ -242,55 +245,9 @@ impl Backend {
     }
 
     pub(super) async fn record_grants(&self, grants: &[Grant]) -> Result<(), LedgerError> {
-        if grants.is_empty() {
-            return Ok(());
-        }
-        with_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await.map_err(self.unreachable("begin a transaction"))?;
-            for chunk in grants.chunks(ROWS_PER_STATEMENT) {
-                let mut q = QueryBuilder::<Db>::new(
-                    "INSERT INTO grants (user_id, role_id, role_name, organization_id, rule, trigger_name, event_id, policy_fingerprint, instance, at_ms, event_at_ms) ",
-                );
-                q.push_values(chunk, |mut row, g| {
-                    row.push_bind(g.user_id.as_str())
-                        .push_bind(g.role_id.as_str())
-                        .push_bind(g.role_name.as_str())
-                        .push_bind(org_key(&g.organization_id))
-                        .push_bind(g.rule.as_str())
-                        .push_bind(g.trigger.as_str())
-                        .push_bind(g.event_id.as_str())
-                        .push_bind(g.policy_fingerprint.as_str())
-                        .push_bind(g.instance.as_str())
-                        .push_bind(g.at)
-                        .push_bind(g.event_at);
-                });
-                // A grant already standing stays as first written.
-                q.push(" ON CONFLICT DO NOTHING");
-                q.build()
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.unreachable("record grants"))?;
-            }
-            // A grant is a success: the users' standing failures end with it.
-            let mut users: Vec<&str> = grants.iter().map(|g| g.user_id.as_str()).collect();
-            users.sort_unstable();
-            users.dedup();
-            for chunk in users.chunks(ROWS_PER_STATEMENT * 10) {
-                let mut q = QueryBuilder::<Db>::new("DELETE FROM failures WHERE user_id IN (");
-                let mut list = q.separated(", ");
-                for user in chunk {
-                    list.push_bind(*user);
-                }
-                q.push(")");
-                q.build()
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.unreachable("clear failures"))?;
-            }
-            tx.commit().await.map_err(self.unreachable("commit grants"))
-        })
+        self.write_grants(&GrantWrites::record(grants))
+            .await
+            .map(|_| ())
     }
 
     pub(super) async fn record_revocations(
@@ -404,6 +361,7 @@ impl Backend {
                 "DELETE FROM revocations WHERE user_id = $1 AND at_ms <= $2",
                 "DELETE FROM failures WHERE user_id = $1 AND at_ms <= $2",
                 "DELETE FROM pending_revocations WHERE user_id = $1 AND at_ms <= $2",
+                "DELETE FROM pending_grants WHERE user_id = $1 AND COALESCE(event_at_ms, at_ms) <= $2",
                 "DELETE FROM member_role_removals WHERE user_id = $1 AND at_ms <= $2",
             ] {
                 sqlx::query::<Db>(statement)
@@ -504,6 +462,7 @@ impl Backend {
             .map_err(self.unreachable("read a member role removal"))?;
             (grants, standing, revocations, failure, pending, removals)
         });
+        let pending_grants = self.pending_grants(user_id).await?;
         let mut entries: Vec<HistoryEntry> = grants
             .into_iter()
             .map(HistoryEntry::Grant)
@@ -516,6 +475,7 @@ impl Backend {
             standing,
             failure,
             pending,
+            pending_grants,
             member_role_removals,
         })
     }

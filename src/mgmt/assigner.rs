@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{MgmtClient, MgmtError, RoleDirectory};
@@ -34,11 +34,20 @@ pub struct BatchSettings {
     pub count_group_roles: bool,
 }
 
+/// Runs between the read of the user's roles and the role write (the ledger's journal of the
+/// grants): given the names of the roles about to be written (maybe none) and the ids of the
+/// roles the read found held (`None`: no read). `Err` (a reason) fails the user's assignment
+/// with [`MgmtError::BeforeWrite`], nothing written.
+pub type BeforeWrite = Box<
+    dyn FnOnce(Vec<String>, Option<Vec<String>>) -> BoxFuture<'static, Result<(), String>> + Send,
+>;
+
 struct Pending {
     user_id: String,
     roles: Vec<String>,
     /// Read the user's roles first and write only the missing ones.
     read_held: bool,
+    before_write: Option<BeforeWrite>,
     /// The roles written for this user (of all its requests in the batch).
     done: WrittenReply,
 }
@@ -49,11 +58,12 @@ type WrittenReply = oneshot::Sender<Result<BTreeSet<String>, MgmtError>>;
 /// Pending assignments queued for the batching task at most.
 pub const PENDING_MAX: usize = 10_000;
 
-/// Events in process and messages queued behind their user, together, at which sources pause
-/// their intake ([`crate::source::Intake::update_waiting`]): at the tenant's rate more waiting
-/// buys no throughput, only memory. The events in process alone pause it sooner, at
-/// [`crate::pipeline::PROCESSING_MAX`] (each holds its path, about 10 KB; a queued message
-/// only its decoded events).
+/// Events in process and messages taken and not begun (queued behind their user, or spawned and
+/// not polled yet), together, at which sources pause their intake
+/// ([`crate::source::Intake::update_waiting`]): at the tenant's rate more waiting buys no
+/// throughput, only memory. The events in process with the messages queued behind their user
+/// pause it sooner, at [`crate::pipeline::PROCESSING_MAX`] (an event in process holds its path,
+/// about 10 KB; a queued message only its decoded events).
 pub const WAITING_MAX: usize = 10_000;
 
 /// Assigns roles by name. Cheap to clone; one batching task per process.
@@ -146,6 +156,18 @@ impl RoleAssigner {
         roles: &[String],
         read_held: bool,
     ) -> Result<AssignOutcome, MgmtError> {
+        self.assign_journaled(user_id, roles, read_held, None).await
+    }
+
+    /// [`RoleAssigner::assign`], with `before_write` run between the read and the write (see
+    /// [`BeforeWrite`]).
+    pub async fn assign_journaled(
+        &self,
+        user_id: &str,
+        roles: &[String],
+        read_held: bool,
+        before_write: Option<BeforeWrite>,
+    ) -> Result<AssignOutcome, MgmtError> {
         let read_held = self.read_user_roles || read_held;
         let _waiting = Waiting::enter(&self.waiting);
         let (done, wait) = oneshot::channel();
@@ -153,15 +175,23 @@ impl RoleAssigner {
             user_id: user_id.to_owned(),
             roles: roles.to_vec(),
             read_held,
+            before_write,
             done,
         };
         let written = match self.tx.send(pending).await {
             Ok(()) => match wait.await {
                 Ok(result) => result?,
-                Err(_) => self.assign_directly(user_id, roles, read_held).await?,
+                // The batch was dropped (runtime shutting down): its journal with it.
+                Err(_) => {
+                    self.assign_directly(user_id, roles, read_held, None)
+                        .await?
+                }
             },
             // The batching task is gone (runtime shutting down): assign directly.
-            Err(_) => self.assign_directly(user_id, roles, read_held).await?,
+            Err(mpsc::error::SendError(pending)) => {
+                self.assign_directly(user_id, roles, read_held, pending.before_write)
+                    .await?
+            }
         };
         let written: Vec<String> = roles
             .iter()
@@ -180,13 +210,21 @@ impl RoleAssigner {
         user_id: &str,
         roles: &[String],
         read_held: bool,
+        before_write: Option<BeforeWrite>,
     ) -> Result<BTreeSet<String>, MgmtError> {
         let mut roles: BTreeSet<String> = roles.iter().cloned().collect();
+        let mut read = None;
         if read_held {
             let held = self.held_role_ids(user_id).await?;
             roles.retain(|name| self.directory.id(name).is_none_or(|id| !held.contains(&id)));
+            read = Some(held);
         }
         let list: Vec<String> = roles.iter().cloned().collect();
+        if let Some(before_write) = before_write {
+            before_write(list.clone(), read)
+                .await
+                .map_err(MgmtError::BeforeWrite)?;
+        }
         assign_user(&self.client, &self.directory, user_id, &list).await?;
         Ok(roles)
     }
@@ -333,7 +371,11 @@ async fn run_batch(
     let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut read: BTreeSet<String> = BTreeSet::new();
     let mut waiters: Vec<(String, WrittenReply)> = Vec::new();
+    let mut journals: Vec<(String, Vec<String>, BeforeWrite)> = Vec::new();
     for pending in batch {
+        if let Some(before_write) = pending.before_write {
+            journals.push((pending.user_id.clone(), pending.roles.clone(), before_write));
+        }
         wanted
             .entry(pending.user_id.clone())
             .or_default()
@@ -355,17 +397,38 @@ async fn run_batch(
             )
         }
     });
+    let mut read_held: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (user, held) in join_all(reads).await {
         match held {
             Ok(held) => {
                 if let Some(roles) = wanted.get_mut(user) {
                     roles.retain(|name| directory.id(name).is_none_or(|id| !held.contains(&id)));
                 }
+                read_held.insert(user.clone(), held);
             }
             Err(err) => {
                 wanted.remove(user);
                 results.insert(user.clone(), Err(err));
             }
+        }
+    }
+    // Between the read and the write: the journals (the ledger's pending grants, one commit
+    // for the batch through its write batcher). A user whose journal is refused is not written.
+    let journaled = journals
+        .into_iter()
+        .filter(|(user, _, _)| !results.contains_key(user))
+        .map(|(user, roles, before_write)| {
+            let to_write: Vec<String> = wanted
+                .get(&user)
+                .map(|w| roles.into_iter().filter(|r| w.contains(r)).collect())
+                .unwrap_or_default();
+            let held = read_held.get(&user).cloned();
+            async move { (user, before_write(to_write, held).await) }
+        });
+    for (user, journaled) in join_all(journaled).await {
+        if let Err(reason) = journaled {
+            wanted.remove(&user);
+            results.insert(user, Err(MgmtError::BeforeWrite(reason)));
         }
     }
     wanted.retain(|_, roles| !roles.is_empty());

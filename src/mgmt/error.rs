@@ -40,6 +40,10 @@ pub enum MgmtError {
     /// Role names of the policy that match several roles (docs/policy.md#role-names).
     #[error("these roles of the policy match several tenant roles of the same name (rename all but one in the tenant, or name an organization's role as org_ID/NAME): {}", .0.join("; "))]
     AmbiguousRoles(Vec<String>),
+    /// What had to happen before the role write refused it (the ledger's journal of the
+    /// grant): nothing was written; the reason as said.
+    #[error("{0}")]
+    BeforeWrite(String),
     /// A 2xx response whose body is not what the API documents.
     #[error("{operation}: unexpected response: {detail}")]
     Protocol {

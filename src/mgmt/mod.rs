@@ -27,7 +27,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-pub use assigner::{AssignOutcome, BatchSettings, RoleAssigner, WAITING_MAX};
+pub use assigner::{AssignOutcome, BatchSettings, BeforeWrite, RoleAssigner, WAITING_MAX};
 pub use clients::{Applications, CLIENT_METADATA_TTL};
 use error::code_suffix;
 pub use error::{CallStats, MgmtError, Operation};

@@ -13,6 +13,7 @@
 //!   dropped, in the order it arrived;
 //! - every event that entered (holding room or waiting for it) is counted until its verdict
 //!   ([`Admission::in_process`]), and sources pause their intake at [`PROCESSING_MAX`] of them
+//!   counted with the messages queued behind an earlier message of their user
 //!   ([`crate::source::Intake::update_waiting`]): what waits is bounded by that count, not by
 //!   `max_inflight`.
 

@@ -27,8 +27,9 @@ impl Pipeline {
             // records only what the write added), except at a fresh account's creation: an
             // account created moments ago holds no role yet.
             let read_held = self.ledger.is_some() && !is_fresh_account(&assignment);
+            let journal = self.journal(&assignment, assigner);
             match assigner
-                .assign(&assignment.user_id, &assignment.missing, read_held)
+                .assign_journaled(&assignment.user_id, &assignment.missing, read_held, journal)
                 .await
             {
                 Ok(AssignOutcome::Assigned { written }) => {
@@ -114,6 +115,43 @@ impl Pipeline {
         };
         self.processor.finish(assignment, outcome, None)
     }
+    /// With a ledger, the journal run between the read of the user's roles and the write: the
+    /// grants about to be written are recorded as pending (one commit per batch, through the
+    /// ledger's write batcher), after settling the user's earlier pending grants against what
+    /// the read found held (a crash between an accepted write and its record: the role held
+    /// now is recorded as this service's grant). A crash after the write leaves the grant
+    /// pending, never lost.
+    fn journal(
+        &self,
+        assignment: &Assignment,
+        assigner: &RoleAssigner,
+    ) -> Option<crate::mgmt::BeforeWrite> {
+        let link = self.ledger.clone()?;
+        let metrics = Arc::clone(&self.metrics);
+        let grants = link.grants_of(
+            self.processor.policy(),
+            assigner.directory(),
+            &assignment.user_id,
+            None,
+            &assignment.missing,
+            &GrantOrigin::of(&assignment.report, assignment.event_at),
+        );
+        let user_id = assignment.user_id.clone();
+        Some(Box::new(
+            move |to_write: Vec<String>, held: Option<Vec<String>>| {
+                Box::pin(async move {
+                    let grants: Vec<_> = grants
+                        .into_iter()
+                        .filter(|g| to_write.contains(&g.role_name))
+                        .collect();
+                    link.journal_grants(&metrics, &user_id, held, grants)
+                        .await
+                        .map_err(|refused| refusal_reason(&refused))
+                })
+            },
+        ))
+    }
+
     /// Counts the roles a write added (tenant roles, or member roles of `organization`) and
     /// records them as this service's grants. `Err` is the ledger's refusal of this record (the
     /// event's own fault), as its reason.
@@ -138,16 +176,16 @@ impl Pipeline {
         let Some(link) = &self.ledger else {
             return Ok(());
         };
-        link.record_grants(
-            &self.metrics,
+        let grants = link.grants_of(
             self.processor.policy(),
             assigner.directory(),
             &assignment.user_id,
             organization,
             roles,
             &GrantOrigin::of(&assignment.report, assignment.event_at),
-        )
-        .await
-        .map_err(|refused| refusal_reason(&refused))
+        );
+        link.write_grants(&self.metrics, grants)
+            .await
+            .map_err(|refused| refusal_reason(&refused))
     }
 }

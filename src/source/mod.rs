@@ -67,6 +67,24 @@ pub struct ConsumerSummary {
     pub abandoned: usize,
 }
 
+/// The most events in process, messages queued (behind their user or not polled yet) and
+/// messages blocked behind their user seen at once by a source's intake (its summary logs them:
+/// the benches read them).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MostWaiting {
+    pub in_process: usize,
+    pub queued: usize,
+    pub blocked: usize,
+}
+
+impl MostWaiting {
+    pub fn note(&mut self, in_process: usize, queued: usize, blocked: usize) {
+        self.in_process = self.in_process.max(in_process);
+        self.queued = self.queued.max(queued);
+        self.blocked = self.blocked.max(blocked);
+    }
+}
+
 /// Message tasks of one source: per-user order, a join set, a drain with a deadline.
 pub struct Dispatch<T> {
     sequencer: Arc<Sequencer>,
@@ -113,6 +131,12 @@ impl<T: Send + 'static> Dispatch<T> {
     /// [`Sequencer::queued`]; shared by the dispatchers of one sequencer).
     pub fn queued(&self) -> usize {
         self.sequencer.queued()
+    }
+
+    /// Tasks that were queued behind an earlier task of one of their users when spawned and
+    /// have not begun (see [`Sequencer::blocked`]).
+    pub fn blocked(&self) -> usize {
+        self.sequencer.blocked()
     }
 
     /// Tasks past their user's line: running, or spawned and not polled yet (the pipeline
@@ -179,8 +203,9 @@ pub enum PauseReason {
     /// Management API calls are failing; events wait instead of piling up.
     TenantFailing,
     /// [`crate::pipeline::PROCESSING_MAX`] events are in process (waiting for the tenant's
-    /// rate, the ledger, their grants' commit), or [`crate::mgmt::WAITING_MAX`] with the
-    /// messages queued behind their user: taking more would only hold them in memory.
+    /// rate, the ledger, their grants' commit) with the messages queued behind an earlier one
+    /// of their user, or [`crate::mgmt::WAITING_MAX`] with every message not begun: taking
+    /// more would only hold them in memory.
     Backlogged,
     /// Shutting down: nothing new is taken.
     ShuttingDown,
@@ -223,15 +248,17 @@ impl Intake {
     /// Decides with `inflight` messages in flight and the tenant failing or not. Returns the
     /// new state (`true`: paused) when it changed.
     pub fn update(&self, inflight: usize, tenant_failing: bool) -> Option<bool> {
-        self.update_waiting(inflight, 0, 0, tenant_failing)
+        self.update_waiting(inflight, 0, 0, 0, tenant_failing)
     }
 
     /// [`Intake::update`], with `in_process` events being processed
     /// ([`crate::pipeline::Pipeline::waiting`]: waiting for a read, the ledger, a role write or
-    /// their grants' commit, each holding its path) and `queued` messages waiting behind an
-    /// earlier one of their user (holding only their decoded events). Intake pauses at
-    /// [`crate::pipeline::PROCESSING_MAX`] events in process, or at
-    /// [`crate::mgmt::WAITING_MAX`] in process and queued together, whatever `max_inflight`
+    /// their grants' commit, each holding its path), `queued` messages not begun (holding only
+    /// their decoded events), and `blocked` of those queued behind an earlier message of their
+    /// user. Intake pauses at [`crate::pipeline::PROCESSING_MAX`] events in process and blocked
+    /// together (both grow while the tenant or the ledger is slower than the broker), or at
+    /// [`crate::mgmt::WAITING_MAX`] in process and queued (the tasks spawned and not polled
+    /// yet, which a busy runtime catches up with, count only here), whatever `max_inflight`
     /// allows, so a tenant or a ledger slower than the broker bounds the memory of the events
     /// held; it resumes once half of each left.
     pub fn update_waiting(
@@ -239,12 +266,14 @@ impl Intake {
         inflight: usize,
         in_process: usize,
         queued: usize,
+        blocked: usize,
         tenant_failing: bool,
     ) -> Option<bool> {
         let paused = self.is_paused();
         let processing_max = crate::pipeline::PROCESSING_MAX;
+        let held = in_process + blocked.min(queued);
         let waiting = in_process + queued;
-        let backlogged = in_process >= processing_max || waiting >= crate::mgmt::WAITING_MAX;
+        let backlogged = held >= processing_max || waiting >= crate::mgmt::WAITING_MAX;
         if !paused && (inflight >= self.max_inflight || tenant_failing || backlogged) {
             let reason = if tenant_failing {
                 PauseReason::TenantFailing
@@ -257,7 +286,7 @@ impl Intake {
             Some(true)
         } else if paused
             && inflight <= self.resume_below
-            && in_process <= processing_max / 2
+            && held <= processing_max / 2
             && waiting <= crate::mgmt::WAITING_MAX / 2
             && !tenant_failing
         {
@@ -353,16 +382,37 @@ mod tests {
         assert_eq!(intake.update(0, true), None);
         assert_eq!(intake.update(0, false), Some(false));
         let waiting = crate::mgmt::WAITING_MAX;
-        assert_eq!(intake.update_waiting(0, 0, waiting, false), Some(true));
-        assert_eq!(intake.update_waiting(0, 0, waiting / 2 + 1, false), None);
-        assert_eq!(intake.update_waiting(0, 0, waiting / 2, false), Some(false));
-        let processing = crate::pipeline::PROCESSING_MAX;
-        assert_eq!(intake.update_waiting(0, processing, 0, false), Some(true));
-        assert_eq!(intake.update_waiting(0, processing / 2 + 1, 0, false), None);
+        assert_eq!(intake.update_waiting(0, 0, waiting, 0, false), Some(true));
+        assert_eq!(intake.update_waiting(0, 0, waiting / 2 + 1, 0, false), None);
         assert_eq!(
-            intake.update_waiting(0, processing / 2, 0, false),
+            intake.update_waiting(0, 0, waiting / 2, 0, false),
             Some(false)
         );
+        let processing = crate::pipeline::PROCESSING_MAX;
+        assert_eq!(
+            intake.update_waiting(0, processing, 0, 0, false),
+            Some(true)
+        );
+        assert_eq!(
+            intake.update_waiting(0, processing / 2 + 1, 0, 0, false),
+            None
+        );
+        assert_eq!(
+            intake.update_waiting(0, processing / 2, 0, 0, false),
+            Some(false)
+        );
+        // Messages queued behind an earlier one of their user count with the events in
+        // process; those only not polled yet count towards WAITING_MAX alone.
+        let half = processing / 2;
+        assert_eq!(
+            intake.update_waiting(0, half, half, half, false),
+            Some(true)
+        );
+        assert_eq!(
+            intake.update_waiting(0, half / 2, half, 0, false),
+            Some(false)
+        );
+        assert_eq!(intake.update_waiting(0, half, half * 4, 0, false), None);
         assert!(intake.stop());
         assert!(intake.is_paused());
     }

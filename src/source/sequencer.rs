@@ -20,6 +20,9 @@ pub struct Sequencer {
     /// Turns entered whose `wait` has not completed yet (queued behind an earlier turn of a
     /// key, or not yet polled): the work a source holds without it running.
     queued: AtomicUsize,
+    /// Of those, the turns entered behind an unfinished earlier turn of one of their keys
+    /// (a message waiting for its user's earlier one), not merely not polled yet.
+    blocked: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -37,6 +40,8 @@ pub struct Turn {
     waits: Vec<Done>,
     /// Still counted in the sequencer's `queued` (until `wait` completes or the turn drops).
     queued: bool,
+    /// Still counted in the sequencer's `blocked`.
+    blocked: bool,
     _done: oneshot::Sender<()>,
 }
 
@@ -62,12 +67,17 @@ impl Sequencer {
             }
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
+        let blocked = !waits.is_empty();
+        if blocked {
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+        }
         Turn {
             sequencer: Arc::clone(self),
             id,
             keys,
             waits,
             queued: true,
+            blocked,
             _done: tx,
         }
     }
@@ -77,6 +87,13 @@ impl Sequencer {
     /// when it grows: see [`super::Intake::update_waiting`]).
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Turns queued behind an unfinished earlier turn of one of their keys when they entered
+    /// (a part of [`Sequencer::queued`]: the others are only not polled yet, which a busy
+    /// runtime catches up with on its own).
+    pub fn blocked(&self) -> usize {
+        self.blocked.load(Ordering::Relaxed)
     }
 
     /// Keys with a turn queued or running.
@@ -105,6 +122,9 @@ impl Turn {
     fn begun(&mut self) {
         if std::mem::take(&mut self.queued) {
             self.sequencer.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        if std::mem::take(&mut self.blocked) {
+            self.sequencer.blocked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -220,6 +240,8 @@ mod tests {
             keys: Vec<u8>,
             begun: bool,
             finished: bool,
+            /// An earlier turn of one of its keys was unfinished when it entered.
+            behind: bool,
         }
 
         fn may_begin(turns: &[Modeled], i: usize) -> bool {
@@ -240,7 +262,10 @@ mod tests {
                     match op {
                         Op::Enter(keys) => {
                             real.push(Some(seq.enter(keys.iter().map(|k| format!("user-{k}")))));
-                            model.push(Modeled { keys, begun: false, finished: false });
+                            let behind = model
+                                .iter()
+                                .any(|t| !t.finished && t.keys.iter().any(|k| keys.contains(k)));
+                            model.push(Modeled { keys, begun: false, finished: false, behind });
                         }
                         Op::Poll(i) if !model.is_empty() => {
                             let i = i % model.len();
@@ -268,9 +293,15 @@ mod tests {
                     }
                     let queued = model.iter().filter(|t| !t.begun && !t.finished).count();
                     prop_assert_eq!(seq.queued(), queued);
+                    let blocked = model
+                        .iter()
+                        .filter(|t| !t.begun && !t.finished && t.behind)
+                        .count();
+                    prop_assert_eq!(seq.blocked(), blocked);
                 }
                 real.clear();
                 prop_assert_eq!(seq.queued(), 0);
+                prop_assert_eq!(seq.blocked(), 0);
                 prop_assert_eq!(seq.active_keys(), 0);
             }
         }

@@ -32,6 +32,8 @@ mod kafka;
 mod ledger;
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod ledger_backpressure;
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+mod ledger_crash;
 mod ledger_model;
 mod ledger_truth;
 mod mgmt;

@@ -310,6 +310,17 @@ impl Explanation {
                 p.reason
             );
         }
+        for p in &self.history.pending_grants {
+            let _ = writeln!(
+                t,
+                "pending grant: {} ({}) by rule {}, event {}, journaled at {}: not a grant of this service (never taken back, not shown above) until the user's next delivery settles it: its role write was about to be sent, or sent and not confirmed (the process stopped before recording it); the role held at that delivery's read is recorded as this service's grant, else it is written again or dropped",
+                p.role_name,
+                p.role_id,
+                p.rule,
+                p.event_id,
+                time_text(p.at)
+            );
+        }
         for r in &self.history.member_role_removals {
             let _ = writeln!(
                 t,

@@ -383,6 +383,7 @@ impl EventsReader {
                 dispatch.len(),
                 self.pipeline.waiting().max(dispatch.started()),
                 dispatch.queued(),
+                dispatch.blocked(),
                 self.api.client().is_failing(),
             );
             let paused = intake.is_paused();

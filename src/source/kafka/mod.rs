@@ -138,6 +138,7 @@ async fn consume(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let quiet = QuietLog::counting(&metrics, "librdkafka");
+    let mut most = crate::source::MostWaiting::default();
 
     loop {
         for lost in dispatch.finished().into_iter().filter_map(Result::err) {
@@ -145,10 +146,13 @@ async fn consume(
             // finishing its offset: that offset stays unstored (redelivered later).
             tracing::error!(%lost, "a message task failed while storing its offset; it is not committed");
         }
+        let in_process = pipeline.waiting().max(dispatch.started());
+        most.note(in_process, dispatch.queued(), dispatch.blocked());
         if let Some(pause) = shared.intake.update_waiting(
             dispatch.len(),
-            pipeline.waiting().max(dispatch.started()),
+            in_process,
             dispatch.queued(),
+            dispatch.blocked(),
             pipeline.is_tenant_failing(),
         ) {
             pause_partitions(&shared, consumer.as_ref(), pause);
@@ -246,7 +250,13 @@ async fn consume(
     summary.dead_lettered = dead_letter_count.load(Ordering::Relaxed);
     // Dropping the last reference closes the consumer: final revoke, commit, LeaveGroup.
     drop(consumer);
-    tracing::info!(messages = summary.messages, "left the consumer group");
+    tracing::info!(
+        messages = summary.messages,
+        most_in_process = most.in_process,
+        most_queued = most.queued,
+        most_blocked = most.blocked,
+        "left the consumer group"
+    );
     Ok(summary)
 }
 

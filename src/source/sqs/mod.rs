@@ -179,6 +179,7 @@ async fn receive_loop(
             0,
             ctx.pipeline.waiting(),
             dispatch.queued(),
+            dispatch.blocked(),
             ctx.pipeline.is_tenant_failing(),
         );
         if shared.intake.is_paused() {
