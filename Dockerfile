@@ -6,14 +6,21 @@
 #   docker run --rm -v $PWD/my.toml:/etc/auth0-default-roles/config.toml:ro \
 #     -e AUTH0_CLIENT_SECRET -p 9464:9464 auth0-default-roles
 #
-# librdkafka is compiled from source by the rdkafka crate (its configure script: make, gcc, perl)
-# and OpenSSL is vendored: rust:1-bookworm has every tool that needs, no cmake required.
+# librdkafka is compiled from source by the rdkafka crate (its configure script: make, gcc, perl,
+# all in rust:1-bookworm; no cmake) and links Debian's OpenSSL and zlib (libssl-dev, zlib1g-dev,
+# pkg-config: installed below; the runtime image has their shared libraries, so TLS security
+# updates come with Debian's). SQLite is compiled in (bundled).
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pkg-config libssl-dev zlib1g-dev \
+    && rm -rf /var/lib/apt/lists/*
 # Every workspace member: the service (the root: Cargo.toml, src, the benches its manifest
 # names, the config it embeds) and crates/ (the simulator behind `demo` and `sim`).
 COPY Cargo.toml Cargo.lock ./
+# The build scripts' environment (CFLAGS for librdkafka).
+COPY .cargo .cargo
 COPY src src
 COPY benches benches
 COPY config config
@@ -26,10 +33,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/auth0-default-roles /usr/local/bin/auth0-default-roles
 
 FROM debian:bookworm-slim
-# ca-certificates: TLS to the Auth0 tenant and to brokers; curl: the HEALTHCHECK below (the
-# binary has no health-probe command, and curl costs a few MB in a slim image).
+# libssl3 and zlib1g: the shared libraries librdkafka links (TLS and compression to brokers;
+# zlib1g is in the slim image already); ca-certificates: TLS to the Auth0 tenant and to brokers;
+# curl: the HEALTHCHECK below (the binary has no health-probe command, and curl costs a few MB in
+# a slim image).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends libssl3 zlib1g ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \

@@ -10,6 +10,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
+# The build needs a C toolchain, pkg-config and the system's OpenSSL and zlib development files
+# (librdkafka is compiled from source and links them): checked first, installed with apt-get as
+# root or with sudo when missing.
+bash scripts/install-build-deps.sh
+
 # The Kafka tests need a real Kafka-protocol broker: tansu, installed once.
 TANSU_BIN="$(bash scripts/install-tansu.sh)"
 export TANSU_BIN

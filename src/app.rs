@@ -39,15 +39,15 @@ pub enum StartError {
     /// The sections cannot work together for this command (exit 2).
     #[error(transparent)]
     Wiring(#[from] WiringError),
-    /// The dead-letter topic cannot be written (exit 2): the Kafka client's own words.
-    #[error("{0}")]
-    DeadLetterTopic(String),
+    /// The dead-letter topic cannot be written (exit 2).
+    #[error(transparent)]
+    DeadLetterTopic(#[from] kafka::DeadLetterTopicError),
     /// The SQS source has no region (exit 2).
     #[error(transparent)]
     Sqs(#[from] SqsRunError),
     /// The Management API refused the credentials or lacks the policy's roles (exit 2), or
     /// failed otherwise (exit 1).
-    #[error("{0}")]
+    #[error(transparent)]
     Mgmt(MgmtError),
     #[error("cannot listen on {addr} for /metrics (set [metrics] listen): {source}")]
     Listen {
@@ -157,11 +157,12 @@ fn reader_ledger(
     if !ledger.is_shared() {
         return Ok(Some(checkpoint));
     }
-    let lease = Lease::new(ledger, name, holder_id(), config.lease_ttl)?;
+    let holder = holder_id(&config.instance);
+    let lease = Lease::new(ledger, name, &holder, config.lease_ttl)?;
     tracing::info!(
         reader,
         lease = name,
-        holder = holder_id(),
+        holder,
         ttl_seconds = config.lease_ttl.as_secs_f64(),
         takeover_within_seconds = takeover_bound(config.lease_ttl).as_secs_f64(),
         "one active reader across replicas: this replica reads only while it holds the lease in the ledger"
@@ -205,7 +206,7 @@ fn watch_stream(
             );
             async move {
                 watch.await;
-                Ok(())
+                Ok::<(), std::convert::Infallible>(())
             }
         },
     ));
@@ -567,10 +568,7 @@ async fn run_reader(
     supervise::supervise(status, shutdown, move || {
         let (reader, health, stop) = (Arc::clone(&reader), health.clone(), stop.clone());
         async move {
-            let summary = reader
-                .run(health, stop)
-                .await
-                .map_err(|err| err.to_string())?;
+            let summary = reader.run(health, stop).await?;
             tracing::info!(
                 events = summary.events,
                 pages = summary.pages,
@@ -578,7 +576,7 @@ async fn run_reader(
                 unfinished_batches = summary.unfinished_batches,
                 "{stopped}"
             );
-            Ok(())
+            Ok::<(), crate::source::auth0_logs::LogsRunError>(())
         }
     })
     .await;
@@ -618,17 +616,14 @@ async fn run_events_reader(
     supervise::supervise(status, shutdown, move || {
         let (reader, health, stop) = (Arc::clone(&reader), Arc::clone(&health), stop.clone());
         async move {
-            let summary = reader
-                .run(Some(health), stop)
-                .await
-                .map_err(|err| err.to_string())?;
+            let summary = reader.run(Some(health), stop).await?;
             tracing::info!(
                 events = summary.events,
                 markers = summary.markers,
                 connections = summary.connections,
                 "stopped"
             );
-            Ok(())
+            Ok::<(), crate::source::auth0_events::EventsRunError>(())
         }
     })
     .await;
@@ -716,7 +711,7 @@ pub async fn connect(
     let secret = auth0.client_secret()?;
     // The ledger first: a bad URL is a configuration error, told before the tenant is reached.
     let ledger = match &config.ledger {
-        Some(settings) => Some(open_ledger(settings).await?),
+        Some(settings) => Some(open_ledger(settings, &config.instance).await?),
         None => None,
     };
     let (client, assigner) = mgmt::connect(auth0, secret, config.policy.role_names(), metrics)
@@ -744,13 +739,14 @@ pub async fn connect(
 /// beside the service, as in docker-compose) before giving up with exit 1.
 pub const LEDGER_START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Opens the ledger (connects once, migrates). A bad URL or place fails at once (exit 2); a
-/// database that does not answer is tried again for [`LEDGER_START_PATIENCE`], then exit 1.
-pub async fn open_ledger(settings: &LedgerSettings) -> Result<Ledger, StartError> {
+/// Opens the ledger (connects once, migrates) as `instance` (`Config::instance`). A bad URL or
+/// place fails at once (exit 2); a database that does not answer is tried again for
+/// [`LEDGER_START_PATIENCE`], then exit 1.
+pub async fn open_ledger(settings: &LedgerSettings, instance: &str) -> Result<Ledger, StartError> {
     let started = tokio::time::Instant::now();
     let mut wait = std::time::Duration::from_millis(500);
     loop {
-        match Ledger::open(settings, &crate::ledger::instance_name()).await {
+        match Ledger::open(settings, instance).await {
             Ok(ledger) => {
                 tracing::info!(ledger = %ledger.describe(), "ledger ready");
                 return Ok(ledger);

@@ -81,6 +81,8 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(debug_assertions)]
+    arm_test_panic();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.default_log_level()));
     let builder = tracing_subscriber::fmt()
@@ -104,6 +106,27 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Test-only fault injection of debug builds (`pipeline::arm_test_panic`): read here, at the
+/// edge, as the library reads no environment.
+#[cfg(debug_assertions)]
+fn arm_test_panic() {
+    if let Ok(log_id) = std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID") {
+        let times = std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES")
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok());
+        auth0_default_roles::pipeline::arm_test_panic(log_id, times);
+    }
+}
+
+/// `AUTH0_WEBHOOK_TOKEN` for `setup log-stream` with a config without `[ingest]` (one with it
+/// resolves the token at load), read here at the edge.
+fn webhook_token_from_env() -> Option<auth0_default_roles::settings::Secret> {
+    std::env::var(auth0_default_roles::settings::WEBHOOK_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(auth0_default_roles::settings::Secret::new)
+}
+
 /// Runs the command; gives its exit status (an error reported with its cause chain).
 async fn dispatch(command: Command) -> u8 {
     match command {
@@ -119,6 +142,6 @@ async fn dispatch(command: Command) -> u8 {
         Command::Explain(args) => exit_status(commands::explain::run(&args).await),
         Command::Sim(args) => exit_status(commands::sim::run(args).await),
         Command::Doctor(args) => commands::doctor::run(args).await,
-        Command::Setup(args) => commands::setup::run(args).await,
+        Command::Setup(args) => commands::setup::run(args, webhook_token_from_env()).await,
     }
 }

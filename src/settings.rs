@@ -307,8 +307,8 @@ mod tests {
 
     #[test]
     fn a_secret_from_a_file_is_read_again_only_when_the_file_changed() {
-        let dir = std::env::temp_dir().join(format!("adr-reread-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let temp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp.path().to_path_buf();
         let path = dir.join("secret");
         std::fs::write(&path, "first\n").unwrap_or_else(|e| panic!("{e}"));
         let resolved = ResolvedSecret::resolve(SecretKind::ClientSecret, &|_| None, Some(&path));

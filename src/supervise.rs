@@ -116,14 +116,15 @@ impl HelperStatus {
     }
 }
 
-/// Runs `attempt` as a task until `shutdown`: an attempt that fails (`Err`), panics or ends
-/// before the shutdown is reported through `status` and started again after a backoff
-/// ([`RETRY_FIRST`] doubling to [`RETRY_MAX`], over again after an attempt that ran well).
-/// The attempt reports [`HelperStatus::healthy`] itself once it works.
-pub async fn supervise<F, Fut>(status: HelperStatus, shutdown: Shutdown, mut attempt: F)
+/// Runs `attempt` as a task until `shutdown`: an attempt that fails (`Err`, reported with its
+/// cause chain), panics or ends before the shutdown is reported through `status` and started
+/// again after a backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`], over again after an
+/// attempt that ran well). The attempt reports [`HelperStatus::healthy`] itself once it works.
+pub async fn supervise<F, Fut, E>(status: HelperStatus, shutdown: Shutdown, mut attempt: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
 {
     let mut wait = RETRY_FIRST;
     while !shutdown.is_triggered() {
@@ -131,7 +132,7 @@ where
         let ended = match tokio::spawn(attempt()).await {
             Ok(Ok(())) if shutdown.is_triggered() => return,
             Ok(Ok(())) => "it ended before the shutdown".to_owned(),
-            Ok(Err(said)) => said,
+            Ok(Err(err)) => crate::exit::cause_chain(&err),
             Err(lost) => format!("its task was lost: {lost}"),
         };
         if shutdown.is_triggered() {
@@ -171,7 +172,7 @@ mod tests {
             );
             async move {
                 match tries.fetch_add(1, Ordering::SeqCst) {
-                    0 => Err("refused".to_owned()),
+                    0 => Err(std::io::Error::other("refused")),
                     1 => panic!("boom"),
                     _ => {
                         status.healthy();

@@ -137,7 +137,11 @@ fn describe_logs_reader(text: &mut String, label: &str, r: &crate::config::LogsS
             );
         }
         Err(err) => {
-            let _ = writeln!(text, "{label}: checkpoint unreadable: {err}");
+            let _ = writeln!(
+                text,
+                "{label}: checkpoint unreadable: {}",
+                crate::exit::cause_chain(&err)
+            );
         }
     }
     let estimates: Vec<String> = [1_000.0, 10_000.0, 100_000.0]

@@ -385,7 +385,7 @@ async fn explain(config: &Config, user: &str) -> String {
     let Some(settings) = &config.ledger else {
         return String::new();
     };
-    let history = match app::open_ledger(settings).await {
+    let history = match app::open_ledger(settings, &config.instance).await {
         Ok(ledger) => ledger.history(user).await.map(|h| (ledger.describe(), h)),
         Err(err) => return format!("\nexplain: the ledger cannot be opened: {err}\n"),
     };

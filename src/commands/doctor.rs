@@ -179,10 +179,9 @@ async fn ledger(config: &Config, report: &mut Report) {
             return;
         }
     }
-    let instance = crate::ledger::instance_name();
     match tokio::time::timeout(
         TENANT_TIMEOUT,
-        crate::ledger::Ledger::open_existing(settings, &instance),
+        crate::ledger::Ledger::open_existing(settings, &config.instance),
     )
     .await
     {

@@ -298,15 +298,12 @@ impl Desired {
     }
 }
 
-/// Runs a `setup` subcommand, printing to stdout; returns the exit status.
-pub async fn run(args: SetupArgs) -> u8 {
+/// Runs a `setup` subcommand, printing to stdout; returns the exit status. `token` is
+/// `AUTH0_WEBHOOK_TOKEN` as the binary's edge read it: the token for a config without
+/// `[ingest]` (one with it resolves its own at load).
+pub async fn run(args: SetupArgs, token: Option<Secret>) -> u8 {
     let SetupCommand::LogStream(args) = args.command;
     let mut out = String::new();
-    // The edge: a token for a config without [ingest] comes from the environment alone.
-    let token = std::env::var(WEBHOOK_TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
     let result = log_stream(&args, token, &mut out).await;
     print!("{out}");
     super::exit_status(result.map(|()| 0))

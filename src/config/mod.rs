@@ -62,6 +62,9 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// The fingerprint of the `[policy]` section as written, recorded with each grant.
     pub policy_fingerprint: String,
+    /// This process's name, as its grants in the ledger and its leases record it: the host
+    /// (`HOSTNAME`, else `/etc/hostname`, else `localhost`) and the process id, resolved at load.
+    pub instance: String,
 }
 
 /// The default `[metrics] listen` address.
@@ -173,6 +176,7 @@ impl Config {
             ledger,
             lease_ttl,
             policy_fingerprint: crate::ledger::policy_fingerprint_of_config(text),
+            instance: instance_name(env),
         };
         config.check_sections()?;
         Ok(config)
@@ -182,6 +186,22 @@ impl Config {
     pub fn require_auth0(&self) -> Result<&Auth0Settings, ConfigError> {
         self.auth0.as_ref().ok_or(ConfigError::NoAuth0)
     }
+}
+
+/// This process's instance name: the host (`HOSTNAME` from `env`, else `/etc/hostname`, else
+/// `localhost`) and the process id.
+fn instance_name(env: Env<'_>) -> String {
+    let host = env("HOSTNAME")
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
 }
 
 /// `[ledger] lease_ttl_seconds`: 1 s to 1 h, 15 s when absent.
@@ -239,6 +259,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_instance_name_is_the_host_the_environment_names_and_the_process_id() {
+        let text = "[policy]\nevents = [\"signup\"]\n";
+        let load = |env: Env<'_>| match Config::from_toml(text, Path::new("x.toml"), env) {
+            Ok(config) => config.instance,
+            Err(err) => panic!("{err}"),
+        };
+        let pid = std::process::id();
+        let named = load(&|name| (name == "HOSTNAME").then(|| " pod-7 ".to_owned()));
+        assert_eq!(named, format!("pod-7:{pid}"));
+        // An empty HOSTNAME is no name: the fallback (/etc/hostname or localhost) is used.
+        let unnamed = load(&|name| (name == "HOSTNAME").then(String::new));
+        let host = unnamed.strip_suffix(&format!(":{pid}")).unwrap_or_default();
+        assert!(!host.is_empty() && host != "pod-7", "{unnamed}");
+    }
+
+    #[test]
     fn a_toml_error_on_a_secret_line_does_not_quote_its_value() {
         let text = "[kafka]\nbrokers = \"b:9092\"\ntopic = \"t\"\n[kafka.properties]\n\"sasl.passwrd\" = \"hunter2-very-secret\n";
         let err = Config::from_toml(text, Path::new("x.toml"), &|_| None)
@@ -251,8 +287,8 @@ mod tests {
 
     #[test]
     fn the_debug_form_of_a_loaded_config_shows_no_secret() {
-        let dir = std::env::temp_dir().join(format!("adr-debug-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let temp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp.path().to_path_buf();
         let file = dir.join("client-secret");
         std::fs::write(&file, "client-secret-from-file\n").unwrap_or_else(|e| panic!("{e}"));
         let text = format!(

@@ -72,11 +72,12 @@ pub struct Lease {
 /// The longest ttl accepted.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 
-/// This process's holder id: the instance name (host and pid) and a random suffix, so that a
-/// process that restarts with the same pid (a container's pid 1) is a new holder.
-pub fn holder_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| format!("{}:{:08x}", super::instance_name(), rand::random::<u32>()))
+/// The holder id of this process's `instance` (its host and pid, `Config::instance`): the
+/// instance and a random suffix drawn once per process, so that a process that restarts with
+/// the same pid (a container's pid 1) is a new holder.
+pub fn holder_id(instance: &str) -> String {
+    static SUFFIX: OnceLock<u32> = OnceLock::new();
+    format!("{instance}:{:08x}", SUFFIX.get_or_init(rand::random::<u32>))
 }
 
 impl Lease {

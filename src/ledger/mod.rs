@@ -335,21 +335,6 @@ pub fn policy_fingerprint_of_config(text: &str) -> String {
     policy_fingerprint(&policy)
 }
 
-/// This process's instance name: the host name and the process id.
-pub fn instance_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{}:{}", host.trim(), std::process::id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 /// A Management API failure that retrying will not fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MgmtError {
     /// 400, 403, 404 ...: the event's outcome is `failed`.
     #[error("{operation}: HTTP {status}: {message}{}", code_suffix(.error_code))]
@@ -18,6 +18,9 @@ pub enum MgmtError {
     /// The credentials or the application's grants are wrong: the service cannot work.
     #[error("Management API token: {0}")]
     Auth(String),
+    /// The HTTP client cannot be built (its TLS set-up): the service cannot reach the tenant.
+    #[error("cannot build the HTTP client")]
+    HttpClient(#[source] std::sync::Arc<reqwest::Error>),
     /// The tenant did not answer at all (connection refused, DNS, TLS, no answer) for the
     /// one-shot patience.
     #[error("the tenant at {host} did not answer for {waited_seconds} s: {cause}")]

@@ -171,7 +171,7 @@ impl MgmtClient {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .build()
-            .map_err(|e| MgmtError::Auth(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| MgmtError::HttpClient(std::sync::Arc::new(e)))?;
         let period = Duration::from_secs_f64(1.0 / settings.requests_per_second.max(0.001));
         let burst =
             std::num::NonZeroU32::new(settings.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);

@@ -514,29 +514,41 @@ pub struct LostTask {
 }
 
 /// Test-only fault injection, compiled into debug builds only (release builds, the ones
-/// deployed, have none): `AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID` names a `log_id` whose
-/// processing panics, so the integration tests can see a lost task handled: every time, or
-/// only the first N times in the process with `AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES=N` (a task
-/// lost once and then run again).
+/// deployed, have none): the binary's edge reads `AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID` (a
+/// `log_id` whose processing panics, so the integration tests can see a lost task handled) and
+/// `AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES` (only the first N times in the process: a task lost
+/// once and then run again) and hands them to [`arm_test_panic`].
+#[cfg(debug_assertions)]
+pub use test_panic::arm as arm_test_panic;
+
 #[cfg(debug_assertions)]
 mod test_panic {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
 
     use crate::event::Decoded;
 
+    /// The `log_id` whose processing panics, and how many times (every time when `None`).
+    static ARMED: OnceLock<(String, Option<u64>)> = OnceLock::new();
     /// Panics injected so far in this process.
     static PANICKED: AtomicU64 = AtomicU64::new(0);
 
+    /// Makes the processing of `log_id` panic, every time or the first `times` times in the
+    /// process. The first call wins.
+    pub fn arm(log_id: String, times: Option<u64>) {
+        let _ = ARMED.set((log_id, times));
+    }
+
     pub(super) fn on(item: &Decoded) {
+        let Some((armed, times)) = ARMED.get() else {
+            return;
+        };
         let Some(id) = item.as_ref().ok().and_then(|e| e.log_id.as_deref()) else {
             return;
         };
-        if !std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID").is_ok_and(|told| told == id) {
+        if id != armed {
             return;
         }
-        let times = std::env::var("AUTH0_DEFAULT_ROLES_TEST_PANIC_TIMES")
-            .ok()
-            .and_then(|n| n.parse::<u64>().ok());
         if times.is_none_or(|times| PANICKED.fetch_add(1, Ordering::SeqCst) < times) {
             panic!("test-only panic on log_id {id} (AUTH0_DEFAULT_ROLES_TEST_PANIC_LOG_ID)");
         }

@@ -418,8 +418,8 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let dir = std::env::temp_dir().join(format!("reconcile-download-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        let temp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp.path().to_path_buf();
         let to = dir.join("export.json");
         let bytes = download(&format!("http://{addr}/file"), &to, 5, |_| {})
             .await
@@ -461,8 +461,8 @@ mod tests {
     async fn a_download_that_cannot_connect_keeps_the_transports_cause_chain() {
         // The reporter at the edge prints the chain: reqwest's own words ("error sending
         // request") say nothing of why; the connection's refusal is in its sources.
-        let dir = std::env::temp_dir().join(format!("reconcile-chain-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        let temp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp.path().to_path_buf();
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .and_then(|l| l.local_addr())
@@ -494,8 +494,8 @@ mod tests {
 
     #[test]
     fn plain_and_gzipped_files_read_alike_and_bad_lines_are_numbered() {
-        let dir = std::env::temp_dir().join(format!("reconcile-export-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        let temp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp.path().to_path_buf();
         let text = "{\"user_id\":\"a\"}\n\ngarbage\n{\"user_id\":\"b\"}\n";
         let plain = dir.join("users.json");
         let gz = dir.join("users.json.gz");

@@ -152,8 +152,8 @@ mod tests {
 
     #[test]
     fn an_unfinished_journal_resumes_and_a_finished_one_starts_over() {
-        let dir = std::env::temp_dir().join(format!("reconcile-state-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        let temp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp.path().to_path_buf();
         let path = dir.join("state.jsonl");
         let _ = std::fs::remove_file(&path);
         let (mut journal, resume) = Journal::open(&path).unwrap_or_else(|e| panic!("{e}"));

@@ -47,10 +47,11 @@ pub fn users_of(items: &[Decoded]) -> Vec<String> {
         .collect()
 }
 
-/// A task that ended without its result: it panicked, or it was aborted at shutdown.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("message task ended abnormally: {0}")]
-pub struct TaskLost(pub String);
+/// A task that ended without its result: it panicked, or it was aborted at shutdown (the
+/// source says which, and the panic's message).
+#[derive(Debug, thiserror::Error)]
+#[error("message task ended abnormally")]
+pub struct TaskLost(#[source] pub tokio::task::JoinError);
 
 /// What a consumer's run did (Kafka, SQS), for the exit log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -159,7 +160,7 @@ impl<T: Send + 'static> Dispatch<T> {
     pub fn finished(&mut self) -> Vec<Result<T, TaskLost>> {
         let mut done = Vec::new();
         while let Some(joined) = self.tasks.try_join_next() {
-            done.push(joined.map_err(|e| TaskLost(e.to_string())));
+            done.push(joined.map_err(TaskLost));
         }
         done
     }
@@ -169,7 +170,7 @@ impl<T: Send + 'static> Dispatch<T> {
         self.tasks
             .join_next()
             .await
-            .map(|joined| joined.map_err(|e| TaskLost(e.to_string())))
+            .map(|joined| joined.map_err(TaskLost))
     }
 
     /// Waits for the tasks until `grace` has passed, calling `serve` meanwhile (a consumer
@@ -434,9 +435,19 @@ mod tests {
         while let Some(r) = dispatch.next().await {
             results.push(r);
         }
-        assert!(results.iter().any(|r| matches!(r, Err(TaskLost(_)))));
+        let lost = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .unwrap_or_else(|| panic!("no lost task in {results:?}"));
+        // The join error is kept as the source: the chain says it panicked, and with what.
+        assert!(std::error::Error::source(lost).is_some(), "{lost:?}");
+        let chain = crate::exit::cause_chain(lost);
         assert!(
-            results.contains(&Ok(7)),
+            chain.starts_with("message task ended abnormally: ") && chain.contains("boom"),
+            "{chain}"
+        );
+        assert!(
+            results.iter().any(|r| matches!(r, Ok(7))),
             "the panic released the user's next turn"
         );
         dispatch.spawn(Vec::new(), std::future::pending);

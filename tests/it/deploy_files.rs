@@ -545,6 +545,59 @@ fn dockerfile_builds_locked_and_runs_non_root_with_a_healthcheck() {
     }
 }
 
+/// The service links the system's OpenSSL (rdkafka's `ssl` feature, not `ssl-vendored`): the
+/// image's build stage must have its development files and pkg-config, and the runtime stage its
+/// shared library.
+#[test]
+fn the_image_has_the_system_libraries_the_build_links() {
+    let manifest: toml::Value =
+        toml::from_str(&read("Cargo.toml")).unwrap_or_else(|e| panic!("Cargo.toml: {e}"));
+    let features: Vec<&str> = manifest
+        .get("dependencies")
+        .and_then(|d| d.get("rdkafka"))
+        .and_then(|r| r.get("features"))
+        .and_then(toml::Value::as_array)
+        .unwrap_or_else(|| panic!("Cargo.toml: no rdkafka features"))
+        .iter()
+        .filter_map(toml::Value::as_str)
+        .collect();
+    let file = read("Dockerfile");
+    let stages: Vec<&str> = file.split("\nFROM ").skip(1).collect();
+    assert!(stages.len() >= 2, "Dockerfile: not multi-stage");
+    let (build, runtime) = (stages[0], stages[stages.len() - 1]);
+    // The packages a stage's `apt-get install` lines name.
+    let installed = |stage: &str| -> Vec<String> {
+        let joined = stage.replace("\\\n", " ");
+        joined
+            .lines()
+            .filter_map(|l| l.split("apt-get install").nth(1))
+            .flat_map(|rest| {
+                rest.split("&&")
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+            })
+            .filter(|word| !word.starts_with('-'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (build_packages, runtime_packages) = (installed(build), installed(runtime));
+    if features.contains(&"ssl-vendored") {
+        return;
+    }
+    assert!(features.contains(&"ssl"), "rdkafka features: {features:?}");
+    for package in ["pkg-config", "libssl-dev"] {
+        assert!(
+            build_packages.iter().any(|p| p == package),
+            "Dockerfile: the build stage does not install {package} (installs {build_packages:?})"
+        );
+    }
+    assert!(
+        runtime_packages.iter().any(|p| p == "libssl3"),
+        "Dockerfile: the runtime stage does not install libssl3 (installs {runtime_packages:?})"
+    );
+}
+
 /// The root Cargo.toml's `[workspace] members`.
 fn workspace_members() -> Vec<String> {
     let manifest: toml::Value =
@@ -637,7 +690,8 @@ fn the_dockerfile_copies_every_workspace_member_where_cargo_expects_it() {
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains('*'))
         .map(normalized)
         .collect();
-    let mut needed = vec!["Cargo.lock".to_owned()];
+    // `.cargo/config.toml`: the build scripts' environment (librdkafka's CFLAGS).
+    let mut needed = vec!["Cargo.lock".to_owned(), ".cargo/config.toml".to_owned()];
     for member in &members {
         let dir = normalized(member);
         let at = |rel: &str| normalized(&format!("{dir}/{rel}"));

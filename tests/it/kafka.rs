@@ -756,6 +756,45 @@ fn a_missing_dead_letter_topic_stops_the_start_with_exit_2() {
     world.shutdown();
 }
 
+/// A Kafka client librdkafka refuses to create (a property it does not know) stops the start,
+/// and the error printed at the edge carries its whole cause chain: the service's words (which
+/// client) and librdkafka's (which property). Without a dead-letter topic the consumer's
+/// creation fails (exit 1); with one, the check of the topic's client, before (exit 2).
+#[test]
+fn a_kafka_client_librdkafka_refuses_stops_the_start_and_the_error_carries_its_cause_chain() {
+    let world = World::new("bad-property", sim_accepting_anyone(), Vec::new());
+    for (name, dlq, code, words) in [
+        ("consumer", false, 1, "cannot create the Kafka consumer: "),
+        (
+            "dlq-client",
+            true,
+            2,
+            "kafka.dead_letter_topic: cannot create the client that checks it: ",
+        ),
+    ] {
+        let port = free_port();
+        let config = world.config(name, port, dlq, "");
+        let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+        let text = text.replace(
+            "[kafka.properties]\n",
+            "[kafka.properties]\n\"no.such.property\" = \"1\"\n",
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+        let mut service = Service::start(&config, port, world.dir.join(format!("{name}.log")));
+        let status = service.wait_exit(Duration::from_secs(30));
+        let log = service.log_text();
+        assert_eq!(status.and_then(|s| s.code()), Some(code), "{name}: {log}");
+        let line = log
+            .lines()
+            .find(|l| l.contains(words))
+            .unwrap_or_else(|| panic!("{name}: no line with {words:?}: {log}"));
+        // librdkafka's words follow the service's on the same line: the cause is kept.
+        let cause = &line[line.find(words).unwrap_or_default() + words.len()..];
+        assert!(cause.contains("no.such.property"), "{name}: {line}");
+    }
+    world.shutdown();
+}
+
 #[test]
 fn a_dead_letter_too_large_for_the_topic_is_sent_truncated_and_consumption_goes_on() {
     let world = World::new("dlq-large", sim_accepting_anyone(), Vec::new());

@@ -361,7 +361,8 @@ async fn storms_of_500_and_503_lose_nothing() {
         })
         .collect();
     for task in tasks {
-        assert_eq!(task.await.unwrap_or_else(|e| panic!("{e}")), Ok(()));
+        let done = task.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(done.is_ok(), "{done:?}");
     }
     assert_eq!(sim.users_with_roles().len(), 20);
     assert!(sim.stats().faults_served > 0);
@@ -524,12 +525,10 @@ async fn read_user_roles_skips_users_that_hold_every_role() {
             .await,
         Ok(AssignOutcome::Assigned { .. })
     ));
-    assert_eq!(
-        assigner
-            .assign("auth0|held", &roles(&["Viewer"]), false)
-            .await,
-        Ok(AssignOutcome::AlreadyHeld)
-    );
+    let again = assigner
+        .assign("auth0|held", &roles(&["Viewer"]), false)
+        .await;
+    assert!(matches!(again, Ok(AssignOutcome::AlreadyHeld)), "{again:?}");
     assert_eq!(sim.stats().calls_of("assign_user_roles"), 1);
     running.shutdown().await;
 }

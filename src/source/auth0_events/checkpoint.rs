@@ -60,7 +60,8 @@ impl EventsCheckpointFile {
     pub fn save(&self, checkpoint: &EventsCheckpoint) -> Result<(), CheckpointError> {
         let bytes = serde_json::to_vec(checkpoint).map_err(|e| CheckpointError::Corrupt {
             path: self.path.clone(),
-            detail: e.to_string(),
+            detail: "cannot be encoded".to_owned(),
+            source: Some(e),
         })?;
         self.file.save_bytes(&bytes)
     }
@@ -90,12 +91,14 @@ fn parse(path: &Path, text: &str) -> Result<EventsCheckpoint, CheckpointError> {
     let checkpoint: EventsCheckpoint =
         serde_json::from_str(text).map_err(|e| CheckpointError::Corrupt {
             path: path.to_owned(),
-            detail: e.to_string(),
+            detail: "not JSON of a checkpoint".to_owned(),
+            source: Some(e),
         })?;
     if !usable_offset(&checkpoint.offset) {
         return Err(CheckpointError::Corrupt {
             path: path.to_owned(),
             detail: "offset is not an Events API offset".to_owned(),
+            source: None,
         });
     }
     Ok(checkpoint)

@@ -121,7 +121,7 @@ impl EventsApi {
             .user_agent(concat!("auth0-default-roles/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(client.connect_timeout())
             .build()
-            .map_err(|e| MgmtError::Auth(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| MgmtError::HttpClient(std::sync::Arc::new(e)))?;
         Ok(EventsApi {
             client,
             http,

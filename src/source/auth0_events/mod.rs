@@ -79,7 +79,7 @@ pub enum EventsRunError {
     Checkpoint(#[from] CheckpointError),
     #[error("the tenant's Events API: {0}")]
     Open(#[from] OpenError),
-    #[error("an event's task was lost ({0}): reading starts again from the checkpoint")]
+    #[error("an event's task was lost (reading starts again from the checkpoint)")]
     Lost(#[from] TaskLost),
 }
 

@@ -147,7 +147,10 @@ impl EventsSettings {
                 "no checkpoint yet: starts {}",
                 self.start.describe(self.earliest)
             ),
-            Err(err) => format!("checkpoint NOT readable: {err}"),
+            Err(err) => format!(
+                "checkpoint NOT readable: {}",
+                crate::exit::cause_chain(&err)
+            ),
         };
         format!(
             "source: the tenant's Events API (GET /api/v2/events, needs read:events), checkpoint {} ({saved}), at most {} events in flight, reconnect after {} s of silence\nsource: event types asked for: {}\n",

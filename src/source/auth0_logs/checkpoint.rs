@@ -28,8 +28,14 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `source`: the JSON error, when the file is not JSON of a checkpoint.
     #[error("checkpoint {path} is not a checkpoint this service wrote ({detail}): move it away to start again from `start`")]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        path: PathBuf,
+        detail: String,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
     #[error("another reader holds the checkpoint {path} (lock {lock}): one reader per checkpoint; stop the other instance, or give this one a checkpoint_file of its own for another tenant")]
     Locked { path: PathBuf, lock: PathBuf },
 }
@@ -135,12 +141,14 @@ fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     let checkpoint: Checkpoint =
         serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
             path: path.to_owned(),
-            detail: e.to_string(),
+            detail: "not JSON of a checkpoint".to_owned(),
+            source: Some(e),
         })?;
     if checkpoint.log_id.is_empty() || !checkpoint.log_id.chars().all(|c| c.is_ascii_digit()) {
         return Err(CheckpointError::Corrupt {
             path: path.to_owned(),
             detail: "log_id is not a log id".to_owned(),
+            source: None,
         });
     }
     Ok(Some(checkpoint))
@@ -154,7 +162,8 @@ impl CheckpointStore for FileCheckpoint {
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let text = serde_json::to_vec(checkpoint).map_err(|e| CheckpointError::Corrupt {
             path: self.path.clone(),
-            detail: e.to_string(),
+            detail: "cannot be encoded".to_owned(),
+            source: Some(e),
         })?;
         self.save_bytes(&text)
     }

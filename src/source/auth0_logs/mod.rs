@@ -215,7 +215,13 @@ mod tests {
         let again = FileCheckpoint::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.load().ok().flatten(), Some(checkpoint));
         std::fs::write(&path, "{not json").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(again.load(), Err(CheckpointError::Corrupt { .. })));
+        let refused = again.load();
+        assert!(matches!(refused, Err(CheckpointError::Corrupt { .. })));
+        // The JSON error is kept as the source: the chain says where the file stops making sense.
+        if let Err(err) = refused {
+            let chain = crate::exit::cause_chain(&err);
+            assert!(chain.contains("line 1 column 2"), "{chain}");
+        }
     }
 
     #[test]

@@ -17,6 +17,31 @@ use crate::metrics::Metrics;
 /// skips records carrying it.
 pub const DEAD_LETTER_PROBE_HEADER: &str = "dlq.probe";
 
+/// Why the dead-letter topic cannot be used (start refuses, exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterTopicError {
+    #[error("kafka.dead_letter_topic: cannot create the client that checks it")]
+    Client(#[source] KafkaError),
+    #[error("checking the dead-letter topic failed")]
+    Check(#[source] tokio::task::JoinError),
+    #[error("kafka.dead_letter_topic `{topic}` does not exist: create it (1 partition is enough) or remove the key")]
+    Missing { topic: String },
+    #[error("kafka.dead_letter_topic `{topic}` has no partitions")]
+    NoPartitions { topic: String },
+    #[error(
+        "kafka.dead_letter_topic `{topic}`: {code} (create it, or grant this client write access)"
+    )]
+    Described {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("kafka.dead_letter_topic `{topic}` refuses this client's records: {code} (grant it write access, or remove the key)")]
+    Refused {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
 /// Checks at start that `settings.dead_letter_topic` exists and may be written: a missing or
 /// forbidden topic would hold every poison message's offset forever. The topic is described,
 /// then written: one probe record with an empty value and the header `dlq.probe=true` (only
@@ -24,7 +49,7 @@ pub const DEAD_LETTER_PROBE_HEADER: &str = "dlq.probe";
 /// broker is not an error here (the consumer waits for it); a topic the broker says does not
 /// exist, that this client may not describe, or that refuses the probe for good is (`Err`
 /// with the reason).
-pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), String> {
+pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), DeadLetterTopicError> {
     let Some(topic) = settings.dead_letter_topic.clone() else {
         return Ok(());
     };
@@ -37,7 +62,7 @@ pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), Str
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => return Ok(()),
         Ok(Err(err)) => return Err(err),
-        Err(e) => return Err(format!("checking the dead-letter topic failed: {e}")),
+        Err(e) => return Err(DeadLetterTopicError::Check(e)),
     }
     let mut config = config;
     config
@@ -45,7 +70,7 @@ pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), Str
         .set("client.id", "auth0-default-roles-dlq-probe");
     let producer: Producer = config
         .create_with_context(ProducerCallbacks::default())
-        .map_err(|e| redact(e).to_string())?;
+        .map_err(|e| DeadLetterTopicError::Client(redact(e)))?;
     let probe = FutureRecord::<'_, [u8], [u8]>::to(&topic)
         .payload(&b""[..])
         .headers(OwnedHeaders::new().insert(Header {
@@ -60,9 +85,9 @@ pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), Str
             tracing::info!(dead_letter_topic = %topic, "the dead-letter topic takes writes (a `dlq.probe` record was written)");
             Ok(())
         }
-        Err((KafkaError::MessageProduction(code), _)) if never_accepted(code) => Err(format!(
-            "kafka.dead_letter_topic `{topic}` refuses this client's records: {code} (grant it write access, or remove the key)"
-        )),
+        Err((KafkaError::MessageProduction(code), _)) if never_accepted(code) => {
+            Err(DeadLetterTopicError::Refused { topic, code })
+        }
         Err((err, _)) => {
             tracing::warn!(%err, topic, "cannot write the dead-letter topic now (broker unreachable?); going on");
             Ok(())
@@ -72,10 +97,13 @@ pub async fn check_dead_letter_topic(settings: &KafkaSettings) -> Result<(), Str
 
 /// The metadata part of [`check_dead_letter_topic`]: `Ok(true)` when the topic exists with
 /// partitions, `Ok(false)` when the broker cannot be asked now.
-fn describe_dead_letter_topic(config: &ClientConfig, topic: &str) -> Result<bool, String> {
+fn describe_dead_letter_topic(
+    config: &ClientConfig,
+    topic: &str,
+) -> Result<bool, DeadLetterTopicError> {
     let producer: rdkafka::producer::BaseProducer<ProducerCallbacks> = config
         .create_with_context(ProducerCallbacks::default())
-        .map_err(|e| redact(e).to_string())?;
+        .map_err(|e| DeadLetterTopicError::Client(redact(e)))?;
     let metadata = match producer
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -89,15 +117,17 @@ fn describe_dead_letter_topic(config: &ClientConfig, topic: &str) -> Result<bool
     match metadata.topics().iter().find(|t| t.name() == topic) {
         Some(t) => match t.error() {
             None if !t.partitions().is_empty() => Ok(true),
-            None => Err(format!("kafka.dead_letter_topic `{topic}` has no partitions")),
-            Some(code) => Err(format!(
-                "kafka.dead_letter_topic `{topic}`: {} (create it, or grant this client write access)",
-                RDKafkaErrorCode::from(code)
-            )),
+            None => Err(DeadLetterTopicError::NoPartitions {
+                topic: topic.to_owned(),
+            }),
+            Some(code) => Err(DeadLetterTopicError::Described {
+                topic: topic.to_owned(),
+                code: RDKafkaErrorCode::from(code),
+            }),
         },
-        None => Err(format!(
-            "kafka.dead_letter_topic `{topic}` does not exist: create it (1 partition is enough) or remove the key"
-        )),
+        None => Err(DeadLetterTopicError::Missing {
+            topic: topic.to_owned(),
+        }),
     }
 }
 

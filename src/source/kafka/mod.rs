@@ -42,7 +42,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 
 pub use client_context::{Producer, ProducerCallbacks};
-pub use dead_letter::{check_dead_letter_topic, DEAD_LETTER_PROBE_HEADER, TRUNCATED_DEAD_LETTER};
+pub use dead_letter::{
+    check_dead_letter_topic, DeadLetterTopicError, DEAD_LETTER_PROBE_HEADER, TRUNCATED_DEAD_LETTER,
+};
 use dead_letter::{DeadLetter, DeadLetterProducer, LetterOrigin};
 use partitions::{
     pause_partitions, ConsumerCallbacks, Consumption, OffsetSlot, Partitions, Position,
@@ -52,12 +54,12 @@ pub use settings::{consumer_config, producer_config, redact, KafkaSettings, DEFA
 /// Why the consumer could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaRunError {
-    #[error("cannot create the Kafka consumer: {0}")]
-    Consumer(KafkaError),
+    #[error("cannot create the Kafka consumer")]
+    Consumer(#[source] KafkaError),
     #[error("cannot subscribe to {topics}: {source}")]
     Subscribe { topics: String, source: KafkaError },
-    #[error("cannot create the dead-letter producer: {0}")]
-    Producer(KafkaError),
+    #[error("cannot create the dead-letter producer")]
+    Producer(#[source] KafkaError),
     #[error("cannot start the consumer thread")]
     Thread(#[source] std::io::Error),
     #[error("the consumer thread panicked")]
@@ -144,7 +146,7 @@ async fn consume(
         for lost in dispatch.finished().into_iter().filter_map(Result::err) {
             // A panic inside a task is caught there (see `settle`); this is a panic while
             // finishing its offset: that offset stays unstored (redelivered later).
-            tracing::error!(%lost, "a message task failed while storing its offset; it is not committed");
+            tracing::error!(error = %crate::exit::cause_chain(&lost), "a message task failed while storing its offset; it is not committed");
         }
         let in_process = pipeline.waiting().max(dispatch.started());
         most.note(in_process, dispatch.queued(), dispatch.blocked());

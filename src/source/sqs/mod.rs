@@ -165,7 +165,7 @@ async fn receive_loop(
     let mut backoff = Duration::from_secs(1);
     loop {
         for lost in dispatch.finished().into_iter().filter_map(Result::err) {
-            tracing::error!(%lost, "a message task failed; the message is not deleted and will be received again");
+            tracing::error!(error = %crate::exit::cause_chain(&lost), "a message task failed; the message is not deleted and will be received again");
         }
         let mut permits = tokio::select! {
             biased;
