@@ -266,9 +266,7 @@ impl Pipeline {
             .set(i64::try_from(self.processor.dedup().entries()).unwrap_or(i64::MAX));
         let log_id = report.log_id.as_deref().unwrap_or("-");
         let user = report.user_id.as_deref().unwrap_or("-");
-        let domain = email_domain
-            .map(|d| format!("*@{d}"))
-            .unwrap_or_else(|| "-".to_owned());
+        let domain = RedactedEmail(email_domain);
         match report.outcome {
             Outcome::Assigned => tracing::info!(
                 log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
@@ -289,6 +287,19 @@ impl Pipeline {
                 "invalid event"
             ),
             other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),
+        }
+    }
+}
+
+/// An email as logged at info level: `*@domain`, or `-` without one (written only when a
+/// line is logged: no string made per event).
+struct RedactedEmail<'a>(Option<&'a str>);
+
+impl std::fmt::Display for RedactedEmail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(domain) => write!(f, "*@{domain}"),
+            None => f.write_str("-"),
         }
     }
 }

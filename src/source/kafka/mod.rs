@@ -138,9 +138,12 @@ async fn consume(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let quiet = QuietLog::counting(&metrics, "librdkafka");
+    // One wait for the whole loop, not one registered and dropped per message.
+    let stopping = shutdown.wait();
+    tokio::pin!(stopping);
 
     loop {
-        for lost in dispatch.finished().into_iter().filter_map(Result::err) {
+        for lost in dispatch.lost() {
             // A panic inside a task is caught there (see `settle`); this is a panic while
             // finishing its offset: that offset stays unstored (redelivered later).
             tracing::error!(%lost, "a message task failed while storing its offset; it is not committed");
@@ -155,7 +158,7 @@ async fn consume(
         }
         tokio::select! {
             biased;
-            _ = shutdown.wait() => break,
+            _ = &mut stopping => break,
             _ = tick.tick() => {}
             message = consumer.recv() => match message {
                 Err(err) => {
