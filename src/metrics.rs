@@ -427,7 +427,9 @@ impl Metrics {
         if let Err(err) = encoder.encode(&self.registry.gather(), &mut buffer) {
             tracing::warn!(error = %err, "metrics: encoding failed");
         }
-        String::from_utf8_lossy(&buffer).into_owned()
+        // The encoder writes UTF-8: taken as it is, not copied (lossily only if it were not).
+        String::from_utf8(buffer)
+            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
     }
 
     /// The full name of every metric family the service exports, sorted, whether or not it has

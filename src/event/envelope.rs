@@ -43,7 +43,10 @@ pub type Decoded = Result<LogEvent, DecodeError>;
 ///   read one after another; after a syntax error, reading resumes at the next line that opens a
 ///   value.
 pub fn decode(bytes: &[u8]) -> Vec<Decoded> {
-    let mut out = Vec::new();
+    // Room for one event: most deliveries (a Kafka record, an SQS body) hold one, and a
+    // `Decoded` is several hundred bytes: the default first capacity of four would allocate
+    // past the allocator's small-size caches for every message.
+    let mut out = Vec::with_capacity(1);
     if decode_lines(bytes, 1, &mut out) == Layout::Document {
         // The first line opens a value it does not close: a pretty-printed document when
         // that value parses across lines, else a truncated first line of JSON Lines.
@@ -196,21 +199,29 @@ fn decode_lines_after(
         let first = !*seen_a_line;
         *seen_a_line = true;
         let mut values = serde_json::Deserializer::from_slice(line).into_iter::<TopLevel>();
-        let mut items = Vec::new();
+        // The line's items go straight into `out` (no vector of their own per line); a line
+        // that fails is taken back out whole.
+        let line_start = out.len();
         let failed = loop {
             match values.next() {
                 None => break None,
-                Some(Ok(value)) => value.push_items(&mut items),
+                Some(Ok(value)) => value.push_items(out),
                 Some(Err(err)) => break Some(err),
             }
         };
         match failed {
-            Some(err) if first && err.is_eof() => return Layout::Document,
-            None => out.append(&mut items),
-            Some(err) => out.push(Err(DecodeError::new(
-                syntax_reason(&err, first_line + index),
-                None,
-            ))),
+            Some(err) if first && err.is_eof() => {
+                out.truncate(line_start);
+                return Layout::Document;
+            }
+            None => {}
+            Some(err) => {
+                out.truncate(line_start);
+                out.push(Err(DecodeError::new(
+                    syntax_reason(&err, first_line + index),
+                    None,
+                )));
+            }
         }
     }
     Layout::JsonLines

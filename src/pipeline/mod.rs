@@ -13,6 +13,7 @@
 
 mod admission;
 mod assign;
+mod counters;
 pub mod dispatch;
 mod outcome;
 mod processor;
@@ -118,6 +119,8 @@ pub struct Pipeline {
     ledger: Option<LedgerLink>,
     /// The events being processed, bounded (shared with relabelled copies).
     admission: Arc<admission::Admission>,
+    /// This source's event counters, kept once looked up.
+    counters: counters::EventCounters,
 }
 
 /// The Management API calls a pipeline made, as a source reports them (`replay`'s summary).
@@ -169,6 +172,7 @@ impl Pipeline {
             source,
             ledger: None,
             admission: Arc::new(admission::Admission::new(PROCESSING_MAX)),
+            counters: counters::EventCounters::new(source),
         }
     }
 
@@ -192,6 +196,7 @@ impl Pipeline {
             source,
             ledger: None,
             admission: Arc::new(admission::Admission::new(PROCESSING_MAX)),
+            counters: counters::EventCounters::new(source),
         }
     }
 
@@ -227,6 +232,7 @@ impl Pipeline {
             source,
             ledger: self.ledger.clone(),
             admission: Arc::clone(&self.admission),
+            counters: counters::EventCounters::new(source),
         }
     }
 
@@ -295,17 +301,20 @@ impl Pipeline {
             Ok(_) => "log",
             Err(_) => "invalid",
         };
-        self.metrics
-            .events_received
-            .with_label_values(&[self.source.as_str(), input])
-            .inc();
+        self.counters.received(&self.metrics.events_received, input);
         self.metrics.inflight_events.inc();
         let email_domain = item
             .as_ref()
             .ok()
             .and_then(|e| e.email())
             .and_then(crate::event::email_domain);
-        let date = item.as_ref().ok().and_then(|e| e.date.clone());
+        // When the event happened, for its age once processed (read now: no copy of the date
+        // kept beside the event).
+        let happened = item
+            .as_ref()
+            .ok()
+            .and_then(|e| e.date.as_deref())
+            .and_then(recording::happened_at);
         let user = item.as_ref().ok().and_then(|e| e.user()).map(str::to_owned);
         let log_id = item.as_ref().ok().and_then(|e| e.log_id.clone());
         let trigger = item.as_ref().ok().and_then(|e| match e.selection() {
@@ -322,7 +331,7 @@ impl Pipeline {
             .await
         {
             Ok(report) => {
-                self.record(&report, started, date.as_deref(), email_domain.as_deref());
+                self.record(&report, started, happened, email_domain.as_deref());
                 Ok(report)
             }
             Err(panic) => {

@@ -225,21 +225,18 @@ impl Pipeline {
         &self,
         report: &Report,
         started: tokio::time::Instant,
-        date: Option<&str>,
+        happened: Option<std::time::SystemTime>,
         email_domain: Option<&str>,
     ) {
         let m = &self.metrics;
         m.inflight_events.dec();
         let trigger = report.trigger.map(|t| t.as_str()).unwrap_or("none");
-        m.events_processed
-            .with_label_values(&[self.source.as_str(), trigger, report.outcome.as_str()])
-            .inc();
+        self.counters
+            .processed(&m.events_processed, report.trigger, report.outcome);
         m.event_processing_duration
             .observe(started.elapsed().as_secs_f64());
         let now = std::time::SystemTime::now();
-        if let Some(at) =
-            date.and_then(|d| humantime::parse_rfc3339_weak(d.trim_end_matches('Z')).ok())
-        {
+        if let Some(at) = happened {
             if let Ok(age) = now.duration_since(at) {
                 m.event_age.observe(age.as_secs_f64());
             }
@@ -266,9 +263,7 @@ impl Pipeline {
             .set(i64::try_from(self.processor.dedup().entries()).unwrap_or(i64::MAX));
         let log_id = report.log_id.as_deref().unwrap_or("-");
         let user = report.user_id.as_deref().unwrap_or("-");
-        let domain = email_domain
-            .map(|d| format!("*@{d}"))
-            .unwrap_or_else(|| "-".to_owned());
+        let domain = RedactedEmail(email_domain);
         match report.outcome {
             Outcome::Assigned => tracing::info!(
                 log_id, user_id = user, email = %domain, trigger, roles = ?report.roles, rules = ?report.rules,
@@ -289,6 +284,24 @@ impl Pipeline {
                 "invalid event"
             ),
             other => tracing::debug!(log_id, trigger, outcome = other.as_str(), "event done"),
+        }
+    }
+}
+
+/// When an event dated `date` (RFC 3339) happened, if its date reads.
+pub(super) fn happened_at(date: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(date.trim_end_matches('Z')).ok()
+}
+
+/// An email as logged at info level: `*@domain`, or `-` without one (written only when a
+/// line is logged: no string made per event).
+struct RedactedEmail<'a>(Option<&'a str>);
+
+impl std::fmt::Display for RedactedEmail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(domain) => write!(f, "*@{domain}"),
+            None => f.write_str("-"),
         }
     }
 }

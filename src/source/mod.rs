@@ -165,6 +165,14 @@ impl<T: Send + 'static> Dispatch<T> {
         done
     }
 
+    /// Joins the tasks that finished, without waiting, and yields the lost ones (a panic, an
+    /// abort) as it goes: no vector per call (the Kafka consumer calls it for every message).
+    /// Drains every finished task once iterated to its end.
+    pub fn lost(&mut self) -> impl Iterator<Item = TaskLost> + '_ {
+        std::iter::from_fn(move || self.tasks.try_join_next())
+            .filter_map(|joined| joined.err().map(TaskLost))
+    }
+
     /// The next result (`None` when no task is left).
     pub async fn next(&mut self) -> Option<Result<T, TaskLost>> {
         self.tasks

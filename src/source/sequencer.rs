@@ -5,13 +5,10 @@
 //! would not do: tasks reach a lock in whatever order the runtime schedules them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::{FutureExt, Shared};
-use tokio::sync::oneshot;
-
-type Done = Shared<oneshot::Receiver<()>>;
+use tokio::sync::Notify;
 
 /// The chain of turns per key. Entries are removed when their last turn finishes.
 #[derive(Default)]
@@ -25,10 +22,44 @@ pub struct Sequencer {
     blocked: AtomicUsize,
 }
 
+/// Invariants (under the lock): `last` names, per key, the latest turn entered that has not
+/// ended (a turn ending removes the keys it is still the last of); `gates` holds a gate only
+/// for a turn that has not ended and that a later turn waits behind. A turn nobody waits
+/// behind (the usual case: one event of a user in flight) costs no gate.
 #[derive(Default)]
 struct Chains {
     next_id: u64,
-    last: HashMap<String, (u64, Done)>,
+    /// The id of the last turn entered per key.
+    last: HashMap<String, u64>,
+    /// The gates of turns that later turns wait behind, by turn id: made by the first turn
+    /// that waits, opened and removed when the turn ends.
+    gates: HashMap<u64, Arc<Gate>>,
+}
+
+/// Opened once when its turn ends; turns behind it wait for that.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    opened: Notify,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, Ordering::Release);
+        self.opened.notify_waiters();
+    }
+
+    /// Completes once the gate is open (cancel-safe).
+    async fn wait(&self) {
+        loop {
+            // Registered before the check: an `open` in between still wakes it.
+            let opened = self.opened.notified();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            opened.await;
+        }
+    }
 }
 
 /// One unit of work's place in the chains of its keys. Dropping it (finished, failed or
@@ -37,12 +68,12 @@ pub struct Turn {
     sequencer: Arc<Sequencer>,
     id: u64,
     keys: Vec<String>,
-    waits: Vec<Done>,
+    /// The gates of the earlier turns still to wait for.
+    waits: Vec<Arc<Gate>>,
     /// Still counted in the sequencer's `queued` (until `wait` completes or the turn drops).
     queued: bool,
     /// Still counted in the sequencer's `blocked`.
     blocked: bool,
-    _done: oneshot::Sender<()>,
 }
 
 impl Sequencer {
@@ -52,20 +83,27 @@ impl Sequencer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let (tx, rx) = oneshot::channel();
-        let done = rx.shared();
-        let mut chains = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        chains.next_id += 1;
-        let id = chains.next_id;
         let mut keys: Vec<String> = keys.into_iter().map(Into::into).collect();
         keys.sort();
         keys.dedup();
         let mut waits = Vec::new();
+        let mut chains = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        chains.next_id += 1;
+        let id = chains.next_id;
+        let Chains { last, gates, .. } = &mut *chains;
         for key in &keys {
-            if let Some((_, previous)) = chains.last.insert(key.clone(), (id, done.clone())) {
-                waits.push(previous);
+            let earlier = match last.get_mut(key) {
+                Some(last) => Some(std::mem::replace(last, id)),
+                None => {
+                    last.insert(key.clone(), id);
+                    None
+                }
+            };
+            if let Some(earlier) = earlier {
+                waits.push(Arc::clone(gates.entry(earlier).or_default()));
             }
         }
+        drop(chains);
         self.queued.fetch_add(1, Ordering::Relaxed);
         let blocked = !waits.is_empty();
         if blocked {
@@ -78,7 +116,6 @@ impl Sequencer {
             waits,
             queued: true,
             blocked,
-            _done: tx,
         }
     }
 
@@ -104,16 +141,25 @@ impl Sequencer {
             .last
             .len()
     }
+
+    /// Gates made for turns waited behind and not yet ended (the model checks none is left).
+    #[cfg(test)]
+    fn gates(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .gates
+            .len()
+    }
 }
 
 impl Turn {
     /// Completes when every earlier turn of the same keys is finished.
     pub async fn wait(&mut self) {
-        // An error only means the earlier turn was dropped: it is finished either way. One
-        // earlier turn at a time, each forgotten once finished: cancelling `wait` and calling
-        // it again keeps the turns still unfinished (cancel-safe).
-        while let Some(earlier) = self.waits.last() {
-            let _ = earlier.clone().await;
+        // One earlier turn at a time, each forgotten once finished: cancelling `wait` and
+        // calling it again keeps the turns still unfinished (cancel-safe).
+        while let Some(earlier) = self.waits.last().map(Arc::clone) {
+            earlier.wait().await;
             self.waits.pop();
         }
         self.begun();
@@ -132,15 +178,21 @@ impl Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         self.begun();
-        let mut chains = self
-            .sequencer
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for key in &self.keys {
-            if chains.last.get(key).is_some_and(|(id, _)| *id == self.id) {
-                chains.last.remove(key);
+        let gate = {
+            let mut chains = self
+                .sequencer
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for key in &self.keys {
+                if chains.last.get(key) == Some(&self.id) {
+                    chains.last.remove(key);
+                }
             }
+            chains.gates.remove(&self.id)
+        };
+        if let Some(gate) = gate {
+            gate.open();
         }
     }
 }
@@ -191,6 +243,7 @@ mod tests {
         assert_eq!(a, vec![0, 2, 3]);
         assert_eq!(b, vec![1, 4]);
         assert_eq!(seq.active_keys(), 0, "finished chains are forgotten");
+        assert_eq!(seq.gates(), 0, "and their gates");
     }
 
     #[tokio::test]
@@ -303,6 +356,7 @@ mod tests {
                 prop_assert_eq!(seq.queued(), 0);
                 prop_assert_eq!(seq.blocked(), 0);
                 prop_assert_eq!(seq.active_keys(), 0);
+                prop_assert_eq!(seq.gates(), 0);
             }
         }
     }

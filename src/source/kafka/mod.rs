@@ -141,9 +141,12 @@ async fn consume(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let quiet = QuietLog::counting(&metrics, "librdkafka");
     let mut most = crate::source::MostWaiting::default();
+    // One wait for the whole loop, not one registered and dropped per message.
+    let stopping = shutdown.wait();
+    tokio::pin!(stopping);
 
     loop {
-        for lost in dispatch.finished().into_iter().filter_map(Result::err) {
+        for lost in dispatch.lost() {
             // A panic inside a task is caught there (see `settle`); this is a panic while
             // finishing its offset: that offset stays unstored (redelivered later).
             tracing::error!(error = %crate::exit::cause_chain(&lost), "a message task failed while storing its offset; it is not committed");
@@ -161,7 +164,7 @@ async fn consume(
         }
         tokio::select! {
             biased;
-            _ = shutdown.wait() => break,
+            _ = &mut stopping => break,
             _ = tick.tick() => {}
             message = consumer.recv() => match message {
                 Err(err) => {

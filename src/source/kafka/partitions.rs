@@ -35,12 +35,15 @@ pub(super) struct Partitions {
     pub(super) next_generation: u64,
     /// Set once shutdown drained: the final revoke does not wait again.
     pub(super) closing: bool,
+    /// A revoke waits for its partitions' in-flight messages: finishing ones signal
+    /// `Consumption::finished` (only then: a signal is a system call, per message otherwise).
+    pub(super) draining: bool,
 }
 
 /// What the consumer thread, the callbacks and the tasks share.
 pub(super) struct Consumption {
     pub(super) state: Mutex<Partitions>,
-    /// Signalled whenever a message finishes (the revoke drain waits on it).
+    /// Signalled when a message finishes while a revoke drains (the drain waits on it).
     pub(super) finished: Condvar,
     pub(super) metrics: Arc<Metrics>,
     pub(super) health: Arc<Health>,
@@ -136,6 +139,7 @@ impl ConsumerContext for ConsumerCallbacks {
         let mut state = self.shared.lock();
         // Drain: wait for the revoked partitions' in-flight messages. Their offsets are stored
         // as they finish; librdkafka commits them when it unassigns.
+        state.draining = true;
         loop {
             let pending: usize = parts
                 .iter()
@@ -161,6 +165,7 @@ impl ConsumerContext for ConsumerCallbacks {
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
+        state.draining = false;
         for (topic, partition) in &parts {
             state.owned.remove(&(topic.clone(), *partition));
             let _ = self
@@ -262,7 +267,7 @@ impl OffsetSlot {
             generation,
             offset,
         } = self.position;
-        {
+        let draining = {
             let mut state = self.shared.lock();
             if let Some(owned) = state.owned.get_mut(&tp) {
                 if owned.generation == generation {
@@ -273,8 +278,12 @@ impl OffsetSlot {
                     }
                 }
             }
+            // Read under the lock the drain checks its condition under: no wake-up is lost.
+            state.draining
+        };
+        if draining {
+            self.shared.finished.notify_all();
         }
-        self.shared.finished.notify_all();
     }
 }
 

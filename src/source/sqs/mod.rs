@@ -164,7 +164,7 @@ async fn receive_loop(
     let mut dispatch: Dispatch<()> = Dispatch::with_sequencer(Arc::clone(&ctx.sequencer));
     let mut backoff = Duration::from_secs(1);
     loop {
-        for lost in dispatch.finished().into_iter().filter_map(Result::err) {
+        for lost in dispatch.lost() {
             tracing::error!(error = %crate::exit::cause_chain(&lost), "a message task failed; the message is not deleted and will be received again");
         }
         let mut permits = tokio::select! {
