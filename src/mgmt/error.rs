@@ -47,6 +47,13 @@ pub enum MgmtError {
     /// grant): nothing was written; the reason as said.
     #[error("{0}")]
     BeforeWrite(String),
+    /// A 2xx response whose body does not decode as the API documents.
+    #[error("{operation}: the response is not the JSON the API documents")]
+    Undecodable {
+        operation: &'static str,
+        #[source]
+        source: std::sync::Arc<serde_json::Error>,
+    },
     /// A 2xx response whose body is not what the API documents.
     #[error("{operation}: unexpected response: {detail}")]
     Protocol {
@@ -166,5 +173,30 @@ impl CallStats {
         .iter()
         .filter_map(|op| self.calls.get(op))
         .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2xx answer whose body does not decode keeps serde's error as its source, so the
+    /// printed chain says where the JSON broke (it was flattened into text before).
+    #[test]
+    fn an_undecodable_answer_keeps_the_json_error_as_its_source() {
+        let Err(json) = serde_json::from_slice::<serde_json::Value>(b"{\"user_id\": ") else {
+            panic!("that is not JSON")
+        };
+        let error = MgmtError::Undecodable {
+            operation: "get_user",
+            source: json.into(),
+        };
+        assert!(std::error::Error::source(&error).is_some());
+        let chain = crate::exit::cause_chain(&error);
+        assert!(
+            chain.starts_with("get_user: the response is not the JSON the API documents"),
+            "{chain}"
+        );
+        assert!(chain.contains("EOF while parsing"), "{chain}");
     }
 }

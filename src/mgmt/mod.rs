@@ -538,10 +538,11 @@ impl MgmtClient {
         let answer = self
             .request(Operation::GetUser, Method::GET, &path, None)
             .await?;
-        let user: User = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
-            operation: Operation::GetUser.as_str(),
-            detail: e.to_string(),
-        })?;
+        let user: User =
+            serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
+                operation: Operation::GetUser.as_str(),
+                source: e.into(),
+            })?;
         Ok(Profile {
             email: user.email,
             email_verified: user.email_verified,
@@ -587,9 +588,9 @@ impl MgmtClient {
             };
             let answer = self.request(operation, Method::GET, &path, None).await?;
             let parsed: Page =
-                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
                     operation: operation.as_str(),
-                    detail: e.to_string(),
+                    source: e.into(),
                 })?;
             let empty = parsed.roles.is_empty();
             ids.extend(parsed.roles.into_iter().map(|r| r.id));
@@ -633,9 +634,9 @@ impl MgmtClient {
             let path = format!("{path_and_query}&per_page=100&page={page}&include_totals=true");
             let answer = self.request(operation, Method::GET, &path, None).await?;
             let parsed: Page =
-                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+                serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
                     operation: operation.as_str(),
-                    detail: e.to_string(),
+                    source: e.into(),
                 })?;
             let n = parsed.roles.len();
             roles.extend(parsed.roles);
@@ -715,9 +716,9 @@ impl MgmtClient {
             .request(Operation::GetClient, Method::GET, &path, None)
             .await?;
         let client: Client =
-            serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+            serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
                 operation: Operation::GetClient.as_str(),
-                detail: e.to_string(),
+                source: e.into(),
             })?;
         Ok(client
             .client_metadata

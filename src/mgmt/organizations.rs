@@ -101,9 +101,9 @@ impl MgmtClient {
         }
         let operation = Operation::GetOrganizations;
         let answer = self.request(operation, Method::GET, &path, None).await?;
-        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
             operation: operation.as_str(),
-            detail: e.to_string(),
+            source: e.into(),
         })
     }
 
@@ -124,9 +124,9 @@ impl MgmtClient {
         }
         let operation = Operation::GetOrganizationMembers;
         let answer = self.request(operation, Method::GET, &path, None).await?;
-        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+        serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
             operation: operation.as_str(),
-            detail: e.to_string(),
+            source: e.into(),
         })
     }
 }

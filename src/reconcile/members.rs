@@ -170,10 +170,11 @@ pub async fn list_role(
         let answer = client
             .request(Operation::GetRoleUsers, Method::GET, &path, None)
             .await?;
-        let page: Page = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
-            operation: Operation::GetRoleUsers.as_str(),
-            detail: e.to_string(),
-        })?;
+        let page: Page =
+            serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
+                operation: Operation::GetRoleUsers.as_str(),
+                source: e.into(),
+            })?;
         members.extend(
             page.users
                 .iter()

@@ -81,9 +81,9 @@ impl LogsApi {
             .client
             .request_with(operation, Method::GET, path, None, self.options())
             .await?;
-        let value = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Protocol {
+        let value = serde_json::from_slice(&answer.body).map_err(|e| MgmtError::Undecodable {
             operation: operation.as_str(),
-            detail: e.to_string(),
+            source: e.into(),
         })?;
         Ok((value, answer.headers))
     }
@@ -147,9 +147,9 @@ impl LogsApi {
     pub async fn log_stream(&self, id: &str) -> Result<LogStream, MgmtError> {
         let path = format!("/api/v2/log-streams/{}", encode_path_segment(id));
         let (value, _) = self.get(Operation::GetLogStream, &path).await?;
-        serde_json::from_value(value).map_err(|e| MgmtError::Protocol {
+        serde_json::from_value(value).map_err(|e| MgmtError::Undecodable {
             operation: Operation::GetLogStream.as_str(),
-            detail: e.to_string(),
+            source: e.into(),
         })
     }
 }
