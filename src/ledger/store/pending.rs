@@ -39,6 +39,24 @@ macro_rules! grant_columns {
 }
 const GRANT_COLUMNS: &str = grant_columns!();
 
+/// Binds one grant's values in [`GRANT_COLUMNS`]' order (a macro: each `with_pool!` arm has its
+/// own database type).
+macro_rules! push_grant {
+    ($row:ident, $g:ident) => {
+        $row.push_bind($g.user_id.as_str())
+            .push_bind($g.role_id.as_str())
+            .push_bind($g.role_name.as_str())
+            .push_bind(org_key(&$g.organization_id))
+            .push_bind($g.rule.as_str())
+            .push_bind($g.trigger.as_str())
+            .push_bind($g.event_id.as_str())
+            .push_bind($g.policy_fingerprint.as_str())
+            .push_bind($g.instance.as_str())
+            .push_bind($g.at)
+            .push_bind($g.event_at)
+    };
+}
+
 impl Backend {
     /// Runs `writes` in one transaction; returns how many pending grants were settled as this
     /// service's grants (their role found held: the write before a crash had happened).
@@ -102,17 +120,7 @@ impl Backend {
                     "INSERT INTO pending_grants ({GRANT_COLUMNS}) "
                 ));
                 q.push_values(chunk, |mut row, g| {
-                    row.push_bind(g.user_id.as_str())
-                        .push_bind(g.role_id.as_str())
-                        .push_bind(g.role_name.as_str())
-                        .push_bind(org_key(&g.organization_id))
-                        .push_bind(g.rule.as_str())
-                        .push_bind(g.trigger.as_str())
-                        .push_bind(g.event_id.as_str())
-                        .push_bind(g.policy_fingerprint.as_str())
-                        .push_bind(g.instance.as_str())
-                        .push_bind(g.at)
-                        .push_bind(g.event_at);
+                    push_grant!(row, g);
                 });
                 q.push(
                     " ON CONFLICT (user_id, role_id, organization_id) DO UPDATE SET role_name = excluded.role_name, rule = excluded.rule, trigger_name = excluded.trigger_name, event_id = excluded.event_id, policy_fingerprint = excluded.policy_fingerprint, instance = excluded.instance, at_ms = excluded.at_ms, event_at_ms = excluded.event_at_ms",
@@ -127,17 +135,7 @@ impl Backend {
             for chunk in writes.record.chunks(ROWS_PER_STATEMENT) {
                 let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO grants ({GRANT_COLUMNS}) "));
                 q.push_values(chunk, |mut row, g| {
-                    row.push_bind(g.user_id.as_str())
-                        .push_bind(g.role_id.as_str())
-                        .push_bind(g.role_name.as_str())
-                        .push_bind(org_key(&g.organization_id))
-                        .push_bind(g.rule.as_str())
-                        .push_bind(g.trigger.as_str())
-                        .push_bind(g.event_id.as_str())
-                        .push_bind(g.policy_fingerprint.as_str())
-                        .push_bind(g.instance.as_str())
-                        .push_bind(g.at)
-                        .push_bind(g.event_at);
+                    push_grant!(row, g);
                 });
                 // A grant already standing stays as first written.
                 q.push(" ON CONFLICT DO NOTHING");
