@@ -12,7 +12,8 @@
 //! time) and the calls per assigned user. ASSIGN_BENCH_GRID_SECONDS (default 15) sets how long
 //! each cell's work lasts at the tenant's rate; ASSIGN_BENCH_GRID=only skips the scenarios above,
 //! ASSIGN_BENCH_GRID=off skips the grid; ASSIGN_BENCH_GRID_CELLS runs only the cells whose
-//! "bucket client instances" contains it (e.g. `150/min, burst 10 auto 3`).
+//! "bucket client instances" contains it (e.g. `150/min, burst 10 auto 3`; alternatives
+//! separated by `|`).
 
 // A bench's figures are wall-clock time (clippy.toml bans `std::time::Instant` and
 // `std::thread::sleep` where tokio's clock is meant): here the wall clock is meant.
@@ -249,6 +250,28 @@ async fn grid_cell(
     tokio::time::sleep(Duration::from_secs_f64(f64::from(burst) / rate)).await;
     let before = sim.stats();
     let started = Instant::now();
+    // ASSIGN_BENCH_TRACE: print when the cell's 429s came (tenths of a second from its start).
+    let trace = std::env::var_os("ASSIGN_BENCH_TRACE").map(|_| {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let mut seen = before.rate_limited;
+            let mut at = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = sim.stats();
+                if now.rate_limited > seen {
+                    at.push(format!(
+                        "{:.1}s({}/{})",
+                        started.elapsed().as_secs_f64(),
+                        now.rate_limited - seen,
+                        now.total_requests - before.total_requests
+                    ));
+                    seen = now.rate_limited;
+                    println!("  429s at {}", at.join(" "));
+                }
+            }
+        })
+    });
     let roles = vec!["Viewer".to_string()];
     let tasks: Vec<_> = (0..users)
         .map(|i| {
@@ -268,6 +291,9 @@ async fn grid_cell(
         }
     }
     let wall = started.elapsed().as_secs_f64();
+    if let Some(trace) = trace {
+        trace.abort();
+    }
     let after = sim.stats();
     let calls = (after.total_requests - before.total_requests) as f64;
     let limited = (after.rate_limited - before.rate_limited) as f64;
@@ -286,7 +312,7 @@ async fn grid() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(15.0);
     // ASSIGN_BENCH_GRID_CELLS: only the cells whose "bucket client instances" contains it
-    // (e.g. "150/min, burst 10 auto 3").
+    // (e.g. "150/min, burst 10 auto 3"; alternatives separated by '|').
     let only = std::env::var("ASSIGN_BENCH_GRID_CELLS").unwrap_or_default();
     println!("rate-limit grid ({seconds} s of work at the tenant's rate per cell)");
     println!(
@@ -306,7 +332,7 @@ async fn grid() {
         cells.push((Setting::Auto, 3));
         for (setting, instances) in cells {
             let cell = format!("{name} {} {instances}", setting.label());
-            if !only.is_empty() && !cell.contains(only.as_str()) {
+            if !only.is_empty() && !only.split('|').any(|o| cell.contains(o)) {
                 continue;
             }
             let (share_429, throughput, per_user) =

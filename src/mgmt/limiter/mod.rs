@@ -35,8 +35,13 @@
 //! and the tenant's refill since the previous answer explain (the refill's lower bound from
 //! the resets: others' calls hide behind it), shows the bucket is shared, an instance stops
 //! trusting the reset (it
-//! bounds the tenant's whole refill), paces at 90 % of what it learned, lets that grow only while
-//! the bucket is seen at least half full, and follows a fall at once; after a 429's hold the
+//! bounds the tenant's whole refill) and paces at 90 % of what it learned; in a bucket of 10 or
+//! more its mirror leaves a reserve (a tenth) that instances meet at instead of a 429, and its
+//! refill is raised additively (2 % of the tenant's refill a second) above the reserve and cut
+//! by 15 % at it, so instances converge to equal parts (AIMD on the count, not on 429s); in a
+//! smaller one it grows only while the bucket is seen at least half full and follows a fall
+//! at once; until its part is learned it paces at a third of the tenant's refill (a bucket of
+//! 4 or more), not at the initial pace; after a 429's hold the
 //! first call waits a random part of the spacing (holds that end at the same epoch second do not
 //! fire together): no static "divide by N".
 
@@ -68,6 +73,14 @@ const SHARED_MARGIN: f64 = 0.9;
 /// The share of the tenant's count the mirror takes at once (at least one token while the
 /// bucket is not known to be shared and the count has one for each of [`ASSUMED_CONSUMERS`]).
 const SHARED_SURPLUS: f64 = 0.25;
+/// The share of a shared bucket left unspent by the mirror's raises, in buckets of
+/// [`RESERVE_FROM`] or more (1 of Essentials' 10, 5 of Enterprise's 50).
+const SHARED_RESERVE: f64 = 0.1;
+const RESERVE_FROM: u32 = 10;
+/// A shared bucket's refill: cut at the reserve, raised by this share of the tenant's
+/// whole refill per second above it.
+const SHARED_CUT: f64 = 0.85;
+const SHARED_RAISE_PER_SECOND: f64 = 0.02;
 /// How many consumers a raise of the mirror assumes read the same count, each with as many
 /// calls in flight as this client.
 const ASSUMED_CONSUMERS: u64 = 3;
@@ -164,6 +177,8 @@ pub struct ClassBucket {
     shared: bool,
     /// When the refill was last learned.
     last_learned: f64,
+    /// When a shared bucket's count at its reserve last cut the refill.
+    last_cut: f64,
     /// The last admitted answers (oldest first).
     samples: VecDeque<Sample>,
     /// The last send's number, and the newest send whose answer set the mirror (older answers
@@ -214,6 +229,7 @@ impl ClassBucket {
             trust_reset: true,
             shared: false,
             last_learned: now,
+            last_cut: f64::NEG_INFINITY,
             samples: VecDeque::with_capacity(SAMPLES),
             next_seq: 0,
             synced_seq: 0,
@@ -247,9 +263,27 @@ impl ClassBucket {
             None if self.limit.is_some() && (self.full_at.is_some() || self.in_flight > 0) => {
                 return 0.0
             }
+            // Shared before this client learned its part: a third of the tenant's refill
+            // (its reset's bound), not the initial pace.
+            None if self.shared
+                && self.tenant_refill > 0.0
+                && self.limit.is_some_and(|limit| limit >= SHARE_RESET_FROM) =>
+            {
+                self.allowance
+                    .min(self.tenant_refill * SHARED_MARGIN / ASSUMED_CONSUMERS as f64)
+            }
             None => self.allowance,
         };
         learned.min(self.settings.ceiling) * self.settings.share
+    }
+
+    /// The tokens of a shared bucket (of [`RESERVE_FROM`] or more) its mirror leaves
+    /// unspent: instances that read the same count meet there, not at a 429.
+    fn reserve(&self) -> f64 {
+        match self.limit {
+            Some(limit) if limit >= RESERVE_FROM => (f64::from(limit) * SHARED_RESERVE).floor(),
+            _ => 0.0,
+        }
     }
 
     /// The mirror's size: the tenant's bucket, or the assumed one.
@@ -441,6 +475,9 @@ impl ClassBucket {
                 self.tokens.min(told)
             } else if self.shared {
                 // Others read the same count: take a share of what it says is left.
+                let reserve = self.reserve();
+                let told = (told - reserve).max(0.0);
+                let spare = (spare - reserve).max(0.0);
                 self.tokens.max(spare * SHARED_SURPLUS).min(told)
             } else {
                 // Others may read the same count (instances that start together do, before
@@ -529,7 +566,25 @@ impl ClassBucket {
         if !(best > 0.0 && best.is_finite()) {
             return;
         }
+        let reserve = self.reserve();
         self.refill = Some(match self.refill {
+            Some(old) if self.shared && reserve > 0.0 && self.tenant_refill > 0.0 => {
+                // A shared bucket of 4 or more: additive increase while the count is above
+                // the reserve, multiplicative decrease (once a second) at it, so instances
+                // converge to equal parts (each raises by the same amount, the larger
+                // part is cut more) without a 429 as the signal.
+                if f64::from(remaining) <= reserve {
+                    if now - self.last_cut >= 1.0 {
+                        self.last_cut = now;
+                        old * SHARED_CUT
+                    } else {
+                        old
+                    }
+                } else {
+                    (old + SHARED_RAISE_PER_SECOND * self.tenant_refill * seconds)
+                        .min(self.tenant_refill)
+                }
+            }
             Some(old) if self.shared => {
                 let plenty = self.limit.is_some_and(|limit| remaining * 2 >= limit);
                 if plenty {

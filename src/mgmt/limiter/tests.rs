@@ -373,21 +373,24 @@ fn three_instances_share_a_bucket_fairly() {
             }
             let (limited, throughput) = (limited / seeds as f64, throughput / seeds as f64);
             let line = format!(
-                "{rate}/s burst {burst}, 3 instances at auto, {users} users each ({seconds} s): 429 share {limited:.4}, throughput {throughput:.3} (worst {worst:.3})"
+                "{rate}/s burst {burst}, 3 instances at auto, {users} users each ({seconds} s): 429 share {limited:.5}, throughput {throughput:.3} (worst {worst:.3})"
             );
             println!("{line}");
-            // What is achieved (see docs/performance.md), a guard against going back: the
-            // goal (1 %, 0.9) is met by the 16/s bucket from the start and by 150/min over
-            // 300 s; the first seconds, while the instances find out that they share the
-            // bucket, cost the 150/min 30-s cell a few percent; 2/s with a burst of 2 misses it.
+            // What is achieved (see docs/performance.md), a guard against going back: in a
+            // bucket of 10 or 50, no 429 in any 30-s phase (at most one in 5,000 calls over
+            // 300 s) and every phase's throughput within the goal, by a shared bucket's
+            // reserve and its refill's additive raise and multiplicative cut (before them:
+            // 0.78 % of 429s at 150/min; the reserve alone starved one instance to 0.67);
+            // 2/s with a burst of 2 misses the goal (three first calls against two tokens,
+            // and no reserve fits in 2).
             let (most_429, least_throughput) = match (burst, seconds < 100.0) {
                 (2, true) => (0.125, 0.55),
                 (2, false) => (0.035, 0.68),
-                (10, true) => (0.012, 0.95),
-                (_, true) => (0.005, 0.97),
-                (_, false) => (0.01, 0.99),
+                (_, true) => (0.0, 0.95),
+                (_, false) => (0.0002, 0.99),
             };
-            if !(limited <= most_429 && throughput >= least_throughput) {
+            let worst_floor = if burst == 2 { 0.0 } else { least_throughput };
+            if !(limited <= most_429 && throughput >= least_throughput && worst >= worst_floor) {
                 misses.push(line);
             }
         }
