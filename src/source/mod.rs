@@ -10,12 +10,14 @@
 //! - [`Dispatch`] runs each message as a task, in arrival order per user (the [`Sequencer`]),
 //!   other users in parallel; a task that panics is reported, never lost. [`Dispatch::drain`]
 //!   waits for the tasks until a deadline at shutdown.
-//! - [`Intake`] decides when intake pauses (too much in flight, the Management API failing)
-//!   and resumes (below half, the API answering), and logs each change once.
+//! - [`Intake`] (`intake.rs`) decides when intake pauses (too much in flight, the Management
+//!   API failing) and resumes (below half, the API answering), and logs each change once; the
+//!   Kafka consumer stops reading for a moment ([`ShortStop`]) before it pauses for fullness.
 //! - [`QuietLog`] logs a repeated error at most once per interval.
 
 pub mod auth0_events;
 pub mod auth0_logs;
+mod intake;
 pub mod kafka;
 pub mod lease;
 pub mod ledger_checkpoint;
@@ -26,7 +28,6 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -38,6 +39,8 @@ use crate::event::Decoded;
 use crate::metrics::Metrics;
 pub use crate::pipeline::SourceKind;
 use sequencer::Sequencer;
+
+pub use intake::{Intake, IntakeLoad, IntakeStep, PauseReason, ShortStop, SHORT_STOP_GRACE};
 
 /// The user ids of a message's decoded events: the keys its turn waits on.
 pub fn users_of(items: &[Decoded]) -> Vec<String> {
@@ -201,126 +204,6 @@ impl<T: Send + 'static> Dispatch<T> {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         abandoned
-    }
-}
-
-/// Why intake is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PauseReason {
-    /// `max_inflight` messages are being processed.
-    Full,
-    /// Management API calls are failing; events wait instead of piling up.
-    TenantFailing,
-    /// [`crate::pipeline::PROCESSING_MAX`] events are in process (waiting for the tenant's
-    /// rate, the ledger, their grants' commit) with the messages queued behind an earlier one
-    /// of their user, or [`crate::mgmt::WAITING_MAX`] with every message not begun: taking
-    /// more would only hold them in memory.
-    Backlogged,
-    /// Shutting down: nothing new is taken.
-    ShuttingDown,
-}
-
-impl PauseReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            PauseReason::Full => "in-flight limit reached",
-            PauseReason::TenantFailing => "Management API failing",
-            PauseReason::Backlogged => "events wait for the tenant or the ledger",
-            PauseReason::ShuttingDown => "shutting down",
-        }
-    }
-}
-
-/// When intake pauses and resumes: pause at `max_inflight`, while the tenant fails, or while
-/// [`crate::pipeline::PROCESSING_MAX`] events are in process (waiting for the tenant or the
-/// ledger) or [`crate::mgmt::WAITING_MAX`] wait with the messages queued behind their user;
-/// resume at half of each once the tenant answers. Each change is logged once.
-pub struct Intake {
-    max_inflight: usize,
-    resume_below: usize,
-    paused: AtomicBool,
-}
-
-impl Intake {
-    pub fn new(max_inflight: usize) -> Intake {
-        Intake {
-            max_inflight,
-            resume_below: max_inflight / 2,
-            paused: AtomicBool::new(false),
-        }
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::SeqCst)
-    }
-
-    /// Decides with `inflight` messages in flight and the tenant failing or not. Returns the
-    /// new state (`true`: paused) when it changed.
-    pub fn update(&self, inflight: usize, tenant_failing: bool) -> Option<bool> {
-        self.update_waiting(inflight, 0, 0, 0, tenant_failing)
-    }
-
-    /// [`Intake::update`], with `in_process` events being processed
-    /// ([`crate::pipeline::Pipeline::waiting`]: waiting for a read, the ledger, a role write or
-    /// their grants' commit, each holding its path), `queued` messages not begun (holding only
-    /// their decoded events), and `blocked` of those queued behind an earlier message of their
-    /// user. Intake pauses at [`crate::pipeline::PROCESSING_MAX`] events in process and blocked
-    /// together (both grow while the tenant or the ledger is slower than the broker), or at
-    /// [`crate::mgmt::WAITING_MAX`] in process and queued (the tasks spawned and not polled
-    /// yet, which a busy runtime catches up with, count only here), whatever `max_inflight`
-    /// allows, so a tenant or a ledger slower than the broker bounds the memory of the events
-    /// held; it resumes once half of each left.
-    pub fn update_waiting(
-        &self,
-        inflight: usize,
-        in_process: usize,
-        queued: usize,
-        blocked: usize,
-        tenant_failing: bool,
-    ) -> Option<bool> {
-        let paused = self.is_paused();
-        let processing_max = crate::pipeline::PROCESSING_MAX;
-        let held = in_process + blocked.min(queued);
-        let waiting = in_process + queued;
-        let backlogged = held >= processing_max || waiting >= crate::mgmt::WAITING_MAX;
-        if !paused && (inflight >= self.max_inflight || tenant_failing || backlogged) {
-            let reason = if tenant_failing {
-                PauseReason::TenantFailing
-            } else if backlogged {
-                PauseReason::Backlogged
-            } else {
-                PauseReason::Full
-            };
-            self.set(true, reason.as_str());
-            Some(true)
-        } else if paused
-            && inflight <= self.resume_below
-            && held <= processing_max / 2
-            && waiting <= crate::mgmt::WAITING_MAX / 2
-            && !tenant_failing
-        {
-            self.set(false, "caught up");
-            Some(false)
-        } else {
-            None
-        }
-    }
-
-    /// Pauses for good (shutdown). Returns whether it was running.
-    pub fn stop(&self) -> bool {
-        let was_paused = self.is_paused();
-        self.set(true, PauseReason::ShuttingDown.as_str());
-        !was_paused
-    }
-
-    fn set(&self, paused: bool, reason: &str) {
-        if self.paused.swap(paused, Ordering::SeqCst) != paused {
-            if paused {
-                tracing::info!(reason, "intake paused");
-            } else {
-                tracing::info!(reason, "intake resumed");
-            }
-        }
     }
 }
 
