@@ -330,7 +330,11 @@ impl MessageTask {
             match (verdict, dlq, original.as_ref()) {
                 (Verdict::DeadLetter(rejected), Some(dlq), Some(original)) => {
                     let letter = original.letter(&rejected);
-                    dlq.send_until_acknowledged(&letter, &metrics).await;
+                    // Boxed, as below: the send's future is about 8 KB, and a message's task
+                    // future holding it inline was 21 KB, copied several times on every
+                    // spawn and held by every message waiting in line (most are never
+                    // dead-lettered).
+                    Box::pin(dlq.send_until_acknowledged(&letter, &metrics)).await;
                     dead_letter_count.fetch_add(1, Ordering::Relaxed);
                     Ack::Release
                 }
@@ -402,9 +406,9 @@ async fn settle<F: std::future::Future<Output = Ack>>(
                     "a message task panicked: the message is dead-lettered as failed and its offset stored"
                 );
                 let letter = original.letter(&rejected);
-                let send = std::panic::AssertUnwindSafe(
+                let send = std::panic::AssertUnwindSafe(Box::pin(
                     dlq.send_until_acknowledged(&letter, &slot.shared.metrics),
-                );
+                ));
                 match send
                     .catch_unwind()
                     .await
