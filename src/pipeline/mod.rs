@@ -337,11 +337,7 @@ impl Pipeline {
             }
             Err(panic) => {
                 self.metrics.inflight_events.dec();
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
+                let what = panic_message(panic.as_ref());
                 self.metrics
                     .task_panics
                     .with_label_values(&[self.source.as_str()])
@@ -514,6 +510,15 @@ impl Pipeline {
             Step::Assign(assignment) => Box::pin(self.assign(assignment)).await,
         }
     }
+}
+
+/// What a caught panic said.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// An event whose task was lost (it panicked): the `failed` report it ends with when given up.

@@ -26,7 +26,7 @@ pub mod sequencer;
 pub mod sqs;
 pub mod webhook;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +37,7 @@ use tokio::task::JoinSet;
 
 use crate::event::Decoded;
 use crate::metrics::Metrics;
+use crate::pipeline::panic_message;
 pub use crate::pipeline::SourceKind;
 use sequencer::Sequencer;
 
@@ -54,7 +55,24 @@ pub fn users_of(items: &[Decoded]) -> Vec<String> {
 /// source says which, and the panic's message).
 #[derive(Debug, thiserror::Error)]
 #[error("message task ended abnormally")]
-pub struct TaskLost(#[source] pub tokio::task::JoinError);
+pub struct TaskLost(#[source] pub LostCause);
+
+/// What ended a task without its result.
+#[derive(Debug, thiserror::Error)]
+pub enum LostCause {
+    /// Its runtime task panicked or was aborted.
+    #[error(transparent)]
+    Joined(tokio::task::JoinError),
+    /// It panicked at its first poll, run at once by [`Dispatch::spawn`] (no runtime task).
+    #[error("panicked at its first poll with message {0:?}")]
+    Panicked(String),
+}
+
+impl From<tokio::task::JoinError> for TaskLost {
+    fn from(joined: tokio::task::JoinError) -> Self {
+        TaskLost(LostCause::Joined(joined))
+    }
+}
 
 /// What a consumer's run did (Kafka, SQS), for the exit log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -90,17 +108,23 @@ impl MostWaiting {
 }
 
 /// Message tasks of one source: per-user order, a join set, a drain with a deadline.
+///
+/// Invariants (the model test `dispatch_follows_its_model` checks them):
+/// - every piece of work handed to [`Dispatch::spawn`] yields exactly one result (its output,
+///   or [`TaskLost`] when it panicked or was aborted), through [`Dispatch::next`],
+///   [`Dispatch::finished`] or [`Dispatch::lost`], unless [`Dispatch::drain`] abandons it;
+/// - work of one user begins only after every earlier work of that user ended;
+/// - work counts in [`Dispatch::len`] from `spawn` until its result is taken.
 pub struct Dispatch<T> {
     sequencer: Arc<Sequencer>,
     tasks: JoinSet<T>,
+    /// Results of work that ended at its first poll, run at once by `spawn`, not taken yet.
+    ended_at_once: VecDeque<Result<T, TaskLost>>,
 }
 
 impl<T: Send + 'static> Default for Dispatch<T> {
     fn default() -> Self {
-        Dispatch {
-            sequencer: Arc::new(Sequencer::default()),
-            tasks: JoinSet::new(),
-        }
+        Dispatch::with_sequencer(Arc::new(Sequencer::default()))
     }
 }
 
@@ -110,6 +134,7 @@ impl<T: Send + 'static> Dispatch<T> {
         Dispatch {
             sequencer,
             tasks: JoinSet::new(),
+            ended_at_once: VecDeque::new(),
         }
     }
 
@@ -117,18 +142,57 @@ impl<T: Send + 'static> Dispatch<T> {
     /// Must be called in arrival order: the place in line is taken here, not when the task
     /// starts. The future is made and boxed only when the turn comes, so a task waiting in
     /// line holds only what `work` captures (its message), not the state of a run.
+    ///
+    /// When no earlier work of its users is unfinished, the work is polled once here, at
+    /// once: work that needs nothing it would wait for (an event no rule acts on: most of a
+    /// log stream) ends there, with no runtime task, no wake-up of a worker thread and no
+    /// move of its future into one. Work still pending after that poll goes on as a task (its
+    /// next poll registers the task's waker: the first one had none).
     pub fn spawn<W, F>(&mut self, users: Vec<String>, work: W)
     where
         W: FnOnce() -> F + Send + 'static,
         F: Future<Output = T> + Send + 'static,
     {
         let mut turn = self.sequencer.enter(users);
-        self.tasks.spawn(async move {
-            turn.wait().await;
-            let out = Box::pin(work()).await;
-            drop(turn);
-            out
-        });
+        if !turn.is_free() {
+            self.tasks.spawn(async move {
+                turn.wait().await;
+                let out = Box::pin(work()).await;
+                drop(turn);
+                out
+            });
+            return;
+        }
+        turn.begin();
+        let mut run = Box::pin(work());
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        // Unconstrained: the caller's cooperative budget (a source's loop taking many
+        // messages in one poll) must not make this first poll return pending by itself.
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut tokio::task::unconstrained(run.as_mut())).poll(&mut context)
+        }));
+        match first {
+            Ok(std::task::Poll::Ready(out)) => {
+                drop(run);
+                drop(turn);
+                self.ended_at_once.push_back(Ok(out));
+            }
+            Ok(std::task::Poll::Pending) => {
+                self.tasks.spawn(async move {
+                    let out = run.await;
+                    drop(turn);
+                    out
+                });
+            }
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                // A future that panicked may panic again in its drop: caught too.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(run)));
+                drop(turn);
+                self.ended_at_once
+                    .push_back(Err(TaskLost(LostCause::Panicked(what))));
+            }
+        }
     }
 
     /// Tasks waiting in line behind an earlier task of one of their users (see
@@ -150,38 +214,45 @@ impl<T: Send + 'static> Dispatch<T> {
         self.len().saturating_sub(self.queued())
     }
 
-    /// Tasks queued or running.
+    /// Work queued, running, or ended with its result not taken yet.
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.tasks.len() + self.ended_at_once.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.tasks.is_empty() && self.ended_at_once.is_empty()
     }
 
-    /// The results of the tasks that finished, without waiting.
+    /// The next result of work that ended, without waiting.
+    fn try_next(&mut self) -> Option<Result<T, TaskLost>> {
+        self.ended_at_once.pop_front().or_else(|| {
+            self.tasks
+                .try_join_next()
+                .map(|joined| joined.map_err(TaskLost::from))
+        })
+    }
+
+    /// The results of the work that ended, without waiting.
     pub fn finished(&mut self) -> Vec<Result<T, TaskLost>> {
-        let mut done = Vec::new();
-        while let Some(joined) = self.tasks.try_join_next() {
-            done.push(joined.map_err(TaskLost));
-        }
-        done
+        std::iter::from_fn(|| self.try_next()).collect()
     }
 
-    /// Joins the tasks that finished, without waiting, and yields the lost ones (a panic, an
-    /// abort) as it goes: no vector per call (the Kafka consumer calls it for every message).
-    /// Drains every finished task once iterated to its end.
+    /// Takes the results of the work that ended, without waiting, and yields the lost ones (a
+    /// panic, an abort) as it goes: no vector per call (the Kafka consumer calls it for every
+    /// message). Takes every result once iterated to its end.
     pub fn lost(&mut self) -> impl Iterator<Item = TaskLost> + '_ {
-        std::iter::from_fn(move || self.tasks.try_join_next())
-            .filter_map(|joined| joined.err().map(TaskLost))
+        std::iter::from_fn(move || self.try_next()).filter_map(Result::err)
     }
 
-    /// The next result (`None` when no task is left).
+    /// The next result (`None` when no work is left).
     pub async fn next(&mut self) -> Option<Result<T, TaskLost>> {
+        if let Some(ended) = self.ended_at_once.pop_front() {
+            return Some(ended);
+        }
         self.tasks
             .join_next()
             .await
-            .map(|joined| joined.map_err(TaskLost))
+            .map(|joined| joined.map_err(TaskLost::from))
     }
 
     /// Waits for the tasks until `grace` has passed, calling `serve` meanwhile (a consumer
@@ -200,6 +271,7 @@ impl<T: Send + 'static> Dispatch<T> {
                 _ = serve() => {}
             }
         }
+        self.ended_at_once.clear();
         let abandoned = self.tasks.len();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -346,5 +418,249 @@ mod tests {
             .drain(Duration::from_millis(50), std::future::pending::<()>)
             .await;
         assert_eq!(abandoned, 1);
+    }
+
+    /// A work of the model: what it does when run.
+    #[derive(Debug, Clone, Copy)]
+    enum Work {
+        /// Ends at its first poll.
+        AtOnce,
+        /// Waits until the test releases it (by its id).
+        Held,
+        /// Panics at its first poll.
+        Panics,
+        /// Yields to the runtime once, then ends.
+        Yields,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Spawn {
+            user: u8,
+            work: Work,
+        },
+        /// Releases the `n`-th held work not released yet (modulo their count).
+        Release(usize),
+        /// Lets the runtime run the tasks for a moment.
+        Run,
+        /// Takes the results that ended.
+        Take,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u8..3, prop_oneof![
+                3 => Just(Work::AtOnce),
+                2 => Just(Work::Held),
+                1 => Just(Work::Panics),
+                1 => Just(Work::Yields),
+            ]).prop_map(|(user, work)| Op::Spawn { user, work }),
+            2 => (0usize..8).prop_map(Op::Release),
+            1 => Just(Op::Run),
+            1 => Just(Op::Take),
+        ]
+    }
+
+    /// What the model saw happen to a work: it began, it ended.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Seen {
+        Began(usize),
+        Ended(usize),
+    }
+
+    /// Runs `ops` against a real `Dispatch` and checks its invariants against the plain model
+    /// (per user, the works in spawn order): every work yields exactly one result (its id, or
+    /// lost when it panicked); a user's work begins only after the user's previous work ended
+    /// and in spawn order; `len` is the works spawned minus the results taken.
+    fn check_dispatch(ops: &[Op]) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+            let mut dispatch: Dispatch<usize> = Dispatch::default();
+            let mut held: Vec<(usize, tokio::sync::oneshot::Sender<()>)> = Vec::new();
+            // The model: each work's user and whether it panics.
+            let mut works: Vec<(u8, Work)> = Vec::new();
+            let mut results: Vec<Result<usize, String>> = Vec::new();
+            let take = |dispatch: &mut Dispatch<usize>,
+                        results: &mut Vec<Result<usize, String>>| {
+                for r in dispatch.finished() {
+                    results.push(r.map_err(|lost| crate::exit::cause_chain(&lost)));
+                }
+            };
+            for op in ops {
+                match *op {
+                    Op::Spawn { user, work } => {
+                        let id = works.len();
+                        works.push((user, work));
+                        let seen = Arc::clone(&seen);
+                        let release = if let Work::Held = work {
+                            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                            held.push((id, tx));
+                            Some(rx)
+                        } else {
+                            None
+                        };
+                        dispatch.spawn(vec![format!("user-{user}")], move || async move {
+                            seen.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(Seen::Began(id));
+                            match work {
+                                Work::Panics => panic!("work {id} panics"),
+                                Work::Yields => tokio::task::yield_now().await,
+                                Work::Held => {
+                                    if let Some(rx) = release {
+                                        let _ = rx.await;
+                                    }
+                                }
+                                Work::AtOnce => {}
+                            }
+                            seen.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(Seen::Ended(id));
+                            id
+                        });
+                    }
+                    Op::Release(n) if !held.is_empty() => {
+                        let (_, tx) = held.remove(n % held.len());
+                        let _ = tx.send(());
+                    }
+                    Op::Release(_) => {}
+                    Op::Run => {
+                        for _ in 0..4 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    Op::Take => take(&mut dispatch, &mut results),
+                }
+                if dispatch.len() != works.len() - results.len() {
+                    return Err(format!(
+                        "len {} after {op:?}: {} spawned, {} taken",
+                        dispatch.len(),
+                        works.len(),
+                        results.len()
+                    ));
+                }
+            }
+            for (_, tx) in held.drain(..) {
+                let _ = tx.send(());
+            }
+            while let Some(r) = dispatch.next().await {
+                results.push(r.map_err(|lost| crate::exit::cause_chain(&lost)));
+            }
+            // Exactly one result per work: its id, or lost for the ones that panic.
+            let mut ended: Vec<usize> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied())
+                .collect();
+            ended.sort_unstable();
+            let want: Vec<usize> = (0..works.len())
+                .filter(|id| !matches!(works[*id].1, Work::Panics))
+                .collect();
+            if ended != want {
+                return Err(format!("results {ended:?}, want {want:?}"));
+            }
+            let lost = results.iter().filter(|r| r.is_err()).count();
+            if lost != works.len() - want.len() {
+                return Err(format!("{lost} lost, want {}", works.len() - want.len()));
+            }
+            if let Some(Err(chain)) = results.iter().find(|r| r.is_err()) {
+                if !chain.starts_with("message task ended abnormally: ")
+                    || !chain.contains("panics")
+                {
+                    return Err(format!("lost work said {chain:?}"));
+                }
+            }
+            // Per user: begun in spawn order, each after the previous one's end (a panic ends
+            // a work too: its turn is released).
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for user in 0..3u8 {
+                let of_user: Vec<usize> =
+                    (0..works.len()).filter(|id| works[*id].0 == user).collect();
+                let began: Vec<usize> = seen
+                    .iter()
+                    .filter_map(|s| match s {
+                        Seen::Began(id) if works[*id].0 == user => Some(*id),
+                        _ => None,
+                    })
+                    .collect();
+                if began != of_user {
+                    return Err(format!("user {user} began {began:?}, spawned {of_user:?}"));
+                }
+                for pair in of_user.windows(2) {
+                    let (earlier, later) = (pair[0], pair[1]);
+                    let begin_later = seen.iter().position(|s| *s == Seen::Began(later));
+                    let end_earlier = seen.iter().position(|s| *s == Seen::Ended(earlier));
+                    let panicked = matches!(works[earlier].1, Work::Panics);
+                    let ok = match (end_earlier, begin_later) {
+                        (Some(e), Some(b)) => e < b,
+                        (None, Some(_)) => panicked,
+                        _ => false,
+                    };
+                    if !ok {
+                        return Err(format!(
+                            "user {user}: work {later} began before work {earlier} ended: {seen:?}"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dispatch_follows_its_model(ops in proptest::collection::vec(op(), 1..40)) {
+            // The panics of `Work::Panics` are expected: keep their messages off the output.
+            let result = check_dispatch(&ops);
+            proptest::prop_assert!(result.is_ok(), "{:?}", result);
+        }
+    }
+
+    #[tokio::test]
+    async fn work_that_needs_no_wait_ends_in_spawn_and_later_work_of_its_user_waits_for_held_work()
+    {
+        let mut dispatch: Dispatch<&'static str> = Dispatch::default();
+        dispatch.spawn(vec!["a".to_owned()], || async { "at once" });
+        // Ended in `spawn` itself: its result is there before the runtime ran anything.
+        assert_eq!(
+            dispatch
+                .finished()
+                .into_iter()
+                .map(Result::ok)
+                .collect::<Vec<_>>(),
+            vec![Some("at once")]
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        dispatch.spawn(vec!["a".to_owned()], || async move {
+            let _ = rx.await;
+            "held"
+        });
+        dispatch.spawn(vec!["a".to_owned()], || async { "after held" });
+        dispatch.spawn(vec!["b".to_owned()], || async { "other user" });
+        // The other user's work is not behind the held one.
+        assert_eq!(
+            dispatch
+                .finished()
+                .into_iter()
+                .map(Result::ok)
+                .collect::<Vec<_>>(),
+            vec![Some("other user")]
+        );
+        tokio::task::yield_now().await;
+        assert!(
+            dispatch.finished().is_empty(),
+            "the user's later work waits for the held one"
+        );
+        assert_eq!(dispatch.len(), 2);
+        let _ = tx.send(());
+        let mut rest = Vec::new();
+        while let Some(r) = dispatch.next().await {
+            rest.extend(r.ok());
+        }
+        assert_eq!(rest, vec!["held", "after held"]);
     }
 }

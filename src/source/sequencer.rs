@@ -165,6 +165,17 @@ impl Turn {
         self.begun();
     }
 
+    /// No earlier turn of its keys is unfinished: it may begin at once.
+    pub fn is_free(&self) -> bool {
+        self.waits.is_empty()
+    }
+
+    /// Begins a free turn without waiting (see [`Turn::is_free`]).
+    pub fn begin(&mut self) {
+        debug_assert!(self.is_free());
+        self.begun();
+    }
+
     fn begun(&mut self) {
         if std::mem::take(&mut self.queued) {
             self.sequencer.queued.fetch_sub(1, Ordering::Relaxed);

@@ -33,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use crate::event::{decode, DecodeError, Decoded};
-use crate::pipeline::{Outcome, Pipeline, Rejected, SourceKind, Verdict};
+use crate::pipeline::{panic_message, Outcome, Pipeline, Rejected, SourceKind, Verdict};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 use crate::source::{users_of, ConsumerSummary, Dispatch, Intake, IntakeLoad, QuietLog, ShortStop};
@@ -383,7 +383,7 @@ async fn settle<F: std::future::Future<Output = Ack>>(
         );
         return;
     }
-    let panicked = ended.err().map(|p| panic_text(p.as_ref()));
+    let panicked = ended.err().map(|p| panic_message(p.as_ref()));
     if let Some(what) = panicked {
         slot.shared
             .metrics
@@ -412,7 +412,7 @@ async fn settle<F: std::future::Future<Output = Ack>>(
                 match send
                     .catch_unwind()
                     .await
-                    .map_err(|p| panic_text(p.as_ref()))
+                    .map_err(|p| panic_message(p.as_ref()))
                 {
                     Ok(()) => {
                         dead_letter_count.fetch_add(1, Ordering::Relaxed);
@@ -472,15 +472,6 @@ fn decode_message(payload: &[u8]) -> Vec<Decoded> {
         )));
     }
     items
-}
-
-/// What a caught panic said.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 #[cfg(test)]
