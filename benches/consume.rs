@@ -17,6 +17,8 @@
 //!
 //! Rates count from the first message received to the last one finished, so the group join
 //! is not part of them. Peak RSS is the service process's VmHWM.
+//! `CONSUME_BENCH_TIMELINE=1` prints when each 10,000 events were done in both runs (both show
+//! tansu's pattern: ~10,000 events in 0.4 s, then a pause of 0.5-1 s).
 //! `CONSUME_BENCH_EVENTS` changes the size; `CONSUME_BENCH_SCENARIO` (`one`, `batched`) runs one
 //! scenario; `SERVICE_WRAPPER` runs the service under a profiler (see `crates/test-harness`).
 
@@ -178,6 +180,7 @@ fn bare_run(
         consumer
             .subscribe(&[topic])
             .unwrap_or_else(|e| panic!("{e}"));
+        let timeline = std::env::var("CONSUME_BENCH_TIMELINE").is_ok_and(|v| v == "1");
         let mut first = None;
         let mut count = 0usize;
         let mut size = 0usize;
@@ -185,9 +188,12 @@ fn bare_run(
             match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
                 Ok(Ok(m)) => {
                     use rdkafka::Message;
-                    first.get_or_insert_with(Instant::now);
+                    let start = *first.get_or_insert_with(Instant::now);
                     size += m.payload().map_or(0, <[u8]>::len);
                     count += 1;
+                    if timeline && count % 10_000 == 0 {
+                        println!("    bare {count} at {:.2} s", start.elapsed().as_secs_f64());
+                    }
                 }
                 Ok(Err(e)) => panic!("bare consumer: {e}"),
                 Err(_) => panic!("bare consumer stalled at {count} of {n}"),
@@ -256,6 +262,8 @@ fn service_run(
     );
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(600);
+    // `CONSUME_BENCH_TIMELINE=1`: when each 10,000 events were done, for both runs.
+    let timeline = std::env::var("CONSUME_BENCH_TIMELINE").is_ok_and(|v| v == "1");
     let mut processed = 0.0;
     let mut moved = Instant::now();
     while Instant::now() < deadline {
@@ -268,6 +276,15 @@ fn service_run(
         let now = metric_sum(&body, "auth0_default_roles_events_processed_total", "");
         if now > processed {
             moved = Instant::now();
+        }
+        if let Some(start) = first.filter(|_| timeline) {
+            let step = 10_000.0;
+            if (now / step).floor() > (processed / step).floor() {
+                println!(
+                    "    service {now:.0} at {:.2} s",
+                    start.elapsed().as_secs_f64()
+                );
+            }
         }
         processed = now;
         if processed as usize >= n {
