@@ -103,6 +103,7 @@ pub async fn replay_to(
     } else {
         app::connect(config, metrics, request.mode, SourceKind::Replay).await?
     };
+    let pipeline = Arc::new(pipeline);
     let summary = replay::run(
         &pipeline,
         request.inputs,

@@ -255,6 +255,13 @@ impl<T: Send + 'static> Dispatch<T> {
             .map(|joined| joined.map_err(TaskLost::from))
     }
 
+    /// Lets the work still running go on unwatched, its results dropped (the webhook answers
+    /// 503 at its deadline while the work finishes: Auth0's retry is deduplicated).
+    pub fn detach(&mut self) {
+        self.tasks.detach_all();
+        self.ended_at_once.clear();
+    }
+
     /// Waits for the tasks until `grace` has passed, calling `serve` meanwhile (a consumer
     /// must keep being polled to stay in its group), then aborts the rest. Returns how many
     /// were abandoned.
@@ -618,6 +625,22 @@ mod tests {
             let result = check_dispatch(&ops);
             proptest::prop_assert!(result.is_ok(), "{:?}", result);
         }
+    }
+
+    #[tokio::test]
+    async fn detached_work_goes_on_to_its_end() {
+        let mut dispatch: Dispatch<()> = Dispatch::default();
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        dispatch.spawn(vec!["u".to_owned()], || async move {
+            let _ = held.await;
+            let _ = ended.send(());
+        });
+        dispatch.detach();
+        assert!(dispatch.is_empty());
+        drop(dispatch);
+        let _ = release.send(());
+        assert!(ended_rx.await.is_ok(), "the detached work ran to its end");
     }
 
     #[tokio::test]

@@ -11,13 +11,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt};
-
 use crate::event::{decode, decode_json_lines, first_line_stands_alone, Decoded};
 use crate::pipeline::{ApiCalls, Outcome, Pipeline, Report, Verdict};
 use crate::progress::Progress;
-use crate::source::sequencer::Sequencer;
-use crate::source::users_of;
+use crate::source::{users_of, Dispatch};
 
 /// Bytes read from a file or stdin at a time.
 const READ_BUFFER: usize = 1 << 20;
@@ -162,11 +159,11 @@ impl ReplaySummary {
 }
 
 /// Replays `inputs` through `pipeline`, up to `concurrency` events at a time (a user's events
-/// one after another, in input order), writing records (`jsonl`) in input order and the
-/// summary at the end (`summary`). With `spinner`, an input larger than one chunk shows its
-/// progress on stderr when that is a terminal.
+/// one after another, in input order: [`Dispatch`], as every source), writing records (`jsonl`)
+/// in input order and the summary at the end (`summary`). With `spinner`, an input larger than
+/// one chunk shows its progress on stderr when that is a terminal.
 pub async fn run(
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     inputs: &[Input],
     output: Output,
     concurrency: usize,
@@ -174,7 +171,7 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<ReplaySummary, ReplayError> {
     let mut summary = ReplaySummary::default();
-    let sequencer = Arc::new(Sequencer::default());
+    let mut dispatch: Dispatch<(usize, Report)> = Dispatch::default();
     let mut progress = Progress::hidden(spinner);
     for input in inputs {
         let read_error = |source| ReplayError::Read {
@@ -192,25 +189,43 @@ pub async fn run(
                 progress.update(|| message(summary.events));
             }
             let bytes = Arc::new(bytes);
-            let mut reports = stream::iter(items.into_iter().enumerate())
-                .map(|(index, item)| {
-                    // Taken in input order, here; awaited when the event's turn comes.
-                    let mut turn = sequencer.enter(users_of(std::slice::from_ref(&item)));
-                    let bytes = Arc::clone(&bytes);
-                    async move {
-                        turn.wait().await;
-                        replay_one(pipeline, item, move || bytes.item(index)).await
-                    }
-                })
-                .buffered(concurrency.max(1));
-            while let Some(report) = reports.next().await {
-                summary.add(&report);
-                if output == Output::Jsonl {
-                    serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
-                    out.write_all(b"\n")?;
+            let mut lines = InOrder::new(items.len());
+            let mut items = items.into_iter().enumerate();
+            loop {
+                // At most `concurrency` events in flight or waiting for an earlier one's line.
+                while dispatch.len() + lines.waiting() < concurrency.max(1) {
+                    let Some((index, item)) = items.next() else {
+                        break;
+                    };
+                    let users = users_of(std::slice::from_ref(&item));
+                    let (pipeline, bytes) = (Arc::clone(pipeline), Arc::clone(&bytes));
+                    dispatch.spawn(users, move || async move {
+                        let report = replay_one(&pipeline, item, move || bytes.item(index)).await;
+                        (index, report)
+                    });
                 }
-                if summary.events % PROGRESS_EVERY == 0 {
-                    progress.update(|| message(summary.events));
+                match dispatch.next().await {
+                    Some(Ok((index, report))) => lines.put(index, report),
+                    Some(Err(lost)) => {
+                        // Not reached (`deliver` catches the pipeline's panics): its line is
+                        // written `failed` once the chunk's other events are done.
+                        tracing::error!(error = %crate::exit::cause_chain(&lost), "a replayed event's task was lost outside the pipeline");
+                    }
+                    None => {}
+                }
+                let done = dispatch.is_empty() && items.len() == 0;
+                for report in lines.take(done, |index| lost_report(bytes.item(index))) {
+                    summary.add(&report);
+                    if output == Output::Jsonl {
+                        serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
+                        out.write_all(b"\n")?;
+                    }
+                    if summary.events % PROGRESS_EVERY == 0 {
+                        progress.update(|| message(summary.events));
+                    }
+                }
+                if done {
+                    break;
                 }
             }
         }
@@ -222,6 +237,54 @@ pub async fn run(
     }
     out.flush()?;
     Ok(summary)
+}
+
+/// A chunk's lines in input order: reports held until every earlier one is written.
+struct InOrder {
+    next: usize,
+    count: usize,
+    held: BTreeMap<usize, Report>,
+}
+
+impl InOrder {
+    fn new(count: usize) -> InOrder {
+        InOrder {
+            next: 0,
+            count,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Reports held for an earlier line.
+    fn waiting(&self) -> usize {
+        self.held.len()
+    }
+
+    fn put(&mut self, index: usize, report: Report) {
+        self.held.insert(index, report);
+    }
+
+    /// The reports that can be written now, in order. With `done` (nothing of the chunk left in
+    /// flight), a line whose report never came (its task lost) is `lost(index)`, so every event
+    /// of the chunk gets its line.
+    fn take<'a>(
+        &'a mut self,
+        done: bool,
+        lost: impl Fn(usize) -> Report + 'a,
+    ) -> impl Iterator<Item = Report> + 'a {
+        std::iter::from_fn(move || {
+            if self.next >= self.count {
+                return None;
+            }
+            let report = match self.held.remove(&self.next) {
+                Some(report) => report,
+                None if done => lost(self.next),
+                None => return None,
+            };
+            self.next += 1;
+            Some(report)
+        })
+    }
 }
 
 /// One event as one delivery: its line is the report its verdict came with (the event's final
@@ -241,22 +304,35 @@ where
             Verdict::DeadLetter(rejected) => rejected.error,
             Verdict::Done => "the event ended without a report".to_owned(),
         };
-        let event = again().into_iter().next().and_then(Result::ok);
-        Report {
-            log_id: event.as_ref().and_then(|e| e.log_id.clone()),
-            event_type: event.as_ref().map(|e| e.event_type.clone()),
-            user_id: event.as_ref().and_then(|e| e.user()).map(str::to_owned),
-            trigger: None,
-            outcome: Outcome::Failed,
-            roles: Vec::new(),
-            organization: None,
-            organization_roles: Vec::new(),
-            rules: Vec::new(),
-            skipped: Vec::new(),
-            created_by: None,
-            error: Some(error),
-        }
+        failed_report(again(), error)
     })
+}
+
+/// The `failed` line of an event whose task was lost outside the pipeline.
+fn lost_report(items: Vec<Decoded>) -> Report {
+    failed_report(
+        items,
+        "internal error: the event's task was lost".to_owned(),
+    )
+}
+
+/// A `failed` line for an event (decoded again from its bytes) that ended without its report.
+fn failed_report(items: Vec<Decoded>, error: String) -> Report {
+    let event = items.into_iter().next().and_then(Result::ok);
+    Report {
+        log_id: event.as_ref().and_then(|e| e.log_id.clone()),
+        event_type: event.as_ref().map(|e| e.event_type.clone()),
+        user_id: event.as_ref().and_then(|e| e.user()).map(str::to_owned),
+        trigger: None,
+        outcome: Outcome::Failed,
+        roles: Vec::new(),
+        organization: None,
+        organization_roles: Vec::new(),
+        rules: Vec::new(),
+        skipped: Vec::new(),
+        created_by: None,
+        error: Some(error),
+    }
 }
 
 /// The bytes a chunk's events were decoded from, kept while they are replayed: an event whose
@@ -387,6 +463,36 @@ mod tests {
             items.append(&mut chunk.items);
         }
         items
+    }
+
+    fn line(index: usize) -> Report {
+        failed_report(Vec::new(), format!("line {index}"))
+    }
+
+    fn errors(reports: impl Iterator<Item = Report>) -> Vec<String> {
+        reports.filter_map(|r| r.error).collect()
+    }
+
+    #[test]
+    fn lines_come_out_in_input_order_and_a_lost_one_gets_its_line_once_the_chunk_is_done() {
+        let mut lines = InOrder::new(4);
+        lines.put(2, line(2));
+        lines.put(1, line(1));
+        assert!(errors(lines.take(false, line)).is_empty(), "line 0 first");
+        assert_eq!(lines.waiting(), 2);
+        lines.put(0, line(0));
+        assert_eq!(
+            errors(lines.take(false, line)),
+            ["line 0", "line 1", "line 2"]
+        );
+        // Line 3's report never came: written only once nothing of the chunk is in flight.
+        assert!(errors(lines.take(false, line)).is_empty());
+        let lost = |_| lost_report(Vec::new());
+        assert_eq!(
+            errors(lines.take(true, lost)),
+            ["internal error: the event's task was lost"]
+        );
+        assert!(errors(lines.take(true, line)).is_empty(), "every line once");
     }
 
     #[test]

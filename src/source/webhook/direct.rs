@@ -11,7 +11,7 @@ use crate::event::Decoded;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::source::sequencer::Sequencer;
-use crate::source::users_of;
+use crate::source::{users_of, Dispatch};
 
 /// Environment variable holding the webhook's Authorization token.
 use super::http::{json, Answer};
@@ -69,16 +69,16 @@ pub(super) async fn direct_records(
             );
         }
     };
-    let mut handles = Vec::new();
+    // Its own dispatcher per delivery, with the order shared by every delivery.
+    let mut dispatch: Dispatch<Vec<Outcome>> =
+        Dispatch::with_sequencer(Arc::clone(&direct.sequencer));
     for (record, events) in good {
         // One delivery per record (its events in order): a lost task runs again from the
         // record's bytes, then ends `failed`.
-        let mut turn = direct.sequencer.enter(users_of(&events));
+        let users = users_of(&events);
         let pipeline = Arc::clone(&direct.pipeline);
         let permit = permits.split(events.len());
-        // The task outlives a 503: the work finishes, and Auth0's retry is deduplicated.
-        handles.push(tokio::spawn(async move {
-            turn.wait().await;
+        dispatch.spawn(users, move || async move {
             let mut outcomes = Vec::with_capacity(events.len());
             let again = || crate::event::decode(&record);
             pipeline
@@ -86,10 +86,22 @@ pub(super) async fn direct_records(
                 .await;
             drop(permit);
             outcomes
-        }));
+        });
     }
-    let n = handles.len();
-    match tokio::time::timeout(direct.deadline, futures_util::future::join_all(handles)).await {
+    let n = dispatch.len();
+    let all = async {
+        let mut results = Vec::with_capacity(n);
+        while let Some(result) = dispatch.next().await {
+            results.push(result);
+        }
+        results
+    };
+    let answered = tokio::time::timeout(direct.deadline, all).await;
+    if answered.is_err() {
+        // The work outlives the 503: it finishes, and Auth0's retry is deduplicated.
+        dispatch.detach();
+    }
+    match answered {
         Ok(results) if results.iter().any(Result::is_err) => {
             // A task died (a bug): its event is not done, so Auth0 must send the batch again.
             let lost = results.iter().filter(|r| r.is_err()).count();
