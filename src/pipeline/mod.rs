@@ -346,17 +346,10 @@ impl Pipeline {
                 Err(LostTask {
                     report: Report {
                         log_id,
-                        event_type: None,
                         user_id: user,
                         trigger,
-                        outcome: Outcome::Failed,
-                        roles: Vec::new(),
-                        organization: None,
-                        organization_roles: Vec::new(),
-                        rules: Vec::new(),
-                        skipped: Vec::new(),
-                        created_by: None,
                         error: Some(format!("internal error (panic): {what}")),
+                        ..Report::with_outcome(Outcome::Failed)
                     },
                     started,
                 })

@@ -133,6 +133,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of `outcome` that names no event and lists nothing: the base the others fill in.
+    pub fn with_outcome(outcome: Outcome) -> Report {
+        Report {
+            log_id: None,
+            event_type: None,
+            user_id: None,
+            trigger: None,
+            outcome,
+            roles: Vec::new(),
+            organization: None,
+            organization_roles: Vec::new(),
+            rules: Vec::new(),
+            skipped: Vec::new(),
+            created_by: None,
+            error: None,
+        }
+    }
+
     pub(super) fn for_event(
         event: &LogEvent,
         trigger: Option<Trigger>,
@@ -143,16 +161,10 @@ impl Report {
             event_type: Some(event.event_type.clone()),
             user_id: event.user().map(str::to_owned),
             trigger,
-            outcome,
-            roles: Vec::new(),
-            organization: None,
-            organization_roles: Vec::new(),
-            rules: Vec::new(),
-            skipped: Vec::new(),
             created_by: trigger
                 .and_then(|t| crate::policy::creation::creation_of(event, &[t], false))
                 .map(|c| c.as_str()),
-            error: None,
+            ..Report::with_outcome(outcome)
         }
     }
 }

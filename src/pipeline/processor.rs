@@ -137,17 +137,8 @@ impl Processor {
             Err(err) => {
                 return Step::Done(Report {
                     log_id: err.log_id,
-                    event_type: None,
-                    user_id: None,
-                    trigger: None,
-                    outcome: Outcome::Invalid,
-                    roles: Vec::new(),
-                    organization: None,
-                    organization_roles: Vec::new(),
-                    rules: Vec::new(),
-                    skipped: Vec::new(),
-                    created_by: None,
                     error: Some(err.reason),
+                    ..Report::with_outcome(Outcome::Invalid)
                 })
             }
         };

@@ -643,20 +643,18 @@ mod tests {
         assert!(ended_rx.await.is_ok(), "the detached work ran to its end");
     }
 
+    /// The outputs of the work that ended, without waiting (`None` for a lost one).
+    fn ended<T: Send + 'static>(dispatch: &mut Dispatch<T>) -> Vec<Option<T>> {
+        dispatch.finished().into_iter().map(Result::ok).collect()
+    }
+
     #[tokio::test]
     async fn work_that_needs_no_wait_ends_in_spawn_and_later_work_of_its_user_waits_for_held_work()
     {
         let mut dispatch: Dispatch<&'static str> = Dispatch::default();
         dispatch.spawn(vec!["a".to_owned()], || async { "at once" });
         // Ended in `spawn` itself: its result is there before the runtime ran anything.
-        assert_eq!(
-            dispatch
-                .finished()
-                .into_iter()
-                .map(Result::ok)
-                .collect::<Vec<_>>(),
-            vec![Some("at once")]
-        );
+        assert_eq!(ended(&mut dispatch), vec![Some("at once")]);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         dispatch.spawn(vec!["a".to_owned()], || async move {
             let _ = rx.await;
@@ -665,14 +663,7 @@ mod tests {
         dispatch.spawn(vec!["a".to_owned()], || async { "after held" });
         dispatch.spawn(vec!["b".to_owned()], || async { "other user" });
         // The other user's work is not behind the held one.
-        assert_eq!(
-            dispatch
-                .finished()
-                .into_iter()
-                .map(Result::ok)
-                .collect::<Vec<_>>(),
-            vec![Some("other user")]
-        );
+        assert_eq!(ended(&mut dispatch), vec![Some("other user")]);
         tokio::task::yield_now().await;
         assert!(
             dispatch.finished().is_empty(),

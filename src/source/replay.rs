@@ -323,15 +323,8 @@ fn failed_report(items: Vec<Decoded>, error: String) -> Report {
         log_id: event.as_ref().and_then(|e| e.log_id.clone()),
         event_type: event.as_ref().map(|e| e.event_type.clone()),
         user_id: event.as_ref().and_then(|e| e.user()).map(str::to_owned),
-        trigger: None,
-        outcome: Outcome::Failed,
-        roles: Vec::new(),
-        organization: None,
-        organization_roles: Vec::new(),
-        rules: Vec::new(),
-        skipped: Vec::new(),
-        created_by: None,
         error: Some(error),
+        ..Report::with_outcome(Outcome::Failed)
     }
 }
 
