@@ -569,10 +569,10 @@ impl ClassBucket {
         let reserve = self.reserve();
         self.refill = Some(match self.refill {
             Some(old) if self.shared && reserve > 0.0 && self.tenant_refill > 0.0 => {
-                // A shared bucket of 4 or more: additive increase while the count is above
-                // the reserve, multiplicative decrease (once a second) at it, so instances
-                // converge to equal parts (each raises by the same amount, the larger
-                // part is cut more) without a 429 as the signal.
+                // A shared bucket with a reserve (10 or more): additive increase while the
+                // count is above the reserve, multiplicative decrease (once a second) at it,
+                // so instances converge to equal parts (each raises by the same amount, the
+                // larger part is cut more) without a 429 as the signal.
                 if f64::from(remaining) <= reserve {
                     if now - self.last_cut >= 1.0 {
                         self.last_cut = now;
